@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from llmplatform.models import Tenant
+
+
+class Tier(models.Model):
+    """A service tier. Its limits are enforced on every request of the tenants on it."""
+
+    name = models.SlugField(max_length=32, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    # Request limits (0 = unlimited).
+    requests_per_minute = models.PositiveIntegerField(default=60)
+    requests_per_hour = models.PositiveIntegerField(default=1000)
+    requests_per_day = models.PositiveIntegerField(default=10000)
+    # Token limits (0 = unlimited).
+    tokens_per_minute = models.PositiveIntegerField(default=40000)
+    tokens_per_day = models.PositiveIntegerField(default=1000000)
+    # Spend budgets in USD (0 = unlimited).
+    daily_budget = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
+    monthly_budget = models.DecimalField(max_digits=12, decimal_places=4, default=Decimal("0"))
+    # Largest prompt accepted, in characters over all messages.
+    max_prompt_chars = models.PositiveIntegerField(default=32000, validators=[MinValueValidator(1)])
+    # Cap on max_tokens a request may ask for (0 = the model's own limit).
+    max_output_tokens = models.PositiveIntegerField(default=4096)
+    allowed_aliases = models.ManyToManyField(
+        "ModelAlias", blank=True, help_text="Empty means every enabled alias."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TenantPlan(models.Model):
+    """The tier a tenant is on. Kept in the gateway so the kernel's Tenant knows nothing of
+    tiers (imports point down: gateway -> llmplatform)."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="plan")
+    tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="plans")
+
+    def __str__(self) -> str:
+        return f"{self.tenant} on {self.tier}"
+
+
+class ApiKey(models.Model):
+    """A tenant API key: ``llmp_<lookup>_<secret>``. Only an HMAC of the secret is stored."""
+
+    class Scope(models.TextChoices):
+        CHAT = "chat", "chat"
+        MODELS_READ = "models:read", "models:read"
+        ADMIN = "admin", "admin"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    lookup = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    pepper_id = models.CharField(max_length=16)
+    last_four = models.CharField(max_length=4)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} (llmp_{self.lookup}_…{self.last_four})"
+
+    @property
+    def display(self) -> str:
+        return f"llmp_{self.lookup}_…{self.last_four}"
+
+
+class Provider(models.Model):
+    """An upstream LLM service. Credentials are references resolved at run time (see
+    ``gateway.secrets``), never stored here."""
+
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible HTTP"
+        AZURE = "azure", "Azure OpenAI"
+        BEDROCK = "bedrock", "AWS Bedrock"
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    base_url = models.URLField(max_length=500, blank=True)
+    api_key_ref = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Secret reference: env:NAME, file:/path, or aws-sm:SECRET_ID[#json_key].",
+    )
+    api_version = models.CharField(max_length=32, blank=True, help_text="Azure OpenAI api-version")
+    region = models.CharField(max_length=32, blank=True, help_text="AWS region for Bedrock")
+    connect_timeout = models.FloatField(null=True, blank=True)
+    read_timeout = models.FloatField(null=True, blank=True)
+    extra = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProviderDeployment(models.Model):
+    """A concrete model at a provider (an upstream model id, an Azure deployment, a Bedrock
+    model id), with its prices."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="deployments")
+    model = models.CharField(max_length=200, help_text="Upstream model id or Azure deployment")
+    input_price_per_1k = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal("0"), help_text="USD per 1,000 tokens"
+    )
+    output_price_per_1k = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal("0"), help_text="USD per 1,000 tokens"
+    )
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelAlias(models.Model):
+    """What tenants ask for (``default``, ``fast``); routed to one of its versions."""
+
+    name = models.CharField(max_length=64, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "model aliases"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    """One version of an alias: a deployment plus parameters and a system prompt. Traffic is
+    split over an alias's versions by ``weight``."""
+
+    alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="versions")
+    version = models.CharField(max_length=64)
+    deployment = models.ForeignKey(
+        ProviderDeployment, on_delete=models.PROTECT, related_name="versions"
+    )
+    weight = models.PositiveIntegerField(default=100)
+    system_prompt = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True, help_text="Default request parameters")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["alias", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["alias", "version"], name="uniq_alias_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.alias.name}@{self.version}"
+
+
+class UsageRecord(models.Model):
+    """One API request, metered. Never holds message bodies."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_records")
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="+")
+    request_id = models.CharField(max_length=128)
+    route = models.CharField(max_length=64)
+    alias = models.CharField(max_length=64, blank=True)
+    deployment = models.CharField(max_length=64, blank=True)
+    status_code = models.PositiveSmallIntegerField()
+    error_code = models.CharField(max_length=64, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
+    latency_ms = models.FloatField(default=0)
+    upstream_latency_ms = models.FloatField(default=0)
+    streamed = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.status_code}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+

@@ -1,0 +1,152 @@
+"""The one interface every provider adapter implements.
+
+The gateway speaks OpenAI's chat format at its edge and builds the responses itself; adapters
+only translate a normalised ``ChatRequest`` to their upstream's protocol and back into a
+``ChatResult`` (or a stream of ``ChatDelta``). Failures are raised as ``UpstreamError``
+subclasses, which the API maps to 502/503/504.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """A plain snapshot of a ``gateway.models.Provider`` row: adapters never touch the ORM."""
+
+    name: str
+    kind: str  # openai | azure | bedrock
+    base_url: str = ""
+    api_key_ref: str = ""  # a secret reference, resolved by gateway.secrets
+    api_version: str = ""
+    region: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 120.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Changes whenever the row changes, so cached adapters are rebuilt.
+    revision: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # system | user | assistant | tool
+    content: str
+    name: str | None = None
+    tool_call_id: str | None = None
+    # OpenAI-format tool calls made by an assistant turn, passed through as given.
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str  # the upstream model id (or Azure deployment / Bedrock model id)
+    messages: list[ChatMessage]
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    user: str | None = None
+    # Parameters passed through verbatim to OpenAI-compatible upstreams only.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class ChatResult:
+    content: str
+    finish_reason: str  # stop | length | tool_calls | content_filter
+    usage: Usage
+    upstream_model: str = ""
+
+
+@dataclass(slots=True)
+class ChatDelta:
+    """One piece of a streamed answer. The last delta carries ``finish_reason``; ``usage`` is set
+    on whichever delta the upstream reported it (often the last)."""
+
+    content: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class ProviderAdapter(Protocol):
+    async def complete(self, request: ChatRequest) -> ChatResult: ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]: ...
+
+    async def check(self) -> bool:
+        """Cheap reachability probe for /readyz (no tokens spent where avoidable)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class UpstreamError(Exception):
+    """A provider call failed. ``status`` is what the client gets."""
+
+    status = 502
+    code = "upstream_error"
+    retryable = False
+
+    def __init__(self, message: str, *, upstream_status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+
+class UpstreamBadResponse(UpstreamError):
+    """The upstream answered with an error or with something that is not a valid answer."""
+
+    status = 502
+    code = "upstream_bad_response"
+
+
+class UpstreamServerError(UpstreamBadResponse):
+    """The upstream answered 5xx."""
+
+    code = "upstream_server_error"
+    retryable = True
+
+
+class UpstreamAuthError(UpstreamError):
+    """The upstream rejected our credentials (401/403): a configuration problem of ours."""
+
+    status = 502
+    code = "upstream_auth_failed"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream could not be reached, or is overloaded (429/503)."""
+
+    status = 503
+    code = "upstream_unavailable"
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    retryable = True
+
+
+def flatten_content(content: Any) -> str:
+    """OpenAI content is a string or a list of parts; the gateway accepts text parts only."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if part.get("type") == "text")

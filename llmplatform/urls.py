@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from llmplatform import health
+
+admin.site.site_header = "llmplatform governance"
+admin.site.site_title = "llmplatform"
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("", include("gateway.api.urls")),
+]
