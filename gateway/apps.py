@@ -1,8 +1,27 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import m2m_changed, post_delete, post_save
 
 
 class GatewayConfig(AppConfig):
     name = "gateway"
     verbose_name = "Gateway"
+
+    def ready(self) -> None:
+        from gateway import models
+        from gateway.pipeline import authenticate, route
+        from gateway.readiness import providers_ready
+        from llmplatform.health import register_readiness_probe
+
+        # Config changes saved in this process take effect at once here; other processes pick
+        # them up within route.REFRESH_SECONDS / LLMP_AUTH_CACHE_SECONDS.
+        for model in (models.ModelAlias, models.ModelVersion, models.ProviderDeployment,
+                      models.Provider):
+            post_save.connect(route.invalidate_routing, sender=model, weak=False)
+            post_delete.connect(route.invalidate_routing, sender=model, weak=False)
+        for model in (models.ApiKey, models.Tier, models.TenantPlan):
+            post_save.connect(lambda **_: authenticate.clear_cache(), sender=model, weak=False)
+        m2m_changed.connect(lambda **_: authenticate.clear_cache(),
+                            sender=models.Tier.allowed_aliases.through, weak=False)
+        register_readiness_probe("providers", providers_ready)

@@ -2,43 +2,267 @@
 
 A reference is one of:
 - ``env:NAME`` — the environment variable NAME (or the file named by ``NAME_FILE``);
-- ``file:/path`` — the content of a file (a mounted Docker/Kubernetes secret);
-- ``aws-sm:SECRET_ID`` or ``aws-sm:SECRET_ID#json_key`` — AWS Secrets Manager (TODO: helper).
+- ``file:/path`` — the content of a file (a mounted Docker/Kubernetes secret), stripped;
+- ``aws-sm:SECRET_ID`` or ``aws-sm:SECRET_ID#json_key`` — AWS Secrets Manager: the secret's
+  string, or one key of it when the string is a JSON object. SECRET_ID is a name or an ARN.
 An empty reference resolves to an empty string (an upstream that needs no key).
+
+AWS values are cached in-process for ``LLMP_SECRETS_CACHE_SECONDS`` (0 disables the cache), so
+the request path does not call AWS per request; ``invalidate_secret`` drops a cached value, and
+adapters call it after an upstream 401 so a rotated key is picked up at once. Environment and
+file references are read on every call: they are local and cheap, and a rotated mounted file
+should take effect without waiting for a TTL.
+
+No message raised or logged here contains a secret value, or a malformed reference (which may be
+a key pasted where a reference belongs).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
+import threading
+import time
 from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+SCHEMES = ("env", "file", "aws-sm")
+REFERENCE_HELP = "env:NAME, file:/absolute/path or aws-sm:SECRET_ID[#json_key]"
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Secrets Manager names use these characters; an ARN adds ':'.
+_AWS_SECRET_ID = re.compile(r"[A-Za-z0-9/_+=.@:-]{1,2048}")
+_MAX_REF_LENGTH = 300  # Provider.api_key_ref's max_length
 
 
 class SecretNotFound(Exception):
     """A reference that cannot be resolved. The message names the reference, never a value."""
 
 
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate_secret_ref(ref: str) -> None:
+    """Raise ``ValueError`` unless ``ref`` is empty or a well-formed secret reference.
+
+    Checks the form only (nothing is fetched). Messages never repeat the input, since a
+    malformed reference is often a raw key pasted in the wrong place.
+    """
+    if not ref:
+        return
+    if not isinstance(ref, str):
+        raise ValueError(f"a secret reference must be a string ({REFERENCE_HELP})")
+    if len(ref) > _MAX_REF_LENGTH:
+        raise ValueError(f"a secret reference is at most {_MAX_REF_LENGTH} characters")
+    scheme, sep, rest = ref.partition(":")
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(
+            f"not a secret reference: expected {REFERENCE_HELP}; plain-text keys are not accepted"
+        )
+    if scheme == "env":
+        if not _ENV_NAME.fullmatch(rest):
+            raise ValueError("env: needs an environment variable name (letters, digits, '_')")
+    elif scheme == "file":
+        if not rest.startswith("/") or "\x00" in rest or any(c.isspace() for c in rest):
+            raise ValueError("file: needs an absolute path without spaces")
+    else:
+        secret_id, hash_sign, json_key = rest.partition("#")
+        if not _AWS_SECRET_ID.fullmatch(secret_id):
+            raise ValueError("aws-sm: needs a secret name or ARN (letters, digits and /_+=.@-:)")
+        if hash_sign and not json_key:
+            raise ValueError("aws-sm: the JSON key after '#' is empty")
+
+
+def _parse(ref: str) -> tuple[str, str]:
+    try:
+        validate_secret_ref(ref)
+    except ValueError as exc:
+        raise SecretNotFound(f"malformed secret reference: {exc}") from None
+    scheme, _, rest = ref.partition(":")
+    return scheme, rest
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment and files
+
+
+def _read_file(path: str, *, what: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        # Not chained: the reference named in the message is enough to act on.
+        raise SecretNotFound(f"{what} cannot be read") from None
+
+
+def _resolve_env(name: str) -> str:
+    value = os.environ.get(name)
+    if value is not None:
+        return value
+    file_path = os.environ.get(f"{name}_FILE")
+    if file_path:
+        return _read_file(file_path, what=f"the file named by environment variable {name}_FILE")
+    raise SecretNotFound(f"environment variable {name} (or {name}_FILE) is not set")
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS Secrets Manager
+
+_lock = threading.Lock()
+_client: Any = None
+# secret id -> (expires at on the monotonic clock, the secret's whole string)
+_cache: dict[str, tuple[float, str]] = {}
+
+
+def _aws_client() -> Any:
+    """One boto3 client per process (boto3 clients are thread-safe; creating one is slow)."""
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                import boto3
+                from botocore.config import Config
+
+                _client = boto3.client(
+                    "secretsmanager",
+                    region_name=settings.AWS_REGION,
+                    endpoint_url=getattr(settings, "LLMP_AWS_ENDPOINT_URL", None) or None,
+                    # A miss happens on the request path: fail in seconds, not minutes.
+                    config=Config(
+                        connect_timeout=3,
+                        read_timeout=5,
+                        retries={"max_attempts": 3, "mode": "standard"},
+                    ),
+                )
+    return _client
+
+
+def _cached(secret_id: str) -> str | None:
+    entry = _cache.get(secret_id)
+    if entry is None:
+        return None
+    expires_at, value = entry
+    if time.monotonic() >= expires_at:
+        _cache.pop(secret_id, None)
+        return None
+    return value
+
+
+def _fetch_aws(secret_id: str) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        response = _aws_client().get_secret_value(SecretId=secret_id)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        if code == "ResourceNotFoundException":
+            raise SecretNotFound(f"AWS secret {secret_id} does not exist") from None
+        raise SecretNotFound(f"AWS secret {secret_id} cannot be read ({code})") from None
+    except BotoCoreError as exc:
+        # Connection and credential errors; their messages carry no secret material.
+        raise SecretNotFound(
+            f"AWS secret {secret_id} cannot be read ({type(exc).__name__})"
+        ) from None
+    if "SecretString" in response:
+        value = response["SecretString"]
+    else:
+        try:
+            value = bytes(response["SecretBinary"]).decode()
+        except (KeyError, UnicodeDecodeError):
+            raise SecretNotFound(f"AWS secret {secret_id} has no text value") from None
+    ttl = float(settings.LLMP_SECRETS_CACHE_SECONDS)
+    if ttl > 0:
+        _cache[secret_id] = (time.monotonic() + ttl, value)
+    return value
+
+
+def _select_json_key(secret_id: str, document: str, key: str) -> str:
+    try:
+        data = json.loads(document)
+    except ValueError:
+        # ``from None``: a JSONDecodeError holds the whole document, i.e. the secret.
+        raise SecretNotFound(f"AWS secret {secret_id} is not a JSON object") from None
+    if not isinstance(data, dict):
+        raise SecretNotFound(f"AWS secret {secret_id} is not a JSON object")
+    if key not in data:
+        raise SecretNotFound(f"AWS secret {secret_id} has no key {key!r}")
+    value = data[key]
+    if not isinstance(value, str):
+        raise SecretNotFound(f"AWS secret {secret_id} key {key!r} is not a string")
+    return value
+
+
+def _resolve_aws(rest: str, *, document: str | None = None) -> str:
+    secret_id, _, key = rest.partition("#")
+    if document is None:
+        document = _cached(secret_id)
+    if document is None:
+        document = _fetch_aws(secret_id)
+    return _select_json_key(secret_id, document, key) if key else document
+
+
+# ---------------------------------------------------------------------------------------------
+# Public interface
+
+
 def resolve_secret(ref: str) -> str:
+    """The value a reference points at. Raises ``SecretNotFound`` (naming the reference only)."""
     if not ref:
         return ""
-    scheme, _, rest = ref.partition(":")
+    scheme, rest = _parse(ref)
     if scheme == "env":
-        value = os.environ.get(rest)
-        if value is None and os.environ.get(f"{rest}_FILE"):
-            value = Path(os.environ[f"{rest}_FILE"]).read_text().strip()
-        if value is None:
-            raise SecretNotFound(f"environment variable {rest} is not set")
-        return value
+        return _resolve_env(rest)
     if scheme == "file":
-        try:
-            return Path(rest).read_text().strip()
-        except OSError as exc:
-            raise SecretNotFound(f"secret file {rest} cannot be read") from exc
-    raise SecretNotFound(f"unknown secret reference scheme {scheme!r}")
+        return _read_file(rest, what=f"secret file {rest}")
+    return _resolve_aws(rest)
 
 
 async def aresolve_secret(ref: str) -> str:
-    return resolve_secret(ref)
+    """``resolve_secret`` for the event loop: cache hits and set environment variables return
+    at once; anything that does I/O (AWS, files) runs in a worker thread."""
+    if not ref:
+        return ""
+    scheme, rest = _parse(ref)
+    if scheme == "aws-sm":
+        document = _cached(rest.partition("#")[0])
+        if document is not None:
+            return _resolve_aws(rest, document=document)
+    elif scheme == "env":
+        value = os.environ.get(rest)
+        if value is not None:
+            return value
+    return await asyncio.to_thread(resolve_secret, ref)
 
 
 def invalidate_secret(ref: str) -> None:
-    """Forget a cached value (called after an upstream rejected it, e.g. after a rotation)."""
+    """Forget a cached value (called after an upstream rejected it, e.g. after a rotation).
+
+    Every reference to the same AWS secret (any ``#json_key``) is refetched on next use.
+    Unknown or malformed references are ignored: there is nothing cached for them.
+    """
+    if not ref:
+        return
+    scheme, _, rest = ref.partition(":")
+    if scheme == "aws-sm":
+        _cache.pop(rest.partition("#")[0], None)
+
+
+def clear_secret_cache() -> None:
+    """Forget every cached value and the AWS client (settings changed, or between tests)."""
+    global _client
+    with _lock:
+        _cache.clear()
+        _client = None
+
+
+@receiver(setting_changed)
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    # Tests point the resolver at a local endpoint with override_settings / the settings fixture.
+    if setting in {"AWS_REGION", "LLMP_AWS_ENDPOINT_URL", "LLMP_SECRETS_CACHE_SECONDS"}:
+        clear_secret_cache()

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from gateway import keys
-from gateway.models import ApiKey, Tier, TenantPlan
+from gateway.models import ApiKey, TenantPlan, Tier
 from llmplatform.audit import actor_label, audit_record
 from llmplatform.models import Tenant
 

@@ -91,6 +91,7 @@ def env_url(name: str, default: str | None, *, schemes: tuple[str, ...]) -> str 
     scheme = value.split("://", 1)[0] if "://" in value else ""
     if scheme not in schemes:
         raise ImproperlyConfigured(
-            f"{name} must be a URL with one of the schemes {', '.join(schemes)}; got {scheme or 'none'}"
+            f"{name} must be a URL with one of the schemes {', '.join(schemes)}; "
+            f"got {scheme or 'none'}"
         )
     return value

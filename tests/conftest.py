@@ -73,8 +73,9 @@ class Principals:
 
 @pytest.fixture
 def principals(db, tier, django_user_model) -> Principals:
-    tenant_a = gateway_services.tenant_create(actor=None, name="Tenant A", slug="tenant-a", tier=tier)
-    tenant_b = gateway_services.tenant_create(actor=None, name="Tenant B", slug="tenant-b", tier=tier)
+    create = gateway_services.tenant_create
+    tenant_a = create(actor=None, name="Tenant A", slug="tenant-a", tier=tier)
+    tenant_b = create(actor=None, name="Tenant B", slug="tenant-b", tier=tier)
     alice = django_user_model.objects.create_user("alice", password="alice-pass-123")
     bob = django_user_model.objects.create_user("bob", password="bob-pass-123")
     charlie = django_user_model.objects.create_user("charlie", password="charlie-pass-123")

@@ -1,0 +1,698 @@
+"""The gateway's configuration file: tiers, providers, deployments and model aliases declared in
+YAML (LiteLLM-config-like), parsed and validated into typed dataclasses. Nothing here touches
+the database; ``gateway.config_services.config_apply`` writes a parsed file, and
+``manage.py apply_config FILE`` does both.
+
+Shape (every section optional, but the file must not be empty)::
+
+    tiers:
+      - name: free                  # slug, unique
+        description: ""
+        requests_per_minute: 20     # request limits, 0 = unlimited
+        requests_per_hour: 300
+        requests_per_day: 2000
+        tokens_per_minute: 20000    # token limits, 0 = unlimited
+        tokens_per_day: 200000
+        daily_budget: 0             # USD, 0 = unlimited
+        monthly_budget: 0
+        max_prompt_chars: 8000      # >= 1
+        max_output_tokens: 1024     # 0 = the model's own limit
+        allowed_aliases: [default]  # aliases declared in this file; [] = every enabled alias
+    providers:
+      - name: local                 # slug, unique
+        kind: openai                # openai | azure | bedrock
+        base_url: http://127.0.0.1:8081/v1   # required for openai and azure
+        api_key: env:LOCAL_MODEL_KEY         # optional: a secret REFERENCE, never the key
+                                             # env:NAME | file:/path | aws-sm:ID[#json_key]
+        api_version: "2024-10-21"   # required for azure
+        region: us-east-1           # bedrock (default: AWS_REGION)
+        timeouts: {connect: 5, read: 120}    # seconds, > 0; omitted = the gateway's defaults
+        extra: {}                   # adapter-specific options (no credentials)
+        enabled: true
+    deployments:
+      - name: gemma-3-270m          # slug, unique
+        provider: local             # a provider declared in this file
+        model: gemma-3-270m         # upstream model id / Azure deployment / Bedrock model id
+        price: {input_per_1k: 0, output_per_1k: 0}   # USD per 1,000 tokens, >= 0
+        enabled: true
+    model_aliases:
+      - name: default               # unique
+        description: The default model
+        enabled: true
+        versions:                   # an enabled alias needs a version with weight > 0
+          - version: v1             # unique within the alias
+            deployment: gemma-3-270m   # a deployment declared in this file
+            weight: 100             # >= 0; traffic is split by weight
+            system_prompt: ""
+            params: {temperature: 0.7} # default request parameters
+
+Rules:
+- Unknown keys and duplicate keys are errors, so a typo is never silently ignored.
+- The file describes each object it names completely: an omitted field takes the model's
+  default (an officer's admin edit of a named object is overwritten by the next apply).
+  Objects the file does not name are left alone (``--prune`` disables aliases it does not name).
+- References (``provider``, ``deployment``, ``allowed_aliases``) must name objects declared in
+  the same file, so the file is self-contained.
+- Errors name their place in the file: ``model_aliases[0].versions[1].deployment: unknown
+  deployment 'x'``. They never repeat a value given for ``api_key``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import json
+import re
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from gateway.secrets import validate_secret_ref
+
+PROVIDER_KINDS = ("openai", "azure", "bedrock")
+_SLUG = re.compile(r"[-a-zA-Z0-9_]+")
+# Keys in a provider's ``extra`` that would hold a credential: those belong in ``api_key``.
+_CREDENTIAL_WORDS = (
+    "api_key",
+    "api-key",
+    "apikey",
+    "secret",
+    "password",
+    "authorization",
+    "bearer",
+    "access_key",
+    "credential",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be applied. ``errors`` lists every problem found, each
+    prefixed with its path in the file."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    name: str
+    description: str = ""
+    requests_per_minute: int = 60
+    requests_per_hour: int = 1000
+    requests_per_day: int = 10000
+    tokens_per_minute: int = 40000
+    tokens_per_day: int = 1000000
+    daily_budget: Decimal = Decimal("0")
+    monthly_budget: Decimal = Decimal("0")
+    max_prompt_chars: int = 32000
+    max_output_tokens: int = 4096
+    allowed_aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    name: str
+    kind: str
+    base_url: str = ""
+    api_key_ref: str = ""
+    api_version: str = ""
+    region: str = ""
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    provider: str
+    model: str
+    input_price_per_1k: Decimal = Decimal("0")
+    output_price_per_1k: Decimal = Decimal("0")
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    version: str
+    deployment: str
+    weight: int = 100
+    system_prompt: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AliasSpec:
+    name: str
+    description: str = ""
+    enabled: bool = True
+    versions: tuple[VersionSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    tiers: tuple[TierSpec, ...] = ()
+    providers: tuple[ProviderSpec, ...] = ()
+    deployments: tuple[DeploymentSpec, ...] = ()
+    model_aliases: tuple[AliasSpec, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``safe_load`` that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):
+            continue  # construct_mapping reports it
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a configuration file. Raises ``ConfigError``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read {path}: {type(exc).__name__}"]) from None
+    return parse_config_text(text)
+
+
+def parse_config_text(text: str) -> GatewayConfig:
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
+    except yaml.MarkedYAMLError as exc:
+        # Built by hand: str(exc) quotes the offending line, which may hold a pasted key.
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"invalid YAML{where}: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"invalid YAML: {type(exc).__name__}"]) from None
+    return parse_config(data)
+
+
+def parse_config(data: Any) -> GatewayConfig:
+    """Validate already-loaded YAML data. Raises ``ConfigError`` listing every problem."""
+    return _Parser().parse(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Invalid(Exception):
+    """A field is wrong; the error is recorded, and parsing goes on to find the rest."""
+
+
+_SLUG_HELP = "a slug (letters, digits, '-', '_')"
+
+
+class _Parser:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def fail(self, path: str, message: str) -> _Invalid:
+        self.errors.append(f"{path}: {message}")
+        return _Invalid()
+
+    def fields(self, parsers: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+        """Run every parser (to report every error), then raise if any failed."""
+        values: dict[str, Any] = {}
+        failed = False
+        for key, parse in parsers.items():
+            try:
+                values[key] = parse()
+            except _Invalid:
+                failed = True
+        if failed:
+            raise _Invalid
+        return values
+
+    # -- values --
+
+    def mapping(self, value: Any, path: str, allowed: set[str], required: set[str]) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"must be a mapping, not {_type_name(value)}")
+        prefix = f"{path}." if path else ""
+        ok = True
+        for key in value:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"allowed: {', '.join(sorted(allowed))}"
+                )
+                self.fail(f"{prefix}{key}", f"unknown key ({hint})")
+                ok = False
+        for key in sorted(required - value.keys()):
+            self.fail(f"{prefix}{key}", "is required")
+            ok = False
+        if not ok:
+            raise _Invalid
+        return value
+
+    def items(self, value: Any, path: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(path, f"must be a list, not {_type_name(value)}")
+        return value
+
+    def text(
+        self,
+        data: dict,
+        key: str,
+        path: str,
+        *,
+        max_length: int = 200,
+        required: bool = False,
+        slug: bool = False,
+    ) -> str:
+        value = data.get(key)
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise self.fail(f"{path}.{key}", f"must be a string, not {_type_name(value)}")
+        if len(value) > max_length:
+            raise self.fail(f"{path}.{key}", f"is longer than {max_length} characters")
+        if required and not value.strip():
+            raise self.fail(f"{path}.{key}", "must not be empty")
+        if slug and not _SLUG.fullmatch(value):
+            raise self.fail(f"{path}.{key}", f"must be {_SLUG_HELP}")
+        return value
+
+    def integer(self, data: dict, key: str, path: str, default: int, *, minimum: int = 0) -> int:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"{path}.{key}", f"must be an integer, not {_type_name(value)}")
+        if value < minimum:
+            raise self.fail(f"{path}.{key}", f"must be >= {minimum}")
+        if value > 2_147_483_647:  # PositiveIntegerField's range
+            raise self.fail(f"{path}.{key}", "is too large")
+        return value
+
+    def decimal(self, data: dict, key: str, path: str, *, places: int, digits: int) -> Decimal:
+        value = data.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise self.fail(f"{path}.{key}", f"must be a number, not {_type_name(value)}")
+        try:
+            # Through str, so 0.15 is 0.15 and not the binary float's 0.1499999...
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise self.fail(f"{path}.{key}", "must be a number") from None
+        if not number.is_finite() or number < 0:
+            raise self.fail(f"{path}.{key}", "must be a number >= 0")
+        if number >= Decimal(10) ** (digits - places):
+            raise self.fail(f"{path}.{key}", "is too large")
+        if number != number.quantize(Decimal(1).scaleb(-places)):
+            raise self.fail(f"{path}.{key}", f"has more than {places} decimal places")
+        return number
+
+    def boolean(self, data: dict, key: str, path: str) -> bool:
+        value = data.get(key, True)
+        if not isinstance(value, bool):
+            raise self.fail(f"{path}.{key}", f"must be true or false, not {_type_name(value)}")
+        return value
+
+    def json_object(self, data: dict, key: str, path: str) -> dict[str, Any]:
+        value = data.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise self.fail(f"{path}.{key}", "must be a mapping with string keys")
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise self.fail(
+                f"{path}.{key}", "must hold only JSON values (quote dates and times)"
+            ) from None
+        return value
+
+    def names(self, data: dict, key: str, path: str) -> tuple[str, ...]:
+        value = data.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(f"{path}.{key}", "must be a list of names")
+        if len(set(value)) != len(value):
+            raise self.fail(f"{path}.{key}", "names an alias twice")
+        return tuple(value)
+
+    # -- lists of named entries --
+
+    def entries(
+        self, raw: list, path: str, key: str, what: str, parse_one: Callable[[Any, str], Any]
+    ) -> list:
+        """Parse each entry of a list, and report a name used twice."""
+        parsed = []
+        seen: set[str] = set()
+        for index, value in enumerate(raw):
+            item_path = f"{path}[{index}]"
+            name = value.get(key) if isinstance(value, dict) else None
+            if isinstance(name, str):
+                if name in seen:
+                    self.fail(f"{item_path}.{key}", f"duplicate {what} {name!r}")
+                seen.add(name)
+            try:
+                parsed.append(parse_one(value, item_path))
+            except _Invalid:
+                continue
+        return parsed
+
+    # -- the file --
+
+    def parse(self, data: Any) -> GatewayConfig:
+        if data is None:
+            raise ConfigError(["the file is empty"])
+        try:
+            self.mapping(data, "", {"tiers", "providers", "deployments", "model_aliases"}, set())
+        except _Invalid:
+            raise ConfigError(self.errors) from None
+
+        def section(name: str, what: str, parse_one: Callable[[Any, str], Any]) -> list:
+            try:
+                raw = self.items(data.get(name), name)
+            except _Invalid:
+                return []
+            return self.entries(raw, name, "name", what, parse_one)
+
+        providers = section("providers", "provider", self.provider)
+        deployments = section("deployments", "deployment", self.deployment)
+        aliases = section("model_aliases", "alias", self.alias)
+        tiers = section("tiers", "tier", self.tier)
+        self.check_references(data)
+        if self.errors:
+            raise ConfigError(self.errors)
+        return GatewayConfig(
+            tiers=tuple(tiers),
+            providers=tuple(providers),
+            deployments=tuple(deployments),
+            model_aliases=tuple(aliases),
+        )
+
+    def tier(self, raw: Any, path: str) -> TierSpec:
+        counters = [
+            "requests_per_minute",
+            "requests_per_hour",
+            "requests_per_day",
+            "tokens_per_minute",
+            "tokens_per_day",
+            "max_output_tokens",
+        ]
+        allowed = {
+            "name",
+            "description",
+            "daily_budget",
+            "monthly_budget",
+            "max_prompt_chars",
+            "allowed_aliases",
+            *counters,
+        }
+        data = self.mapping(raw, path, allowed, {"name"})
+        defaults = TierSpec(name="")
+        values = self.fields(
+            {
+                "name": lambda: self.text(data, "name", path, max_length=32, slug=True),
+                "description": lambda: self.text(data, "description", path),
+                **{
+                    key: (lambda key=key: self.integer(data, key, path, getattr(defaults, key)))
+                    for key in counters
+                },
+                "max_prompt_chars": lambda: self.integer(
+                    data, "max_prompt_chars", path, defaults.max_prompt_chars, minimum=1
+                ),
+                "daily_budget": lambda: self.decimal(
+                    data, "daily_budget", path, places=4, digits=12
+                ),
+                "monthly_budget": lambda: self.decimal(
+                    data, "monthly_budget", path, places=4, digits=12
+                ),
+                "allowed_aliases": lambda: self.names(data, "allowed_aliases", path),
+            }
+        )
+        return TierSpec(**values)
+
+    def provider(self, raw: Any, path: str) -> ProviderSpec:
+        allowed = {
+            "name",
+            "kind",
+            "base_url",
+            "api_key",
+            "api_version",
+            "region",
+            "timeouts",
+            "extra",
+            "enabled",
+        }
+        data = self.mapping(raw, path, allowed, {"name", "kind"})
+        if isinstance(data.get("api_version"), datetime.date):
+            # YAML reads an unquoted 2024-10-21 as a date; it is the api-version string.
+            data = {**data, "api_version": data["api_version"].isoformat()}
+        values = self.fields(
+            {
+                "name": lambda: self.text(data, "name", path, max_length=64, slug=True),
+                "kind": lambda: self.kind(data, path),
+                "base_url": lambda: self.url(data, path),
+                "api_key_ref": lambda: self.secret_ref(data, path),
+                "api_version": lambda: self.text(data, "api_version", path, max_length=32),
+                "region": lambda: self.text(data, "region", path, max_length=32),
+                "timeouts": lambda: self.timeouts(data, path),
+                "extra": lambda: self.extra(data, path),
+                "enabled": lambda: self.boolean(data, "enabled", path),
+            }
+        )
+        kind = values["kind"]
+        if kind in ("openai", "azure") and not values["base_url"]:
+            raise self.fail(f"{path}.base_url", f"is required for kind {kind}")
+        if kind == "azure" and not values["api_version"]:
+            raise self.fail(f"{path}.api_version", "is required for kind azure")
+        connect_timeout, read_timeout = values.pop("timeouts")
+        return ProviderSpec(**values, connect_timeout=connect_timeout, read_timeout=read_timeout)
+
+    def kind(self, data: dict, path: str) -> str:
+        value = self.text(data, "kind", path, max_length=16)
+        if value not in PROVIDER_KINDS:
+            raise self.fail(
+                f"{path}.kind", f"must be one of {', '.join(PROVIDER_KINDS)}, not {value!r}"
+            )
+        return value
+
+    def url(self, data: dict, path: str) -> str:
+        value = self.text(data, "base_url", path, max_length=500)
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise self.fail(f"{path}.base_url", "must be an http:// or https:// URL")
+            if parts.username or parts.password:
+                # Not echoed: the userinfo part is a credential.
+                raise self.fail(
+                    f"{path}.base_url", "must not contain credentials (use api_key: a reference)"
+                )
+        return value
+
+    def secret_ref(self, data: dict, path: str) -> str:
+        value = data.get("api_key")
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise self.fail(f"{path}.api_key", "must be a secret reference string")
+        try:
+            validate_secret_ref(value)
+        except ValueError as exc:
+            # validate_secret_ref's messages never repeat the value.
+            raise self.fail(f"{path}.api_key", str(exc)) from None
+        return value
+
+    def timeouts(self, data: dict, path: str) -> tuple[float | None, float | None]:
+        value = data.get("timeouts")
+        if value is None:
+            return None, None
+        timeouts_path = f"{path}.timeouts"
+        data = self.mapping(value, timeouts_path, {"connect", "read"}, set())
+        values = self.fields(
+            {
+                key: (lambda key=key: self.seconds(data, key, timeouts_path))
+                for key in ("connect", "read")
+            }
+        )
+        return values["connect"], values["read"]
+
+    def seconds(self, data: dict, key: str, path: str) -> float | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(f"{path}.{key}", f"must be seconds, not {_type_name(value)}")
+        if not 0 < value <= 3600:
+            raise self.fail(f"{path}.{key}", "must be > 0 and <= 3600 seconds")
+        return float(value)
+
+    def extra(self, data: dict, path: str) -> dict[str, Any]:
+        value = self.json_object(data, "extra", path)
+        for key in _walk_keys(value):
+            if any(word in key.lower() for word in _CREDENTIAL_WORDS):
+                raise self.fail(
+                    f"{path}.extra.{key}",
+                    "credentials are not accepted here: use api_key with a secret reference",
+                )
+        return value
+
+    def deployment(self, raw: Any, path: str) -> DeploymentSpec:
+        data = self.mapping(
+            raw,
+            path,
+            {"name", "provider", "model", "price", "enabled"},
+            {"name", "provider", "model"},
+        )
+        values = self.fields(
+            {
+                "name": lambda: self.text(data, "name", path, max_length=64, slug=True),
+                "provider": lambda: self.text(data, "provider", path, max_length=64, required=True),
+                "model": lambda: self.text(data, "model", path, required=True),
+                "price": lambda: self.price(data, path),
+                "enabled": lambda: self.boolean(data, "enabled", path),
+            }
+        )
+        input_price, output_price = values.pop("price")
+        return DeploymentSpec(
+            **values, input_price_per_1k=input_price, output_price_per_1k=output_price
+        )
+
+    def price(self, data: dict, path: str) -> tuple[Decimal, Decimal]:
+        value = data.get("price")
+        if value is None:
+            return Decimal("0"), Decimal("0")
+        price_path = f"{path}.price"
+        data = self.mapping(value, price_path, {"input_per_1k", "output_per_1k"}, set())
+        values = self.fields(
+            {
+                key: (lambda key=key: self.decimal(data, key, price_path, places=6, digits=12))
+                for key in ("input_per_1k", "output_per_1k")
+            }
+        )
+        return values["input_per_1k"], values["output_per_1k"]
+
+    def alias(self, raw: Any, path: str) -> AliasSpec:
+        data = self.mapping(raw, path, {"name", "description", "enabled", "versions"}, {"name"})
+        versions_path = f"{path}.versions"
+        values = self.fields(
+            {
+                "name": lambda: self.text(data, "name", path, max_length=64, required=True),
+                "description": lambda: self.text(data, "description", path),
+                "enabled": lambda: self.boolean(data, "enabled", path),
+                "versions": lambda: self.versions(data, versions_path),
+            }
+        )
+        if values["enabled"] and not any(v.weight > 0 for v in values["versions"]):
+            raise self.fail(versions_path, "an enabled alias needs a version with weight > 0")
+        return AliasSpec(**values)
+
+    def versions(self, data: dict, path: str) -> tuple[VersionSpec, ...]:
+        raw = self.items(data.get("versions"), path)
+        errors_before = len(self.errors)
+        parsed = self.entries(raw, path, "version", "version", self.version)
+        if len(self.errors) > errors_before:
+            raise _Invalid
+        return tuple(parsed)
+
+    def version(self, raw: Any, path: str) -> VersionSpec:
+        allowed = {"version", "deployment", "weight", "system_prompt", "params"}
+        data = self.mapping(raw, path, allowed, {"version", "deployment"})
+        values = self.fields(
+            {
+                "version": lambda: self.text(data, "version", path, max_length=64, required=True),
+                "deployment": lambda: self.text(
+                    data, "deployment", path, max_length=64, required=True
+                ),
+                "weight": lambda: self.integer(data, "weight", path, 100),
+                "system_prompt": lambda: self.text(data, "system_prompt", path, max_length=100_000),
+                "params": lambda: self.json_object(data, "params", path),
+            }
+        )
+        return VersionSpec(**values)
+
+    # -- references --
+
+    def check_references(self, data: dict) -> None:
+        """Every reference names an entry of this file. Checked on the raw data, against every
+        entry that has a name (valid or not), so one bad provider is reported once and not
+        again by each deployment that refers to it."""
+        providers = _names(data.get("providers"))
+        deployments = _names(data.get("deployments"))
+        aliases = _names(data.get("model_aliases"))
+
+        for index, entry in _dicts(data.get("deployments")):
+            ref = entry.get("provider")
+            if isinstance(ref, str) and ref and ref not in providers:
+                self.fail(f"deployments[{index}].provider", f"unknown provider {ref!r}")
+        for index, entry in _dicts(data.get("model_aliases")):
+            for v_index, version in _dicts(entry.get("versions")):
+                ref = version.get("deployment")
+                if isinstance(ref, str) and ref and ref not in deployments:
+                    self.fail(
+                        f"model_aliases[{index}].versions[{v_index}].deployment",
+                        f"unknown deployment {ref!r}",
+                    )
+        for index, entry in _dicts(data.get("tiers")):
+            refs = entry.get("allowed_aliases")
+            if isinstance(refs, list):
+                for ref in refs:
+                    if isinstance(ref, str) and ref not in aliases:
+                        self.fail(f"tiers[{index}].allowed_aliases", f"unknown alias {ref!r}")
+
+
+def _dicts(value: Any) -> list[tuple[int, dict]]:
+    if not isinstance(value, list):
+        return []
+    return [(index, item) for index, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _names(value: Any) -> set[str]:
+    return {item["name"] for _, item in _dicts(value) if isinstance(item.get("name"), str)}
+
+
+def _walk_keys(value: Any) -> list[str]:
+    keys: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            keys.append(str(key))
+            keys.extend(_walk_keys(item))
+    elif isinstance(value, list):
+        for item in value:
+            keys.extend(_walk_keys(item))
+    return keys
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
+    return names.get(type(value), type(value).__name__)

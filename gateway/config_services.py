@@ -1,0 +1,275 @@
+"""Applying a parsed configuration file (``gateway.config_file``) to the database.
+
+Idempotent: each object the file names is compared field by field with its row, and only a
+created or changed object is written, with one audit row holding the changed fields before and
+after. A second apply of the same file writes nothing at all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import models, transaction
+
+from gateway.config_file import (
+    AliasSpec,
+    DeploymentSpec,
+    GatewayConfig,
+    ProviderSpec,
+    TierSpec,
+    VersionSpec,
+)
+from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment, Tier
+from llmplatform.audit import audit_record
+
+KINDS = ("provider", "deployment", "alias", "version", "tier")
+CREATED, UPDATED, UNCHANGED, DISABLED = "created", "updated", "unchanged", "disabled"
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    kind: str  # one of KINDS
+    name: str
+    outcome: str  # created | updated | unchanged | disabled
+    fields: tuple[str, ...] = ()
+
+
+@dataclass
+class ConfigApplyResult:
+    changes: list[ConfigChange] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def changed(self) -> list[ConfigChange]:
+        return [c for c in self.changes if c.outcome != UNCHANGED]
+
+    def counts(self) -> dict[str, Counter[str]]:
+        """Per kind, how many objects were created, updated, unchanged or disabled."""
+        counts: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
+        for change in self.changes:
+            counts[change.kind][change.outcome] += 1
+        return counts
+
+
+def config_apply(
+    *, actor: Any, config: GatewayConfig, prune: bool = False, dry_run: bool = False
+) -> ConfigApplyResult:
+    """Create or update every object the file declares, in one transaction.
+
+    ``prune`` disables aliases the file does not name, and sets the weight of versions it does
+    not list (of aliases it names) to 0. ``dry_run`` does all the work, audit rows included,
+    and rolls it back, so the result is exactly what a real apply would do.
+    """
+    result = ConfigApplyResult(dry_run=dry_run)
+    with transaction.atomic():
+        applier = _Applier(actor, result)
+        providers = {spec.name: applier.provider(spec) for spec in config.providers}
+        deployments = {
+            spec.name: applier.deployment(spec, providers[spec.provider])
+            for spec in config.deployments
+        }
+        aliases = {
+            spec.name: applier.alias(spec, deployments, prune=prune)
+            for spec in config.model_aliases
+        }
+        for spec in config.tiers:
+            applier.tier(spec, aliases)
+        if prune:
+            applier.prune_aliases(keep=aliases.keys())
+        if dry_run:
+            transaction.set_rollback(True)
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """A field value as JSON for the audit log."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, models.Model):
+        return str(value)
+    return value
+
+
+def _names(objects: Any) -> list[str]:
+    return sorted(str(obj) for obj in objects)
+
+
+def _same(current: Any, desired: Any) -> bool:
+    if isinstance(desired, models.Model):
+        return current is not None and current.pk == desired.pk
+    if isinstance(desired, Decimal) and current is not None:
+        return Decimal(current) == desired
+    return current == desired
+
+
+class _Applier:
+    def __init__(self, actor: Any, result: ConfigApplyResult) -> None:
+        self.actor = actor
+        self.result = result
+
+    def upsert(
+        self,
+        kind: str,
+        model: type[models.Model],
+        lookup: dict[str, Any],
+        desired: dict[str, Any],
+        name: str,
+        *,
+        many: dict[str, list[models.Model]] | None = None,
+    ) -> Any:
+        """Create the row, or update exactly the fields that differ; one audit row either way.
+        ``many`` holds many-to-many fields, compared by the related objects' names."""
+        many = many or {}
+        obj = model.objects.select_for_update().filter(**lookup).first()
+        if obj is None:
+            obj = model.objects.create(**lookup, **desired)
+            for key, related in many.items():
+                getattr(obj, key).set(related)
+            after = {k: _plain(v) for k, v in {**lookup, **desired}.items()}
+            after.update({k: _names(related) for k, related in many.items()})
+            audit_record(actor=self.actor, action=f"config.{kind}.create", obj=obj, after=after)
+            self.result.changes.append(ConfigChange(kind, name, CREATED))
+            return obj
+
+        changed = [k for k, v in desired.items() if not _same(getattr(obj, k), v)]
+        current_many = {k: _names(getattr(obj, k).all()) for k in many}
+        changed_many = [k for k, related in many.items() if current_many[k] != _names(related)]
+        if not changed and not changed_many:
+            self.result.changes.append(ConfigChange(kind, name, UNCHANGED))
+            return obj
+
+        before = {k: _plain(getattr(obj, k)) for k in changed}
+        before.update({k: current_many[k] for k in changed_many})
+        if changed:
+            for key in changed:
+                setattr(obj, key, desired[key])
+            self.save(obj, changed)
+        for key in changed_many:
+            getattr(obj, key).set(many[key])
+        after = {k: _plain(desired[k]) for k in changed}
+        after.update({k: _names(many[k]) for k in changed_many})
+        audit_record(
+            actor=self.actor, action=f"config.{kind}.update", obj=obj, before=before, after=after
+        )
+        self.result.changes.append(ConfigChange(kind, name, UPDATED, (*changed, *changed_many)))
+        return obj
+
+    @staticmethod
+    def save(obj: models.Model, changed: list[str]) -> None:
+        update_fields = list(changed)
+        if any(f.name == "updated_at" for f in obj._meta.concrete_fields):
+            update_fields.append("updated_at")  # auto_now is only set when listed
+        obj.save(update_fields=update_fields)
+
+    def provider(self, spec: ProviderSpec) -> Provider:
+        desired = {
+            "kind": spec.kind,
+            "base_url": spec.base_url,
+            "api_key_ref": spec.api_key_ref,
+            "api_version": spec.api_version,
+            "region": spec.region,
+            "connect_timeout": spec.connect_timeout,
+            "read_timeout": spec.read_timeout,
+            "extra": spec.extra,
+            "enabled": spec.enabled,
+        }
+        return self.upsert("provider", Provider, {"name": spec.name}, desired, spec.name)
+
+    def deployment(self, spec: DeploymentSpec, provider: Provider) -> ProviderDeployment:
+        desired = {
+            "provider": provider,
+            "model": spec.model,
+            "input_price_per_1k": spec.input_price_per_1k,
+            "output_price_per_1k": spec.output_price_per_1k,
+            "enabled": spec.enabled,
+        }
+        return self.upsert(
+            "deployment", ProviderDeployment, {"name": spec.name}, desired, spec.name
+        )
+
+    def alias(
+        self, spec: AliasSpec, deployments: dict[str, ProviderDeployment], *, prune: bool
+    ) -> ModelAlias:
+        desired = {"description": spec.description, "enabled": spec.enabled}
+        alias = self.upsert("alias", ModelAlias, {"name": spec.name}, desired, spec.name)
+        for version in spec.versions:
+            self.version(alias, version, deployments[version.deployment])
+        if prune:
+            listed = {v.version for v in spec.versions}
+            stale = (
+                ModelVersion.objects.select_for_update()
+                .filter(alias=alias, weight__gt=0)
+                .exclude(version__in=listed)
+            )
+            for version in stale:
+                before = {"weight": version.weight}
+                version.weight = 0
+                self.save(version, ["weight"])
+                audit_record(
+                    actor=self.actor,
+                    action="config.version.update",
+                    obj=version,
+                    before=before,
+                    after={"weight": 0},
+                )
+                self.result.changes.append(
+                    ConfigChange("version", str(version), UPDATED, ("weight",))
+                )
+        return alias
+
+    def version(
+        self, alias: ModelAlias, spec: VersionSpec, deployment: ProviderDeployment
+    ) -> ModelVersion:
+        desired = {
+            "deployment": deployment,
+            "weight": spec.weight,
+            "system_prompt": spec.system_prompt,
+            "params": spec.params,
+        }
+        return self.upsert(
+            "version",
+            ModelVersion,
+            {"alias": alias, "version": spec.version},
+            desired,
+            f"{alias.name}@{spec.version}",
+        )
+
+    def tier(self, spec: TierSpec, aliases: dict[str, ModelAlias]) -> Tier:
+        desired = {
+            "description": spec.description,
+            "requests_per_minute": spec.requests_per_minute,
+            "requests_per_hour": spec.requests_per_hour,
+            "requests_per_day": spec.requests_per_day,
+            "tokens_per_minute": spec.tokens_per_minute,
+            "tokens_per_day": spec.tokens_per_day,
+            "daily_budget": spec.daily_budget,
+            "monthly_budget": spec.monthly_budget,
+            "max_prompt_chars": spec.max_prompt_chars,
+            "max_output_tokens": spec.max_output_tokens,
+        }
+        return self.upsert(
+            "tier",
+            Tier,
+            {"name": spec.name},
+            desired,
+            spec.name,
+            many={"allowed_aliases": [aliases[name] for name in spec.allowed_aliases]},
+        )
+
+    def prune_aliases(self, *, keep: Any) -> None:
+        for alias in (
+            ModelAlias.objects.select_for_update().filter(enabled=True).exclude(name__in=keep)
+        ):
+            alias.enabled = False
+            self.save(alias, ["enabled"])
+            audit_record(
+                actor=self.actor,
+                action="config.alias.disable",
+                obj=alias,
+                before={"enabled": True},
+                after={"enabled": False},
+            )
+            self.result.changes.append(ConfigChange("alias", alias.name, DISABLED, ("enabled",)))

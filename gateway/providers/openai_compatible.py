@@ -1,0 +1,401 @@
+"""Adapter for OpenAI's chat completions API and the servers that copy it (vLLM, llama.cpp,
+Ollama, LiteLLM...). ``AzureOpenAIAdapter`` reuses it with another URL scheme and header.
+
+Failures become ``UpstreamError`` subclasses (see ``base``). Their messages name the provider and
+the upstream status, and an upstream error code when it looks like an identifier; never the key,
+and never the upstream's free-text message, which may quote the conversation back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import math
+import re
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from gateway.providers.base import (
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    ProviderConfig,
+    UpstreamAuthError,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamServerError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    Usage,
+    flatten_content,
+)
+from gateway.secrets import SecretNotFound, aresolve_secret, invalidate_secret
+
+CHECK_TIMEOUT_SECONDS = 2.0
+
+_FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",  # the pre-tools name of the same thing
+    "content_filter": "content_filter",
+}
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# An error body is only read to find a short error code; a huge one is not worth waiting for.
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _finish_reason(value: Any) -> str:
+    return _FINISH_REASONS.get(value, "stop") if isinstance(value, str) else "stop"
+
+
+def _usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def _media_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+class OpenAICompatibleAdapter:
+    """Subclasses change where requests go and how they authenticate (``chat_url``,
+    ``models_url``, ``auth_headers``); the wire format and error mapping are shared."""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self._label = f"provider '{config.name}'"
+        self._timeout = httpx.Timeout(
+            connect=config.connect_timeout,
+            read=config.read_timeout,
+            # A stalled upload is as stuck as a stalled answer.
+            write=config.read_timeout,
+            pool=config.connect_timeout,
+        )
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    # Where and how -------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url.rstrip("/")
+
+    def chat_url(self, request: ChatRequest) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def models_url(self) -> str:
+        return f"{self.base_url}/models"
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def build_body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        messages = []
+        for message in request.messages:
+            item: dict[str, Any] = {"role": message.role, "content": message.content}
+            if message.name is not None:
+                item["name"] = message.name
+            if message.tool_call_id is not None:
+                item["tool_call_id"] = message.tool_call_id
+            if message.tool_calls is not None:
+                item["tool_calls"] = message.tool_calls
+            messages.append(item)
+        # Pass-through parameters first, so they can never replace the ones the gateway set.
+        body: dict[str, Any] = {**request.extra, "model": request.model, "messages": messages}
+        optional = {
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+            "stop": request.stop,
+            "user": request.user,
+        }
+        body.update({name: value for name, value in optional.items() if value is not None})
+        if stream:
+            body["stream"] = True
+            options = body.get("stream_options")
+            body["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+        else:
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+        return body
+
+    # The client ----------------------------------------------------------------------------
+
+    def _http(self) -> httpx.AsyncClient:
+        """The adapter's pooled client. httpx connections belong to the event loop that opened
+        them; a server process runs one loop, so this is built once, but a sync caller bridging
+        through ``async_to_sync`` (or a test) may bring another loop, which gets its own."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client_loop = loop
+        return self._client
+
+    async def aclose(self) -> None:
+        client, loop = self._client, self._client_loop
+        self._client = self._client_loop = None
+        # A client of another (usually finished) loop cannot be closed from here; its sockets
+        # go with it.
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    async def _api_key(self) -> str:
+        try:
+            return await aresolve_secret(self.config.api_key_ref)
+        except SecretNotFound as exc:
+            raise UpstreamAuthError(f"{self._label}: {exc}") from None
+
+    # Sending -------------------------------------------------------------------------------
+
+    async def _post(self, url: str, body: dict[str, Any], key: str) -> httpx.Response:
+        client = self._http()
+        headers = {"Accept": "application/json, text/event-stream", **self.auth_headers(key)}
+        try:
+            outgoing = client.build_request("POST", url, json=body, headers=headers)
+            return await client.send(outgoing, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(
+                f"{self._label} did not answer in time ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            # Refused, reset or closed before any answer: nothing was processed.
+            raise UpstreamUnavailable(
+                f"{self._label} cannot be reached ({type(exc).__name__})"
+            ) from exc
+        except httpx.InvalidURL as exc:
+            raise UpstreamUnavailable(f"{self._label} has an invalid base URL") from exc
+
+    async def _open(self, request: ChatRequest, *, stream: bool) -> httpx.Response:
+        """POST the request and return a successful response, its body not read yet."""
+        url = self.chat_url(request)
+        body = self.build_body(request, stream=stream)
+        response = await self._post(url, body, await self._api_key())
+        if response.status_code in (401, 403):
+            # The key may have been rotated since we cached it: fetch it again, once.
+            await response.aclose()
+            invalidate_secret(self.config.api_key_ref)
+            response = await self._post(url, body, await self._api_key())
+            if response.status_code in (401, 403):
+                await response.aclose()
+                raise UpstreamAuthError(
+                    f"{self._label} rejected the credentials (HTTP {response.status_code})",
+                    upstream_status=response.status_code,
+                )
+        if not response.is_success:
+            await self._raise_for_status(response)
+        return response
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        code = await self._error_code(response)
+        detail = f"HTTP {status}" + (f", {code}" if code else "")
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if status == 429:
+            raise UpstreamUnavailable(
+                f"{self._label} is rate limiting us ({detail})",
+                upstream_status=status,
+                retry_after=retry_after,
+            )
+        if status >= 500:
+            raise UpstreamServerError(
+                f"{self._label} failed ({detail})", upstream_status=status, retry_after=retry_after
+            )
+        raise UpstreamBadResponse(
+            f"{self._label} refused the request ({detail})", upstream_status=status
+        )
+
+    async def _error_code(self, response: httpx.Response) -> str:
+        """The upstream's error code (``error.code`` or ``error.type``) if it is a short
+        identifier; best effort, never raises."""
+        try:
+            raw = b""
+            async for chunk in response.aiter_bytes():
+                raw += chunk
+                if len(raw) > _MAX_ERROR_BODY:
+                    return ""
+            data = json.loads(raw)
+        except (httpx.HTTPError, ValueError):
+            return ""
+        finally:
+            await response.aclose()
+        error = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(error, dict):
+            return ""
+        for value in (error.get("code"), error.get("type")):
+            if isinstance(value, str) and _ERROR_CODE.fullmatch(value):
+                return value
+        return ""
+
+    def _require_media_type(self, response: httpx.Response, expected: str) -> None:
+        if _media_type(response) != expected:
+            raise UpstreamBadResponse(
+                f"{self._label} answered with content type "
+                f"'{_media_type(response) or 'none'}', expected '{expected}'",
+                upstream_status=response.status_code,
+            )
+
+    # The interface -------------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        response = await self._open(request, stream=False)
+        try:
+            raw = await response.aread()
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"{self._label} stopped answering mid-way") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamBadResponse(
+                f"{self._label} broke off its answer ({type(exc).__name__})",
+                upstream_status=response.status_code,
+            ) from exc
+        finally:
+            await response.aclose()
+        self._require_media_type(response, "application/json")
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            # Not chained: the decode error carries the body.
+            raise UpstreamBadResponse(
+                f"{self._label} answered with invalid JSON", upstream_status=response.status_code
+            ) from None
+        return self._parse_completion(data, response.status_code)
+
+    def _parse_completion(self, data: Any, status: int) -> ChatResult:
+        choices = data.get("choices") if isinstance(data, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise UpstreamBadResponse(
+                f"{self._label} answered without choices", upstream_status=status
+            )
+        try:
+            content = flatten_content(message.get("content"))
+        except (AttributeError, TypeError):
+            raise UpstreamBadResponse(
+                f"{self._label} answered with malformed content", upstream_status=status
+            ) from None
+        model = data.get("model")
+        return ChatResult(
+            content=content,
+            finish_reason=_finish_reason(choice.get("finish_reason")),
+            usage=_usage(data.get("usage")) or Usage(),
+            upstream_model=model if isinstance(model, str) else "",
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        """Content deltas as they arrive, then one last delta with ``finish_reason`` and the
+        usage (OpenAI reports usage in a chunk after the one with the finish reason)."""
+        response = await self._open(request, stream=True)
+        try:
+            self._require_media_type(response, "text/event-stream")
+            finish_reason: str | None = None
+            usage: Usage | None = None
+            done = False
+            async with aclosing(self._sse_data(response)) as events:
+                async for data in events:
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    chunk = self._parse_chunk(data, response.status_code)
+                    usage = _usage(chunk.get("usage")) or usage
+                    choices = chunk.get("choices")
+                    if not isinstance(choices, list) or not choices:
+                        continue
+                    choice = choices[0] if isinstance(choices[0], dict) else {}
+                    delta = choice.get("delta")
+                    content = delta.get("content") if isinstance(delta, dict) else None
+                    if isinstance(content, str) and content:
+                        yield ChatDelta(content=content)
+                    if choice.get("finish_reason"):
+                        finish_reason = _finish_reason(choice["finish_reason"])
+            if not done and finish_reason is None:
+                raise UpstreamBadResponse(
+                    f"{self._label} ended the stream before the answer was complete",
+                    upstream_status=response.status_code,
+                )
+            yield ChatDelta(finish_reason=finish_reason or "stop", usage=usage)
+        finally:
+            await response.aclose()
+
+    def _parse_chunk(self, data: str, status: int) -> dict[str, Any]:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise UpstreamBadResponse(
+                f"{self._label} sent an invalid stream chunk", upstream_status=status
+            ) from None
+        if not isinstance(chunk, dict):
+            raise UpstreamBadResponse(
+                f"{self._label} sent an invalid stream chunk", upstream_status=status
+            )
+        if "error" in chunk:
+            raise UpstreamBadResponse(
+                f"{self._label} reported an error mid-stream", upstream_status=status
+            )
+        return chunk
+
+    async def _sse_data(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The ``data`` of each server-sent event (multi-line data joined, as the spec says)."""
+        lines: list[str] = []
+        try:
+            async for line in response.aiter_lines():
+                if not line:
+                    if lines:
+                        yield "\n".join(lines)
+                        lines = []
+                    continue
+                field, _, value = line.partition(":")
+                if field == "data":
+                    lines.append(value.removeprefix(" "))
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(f"{self._label} stopped streaming mid-way") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamBadResponse(
+                f"{self._label} broke off the stream ({type(exc).__name__})",
+                upstream_status=response.status_code,
+            ) from exc
+        if lines:
+            yield "\n".join(lines)
+
+    async def check(self) -> bool:
+        # A provider configured to answer faster than the probe's budget is not waited for
+        # longer than that.
+        timeout = min(CHECK_TIMEOUT_SECONDS, self.config.read_timeout)
+        try:
+            headers = self.auth_headers(await self._api_key())
+            response = await self._http().get(self.models_url(), headers=headers, timeout=timeout)
+        except (UpstreamError, httpx.HTTPError, httpx.InvalidURL):
+            return False
+        return response.is_success

@@ -1,0 +1,89 @@
+"""Audited admin: every save and delete made in the admin writes an audit row, in the same
+transaction as the change (the admin's change views run inside ``transaction.atomic``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.forms.models import model_to_dict
+
+from llmplatform.audit import audit_record
+
+_encoder = DjangoJSONEncoder()
+
+
+def snapshot(obj: models.Model, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    data = model_to_dict(obj, exclude=list(exclude))
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = [getattr(v, "pk", v) for v in value]
+        elif isinstance(value, models.Model):
+            value = value.pk
+        try:
+            out[key] = _encoder.default(value) if not isinstance(
+                value, str | int | float | bool | list | dict | type(None)) else value
+        except TypeError:
+            out[key] = str(value)
+    return out
+
+
+class AuditedModelAdmin(admin.ModelAdmin):
+    #: fields never copied into the audit log (hashes, secrets)
+    audit_exclude: tuple[str, ...] = ()
+
+    def _action(self, verb: str) -> str:
+        return f"admin.{self.model._meta.model_name}.{verb}"
+
+    def save_model(self, request, obj, form, change):
+        before = None
+        if change and obj.pk:
+            old = type(obj).objects.filter(pk=obj.pk).first()
+            before = snapshot(old, self.audit_exclude) if old else None
+        super().save_model(request, obj, form, change)
+        request._llmp_audit_before = before
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        before = getattr(request, "_llmp_audit_before", None)
+        obj = form.instance
+        after = snapshot(obj, self.audit_exclude)
+        if before != after or not change:
+            audit_record(actor=request.user, action=self._action("change" if change else "add"),
+                         obj=obj, before=before, after=after)
+
+    def save_formset(self, request, form, formset, change):
+        befores = {
+            f.instance.pk: snapshot(type(f.instance).objects.get(pk=f.instance.pk))
+            for f in formset.forms
+            if f.instance.pk and f.has_changed()
+        }
+        for f in formset.deleted_forms:
+            if f.instance.pk:
+                audit_record(actor=request.user, action=self._inline_action(f.instance, "delete"),
+                             obj=f.instance, before=snapshot(f.instance))
+        super().save_formset(request, form, formset, change)
+        for obj in formset.new_objects:
+            audit_record(actor=request.user, action=self._inline_action(obj, "add"), obj=obj,
+                         after=snapshot(obj))
+        for obj, _fields in formset.changed_objects:
+            audit_record(actor=request.user, action=self._inline_action(obj, "change"), obj=obj,
+                         before=befores.get(obj.pk), after=snapshot(obj))
+
+    @staticmethod
+    def _inline_action(obj: models.Model, verb: str) -> str:
+        return f"admin.{obj._meta.model_name}.{verb}"
+
+    def delete_model(self, request, obj):
+        before = snapshot(obj, self.audit_exclude)
+        audit_record(actor=request.user, action=self._action("delete"), obj=obj, before=before)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            audit_record(actor=request.user, action=self._action("delete"), obj=obj,
+                         before=snapshot(obj, self.audit_exclude))
+        super().delete_queryset(request, queryset)
