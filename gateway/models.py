@@ -44,6 +44,11 @@ class TenantPlan(models.Model):
 
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="plan")
     tier = models.ForeignKey(Tier, on_delete=models.PROTECT, related_name="plans")
+    cache_nonzero_temperature = models.BooleanField(
+        default=False,
+        help_text="Serve repeats from the response cache even for temperature > 0 "
+        "(by default only deterministic, temperature 0, requests are cached).",
+    )
 
     def __str__(self) -> str:
         return f"{self.tenant} on {self.tier}"
@@ -197,6 +202,7 @@ class UsageRecord(models.Model):
     latency_ms = models.FloatField(default=0)
     upstream_latency_ms = models.FloatField(default=0)
     streamed = models.BooleanField(default=False)
+    cache_hit = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]

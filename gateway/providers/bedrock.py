@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.session
 from botocore import exceptions as boto
 from botocore.config import Config
 from django.conf import settings
@@ -77,12 +78,28 @@ _CREDENTIAL_REFS = {
 }
 
 
+_build_lock = threading.Lock()
+_loader: Any = None
+
+
+def _new_session() -> boto3.session.Session:
+    """A fresh session per client, so credentials and AWS config are read anew, sharing
+    botocore's loader, which caches the parsed service model (loading it costs ~0.1 s).
+    Called with ``_build_lock`` held: sessions and the loader are not thread-safe."""
+    global _loader
+    session = botocore.session.get_session()
+    if _loader is None:
+        _loader = session.get_component("data_loader")
+    else:
+        session.register_component("data_loader", _loader)
+    return boto3.session.Session(botocore_session=session)
+
+
 class BedrockAdapter:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self._label = f"provider '{config.name}'"
         self._client: Any = None
-        self._lock = threading.Lock()
 
     # The client ----------------------------------------------------------------------------
 
@@ -111,12 +128,10 @@ class BedrockAdapter:
         return await asyncio.to_thread(self._build_client, credentials)
 
     def _build_client(self, credentials: dict[str, str]) -> Any:
-        with self._lock:
+        with _build_lock:
             if self._client is None:
                 try:
-                    # A session of our own: creating clients from boto3's shared default
-                    # session is not thread-safe.
-                    self._client = boto3.session.Session().client(
+                    self._client = _new_session().client(
                         "bedrock-runtime",
                         region_name=self.config.region or settings.AWS_REGION,
                         endpoint_url=self.config.base_url or None,

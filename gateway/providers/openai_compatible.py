@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import math
 import re
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -68,6 +70,12 @@ def parse_retry_after(value: str | None) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Loading the CA bundle takes tens of milliseconds; one context serves every client.
+    return httpx.create_ssl_context()
 
 
 def _finish_reason(value: Any) -> str:
@@ -160,7 +168,7 @@ class OpenAICompatibleAdapter:
         through ``async_to_sync`` (or a test) may bring another loop, which gets its own."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client = httpx.AsyncClient(timeout=self._timeout, verify=_tls_context())
             self._client_loop = loop
         return self._client
 

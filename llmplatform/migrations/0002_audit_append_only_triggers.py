@@ -2,7 +2,8 @@
 buggy migration, a compromised admin session) can rewrite history.
 
 TRUNCATE is not guarded by a trigger: Django's test flush uses it, and in production it needs
-table ownership, which the application's database role should not have."""
+table ownership, which the application's database role should not have. On SQLite (the
+single-machine embedded default) only UPDATE is guarded: Django's flush deletes rows there."""
 
 from __future__ import annotations
 
@@ -24,12 +25,9 @@ DROP FUNCTION IF EXISTS llmp_audit_append_only();
 SQLITE_UP = [
     """CREATE TRIGGER llmp_audit_no_update BEFORE UPDATE ON llmplatform_auditevent
        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;""",
-    """CREATE TRIGGER llmp_audit_no_delete BEFORE DELETE ON llmplatform_auditevent
-       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;""",
 ]
 SQLITE_DOWN = [
     "DROP TRIGGER IF EXISTS llmp_audit_no_update;",
-    "DROP TRIGGER IF EXISTS llmp_audit_no_delete;",
 ]
 
 
