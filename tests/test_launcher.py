@@ -1,0 +1,350 @@
+"""``make run``: the demo bootstrap, ``create_api_key``, and (slow) the whole launcher end to end
+with the real Gemma model behind llama.cpp, called with the official ``openai`` SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from gateway import keys
+from gateway.models import ApiKey, ModelAlias, Provider, Tier
+from llmplatform.models import AuditEvent, Tenant
+from tests.conftest import free_port
+
+KEY_PATTERN = re.compile(r"llmp_[A-Za-z0-9]{12}_[A-Za-z0-9]{40}")
+
+
+def _bootstrap(*args: str) -> str:
+    out = StringIO()
+    call_command("bootstrap_demo", *args, stdout=out)
+    return out.getvalue()
+
+
+def _key_is_valid(plaintext: str) -> bool:
+    parts = keys.split(plaintext)
+    assert parts is not None
+    lookup, secret = parts
+    row = ApiKey.objects.get(lookup=lookup)
+    return keys.verify(secret, row.secret_hash, row.pepper_id)
+
+
+# --- bootstrap_demo and create_api_key --------------------------------------------------------
+
+
+@pytest.fixture
+def no_admin_password_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEMO_ADMIN_PASSWORD", raising=False)
+    monkeypatch.delenv("LLMP_LOCAL_MODEL_URL", raising=False)
+
+
+def test_bootstrap_demo_twice_makes_one_of_each_and_shows_secrets_once(db, no_admin_password_env):
+    first = json.loads(_bootstrap("--json"))
+    events_after_first = AuditEvent.objects.count()
+    second_text = _bootstrap()
+
+    assert first["api_key_created"] and _key_is_valid(first["api_key"])
+    assert first["admin_created"] and first["admin_password"]
+    assert first["api_key"] not in second_text
+    assert first["admin_password"] not in second_text
+    assert f"A demo API key exists for tenant 'demo': {first['api_key_display']}" in second_text
+    assert "create_api_key --tenant demo" in second_text
+    assert Tenant.objects.filter(slug="demo").count() == 1
+    assert ApiKey.objects.filter(tenant__slug="demo").count() == 1
+    assert set(Tier.objects.values_list("name", flat=True)) == {"free", "pro", "enterprise"}
+    assert Tenant.objects.get(slug="demo").plan.tier.name == "pro"
+    version = ModelAlias.objects.get(name="default").versions.get()
+    assert (version.version, version.weight) == ("v1", 100)
+    assert version.deployment.provider.base_url == "http://127.0.0.1:8081/v1"
+    assert AuditEvent.objects.count() == events_after_first  # the second run wrote nothing
+
+
+def test_bootstrap_demo_writes_an_audit_row_for_each_object_it_creates(db, no_admin_password_env):
+    _bootstrap("--json")
+
+    actions = set(AuditEvent.objects.values_list("action", flat=True))
+    assert {
+        "tenant.create",
+        "api_key.create",
+        "user.create_superuser",
+        "tier.create",
+        "provider.create",
+        "modelalias.create",
+    } <= actions
+    assert set(AuditEvent.objects.values_list("actor", flat=True)) == {"system:bootstrap_demo"}
+
+
+def test_bootstrap_demo_takes_the_admin_password_from_the_environment_without_echoing_it(
+    db, monkeypatch: pytest.MonkeyPatch, django_user_model
+):
+    monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "correct-horse-battery")
+
+    output = _bootstrap()
+
+    assert "correct-horse-battery" not in output
+    assert django_user_model.objects.get(username="admin").check_password("correct-horse-battery")
+
+
+def test_bootstrap_demo_points_the_local_provider_at_the_configured_url(
+    db, no_admin_password_env, monkeypatch: pytest.MonkeyPatch
+):
+    _bootstrap("--json")
+    monkeypatch.setenv("LLMP_LOCAL_MODEL_URL", "http://127.0.0.1:9999/v1")
+
+    result = json.loads(_bootstrap("--json"))
+
+    assert Provider.objects.get(name="local").base_url == "http://127.0.0.1:9999/v1"
+    assert result["updated"] == ["provider local: base_url http://127.0.0.1:9999/v1"]
+
+
+def test_create_api_key_prints_a_working_key_once(db, no_admin_password_env):
+    _bootstrap("--json")
+    out = StringIO()
+
+    call_command(
+        "create_api_key",
+        "--tenant",
+        "demo",
+        "--name",
+        "ci",
+        "--scopes",
+        "chat",
+        "--expires-days",
+        "7",
+        "--json",
+        stdout=out,
+    )
+
+    result = json.loads(out.getvalue())
+    assert _key_is_valid(result["key"])
+    row = ApiKey.objects.get(name="ci")
+    assert row.scopes == ["chat"] and row.expires_at is not None
+    assert result["display"] == row.display
+
+
+def test_create_api_key_rejects_an_unknown_tenant_and_scope(db, no_admin_password_env):
+    _bootstrap("--json")
+
+    with pytest.raises(CommandError, match="No tenant"):
+        call_command("create_api_key", "--tenant", "nope", "--name", "x", stdout=StringIO())
+    with pytest.raises(CommandError, match="Unknown scopes: root"):
+        call_command(
+            "create_api_key",
+            "--tenant",
+            "demo",
+            "--name",
+            "x",
+            "--scopes",
+            "root",
+            stdout=StringIO(),
+        )
+    assert not ApiKey.objects.filter(name="x").exists()
+
+
+# --- make run, end to end ---------------------------------------------------------------------
+
+STARTUP_TIMEOUT = 300.0  # assembling the model and starting llama.cpp on a cold machine
+STARTED = re.compile(r"runplatform: started (?P<name>.+?) \(pid (?P<pid>\d+)")
+
+
+@dataclass
+class RunningPlatform:
+    process: subprocess.Popen[str]
+    base_url: str
+    model_url: str
+    key: str
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def child_pids(self) -> dict[str, int]:
+        return {m["name"]: int(m["pid"]) for line in self.output if (m := STARTED.search(line))}
+
+
+def _minimal_env(**extra: str) -> dict[str, str]:
+    """Nothing from the test run's environment (DATABASE_URL, REDIS_URL, ...) leaks in: the
+    launcher must work with the embedded defaults alone."""
+    env = {
+        name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ
+    }
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _processes_in_groups(pgids: set[int]) -> list[int]:
+    """Live (non-zombie) processes whose process group is one of ``pgids``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(pgrp) in pgids and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    port, model_port = free_port(), free_port()
+    env = _minimal_env(
+        LLMP_DATA_DIR=str(tmp_path_factory.mktemp("llmp-data")),
+        LLMP_PORT=str(port),
+        LLMP_LOCAL_MODEL_URL=f"http://127.0.0.1:{model_port}/v1",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runplatform"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    running = RunningPlatform(
+        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{model_port}/v1", key=""
+    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    try:
+        while "llmplatform is running" not in "\n".join(running.output[-40:]):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if line is None:
+                pytest.fail("runplatform exited before it was ready:\n" + "\n".join(running.output))
+            running.output.append(line)
+        # The rest of the banner (with the key) follows the headline.
+        while not any(line.startswith("  Ctrl-C stops") for line in running.output[-5:]):
+            line = lines.get(timeout=10)
+            assert line is not None
+            running.output.append(line)
+    except queue.Empty:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("runplatform was not ready in time:\n" + "\n".join(running.output))
+    found = KEY_PATTERN.search("\n".join(running.output))
+    assert found, "no demo key in the banner:\n" + "\n".join(running.output)
+    running.key = found.group()
+
+    def drain() -> None:  # so a chatty child never blocks on a full pipe
+        while (line := lines.get()) is not None:
+            running.output.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    yield running
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _client(platform: RunningPlatform, key: str | None = None):
+    from openai import OpenAI
+
+    return OpenAI(
+        base_url=f"{platform.base_url}/v1", api_key=key or platform.key, max_retries=0, timeout=120
+    )
+
+
+HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
+
+
+@pytest.mark.slow
+def test_the_local_model_server_answers_on_its_own(platform: RunningPlatform):
+    reply = httpx.post(
+        f"{platform.model_url}/chat/completions",
+        timeout=120,
+        json={
+            "model": "gemma-3-270m",
+            "messages": HELLO,
+            "max_tokens": 16,
+        },
+    )
+
+    assert reply.status_code == 200
+    assert reply.json()["choices"][0]["message"]["content"].strip()
+
+
+@pytest.mark.slow
+def test_models_lists_the_default_alias(platform: RunningPlatform):
+    ids = [model.id for model in _client(platform).models.list()]
+
+    assert "default" in ids
+
+
+@pytest.mark.slow
+def test_it_answers_a_chat_with_the_local_model(platform: RunningPlatform):
+    reply = _client(platform).chat.completions.create(
+        model="default", messages=HELLO, max_tokens=24
+    )
+
+    assert reply.choices[0].message.content.strip()
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_it_streams_a_chat_from_the_local_model(platform: RunningPlatform):
+    stream = _client(platform).chat.completions.create(
+        model="default", messages=HELLO, max_tokens=24, stream=True
+    )
+
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+    assert text.strip()
+
+
+@pytest.mark.slow
+def test_a_wrong_key_gets_401_with_an_openai_error(platform: RunningPlatform):
+    wrong = platform.key[:-4] + ("aaaa" if not platform.key.endswith("aaaa") else "bbbb")
+
+    reply = httpx.post(
+        f"{platform.base_url}/v1/chat/completions",
+        timeout=30,
+        headers={"Authorization": f"Bearer {wrong}"},
+        json={"model": "default", "messages": HELLO},
+    )
+
+    assert reply.status_code == 401
+    error: dict[str, Any] = reply.json()["error"]
+    assert {"message", "type", "code"} <= error.keys()
+    assert wrong not in reply.text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="inspects /proc (Linux)")
+def test_sigint_stops_every_child_and_exits_0(platform: RunningPlatform):
+    children = platform.child_pids
+    assert {"llama.cpp server", "platform (uvicorn)"} <= children.keys()
+
+    platform.process.send_signal(signal.SIGINT)
+
+    assert platform.process.wait(timeout=30) == 0
+    assert _processes_in_groups(set(children.values())) == []
+    for url in (f"{platform.base_url}/healthz", f"{platform.model_url}/models"):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url, timeout=2)
