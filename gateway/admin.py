@@ -30,6 +30,13 @@ class TenantPlanInline(admin.StackedInline):
 
 class GatewayTenantAdmin(AuditedModelAdmin, TenantAdmin):
     inlines = [*TenantAdmin.inlines, TenantPlanInline]
+    actions = ["invalidate_cache"]
+
+    @admin.action(description="Invalidate the response cache of selected tenants")
+    def invalidate_cache(self, request, queryset):
+        for tenant in queryset:
+            services.cache_invalidate_tenant(actor=request.user, tenant=tenant)
+        self.message_user(request, f"Invalidated the cache of {queryset.count()} tenant(s).")
     list_display = [*TenantAdmin.list_display, "tier_name"]
     list_select_related = ["plan__tier"]
 
@@ -162,13 +169,21 @@ class ModelVersionInline(admin.TabularInline):
 class ModelAliasAdmin(AuditedModelAdmin):
     list_display = ["name", "description", "enabled", "updated_at"]
     inlines = [ModelVersionInline]
+    actions = ["invalidate_cache"]
+
+    @admin.action(description="Invalidate the response cache of selected aliases")
+    def invalidate_cache(self, request, queryset):
+        for alias in queryset:
+            services.cache_invalidate_alias(actor=request.user, alias_name=alias.name)
+        self.message_user(request, f"Invalidated the cache of {queryset.count()} alias(es).")
 
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
     list_display = ["created_at", "tenant", "api_key", "route", "alias", "deployment",
-                    "status_code", "prompt_tokens", "completion_tokens", "cost", "latency_ms"]
-    list_filter = ["status_code", "route", "alias"]
+                    "status_code", "cache_hit", "prompt_tokens", "completion_tokens", "cost",
+                    "latency_ms"]
+    list_filter = ["status_code", "route", "alias", "cache_hit"]
     list_select_related = ["tenant", "api_key"]
     date_hierarchy = "created_at"
     show_full_result_count = False

@@ -9,7 +9,7 @@ class GatewayConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self) -> None:
-        from gateway import models
+        from gateway import cache, models
         from gateway.pipeline import authenticate, route
         from gateway.readiness import providers_ready
         from llmplatform.health import register_readiness_probe
@@ -20,6 +20,10 @@ class GatewayConfig(AppConfig):
                       models.Provider):
             post_save.connect(route.invalidate_routing, sender=model, weak=False)
             post_delete.connect(route.invalidate_routing, sender=model, weak=False)
+        # A changed alias or version gets a fresh response-cache namespace (seed §3.1).
+        for model in (models.ModelAlias, models.ModelVersion):
+            post_save.connect(cache.safe_invalidate_alias, sender=model, weak=False)
+            post_delete.connect(cache.safe_invalidate_alias, sender=model, weak=False)
         for model in (models.ApiKey, models.Tier, models.TenantPlan):
             post_save.connect(lambda **_: authenticate.clear_cache(), sender=model, weak=False)
         m2m_changed.connect(lambda **_: authenticate.clear_cache(),

@@ -98,3 +98,24 @@ def tenant_set_tier(*, actor: Any, tenant: Tenant, tier: Tier) -> TenantPlan:
             after={"tier": tier.name},
         )
     return plan
+
+
+def cache_invalidate_alias(*, actor: Any, alias_name: str) -> None:
+    """Every tenant's cached answers for an alias stop being served (namespace bump)."""
+    from gateway import cache
+
+    with transaction.atomic():
+        audit_record(actor=actor, action="cache.invalidate_alias",
+                     object_type="gateway.ModelAlias", object_id=alias_name,
+                     object_repr=alias_name)
+        transaction.on_commit(lambda: cache.invalidate_alias(alias_name))
+
+
+def cache_invalidate_tenant(*, actor: Any, tenant: Tenant, alias_name: str | None = None) -> None:
+    """One tenant's cached answers (for one alias, or all) stop being served."""
+    from gateway import cache
+
+    with transaction.atomic():
+        audit_record(actor=actor, action="cache.invalidate_tenant", obj=tenant,
+                     after={"alias": alias_name})
+        transaction.on_commit(lambda: cache.invalidate_tenant(tenant.pk, alias_name))

@@ -209,6 +209,8 @@ LLMP_UPSTREAM_READ_TIMEOUT = env_float("LLMP_UPSTREAM_READ_TIMEOUT", 120.0, mini
 # Largest request body accepted on the API, in bytes.
 LLMP_MAX_BODY_BYTES = env_int("LLMP_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LLMP_MAX_BODY_BYTES
+# Response cache: how long an answer is kept (seconds).
+LLMP_CACHE_TTL_SECONDS = env_int("LLMP_CACHE_TTL_SECONDS", 3600, minimum=1)
 # The secrets resolver's cache lifetime for AWS Secrets Manager values.
 LLMP_SECRETS_CACHE_SECONDS = env_float("LLMP_SECRETS_CACHE_SECONDS", 300.0, minimum=0)
 AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from llmplatform import health
+from llmplatform.metrics_view import metrics
 
 admin.site.site_header = "llmplatform governance"
 admin.site.site_title = "llmplatform"
@@ -11,6 +12,7 @@ admin.site.site_title = "llmplatform"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("", include("gateway.api.urls")),
 ]

@@ -51,6 +51,17 @@ def pytest_runtest_setup(item):
             pytest.fail(f"LLMP_REQUIRE_SERVICES=1 but {reason}", pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis():
+    """The test Redis database starts empty, so state from an earlier run (cache entries,
+    breaker states, counters keyed by ids that a new test database reuses) cannot leak in."""
+    if _redis_configured():
+        from llmplatform.redis_client import sync_redis
+
+        sync_redis().flushdb()
+    yield
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,3 +148,45 @@ def gateway_server(transactional_db) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def second_gateway(transactional_db) -> Iterator[str]:
+    """Another gateway *process* (uvicorn in a subprocess) sharing this test's database and
+    Redis; yields its base URL."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("a second process needs a shared server database")
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL or "",
+        "LLMP_DATA_DIR": str(settings.DATA_DIR),
+        "LLMP_API_KEY_PEPPER": settings.API_KEY_PEPPER,
+        "SECRET_KEY": settings.SECRET_KEY,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "llmplatform.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env=env, cwd=settings.BASE_DIR,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{base_url}/healthz", timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("the second gateway process did not start") from None
+            time.sleep(0.1)
+    yield base_url
+    process.terminate()
+    process.wait(timeout=10)

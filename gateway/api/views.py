@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 import structlog
+from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from gateway import cache as response_cache
+from gateway import metrics
 from gateway.errors import (
     ApiError,
     InvalidRequest,
@@ -35,6 +38,11 @@ from gateway.providers.base import ChatDelta, ChatMessage, UpstreamError, Usage
 log = structlog.get_logger("gateway.api")
 
 View = Callable[..., Awaitable[HttpResponse]]
+
+
+async def _empty_stream() -> AsyncIterator[ChatDelta]:
+    return
+    yield  # an async generator that yields nothing
 
 
 def api_view(method: str) -> Callable[[View], View]:
@@ -106,6 +114,10 @@ class ChatCall:
                            streamed=parsed.stream)
         self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
+        self.cache_status: str | None = None  # HIT | MISS | BYPASS
+        self.cache_key: response_cache.CacheKey | None = None
+        self.cache_namespace = ""
+        self.store_answers = "no-store" not in request.headers.get("Cache-Control", "")
 
     async def prepare(self):
         principal, parsed = self.principal, self.parsed
@@ -119,11 +131,61 @@ class ChatCall:
         dispatch.check_limits(principal, parsed)
         return target, dispatch.build_request(target, parsed, principal)
 
-    def headers(self) -> dict[str, str]:
+    async def lookup_cache(self, target, upstream_request) -> response_cache.CachedAnswer | None:
+        """An eligible request (temperature 0, or the tenant opted in) is answered from the
+        tenant's cache when the same request was answered before."""
+        self.cache_key = response_cache.make_key(
+            tenant_id=self.principal.tenant_id, alias=target.alias, version=target.version,
+            deployment=target.deployment, request=upstream_request,
+        )
+        eligible = response_cache.is_eligible(
+            upstream_request,
+            nonzero_temperature_allowed=self.principal.cache_nonzero_temperature,
+        )
+        cache_control = self.request.headers.get("Cache-Control", "")
+        if not eligible or "no-cache" in cache_control or not self.store_answers:
+            self.cache_status = "BYPASS"
+            self.cache_key = self.cache_key if self.store_answers else None
+            return None
+        try:
+            self.cache_namespace, answer = await response_cache.response_cache().lookup(
+                self.cache_key)
+        except Exception:  # a cache outage must not fail the request: serve from upstream
+            log.warning("cache_lookup_failed", exc_info=True)
+            self.cache_key = None
+            self.cache_status = "BYPASS"
+            return None
+        self.cache_status = "HIT" if answer is not None and answer.eligible else "MISS"
+        metrics.record_cache(self.cache_status.lower())
+        if self.cache_status == "HIT":
+            self.meter.cache_hit = True
+            return answer
+        return None
+
+    async def remember(self, content: str, finish: str, usage: Usage, eligible: bool) -> None:
+        """Store a fresh answer (one round trip; done before answering, so that a client's
+        next identical request is a hit)."""
+        if self.cache_key is None or self.meter.target is None or finish not in {"stop",
+                                                                                  "length"}:
+            return
+        target = self.meter.target
+        answer = response_cache.CachedAnswer(content, finish, usage, target.deployment,
+                                             target.version, eligible)
+        try:
+            await response_cache.response_cache().store(
+                self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds())
+        except Exception:
+            log.warning("cache_store_failed", exc_info=True)
+
+    def headers(self, now: float | None = None) -> dict[str, str]:
         headers = {"X-Request-ID": self.request_id}
         if self.meter.target is not None:
             headers["x-llmp-deployment"] = self.meter.target.deployment
             headers["x-llmp-model-version"] = self.meter.target.version
+        if self.cache_status:
+            headers["X-Cache"] = self.cache_status
+        overhead = self.meter.overhead_now(now if now is not None else time.perf_counter())
+        headers["x-llmp-overhead-ms"] = f"{overhead:.2f}"
         return headers
 
     async def fail(self, exc: ApiError) -> HttpResponse:
@@ -137,7 +199,12 @@ class ChatCall:
     async def complete(self):
         """(content, finish_reason, usage) of a plain answer; raises ApiError."""
         target, upstream_request = await self.prepare()
+        cached = await self.lookup_cache(target, upstream_request)
+        if cached is not None:
+            await self.meter.record(status=200, now=time.perf_counter(), usage=cached.usage)
+            return cached.content, cached.finish_reason, cached.usage
         upstream_started = time.perf_counter()
+        self.meter.upstream_called = True
         try:
             result = await dispatch.complete(target, upstream_request)
         finally:
@@ -148,6 +215,8 @@ class ChatCall:
                 estimate_tokens("".join(m.content for m in upstream_request.messages)),
                 estimate_tokens(result.content),
             )
+        await self.remember(result.content, result.finish_reason, usage,
+                      eligible=self.cache_status == "MISS")
         await self.meter.record(status=200, now=time.perf_counter(), usage=usage)
         return result.content, result.finish_reason, usage
 
@@ -155,14 +224,26 @@ class ChatCall:
         """Start the upstream stream and wait for its first delta, so that a failure before any
         byte reaches the client is still a proper HTTP error status."""
         target, upstream_request = await self.prepare()
+        cached = await self.lookup_cache(target, upstream_request)
+        if cached is not None:
+            # A cache hit is replayed as a stream: the whole answer in one content chunk.
+            self._upstream_started = time.perf_counter()
+            replay = ChatDelta(content=cached.content, finish_reason=cached.finish_reason,
+                               usage=cached.usage)
+            return replay, _empty_stream(), upstream_request.messages
         self._upstream_started = time.perf_counter()
+        self.meter.upstream_called = True
         deltas = dispatch.stream(target, upstream_request).__aiter__()
         try:
             first = await deltas.__anext__()
         except StopAsyncIteration:
             first = ChatDelta(finish_reason="stop")
         except UpstreamError as exc:
+            self.meter.upstream_ms = (time.perf_counter() - self._upstream_started) * 1000
             raise dispatch.as_api_error(exc) from exc
+        now = time.perf_counter()
+        self.meter.upstream_ms = (now - self._upstream_started) * 1000
+        self.meter.overhead_ms = self.meter.overhead_now(now)
         return first, deltas, upstream_request.messages
 
     async def relay(self, first: ChatDelta, deltas: AsyncIterator[ChatDelta],
@@ -197,10 +278,14 @@ class ChatCall:
             status, error_code = 499, "client_closed_request"
             raise
         finally:
-            self.meter.upstream_ms = (time.perf_counter() - self._upstream_started) * 1000
+            if self.meter.upstream_called:
+                self.meter.upstream_ms = (time.perf_counter() - self._upstream_started) * 1000
             if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
                 usage = Usage(estimate_tokens("".join(m.content for m in messages)),
                               estimate_tokens("".join(text)))
+            if status == 200 and self.meter.upstream_called:
+                await self.remember("".join(text), finish or "stop", usage,
+                              eligible=self.cache_status == "MISS")
             await self.meter.record(status=status, now=time.perf_counter(), usage=usage,
                                     error_code=error_code)
         for event in render.finish(finish or "stop", usage):
@@ -362,3 +447,25 @@ async def list_models(request: HttpRequest) -> HttpResponse:
         if principal.may_use(name)
     ]
     return _json({"object": "list", "data": data})
+
+
+@api_view("POST")
+async def invalidate_cache(request: HttpRequest) -> HttpResponse:
+    """``POST /v1/cache/invalidate {"model": "default"}``: the calling tenant's cached answers
+    (for one alias, or all when ``model`` is omitted) stop being served. Needs the admin scope."""
+    principal = await _authenticated(request, "admin")
+    body = _read_json(request) if request.body else {}
+    alias = body.get("model")
+    if alias is not None and not isinstance(alias, str):
+        raise InvalidRequest("'model' must be a string.", param="model", code="invalid_value")
+    await sync_to_async(_invalidate_for_tenant)(principal, alias)
+    return _json({"object": "cache.invalidation", "model": alias, "invalidated": True})
+
+
+def _invalidate_for_tenant(principal: Principal, alias: str | None) -> None:
+    from gateway import services
+    from llmplatform.models import Tenant
+
+    tenant = Tenant.objects.get(pk=principal.tenant_id)
+    services.cache_invalidate_tenant(actor=f"api_key:{principal.key_name}#{principal.key_id}",
+                                     tenant=tenant, alias_name=alias)

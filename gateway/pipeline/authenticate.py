@@ -43,6 +43,7 @@ class Principal:
     tier: TierLimits
     expires_at: datetime | None
     last_used_at: datetime | None
+    cache_nonzero_temperature: bool = False
 
     def require_scope(self, scope: str) -> None:
         if scope not in self.scopes and "admin" not in self.scopes:
@@ -94,6 +95,7 @@ def _load(lookup: str, secret: str) -> Principal | None:
         ),
         expires_at=key.expires_at,
         last_used_at=key.last_used_at,
+        cache_nonzero_temperature=plan.cache_nonzero_temperature,
     )
 
 

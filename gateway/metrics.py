@@ -1,0 +1,63 @@
+"""Prometheus metrics of the gateway. With ``PROMETHEUS_MULTIPROC_DIR`` set (several uvicorn
+workers), every worker writes its samples there and ``/metrics`` aggregates them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+REQUESTS = Counter("llmp_requests_total", "API requests answered",
+                   ["route", "status", "tier", "alias"])
+LATENCY = Histogram("llmp_request_duration_seconds", "Time to answer an API request",
+                    ["route"], buckets=_LATENCY_BUCKETS)
+UPSTREAM_LATENCY = Histogram("llmp_upstream_duration_seconds",
+                             "Time spent waiting for the provider", ["deployment"],
+                             buckets=_LATENCY_BUCKETS)
+OVERHEAD = Histogram("llmp_gateway_overhead_seconds",
+                     "Time the gateway itself adds to a request (total minus upstream)",
+                     ["route"], buckets=_OVERHEAD_BUCKETS)
+TOKENS = Counter("llmp_tokens_total", "Tokens metered", ["alias", "kind"])
+COST = Counter("llmp_cost_usd_total", "Cost metered, in USD", ["alias", "tier"])
+CACHE = Counter("llmp_cache_requests_total", "Response cache lookups", ["result"])
+BREAKER_STATE = Gauge("llmp_breaker_state",
+                      "Circuit breaker state per deployment (0 closed, 1 half-open, 2 open)",
+                      ["deployment"], multiprocess_mode="max")
+RETRIES = Counter("llmp_upstream_retries_total", "Upstream calls retried", ["deployment"])
+FALLBACKS = Counter("llmp_fallbacks_total", "Requests served by a fallback", ["alias", "reason"])
+
+_BREAKER_VALUES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+
+
+def record_retry(deployment: str) -> None:
+    RETRIES.labels(deployment).inc()
+
+
+def record_fallback(alias: str, reason: str) -> None:
+    FALLBACKS.labels(alias, reason).inc()
+
+
+def set_breaker_state(deployment: str, state: str) -> None:
+    BREAKER_STATE.labels(deployment).set(_BREAKER_VALUES.get(state, 0))
+
+
+def record_cache(result: str) -> None:
+    CACHE.labels(result).inc()
+
+
+def record_request(*, route: str, status: int, tier: str, alias: str, seconds: float,
+                   overhead: float | None, upstream: float | None, deployment: str,
+                   prompt_tokens: int, completion_tokens: int, cost: float) -> None:
+    REQUESTS.labels(route, str(status), tier, alias).inc()
+    LATENCY.labels(route).observe(seconds)
+    if overhead is not None:
+        OVERHEAD.labels(route).observe(max(overhead, 0.0))
+    if upstream is not None and deployment:
+        UPSTREAM_LATENCY.labels(deployment).observe(upstream)
+    if prompt_tokens:
+        TOKENS.labels(alias, "prompt").inc(prompt_tokens)
+    if completion_tokens:
+        TOKENS.labels(alias, "completion").inc(completion_tokens)
+    if cost:
+        COST.labels(alias, tier).inc(cost)

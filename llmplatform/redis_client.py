@@ -1,0 +1,45 @@
+"""One ``redis.asyncio`` client per event loop, for hot-path code.
+
+A ``redis.asyncio`` connection belongs to the loop that opened it. Under uvicorn there is one
+loop per process, so this is one pool per process; Django's test client and ``async_to_sync``
+run each call in a new loop, which gets its own client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from functools import lru_cache
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def redis_configured() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+def async_redis() -> aioredis.Redis:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=1.0, socket_timeout=1.0,
+            health_check_interval=30,
+        )
+        _clients[loop] = client
+    return client
+
+
+@lru_cache(maxsize=4)
+def _sync_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+
+
+def sync_redis() -> redis.Redis:
+    return _sync_client(settings.REDIS_URL)
