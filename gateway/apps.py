@@ -29,3 +29,16 @@ class GatewayConfig(AppConfig):
         m2m_changed.connect(lambda **_: authenticate.clear_cache(),
                             sender=models.Tier.allowed_aliases.through, weak=False)
         register_readiness_probe("providers", providers_ready)
+
+        # The API routes take the lean ASGI path (no session/CSRF/page middleware).
+        from gateway.api import views
+        from gateway.pipeline.settle import usage_writer
+        from llmplatform.fastpath import register_fast_route, register_shutdown
+
+        for path, view in (("/v1/chat/completions", views.chat_completions),
+                           ("/v1/models", views.list_models),
+                           ("/v1/cache/invalidate", views.invalidate_cache),
+                           ("/chat", views.simple_chat),
+                           ("/chat-stream", views.simple_chat_stream)):
+            register_fast_route(path, view)
+        register_shutdown(usage_writer.flush)

@@ -6,4 +6,8 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmplatform.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from llmplatform.fastpath import PlatformApplication  # noqa: E402 - needs Django set up first
+
+application = PlatformApplication(django_application)

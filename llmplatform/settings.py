@@ -105,8 +105,10 @@ DATABASE_URL = env_url(
 )
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    # A connection pool: ASGI requests run their ORM calls in per-request threads, so without
+    # a pool every request would open a new PostgreSQL connection.
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
-        "DATABASE_POOL", False
+        "DATABASE_POOL", True
     ):
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1,
@@ -209,6 +211,9 @@ LLMP_UPSTREAM_READ_TIMEOUT = env_float("LLMP_UPSTREAM_READ_TIMEOUT", 120.0, mini
 # Largest request body accepted on the API, in bytes.
 LLMP_MAX_BODY_BYTES = env_int("LLMP_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LLMP_MAX_BODY_BYTES
+# Usage records are written in batches every this many milliseconds (0: each before the
+# response completes). A crash loses at most this window of records.
+LLMP_USAGE_FLUSH_MS = env_int("LLMP_USAGE_FLUSH_MS", 200, minimum=0)
 # Response cache: how long an answer is kept (seconds).
 LLMP_CACHE_TTL_SECONDS = env_int("LLMP_CACHE_TTL_SECONDS", 3600, minimum=1)
 # The secrets resolver's cache lifetime for AWS Secrets Manager values.

@@ -62,6 +62,13 @@ def _clean_redis():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _usage_written_at_once(settings):
+    """Tests read usage records right after a response: write each one before it completes
+    (tests of the batching writer set their own interval)."""
+    settings.LLMP_USAGE_FLUSH_MS = 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,6 +16,7 @@ import orjson
 import structlog
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -34,6 +35,7 @@ from gateway.pipeline.route import routing_table
 from gateway.pipeline.settle import Meter, estimate_tokens
 from gateway.pipeline.validate import ParsedChat, parse_chat_request, parse_json_body
 from gateway.providers.base import ChatDelta, ChatMessage, UpstreamError, Usage
+from llmplatform.db import fresh_db
 
 log = structlog.get_logger("gateway.api")
 
@@ -58,6 +60,11 @@ def api_view(method: str) -> Callable[[View], View]:
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
                 return exc.response()
+            except (OperationalError, InterfaceError):
+                log.exception("database_unavailable", path=request.path)
+                return ApiError("The service is temporarily unavailable; retry shortly.",
+                                code="database_unavailable", status=503,
+                                headers={"Retry-After": "1"}).response()
             except Exception:
                 log.exception("unhandled_error", path=request.path)
                 return ApiError("The server had an error while processing your request.",
@@ -462,6 +469,7 @@ async def invalidate_cache(request: HttpRequest) -> HttpResponse:
     return _json({"object": "cache.invalidation", "model": alias, "invalidated": True})
 
 
+@fresh_db
 def _invalidate_for_tenant(principal: Principal, alias: str | None) -> None:
     from gateway import services
     from llmplatform.models import Tenant

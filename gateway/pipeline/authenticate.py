@@ -21,6 +21,7 @@ from django.utils import timezone
 from gateway import keys
 from gateway.errors import AuthenticationFailed, PermissionDenied
 from gateway.models import ApiKey
+from llmplatform.db import fresh_db
 
 LAST_USED_INTERVAL = timedelta(minutes=1)
 
@@ -61,6 +62,7 @@ def clear_cache() -> None:
     _cache.clear()
 
 
+@fresh_db
 def _load(lookup: str, secret: str) -> Principal | None:
     key = (
         ApiKey.objects.select_related("tenant", "tenant__plan__tier")
@@ -99,6 +101,7 @@ def _load(lookup: str, secret: str) -> Principal | None:
     )
 
 
+@fresh_db
 def _touch(key_id: int, now: datetime) -> None:
     ApiKey.objects.filter(pk=key_id).update(last_used_at=now)
 

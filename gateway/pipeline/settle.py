@@ -2,18 +2,71 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
 
 import structlog
+from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from gateway import metrics
 from gateway.models import UsageRecord
 from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.route import Target
 from gateway.providers.base import Usage
+from llmplatform.db import fresh_db
 
 log = structlog.get_logger("gateway.request")
+
+
+class UsageWriter:
+    """Writes usage records in batches, off the request path.
+
+    A request appends its record; a background task writes whatever has gathered every
+    ``LLMP_USAGE_FLUSH_MS`` (one INSERT for many requests, from one thread with one database
+    connection). On shutdown (ASGI lifespan) the rest is written. If the database fails, the
+    batch is kept and retried with the next one, up to ``MAX_PENDING`` records. With
+    ``LLMP_USAGE_FLUSH_MS=0`` each record is written before the response completes.
+    """
+
+    MAX_BATCH = 500
+    MAX_PENDING = 50_000
+
+    def __init__(self) -> None:
+        self._pending: list[UsageRecord] = []
+        self._flusher: asyncio.Task | None = None
+
+    async def add(self, record: UsageRecord) -> None:
+        interval = settings.LLMP_USAGE_FLUSH_MS
+        if interval <= 0:
+            await sync_to_async(self._write)([record])
+            return
+        self._pending.append(record)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_after(interval))
+
+    async def _flush_after(self, interval_ms: int) -> None:
+        await asyncio.sleep(interval_ms / 1000)
+        await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH:]
+            try:
+                await sync_to_async(self._write)(batch)
+            except Exception:
+                log.exception("usage_write_failed", records=len(batch))
+                self._pending = (batch + self._pending)[: self.MAX_PENDING]
+                return
+
+    @staticmethod
+    @fresh_db
+    def _write(batch: list[UsageRecord]) -> None:
+        UsageRecord.objects.bulk_create(batch)
+
+
+usage_writer = UsageWriter()
 
 
 def estimate_tokens(text: str) -> int:
@@ -62,7 +115,7 @@ class Meter:
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             latency_ms=round((now - self.started) * 1000, 2), overhead_ms=round(overhead, 2),
         )
-        await UsageRecord.objects.acreate(
+        await usage_writer.add(UsageRecord(
             tenant_id=self.principal.tenant_id,
             api_key_id=self.principal.key_id,
             request_id=self.request_id,
@@ -78,4 +131,4 @@ class Meter:
             upstream_latency_ms=self.upstream_ms,
             streamed=self.streamed,
             cache_hit=self.cache_hit,
-        )
+        ))

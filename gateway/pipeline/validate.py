@@ -8,6 +8,7 @@ newline and tab, reject invalid UTF-8, and enforce the tier's size limit.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,15 +164,32 @@ def _first_error(errors: Any, path: str = "") -> tuple[str, str]:
     return path, str(errors)
 
 
+# One serializer instance per thread, reused: DRF deep-copies a serializer's fields every time
+# one is created (most of its cost). Validation is synchronous, so within a thread one request
+# at a time uses it, and resetting its per-call state is enough.
+_local = threading.local()
+_KNOWN_FIELDS = frozenset(ChatCompletionSerializer().fields)
+
+
+def _validate(data: dict) -> ChatCompletionSerializer:
+    serializer = getattr(_local, "serializer", None)
+    if serializer is None:
+        serializer = _local.serializer = ChatCompletionSerializer()
+    for attr in ("_validated_data", "_errors", "_data"):
+        serializer.__dict__.pop(attr, None)
+    serializer.initial_data = data
+    serializer.is_valid()
+    return serializer
+
+
 def parse_chat_request(data: dict) -> ParsedChat:
     extra = {k: data.pop(k) for k in list(data) if k in PASSTHROUGH_PARAMS}
-    known = set(ChatCompletionSerializer().fields)
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - _KNOWN_FIELDS)
     if unknown:
         raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}",
                              param=unknown[0], code="unknown_parameter")
-    serializer = ChatCompletionSerializer(data=data)
-    if not serializer.is_valid():
+    serializer = _validate(data)
+    if serializer.errors:
         param, message = _first_error(serializer.errors)
         raise InvalidRequest(f"Invalid value for '{param}': {message}", param=param,
                              code="invalid_value")

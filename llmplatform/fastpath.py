@@ -1,0 +1,138 @@
+"""The ASGI entry point: a lean path for the hot API routes, Django's full stack for the rest.
+
+Django's handler runs every middleware that is not natively async (sessions, CSRF, messages,
+WhiteNoise, ...) through ``sync_to_async``, and sends ``request_started``/``request_finished``
+through threads: several thread hops per request. The API routes need none of it: they
+authenticate with API keys, keep no session and render no page. Apps register such routes here
+(``register_fast_route``); their async Django views are called directly with a real
+``ASGIRequest`` and their responses sent with Django's own encoder. Everything else (admin,
+portal, public pages) goes through the full Django stack unchanged.
+
+It also speaks the ASGI lifespan protocol, so apps can flush buffers on shutdown
+(``register_shutdown``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import Awaitable, Callable
+
+import structlog
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+
+from llmplatform.middleware import begin_request
+
+log = structlog.get_logger("llmplatform.fastpath")
+
+View = Callable[..., Awaitable]
+_routes: dict[str, View] = {}
+_shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+
+
+def register_fast_route(path: str, view: View) -> None:
+    _routes[path] = view
+
+
+def register_shutdown(hook: Callable[[], Awaitable[None]]) -> None:
+    _shutdown_hooks.append(hook)
+
+
+_TOO_LARGE = (b'{"error": {"message": "The request body is too large.", '
+              b'"type": "invalid_request_error", "param": null, "code": "request_too_large"}}')
+
+
+class _TooLarge:
+    pass
+
+
+TOO_LARGE = _TooLarge()
+
+
+class PlatformApplication:
+    def __init__(self, django_app: ASGIHandler) -> None:
+        self.django_app = django_app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            view = _routes.get(scope["path"])
+            if view is not None:
+                await self._serve(view, scope, receive, send)
+                return
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.django_app(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for hook in _shutdown_hooks:
+                    try:
+                        await hook()
+                    except Exception:
+                        log.exception("shutdown_hook_failed")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _read_body(self, receive) -> bytes | None | _TooLarge:
+        """The whole body; ``TOO_LARGE`` over the limit; None if the client went away."""
+        limit = settings.LLMP_MAX_BODY_BYTES
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return TOO_LARGE
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+    async def _serve(self, view: View, scope, receive, send) -> None:
+        body = await self._read_body(receive)
+        if body is None:
+            return
+        if body is TOO_LARGE:
+            await self._send_plain(send, 413, _TOO_LARGE)
+            return
+        request = ASGIRequest(scope, io.BytesIO(body))
+        request_id = begin_request(request)
+        response = await view(request)
+        response["X-Request-ID"] = request_id
+        if not response.streaming:
+            await self.django_app.send_response(response, send)
+            return
+        # A stream is sent while listening for the client going away; then the stream is
+        # cancelled (the view meters what was sent) instead of being read to its end.
+        sender = asyncio.create_task(self.django_app.send_response(response, send))
+        watcher = asyncio.create_task(self._wait_for_disconnect(receive))
+        done, _ = await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (watcher, sender):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if sender in done and sender.exception() is not None:
+            log.warning("stream_send_failed", error=type(sender.exception()).__name__)
+
+    @staticmethod
+    async def _wait_for_disconnect(receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    @staticmethod
+    async def _send_plain(send, status: int, body: bytes) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,76 @@
+"""The lean ASGI path of the API routes: limits, batching of usage records, disconnects."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from gateway.models import UsageRecord
+from gateway.pipeline import authenticate
+
+from .conftest import route_alias
+from .upstreams import OpenAIUpstream
+
+
+@pytest.fixture(autouse=True)
+def _fresh_auth():
+    authenticate.clear_cache()
+
+
+def test_an_oversized_body_is_refused_before_it_is_read_whole(gateway_server, key_a, settings):
+    settings.LLMP_MAX_BODY_BYTES = 2048
+    response = httpx.post(f"{gateway_server}/v1/chat/completions",
+                          headers={"Authorization": f"Bearer {key_a}"},
+                          content=b'{"model": "default", "messages": [' + b" " * 10_000 + b"]}")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_usage_records_are_written_in_batches_shortly_after(gateway_server, key_a, settings):
+    settings.LLMP_USAGE_FLUSH_MS = 300
+    with OpenAIUpstream() as upstream:
+        route_alias("default", upstream.base_url)
+        ids = []
+        for _ in range(5):
+            response = httpx.post(f"{gateway_server}/v1/chat/completions",
+                                  headers={"Authorization": f"Bearer {key_a}"},
+                                  json={"model": "default",
+                                        "messages": [{"role": "user", "content": "hi"}]})
+            assert response.status_code == 200
+            ids.append(response.headers["X-Request-ID"])
+    # Answered before their records were written ...
+    assert UsageRecord.objects.filter(request_id__in=ids).count() < 5
+    deadline = time.monotonic() + 5
+    while UsageRecord.objects.filter(request_id__in=ids).count() < 5:
+        assert time.monotonic() < deadline, "usage records were not written"
+        time.sleep(0.05)
+    # ... and then written, every one, with its figures.
+    assert set(UsageRecord.objects.filter(request_id__in=ids).values_list("status_code",
+                                                                          flat=True)) == {200}
+
+
+def test_a_client_that_goes_away_mid_stream_is_metered_and_the_upstream_released(
+        gateway_server, key_a):
+    with OpenAIUpstream() as upstream:
+        upstream.behaviour = "stream_stall"
+        upstream.hang_seconds = 5
+        route_alias("default", upstream.base_url)
+        host, port = gateway_server.removeprefix("http://").split(":")
+        body = (b'{"model": "default", "stream": true, '
+                b'"messages": [{"role": "user", "content": "tell me a long story"}]}')
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {key_a}\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert b"200 OK" in sock.recv(65536)
+        deadline = time.monotonic() + 4
+        while not UsageRecord.objects.filter(status_code=499).exists():
+            assert time.monotonic() < deadline, "the abandoned stream was not metered"
+            time.sleep(0.05)
+    record = UsageRecord.objects.get(status_code=499)
+    assert record.error_code == "client_closed_request" and record.streamed
