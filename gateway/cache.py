@@ -111,13 +111,12 @@ return {ns, redis.call('GET', ARGV[1] .. ns .. ':' .. ARGV[2])}
 
 
 class RedisResponseCache:
-    def __init__(self) -> None:
-        self._script_sha: str | None = None
-
     async def lookup(self, key: CacheKey) -> tuple[str, CachedAnswer | None]:
         client = async_redis()
         prefix = f"{PREFIX}:e:{key.tenant_id}:"
-        namespace, raw = await client.eval(_LOOKUP, 3, *key.ns_keys, prefix, key.digest)
+        # EVALSHA (the script is sent once per connection pool, then called by its hash).
+        script = client.register_script(_LOOKUP)
+        namespace, raw = await script(keys=key.ns_keys, args=[prefix, key.digest])
         namespace = namespace.decode() if isinstance(namespace, bytes) else namespace
         return namespace, (_decode(raw) if raw else None)
 
