@@ -196,3 +196,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# Last: it extends ModelAliasAdmin with the fallback inline.
+from gateway import admin_resilience  # noqa: E402, F401

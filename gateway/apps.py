@@ -17,7 +17,7 @@ class GatewayConfig(AppConfig):
         # Config changes saved in this process take effect at once here; other processes pick
         # them up within route.REFRESH_SECONDS / LLMP_AUTH_CACHE_SECONDS.
         for model in (models.ModelAlias, models.ModelVersion, models.ProviderDeployment,
-                      models.Provider):
+                      models.Provider, models.AliasFallback):
             post_save.connect(route.invalidate_routing, sender=model, weak=False)
             post_delete.connect(route.invalidate_routing, sender=model, weak=False)
         # A changed alias or version gets a fresh response-cache namespace (seed §3.1).

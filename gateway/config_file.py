@@ -35,10 +35,23 @@ Shape (every section optional, but the file must not be empty)::
         model: gemma-3-270m         # upstream model id / Azure deployment / Bedrock model id
         price: {input_per_1k: 0, output_per_1k: 0}   # USD per 1,000 tokens, >= 0
         enabled: true
+        # Resilience (seconds; every key optional, omitted = the default shown):
+        timeouts: {total: 180, first_token: 60, idle: 60}  # connect/read: the provider's
+        retries: {max_attempts: 3, backoff_base: 0.5, backoff_max: 8, retry_after_max: 10}
+        breaker: {failure_threshold: 5, failure_rate: 0.5, window: 60, min_requests: 20,
+                  recovery: 60}             # failure_rate 0 = only consecutive failures
     model_aliases:
       - name: default               # unique
         description: The default model
         enabled: true
+        fallbacks: [gpt-4o-mini]    # deployments declared in this file, tried in order when
+                                    # the routed one fails or its breaker is open
+        degraded: {mode: error}     # when all failed and nothing is cached: error (the last
+                                    # failure's 502/503/504) or message (a 200 marked degraded,
+                                    # with message: "...", default "I'm temporarily ...")
+        resilience:                 # this alias's overrides of its deployments' numbers
+          timeouts: {total: 30, first_token: 10, idle: 10}
+          retries: {max_attempts: 2}
         versions:                   # an enabled alias needs a version with weight > 0
           - version: v1             # unique within the alias
             deployment: gemma-3-270m   # a deployment declared in this file
@@ -51,8 +64,10 @@ Rules:
 - The file describes each object it names completely: an omitted field takes the model's
   default (an officer's admin edit of a named object is overwritten by the next apply).
   Objects the file does not name are left alone (``--prune`` disables aliases it does not name).
-- References (``provider``, ``deployment``, ``allowed_aliases``) must name objects declared in
-  the same file, so the file is self-contained.
+- References (``provider``, ``deployment``, ``fallbacks``, ``allowed_aliases``) must name
+  objects declared in the same file, so the file is self-contained.
+- A deployment's ``breaker_override`` (an officer forcing its breaker) is not part of the
+  file: applying never undoes a forced breaker.
 - Errors name their place in the file: ``model_aliases[0].versions[1].deployment: unknown
   deployment 'x'``. They never repeat a value given for ``api_key``.
 """
@@ -72,9 +87,24 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.resilience.policy import DEFAULT_DEGRADED_MESSAGE, DEFAULTS, number_error
 from gateway.secrets import validate_secret_ref
 
 PROVIDER_KINDS = ("openai", "azure", "bedrock")
+DEGRADED_MODES = ("error", "message")
+# The resilience sections: file key -> ResiliencePolicy key.
+TIMEOUT_KEYS = {"total": "total_timeout", "first_token": "first_token_timeout",
+                "idle": "idle_timeout"}
+RETRY_KEYS = {key: key for key in ("max_attempts", "backoff_base", "backoff_max",
+                                   "retry_after_max")}
+BREAKER_KEYS = {"failure_threshold": "failure_threshold", "failure_rate": "failure_rate",
+                "window": "window_seconds", "min_requests": "min_requests",
+                "recovery": "recovery_seconds"}
+# ResiliencePolicy key -> ProviderDeployment field.
+DEPLOYMENT_FIELDS = {
+    **{key: key for key in (*TIMEOUT_KEYS.values(), *RETRY_KEYS.values())},
+    **{key: f"breaker_{key}" for key in BREAKER_KEYS.values()},
+}
 _SLUG = re.compile(r"[-a-zA-Z0-9_]+")
 # Keys in a provider's ``extra`` that would hold a credential: those belong in ``api_key``.
 _CREDENTIAL_WORDS = (
@@ -137,6 +167,10 @@ class DeploymentSpec:
     input_price_per_1k: Decimal = Decimal("0")
     output_price_per_1k: Decimal = Decimal("0")
     enabled: bool = True
+    # ProviderDeployment field -> value, every resilience field (defaults filled in).
+    resilience: dict[str, float | int] = field(
+        default_factory=lambda: {f: getattr(DEFAULTS, k) for k, f in DEPLOYMENT_FIELDS.items()}
+    )
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,11 @@ class AliasSpec:
     description: str = ""
     enabled: bool = True
     versions: tuple[VersionSpec, ...] = ()
+    fallbacks: tuple[str, ...] = ()
+    degraded_mode: str = "error"
+    degraded_message: str = DEFAULT_DEGRADED_MESSAGE
+    # ResiliencePolicy key -> value, only the overridden ones.
+    resilience: dict[str, float | int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -562,7 +601,7 @@ class _Parser:
         data = self.mapping(
             raw,
             path,
-            {"name", "provider", "model", "price", "enabled"},
+            {"name", "provider", "model", "price", "enabled", "timeouts", "retries", "breaker"},
             {"name", "provider", "model"},
         )
         values = self.fields(
@@ -572,12 +611,86 @@ class _Parser:
                 "model": lambda: self.text(data, "model", path, required=True),
                 "price": lambda: self.price(data, path),
                 "enabled": lambda: self.boolean(data, "enabled", path),
+                "timeouts": lambda: self.settings(data, "timeouts", path, TIMEOUT_KEYS),
+                "retries": lambda: self.settings(data, "retries", path, RETRY_KEYS),
+                "breaker": lambda: self.settings(data, "breaker", path, BREAKER_KEYS),
             }
         )
         input_price, output_price = values.pop("price")
+        given = {**values.pop("timeouts"), **values.pop("retries"), **values.pop("breaker")}
+        resilience = {
+            field_name: given.get(key, getattr(DEFAULTS, key))
+            for key, field_name in DEPLOYMENT_FIELDS.items()
+        }
         return DeploymentSpec(
-            **values, input_price_per_1k=input_price, output_price_per_1k=output_price
+            **values, input_price_per_1k=input_price, output_price_per_1k=output_price,
+            resilience=resilience,
         )
+
+    def settings(self, data: dict, key: str, path: str,
+                 keys: dict[str, str]) -> dict[str, float | int]:
+        """A resilience section (``timeouts``, ``retries``, ``breaker``): policy key -> value,
+        for the keys given."""
+        value = data.get(key)
+        if value is None:
+            return {}
+        section_path = f"{path}.{key}"
+        section = self.mapping(value, section_path, set(keys), set())
+        out: dict[str, float | int] = {}
+        failed = False
+        for name, item in section.items():
+            policy_key = keys[name]
+            problem = number_error(policy_key, item)
+            if problem:
+                self.fail(f"{section_path}.{name}", problem)
+                failed = True
+            else:
+                out[policy_key] = float(item) if isinstance(item, float) else item
+        if failed:
+            raise _Invalid
+        return out
+
+    def degraded(self, data: dict, path: str) -> tuple[str, str]:
+        value = data.get("degraded")
+        if value is None:
+            return "error", DEFAULT_DEGRADED_MESSAGE
+        degraded_path = f"{path}.degraded"
+        section = self.mapping(value, degraded_path, {"mode", "message"}, set())
+        mode = section.get("mode", "error")
+        if mode not in DEGRADED_MODES:
+            raise self.fail(f"{degraded_path}.mode",
+                            f"must be one of {', '.join(DEGRADED_MODES)}, not {mode!r}")
+        message = (self.text(section, "message", degraded_path, max_length=500)
+                   if section.get("message") is not None else DEFAULT_DEGRADED_MESSAGE)
+        if not message.strip():
+            raise self.fail(f"{degraded_path}.message", "must not be empty")
+        return mode, message
+
+    def overrides(self, data: dict, path: str) -> dict[str, float | int]:
+        value = data.get("resilience")
+        if value is None:
+            return {}
+        resilience_path = f"{path}.resilience"
+        section = self.mapping(value, resilience_path, {"timeouts", "retries"}, set())
+        values = self.fields(
+            {
+                "timeouts": lambda: self.settings(section, "timeouts", resilience_path,
+                                                  TIMEOUT_KEYS),
+                "retries": lambda: self.settings(section, "retries", resilience_path,
+                                                 RETRY_KEYS),
+            }
+        )
+        return {**values["timeouts"], **values["retries"]}
+
+    def fallbacks(self, data: dict, path: str) -> tuple[str, ...]:
+        value = data.get("fallbacks")
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(f"{path}.fallbacks", "must be a list of deployment names")
+        if len(set(value)) != len(value):
+            raise self.fail(f"{path}.fallbacks", "names a deployment twice")
+        return tuple(value)
 
     def price(self, data: dict, path: str) -> tuple[Decimal, Decimal]:
         value = data.get("price")
@@ -594,7 +707,9 @@ class _Parser:
         return values["input_per_1k"], values["output_per_1k"]
 
     def alias(self, raw: Any, path: str) -> AliasSpec:
-        data = self.mapping(raw, path, {"name", "description", "enabled", "versions"}, {"name"})
+        allowed = {"name", "description", "enabled", "versions", "fallbacks", "degraded",
+                   "resilience"}
+        data = self.mapping(raw, path, allowed, {"name"})
         versions_path = f"{path}.versions"
         values = self.fields(
             {
@@ -602,11 +717,16 @@ class _Parser:
                 "description": lambda: self.text(data, "description", path),
                 "enabled": lambda: self.boolean(data, "enabled", path),
                 "versions": lambda: self.versions(data, versions_path),
+                "fallbacks": lambda: self.fallbacks(data, path),
+                "degraded": lambda: self.degraded(data, path),
+                "resilience": lambda: self.overrides(data, path),
             }
         )
         if values["enabled"] and not any(v.weight > 0 for v in values["versions"]):
             raise self.fail(versions_path, "an enabled alias needs a version with weight > 0")
-        return AliasSpec(**values)
+        degraded_mode, degraded_message = values.pop("degraded")
+        return AliasSpec(**values, degraded_mode=degraded_mode,
+                         degraded_message=degraded_message)
 
     def versions(self, data: dict, path: str) -> tuple[VersionSpec, ...]:
         raw = self.items(data.get("versions"), path)
@@ -654,6 +774,12 @@ class _Parser:
                         f"model_aliases[{index}].versions[{v_index}].deployment",
                         f"unknown deployment {ref!r}",
                     )
+            refs = entry.get("fallbacks")
+            if isinstance(refs, list):
+                for ref in refs:
+                    if isinstance(ref, str) and ref not in deployments:
+                        self.fail(f"model_aliases[{index}].fallbacks",
+                                  f"unknown deployment {ref!r}")
         for index, entry in _dicts(data.get("tiers")):
             refs = entry.get("allowed_aliases")
             if isinstance(refs, list):

@@ -22,7 +22,14 @@ from gateway.config_file import (
     TierSpec,
     VersionSpec,
 )
-from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment, Tier
+from gateway.models import (
+    AliasFallback,
+    ModelAlias,
+    ModelVersion,
+    Provider,
+    ProviderDeployment,
+    Tier,
+)
 from llmplatform.audit import audit_record
 
 KINDS = ("provider", "deployment", "alias", "version", "tier")
@@ -105,6 +112,36 @@ def _same(current: Any, desired: Any) -> bool:
     return current == desired
 
 
+class OrderedRelation:
+    """An ordered list of names kept in rows of another table."""
+
+    names: list[str]
+
+    def read(self, obj: models.Model) -> list[str]:
+        raise NotImplementedError
+
+    def write(self, obj: models.Model) -> None:
+        raise NotImplementedError
+
+
+class _FallbackChain(OrderedRelation):
+    def __init__(self, names: tuple[str, ...],
+                 deployments: dict[str, ProviderDeployment]) -> None:
+        self.names = list(names)
+        self.deployments = deployments
+
+    def read(self, obj: models.Model) -> list[str]:
+        return list(AliasFallback.objects.filter(alias=obj).order_by("position", "id")
+                    .values_list("deployment__name", flat=True))
+
+    def write(self, obj: models.Model) -> None:
+        AliasFallback.objects.filter(alias=obj).delete()
+        AliasFallback.objects.bulk_create(
+            AliasFallback(alias=obj, deployment=self.deployments[name], position=position)
+            for position, name in enumerate(self.names)
+        )
+
+
 class _Applier:
     def __init__(self, actor: Any, result: ConfigApplyResult) -> None:
         self.actor = actor
@@ -119,17 +156,23 @@ class _Applier:
         name: str,
         *,
         many: dict[str, list[models.Model]] | None = None,
+        ordered: dict[str, OrderedRelation] | None = None,
     ) -> Any:
         """Create the row, or update exactly the fields that differ; one audit row either way.
-        ``many`` holds many-to-many fields, compared by the related objects' names."""
+        ``many`` holds many-to-many fields, compared by the related objects' names;
+        ``ordered`` holds ordered lists of names kept in other rows (fallback chains)."""
         many = many or {}
+        ordered = ordered or {}
         obj = model.objects.select_for_update().filter(**lookup).first()
         if obj is None:
             obj = model.objects.create(**lookup, **desired)
             for key, related in many.items():
                 getattr(obj, key).set(related)
+            for relation in ordered.values():
+                relation.write(obj)
             after = {k: _plain(v) for k, v in {**lookup, **desired}.items()}
             after.update({k: _names(related) for k, related in many.items()})
+            after.update({k: relation.names for k, relation in ordered.items() if relation.names})
             audit_record(actor=self.actor, action=f"config.{kind}.create", obj=obj, after=after)
             self.result.changes.append(ConfigChange(kind, name, CREATED))
             return obj
@@ -137,24 +180,33 @@ class _Applier:
         changed = [k for k, v in desired.items() if not _same(getattr(obj, k), v)]
         current_many = {k: _names(getattr(obj, k).all()) for k in many}
         changed_many = [k for k, related in many.items() if current_many[k] != _names(related)]
-        if not changed and not changed_many:
+        current_ordered = {k: relation.read(obj) for k, relation in ordered.items()}
+        changed_ordered = [k for k, relation in ordered.items()
+                           if current_ordered[k] != relation.names]
+        if not changed and not changed_many and not changed_ordered:
             self.result.changes.append(ConfigChange(kind, name, UNCHANGED))
             return obj
 
         before = {k: _plain(getattr(obj, k)) for k in changed}
         before.update({k: current_many[k] for k in changed_many})
+        before.update({k: current_ordered[k] for k in changed_ordered})
         if changed:
             for key in changed:
                 setattr(obj, key, desired[key])
             self.save(obj, changed)
         for key in changed_many:
             getattr(obj, key).set(many[key])
+        for key in changed_ordered:
+            ordered[key].write(obj)
         after = {k: _plain(desired[k]) for k in changed}
         after.update({k: _names(many[k]) for k in changed_many})
+        after.update({k: ordered[k].names for k in changed_ordered})
         audit_record(
             actor=self.actor, action=f"config.{kind}.update", obj=obj, before=before, after=after
         )
-        self.result.changes.append(ConfigChange(kind, name, UPDATED, (*changed, *changed_many)))
+        self.result.changes.append(
+            ConfigChange(kind, name, UPDATED, (*changed, *changed_many, *changed_ordered))
+        )
         return obj
 
     @staticmethod
@@ -185,6 +237,7 @@ class _Applier:
             "input_price_per_1k": spec.input_price_per_1k,
             "output_price_per_1k": spec.output_price_per_1k,
             "enabled": spec.enabled,
+            **spec.resilience,
         }
         return self.upsert(
             "deployment", ProviderDeployment, {"name": spec.name}, desired, spec.name
@@ -193,8 +246,16 @@ class _Applier:
     def alias(
         self, spec: AliasSpec, deployments: dict[str, ProviderDeployment], *, prune: bool
     ) -> ModelAlias:
-        desired = {"description": spec.description, "enabled": spec.enabled}
-        alias = self.upsert("alias", ModelAlias, {"name": spec.name}, desired, spec.name)
+        desired = {
+            "description": spec.description,
+            "enabled": spec.enabled,
+            "degraded_mode": spec.degraded_mode,
+            "degraded_message": spec.degraded_message,
+            "resilience": spec.resilience,
+        }
+        fallbacks = _FallbackChain(spec.fallbacks, deployments)
+        alias = self.upsert("alias", ModelAlias, {"name": spec.name}, desired, spec.name,
+                            ordered={"fallbacks": fallbacks})
         for version in spec.versions:
             self.version(alias, version, deployments[version.deployment])
         if prune:

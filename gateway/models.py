@@ -2,10 +2,21 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from gateway.resilience.policy import (
+    DEFAULT_DEGRADED_MESSAGE,
+    DEFAULTS,
+    LIMITS,
+    validate_overrides,
+)
 from llmplatform.models import Tenant
+
+
+def _bounded(key: str) -> list:
+    _, low, high = LIMITS[key]
+    return [MinValueValidator(low), MaxValueValidator(high)]
 
 
 class Tier(models.Model):
@@ -135,11 +146,81 @@ class ProviderDeployment(models.Model):
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Resilience (see gateway.resilience.policy). Connect and read timeouts are the provider's.
+    total_timeout = models.FloatField(
+        default=DEFAULTS.total_timeout, validators=_bounded("total_timeout"),
+        help_text="Seconds: the most one request may spend on this deployment, retries "
+        "included (for a stream: until its first token).",
+    )
+    first_token_timeout = models.FloatField(
+        default=DEFAULTS.first_token_timeout, validators=_bounded("first_token_timeout"),
+        help_text="Seconds: streams, from sending the request to the first token.",
+    )
+    idle_timeout = models.FloatField(
+        default=DEFAULTS.idle_timeout, validators=_bounded("idle_timeout"),
+        help_text="Seconds: streams, the longest gap between two chunks.",
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=DEFAULTS.max_attempts, validators=_bounded("max_attempts"),
+        help_text="Calls per request, the first included; only connect errors, timeouts, "
+        "429 and 5xx are retried.",
+    )
+    backoff_base = models.FloatField(
+        default=DEFAULTS.backoff_base, validators=_bounded("backoff_base"),
+        help_text="Seconds before the first retry; doubles each retry, plus jitter.",
+    )
+    backoff_max = models.FloatField(
+        default=DEFAULTS.backoff_max, validators=_bounded("backoff_max"),
+        help_text="Seconds: the longest backoff.",
+    )
+    retry_after_max = models.FloatField(
+        default=DEFAULTS.retry_after_max, validators=_bounded("retry_after_max"),
+        help_text="Seconds: the longest Retry-After waited for; a longer one moves on to the "
+        "next deployment of the fallback chain.",
+    )
+    breaker_failure_threshold = models.PositiveSmallIntegerField(
+        default=DEFAULTS.failure_threshold, validators=_bounded("failure_threshold"),
+        help_text="Consecutive failures that open the circuit breaker.",
+    )
+    breaker_failure_rate = models.FloatField(
+        default=DEFAULTS.failure_rate, validators=_bounded("failure_rate"),
+        help_text="Failure rate (0-1) over the window that opens the breaker; 0 = off.",
+    )
+    breaker_window_seconds = models.FloatField(
+        default=DEFAULTS.window_seconds, validators=_bounded("window_seconds"),
+    )
+    breaker_min_requests = models.PositiveIntegerField(
+        default=DEFAULTS.min_requests, validators=_bounded("min_requests"),
+        help_text="Requests in the window before the failure rate counts.",
+    )
+    breaker_recovery_seconds = models.FloatField(
+        default=DEFAULTS.recovery_seconds, validators=_bounded("recovery_seconds"),
+        help_text="Seconds an open breaker waits before letting one probe request through.",
+    )
+
+    class BreakerOverride(models.TextChoices):
+        AUTO = "auto", "automatic"
+        FORCED_OPEN = "forced_open", "forced open"
+        FORCED_CLOSED = "forced_closed", "forced closed"
+
+    breaker_override = models.CharField(
+        max_length=16, choices=BreakerOverride.choices, default=BreakerOverride.AUTO,
+        help_text="Set by an officer's breaker action (audited); not by the config file.",
+    )
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+
+class DeploymentBreaker(ProviderDeployment):
+    """The circuit breaker of a deployment, for the admin (its state lives in Redis)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "circuit breaker"
 
 
 class ModelAlias(models.Model):
@@ -151,12 +232,52 @@ class ModelAlias(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class DegradedMode(models.TextChoices):
+        ERROR = "error", "an error (502/503/504)"
+        MESSAGE = "message", "a degraded reply"
+
+    degraded_mode = models.CharField(
+        max_length=16, choices=DegradedMode.choices, default=DegradedMode.ERROR,
+        help_text="What clients get when every deployment of the chain failed and no cached "
+        "answer exists.",
+    )
+    degraded_message = models.CharField(
+        max_length=500, default=DEFAULT_DEGRADED_MESSAGE,
+        help_text="The reply in degraded mode (marked status: degraded).",
+    )
+    resilience = models.JSONField(
+        default=dict, blank=True, validators=[validate_overrides],
+        help_text="Overrides of the deployments' settings for this alias: total_timeout, "
+        "first_token_timeout, idle_timeout, max_attempts, backoff_base, backoff_max, "
+        "retry_after_max.",
+    )
+
     class Meta:
         ordering = ["name"]
         verbose_name_plural = "model aliases"
 
     def __str__(self) -> str:
         return self.name
+
+
+class AliasFallback(models.Model):
+    """A deployment tried, in ``position`` order, when the alias's routed one fails or its
+    breaker is open. It answers with the routed version's system prompt and parameters."""
+
+    alias = models.ForeignKey(ModelAlias, on_delete=models.CASCADE, related_name="fallbacks")
+    deployment = models.ForeignKey(
+        ProviderDeployment, on_delete=models.PROTECT, related_name="fallback_for"
+    )
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["alias", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["alias", "deployment"], name="uniq_alias_fallback")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.alias.name} -> {self.deployment.name}"
 
 
 class ModelVersion(models.Model):
@@ -203,6 +324,15 @@ class UsageRecord(models.Model):
     upstream_latency_ms = models.FloatField(default=0)
     streamed = models.BooleanField(default=False)
     cache_hit = models.BooleanField(default=False)
+    upstream_attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Upstream calls made, retries and fallbacks included."
+    )
+    fallback_reason = models.CharField(
+        max_length=64, blank=True,
+        help_text="Why the alias's routed deployment did not answer (breaker_open, "
+        "upstream_timeout...); empty when it did.",
+    )
+    degraded = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -216,3 +346,29 @@ class UsageRecord(models.Model):
         return self.prompt_tokens + self.completion_tokens
 
 
+
+
+class BreakerEvent(models.Model):
+    """A circuit breaker changing state, or an officer acting on one. Written only on those
+    rare events, never per request; the recent failures themselves are kept in Redis."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened", "opened"
+        HALF_OPEN = "half_open", "half-open (probing)"
+        CLOSED = "closed", "closed"
+        FORCED_OPEN = "forced_open", "forced open"
+        FORCED_CLOSED = "forced_closed", "forced closed"
+        AUTO = "auto", "override removed"
+        RESET = "reset", "reset"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    deployment = models.CharField(max_length=64, db_index=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    error_code = models.CharField(max_length=64, blank=True)
+    actor = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment} {self.kind}"

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -20,7 +20,9 @@ R = TypeVar("R")
 def fresh_db(func: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        close_old_connections()
+        # Inside a transaction (a caller's atomic block, or a test's) the connection is in use.
+        if not connection.in_atomic_block:
+            close_old_connections()
         return func(*args, **kwargs)
 
     return wrapper

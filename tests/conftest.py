@@ -63,6 +63,15 @@ def _clean_redis():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_breakers():
+    """Breaker state lives per process (or in Redis): each test starts with closed breakers."""
+    from gateway.resilience.breaker import breaker_store
+
+    breaker_store().clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _usage_written_at_once(settings):
     """Tests read usage records right after a response: write each one before it completes
     (tests of the batching writer set their own interval)."""

@@ -373,3 +373,77 @@ def test_credentials_in_provider_extra_are_rejected(tmp_path):
     with pytest.raises(CommandError, match=r"providers\[0\]\.extra\.Authorization") as excinfo:
         apply(write(tmp_path, text))
     assert RAW_KEY not in str(excinfo.value)
+
+
+RESILIENT = CONFIG.replace(
+    "    price: {input_per_1k: 0, output_per_1k: 0}\n",
+    "    price: {input_per_1k: 0, output_per_1k: 0}\n"
+    "    timeouts: {total: 30, first_token: 5, idle: 10}\n"
+    "    retries: {max_attempts: 2, backoff_base: 0.2}\n"
+    "    breaker: {failure_threshold: 3, failure_rate: 0, recovery: 20}\n",
+).replace(
+    "    description: The default model\n",
+    "    description: The default model\n"
+    "    fallbacks: [gpt-4o-mini, gemma-3-270m]\n"
+    "    degraded: {mode: message}\n"
+    "    resilience: {timeouts: {total: 12}, retries: {max_attempts: 1}}\n",
+)
+
+
+def test_resilience_settings_and_fallback_chains_are_applied_idempotently(tmp_path):
+    path = write(tmp_path, RESILIENT)
+    apply(path)
+
+    gemma = ProviderDeployment.objects.get(name="gemma-3-270m")
+    assert (gemma.total_timeout, gemma.first_token_timeout, gemma.idle_timeout) == (30, 5, 10)
+    assert (gemma.max_attempts, gemma.backoff_base, gemma.backoff_max) == (2, 0.2, 8)
+    assert (gemma.breaker_failure_threshold, gemma.breaker_failure_rate,
+            gemma.breaker_recovery_seconds, gemma.breaker_window_seconds) == (3, 0, 20, 60)
+    assert ProviderDeployment.objects.get(name="gpt-4o-mini").total_timeout == 180  # default
+    alias = ModelAlias.objects.get(name="default")
+    assert [f.deployment.name for f in alias.fallbacks.order_by("position")] == [
+        "gpt-4o-mini", "gemma-3-270m"]
+    assert alias.degraded_mode == "message"
+    assert alias.degraded_message.startswith("I'm temporarily unavailable")
+    assert alias.resilience == {"total_timeout": 12, "max_attempts": 1}
+    created = AuditEvent.objects.get(action="config.alias.create")
+    assert created.after["fallbacks"] == ["gpt-4o-mini", "gemma-3-270m"]
+
+    # An officer's forced breaker survives an apply; a second apply changes nothing.
+    ProviderDeployment.objects.filter(name="gemma-3-270m").update(breaker_override="forced_open")
+    before = snapshot()
+    assert "0 object(s) changed" in apply(path)
+    assert snapshot() == before
+
+    apply(write(tmp_path, RESILIENT.replace("fallbacks: [gpt-4o-mini, gemma-3-270m]",
+                                            "fallbacks: [gemma-3-270m]")))
+    event = AuditEvent.objects.order_by("-id").first()
+    assert (event.action, event.before, event.after) == (
+        "config.alias.update", {"fallbacks": ["gpt-4o-mini", "gemma-3-270m"]},
+        {"fallbacks": ["gemma-3-270m"]})
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("retries: {max_attempts: 2,", "retries: {max_attempts: 0,",
+         "deployments[0].retries.max_attempts: must be between 1 and 10"),
+        ("breaker: {failure_threshold: 3,", "breaker: {failure_treshold: 3,",
+         "deployments[0].breaker.failure_treshold: unknown key (did you mean "
+         "'failure_threshold'?)"),
+        ("timeouts: {total: 30,", "timeouts: {total: forever,",
+         "deployments[0].timeouts.total: must be a number"),
+        ("fallbacks: [gpt-4o-mini, gemma-3-270m]", "fallbacks: [gpt-5]",
+         "model_aliases[0].fallbacks: unknown deployment 'gpt-5'"),
+        ("degraded: {mode: message}", "degraded: {mode: silence}",
+         "model_aliases[0].degraded.mode: must be one of error, message"),
+        ("resilience: {timeouts: {total: 12}", "resilience: {breaker: {total: 12}",
+         "model_aliases[0].resilience.breaker: unknown key"),
+    ],
+)
+def test_invalid_resilience_settings_are_rejected_with_their_path(tmp_path, old, new, message):
+    assert old in RESILIENT
+    with pytest.raises(CommandError) as excinfo:
+        apply(write(tmp_path, RESILIENT.replace(old, new)))
+    assert message in str(excinfo.value)
+    assert not ProviderDeployment.objects.exists()

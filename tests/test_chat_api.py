@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from gateway.models import Provider, UsageRecord
+from gateway.models import Provider, ProviderDeployment, UsageRecord
 from gateway.pipeline import authenticate
 from llmplatform.models import AuditEvent
 
@@ -150,6 +150,7 @@ def test_upstream_failures_map_to_502_503_504(client, key_a, upstream, behaviour
     upstream.behaviour = behaviour
     upstream.hang_seconds = 2
     route_alias("default", upstream.base_url, read_timeout=0.3)
+    ProviderDeployment.objects.update(max_attempts=1)  # retries have their own tests
     response = post(client, {"model": "default", "messages": [{"role": "user", "content": "x"}]},
                     key_a)
     assert response.status_code == status

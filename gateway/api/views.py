@@ -125,6 +125,8 @@ class ChatCall:
         self.cache_key: response_cache.CacheKey | None = None
         self.cache_namespace = ""
         self.store_answers = "no-store" not in request.headers.get("Cache-Control", "")
+        self.served_by = ""  # x-llmp-deployment when no deployment answered: cache | degraded
+        self.cacheable = False
 
     async def prepare(self):
         principal, parsed = self.principal, self.parsed
@@ -133,10 +135,37 @@ class ChatCall:
                 f"The model '{parsed.alias}' does not exist or you do not have access to it.",
                 param="model",
             )
-        target = await routing_table.resolve(parsed.alias, parsed.user)
-        self.meter.target = target
+        self.route_plan = await routing_table.plan(parsed.alias, parsed.user)
+        target = self.meter.target = self.route_plan.primary
         dispatch.check_limits(principal, parsed)
         return target, dispatch.build_request(target, parsed, principal)
+
+    def dispatch_plan(self, target, upstream_request) -> dispatch.DispatchPlan:
+        """The routed target, then the alias's fallbacks; the response cache's answer to the
+        same request (even one not served normally) if all of them fail."""
+        return dispatch.DispatchPlan.from_route(
+            self.route_plan,
+            request_for=lambda t: upstream_request if t is target
+            else dispatch.build_request(t, self.parsed, self.principal),
+            cached_answer=self.fallback_answer,
+        )
+
+    async def fallback_answer(self):
+        if self.cache_key is None:
+            return None
+        _, answer = await response_cache.response_cache().lookup(self.cache_key)
+        return answer.to_result() if answer is not None else None
+
+    def served(self, outcome: dispatch.Outcome) -> None:
+        """Who answered: for the headers and the usage record."""
+        self.meter.target = outcome.target  # None for a cached or degraded answer: cost 0
+        self.meter.cache_hit = outcome.source == dispatch.CACHE
+        self.meter.upstream_attempts = outcome.attempts
+        self.meter.fallback_reason = outcome.fallback_reason
+        self.meter.degraded = outcome.degraded
+        self.served_by = outcome.deployment
+        # Only the routed deployment's own answers are cached (the key names it).
+        self.cacheable = outcome.source == dispatch.UPSTREAM and not outcome.fallback_reason
 
     async def lookup_cache(self, target, upstream_request) -> response_cache.CachedAnswer | None:
         """An eligible request (temperature 0, or the tenant opted in) is answered from the
@@ -189,6 +218,8 @@ class ChatCall:
         if self.meter.target is not None:
             headers["x-llmp-deployment"] = self.meter.target.deployment
             headers["x-llmp-model-version"] = self.meter.target.version
+        elif self.served_by:
+            headers["x-llmp-deployment"] = self.served_by
         if self.cache_status:
             headers["X-Cache"] = self.cache_status
         overhead = self.meter.overhead_now(now if now is not None else time.perf_counter())
@@ -213,17 +244,20 @@ class ChatCall:
         upstream_started = time.perf_counter()
         self.meter.upstream_called = True
         try:
-            result = await dispatch.complete(target, upstream_request)
+            served = await dispatch.complete(self.dispatch_plan(target, upstream_request))
         finally:
             self.meter.upstream_ms = (time.perf_counter() - upstream_started) * 1000
+        self.served(served)
+        result, upstream_request = served.result, served.request
         usage = result.usage
         if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
             usage = Usage(
                 estimate_tokens("".join(m.content for m in upstream_request.messages)),
                 estimate_tokens(result.content),
             )
-        await self.remember(result.content, result.finish_reason, usage,
-                      eligible=self.cache_status == "MISS")
+        if self.cacheable:
+            await self.remember(result.content, result.finish_reason, usage,
+                                eligible=self.cache_status == "MISS")
         await self.meter.record(status=200, now=time.perf_counter(), usage=usage)
         return result.content, result.finish_reason, usage
 
@@ -240,14 +274,13 @@ class ChatCall:
             return replay, _empty_stream(), upstream_request.messages
         self._upstream_started = time.perf_counter()
         self.meter.upstream_called = True
-        deltas = dispatch.stream(target, upstream_request).__aiter__()
         try:
-            first = await deltas.__anext__()
-        except StopAsyncIteration:
-            first = ChatDelta(finish_reason="stop")
-        except UpstreamError as exc:
+            served = await dispatch.open_stream(self.dispatch_plan(target, upstream_request))
+        except ApiError:
             self.meter.upstream_ms = (time.perf_counter() - self._upstream_started) * 1000
-            raise dispatch.as_api_error(exc) from exc
+            raise
+        self.served(served)
+        first, deltas = served.first, served.deltas
         now = time.perf_counter()
         self.meter.upstream_ms = (now - self._upstream_started) * 1000
         self.meter.overhead_ms = self.meter.overhead_now(now)
@@ -290,7 +323,7 @@ class ChatCall:
             if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
                 usage = Usage(estimate_tokens("".join(m.content for m in messages)),
                               estimate_tokens("".join(text)))
-            if status == 200 and self.meter.upstream_called:
+            if status == 200 and self.meter.upstream_called and self.cacheable:
                 await self.remember("".join(text), finish or "stop", usage,
                               eligible=self.cache_status == "MISS")
             await self.meter.record(status=status, now=time.perf_counter(), usage=usage,
@@ -379,7 +412,7 @@ async def _run_chat(request: HttpRequest, principal: Principal, parsed: ParsedCh
 
 
 def _openai_completion(call: ChatCall, content: str, finish: str, usage: Usage) -> dict:
-    return {
+    body = {
         "id": call.completion_id,
         "object": "chat.completion",
         "created": call.created,
@@ -393,10 +426,16 @@ def _openai_completion(call: ChatCall, content: str, finish: str, usage: Usage) 
         "usage": _usage_json(usage),
         "system_fingerprint": None,
     }
+    if call.meter.degraded:
+        body["status"] = "degraded"
+    return body
 
 
 def _simple_completion(call: ChatCall, content: str, finish: str, usage: Usage) -> dict:
-    return {"response": content, "model": call.parsed.alias, "usage": _usage_json(usage)}
+    body = {"response": content, "model": call.parsed.alias, "usage": _usage_json(usage)}
+    if call.meter.degraded:
+        body["status"] = "degraded"  # the seed's degraded reply (best practices 2.4)
+    return body
 
 
 @api_view("POST")

@@ -1,25 +1,63 @@
-"""Stage "dispatch": build the upstream request for the routed target and call its adapter.
+"""Stage "dispatch": call the routed deployment, and when it fails, the alias's fallbacks.
 
-Provider failures become client errors with OpenAI's shape: 502 for a bad upstream answer,
-503 when it cannot be reached or is overloaded, 504 on a timeout.
+For each deployment of the plan, in order (the routed one first):
+
+1. its circuit breaker is asked; an open one is skipped at once, costing no upstream wait;
+2. the call is made with the deployment's timeouts, and retried with backoff and jitter
+   (honouring ``Retry-After``) on retryable failures (connect errors, 429, 5xx, timeouts),
+   all within the deployment's total timeout; a half-open breaker's probe is not retried;
+3. a failure that is the deployment's (not a refusal of the request itself, like a 400) moves
+   on to the next deployment.
+
+When every deployment failed or was skipped: the plan's cached answer for the same request if
+there is one, else the alias's degraded reply, else an error: the last failure's (502/503/504),
+or 503 ``circuit_open`` with ``Retry-After`` when no deployment could even be tried.
+
+A stream may be retried or moved to a fallback only until its first delta arrives: the gateway
+waits for that delta before it sends the response headers. After it, a failure ends the stream
+(``relay`` in the views sends an error event).
+
+Provider failures become client errors with OpenAI's shape: 502 for a bad upstream answer, 503
+when it cannot be reached or is overloaded, 504 on a timeout.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
+import structlog
+from tenacity import AsyncRetrying, RetryCallState
+
+from gateway import metrics
 from gateway.errors import InvalidRequest, UpstreamFailure
 from gateway.pipeline.authenticate import Principal
-from gateway.pipeline.route import Target
+from gateway.pipeline.route import Degraded, RoutePlan, Target
 from gateway.pipeline.validate import ParsedChat
 from gateway.providers.base import (
     ChatDelta,
     ChatMessage,
     ChatRequest,
     ChatResult,
+    UpstreamAuthError,
     UpstreamError,
+    UpstreamTimeout,
+    Usage,
 )
 from gateway.providers.registry import get_adapter
+from gateway.resilience.breaker import Admission, CircuitBreaker, breaker_store
+from gateway.resilience.retry import retry_policy
+
+log = structlog.get_logger("gateway.dispatch")
+
+UPSTREAM, CACHE, DEGRADED = "upstream", "cache", "degraded"
+BREAKER_OPEN = "breaker_open"
+# Upstream answers that refuse this request (too long, invalid...): another deployment would
+# likely refuse it too, and the deployment is healthy, so neither fallback nor breaker count.
+REQUEST_FAULT_STATUSES = frozenset({400, 413, 422})
 
 
 def check_limits(principal: Principal, parsed: ParsedChat) -> None:
@@ -72,12 +110,354 @@ def as_api_error(exc: UpstreamError) -> UpstreamFailure:
                            status=exc.status, headers=headers)
 
 
-async def complete(target: Target, request: ChatRequest) -> ChatResult:
+class CircuitOpen(UpstreamFailure):
+    """Every deployment of the chain is refused by its breaker: no upstream call was made."""
+
+    status = 503
+    code = "circuit_open"
+
+
+def is_deployment_fault(exc: UpstreamError) -> bool:
+    """Whether a failure says something about the deployment (counted by its breaker, and a
+    reason to try the next one) rather than about this request."""
+    if exc.retryable or isinstance(exc, UpstreamAuthError):
+        return True
+    return exc.upstream_status not in REQUEST_FAULT_STATUSES
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan and its outcome
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPlan:
+    """What to try, in order, and what to fall back on.
+
+    ``request_for`` builds the upstream request for a target (model ids differ between
+    deployments); ``cached_answer`` returns a stored answer to the same request, if any, and
+    is only called when every deployment failed.
+    """
+
+    alias: str
+    targets: tuple[Target, ...]
+    request_for: Callable[[Target], ChatRequest]
+    cached_answer: Callable[[], Awaitable[ChatResult | None]] | None = None
+    degraded: Degraded = Degraded()
+    breaker: CircuitBreaker | None = None  # None: the process's store
+
+    @classmethod
+    def from_route(cls, route: RoutePlan, *, request_for: Callable[[Target], ChatRequest],
+                   cached_answer: Callable[[], Awaitable[ChatResult | None]] | None = None,
+                   breaker: CircuitBreaker | None = None) -> DispatchPlan:
+        return cls(route.alias, route.targets, request_for, cached_answer, route.degraded,
+                   breaker)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Who answered and how. ``target`` is the deployment that answered (None when the answer
+    came from the cache or is the degraded reply); ``attempts`` counts upstream calls made,
+    retries and fallbacks included; ``fallback_reason`` says why the routed deployment did
+    not answer (its error code, or ``breaker_open``), empty when it did; ``request`` is what
+    was sent to ``target`` (or would have been sent to the routed one)."""
+
+    target: Target | None
+    attempts: int
+    request: ChatRequest
+    source: str = UPSTREAM
+    fallback_reason: str = ""
+
+    @property
+    def degraded(self) -> bool:
+        return self.source == DEGRADED
+
+    @property
+    def deployment(self) -> str:
+        """For the ``x-llmp-deployment`` header: the deployment, ``cache`` or ``degraded``."""
+        return self.target.deployment if self.target is not None else self.source
+
+
+@dataclass(slots=True)
+class Served(Outcome):
+    result: ChatResult = field(default_factory=lambda: ChatResult("", "stop", Usage()))
+
+
+@dataclass(slots=True)
+class StreamServed(Outcome):
+    """``first`` is the first delta (already received); ``deltas`` the rest, each awaited
+    within the idle timeout."""
+
+    first: ChatDelta = field(default_factory=ChatDelta)
+    deltas: AsyncIterator[ChatDelta] = field(default_factory=lambda: _no_deltas())
+
+
+async def _no_deltas() -> AsyncIterator[ChatDelta]:
+    return
+    yield  # an async generator that yields nothing
+
+
+# ---------------------------------------------------------------------------------------------
+# Walking the chain
+
+
+class _Refused(Exception):
+    """The breaker refused a call (before the first attempt or between retries)."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+
+@dataclass(slots=True)
+class _Walk:
+    plan: DispatchPlan
+    breaker: CircuitBreaker
+    attempts: int = 0
+    reason: str = ""
+    last_error: UpstreamError | None = None
+    retry_after: float | None = None
+    requests: dict[int, ChatRequest] = field(default_factory=dict)
+
+    def request(self, index: int) -> ChatRequest:
+        if index not in self.requests:
+            self.requests[index] = self.plan.request_for(self.plan.targets[index])
+        return self.requests[index]
+
+    def outcome_fields(self, index: int | None, source: str = UPSTREAM) -> dict[str, Any]:
+        target = self.plan.targets[index] if index is not None else None
+        return {
+            "target": target,
+            "attempts": self.attempts,
+            "request": self.request(index or 0),
+            "source": source,
+            "fallback_reason": self.reason if index != 0 else "",
+        }
+
+
+Call = Callable[[Target, ChatRequest, float], Awaitable[Any]]
+
+
+async def _through_chain(plan: DispatchPlan, call: Call) -> tuple[_Walk, int | None, Any]:
+    """Try each target in order; (walk, index of the target that answered, its answer), or
+    (walk, None, None) when none did."""
+    if not plan.targets:
+        raise ValueError("a dispatch plan needs at least one target")
+    walk = _Walk(plan, plan.breaker or breaker_store())
+    for index, target in enumerate(plan.targets):
+        try:
+            answer = await _call_with_retries(walk, target, walk.request(index), call)
+        except _Refused as refused:
+            wait = refused.admission.retry_after
+            if wait is not None:
+                walk.retry_after = wait if walk.retry_after is None else min(walk.retry_after,
+                                                                             wait)
+            walk.reason = walk.reason or (walk.last_error.code if walk.last_error
+                                          else BREAKER_OPEN)
+            continue
+        except UpstreamError as exc:
+            if not is_deployment_fault(exc):
+                raise as_api_error(exc) from exc
+            walk.last_error = exc
+            walk.reason = walk.reason or exc.code
+            log.warning("deployment_failed", alias=plan.alias, deployment=target.deployment,
+                        error_code=exc.code, next=_next_name(plan, index))
+            continue
+        if index > 0:
+            metrics.record_fallback(plan.alias, walk.reason)
+        return walk, index, answer
+    return walk, None, None
+
+
+def _next_name(plan: DispatchPlan, index: int) -> str:
+    return plan.targets[index + 1].deployment if index + 1 < len(plan.targets) else "none"
+
+
+async def _call_with_retries(walk: _Walk, target: Target, request: ChatRequest,
+                             call: Call) -> Any:
+    policy, breaker, name = target.policy, walk.breaker, target.deployment
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + policy.total_timeout
+    admission = await breaker.admit(name, policy)
+    if not admission.allowed:
+        raise _Refused(admission)
+    retrying = AsyncRetrying(**retry_policy(
+        policy, deadline=deadline, clock=loop.time,
+        max_attempts=1 if admission.probe else policy.max_attempts,
+        before_sleep=lambda state: _before_retry(state, name),
+    ))
+    async for attempt in retrying:
+        with attempt:
+            if attempt.retry_state.attempt_number > 1:
+                admission = await breaker.admit(name, policy)
+                if not admission.allowed:
+                    raise _Refused(admission)  # not retryable: ends the loop
+            walk.attempts += 1
+            try:
+                answer = await call(target, request, deadline - loop.time())
+            except UpstreamError as exc:
+                if is_deployment_fault(exc):
+                    await breaker.record_failure(name, policy, admission, exc.code)
+                else:
+                    await breaker.release(name, admission)
+                walk.last_error = exc
+                raise
+            except BaseException:
+                await breaker.release(name, admission)
+                raise
+            await breaker.record_success(name, policy, admission)
+            return answer
+    raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+def _before_retry(state: RetryCallState, deployment: str) -> None:
+    metrics.record_retry(deployment)
+    exc = state.outcome.exception() if state.outcome else None
+    log.info("upstream_retry", deployment=deployment, attempt=state.attempt_number + 1,
+             wait_seconds=round(state.upcoming_sleep, 3),
+             error_code=getattr(exc, "code", ""))
+
+
+async def _after_chain(walk: _Walk) -> tuple[str, ChatResult] | None:
+    """Every deployment failed: the cached answer or the degraded reply, or raise."""
+    plan = walk.plan
+    if plan.cached_answer is not None:
+        try:
+            cached = await plan.cached_answer()
+        except Exception:  # a cache outage must not turn a fallback into a failure
+            log.warning("fallback_cache_failed", alias=plan.alias, exc_info=True)
+            cached = None
+        if cached is not None:
+            metrics.record_fallback(plan.alias, CACHE)
+            return CACHE, cached
+    if plan.degraded.mode == "message":
+        metrics.record_fallback(plan.alias, DEGRADED)
+        return DEGRADED, ChatResult(plan.degraded.message, "stop", Usage())
+    if walk.last_error is not None:
+        raise as_api_error(walk.last_error) from walk.last_error
+    headers = {}
+    if walk.retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(walk.retry_after + 0.999)))
+    raise CircuitOpen(
+        f"The model '{plan.alias}' is temporarily unavailable (its providers' circuit breakers "
+        "are open). Please try again later.", headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain answers
+
+
+async def _complete_once(target: Target, request: ChatRequest, budget: float) -> ChatResult:
+    try:
+        async with asyncio.timeout(budget) as scope:
+            return await get_adapter(target.provider).complete(request)
+    except TimeoutError:
+        if scope.expired():
+            raise UpstreamTimeout(
+                f"deployment '{target.deployment}' did not answer within its total timeout "
+                f"({target.policy.total_timeout:g}s)") from None
+        raise
+
+
+async def complete(plan: DispatchPlan | Target, request: ChatRequest | None = None) -> Served:
+    """A plain answer through the plan's chain; raises ``ApiError``.
+
+    The old form ``complete(target, request)`` (one call, no retries, breaker or fallback)
+    still works, returning the bare ``ChatResult``, until the views use plans.
+    """
+    if isinstance(plan, Target):
+        return await _complete_single(plan, request)  # type: ignore[return-value]
+    walk, index, answer = await _through_chain(plan, _complete_once)
+    if index is not None:
+        return Served(**walk.outcome_fields(index), result=answer)
+    source, result = await _after_chain(walk)
+    return Served(**walk.outcome_fields(None, source), result=result)
+
+
+async def _complete_single(target: Target, request: ChatRequest | None) -> ChatResult:
+    assert request is not None, "complete(target, request) needs the request"
     try:
         return await get_adapter(target.provider).complete(request)
     except UpstreamError as exc:
         raise as_api_error(exc) from exc
 
 
+# ---------------------------------------------------------------------------------------------
+# Streams
+
+
+async def _first_delta(target: Target, request: ChatRequest,
+                       budget: float) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+    """Start the stream and wait for its first delta, within the first-token timeout."""
+    policy = target.policy
+    wait = min(policy.first_token_timeout, budget)
+    deltas = get_adapter(target.provider).stream(request).__aiter__()
+    try:
+        async with asyncio.timeout(wait) as scope:
+            first = await deltas.__anext__()
+    except StopAsyncIteration:
+        first = ChatDelta(finish_reason="stop")
+    except TimeoutError:
+        await _close(deltas)
+        if scope.expired():
+            raise UpstreamTimeout(
+                f"deployment '{target.deployment}' sent no first token within {wait:g}s"
+            ) from None
+        raise
+    except BaseException:
+        await _close(deltas)
+        raise
+    return first, deltas
+
+
+async def _close(deltas: AsyncIterator[ChatDelta]) -> None:
+    aclose = getattr(deltas, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+async def _rest_of_stream(deltas: AsyncIterator[ChatDelta], target: Target,
+                          breaker: CircuitBreaker) -> AsyncIterator[ChatDelta]:
+    """The deltas after the first, each within the idle timeout. A failure here is the
+    deployment's (counted by its breaker) but is not retried: the client has bytes already."""
+    policy = target.policy
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(policy.idle_timeout) as scope:
+                    delta = await deltas.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if scope.expired():
+                    raise UpstreamTimeout(
+                        f"deployment '{target.deployment}' sent nothing for "
+                        f"{policy.idle_timeout:g}s mid-stream") from None
+                raise
+            yield delta
+    except UpstreamError as exc:
+        if is_deployment_fault(exc):
+            await breaker.record_failure(target.deployment, policy, Admission(True), exc.code)
+        raise
+    finally:
+        await _close(deltas)
+
+
+async def _replay(result: ChatResult) -> AsyncIterator[ChatDelta]:
+    yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage)
+
+
+async def open_stream(plan: DispatchPlan) -> StreamServed:
+    """A stream through the plan's chain, its first delta received; raises ``ApiError``."""
+    walk, index, answer = await _through_chain(plan, _first_delta)
+    if index is not None:
+        first, deltas = answer
+        return StreamServed(**walk.outcome_fields(index), first=first,
+                            deltas=_rest_of_stream(deltas, plan.targets[index], walk.breaker))
+    source, result = await _after_chain(walk)
+    return StreamServed(**walk.outcome_fields(None, source),
+                        first=ChatDelta(content=result.content), deltas=_replay(result))
+
+
 def stream(target: Target, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+    """The old form: one stream, no retries, breaker or fallback (until the views use plans)."""
     return get_adapter(target.provider).stream(request)

@@ -1,12 +1,15 @@
-"""Stage "route": a model alias to one of its versions, by the versions' weights.
+"""Stage "route": a model alias to one of its versions, by the versions' weights, followed by
+the alias's fallback deployments.
 
 The routing table is a plain snapshot of the database configuration, built once per process
 and rebuilt when it is older than ``REFRESH_SECONDS`` or when this process saves a config row
-(signals), so the hot path makes no query for it.
+(signals), so the hot path makes no query for it. Each target carries its resilience policy
+(the deployment's numbers with the alias's overrides), built here once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import time
@@ -18,8 +21,15 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from gateway.errors import ModelNotFound
-from gateway.models import ModelVersion
+from gateway.models import AliasFallback, ModelVersion
 from gateway.providers.base import ProviderConfig
+from gateway.resilience.policy import (
+    DEFAULT_DEGRADED_MESSAGE,
+    DEFAULTS,
+    ResiliencePolicy,
+    policy_for,
+)
+from llmplatform.db import fresh_db
 
 REFRESH_SECONDS = 5.0
 
@@ -36,6 +46,7 @@ class Target:
     params: dict[str, Any]
     input_price_per_1k: Decimal
     output_price_per_1k: Decimal
+    policy: ResiliencePolicy = DEFAULTS
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         return (
@@ -45,11 +56,65 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class Degraded:
+    """What an alias answers when its whole fallback chain failed: ``error`` (the last
+    failure's 502/503/504) or ``message`` (a 200 with ``message``, marked degraded)."""
+
+    mode: str = "error"
+    message: str = DEFAULT_DEGRADED_MESSAGE
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A fallback deployment of an alias: everything a Target takes from the deployment."""
+
+    deployment: str
+    model: str
+    provider: ProviderConfig
+    input_price_per_1k: Decimal
+    output_price_per_1k: Decimal
+    policy: ResiliencePolicy
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """The routed target first, then the alias's fallbacks, and the degraded-mode answer."""
+
+    alias: str
+    targets: tuple[Target, ...]
+    degraded: Degraded
+
+    @property
+    def primary(self) -> Target:
+        return self.targets[0]
+
+
+@dataclass(frozen=True, slots=True)
 class AliasRoute:
     name: str
     created: int
     targets: tuple[Target, ...]
     total_weight: int
+    fallbacks: tuple[Fallback, ...] = ()
+    degraded: Degraded = Degraded()
+
+    def plan(self, user: str | None = None) -> RoutePlan:
+        """The picked version, then each fallback deployment (skipping the picked one) with
+        the picked version's system prompt and parameters."""
+        primary = self.pick(user)
+        targets = [primary]
+        for fallback in self.fallbacks:
+            if fallback.deployment != primary.deployment:
+                targets.append(dataclasses.replace(
+                    primary,
+                    deployment=fallback.deployment,
+                    model=fallback.model,
+                    provider=fallback.provider,
+                    input_price_per_1k=fallback.input_price_per_1k,
+                    output_price_per_1k=fallback.output_price_per_1k,
+                    policy=fallback.policy,
+                ))
+        return RoutePlan(self.name, tuple(targets), self.degraded)
 
     def pick(self, user: str | None = None) -> Target:
         if len(self.targets) == 1 or self.total_weight == 0:
@@ -82,35 +147,76 @@ def _provider_config(provider) -> ProviderConfig:
     )
 
 
+def _policy(deployment, provider: ProviderConfig, alias) -> ResiliencePolicy:
+    return policy_for(deployment, connect_timeout=provider.connect_timeout,
+                      read_timeout=provider.read_timeout, alias_overrides=alias.resilience)
+
+
+@fresh_db
 def _build() -> dict[str, AliasRoute]:
+    live = {"deployment__enabled": True, "deployment__provider__enabled": True}
     versions = (
         ModelVersion.objects.select_related("alias", "deployment__provider")
-        .filter(alias__enabled=True, deployment__enabled=True, deployment__provider__enabled=True)
+        .filter(alias__enabled=True, **live)
         .order_by("alias__name", "version")
     )
+    fallbacks = (
+        AliasFallback.objects.select_related("alias", "deployment__provider")
+        .filter(alias__enabled=True, **live)
+        .order_by("alias__name", "position", "id")
+    )
     by_alias: dict[str, list[Target]] = {}
-    created: dict[str, int] = {}
+    aliases: dict[str, object] = {}
+    providers: dict[int, ProviderConfig] = {}
+
+    def provider_config(provider) -> ProviderConfig:
+        if provider.pk not in providers:
+            providers[provider.pk] = _provider_config(provider)
+        return providers[provider.pk]
+
     for v in versions:
         deployment = v.deployment
+        provider = provider_config(deployment.provider)
         by_alias.setdefault(v.alias.name, []).append(
             Target(
                 alias=v.alias.name,
                 version=v.version,
                 deployment=deployment.name,
                 model=deployment.model,
-                provider=_provider_config(deployment.provider),
+                provider=provider,
                 weight=v.weight,
                 system_prompt=v.system_prompt,
                 params=dict(v.params or {}),
                 input_price_per_1k=deployment.input_price_per_1k,
                 output_price_per_1k=deployment.output_price_per_1k,
+                policy=_policy(deployment, provider, v.alias),
             )
         )
-        created[v.alias.name] = int(v.alias.created_at.timestamp())
+        aliases[v.alias.name] = v.alias
+    chains: dict[str, list[Fallback]] = {}
+    for f in fallbacks:
+        deployment = f.deployment
+        provider = provider_config(deployment.provider)
+        chains.setdefault(f.alias.name, []).append(Fallback(
+            deployment=deployment.name,
+            model=deployment.model,
+            provider=provider,
+            input_price_per_1k=deployment.input_price_per_1k,
+            output_price_per_1k=deployment.output_price_per_1k,
+            policy=_policy(deployment, provider, f.alias),
+        ))
     table = {}
     for name, targets in by_alias.items():
-        live = tuple(t for t in targets if t.weight > 0) or tuple(targets)
-        table[name] = AliasRoute(name, created[name], live, sum(t.weight for t in live))
+        alias = aliases[name]
+        routed = tuple(t for t in targets if t.weight > 0) or tuple(targets)
+        table[name] = AliasRoute(
+            name,
+            int(alias.created_at.timestamp()),
+            routed,
+            sum(t.weight for t in routed),
+            fallbacks=tuple(chains.get(name, ())),
+            degraded=Degraded(alias.degraded_mode, alias.degraded_message),
+        )
     return table
 
 
@@ -128,14 +234,22 @@ class RoutingTable:
             self._loaded_at = time.monotonic()
         return self._table
 
-    async def resolve(self, alias: str, user: str | None = None) -> Target:
+    async def route(self, alias: str) -> AliasRoute:
         route = (await self.routes()).get(alias)
         if route is None:
             raise ModelNotFound(
                 f"The model '{alias}' does not exist or you do not have access to it.",
                 param="model",
             )
-        return route.pick(user)
+        return route
+
+    async def resolve(self, alias: str, user: str | None = None) -> Target:
+        """The routed target (the primary of ``plan``)."""
+        return (await self.route(alias)).pick(user)
+
+    async def plan(self, alias: str, user: str | None = None) -> RoutePlan:
+        """The routed target, then the alias's fallbacks, for ``dispatch``."""
+        return (await self.route(alias)).plan(user)
 
 
 routing_table = RoutingTable()

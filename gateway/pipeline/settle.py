@@ -86,6 +86,9 @@ class Meter:
     upstream_ms: float = 0.0
     upstream_called: bool = False
     cache_hit: bool = False
+    upstream_attempts: int = 0
+    fallback_reason: str = ""
+    degraded: bool = False
     # For streams: the gateway's own time up to the first byte, fixed when headers go out.
     overhead_ms: float | None = None
 
@@ -131,4 +134,7 @@ class Meter:
             upstream_latency_ms=self.upstream_ms,
             streamed=self.streamed,
             cache_hit=self.cache_hit,
+            upstream_attempts=min(self.upstream_attempts, 32767),
+            fallback_reason=self.fallback_reason[:64],
+            degraded=self.degraded,
         ))
