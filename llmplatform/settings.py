@@ -208,6 +208,8 @@ LLMP_AUTH_CACHE_SECONDS = env_float("LLMP_AUTH_CACHE_SECONDS", 5.0, minimum=0)
 # Upstream timeouts (seconds) used when a provider does not set its own.
 LLMP_UPSTREAM_CONNECT_TIMEOUT = env_float("LLMP_UPSTREAM_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 LLMP_UPSTREAM_READ_TIMEOUT = env_float("LLMP_UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1)
+# Concurrent connections per provider and process (each open stream holds one).
+LLMP_UPSTREAM_MAX_CONNECTIONS = env_int("LLMP_UPSTREAM_MAX_CONNECTIONS", 2000, minimum=1)
 # Largest request body accepted on the API, in bytes.
 LLMP_MAX_BODY_BYTES = env_int("LLMP_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LLMP_MAX_BODY_BYTES

@@ -74,3 +74,38 @@ def test_a_client_that_goes_away_mid_stream_is_metered_and_the_upstream_released
             time.sleep(0.05)
     record = UsageRecord.objects.get(status_code=499)
     assert record.error_code == "client_closed_request" and record.streamed
+
+
+def test_more_concurrent_streams_than_httpx_default_pool_all_succeed(gateway_server, key_a):
+    """Each open stream holds an upstream connection; 150 at once exceed httpx's default pool
+    of 100, which would make the rest wait for the pool and time out."""
+    import asyncio
+
+    with OpenAIUpstream() as upstream:
+        upstream.reply = "slow and steady"
+        gate = __import__("threading").Event()
+        upstream.on_request = lambda _request: gate.wait(3)  # hold every upstream call open
+        route_alias("default", upstream.base_url)
+
+        async def one(client: httpx.AsyncClient) -> int:
+            response = await client.post(
+                f"{gateway_server}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key_a}"},
+                json={"model": "default", "stream": True,
+                      "messages": [{"role": "user", "content": "go"}]})
+            return response.status_code
+
+        async def many() -> tuple[int, list[int]]:
+            limits = httpx.Limits(max_connections=200)
+            async with httpx.AsyncClient(timeout=20, limits=limits) as client:
+                tasks = [asyncio.create_task(one(client)) for _ in range(150)]
+                deadline = asyncio.get_running_loop().time() + 6
+                while len(upstream.requests) < 150 and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
+                open_at_once = len(upstream.requests)
+                gate.set()
+                return open_at_once, await asyncio.gather(*tasks)
+
+        open_at_once, statuses = asyncio.run(many())
+    assert open_at_once == 150
+    assert statuses.count(200) == 150

@@ -9,6 +9,7 @@ and rebuilt when it is older than ``REFRESH_SECONDS`` or when this process saves
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import random
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
@@ -30,6 +32,8 @@ from gateway.resilience.policy import (
     policy_for,
 )
 from llmplatform.db import fresh_db
+
+log = structlog.get_logger("gateway.route")
 
 REFRESH_SECONDS = 5.0
 
@@ -224,15 +228,30 @@ class RoutingTable:
     def __init__(self) -> None:
         self._table: dict[str, AliasRoute] | None = None
         self._loaded_at = 0.0
+        self._refreshing: asyncio.Task | None = None
 
     def invalidate(self) -> None:
         self._table = None
 
     async def routes(self) -> dict[str, AliasRoute]:
-        if self._table is None or time.monotonic() - self._loaded_at > REFRESH_SECONDS:
+        if self._table is None:
             self._table = await sync_to_async(_build)()
             self._loaded_at = time.monotonic()
+        elif time.monotonic() - self._loaded_at > REFRESH_SECONDS and (
+            self._refreshing is None or self._refreshing.done()
+        ):
+            # Stale: answer from the current table and rebuild in the background, so no
+            # request waits for the query.
+            self._loaded_at = time.monotonic()
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
         return self._table
+
+    async def _refresh(self) -> None:
+        try:
+            self._table = await sync_to_async(_build)()
+        except Exception:
+            self._loaded_at = 0.0  # try again on the next request
+            log.warning("routing_refresh_failed", exc_info=True)
 
     async def route(self, alias: str) -> AliasRoute:
         route = (await self.routes()).get(alias)
