@@ -166,10 +166,9 @@ def gateway_server(transactional_db) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-@pytest.fixture
-def second_gateway(transactional_db) -> Iterator[str]:
-    """Another gateway *process* (uvicorn in a subprocess) sharing this test's database and
-    Redis; yields its base URL."""
+def start_gateway_process(*, workers: int = 1, env: dict[str, str] | None = None):
+    """Another gateway *process* (uvicorn in a subprocess) sharing this test's PostgreSQL
+    database and Redis. Returns (process, base URL); the caller terminates it."""
     import subprocess
     import sys
 
@@ -179,30 +178,38 @@ def second_gateway(transactional_db) -> Iterator[str]:
     if db["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("a second process needs a shared server database")
     port = free_port()
-    env = {
+    full_env = {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "REDIS_URL": settings.REDIS_URL or "",
         "LLMP_DATA_DIR": str(settings.DATA_DIR),
         "LLMP_API_KEY_PEPPER": settings.API_KEY_PEPPER,
         "SECRET_KEY": settings.SECRET_KEY,
+        "LLMP_USAGE_FLUSH_MS": "0",
+        **(env or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "llmplatform.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=env, cwd=settings.BASE_DIR,
+         "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
+        env=full_env, cwd=settings.BASE_DIR,
     )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
             httpx.get(f"{base_url}/healthz", timeout=1)
-            break
+            return process, base_url
         except httpx.HTTPError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
-                raise RuntimeError("the second gateway process did not start") from None
+                raise RuntimeError("the gateway process did not start") from None
             time.sleep(0.1)
+
+
+@pytest.fixture
+def second_gateway(transactional_db) -> Iterator[str]:
+    """Another gateway process sharing this test's database and Redis; yields its URL."""
+    process, base_url = start_gateway_process()
     yield base_url
     process.terminate()
     process.wait(timeout=10)

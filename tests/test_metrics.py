@@ -83,3 +83,30 @@ def test_logs_are_json_with_a_request_id_and_never_a_body_or_key(client, key_a, 
 
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_metrics_add_up_every_worker_of_a_multi_worker_server(transactional_db, key_a,
+                                                             tmp_path):
+    from .conftest import start_gateway_process
+
+    authenticate.clear_cache()
+    with OpenAIUpstream() as upstream:
+        route_alias("default", upstream.base_url)
+        process, base_url = start_gateway_process(
+            workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+        try:
+            body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+            # New connections are spread over both workers by the kernel.
+            for _ in range(40):
+                with httpx.Client() as fresh:
+                    response = fresh.post(f"{base_url}/v1/chat/completions", json=body,
+                                          headers={"Authorization": f"Bearer {key_a}"})
+                    assert response.status_code == 200
+            text = httpx.get(f"{base_url}/metrics").text
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    assert len(list(tmp_path.glob("counter_*.db"))) >= 2  # both workers wrote samples
+    assert _sample(text, "llmp_requests_total", route="chat.completions", status="200") == 40

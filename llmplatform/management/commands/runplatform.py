@@ -9,6 +9,8 @@ if something already answers there; CELERY_BROKER_URL to run a Celery worker and
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import sys
 import time
@@ -23,6 +25,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from llmplatform.env import env_int
 from llmplatform.launcher import (
     LOCAL_MODEL_ID,
     LaunchConfig,
@@ -105,6 +108,15 @@ class Command(BaseCommand):
         model_note = self._start_local_model(config, supervisor)
         if supervisor.stop_requested.is_set():
             return
+        workers = env_int("LLMP_WORKERS", 1, minimum=1)
+        web_env = dict(os.environ)
+        if workers > 1:
+            # Every worker writes its metrics here and /metrics adds them up; the directory
+            # must start empty, or samples of earlier processes would be counted again.
+            metrics_dir = Path(settings.DATA_DIR) / "prometheus"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            web_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         web = supervisor.start(
             "platform (uvicorn)",
             [
@@ -116,9 +128,13 @@ class Command(BaseCommand):
                 config.host,
                 "--port",
                 str(config.port),
+                "--workers",
+                str(workers),
+                # lifespan: on shutdown the platform writes its last batch of usage records.
                 "--lifespan",
-                "off",
+                "on",
             ],
+            env=web_env,
             cwd=settings.BASE_DIR,
         )
         self._say(f"runplatform: started {web.name} (pid {web.pid})")
