@@ -7,6 +7,7 @@ dispatch, settle. Every failure is an ``ApiError`` rendered as OpenAI's error JS
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 import uuid
@@ -40,6 +41,8 @@ from llmplatform.db import fresh_db
 log = structlog.get_logger("gateway.api")
 
 View = Callable[..., Awaitable[HttpResponse]]
+# Background work a request started (references kept so the tasks are not collected).
+_background: set[asyncio.Task] = set()
 
 
 async def _empty_stream() -> AsyncIterator[ChatDelta]:
@@ -199,14 +202,23 @@ class ChatCall:
         return None
 
     async def remember(self, content: str, finish: str, usage: Usage, eligible: bool) -> None:
-        """Store a fresh answer (one round trip; done before answering, so that a client's
-        next identical request is a hit)."""
+        """Store a fresh answer. An eligible one is stored before answering (one round trip),
+        so the client's next identical request is a hit; others are kept only as a fallback
+        for when every provider fails, and are stored in the background."""
         if self.cache_key is None or self.meter.target is None or finish not in {"stop",
                                                                                   "length"}:
             return
         target = self.meter.target
         answer = response_cache.CachedAnswer(content, finish, usage, target.deployment,
                                              target.version, eligible)
+        if eligible:
+            await self._store(answer)
+        else:
+            task = asyncio.get_running_loop().create_task(self._store(answer))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def _store(self, answer: response_cache.CachedAnswer) -> None:
         try:
             await response_cache.response_cache().store(
                 self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds())
