@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -18,6 +19,10 @@ from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeploymen
 from llmplatform.models import Membership
 
 REQUIRE_SERVICES = os.environ.get("LLMP_REQUIRE_SERVICES") == "1"
+
+# aiohttp sessions of event loops that tests have closed report themselves at interpreter exit,
+# when stderr is already gone; that is noise, not a failure.
+logging.raiseExceptions = False
 
 
 def _postgres_configured() -> bool:
