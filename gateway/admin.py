@@ -16,7 +16,7 @@ from gateway.models import (
     UsageRecord,
 )
 from gateway.secrets import validate_secret_ref
-from llmplatform.admin import TenantAdmin
+from llmplatform.admin import ReadOnlyAdmin, TenantAdmin
 from llmplatform.admin_audit import AuditedModelAdmin
 from llmplatform.models import Tenant
 
@@ -179,7 +179,7 @@ class ModelAliasAdmin(AuditedModelAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "tenant", "api_key", "route", "alias", "deployment",
                     "status_code", "cache_hit", "prompt_tokens", "completion_tokens", "cost",
                     "latency_ms"]
@@ -187,15 +187,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_select_related = ["tenant", "api_key"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # Last: it extends ModelAliasAdmin with the fallback inline.

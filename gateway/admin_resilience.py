@@ -16,6 +16,7 @@ from gateway.models import AliasFallback, BreakerEvent, DeploymentBreaker
 from gateway.resilience import services
 from gateway.resilience.breaker import BreakerSnapshot, breaker_store
 from gateway.resilience.policy import AUTO, FORCED_CLOSED, FORCED_OPEN, policy_for
+from llmplatform.admin import ReadOnlyAdmin
 
 _STATE_LABELS = {"closed": "closed", "open": "OPEN", "half_open": "half-open (probing)"}
 
@@ -157,20 +158,11 @@ class DeploymentBreakerAdmin(admin.ModelAdmin):
 
 
 @admin.register(BreakerEvent)
-class BreakerEventAdmin(admin.ModelAdmin):
+class BreakerEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "deployment", "kind", "error_code", "actor"]
     list_filter = ["kind", "deployment"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class AliasFallbackInline(admin.TabularInline):

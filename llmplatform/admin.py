@@ -20,16 +20,8 @@ class TenantAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
 
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only: the audit log cannot be changed or deleted, not even here."""
-
-    list_display = ["created_at", "actor", "action", "object_type", "object_repr", "tenant"]
-    list_filter = ["action", "object_type"]
-    search_fields = ["actor", "object_repr", "object_id", "request_id"]
-    list_select_related = ["tenant"]
-    date_hierarchy = "created_at"
-    show_full_result_count = False
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A log officers read but nobody adds to, changes or deletes from here."""
 
     def has_add_permission(self, request):
         return False
@@ -39,3 +31,15 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """Read-only: the audit log cannot be changed or deleted, not even here."""
+
+    list_display = ["created_at", "actor", "action", "object_type", "object_repr", "tenant"]
+    list_filter = ["action", "object_type"]
+    search_fields = ["actor", "object_repr", "object_id", "request_id"]
+    list_select_related = ["tenant"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
