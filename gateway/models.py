@@ -19,15 +19,29 @@ def _bounded(key: str) -> list:
     return [MinValueValidator(low), MaxValueValidator(high)]
 
 
+class ScreeningMode(models.TextChoices):
+    BLOCK = "block", "block"
+    FLAG = "flag", "flag"
+    OFF = "off", "off"
+
+
 class Tier(models.Model):
     """A service tier. Its limits are enforced on every request of the tenants on it."""
 
     name = models.SlugField(max_length=32, unique=True)
     description = models.CharField(max_length=200, blank=True)
-    # Request limits (0 = unlimited).
+    # Request limits per tenant (0 = unlimited).
     requests_per_minute = models.PositiveIntegerField(default=60)
     requests_per_hour = models.PositiveIntegerField(default=1000)
     requests_per_day = models.PositiveIntegerField(default=10000)
+    # Request limits per API key (0 = unlimited).
+    key_requests_per_minute = models.PositiveIntegerField(default=0)
+    key_requests_per_hour = models.PositiveIntegerField(default=0)
+    key_requests_per_day = models.PositiveIntegerField(default=0)
+    # Request limits per end user, the request's ``user`` field (0 = unlimited).
+    user_requests_per_minute = models.PositiveIntegerField(default=0)
+    user_requests_per_hour = models.PositiveIntegerField(default=0)
+    user_requests_per_day = models.PositiveIntegerField(default=0)
     # Token limits (0 = unlimited).
     tokens_per_minute = models.PositiveIntegerField(default=40000)
     tokens_per_day = models.PositiveIntegerField(default=1000000)
@@ -40,6 +54,20 @@ class Tier(models.Model):
     max_output_tokens = models.PositiveIntegerField(default=4096)
     allowed_aliases = models.ManyToManyField(
         "ModelAlias", blank=True, help_text="Empty means every enabled alias."
+    )
+    # Prompt-injection screening (a tenant's plan may override).
+    screening_mode = models.CharField(
+        max_length=8, choices=ScreeningMode.choices, default=ScreeningMode.BLOCK,
+        help_text="block: refuse with 400 prompt_injection_detected; flag: serve and record a "
+        "security event; off: no screening.",
+    )
+    screening_threshold = models.FloatField(
+        default=0.5, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Score (0-1) from which a prompt is blocked or flagged.",
+    )
+    leak_mode = models.CharField(
+        max_length=8, choices=ScreeningMode.choices, default=ScreeningMode.BLOCK,
+        help_text="A reply that reveals the system prompt's canary: block, flag or off.",
     )
 
     class Meta:
@@ -60,9 +88,44 @@ class TenantPlan(models.Model):
         help_text="Serve repeats from the response cache even for temperature > 0 "
         "(by default only deterministic, temperature 0, requests are cached).",
     )
+    # Spend budgets of this tenant in USD; empty = the tier's (0 = unlimited).
+    daily_budget = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    monthly_budget = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    # Screening overrides; empty = the tier's.
+    screening_mode = models.CharField(max_length=8, choices=ScreeningMode.choices, blank=True)
+    screening_threshold = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    leak_mode = models.CharField(max_length=8, choices=ScreeningMode.choices, blank=True)
+    store_flagged_text = models.BooleanField(
+        default=False,
+        help_text="Keep the text of blocked or flagged prompts in security events (by default "
+        "only a hash is kept).",
+    )
 
     def __str__(self) -> str:
         return f"{self.tenant} on {self.tier}"
+
+
+class ServiceAccount(models.Model):
+    """An API-to-API principal of a tenant (the seed's option C): a named machine identity that
+    holds its own keys, so a service's access can be reviewed and cut off on its own."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="service_accounts")
+    name = models.SlugField(max_length=64)
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["tenant", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="uniq_service_account_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.name}"
 
 
 class ApiKey(models.Model):
@@ -85,6 +148,21 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    service_account = models.ForeignKey(
+        ServiceAccount, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys",
+        help_text="The service account holding this key; empty for a tenant key.",
+    )
+    allowed_ips = models.JSONField(
+        default=list, blank=True,
+        help_text="CIDR ranges (IPv4 or IPv6) the key may be used from; empty = anywhere.",
+    )
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces",
+        help_text="Set by rotation: the new key. This one keeps working until expires_at.",
+    )
+    # Spend budgets of this key in USD (empty = none of its own; the tenant's still apply).
+    daily_budget = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    monthly_budget = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -346,6 +424,38 @@ class UsageRecord(models.Model):
         return self.prompt_tokens + self.completion_tokens
 
 
+
+
+class SecurityEvent(models.Model):
+    """A prompt blocked or flagged by the injection screen, or a reply that leaked the system
+    prompt's canary. Holds a hash of the text, the text itself only if the tenant opted in."""
+
+    class Kind(models.TextChoices):
+        PROMPT_INJECTION = "prompt_injection", "prompt injection"
+        SYSTEM_PROMPT_LEAK = "system_prompt_leak", "system prompt leak"
+
+    class Action(models.TextChoices):
+        BLOCKED = "blocked", "blocked"
+        FLAGGED = "flagged", "flagged"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="security_events")
+    api_key = models.ForeignKey(ApiKey, null=True, on_delete=models.SET_NULL, related_name="+")
+    request_id = models.CharField(max_length=128, blank=True)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    alias = models.CharField(max_length=64, blank=True)
+    score = models.FloatField(default=0)
+    reasons = models.JSONField(default=list, blank=True)
+    text_sha256 = models.CharField(max_length=64, blank=True)
+    text = models.TextField(blank=True, help_text="Only when the tenant opted in.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.action} ({self.score:.2f})"
 
 
 class BreakerEvent(models.Model):

@@ -3,18 +3,42 @@ audit row in the same transaction."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import ipaddress
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from gateway import keys
-from gateway.models import ApiKey, TenantPlan, Tier
+from gateway.models import ApiKey, ServiceAccount, TenantPlan, Tier
 from llmplatform.audit import actor_label, audit_record
 from llmplatform.models import Tenant
 
 DEFAULT_SCOPES = [ApiKey.Scope.CHAT.value, ApiKey.Scope.MODELS_READ.value]
+DEFAULT_ROTATION_OVERLAP = timedelta(hours=24)
+MAX_ROTATION_OVERLAP = timedelta(days=30)
+
+
+def normalize_ip_ranges(ranges: list[str] | None) -> list[str]:
+    """CIDR ranges in canonical form (``10.0.0.7`` -> ``10.0.0.7/32``); ValueError on a bad one."""
+    result = []
+    for raw in ranges or []:
+        text = str(raw).strip()
+        if not text:
+            continue
+        try:
+            result.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError as exc:
+            raise ValueError(f"'{text}' is not an IP address or CIDR range") from exc
+    return result
+
+
+def _check_scopes(scopes: list[str]) -> None:
+    unknown = set(scopes) - set(ApiKey.Scope.values)
+    if unknown:
+        raise ValueError(f"Unknown scopes: {', '.join(sorted(unknown))}")
 
 
 def _key_state(key: ApiKey) -> dict[str, Any]:
@@ -24,6 +48,10 @@ def _key_state(key: ApiKey) -> dict[str, Any]:
         "scopes": key.scopes,
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "allowed_ips": key.allowed_ips,
+        "service_account": key.service_account.name if key.service_account_id else None,
+        "daily_budget": str(key.daily_budget) if key.daily_budget is not None else None,
+        "monthly_budget": str(key.monthly_budget) if key.monthly_budget is not None else None,
     }
 
 
@@ -34,27 +62,101 @@ def api_key_create(
     name: str,
     scopes: list[str] | None = None,
     expires_at: datetime | None = None,
+    service_account: ServiceAccount | None = None,
+    allowed_ips: list[str] | None = None,
+    daily_budget: Decimal | None = None,
+    monthly_budget: Decimal | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns the row and the plaintext, which is never available again."""
     scopes = list(DEFAULT_SCOPES if scopes is None else scopes)
-    unknown = set(scopes) - set(ApiKey.Scope.values)
-    if unknown:
-        raise ValueError(f"Unknown scopes: {', '.join(sorted(unknown))}")
-    new = keys.generate()
+    _check_scopes(scopes)
+    allowed_ips = normalize_ip_ranges(allowed_ips)
+    if service_account is not None:
+        if service_account.tenant_id != tenant.pk:
+            raise ValueError("The service account belongs to another tenant")
+        if ServiceAccount.objects.filter(pk=service_account.pk,
+                                         disabled_at__isnull=False).exists():
+            raise ValueError("The service account is disabled")
     with transaction.atomic():
-        key = ApiKey.objects.create(
-            tenant=tenant,
-            name=name,
-            lookup=new.lookup,
-            secret_hash=new.secret_hash,
-            pepper_id=new.pepper_id,
-            last_four=new.last_four,
-            scopes=scopes,
-            expires_at=expires_at,
-            created_by=actor_label(actor),
+        key, plaintext = _new_key(
+            tenant=tenant, name=name, scopes=scopes, expires_at=expires_at,
+            service_account=service_account, allowed_ips=allowed_ips,
+            daily_budget=daily_budget, monthly_budget=monthly_budget, actor=actor,
         )
         audit_record(actor=actor, action="api_key.create", obj=key, after=_key_state(key))
+    return key, plaintext
+
+
+def _new_key(*, actor: Any, **fields: Any) -> tuple[ApiKey, str]:
+    new = keys.generate()
+    key = ApiKey.objects.create(
+        lookup=new.lookup,
+        secret_hash=new.secret_hash,
+        pepper_id=new.pepper_id,
+        last_four=new.last_four,
+        created_by=actor_label(actor),
+        **fields,
+    )
     return key, new.plaintext
+
+
+def api_key_rotate(
+    *, actor: Any, key: ApiKey, overlap: timedelta = DEFAULT_ROTATION_OVERLAP
+) -> tuple[ApiKey, str]:
+    """Replace a key with a new one of the same name, scopes, IP ranges, budgets and service
+    account. The old key keeps working for ``overlap`` (so deployments can switch over), then
+    expires. Returns the new key and its plaintext."""
+    if overlap < timedelta(0) or overlap > MAX_ROTATION_OVERLAP:
+        raise ValueError("The overlap must be between 0 and 30 days")
+    with transaction.atomic():
+        old = ApiKey.objects.select_for_update().get(pk=key.pk)
+        now = timezone.now()
+        if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
+            raise ValueError("A revoked or expired key cannot be rotated")
+        if old.replaced_by_id is not None:
+            raise ValueError("This key was already rotated")
+        before = _key_state(old)
+        new, plaintext = _new_key(
+            tenant=old.tenant, name=old.name, scopes=old.scopes, expires_at=old.expires_at,
+            service_account=old.service_account, allowed_ips=old.allowed_ips,
+            daily_budget=old.daily_budget, monthly_budget=old.monthly_budget, actor=actor,
+        )
+        end = now + overlap
+        old.expires_at = end if old.expires_at is None else min(old.expires_at, end)
+        old.replaced_by = new
+        old.save(update_fields=["expires_at", "replaced_by"])
+        audit_record(actor=actor, action="api_key.rotate", obj=old, before=before,
+                     after={**_key_state(old), "replaced_by": new.display})
+        audit_record(actor=actor, action="api_key.create", obj=new,
+                     after={**_key_state(new), "rotated_from": old.display})
+    return new, plaintext
+
+
+def service_account_create(
+    *, actor: Any, tenant: Tenant, name: str, description: str = ""
+) -> ServiceAccount:
+    with transaction.atomic():
+        account = ServiceAccount.objects.create(
+            tenant=tenant, name=name, description=description, created_by=actor_label(actor)
+        )
+        audit_record(actor=actor, action="service_account.create", obj=account,
+                     after={"name": name, "description": description})
+    return account
+
+
+def service_account_disable(*, actor: Any, account: ServiceAccount) -> ServiceAccount:
+    """Disable a service account and revoke every key it holds."""
+    with transaction.atomic():
+        account = ServiceAccount.objects.select_for_update().get(pk=account.pk)
+        if account.disabled_at is not None:
+            return account
+        now = timezone.now()
+        account.disabled_at = now
+        account.save(update_fields=["disabled_at"])
+        revoked = account.api_keys.filter(revoked_at__isnull=True).update(revoked_at=now)
+        audit_record(actor=actor, action="service_account.disable", obj=account,
+                     after={"keys_revoked": revoked})
+    return account
 
 
 def api_key_revoke(*, actor: Any, key: ApiKey) -> ApiKey:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -32,6 +34,37 @@ class TierLimits:
     max_prompt_chars: int
     max_output_tokens: int
     allowed_aliases: frozenset[str]  # empty = all
+    # (scope, window, limit) of every request limit that is set: scope tenant | key | user.
+    request_limits: tuple[tuple[str, str, int], ...] = ()
+    tokens_per_minute: int = 0
+    tokens_per_day: int = 0
+    screening_mode: str = "off"
+    screening_threshold: float = 0.5
+    leak_mode: str = "off"
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """Spend budgets in nano-dollars (0 = none)."""
+
+    tenant_daily: int = 0
+    tenant_monthly: int = 0
+    key_daily: int = 0
+    key_monthly: int = 0
+
+
+def _nano(amount: Decimal | None) -> int:
+    return int(Decimal(amount) * 1_000_000_000) if amount else 0
+
+
+def _request_limits(tier) -> tuple[tuple[str, str, int], ...]:
+    limits = []
+    for scope, prefix in (("tenant", ""), ("key", "key_"), ("user", "user_")):
+        for window in ("minute", "hour", "day"):
+            value = getattr(tier, f"{prefix}requests_per_{window}")
+            if value:
+                limits.append((scope, window, value))
+    return tuple(limits)
 
 
 @dataclass(slots=True)
@@ -45,6 +78,23 @@ class Principal:
     expires_at: datetime | None
     last_used_at: datetime | None
     cache_nonzero_temperature: bool = False
+    budgets: Budgets = field(default_factory=Budgets)
+    allowed_networks: tuple = ()  # ip_network objects; empty = anywhere
+    service_account: str = ""
+    store_flagged_text: bool = False
+
+    @property
+    def actor(self) -> str:
+        return f"api_key:{self.key_name}#{self.key_id}"
+
+    def allows_ip(self, address: str) -> bool:
+        if not self.allowed_networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.allowed_networks)
 
     def require_scope(self, scope: str) -> None:
         if scope not in self.scopes and "admin" not in self.scopes:
@@ -65,7 +115,7 @@ def clear_cache() -> None:
 @fresh_db
 def _load(lookup: str, secret: str) -> Principal | None:
     key = (
-        ApiKey.objects.select_related("tenant", "tenant__plan__tier")
+        ApiKey.objects.select_related("tenant", "tenant__plan__tier", "service_account")
         .filter(lookup=lookup)
         .first()
     )
@@ -77,6 +127,8 @@ def _load(lookup: str, secret: str) -> Principal | None:
     if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
         return None
     if not key.tenant.is_active:
+        return None
+    if key.service_account_id is not None and key.service_account.disabled_at is not None:
         return None
     plan = getattr(key.tenant, "plan", None)
     if plan is None:
@@ -94,10 +146,28 @@ def _load(lookup: str, secret: str) -> Principal | None:
             max_prompt_chars=tier.max_prompt_chars,
             max_output_tokens=tier.max_output_tokens,
             allowed_aliases=allowed,
+            request_limits=_request_limits(tier),
+            tokens_per_minute=tier.tokens_per_minute,
+            tokens_per_day=tier.tokens_per_day,
+            screening_mode=plan.screening_mode or tier.screening_mode,
+            screening_threshold=(plan.screening_threshold if plan.screening_threshold is not None
+                                 else tier.screening_threshold),
+            leak_mode=plan.leak_mode or tier.leak_mode,
         ),
         expires_at=key.expires_at,
         last_used_at=key.last_used_at,
         cache_nonzero_temperature=plan.cache_nonzero_temperature,
+        budgets=Budgets(
+            tenant_daily=_nano(plan.daily_budget if plan.daily_budget is not None
+                               else tier.daily_budget),
+            tenant_monthly=_nano(plan.monthly_budget if plan.monthly_budget is not None
+                                 else tier.monthly_budget),
+            key_daily=_nano(key.daily_budget),
+            key_monthly=_nano(key.monthly_budget),
+        ),
+        allowed_networks=tuple(ipaddress.ip_network(n, strict=False) for n in key.allowed_ips),
+        service_account=key.service_account.name if key.service_account_id else "",
+        store_flagged_text=plan.store_flagged_text,
     )
 
 
@@ -113,7 +183,18 @@ def bearer_token(authorization: str) -> str | None:
     return token.strip()
 
 
-async def authenticate(authorization: str) -> Principal:
+async def authenticate(authorization: str, client_ip: str = "") -> Principal:
+    """The principal of a valid key. A key limited to IP ranges used from elsewhere is refused
+    with 403 (the key is right, the place is not)."""
+    principal = await _authenticate(authorization)
+    if not principal.allows_ip(client_ip):
+        raise PermissionDenied(
+            "This API key may not be used from your IP address.", code="ip_not_allowed"
+        )
+    return principal
+
+
+async def _authenticate(authorization: str) -> Principal:
     token = bearer_token(authorization or "")
     if token is None:
         raise AuthenticationFailed()
@@ -143,3 +224,16 @@ async def authenticate(authorization: str) -> Principal:
         _background.add(task)
         task.add_done_callback(_background.discard)
     return principal
+
+
+def client_ip(meta: dict) -> str:
+    """The caller's address: REMOTE_ADDR, or with ``LLMP_TRUSTED_PROXY_HOPS`` = n > 0 (behind
+    n proxies that append to X-Forwarded-For), the n-th address from the right of that header.
+    Addresses further left are set by the client and never trusted."""
+    hops = settings.LLMP_TRUSTED_PROXY_HOPS
+    if hops > 0:
+        forwarded = [p.strip() for p in meta.get("HTTP_X_FORWARDED_FOR", "").split(",")
+                     if p.strip()]
+        if len(forwarded) >= hops:
+            return forwarded[-hops]
+    return meta.get("REMOTE_ADDR", "") or ""
