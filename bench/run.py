@@ -384,6 +384,8 @@ def gateway_config(fast_url: str, slow_url: str) -> dict:
             "requests_per_day": 2_000_000_000,
             "tokens_per_minute": 2_000_000_000,
             "tokens_per_day": 2_000_000_000,
+            "key_requests_per_minute": 50_000_000,
+            "user_requests_per_minute": 50_000_000,
             "daily_budget": 1_000_000,
             "monthly_budget": 10_000_000,
             "max_prompt_chars": 32000,

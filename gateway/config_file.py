@@ -11,6 +11,8 @@ Shape (every section optional, but the file must not be empty)::
         requests_per_minute: 20     # request limits, 0 = unlimited
         requests_per_hour: 300
         requests_per_day: 2000
+        key_requests_per_minute: 0  # per API key, 0 = unlimited (also _per_hour, _per_day)
+        user_requests_per_minute: 0 # per end user (the request's `user`), likewise
         tokens_per_minute: 20000    # token limits, 0 = unlimited
         tokens_per_day: 200000
         daily_budget: 0             # USD, 0 = unlimited
@@ -18,6 +20,9 @@ Shape (every section optional, but the file must not be empty)::
         max_prompt_chars: 8000      # >= 1
         max_output_tokens: 1024     # 0 = the model's own limit
         allowed_aliases: [default]  # aliases declared in this file; [] = every enabled alias
+        screening_mode: block       # prompt-injection screen: block | flag | off
+        screening_threshold: 0.5    # score 0-1 from which a prompt is blocked or flagged
+        leak_mode: block            # system-prompt canary in a reply: block | flag | off
     providers:
       - name: local                 # slug, unique
         kind: openai                # openai | azure | bedrock
@@ -138,6 +143,15 @@ class TierSpec:
     requests_per_day: int = 10000
     tokens_per_minute: int = 40000
     tokens_per_day: int = 1000000
+    key_requests_per_minute: int = 0
+    key_requests_per_hour: int = 0
+    key_requests_per_day: int = 0
+    user_requests_per_minute: int = 0
+    user_requests_per_hour: int = 0
+    user_requests_per_day: int = 0
+    screening_mode: str = "block"
+    screening_threshold: float = 0.5
+    leak_mode: str = "block"
     daily_budget: Decimal = Decimal("0")
     monthly_budget: Decimal = Decimal("0")
     max_prompt_chars: int = 32000
@@ -458,10 +472,15 @@ class _Parser:
             "tokens_per_minute",
             "tokens_per_day",
             "max_output_tokens",
+            *(f"{scope}_requests_per_{window}" for scope in ("key", "user")
+              for window in ("minute", "hour", "day")),
         ]
         allowed = {
             "name",
             "description",
+            "screening_mode",
+            "screening_threshold",
+            "leak_mode",
             "daily_budget",
             "monthly_budget",
             "max_prompt_chars",
@@ -488,9 +507,25 @@ class _Parser:
                     data, "monthly_budget", path, places=4, digits=12
                 ),
                 "allowed_aliases": lambda: self.names(data, "allowed_aliases", path),
+                "screening_mode": lambda: self.mode(data, "screening_mode", path),
+                "leak_mode": lambda: self.mode(data, "leak_mode", path),
+                "screening_threshold": lambda: self.fraction(data, "screening_threshold", path,
+                                                             defaults.screening_threshold),
             }
         )
         return TierSpec(**values)
+
+    def mode(self, data: dict, key: str, path: str) -> str:
+        value = data.get(key, "block")
+        if value not in {"block", "flag", "off"}:
+            raise self.fail(f"{path}.{key}", "must be one of block, flag, off")
+        return value
+
+    def fraction(self, data: dict, key: str, path: str, default: float) -> float:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise self.fail(f"{path}.{key}", "must be a number from 0 to 1")
+        return float(value)
 
     def provider(self, raw: Any, path: str) -> ProviderSpec:
         allowed = {

@@ -310,6 +310,11 @@ class _Applier:
             "monthly_budget": spec.monthly_budget,
             "max_prompt_chars": spec.max_prompt_chars,
             "max_output_tokens": spec.max_output_tokens,
+            **{f"{scope}_requests_per_{window}": getattr(spec, f"{scope}_requests_per_{window}")
+               for scope in ("key", "user") for window in ("minute", "hour", "day")},
+            "screening_mode": spec.screening_mode,
+            "screening_threshold": spec.screening_threshold,
+            "leak_mode": spec.leak_mode,
         }
         return self.upsert(
             "tier",

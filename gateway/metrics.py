@@ -27,6 +27,14 @@ BREAKER_STATE = Gauge("llmp_breaker_state",
 RETRIES = Counter("llmp_upstream_retries_total", "Upstream calls retried", ["deployment"])
 FALLBACKS = Counter("llmp_fallbacks_total", "Requests served by a fallback", ["alias", "reason"])
 
+LIMITED = Counter("llmp_rate_limited_total", "Requests refused by a limit or budget",
+                  ["kind", "scope", "window"])
+LIMITS_REDIS_DOWN = Counter("llmp_limits_redis_unavailable_total",
+                            "Admissions made while Redis was unreachable, by what the setting "
+                            "did (open: let through; closed: refused)", ["fail"])
+SECURITY_EVENTS = Counter("llmp_security_events_total", "Prompts or replies blocked or flagged",
+                          ["kind", "action"])
+
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 
@@ -40,6 +48,18 @@ def record_fallback(alias: str, reason: str) -> None:
 
 def set_breaker_state(deployment: str, state: str) -> None:
     BREAKER_STATE.labels(deployment).set(_BREAKER_VALUES.get(state, 0))
+
+
+def record_limited(kind: str, scope: str, window: str) -> None:
+    LIMITED.labels(kind, scope, window).inc()
+
+
+def record_limits_redis_down(fail: str) -> None:
+    LIMITS_REDIS_DOWN.labels(fail).inc()
+
+
+def record_security_event(kind: str, action: str) -> None:
+    SECURITY_EVENTS.labels(kind, action).inc()
 
 
 def record_cache(result: str) -> None:

@@ -55,13 +55,18 @@ if PRODUCTION and not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin, with the admin site that asks staff for a second factor.
+    "llmplatform.admin_apps.GovernanceAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
+    "social_django",
     "llmplatform",
     "privacy",
     "gateway",
@@ -76,8 +81,18 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into its response.
+    "axes.middleware.AxesMiddleware",
+]
+
+# Login throttling first (django-axes), then OIDC through social-auth, then passwords.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    # OIDC backends are added in the "Portal sign-in" section below, by settings.
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "llmplatform.urls"
@@ -205,6 +220,16 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # How long a verified API key is trusted from the per-process cache; a revocation takes effect
 # everywhere within this many seconds.
 LLMP_AUTH_CACHE_SECONDS = env_float("LLMP_AUTH_CACHE_SECONDS", 5.0, minimum=0)
+# When Redis (shared limit counters) cannot be reached: "open" lets requests through with a loud
+# log line and metric, "closed" refuses them with 503. Request and token rate limits default to
+# open, spend budgets to closed.
+LLMP_LIMITS_REDIS_DOWN_REQUESTS = env_str("LLMP_LIMITS_REDIS_DOWN_REQUESTS", "open")
+LLMP_LIMITS_REDIS_DOWN_BUDGETS = env_str("LLMP_LIMITS_REDIS_DOWN_BUDGETS", "closed")
+for _name in ("LLMP_LIMITS_REDIS_DOWN_REQUESTS", "LLMP_LIMITS_REDIS_DOWN_BUDGETS"):
+    if globals()[_name] not in {"open", "closed"}:
+        raise ImproperlyConfigured(f"{_name} must be 'open' or 'closed'")
+# Proxies in front of the gateway that append to X-Forwarded-For (0: use the socket's address).
+LLMP_TRUSTED_PROXY_HOPS = env_int("LLMP_TRUSTED_PROXY_HOPS", 0, minimum=0)
 # Upstream timeouts (seconds) used when a provider does not set its own.
 LLMP_UPSTREAM_CONNECT_TIMEOUT = env_float("LLMP_UPSTREAM_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 LLMP_UPSTREAM_READ_TIMEOUT = env_float("LLMP_UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1)
@@ -239,3 +264,135 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
     },
 }
+
+# --- Portal sign-in -------------------------------------------------------------------------
+# The tenant portal (/portal/) signs people in with a password or through an identity provider
+# (social-auth). Each provider is switched on by its settings. A provider sign-in never creates
+# a user or a membership: it is matched by a verified email to an existing user who belongs to
+# a tenant, and refused otherwise (gateway.portal.oidc).
+LOGIN_URL = "/portal/login/"
+LOGIN_REDIRECT_URL = "/portal/"
+LOGOUT_REDIRECT_URL = "/portal/login/"
+
+_RATE = r"^\d+/\d*[smhd]$"
+
+
+def _portal_rate(name: str, default: str) -> str:
+    import re
+
+    value = env_str(name, default)
+    if not re.match(_RATE, value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate such as 10/m or 100/h")
+    return value
+
+
+# Per client IP, in the default cache (Redis when REDIS_URL is set; without it, per process):
+# password sign-in attempts, and provider sign-in starts and callbacks.
+LLMP_PORTAL_LOGIN_RATE = _portal_rate("LLMP_PORTAL_LOGIN_RATE", "10/m")
+LLMP_PORTAL_OIDC_RATE = _portal_rate("LLMP_PORTAL_OIDC_RATE", "30/m")
+RATELIMIT_USE_CACHE = "default"
+
+SOCIAL_AUTH_URL_NAMESPACE = "social"
+SOCIAL_AUTH_JSONFIELD_ENABLED = True
+SOCIAL_AUTH_LOGIN_REDIRECT_URL = LOGIN_REDIRECT_URL
+SOCIAL_AUTH_LOGIN_ERROR_URL = LOGIN_URL
+SOCIAL_AUTH_INACTIVE_USER_URL = LOGIN_URL
+# A sign-in starts only from the login page's CSRF-protected form, not from a link elsewhere.
+SOCIAL_AUTH_REQUIRE_POST = True
+SOCIAL_AUTH_REDIRECT_IS_HTTPS = PRODUCTION
+SOCIAL_AUTH_PIPELINE = (
+    "gateway.portal.oidc.ignore_current_session",
+    "social_core.pipeline.social_auth.social_details",
+    "social_core.pipeline.social_auth.social_uid",
+    "social_core.pipeline.social_auth.auth_allowed",
+    "social_core.pipeline.social_auth.social_user",
+    "gateway.portal.oidc.require_verified_email",
+    "social_core.pipeline.social_auth.associate_by_email",
+    "gateway.portal.oidc.require_membership",
+    "social_core.pipeline.social_auth.associate_user",
+    # No load_extra_data: the provider's access, refresh and ID tokens are not needed after
+    # sign-in, so they are not kept. No create_user: there is no self-signup.
+)
+
+_portal_backends: list[str] = []
+# Providers whose email claim is trusted without an email_verified claim: a single-tenant
+# Entra ID directory, whose administrators control every address in it.
+PORTAL_OIDC_TRUSTED_EMAIL_BACKENDS = ["azuread-v2-tenant-oauth2"]
+# The label of each provider's button ("Sign in with <label>").
+PORTAL_OIDC_LABELS = {
+    "azuread-v2-tenant-oauth2": env_str("LLMP_OIDC_ENTRA_NAME", "Microsoft"),
+    "google-oauth2": env_str("LLMP_OIDC_GOOGLE_NAME", "Google"),
+    "oidc": env_str("LLMP_OIDC_NAME", "OIDC"),
+}
+
+
+def _all_or_none(*names: str) -> bool:
+    given = [name for name in names if env_str(name)]
+    if given and len(given) != len(names):
+        missing = ", ".join(name for name in names if name not in given)
+        raise ImproperlyConfigured(f"{', '.join(given)} set without {missing}")
+    return bool(given)
+
+
+# Microsoft Entra ID, one directory (tenant) only.
+if _all_or_none(
+    "LLMP_OIDC_ENTRA_CLIENT_ID", "LLMP_OIDC_ENTRA_CLIENT_SECRET", "LLMP_OIDC_ENTRA_TENANT_ID"
+):
+    SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_KEY = env_str("LLMP_OIDC_ENTRA_CLIENT_ID")
+    SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_SECRET = env_str("LLMP_OIDC_ENTRA_CLIENT_SECRET")
+    SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_TENANT_ID = env_str("LLMP_OIDC_ENTRA_TENANT_ID")
+    _portal_backends.append("social_core.backends.azuread_tenant.AzureADV2TenantOAuth2")
+
+# Google; LLMP_OIDC_GOOGLE_DOMAINS limits sign-in to Workspace domains (comma-separated).
+if _all_or_none("LLMP_OIDC_GOOGLE_CLIENT_ID", "LLMP_OIDC_GOOGLE_CLIENT_SECRET"):
+    SOCIAL_AUTH_GOOGLE_OAUTH2_KEY = env_str("LLMP_OIDC_GOOGLE_CLIENT_ID")
+    SOCIAL_AUTH_GOOGLE_OAUTH2_SECRET = env_str("LLMP_OIDC_GOOGLE_CLIENT_SECRET")
+    SOCIAL_AUTH_GOOGLE_OAUTH2_WHITELISTED_DOMAINS = env_list("LLMP_OIDC_GOOGLE_DOMAINS", [])
+    _portal_backends.append("social_core.backends.google.GoogleOAuth2")
+
+# Any OpenID Connect provider (Keycloak, Okta, Authentik...): LLMP_OIDC_ENDPOINT is the issuer
+# URL, without /.well-known/openid-configuration. Its email claim must come with
+# email_verified=true unless LLMP_OIDC_TRUST_EMAIL says the provider verifies every address.
+if _all_or_none("LLMP_OIDC_ENDPOINT", "LLMP_OIDC_CLIENT_ID", "LLMP_OIDC_CLIENT_SECRET"):
+    SOCIAL_AUTH_OIDC_OIDC_ENDPOINT = env_url(
+        "LLMP_OIDC_ENDPOINT", None, schemes=("https",) if PRODUCTION else ("https", "http")
+    ).rstrip("/")
+    SOCIAL_AUTH_OIDC_KEY = env_str("LLMP_OIDC_CLIENT_ID")
+    SOCIAL_AUTH_OIDC_SECRET = env_str("LLMP_OIDC_CLIENT_SECRET")
+    SOCIAL_AUTH_OIDC_USE_PKCE = True
+    _portal_backends.append("social_core.backends.open_id_connect.OpenIdConnectAuth")
+    if env_bool("LLMP_OIDC_TRUST_EMAIL", False):
+        PORTAL_OIDC_TRUSTED_EMAIL_BACKENDS.append("oidc")
+
+# Provider backends go after axes and before ModelBackend (the password check).
+_password_backend = "django.contrib.auth.backends.ModelBackend"
+_at = (AUTHENTICATION_BACKENDS.index(_password_backend)
+       if _password_backend in AUTHENTICATION_BACKENDS else len(AUTHENTICATION_BACKENDS))
+AUTHENTICATION_BACKENDS[_at:_at] = _portal_backends
+
+# --- Admin sign-in --------------------------------------------------------------------------
+# Staff sign in to /admin/ with a password and a TOTP code (django-otp); one without an
+# authenticator is sent to enrol one after the password. Off only for a local demo.
+LLMP_ADMIN_REQUIRE_2FA = env_bool("LLMP_ADMIN_REQUIRE_2FA", True)
+OTP_TOTP_ISSUER = "llmplatform"
+# The admin never shows an authenticator's key or QR code after enrolment.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# Login throttling (django-axes) for every password sign-in, admin and portal: after 5 failures
+# for one username from one address, that pair is locked for 15 minutes, the right password
+# included. A wrong TOTP code counts as a failure. Counts are kept in the database.
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("LLMP_SIGNIN_FAILURE_LIMIT", 5, minimum=1)
+LLMP_SIGNIN_LOCKOUT_MINUTES = env_int("LLMP_SIGNIN_LOCKOUT_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = LLMP_SIGNIN_LOCKOUT_MINUTES / 60  # axes reads a float as hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The lock ends 15 minutes after it began; attempts while it lasts do not extend it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Behind proxies, the address LLMP_TRUSTED_PROXY_HOPS says (as the gateway counts it).
+AXES_CLIENT_IP_CALLABLE = "llmplatform.staff_signin.axes_client_ip"
+AXES_LOCKOUT_CALLABLE = "llmplatform.staff_signin.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# Masked in the form data axes keeps of a failed attempt ("password" always is).
+AXES_SENSITIVE_PARAMETERS = ["otp_token", "csrfmiddlewaretoken"]

@@ -77,6 +77,38 @@ def _fresh_breakers():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_limits():
+    """Limit counters are keyed by tenant and key ids, which a test database may reuse."""
+    from gateway import limits
+    from gateway.pipeline import authenticate
+
+    limits.local_store.clear()
+    authenticate.clear_cache()
+    if _redis_configured():
+        from llmplatform.redis_client import sync_redis
+
+        client = sync_redis()
+        keys = list(client.scan_iter("llmp:lim:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    yield
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    """pytest-django's admin_client, signed in with the second factor the admin requires."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.create(user=admin_user, name="test", confirmed=True)
+    client.force_login(admin_user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client
+
+
+@pytest.fixture(autouse=True)
 def _usage_written_at_once(settings):
     """Tests read usage records right after a response: write each one before it completes
     (tests of the batching writer set their own interval)."""

@@ -10,7 +10,8 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from gateway import metrics
+from gateway import limits, metrics
+from gateway.limits import SPEND, TOKENS, Admission
 from gateway.models import UsageRecord
 from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.route import Target
@@ -67,6 +68,7 @@ class UsageWriter:
 
 
 usage_writer = UsageWriter()
+_background: set[asyncio.Task] = set()
 
 
 def estimate_tokens(text: str) -> int:
@@ -91,6 +93,8 @@ class Meter:
     degraded: bool = False
     # For streams: the gateway's own time up to the first byte, fixed when headers go out.
     overhead_ms: float | None = None
+    # What the request reserved against its limits; corrected to actual use when recorded.
+    admission: Admission | None = None
 
     def overhead_now(self, now: float) -> float:
         """What the gateway itself has spent so far: elapsed time minus time spent upstream."""
@@ -102,6 +106,19 @@ class Meter:
         cost = (self.target.cost(usage.prompt_tokens, usage.completion_tokens)
                 if self.target and not self.cache_hit else Decimal(0))
         overhead = self.overhead_ms if self.overhead_ms is not None else self.overhead_now(now)
+        if self.admission is not None and self.admission.counters:
+            # Tokens as used upstream (none for a cache hit), cost as charged; a failure gives
+            # back its whole reservation.
+            tokens = 0 if self.cache_hit else usage.total_tokens
+            correction = limits.correct(
+                self.admission, {TOKENS: tokens, SPEND: int(cost * limits.NANO)})
+            self.admission = None
+            if settings.LLMP_USAGE_FLUSH_MS <= 0:
+                await correction
+            else:
+                task = asyncio.get_running_loop().create_task(correction)
+                _background.add(task)
+                task.add_done_callback(_background.discard)
         metrics.record_request(
             route=self.route, status=status, tier=self.principal.tier.name, alias=self.alias,
             seconds=now - self.started, overhead=overhead / 1000,

@@ -1,0 +1,240 @@
+"""Counters behind request limits, token limits and spend budgets.
+
+Every limit is a counter over a fixed window (a minute, hour, day or calendar month, UTC) kept in
+Redis, so every gateway process and replica sees the same numbers. A request is admitted by one
+Lua script that checks all of its counters and, only if every one has room, adds to all of them
+(requests: 1; tokens: the estimate; spend: the estimated cost). After the upstream call the token
+and spend counters are corrected to the actual usage (also for streams and for failures, which
+give back what they did not use), in the same windows the reservation went into.
+
+Without Redis (the embedded default: one process) the same logic runs on an in-process store.
+What happens when Redis cannot be reached is a setting: ``LLMP_LIMITS_REDIS_DOWN_REQUESTS``
+(request and token rate limits, default ``open``) and ``LLMP_LIMITS_REDIS_DOWN_BUDGETS`` (spend
+budgets, default ``closed``).
+"""
+
+from __future__ import annotations
+
+import calendar
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from django.conf import settings
+
+from gateway import metrics
+from llmplatform.redis_client import async_redis, redis_configured
+
+log = structlog.get_logger("gateway.limits")
+
+# Kinds of counter. "requests" and "tokens" are rate limits; "spend" is a budget.
+REQUESTS, TOKENS, SPEND = "requests", "tokens", "spend"
+# Spend is counted in nano-dollars: integers, exact, and Lua's doubles hold 9e15 of them.
+NANO = 1_000_000_000
+
+WINDOW_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    kind: str  # requests | tokens | spend
+    scope: str  # tenant | key | user
+    window: str  # minute | hour | day | month
+    limit: int  # in requests, tokens or nano-dollars; > 0
+    key: str  # the Redis key, window included
+    reset_at: float  # epoch seconds when the window ends
+    amount: int  # what this request adds
+
+    @property
+    def is_budget(self) -> bool:
+        return self.kind == SPEND
+
+
+def _month_bounds(now: float) -> tuple[str, float]:
+    moment = datetime.fromtimestamp(now, UTC)
+    days = calendar.monthrange(moment.year, moment.month)[1]
+    end = datetime(moment.year, moment.month, days, tzinfo=UTC).timestamp() + 86400
+    return f"{moment.year:04d}{moment.month:02d}", end
+
+
+def window_of(window: str, now: float) -> tuple[str, float]:
+    """(window id, end of the window in epoch seconds)."""
+    if window == "month":
+        return _month_bounds(now)
+    length = WINDOW_SECONDS[window]
+    index = int(now // length)
+    return str(index), float((index + 1) * length)
+
+
+def counter(*, kind: str, scope: str, owner: str, window: str, limit: int, amount: int,
+            tenant_id: int, now: float) -> Counter:
+    window_id, reset_at = window_of(window, now)
+    # The tenant in braces: a hash tag, so a tenant's counters share a Redis Cluster slot and
+    # one script can touch them all.
+    key = f"llmp:lim:{{t{tenant_id}}}:{kind}:{scope}:{owner}:{window[0]}{window_id}"
+    return Counter(kind, scope, window, limit, key, reset_at, amount)
+
+
+@dataclass(slots=True)
+class Admission:
+    """The result of admitting a request: what it reserved, and what the headers say."""
+
+    allowed: bool
+    counters: list[Counter] = field(default_factory=list)
+    values: list[int] = field(default_factory=list)  # counter values after this request
+    denied: Counter | None = None
+    degraded: bool = False  # Redis unreachable, let through by the fail-open setting
+
+    def tightest(self, kind: str, now: float) -> tuple[int, int, float] | None:
+        """(limit, remaining, seconds to reset) of the counter of ``kind`` with least room."""
+        best = None
+        for c, value in zip(self.counters, self.values, strict=False):
+            if c.kind != kind:
+                continue
+            remaining = max(c.limit - value, 0)
+            if best is None or remaining < best[1]:
+                best = (c.limit, remaining, max(c.reset_at - now, 0.0))
+        return best
+
+
+# Check every counter; only if all have room, add to all. Returns {1, v1, v2, ...} (the values
+# after adding) or {0, i, v} (the 1-based index of the first counter without room, its value).
+# ARGV: for each key, limit, amount, ttl.
+_ADMIT = """
+local values = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i * 3 - 2])
+  local amount = tonumber(ARGV[i * 3 - 1])
+  local current = tonumber(redis.call('GET', key) or '0')
+  if current + amount > limit then
+    return {0, i, current}
+  end
+  values[i] = current
+end
+local result = {1}
+for i, key in ipairs(KEYS) do
+  local amount = tonumber(ARGV[i * 3 - 1])
+  local value = redis.call('INCRBY', key, amount)
+  if value == amount then
+    redis.call('EXPIRE', key, tonumber(ARGV[i * 3]))
+  end
+  result[i + 1] = value
+end
+return result
+"""
+
+# Corrections after the call: add each delta (negative gives back) to counters that still
+# exist; a window that has ended is left alone.
+_CORRECT = """
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, tonumber(ARGV[i]))
+  end
+end
+return 1
+"""
+
+
+class LocalStore:
+    """The same semantics in one process, for the embedded default without Redis."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, key: str, now: float) -> int:
+        entry = self._values.get(key)
+        if entry is None or entry[1] <= now:
+            return 0
+        return entry[0]
+
+    def admit(self, counters: list[Counter], now: float) -> tuple[bool, list[int], int | None]:
+        with self._lock:
+            for i, c in enumerate(counters):
+                current = self._get(c.key, now)
+                if current + c.amount > c.limit:
+                    return False, [current], i
+            values = []
+            for c in counters:
+                value = self._get(c.key, now) + c.amount
+                self._values[c.key] = (value, c.reset_at + 60)
+                values.append(value)
+            if len(self._values) > 200_000:
+                self._values = {k: v for k, v in self._values.items() if v[1] > now}
+            return True, values, None
+
+    def correct(self, deltas: list[tuple[str, int]], now: float) -> None:
+        with self._lock:
+            for key, delta in deltas:
+                entry = self._values.get(key)
+                if entry is not None and entry[1] > now:
+                    self._values[key] = (entry[0] + delta, entry[1])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+local_store = LocalStore()
+
+
+class LimitsUnavailable(Exception):
+    """Redis could not be reached and the setting says to fail closed."""
+
+
+async def admit(counters: list[Counter], now: float | None = None) -> Admission:
+    now = time.time() if now is None else now
+    if not counters:
+        return Admission(True)
+    if not redis_configured():
+        ok, values, index = local_store.admit(counters, now)
+        if ok:
+            return Admission(True, counters, values)
+        return Admission(False, [counters[index]], values, denied=counters[index])
+    args: list[int] = []
+    for c in counters:
+        args += [c.limit, c.amount, int(c.reset_at - now) + 60]
+    try:
+        script = async_redis().register_script(_ADMIT)
+        result = await script(keys=[c.key for c in counters], args=args)
+    except Exception as exc:
+        return _redis_down(counters, exc)
+    if int(result[0]) == 1:
+        return Admission(True, counters, [int(v) for v in result[1:]])
+    denied = counters[int(result[1]) - 1]
+    return Admission(False, [denied], [int(result[2])], denied=denied)
+
+
+def _redis_down(counters: list[Counter], exc: Exception) -> Admission:
+    budgets_closed = settings.LLMP_LIMITS_REDIS_DOWN_BUDGETS == "closed"
+    requests_closed = settings.LLMP_LIMITS_REDIS_DOWN_REQUESTS == "closed"
+    has_budget = any(c.is_budget for c in counters)
+    has_rate = any(not c.is_budget for c in counters)
+    closed = (has_budget and budgets_closed) or (has_rate and requests_closed)
+    metrics.record_limits_redis_down("closed" if closed else "open")
+    log.error("limits_redis_unavailable", fail=("closed" if closed else "open"),
+              error=type(exc).__name__)
+    if closed:
+        raise LimitsUnavailable() from exc
+    return Admission(True, degraded=True)
+
+
+async def correct(admission: Admission, actual: dict[str, int]) -> None:
+    """Replace each reservation with the actual amount (``actual`` by kind: tokens, spend)."""
+    deltas = []
+    for c in admission.counters:
+        if c.kind in actual and actual[c.kind] != c.amount:
+            deltas.append((c.key, actual[c.kind] - c.amount))
+    if not deltas:
+        return
+    if not redis_configured():
+        local_store.correct(deltas, time.time())
+        return
+    try:
+        script = async_redis().register_script(_CORRECT)
+        await script(keys=[k for k, _ in deltas], args=[d for _, d in deltas])
+    except Exception as exc:
+        # The reservation stands (the conservative side); it expires with its window.
+        log.error("limits_correction_failed", error=type(exc).__name__)
