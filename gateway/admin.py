@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
 
 from gateway import services
 from gateway.models import (
@@ -11,6 +15,8 @@ from gateway.models import (
     ModelVersion,
     Provider,
     ProviderDeployment,
+    SecurityEvent,
+    ServiceAccount,
     TenantPlan,
     Tier,
     UsageRecord,
@@ -53,33 +59,212 @@ admin.site.register(Tenant, GatewayTenantAdmin)
 @admin.register(Tier)
 class TierAdmin(AuditedModelAdmin):
     list_display = ["name", "requests_per_minute", "tokens_per_minute", "daily_budget",
-                    "monthly_budget", "max_prompt_chars"]
+                    "monthly_budget", "max_prompt_chars", "screening_mode"]
     filter_horizontal = ["allowed_aliases"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "allowed_aliases"]}),
+        ("Requests per tenant", {
+            "fields": [("requests_per_minute", "requests_per_hour", "requests_per_day")],
+            "description": "0 = unlimited.",
+        }),
+        ("Requests per API key", {
+            "fields": [("key_requests_per_minute", "key_requests_per_hour",
+                        "key_requests_per_day")],
+            "description": "0 = unlimited.",
+        }),
+        ("Requests per end user", {
+            "fields": [("user_requests_per_minute", "user_requests_per_hour",
+                        "user_requests_per_day")],
+            "description": "End users are told apart by the request's <code>user</code> "
+                           "field. 0 = unlimited.",
+        }),
+        ("Tokens and request size", {
+            "fields": [("tokens_per_minute", "tokens_per_day"),
+                       ("max_prompt_chars", "max_output_tokens")],
+            "description": "Token limits: 0 = unlimited.",
+        }),
+        ("Spend budgets (USD)", {
+            "fields": [("daily_budget", "monthly_budget")],
+            "description": "Per tenant; a tenant's plan and a key may set their own. "
+                           "0 = unlimited.",
+        }),
+        ("Screening", {
+            "fields": ["screening_mode", "screening_threshold", "leak_mode"],
+            "description": "Prompt-injection and system-prompt-leak screening; a tenant's plan "
+                           "may override.",
+        }),
+    ]
+
+
+class ServiceAccountStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "active"), ("disabled", "disabled")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "active":
+            return queryset.filter(disabled_at__isnull=True)
+        if self.value() == "disabled":
+            return queryset.filter(disabled_at__isnull=False)
+        return queryset
+
+
+@admin.register(ServiceAccount)
+class ServiceAccountAdmin(admin.ModelAdmin):
+    """Machine identities of tenants. Created through the service (audited); disabling one
+    revokes every key it holds. Never deleted here: the audit trail points at it."""
+
+    list_display = ["name", "tenant", "description", "active_keys", "created_at", "created_by",
+                    "disabled_at"]
+    list_filter = [ServiceAccountStateFilter, "tenant"]
+    list_select_related = ["tenant"]
+    search_fields = ["name", "tenant__name", "tenant__slug"]
+    actions = ["disable"]
+    readonly_fields = ["tenant", "name", "description", "created_at", "created_by",
+                       "disabled_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            active_key_count=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True))
+        )
+
+    @admin.display(description="active keys", ordering="active_key_count")
+    def active_keys(self, obj: ServiceAccount) -> int:
+        return obj.active_key_count
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj else []
+
+    def get_fields(self, request, obj=None):
+        return self.readonly_fields if obj else ["tenant", "name", "description"]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        account = services.service_account_create(
+            actor=request.user, tenant=form.cleaned_data["tenant"],
+            name=form.cleaned_data["name"], description=form.cleaned_data["description"],
+        )
+        form.instance = account
+        obj.pk = account.pk
+
+    @admin.action(description="Disable selected service accounts (revokes their keys)")
+    def disable(self, request, queryset):
+        count = 0
+        with transaction.atomic():
+            for account in queryset.filter(disabled_at__isnull=True):
+                services.service_account_disable(actor=request.user, account=account)
+                count += 1
+        self.message_user(request, f"Disabled {count} service account(s) and revoked their keys.")
+
+
+class IpRangesField(forms.CharField):
+    """CIDR ranges, one per line (or comma-separated), checked and normalised by the service's
+    own rule."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def to_python(self, value) -> list[str]:
+        text = super().to_python(value) or ""
+        try:
+            return services.normalize_ip_ranges(text.replace(",", "\n").splitlines())
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
 
 
 class ApiKeyCreateForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ["tenant", "name", "scopes", "expires_at"]
+        fields = ["tenant", "service_account", "name", "scopes", "expires_at", "allowed_ips",
+                  "daily_budget", "monthly_budget"]
 
     scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices,
                                        widget=forms.CheckboxSelectMultiple,
                                        initial=services.DEFAULT_SCOPES)
+    allowed_ips = IpRangesField(
+        required=False, label="Allowed IP ranges",
+        help_text="CIDR ranges (IPv4 or IPv6), one per line; empty = anywhere.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["service_account"].queryset = ServiceAccount.objects.filter(
+            disabled_at__isnull=True).select_related("tenant")
+
+    def clean(self):
+        cleaned = super().clean()
+        account, tenant = cleaned.get("service_account"), cleaned.get("tenant")
+        if account is not None and tenant is not None and account.tenant_id != tenant.pk:
+            self.add_error("service_account", "This service account belongs to another tenant.")
+        return cleaned
+
+
+class ApiKeyStateFilter(admin.SimpleListFilter):
+    """The officer's questions: which keys work, which stop working soon, which were rotated
+    and still overlap."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "active"), ("expiring", "expiring within 7 days"),
+                ("rotated", "rotated, still in overlap"), ("expired", "expired"),
+                ("revoked", "revoked")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        live = Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        match self.value():
+            case "active":
+                return queryset.filter(live)
+            case "expiring":
+                return queryset.filter(live, expires_at__lte=now + timedelta(days=7))
+            case "rotated":
+                return queryset.filter(live, replaced_by__isnull=False)
+            case "expired":
+                return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+            case "revoked":
+                return queryset.filter(revoked_at__isnull=False)
+        return queryset
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    """Keys are created through the service (the plaintext is shown once, here, as a message)
-    and revoked by an action; the hash is never shown."""
+    """Keys are created and rotated through the service (the plaintext is shown once, here, as
+    a message) and revoked by an action; the hash is never shown."""
 
-    list_display = ["name", "tenant", "display", "scopes", "created_at", "expires_at",
-                    "revoked_at", "last_used_at"]
-    list_filter = ["revoked_at", "tenant"]
-    list_select_related = ["tenant"]
+    list_display = ["name", "tenant", "service_account", "display", "state", "scopes",
+                    "allowed_ips", "created_at", "expires_at", "last_used_at"]
+    list_filter = [ApiKeyStateFilter, "tenant"]
+    list_select_related = ["tenant", "service_account__tenant"]
     search_fields = ["name", "lookup", "tenant__name"]
-    actions = ["revoke"]
-    readonly_fields = ["tenant", "name", "display", "scopes", "created_at", "created_by",
-                       "expires_at", "revoked_at", "last_used_at"]
+    actions = ["rotate", "revoke"]
+    readonly_fields = ["tenant", "service_account", "name", "display", "state", "scopes",
+                       "allowed_ips", "daily_budget", "monthly_budget", "created_at",
+                       "created_by", "expires_at", "replaced_by", "revoked_at", "last_used_at"]
+    create_fields = ["tenant", "service_account", "name", "scopes", "expires_at", "allowed_ips",
+                     "daily_budget", "monthly_budget"]
+    #: how long a rotated key keeps working next to its replacement
+    rotation_overlap = timedelta(hours=24)
+
+    @admin.display(description="state")
+    def state(self, obj: ApiKey) -> str:
+        now = timezone.now()
+        if obj.revoked_at is not None:
+            return "revoked"
+        if obj.expires_at is not None and obj.expires_at <= now:
+            return "expired"
+        if obj.replaced_by_id is not None:
+            return f"rotated, works until {obj.expires_at:%Y-%m-%d %H:%M} UTC"
+        return "active"
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
@@ -90,7 +275,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return self.readonly_fields if obj else []
 
     def get_fields(self, request, obj=None):
-        return self.readonly_fields if obj else ["tenant", "name", "scopes", "expires_at"]
+        return self.readonly_fields if obj else self.create_fields
 
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request, obj)
@@ -98,10 +283,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return
+        data = form.cleaned_data
         key, plaintext = services.api_key_create(
-            actor=request.user, tenant=form.cleaned_data["tenant"],
-            name=form.cleaned_data["name"], scopes=list(form.cleaned_data["scopes"]),
-            expires_at=form.cleaned_data["expires_at"],
+            actor=request.user, tenant=data["tenant"], name=data["name"],
+            scopes=list(data["scopes"]), expires_at=data["expires_at"],
+            service_account=data.get("service_account"), allowed_ips=data.get("allowed_ips"),
+            daily_budget=data.get("daily_budget"), monthly_budget=data.get("monthly_budget"),
         )
         form.instance = key
         obj.pk = key.pk
@@ -116,6 +303,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         self.revoke(request, queryset)
+
+    @admin.action(description="Rotate selected keys (the old ones keep working for 24 hours)")
+    def rotate(self, request, queryset):
+        for key in queryset:
+            try:
+                new, plaintext = services.api_key_rotate(
+                    actor=request.user, key=key, overlap=self.rotation_overlap
+                )
+            except ValueError as exc:
+                self.message_user(request, f"{key.display} was not rotated: {exc}",
+                                  messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{key.display} rotated; it keeps working for 24 hours. Its replacement "
+                f"{new.display}, copy it now, it will not be shown again: {plaintext}",
+                messages.WARNING,
+            )
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
@@ -187,6 +392,21 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     list_select_related = ["tenant", "api_key"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(ReadOnlyAdmin):
+    """Blocked and flagged prompts and leaked system prompts. The text (kept only when the
+    tenant opted in) is on the detail page, never in the list."""
+
+    list_display = ["created_at", "tenant", "kind", "action", "score", "reasons", "alias"]
+    list_filter = ["kind", "action", "tenant"]
+    list_select_related = ["tenant"]
+    search_fields = ["request_id", "text_sha256", "alias"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fields = ["created_at", "tenant", "api_key", "request_id", "kind", "action", "alias",
+              "score", "reasons", "text_sha256", "text"]
 
 
 # Last: it extends ModelAliasAdmin with the fallback inline.

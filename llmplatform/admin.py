@@ -1,7 +1,15 @@
 from __future__ import annotations
 
+from axes.admin import AccessAttemptAdmin as AxesAccessAttemptAdmin
+from axes.models import AccessAttempt
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db import transaction
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from llmplatform.admin_audit import AuditedModelAdmin
+from llmplatform.audit import audit_record
 from llmplatform.models import AuditEvent, Membership, Tenant
 
 
@@ -43,3 +51,73 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_select_related = ["tenant"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+
+
+# --- Staff sign-in: the admin records of django-otp and django-axes, audited ----------------
+
+class AuthenticatorAdmin(AuditedModelAdmin):
+    """Staff authenticators. Never shows a key; nobody adds or edits one here (each staff
+    member enrols their own at sign-in). Deleting one (a lost phone) is audited and makes its
+    owner enrol a new one at their next sign-in."""
+
+    list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
+    list_filter = ["confirmed"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "name"]
+    fields = ["user", "name", "confirmed", "created_at", "last_used_at",
+              "throttling_failure_count", "throttling_failure_timestamp"]
+    readonly_fields = fields
+    audit_exclude = ("key",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):
+    """django-axes' failed-login records. Deleting one lifts a lockout: audited."""
+
+    def _audit_unlock(self, request, attempt: AccessAttempt) -> None:
+        audit_record(actor=request.user, action="auth.unlock", obj=attempt,
+                     object_repr=attempt.username or "",
+                     before={"username": attempt.username, "ip_address": attempt.ip_address,
+                             "failures": attempt.failures_since_start})
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            self._audit_unlock(request, obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for attempt in queryset:
+                self._audit_unlock(request, attempt)
+            super().delete_queryset(request, queryset)
+
+
+class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
+    """Django's user admin; who made whom staff or superuser, and password resets, are in the
+    audit log (never the password or its hash)."""
+
+    audit_exclude = ("password", "last_login")
+
+    def user_change_password(self, request, id, form_url=""):
+        with transaction.atomic():
+            return super().user_change_password(request, id, form_url)
+
+    def log_change(self, request, obj, message):
+        match = request.resolver_match
+        if match is not None and match.url_name.endswith("_password_change"):
+            audit_record(actor=request.user, action="admin.user.set_password", obj=obj,
+                         after={"usable_password": obj.has_usable_password()})
+        return super().log_change(request, obj, message)
+
+
+for _model, _model_admin in [(TOTPDevice, AuthenticatorAdmin),
+                             (AccessAttempt, AuditedAccessAttemptAdmin),
+                             (get_user_model(), AuditedUserAdmin)]:
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _model_admin)

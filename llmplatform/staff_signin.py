@@ -1,0 +1,204 @@
+"""Staff sign-in: the second factor (TOTP, django-otp), login throttling (django-axes) and the
+audit rows for sign-ins, failures, lockouts and authenticator enrolment.
+
+Audit rows hold the username, the client address and what happened, never a password, an
+authentication code or an authenticator's key.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from llmplatform.audit import audit_record
+from llmplatform.models import AuditEvent
+
+ANONYMOUS_ACTOR = "anonymous"
+DEVICE_NAME = "authenticator"
+
+
+def client_ip(request: HttpRequest | None) -> str:
+    """The caller's address: REMOTE_ADDR, or behind ``LLMP_TRUSTED_PROXY_HOPS`` = n proxies
+    that append to X-Forwarded-For, the n-th address from the right (the gateway's rule; the
+    addresses further left are the client's to invent)."""
+    if request is None:
+        return ""
+    meta = request.META
+    hops = settings.LLMP_TRUSTED_PROXY_HOPS
+    if hops > 0:
+        forwarded = [p.strip() for p in meta.get("HTTP_X_FORWARDED_FOR", "").split(",")
+                     if p.strip()]
+        if len(forwarded) >= hops:
+            return forwarded[-hops]
+    return meta.get("REMOTE_ADDR", "") or ""
+
+
+def axes_client_ip(request: HttpRequest) -> str:
+    """AXES_CLIENT_IP_CALLABLE: lockouts count per real client, not per proxy."""
+    return client_ip(request) or "0.0.0.0"
+
+
+# --- Second factor --------------------------------------------------------------------------
+
+def confirmed_totp_device(user: Any) -> TOTPDevice | None:
+    return TOTPDevice.objects.devices_for_user(user, confirmed=True).order_by("pk").first()
+
+
+def totp_verify(*, user: Any, token: str) -> TOTPDevice | None:
+    """The user's confirmed authenticator if ``token`` is a current code of it, else None. A
+    wrong code counts towards the device's own throttling (django-otp doubles the wait after
+    each failure) as well as towards the login lockout, which the caller reports."""
+    token = (token or "").strip()
+    if not token.isdigit():
+        return None
+    with transaction.atomic():
+        device = (TOTPDevice.objects.devices_for_user(user, confirmed=True)
+                  .select_for_update().order_by("pk").first())
+        if device is not None and device.verify_token(token):
+            return device
+    return None
+
+
+def totp_device_start(*, user: Any) -> TOTPDevice:
+    """A new, unconfirmed authenticator for a staff member who has none; it replaces an
+    earlier unconfirmed one (an abandoned enrolment)."""
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+        return TOTPDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=False)
+
+
+def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDevice | None:
+    """Confirm an enrolment with one code from the new authenticator; audited. None if the
+    code is wrong (or the device is gone or already confirmed)."""
+    token = (token or "").strip()
+    if not token.isdigit():
+        return None
+    with transaction.atomic():
+        device = (TOTPDevice.objects.select_for_update()
+                  .filter(pk=device.pk, confirmed=False).first())
+        if device is None or not device.verify_token(token):
+            return None
+        device.confirmed = True
+        device.save(update_fields=["confirmed"])
+        username = device.user.get_username()
+        audit_record(
+            actor=actor, action="otp_device.enroll", object_type="otp_totp.TOTPDevice",
+            object_id=str(device.pk), object_repr=f"{username}: {device.name}",
+            after={"user": username, "kind": "totp", "name": device.name},
+        )
+    return device
+
+
+def totp_devices_reset(*, actor: Any, user: Any) -> int:
+    """Remove a staff member's authenticators (a lost phone); audited. They enrol a new one at
+    their next sign-in, after the password."""
+    with transaction.atomic():
+        removed, _ = TOTPDevice.objects.filter(user=user).delete()
+        audit_record(
+            actor=actor, action="otp_device.reset", object_type=_user_label(),
+            object_id=str(user.pk), object_repr=user.get_username(),
+            after={"devices_removed": removed},
+        )
+    return removed
+
+
+# --- Audit of sign-ins ----------------------------------------------------------------------
+
+def _user_label() -> str:
+    return get_user_model()._meta.label
+
+
+def _channel(request: HttpRequest | None) -> str:
+    path = getattr(request, "path", "") or ""
+    return "admin" if path.startswith("/admin/") else "other"
+
+
+def record_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
+    device = getattr(user, "otp_device", None)
+    audit_record(
+        actor=user, action="auth.login", object_type=_user_label(), object_id=str(user.pk),
+        object_repr=user.get_username(),
+        after={
+            "channel": _channel(request),
+            "ip_address": client_ip(request),
+            "second_factor": "totp" if device is not None else None,
+            "is_staff": user.is_staff,
+        },
+    )
+
+
+def record_login_failure(sender: Any, credentials: dict, request: HttpRequest | None = None,
+                         **kwargs: Any) -> None:
+    # Only the username is copied: Django masks the password in ``credentials``, but nothing
+    # else of what was typed belongs in the log.
+    username = str(credentials.get(get_user_model().USERNAME_FIELD) or "")[:150]
+    audit_record(
+        actor=ANONYMOUS_ACTOR, action="auth.login_failed", object_type=_user_label(),
+        object_repr=username,
+        after={
+            "username": username,
+            "channel": _channel(request),
+            "ip_address": client_ip(request),
+            "reason": kwargs.get("reason", "credentials"),
+        },
+    )
+
+
+def record_lockout(sender: Any, request: HttpRequest | None, username: str | None,
+                   ip_address: str | None, **kwargs: Any) -> None:
+    """One row when a username and address are locked. axes signals again for every attempt
+    refused while the lock lasts; those are already in the log as failed logins."""
+    username = str(username or "")[:150]
+    ip_address = ip_address or ""
+    lock_started = timezone.now() - timedelta(minutes=settings.LLMP_SIGNIN_LOCKOUT_MINUTES)
+    if AuditEvent.objects.filter(
+        action="auth.lockout", object_repr=username, after__ip_address=ip_address,
+        created_at__gte=lock_started,
+    ).exists():
+        return
+    audit_record(
+        actor=ANONYMOUS_ACTOR, action="auth.lockout", object_type=_user_label(),
+        object_repr=username,
+        after={
+            "username": username,
+            "ip_address": ip_address,
+            "channel": _channel(request),
+            "failure_limit": settings.AXES_FAILURE_LIMIT,
+            "cooloff_minutes": settings.LLMP_SIGNIN_LOCKOUT_MINUTES,
+        },
+    )
+
+
+def connect_audit_receivers() -> None:
+    from axes.signals import user_locked_out
+
+    user_logged_in.connect(record_login, dispatch_uid="llmp_audit_login")
+    user_login_failed.connect(record_login_failure, dispatch_uid="llmp_audit_login_failed")
+    user_locked_out.connect(record_lockout, dispatch_uid="llmp_audit_lockout")
+
+
+# --- Lockout page ---------------------------------------------------------------------------
+
+def lockout_response(request: HttpRequest, original_response: Any = None,
+                     credentials: Any = None) -> HttpResponse:
+    """AXES_LOCKOUT_CALLABLE: a page that says what happened and for how long, status 429.
+    Takes no notice of its other arguments: axes passes them in different orders from its
+    sync and async middleware."""
+    minutes = settings.LLMP_SIGNIN_LOCKOUT_MINUTES
+    response = TemplateResponse(
+        request, "llmplatform/locked_out.html",
+        {"failure_limit": settings.AXES_FAILURE_LIMIT, "cooloff_minutes": minutes},
+        status=settings.AXES_HTTP_RESPONSE_CODE,
+    )
+    response["Retry-After"] = str(math.ceil(minutes * 60))
+    return response.render()
