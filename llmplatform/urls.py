@@ -14,5 +14,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
+    path("portal/", include("gateway.portal.urls")),
+    # social-auth's begin and complete routes, wrapped by the portal (rate limits, messages).
+    path("oauth/", include("gateway.portal.oauth_urls", namespace="social")),
     path("", include("gateway.api.urls")),
 ]

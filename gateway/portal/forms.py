@@ -1,0 +1,143 @@
+"""Portal forms. They check input; the services check the rules again and their ValueErrors
+become form errors in the views."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.validators import MinValueValidator
+from django.utils import timezone
+
+from gateway import services
+from gateway.models import ApiKey, ServiceAccount
+from gateway.portal import oidc, selectors
+from llmplatform.models import Tenant
+
+MAX_IP_RANGES = 50
+MAX_KEY_LIFETIME = timedelta(days=5 * 366)
+
+
+class PortalAuthenticationForm(AuthenticationForm):
+    """Password sign-in; only people who belong to a tenant get in, as with a provider."""
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        super().confirm_login_allowed(user)
+        if not selectors.memberships_for_user(user).exists():
+            raise forms.ValidationError(oidc.NO_ACCESS, code="no_membership")
+
+
+def _today_utc() -> date:
+    return timezone.now().astimezone(UTC).date()
+
+
+class BudgetField(forms.DecimalField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            required=False,
+            max_digits=12,
+            decimal_places=4,
+            validators=[MinValueValidator(Decimal("0.0001"), "Leave it empty for no budget.")],
+            widget=forms.NumberInput(attrs={"step": "0.01", "min": "0"}),
+            **kwargs,
+        )
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=services.DEFAULT_SCOPES,
+        error_messages={"required": "Choose at least one scope."},
+        help_text="admin also allows every other scope and cache invalidation.",
+    )
+    expires_on = forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        label="Expires on",
+        help_text="The key works until the end of this day (UTC). Empty: no expiry.",
+    )
+    service_account = forms.ModelChoiceField(
+        queryset=ServiceAccount.objects.none(),
+        required=False,
+        empty_label="— none (a tenant key) —",
+    )
+    allowed_ips = forms.CharField(
+        required=False,
+        label="Allowed IP ranges",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "10.0.0.0/8\n2001:db8::/32"}),
+        help_text="One address or CIDR range per line (or comma-separated). Empty: anywhere.",
+    )
+    daily_budget = BudgetField(label="Daily budget (USD)", help_text="Empty: no budget of its own.")
+    monthly_budget = BudgetField(label="Monthly budget (USD)")
+
+    def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["service_account"].queryset = selectors.enabled_service_accounts_for_tenant(
+            tenant
+        )
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("Give the key a name.")
+        return name
+
+    def clean_expires_on(self) -> date | None:
+        day = self.cleaned_data.get("expires_on")
+        if day is None:
+            return None
+        today = _today_utc()
+        if day < today:
+            raise forms.ValidationError("The expiry date is in the past.")
+        if day > today + MAX_KEY_LIFETIME:
+            raise forms.ValidationError("A key may be valid for at most five years.")
+        return day
+
+    def clean_allowed_ips(self) -> list[str]:
+        parts = [p for p in re.split(r"[\s,]+", self.cleaned_data.get("allowed_ips", "")) if p]
+        if len(parts) > MAX_IP_RANGES:
+            raise forms.ValidationError(f"At most {MAX_IP_RANGES} ranges.")
+        try:
+            return services.normalize_ip_ranges(parts)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    @property
+    def expires_at(self) -> datetime | None:
+        day = self.cleaned_data.get("expires_on")
+        if day is None:
+            return None
+        return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+
+
+class ApiKeyRotateForm(forms.Form):
+    overlap_hours = forms.IntegerField(
+        min_value=0,
+        max_value=int(services.MAX_ROTATION_OVERLAP.total_seconds() // 3600),
+        initial=int(services.DEFAULT_ROTATION_OVERLAP.total_seconds() // 3600),
+        label="Overlap (hours)",
+        help_text="How long the old key keeps working, so deployments can switch over (0 to 720).",
+    )
+
+
+class ServiceAccountCreateForm(forms.Form):
+    name = forms.SlugField(
+        max_length=64, help_text="Letters, digits, hyphens and underscores, e.g. billing-sync."
+    )
+    description = forms.CharField(max_length=200, required=False)
+
+    def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tenant = tenant
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if ServiceAccount.objects.filter(tenant=self.tenant, name=name).exists():
+            raise forms.ValidationError("A service account with this name exists already.")
+        return name
