@@ -1,0 +1,267 @@
+"""Street addresses, found offline without a model.
+
+Anchors:
+
+- a house number before capitalised words ending in a street type ("24 Clarke Avenue");
+- a street name before a house number: a word ending in a street type ("Koskikatu 25",
+  "Wiesenstrasse 31"), a street type word ("Grote Baan 477", "Eötvös út 10"), or a street type
+  word leading the name ("Rue de Piétrain 371", "ul. Więckowskiego Stefana 28");
+- units, post-office and military boxes ("Apt. 595", "PSC 4457, Box 7534", "DPO AA 32754");
+- text after "my address is" and similar phrases, when it holds a number.
+
+From an anchor the span grows over a building number before it and over the parts after it
+(on the same line after a comma, or on the next lines) that look like the rest of a postal
+address: unit, city, state, postcode, country. A whole postal block is one entity.
+
+Patterns start at a digit (or a literal) so the regex engine can skip ahead fast; the checks
+that need word lists are done in Python on the few candidates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from .entities import STREET_ADDRESS, Entity
+from .gazetteer import LOWER, UPPER, english_words
+from .recognizers import has_digit, keyword_starts
+
+
+# Street types written as a separate word after the name ("Clarke Avenue", "Grote Baan").
+def _words(spaced: str) -> frozenset[str]:
+    return frozenset(spaced.split())
+
+
+_TYPE_AFTER = _words(
+    """street st avenue ave av road rd boulevard blvd lane ln drive dr court ct place pl square
+    sq terrace ter way parkway pkwy highway hwy circle cir trail trl crescent cres close grove
+    gardens row mews walk hill park plaza alley expressway freeway pike loop path ridge heights
+    parade esplanade quay wharf causeway crossing cove creek glen hollow landing meadows
+    estates manor oval pass turnpike vista route rte
+    straße strasse str weg gasse platz allee ring damm ufer chaussee
+    straat laan baan plein dreef kade gracht singel steenweg steeg
+    vej gade gata gatan vägen väg veien gate allé plads torv
+    katu tie kuja polku
+    utca út tér körút sor ulice náměstí třída ulica aleja tänav maantee puiestee
+    """
+)
+# Street types that lead the name ("Rue de Piétrain", "Via Raffaele Conforti").
+_TYPE_BEFORE = _words(
+    """rue avenue av avda boulevard bd bld chemin allée impasse place quai route via viale
+    vicolo piazza piazzale corso largo strada calle avenida paseo plaza camino camiño carrer
+    carretera ctra ronda travesía rúa rua travessa praça estrada ul ulica al aleja plac pl
+    odos leoforos calea bulevardul str ulitsa prospekt"""
+)
+# Endings of one-word street names ("Koskikatu", "Hammarvägen", "Brixtonlaan").
+_TYPE_SUFFIXES = tuple(
+    _words(
+        """straße strasse weg gasse platz allee ring damm ufer laan straat gracht plein dreef
+    baan kade steeg singel vägen gatan gata väg gränd vej gade veien gate katu tie kuja polku
+    kaari rinne utca"""
+    )
+)
+_PARTICLES = _words("de del della la di da des du do dos das van der den het y e")
+_UNIT_WORDS = r"(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Fl\.?|Floor|Room|Rm\.?|Bldg\.?)"
+
+_CAP_WORD = rf"[{UPPER}][{UPPER}{LOWER}'’.\-]{{0,30}}"
+
+
+def _either_case(word: str) -> str:
+    first = word[0]
+    head = f"[{first.upper()}{first.lower()}]" if first.upper() != first.lower() else first
+    return head + re.escape(word[1:])
+
+
+_TYPE_AFTER_ALTERNATION = "|".join(
+    _either_case(w) + (r"\.?" if len(w) <= 4 else "")
+    for w in sorted(_TYPE_AFTER, key=len, reverse=True)
+)
+# "<number> <up to four capitalised words> <street type>": "24 Clarke Avenue",
+# "4589 40th Street", "320 St Marys Rd".
+_NUMBER_FIRST_RE = re.compile(
+    r"[0-9](?<![\w.,\-/:#].)[0-9]{0,5}[A-Za-z]?(?: [0-9]{1,5})? "
+    rf"(?:(?:{_CAP_WORD}|[0-9]{{1,3}}(?:st|nd|rd|th)) ){{0,4}}"
+    rf"(?:{_TYPE_AFTER_ALTERNATION})(?![\w'’])"
+)
+# A house number right after a word: "Koskikatu 25", "Rue de Piétrain 371", "Baan, 477".
+_NUMBER_AFTER_RE = re.compile(
+    r"[0-9](?:(?<=[^\W\d_] [0-9])|(?<=[^\W\d_], [0-9])|(?<=[^\W\d_]\. [0-9]))"
+    r"[0-9]{0,4}(?:[A-Za-z](?![\w]))?(?![\w\-/]|[.,:][0-9])"
+)
+# Literal-first patterns (the engine skips fast to their first letters); the character before
+# a match is checked in Python.
+_BOX_RE = re.compile(
+    r"(?:(?:PSC|CMR|Unit) [0-9]{1,6},? Box [0-9]{1,6}(?:\s{1,3}[AFD]PO A[AEP] [0-9]{5})?"
+    r"|[AFD]PO A[AEP] [0-9]{5}"
+    r"|(?:P\.? ?O\.? Box|PO Box|Post Office Box) [0-9]{1,8})(?!\w)",
+)
+_UNIT_RE = re.compile(
+    r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg)\.? ?#?[0-9]{1,6}[A-Za-z]?(?!\w)"
+)
+_CUE_KEYWORDS = ("address", "addr.", "addr:", "live at", "lives at", "living at", "reside at",
+                 "moved to", "moving to", "send it to", "sent to", "ship to", "shipped to",
+                 "deliver", "located at", "corner of", "mail it to", "return to")  # fmt: skip
+_CUE_RE = re.compile(
+    r"(?:(?:my |the |new |postal |mailing |home |street )?address"
+    r"(?: is| to| with|(?: [a-z]{1,12}){0,4}:)?"
+    r"|addr\.?:|live at|lives at|living at|reside at|moved to|move to|moving to"
+    r"|send (?:it |this |them |the \w+ )?to|sent to|ship (?:it |them )?to|shipped to"
+    r"|deliver (?:it |them )?to|delivered to|located at|is at|corner of|mail (?:it )?to"
+    r"|return (?:it )?to)"
+    r"[ \t:]{0,8}\n?[ \t]{0,8}(?=[\w])",
+    re.IGNORECASE,
+)
+# After an address: a unit, a city, a state and postcode, a country, on the same line after a
+# comma or on the next lines, each part short. A bare number must not run on into another
+# (that is a phone number on the next line).
+_TAIL_PART_RE = re.compile(
+    r"(?:[ \t]*,[ \t]*\n?|[ \t]*\n(?:[ \t]*\n)?[ \t]*(?:>|\?\?\?)?[ \t]*,?[ \t]*"
+    r"|[ \t]+(?=[0-9]|[A-Z]{2}\b))"
+    rf"(?:{_UNIT_WORDS} ?#?[0-9]{{1,6}}[A-Za-z]?"
+    rf"|[{UPPER}][{UPPER}{LOWER}'’.\-]{{1,30}}"
+    rf"(?: (?:{'|'.join(sorted(_PARTICLES))}|[{UPPER}][{UPPER}{LOWER}'’.\-]{{0,30}})){{0,3}}"
+    r"(?: [A-Z]{1,3})?(?: [0-9]{3,6}(?:-[0-9]{4})?| [A-Z][0-9][A-Z] ?[0-9][A-Z][0-9])?"
+    rf"|[0-9]{{3,6}}(?:-[0-9]{{4}})?"
+    rf"(?: [A-Z]{{1,3}}| [{UPPER}][{LOWER}]{{1,30}}(?:[ \-][{UPPER}][{LOWER}]{{1,30}}){{0,2}})?"
+    r"|nan)(?![\w])(?![ \-.]?[0-9])"
+)
+# A line that is "<number> <one to four words> <number>", as in a postal block
+# ("20789 Allika 46", "4596 Tylova 285"), optionally after a quoting prefix ("> ").
+_NUMBERED_LINE_RE = re.compile(
+    r"[0-9](?<![^\n>?\t ].)(?<![0-9A-Za-z] .)[0-9]{0,5} "
+    rf"(?:(?:[{UPPER}][{LOWER}'’.\-]{{1,30}}|[{LOWER}]{{1,12}}\.?) ){{1,4}}[0-9]{{1,5}}[A-Za-z]?"
+    r"(?=[ \t]*(?:\n|,|$))"
+)
+# A named street without a house number: "Marina Fort Street", "Inna Loop St.".
+_NAMED_STREET_RE = re.compile(
+    rf"[{UPPER}](?<![\w'’\-].)[{LOWER}'’\-]{{1,30}}(?: [{UPPER}][{LOWER}'’\-]{{1,30}}){{0,3}}"
+    r" (?:Street|Avenue|Boulevard|Straße|Strasse|St\.(?! [A-Z]))"
+)
+_LEADING_NUMBER_RE = re.compile(r"(?<![\w.,\-/])[0-9]{1,6}[A-Za-z]? $")
+_WORD_BEFORE_RE = re.compile(r"(\S+)(,?) $")
+
+
+def find_street_addresses(text: str) -> Iterator[Entity]:
+    if not has_digit(text):  # every anchor has a number
+        return
+    spans: list[tuple[int, int, float]] = []
+    for m in _NUMBER_FIRST_RE.finditer(text):
+        spans.append((m.start(), m.end(), 0.8))
+    for m in _NUMBERED_LINE_RE.finditer(text):
+        spans.append((m.start(), m.end(), 0.7))
+    if "St" in text or "Ave" in text or "Boulevard" in text:
+        for m in _NAMED_STREET_RE.finditer(text):
+            spans.append((m.start(), m.end(), 0.6))
+    for m in _NUMBER_AFTER_RE.finditer(text):
+        start = _street_start(text, m.start())
+        if start is not None:
+            lead = _LEADING_NUMBER_RE.search(text, max(0, start - 8), start)
+            spans.append((lead.start() if lead else start, m.end(), 0.75))
+    if "Box" in text or "PO A" in text:
+        for m in _BOX_RE.finditer(text):
+            if m.start() == 0 or not text[m.start() - 1].isalnum():
+                spans.append((m.start(), m.end(), 0.8))
+    for m in _UNIT_RE.finditer(text):
+        if m.start() == 0 or not text[m.start() - 1].isalnum():
+            spans.append((m.start(), m.end(), 0.5))
+    previous_end = -1
+    for position in keyword_starts(text, _CUE_KEYWORDS):
+        if position < previous_end:
+            continue
+        m = _CUE_RE.match(text, position)
+        if m:
+            end = _cue_end(text, m.end())
+            found = text[m.end() : end]
+            # An address has a number and a name: "moved to 10:30" is a time.
+            if any(c.isdigit() for c in found) and any(c.isalpha() for c in found):
+                spans.append((m.end(), end, 0.6))
+                previous_end = end
+    if not spans:
+        return
+    for start, end, score in _merge(spans):
+        yield Entity(STREET_ADDRESS, start, _extend_tail(text, end), score)
+
+
+def _street_start(text: str, number_start: int) -> int | None:
+    """Where the street name that ends just before the house number at ``number_start`` starts,
+    or None if the word before it does not end a street name."""
+    window = max(0, number_start - 80)
+    line_start = max(window, text.rfind("\n", window, number_start) + 1)
+    words = [
+        (line_start + m.start(), m.group())
+        for m in re.finditer(r"\S+", text[line_start:number_start])
+    ][-6:]
+    if not words:
+        return None
+    position, word = words[-1]
+    lower = word.lower().rstrip(".,")
+    before = words[:-1]
+    if lower in _TYPE_AFTER and before and before[-1][1][:1].isupper():
+        # "Grote Baan 477", "Eötvös út 10": the capitalised words before the type word.
+        start = before[-1][0]
+        for p, w in reversed(before[:-1]):
+            if not w[:1].isupper() or w.endswith(","):
+                break
+            start = p
+        return start
+    if (
+        word[:1].isupper()
+        and lower.endswith(_TYPE_SUFFIXES)
+        and len(lower) > 5
+        and lower not in english_words()  # "During", "Spring"
+    ):
+        return position
+    if word.endswith(","):
+        word = word[:-1]
+    # A street type leading up to four name words: "Rue de Piétrain", "ul. Więckowskiego".
+    for names, (p, w) in enumerate(reversed(words)):
+        wl = w.lower().rstrip(".,")
+        if wl in _TYPE_BEFORE and not w.endswith(",") and (p, w) != words[-1]:
+            return p
+        if (p, w) != words[-1] and w.endswith(","):
+            return None
+        if not (w[:1].isupper() or wl in _PARTICLES) or names >= 5:
+            return None
+    return None
+
+
+def _cue_end(text: str, start: int) -> int:
+    """The end of an address written after a cue phrase: numbers, capitalised words, name
+    particles, commas and line breaks, up to the first other word or sentence end."""
+    end = start
+    for m in re.finditer(r"[^\s,]+", text[start : start + 160]):
+        piece = m.group()
+        word = piece.rstrip(".?!;:")
+        if not word:
+            break
+        if not (word[0].isupper() or word[0].isdigit() or word.lower() in _CUE_WORDS):
+            break
+        end = start + m.start() + len(word)
+        if word != piece:
+            break
+    return end
+
+
+_CUE_WORDS = _PARTICLES | {"and", "ul.", "ul", "utca", "út", "tér", "apt.", "apt", "suite",
+                           "unit", "nan"}  # fmt: skip
+
+
+def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    spans.sort()
+    merged: list[tuple[int, int, float]] = []
+    for start, end, score in spans:
+        if merged and start <= merged[-1][1]:
+            s, e, sc = merged[-1]
+            merged[-1] = (s, max(e, end), max(sc, score))
+        else:
+            merged.append((start, end, score))
+    return merged
+
+
+def _extend_tail(text: str, end: int) -> int:
+    for _ in range(6):
+        m = _TAIL_PART_RE.match(text, end)
+        if m is None:
+            break
+        end = m.end()
+    return end

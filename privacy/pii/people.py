@@ -1,0 +1,311 @@
+"""Person names, found offline without a model.
+
+A regular expression finds runs of capitalised words on one line (with name particles such as
+"van der" and initials inside). Each run is then judged from:
+
+- a title before it (Mr., Dr., Frau ...) or a phrase that introduces a name ("my name is",
+  "Dear", "Hi", "signed", "User:");
+- the 1990 US Census first-name and surname lists;
+- whether its words are ordinary English words (a capitalised "Will" or "Grant" at the start of
+  a sentence is a verb or a noun far more often than a name) or country names;
+- whether the run starts a sentence.
+
+The rules favour precision on ordinary English chat: a single capitalised word that is also an
+English word is only taken after a title, and an unknown one only after a phrase that
+introduces a name or in the middle of a sentence beside a known name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import cache
+
+from .entities import PERSON, Entity
+from .gazetteer import (
+    LOWER,
+    UPPER,
+    country_names,
+    english_words,
+    first_names,
+    proper_nouns,
+    surnames,
+)
+from .recognizers import lowered
+
+_PARTICLES = (
+    "van|von|der|den|de|da|di|del|della|du|dos|das|des|la|le|ten|ter|bin|ibn|al|el|zu|af|av"
+)
+# The rest of a capitalised token after its first letter: "cConnan" of "McConnan", "'Brien",
+# "ean-Luc"; or nothing, for an initial ("J", "J.").
+_TOKEN_REST = (
+    rf"(?:(?:['’][{UPPER}])?[{LOWER}]{{1,30}}(?:[{UPPER}][{LOWER}]{{1,30}})?"
+    rf"(?:-[{UPPER}]?[{LOWER}]{{1,30}})?|\.?(?![{UPPER}{LOWER}]))"
+)
+# Starts with a character class, and checks the character before it with a lookbehind placed
+# after it, which lets the regex engine skip fast to upper-case letters.
+_RUN_RE = re.compile(
+    rf"[{UPPER}](?<![\w'’\-.@/#].)"
+    + _TOKEN_REST
+    + rf"(?:(?: (?:{_PARTICLES}))* [{UPPER}]"
+    + _TOKEN_REST
+    + r"){0,5}(?![\w-])"
+)
+
+
+def _words(spaced: str) -> frozenset[str]:
+    return frozenset(spaced.split())
+
+
+TITLES = _words(
+    "mr mrs ms miss mx dr prof sir dame lord lady madam madame mme mlle monsieur herr frau "
+    "sr sra srta señor señora rev fr capt col gen sgt lt"
+)
+# Capitalised words that are never names in practice, though a few are in the census lists:
+# greetings, pronouns, weekdays, months, words of forms and chat transcripts, company words.
+_NOT_NAMES = _words(
+    "i i'm im me my mine we you your he she they it its the a an this that these those hi "
+    "hello hey dear thanks thank regards best cheers sincerely yours ok okay yes no not please "
+    "monday tuesday wednesday thursday friday saturday sunday january february march april may "
+    "june july august september october november december name names user bot agent customer "
+    "assistant address phone email subject re fw fwd from to cc date our their his her "
+    "street avenue road lane drive court place boulevard suite apt unit apartment box "
+    "inc ltd llc corp corporation company co group bank university college school hospital "
+    "services systems solutions technologies associates partners foundation institute "
+    "orchestra band club team church museum hotel airport station center centre "
+    "north south east west new saint st san santa los las "
+    "god jesus christ allah king queen prince princess emperor pope "
+    "in on at for and but or if so as by of with when while after before because since what "
+    "why how who where which is are was were do does did can could would should"
+)
+# Phrases right before a run that introduce a name: after one of these even an unknown
+# capitalised word is taken.
+_STRONG_CUES = tuple(
+    " " + cue
+    for cue in (
+        "my name is", "name is", "named", "name:", "call me", "dear", "hi", "hello", "hey",
+        "regards", "sincerely", "signed", "contact person:", "patient:", "full name:",
+        "first name:", "last name:", "surname:", "attn:", "attn.:", "c/o", "says", "said",
+        "wrote", "directed by", "starring", "married", "speak to", "speak with", "talk to",
+        "ask for", "user:", "customer:", "client:", "from:", "to:", "cc:", "thanks", "thank you",
+        "under", "under my name", "i am", "i'm", "this is", "it's", "name", "your name",
+        "last name", "first name", "maiden name", "full name", "my name", "people call me",
+    )
+)  # fmt: skip
+# Weaker ones: enough for a capitalised word that is not an English word, mid-sentence.
+_WEAK_CUES = tuple(
+    " " + cue
+    for cue in (
+        "by", "with", "and", "to", "for", "from", "of", "about", "as", "at", "met", "meet",
+        "told", "asked", "called", "see", "saw", "tell", "ask", "contact", "email", "call",
+        "text", "visit", "mr", "mrs", "ms", "dr", "son", "daughter", "wife", "husband", "mother",
+        "father", "brother", "sister", "friend", "colleague", "boss", "manager", "doctor",
+    )
+)  # fmt: skip
+_NON_WORD_RE = re.compile(r"[^\w:/'’]+")
+_SENTENCE_END = frozenset('.!?\n"“”>:;*•()[]')
+_TITLE_RE = re.compile(
+    r"(?:"
+    + "|".join(
+        sorted({t.capitalize() for t in TITLES} | {"MR", "MRS", "MS", "DR"}, key=len, reverse=True)
+    )
+    + r")\.? "
+)
+
+
+@cache
+def _capitalised_words() -> frozenset[str]:
+    """Capitalised English words: alone, one is not taken for a name without a title or a
+    phrase that introduces a name."""
+    return frozenset(w.capitalize() for w in english_words())
+
+
+@cache
+def _plain_words() -> frozenset[str]:
+    """Capitalised English words that are in neither census list: a run of only these
+    ("Developer Mode") is not a name."""
+    return _capitalised_words() - first_names() - surnames()
+
+
+def find_people(text: str) -> Iterator[Entity]:
+    capitalised = _capitalised_words()
+    plain = _plain_words()
+    first = first_names()
+    title_ends: set[int] | None = None
+    found: list[Entity] = []
+    rejected: list[tuple[int, int]] = []  # unknown single words, kept for the list rule below
+    for run in _RUN_RE.finditer(text):
+        value = run.group()
+        if " " not in value:
+            # Most runs are one ordinary word starting a sentence: decide those fast.
+            if len(value) <= 2 and not value[:1].isalpha() or value.lower() in _NOT_NAMES:
+                continue
+            if value in capitalised and (value not in first or len(value) <= 2):
+                if title_ends is None:
+                    title_ends = _title_ends(text)
+                if run.start() not in title_ends:
+                    continue
+        elif all(word in plain or word.lower() in _NOT_NAMES for word in value.split(" ")):
+            continue
+        if title_ends is None:
+            title_ends = _title_ends(text)
+        entity = _judge_run(text, run.start(), value, run.start() in title_ends)
+        if entity is not None:
+            found.append(entity)
+        elif " " not in value and value.lower() not in english_words():
+            rejected.append((run.start(), run.end()))
+    if rejected and found:
+        found.extend(_listed_with_names(text, found, rejected))
+    if "name" in lowered(text) or "call me" in lowered(text):
+        found.extend(_lower_case_names(text))
+    yield from found
+
+
+_LIST_SEPARATORS = frozenset({", ", " and ", ", and ", " & ", " or ", ", or "})
+
+
+def _listed_with_names(
+    text: str, found: list[Entity], rejected: list[tuple[int, int]]
+) -> Iterator[Entity]:
+    """Unknown capitalised words listed beside names ("Kónya, Becker and Vasquez") are names."""
+    starts = {e.start: e for e in found}
+    ends = {e.end: e for e in found}
+    proper = proper_nouns()
+    changed = True
+    accepted: set[tuple[int, int]] = set()
+    while changed:  # a list can chain: "A, B, C and Becker"
+        changed = False
+        for start, end in rejected:
+            if (start, end) in accepted or text[start:end] in proper:
+                continue
+            beside = any(
+                (end + len(sep) in starts and text.startswith(sep, end))
+                or (start - len(sep) in ends and text.startswith(sep, start - len(sep)))
+                for sep in _LIST_SEPARATORS
+            )
+            if beside:
+                entity = Entity(PERSON, start, end, 0.5)
+                accepted.add((start, end))
+                starts[start] = entity
+                ends[end] = entity
+                changed = True
+                yield entity
+
+
+# Phrases after which a name may be written in lower case ("my name is lena andersson").
+_LOWER_CASE_CUES = ("my name is ", "name is ", "call me ", "name: ", "name? ")
+_LOWER_WORDS_RE = re.compile(rf"[{LOWER}][{LOWER}'’\-]{{1,30}}(?: [{LOWER}][{LOWER}'’\-]{{1,30}})?")
+
+
+def _lower_case_names(text: str) -> Iterator[Entity]:
+    lower = lowered(text)
+    if len(lower) != len(text):
+        return
+    first = first_names()
+    words = english_words()
+    for cue in _LOWER_CASE_CUES:
+        position = lower.find(cue)
+        while position >= 0:
+            m = _LOWER_WORDS_RE.match(text, position + len(cue))
+            if m:
+                parts = m.group().split(" ")
+                # Keep the first word, and the second if it is not an ordinary English word.
+                if len(parts) == 2 and parts[1] in words:
+                    parts = parts[:1]
+                head = parts[0]
+                if head.capitalize() in first or head not in words:
+                    end = m.start() + len(" ".join(parts))
+                    yield Entity(PERSON, m.start(), end, 0.6)
+            position = lower.find(cue, position + 1)
+
+
+def _title_ends(text: str) -> set[int]:
+    return {
+        m.end()
+        for m in _TITLE_RE.finditer(text)
+        if m.start() == 0 or not text[m.start() - 1].isalnum()
+    }
+
+
+def _cue_before(text: str, start: int) -> str:
+    """The text before ``start`` on its line, lower-cased, punctuation collapsed to spaces,
+    with a leading space, so cue phrases can be checked with ``endswith``."""
+    window = max(0, start - 40)
+    line_start = max(window, text.rfind("\n", window, start) + 1)
+    return " " + _NON_WORD_RE.sub(" ", text[line_start:start].lower()).strip()
+
+
+def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | None:
+    tokens: list[tuple[int, str]] = []
+    offset = run_start
+    for word in value.split(" "):
+        tokens.append((offset, word))
+        offset += len(word) + 1
+    # Leading titles and non-name words ("Hi", "Dear", "The") are context, not part of a name.
+    while tokens:
+        word = tokens[0][1].rstrip(".").lower()
+        if word in TITLES:
+            titled = True
+        elif word not in _NOT_NAMES:
+            break
+        tokens.pop(0)
+    # Trailing non-name words and initials end the name ("Ferko Street" -> "Ferko").
+    while tokens and (
+        len(tokens[-1][1].rstrip(".")) == 1 or tokens[-1][1].rstrip(".").lower() in _NOT_NAMES
+    ):
+        tokens.pop()
+    names = [w for _, w in tokens if len(w.rstrip(".")) > 1 and not w.islower()]
+    if not names or len(tokens[0][1].rstrip(".")) == 1:
+        return None
+    start, end = tokens[0][0], tokens[-1][0] + len(tokens[-1][1])
+    lowered = [n.lower() for n in names]
+    countries = country_names()
+    if any(n in countries for n in lowered) or " ".join(lowered) in countries:
+        return None
+    words = english_words()
+    first = first_names()
+    last = surnames()
+    first_is_word = lowered[0] in words
+    last_is_word = lowered[-1] in words
+    if titled:
+        return Entity(PERSON, start, end, 0.85)
+    before = _cue_before(text, start)
+    if before.endswith(_STRONG_CUES) and (
+        not all(n in words for n in lowered) or names[0] in first
+    ):
+        return Entity(PERSON, start, end, 0.8)
+    if names[0] in first and not first_is_word:
+        return Entity(PERSON, start, end, 0.8 if len(names) > 1 else 0.65)
+    proper = proper_nouns()
+    if all(n in proper for n in names):
+        return None  # "English", "South Africa", "Django"
+    sentence_start = _is_sentence_start(text, start)
+    line_start = start == 0 or text[start - 1] == "\n" or text[max(0, start - 2) : start] == "> "
+    if line_start and not any(n in words for n in lowered):
+        if len(names) >= 2 and (end == len(text) or text[end] in "\n,"):
+            return Entity(PERSON, start, end, 0.6)  # a line of its own: a signature or a list
+        if text.startswith(":", end):
+            return Entity(PERSON, start, end, 0.55)  # a speaker in a transcript, "Ubul: ..."
+    if len(names) >= 2:
+        if names[0] in first and names[-1] in last:
+            return Entity(PERSON, start, end, 0.75)
+        if (names[0] in first or names[-1] in last) and not last_is_word:
+            return Entity(PERSON, start, end, 0.7)
+        if not any(n in words for n in lowered) and (
+            not sentence_start or before.endswith(_WEAK_CUES)
+        ):
+            return Entity(PERSON, start, end, 0.55)
+        return None
+    # A single capitalised word that is not an English word.
+    if first_is_word or sentence_start:
+        return None
+    if names[0] in last or before.endswith(_WEAK_CUES):
+        return Entity(PERSON, start, end, 0.5)
+    return None
+
+
+def _is_sentence_start(text: str, start: int) -> bool:
+    i = start - 1
+    while i >= 0 and text[i] in " \t":
+        i -= 1
+    return i < 0 or text[i] in _SENTENCE_END
