@@ -4,7 +4,7 @@ VENV ?= .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint constraints
+.PHONY: install run test lint constraints chromium
 
 install: $(STAMP)
 
@@ -18,8 +18,18 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	$(VENV)/bin/python manage.py runplatform
 
-test: install
+test: install chromium
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The page tests drive Debian's Chromium (never a browser downloaded by a test tool). Installed
+# here when missing and this is a Debian-like machine run as root; otherwise those tests say
+# they were skipped (and fail in CI).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq chromium chromium-driver >/dev/null || \
+	      { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }; \
+	  else echo "make test: no chromium; the browser tests will be skipped (apt-get install chromium)"; fi; }
 
 lint: install
 	$(VENV)/bin/ruff check .
