@@ -30,6 +30,17 @@ class GatewayConfig(AppConfig):
                             sender=models.Tier.allowed_aliases.through, weak=False)
         register_readiness_probe("providers", providers_ready)
 
+        # Cached answers remember the subject whose request produced them: erasure purges them.
+        from llmplatform import datamap
+
+        datamap.register(datamap.DataHolder(
+            name="gateway.response_cache",
+            description="Cached answers to the subject's requests (Redis or in-process)",
+            find=lambda tenant_id, subject: {"note": "cached answers are not exported; they "
+                                             "are copies of stored conversations"},
+            erase=lambda tenant_id, subject: cache.purge_subject(tenant_id, subject),
+        ))
+
         # The API routes take the lean ASGI path (no session/CSRF/page middleware).
         from gateway.api import views
         from gateway.pipeline.settle import usage_writer
