@@ -14,6 +14,7 @@ the end, also on Ctrl-C or a failure. All traffic stays on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import datetime
 import json
@@ -359,6 +360,8 @@ def gateway_env(data_dir: Path, db_pool: bool) -> dict[str, str]:
         "LLMP_ENV": "production",
         "SECRET_KEY": secrets.token_urlsafe(48),
         "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
+        "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
+        "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         # Plain HTTP on loopback: TLS would end at a proxy in front in production.
         "SECURE_SSL_REDIRECT": "false",

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmplatform.settings")
 
@@ -11,4 +12,19 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 # Every periodic schedule of the platform is declared here, in one place.
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    # Retention: delete expired conversation records (privacy.services). Hourly; a run left
+    # queued past the next one is dropped.
+    "privacy-purge-expired-conversations": {
+        "task": "privacy.purge_expired_conversations",
+        "schedule": crontab(minute=17),
+        "options": {"expires": 50 * 60},
+    },
+    # Data-subject requests (privacy.requests): restart lost, failed and stalled executions,
+    # close public requests never verified, delete exports whose link expired.
+    "privacy-resume-subject-requests": {
+        "task": "privacy.resume_stalled_subject_requests",
+        "schedule": crontab(minute="*/5"),
+        "options": {"expires": 4 * 60},
+    },
+}

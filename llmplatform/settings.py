@@ -396,3 +396,101 @@ AXES_LOCKOUT_CALLABLE = "llmplatform.staff_signin.lockout_response"
 AXES_HTTP_RESPONSE_CODE = 429
 # Masked in the form data axes keeps of a failed attempt ("password" always is).
 AXES_SENSITIVE_PARAMETERS = ["otp_token", "csrfmiddlewaretoken"]
+
+# --- Privacy: data-subject requests ---------------------------------------------------------
+# Emails to data subjects (identity codes, completion, rejection, export links). Without
+# EMAIL_HOST they are printed to the console (the embedded default); with it, sent over SMTP.
+EMAIL_HOST = env_str("EMAIL_HOST", None)
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+    EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "privacy@localhost")
+# The public request page (/privacy/request/): submissions and code checks per client IP.
+LLMP_PRIVACY_REQUEST_RATE = _portal_rate("LLMP_PRIVACY_REQUEST_RATE", "5/m")
+# The base URL of emailed links (export downloads), which tasks write without a request at hand;
+# by default the first ALLOWED_HOSTS entry over HTTPS in production, the local server otherwise.
+LLMP_PUBLIC_BASE_URL = env_url(
+    "LLMP_PUBLIC_BASE_URL",
+    f"https://{ALLOWED_HOSTS[0]}" if PRODUCTION else "http://127.0.0.1:8000",
+    schemes=("https",) if PRODUCTION else ("https", "http"),
+).rstrip("/")
+# How long an emailed export link works (days); the export is deleted once downloaded/expired.
+LLMP_PRIVACY_EXPORT_LINK_DAYS = env_int("LLMP_PRIVACY_EXPORT_LINK_DAYS", 7, minimum=1)
+# An execution still "in progress" after this many minutes is taken to have crashed and is
+# resumed by the periodic resume_stalled_subject_requests task.
+LLMP_PRIVACY_STALL_MINUTES = env_int("LLMP_PRIVACY_STALL_MINUTES", 15, minimum=1)
+# Workers load the request tasks (autodiscovery finds only each app's tasks.py).
+CELERY_IMPORTS = ["privacy.request_tasks"]
+
+# --- Privacy: encryption and retention ------------------------------------------------------
+# Conversation records and contact emails are encrypted with one data key per data subject
+# (AES-256-GCM); data keys are wrapped by a master key from a key provider: "local" (a master
+# key from LLMP_MASTER_KEY, generated into LLMP_DATA_DIR in the embedded mode) or "kms" (AWS KMS
+# key LLMP_KMS_KEY_ID, reached at LLMP_AWS_ENDPOINT_URL when set). See privacy.crypto.
+LLMP_KEY_PROVIDER = env_str("LLMP_KEY_PROVIDER", "local")
+if LLMP_KEY_PROVIDER not in {"local", "kms"}:
+    raise ImproperlyConfigured(
+        f"LLMP_KEY_PROVIDER must be 'local' or 'kms', not {LLMP_KEY_PROVIDER!r}"
+    )
+
+
+def _master_key(name: str, value: str) -> str:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ImproperlyConfigured(f"{name} must be 32 bytes in base64 (openssl rand -base64 32)")
+    return value
+
+
+def _local_master_key() -> str | None:
+    """The local master key; in the embedded mode generated once and kept in DATA_DIR."""
+    import base64
+
+    value = env_str("LLMP_MASTER_KEY")
+    if value:
+        return _master_key("LLMP_MASTER_KEY", value)
+    if LLMP_KEY_PROVIDER != "local":
+        return None
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "LLMP_MASTER_KEY (or LLMP_MASTER_KEY_FILE) must be set when LLMP_ENV=production "
+            "and LLMP_KEY_PROVIDER=local"
+        )
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    path = DATA_DIR / "master_key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    return _master_key(str(path), path.read_text().strip())
+
+
+LLMP_MASTER_KEY = _local_master_key()
+# Old local master keys (comma-separated), still accepted to unwrap data keys until
+# `manage.py rotate_master_key` has re-wrapped them with the current one.
+LLMP_MASTER_KEYS_PREVIOUS = [
+    _master_key("LLMP_MASTER_KEYS_PREVIOUS", value)
+    for value in env_list("LLMP_MASTER_KEYS_PREVIOUS", [])
+]
+LLMP_KMS_KEY_ID = env_str("LLMP_KMS_KEY_ID", None)
+if LLMP_KEY_PROVIDER == "kms" and not LLMP_KMS_KEY_ID:
+    raise ImproperlyConfigured("LLMP_KMS_KEY_ID must be set when LLMP_KEY_PROVIDER=kms")
+# Unwrapped data keys are kept in process memory this long (seconds) and at most this many, so a
+# request does not call KMS each time. A destroyed key is refused at once everywhere: every
+# encryption and decryption first reads the key's row.
+LLMP_DATA_KEY_CACHE_SECONDS = env_float("LLMP_DATA_KEY_CACHE_SECONDS", 60.0, minimum=0)
+LLMP_DATA_KEY_CACHE_SIZE = env_int("LLMP_DATA_KEY_CACHE_SIZE", 1024, minimum=1)
+# Key for keyed hashes of contact emails and subject ids (finding a subject without decrypting).
+LLMP_SUBJECT_HMAC_KEY = _local_secret("LLMP_SUBJECT_HMAC_KEY", "subject_hmac_key")
+# The retention purge deletes expired conversation records this many rows per transaction.
+LLMP_PURGE_BATCH_SIZE = env_int("LLMP_PURGE_BATCH_SIZE", 5000, minimum=1)

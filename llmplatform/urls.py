@@ -17,5 +17,6 @@ urlpatterns = [
     path("portal/", include("gateway.portal.urls")),
     # social-auth's begin and complete routes, wrapped by the portal (rate limits, messages).
     path("oauth/", include("gateway.portal.oauth_urls", namespace="social")),
+    path("privacy/", include("privacy.urls")),
     path("", include("gateway.api.urls")),
 ]

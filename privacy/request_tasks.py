@@ -1,0 +1,29 @@
+"""Celery tasks of data-subject requests. They take ids and call one service each; running one
+twice is harmless, because ``subject_request_execute`` claims its request with a conditional
+UPDATE and does nothing when the claim fails."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from privacy import requests
+
+
+@shared_task(name="privacy.execute_subject_request", acks_late=True, ignore_result=True)
+def execute_subject_request(request_id: int) -> str:
+    return requests.subject_request_execute(request_id).state
+
+
+@shared_task(name="privacy.resume_stalled_subject_requests", ignore_result=True)
+def resume_stalled_subject_requests() -> dict[str, int]:
+    """Periodic: (re)start approved requests whose task was lost, failed ones with retries left
+    and in-progress ones whose worker died; close public requests never verified; delete exports
+    whose link expired unused."""
+    ids = requests.claimable_request_ids()
+    for request_id in ids:
+        execute_subject_request.delay(request_id)
+    return {
+        "resumed": len(ids),
+        "closed_unverified": requests.subject_requests_close_unverified(),
+        "exports_expired": requests.subject_request_exports_expire(),
+    }
