@@ -1,0 +1,269 @@
+"""Weighted heuristic signals for prompt injection: the rules of ``rules`` matched against the
+folded view (``normalize``), plus a few signals that count rather than match.
+
+A code counts its strongest rule and half of its next strongest; different codes add up, so a
+jailbreak that switches persona, lifts the rules and locks the character scores higher than any
+one of those phrases alone.
+
+Speed: most rules start with a known word ("ignore", "reveal", "you"). Those are indexed by
+that word, read from the parsed regex; a text's words are looked up one by one and a rule is
+tried, with ``pattern.match``, only where one of its first words begins. The few others
+(special tokens, line starts, CJK) run only if one of their anchor substrings occurs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from gateway.guards.normalize import Normalized, encoded_payloads, normalize
+from gateway.guards.rules import GUARD_ENDINGS, GUARD_WORDS, RULES, TRICK_WEIGHTS, Rule
+
+try:  # the regex parser, to read each rule's first words (private, so guarded; 3.11 and 3.12)
+    from re import _constants as _sre
+    from re import _parser as _sre_parser
+except ImportError:  # pragma: no cover
+    _sre = _sre_parser = None
+
+
+def _is_word_char(char: str) -> bool:
+    # Underscores separate words here: "ignore_all_previous_instructions".
+    return char.isalnum()
+
+
+def _leading_words(pattern: str) -> set[tuple[str, bool]] | None:
+    """The literal words a match of ``pattern`` can start with, each with whether it is a
+    whole word there (what follows can't be a letter or digit): {("ignor", False),
+    ("do", True), ...}; None if some branch starts with something else. Read from the parsed
+    regex, so the rules need not list them twice; a pattern this cannot read is scanned."""
+    if _sre_parser is None:  # pragma: no cover (a Python without re._parser)
+        return None
+    try:
+        parsed = list(_sre_parser.parse(pattern))
+    except (AttributeError, re.error):  # pragma: no cover
+        return None
+    repeats = (_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT", None))
+
+    def separates(items: list) -> bool:
+        """Whether the first character ``items`` can match is never a letter or digit."""
+        if not items:
+            return True
+        op, arg = items[0]
+        if op is _sre.AT:
+            return arg is _sre.AT_BOUNDARY
+        if op is _sre.LITERAL:
+            return not _is_word_char(chr(arg))
+        if op is _sre.IN:
+            if arg[:2] == [(_sre.NEGATE, None), (_sre.CATEGORY, _sre.CATEGORY_WORD)]:
+                return True  # [^\w...]
+            return all(
+                (kind is _sre.LITERAL and not _is_word_char(chr(value)))
+                or (kind is _sre.CATEGORY
+                    and value in (_sre.CATEGORY_NOT_WORD, _sre.CATEGORY_SPACE))
+                for kind, value in arg
+            )
+        if op is _sre.SUBPATTERN:
+            return separates(list(arg[3]))
+        if op is _sre.BRANCH:
+            return all(separates(list(branch)) for branch in arg[1])
+        if op in repeats and arg[0] >= 1:
+            return separates(list(arg[2]))
+        return False
+
+    def starts(items: list, prefix: str) -> set[tuple[str, bool]]:
+        for index, (op, arg) in enumerate(items):
+            if op is _sre.LITERAL and _is_word_char(chr(arg)):
+                prefix += chr(arg)
+            elif op is _sre.BRANCH:
+                rest = items[index + 1:]
+                return set().union(*(starts(list(branch) + rest, prefix) for branch in arg[1]))
+            elif op is _sre.SUBPATTERN:
+                return starts(list(arg[3]) + items[index + 1:], prefix)
+            else:
+                return {(prefix, separates(items[index:]))}
+        return {(prefix, True)}
+
+    words = starts(parsed, "")
+    return None if any(not word for word, _ in words) or len(words) > 2000 else words
+
+
+_Entry = tuple[tuple[str, ...], Rule]  # (first words, rule)
+
+
+class _Index:
+    """Where to try the rules that start at a word: by the first three letters of the words
+    they can start with; a one- or two-letter start by the whole word ("i want", "do not"), or
+    where it may go on into a longer word ("an?"), by itself. A text's words are looked up one
+    by one and only the rules found are tried there, with ``pattern.match``. Rules with no
+    literal first word (special tokens, line starts, CJK) are scanned."""
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        # key -> rule -> the first words of that rule under that key
+        long: dict[str, dict[Rule, list[str]]] = defaultdict(dict)
+        short_words: dict[str, dict[Rule, list[str]]] = defaultdict(dict)
+        short_stems: dict[str, dict[Rule, list[str]]] = defaultdict(dict)
+        self.scanned: list[Rule] = []
+        for rule in rules:
+            words = _leading_words(rule.pattern.pattern) if rule.word_start else None
+            if not words:
+                self.scanned.append(rule)
+                continue
+            for word, whole in sorted(words):
+                if len(word) >= 3:
+                    table, key = long, word[:3]
+                else:
+                    table, key = (short_words if whole else short_stems), word
+                table[key].setdefault(rule, []).append(word)
+
+        # One entry per rule and key, with all its first words (str.startswith takes a
+        # tuple), so a rule is tried once where "ignore" begins, not once per "ignor*" form.
+        def entries(table: dict[str, dict[Rule, list[str]]]) -> dict[str, list[_Entry]]:
+            return {key: [(tuple(words), rule) for rule, words in by_rule.items()]
+                    for key, by_rule in table.items()}
+
+        self.long = entries(long)
+        self.short_words = entries(short_words)
+        self.short_stems = entries(short_stems)
+        self.stem_letters = frozenset(stem[:1] for stem in short_stems)
+
+    def candidates(self, word: str) -> list[_Entry]:
+        found = self.long.get(word[:3], [])
+        if len(word) <= 2 and word in self.short_words:
+            found = found + self.short_words[word]
+        if word[:1] in self.stem_letters:
+            found = found + self.short_stems.get(word[:1], []) + self.short_stems.get(word[:2], [])
+        return found
+
+
+_INDEX = _Index(RULES)
+_WORD_RE = re.compile(r"[^\W_]+")
+
+
+def _guard_allows(rule: Rule, text: str, start: int) -> bool:
+    """False for a guarded rule right after a negation or a third-person subject."""
+    if not rule.guarded or not start or not text[start - 1].isspace():
+        return True
+    before = text[max(0, start - 24):start].split()
+    if not before:
+        return True
+    word = before[-1].lstrip("([{\"'“‘")
+    return word not in GUARD_WORDS and not word.endswith(GUARD_ENDINGS)
+
+
+def _scan(rule: Rule, text: str) -> bool:
+    position = 0
+    while (match := rule.pattern.search(text, position)) is not None:
+        start = match.start()
+        position = start + 1
+        if (rule.word_start and start and _is_word_char(text[start - 1])
+                and _is_word_char(text[start])):
+            continue
+        if _guard_allows(rule, text, start):
+            return True
+    return False
+
+
+SECOND_RULE_FACTOR = 0.5  # a second, different rule of the same kind adds half its weight
+
+
+def _needed(best: dict[str, list[float]], rule: Rule) -> bool:
+    """Whether matching ``rule`` could still raise its code's weight (its top two rules)."""
+    top = best.get(rule.code)
+    return top is None or len(top) < 2 or rule.weight > top[-1]
+
+
+def _record(best: dict[str, list[float]], rule: Rule) -> None:
+    best[rule.code] = sorted([*best.get(rule.code, ()), rule.weight], reverse=True)[:2]
+
+
+def signals(folded: str) -> dict[str, float]:
+    """The heuristic signals in a folded text: reason code -> weight. A code's weight is its
+    strongest rule's, plus half the next strongest: two different phrasings of one kind of
+    attack say more than one, but not twice as much."""
+    best: dict[str, list[float]] = {}
+    matched: set[int] = set()  # each rule counts once
+    candidates = _INDEX.candidates
+    for word in _WORD_RE.finditer(folded):
+        rules = candidates(word.group())
+        if not rules:
+            continue
+        start = word.start()
+        for prefixes, rule in rules:
+            if not folded.startswith(prefixes, start) or id(rule) in matched:
+                continue
+            if (_needed(best, rule) and _guard_allows(rule, folded, start)
+                    and rule.pattern.match(folded, start)):
+                matched.add(id(rule))
+                _record(best, rule)
+    for rule in _INDEX.scanned:
+        if (_needed(best, rule) and any(map(folded.__contains__, rule.anchors))
+                and _scan(rule, folded)):
+            _record(best, rule)
+    return {code: top[0] + SECOND_RULE_FACTOR * sum(top[1:]) for code, top in best.items()}
+
+
+PAYLOAD_BONUS = 1.0  # hiding an instruction in an encoding is itself a signal
+MAX_PAYLOAD_DEPTH = 2
+
+
+# Words that jailbreak templates use to describe what the model shall now produce. Any one of
+# them is ordinary ("illegal parking"); three different ones in one text are a pattern.
+_UNSAFE_WORDS_RE = re.compile(
+    r"(?:illegal|unethical|immoral|amoral|harmful|dangerous|offensive|explicit|nsfw|uncensored"
+    r"|unfiltered|unrestricted|inappropriate|malicious|violent|derogatory)\b"
+)
+
+
+def _unsafe_vocabulary(folded: str) -> float:
+    distinct = {  # whole words only (not "nonviolent")
+        match.group() for match in _UNSAFE_WORDS_RE.finditer(folded)
+        if not match.start() or not folded[match.start() - 1].isalnum()
+    }
+    return 1.5 if len(distinct) >= 3 else 0.0
+
+
+# A jailbreak is usually a long role definition addressed to the model: "you will...", "you
+# must never...", "your responses...". A user's message rarely tells the model, again and
+# again, what it is and must do; a system prompt does, and that belongs in the system role.
+_DIRECTIVE_TO_MODEL_RE = re.compile(  # no leading \b, so the engine can skip to each "you"
+    r"you(?:\W?ll|\s+will|\s+must|\s+shall|\s+should|\s+are\s+(?:now|going|to|not|free|able"
+    r"|allowed|no)|\s+can\s+(?:now|do|say|generate)|\s+have\s+to|\s+need\s+to|\s+never"
+    r"|\s+always|\s+do\s+not|\s+don\W?t|\s+won\W?t|\s+cannot|\s+can\W?t)\b"
+    r"|your\s+(?:responses?|answers?|replies|outputs?|goal|purpose|role|rules|name)\b"
+)
+DIRECTIVE_STEPS = ((12, 3.0), (8, 2.0), (4, 1.0))  # (directives at least, weight)
+
+
+def _directives_to_model(folded: str) -> float:
+    count = 0
+    for match in _DIRECTIVE_TO_MODEL_RE.finditer(folded):
+        if match.start() and folded[match.start() - 1].isalnum():
+            continue  # "bayou will"
+        count += 1
+        if count >= DIRECTIVE_STEPS[0][0]:
+            break
+    return next((weight for least, weight in DIRECTIVE_STEPS if count >= least), 0.0)
+
+
+def text_signals(normalized: Normalized, depth: int = 0) -> dict[str, float]:
+    """Signals of a normalised text: its rules, the obfuscation tricks it used, and the
+    signals of any encoded payload in it ("base64_payload:override_instructions")."""
+    found = signals(normalized.folded)
+    if weight := _unsafe_vocabulary(normalized.folded):
+        found["unsafe_vocabulary"] = weight
+    if weight := _directives_to_model(normalized.folded):
+        found["directives_to_model"] = weight
+    for trick in normalized.tricks:
+        found[f"obfuscation:{trick}"] = TRICK_WEIGHTS[trick]
+    if depth >= MAX_PAYLOAD_DEPTH:
+        return found
+    for kind, decoded in encoded_payloads(normalized):
+        inner = text_signals(normalize(decoded), depth + 1)
+        attack = {code: weight for code, weight in inner.items()
+                  if not code.startswith("obfuscation:")}
+        if not attack:
+            continue
+        top = max(attack, key=attack.__getitem__).rpartition(":")[2]
+        code = f"{kind}_payload:{top}"
+        found[code] = max(found.get(code, 0.0), sum(inner.values()) + PAYLOAD_BONUS)
+    return found

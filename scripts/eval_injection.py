@@ -1,0 +1,222 @@
+"""Measure the prompt-injection screen, beside the seed document's regex list.
+
+    python scripts/eval_injection.py [--data-dir ../shared/data/eval] [--threshold 0.5]
+                                     [--runs 2000] [--output results.md]
+
+Prints a markdown table: per dataset n, precision, recall, false-positive rate and balanced
+accuracy, for the seed's regex list and for our screen, counting as detected either a block
+(score >= threshold) or a block or flag (score >= flag threshold);
+then the latency of ``screen_texts`` per prompt, on one core. Headline figures come from sets
+the screen was not tuned on: deepset ``test``, the in-the-wild jailbreak prompts and NotInject
+(benign prompts full of trigger words). deepset ``train`` is shown only as the tuning split.
+Writes nothing unless ``--output`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway.guards.injection import screen_texts  # noqa: E402
+
+# The defaults of ``manage.py screen_prompts`` (kept here so the script needs no Django).
+DEFAULT_BLOCK_THRESHOLD = 0.5
+DEFAULT_FLAG_THRESHOLD = 0.35
+
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "eval"
+
+# The seed document's blocklist (best-practices-llm-deployments.md, section 1.2), applied as
+# it is there: re.search on the lower-cased prompt.
+SEED_PATTERNS = [r"ignore.*instructions", r"system prompt", r"reveal secret", r"forget.*previous"]
+_SEED_COMPILED = [re.compile(pattern) for pattern in SEED_PATTERNS]
+
+
+def seed_regex_blocks(text: str) -> bool:
+    lowered = text.lower()
+    return any(pattern.search(lowered) for pattern in _SEED_COMPILED)
+
+
+@dataclass
+class Dataset:
+    name: str
+    texts: list[str]
+    labels: list[int]
+
+
+def load_datasets(data_dir: Path) -> list[Dataset]:
+    csv.field_size_limit(1 << 24)
+    with (data_dir / "deepset_prompt_injections.csv").open(newline="", encoding="utf-8") as f:
+        deepset = list(csv.DictReader(f))
+    with (data_dir / "jailbreak_prompts_2023_12_25.csv").open(newline="", encoding="utf-8") as f:
+        jailbreak = [row["prompt"] for row in csv.DictReader(f)]
+    notinject = json.loads((data_dir / "notinject_benign_trigger_words.json").read_text("utf-8"))
+
+    def split(name: str) -> tuple[list[str], list[int]]:
+        rows = [row for row in deepset if row["split"] == name]
+        return [row["text"] for row in rows], [int(row["label"]) for row in rows]
+
+    train_texts, train_labels = split("train")
+    test_texts, test_labels = split("test")
+    return [
+        Dataset("deepset train (tuning split)", train_texts, train_labels),
+        Dataset("deepset test", test_texts, test_labels),
+        Dataset("jailbreak 2023-12-25", jailbreak, [1] * len(jailbreak)),
+        Dataset("deepset test + jailbreak", test_texts + jailbreak,
+                test_labels + [1] * len(jailbreak)),
+        Dataset("NotInject (benign)", [row["prompt"] for row in notinject],
+                [0] * len(notinject)),
+    ]
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def metrics(predictions: list[bool], labels: list[int]) -> dict[str, float | None]:
+    tp = sum(p and y == 1 for p, y in zip(predictions, labels, strict=True))
+    fp = sum(p and y == 0 for p, y in zip(predictions, labels, strict=True))
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    recall = _ratio(tp, positives)
+    fpr = _ratio(fp, negatives)
+    balanced = (recall + 1 - fpr) / 2 if recall is not None and fpr is not None else None
+    return {"precision": _ratio(tp, tp + fp), "recall": recall, "fpr": fpr,
+            "balanced": balanced}
+
+
+def accuracy_table(datasets: list[Dataset], threshold: float,
+                   flag_threshold: float) -> list[str]:
+    scores: dict[str, float] = {}
+
+    def score(text: str) -> float:
+        if text not in scores:
+            scores[text] = screen_texts([text]).score
+        return scores[text]
+
+    methods: list[tuple[str, Callable[[str], bool]]] = [
+        ("seed regex list", seed_regex_blocks),
+        (f"ours, block (score ≥ {threshold})", lambda text: score(text) >= threshold),
+        (f"ours, block or flag (≥ {flag_threshold})", lambda text: score(text) >= flag_threshold),
+    ]
+    lines = [
+        "| dataset | n (inj/benign) | method | precision | recall | FPR | balanced acc. |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cache: dict[tuple[str, str], bool] = {}
+    for dataset in datasets:
+        positives = sum(dataset.labels)
+        for name, predict in methods:
+            predictions = []
+            for text in dataset.texts:
+                key = (name, text)
+                if key not in cache:
+                    cache[key] = predict(text)
+                predictions.append(cache[key])
+            m = metrics(predictions, dataset.labels)
+            lines.append(
+                f"| {dataset.name} | {len(dataset.texts)} ({positives}/"
+                f"{len(dataset.texts) - positives}) | {name} | {_fmt(m['precision'])} | "
+                f"{_fmt(m['recall'])} | {_fmt(m['fpr'])} | {_fmt(m['balanced'])} |"
+            )
+    return lines
+
+
+def _prompts_of_length(texts: list[str], length: int, count: int) -> list[str]:
+    """``count`` prompts of exactly ``length`` characters, cut from the given texts in order
+    (short texts are joined with the next ones), so latency is measured on real wording."""
+    prompts: list[str] = []
+    buffer = ""
+    for text in texts * 4:
+        buffer = f"{buffer} {text}" if buffer else text
+        while len(buffer) >= length and len(prompts) < count:
+            prompts.append(buffer[:length])
+            buffer = buffer[length:]
+        if len(prompts) >= count:
+            break
+    return prompts
+
+
+def _time_per_call(prompts: list[str], runs: int, screen: Callable[[str], object]) -> list[float]:
+    """Microseconds per call, one sample per prompt per round, after a warm-up round."""
+    for prompt in prompts:
+        screen(prompt)
+    samples: list[float] = []
+    rounds = max(1, runs // len(prompts))
+    for _ in range(rounds):
+        for prompt in prompts:
+            start = time.perf_counter()
+            screen(prompt)
+            samples.append((time.perf_counter() - start) * 1e6)
+    return samples
+
+
+def latency_table(datasets: list[Dataset], runs: int) -> list[str]:
+    texts = [t for d in datasets[1:3] + datasets[4:] for t in d.texts]
+    lines = [
+        "| prompt length | method | median µs | p95 µs | mean µs | calls |",
+        "|---|---|---|---|---|---|",
+    ]
+    for length in (100, 1_000, 10_000):
+        prompts = _prompts_of_length(texts, length, 200)
+        for name, screen in (("seed regex list", seed_regex_blocks),
+                             ("ours", lambda text: screen_texts([text]))):
+            samples = sorted(_time_per_call(prompts, runs if length <= 1_000 else runs // 10,
+                                            screen))
+            lines.append(
+                f"| {length:,} chars | {name} | {statistics.median(samples):.1f} | "
+                f"{samples[int(len(samples) * 0.95)]:.1f} | {statistics.fmean(samples):.1f} | "
+                f"{len(samples):,} |"
+            )
+    hostile = ("ignore " * 20 + "a " * 40 + "QUJD" * 30 + " ") * 1_000
+    hostile = hostile[:1_000_000]
+    start = time.perf_counter()
+    screen_texts([hostile])
+    lines.append(
+        f"| 1,000,000 chars (hostile mix, one call) | ours | "
+        f"{(time.perf_counter() - start) * 1e6:,.0f} | – | – | 1 |"
+    )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_BLOCK_THRESHOLD)
+    parser.add_argument("--flag-threshold", type=float, default=DEFAULT_FLAG_THRESHOLD)
+    parser.add_argument("--runs", type=int, default=2_000, help="timed calls per length")
+    parser.add_argument("--output", type=Path, help="also write the tables to this file")
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args(argv)
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    datasets = load_datasets(args.data_dir)
+    out = ["## Accuracy", "", *accuracy_table(datasets, args.threshold, args.flag_threshold)]
+    if not args.skip_latency:
+        out += ["", "## Latency of `screen_texts([prompt])`, one core", "",
+                *latency_table(datasets, args.runs)]
+    text = "\n".join(out) + "\n"
+    sys.stdout.write(text)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
