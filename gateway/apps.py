@@ -26,6 +26,10 @@ class GatewayConfig(AppConfig):
             post_delete.connect(cache.safe_invalidate_alias, sender=model, weak=False)
         for model in (models.ApiKey, models.Tier, models.TenantPlan):
             post_save.connect(lambda **_: authenticate.clear_cache(), sender=model, weak=False)
+        from privacy.models import PrivacyPolicy
+
+        post_save.connect(lambda **_: authenticate.clear_cache(), sender=PrivacyPolicy,
+                          weak=False)
         m2m_changed.connect(lambda **_: authenticate.clear_cache(),
                             sender=models.Tier.allowed_aliases.through, weak=False)
         register_readiness_probe("providers", providers_ready)

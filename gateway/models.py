@@ -134,6 +134,7 @@ class ApiKey(models.Model):
     class Scope(models.TextChoices):
         CHAT = "chat", "chat"
         MODELS_READ = "models:read", "models:read"
+        PRIVACY = "privacy", "privacy (consent and subject registration)"
         ADMIN = "admin", "admin"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")

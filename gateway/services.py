@@ -16,7 +16,8 @@ from gateway.models import ApiKey, ServiceAccount, TenantPlan, Tier
 from llmplatform.audit import actor_label, audit_record
 from llmplatform.models import Tenant
 
-DEFAULT_SCOPES = [ApiKey.Scope.CHAT.value, ApiKey.Scope.MODELS_READ.value]
+DEFAULT_SCOPES = [ApiKey.Scope.CHAT.value, ApiKey.Scope.MODELS_READ.value,
+                  ApiKey.Scope.PRIVACY.value]
 DEFAULT_ROTATION_OVERLAP = timedelta(hours=24)
 MAX_ROTATION_OVERLAP = timedelta(days=30)
 

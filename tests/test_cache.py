@@ -82,7 +82,7 @@ def test_a_changed_system_prompt_or_version_gets_fresh_answers(gateway_server, k
     version.system_prompt = "Answer in French."
     version.save()
     assert ask(gateway_server, key_a).headers["X-Cache"] == "MISS"
-    assert upstream.requests[-1].json["messages"][0]["content"] == "Answer in French."
+    assert upstream.requests[-1].json["messages"][0]["content"].startswith("Answer in French.")
 
 
 def test_the_invalidation_api_needs_the_admin_scope_and_clears_the_tenant(

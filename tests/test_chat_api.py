@@ -113,7 +113,10 @@ def test_the_versions_system_prompt_goes_first_and_the_tier_caps_max_tokens(
     tier.save()
     post(client, {"model": "default", "messages": [{"role": "user", "content": "hi"}]}, key_a)
     sent = upstream.requests[-1].json
-    assert sent["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert sent["messages"][0]["role"] == "system"
+    # The version's system prompt, with the leak-detection canary added (see test_guard.py).
+    assert sent["messages"][0]["content"].startswith("You are terse.\n")
+    assert "llmp-canary-" in sent["messages"][0]["content"]
     assert sent["max_tokens"] == 64
     response = post(client, {"model": "default", "max_tokens": 65,
                              "messages": [{"role": "user", "content": "hi"}]}, key_a)

@@ -8,6 +8,7 @@ dispatch, settle. Every failure is an ``ApiError`` rendered as OpenAI's error JS
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 import uuid
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 import structlog
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -28,10 +30,12 @@ from gateway.errors import (
     InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
+    NotFound,
     PayloadTooLarge,
 )
-from gateway.pipeline import dispatch
-from gateway.pipeline.authenticate import Principal, authenticate
+from gateway.models import SecurityEvent
+from gateway.pipeline import admit, dispatch, guard, pii
+from gateway.pipeline.authenticate import Principal, authenticate, client_ip
 from gateway.pipeline.route import routing_table
 from gateway.pipeline.settle import Meter, estimate_tokens
 from gateway.pipeline.validate import ParsedChat, parse_chat_request, parse_json_body
@@ -50,7 +54,7 @@ async def _empty_stream() -> AsyncIterator[ChatDelta]:
     yield  # an async generator that yields nothing
 
 
-def api_view(method: str) -> Callable[[View], View]:
+def api_view(*methods: str) -> Callable[[View], View]:
     """Method check, OpenAI-style errors for everything, and never a bare 500 page."""
 
     def decorate(view: View) -> View:
@@ -58,8 +62,8 @@ def api_view(method: str) -> Callable[[View], View]:
         @functools.wraps(view)
         async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             try:
-                if request.method != method:
-                    raise MethodNotAllowed(f"Use {method} for this route.")
+                if request.method not in methods:
+                    raise MethodNotAllowed(f"Use {' or '.join(methods)} for this route.")
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
                 return exc.response()
@@ -77,6 +81,38 @@ def api_view(method: str) -> Callable[[View], View]:
         return wrapper
 
     return decorate
+
+
+async def _logged(job) -> None:
+    try:
+        await job
+    except Exception:
+        log.exception("conversation_store_failed")
+
+
+@fresh_db
+def _record_gpc(tenant_id: int, user: str, request_id: str) -> None:
+    from privacy import selectors, services
+
+    subject = selectors.subject_for(tenant_id, user)
+    if subject is not None and subject.do_not_sell:
+        return
+    if subject is None:
+        from llmplatform.models import Tenant
+
+        subject = services.subject_get_or_create(tenant=Tenant.objects.get(pk=tenant_id),
+                                                 external_id=user)
+    services.consent_apply_gpc(subject=subject, request_id=request_id)
+
+
+@fresh_db
+def _store_conversation(tenant_id: int, user: str, alias: str, request_id: str, prompt: str,
+                        response: str) -> None:
+    from llmplatform.models import Tenant
+    from privacy.services import conversation_store
+
+    conversation_store(tenant=Tenant.objects.get(pk=tenant_id), external_id=user, alias=alias,
+                       request_id=request_id, prompt=prompt, response=response)
 
 
 def _json(data: dict, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
@@ -130,6 +166,11 @@ class ChatCall:
         self.store_answers = "no-store" not in request.headers.get("Cache-Control", "")
         self.served_by = ""  # x-llmp-deployment when no deployment answered: cache | degraded
         self.cacheable = False
+        self.admission = None
+        self.leak_guard: guard.LeakGuard | None = None
+        self.restorer: pii.Restorer | None = None
+        # The messages as the provider may see them (PII masked or pseudonymised).
+        self.upstream_messages: list[ChatMessage] | None = None
 
     async def prepare(self):
         principal, parsed = self.principal, self.parsed
@@ -141,15 +182,97 @@ class ChatCall:
         self.route_plan = await routing_table.plan(parsed.alias, parsed.user)
         target = self.meter.target = self.route_plan.primary
         dispatch.check_limits(principal, parsed)
-        return target, dispatch.build_request(target, parsed, principal)
+        if principal.tier.leak_mode != "off":
+            self.leak_guard = guard.LeakGuard(
+                guard.canary_for(principal, target.alias, target.version),
+                principal.tier.leak_mode)
+        upstream_request = self.build_request(target)
+        # Admit first, so screened-out prompts still count against the request limits.
+        self.admission = self.meter.admission = await admit.admit(
+            principal, parsed.user, target, upstream_request)
+        await self.screen()
+        upstream_request, self.restorer = pii.protect(principal, upstream_request)
+        self.upstream_messages = upstream_request.messages
+        return target, upstream_request
+
+    def build_request(self, target):
+        request = dispatch.build_request(target, self.parsed, self.principal)
+        if self.upstream_messages is not None:
+            # Fallbacks answer with the routed version's system prompt: the same messages.
+            return dataclasses.replace(request, messages=self.upstream_messages)
+        if self.leak_guard is None:
+            return request
+        return dataclasses.replace(
+            request, messages=guard.add_canary(request.messages, self.leak_guard.canary))
+
+    async def screen(self) -> None:
+        verdict = guard.screen_input(self.principal, self.parsed.messages)
+        if verdict.action == "allow":
+            return
+        result = verdict.result
+        blocked = verdict.action == "block"
+        await guard.record_event(
+            principal=self.principal, request_id=self.request_id,
+            kind=SecurityEvent.Kind.PROMPT_INJECTION,
+            action=SecurityEvent.Action.BLOCKED if blocked else SecurityEvent.Action.FLAGGED,
+            alias=self.parsed.alias, score=result.score, reasons=list(result.reasons),
+            text=guard.screened_text(self.parsed.messages, result),
+        )
+        if blocked:
+            raise guard.PromptInjectionDetected(
+                "The request was refused: its messages look like a prompt-injection attempt "
+                f"(score {result.score:.2f}; {', '.join(result.reasons[:5])}).",
+                param="messages",
+            )
+
+    async def honour_gpc(self) -> None:
+        """``Sec-GPC: 1`` on a request that names its end user is that user's opt-out of sale
+        and sharing (CCPA); recorded once, off the answer's path."""
+        if self.request.headers.get("Sec-GPC") != "1" or not self.parsed.user:
+            return
+        job = sync_to_async(_record_gpc)(self.principal.tenant_id, self.parsed.user,
+                                         self.request_id)
+        if settings.LLMP_USAGE_FLUSH_MS <= 0:
+            await _logged(job)
+        else:
+            task = asyncio.get_running_loop().create_task(_logged(job))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def keep_conversation(self, response: str) -> None:
+        """Store the exchange as a conversation record if the tenant keeps conversations and
+        the end user (the request's ``user``) consented; privacy redacts and encrypts it. Runs
+        after the answer, off its path (at once when usage records are written at once)."""
+        user = self.parsed.user
+        if not user or not self.principal.privacy.store_conversations:
+            return
+        prompt = "\n".join(f"{m.role}: {m.content}" for m in self.parsed.messages
+                           if m.role in guard.SCREENED_ROLES | {"assistant"} and m.content)
+        job = sync_to_async(_store_conversation)(
+            self.principal.tenant_id, user, self.parsed.alias, self.request_id, prompt, response)
+        if settings.LLMP_USAGE_FLUSH_MS <= 0:
+            await _logged(job)
+        else:
+            task = asyncio.get_running_loop().create_task(_logged(job))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def leak_detected(self) -> None:
+        guard_ = self.leak_guard
+        await guard.record_event(
+            principal=self.principal, request_id=self.request_id,
+            kind=SecurityEvent.Kind.SYSTEM_PROMPT_LEAK,
+            action=SecurityEvent.Action.BLOCKED if guard_.blocking
+            else SecurityEvent.Action.FLAGGED,
+            alias=self.parsed.alias, score=1.0, reasons=["canary_in_reply"], text="",
+        )
 
     def dispatch_plan(self, target, upstream_request) -> dispatch.DispatchPlan:
         """The routed target, then the alias's fallbacks; the response cache's answer to the
         same request (even one not served normally) if all of them fail."""
         return dispatch.DispatchPlan.from_route(
             self.route_plan,
-            request_for=lambda t: upstream_request if t is target
-            else dispatch.build_request(t, self.parsed, self.principal),
+            request_for=lambda t: upstream_request if t is target else self.build_request(t),
             cached_answer=self.fallback_answer,
         )
 
@@ -234,6 +357,7 @@ class ChatCall:
             headers["x-llmp-deployment"] = self.served_by
         if self.cache_status:
             headers["X-Cache"] = self.cache_status
+        headers.update(admit.rate_limit_headers(self.admission))
         overhead = self.meter.overhead_now(now if now is not None else time.perf_counter())
         headers["x-llmp-overhead-ms"] = f"{overhead:.2f}"
         return headers
@@ -252,7 +376,10 @@ class ChatCall:
         cached = await self.lookup_cache(target, upstream_request)
         if cached is not None:
             await self.meter.record(status=200, now=time.perf_counter(), usage=cached.usage)
-            return cached.content, cached.finish_reason, cached.usage
+            content = (self.restorer.whole(cached.content) if self.restorer is not None
+                       else cached.content)
+            await self.keep_conversation(content)
+            return content, cached.finish_reason, cached.usage
         upstream_started = time.perf_counter()
         self.meter.upstream_called = True
         try:
@@ -267,11 +394,21 @@ class ChatCall:
                 estimate_tokens("".join(m.content for m in upstream_request.messages)),
                 estimate_tokens(result.content),
             )
-        if self.cacheable:
-            await self.remember(result.content, result.finish_reason, usage,
-                                eligible=self.cache_status == "MISS")
+        content, finish = result.content, result.finish_reason
+        if self.leak_guard is not None:
+            content = self.leak_guard.check(content)
+            if self.leak_guard.leaked:
+                await self.leak_detected()
+                if self.leak_guard.blocking:
+                    finish = "content_filter"
+        if self.cacheable and not (self.leak_guard and self.leak_guard.leaked):
+            # The cache keeps what the provider saw: placeholders, never restored values.
+            await self.remember(content, finish, usage, eligible=self.cache_status == "MISS")
+        if self.restorer is not None:
+            content = self.restorer.whole(content)
         await self.meter.record(status=200, now=time.perf_counter(), usage=usage)
-        return result.content, result.finish_reason, usage
+        await self.keep_conversation(content)
+        return content, finish, usage
 
     async def open_stream(self) -> tuple[ChatDelta, AsyncIterator[ChatDelta], list[ChatMessage]]:
         """Start the upstream stream and wait for its first delta, so that a failure before any
@@ -306,6 +443,9 @@ class ChatCall:
         usage: Usage | None = None
         finish: str | None = None
         status, error_code = 200, ""
+        leak = self.leak_guard
+        out = OutputFilter(leak, self.restorer)
+        shown_parts: list[str] = []  # what the client saw, for the conversation record
         try:
             delta = first
             while True:
@@ -315,11 +455,29 @@ class ChatCall:
                     text.append(delta.content)
                 if delta.finish_reason:
                     finish = delta.finish_reason
+                if out.active:
+                    shown = out.feed(delta.content) if delta.content else ""
+                    if out.stopped:
+                        finish = "content_filter"
+                        shown += out.flush()
+                    delta = dataclasses.replace(delta, content=shown)
+                if delta.content:
+                    shown_parts.append(delta.content)
                 for event in render.delta(delta):
                     yield event
+                if out.stopped:
+                    close = getattr(deltas, "aclose", None)
+                    if close is not None:
+                        await close()
+                    break
                 try:
                     delta = await deltas.__anext__()
                 except StopAsyncIteration:
+                    rest = out.flush() if out.active else ""
+                    if rest:
+                        shown_parts.append(rest)
+                        for event in render.delta(ChatDelta(content=rest)):
+                            yield event
                     break
         except UpstreamError as exc:
             failure = dispatch.as_api_error(exc)
@@ -335,13 +493,44 @@ class ChatCall:
             if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
                 usage = Usage(estimate_tokens("".join(m.content for m in messages)),
                               estimate_tokens("".join(text)))
-            if status == 200 and self.meter.upstream_called and self.cacheable:
+            if leak is not None and leak.leaked:
+                await self.leak_detected()
+            elif status == 200 and self.meter.upstream_called and self.cacheable:
                 await self.remember("".join(text), finish or "stop", usage,
                               eligible=self.cache_status == "MISS")
             await self.meter.record(status=status, now=time.perf_counter(), usage=usage,
                                     error_code=error_code)
+            if status == 200:
+                await self.keep_conversation("".join(shown_parts))
         for event in render.finish(finish or "stop", usage):
             yield event
+
+
+class OutputFilter:
+    """A streamed reply on its way to the client: the canary check first (on what the provider
+    wrote), then placeholders restored to the values they stand for."""
+
+    def __init__(self, leak: guard.LeakGuard | None, restorer: pii.Restorer | None) -> None:
+        self.leak = leak
+        self.restorer = restorer
+        self.active = leak is not None or restorer is not None
+
+    @property
+    def stopped(self) -> bool:
+        return self.leak is not None and self.leak.leaked and self.leak.blocking
+
+    def feed(self, chunk: str) -> str:
+        if self.leak is not None:
+            chunk = self.leak.feed(chunk)
+        if self.restorer is not None and chunk:
+            chunk = self.restorer.feed(chunk)
+        return chunk
+
+    def flush(self) -> str:
+        rest = self.leak.flush() if self.leak is not None else ""
+        if self.restorer is not None:
+            rest = (self.restorer.feed(rest) if rest else "") + self.restorer.flush()
+        return rest
 
 
 class OpenAIChunks:
@@ -405,7 +594,8 @@ def _sse_response(call: ChatCall, events: AsyncIterator[bytes]) -> StreamingHttp
 
 
 async def _authenticated(request: HttpRequest, scope: str) -> Principal:
-    principal = await authenticate(request.headers.get("Authorization", ""))
+    principal = await authenticate(request.headers.get("Authorization", ""),
+                                   client_ip(request.META))
     principal.require_scope(scope)
     return principal
 
@@ -413,6 +603,7 @@ async def _authenticated(request: HttpRequest, scope: str) -> Principal:
 async def _run_chat(request: HttpRequest, principal: Principal, parsed: ParsedChat,
                     route: str, started: float, render_plain, render_stream) -> HttpResponse:
     call = ChatCall(request, principal, parsed, route, started)
+    await call.honour_gpc()
     try:
         if parsed.stream:
             first, deltas, messages = await call.open_stream()
@@ -528,3 +719,126 @@ def _invalidate_for_tenant(principal: Principal, alias: str | None) -> None:
     tenant = Tenant.objects.get(pk=principal.tenant_id)
     services.cache_invalidate_tenant(actor=f"api_key:{principal.key_name}#{principal.key_id}",
                                      tenant=tenant, alias_name=alias)
+
+
+# --- the privacy API: consent and subject registration for tenants' apps --------------------
+
+def _privacy_call(handler, *args, **kwargs) -> dict:
+    from django.core.exceptions import ValidationError
+
+    try:
+        return handler(*args, **kwargs)
+    except (ValueError, ValidationError) as exc:
+        message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
+        raise InvalidRequest(message[:1].upper() + message[1:], code="invalid_value") from exc
+
+
+@fresh_db
+def _consent(principal: Principal, method: str, user: str, body, gpc: bool, request_id: str):
+    from privacy.api import handlers
+
+    if method == "GET":
+        return _privacy_call(handlers.get_consent, principal.tenant_id, user)
+    return _privacy_call(handlers.set_consent, principal.tenant_id, user, body,
+                         actor=principal.actor, gpc=gpc, request_id=request_id)
+
+
+@fresh_db
+def _register(principal: Principal, user: str, body):
+    from privacy.api import handlers
+
+    return _privacy_call(handlers.register_subject, principal.tenant_id, user, body,
+                         actor=principal.actor)
+
+
+@api_view("GET", "POST")
+async def subject_consent(request: HttpRequest, user: str) -> HttpResponse:
+    """``GET``/``POST /v1/privacy/subjects/<user>/consent`` (see privacy.api.handlers)."""
+    principal = await _authenticated(request, "privacy")
+    body = _read_json(request) if request.method == "POST" else None
+    result = await sync_to_async(_consent)(principal, request.method, user, body,
+                                           request.headers.get("Sec-GPC") == "1",
+                                           _request_id(request))
+    return _json(result)
+
+
+@api_view("PUT")
+async def subject_register(request: HttpRequest, user: str) -> HttpResponse:
+    """``PUT /v1/privacy/subjects/<user>`` ``{"email": ...}``: register the contact email."""
+    principal = await _authenticated(request, "privacy")
+    result = await sync_to_async(_register)(principal, user, _read_json(request))
+    return _json(result)
+
+
+def _request_json(request) -> dict:
+    from privacy import requests as subject_requests
+
+    return {
+        "object": "privacy.subject_request",
+        "id": subject_requests.public_id(request),
+        "kind": request.kind,
+        "law": request.law,
+        "state": request.state,
+        "received_at": request.received_at.isoformat(),
+        "acknowledge_by": request.acknowledge_by.isoformat() if request.acknowledge_by
+        else None,
+        "due_at": (request.extended_due_at or request.due_at).isoformat()
+        if (request.extended_due_at or request.due_at) else None,
+        "completed_at": request.completed_at.isoformat() if request.completed_at else None,
+    }
+
+
+@fresh_db
+def _create_subject_request(principal: Principal, user: str, body) -> dict:
+    from llmplatform.models import Tenant
+    from privacy import requests as subject_requests
+    from privacy.models import SubjectRequest
+
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_value")
+    unknown = sorted(set(body) - {"kind", "law"})
+    if unknown:
+        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}",
+                             param=unknown[0], code="unknown_parameter")
+    kind, law = body.get("kind"), body.get("law", "gdpr")
+    if kind not in SubjectRequest.Kind.values:
+        raise InvalidRequest(f"'kind' must be one of {', '.join(SubjectRequest.Kind.values)}.",
+                             param="kind", code="invalid_value")
+    if law not in SubjectRequest.Law.values:
+        raise InvalidRequest(f"'law' must be one of {', '.join(SubjectRequest.Law.values)}.",
+                             param="law", code="invalid_value")
+    created = subject_requests.subject_request_create(
+        tenant=Tenant.objects.get(pk=principal.tenant_id), kind=kind, law=law,
+        source=SubjectRequest.Source.API, external_id=user, actor=principal.actor)
+    return _request_json(created)
+
+
+@fresh_db
+def _subject_request_status(principal: Principal, request_id: str) -> dict | None:
+    from privacy import requests as subject_requests
+
+    found = subject_requests.request_for_public_id(request_id)
+    if found is None or found.tenant_id != principal.tenant_id:
+        return None
+    return _request_json(found)
+
+
+@api_view("POST")
+async def subject_request_create(request: HttpRequest, user: str) -> HttpResponse:
+    """``POST /v1/privacy/subjects/<user>/requests`` ``{"kind": "erasure", "law": "gdpr"}``: a
+    data-subject request made by the tenant's app for its authenticated user. It is identity-
+    verified by the tenant and waits for an officer's approval."""
+    principal = await _authenticated(request, "privacy")
+    result = await sync_to_async(_create_subject_request)(principal, user, _read_json(request))
+    return _json(result, status=202)
+
+
+@api_view("GET")
+async def subject_request_status(request: HttpRequest, request_id: str) -> HttpResponse:
+    """``GET /v1/privacy/requests/<id>``: the state and deadlines of one of the tenant's
+    requests (another tenant's request is not found, like a missing one)."""
+    principal = await _authenticated(request, "privacy")
+    result = await sync_to_async(_subject_request_status)(principal, request_id)
+    if result is None:
+        raise NotFound("No such request.", param="id")
+    return _json(result)

@@ -53,6 +53,26 @@ class Budgets:
     key_monthly: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PrivacySettings:
+    """The tenant's privacy policy, as the request path needs it (defaults: no policy row)."""
+
+    upstream_pii: str = "off"  # off | mask | pseudonymize
+    block_pii_types: frozenset[str] = frozenset()
+    store_conversations: bool = True
+
+
+def _privacy(tenant) -> PrivacySettings:
+    policy = getattr(tenant, "privacy", None)
+    if policy is None:
+        return PrivacySettings()
+    return PrivacySettings(
+        upstream_pii=policy.upstream_pii,
+        block_pii_types=frozenset(policy.block_pii_types or ()),
+        store_conversations=policy.store_conversations,
+    )
+
+
 def _nano(amount: Decimal | None) -> int:
     return int(Decimal(amount) * 1_000_000_000) if amount else 0
 
@@ -82,6 +102,7 @@ class Principal:
     allowed_networks: tuple = ()  # ip_network objects; empty = anywhere
     service_account: str = ""
     store_flagged_text: bool = False
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @property
     def actor(self) -> str:
@@ -115,7 +136,8 @@ def clear_cache() -> None:
 @fresh_db
 def _load(lookup: str, secret: str) -> Principal | None:
     key = (
-        ApiKey.objects.select_related("tenant", "tenant__plan__tier", "service_account")
+        ApiKey.objects.select_related("tenant", "tenant__plan__tier", "tenant__privacy",
+                                      "service_account")
         .filter(lookup=lookup)
         .first()
     )
@@ -168,6 +190,7 @@ def _load(lookup: str, secret: str) -> Principal | None:
         allowed_networks=tuple(ipaddress.ip_network(n, strict=False) for n in key.allowed_ips),
         service_account=key.service_account.name if key.service_account_id else "",
         store_flagged_text=plan.store_flagged_text,
+        privacy=_privacy(key.tenant),
     )
 
 

@@ -1,0 +1,161 @@
+"""Stages "guard input" and "guard output": prompt-injection screening and the canary check.
+
+Input: every text an end user controls (user and tool messages, so a pasted document or a tool
+result carrying an indirect injection is screened too) is scored by ``gateway.guards``. By the
+tenant's policy (its plan, else its tier) a score at or above the threshold is blocked (400
+``prompt_injection_detected``) or flagged (served, recorded), or screening is off.
+
+Output: a canary token derived from a server secret, the tenant and the model version is added
+to the system prompt. A reply that contains it is leaking the system prompt: by policy it is
+blocked (the reply is cut where the canary starts, finish_reason ``content_filter``, as OpenAI's
+content filter does) or flagged. Either way a security event records it.
+
+Security events hold a SHA-256 of the text and, only if the tenant opted in, the text itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import structlog
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from gateway import metrics
+from gateway.errors import ApiError
+from gateway.guards.canary import with_canary
+from gateway.guards.injection import ScreenResult, screen_texts
+from gateway.models import ScreeningMode, SecurityEvent
+from gateway.pipeline.authenticate import Principal
+from gateway.providers.base import ChatMessage
+from llmplatform.db import fresh_db
+
+log = structlog.get_logger("gateway.guard")
+
+SCREENED_ROLES = frozenset({"user", "tool"})
+SYSTEM_ROLES = frozenset({"system", "developer"})
+_background: set[asyncio.Task] = set()
+
+
+class PromptInjectionDetected(ApiError):
+    status = 400
+    code = "prompt_injection_detected"
+
+
+@dataclass(frozen=True, slots=True)
+class InputVerdict:
+    action: str  # allow | flag | block
+    result: ScreenResult | None
+
+
+def screen_input(principal: Principal, messages: list[ChatMessage]) -> InputVerdict:
+    mode = principal.tier.screening_mode
+    if mode == ScreeningMode.OFF:
+        return InputVerdict("allow", None)
+    texts = [m.content for m in messages if m.role in SCREENED_ROLES and m.content]
+    if not texts:
+        return InputVerdict("allow", None)
+    result = screen_texts(texts)
+    if result.score < principal.tier.screening_threshold:
+        return InputVerdict("allow", result)
+    return InputVerdict("block" if mode == ScreeningMode.BLOCK else "flag", result)
+
+
+def screened_text(messages: list[ChatMessage], result: ScreenResult | None) -> str:
+    texts = [m.content for m in messages if m.role in SCREENED_ROLES and m.content]
+    if result is not None and result.message_index is not None and result.message_index < len(
+            texts):
+        return texts[result.message_index]
+    return "\n".join(texts)
+
+
+def canary_for(principal: Principal, alias: str, version: str) -> str:
+    """Stable per tenant and model version (so cached answers stay valid), unguessable without
+    the server's secret key."""
+    message = f"{principal.tenant_id}:{alias}:{version}".encode()
+    digest = hmac.new(settings.SECRET_KEY.encode(), b"canary:" + message, hashlib.sha256)
+    return f"llmp-canary-{digest.hexdigest()[:16]}"
+
+
+def add_canary(messages: list[ChatMessage], canary: str) -> list[ChatMessage]:
+    """The messages with the canary added to the first system (or developer) message; a request
+    without one gets none (there is no system prompt to leak)."""
+    for i, message in enumerate(messages):
+        if message.role in SYSTEM_ROLES:
+            marked = ChatMessage(role=message.role, content=with_canary(message.content, canary),
+                                 name=message.name)
+            return [*messages[:i], marked, *messages[i + 1:]]
+    return messages
+
+
+@fresh_db
+def _write_event(**fields) -> None:
+    SecurityEvent.objects.create(**fields)
+
+
+async def record_event(*, principal: Principal, request_id: str, kind: str, action: str,
+                       alias: str, score: float, reasons: list[str], text: str) -> None:
+    """Write a security event (in the background for flags, so serving is not delayed)."""
+    metrics.record_security_event(kind, action)
+    log.warning("security_event", kind=kind, action=action, tenant=principal.tenant_slug,
+                key_id=principal.key_id, score=round(score, 3), reasons=reasons)
+    fields = dict(
+        tenant_id=principal.tenant_id, api_key_id=principal.key_id, request_id=request_id,
+        kind=kind, action=action, alias=alias[:64], score=score, reasons=reasons,
+        text_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        text=text if principal.store_flagged_text else "",
+    )
+    if action == SecurityEvent.Action.BLOCKED:
+        await sync_to_async(_write_event)(**fields)
+        return
+    task = asyncio.get_running_loop().create_task(sync_to_async(_write_event)(**fields))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+class LeakGuard:
+    """Watches a reply for the canary. For streams it holds back the last few characters, so a
+    canary split across chunks is caught before any part of it reaches the client."""
+
+    def __init__(self, canary: str, mode: str) -> None:
+        self.canary = canary
+        self.mode = mode
+        self.leaked = False
+        self._held = ""
+
+    @property
+    def blocking(self) -> bool:
+        return self.mode == ScreeningMode.BLOCK
+
+    def check(self, text: str) -> str:
+        """A whole reply: returns what may be served."""
+        index = text.find(self.canary)
+        if index < 0:
+            return text
+        self.leaked = True
+        return text[:index] if self.blocking else text.replace(self.canary, "")
+
+    def feed(self, chunk: str) -> str:
+        """A stream's next chunk: returns the text that may be sent now."""
+        if self.leaked and self.blocking:
+            return ""
+        text = self._held + chunk
+        index = text.find(self.canary)
+        if index >= 0:
+            self.leaked = True
+            self._held = ""
+            return text[:index] if self.blocking else text.replace(self.canary, "")
+        # Hold back the longest tail that could be the start of the canary.
+        for size in range(min(len(text), len(self.canary) - 1), 0, -1):
+            if self.canary.startswith(text[-size:]):
+                self._held = text[-size:]
+                return text[:-size]
+        self._held = ""
+        return text
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return "" if (self.leaked and self.blocking) else held

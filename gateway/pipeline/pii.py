@@ -1,0 +1,118 @@
+"""Stage "guard input" (PII part) and the restoring half of "guard output".
+
+By the tenant's privacy policy, before the provider sees a prompt:
+
+- prompts containing any of the PII types the tenant blocks are refused (400 ``pii_detected``,
+  naming the types, never the values);
+- ``mask``: PII in user, assistant and tool messages is replaced by ``<TYPE>``;
+- ``pseudonymize``: it is replaced by numbered placeholders (``<EMAIL_1>``; the same value gets
+  the same placeholder across the messages of a request, tool-call arguments included), and
+  the placeholders in the reply are turned back into the values — in streams too, holding back
+  only a possibly incomplete placeholder.
+
+If the detector fails, the request fails (503 ``pii_detector_unavailable``): a prompt is never
+sent unscreened because the screen broke.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import structlog
+
+from gateway.errors import ApiError
+from gateway.pipeline.authenticate import Principal
+from gateway.providers.base import ChatMessage, ChatRequest
+from privacy.pii import DetectorError, Pseudonymizer, detect, redact
+
+log = structlog.get_logger("gateway.pii")
+
+SCREENED_ROLES = frozenset({"user", "assistant", "tool"})
+
+
+class PIIDetected(ApiError):
+    status = 400
+    code = "pii_detected"
+
+
+class PIIDetectorUnavailable(ApiError):
+    status = 503
+    type = "server_error"
+    code = "pii_detector_unavailable"
+
+
+class Restorer:
+    """Turns placeholders in a reply back into the values (pseudonymize mode)."""
+
+    def __init__(self, pseudonymizer: Pseudonymizer) -> None:
+        self.pseudonymizer = pseudonymizer
+        self._stream = pseudonymizer.stream_restorer()
+
+    def whole(self, text: str) -> str:
+        return self.pseudonymizer.restore(text)
+
+    def feed(self, chunk: str) -> str:
+        return self._stream.feed(chunk)
+
+    def flush(self) -> str:
+        return self._stream.flush()
+
+
+def _check_blocked(principal: Principal, messages: list[ChatMessage]) -> None:
+    blocked = principal.privacy.block_pii_types
+    if not blocked:
+        return
+    found: set[str] = set()
+    for message in messages:
+        if message.role in SCREENED_ROLES and message.content:
+            found.update(e.type for e in detect(message.content, types=blocked))
+    if found:
+        raise PIIDetected(
+            "The request was refused: it contains personal data of types this tenant does not "
+            f"send to models ({', '.join(sorted(found))}).", param="messages")
+
+
+def _transform(messages: list[ChatMessage], text_fn) -> list[ChatMessage]:
+    result = []
+    for message in messages:
+        if message.role not in SCREENED_ROLES:
+            result.append(message)
+            continue
+        tool_calls = message.tool_calls
+        if tool_calls:
+            tool_calls = [_tool_call(call, text_fn) for call in tool_calls]
+        result.append(dataclasses.replace(
+            message, content=text_fn(message.content) if message.content else message.content,
+            tool_calls=tool_calls))
+    return result
+
+
+def _tool_call(call: dict, text_fn) -> dict:
+    function = call.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+        return call
+    return {**call, "function": {**function, "arguments": text_fn(function["arguments"])}}
+
+
+def protect(principal: Principal, request: ChatRequest) -> tuple[ChatRequest, Restorer | None]:
+    """The request as the provider may see it, and what restores the reply (or None)."""
+    policy = principal.privacy
+    if not policy.block_pii_types and policy.upstream_pii == "off":
+        return request, None
+    try:
+        _check_blocked(principal, request.messages)
+        if policy.upstream_pii == "mask":
+            return dataclasses.replace(
+                request, messages=_transform(request.messages, redact)), None
+        if policy.upstream_pii == "pseudonymize":
+            pseudonymizer = Pseudonymizer()
+            messages = _transform(request.messages, pseudonymizer.pseudonymize)
+            if not pseudonymizer.mapping:
+                return request, None
+            return dataclasses.replace(request, messages=messages), Restorer(pseudonymizer)
+    except DetectorError as exc:
+        log.error("pii_detector_failed", error=type(exc).__name__)
+        raise PIIDetectorUnavailable(
+            "Personal data could not be checked; the request was not sent. Retry shortly.",
+            headers={"Retry-After": "1"}) from exc
+    return request, None
