@@ -57,3 +57,6 @@ class GatewayConfig(AppConfig):
                            ("/chat-stream", views.simple_chat_stream)):
             register_fast_route(path, view)
         register_shutdown(usage_writer.flush)
+        from gateway.limits import corrections
+
+        register_shutdown(corrections.flush)

@@ -298,3 +298,22 @@ def test_a_spend_budget_holds_under_concurrent_load_on_two_processes(
     assert statuses.count(429) == 25
     spent = sum(r.cost for r in UsageRecord.objects.filter(status_code=200))
     assert 0 < spent <= plan.daily_budget
+
+
+def test_batched_corrections_reach_the_counters(gateway_server, principals, key_a, upstream,
+                                                settings):
+    """In production corrections are gathered for a few milliseconds and sent together."""
+    settings.LLMP_USAGE_FLUSH_MS = 50
+    route_alias("default", upstream.base_url)
+    set_tier(principals, tokens_per_minute=1000, max_output_tokens=0)
+    body = {"model": "default", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 600}
+    headers = {"Authorization": f"Bearer {key_a}"}
+    first = httpx.post(f"{gateway_server}/v1/chat/completions", json=body, headers=headers,
+                       timeout=10)
+    assert first.status_code == 200
+    time.sleep(0.3)  # the correction is sent within CorrectionBuffer.CORRECTION_MS
+    second = httpx.post(f"{gateway_server}/v1/chat/completions", json=body, headers=headers,
+                        timeout=10)
+    assert second.status_code == 200, "the first reservation of 601 tokens was corrected"
+    assert int(second.headers["x-ratelimit-remaining-tokens"]) >= 1000 - 601 - 10

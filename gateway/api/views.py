@@ -182,18 +182,29 @@ class ChatCall:
         self.route_plan = await routing_table.plan(parsed.alias, parsed.user)
         target = self.meter.target = self.route_plan.primary
         dispatch.check_limits(principal, parsed)
-        if principal.tier.leak_mode != "off":
+        if principal.tier.leak_mode != "off" and (
+                target.system_prompt or any(m.role in guard.SYSTEM_ROLES for m in parsed.messages)):
             self.leak_guard = guard.LeakGuard(
                 guard.canary_for(principal, target.alias, target.version),
                 principal.tier.leak_mode)
         upstream_request = self.build_request(target)
-        # Admit first, so screened-out prompts still count against the request limits.
-        self.admission = self.meter.admission = await admit.admit(
-            principal, parsed.user, target, upstream_request)
-        await self.screen()
         upstream_request, self.restorer = pii.protect(principal, upstream_request)
         self.upstream_messages = upstream_request.messages
-        return target, upstream_request
+        # Admission and the cache lookup are independent Redis round trips: made at once.
+        # Admission comes before the screen, so screened-out prompts still count against the
+        # request limits.
+        admission, cached = await asyncio.gather(
+            admit.admit(principal, parsed.user, target, upstream_request),
+            self.lookup_cache(target, upstream_request), return_exceptions=True)
+        if isinstance(admission, BaseException):
+            raise admission
+        self.admission = self.meter.admission = admission
+        if isinstance(cached, BaseException):
+            raise cached
+        await self.screen()
+        if cached is not None:
+            self.meter.cache_hit = True
+        return target, upstream_request, cached
 
     def build_request(self, target):
         request = dispatch.build_request(target, self.parsed, self.principal)
@@ -319,10 +330,7 @@ class ChatCall:
             return None
         self.cache_status = "HIT" if answer is not None and answer.eligible else "MISS"
         metrics.record_cache(self.cache_status.lower())
-        if self.cache_status == "HIT":
-            self.meter.cache_hit = True
-            return answer
-        return None
+        return answer if self.cache_status == "HIT" else None
 
     async def remember(self, content: str, finish: str, usage: Usage, eligible: bool) -> None:
         """Store a fresh answer. An eligible one is stored before answering (one round trip),
@@ -372,8 +380,7 @@ class ChatCall:
 
     async def complete(self):
         """(content, finish_reason, usage) of a plain answer; raises ApiError."""
-        target, upstream_request = await self.prepare()
-        cached = await self.lookup_cache(target, upstream_request)
+        target, upstream_request, cached = await self.prepare()
         if cached is not None:
             await self.meter.record(status=200, now=time.perf_counter(), usage=cached.usage)
             content = (self.restorer.whole(cached.content) if self.restorer is not None
@@ -413,8 +420,7 @@ class ChatCall:
     async def open_stream(self) -> tuple[ChatDelta, AsyncIterator[ChatDelta], list[ChatMessage]]:
         """Start the upstream stream and wait for its first delta, so that a failure before any
         byte reaches the client is still a proper HTTP error status."""
-        target, upstream_request = await self.prepare()
-        cached = await self.lookup_cache(target, upstream_request)
+        target, upstream_request, cached = await self.prepare()
         if cached is not None:
             # A cache hit is replayed as a stream: the whole answer in one content chunk.
             self._upstream_started = time.perf_counter()

@@ -110,15 +110,12 @@ class Meter:
             # Tokens as used upstream (none for a cache hit), cost as charged; a failure gives
             # back its whole reservation.
             tokens = 0 if self.cache_hit else usage.total_tokens
-            correction = limits.correct(
-                self.admission, {TOKENS: tokens, SPEND: int(cost * limits.NANO)})
-            self.admission = None
+            actual = {TOKENS: tokens, SPEND: int(cost * limits.NANO)}
+            admission, self.admission = self.admission, None
             if settings.LLMP_USAGE_FLUSH_MS <= 0:
-                await correction
+                await limits.correct(admission, actual)
             else:
-                task = asyncio.get_running_loop().create_task(correction)
-                _background.add(task)
-                task.add_done_callback(_background.discard)
+                limits.corrections.add(admission, actual)
         metrics.record_request(
             route=self.route, status=status, tier=self.principal.tier.name, alias=self.alias,
             seconds=now - self.started, overhead=overhead / 1000,
