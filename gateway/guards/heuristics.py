@@ -245,6 +245,38 @@ def _directives_to_model(folded: str) -> float:
     return next((weight for least, weight in DIRECTIVE_STEPS if count >= least), 0.0)
 
 
+# A jailbreak persona is defined in the third person, again and again: "DAN can do anything",
+# "DAN will never refuse", "AIM is amoral", "Zed has no filters". One name as the subject of
+# such a statement four or more times is a character sheet. Pronouns, articles and the usual
+# subjects of technical prose ("the function will") don't count.
+_PERSONA_STATEMENT_RE = re.compile(
+    r"(?<![^\W\d_])([^\W\d_]{2,20})\s++(?:will|can|must|never|always|should|won\W?t"
+    r"|doesn\W?t|does\s+not|has\s+no|is\s+(?:an?|not|free|able|completely|always|never))\b"
+)
+_NOT_A_PERSONA = frozenset({
+    "you", "he", "she", "it", "they", "we", "i", "this", "that", "there", "which", "who",
+    "what", "one", "everyone", "someone", "anyone", "nobody", "user", "users", "function",
+    "method", "code", "system", "model", "program", "script", "app", "application", "data",
+    "file", "server", "class", "value", "output", "input", "result", "page", "team", "time",
+    "person", "people", "company", "customer", "player", "game", "text", "story", "answer",
+    "response", "world", "here", "also", "and", "or", "but", "so", "then", "now",
+})
+PERSONA_STATEMENTS = 4
+PERSONA_WEIGHT = 1.5
+
+
+def _persona_statements(folded: str) -> float:
+    counts: dict[str, int] = {}
+    for match in _PERSONA_STATEMENT_RE.finditer(folded):
+        name = match.group(1)
+        if name in _NOT_A_PERSONA:
+            continue
+        counts[name] = counts.get(name, 0) + 1
+        if counts[name] >= PERSONA_STATEMENTS:
+            return PERSONA_WEIGHT
+    return 0.0
+
+
 def text_signals(normalized: Normalized, depth: int = 0) -> dict[str, float]:
     """Signals of a normalised text: its rules, the obfuscation tricks it used, and the
     signals of any encoded payload in it ("base64_payload:override_instructions")."""
@@ -253,6 +285,8 @@ def text_signals(normalized: Normalized, depth: int = 0) -> dict[str, float]:
         found["unsafe_vocabulary"] = weight
     if weight := _directives_to_model(normalized.folded):
         found["directives_to_model"] = weight
+    if weight := _persona_statements(normalized.folded):
+        found["persona_definition"] = weight
     for trick in normalized.tricks:
         found[f"obfuscation:{trick}"] = TRICK_WEIGHTS[trick]
     if depth >= MAX_PAYLOAD_DEPTH:

@@ -375,9 +375,11 @@ RULES: tuple[Rule, ...] = (
           r"|\bmongo\W+tom\b|\bevil\W+confidant\b|\bbetterdan\b|\banti\W?gpt\b|\bbasedgpt\b",
           ("machiavell", "strive", "mongo", "confidant", "betterdan", "gpt")),
     _rule("role_play_jailbreak", 3.0,
-          r"\b(?:god|dan|jailbreak|unrestricted|unfiltered|uncensored|evil|chaos|opposite"
-          r"|unlocked|no\W?limits?|rebel|dark)\W+mode\b",
+          r"\b(?:dan|jailbreak|unrestricted|unfiltered|uncensored|evil|chaos|unlocked"
+          r"|no\W?limits?|rebel)\W+mode\b",
           ("mode",)),
+    # "god mode" and "dark mode" are also a game cheat and a colour scheme.
+    _rule("role_play_jailbreak", 1.0, r"\b(?:god|dark|opposite)\W+mode\b", ("mode",)),
     _rule("stay_in_character", 2.5,
           rf"\b(?:stay|stays|staying|remain|remains|remaining|keep|keeping|bleib[^\W_]*+)"
           rf"{_S}(?:(?:fully|always|completely|immer|voll|strictly|firmly){_S})?(?:in){_S}"
@@ -467,12 +469,12 @@ RULES: tuple[Rule, ...] = (
           r"|measures|settings|standards)\b",
           ("content", "safety", "ethical", "moral", "usage", "openai", "security")),
     _rule("refusal_suppression", 2.0,
-          rf"\b{_NOT}{_S}(?:ever{_S})?(?:refuse|decline|reject|deny)\b",
+          rf"\b{_NOT}{_S}(?:ever{_S})?(?:refus(?:e|es|ing)|declines?|rejects?|deny|denies)\b",
           ("refuse", "decline", "reject", "deny")),
     _rule("refusal_suppression", 2.5,
           rf"\b(?:never|don\W?t|do{_S}not|must{_S}not|without|no)\b{_gap(2)}"
           r"(?:say|saying|mention|include|add|use|using|give|giving|provide|providing"
-          rf"|adding|including){_S}(?:any{_S})?(?:that{_S}you{_S}(?:can\W?t|cannot|are{_S}unable)"
+          rf"|adding|including){_S}(?:any{_S})?(?:(?:that{_S})?you{_S}(?:can\W?t|cannot|are{_S}unable)"
           r"|warnings?|disclaimers?|apolog(?:y|ies|ize|ise)|caveats?|moraliz\w+|moralis\w+"
           rf"|ethical{_S}(?:notes|considerations|reminders)|refusals?|i\W?m{_S}sorry"
           rf"|as{_S}an{_S}ai)\b",
@@ -548,8 +550,8 @@ RULES: tuple[Rule, ...] = (
           r"\binsert\s++(?:your\s++)?(?:prompt|question|request)\s++here\b",
           ("insert",)),
     _rule("dual_response", 1.5,
-          r"^[ \t>*]*+(?:gpt|chatgpt|classic|normal|dan|jailbreak|jailbroken|developer\s+mode"
-          r"|\w+\s+mode)[ \t]*+:",
+          r"^[ \t>*]*+(?:gpt|chatgpt|classic|normal|dan|jailbreak|jailbroken|unaligned"
+          r"|developer\s+mode|\w+\s+mode)[ \t]*+:",
           (":",), re.MULTILINE),
     _rule("dual_response", 1.5,
           rf"\b(?:respond|answer|reply){_S}(?:to{_S}(?:every|each){_S}(?:{_W}{_S})?)?"
@@ -566,7 +568,7 @@ RULES: tuple[Rule, ...] = (
     _rule("persona_switch", 2.0,
           rf"\bimmerse{_S}yourself{_S}(?:(?:fully|completely|entirely){_S})?in(?:to)?{_S}"
           rf"(?:the{_S})?(?:role|character|persona)\b"
-          rf"|\b(?:another|an|a){_S}(?:{_W}{_S})?(?:ai|ai{_S}model|language{_S}model|chatbot|model)"
+          rf"|\b(?:another|an|a){_S}(?:{_W}{_S}){{0,3}}?(?:ai|ai{_S}model|language{_S}model|chatbot|model)"
           rf"{_S}(?:called|named|known{_S}as)\b",
           ("immerse", "called", "named", "known")),
     _rule("persona_switch", 1.5,
@@ -593,7 +595,7 @@ RULES: tuple[Rule, ...] = (
     _rule("refusal_suppression", 1.5,
           rf"\b(?:must|will|shall|should){_S}(?:always{_S})?(?:generate|produce|provide|give"
           rf"|answer|fulfil+){_S}(?:any|all|every|whatever)\b"
-          rf"|\b(?:can|could|will){_S}(?:{_W}{_S})?(?:do|say|generate|write|produce){_S}"
+          rf"|\b(?:can|could|will){_S}(?:{_W}{_S})?(?:do|say|generate|write|produce|answer){_S}"
           rf"(?:literally{_S})?anything\b",
           ("any", "all", "every", "whatever", "anything")),
     _rule("unsafe_compliance", 1.5,
@@ -609,6 +611,95 @@ RULES: tuple[Rule, ...] = (
           r"(?:outputs?|responses?)\b",
           ("output", "response")),
 
+    # More parts of the circulating templates, written generally: the "hypothetical response"
+    # rewrite, named characters that "never refuse" or "have no filters", "take on the role
+    # of" a fictional chatbot, answers "without regard for legality".
+    _rule("role_play_jailbreak", 3.5,
+          rf"\brewrite{_S}(?:the|this|that){_S}hypothetical{_S}response\b"
+          r"|\bhypothetical\W+response[ \t]*+:"
+          rf"|\b(?:from|in){_S}the{_S}(?:perspective|point{_S}of{_S}view){_S}of{_S}that"
+          rf"{_S}character{_gap(4)}(?:detailed|precise|exact|specific)\b",
+          ("rewrite", "hypothetical", "perspective", "point")),
+    _rule("no_restrictions", 1.5,
+          rf"\b(?:has|have|had|having){_S}(?:absolutely{_S})?no{_S}"
+          rf"(?:(?:ethical|moral|content|safety){_S})?(?:filters?|restrictions|limits|limitations"
+          rf"|ethics|morals|morality|rules|guidelines|boundaries|censorship|principles"
+          rf"|moral{_S}compass|conscience|remorse|qualms)\b",
+          ("has", "have", "had", "having")),
+    _rule("no_restrictions", 2.0,
+          rf"\b(?:completely|totally|fully|entirely|utterly|purely|absolutely){_S}"
+          r"(?:amoral|unfiltered|uncensored|unrestricted|unethical|immoral|unhinged|lawless"
+          r"|unbound|unchained)\b",
+          ("complet", "total", "full", "entir", "utter", "pure", "absolut")),
+    _rule("refusal_suppression", 2.0,
+          rf"\bwithout{_S}(?:any{_S})?(?:regards?|concern|care|consideration){_S}"
+          rf"(?:for|to|about|of){_S}(?:(?:the|its|their|any|whether){_S})?(?:{_W}{_S})?"
+          r"(?:legality|ethics|ethicality|morality|laws?|safety|consequences|danger|harm"
+          r"|illegal|ethical|moral)\b",
+          ("without",)),
+    _rule("refusal_suppression", 2.0,
+          rf"\b(?:never|not|without|no){_S}(?:ever{_S})?(?:give|giving|gives|issue|issuing)"
+          rf"{_S}(?:a|any){_S}(?:{_W}{_S})?refusals?\b"
+          rf"|\b(?:does|do|will|would){_S}not{_S}(?:ever{_S})?withhold{_S}(?:any{_S})?"
+          r"(?:information|details|answers?)\b",
+          ("never", "not", "without", "no")),
+    _rule("refusal_suppression", 1.0,
+          rf"\bno{_S}holding{_S}back\b|\bwithout{_S}(?:any{_S})?(?:hesitation|remorse|filter)"
+          r"\b",
+          ("no", "without")),
+    _rule("persona_switch", 1.5,
+          rf"\b(?:take{_S}on|assume|adopt|play){_S}the{_S}(?:role|persona|identity){_S}of\b"
+          rf"|\b(?:pose|posing){_S}as\b"
+          rf"|\b(?:fictional|hypothetical|virtual|imaginary|fictitious){_S}(?:{_W}{_S})?"
+          rf"(?:ai|chatbot|bot|assistant|language{_S}model|entity)\b",
+          ("take", "assume", "adopt", "play", "pos", "fictional", "hypothetical", "virtual",
+           "imaginary", "fictitious")),
+    _rule("persona_switch", 1.0, rf"\blet\W?s{_S}play{_S}a{_S}game\b", ("let",)),
+    _rule("no_restrictions", 2.0,
+          rf"\bohne{_S}(?:(?:jegliche[nrs]?|irgendwelche|alle){_S})?(?:(?:moralische[n]?"
+          rf"|ethische[n]?){_S})?(?:grenzen|einschrankungen|beschrankungen|regeln|richtlinien"
+          r"|filter|zensur|moral|ethik|skrupel)\b",
+          ("ohne",)),
+
+    # Role-play cards (character.ai style) that switch the content rules off.
+    _rule("no_restrictions", 3.0,
+          rf"\b(?:nsfw|smut|explicit|sexual|graphic|gore|violent|vulgar|profane|offensive"
+          rf"|illegal|unethical){_S}(?:(?:and|or|&){_S}{_W}{_S})?(?:content{_S}|language{_S}"
+          rf"|material{_S}|acts{_S}|topics{_S}|words{_S})?(?:is|are){_S}(?:now{_S})?"
+          r"(?:allowed|permitted|encouraged|enabled|acceptable|ok|okay|fine)\b",
+          ("allowed", "permitted", "encouraged", "enabled", "acceptable", "ok", "fine")),
+    _rule("persona_switch", 1.5, r"\{\{\s*+char\s*+\}\}", ("{{",)),
+    _rule("persona_switch", 1.0,
+          rf"\b(?:which|that|it|name){_S}stands{_S}for\b",
+          ("stands",)),
+    _rule("authority_claim", 2.0,
+          rf"\bi{_S}(?:am|m|\W?m){_S}(?:your|an?|the){_S}(?:(?:lead|senior|chief){_S})?"
+          rf"(?:creator|developer|programmer|owner|admin|administrator|master"
+          rf"|openai{_S}(?:employee|engineer|developer|researcher|staff))\b",
+          ("creator", "developer", "programmer", "owner", "admin", "master", "openai")),
+    _rule("unsafe_compliance", 1.5,
+          rf"\b(?:use|uses|using|include|includes|including|full{_S}of){_S}"
+          rf"(?:(?:a{_S}lot|lots|plenty){_S}of{_S}|many{_S}|much{_S}|frequent{_S})?"
+          rf"(?:profanity|swear{_S}words|curse{_S}words|swearing|cursing|slurs|obscenities)\b",
+          ("profan", "swear", "curs", "slur", "obscen")),
+    _rule("override_instructions", 2.5,
+          rf"\b(?:these|here|this|following){_S}(?:are|is){_S}(?:your|the){_S}new{_S}"
+          r"(?:rules|guidelines|instructions|policies|policy|directives|programming)\b"
+          rf"|\byour{_S}new{_S}(?:rules|guidelines|policies|programming|directives){_S}"
+          r"(?:are|is)\b",
+          ("new",)),
+    _rule("no_restrictions", 2.5,
+          rf"\b(?:{_NOT}|no{_S}longer|doesn\W?t|does{_S}not|didn\W?t){_S}(?:(?:ever|even|really)"
+          rf"{_S})?(?:have|has|need|needs){_S}to{_S}(?:follow|obey|abide{_S}by|adhere{_S}to"
+          rf"|respect|comply{_S}with|care{_S}about|worry{_S}about|stick{_S}to){_S}"
+          rf"(?:(?:any|the|your|its|their|openai\W?s?|typical|usual|normal|such){_S}){{0,2}}"
+          rf"(?:(?:content|ethical|moral|safety|usage|legal)(?:{_S}(?:or|and|&){_S}"
+          rf"(?:ethical|moral|legal|safety))?{_S})?{_NO_RULES_OBJECTS}\b"
+          rf"|\b(?:no|without|not{_S}have{_S}any|doesn\W?t{_S}have{_S}any){_S}"
+          rf"(?:ethical|moral|legal){_S}(?:or|and|&){_S}(?:ethical|moral|legal){_S}"
+          rf"(?:guidelines|principles|boundaries|restrictions|limits|constraints|standards"
+          r"|considerations|obligations|code|compass|rules)\b",
+          ("have", "has", "need", "no", "without", "not", "doesn")),
     # --- fake roles and delimiters ------------------------------------------------------------
     _rule("role_injection", 4.5,
           r"<\|(?:im_start|im_end|im_sep|system|user|assistant|endoftext|eot_id|start_header_id"
