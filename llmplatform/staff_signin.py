@@ -22,25 +22,15 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from llmplatform.audit import audit_record
 from llmplatform.models import AuditEvent
+from llmplatform.request_context import client_ip as request_client_ip
 
 ANONYMOUS_ACTOR = "anonymous"
 DEVICE_NAME = "authenticator"
 
 
 def client_ip(request: HttpRequest | None) -> str:
-    """The caller's address: REMOTE_ADDR, or behind ``LLMP_TRUSTED_PROXY_HOPS`` = n proxies
-    that append to X-Forwarded-For, the n-th address from the right (the gateway's rule; the
-    addresses further left are the client's to invent)."""
-    if request is None:
-        return ""
-    meta = request.META
-    hops = settings.LLMP_TRUSTED_PROXY_HOPS
-    if hops > 0:
-        forwarded = [p.strip() for p in meta.get("HTTP_X_FORWARDED_FOR", "").split(",")
-                     if p.strip()]
-        if len(forwarded) >= hops:
-            return forwarded[-hops]
-    return meta.get("REMOTE_ADDR", "") or ""
+    """The caller's address (``LLMP_TRUSTED_PROXY_HOPS`` applies), "" without a request."""
+    return request_client_ip(request.META) if request is not None else ""
 
 
 def axes_client_ip(request: HttpRequest) -> str:

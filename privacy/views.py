@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
 from llmplatform.models import Tenant
-from llmplatform.staff_signin import client_ip
+from llmplatform.request_context import client_ip
 from privacy import requests
 from privacy.models import SubjectRequest
 
@@ -54,7 +54,7 @@ class CodeForm(forms.Form):
 
 
 def _client_key(group: str, request: HttpRequest) -> str:
-    return client_ip(request) or "unknown"
+    return client_ip(request.META) or "unknown"
 
 
 def _rate_limited(request: HttpRequest) -> bool:

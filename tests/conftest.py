@@ -250,3 +250,27 @@ def second_gateway(transactional_db) -> Iterator[str]:
     yield base_url
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real AWS-compatible server (moto) on a loopback port, shared by the session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_region(moto_endpoint, monkeypatch, settings) -> str:
+    """Test credentials, and the platform's AWS clients pointed at moto; returns the region."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    settings.AWS_REGION = "eu-west-1"
+    settings.LLMP_AWS_ENDPOINT_URL = moto_endpoint
+    return settings.AWS_REGION

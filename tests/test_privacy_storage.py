@@ -305,30 +305,12 @@ def test_destroyed_keys_are_not_rewrapped(principals, subject_a, settings):
 # --------------------------------------------------------------------------- AWS KMS (moto)
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """A real AWS-compatible server (moto) on a loopback port."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def kms(moto_endpoint, monkeypatch, settings):
+def kms(moto_endpoint, aws_region):
     import boto3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    settings.AWS_REGION = "eu-west-1"
-    settings.LLMP_AWS_ENDPOINT_URL = moto_endpoint
     crypto.clear_kms_clients()
-    client = boto3.client("kms", region_name="eu-west-1", endpoint_url=moto_endpoint)
+    client = boto3.client("kms", region_name=aws_region, endpoint_url=moto_endpoint)
     yield client
     crypto.clear_kms_clients()
 

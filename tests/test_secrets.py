@@ -138,31 +138,13 @@ async def test_aresolve_reads_env_and_files(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- AWS Secrets Manager
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A real AWS-compatible server (moto) on a loopback port."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(moto_endpoint, monkeypatch, settings):
+def aws(moto_endpoint, aws_region, settings):
     """Points the resolver (and a boto3 client for the test's own setup) at moto."""
     import boto3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    settings.AWS_REGION = "eu-west-1"
-    settings.LLMP_AWS_ENDPOINT_URL = moto_endpoint
     settings.LLMP_SECRETS_CACHE_SECONDS = 300
-    return boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=moto_endpoint)
+    return boto3.client("secretsmanager", region_name=aws_region, endpoint_url=moto_endpoint)
 
 
 def new_secret(aws, value: str) -> str:

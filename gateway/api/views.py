@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 import structlog
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -34,19 +33,18 @@ from gateway.errors import (
     PayloadTooLarge,
 )
 from gateway.models import SecurityEvent
-from gateway.pipeline import admit, dispatch, guard, pii
-from gateway.pipeline.authenticate import Principal, authenticate, client_ip
+from gateway.pipeline import admit, background, dispatch, guard, pii
+from gateway.pipeline.authenticate import Principal, authenticate
 from gateway.pipeline.route import routing_table
 from gateway.pipeline.settle import Meter, estimate_tokens
 from gateway.pipeline.validate import ParsedChat, parse_chat_request, parse_json_body
 from gateway.providers.base import ChatDelta, ChatMessage, UpstreamError, Usage
 from llmplatform.db import fresh_db
+from llmplatform.request_context import client_ip
 
 log = structlog.get_logger("gateway.api")
 
 View = Callable[..., Awaitable[HttpResponse]]
-# Background work a request started (references kept so the tasks are not collected).
-_background: set[asyncio.Task] = set()
 
 
 async def _empty_stream() -> AsyncIterator[ChatDelta]:
@@ -81,13 +79,6 @@ def api_view(*methods: str) -> Callable[[View], View]:
         return wrapper
 
     return decorate
-
-
-async def _logged(job) -> None:
-    try:
-        await job
-    except Exception:
-        log.exception("conversation_store_failed")
 
 
 @fresh_db
@@ -227,7 +218,7 @@ class ChatCall:
             kind=SecurityEvent.Kind.PROMPT_INJECTION,
             action=SecurityEvent.Action.BLOCKED if blocked else SecurityEvent.Action.FLAGGED,
             alias=self.parsed.alias, score=result.score, reasons=list(result.reasons),
-            text=guard.screened_text(self.parsed.messages, result),
+            text=verdict.text,
         )
         if blocked:
             raise guard.PromptInjectionDetected(
@@ -241,14 +232,9 @@ class ChatCall:
         and sharing (CCPA); recorded once, off the answer's path."""
         if self.request.headers.get("Sec-GPC") != "1" or not self.parsed.user:
             return
-        job = sync_to_async(_record_gpc)(self.principal.tenant_id, self.parsed.user,
-                                         self.request_id)
-        if settings.LLMP_USAGE_FLUSH_MS <= 0:
-            await _logged(job)
-        else:
-            task = asyncio.get_running_loop().create_task(_logged(job))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+        await background.after_answer(
+            sync_to_async(_record_gpc)(self.principal.tenant_id, self.parsed.user,
+                                       self.request_id), event="gpc_record_failed")
 
     async def keep_conversation(self, response: str) -> None:
         """Store the exchange as a conversation record if the tenant keeps conversations and
@@ -259,14 +245,10 @@ class ChatCall:
             return
         prompt = "\n".join(f"{m.role}: {m.content}" for m in self.parsed.messages
                            if m.role in guard.SCREENED_ROLES | {"assistant"} and m.content)
-        job = sync_to_async(_store_conversation)(
-            self.principal.tenant_id, user, self.parsed.alias, self.request_id, prompt, response)
-        if settings.LLMP_USAGE_FLUSH_MS <= 0:
-            await _logged(job)
-        else:
-            task = asyncio.get_running_loop().create_task(_logged(job))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+        await background.after_answer(
+            sync_to_async(_store_conversation)(self.principal.tenant_id, user, self.parsed.alias,
+                                               self.request_id, prompt, response),
+            event="conversation_store_failed")
 
     async def leak_detected(self) -> None:
         guard_ = self.leak_guard
@@ -345,9 +327,7 @@ class ChatCall:
         if eligible:
             await self._store(answer)
         else:
-            task = asyncio.get_running_loop().create_task(self._store(answer))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            background.spawn(self._store(answer))
 
     async def _store(self, answer: response_cache.CachedAnswer) -> None:
         try:

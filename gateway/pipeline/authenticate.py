@@ -8,7 +8,6 @@ the token itself.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
 import time
@@ -23,6 +22,7 @@ from django.utils import timezone
 from gateway import keys
 from gateway.errors import AuthenticationFailed, PermissionDenied
 from gateway.models import ApiKey
+from gateway.pipeline import background
 from llmplatform.db import fresh_db
 
 LAST_USED_INTERVAL = timedelta(minutes=1)
@@ -126,7 +126,6 @@ class Principal:
 
 
 _cache: dict[str, tuple[float, Principal]] = {}
-_background: set[asyncio.Task] = set()
 
 
 def clear_cache() -> None:
@@ -243,20 +242,6 @@ async def _authenticate(authorization: str) -> Principal:
             _cache.clear()
     if principal.last_used_at is None or now - principal.last_used_at >= LAST_USED_INTERVAL:
         principal.last_used_at = now
-        task = asyncio.create_task(sync_to_async(_touch)(principal.key_id, now))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        background.spawn(sync_to_async(_touch)(principal.key_id, now))
     return principal
 
-
-def client_ip(meta: dict) -> str:
-    """The caller's address: REMOTE_ADDR, or with ``LLMP_TRUSTED_PROXY_HOPS`` = n > 0 (behind
-    n proxies that append to X-Forwarded-For), the n-th address from the right of that header.
-    Addresses further left are set by the client and never trusted."""
-    hops = settings.LLMP_TRUSTED_PROXY_HOPS
-    if hops > 0:
-        forwarded = [p.strip() for p in meta.get("HTTP_X_FORWARDED_FOR", "").split(",")
-                     if p.strip()]
-        if len(forwarded) >= hops:
-            return forwarded[-hops]
-    return meta.get("REMOTE_ADDR", "") or ""

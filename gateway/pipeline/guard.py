@@ -15,7 +15,6 @@ Security events hold a SHA-256 of the text and, only if the tenant opted in, the
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from gateway.errors import ApiError
 from gateway.guards.canary import with_canary
 from gateway.guards.injection import ScreenResult, screen_texts
 from gateway.models import ScreeningMode, SecurityEvent
+from gateway.pipeline import background
 from gateway.pipeline.authenticate import Principal
 from gateway.providers.base import ChatMessage
 from llmplatform.db import fresh_db
@@ -37,7 +37,6 @@ log = structlog.get_logger("gateway.guard")
 
 SCREENED_ROLES = frozenset({"user", "tool"})
 SYSTEM_ROLES = frozenset({"system", "developer"})
-_background: set[asyncio.Task] = set()
 
 
 class PromptInjectionDetected(ApiError):
@@ -49,6 +48,7 @@ class PromptInjectionDetected(ApiError):
 class InputVerdict:
     action: str  # allow | flag | block
     result: ScreenResult | None
+    text: str = ""  # the text that scored highest (for the security event's hash)
 
 
 def screen_input(principal: Principal, messages: list[ChatMessage]) -> InputVerdict:
@@ -61,15 +61,8 @@ def screen_input(principal: Principal, messages: list[ChatMessage]) -> InputVerd
     result = screen_texts(texts)
     if result.score < principal.tier.screening_threshold:
         return InputVerdict("allow", result)
-    return InputVerdict("block" if mode == ScreeningMode.BLOCK else "flag", result)
-
-
-def screened_text(messages: list[ChatMessage], result: ScreenResult | None) -> str:
-    texts = [m.content for m in messages if m.role in SCREENED_ROLES and m.content]
-    if result is not None and result.message_index is not None and result.message_index < len(
-            texts):
-        return texts[result.message_index]
-    return "\n".join(texts)
+    action = "block" if mode == ScreeningMode.BLOCK else "flag"
+    return InputVerdict(action, result, texts[result.message_index or 0])
 
 
 def canary_for(principal: Principal, alias: str, version: str) -> str:
@@ -98,7 +91,8 @@ def _write_event(**fields) -> None:
 
 async def record_event(*, principal: Principal, request_id: str, kind: str, action: str,
                        alias: str, score: float, reasons: list[str], text: str) -> None:
-    """Write a security event (in the background for flags, so serving is not delayed)."""
+    """Write a security event (a block before answering; a flag after, off the answer's
+    path)."""
     metrics.record_security_event(kind, action)
     log.warning("security_event", kind=kind, action=action, tenant=principal.tenant_slug,
                 key_id=principal.key_id, score=round(score, 3), reasons=reasons)
@@ -111,9 +105,8 @@ async def record_event(*, principal: Principal, request_id: str, kind: str, acti
     if action == SecurityEvent.Action.BLOCKED:
         await sync_to_async(_write_event)(**fields)
         return
-    task = asyncio.get_running_loop().create_task(sync_to_async(_write_event)(**fields))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    await background.after_answer(sync_to_async(_write_event)(**fields),
+                                  event="security_event_write_failed")
 
 
 class LeakGuard:

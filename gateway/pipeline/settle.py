@@ -68,7 +68,6 @@ class UsageWriter:
 
 
 usage_writer = UsageWriter()
-_background: set[asyncio.Task] = set()
 
 
 def estimate_tokens(text: str) -> int:

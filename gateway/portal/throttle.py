@@ -8,7 +8,7 @@ import structlog
 from django.http import HttpRequest
 from django_ratelimit.core import is_ratelimited
 
-from gateway.pipeline.authenticate import client_ip
+from llmplatform.request_context import client_ip
 
 log = structlog.get_logger("gateway.portal")
 
