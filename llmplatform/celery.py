@@ -27,4 +27,29 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute="*/5"),
         "options": {"expires": 4 * 60},
     },
+    # Rollouts (deployments.rollouts): advance scheduled canary stages, roll back versions
+    # whose error rate or latency breaks the guard.
+    "rollouts-evaluate": {
+        "task": "rollouts.evaluate_rollouts",
+        "schedule": 15.0,
+        "options": {"expires": 14},
+    },
+    # Compliance evidence (deployments.compliance): re-run every live check.
+    "compliance-run-evidence-checks": {
+        "task": "compliance.run_evidence_checks",
+        "schedule": crontab(minute=7),
+        "options": {"expires": 50 * 60},
+    },
+    # Backups (deployments.backups): back up the database (the RPO is 1 h by default), then
+    # delete backups past the retention.
+    "backups-run-backup": {
+        "task": "backups.run_scheduled_backup",
+        "schedule": crontab(minute=41),
+        "options": {"expires": 50 * 60},
+    },
+    "backups-prune": {
+        "task": "backups.prune_backups",
+        "schedule": crontab(minute=53, hour=3),
+        "options": {"expires": 3 * 60 * 60},
+    },
 }

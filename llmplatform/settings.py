@@ -71,6 +71,9 @@ INSTALLED_APPS = [
     "privacy",
     "gateway",
     "deployments",
+    "deployments.rollouts",
+    "deployments.compliance",
+    "deployments.backups",
 ]
 
 MIDDLEWARE = [

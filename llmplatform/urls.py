@@ -18,5 +18,8 @@ urlpatterns = [
     # social-auth's begin and complete routes, wrapped by the portal (rate limits, messages).
     path("oauth/", include("gateway.portal.oauth_urls", namespace="social")),
     path("privacy/", include("privacy.urls")),
+    path("deployments/rollouts/", include("deployments.rollouts.urls")),
+    path("deployments/compliance/", include("deployments.compliance.urls")),
+    path("deployments/backups/", include("deployments.backups.urls")),
     path("", include("gateway.api.urls")),
 ]
