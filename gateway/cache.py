@@ -26,6 +26,7 @@ import orjson
 import structlog
 from django.conf import settings
 
+from gateway import write_behind
 from gateway.providers.base import ChatRequest, ChatResult, Usage
 from llmplatform.redis_client import async_redis, redis_configured, sync_redis
 
@@ -130,6 +131,12 @@ class RedisResponseCache:
                 pipe.expire(key.subject_key, ttl)
             await pipe.execute()
 
+    def store_later(self, key: CacheKey, namespace: str, answer: CachedAnswer,
+                    ttl: int) -> None:
+        """``store`` through the write-behind buffer: for copies nobody waits for."""
+        write_behind.buffer.add_set(key.entry_key(namespace), _encode(answer), ttl,
+                                    key.subject_key)
+
     def bump(self, ns_key: str) -> None:
         sync_redis().incr(ns_key)
 
@@ -169,6 +176,10 @@ class LocalResponseCache:
         return namespace, answer
 
     async def store(self, key: CacheKey, namespace: str, answer: CachedAnswer, ttl: int) -> None:
+        self.store_later(key, namespace, answer, ttl)
+
+    def store_later(self, key: CacheKey, namespace: str, answer: CachedAnswer,
+                    ttl: int) -> None:
         entry_key = key.entry_key(namespace)
         self._entries[entry_key] = (time.monotonic() + ttl, answer)
         self._entries.move_to_end(entry_key)

@@ -15,7 +15,6 @@ budgets, default ``closed``).
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import threading
 import time
@@ -25,7 +24,7 @@ from datetime import UTC, datetime
 import structlog
 from django.conf import settings
 
-from gateway import metrics
+from gateway import metrics, write_behind
 from llmplatform.redis_client import async_redis, redis_configured
 
 log = structlog.get_logger("gateway.limits")
@@ -129,14 +128,7 @@ return result
 
 # Corrections after the call: add each delta (negative gives back) to counters that still
 # exist; a window that has ended is left alone.
-_CORRECT = """
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('INCRBY', key, tonumber(ARGV[i]))
-  end
-end
-return 1
-"""
+_CORRECT = write_behind.CORRECT_SCRIPT
 
 
 class LocalStore:
@@ -232,29 +224,22 @@ async def correct(admission: Admission, actual: dict[str, int]) -> None:
 
 
 class CorrectionBuffer:
-    """Corrections gathered for ``CORRECTION_MS`` and sent as one script call: under load one
-    Redis round trip corrects many requests. A reservation is held that much longer, which errs
-    on the safe side of a limit."""
-
-    CORRECTION_MS = 20
-
-    def __init__(self) -> None:
-        self._pending: dict[str, int] = {}
-        self._flusher: asyncio.Task | None = None
+    """Corrections made after the answer. With Redis they go through the write-behind buffer
+    (``gateway.write_behind``): gathered for a few milliseconds and sent with other deferred
+    writes in one round trip. A reservation is held that much longer, which errs on the safe
+    side of a limit. Without Redis they apply at once to the in-process store."""
 
     def add(self, admission: Admission, actual: dict[str, int]) -> None:
-        for key, delta in _deltas(admission, actual):
-            self._pending[key] = self._pending.get(key, 0) + delta
-        if self._pending and (self._flusher is None or self._flusher.done()):
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.CORRECTION_MS / 1000)
-        await self.flush()
+        deltas = _deltas(admission, actual)
+        if not deltas:
+            return
+        if redis_configured():
+            write_behind.buffer.add_deltas(deltas)
+        else:
+            local_store.correct(deltas, time.time())
 
     async def flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        await _apply([(k, d) for k, d in pending.items() if d])
+        await write_behind.buffer.flush()
 
 
 corrections = CorrectionBuffer()
