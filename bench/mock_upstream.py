@@ -7,6 +7,8 @@
   ``stream_options.include_usage`` is set, and ``data: [DONE]``. ``--chunk-delay`` seconds
   between chunks keeps streams open (the 1,000-open-streams test uses 1 s x 15).
 - ``GET /v1/models``: one model.
+- ``POST /control`` with the body ``ok``, ``fail`` or ``hang``: answer normally, fail every chat
+  call with a 500, or never answer (the soak-and-fault run's provider faults).
 
 A raw ASGI app (no framework) under uvicorn with uvloop and httptools, so that it is never the
 bottleneck: on this machine one worker serves well over 10,000 JSON answers per second. It binds
@@ -27,6 +29,7 @@ COMPLETION_TOKENS = 16
 
 CHUNKS = 8
 CHUNK_DELAY = 0.0
+MODE = "ok"  # ok | fail | hang: set through POST /control (one worker only)
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _SSE_HEADERS = [
@@ -140,6 +143,20 @@ async def app(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
     path, method = scope["path"], scope["method"]
+    if path == "/control" and method == "POST":
+        # The soak-and-fault run (bench/soak.py) switches the upstream between answering
+        # ("ok"), failing with 500s ("fail") and never answering ("hang").
+        global MODE
+        MODE = (await _read_body(receive)).decode().strip() or "ok"
+        await _send_json(send, 200, {"mode": MODE})
+        return
+    if path.endswith("/chat/completions") and method == "POST" and MODE != "ok":
+        await _read_body(receive)
+        if MODE == "hang":
+            await asyncio.sleep(600)
+        await _send_json(send, 500, {"error": {"message": "injected failure", "type":
+                                               "server_error", "code": None}})
+        return
     if path.endswith("/chat/completions") and method == "POST":
         body = await _read_body(receive)
         try:
