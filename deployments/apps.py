@@ -5,3 +5,8 @@ from django.apps import AppConfig
 
 class DeploymentsConfig(AppConfig):
     name = "deployments"
+
+    def ready(self) -> None:
+        from deployments import dashboard
+
+        dashboard.register()

@@ -36,13 +36,40 @@ def _state(obj) -> BreakerSnapshot:
     return obj.breaker_snapshot
 
 
+def open_breaker_ids(deployments) -> list[int]:
+    """Ids of the deployments whose breaker keeps traffic away now: forced open, or open or
+    probing (half-open) and not forced closed. One round trip to the breaker store."""
+    deployments = list(deployments)
+    _attach_states(deployments)
+    return [d.pk for d in deployments if d.breaker_override == FORCED_OPEN or (
+        d.breaker_override != FORCED_CLOSED and d.breaker_snapshot.state != "closed")]
+
+
+class BreakerStateFilter(admin.SimpleListFilter):
+    """Live state (from the breaker store), for "which breakers are open now?"."""
+
+    title = "live state"
+    parameter_name = "live_state"
+
+    def lookups(self, request, model_admin):
+        return [("open", "open or probing"), ("closed", "closed")]
+
+    def queryset(self, request, queryset):
+        if self.value() not in ("open", "closed"):
+            return queryset
+        ids = open_breaker_ids(queryset)
+        if self.value() == "open":
+            return queryset.filter(pk__in=ids)
+        return queryset.exclude(pk__in=ids)
+
+
 @admin.register(DeploymentBreaker)
 class DeploymentBreakerAdmin(admin.ModelAdmin):
     """One row per deployment. States are read live from the breaker store (Redis when
     configured), once per page; nothing here is edited directly: the actions force or reset."""
 
     list_select_related = ["provider"]
-    list_filter = ["breaker_override", "provider"]
+    list_filter = [BreakerStateFilter, "breaker_override", "provider"]
     search_fields = ["name", "model"]
     actions = ["force_open", "force_closed", "force_auto", "reset"]
     readonly_fields = ["name", "provider", "model", "breaker_override", "state",

@@ -57,6 +57,9 @@ class GatewayConfig(AppConfig):
                            ("/chat-stream", views.simple_chat_stream)):
             register_fast_route(path, view)
         register_shutdown(usage_writer.flush)
+        from llmplatform.fastpath import register_startup
+
+        register_startup(route.routing_table.start_listening)
         from gateway.limits import corrections
 
         register_shutdown(corrections.flush)

@@ -76,6 +76,19 @@ class PayloadTooLarge(ApiError):
     code = "request_too_large"
 
 
+class InternalError(ApiError):
+    """A bug of ours; the client sees no detail."""
+
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    type = "server_error"
+
+
 class UpstreamFailure(ApiError):
     """A provider failure, as the client sees it (502, 503 or 504)."""
 

@@ -393,6 +393,9 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=128)
     route = models.CharField(max_length=64)
     alias = models.CharField(max_length=64, blank=True)
+    version = models.CharField(
+        max_length=64, blank=True,
+        help_text="The alias's model version routed to (rollouts compare versions by it).")
     deployment = models.CharField(max_length=64, blank=True)
     status_code = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=64, blank=True)
@@ -412,10 +415,18 @@ class UsageRecord(models.Model):
         "upstream_timeout...); empty when it did.",
     )
     degraded = models.BooleanField(default=False)
+    pii_redactions = models.PositiveIntegerField(
+        default=0, help_text="PII values masked or pseudonymised before the provider saw the "
+        "prompt.")
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["tenant", "created_at"])]
+        indexes = [
+            models.Index(fields=["tenant", "created_at"]),
+            # Rollout guards and checklists measure one alias's versions over a window.
+            models.Index(fields=["alias", "version", "created_at"],
+                         name="usage_alias_version_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.status_code}"

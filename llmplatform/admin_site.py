@@ -37,7 +37,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from llmplatform import staff_signin
+from llmplatform import admin_dashboard, staff_signin
 
 #: Session key of an enrolment in progress: the user whose password was right, the backend that
 #: accepted it, when, where to go afterwards and the unconfirmed device.
@@ -125,6 +125,8 @@ class GovernanceAdminSite(admin.AdminSite):
     login_form = StaffAuthenticationForm
     login_template = "llmplatform/admin/login.html"
     enrollment_template = "llmplatform/admin/otp_setup.html"
+    # The officer's dashboard above the app list; the apps fill it (llmplatform.admin_dashboard).
+    index_template = "llmplatform/admin/index.html"
 
     def has_permission(self, request: HttpRequest) -> bool:
         if not super().has_permission(request):
@@ -133,6 +135,10 @@ class GovernanceAdminSite(admin.AdminSite):
             return True
         is_verified = getattr(request.user, "is_verified", None)
         return bool(is_verified and is_verified())
+
+    def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        context = {"dashboard_panels": admin_dashboard.panels(request), **(extra_context or {})}
+        return super().index(request, context)
 
     def get_urls(self):
         setup = login_not_required(never_cache(csrf_protect(self.otp_setup)))

@@ -40,12 +40,13 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=7),
         "options": {"expires": 50 * 60},
     },
-    # Backups (deployments.backups): back up the database (the RPO is 1 h by default), then
-    # delete backups past the retention.
+    # Backups (deployments.backups): back up the database every 30 minutes, so that with a
+    # run's own duration the newest backup is never older than the 1 h RPO; then delete
+    # backups past the retention.
     "backups-run-backup": {
         "task": "backups.run_scheduled_backup",
-        "schedule": crontab(minute=41),
-        "options": {"expires": 50 * 60},
+        "schedule": crontab(minute="11,41"),
+        "options": {"expires": 25 * 60},
     },
     "backups-prune": {
         "task": "backups.prune_backups",

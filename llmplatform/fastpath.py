@@ -8,8 +8,8 @@ authenticate with API keys, keep no session and render no page. Apps register su
 ``ASGIRequest`` and their responses sent with Django's own encoder. Everything else (admin,
 portal, public pages) goes through the full Django stack unchanged.
 
-It also speaks the ASGI lifespan protocol, so apps can flush buffers on shutdown
-(``register_shutdown``).
+It also speaks the ASGI lifespan protocol, so apps can start background tasks on the serving
+loop (``register_startup``) and flush buffers on shutdown (``register_shutdown``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ log = structlog.get_logger("llmplatform.fastpath")
 View = Callable[..., Awaitable]
 _routes: dict[str, View] = {}
 _shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+_startup_hooks: list[Callable[[], Awaitable[None]]] = []
 
 
 def register_fast_route(path: str, view: View) -> None:
@@ -38,6 +39,12 @@ def register_fast_route(path: str, view: View) -> None:
 
 def register_shutdown(hook: Callable[[], Awaitable[None]]) -> None:
     _shutdown_hooks.append(hook)
+
+
+def register_startup(hook: Callable[[], Awaitable[None]]) -> None:
+    """Run when the server starts, on the loop that will serve requests (for long-lived
+    background tasks such as a Redis subscription)."""
+    _startup_hooks.append(hook)
 
 
 _TOO_LARGE = (b'{"error": {"message": "The request body is too large.", '
@@ -70,6 +77,11 @@ class PlatformApplication:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                for hook in _startup_hooks:
+                    try:
+                        await hook()
+                    except Exception:
+                        log.exception("startup_hook_failed")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for hook in _shutdown_hooks:

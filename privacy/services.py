@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from llmplatform.audit import actor_label, audit_record
 from llmplatform.models import Tenant
-from privacy import crypto, selectors
+from privacy import crypto, selectors, signals
 from privacy.models import (
     ConsentRecord,
     Conversation,
@@ -119,6 +119,8 @@ def subject_erase(*, actor: Any, subject: DataSubject) -> int:
         audit_record(actor=actor, action="privacy.subject.erase", obj=subject, before=before,
                      after={"erased_at": subject.erased_at.isoformat(),
                             "consent_history_kept": subject.consents.count()})
+        signals.subject_erased.send(sender=DataSubject, tenant_id=subject.tenant_id,
+                                    subject_hash=hashed, erased_at=subject.erased_at)
     return 1
 
 

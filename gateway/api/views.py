@@ -26,17 +26,19 @@ from gateway import cache as response_cache
 from gateway import metrics
 from gateway.errors import (
     ApiError,
+    InternalError,
     InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
 )
 from gateway.models import SecurityEvent
 from gateway.pipeline import admit, background, dispatch, guard, pii
 from gateway.pipeline.authenticate import Principal, authenticate
 from gateway.pipeline.route import routing_table
-from gateway.pipeline.settle import Meter, estimate_tokens
+from gateway.pipeline.settle import Meter, count_redactions, estimate_tokens
 from gateway.pipeline.validate import ParsedChat, parse_chat_request, parse_json_body
 from gateway.providers.base import ChatDelta, ChatMessage, UpstreamError, Usage
 from llmplatform.db import fresh_db
@@ -61,19 +63,21 @@ def api_view(*methods: str) -> Callable[[View], View]:
         async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             try:
                 if request.method not in methods:
-                    raise MethodNotAllowed(f"Use {' or '.join(methods)} for this route.")
+                    # RFC 9110: a 405 names the methods the route has.
+                    raise MethodNotAllowed(f"Use {' or '.join(methods)} for this route.",
+                                           headers={"Allow": ", ".join(methods)})
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
                 return exc.response()
             except (OperationalError, InterfaceError):
                 log.exception("database_unavailable", path=request.path)
-                return ApiError("The service is temporarily unavailable; retry shortly.",
-                                code="database_unavailable", status=503,
-                                headers={"Retry-After": "1"}).response()
+                return ServiceUnavailable("The service is temporarily unavailable; retry shortly.",
+                                          code="database_unavailable",
+                                          headers={"Retry-After": "1"}).response()
             except Exception:
                 log.exception("unhandled_error", path=request.path)
-                return ApiError("The server had an error while processing your request.",
-                                code="internal_error", status=500).response()
+                return InternalError(
+                    "The server had an error while processing your request.").response()
 
         wrapper.__name__ = view.__name__
         return wrapper
@@ -98,10 +102,14 @@ def _record_gpc(tenant_id: int, user: str, request_id: str) -> None:
 
 @fresh_db
 def _store_conversation(tenant_id: int, user: str, alias: str, request_id: str, prompt: str,
-                        response: str) -> None:
+                        response: str, attempt: int = 1) -> None:
     from llmplatform.models import Tenant
+    from privacy.models import Conversation
     from privacy.services import conversation_store
 
+    if attempt > 1 and Conversation.objects.filter(tenant_id=tenant_id,
+                                                   request_id=request_id).exists():
+        return  # an earlier attempt committed before its connection dropped
     conversation_store(tenant=Tenant.objects.get(pk=tenant_id), external_id=user, alias=alias,
                        request_id=request_id, prompt=prompt, response=response)
 
@@ -119,6 +127,23 @@ def _read_json(request: HttpRequest) -> dict:
     except RequestDataTooBig as exc:
         raise PayloadTooLarge("The request body is too large.") from exc
     return parse_json_body(body)
+
+
+def _refuse_nul(value, param: str):
+    """PostgreSQL text cannot hold NUL (U+0000): a value with one that would be stored or looked
+    up is refused as invalid here (as DRF's CharField does for the chat API's fields) instead
+    of failing in the database. Walks JSON bodies; returns the value."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidRequest(f"'{param}' must not contain NUL characters.", param=param,
+                                 code="invalid_value")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(item, f"{param}.{key}" if param else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{param}[{index}]")
+    return value
 
 
 def _request_id(request: HttpRequest) -> str:
@@ -147,7 +172,9 @@ class ChatCall:
         self.principal = principal
         self.parsed = parsed
         self.request_id = _request_id(request)
-        self.meter = Meter(self.request_id, route, principal, started, alias=parsed.alias,
+        # The alias is metered (metrics label, log line, usage record) once it is routed: an
+        # unknown "model" is whatever the client sent (an email, a pasted key), never a label.
+        self.meter = Meter(self.request_id, route, principal, started, alias="",
                            streamed=parsed.stream)
         self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
@@ -167,11 +194,12 @@ class ChatCall:
         principal, parsed = self.principal, self.parsed
         if not principal.may_use(parsed.alias):
             raise ModelNotFound(
-                f"The model '{parsed.alias}' does not exist or you do not have access to it.",
-                param="model",
+                "The model does not exist or you do not have access to it.", param="model",
             )
         self.route_plan = await routing_table.plan(parsed.alias, parsed.user)
         target = self.meter.target = self.route_plan.primary
+        self.meter.alias = parsed.alias
+        self.meter.version = target.version
         dispatch.check_limits(principal, parsed)
         if principal.tier.leak_mode != "off" and (
                 target.system_prompt or any(m.role in guard.SYSTEM_ROLES for m in parsed.messages)):
@@ -179,7 +207,11 @@ class ChatCall:
                 guard.canary_for(principal, target.alias, target.version),
                 principal.tier.leak_mode)
         upstream_request = self.build_request(target)
-        upstream_request, self.restorer = pii.protect(principal, upstream_request)
+        protected, self.restorer = pii.protect(principal, upstream_request)
+        if protected is not upstream_request:
+            self.meter.pii_redactions = count_redactions(upstream_request.messages,
+                                                         protected.messages)
+        upstream_request = protected
         self.upstream_messages = upstream_request.messages
         # Admission and the cache lookup are independent Redis round trips: made at once.
         # Admission comes before the screen, so screened-out prompts still count against the
@@ -239,15 +271,17 @@ class ChatCall:
     async def keep_conversation(self, response: str) -> None:
         """Store the exchange as a conversation record if the tenant keeps conversations and
         the end user (the request's ``user``) consented; privacy redacts and encrypts it. Runs
-        after the answer, off its path (at once when usage records are written at once)."""
+        after the answer, off its path (at once when usage records are written at once), and
+        retried while the database is unreachable."""
         user = self.parsed.user
         if not user or not self.principal.privacy.store_conversations:
             return
         prompt = "\n".join(f"{m.role}: {m.content}" for m in self.parsed.messages
                            if m.role in guard.SCREENED_ROLES | {"assistant"} and m.content)
-        await background.after_answer(
-            sync_to_async(_store_conversation)(self.principal.tenant_id, user, self.parsed.alias,
-                                               self.request_id, prompt, response),
+        tenant_id, alias, request_id = self.principal.tenant_id, self.parsed.alias, self.request_id
+        await background.after_answer_durably(
+            lambda attempt: sync_to_async(_store_conversation)(
+                tenant_id, user, alias, request_id, prompt, response, attempt),
             event="conversation_store_failed")
 
     async def leak_detected(self) -> None:
@@ -317,7 +351,7 @@ class ChatCall:
     async def remember(self, content: str, finish: str, usage: Usage, eligible: bool) -> None:
         """Store a fresh answer. An eligible one is stored before answering (one round trip),
         so the client's next identical request is a hit; others are kept only as a fallback
-        for when every provider fails, and are stored in the background."""
+        for when every provider fails, and go through the write-behind buffer."""
         if self.cache_key is None or self.meter.target is None or finish not in {"stop",
                                                                                   "length"}:
             return
@@ -326,8 +360,12 @@ class ChatCall:
                                              target.version, eligible)
         if eligible:
             await self._store(answer)
-        else:
-            background.spawn(self._store(answer))
+            return
+        try:
+            response_cache.response_cache().store_later(
+                self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds())
+        except Exception:
+            log.warning("cache_store_failed", exc_info=True)
 
     async def _store(self, answer: response_cache.CachedAnswer) -> None:
         try:
@@ -362,7 +400,7 @@ class ChatCall:
         """(content, finish_reason, usage) of a plain answer; raises ApiError."""
         target, upstream_request, cached = await self.prepare()
         if cached is not None:
-            await self.meter.record(status=200, now=time.perf_counter(), usage=cached.usage)
+            await self.settle_after_answer(cached.usage)
             content = (self.restorer.whole(cached.content) if self.restorer is not None
                        else cached.content)
             await self.keep_conversation(content)
@@ -393,9 +431,16 @@ class ChatCall:
             await self.remember(content, finish, usage, eligible=self.cache_status == "MISS")
         if self.restorer is not None:
             content = self.restorer.whole(content)
-        await self.meter.record(status=200, now=time.perf_counter(), usage=usage)
+        await self.settle_after_answer(usage)
         await self.keep_conversation(content)
         return content, finish, usage
+
+    async def settle_after_answer(self, usage: Usage) -> None:
+        """Meter a plain answer (usage record, limit corrections, metrics, log line) after it
+        is sent: its time is fixed now, the work is done off the answer's path."""
+        await background.after_answer(
+            self.meter.record(status=200, now=time.perf_counter(), usage=usage),
+            event="usage_record_failed")
 
     async def open_stream(self) -> tuple[ChatDelta, AsyncIterator[ChatDelta], list[ChatMessage]]:
         """Start the upstream stream and wait for its first delta, so that a failure before any
@@ -693,6 +738,7 @@ async def invalidate_cache(request: HttpRequest) -> HttpResponse:
     alias = body.get("model")
     if alias is not None and not isinstance(alias, str):
         raise InvalidRequest("'model' must be a string.", param="model", code="invalid_value")
+    _refuse_nul(alias, "model")
     await sync_to_async(_invalidate_for_tenant)(principal, alias)
     return _json({"object": "cache.invalidation", "model": alias, "invalidated": True})
 
@@ -741,7 +787,8 @@ def _register(principal: Principal, user: str, body):
 async def subject_consent(request: HttpRequest, user: str) -> HttpResponse:
     """``GET``/``POST /v1/privacy/subjects/<user>/consent`` (see privacy.api.handlers)."""
     principal = await _authenticated(request, "privacy")
-    body = _read_json(request) if request.method == "POST" else None
+    _refuse_nul(user, "user")
+    body = _refuse_nul(_read_json(request), "") if request.method == "POST" else None
     result = await sync_to_async(_consent)(principal, request.method, user, body,
                                            request.headers.get("Sec-GPC") == "1",
                                            _request_id(request))
@@ -752,7 +799,9 @@ async def subject_consent(request: HttpRequest, user: str) -> HttpResponse:
 async def subject_register(request: HttpRequest, user: str) -> HttpResponse:
     """``PUT /v1/privacy/subjects/<user>`` ``{"email": ...}``: register the contact email."""
     principal = await _authenticated(request, "privacy")
-    result = await sync_to_async(_register)(principal, user, _read_json(request))
+    _refuse_nul(user, "user")
+    result = await sync_to_async(_register)(principal, user,
+                                            _refuse_nul(_read_json(request), ""))
     return _json(result)
 
 
@@ -793,7 +842,9 @@ def _create_subject_request(principal: Principal, user: str, body) -> dict:
     if law not in SubjectRequest.Law.values:
         raise InvalidRequest(f"'law' must be one of {', '.join(SubjectRequest.Law.values)}.",
                              param="law", code="invalid_value")
-    created = subject_requests.subject_request_create(
+    # A user id the privacy app refuses (too long, blank) is the caller's error, not ours.
+    created = _privacy_call(
+        subject_requests.subject_request_create,
         tenant=Tenant.objects.get(pk=principal.tenant_id), kind=kind, law=law,
         source=SubjectRequest.Source.API, external_id=user, actor=principal.actor)
     return _request_json(created)
@@ -815,7 +866,9 @@ async def subject_request_create(request: HttpRequest, user: str) -> HttpRespons
     data-subject request made by the tenant's app for its authenticated user. It is identity-
     verified by the tenant and waits for an officer's approval."""
     principal = await _authenticated(request, "privacy")
-    result = await sync_to_async(_create_subject_request)(principal, user, _read_json(request))
+    _refuse_nul(user, "user")
+    result = await sync_to_async(_create_subject_request)(principal, user,
+                                                          _refuse_nul(_read_json(request), ""))
     return _json(result, status=202)
 
 

@@ -2,8 +2,9 @@
 the alias's fallback deployments.
 
 The routing table is a plain snapshot of the database configuration, built once per process
-and rebuilt when it is older than ``REFRESH_SECONDS`` or when this process saves a config row
-(signals), so the hot path makes no query for it. Each target carries its resilience policy
+and rebuilt when it is older than ``REFRESH_SECONDS`` or when any process saves a config row
+(signals here, and a Redis pub/sub message to the other processes), so the hot path makes no
+query for it. Each target carries its resilience policy
 (the deployment's numbers with the alias's overrides), built here once.
 """
 
@@ -32,6 +33,7 @@ from gateway.resilience.policy import (
     policy_for,
 )
 from llmplatform.db import fresh_db
+from llmplatform.redis_client import redis_configured, sync_redis
 
 log = structlog.get_logger("gateway.route")
 
@@ -224,14 +226,53 @@ def _build() -> dict[str, AliasRoute]:
     return table
 
 
+def _channel() -> str:
+    # Pub/sub channels are not per Redis database: the database's URL keeps platforms that
+    # share one server apart.
+    return "llmp:routing:changed:" + hashlib.sha256(settings.REDIS_URL.encode()).hexdigest()[:12]
+
+
 class RoutingTable:
     def __init__(self) -> None:
         self._table: dict[str, AliasRoute] | None = None
         self._loaded_at = 0.0
         self._refreshing: asyncio.Task | None = None
+        self._listener: asyncio.Task | None = None
 
     def invalidate(self) -> None:
         self._table = None
+
+    async def start_listening(self) -> None:
+        """With Redis, every web process subscribes to routing changes: a change saved in any
+        process (an officer's edit, a rollout's switch or rollback) reaches all of them at once,
+        with no per-request round trip. ``REFRESH_SECONDS`` stays the safety net."""
+        if redis_configured() and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        import redis.asyncio as aioredis
+
+        while True:
+            # Its own connection: the shared client's 1 s socket timeout is for commands, and
+            # a subscription waits for messages. Health-check pings find a dead connection.
+            client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1.0,
+                                             health_check_interval=10)
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(_channel())
+                    # Changes missed while not subscribed: start from the database again.
+                    self.invalidate()
+                    while True:
+                        message = await pubsub.get_message(timeout=5.0)
+                        if message is not None and message.get("type") == "message":
+                            self.invalidate()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("routing_subscription_lost", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                await client.aclose()
 
     async def routes(self) -> dict[str, AliasRoute]:
         if self._table is None:
@@ -256,9 +297,9 @@ class RoutingTable:
     async def route(self, alias: str) -> AliasRoute:
         route = (await self.routes()).get(alias)
         if route is None:
+            # The message does not repeat the name: it is whatever the client sent.
             raise ModelNotFound(
-                f"The model '{alias}' does not exist or you do not have access to it.",
-                param="model",
+                "The model does not exist or you do not have access to it.", param="model",
             )
         return route
 
@@ -275,6 +316,12 @@ routing_table = RoutingTable()
 
 
 def invalidate_routing(**_: Any) -> None:
+    """Drop this process's routing table and tell the other processes to drop theirs."""
     routing_table.invalidate()
+    if redis_configured():
+        try:
+            sync_redis().publish(_channel(), "1")
+        except Exception as exc:  # they follow within REFRESH_SECONDS anyway
+            log.warning("routing_publish_failed", error=type(exc).__name__)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -15,8 +16,9 @@ from gateway.limits import SPEND, TOKENS, Admission
 from gateway.models import UsageRecord
 from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.route import Target
-from gateway.providers.base import Usage
+from gateway.providers.base import ChatMessage, Usage
 from llmplatform.db import fresh_db
+from privacy.pii import ENTITY_TYPES
 
 log = structlog.get_logger("gateway.request")
 
@@ -70,6 +72,19 @@ class UsageWriter:
 usage_writer = UsageWriter()
 
 
+_PII_TYPES = "|".join(sorted(ENTITY_TYPES, key=len, reverse=True))
+_PII_PLACEHOLDER = re.compile(rf"<(?:{_PII_TYPES})(?:_\d+)?>")
+
+
+def count_redactions(before: list[ChatMessage], after: list[ChatMessage]) -> int:
+    """PII values the guard replaced: placeholders (``<EMAIL>``, ``<EMAIL_1>``) in the messages
+    the provider sees that were not in the messages as sent (tool-call arguments not counted)."""
+    found = sum(len(_PII_PLACEHOLDER.findall(m.content)) for m in after if m.content)
+    if found:
+        found -= sum(len(_PII_PLACEHOLDER.findall(m.content)) for m in before if m.content)
+    return max(found, 0)
+
+
 def estimate_tokens(text: str) -> int:
     """A rough count for upstreams that report none (about four characters a token)."""
     return max(1, (len(text) + 3) // 4) if text else 0
@@ -94,6 +109,10 @@ class Meter:
     overhead_ms: float | None = None
     # What the request reserved against its limits; corrected to actual use when recorded.
     admission: Admission | None = None
+    # The version routed to (kept even when a fallback or the cache answered for it), and the
+    # PII values the guard masked or pseudonymised.
+    version: str = ""
+    pii_redactions: int = 0
 
     def overhead_now(self, now: float) -> float:
         """What the gateway itself has spent so far: elapsed time minus time spent upstream."""
@@ -137,6 +156,7 @@ class Meter:
             request_id=self.request_id,
             route=self.route,
             alias=self.alias[:64],
+            version=(self.version or (self.target.version if self.target else ""))[:64],
             deployment=self.target.deployment if self.target else "",
             status_code=status,
             error_code=error_code[:64],
@@ -150,4 +170,5 @@ class Meter:
             upstream_attempts=min(self.upstream_attempts, 32767),
             fallback_reason=self.fallback_reason[:64],
             degraded=self.degraded,
+            pii_redactions=self.pii_redactions,
         ))

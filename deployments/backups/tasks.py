@@ -1,0 +1,38 @@
+"""Celery tasks of the backups app (schedules in ``llmplatform/celery.py``). Each takes ids,
+calls one service, and is idempotent: a backup is claimed with a conditional UPDATE, and the
+scheduled one is keyed by its window (half the RPO)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from deployments.backups import restore, services
+
+
+@shared_task(name="backups.run_scheduled_backup", ignore_result=True)
+def run_scheduled_backup() -> str | None:
+    """Back up the database (a second delivery of the same tick does nothing)."""
+    backup = services.backup_scheduled()
+    return backup.state if backup is not None else None
+
+
+@shared_task(name="backups.prune_backups", ignore_result=True)
+def prune_backups() -> int:
+    """Daily: delete backups past the retention, and ledger entries no backup needs."""
+    return len(services.backups_prune().deleted)
+
+
+@shared_task(name="backups.run_backup", ignore_result=True)
+def run_backup(backup_id: int) -> bool:
+    """A backup requested by hand (the admin's "back up now")."""
+    return services.backup_run(backup_id)
+
+
+@shared_task(name="backups.run_restore_drill", ignore_result=True)
+def run_restore_drill(backup_id: int, actor: str) -> bool:
+    """A restore drill requested from the admin; the result is recorded as a RestoreDrill."""
+    try:
+        report = restore.backup_restore(actor=actor, reference=str(backup_id), drill=True)
+    except restore.RestoreError:
+        return False  # recorded (and audited) as a failed drill, unless refused outright
+    return report.verified
