@@ -4,7 +4,7 @@ VENV ?= .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint constraints chromium
+.PHONY: install run test lint audit constraints chromium
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ chromium:
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Known vulnerabilities in the installed packages (pip-audit against PyPI's JSON API, then OSV).
+# Needs the network; not part of `make test`. Exit 2 says the audit could not be done here.
+audit: install
+	$(VENV)/bin/python scripts/audit_dependencies.py
 
 # Pin what is installed now (the project itself excluded) as the constraints for the next install.
 constraints: install

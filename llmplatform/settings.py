@@ -63,6 +63,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served locally (no CDN)
+    "csp",
     "django_otp",
     "django_otp.plugins.otp_totp",
     "axes",
@@ -79,6 +82,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "llmplatform.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "llmplatform.content_security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -204,18 +208,48 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The OpenAPI schema of the API routes (/api/schema/, Swagger UI at /api/schema/docs/). The API
+# views are not DRF views: gateway.api.schema describes them with schema-only views.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "llmplatform API",
+    "DESCRIPTION": (
+        "The governed, OpenAI-compatible LLM API: chat completions (JSON and SSE), models, "
+        "cache invalidation and the privacy API for tenants' apps. Every error is "
+        '`{"error": {"message", "type", "param", "code"}}`.'
+    ),
+    "VERSION": "1",
+    "DEFAULT_GENERATOR_CLASS": "gateway.api.schema.ApiSchemaGenerator",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway.api.schema.close_request_objects",
+    ],
+    # Swagger UI from the installed drf-spectacular-sidecar package, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No call to swagger.io's online validator.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Production hardening -------------------------------------------------------------------
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    # Probed over plain HTTP from inside the network (load balancer, Prometheus).
+    SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
+# No script of ours reads the CSRF cookie: forms carry the token.
+CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
@@ -373,6 +407,30 @@ _at = (AUTHENTICATION_BACKENDS.index(_password_backend)
        if _password_backend in AUTHENTICATION_BACKENDS else len(AUTHENTICATION_BACKENDS))
 AUTHENTICATION_BACKENDS[_at:_at] = _portal_backends
 
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------
+# On every page (admin, portal, public privacy pages, API docs), in every mode, so a page that
+# breaks under it breaks in development and tests first. Scripts only from our own origin, as
+# files (no inline script, no eval); nothing may frame a page. Styles also allow inline
+# `<style>`/`style=` (a few templates and Swagger UI use them): a style cannot run script, and
+# with images, fonts and connections limited to our origin it cannot send data anywhere.
+# Forms post to our origin only; the middleware (llmplatform.content_security) adds the
+# origins of the sign-in providers that are switched on, where portal sign-in forms redirect.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        **({"upgrade-insecure-requests": True} if PRODUCTION else {}),
+    },
+}
+
 # --- Admin sign-in --------------------------------------------------------------------------
 # Staff sign in to /admin/ with a password and a TOTP code (django-otp); one without an
 # authenticator is sent to enrol one after the password. Off only for a local demo.
@@ -497,3 +555,10 @@ LLMP_DATA_KEY_CACHE_SIZE = env_int("LLMP_DATA_KEY_CACHE_SIZE", 1024, minimum=1)
 LLMP_SUBJECT_HMAC_KEY = _local_secret("LLMP_SUBJECT_HMAC_KEY", "subject_hmac_key")
 # The retention purge deletes expired conversation records this many rows per transaction.
 LLMP_PURGE_BATCH_SIZE = env_int("LLMP_PURGE_BATCH_SIZE", 5000, minimum=1)
+
+# --- Compliance: the GDPR Art. 30 record of processing (deployments.compliance) ---------------
+# The controller named on the record; an empty value is shown there as "not configured".
+LLMP_CONTROLLER_NAME = env_str("LLMP_CONTROLLER_NAME", "")
+LLMP_CONTROLLER_CONTACT = env_str("LLMP_CONTROLLER_CONTACT", "")
+LLMP_DPO_CONTACT = env_str("LLMP_DPO_CONTACT", "")
+LLMP_EU_REPRESENTATIVE = env_str("LLMP_EU_REPRESENTATIVE", "")

@@ -21,5 +21,6 @@ urlpatterns = [
     path("deployments/rollouts/", include("deployments.rollouts.urls")),
     path("deployments/compliance/", include("deployments.compliance.urls")),
     path("deployments/backups/", include("deployments.backups.urls")),
+    path("api/schema/", include("gateway.api.schema_urls")),
     path("", include("gateway.api.urls")),
 ]

@@ -61,7 +61,9 @@ class ContentField(serializers.Field):
 
 
 class MessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=ROLES)
+    # DRF's own message repeats the value sent; error messages never carry the request's text.
+    role = serializers.ChoiceField(
+        choices=ROLES, error_messages={"invalid_choice": f"must be one of {', '.join(ROLES)}"})
     content = ContentField(required=False, allow_null=True)
     name = serializers.CharField(required=False, max_length=64)
     tool_call_id = serializers.CharField(required=False, max_length=128)

@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Collection
 
-from .detector import detect
+from .detector import add_repeats, detect
 from .entities import ENTITY_TYPES, DetectorError
 
 _PLACEHOLDER_RE = re.compile(r"<([A-Z]+(?:_[A-Z]+)*)_([1-9]\d{0,5})>")
@@ -52,9 +52,18 @@ class Pseudonymizer:
         self._reserved.update(
             m.group() for m in _PLACEHOLDER_RE.finditer(text) if m.group() not in self.mapping
         )
+        entities = detect(text, self.types)
+        if self._placeholders:
+            # A value found in an earlier message of the request is replaced here too, even
+            # where this message's context did not make it recognisable.
+            earlier = {value: (kind, 1.0) for kind, value in self._placeholders}
+            try:
+                entities = add_repeats(text, entities, entities, earlier)
+            except Exception as exc:
+                raise DetectorError(f"PII repeat search failed ({type(exc).__name__})") from None
         parts: list[str] = []
         position = 0
-        for entity in detect(text, self.types):
+        for entity in entities:
             parts.append(text[position : entity.start])
             parts.append(self._placeholder_for(entity.type, text[entity.start : entity.end]))
             position = entity.end
