@@ -43,7 +43,7 @@ REDIS_URL = "redis://127.0.0.1:6379/13"
 BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 USERS = [f"soak-user-{i}" for i in range(40)]
 ERASED = [f"soak-erased-{i}" for i in range(8)]
-CONVERSATIONS_PER_ERASED = 3000  # makes each erasure take long enough to be killed mid-way
+CONVERSATIONS_PER_ERASED = 10000  # makes each erasure take long enough to be killed mid-way
 
 PG_START = "pg_ctlcluster --skip-systemctl-redirect {v} main start"
 PG_STOP = "pg_ctlcluster --skip-systemctl-redirect {v} main stop -m fast"
@@ -421,20 +421,26 @@ class Soak:
         wait_until(pg_ready, 60, "PostgreSQL")
 
     def kill_worker(self, phase: Phase) -> None:
-        self.manage("shell", "-c", _APPROVE % json.dumps(self.erasure_ids))
-        self.manage("shell", "-c", "from deployments.backups import tasks; "
-                    "tasks.run_scheduled_backup.delay()", timeout=60)
-        # Kill it while it holds tasks: as soon as a request is in progress.
-        deadline = time.monotonic() + 20
+        """Queue the erasures and a backup, then SIGKILL the worker as soon as it is executing
+        them (an erasure in progress, or the backup running)."""
+        trigger = subprocess.Popen(
+            [PYTHON, "manage.py", "shell", "-c", _APPROVE % json.dumps(self.erasure_ids)
+             + "\nfrom deployments.backups import tasks\ntasks.run_scheduled_backup.delay()\n"],
+            env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        busy = ["", ""]
         while time.monotonic() < deadline:
-            out = sh(f"psql -h 127.0.0.1 -U postgres -d {SOAK_DB} -Atc \"SELECT count(*) FROM "
-                     "privacy_subjectrequest WHERE state='in_progress'\"", check=False)
-            if out.strip() not in ("", "0"):
+            busy = [row[0] if row else "0" for row in (
+                self.query("SELECT count(*) FROM privacy_subjectrequest "
+                           "WHERE state='in_progress'"),
+                self.query("SELECT count(*) FROM backups_backup WHERE state='running'"))]
+            if busy != ["0", "0"]:
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
         os.killpg(self.worker.pid, signal.SIGKILL)
-        phase.notes.append(f"worker killed (SIGKILL) with {out.strip() or '?'} erasure(s) in "
-                           "progress")
+        trigger.wait(60)
+        phase.notes.append(f"worker killed (SIGKILL) while running {busy[0]} erasure(s) and "
+                           f"{busy[1]} backup(s)")
 
     def restart_worker(self, phase: Phase) -> None:
         self.start_worker()
@@ -477,9 +483,12 @@ class Soak:
     def backups(self) -> dict:
         try:
             rows = self.query("SELECT state, count(*) FROM backups_backup GROUP BY state")
+            starts = self.query("SELECT object_id, count(*) FROM llmplatform_auditevent WHERE "
+                                "action='backups.backup.start' GROUP BY object_id")
         except RuntimeError as exc:
             return {"error": str(exc).splitlines()[0]}
-        return {state: int(n) for state, n in rows}
+        return {"states": {state: int(n) for state, n in rows},
+                "duplicate_executions": sum(int(n) - 1 for _, n in starts if int(n) > 1)}
 
     def lost_records(self, results: list[Result]) -> dict:
         acknowledged = {r.request_id for r in results
@@ -557,7 +566,8 @@ def main() -> int:
     print(render(report))
     print(f"\nResults: {out.relative_to(ROOT)}; logs in {tmp}")
     failed = (report["conversation_records"]["lost"] or report["erasures"]["duplicate_receipts"]
-              or report["erasures"]["duplicate_completions"])
+              or report["erasures"]["duplicate_completions"]
+              or report["backups"].get("duplicate_executions"))
     return 1 if failed else 0
 
 
@@ -583,7 +593,8 @@ def render(report: dict) -> str:
         f"{erasures['receipts']} receipts, **{erasures['duplicate_receipts']} duplicate "
         f"receipts, {erasures['duplicate_completions']} duplicate completions**, "
         f"{erasures['conversations_left']} conversations of erased subjects left.",
-        f"- Backups by state: {report['backups']}.",
+        f"- Backups: {report['backups']} (duplicate executions = backups started more than "
+        f"once).",
     ]
     for p in report["phases"]:
         for note in p["notes"]:

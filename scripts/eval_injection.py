@@ -3,12 +3,19 @@
     python scripts/eval_injection.py [--data-dir ../shared/data/eval] [--threshold 0.5]
                                      [--runs 2000] [--output results.md]
 
-Prints a markdown table: per dataset n, precision, recall, false-positive rate and balanced
-accuracy, for the seed's regex list and for our screen, counting as detected either a block
-(score >= threshold) or a block or flag (score >= flag threshold);
-then the latency of ``screen_texts`` per prompt, on one core. Headline figures come from sets
-the screen was not tuned on: deepset ``test``, the in-the-wild jailbreak prompts and NotInject
-(benign prompts full of trigger words). deepset ``train`` is shown only as the tuning split.
+Prints the data split, then a markdown table: per dataset n, precision, recall, false-positive
+rate and balanced accuracy, for the seed's regex list and for our screen, counting as detected
+either a block (score >= threshold) or a block or flag (score >= flag threshold); then the
+latency of ``screen_texts`` per prompt, on one core.
+
+Headline figures come from data the screen was not trained or tuned on: deepset ``test``, the
+``test`` half of the in-the-wild jailbreak prompts (split by ``train_injection.jailbreak_split``:
+near-duplicates kept together, about 50/50 by a hash) and NotInject (benign prompts full of
+trigger words, used for measuring over-defence only). deepset ``train`` and the jailbreak
+``dev`` half are training data and are shown as such; so is the whole jailbreak file. A last
+set, the README texts of the Python packages installed beside this script (their package
+metadata), checks that long ordinary documents are not blocked; it was never trained on, but
+it varies with the environment.
 Writes nothing unless ``--output`` is given.
 """
 
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
 import json
 import os
 import re
@@ -28,6 +36,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+import train_injection  # noqa: E402  (scripts/train_injection.py: the jailbreak split)
 
 from gateway.guards.injection import screen_texts  # noqa: E402
 
@@ -53,14 +64,24 @@ class Dataset:
     name: str
     texts: list[str]
     labels: list[int]
+    headline: bool = False
 
 
-def load_datasets(data_dir: Path) -> list[Dataset]:
+def _installed_package_readmes() -> list[str]:
+    """The long descriptions (READMEs) of the installed distributions, longest 1,000+ chars."""
+    texts = set()
+    for distribution in importlib.metadata.distributions():
+        body = distribution.metadata.get_payload() or distribution.metadata.get("Description")
+        if isinstance(body, str) and len(body.strip()) >= 1_000:
+            texts.add(body.strip())
+    return sorted(texts)
+
+
+def load_datasets(data_dir: Path) -> tuple[list[Dataset], dict[str, int]]:
     csv.field_size_limit(1 << 24)
     with (data_dir / "deepset_prompt_injections.csv").open(newline="", encoding="utf-8") as f:
         deepset = list(csv.DictReader(f))
-    with (data_dir / "jailbreak_prompts_2023_12_25.csv").open(newline="", encoding="utf-8") as f:
-        jailbreak = [row["prompt"] for row in csv.DictReader(f)]
+    jailbreak, halves = train_injection.load_jailbreaks(data_dir)
     notinject = json.loads((data_dir / "notinject_benign_trigger_words.json").read_text("utf-8"))
 
     def split(name: str) -> tuple[list[str], list[int]]:
@@ -69,15 +90,29 @@ def load_datasets(data_dir: Path) -> list[Dataset]:
 
     train_texts, train_labels = split("train")
     test_texts, test_labels = split("test")
-    return [
-        Dataset("deepset train (tuning split)", train_texts, train_labels),
+    jb_dev = [text for text, half in zip(jailbreak, halves, strict=True) if half == "dev"]
+    jb_test = [text for text, half in zip(jailbreak, halves, strict=True) if half == "test"]
+    readmes = _installed_package_readmes()
+    sizes = {"deepset train": len(train_texts), "deepset test": len(test_texts),
+             "jailbreak dev half": len(jb_dev), "jailbreak test half": len(jb_test),
+             "NotInject": len(notinject), "package READMEs": len(readmes)}
+    datasets = [
+        Dataset("deepset train (training data)", train_texts, train_labels),
+        Dataset("jailbreak dev half (training data)", jb_dev, [1] * len(jb_dev)),
         Dataset("deepset test", test_texts, test_labels),
-        Dataset("jailbreak 2023-12-25", jailbreak, [1] * len(jailbreak)),
-        Dataset("deepset test + jailbreak", test_texts + jailbreak,
-                test_labels + [1] * len(jailbreak)),
-        Dataset("NotInject (benign)", [row["prompt"] for row in notinject],
-                [0] * len(notinject)),
+        Dataset("jailbreak test half", jb_test, [1] * len(jb_test)),
+        Dataset("**deepset test + jailbreak test half**", test_texts + jb_test,
+                test_labels + [1] * len(jb_test), headline=True),
+        Dataset("NotInject (benign, trigger words)", [row["prompt"] for row in notinject],
+                [0] * len(notinject), headline=True),
+        Dataset("jailbreak, whole file (half is training data)", jailbreak,
+                [1] * len(jailbreak)),
+        Dataset("deepset test + whole jailbreak file (includes training data)",
+                test_texts + jailbreak, test_labels + [1] * len(jailbreak)),
+        Dataset("package READMEs (long benign documents, never trained on)", readmes,
+                [0] * len(readmes)),
     ]
+    return datasets, sizes
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
@@ -96,7 +131,8 @@ def metrics(predictions: list[bool], labels: list[int]) -> dict[str, float | Non
     recall = _ratio(tp, positives)
     fpr = _ratio(fp, negatives)
     balanced = (recall + 1 - fpr) / 2 if recall is not None and fpr is not None else None
-    return {"precision": _ratio(tp, tp + fp), "recall": recall, "fpr": fpr,
+    precision = _ratio(tp, tp + fp) if positives else None  # no injections: not defined
+    return {"precision": precision, "recall": recall, "fpr": fpr,
             "balanced": balanced}
 
 
@@ -137,6 +173,24 @@ def accuracy_table(datasets: list[Dataset], threshold: float,
     return lines
 
 
+def headline(datasets: list[Dataset], threshold: float) -> list[str]:
+    """The figures the targets are about, for our screen blocking at ``threshold``."""
+    by_name = {d.name: d for d in datasets if d.headline}
+    combined = next(d for name, d in by_name.items() if "deepset test +" in name)
+    notinject = next(d for name, d in by_name.items() if name.startswith("NotInject"))
+
+    def predictions(dataset: Dataset) -> list[bool]:
+        return [screen_texts([text]).score >= threshold for text in dataset.texts]
+
+    m = metrics(predictions(combined), combined.labels)
+    fpr = metrics(predictions(notinject), notinject.labels)["fpr"]
+    return [
+        f"Headline (block at {threshold}): balanced accuracy {_fmt(m['balanced'])} on deepset "
+        f"test + jailbreak test half (target >= 0.90; recall {_fmt(m['recall'])}, FPR "
+        f"{_fmt(m['fpr'])}); NotInject FPR {_fmt(fpr)} (target <= 0.05)."
+    ]
+
+
 def _prompts_of_length(texts: list[str], length: int, count: int) -> list[str]:
     """``count`` prompts of exactly ``length`` characters, cut from the given texts in order
     (short texts are joined with the next ones), so latency is measured on real wording."""
@@ -167,7 +221,9 @@ def _time_per_call(prompts: list[str], runs: int, screen: Callable[[str], object
 
 
 def latency_table(datasets: list[Dataset], runs: int) -> list[str]:
-    texts = [t for d in datasets[1:3] + datasets[4:] for t in d.texts]
+    """On real wording: deepset test, the jailbreak test half and NotInject, cut to length."""
+    wanted = ("deepset test", "jailbreak test half", "NotInject (benign, trigger words)")
+    texts = [t for d in datasets if d.name in wanted for t in d.texts]
     lines = [
         "| prompt length | method | median µs | p95 µs | mean µs | calls |",
         "|---|---|---|---|---|---|",
@@ -206,8 +262,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    datasets = load_datasets(args.data_dir)
-    out = ["## Accuracy", "", *accuracy_table(datasets, args.threshold, args.flag_threshold)]
+    datasets, sizes = load_datasets(args.data_dir)
+    out = ["## Data", "",
+           "Trained on: deepset train, jailbreak dev half (and benign texts that are no "
+           "evaluation set). Headline sets: deepset test, jailbreak test half, NotInject.", "",
+           "| set | texts |", "|---|---|",
+           *(f"| {name} | {count:,} |" for name, count in sizes.items()), "",
+           "## Accuracy", "", *accuracy_table(datasets, args.threshold, args.flag_threshold),
+           "", *headline(datasets, args.threshold)]
     if not args.skip_latency:
         out += ["", "## Latency of `screen_texts([prompt])`, one core", "",
                 *latency_table(datasets, args.runs)]

@@ -206,20 +206,52 @@ PAYLOAD_BONUS = 1.0  # hiding an instruction in an encoding is itself a signal
 MAX_PAYLOAD_DEPTH = 2
 
 
+# The counting signals below look for a *density*: so many of something within
+# ``DENSITY_WINDOW`` characters. A jailbreak template packs its role definition into a page; a
+# long manual or README says "you will" and "the tool can" just as often in all, spread over
+# many pages, and must not add up to an attack.
+DENSITY_WINDOW = 2_500
+
+
+def _most_within(positions: list[int], window: int = DENSITY_WINDOW) -> int:
+    """The largest number of ``positions`` (ascending) that fit in ``window`` characters."""
+    best = start = 0
+    for end, position in enumerate(positions):
+        while position - positions[start] > window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 # Words that jailbreak templates use to describe what the model shall now produce. Any one of
-# them is ordinary ("illegal parking"); three different ones in one text are a pattern.
+# them is ordinary ("illegal parking"); three different ones close together are a pattern.
 _UNSAFE_WORDS_RE = re.compile(
     r"(?:illegal|unethical|immoral|amoral|harmful|dangerous|offensive|explicit|nsfw|uncensored"
     r"|unfiltered|unrestricted|inappropriate|malicious|violent|derogatory)\b"
 )
+UNSAFE_WORDS = 3
 
 
 def _unsafe_vocabulary(folded: str) -> float:
-    distinct = {  # whole words only (not "nonviolent")
-        match.group() for match in _UNSAFE_WORDS_RE.finditer(folded)
+    found = [  # whole words only (not "nonviolent")
+        (match.start(), match.group()) for match in _UNSAFE_WORDS_RE.finditer(folded)
         if not match.start() or not folded[match.start() - 1].isalnum()
-    }
-    return 1.5 if len(distinct) >= 3 else 0.0
+    ]
+    if len({word for _, word in found}) < UNSAFE_WORDS:
+        return 0.0
+    in_window: dict[str, int] = {}
+    start = 0
+    for position, word in found:
+        in_window[word] = in_window.get(word, 0) + 1
+        while position - found[start][0] > DENSITY_WINDOW:
+            first = found[start][1]
+            in_window[first] -= 1
+            if not in_window[first]:
+                del in_window[first]
+            start += 1
+        if len(in_window) >= UNSAFE_WORDS:
+            return 1.5
+    return 0.0
 
 
 # A jailbreak is usually a long role definition addressed to the model: "you will...", "you
@@ -231,24 +263,29 @@ _DIRECTIVE_TO_MODEL_RE = re.compile(  # no leading \b, so the engine can skip to
     r"|\s+always|\s+do\s+not|\s+don\W?t|\s+won\W?t|\s+cannot|\s+can\W?t)\b"
     r"|your\s+(?:responses?|answers?|replies|outputs?|goal|purpose|role|rules|name)\b"
 )
-DIRECTIVE_STEPS = ((12, 3.0), (8, 2.0), (4, 1.0))  # (directives at least, weight)
+# Supporting evidence only, never enough alone: a manual or a recipe talks to its reader in the
+# same way ("you will need", "you must not"), and the classifier reads what the text is about.
+DIRECTIVE_STEPS = ((12, 1.5), (8, 1.0), (4, 0.5))  # (directives in a window at least, weight)
 
 
 def _directives_to_model(folded: str) -> float:
-    count = 0
+    most = DIRECTIVE_STEPS[0][0]
+    positions: list[int] = []
     for match in _DIRECTIVE_TO_MODEL_RE.finditer(folded):
         if match.start() and folded[match.start() - 1].isalnum():
             continue  # "bayou will"
-        count += 1
-        if count >= DIRECTIVE_STEPS[0][0]:
-            break
+        positions.append(match.start())
+        if len(positions) >= most and positions[-1] - positions[-most] <= DENSITY_WINDOW:
+            break  # the strongest step is reached
+    count = _most_within(positions)
     return next((weight for least, weight in DIRECTIVE_STEPS if count >= least), 0.0)
 
 
 # A jailbreak persona is defined in the third person, again and again: "DAN can do anything",
 # "DAN will never refuse", "AIM is amoral", "Zed has no filters". One name as the subject of
-# such a statement four or more times is a character sheet. Pronouns, articles and the usual
-# subjects of technical prose ("the function will") don't count.
+# such a statement four or more times close together, and written as a name, is a character
+# sheet (a README that says "the tool can" on every page is not). Pronouns, articles and the
+# usual subjects of technical prose ("the function will") don't count.
 _PERSONA_STATEMENT_RE = re.compile(
     r"(?<![^\W\d_])([^\W\d_]{2,20})\s++(?:will|can|must|never|always|should|won\W?t"
     r"|doesn\W?t|does\s+not|has\s+no|is\s+(?:an?|not|free|able|completely|always|never))\b"
@@ -262,18 +299,35 @@ _NOT_A_PERSONA = frozenset({
     "response", "world", "here", "also", "and", "or", "but", "so", "then", "now",
 })
 PERSONA_STATEMENTS = 4
-PERSONA_WEIGHT = 1.5
+PERSONA_WEIGHT = 1.0
 
 
-def _persona_statements(folded: str) -> float:
-    counts: dict[str, int] = {}
+def _written_as_a_name(name: str, source: str) -> bool:
+    """Whether ``name`` is capitalised somewhere in the original text ("Zed", "DAN"), as a
+    persona's name is and "the unit should" or "the light does not" are not. A name the
+    original spells differently (accents, look-alike letters) counts."""
+    word = r"(?<![^\W\d_]){}(?![^\W\d_])"
+    if not re.search(word.format(re.escape(name)), source, re.IGNORECASE):
+        return True
+    capitalised = f"{re.escape(name[0].upper())}(?i:{re.escape(name[1:])})"
+    return re.search(word.format(capitalised), source) is not None
+
+
+def _persona_statements(normalized: Normalized) -> float:
+    folded = normalized.folded
+    positions: dict[str, list[int]] = {}
+    rejected: set[str] = set()
     for match in _PERSONA_STATEMENT_RE.finditer(folded):
         name = match.group(1)
-        if name in _NOT_A_PERSONA:
+        if name in _NOT_A_PERSONA or name in rejected:
             continue
-        counts[name] = counts.get(name, 0) + 1
-        if counts[name] >= PERSONA_STATEMENTS:
-            return PERSONA_WEIGHT
+        found = positions.setdefault(name, [])
+        found.append(match.start())
+        if (len(found) >= PERSONA_STATEMENTS
+                and found[-1] - found[-PERSONA_STATEMENTS] <= DENSITY_WINDOW):
+            if _written_as_a_name(name, normalized.decoding_source):
+                return PERSONA_WEIGHT
+            rejected.add(name)
     return 0.0
 
 
@@ -285,7 +339,7 @@ def text_signals(normalized: Normalized, depth: int = 0) -> dict[str, float]:
         found["unsafe_vocabulary"] = weight
     if weight := _directives_to_model(normalized.folded):
         found["directives_to_model"] = weight
-    if weight := _persona_statements(normalized.folded):
+    if weight := _persona_statements(normalized):
         found["persona_definition"] = weight
     for trick in normalized.tricks:
         found[f"obfuscation:{trick}"] = TRICK_WEIGHTS[trick]

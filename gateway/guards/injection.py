@@ -3,10 +3,15 @@
 Layers, per text: ``normalize`` (invisible characters, NFKC, homoglyphs, leetspeak, spaced
 letters; base64/hex/rot13/reversed payloads decoded), then weighted heuristic signals
 (``heuristics``) and a small linear classifier (``classifier``). They meet in one logistic
-calibration fitted on out-of-fold scores of the training split:
+calibration fitted on out-of-fold scores of the training data:
 
-    score = sigmoid(intercept + classifier_weight * classifier_logit
+    score = sigmoid(intercept + classifier_weight * max(classifier_logit, floor)
                     + heuristics_weight * sum(signal weights))
+
+where ``classifier_weight`` is one weight for short texts (prompts) and another for long ones
+(documents, role-play set-ups), and only the classifier's evidence *for* an injection counts
+(``floor`` 0): its certainty that a text is benign never vetoes what the heuristics see, so an
+injection hidden in an ordinary-looking document is still caught.
 
 Every user-controlled text is screened (user and tool messages, pasted documents), not only
 the last turn; the request's score is the highest, and the reasons of all texts are merged.
@@ -25,7 +30,8 @@ from gateway.guards.normalize import normalize
 # The shipped weights load at import, so the first request does not pay for it.
 _MODEL, _CALIBRATION = classifier.load()
 _INTERCEPT = _CALIBRATION["intercept"]
-_CLASSIFIER_WEIGHT = _CALIBRATION["classifier"]
+_CLASSIFIER_SHORT = _CALIBRATION["classifier_short"]
+_CLASSIFIER_LONG = _CALIBRATION["classifier_long"]
 _HEURISTICS_WEIGHT = _CALIBRATION["heuristics"]
 _CLASSIFIER_FLOOR = _CALIBRATION["classifier_floor"]
 
@@ -48,10 +54,10 @@ def screen_text(text: str) -> ScreenResult:
     """Score one text."""
     normalized = normalize(text)
     found = heuristics.text_signals(normalized)
-    # The classifier reads short texts only, like the prompts it learnt from; long ones
-    # (documents, code, logs) the heuristics judge alone.
-    classifier_logit = classifier.evidence(_MODEL, classifier.tokenize(normalized.folded))
-    z = (_INTERCEPT + _CLASSIFIER_WEIGHT * max(classifier_logit, _CLASSIFIER_FLOOR)
+    tokens = classifier.tokenize(normalized.folded)
+    classifier_logit = classifier.evidence(_MODEL, tokens)
+    weight = _CLASSIFIER_SHORT if len(tokens) <= classifier.SHORT_TOKENS else _CLASSIFIER_LONG
+    z = (_INTERCEPT + weight * max(classifier_logit, _CLASSIFIER_FLOOR)
          + _HEURISTICS_WEIGHT * sum(found.values()))
     reasons = sorted(found, key=found.__getitem__, reverse=True)
     if classifier_logit > 0:

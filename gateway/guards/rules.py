@@ -394,7 +394,7 @@ RULES: tuple[Rule, ...] = (
            "figur", "rolle")),
     _rule("dual_response", 2.5,
           r"\[(?:🔒|🔓)|\[(?:classic|jailbreak|gpt|chatgpt|normal|dev(?:eloper)?\W+mode"
-          r"(?:\W++output)?|\w++\W++mode|lucy|anti\W?dan)\]",
+          r"(?:\W++output)?|\w++\W++mode|lucy|anti\W?dan)\](?!\()",  # not a markdown link
           ("[",)),
     _rule("dual_response", 1.0,
           rf"\b(?:two|2|dual|both){_S}(?:(?:different|separate|distinct|kinds\W+of){_S})?"
@@ -415,7 +415,7 @@ RULES: tuple[Rule, ...] = (
           ("want", "act", "behav", "mochte")),
     _rule("persona_switch", 1.5,
           rf"\b(?:pretend|imagine|suppose|assume){_S}(?:that{_S})?(?:you{_S}are|you\W?re"
-          rf"|you{_S}can|to{_S}be|you{_S}have)\b"
+          rf"|you{_S}can|to{_S}be)\b"
           r"|\bstell\W+dir\W+vor\W+(?:du|dass\W+du)\W+(?:bist|kannst)\b"
           rf"|\b(?:roleplay|role\W+play|role-play)(?:ing)?{_S}as\b",
           ("pretend", "imagine", "suppose", "assume", "stell", "role")),
@@ -706,6 +706,13 @@ RULES: tuple[Rule, ...] = (
           r"|end_header_id|begin_of_text|end_of_text|fim_prefix)\|>|<<\s*+/?\s*+sys\s*+>>",
           ("<|", "<<")),
     _rule("role_injection", 2.5, r"\[/?inst\]", ("inst]",)),
+    # A bracketed note that claims to come from the system or its makers: "[System note: ...]",
+    # "(Developer mode enabled ...)", "[Debugging mode enabled by ...]".
+    _rule("role_injection", 2.5,
+          r"[\[(]\W{0,3}+(?:system|admin|administrator|developer|debug(?:ging)?|moderator|openai)"
+          r"[ \t_-]{0,3}+(?:note|message|notice|mode|override|instructions?|update|prompt|command)"
+          r"(?:[ \t]*+[:\-]|[ \t]++(?:enabled|activated|engaged|on|granted|unlocked)\b)",
+          ("[", "(")),
     _rule("role_injection", 2.0,
           r"<\s*+/?\s*+(?:system|sys|system_prompt|system-prompt|instructions?|admin|developer)"
           r"\s*+>",
@@ -735,7 +742,8 @@ RULES: tuple[Rule, ...] = (
           ("instruction",)),
     # Only from the start of a run of dashes: retrying inside a long run would cost its length.
     _rule("role_injection", 1.5,
-          r"(?<![-=#*])(?:-{3,}+|={3,}+|#{3,}+|\*{3,}+)[ \t]*+(?:end|begin|start|new)\b",
+          r"(?<![-=#*])(?:(?:-{3,}+|={3,}+|\*{3,}+)[ \t]*+(?:end|begin|start|new)"
+          r"|#{3,}+[ \t]*+(?:end|begin))\b",
           ("---", "===", "###", "***")),
     _rule("role_injection", 1.5,
           rf"\b(?:end|ende){_S}(?:of{_S})?(?:the{_S})?(?:system{_S}prompt|prompt|instructions"
@@ -833,8 +841,12 @@ RULES: tuple[Rule, ...] = (
           rf"\b(?:when|if){_S}(?:asked|summari[sz]ing|you{_S}summari[sz]e|the{_S}user{_S}asks)"
           rf"\b{_gap(8)}(?:instead|always|you{_S}must)\b",
           ("asked", "summar", "asks")),
+    # A markdown image whose URL carries a placeholder for the model to fill in sends data out
+    # when the reply is rendered; a README's badge ("?branch=main") does not.
     _rule("indirect_instruction", 1.5,
-          r"!\[[^\]\n]{0,100}\]\(https?://[^)\s]{1,500}[?&][^)\s=]{1,50}=",
+          r"!\[[^\]\n]{0,100}\]\(https?://[^)\s]{1,500}[?&][^)\s=]{1,50}="
+          r"(?:[\[{<$%]|(?:data|info|secret|summary|conversation|history|prompt|message|password"
+          r"|key|token|chat|context|memory|email|input|query|text|content)\b)",
           ("](http",)),
 
     # --- asking to decode and obey ------------------------------------------------------------
