@@ -430,7 +430,7 @@ class Soak:
         deadline = time.monotonic() + 60
         busy = ["", ""]
         while time.monotonic() < deadline:
-            busy = [row[0] if row else "0" for row in (
+            busy = [rows[0][0] if rows else "0" for rows in (
                 self.query("SELECT count(*) FROM privacy_subjectrequest "
                            "WHERE state='in_progress'"),
                 self.query("SELECT count(*) FROM backups_backup WHERE state='running'"))]
