@@ -48,7 +48,7 @@ class GatewayConfig(AppConfig):
         # The API routes take the lean ASGI path (no session/CSRF/page middleware).
         from gateway.api import views
         from gateway.pipeline.settle import usage_writer
-        from llmplatform.fastpath import register_fast_route, register_shutdown
+        from llmplatform.fastpath import register_fast_route, register_shutdown, register_startup
 
         for path, view in (("/v1/chat/completions", views.chat_completions),
                            ("/v1/models", views.list_models),
@@ -57,8 +57,6 @@ class GatewayConfig(AppConfig):
                            ("/chat-stream", views.simple_chat_stream)):
             register_fast_route(path, view)
         register_shutdown(usage_writer.flush)
-        from llmplatform.fastpath import register_startup
-
         register_startup(route.routing_table.start_listening)
         from gateway.limits import corrections
 

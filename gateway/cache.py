@@ -125,10 +125,7 @@ class RedisResponseCache:
         client = async_redis()
         entry = key.entry_key(namespace)
         async with client.pipeline(transaction=False) as pipe:
-            pipe.set(entry, _encode(answer), ex=ttl)
-            if key.subject_key:
-                pipe.sadd(key.subject_key, entry)
-                pipe.expire(key.subject_key, ttl)
+            write_behind.queue_set(pipe, entry, _encode(answer), ttl, key.subject_key)
             await pipe.execute()
 
     def store_later(self, key: CacheKey, namespace: str, answer: CachedAnswer,

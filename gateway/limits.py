@@ -126,9 +126,6 @@ end
 return result
 """
 
-# Corrections after the call: add each delta (negative gives back) to counters that still
-# exist; a window that has ended is left alone.
-_CORRECT = write_behind.CORRECT_SCRIPT
 
 
 class LocalStore:
@@ -252,7 +249,7 @@ async def _apply(deltas: list[tuple[str, int]]) -> None:
         local_store.correct(deltas, time.time())
         return
     try:
-        script = async_redis().register_script(_CORRECT)
+        script = async_redis().register_script(write_behind.CORRECT_SCRIPT)
         await script(keys=[k for k, _ in deltas], args=[d for _, d in deltas])
     except Exception as exc:
         # The reservation stands (the conservative side); it expires with its window.

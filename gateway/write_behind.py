@@ -32,6 +32,15 @@ return 1
 """
 
 
+def queue_set(pipe, key: str, value: bytes, ttl: int, index_key: str | None = None) -> None:
+    """SET ``key`` with a TTL on ``pipe``; with ``index_key``, also add it to that set (same
+    TTL). Shared by the cache's immediate store and this buffer."""
+    pipe.set(key, value, ex=ttl)
+    if index_key:
+        pipe.sadd(index_key, key)
+        pipe.expire(index_key, ttl)
+
+
 class WriteBehind:
     DELAY_MS = 20
 
@@ -69,10 +78,7 @@ class WriteBehind:
                     pipe.eval(CORRECT_SCRIPT, len(deltas), *[k for k, _ in deltas],
                               *[d for _, d in deltas])
                 for key, value, ttl, index_key in sets:
-                    pipe.set(key, value, ex=ttl)
-                    if index_key:
-                        pipe.sadd(index_key, key)
-                        pipe.expire(index_key, ttl)
+                    queue_set(pipe, key, value, ttl, index_key)
                 await pipe.execute()
         except Exception as exc:
             log.error("write_behind_failed", corrections=len(deltas), cache_copies=len(sets),
