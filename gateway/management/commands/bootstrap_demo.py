@@ -27,6 +27,7 @@ from llmplatform.audit import audit_record
 from llmplatform.launcher import LOCAL_MODEL_ID, local_model_url
 from llmplatform.models import Tenant
 
+LOCAL_BREAKER_RECOVERY_SECONDS = 5.0
 ACTOR = "system:bootstrap_demo"
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "demo"
@@ -142,6 +143,9 @@ def _ensure_catalogue(result: BootstrapResult) -> Tier:
             "model": LOCAL_MODEL_ID,
             "input_price_per_1k": Decimal("0"),
             "output_price_per_1k": Decimal("0"),
+            # The model server runs beside the platform and is restarted within seconds when
+            # it dies: probe it again after 5 s, not the default minute.
+            "breaker_recovery_seconds": LOCAL_BREAKER_RECOVERY_SECONDS,
         },
         result,
     )

@@ -3,7 +3,11 @@ broker) Celery, print how to call the platform, and supervise until Ctrl-C or SI
 
 Environment: LLMP_HOST / LLMP_PORT (default 127.0.0.1:8000); LLMP_LOCAL_MODEL=off to skip the
 local model; LLMP_LOCAL_MODEL_URL (default http://127.0.0.1:8081/v1) where it is served, reused
-if something already answers there; CELERY_BROKER_URL to run a Celery worker and beat.
+if something already answers there; LLMP_LOCAL_MODEL_CPU (default auto) the llama.cpp CPU
+kernels to use; CELERY_BROKER_URL to run a Celery worker and beat.
+
+The local model must pass a self-test (one tiny completion) before the platform says it is
+running; if it dies later, it is restarted (``llmplatform.local_model``) while the rest runs on.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from llmplatform.env import env_int
+from llmplatform.env import env_int, env_str
 from llmplatform.launcher import (
     LOCAL_MODEL_ID,
     LaunchConfig,
@@ -34,12 +38,10 @@ from llmplatform.launcher import (
     answers,
     ensure_model_file,
     is_loopback,
-    llama_server_command,
     port_in_use,
-    warm_up_model,
 )
+from llmplatform.local_model import STATUS_FILE_ENV, LocalModel, SelfTestFailed, self_test
 
-MODEL_START_TIMEOUT = 180.0
 PLATFORM_START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -105,11 +107,14 @@ class Command(BaseCommand):
         if supervisor.stop_requested.is_set():
             return
 
+        self._local_model: LocalModel | None = None
         model_note = self._start_local_model(config, supervisor)
         if supervisor.stop_requested.is_set():
             return
         workers = env_int("LLMP_WORKERS", 1, minimum=1)
         web_env = dict(os.environ)
+        if self._local_model is not None:
+            web_env[STATUS_FILE_ENV] = str(self._local_model.status_path)
         if workers > 1:
             # Every worker writes its metrics here and /metrics adds them up; the directory
             # must start empty, or samples of earlier processes would be counted again.
@@ -148,6 +153,8 @@ class Command(BaseCommand):
 
         self._say(_banner(config, demo, model_note, time.monotonic() - started))
         while not supervisor.stop_requested.wait(0.5):
+            if self._local_model is not None:
+                self._local_model.watch()
             dead = supervisor.exited()
             if dead is not None:
                 tail = dead.log_tail()
@@ -164,7 +171,17 @@ class Command(BaseCommand):
             return "off (LLMP_LOCAL_MODEL=off): configure a provider in the admin"
         if answers(f"{url}/models"):
             self._say(f"runplatform: a model server already answers at {url}; using it")
-            return f"already running at {url}"
+            try:
+                self_test(url)
+            except SelfTestFailed as exc:
+                raise LaunchError(
+                    f"The model server at LLMP_LOCAL_MODEL_URL={url} failed the start-up "
+                    f"self-test: {exc}.\nWhat to do: check that server (it is not one this "
+                    "launcher started), stop it so the launcher starts its own, or set "
+                    'LLMP_LOCAL_MODEL=off and point the model alias "default" at another '
+                    "provider (Admin > Model aliases, or manage.py apply_config)."
+                ) from exc
+            return f"already running at {url} (self-test passed)"
         if not is_loopback(url):
             raise LaunchError(
                 f"Nothing answers at LLMP_LOCAL_MODEL_URL={url}, and the launcher only starts a "
@@ -174,15 +191,21 @@ class Command(BaseCommand):
         models_dir = settings.DATA_DIR / "models"
         model_path, assembled = ensure_model_file(models_dir)
         self._say(f"runplatform: {'assembled' if assembled else 'using'} model file {model_path}")
-        child = supervisor.start(
-            "llama.cpp server",
-            llama_server_command(model_path, url),
+        model = LocalModel(
+            supervisor,
+            model_path=model_path,
+            url=url,
             log_path=settings.DATA_DIR / "logs" / "llama-server.log",
+            status_path=settings.DATA_DIR / "run" / "local-model.json",
+            requested_cpu=env_str("LLMP_LOCAL_MODEL_CPU", "auto") or "auto",
+            say=self._say,
         )
-        self._say(f"runplatform: started {child.name} (pid {child.pid}, log {child.log_path})")
-        supervisor.wait_until_answers(child, f"{url}/models", timeout=MODEL_START_TIMEOUT)
-        warm_up_model(url)
-        return f"{LOCAL_MODEL_ID} on llama.cpp at {url}"
+        model.start()
+        if supervisor.stop_requested.is_set():
+            return "stopping"
+        self._local_model = model
+        self._say(f"runplatform: the local model passed its self-test (CPU kernels {model.cpu})")
+        return f"{LOCAL_MODEL_ID} on llama.cpp at {url} (CPU kernels {model.cpu})"
 
     def _start_celery(self, supervisor: Supervisor) -> None:
         celery = [sys.executable, "-m", "celery", "-A", "llmplatform"]
