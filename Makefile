@@ -4,7 +4,7 @@ VENV ?= .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint audit constraints chromium local-model-rebuild
+.PHONY: install run test lint audit constraints chromium qemu local-model-rebuild
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ local-model-rebuild: install
 run: install
 	$(VENV)/bin/python manage.py runplatform
 
-test: install chromium
+test: install chromium qemu
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The page tests drive Debian's Chromium (never a browser downloaded by a test tool). Installed
@@ -37,6 +37,14 @@ chromium:
 	    apt-get install -y -qq chromium chromium-driver >/dev/null || \
 	      { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }; \
 	  else echo "make test: no chromium; the browser tests will be skipped (apt-get install chromium)"; fi; }
+
+# The portability tests run the model server on emulated CPUs (qemu-user, Debian's package).
+qemu:
+	@command -v qemu-x86_64 >/dev/null 2>&1 || [ "$$(uname -m)" != x86_64 ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq qemu-user >/dev/null || \
+	      { apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null; }; \
+	  else echo "make test: no qemu-user; the emulated-CPU tests will be skipped"; fi; }
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -55,11 +55,7 @@ def test_the_conversation_becomes_a_dialogue_that_ends_where_the_assistant_speak
     )
 
     assert prompt == (
-        f"{DIALOGUE_PREAMBLE}\n\n"
-        "User: Hello\n"
-        "Assistant: Hi there.\n"
-        "User: How are you?\n"
-        "Assistant:"
+        f"{DIALOGUE_PREAMBLE}\n\nUser: Hello\nAssistant: Hi there.\nUser: How are you?\nAssistant:"
     )
 
 
@@ -380,3 +376,90 @@ def test_an_illegal_instruction_at_run_time_retires_those_kernels(make_model):
 
     assert model.cpu == "x64"
     assert self_test(model.url) == "hello from x64"
+
+
+# --- On CPUs this machine is not (emulated) ---------------------------------------------------
+
+QEMU = shutil.which("qemu-x86_64")
+
+
+def _qemu() -> str:
+    if QEMU is None:
+        if os.environ.get("LLMP_REQUIRE_SERVICES") == "1":
+            pytest.fail("LLMP_REQUIRE_SERVICES=1 but there is no qemu-x86_64 (qemu-user)")
+        pytest.skip("no qemu-x86_64 (apt-get install qemu-user)")
+    return QEMU
+
+
+def _under_qemu(cpu: str, *args: str) -> list[str]:
+    """This virtualenv's Python run on an emulated CPU model (qemu's TCG has no AVX-512)."""
+    venv_python = Path(sys.prefix) / "bin" / "python"
+    return [_qemu(), "-cpu", cpu, "-0", str(venv_python), os.path.realpath(sys.executable), *args]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not X86, reason="x86 CPU models")
+@pytest.mark.parametrize(
+    ("cpu", "expected"),
+    [
+        ("Haswell-v4", ["haswell", "x64"]),  # AVX2, no AVX-512
+        ("Nehalem", ["sse42", "x64"]),  # no AVX at all
+        ("qemu64", ["x64"]),
+    ],
+)
+def test_other_cpus_get_the_kernels_they_run(cpu: str, expected: list[str]):
+    found = subprocess.run(
+        _under_qemu(cpu, "-m", "llmplatform.local_model_server", "--list-cpu"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        cwd=ROOT,
+    )
+
+    assert json.loads(found.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not X86, reason="x86 CPU models")
+def test_the_model_answers_on_a_cpu_without_avx512(tmp_path: Path):
+    """The whole model server on an emulated Haswell: a build that used this machine's AVX-512
+    (or AMX) anywhere on the path would die with an illegal instruction here."""
+    from llmplatform.launcher import ensure_model_file
+
+    model_path, _ = ensure_model_file(tmp_path)
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        _under_qemu(
+            "Haswell-v4",
+            "-m",
+            "llmplatform.local_model_server",
+            "--model",
+            str(model_path),
+            "--port",
+            str(port),
+            "--n-ctx",
+            "512",
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 300
+        while not local_model._answers(f"{url}/models"):
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "the emulated model server did not start"
+            time.sleep(0.5)
+
+        text = self_test(url, timeout=300)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        log.close()
+
+    assert text.strip()
+    assert "CPU kernels: haswell" in (tmp_path / "server.log").read_text()
