@@ -5,7 +5,7 @@
 #   docker build -t llmplatform .                                   # the production shape
 #   docker build --build-arg LOCAL_MODEL=1 -t llmplatform:local .   # + llama.cpp and Gemma 3 270M
 #
-# LOCAL_MODEL=1 compiles llama-cpp-python (about 6 minutes on 2 cores) for the one-container
+# LOCAL_MODEL=1 compiles llama-cpp-python (about 10 minutes on 2 cores) for the one-container
 # demo (`docker run ... llmplatform:local embedded`); production points the gateway at providers.
 
 # Debian 13: its postgresql-client (17) dumps every PostgreSQL server up to 17 (backups).
@@ -25,9 +25,13 @@ WORKDIR /build
 # Only what decides the dependencies, so this layer is rebuilt when they change, not the code:
 # empty packages stand in for the project, which then runs from /app (see below).
 COPY pyproject.toml constraints.txt ./
+COPY scripts/install_local_model.py scripts/
+# LOCAL_MODEL=1: llama-cpp-python as the portable build (run-time CPU dispatch), never one
+# compiled for the CPU of the machine that builds the image.
 RUN mkdir llmplatform gateway privacy deployments \
     && touch llmplatform/__init__.py gateway/__init__.py privacy/__init__.py \
        deployments/__init__.py \
+    && if [ "$LOCAL_MODEL" = 1 ]; then python scripts/install_local_model.py; fi \
     && if [ "$LOCAL_MODEL" = 1 ]; then target=".[local-model]"; else target="."; fi \
     && pip install -c constraints.txt "$target" \
     && pip uninstall -y llmplatform

@@ -201,3 +201,19 @@ def test_models_lists_only_the_aliases_the_tier_allows(client, principals, key_a
     missing = post(client, {**CHAT, "model": "nonexistent"}, key_a).json()["error"]
     hidden = post(client, {**CHAT, "model": "premium"}, key_a).json()["error"]
     assert hidden["code"] == missing["code"] == "model_not_found"
+
+
+def test_an_unreachable_upstream_tells_the_client_when_to_retry():
+    """A 503 whose upstream could not be reached at all (a model server restarting, say)
+    carries a Retry-After, so SDKs back off instead of failing or hammering."""
+    from gateway.pipeline.dispatch import UNAVAILABLE_RETRY_AFTER, as_api_error
+    from gateway.providers.base import UpstreamBadResponse, UpstreamUnavailable
+
+    refused = as_api_error(UpstreamUnavailable("local cannot be reached (ConnectError)"))
+    hinted = as_api_error(UpstreamUnavailable("busy", upstream_status=503, retry_after=7.2))
+    bad = as_api_error(UpstreamBadResponse("not JSON"))
+
+    assert (refused.status, refused.code) == (503, "upstream_unavailable")
+    assert refused.headers == {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
+    assert hinted.headers == {"Retry-After": "8"}  # the upstream's own hint, rounded up
+    assert bad.status == 502 and "Retry-After" not in bad.headers

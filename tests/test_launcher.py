@@ -73,6 +73,8 @@ def test_bootstrap_demo_twice_makes_one_of_each_and_shows_secrets_once(db, no_ad
     version = ModelAlias.objects.get(name="default").versions.get()
     assert (version.version, version.weight) == ("v1", 100)
     assert version.deployment.provider.base_url == "http://127.0.0.1:8081/v1"
+    # The local model comes back within seconds after a restart: its breaker probes again soon.
+    assert version.deployment.breaker_recovery_seconds == 5.0
     assert AuditEvent.objects.count() == events_after_first  # the second run wrote nothing
 
 
