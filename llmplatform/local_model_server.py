@@ -199,7 +199,7 @@ def dialogue_prompt(messages: Iterable[dict[str, Any]]) -> str:
 def register_dialogue_format() -> None:
     from llama_cpp.llama_chat_format import ChatFormatterResponse, register_chat_format
 
-    @register_chat_format("dialogue")
+    @register_chat_format("dialogue")  # type: ignore[untyped-decorator]  # llama_cpp is untyped
     def format_dialogue(messages: list[dict[str, Any]], **_: Any) -> ChatFormatterResponse:
         return ChatFormatterResponse(prompt=dialogue_prompt(messages), stop=list(DIALOGUE_STOP))
 

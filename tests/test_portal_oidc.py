@@ -66,8 +66,9 @@ def oidc_provider(live_server, tmp_path_factory) -> Iterator[Provider]:
         str(port),
         "--client-id",
         client_id,
-        "--client-secret",
-        client_secret,
+        # One argument with "=": a secret may start with "-", which argparse would read as an
+        # option (token_urlsafe does so about once in 64 runs).
+        f"--client-secret={client_secret}",
         "--redirect-uri",
         f"http://localhost:{live_port}/oauth/complete/oidc/",
         "--redirect-uri",
