@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
+from django.core.exceptions import ImproperlyConfigured
 
 from llmplatform.env import env_bool, env_int, env_str, env_url
 
@@ -40,6 +42,21 @@ def local_model_url() -> str:
     return url.rstrip("/")
 
 
+_CPU_VARIANT = re.compile(r"[a-z0-9_.]{1,40}")
+
+
+def local_model_cpu() -> str:
+    """``LLMP_LOCAL_MODEL_CPU``: ``auto`` or the name of one of llama.cpp's CPU variants (the
+    model server checks that the build has it)."""
+    value = (env_str("LLMP_LOCAL_MODEL_CPU", "auto") or "auto").strip().lower()
+    if not _CPU_VARIANT.fullmatch(value):
+        raise ImproperlyConfigured(
+            f"LLMP_LOCAL_MODEL_CPU={value[:60]!r} is not a CPU variant name (auto, x64, haswell, "
+            "zen4, ...: python -m llmplatform.local_model_server --list-cpu lists them)"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class LaunchConfig:
     host: str
@@ -47,6 +64,7 @@ class LaunchConfig:
     local_model: bool
     local_model_url: str
     celery_broker_url: str | None
+    local_model_cpu: str = "auto"
 
     @classmethod
     def from_env(cls) -> LaunchConfig:
@@ -56,6 +74,7 @@ class LaunchConfig:
             local_model=env_bool("LLMP_LOCAL_MODEL", True),
             local_model_url=local_model_url(),
             celery_broker_url=env_str("CELERY_BROKER_URL", None),
+            local_model_cpu=local_model_cpu(),
         )
 
     @property

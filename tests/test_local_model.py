@@ -32,6 +32,7 @@ from llmplatform.local_model_server import (
     AnswerDefaults,
     dialogue_prompt,
     llama_lib_dir,
+    load_cpu_backend,
     supported_variants,
     variant_libraries,
     with_defaults,
@@ -184,6 +185,24 @@ def test_the_cache_key_changes_with_the_flags_the_version_and_the_architecture()
     assert installer.build_key("0.3.37", flags, "x86_64") != key
     assert installer.build_key("0.3.36", installer.cmake_flags("aarch64"), "aarch64") != key
     assert installer.build_key("0.3.36", flags, "x86_64") == key
+
+
+def test_an_unknown_cpu_variant_is_refused_with_the_ones_there_are():
+    with pytest.raises(SystemExit, match=r"--cpu nope: unknown CPU variant; this build has .*x64"):
+        load_cpu_backend(_lib_dir(), "nope")
+
+
+@pytest.mark.parametrize("value", ["../../etc/x", "zen4 --model /tmp/x", "a" * 41])
+def test_the_cpu_setting_is_a_variant_name_or_nothing(monkeypatch, value: str):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from llmplatform.launcher import local_model_cpu
+
+    monkeypatch.setenv("LLMP_LOCAL_MODEL_CPU", value)
+    with pytest.raises(ImproperlyConfigured, match="LLMP_LOCAL_MODEL_CPU"):
+        local_model_cpu()
+    monkeypatch.setenv("LLMP_LOCAL_MODEL_CPU", " Haswell ")
+    assert local_model_cpu() == "haswell"
 
 
 @pytest.mark.skipif(not X86, reason="x86 CPU variants")

@@ -29,7 +29,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from llmplatform.env import env_int, env_str
+from llmplatform.env import env_int
 from llmplatform.launcher import (
     LOCAL_MODEL_ID,
     LaunchConfig,
@@ -197,7 +197,7 @@ class Command(BaseCommand):
             url=url,
             log_path=settings.DATA_DIR / "logs" / "llama-server.log",
             status_path=settings.DATA_DIR / "run" / "local-model.json",
-            requested_cpu=env_str("LLMP_LOCAL_MODEL_CPU", "auto") or "auto",
+            requested_cpu=config.local_model_cpu,
             say=self._say,
         )
         model.start()
