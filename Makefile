@@ -4,7 +4,7 @@ VENV ?= .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint audit constraints chromium qemu local-model-rebuild
+.PHONY: install run test lint audit constraints chromium qemu compose local-model-rebuild
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ local-model-rebuild: install
 run: install
 	$(VENV)/bin/python manage.py runplatform
 
-test: install chromium qemu
+test: install chromium qemu compose
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The page tests drive Debian's Chromium (never a browser downloaded by a test tool). Installed
@@ -45,6 +45,15 @@ qemu:
 	    apt-get install -y -qq qemu-user >/dev/null || \
 	      { apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null; }; \
 	  else echo "make test: no qemu-user; the emulated-CPU tests will be skipped"; fi; }
+
+# tests/test_packaging.py checks compose.yaml with a Compose CLI (Debian's docker-compose when
+# there is neither that nor `docker compose`).
+compose:
+	@command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq docker-compose >/dev/null || \
+	      { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }; \
+	  else echo "make test: no Compose CLI; the compose.yaml check will be skipped"; fi; }
 
 lint: install
 	$(VENV)/bin/ruff check .
