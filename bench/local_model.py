@@ -3,10 +3,15 @@
     .venv/bin/python bench/local_model.py                     # every variant this CPU runs
     .venv/bin/python bench/local_model.py --cpu haswell,x64   # just these
     .venv/bin/python bench/local_model.py --python OTHER/bin/python   # another build
+    .venv/bin/python bench/local_model.py --prompts           # Gemma's template vs ours
 
 Each variant runs in its own process (ggml loads one CPU backend per process): the model is
 loaded, a 128-token prompt evaluated (prompt tokens/s), then 128 tokens are generated greedily,
 ignoring end-of-text (generation tokens/s). Each figure is the median of ``--runs`` runs.
+
+``--prompts`` asks eight short questions under llama-cpp-python's Gemma chat template and under
+the dialogue the server uses, with the server's answer defaults at temperature 0 and 0.7
+(seeded), and counts the answers that end by themselves and those that repeat the question.
 """
 
 from __future__ import annotations
@@ -67,6 +72,64 @@ def child(cpu: str, model: str, tokens: int, runs: int) -> None:
     )
 
 
+QUESTIONS = [
+    "Say hello in one sentence.",
+    "Say hello.",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Give me three tips for writing clean Python code.",
+    "Translate 'good morning' into Spanish.",
+    "What is 2 + 2?",
+    "Summarise: The cat sat on the mat all day because it was warm.",
+]
+
+
+def compare_prompts(model: str) -> None:
+    sys.path.insert(0, str(ROOT))
+    from llmplatform.local_model_server import (
+        ANSWER_DEFAULTS,
+        DIALOGUE_STOP,
+        dialogue_prompt,
+        llama_lib_dir,
+        load_cpu_backend,
+    )
+
+    lib_dir = llama_lib_dir()
+    assert lib_dir is not None
+    load_cpu_backend(lib_dir, "auto")
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import format_gemma
+
+    llm = Llama(model_path=model, n_ctx=1024, seed=1, verbose=False)
+    sampling = {k: v for k, v in ANSWER_DEFAULTS.items() if k not in ("temperature", "max_tokens")}
+    formats = {
+        "Gemma chat template": lambda m: (format_gemma(m).prompt, ["<end_of_turn>"]),
+        "dialogue (used)": lambda m: (dialogue_prompt(m), DIALOGUE_STOP),
+    }
+    print("| prompt | temperature | ended by itself | repeated the question | empty |")
+    print("|---|---|---|---|---|")
+    for name, build in formats.items():
+        for temperature in (0.0, 0.7):
+            ended = repeated = empty = 0
+            for question in QUESTIONS:
+                prompt, stop = build([{"role": "user", "content": question}])
+                choice = llm.create_completion(
+                    prompt,
+                    max_tokens=96,
+                    temperature=temperature,
+                    stop=stop,
+                    seed=1,
+                    **sampling,
+                )["choices"][0]
+                text = choice["text"]
+                ended += choice["finish_reason"] == "stop"
+                repeated += question.lower().rstrip(".?") in text.lower()
+                empty += not text.strip()
+                print(f"<!-- {name} t={temperature}: {text[:100]!r} -->")
+            n = len(QUESTIONS)
+            print(f"| {name} | {temperature} | {ended}/{n} | {repeated}/{n} | {empty}/{n} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", default="", help="comma-separated variants (default: all usable)")
@@ -76,6 +139,7 @@ def main() -> int:
     )
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--prompts", action="store_true", help="compare the prompt formats")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     model = args.model
@@ -85,6 +149,9 @@ def main() -> int:
         model = str(gemma.assemble(ROOT / "var" / "bench" / gemma.MODEL_NAME))
     if args.child:
         child(args.cpu, model, args.tokens, args.runs)
+        return 0
+    if args.prompts:
+        compare_prompts(model)
         return 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.cpu:

@@ -179,13 +179,18 @@ class Child:
         return f"exited with code {code}"
 
     def log_tail(self, lines: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        with self.log_path.open("rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - 16384))
-            text = log.read().decode(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines) if self.log_path is not None else ""
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file (read from its last 16 KiB), or ""."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as log:
+        log.seek(0, os.SEEK_END)
+        log.seek(max(0, log.tell() - 16384))
+        text = log.read().decode(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass

@@ -36,7 +36,9 @@ from llmplatform.launcher import (
     Child,
     LaunchError,
     Supervisor,
+    log_tail,
 )
+from llmplatform.local_model_server import BUILTIN, llama_lib_dir
 
 STATUS_FILE_ENV = "LLMP_LOCAL_MODEL_STATUS_FILE"
 MODEL_START_TIMEOUT = 180.0
@@ -78,6 +80,15 @@ def server_command(model_path: Path, url: str, cpu: str) -> list[str]:
         "--port",
         str(parts.port or 80),
     ]
+
+
+def require_runtime() -> None:
+    """Raise ``LaunchError`` saying what to do when llama-cpp-python is not installed."""
+    if llama_lib_dir() is None:
+        raise LaunchError(
+            "llama-cpp-python is not installed. Install it with `make install` (the portable "
+            "build) or set LLMP_LOCAL_MODEL=off."
+        )
 
 
 def cpu_variants(requested: str = "auto") -> list[str]:
@@ -128,13 +139,6 @@ def self_test(url: str, timeout: float = SELF_TEST_TIMEOUT) -> str:
     return text
 
 
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1.0).is_success
-    except httpx.HTTPError:
-        return False
-
-
 @dataclass
 class LocalModel:
     supervisor: Supervisor
@@ -166,7 +170,7 @@ class LocalModel:
         Raises ``LaunchError`` with what to do when it cannot."""
         self._backoff = self.backoff_first
         self._variants = cpu_variants(self.requested_cpu)
-        if self._variants == ["builtin"]:
+        if self._variants == [BUILTIN]:
             self.say(
                 "runplatform: warning: this llama-cpp-python build has no run-time CPU "
                 "dispatch (it may be built for another CPU); make local-model-rebuild "
@@ -200,7 +204,7 @@ class LocalModel:
             log_path=self.log_path,
             restartable=True,
         )
-        self.child, self.cpu = child, variant
+        self.child, self.cpu, self._started_at = child, variant, time.monotonic()
         self.say(
             f"runplatform: started {child.name} (pid {child.pid}, CPU kernels {variant}, "
             f"log {self.log_path})"
@@ -210,7 +214,9 @@ class LocalModel:
                 child, f"{self.url}/models", timeout=self.start_timeout
             )
         except LaunchError as exc:
-            return str(exc).split("; the end of")[0]
+            if child.process.returncode is None:
+                return str(exc)  # it did not answer in time
+            return f"the server {child.exit_description} while starting"
         if self.supervisor.stop_requested.is_set():
             return None
         try:
@@ -221,14 +227,11 @@ class LocalModel:
             if child.process.returncode is not None:
                 return f"{exc}; the server {child.exit_description}"
             return str(exc)
-        self._started_at = time.monotonic()
         self._write_status("ready")
         return None
 
     def _failure_message(self, failures: Sequence[str]) -> str:
-        tail = ""
-        if self.log_path.exists():
-            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
+        tail = log_tail(self.log_path, 15)
         return (
             "The local model failed its start-up self-test.\n  "
             + "\n  ".join(failures)
@@ -245,31 +248,15 @@ class LocalModel:
     # --- Restart ----------------------------------------------------------------------------
 
     def watch(self) -> None:
-        """Called from the launcher's loop: restart the server when it has died."""
+        """Called from the launcher's loop: notice a dead server, and start it again when its
+        backoff has passed."""
         if self.supervisor.stop_requested.is_set():
             return
-        now = time.monotonic()
         if self.child is not None:
-            if self.child.process.poll() is None:
-                return
-            code = self.child.process.returncode
-            self._last_exit = self.child.exit_description
-            ran_for = now - self._started_at
-            if ran_for >= HEALTHY_AFTER:
-                self._backoff = self.backoff_first
-            if code == -signal.SIGILL and self.cpu in self._variants[:-1]:
-                # Kernels this CPU does not run: never go back to them.
-                self._variants = self._variants[self._variants.index(self.cpu) + 1 :]
-            self.say(
-                f"runplatform: {self.child.name} (pid {self.child.pid}) {self._last_exit} "
-                f"after {ran_for:.0f}s; restarting it in {self._backoff:.0f}s "
-                f"(log {self.log_path})"
-            )
-            self._drop_child()
-            self._next_start = now + self._backoff
-            self._backoff = min(self.backoff_max, self._backoff * 2)
-            self._write_status("restarting")
+            if self.child.process.poll() is not None:
+                self._after_exit()
             return
+        now = time.monotonic()
         if self._next_start is None or now < self._next_start:
             return
         self._restart_times = [t for t in self._restart_times if now - t < 60.0]
@@ -283,20 +270,43 @@ class LocalModel:
         self._restart_times.append(now)
         self.restarts += 1
         self._next_start = None
-        variant = self._variants[0] if self._variants else self.cpu or "auto"
-        outcome = self._start_once(variant)
-        if outcome is not None:
-            self.say(f"runplatform: the restarted local model is not ready: {outcome}")
-            if self.child is not None and self.child.process.poll() is None:
-                self._drop_child()
-            self._next_start = time.monotonic() + self._backoff
-            self._backoff = min(self.backoff_max, self._backoff * 2)
-            self._write_status("restarting", detail=outcome)
-        else:
+        outcome = self._start_once(self._variants[0] if self._variants else self.cpu)
+        if outcome is None:
+            assert self.child is not None
             self.say(
                 f"runplatform: the local model is back (restart {self.restarts}, "
-                f"pid {self.child.pid if self.child else '?'})"
+                f"pid {self.child.pid})"
             )
+            return
+        self.say(f"runplatform: the restarted local model is not ready: {outcome}")
+        if self.child is not None and self.child.process.poll() is not None:
+            self._after_exit()  # it died: the same as any other death
+        else:
+            self._schedule_restart(detail=outcome)
+
+    def _after_exit(self) -> None:
+        """The server has exited: retire its kernels if they were illegal here, log it, and
+        schedule the next start."""
+        assert self.child is not None
+        ran_for = time.monotonic() - self._started_at
+        if ran_for >= HEALTHY_AFTER:
+            self._backoff = self.backoff_first
+        if self.child.process.returncode == -signal.SIGILL and self.cpu in self._variants[:-1]:
+            # Kernels this CPU does not run: never go back to them.
+            self._variants = self._variants[self._variants.index(self.cpu) + 1 :]
+        self._last_exit = self.child.exit_description
+        self.say(
+            f"runplatform: {self.child.name} (pid {self.child.pid}) {self._last_exit} "
+            f"after {ran_for:.0f}s; restarting it in {self._backoff:.0f}s "
+            f"(log {self.log_path})"
+        )
+        self._schedule_restart()
+
+    def _schedule_restart(self, *, detail: str = "") -> None:
+        self._drop_child()
+        self._next_start = time.monotonic() + self._backoff
+        self._backoff = min(self.backoff_max, self._backoff * 2)
+        self._write_status("restarting", detail=detail)
 
     def _drop_child(self) -> None:
         if self.child is not None:

@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--n-ctx", type=int, default=4096)
-    parser.add_argument("--cpu", default=os.environ.get("LLMP_LOCAL_MODEL_CPU") or "auto")
+    parser.add_argument("--cpu", default="auto", help="a CPU variant (see --list-cpu) or auto")
     args = parser.parse_args(argv)
 
     lib_dir = llama_lib_dir()

@@ -149,6 +149,7 @@ def _pip(*args: str) -> None:
 def relocate_cpu_variants(wheel: Path, out_dir: Path) -> Path:
     """Repack ``wheel`` with its ``bin/libggml-cpu-*.so`` moved into ``llama_cpp/lib`` and the
     top-level ``bin/`` and ``lib/`` (duplicates, CMake and pkg-config files) left out."""
+    _pip("install", "--quiet", "-c", str(ROOT / "constraints.txt"), "wheel")
     with tempfile.TemporaryDirectory(prefix="llama-repack-") as tmp:
         subprocess.run(
             [sys.executable, "-m", "wheel", "unpack", "--dest", tmp, str(wheel)], check=True
@@ -189,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         print(key)
         return 0
     folder = cache_dir() / key
-    _pip("install", "--quiet", "-c", str(ROOT / "constraints.txt"), "wheel")
     wheel = None if args.rebuild else cached_wheel(folder)
     if wheel is None:
         wheel = build_wheel(version, flags, folder)

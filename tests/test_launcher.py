@@ -26,6 +26,7 @@ from django.core.management.base import CommandError
 
 from gateway import keys
 from gateway.models import ApiKey, ModelAlias, Provider, Tier
+from llmplatform.launcher import answers
 from llmplatform.models import AuditEvent, Tenant
 from tests.conftest import free_port
 
@@ -478,7 +479,7 @@ def test_the_self_test_fails_clearly_against_a_model_server_that_crashes(tmp_pat
     )
     try:
         deadline = time.monotonic() + 20
-        while not _answers(f"http://127.0.0.1:{model_port}/v1/models"):
+        while not answers(f"http://127.0.0.1:{model_port}/v1/models"):
             assert time.monotonic() < deadline
             time.sleep(0.1)
 
@@ -506,10 +507,3 @@ def test_the_self_test_fails_clearly_against_a_model_server_that_crashes(tmp_pat
     assert "failed the start-up self-test" in output
     assert "LLMP_LOCAL_MODEL=off" in output and "apply_config" in output
     assert "llmplatform is running" not in output
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).is_success
-    except httpx.HTTPError:
-        return False

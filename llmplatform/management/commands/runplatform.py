@@ -40,7 +40,13 @@ from llmplatform.launcher import (
     is_loopback,
     port_in_use,
 )
-from llmplatform.local_model import STATUS_FILE_ENV, LocalModel, SelfTestFailed, self_test
+from llmplatform.local_model import (
+    STATUS_FILE_ENV,
+    LocalModel,
+    SelfTestFailed,
+    require_runtime,
+    self_test,
+)
 
 PLATFORM_START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -188,6 +194,7 @@ class Command(BaseCommand):
                 "model server on this machine (127.0.0.1/localhost). Start it, or set "
                 "LLMP_LOCAL_MODEL=off."
             )
+        require_runtime()
         models_dir = settings.DATA_DIR / "models"
         model_path, assembled = ensure_model_file(models_dir)
         self._say(f"runplatform: {'assembled' if assembled else 'using'} model file {model_path}")
