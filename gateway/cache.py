@@ -10,16 +10,20 @@ Entries remember the data subject (the request's ``user``) in a per-subject inde
 can remove them (``purge_subject``).
 
 With Redis (``REDIS_URL``) the cache is shared by every process and a lookup is one round trip
-(a Lua script reads the namespace and the entry together). Without it, an in-process LRU serves
-the single-process embedded default.
+(a Lua script reads the namespace and the entry together). Without it (the embedded default), a
+SQLite file in ``LLMP_DATA_DIR`` is the cache that the web process, the Celery worker and
+management commands share.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
+import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -146,62 +150,145 @@ class RedisResponseCache:
         return int(removed)
 
 
-class LocalResponseCache:
-    """The embedded default's cache: one process, bounded LRU with TTLs."""
+class SqliteResponseCache:
+    """The embedded default's cache: a SQLite file (``LLMP_SHARED_CACHE_PATH``) that every
+    process of the platform opens (web, Celery worker, management commands), so an erasure, an
+    invalidation or a rollout's rollback made in any of them reaches the gateway.
+
+    WAL mode: a lookup never waits for a writer. A lookup is one statement on the process's
+    own connection (about 20 microseconds), run on the event loop itself: handing it to a
+    thread would cost more than it does. Expired entries are deleted now and then by the
+    process that stores; the number of entries is bounded like the in-process LRU it replaced.
+    """
 
     MAX_ENTRIES = 10_000
+    # Stores between two clean-ups of expired (and surplus) entries.
+    SWEEP_EVERY = 500
+    # How long a store from the request path waits for another process's write; past that the
+    # copy is dropped (it is a cache). Invalidations and erasures wait longer: they must land.
+    STORE_BUSY_MS = 200
+    WRITE_BUSY_MS = 10_000
 
-    def __init__(self) -> None:
-        self._entries: OrderedDict[str, tuple[float, CachedAnswer]] = OrderedDict()
-        self._namespaces: dict[str, int] = {}
-        self._subjects: dict[str, set[str]] = {}
+    _SCHEMA = (
+        "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
+        "expires REAL NOT NULL, subject TEXT)",
+        "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject) "
+        "WHERE subject IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires)",
+        "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    )
+    # The three namespace counters and the entry, in one statement (as the Redis script does).
+    _LOOKUP = (
+        "SELECT ns, (SELECT value FROM entries WHERE key = ?1 || ns || ':' || ?2 "
+        "AND expires > ?3) FROM (SELECT "
+        "coalesce((SELECT value FROM counters WHERE key = ?4), 0) || '.' || "
+        "coalesce((SELECT value FROM counters WHERE key = ?5), 0) || '.' || "
+        "coalesce((SELECT value FROM counters WHERE key = ?6), 0) AS ns)"
+    )
 
-    def _namespace(self, key: CacheKey) -> str:
-        return ".".join(str(self._namespaces.get(k, 0)) for k in key.ns_keys)
+    def __init__(self, path: str | None = None) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._stores = 0
+
+    @property
+    def path(self) -> str:
+        return self._path or str(settings.LLMP_SHARED_CACHE_PATH)
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after a fork or when the path changes)."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid() and local.path == self.path:
+            return conn
+        path = self.path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                               timeout=self.WRITE_BUSY_MS / 1000)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        for statement in self._SCHEMA:
+            conn.execute(statement)
+        local.conn, local.pid, local.path = conn, os.getpid(), path
+        return conn
 
     async def lookup(self, key: CacheKey) -> tuple[str, CachedAnswer | None]:
-        namespace = self._namespace(key)
-        entry_key = key.entry_key(namespace)
-        found = self._entries.get(entry_key)
-        if found is None:
-            return namespace, None
-        expires, answer = found
-        if expires < time.monotonic():
-            self._entries.pop(entry_key, None)
-            return namespace, None
-        self._entries.move_to_end(entry_key)
-        return namespace, answer
+        return self.lookup_now(key)
+
+    def lookup_now(self, key: CacheKey) -> tuple[str, CachedAnswer | None]:
+        prefix = f"{PREFIX}:e:{key.tenant_id}:"
+        namespace, raw = self._connection().execute(
+            self._LOOKUP, (prefix, key.digest, time.time(), *key.ns_keys)
+        ).fetchone()
+        return namespace, (_decode(raw) if raw is not None else None)
 
     async def store(self, key: CacheKey, namespace: str, answer: CachedAnswer, ttl: int) -> None:
         self.store_later(key, namespace, answer, ttl)
 
     def store_later(self, key: CacheKey, namespace: str, answer: CachedAnswer,
                     ttl: int) -> None:
-        entry_key = key.entry_key(namespace)
-        self._entries[entry_key] = (time.monotonic() + ttl, answer)
-        self._entries.move_to_end(entry_key)
-        if key.subject_key:
-            self._subjects.setdefault(key.subject_key, set()).add(entry_key)
-        while len(self._entries) > self.MAX_ENTRIES:
-            self._entries.popitem(last=False)
+        conn = self._connection()
+        conn.execute(f"PRAGMA busy_timeout={self.STORE_BUSY_MS}")
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO entries (key, value, expires, subject) "
+                "VALUES (?, ?, ?, ?)",
+                (key.entry_key(namespace), _encode(answer), time.time() + ttl, key.subject_key),
+            )
+            self._stores += 1
+            if self._stores % self.SWEEP_EVERY == 0:
+                self.sweep()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={self.WRITE_BUSY_MS}")
 
-    def bump(self, ns_key: str) -> None:
-        self._namespaces[ns_key] = self._namespaces.get(ns_key, 0) + 1
-
-    def purge_subject(self, tenant_id: int, subject: str) -> int:
-        removed = 0
-        for entry_key in self._subjects.pop(subject_index_key(tenant_id, subject), set()):
-            if self._entries.pop(entry_key, None) is not None:
-                removed += 1
+    def sweep(self) -> int:
+        """Delete expired entries, then the soonest to expire beyond ``MAX_ENTRIES``."""
+        conn = self._connection()
+        removed = conn.execute("DELETE FROM entries WHERE expires <= ?", (time.time(),)).rowcount
+        surplus = conn.execute("SELECT count(*) FROM entries").fetchone()[0] - self.MAX_ENTRIES
+        if surplus > 0:
+            removed += conn.execute(
+                "DELETE FROM entries WHERE key IN "
+                "(SELECT key FROM entries ORDER BY expires LIMIT ?)", (surplus,)
+            ).rowcount
         return removed
 
+    def bump(self, ns_key: str) -> None:
+        self._connection().execute(
+            "INSERT INTO counters (key, value) VALUES (?, 1) "
+            "ON CONFLICT (key) DO UPDATE SET value = value + 1", (ns_key,)
+        )
 
-_local = LocalResponseCache()
+    def purge_subject(self, tenant_id: int, subject: str) -> int:
+        return self._connection().execute(
+            "DELETE FROM entries WHERE subject = ?", (subject_index_key(tenant_id, subject),)
+        ).rowcount
+
+    def counter(self, key: str) -> int:
+        """A counter's value (0 when never bumped): what another process's ``bump`` changed."""
+        row = self._connection().execute(
+            "SELECT value FROM counters WHERE key = ?", (key,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def clear(self) -> None:
+        """Forget every entry and counter (tests)."""
+        conn = self._connection()
+        conn.execute("DELETE FROM entries")
+        conn.execute("DELETE FROM counters")
+
+
+_local = SqliteResponseCache()
 _redis = RedisResponseCache()
 
 
-def response_cache() -> RedisResponseCache | LocalResponseCache:
+def response_cache() -> RedisResponseCache | SqliteResponseCache:
     return _redis if redis_configured() else _local
+
+
+def shared_file_cache() -> SqliteResponseCache:
+    """The embedded default's shared cache file (also holds the routing generation counter)."""
+    return _local
 
 
 def ttl_seconds() -> int:

@@ -11,14 +11,41 @@ app = Celery("llmplatform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# Every periodic schedule of the platform is declared here, in one place.
+
+def _purge_schedule() -> tuple[crontab | float, int]:
+    """Hourly at :17, or every LLMP_RETENTION_PURGE_SECONDS seconds when that is set."""
+    from django.conf import settings
+
+    seconds = settings.LLMP_RETENTION_PURGE_SECONDS
+    if seconds:
+        return seconds, max(1, int(seconds * 0.9))
+    return crontab(minute=17), 50 * 60
+
+
+def _heartbeat_seconds() -> float:
+    from django.conf import settings
+
+    return settings.LLMP_CELERY_HEARTBEAT_SECONDS
+
+
+_purge_every, _purge_expires = _purge_schedule()
+HEARTBEAT_SECONDS = _heartbeat_seconds()
+
+# Every periodic schedule of the platform is declared here, in one place: the embedded default
+# (runplatform's worker and beat) and production (their own containers) run the same one.
 app.conf.beat_schedule = {
     # Retention: delete expired conversation records (privacy.services). Hourly; a run left
     # queued past the next one is dropped.
     "privacy-purge-expired-conversations": {
         "task": "privacy.purge_expired_conversations",
-        "schedule": crontab(minute=17),
-        "options": {"expires": 50 * 60},
+        "schedule": _purge_every,
+        "options": {"expires": _purge_expires},
+    },
+    # Beat and worker health: the worker records when it last ran this; /readyz reports it.
+    "platform-heartbeat": {
+        "task": "llmplatform.heartbeat",
+        "schedule": HEARTBEAT_SECONDS,
+        "options": {"expires": max(1.0, HEARTBEAT_SECONDS - 1)},
     },
     # Data-subject requests (privacy.requests): restart lost, failed and stalled executions,
     # close public requests never verified, delete exports whose link expired.

@@ -4,7 +4,10 @@ provider probe), so the kernel needs no knowledge of the apps above it."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
@@ -56,3 +59,68 @@ async def readyz(request):
     ready = all(c["ok"] for c in checks.values())
     return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks},
                         status=200 if ready else 503)
+
+
+# A worker that has run for this long without running a heartbeat (sent by beat every
+# HEARTBEAT_SECONDS) is not doing its work, though its process runs.
+HEARTBEAT_GRACE_FACTOR = 3
+
+
+def celery_readiness(status_path: Path, now: float | None = None) -> tuple[bool, str]:
+    """A supervised Celery process (worker or beat): ready while its process runs and, once it
+    has run for three heartbeat intervals, while heartbeats keep arriving. The detail names its
+    state, restarts and the last heartbeat's age either way."""
+    from llmplatform.celery import HEARTBEAT_SECONDS
+    from llmplatform.launcher import read_status
+    from llmplatform.tasks import last_heartbeat
+
+    now = time.time() if now is None else now
+    status = read_status(status_path)
+    if status is None:
+        return False, "no status from the launcher"
+    try:
+        beat_at = last_heartbeat()
+    except Exception as exc:  # the cache is checked on its own; say why here too
+        beat_at, heard = None, f"heartbeat unknown ({type(exc).__name__})"
+    else:
+        heard = (
+            "no heartbeat yet" if beat_at is None else f"last heartbeat {now - beat_at:.0f}s ago"
+        )
+    state = status.get("state")
+    pid = status.get("pid")
+    if state == "running" and isinstance(pid, int) and not _alive(pid):
+        # Died since the launcher last looked (or the launcher itself is gone).
+        return False, f"not running (pid {pid} is gone); {heard}"
+    if state != "running":
+        return False, f"{state}: {status.get('last_exit') or 'not running'}; {heard}"
+    grace = HEARTBEAT_GRACE_FACTOR * HEARTBEAT_SECONDS
+    started = status.get("started")
+    running_for = now - float(started) if isinstance(started, int | float) else 0.0
+    stale = beat_at is None or now - beat_at > grace
+    detail = f"running (pid {status.get('pid')}, restarts {status.get('restarts')}); {heard}"
+    if running_for > grace and stale:
+        return False, f"{detail}: no heartbeat within {grace:.0f}s"
+    return True, detail
+
+
+def celery_probe(status_path: Path) -> ReadinessProbe:
+    async def probe() -> tuple[bool, str]:
+        return await sync_to_async(celery_readiness)(status_path)
+
+    return probe
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: exists and (where /proc tells) is not a zombie its parent has not
+    reaped yet."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in {"Z", "X"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -63,7 +64,6 @@ class LaunchConfig:
     port: int
     local_model: bool
     local_model_url: str
-    celery_broker_url: str | None
     local_model_cpu: str = "auto"
 
     @classmethod
@@ -73,7 +73,6 @@ class LaunchConfig:
             port=env_int("LLMP_PORT", 8000, minimum=1),
             local_model=env_bool("LLMP_LOCAL_MODEL", True),
             local_model_url=local_model_url(),
-            celery_broker_url=env_str("CELERY_BROKER_URL", None),
             local_model_cpu=local_model_cpu(),
         )
 
@@ -293,3 +292,139 @@ class Supervisor:
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+# --- Status files and restarted children ------------------------------------------------------
+
+# The directory where runplatform writes each supervised child's status (the web processes get
+# it in their environment and /readyz reads it).
+RUN_DIR_ENV = "LLMP_RUN_DIR"
+
+
+def write_status(path: Path, status: dict[str, object]) -> None:
+    """Replace ``path`` with ``status`` as JSON, whole (written aside, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps({**status, "updated": time.time()}))
+    partial.replace(path)
+
+
+def read_status(path: Path) -> dict[str, object] | None:
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) else None
+
+
+@dataclass
+class RestartPolicy:
+    """When a child that died may start again: after a backoff (``first`` seconds, doubling to
+    ``longest``; back to ``first`` once a child has run ``healthy_after`` seconds), and at most
+    ``per_minute`` starts in any minute."""
+
+    first: float = 1.0
+    longest: float = 30.0
+    per_minute: int = 5
+    healthy_after: float = 60.0
+    _backoff: float = 0.0
+    _starts: list[float] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self._backoff = self.first
+
+    def delay_after_exit(self, ran_for: float) -> float:
+        """The backoff before the next start (and double it for the one after)."""
+        if ran_for >= self.healthy_after or not self._backoff:
+            self._backoff = self.first
+        delay = self._backoff
+        self._backoff = min(self.longest, self._backoff * 2)
+        return delay
+
+    def next_allowed(self, now: float) -> float | None:
+        """None when a start is allowed now (and count it), else when it will be."""
+        self._starts = [t for t in self._starts if now - t < 60.0]
+        if len(self._starts) >= self.per_minute:
+            return self._starts[0] + 60.0
+        self._starts.append(now)
+        return None
+
+
+@dataclass
+class RestartedChild:
+    """A child that is started again when it dies (the Celery worker and beat), with its state in
+    a status file: ``running``, ``restarting`` (with how it ended) or ``stopped``."""
+
+    supervisor: Supervisor
+    name: str
+    argv: Sequence[str]
+    status_path: Path
+    log_path: Path | None = None
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    say: Callable[[str], None] = print
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    child: Child | None = None
+    restarts: int = 0
+    _started_at: float = 0.0
+    _next_start: float | None = None
+    _last_exit: str = ""
+
+    def start(self) -> Child:
+        self.policy.reset()
+        return self._spawn()
+
+    def _spawn(self) -> Child:
+        child = self.supervisor.start(
+            self.name, self.argv, env=self.env, log_path=self.log_path, cwd=self.cwd,
+            restartable=True,
+        )
+        self.child, self._started_at = child, time.monotonic()
+        self._status("running")
+        return child
+
+    def watch(self) -> None:
+        """From the launcher's loop: notice a death, and start again when the backoff allows."""
+        if self.supervisor.stop_requested.is_set():
+            return
+        now = time.monotonic()
+        if self.child is not None:
+            if self.child.process.poll() is None:
+                return
+            ran_for = now - self._started_at
+            self._last_exit = self.child.exit_description
+            delay = self.policy.delay_after_exit(ran_for)
+            self.say(
+                f"runplatform: {self.name} (pid {self.child.pid}) {self._last_exit} after "
+                f"{ran_for:.0f}s; restarting it in {delay:.0f}s"
+                + (f" (log {self.log_path})" if self.log_path else "")
+            )
+            self.supervisor.forget(self.child)
+            self.child = None
+            self._next_start = now + delay
+            self._status("restarting")
+            return
+        if self._next_start is None or now < self._next_start:
+            return
+        allowed_at = self.policy.next_allowed(now)
+        if allowed_at is not None:
+            self._next_start = allowed_at
+            self.say(
+                f"runplatform: {self.policy.per_minute} restarts of {self.name} in a minute; "
+                f"the next try in {allowed_at - now:.0f}s"
+            )
+            return
+        self.restarts += 1
+        self._next_start = None
+        child = self._spawn()
+        self.say(f"runplatform: started {self.name} (pid {child.pid}, restart {self.restarts})")
+
+    def _status(self, state: str) -> None:
+        write_status(self.status_path, {
+            "state": state,
+            "name": self.name,
+            "pid": self.child.pid if self.child is not None else None,
+            "restarts": self.restarts,
+            "last_exit": self._last_exit,
+            "started": time.time() if state == "running" else None,
+        })

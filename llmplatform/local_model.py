@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -35,8 +34,11 @@ from llmplatform.launcher import (
     LOCAL_MODEL_ID,
     Child,
     LaunchError,
+    RestartPolicy,
     Supervisor,
     log_tail,
+    read_status,
+    write_status,
 )
 from llmplatform.local_model_server import BUILTIN, llama_lib_dir
 
@@ -157,18 +159,21 @@ class LocalModel:
     cpu: str = ""
     restarts: int = 0
     _variants: list[str] = field(default_factory=list)
-    _restart_times: list[float] = field(default_factory=list)
     _next_start: float | None = None
-    _backoff: float = 0.0
     _started_at: float = 0.0
     _last_exit: str = ""
+
+    def __post_init__(self) -> None:
+        self._policy = RestartPolicy(first=self.backoff_first, longest=self.backoff_max,
+                                     per_minute=self.max_restarts_per_minute,
+                                     healthy_after=HEALTHY_AFTER)
 
     # --- Start ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the server and pass its self-test, stepping down CPU variants on a crash.
         Raises ``LaunchError`` with what to do when it cannot."""
-        self._backoff = self.backoff_first
+        self._policy.reset()
         self._variants = cpu_variants(self.requested_cpu)
         if self._variants == [BUILTIN]:
             self.say(
@@ -259,15 +264,14 @@ class LocalModel:
         now = time.monotonic()
         if self._next_start is None or now < self._next_start:
             return
-        self._restart_times = [t for t in self._restart_times if now - t < 60.0]
-        if len(self._restart_times) >= self.max_restarts_per_minute:
-            self._next_start = self._restart_times[0] + 60.0
+        allowed_at = self._policy.next_allowed(now)
+        if allowed_at is not None:
+            self._next_start = allowed_at
             self.say(
                 f"runplatform: {self.max_restarts_per_minute} restarts of the local model in a "
                 f"minute; the next try in {self._next_start - now:.0f}s"
             )
             return
-        self._restart_times.append(now)
         self.restarts += 1
         self._next_start = None
         outcome = self._start_once(self._variants[0] if self._variants else self.cpu)
@@ -282,30 +286,28 @@ class LocalModel:
         if self.child is not None and self.child.process.poll() is not None:
             self._after_exit()  # it died: the same as any other death
         else:
-            self._schedule_restart(detail=outcome)
+            self._schedule_restart(self._policy.delay_after_exit(0.0), detail=outcome)
 
     def _after_exit(self) -> None:
         """The server has exited: retire its kernels if they were illegal here, log it, and
         schedule the next start."""
         assert self.child is not None
         ran_for = time.monotonic() - self._started_at
-        if ran_for >= HEALTHY_AFTER:
-            self._backoff = self.backoff_first
+        delay = self._policy.delay_after_exit(ran_for)
         if self.child.process.returncode == -signal.SIGILL and self.cpu in self._variants[:-1]:
             # Kernels this CPU does not run: never go back to them.
             self._variants = self._variants[self._variants.index(self.cpu) + 1 :]
         self._last_exit = self.child.exit_description
         self.say(
             f"runplatform: {self.child.name} (pid {self.child.pid}) {self._last_exit} "
-            f"after {ran_for:.0f}s; restarting it in {self._backoff:.0f}s "
+            f"after {ran_for:.0f}s; restarting it in {delay:.0f}s "
             f"(log {self.log_path})"
         )
-        self._schedule_restart()
+        self._schedule_restart(delay)
 
-    def _schedule_restart(self, *, detail: str = "") -> None:
+    def _schedule_restart(self, delay: float, *, detail: str = "") -> None:
         self._drop_child()
-        self._next_start = time.monotonic() + self._backoff
-        self._backoff = min(self.backoff_max, self._backoff * 2)
+        self._next_start = time.monotonic() + delay
         self._write_status("restarting", detail=detail)
 
     def _drop_child(self) -> None:
@@ -316,7 +318,7 @@ class LocalModel:
     # --- Status -----------------------------------------------------------------------------
 
     def _write_status(self, state: str, *, cpu: str | None = None, detail: str = "") -> None:
-        status = {
+        write_status(self.status_path, {
             "state": state,
             "url": self.url,
             "cpu": cpu or self.cpu,
@@ -324,20 +326,7 @@ class LocalModel:
             "restarts": self.restarts,
             "last_exit": self._last_exit,
             "detail": detail,
-            "updated": time.time(),
-        }
-        self.status_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.status_path.with_name(f"{self.status_path.name}.{os.getpid()}.tmp")
-        partial.write_text(json.dumps(status))
-        partial.replace(self.status_path)
-
-
-def read_status(path: Path) -> dict[str, Any] | None:
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return status if isinstance(status, dict) else None
+        })
 
 
 def readiness_from_status(path: Path) -> tuple[bool, str]:

@@ -1,9 +1,10 @@
 """Settings, read from environment variables (see the README's configuration reference).
 
-With nothing set, this is the embedded default: SQLite in WAL mode, an in-process cache and Celery
-tasks run eagerly, so the platform runs on a fresh machine with no services. With ``DATABASE_URL``,
-``REDIS_URL`` and ``CELERY_BROKER_URL`` set, it is the production shape: PostgreSQL, Redis as cache
-and broker, and real Celery workers.
+With nothing set, this is the embedded default: SQLite in WAL mode, caches in files that every
+process shares (``LLMP_DATA_DIR/cache``) and a Celery broker in files (``LLMP_DATA_DIR/broker``),
+so the platform, its worker and its beat run on a fresh machine with no services. With
+``DATABASE_URL``, ``REDIS_URL`` and ``CELERY_BROKER_URL`` set, it is the production shape:
+PostgreSQL, Redis as cache and broker, and Celery workers in their own containers.
 """
 
 from __future__ import annotations
@@ -170,17 +171,58 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # The embedded default: Django's file-based cache, which every process of the platform
+    # shares (page throttles hold across uvicorn workers; the Celery worker's heartbeat reaches
+    # /readyz). Nothing on the API's request path uses it.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache" / "django"),
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
+# The embedded default's response cache (gateway.cache): a SQLite file shared by the web
+# process, the Celery worker and management commands. Unused with REDIS_URL.
+LLMP_SHARED_CACHE_PATH = Path(
+    env_str("LLMP_SHARED_CACHE_PATH", str(DATA_DIR / "cache" / "responses.sqlite3"))
+)
 
 # --- Celery ---------------------------------------------------------------------------------
+# Without CELERY_BROKER_URL (the embedded default) the broker is kombu's filesystem transport:
+# one file per message under LLMP_DATA_DIR/broker, which needs no server. `runplatform` starts a
+# real worker and beat on it; a task queued by any process (the web process, a management
+# command) waits there until the worker takes it. See the README's "What runs on one machine".
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", None)
+EMBEDDED_BROKER = CELERY_BROKER_URL is None
+if EMBEDDED_BROKER:
+    _broker_dir = DATA_DIR / "broker"
+    for _folder in ("queue", "control"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://localhost/"  # the host is not used; kombu wants one
+    CELERY_BROKER_TRANSPORT = "llmplatform.broker:FilesystemTransport"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "control_folder": str(_broker_dir / "control"),
+        # How often the worker looks for new messages (seconds).
+        "polling_interval": env_float("LLMP_BROKER_POLL_SECONDS", 0.5, minimum=0.05),
+    }
+    # No broadcast commands (celery inspect/control) over files.
+    CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", None)
-# Without a broker (the embedded default) tasks run in-process, at once.
-CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL is None
+# Tasks run in the worker, never inside the process that queued them. (The test suite runs them
+# in-process on purpose: tests/conftest.py says so.)
+CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Messages a worker process reserves ahead. With a server broker, 1: the next task goes to
+# whichever worker is free. The embedded file broker is polled, and a worker that has reserved
+# nothing more looks again only after the polling interval: reserving 8 ahead lets a batch run
+# back to back instead of one task per interval (bench/embedded_broker.py).
+CELERY_WORKER_PREFETCH_MULTIPLIER = env_int(
+    "LLMP_CELERY_PREFETCH", 8 if EMBEDDED_BROKER else 1, minimum=1
+)
 CELERY_TIMEZONE = "UTC"
 
 # --- Auth, i18n, static ---------------------------------------------------------------------
@@ -553,6 +595,10 @@ LLMP_DATA_KEY_CACHE_SECONDS = env_float("LLMP_DATA_KEY_CACHE_SECONDS", 60.0, min
 LLMP_DATA_KEY_CACHE_SIZE = env_int("LLMP_DATA_KEY_CACHE_SIZE", 1024, minimum=1)
 # Key for keyed hashes of contact emails and subject ids (finding a subject without decrypting).
 LLMP_SUBJECT_HMAC_KEY = _local_secret("LLMP_SUBJECT_HMAC_KEY", "subject_hmac_key")
+# Beat sends the worker a heartbeat task this often (seconds); /readyz reports the last one's age.
+LLMP_CELERY_HEARTBEAT_SECONDS = env_float("LLMP_CELERY_HEARTBEAT_SECONDS", 30.0, minimum=1.0)
+# The retention purge runs hourly (at :17); a number of seconds here runs it that often instead.
+LLMP_RETENTION_PURGE_SECONDS = env_float("LLMP_RETENTION_PURGE_SECONDS", 0.0, minimum=0.0)
 # The retention purge deletes expired conversation records this many rows per transaction.
 LLMP_PURGE_BATCH_SIZE = env_int("LLMP_PURGE_BATCH_SIZE", 5000, minimum=1)
 

@@ -57,6 +57,32 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _tasks_run_in_the_calling_process():
+    """These tests run Celery tasks eagerly, in the process that queues them, so a test sees a
+    task's effect right after the call that queued it. The platform never does: it queues them
+    for a worker (the embedded file broker, or CELERY_BROKER_URL), and the tests that start the
+    platform as `make run` does (tests/test_embedded_tasks.py) run a real worker and beat."""
+    from llmplatform.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_shared_caches():
+    """The embedded default's caches are files in LLMP_DATA_DIR that outlive a test run: start
+    from empty ones, as from an empty Redis."""
+    from django.core.cache import cache
+
+    from gateway import cache as response_cache
+
+    cache.clear()
+    response_cache._local.clear()
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _clean_redis():
     """The test Redis database starts empty, so state from an earlier run (cache entries,
     breaker states, counters keyed by ids that a new test database reuses) cannot leak in."""

@@ -22,7 +22,7 @@ QUESTION = {"model": "default", "temperature": 0,
 @pytest.fixture(autouse=True)
 def _fresh_state():
     authenticate.clear_cache()
-    response_cache._local.__init__()
+    response_cache._local.clear()
     yield
 
 

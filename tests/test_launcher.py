@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -29,8 +26,7 @@ from gateway.models import ApiKey, ModelAlias, Provider, Tier
 from llmplatform.launcher import answers
 from llmplatform.models import AuditEvent, Tenant
 from tests.conftest import free_port
-
-KEY_PATTERN = re.compile(r"llmp_[A-Za-z0-9]{12}_[A-Za-z0-9]{40}")
+from tests.platform_process import RunningPlatform, minimal_env, running_platform
 
 
 def _bootstrap(*args: str) -> str:
@@ -164,29 +160,6 @@ def test_create_api_key_rejects_an_unknown_tenant_and_scope(db, no_admin_passwor
 # --- make run, end to end ---------------------------------------------------------------------
 
 STARTUP_TIMEOUT = 300.0  # assembling the model and starting llama.cpp on a cold machine
-STARTED = re.compile(r"runplatform: started (?P<name>.+?) \(pid (?P<pid>\d+)")
-
-
-@dataclass
-class RunningPlatform:
-    process: subprocess.Popen[str]
-    base_url: str
-    model_url: str
-    key: str
-    output: list[str] = field(default_factory=list)
-
-    @property
-    def child_pids(self) -> dict[str, int]:
-        return {m["name"]: int(m["pid"]) for line in self.output if (m := STARTED.search(line))}
-
-
-def _minimal_env(**extra: str) -> dict[str, str]:
-    """Nothing from the test run's environment (DATABASE_URL, REDIS_URL, ...) leaks in: the
-    launcher must work with the embedded defaults alone."""
-    env = {
-        name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ
-    }
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
 def _processes_in_groups(pgids: set[int]) -> list[int]:
@@ -205,65 +178,14 @@ def _processes_in_groups(pgids: set[int]) -> list[int]:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     port, model_port = free_port(), free_port()
-    env = _minimal_env(
+    model_url = f"http://127.0.0.1:{model_port}/v1"
+    env = minimal_env(
         LLMP_DATA_DIR=str(tmp_path_factory.mktemp("llmp-data")),
         LLMP_PORT=str(port),
-        LLMP_LOCAL_MODEL_URL=f"http://127.0.0.1:{model_port}/v1",
+        LLMP_LOCAL_MODEL_URL=model_url,
     )
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runplatform"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    running = RunningPlatform(
-        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{model_port}/v1", key=""
-    )
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    try:
-        while "llmplatform is running" not in "\n".join(running.output[-40:]):
-            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            if line is None:
-                pytest.fail("runplatform exited before it was ready:\n" + "\n".join(running.output))
-            running.output.append(line)
-        # The rest of the banner (with the key) follows the headline.
-        while not any(line.startswith("  Ctrl-C stops") for line in running.output[-5:]):
-            line = lines.get(timeout=10)
-            assert line is not None
-            running.output.append(line)
-    except queue.Empty:
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail("runplatform was not ready in time:\n" + "\n".join(running.output))
-    found = KEY_PATTERN.search("\n".join(running.output))
-    assert found, "no demo key in the banner:\n" + "\n".join(running.output)
-    running.key = found.group()
-
-    def drain() -> None:  # so a chatty child never blocks on a full pipe
-        while (line := lines.get()) is not None:
-            running.output.append(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    yield running
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with running_platform(env, port=port, model_url=model_url, timeout=STARTUP_TIMEOUT) as running:
+        yield running
 
 
 def _client(platform: RunningPlatform, key: str | None = None):
@@ -451,7 +373,9 @@ def test_a_segfault_of_the_model_server_is_followed_by_a_good_answer_within_30s(
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="inspects /proc (Linux)")
 def test_sigint_stops_every_child_and_exits_0(platform: RunningPlatform):
     children = platform.child_pids
-    assert {"llama.cpp server", "platform (uvicorn)"} <= children.keys()
+    assert {"llama.cpp server", "platform (uvicorn)", "celery worker", "celery beat"} <= (
+        children.keys()
+    )
 
     platform.process.send_signal(signal.SIGINT)
 
@@ -486,7 +410,7 @@ def test_the_self_test_fails_clearly_against_a_model_server_that_crashes(tmp_pat
         result = subprocess.run(
             [sys.executable, "manage.py", "runplatform"],
             cwd=settings.BASE_DIR,
-            env=_minimal_env(
+            env=minimal_env(
                 LLMP_DATA_DIR=str(tmp_path),
                 LLMP_PORT=str(free_port()),
                 LLMP_LOCAL_MODEL_URL=f"http://127.0.0.1:{model_port}/v1",

@@ -3,9 +3,10 @@ the alias's fallback deployments.
 
 The routing table is a plain snapshot of the database configuration, built once per process
 and rebuilt when it is older than ``REFRESH_SECONDS`` or when any process saves a config row
-(signals here, and a Redis pub/sub message to the other processes), so the hot path makes no
-query for it. Each target carries its resilience policy
-(the deployment's numbers with the alias's overrides), built here once.
+(signals here, and a Redis pub/sub message to the other processes; without Redis, a counter in
+the embedded default's shared cache file that each web process reads at most every
+``GENERATION_CHECK_SECONDS``), so the hot path makes no query for it. Each target carries its
+resilience policy (the deployment's numbers with the alias's overrides), built here once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from gateway import cache as response_cache
 from gateway.errors import ModelNotFound
 from gateway.models import AliasFallback, ModelVersion
 from gateway.providers.base import ProviderConfig
@@ -38,6 +40,9 @@ from llmplatform.redis_client import redis_configured, sync_redis
 log = structlog.get_logger("gateway.route")
 
 REFRESH_SECONDS = 5.0
+# Without Redis: how often a web process looks whether another process changed the routing.
+GENERATION_CHECK_SECONDS = 0.5
+_GENERATION_KEY = "llmp:routing:generation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +243,8 @@ class RoutingTable:
         self._loaded_at = 0.0
         self._refreshing: asyncio.Task | None = None
         self._listener: asyncio.Task | None = None
+        self._generation: int | None = None
+        self._generation_checked = 0.0
 
     def invalidate(self) -> None:
         self._table = None
@@ -274,7 +281,26 @@ class RoutingTable:
             finally:
                 await client.aclose()
 
+    def _follow_shared_generation(self) -> None:
+        """Without Redis: drop the table when another process has bumped the shared counter
+        (one read of the shared cache file, at most every ``GENERATION_CHECK_SECONDS``)."""
+        now = time.monotonic()
+        if now - self._generation_checked < GENERATION_CHECK_SECONDS:
+            return
+        self._generation_checked = now
+        try:
+            generation = response_cache.shared_file_cache().counter(_GENERATION_KEY)
+        except Exception as exc:  # REFRESH_SECONDS stays the safety net
+            log.warning("routing_generation_unreadable", error=type(exc).__name__)
+            return
+        if generation != self._generation:
+            if self._generation is not None:
+                self._table = None
+            self._generation = generation
+
     async def routes(self) -> dict[str, AliasRoute]:
+        if not redis_configured():
+            self._follow_shared_generation()
         if self._table is None:
             self._table = await sync_to_async(_build)()
             self._loaded_at = time.monotonic()
@@ -318,10 +344,12 @@ routing_table = RoutingTable()
 def invalidate_routing(**_: Any) -> None:
     """Drop this process's routing table and tell the other processes to drop theirs."""
     routing_table.invalidate()
-    if redis_configured():
-        try:
+    try:
+        if redis_configured():
             sync_redis().publish(_channel(), "1")
-        except Exception as exc:  # they follow within REFRESH_SECONDS anyway
-            log.warning("routing_publish_failed", error=type(exc).__name__)
+        else:
+            response_cache.shared_file_cache().bump(_GENERATION_KEY)
+    except Exception as exc:  # they follow within REFRESH_SECONDS anyway
+        log.warning("routing_publish_failed", error=type(exc).__name__)
 
 

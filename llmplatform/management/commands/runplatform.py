@@ -1,13 +1,16 @@
-"""``make run``: migrate, set up the demo, start the local model, the ASGI server and (with a
-broker) Celery, print how to call the platform, and supervise until Ctrl-C or SIGTERM.
+"""``make run``: migrate, set up the demo, start the local model, the ASGI server, a Celery worker
+and beat, print how to call the platform, and supervise until Ctrl-C or SIGTERM.
 
 Environment: LLMP_HOST / LLMP_PORT (default 127.0.0.1:8000); LLMP_LOCAL_MODEL=off to skip the
 local model; LLMP_LOCAL_MODEL_URL (default http://127.0.0.1:8081/v1) where it is served, reused
 if something already answers there; LLMP_LOCAL_MODEL_CPU (default auto) the llama.cpp CPU
-kernels to use; CELERY_BROKER_URL to run a Celery worker and beat.
+kernels to use; CELERY_BROKER_URL for a broker (default: the embedded file broker in
+LLMP_DATA_DIR/broker); LLMP_CELERY_CONCURRENCY (default 1) the worker's processes.
 
 The local model must pass a self-test (one tiny completion) before the platform says it is
 running; if it dies later, it is restarted (``llmplatform.local_model``) while the rest runs on.
+The Celery worker and beat are restarted the same way (``llmplatform.launcher.RestartedChild``);
+``/readyz`` names whichever is down.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from django.db import connections
 from llmplatform.env import env_int
 from llmplatform.launcher import (
     LOCAL_MODEL_ID,
+    RUN_DIR_ENV,
     LaunchConfig,
     LaunchError,
+    RestartedChild,
     Supervisor,
     answers,
     ensure_model_file,
@@ -119,6 +124,8 @@ class Command(BaseCommand):
             return
         workers = env_int("LLMP_WORKERS", 1, minimum=1)
         web_env = dict(os.environ)
+        # /readyz reads the worker's and beat's status files here.
+        web_env[RUN_DIR_ENV] = str(settings.DATA_DIR / "run")
         if self._local_model is not None:
             web_env[STATUS_FILE_ENV] = str(self._local_model.status_path)
         if workers > 1:
@@ -152,15 +159,17 @@ class Command(BaseCommand):
         supervisor.wait_until_answers(
             web, f"{config.public_url}/healthz", timeout=PLATFORM_START_TIMEOUT
         )
-        if config.celery_broker_url:
-            self._start_celery(supervisor)
+        celery = self._start_celery(supervisor)
         if supervisor.stop_requested.is_set():
             return
 
-        self._say(_banner(config, demo, model_note, time.monotonic() - started))
+        ready_in = time.monotonic() - started
+        self._say(_banner(config, demo, model_note, _celery_note(celery), ready_in))
         while not supervisor.stop_requested.wait(0.5):
             if self._local_model is not None:
                 self._local_model.watch()
+            for child in celery:
+                child.watch()
             dead = supervisor.exited()
             if dead is not None:
                 tail = dead.log_tail()
@@ -214,23 +223,67 @@ class Command(BaseCommand):
         self._say(f"runplatform: the local model passed its self-test (CPU kernels {model.cpu})")
         return f"{LOCAL_MODEL_ID} on llama.cpp at {url} (CPU kernels {model.cpu})"
 
-    def _start_celery(self, supervisor: Supervisor) -> None:
+    def _start_celery(self, supervisor: Supervisor) -> list[RestartedChild]:
+        """The Celery worker and beat, restarted like the model server when they die."""
         celery = [sys.executable, "-m", "celery", "-A", "llmplatform"]
-        worker = supervisor.start(
-            "celery worker", [*celery, "worker", "--loglevel", "INFO"], cwd=settings.BASE_DIR
-        )
-        self._say(f"runplatform: started {worker.name} (pid {worker.pid})")
-        schedule = settings.DATA_DIR / "celerybeat-schedule"
-        beat = supervisor.start(
-            "celery beat",
-            [*celery, "beat", "--loglevel", "INFO", "--schedule", str(schedule)],
-            cwd=settings.BASE_DIR,
-        )
-        self._say(f"runplatform: started {beat.name} (pid {beat.pid})")
+        run_dir = settings.DATA_DIR / "run"
+        logs = settings.DATA_DIR / "logs"
+        concurrency = env_int("LLMP_CELERY_CONCURRENCY", 1, minimum=1)
+        specs = [
+            (
+                "celery worker",
+                [
+                    *celery, "worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
+                    # Gossip, mingle and broker heartbeats are broadcasts between workers: one
+                    # worker here, and no broadcast over the embedded file broker.
+                    "--without-gossip", "--without-mingle", "--without-heartbeat",
+                ],
+                "celery-worker",
+            ),
+            (
+                "celery beat",
+                [
+                    *celery, "beat", "--loglevel", "INFO",
+                    "--schedule", str(run_dir / "celerybeat-schedule"),
+                    # No pid file: a stale one left by a killed beat would stop its restart.
+                    "--pidfile=",
+                ],
+                "celery-beat",
+            ),
+        ]
+        started = []
+        for name, argv, slug in specs:
+            child = RestartedChild(
+                supervisor, name, argv,
+                status_path=run_dir / f"{slug}.json",
+                log_path=logs / f"{slug}.log",
+                cwd=settings.BASE_DIR,
+                say=self._say,
+            )
+            process = child.start()
+            self._say(f"runplatform: started {name} (pid {process.pid}, log {child.log_path})")
+            started.append(child)
+        return started
+
+
+def _celery_note(children: list[RestartedChild]) -> str:
+    pids = ", ".join(
+        f"{c.name.removeprefix('celery ')} pid {c.child.pid}" for c in children if c.child
+    )
+    broker = (
+        f"file broker in {settings.DATA_DIR / 'broker'}"
+        if settings.EMBEDDED_BROKER
+        else "broker CELERY_BROKER_URL"
+    )
+    return f"Celery worker and beat ({pids}; {broker}); /readyz shows their state"
 
 
 def _banner(
-    config: LaunchConfig, demo: dict[str, Any] | None, model_note: str, seconds: float
+    config: LaunchConfig,
+    demo: dict[str, Any] | None,
+    model_note: str,
+    celery_note: str,
+    seconds: float,
 ) -> str:
     base = config.public_url
     key = (demo or {}).get("api_key")
@@ -250,6 +303,7 @@ def _banner(
         shown_once = "   <- shown once: save it" if demo["admin_password"] else ""
         lines.append(f"{'':15}user {demo['admin_username']}, password {password}{shown_once}")
     lines.append(f"  Local model  {model_note}")
+    lines.append(f"  Tasks        {celery_note}")
     if demo:
         if key:
             lines += [
