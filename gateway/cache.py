@@ -17,6 +17,7 @@ management commands share.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -164,10 +165,13 @@ class SqliteResponseCache:
     MAX_ENTRIES = 10_000
     # Stores between two clean-ups of expired (and surplus) entries.
     SWEEP_EVERY = 500
-    # How long a store from the request path waits for another process's write; past that the
+    # How long a write from the request path waits for another process's write; past that the
     # copy is dropped (it is a cache). Invalidations and erasures wait longer: they must land.
     STORE_BUSY_MS = 200
     WRITE_BUSY_MS = 10_000
+    # Copies nobody waits for (``store_later``) are gathered this long and written in one
+    # transaction, as the Redis cache's write-behind buffer does.
+    DELAY_MS = 20
 
     _SCHEMA = (
         "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
@@ -185,37 +189,44 @@ class SqliteResponseCache:
         "coalesce((SELECT value FROM counters WHERE key = ?5), 0) || '.' || "
         "coalesce((SELECT value FROM counters WHERE key = ?6), 0) AS ns)"
     )
+    _STORE = "INSERT OR REPLACE INTO entries (key, value, expires, subject) VALUES (?, ?, ?, ?)"
 
     def __init__(self, path: str | None = None) -> None:
         self._path = path
         self._local = threading.local()
         self._stores = 0
+        self._pending: list[tuple[str, bytes, float, str | None]] = []
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def path(self) -> str:
         return self._path or str(settings.LLMP_SHARED_CACHE_PATH)
 
-    def _connection(self) -> sqlite3.Connection:
-        """This thread's connection (a new one after a fork or when the path changes)."""
+    def _connection(self, *, patient: bool = False) -> sqlite3.Connection:
+        """This thread's connection for the request path (it waits ``STORE_BUSY_MS`` for another
+        writer), or with ``patient`` the one for writes that must land. New ones after a fork
+        or when the path changes."""
         local = self._local
-        conn = getattr(local, "conn", None)
+        name = "patient" if patient else "quick"
+        conn = getattr(local, name, None)
         if conn is not None and local.pid == os.getpid() and local.path == self.path:
             return conn
+        if getattr(local, "pid", None) != os.getpid() or getattr(local, "path", None) != self.path:
+            local.quick = local.patient = None  # another process or file: start over
         path = self.path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        busy_ms = self.WRITE_BUSY_MS if patient else self.STORE_BUSY_MS
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                               timeout=self.WRITE_BUSY_MS / 1000)
+                               timeout=busy_ms / 1000)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         for statement in self._SCHEMA:
             conn.execute(statement)
-        local.conn, local.pid, local.path = conn, os.getpid(), path
+        setattr(local, name, conn)
+        local.pid, local.path = os.getpid(), path
         return conn
 
     async def lookup(self, key: CacheKey) -> tuple[str, CachedAnswer | None]:
-        return self.lookup_now(key)
-
-    def lookup_now(self, key: CacheKey) -> tuple[str, CachedAnswer | None]:
         prefix = f"{PREFIX}:e:{key.tenant_id}:"
         namespace, raw = self._connection().execute(
             self._LOOKUP, (prefix, key.digest, time.time(), *key.ns_keys)
@@ -223,27 +234,47 @@ class SqliteResponseCache:
         return namespace, (_decode(raw) if raw is not None else None)
 
     async def store(self, key: CacheKey, namespace: str, answer: CachedAnswer, ttl: int) -> None:
-        self.store_later(key, namespace, answer, ttl)
+        """Store at once: the next identical request is a hit."""
+        self._write([(key.entry_key(namespace), _encode(answer), time.time() + ttl,
+                      key.subject_key)])
 
     def store_later(self, key: CacheKey, namespace: str, answer: CachedAnswer,
                     ttl: int) -> None:
-        conn = self._connection()
-        conn.execute(f"PRAGMA busy_timeout={self.STORE_BUSY_MS}")
+        """Store within ``DELAY_MS``, with the other copies gathered meanwhile (at once when no
+        event loop runs here: a worker, a management command)."""
+        self._pending.append((key.entry_key(namespace), _encode(answer), time.time() + ttl,
+                              key.subject_key))
         try:
-            conn.execute(
-                "INSERT OR REPLACE INTO entries (key, value, expires, subject) "
-                "VALUES (?, ?, ?, ?)",
-                (key.entry_key(namespace), _encode(answer), time.time() + ttl, key.subject_key),
-            )
-            self._stores += 1
-            if self._stores % self.SWEEP_EVERY == 0:
-                self.sweep()
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={self.WRITE_BUSY_MS}")
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._flush_loop is not loop:  # none scheduled on this loop yet
+            self._flush_loop = loop
+            loop.call_later(self.DELAY_MS / 1000, self.flush)
+
+    def flush(self) -> None:
+        """Write the gathered copies (a failure is logged: they are only copies)."""
+        self._flush_loop = None
+        rows, self._pending = self._pending, []
+        if not rows:
+            return
+        try:
+            self._write(rows)
+        except sqlite3.Error as exc:
+            log.warning("cache_store_failed", error=type(exc).__name__, entries=len(rows))
+
+    def _write(self, rows: list[tuple[str, bytes, float, str | None]]) -> None:
+        conn = self._connection()
+        with conn:  # one transaction
+            conn.executemany(self._STORE, rows)
+        before, self._stores = self._stores, self._stores + len(rows)
+        if before // self.SWEEP_EVERY != self._stores // self.SWEEP_EVERY:
+            self.sweep()
 
     def sweep(self) -> int:
         """Delete expired entries, then the soonest to expire beyond ``MAX_ENTRIES``."""
-        conn = self._connection()
+        conn = self._connection(patient=True)
         removed = conn.execute("DELETE FROM entries WHERE expires <= ?", (time.time(),)).rowcount
         surplus = conn.execute("SELECT count(*) FROM entries").fetchone()[0] - self.MAX_ENTRIES
         if surplus > 0:
@@ -254,13 +285,14 @@ class SqliteResponseCache:
         return removed
 
     def bump(self, ns_key: str) -> None:
-        self._connection().execute(
+        self._connection(patient=True).execute(
             "INSERT INTO counters (key, value) VALUES (?, 1) "
             "ON CONFLICT (key) DO UPDATE SET value = value + 1", (ns_key,)
         )
 
     def purge_subject(self, tenant_id: int, subject: str) -> int:
-        return self._connection().execute(
+        self.flush()  # copies gathered here must not survive the erasure
+        return self._connection(patient=True).execute(
             "DELETE FROM entries WHERE subject = ?", (subject_index_key(tenant_id, subject),)
         ).rowcount
 
@@ -273,7 +305,8 @@ class SqliteResponseCache:
 
     def clear(self) -> None:
         """Forget every entry and counter (tests)."""
-        conn = self._connection()
+        self._pending.clear()
+        conn = self._connection(patient=True)
         conn.execute("DELETE FROM entries")
         conn.execute("DELETE FROM counters")
 

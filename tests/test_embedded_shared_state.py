@@ -57,6 +57,31 @@ def test_two_processes_of_the_platform_see_one_cache(tmp_path: Path):
     assert (new_namespace, found) == ("1.0.0", None)
 
 
+def test_copies_stored_later_are_written_together_within_the_delay(tmp_path: Path):
+    store = cache.SqliteResponseCache(str(tmp_path / "responses.sqlite3"))
+    other_process = cache.SqliteResponseCache(str(tmp_path / "responses.sqlite3"))
+    keys = [_key(digest=f"{i}" * 64) for i in range(3)]
+
+    async def answer_three() -> list[object]:
+        for key in keys:
+            store.store_later(key, "0.0.0", ANSWER, 600)
+        seen_at_once = [(await other_process.lookup(k))[1] for k in keys]
+        await asyncio.sleep(cache.SqliteResponseCache.DELAY_MS / 1000 * 3)
+        return seen_at_once
+
+    assert asyncio.run(answer_three()) == [None, None, None]  # not yet: gathered
+    assert [asyncio.run(other_process.lookup(k))[1] for k in keys] == [ANSWER] * 3
+    # An erasure in this process writes what was gathered first, then removes it.
+    asyncio.run(_store_later_then_purge(store, keys[0]))
+    assert asyncio.run(other_process.lookup(keys[0]))[1] is None
+
+
+async def _store_later_then_purge(store: cache.SqliteResponseCache, key: cache.CacheKey) -> None:
+    store.purge_subject(7, "erin")
+    store.store_later(key, "0.0.0", ANSWER, 600)
+    assert store.purge_subject(7, "erin") == 1
+
+
 def test_entries_expire_and_the_sweep_bounds_the_file(tmp_path: Path, monkeypatch):
     store = cache.SqliteResponseCache(str(tmp_path / "responses.sqlite3"))
     expired, kept = _key(digest="a" * 64), _key(digest="b" * 64)
@@ -87,13 +112,14 @@ def test_a_store_does_not_wait_long_for_another_process_holding_the_file(tmp_pat
     try:
         started = time.monotonic()
         with pytest.raises(sqlite3.OperationalError, match="locked"):
-            store.store_later(_key(), "0.0.0", ANSWER, 600)
+            asyncio.run(store.store(_key(), "0.0.0", ANSWER, 600))
         assert time.monotonic() - started < 2.0
+        store.store_later(_key(), "0.0.0", ANSWER, 600)  # a copy: dropped, not raised
     finally:
         other.execute("ROLLBACK")
         other.close()
     assert asyncio.run(store.lookup(_key()))[1] is None
-    store.store_later(_key(), "0.0.0", ANSWER, 600)  # and works again once it is free
+    asyncio.run(store.store(_key(), "0.0.0", ANSWER, 600))  # and works again once it is free
     assert asyncio.run(store.lookup(_key()))[1] == ANSWER
 
 
