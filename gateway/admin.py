@@ -38,7 +38,8 @@ class GatewayTenantAdmin(AuditedModelAdmin, TenantAdmin):
     inlines = [*TenantAdmin.inlines, TenantPlanInline]
     actions = ["invalidate_cache"]
 
-    @admin.action(description="Invalidate the response cache of selected tenants")
+    @admin.action(description="Invalidate the response cache of selected tenants",
+                  permissions=["change"])
     def invalidate_cache(self, request, queryset):
         for tenant in queryset:
             services.cache_invalidate_tenant(actor=request.user, tenant=tenant)
@@ -156,7 +157,8 @@ class ServiceAccountAdmin(admin.ModelAdmin):
         form.instance = account
         obj.pk = account.pk
 
-    @admin.action(description="Disable selected service accounts (revokes their keys)")
+    @admin.action(description="Disable selected service accounts (revokes their keys)",
+                  permissions=["change"])
     def disable(self, request, queryset):
         count = 0
         with transaction.atomic():
@@ -304,7 +306,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         self.revoke(request, queryset)
 
-    @admin.action(description="Rotate selected keys (the old ones keep working for 24 hours)")
+    @admin.action(description="Rotate selected keys (the old ones keep working for 24 hours)",
+                  permissions=["change"])
     def rotate(self, request, queryset):
         for key in queryset:
             try:
@@ -322,7 +325,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         with transaction.atomic():
             count = 0
@@ -376,7 +379,8 @@ class ModelAliasAdmin(AuditedModelAdmin):
     inlines = [ModelVersionInline]
     actions = ["invalidate_cache"]
 
-    @admin.action(description="Invalidate the response cache of selected aliases")
+    @admin.action(description="Invalidate the response cache of selected aliases",
+                  permissions=["change"])
     def invalidate_cache(self, request, queryset):
         for alias in queryset:
             services.cache_invalidate_alias(actor=request.user, alias_name=alias.name)

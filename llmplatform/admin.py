@@ -90,6 +90,15 @@ class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):
             self._audit_unlock(request, obj)
             super().delete_model(request, obj)
 
+    # axes declares this action without a permission; it deletes records, so it needs delete.
+    @admin.action(description="Clean up expired attempts", permissions=["delete"])
+    def cleanup_expired_attempts(self, request, queryset):
+        with transaction.atomic():
+            count = self.handler.clean_expired_user_attempts(request=request)
+            audit_record(actor=request.user, action="auth.cleanup_expired_attempts",
+                         after={"deleted": count})
+        self.message_user(request, f"Cleaned up {count} expired access attempts.")
+
     def delete_queryset(self, request, queryset):
         with transaction.atomic():
             for attempt in queryset:

@@ -15,6 +15,7 @@ from django.urls import path, reverse
 
 from llmplatform.admin import ReadOnlyAdmin
 from llmplatform.admin_audit import AuditedModelAdmin
+from llmplatform.admin_permissions import requires
 from privacy import services
 from privacy.crypto import CryptoError
 from privacy.models import ConsentRecord, Conversation, DataSubject, PrivacyPolicy, PurgeRun
@@ -102,7 +103,9 @@ class ConversationAdmin(ReadOnlyAdmin):
     def get_urls(self):
         return [
             path("<int:object_id>/plaintext/",
-                 self.admin_site.admin_view(self.reveal_plaintext_view),
+                 self.admin_site.admin_view(requires(
+                     "privacy.view_conversation", services.PLAINTEXT_PERMISSION
+                 )(self.reveal_plaintext_view)),
                  name="privacy_conversation_plaintext"),
             *super().get_urls(),
         ]

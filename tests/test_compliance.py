@@ -610,7 +610,8 @@ def test_pages_need_staff_with_the_second_factor_and_the_permission(client, djan
     assert client.get(report).status_code == 200
     assert "Re-check now</button>" not in client.get(report).content.decode()
     assert client.post(reverse("compliance:recheck")).status_code == 403
-    assert client.get(reverse("compliance:recheck")).status_code == 405
+    # The permission is asked first, whatever the method (only then is GET refused with 405).
+    assert client.get(reverse("compliance:recheck")).status_code == 403
     assert not EvidenceCheck.objects.exists()
 
 
@@ -619,6 +620,7 @@ def test_re_check_now_runs_every_check_and_is_audited(client, officer):
     _ensure_default_checklists()
     _verified_client(client, officer)
     report = reverse("compliance:report", args=["soc2"])
+    assert client.get(reverse("compliance:recheck")).status_code == 405  # POST only
     response = client.post(reverse("compliance:recheck"), {"next": report})
     assert response.status_code == 302 and response["Location"] == report
     rows = EvidenceCheck.objects.filter(trigger="manual")

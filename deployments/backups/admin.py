@@ -18,6 +18,10 @@ from deployments.backups import conf as backup_conf
 from deployments.backups import restore, selectors, services
 from deployments.backups.models import Backup, ErasureLedgerEntry, RestoreDrill
 from llmplatform.admin import ReadOnlyAdmin
+from llmplatform.admin_permissions import requires
+
+BACK_UP_PERMISSION = "backups.add_backup"
+DRILL_PERMISSION = "backups.add_restoredrill"
 
 
 def _duration(value: timedelta | float | None) -> str:
@@ -90,11 +94,12 @@ class BackupAdmin(ReadOnlyAdmin):
         return value if len(value) <= 40 else "…" + value[-39:]
 
     def get_urls(self):
-        return [path("back-up-now/", self.admin_site.admin_view(self.back_up_now),
+        back_up_now = requires(BACK_UP_PERMISSION)(self.back_up_now)
+        return [path("back-up-now/", self.admin_site.admin_view(back_up_now),
                      name="backups_backup_back_up_now"), *super().get_urls()]
 
     def _may_back_up(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("backups.add_backup")
+        return request.user.has_perm(BACK_UP_PERMISSION)
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {
@@ -118,10 +123,12 @@ class BackupAdmin(ReadOnlyAdmin):
                               f"{backup.state}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:backups_backup_changelist"))
 
-    @admin.action(description="Run a restore drill of the selected backups")
+    def has_drill_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(DRILL_PERMISSION)
+
+    @admin.action(description="Run a restore drill of the selected backups",
+                  permissions=["drill"])
     def drill_selected(self, request, queryset):
-        if not request.user.has_perm("backups.add_restoredrill"):
-            raise PermissionDenied
         requested = 0
         for backup in queryset:
             try:

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from deployments.compliance import selectors, services
 from deployments.compliance.models import ComplianceFramework
+from llmplatform.admin_permissions import requires
 
 VIEW_PERMISSION = "compliance.view_compliance_report"
 RUN_PERMISSION = "compliance.run_evidence_checks"
@@ -44,6 +45,7 @@ def _context(request: HttpRequest, title: str, **extra) -> dict:
     }
 
 
+@requires(VIEW_PERMISSION)
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
     _require(request, VIEW_PERMISSION)
@@ -54,6 +56,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     ))
 
 
+@requires(VIEW_PERMISSION)
 @require_GET
 def framework_report(request: HttpRequest, code: str) -> HttpResponse:
     _require(request, VIEW_PERMISSION)
@@ -65,6 +68,7 @@ def framework_report(request: HttpRequest, code: str) -> HttpResponse:
     ))
 
 
+@requires(VIEW_PERMISSION)
 @require_GET
 def record_of_processing(request: HttpRequest) -> HttpResponse:
     from deployments.compliance.processing_record import record_of_processing as build
@@ -75,6 +79,7 @@ def record_of_processing(request: HttpRequest) -> HttpResponse:
     ))
 
 
+@requires(RUN_PERMISSION)
 @require_POST
 def recheck(request: HttpRequest) -> HttpResponse:
     """Run every live check now (audited), then back to the page it was asked from."""
@@ -92,6 +97,7 @@ def recheck(request: HttpRequest) -> HttpResponse:
     return redirect(target)
 
 
+@requires(VIEW_PERMISSION)
 @require_GET
 def attestation_file(request: HttpRequest, attestation_id: int) -> HttpResponse:
     _require(request, VIEW_PERMISSION)

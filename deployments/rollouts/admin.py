@@ -26,6 +26,7 @@ from deployments.rollouts.models import (
 )
 from gateway.models import ModelVersion
 from llmplatform.admin_audit import AuditedModelAdmin
+from llmplatform.admin_permissions import requires
 
 State = Rollout.State
 CHANGE_PERMISSION = "rollouts.change_rollout"
@@ -290,12 +291,13 @@ class RolloutAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
+        change, sign_off = requires(CHANGE_PERMISSION), requires(SIGN_OFF_PERMISSION)
         return [
-            path("<int:pk>/act/<str:name>/", wrap(self.action_view),
+            path("<int:pk>/act/<str:name>/", wrap(change(self.action_view)),
                  name="rollouts_rollout_act"),
-            path("<int:pk>/sign-off/<int:item_pk>/", wrap(self.sign_off_view),
+            path("<int:pk>/sign-off/<int:item_pk>/", wrap(sign_off(self.sign_off_view)),
                  name="rollouts_rollout_sign_off"),
-            path("<int:pk>/load-test/", wrap(self.load_test_view),
+            path("<int:pk>/load-test/", wrap(change(self.load_test_view)),
                  name="rollouts_rollout_load_test"),
             *super().get_urls(),
         ]
