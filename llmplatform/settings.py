@@ -28,11 +28,42 @@ if LLMP_ENV not in {"embedded", "production"}:
 PRODUCTION = LLMP_ENV == "production"
 
 
+# Values copied from examples and tutorials: a secret equal to one of them (in any letter case)
+# is known to whoever reads the same page.
+_PLACEHOLDER_SECRETS = {
+    "change-me", "changeme", "change_me", "secret", "password", "insecure", "example", "test",
+    "dev", "development", "please-change-me", "replace-me", "your-secret-key", "todo",
+}
+MIN_SECRET_BYTES = 32
+
+
+def _check_secret(name: str, value: str) -> str:
+    """Refuse a secret an attacker could guess: a placeholder, Django's generated development
+    key, fewer than 32 bytes, or a run of very few distinct characters ("aaaa...")."""
+    lowered = value.strip().lower()
+    if lowered in _PLACEHOLDER_SECRETS or lowered.startswith("django-insecure"):
+        raise ImproperlyConfigured(
+            f"{name} is a placeholder value; set a random one (openssl rand -base64 48)"
+        )
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        raise ImproperlyConfigured(
+            f"{name} is shorter than {MIN_SECRET_BYTES} bytes; set a random one "
+            "(openssl rand -base64 48)"
+        )
+    if len(set(value)) < 8:
+        raise ImproperlyConfigured(
+            f"{name} has fewer than 8 distinct characters; set a random one "
+            "(openssl rand -base64 48)"
+        )
+    return value
+
+
 def _local_secret(name: str, filename: str) -> str:
-    """A secret from the environment; in the embedded mode, generated once and kept in DATA_DIR."""
+    """A secret from the environment; in the embedded mode, generated once and kept in DATA_DIR.
+    In production a guessable value stops the start (``_check_secret``)."""
     value = env_str(name)
     if value:
-        return value
+        return _check_secret(name, value) if PRODUCTION else value
     if PRODUCTION:
         raise ImproperlyConfigured(f"{name} (or {name}_FILE) must be set when LLMP_ENV=production")
     DATA_DIR.mkdir(parents=True, exist_ok=True)

@@ -91,6 +91,37 @@ def test_bad_settings_stop_the_start_with_a_clear_message(tmp_path, env, message
     assert message in result.stderr
 
 
+def _production(**overrides: str) -> dict[str, str]:
+    import base64
+    import secrets
+
+    return {"LLMP_ENV": "production", "ALLOWED_HOSTS": "example.org",
+            "SECRET_KEY": secrets.token_urlsafe(48),
+            "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
+            "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
+            "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(), **overrides}
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "LLMP_API_KEY_PEPPER", "LLMP_SUBJECT_HMAC_KEY"])
+@pytest.mark.parametrize(("value", "why"), [
+    ("change-me", "is a placeholder value"),             # deploy/compose.env.example's value
+    ("CHANGE-ME", "is a placeholder value"),
+    ("django-insecure-" + "x1y2z3" * 8, "is a placeholder value"),
+    ("Sh0rt-but-random-31-bytes-x9Qz", "is shorter than 32 bytes"),
+    ("ab" * 40, "has fewer than 8 distinct characters"),
+])
+def test_production_refuses_a_guessable_secret_naming_the_variable(tmp_path, name, value, why):
+    result = _manage(["check"], _production(**{name: value}), tmp_path)
+    assert result.returncode != 0
+    assert f"{name} {why}" in result.stderr
+    assert value not in result.stderr  # the value itself is never echoed
+
+
+def test_production_starts_with_random_secrets(tmp_path):
+    result = _manage(["check"], _production(), tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_embedded_default_is_sqlite_in_wal_mode_with_generated_secrets(tmp_path):
     result = _manage(["migrate", "-v0"], {}, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -674,8 +674,9 @@ def test_purge_runs_are_listed_in_the_admin(admin_client, subject_a):
 
 # --------------------------------------------------------------------------- settings
 
-_PRODUCTION = {"LLMP_ENV": "production", "SECRET_KEY": "s" * 50, "LLMP_API_KEY_PEPPER": "p" * 50,
-               "LLMP_SUBJECT_HMAC_KEY": "h" * 50, "ALLOWED_HOSTS": "example.org"}
+_PRODUCTION = {"LLMP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
+               "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
+               "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48), "ALLOWED_HOSTS": "example.org"}
 
 
 @pytest.mark.parametrize(("env", "message"), [
