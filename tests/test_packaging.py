@@ -208,6 +208,17 @@ def test_every_variable_of_the_env_example_is_read_by_the_platform():
     assert "deploy/compose.env" in (ROOT / ".gitignore").read_text().splitlines()
 
 
+def test_compose_publishes_web_on_loopback_only_since_it_trusts_the_proxy_hop():
+    """web trusts one X-Forwarded-For hop (the env example's LLMP_TRUSTED_PROXY_HOPS=1): a port
+    open on every interface would let a client write that header itself."""
+    env = ENV_EXAMPLE.read_text()
+    assert re.search(r"^LLMP_TRUSTED_PROXY_HOPS=1$", env, re.MULTILINE)
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            spec = port if isinstance(port, str) else f"{port.get('host_ip', '')}:"
+            assert spec.startswith(("127.0.0.1:", "[::1]:")), (name, port)
+
+
 def _compose_cli() -> list[str] | None:
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"],
