@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gateway import services
-from privacy.models import Conversation, DataSubject
+from privacy.models import ConsentRecord, Conversation, DataSubject
 from privacy.services import conversation_decrypt
 
 from .conftest import route_alias
@@ -79,6 +79,20 @@ def test_bad_consent_input_is_a_typed_400(client, principals, key_a):
     assert api(client, "put", "/v1/privacy/subjects/u1", key_a,
                {"email": "not-an-email"}).status_code == 400
     assert api(client, "delete", path, key_a).status_code == 405
+
+
+@pytest.mark.parametrize("source", ["public_page", "portal", "gpc", "admin"])
+def test_an_app_cannot_label_its_consent_as_coming_from_the_platforms_own_pages(
+        client, principals, key_a, source):
+    path = "/v1/privacy/subjects/u1/consent"
+    refused = api(client, "post", path, key_a,
+                  {"purpose": "store_conversations", "granted": True, "source": source})
+    assert refused.status_code == 400
+    assert 'source must be "api"' in refused.json()["error"]["message"].lower()
+    assert not ConsentRecord.objects.filter(subject__external_id="u1").exists()
+    recorded = api(client, "post", path, key_a,
+                   {"purpose": "store_conversations", "granted": True, "source": "api"})
+    assert recorded.json()["consent"]["store_conversations"]["source"] == "api"
 
 
 def test_a_key_without_the_privacy_scope_is_refused(client, principals):

@@ -264,7 +264,7 @@ class CacheInvalidationSerializer(serializers.Serializer):
 # --- privacy ---------------------------------------------------------------------------------
 
 _PURPOSES = ConsentRecord.Purpose.values
-_API_SOURCES = ["api", "portal", "public_page"]
+_API_SOURCES = ["api"]
 
 
 class ConsentDecisionSerializer(serializers.Serializer):

@@ -21,7 +21,9 @@ Routes (served by the gateway):
 
     {"purpose": "store_conversations", "granted": true,
      "policy_version": "3",     # optional: the tenant's current version
-     "source": "api"}           # optional: "api" (default), "portal" or "public_page"
+     "source": "api"}           # optional; only "api": consent recorded through the API is
+                                # recorded as such (the platform's own portal and public page
+                                # record theirs themselves)
 
 or several at once (each is its own record in the history)::
 
@@ -48,7 +50,10 @@ from privacy.models import ConsentRecord
 
 Purpose = ConsentRecord.Purpose
 Source = ConsentRecord.Source
-API_SOURCES = (Source.API, Source.PORTAL, Source.PUBLIC_PAGE)
+# What a tenant's app may say of where consent came from: only that it came through the API. A
+# tenant cannot make a decision look as if the subject had made it on the platform's own portal
+# or public page.
+API_SOURCES = (Source.API,)
 
 
 def _tenant(tenant_id: int) -> Tenant:
@@ -106,7 +111,8 @@ def set_consent(tenant_id: int, external_id: str, body: Any, *, actor: Any, gpc:
     decisions = _decisions(body)
     source = body.get("source", Source.API)
     if source not in API_SOURCES:
-        raise ValueError(f"source must be one of {', '.join(API_SOURCES)}")
+        raise ValueError('source must be "api": consent recorded through the API is recorded as '
+                         "coming from the API")
     policy_version = body.get("policy_version")
     if policy_version is not None and (
         not isinstance(policy_version, str) or not 0 < len(policy_version) <= 32
