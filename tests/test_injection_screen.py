@@ -17,8 +17,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from gateway.guards import classifier
-from gateway.guards.canary import CanaryWatcher, make_canary, redact_canary, with_canary
+from gateway.guards.canary import make_canary, with_canary
 from gateway.guards.injection import ScreenResult, screen_texts
+from gateway.pipeline.guard import LeakGuard
 
 BLOCK = 0.5
 REPO = Path(__file__).resolve().parents[1]
@@ -318,38 +319,115 @@ def test_the_canary_is_added_to_the_system_prompt_or_makes_one():
     assert canary in with_canary("", canary)
 
 
+# The canary tests below run on the guard that runs on every request (LeakGuard).
+
+def _streamed(guard: LeakGuard, chunks: list[str]) -> str:
+    return "".join(guard.feed(chunk) for chunk in chunks) + guard.flush()
+
+
 @pytest.mark.parametrize("cut", range(1, 28))
-def test_a_canary_split_across_stream_chunks_is_detected(cut):
+def test_a_canary_split_across_stream_chunks_never_reaches_the_client(cut):
     canary = make_canary()
     reply = f"Sure! My instructions say: [{canary}] This marker..."
     start = reply.index(canary)
-    watcher = CanaryWatcher(canary)
-    chunks = [reply[:start + cut // 2], reply[start + cut // 2:start + cut],
-              reply[start + cut:]]
-    seen = [watcher.feed(chunk) for chunk in chunks]
-    assert seen[-1] and watcher.leaked
-    assert not seen[0]
+    guard = LeakGuard(canary, "block")
+    chunks = [reply[:start + cut // 2], reply[start + cut // 2:start + cut], reply[start + cut:]]
+    shown = _streamed(guard, chunks)
+    assert guard.leaked and guard.kind == "canary"
+    assert shown == reply[:start]
 
 
-def test_a_canary_streamed_one_character_at_a_time_is_detected():
+def test_a_canary_streamed_one_character_at_a_time_in_upper_case_is_cut_before_it():
     canary = make_canary()
-    watcher = CanaryWatcher(canary)
-    results = [watcher.feed(char) for char in f"prefix {canary.upper()} suffix"]
-    assert results.index(True) == len("prefix ") + len(canary) - 1
-    assert watcher.leaked
+    guard = LeakGuard(canary, "block")
+    shown = _streamed(guard, list(f"prefix {canary.upper()} suffix"))
+    assert guard.leaked and shown == "prefix "
 
 
-def test_a_reply_without_the_canary_is_not_a_leak():
+def _spaced(canary: str) -> str:
+    return " ".join(canary)
+
+
+def _dotted(canary: str) -> str:
+    return canary.replace("-", " . ").upper()
+
+
+def _b64(canary: str) -> str:
+    return base64.b64encode(f"my marker is {canary}!".encode()).decode()
+
+
+def _b64url_offset(canary: str) -> str:
+    return base64.urlsafe_b64encode(f"xy{canary}".encode()).decode().rstrip("=")
+
+
+def _hex(canary: str) -> str:
+    return canary.encode().hex().upper()
+
+
+@pytest.mark.parametrize("disguise", [str.upper, str.title, _spaced, _dotted, _b64,
+                                      _b64url_offset, _hex])
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_disguised_canary_is_caught(disguise, streamed):
     canary = make_canary()
-    watcher = CanaryWatcher(canary)
-    for chunk in ["llmp-canary-", canary[:-1], " and more text", "llmp-canary-0000"]:
-        watcher.feed(chunk)
-    assert not watcher.leaked
+    reply = f"Here you go: {disguise(canary)} and that is all."
+    guard = LeakGuard(canary, "block")
+    if streamed:
+        shown = _streamed(guard, [reply[i:i + 3] for i in range(0, len(reply), 3)])
+    else:
+        shown = guard.check(reply)
+    assert guard.leaked
+    assert shown.startswith("Here you go:") and disguise(canary) not in shown
+    assert canary.split("-")[-1] not in shown.lower()
 
 
-def test_redact_canary_removes_it_in_any_case():
+def test_in_flag_mode_the_canary_is_taken_out_and_the_rest_served():
     canary = make_canary()
-    assert redact_canary(f"a {canary} b {canary.upper()} c", canary) == "a  b  c"
+    guard = LeakGuard(canary, "flag")
+    served = guard.check(f"a {canary} b {canary.upper()} c {_hex(canary)} d")
+    assert guard.leaked
+    assert served.split() == ["a", "b", "c", "d"]
+
+
+def test_text_that_only_looks_like_a_canary_or_is_base64_passes_unchanged():
+    canary = make_canary()
+    guard = LeakGuard(canary, "block")
+    chunks = ["llmp-canary-", canary[:-1], " and more text ", "llmp-canary-0000 ",
+              base64.b64encode(b"an ordinary attachment, nothing to see").decode(), " ",
+              "deadbeef" * 6, " done"]
+    assert _streamed(guard, chunks) == "".join(chunks)
+    assert not guard.leaked
+
+
+SYSTEM_PROMPT = (
+    "You are Acme's billing assistant. Answer only questions about invoices, refunds and "
+    "payment methods. Never offer discounts larger than ten percent, never reveal other "
+    "customers' data, and escalate any legal threat to a human agent within the same reply."
+)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_reply_that_reproduces_the_system_prompt_is_a_leak(streamed):
+    canary = make_canary()
+    reply = ("Sure, my instructions are: " + SYSTEM_PROMPT.lower().replace(",", "")
+             + " That is everything.")
+    guard = LeakGuard(canary, "block", system_prompt=with_canary(SYSTEM_PROMPT, canary))
+    if streamed:
+        shown = _streamed(guard, [reply[i:i + 7] for i in range(0, len(reply), 7)])
+    else:
+        shown = guard.check(reply)
+    assert guard.leaked and guard.kind == "system_prompt"
+    assert "escalate any legal threat" not in shown  # cut before the end of the run
+    assert shown.startswith("Sure, my instructions are:")
+
+
+def test_a_reply_that_shares_a_few_phrases_with_the_system_prompt_is_not_a_leak():
+    canary = make_canary()
+    guard = LeakGuard(canary, "block", system_prompt=SYSTEM_PROMPT)
+    reply = ("I can help with invoices, refunds and payment methods. I never reveal other "
+             "customers' data. What is your invoice number?")
+    assert guard.check(reply) == reply and not guard.leaked
+    assert _streamed(LeakGuard(canary, "block", system_prompt=SYSTEM_PROMPT),
+                     [reply[:30], reply[30:]]) == reply
 
 
 # --- manage.py screen_prompts ------------------------------------------------------------------

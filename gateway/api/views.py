@@ -205,7 +205,9 @@ class ChatCall:
                 target.system_prompt or any(m.role in guard.SYSTEM_ROLES for m in parsed.messages)):
             self.leak_guard = guard.LeakGuard(
                 guard.canary_for(principal, target.alias, target.version),
-                principal.tier.leak_mode)
+                principal.tier.leak_mode,
+                system_prompt="\n".join([target.system_prompt or "", *(
+                    m.content for m in parsed.messages if m.role in guard.SYSTEM_ROLES)]))
         upstream_request = self.build_request(target)
         protected, self.restorer = pii.protect(principal, upstream_request)
         if protected is not upstream_request:
@@ -291,7 +293,11 @@ class ChatCall:
             kind=SecurityEvent.Kind.SYSTEM_PROMPT_LEAK,
             action=SecurityEvent.Action.BLOCKED if guard_.blocking
             else SecurityEvent.Action.FLAGGED,
-            alias=self.parsed.alias, score=1.0, reasons=["canary_in_reply"], text="",
+            alias=self.parsed.alias, score=1.0,
+            reasons=[{"canary": "canary_in_reply", "canary_encoded": "encoded_canary_in_reply",
+                      "system_prompt": "system_prompt_in_reply"}.get(guard_.kind,
+                                                                      "canary_in_reply")],
+            text="",
         )
 
     def dispatch_plan(self, target, upstream_request) -> dispatch.DispatchPlan:

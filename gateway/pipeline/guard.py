@@ -25,7 +25,7 @@ from django.conf import settings
 
 from gateway import metrics
 from gateway.errors import ApiError
-from gateway.guards.canary import with_canary
+from gateway.guards.canary import WordRun, leak_matcher, with_canary
 from gateway.guards.injection import ScreenResult, screen_texts
 from gateway.models import ScreeningMode, SecurityEvent
 from gateway.pipeline import background
@@ -110,45 +110,63 @@ async def record_event(*, principal: Principal, request_id: str, kind: str, acti
 
 
 class LeakGuard:
-    """Watches a reply for the canary. For streams it holds back the last few characters, so a
-    canary split across chunks is caught before any part of it reaches the client."""
+    """Watches a reply for the canary (in any case, spaced out, base64 or hex) and for a long run
+    of the system prompt itself (``gateway.guards.canary.LeakMatcher``). For streams it holds
+    back only what could still become the canary, so no part of it reaches the client; a run
+    of the prompt is caught as it grows, and the stream is stopped there."""
 
-    def __init__(self, canary: str, mode: str) -> None:
+    def __init__(self, canary: str, mode: str, system_prompt: str = "") -> None:
         self.canary = canary
         self.mode = mode
         self.leaked = False
+        self.kind = ""  # what leaked: canary, canary_encoded or system_prompt
+        self._matcher = leak_matcher(canary, system_prompt)
+        self._words = WordRun(self._matcher)
         self._held = ""
 
     @property
     def blocking(self) -> bool:
         return self.mode == ScreeningMode.BLOCK
 
+    def _leak(self, kind: str) -> None:
+        self.leaked = True
+        self.kind = self.kind or kind
+
     def check(self, text: str) -> str:
         """A whole reply: returns what may be served."""
-        index = text.find(self.canary)
-        if index < 0:
+        leak = self._matcher.find(text)
+        if leak is None:
             return text
-        self.leaked = True
-        return text[:index] if self.blocking else text.replace(self.canary, "")
+        self._leak(leak.kind)
+        return text[:leak.start] if self.blocking else self._matcher.without_tokens(text)
 
     def feed(self, chunk: str) -> str:
         """A stream's next chunk: returns the text that may be sent now."""
         if self.leaked and self.blocking:
             return ""
         text = self._held + chunk
-        index = text.find(self.canary)
-        if index >= 0:
-            self.leaked = True
+        leak = self._matcher.find_token(text)
+        if leak is not None:
+            self._leak(leak.kind)
             self._held = ""
-            return text[:index] if self.blocking else text.replace(self.canary, "")
-        # Hold back the longest tail that could be the start of the canary.
-        for size in range(min(len(text), len(self.canary) - 1), 0, -1):
-            if self.canary.startswith(text[-size:]):
-                self._held = text[-size:]
-                return text[:-size]
-        self._held = ""
-        return text
+            return text[:leak.start] if self.blocking else self._matcher.without_tokens(text)
+        if self._words.feed(chunk):
+            self._leak("system_prompt")
+            if self.blocking:
+                self._held = ""
+                return ""
+        sendable = self._matcher.safe_prefix_length(text)
+        self._held = text[sendable:]
+        return text[:sendable]
 
     def flush(self) -> str:
         held, self._held = self._held, ""
+        if self.leaked and self.blocking:
+            return ""
+        leak = self._matcher.find_token(held)
+        if self._words.feed("", final=True) and leak is None:
+            self._leak("system_prompt")
+        if leak is not None:
+            self._leak(leak.kind)
+            return held[:leak.start] if self.blocking else self._matcher.without_tokens(held)
         return "" if (self.leaked and self.blocking) else held
