@@ -68,10 +68,50 @@ class PlatformApplication:
             if view is not None:
                 await self._serve(view, scope, receive, send)
                 return
+            await self._serve_capped(scope, receive, send)
+            return
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
         await self.django_app(scope, receive, send)
+
+    async def _serve_capped(self, scope, receive, send) -> None:
+        """Every other route through Django, with its body capped before Django reads it
+        (Django spools a large body to a temporary file before any middleware runs): a
+        ``Content-Length`` over the cap is refused at once, and a body without one is counted
+        as it arrives and cut off at the cap. Either way the client gets 413."""
+        path = scope["path"]
+        limit = body_limit(path)
+        length = _header(scope, b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                await _refuse(send, path, 400, "The Content-Length header is not a number.")
+                return
+            if int(length) > limit:
+                await _refuse(send, path, 413, "The request body is too large.")
+                return
+        received = 0
+        over = False
+        started = False
+
+        async def capped_receive():
+            nonlocal received, over
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True  # Django stops reading at a disconnect and answers nothing
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.django_app(scope, capped_receive, tracked_send)
+        if over and not started:
+            await _refuse(send, path, 413, "The request body is too large.")
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -148,3 +188,34 @@ class PlatformApplication:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def body_limit(path: str) -> int:
+    """The largest request body a route takes: staff pages take uploads (compliance evidence
+    files), every other route ``LLMP_MAX_BODY_BYTES``."""
+    if path.startswith(("/admin/", "/deployments/")):
+        return settings.LLMP_MAX_UPLOAD_BYTES
+    return settings.LLMP_MAX_BODY_BYTES
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1").strip()
+    return None
+
+
+async def _refuse(send, path: str, status: int, message: str) -> None:
+    """An API route's typed error JSON, or plain text for pages."""
+    if path.startswith(("/v1/", "/api/")):
+        code = "request_too_large" if status == 413 else "invalid_request"
+        body = (b'{"error": {"message": "' + message.encode() + b'", "type": '
+                b'"invalid_request_error", "param": null, "code": "' + code.encode() + b'"}}')
+        content_type = b"application/json"
+    else:
+        body, content_type = message.encode(), b"text/plain; charset=utf-8"
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

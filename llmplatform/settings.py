@@ -348,6 +348,9 @@ LLMP_UPSTREAM_MAX_CONNECTIONS = env_int("LLMP_UPSTREAM_MAX_CONNECTIONS", 2000, m
 # Largest request body accepted on the API, in bytes.
 LLMP_MAX_BODY_BYTES = env_int("LLMP_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LLMP_MAX_BODY_BYTES
+# Largest request body of the staff pages (/admin/, /deployments/), which take evidence files of
+# up to 10 MiB. Every route's body is capped before Django reads it (llmplatform.fastpath).
+LLMP_MAX_UPLOAD_BYTES = env_int("LLMP_MAX_UPLOAD_BYTES", 11 * 1024 * 1024, minimum=1024)
 # Usage records are written in batches every this many milliseconds (0: each before the
 # response completes). A crash loses at most this window of records.
 LLMP_USAGE_FLUSH_MS = env_int("LLMP_USAGE_FLUSH_MS", 200, minimum=0)
