@@ -349,6 +349,19 @@ class RestartPolicy:
         self._starts.append(now)
         return None
 
+    def may_start(self, scheduled: float | None, now: float, what: str,
+                  say: Callable[[str], None]) -> tuple[bool, float | None]:
+        """Whether a start scheduled for ``scheduled`` happens now (and is counted); if not,
+        the time it is scheduled for, later when the per-minute cap is reached (said once)."""
+        if scheduled is None or now < scheduled:
+            return False, scheduled
+        allowed_at = self.next_allowed(now)
+        if allowed_at is not None:
+            say(f"runplatform: {self.per_minute} restarts of {what} in a minute; the next try "
+                f"in {allowed_at - now:.0f}s")
+            return False, allowed_at
+        return True, None
+
 
 @dataclass
 class RestartedChild:
@@ -404,18 +417,11 @@ class RestartedChild:
             self._next_start = now + delay
             self._status("restarting")
             return
-        if self._next_start is None or now < self._next_start:
-            return
-        allowed_at = self.policy.next_allowed(now)
-        if allowed_at is not None:
-            self._next_start = allowed_at
-            self.say(
-                f"runplatform: {self.policy.per_minute} restarts of {self.name} in a minute; "
-                f"the next try in {allowed_at - now:.0f}s"
-            )
+        start, self._next_start = self.policy.may_start(self._next_start, now, self.name,
+                                                        self.say)
+        if not start:
             return
         self.restarts += 1
-        self._next_start = None
         child = self._spawn()
         self.say(f"runplatform: started {self.name} (pid {child.pid}, restart {self.restarts})")
 

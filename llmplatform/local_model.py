@@ -262,18 +262,11 @@ class LocalModel:
                 self._after_exit()
             return
         now = time.monotonic()
-        if self._next_start is None or now < self._next_start:
-            return
-        allowed_at = self._policy.next_allowed(now)
-        if allowed_at is not None:
-            self._next_start = allowed_at
-            self.say(
-                f"runplatform: {self.max_restarts_per_minute} restarts of the local model in a "
-                f"minute; the next try in {self._next_start - now:.0f}s"
-            )
+        start, self._next_start = self._policy.may_start(self._next_start, now,
+                                                         "the local model", self.say)
+        if not start:
             return
         self.restarts += 1
-        self._next_start = None
         outcome = self._start_once(self._variants[0] if self._variants else self.cpu)
         if outcome is None:
             assert self.child is not None
