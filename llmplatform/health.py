@@ -14,6 +14,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.http import JsonResponse
 
+from llmplatform.observability import may_observe
+
 ReadinessProbe = Callable[[], Awaitable[tuple[bool, str]]]
 _probes: dict[str, ReadinessProbe] = {}
 
@@ -57,8 +59,10 @@ async def readyz(request):
         else:
             checks[name] = {"ok": result[0], "detail": result[1]}
     ready = all(c["ok"] for c in checks.values())
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status=200 if ready else 503)
+    body: dict[str, object] = {"status": "ready" if ready else "not ready"}
+    if may_observe(request):  # the details name providers, aliases and processes
+        body["checks"] = checks
+    return JsonResponse(body, status=200 if ready else 503)
 
 
 # A worker that has run for this long without running a heartbeat (sent by beat every

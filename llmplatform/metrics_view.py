@@ -1,11 +1,11 @@
 """``/metrics`` for Prometheus: this process's registry, or every worker's samples when
-``PROMETHEUS_MULTIPROC_DIR`` is set."""
+``PROMETHEUS_MULTIPROC_DIR`` is set. Only for callers ``llmplatform.observability`` allows."""
 
 from __future__ import annotations
 
 import os
 
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -14,8 +14,13 @@ from prometheus_client import (
     multiprocess,
 )
 
+from llmplatform.observability import may_observe
+
 
 def metrics(request):
+    if not may_observe(request):
+        return JsonResponse({"error": "metrics need LLMP_OBSERVABILITY_TOKEN or a caller in "
+                                      "LLMP_OBSERVABILITY_NETWORKS"}, status=403)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

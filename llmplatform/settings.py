@@ -340,6 +340,27 @@ for _name in ("LLMP_LIMITS_REDIS_DOWN_REQUESTS", "LLMP_LIMITS_REDIS_DOWN_BUDGETS
         raise ImproperlyConfigured(f"{_name} must be 'open' or 'closed'")
 # Proxies in front of the gateway that append to X-Forwarded-For (0: use the socket's address).
 LLMP_TRUSTED_PROXY_HOPS = env_int("LLMP_TRUSTED_PROXY_HOPS", 0, minimum=0)
+# Who may read /metrics and /readyz's details (llmplatform.observability): a bearer token, and
+# client networks (after LLMP_TRUSTED_PROXY_HOPS). Anyone else: 403 and the bare status.
+LLMP_OBSERVABILITY_TOKEN = env_str("LLMP_OBSERVABILITY_TOKEN", "") or ""
+if LLMP_OBSERVABILITY_TOKEN and PRODUCTION:
+    _check_secret("LLMP_OBSERVABILITY_TOKEN", LLMP_OBSERVABILITY_TOKEN)
+
+
+def _networks(name: str, default: list[str]) -> list:
+    import ipaddress
+
+    networks = []
+    for value in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {value!r} is not a network (CIDR)") from exc
+    return networks
+
+
+LLMP_OBSERVABILITY_NETWORKS = _networks("LLMP_OBSERVABILITY_NETWORKS",
+                                        ["127.0.0.0/8", "::1/128"])
 # Upstream timeouts (seconds) used when a provider does not set its own.
 LLMP_UPSTREAM_CONNECT_TIMEOUT = env_float("LLMP_UPSTREAM_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 LLMP_UPSTREAM_READ_TIMEOUT = env_float("LLMP_UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1)
