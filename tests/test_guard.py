@@ -47,11 +47,14 @@ def test_an_injection_is_blocked_before_the_provider_and_recorded_without_its_te
     error = response.json()["error"]
     assert error["code"] == "prompt_injection_detected" and error["param"] == "messages"
     assert upstream.requests == []
+    # Nothing to tune an attack against: no score, no rule names; the request id to quote.
+    assert "score" not in error["message"] and response["X-Request-ID"] in error["message"]
 
     event = SecurityEvent.objects.get()
     assert (event.kind, event.action, event.tenant) == ("prompt_injection", "blocked",
                                                        principals.tenant_a)
     assert event.score >= 0.5 and event.reasons
+    assert not any(reason in error["message"] for reason in event.reasons)
     assert event.text == ""
     assert event.text_sha256 == hashlib.sha256(ATTACK.encode()).hexdigest()
     assert event.request_id == response["X-Request-ID"]

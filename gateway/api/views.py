@@ -255,9 +255,11 @@ class ChatCall:
             text=verdict.text,
         )
         if blocked:
+            # The score and the rules that fired stay in the security event and the log: an
+            # attacker would tune against them. The client gets the request id to quote.
             raise guard.PromptInjectionDetected(
                 "The request was refused: its messages look like a prompt-injection attempt "
-                f"(score {result.score:.2f}; {', '.join(result.reasons[:5])}).",
+                f"(request {self.request_id}).",
                 param="messages",
             )
 
