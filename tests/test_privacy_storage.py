@@ -505,10 +505,10 @@ def test_the_consent_api_sets_and_reads_consent(principals):
     assert store(principals.tenant_a, user="u-9") is not None
 
     reply = handlers.set_consent(tenant_id, "u-9", {"purpose": "store_conversations",
-                                                    "granted": False, "source": "portal"},
+                                                    "granted": False, "source": "api"},
                                  actor="apikey:test", gpc=False)
     assert reply["consent"]["store_conversations"] == {
-        **reply["consent"]["store_conversations"], "granted": False, "source": "portal"}
+        **reply["consent"]["store_conversations"], "granted": False, "source": "api"}
     assert store(principals.tenant_a, user="u-9") is None
 
 
