@@ -204,3 +204,17 @@ def test_a_custom_admin_view_refuses_staff_without_its_permission(
         assert getattr(nobody, method)(url).status_code == 403, (method, url)
     boss = _signed_in(_user(django_user_model, "boss", superuser=True))
     assert boss.get(url).status_code != 403 and boss.post(url).status_code != 403
+
+
+def test_view_only_staff_are_refused_the_plaintext_reveal_and_the_back_up_button(
+        db, django_user_model):
+    """Views that need more than view: holding view on the model is not enough."""
+    from deployments.backups.models import Backup
+    from privacy.models import Conversation
+
+    viewer = _signed_in(_user(django_user_model, "viewer",
+                              perms=_model_perms(Conversation, "view")
+                              + _model_perms(Backup, "view")))
+    assert viewer.post("/admin/privacy/conversation/1/plaintext/").status_code == 403
+    assert viewer.post("/admin/backups/backup/back-up-now/").status_code == 403
+    assert not AuditEvent.objects.filter(action__contains="plaintext").exists()
