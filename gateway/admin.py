@@ -6,9 +6,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count, Q
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from gateway import services
+from gateway.egress import validate_upstream_url
 from gateway.models import (
     ApiKey,
     ModelAlias,
@@ -21,7 +23,7 @@ from gateway.models import (
     Tier,
     UsageRecord,
 )
-from gateway.secrets import validate_secret_ref
+from gateway.secrets import validate_provider_secret_ref
 from llmplatform.admin import ReadOnlyAdmin, TenantAdmin
 from llmplatform.admin_audit import AuditedModelAdmin
 from llmplatform.models import Tenant
@@ -294,11 +296,22 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
         form.instance = key
         obj.pk = key.pk
-        self.message_user(
-            request,
-            f"API key created. Copy it now, it will not be shown again: {plaintext}",
-            messages.WARNING,
-        )
+        request._llmp_new_keys = [{"key": key, "plaintext": plaintext, "replaces": None}]
+
+    def response_add(self, request, obj, post_url_continue=None):
+        new_keys = getattr(request, "_llmp_new_keys", None)
+        if not new_keys:
+            return super().response_add(request, obj, post_url_continue)
+        return self._show_new_keys(request, new_keys, [], title="API key created")
+
+    def _show_new_keys(self, request, keys, errors, *, title):
+        """The plaintext goes in this response's body only: not in a message (the messages
+        cookie is signed, not encrypted) and not in the session."""
+        response = TemplateResponse(request, "admin/new_api_keys.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": title,
+            "keys": keys, "errors": errors})
+        response["Cache-Control"] = "no-store"
+        return response
 
     def delete_model(self, request, obj):
         services.api_key_revoke(actor=request.user, key=obj)
@@ -309,21 +322,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Rotate selected keys (the old ones keep working for 24 hours)",
                   permissions=["change"])
     def rotate(self, request, queryset):
+        rotated, errors = [], []
         for key in queryset:
             try:
                 new, plaintext = services.api_key_rotate(
                     actor=request.user, key=key, overlap=self.rotation_overlap
                 )
             except ValueError as exc:
-                self.message_user(request, f"{key.display} was not rotated: {exc}",
-                                  messages.ERROR)
+                errors.append(f"{key.display} was not rotated: {exc}")
                 continue
-            self.message_user(
-                request,
-                f"{key.display} rotated; it keeps working for 24 hours. Its replacement "
-                f"{new.display}, copy it now, it will not be shown again: {plaintext}",
-                messages.WARNING,
-            )
+            rotated.append({"key": new, "plaintext": plaintext, "replaces": key})
+        if not rotated:
+            for error in errors:
+                self.message_user(request, error, messages.ERROR)
+            return None
+        return self._show_new_keys(request, rotated, errors, title="API keys rotated")
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke(self, request, queryset):
@@ -346,10 +359,18 @@ class ProviderForm(forms.ModelForm):
     def clean_api_key_ref(self) -> str:
         ref = self.cleaned_data["api_key_ref"]
         try:
-            validate_secret_ref(ref)
+            validate_provider_secret_ref(ref)
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from exc
         return ref
+
+    def clean_base_url(self) -> str:
+        url = self.cleaned_data["base_url"]
+        try:
+            validate_upstream_url(url)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return url
 
 
 @admin.register(Provider)
@@ -410,7 +431,13 @@ class SecurityEventAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     show_full_result_count = False
     fields = ["created_at", "tenant", "api_key", "request_id", "kind", "action", "alias",
-              "score", "reasons", "text_sha256", "text"]
+              "score", "reasons", "text_sha256", "text", "kept_encrypted", "text_expires_at"]
+    readonly_fields = ["kept_encrypted"]
+
+    @admin.display(description="text kept encrypted", boolean=True)
+    def kept_encrypted(self, obj: SecurityEvent) -> bool:
+        # Readable only through the subject's access request (the data map), never here.
+        return obj.text_ciphertext is not None
 
 
 # Last: it extends ModelAliasAdmin with the fallback inline.

@@ -45,6 +45,17 @@ class GatewayConfig(AppConfig):
             erase=lambda tenant_id, subject: cache.purge_subject(tenant_id, subject),
         ))
 
+        from gateway import services
+
+        datamap.register(datamap.DataHolder(
+            name="gateway.security_events",
+            description="Texts of the subject's requests kept with security events (only when "
+                        "the tenant opted in; encrypted with the subject's data key; "
+                        "LLMP_SECURITY_TEXT_DAYS)",
+            find=services.security_events_find,
+            erase=services.security_events_erase,
+        ))
+
         # The API routes take the lean ASGI path (no session/CSRF/page middleware).
         from gateway.api import views
         from gateway.pipeline.settle import usage_writer

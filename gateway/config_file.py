@@ -92,8 +92,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway.egress import validate_upstream_url
 from gateway.resilience.policy import DEFAULT_DEGRADED_MESSAGE, DEFAULTS, number_error
-from gateway.secrets import validate_secret_ref
+from gateway.secrets import validate_provider_secret_ref
 
 PROVIDER_KINDS = ("openai", "azure", "bedrock")
 DEGRADED_MODES = ("error", "message")
@@ -583,6 +584,10 @@ class _Parser:
                 raise self.fail(
                     f"{path}.base_url", "must not contain credentials (use api_key: a reference)"
                 )
+            try:
+                validate_upstream_url(value)
+            except ValueError as exc:
+                raise self.fail(f"{path}.base_url", str(exc)) from None
         return value
 
     def secret_ref(self, data: dict, path: str) -> str:
@@ -592,9 +597,9 @@ class _Parser:
         if not isinstance(value, str):
             raise self.fail(f"{path}.api_key", "must be a secret reference string")
         try:
-            validate_secret_ref(value)
+            validate_provider_secret_ref(value)
         except ValueError as exc:
-            # validate_secret_ref's messages never repeat the value.
+            # validate_provider_secret_ref's messages never repeat the value.
             raise self.fail(f"{path}.api_key", str(exc)) from None
         return value
 

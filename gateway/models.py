@@ -460,7 +460,15 @@ class SecurityEvent(models.Model):
     score = models.FloatField(default=0)
     reasons = models.JSONField(default=list, blank=True)
     text_sha256 = models.CharField(max_length=64, blank=True)
-    text = models.TextField(blank=True, help_text="Only when the tenant opted in.")
+    # Only when the tenant opted in (store_flagged_text), and for LLMP_SECURITY_TEXT_DAYS: the
+    # text encrypted with the data key of the request's end user (found and erased with the
+    # subject's other data, gone when that key is destroyed), or, when the request named no
+    # user, the text with its personal data redacted.
+    text = models.TextField(blank=True, help_text="Redacted text (requests naming no user).")
+    subject = models.ForeignKey("privacy.DataSubject", null=True, blank=True,
+                                on_delete=models.SET_NULL, related_name="+")
+    text_ciphertext = models.BinaryField(null=True, blank=True, editable=False)
+    text_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

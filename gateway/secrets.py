@@ -15,6 +15,19 @@ should take effect without waiting for a TTL.
 
 No message raised or logged here contains a secret value, or a malformed reference (which may be
 a key pasted where a reference belongs).
+
+What a reference may point at is confined (configuration is input: whoever can edit a provider
+must not be able to read the server's own secrets through it):
+- ``env:`` names must start with a prefix in ``LLMP_SECRET_ENV_PREFIXES``, and never name one of
+  the platform's own variables (``RESERVED_ENV_PREFIXES``: ``SECRET_KEY``, ``LLMP_*``,
+  ``DATABASE_*``, ``AWS_*``, ...), whatever that setting says;
+- ``file:`` paths must lie, after resolving symlinks, inside a directory of
+  ``LLMP_SECRET_FILE_DIRS``, and never inside the data directory (the platform's key files),
+  ``/proc``, ``/sys`` or ``/dev``;
+- ``aws-sm:`` ids (the name part of an ARN) must start with a prefix in
+  ``LLMP_SECRET_AWS_PREFIXES``; none is allowed until an operator names one.
+The same check runs when a reference is saved (admin form, ``apply_config``) and again when it
+is resolved, so a row written before a setting tightened is refused too.
 """
 
 from __future__ import annotations
@@ -39,6 +52,15 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Secrets Manager names use these characters; an ARN adds ':'.
 _AWS_SECRET_ID = re.compile(r"[A-Za-z0-9/_+=.@:-]{1,2048}")
 _MAX_REF_LENGTH = 300  # Provider.api_key_ref's max_length
+
+
+# The platform's own configuration: never readable through a provider's reference, whatever
+# LLMP_SECRET_ENV_PREFIXES says.
+RESERVED_ENV_PREFIXES = (
+    "SECRET_KEY", "DJANGO_", "LLMP_", "DATABASE_", "POSTGRES", "PG", "REDIS_", "CELERY_",
+    "EMAIL_", "AWS_", "SOCIAL_AUTH_", "SENTRY_", "OTEL_",
+)
+_NEVER_DIRS = ("/proc", "/sys", "/dev")
 
 
 class SecretNotFound(Exception):
@@ -80,13 +102,95 @@ def validate_secret_ref(ref: str) -> None:
             raise ValueError("aws-sm: the JSON key after '#' is empty")
 
 
+def _prefixes(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(p.strip() for p in value or () if p and p.strip())
+
+
+def _under(path: str, directory: str) -> bool:
+    directory = directory.rstrip("/") or "/"
+    return path == directory or path.startswith(directory if directory == "/" else directory + "/")
+
+
+def _aws_name(secret_id: str) -> str:
+    """The secret's name: an ARN's part after ``:secret:``, else the id itself."""
+    if secret_id.startswith("arn:"):
+        _, _, name = secret_id.partition(":secret:")
+        return name
+    return secret_id
+
+
+def check_secret_ref_allowed(ref: str, *, resolved_path: str | None = None) -> None:
+    """Raise ``ValueError`` unless a well-formed ``ref`` points where operators allow.
+
+    ``resolved_path`` (at resolve time) is the file's real path after symlinks.
+    """
+    if not ref:
+        return
+    scheme, _, rest = ref.partition(":")
+    if scheme == "env":
+        if rest.upper().startswith(RESERVED_ENV_PREFIXES):
+            raise ValueError(
+                f"env:{rest} is one of the platform's own settings and cannot be referenced"
+            )
+        allowed = _prefixes(settings.LLMP_SECRET_ENV_PREFIXES)
+        if not rest.startswith(allowed):
+            raise ValueError(
+                f"env:{rest} is not allowed: environment variables must start with one of "
+                f"LLMP_SECRET_ENV_PREFIXES ({', '.join(allowed) or 'none set'})"
+            )
+    elif scheme == "file":
+        path = resolved_path or os.path.normpath(rest)
+        if "/../" in f"{rest}/" or any(_under(path, d) for d in _NEVER_DIRS):
+            raise ValueError(f"file:{rest} is outside the allowed secret directories")
+        data_dir = os.path.realpath(str(settings.DATA_DIR))
+        if _under(path, data_dir) or _under(path, str(settings.DATA_DIR)):
+            raise ValueError(f"file:{rest} is in the platform's data directory")
+        allowed = _prefixes(settings.LLMP_SECRET_FILE_DIRS)
+        if not any(_under(path, os.path.realpath(d) if resolved_path else os.path.normpath(d))
+                   for d in allowed):
+            raise ValueError(
+                f"file:{rest} is not allowed: secret files must lie in one of "
+                f"LLMP_SECRET_FILE_DIRS ({', '.join(allowed) or 'none set'})"
+            )
+    elif scheme == "aws-sm":
+        name = _aws_name(rest.partition("#")[0])
+        allowed = _prefixes(settings.LLMP_SECRET_AWS_PREFIXES)
+        if not name or not name.startswith(allowed):
+            raise ValueError(
+                f"aws-sm:{rest.partition('#')[0]} is not allowed: secret names must start with "
+                f"one of LLMP_SECRET_AWS_PREFIXES ({', '.join(allowed) or 'none set'})"
+            )
+
+
+def validate_provider_secret_ref(ref: str) -> None:
+    """Well-formed and allowed: what a provider's ``api_key`` may hold (``ValueError`` if not)."""
+    validate_secret_ref(ref)
+    check_secret_ref_allowed(ref)
+
+
 def _parse(ref: str) -> tuple[str, str]:
     try:
         validate_secret_ref(ref)
     except ValueError as exc:
         raise SecretNotFound(f"malformed secret reference: {exc}") from None
+    try:
+        check_secret_ref_allowed(ref)
+    except ValueError as exc:
+        raise SecretNotFound(f"refused secret reference: {exc}") from None
     scheme, _, rest = ref.partition(":")
     return scheme, rest
+
+
+def _read_allowed_file(path: str) -> str:
+    """A ``file:`` secret, refused when its real path (after symlinks) leaves the allowed
+    directories (a symlink planted in a secrets directory must not reach other files)."""
+    try:
+        check_secret_ref_allowed(f"file:{path}", resolved_path=os.path.realpath(path))
+    except ValueError as exc:
+        raise SecretNotFound(f"refused secret reference: {exc}") from None
+    return _read_file(path, what=f"secret file {path}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +323,7 @@ def resolve_secret(ref: str) -> str:
     if scheme == "env":
         return _resolve_env(rest)
     if scheme == "file":
-        return _read_file(rest, what=f"secret file {rest}")
+        return _read_allowed_file(rest)
     return _resolve_aws(rest)
 
 

@@ -222,3 +222,47 @@ def cache_invalidate_tenant(*, actor: Any, tenant: Tenant, alias_name: str | Non
         audit_record(actor=actor, action="cache.invalidate_tenant", obj=tenant,
                      after={"alias": alias_name})
         transaction.on_commit(lambda: cache.invalidate_tenant(tenant.pk, alias_name))
+
+
+def security_event_text_purge(*, now=None) -> int:
+    """Forget the text kept with security events whose retention has passed (the event, its
+    score and the hash of the text stay). Returns how many events lost their text."""
+    from django.utils import timezone
+
+    from gateway.models import SecurityEvent
+
+    now = now or timezone.now()
+    return SecurityEvent.objects.filter(text_expires_at__lte=now).update(
+        text="", text_ciphertext=None, subject=None, text_expires_at=None)
+
+
+def security_events_find(tenant_id: int, external_id: str) -> list[dict]:
+    """The subject's security events with the text kept for them, decrypted (data map)."""
+    from gateway.models import SecurityEvent
+    from privacy import crypto, selectors
+
+    subject = selectors.subject_for(tenant_id, external_id)
+    if subject is None:
+        return []
+    out = []
+    for event in SecurityEvent.objects.filter(subject=subject).order_by("created_at", "id"):
+        try:
+            text = crypto.decrypt(subject, bytes(event.text_ciphertext),
+                                  aad=crypto.record_aad(subject, "security_event"))
+        except crypto.CryptoError:
+            text = None
+        out.append({"created_at": event.created_at.isoformat(), "kind": event.kind,
+                    "action": event.action, "request_id": event.request_id, "text": text})
+    return out
+
+
+def security_events_erase(tenant_id: int, external_id: str) -> int:
+    """Erase the texts kept for the subject (the events stay, without text or subject)."""
+    from gateway.models import SecurityEvent
+    from privacy import selectors
+
+    subject = selectors.subject_for(tenant_id, external_id)
+    if subject is None:
+        return 0
+    return SecurityEvent.objects.filter(subject=subject).update(
+        text="", text_ciphertext=None, subject=None, text_expires_at=None)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from axes.admin import AccessAttemptAdmin as AxesAccessAttemptAdmin
 from axes.models import AccessAttempt
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
@@ -9,6 +10,7 @@ from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from llmplatform.admin_audit import AuditedModelAdmin
+from llmplatform import staff_signin
 from llmplatform.audit import audit_record
 from llmplatform.models import AuditEvent, Membership, Tenant
 
@@ -21,8 +23,8 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "is_active", "created_at"]
-    list_filter = ["is_active"]
+    list_display = ["name", "slug", "is_active", "require_owner_2fa", "created_at"]
+    list_filter = ["is_active", "require_owner_2fa"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
@@ -47,7 +49,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     list_display = ["created_at", "actor", "action", "object_type", "object_repr", "tenant"]
     list_filter = ["action", "object_type"]
-    search_fields = ["actor", "object_repr", "object_id", "request_id"]
+    search_fields = ["actor", "object_repr", "object_id", "request_id", "client_request_id"]
     list_select_related = ["tenant"]
     date_hierarchy = "created_at"
     show_full_result_count = False
@@ -111,6 +113,19 @@ class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
     audit log (never the password or its hash)."""
 
     audit_exclude = ("password", "last_login")
+    actions = ["allow_enrolment"]
+
+    @admin.action(description="Allow authenticator enrolment at the next sign-in",
+                  permissions=["superuser"])
+    def allow_enrolment(self, request, queryset):
+        for user in queryset:
+            staff_signin.enrolment_allow(actor=request.user, user=user)
+        self.message_user(request, f"{queryset.count()} user(s) may set up an authenticator at "
+                                   f"their next sign-in (for {settings.LLMP_ENROLMENT_GRANT_HOURS}"
+                                   " hours).")
+
+    def has_superuser_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
 
     def user_change_password(self, request, id, form_url=""):
         with transaction.atomic():

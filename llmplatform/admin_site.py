@@ -42,6 +42,10 @@ from llmplatform import admin_dashboard, staff_signin
 #: Session key of an enrolment in progress: the user whose password was right, the backend that
 #: accepted it, when, where to go afterwards and the unconfirmed device.
 ENROLLMENT_SESSION_KEY = "llmp_admin_enrollment"
+ENROLMENT_NOT_ALLOWED = (
+    "This account has no authenticator yet, and setting one up has not been allowed. Ask a "
+    "superuser to allow it (Users, action \u201cAllow authenticator enrolment\u201d), or run "
+    "manage.py allow_enrolment USERNAME on the server.")
 #: An enrolment must be finished this many seconds after the password was given.
 ENROLLMENT_SECONDS = 600
 
@@ -73,6 +77,8 @@ class StaffAuthenticationForm(AdminAuthenticationForm):
             return cleaned
         user = self.get_user()
         if staff_signin.confirmed_totp_device(user) is None:
+            if staff_signin.enrolment_grant(user) is None:
+                raise forms.ValidationError(ENROLMENT_NOT_ALLOWED, code="enrolment_not_allowed")
             self.enrollment_needed = True
             return cleaned
         device = staff_signin.totp_verify(user=user, token=cleaned.get("otp_token", ""))
@@ -194,7 +200,10 @@ class GovernanceAdminSite(admin.AdminSite):
             pk=state.get("device_id"), user=user, confirmed=False
         ).first()
         if device is None:
-            device = staff_signin.totp_device_start(user=user)
+            device = staff_signin.enrolment_grant(user)
+            if device is None:  # the grant expired or was withdrawn meanwhile
+                request.session.pop(ENROLLMENT_SESSION_KEY, None)
+                return HttpResponseRedirect(reverse("admin:login", current_app=self.name))
             state["device_id"] = device.pk
             request.session[ENROLLMENT_SESSION_KEY] = state
 

@@ -11,6 +11,7 @@ class LlmplatformConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self) -> None:
+        from llmplatform import account_lockout, session_policy  # noqa: F401  (signal receivers)
         from llmplatform.health import register_readiness_probe
         from llmplatform.launcher import RUN_DIR_ENV
         from llmplatform.local_model import STATUS_FILE_ENV

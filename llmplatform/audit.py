@@ -7,7 +7,7 @@ from typing import Any
 from django.db import models
 
 from llmplatform.models import AuditEvent, Tenant
-from llmplatform.request_context import request_id_var
+from llmplatform.request_context import client_request_id_var, request_id_var
 
 SYSTEM_ACTOR = "system"
 
@@ -52,4 +52,5 @@ def audit_record(
         before=before,
         after=after,
         request_id=request_id_var.get(),
+        client_request_id=client_request_id_var.get()[:128],
     )

@@ -41,6 +41,12 @@ app.conf.beat_schedule = {
         "schedule": _purge_every,
         "options": {"expires": _purge_expires},
     },
+    # Retention of the text kept with security events (gateway.services).
+    "gateway-purge-security-event-text": {
+        "task": "gateway.purge_security_event_text",
+        "schedule": _purge_every,
+        "options": {"expires": _purge_expires},
+    },
     # Beat and worker health: the worker records when it last ran this; /readyz reports it.
     "platform-heartbeat": {
         "task": "llmplatform.heartbeat",

@@ -23,7 +23,7 @@ import structlog
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 
-from llmplatform.middleware import begin_request
+from llmplatform.middleware import begin_request, tag_response
 
 log = structlog.get_logger("llmplatform.fastpath")
 
@@ -157,9 +157,9 @@ class PlatformApplication:
             await self._send_plain(send, 413, _TOO_LARGE)
             return
         request = ASGIRequest(scope, io.BytesIO(body))
-        request_id = begin_request(request)
+        begin_request(request)
         response = await view(request)
-        response["X-Request-ID"] = request_id
+        tag_response(request, response)
         if not response.streaming:
             await self.django_app.send_response(response, send)
             return

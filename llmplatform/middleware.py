@@ -6,26 +6,45 @@ import uuid
 import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from llmplatform.request_context import request_id_var
+from llmplatform.request_context import client_request_id_var, request_id_var
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def begin_request(request) -> str:
-    """Give the request an id (the caller's ``X-Request-ID`` if well-formed) and bind it to the
-    log context and the audit log."""
-    incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _VALID_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+    """Give the request our own id and bind it to the log context and the audit log.
+
+    A caller's id (``X-Client-Request-ID``, as OpenAI's API names it, or ``X-Request-ID``) is
+    never used as ours: a client could otherwise write any value into audit rows and usage
+    records, or reuse another request's id. A well-formed one is kept beside ours, marked as
+    the client's (``client_request_id`` in logs and audit rows, echoed in
+    ``X-Client-Request-ID``), so the two can be matched."""
+    incoming = (request.headers.get("X-Client-Request-ID")
+                or request.headers.get("X-Request-ID", ""))
+    client_id = incoming if _VALID_REQUEST_ID.match(incoming) else ""
+    request_id = f"req_{uuid.uuid4().hex}"
     request.request_id = request_id
+    request.client_request_id = client_id
     request_id_var.set(request_id)
+    client_request_id_var.set(client_id)
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    if client_id:
+        structlog.contextvars.bind_contextvars(request_id=request_id,
+                                               client_request_id=client_id)
+    else:
+        structlog.contextvars.bind_contextvars(request_id=request_id)
     return request_id
 
 
+def tag_response(request, response) -> None:
+    response["X-Request-ID"] = request.request_id
+    if request.client_request_id:
+        response["X-Client-Request-ID"] = request.client_request_id
+
+
 class RequestIdMiddleware:
-    """Gives every request an id (the caller's ``X-Request-ID`` if well-formed), binds it to the
-    log context and the audit log, and returns it in ``X-Request-ID``."""
+    """Gives every request our own id (see ``begin_request``), binds it to the log context and
+    the audit log, and returns it in ``X-Request-ID``."""
 
     sync_capable = True
     async_capable = True
@@ -39,13 +58,13 @@ class RequestIdMiddleware:
     def __call__(self, request):
         if self.is_async:
             return self.__acall__(request)
-        request_id = begin_request(request)
+        begin_request(request)
         response = self.get_response(request)
-        response["X-Request-ID"] = request_id
+        tag_response(request, response)
         return response
 
     async def __acall__(self, request):
-        request_id = begin_request(request)
+        begin_request(request)
         response = await self.get_response(request)
-        response["X-Request-ID"] = request_id
+        tag_response(request, response)
         return response

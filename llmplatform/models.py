@@ -10,6 +10,10 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
     is_active = models.BooleanField(default=True)
+    require_owner_2fa = models.BooleanField(
+        "owners must use an authenticator", default=False,
+        help_text="Owners reach the tenant's portal pages only in a session confirmed with an "
+                  "authenticator code (TOTP); members may set one up.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -62,6 +66,8 @@ class AuditEvent(models.Model):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     request_id = models.CharField(max_length=128, blank=True)
+    # The id the client sent with the request, if any: its own label, never ours.
+    client_request_id = models.CharField(max_length=128, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 
 request_id_var: ContextVar[str] = ContextVar("llmp_request_id", default="")
+# The id a client sent (X-Client-Request-ID / X-Request-ID), kept apart from ours.
+client_request_id_var: ContextVar[str] = ContextVar("llmp_client_request_id", default="")
 
 
 def client_ip(meta: Mapping[str, str]) -> str:
@@ -22,3 +24,21 @@ def client_ip(meta: Mapping[str, str]) -> str:
         if len(forwarded) >= hops:
             return forwarded[-hops]
     return meta.get("REMOTE_ADDR", "") or ""
+
+
+def client_network(meta: Mapping[str, str]) -> str:
+    """``client_ip``, with an IPv6 caller counted as its /64 (one host usually holds a whole
+    /64, so keying on the full address would give it 2^64 buckets). The key of every per-address
+    throttle and lockout: the API's, the portal's, the admin's and the public pages'."""
+    import ipaddress
+
+    address = client_ip(meta)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address or "unknown"
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False).network_address)
+    return str(ip)

@@ -121,6 +121,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    # Idle timeout for every session, a shorter absolute age for staff.
+    "llmplatform.session_policy.SessionPolicyMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lockout into its response.
@@ -129,6 +131,9 @@ MIDDLEWARE = [
 
 # Login throttling first (django-axes), then OIDC through social-auth, then passwords.
 AUTHENTICATION_BACKENDS = [
+    # A locked account (failures from any address: llmplatform.account_lockout) is refused
+    # first; then axes' per-address lockout.
+    "llmplatform.account_lockout.AccountLockoutBackend",
     "axes.backends.AxesStandaloneBackend",
     # OIDC backends are added in the "Portal sign-in" section below, by settings.
     "django.contrib.auth.backends.ModelBackend",
@@ -321,6 +326,12 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
+# Sessions end after this long whatever happens (Django's default is 14 days), after
+# LLMP_SESSION_IDLE_MINUTES without a page, and for staff LLMP_STAFF_SESSION_HOURS after sign-in
+# (llmplatform.session_policy).
+SESSION_COOKIE_AGE = env_int("LLMP_SESSION_HOURS", 12, minimum=1) * 3600
+LLMP_SESSION_IDLE_MINUTES = env_int("LLMP_SESSION_IDLE_MINUTES", 30, minimum=1)
+LLMP_STAFF_SESSION_HOURS = env_int("LLMP_STAFF_SESSION_HOURS", 8, minimum=1)
 # No script of ours reads the CSRF cookie: forms carry the token.
 CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
@@ -379,6 +390,22 @@ LLMP_USAGE_FLUSH_MS = env_int("LLMP_USAGE_FLUSH_MS", 200, minimum=0)
 LLMP_CACHE_TTL_SECONDS = env_int("LLMP_CACHE_TTL_SECONDS", 3600, minimum=1)
 # The secrets resolver's cache lifetime for AWS Secrets Manager values.
 LLMP_SECRETS_CACHE_SECONDS = env_float("LLMP_SECRETS_CACHE_SECONDS", 300.0, minimum=0)
+# Where a provider's api_key reference may point (gateway.secrets): environment variables whose
+# names start with one of these prefixes (never the platform's own, whatever is listed), files
+# inside these directories, and Secrets Manager names starting with one of these (none by
+# default: an operator names the prefix their provider keys live under).
+LLMP_SECRET_ENV_PREFIXES = tuple(p.strip() for p in env_str(
+    "LLMP_SECRET_ENV_PREFIXES",
+    "PROVIDER_,OPENAI_,ANTHROPIC_,AZURE_OPENAI_,GEMINI_,MISTRAL_,COHERE_,GROQ_,TOGETHER_,"
+    "LOCAL_MODEL_").split(",") if p.strip())
+LLMP_SECRET_FILE_DIRS = tuple(p.strip() for p in env_str(
+    "LLMP_SECRET_FILE_DIRS", "/run/secrets,/var/run/secrets/llmplatform").split(",") if p.strip())
+LLMP_SECRET_AWS_PREFIXES = tuple(
+    p.strip() for p in env_str("LLMP_SECRET_AWS_PREFIXES", "").split(",") if p.strip())
+# Hosts providers may be sent to (gateway.egress): "api.openai.com", "*.openai.azure.com",
+# "10.0.0.5:8080". Empty: any host. The embedded model's own URL is always allowed.
+LLMP_UPSTREAM_HOSTS = tuple(
+    p.strip() for p in env_str("LLMP_UPSTREAM_HOSTS", "").split(",") if p.strip())
 AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
 LLMP_AWS_ENDPOINT_URL = env_str("LLMP_AWS_ENDPOINT_URL", None)
 
@@ -449,9 +476,9 @@ SOCIAL_AUTH_PIPELINE = (
 )
 
 _portal_backends: list[str] = []
-# Providers whose email claim is trusted without an email_verified claim: a single-tenant
-# Entra ID directory, whose administrators control every address in it.
-PORTAL_OIDC_TRUSTED_EMAIL_BACKENDS = ["azuread-v2-tenant-oauth2"]
+# Providers whose email claim is trusted without an email_verified claim (none by default:
+# Entra ID's is checked with its xms_edov claim, gateway.portal.entra).
+PORTAL_OIDC_TRUSTED_EMAIL_BACKENDS: list[str] = []
 # The label of each provider's button ("Sign in with <label>").
 PORTAL_OIDC_LABELS = {
     "azuread-v2-tenant-oauth2": env_str("LLMP_OIDC_ENTRA_NAME", "Microsoft"),
@@ -475,7 +502,8 @@ if _all_or_none(
     SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_KEY = env_str("LLMP_OIDC_ENTRA_CLIENT_ID")
     SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_SECRET = env_str("LLMP_OIDC_ENTRA_CLIENT_SECRET")
     SOCIAL_AUTH_AZUREAD_V2_TENANT_OAUTH2_TENANT_ID = env_str("LLMP_OIDC_ENTRA_TENANT_ID")
-    _portal_backends.append("social_core.backends.azuread_tenant.AzureADV2TenantOAuth2")
+    # Matched on the immutable object id, not the changeable preferred_username.
+    _portal_backends.append("gateway.portal.entra.EntraIDOAuth2")
 
 # Google; LLMP_OIDC_GOOGLE_DOMAINS limits sign-in to Workspace domains (comma-separated).
 if _all_or_none("LLMP_OIDC_GOOGLE_CLIENT_ID", "LLMP_OIDC_GOOGLE_CLIENT_SECRET"):
@@ -532,6 +560,9 @@ CONTENT_SECURITY_POLICY = {
 # Staff sign in to /admin/ with a password and a TOTP code (django-otp); one without an
 # authenticator is sent to enrol one after the password. Off only for a local demo.
 LLMP_ADMIN_REQUIRE_2FA = env_bool("LLMP_ADMIN_REQUIRE_2FA", True)
+# A staff member without an authenticator may set one up only within this many hours of a
+# superuser allowing it (or `manage.py allow_enrolment`): never on a password alone.
+LLMP_ENROLMENT_GRANT_HOURS = env_int("LLMP_ENROLMENT_GRANT_HOURS", 72, minimum=1)
 OTP_TOTP_ISSUER = "llmplatform"
 # The admin never shows an authenticator's key or QR code after enrolment.
 OTP_ADMIN_HIDE_SENSITIVE_DATA = True
@@ -545,6 +576,9 @@ AXES_FAILURE_LIMIT = env_int("LLMP_SIGNIN_FAILURE_LIMIT", 5, minimum=1)
 LLMP_SIGNIN_LOCKOUT_MINUTES = env_int("LLMP_SIGNIN_LOCKOUT_MINUTES", 15, minimum=1)
 AXES_COOLOFF_TIME = LLMP_SIGNIN_LOCKOUT_MINUTES / 60  # axes reads a float as hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Failures for one account from any address before it is locked for the same minutes
+# (llmplatform.account_lockout): a distributed guesser is stopped too.
+LLMP_SIGNIN_ACCOUNT_FAILURE_LIMIT = env_int("LLMP_SIGNIN_ACCOUNT_FAILURE_LIMIT", 20, minimum=2)
 AXES_RESET_ON_SUCCESS = True
 # The lock ends 15 minutes after it began; attempts while it lasts do not extend it.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
@@ -656,6 +690,9 @@ LLMP_CELERY_HEARTBEAT_SECONDS = env_float("LLMP_CELERY_HEARTBEAT_SECONDS", 30.0,
 LLMP_RETENTION_PURGE_SECONDS = env_float("LLMP_RETENTION_PURGE_SECONDS", 0.0, minimum=0.0)
 # The retention purge deletes expired conversation records this many rows per transaction.
 LLMP_PURGE_BATCH_SIZE = env_int("LLMP_PURGE_BATCH_SIZE", 5000, minimum=1)
+# How long a security event keeps its flagged text (when the tenant opted in), in days; the
+# event itself (kind, score, hash of the text) stays.
+LLMP_SECURITY_TEXT_DAYS = env_int("LLMP_SECURITY_TEXT_DAYS", 30, minimum=1)
 
 # --- Compliance: the GDPR Art. 30 record of processing (deployments.compliance) ---------------
 # The controller named on the record; an empty value is shown there as "not configured".

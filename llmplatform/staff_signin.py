@@ -23,6 +23,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from llmplatform.audit import audit_record
 from llmplatform.models import AuditEvent
 from llmplatform.request_context import client_ip as request_client_ip
+from llmplatform.request_context import client_network as request_client_network
 
 ANONYMOUS_ACTOR = "anonymous"
 DEVICE_NAME = "authenticator"
@@ -34,8 +35,10 @@ def client_ip(request: HttpRequest | None) -> str:
 
 
 def axes_client_ip(request: HttpRequest) -> str:
-    """AXES_CLIENT_IP_CALLABLE: lockouts count per real client, not per proxy."""
-    return client_ip(request) or "0.0.0.0"
+    """AXES_CLIENT_IP_CALLABLE: lockouts count per real client, not per proxy, and an IPv6
+    client as its /64 (a host that holds a /64 cannot spread its guesses over it)."""
+    network = request_client_network(request.META)
+    return network if network != "unknown" else "0.0.0.0"
 
 
 # --- Second factor --------------------------------------------------------------------------
@@ -59,6 +62,39 @@ def totp_verify(*, user: Any, token: str) -> TOTPDevice | None:
     return None
 
 
+# The marker of an enrolment an administrator allowed: an unconfirmed authenticator with this
+# name. A staff member without an authenticator can enrol only with one (no trust on first use:
+# knowing the password is not enough to bind the second factor).
+ENROLMENT_GRANT = "enrolment allowed"
+
+
+def enrolment_grant(user: Any) -> TOTPDevice | None:
+    """The user's open enrolment grant (an administrator's, younger than
+    ``LLMP_ENROLMENT_GRANT_HOURS``), or None."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    since = timezone.now() - timedelta(hours=settings.LLMP_ENROLMENT_GRANT_HOURS)
+    return (TOTPDevice.objects.filter(user=user, confirmed=False, name=ENROLMENT_GRANT,
+                                      created_at__gte=since).order_by("-pk").first())
+
+
+def enrolment_allow(*, actor: Any, user: Any) -> TOTPDevice:
+    """Let a staff member enrol an authenticator at their next sign-in (a superuser's action,
+    or ``manage.py allow_enrolment`` on the server). Audited; replaces an earlier grant."""
+    with transaction.atomic():
+        TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+        device = TOTPDevice.objects.create(user=user, name=ENROLMENT_GRANT, confirmed=False)
+        audit_record(
+            actor=actor, action="otp_device.enrolment_allowed", object_type=_user_label(),
+            object_id=str(user.pk), object_repr=user.get_username(),
+            after={"user": user.get_username()},
+        )
+    return device
+
+
 def totp_device_start(*, user: Any) -> TOTPDevice:
     """A new, unconfirmed authenticator for a staff member who has none; it replaces an
     earlier unconfirmed one (an abandoned enrolment)."""
@@ -79,7 +115,8 @@ def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDe
         if device is None or not device.verify_token(token):
             return None
         device.confirmed = True
-        device.save(update_fields=["confirmed"])
+        device.name = DEVICE_NAME
+        device.save(update_fields=["confirmed", "name"])
         username = device.user.get_username()
         audit_record(
             actor=actor, action="otp_device.enroll", object_type="otp_totp.TOTPDevice",
@@ -90,8 +127,8 @@ def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDe
 
 
 def totp_devices_reset(*, actor: Any, user: Any) -> int:
-    """Remove a staff member's authenticators (a lost phone); audited. They enrol a new one at
-    their next sign-in, after the password."""
+    """Remove a user's authenticators (a lost phone); audited. A staff member then needs an
+    enrolment grant (``enrolment_allow``) to set up a new one."""
     with transaction.atomic():
         removed, _ = TOTPDevice.objects.filter(user=user).delete()
         audit_record(

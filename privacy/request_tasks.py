@@ -14,6 +14,13 @@ def execute_subject_request(request_id: int) -> str:
     return requests.subject_request_execute(request_id).state
 
 
+@shared_task(name="privacy.send_request_code", ignore_result=True)
+def send_request_code(request_id: int) -> bool:
+    """The public page's verification code (off the page's request path: see
+    ``requests.subject_request_send_code``)."""
+    return requests.subject_request_issue_code(request_id)
+
+
 @shared_task(name="privacy.resume_stalled_subject_requests", ignore_result=True)
 def resume_stalled_subject_requests() -> dict[str, int]:
     """Periodic: (re)start approved requests whose task was lost, failed ones with retries left

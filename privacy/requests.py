@@ -151,6 +151,24 @@ def request_for_public_id(value: str) -> SubjectRequest | None:
     return SubjectRequest.objects.select_related("tenant", "subject").filter(pk=pk).first()
 
 
+DECOY_SALT = "privacy.decoy-request"
+
+
+def decoy_public_id() -> str:
+    """A code-page id for a request to an organisation that does not exist: signed like a real
+    one (and as long), so the next page cannot tell the two apart."""
+    latest = SubjectRequest.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    return signing.Signer(salt=DECOY_SALT).sign_object(latest + 1 + secrets.randbelow(3))
+
+
+def is_decoy_public_id(value: str) -> bool:
+    try:
+        signing.Signer(salt=DECOY_SALT).unsign_object(value)
+    except signing.BadSignature:
+        return False
+    return True
+
+
 def subject_ref(tenant_id: int, external_id: str) -> str:
     """A keyed hash naming a subject in receipts without naming the person."""
     return salted_hmac("privacy.subject-ref", f"{tenant_id}:{external_id}",
@@ -255,18 +273,38 @@ def subject_request_create(
         audit_record(actor=actor, action="subject_request.create", obj=request,
                      after=_snapshot(request))
         if source == Source.PUBLIC_PAGE:
-            subject_request_send_code(request=request, email=email or "")
+            subject_request_send_code(request=request)
     return request
 
 
-def subject_request_send_code(*, request: SubjectRequest, email: str) -> None:
-    """Make a new one-time code, store its hash and email it to ``email`` if that is the
-    subject's registered address. Wrong attempts are not reset by a new code."""
+def subject_request_send_code(*, request: SubjectRequest) -> None:
+    """Queue the one-time code for a public request (Celery, after commit).
+
+    The page's POST does the same work whether or not the address is registered: it queues
+    this one task. Whether a code goes out, and the decryption and SMTP round trip that sending
+    costs, happen in the worker (``subject_request_issue_code``), so neither the answer nor its
+    timing tells who is registered."""
     if request.state != State.RECEIVED:
         raise SubjectRequestError("only a request awaiting verification gets a code")
+    from privacy.request_tasks import send_request_code
+
+    request_id = request.pk
+    transaction.on_commit(lambda: send_request_code.delay(request_id))
+
+
+def subject_request_issue_code(request_id: int) -> bool:
+    """Make a new one-time code, store its hash and email it to the subject's registered
+    address when the request's email is that address. Returns whether an email went out.
+    Wrong attempts are not reset by a new code. Run by the worker (see above)."""
+    request = (SubjectRequest.objects.select_related("subject", "tenant")
+               .filter(pk=request_id).first())
+    if request is None or request.state != State.RECEIVED:
+        return False
     code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
-    registered = (request.subject is not None
-                  and constant_time_compare(crypto.hmac_email(email), request.email_hmac))
+    subject = request.subject
+    registered = (subject is not None and bool(request.email_hmac)
+                  and constant_time_compare(subject.email_hmac, request.email_hmac))
+    address = _registered_email(subject) if registered else None
     with transaction.atomic():
         request.code_hash = _code_hash(request, code)
         request.code_expires_at = timezone.now() + CODE_LIFETIME
@@ -275,15 +313,15 @@ def subject_request_send_code(*, request: SubjectRequest, email: str) -> None:
         # to anyone who can read the tenant's audit log, which the officers do not need.
         audit_record(actor=SYSTEM_ACTOR, action="subject_request.code_issued", obj=request,
                      after={"expires_at": request.code_expires_at.isoformat()})
-        if registered:
-            minutes = int(CODE_LIFETIME.total_seconds() // 60)
-            _notify_on_commit(
-                request, f"Your code for your privacy request to {request.tenant.name}",
-                f"Your code is {code}. It expires in {minutes} minutes.\n\n"
-                f"Enter it on the page where you made your {_kind_phrase(request)} request. "
-                "If you did not make this request, ignore this email.",
-                address=email,
-            )
+    if not address:
+        return False
+    minutes = int(CODE_LIFETIME.total_seconds() // 60)
+    return _notify(
+        address, f"Your code for your privacy request to {request.tenant.name}",
+        f"Your code is {code}. It expires in {minutes} minutes.\n\n"
+        f"Enter it on the page where you made your {_kind_phrase(request)} request. "
+        "If you did not make this request, ignore this email.",
+    )
 
 
 class VerifyResult(Enum):

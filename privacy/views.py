@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
 from llmplatform.models import Tenant
-from llmplatform.request_context import client_ip
+from llmplatform.request_context import client_network
 from privacy import requests
 from privacy.models import SubjectRequest
 
@@ -39,11 +39,10 @@ class RequestForm(forms.Form):
     email = forms.EmailField(label="Your email", max_length=254,
                              help_text="The address you registered with the organisation")
 
-    def clean_tenant(self) -> Tenant:
-        tenant = Tenant.objects.filter(slug=self.cleaned_data["tenant"], is_active=True).first()
-        if tenant is None:
-            raise forms.ValidationError("There is no such organisation.")
-        return tenant
+    def clean_tenant(self) -> Tenant | None:
+        # None for an organisation that does not exist: the page goes on exactly as for one
+        # that does (see request_start), so it does not tell who the platform's tenants are.
+        return Tenant.objects.filter(slug=self.cleaned_data["tenant"], is_active=True).first()
 
 
 class CodeForm(forms.Form):
@@ -54,7 +53,8 @@ class CodeForm(forms.Form):
 
 
 def _client_key(group: str, request: HttpRequest) -> str:
-    return client_ip(request.META) or "unknown"
+    # An IPv6 caller counts as its /64 (one host holds all of it).
+    return client_network(request.META)
 
 
 def _rate_limited(request: HttpRequest) -> bool:
@@ -86,6 +86,9 @@ def request_start(request: HttpRequest) -> HttpResponse:
             return _too_many(request)
         if form.is_valid():
             data = form.cleaned_data
+            if data["tenant"] is None:
+                return HttpResponseRedirect(
+                    reverse("privacy:request-verify", args=[requests.decoy_public_id()]))
             subject_request = requests.subject_request_create(
                 tenant=data["tenant"], kind=data["kind"], law=data["law"],
                 source=SubjectRequest.Source.PUBLIC_PAGE, email=data["email"],
@@ -103,6 +106,8 @@ def request_start(request: HttpRequest) -> HttpResponse:
 def request_verify(request: HttpRequest, public_id: str) -> HttpResponse:
     subject_request = requests.request_for_public_id(public_id)
     if subject_request is None:
+        if requests.is_decoy_public_id(public_id):
+            return _decoy_verify(request)
         return _not_found(request)
     status_url = reverse("privacy:request-status", args=[public_id])
     if subject_request.state != SubjectRequest.State.RECEIVED:
@@ -122,6 +127,19 @@ def request_verify(request: HttpRequest, public_id: str) -> HttpResponse:
         "form": form, "subject_request": subject_request,
         "minutes": int(requests.CODE_LIFETIME.total_seconds() // 60),
     })
+
+
+def _decoy_verify(request: HttpRequest) -> HttpResponse:
+    """The code page of a request to an organisation that does not exist: the same page, and
+    every code is wrong, as for an address that is not registered."""
+    form = CodeForm(request.POST or None)
+    if request.method == "POST":
+        if _rate_limited(request):
+            return _too_many(request)
+        if form.is_valid():
+            form.add_error("code", "That code is wrong or has expired.")
+    return render(request, "privacy/verify.html", {
+        "form": form, "minutes": int(requests.CODE_LIFETIME.total_seconds() // 60)})
 
 
 @never_cache

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -91,6 +92,14 @@ def _clean_redis():
 
         sync_redis().flushdb()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_account_lockouts(monkeypatch):
+    """Failed sign-ins per account are counted in the shared cache: each test counts from 0."""
+    from llmplatform import account_lockout
+
+    monkeypatch.setattr(account_lockout, "PREFIX", f"llmp:signin-account:{uuid.uuid4().hex}:")
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
@@ -20,6 +21,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from gateway import services as gateway_services
 from gateway.models import ApiKey, SecurityEvent, ServiceAccount
+from llmplatform import staff_signin
 from llmplatform.models import AuditEvent
 from tests.browser import browser, page  # noqa: F401  (fixtures)
 
@@ -49,13 +51,18 @@ def audit_text(event: AuditEvent) -> str:
 
 @pytest.fixture
 def officer(db, django_user_model):
-    return django_user_model.objects.create_user(
+    user = django_user_model.objects.create_user(
         "officer", password=PASSWORD, is_staff=True, is_superuser=True
     )
+    # As an administrator (or `manage.py allow_enrolment`) would: enrolment is never on a
+    # password alone.
+    staff_signin.enrolment_allow(actor="test", user=user)
+    return user
 
 
 @pytest.fixture
 def officer_device(officer) -> TOTPDevice:
+    TOTPDevice.objects.filter(user=officer, confirmed=False).delete()  # the grant, used up
     return TOTPDevice.objects.create(user=officer, name="authenticator", confirmed=True)
 
 
@@ -127,7 +134,7 @@ def test_the_enrolment_page_needs_a_password_first(client, officer):
     response = client.get("/admin/otp/setup/")
 
     assert response.status_code == 302 and response["Location"] == LOGIN
-    assert not TOTPDevice.objects.exists()
+    assert not TOTPDevice.objects.filter(confirmed=True).exists()
 
 
 def test_an_enrolment_left_for_more_than_ten_minutes_needs_the_password_again(client, officer):
@@ -182,8 +189,9 @@ def browser_sign_in(tab, base_url: str, *, password: str = PASSWORD, token: str 
 
 def test_an_officer_enrols_an_authenticator_then_signs_in_with_password_and_code(
         page, gateway_server, django_user_model):  # noqa: F811
-    django_user_model.objects.create_user("officer", password=PASSWORD, is_staff=True,
-                                          is_superuser=True)
+    user = django_user_model.objects.create_user("officer", password=PASSWORD, is_staff=True,
+                                                 is_superuser=True)
+    staff_signin.enrolment_allow(actor="test", user=user)
 
     page.goto(f"{gateway_server}/admin/")
     assert "/admin/login/" in page.url
@@ -259,7 +267,8 @@ def test_wrong_codes_count_towards_the_lockout(client, officer_device):
 
 
 def test_the_lock_is_per_username_and_address(client, officer, django_user_model):
-    django_user_model.objects.create_user("other", password=PASSWORD, is_staff=True)
+    other_user = django_user_model.objects.create_user("other", password=PASSWORD, is_staff=True)
+    staff_signin.enrolment_allow(actor="test", user=other_user)
     for _ in range(5):
         login(client, password="wrong-guess")
 
@@ -291,12 +300,16 @@ def test_the_rotate_action_shows_the_new_key_once_and_the_old_one_keeps_working(
     old = ApiKey.objects.get(tenant=principals.tenant_a)
 
     response = officer_client.post("/admin/gateway/apikey/", {
-        "action": "rotate", "_selected_action": [old.pk]}, follow=True)
+        "action": "rotate", "_selected_action": [old.pk]})
 
-    shown = [m.message for m in response.context["messages"]]
-    assert len(shown) == 1
-    new_plaintext = KEY_PATTERN.search(shown[0]).group(0)
+    # On this response only: no redirect, no message (the messages cookie is readable).
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    found = KEY_PATTERN.findall(response.content.decode())
+    assert len(set(found)) == 1
+    new_plaintext = found[0]
     assert new_plaintext != key_a
+    assert new_plaintext not in officer_client.cookies.output()
+    assert new_plaintext not in str(dict(officer_client.session))
     old.refresh_from_db()
     assert old.replaced_by is not None and old.expires_at > timezone.now()
     for plaintext in (key_a, new_plaintext):
@@ -435,7 +448,9 @@ def test_granting_superuser_in_the_user_admin_is_audited_without_the_password_ha
 def test_lifting_a_lockout_in_the_admin_is_audited(officer_client, client, django_user_model):
     from axes.models import AccessAttempt
 
-    django_user_model.objects.create_user("clerk", password="clerk-pass-991", is_staff=True)
+    clerk = django_user_model.objects.create_user("clerk", password="clerk-pass-991",
+                                                  is_staff=True)
+    staff_signin.enrolment_allow(actor="test", user=clerk)
     for _ in range(5):
         login(client, username="clerk", password="wrong-guess")
     attempt = AccessAttempt.objects.get(username="clerk")
@@ -453,9 +468,11 @@ def test_the_reset_command_removes_an_authenticator_with_an_audit_row(officer_de
 
     call_command("reset_authenticator", "officer")
 
-    assert not TOTPDevice.objects.exists()
+    assert not TOTPDevice.objects.filter(confirmed=True).exists()
     event = AuditEvent.objects.get(action="otp_device.reset")
     assert event.object_repr == "officer" and event.after == {"devices_removed": 1}
+    # Run on the server, it also allows the new enrolment.
+    assert staff_signin.enrolment_grant(officer_device.user) is not None
 
 
 def test_setting_a_password_in_the_user_admin_is_audited_without_it(officer_client,
@@ -469,3 +486,56 @@ def test_setting_a_password_in_the_user_admin_is_audited_without_it(officer_clie
     assert response.status_code == 302, response.content[:3000]
     event = AuditEvent.objects.get(action="admin.user.set_password")
     assert event.object_repr == "clerk" and new_password not in audit_text(event)
+
+
+# --- Enrolment needs an administrator's grant (no trust on first use) -----------------------
+
+
+def test_a_password_alone_cannot_bind_an_authenticator(client, django_user_model):
+    user = django_user_model.objects.create_user("newcomer", password=PASSWORD, is_staff=True)
+    response = login(client, username="newcomer")
+    assert response.status_code == 200
+    assert "setting one up has not been allowed" in response.content.decode()
+    assert client.get("/admin/otp/setup/")["Location"] == LOGIN
+    assert not TOTPDevice.objects.filter(user=user).exists()
+    assert "_auth_user_id" not in client.session
+
+
+def test_only_a_superuser_can_allow_enrolment_and_it_is_audited(officer_client,
+                                                                django_user_model):
+    newcomer = django_user_model.objects.create_user("newcomer", password=PASSWORD,
+                                                     is_staff=True)
+    clerk = django_user_model.objects.create_user("clerk", password="clerk-pass-991",
+                                                  is_staff=True)
+    from django.contrib.auth.models import Permission
+
+    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["view_user",
+                                                                        "change_user"]))
+    TOTPDevice.objects.create(user=clerk, name="authenticator", confirmed=True)
+    clerk_client = Client()
+    clerk_client.force_login(clerk)
+    session = clerk_client.session
+    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.get(user=clerk).persistent_id
+    session.save()
+    form = {"action": "allow_enrolment", "_selected_action": [newcomer.pk]}
+    clerk_client.post("/admin/auth/user/", form)
+    assert staff_signin.enrolment_grant(newcomer) is None  # change permission is not enough
+
+    officer_client.post("/admin/auth/user/", form)
+    assert staff_signin.enrolment_grant(newcomer) is not None
+    assert AuditEvent.objects.filter(action="otp_device.enrolment_allowed",
+                                     object_repr="newcomer").exists()
+    response = login(Client(), username="newcomer")
+    assert response.status_code == 302 and response["Location"] == "/admin/otp/setup/"
+
+
+def test_an_enrolment_grant_expires(client, django_user_model, settings):
+    import time_machine
+
+    settings.LLMP_ENROLMENT_GRANT_HOURS = 24
+    user = django_user_model.objects.create_user("newcomer", password=PASSWORD, is_staff=True)
+    staff_signin.enrolment_allow(actor="test", user=user)
+    with time_machine.travel(timezone.now() + timedelta(hours=25)):
+        response = login(client, username="newcomer")
+    assert response.status_code == 200
+    assert "setting one up has not been allowed" in response.content.decode()

@@ -217,3 +217,34 @@ def test_an_unreachable_upstream_tells_the_client_when_to_retry():
     assert refused.headers == {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
     assert hinted.headers == {"Retry-After": "8"}  # the upstream's own hint, rounded up
     assert bad.status == 502 and "Retry-After" not in bad.headers
+
+
+@pytest.mark.django_db
+def test_upstream_errors_name_no_provider_deployment_or_secret_reference(client, principals,
+                                                                        key_a, settings):
+    """Those stay in the log under the request id; the client gets the kind of failure, and a
+    request the provider refused keeps the provider's own error code."""
+    from gateway.models import Provider
+
+    from .upstreams import OpenAIUpstream
+
+    with OpenAIUpstream() as upstream:
+        route_alias("default", upstream.base_url)
+        provider = Provider.objects.get()
+        provider.name, provider.api_key_ref = "internal-openai-eu", "env:PROVIDER_NOT_SET_ANYWHERE"
+        provider.save()
+        from gateway.pipeline.route import routing_table
+
+        routing_table.invalidate()
+        bodies = [post(client, CHAT, key_a).content.decode()]
+        provider.api_key_ref = ""
+        provider.save()
+        routing_table.invalidate()
+        upstream.behaviour = "bad_request"  # 400 context_length_exceeded
+        refused = post(client, CHAT, key_a)
+        bodies.append(refused.content.decode())
+    for body in bodies:
+        for internal in ("internal-openai-eu", "PROVIDER_NOT_SET_ANYWHERE", "env:",
+                         "default-deployment", "127.0.0.1"):
+            assert internal not in body, (internal, body)
+    assert "context_length_exceeded" in refused.json()["error"]["message"]

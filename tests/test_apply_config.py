@@ -62,6 +62,12 @@ model_aliases:
 """
 
 
+@pytest.fixture(autouse=True)
+def _aws_secrets_allowed(settings):
+    # What an operator keeping provider keys under prod/llm/ in Secrets Manager would set.
+    settings.LLMP_SECRET_AWS_PREFIXES = ("prod/llm/",)
+
+
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> str:
     path = tmp_path / name
     path.write_text(text)

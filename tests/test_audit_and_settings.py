@@ -163,3 +163,18 @@ def test_readiness_reports_an_unreachable_cache(client, settings):
         caches._settings = None
     assert response.status_code == 503
     assert response.json()["checks"]["cache"]["ok"] is False
+
+
+@pytest.mark.django_db
+def test_a_client_chosen_request_id_is_kept_apart_from_ours_in_audit_rows(client, principals):
+    """A caller's X-Request-ID must not become the id audit rows and usage records are filed
+    under (a client could then forge or collide with another request's id)."""
+    from llmplatform.models import AuditEvent
+
+    client.force_login(principals.alice, backend="django.contrib.auth.backends.ModelBackend")
+    response = client.post("/portal/t/tenant-a/keys/new/", {"name": "k", "scopes": ["chat"]},
+                           HTTP_X_REQUEST_ID="req_forged_by_client")
+    assert response.status_code == 200
+    event = AuditEvent.objects.get(action="api_key.create")
+    assert event.request_id == response["X-Request-ID"] != "req_forged_by_client"
+    assert event.client_request_id == "req_forged_by_client"

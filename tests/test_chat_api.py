@@ -244,7 +244,7 @@ def test_config_changes_in_the_admin_are_audited(admin_client, upstream):
     response = admin_client.post(
         f"/admin/gateway/provider/{provider.pk}/change/",
         {"name": provider.name, "kind": "openai", "base_url": "http://127.0.0.1:1/v1",
-         "api_key_ref": "env:SOME_KEY", "api_version": "", "region": "", "extra": "{}",
+         "api_key_ref": "env:PROVIDER_SOME_KEY", "api_version": "", "region": "", "extra": "{}",
          "enabled": "on"},
     )
     assert response.status_code == 302, response.content[:2000]
@@ -260,7 +260,7 @@ def test_config_changes_in_the_admin_are_audited(admin_client, upstream):
     )
     assert bad.status_code == 200  # the form is shown again with an error
     assert b"sk-live-plaintext-key" not in bad.content.split(b"errorlist")[-1][:200]
-    assert Provider.objects.get().api_key_ref == "env:SOME_KEY"
+    assert Provider.objects.get().api_key_ref == "env:PROVIDER_SOME_KEY"
 
 
 def test_health_and_readiness(client, upstream, db):

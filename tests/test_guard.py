@@ -45,7 +45,7 @@ def test_an_injection_is_blocked_before_the_provider_and_recorded_without_its_te
     response = chat(client, key_a, [{"role": "user", "content": ATTACK}])
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["code"] == "prompt_injection_detected" and error["param"] == "messages"
+    assert error["code"] == "prompt_injection_detected" and error["param"] == "messages[0].content"
     assert upstream.requests == []
     # Nothing to tune an attack against: no score, no rule names; the request id to quote.
     assert "score" not in error["message"] and response["X-Request-ID"] in error["message"]

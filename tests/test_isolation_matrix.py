@@ -415,18 +415,18 @@ PORTAL_REQUESTS: dict[tuple[str, str], PortalRequest] = {
     ("keys", "list"): PortalRequest("get", "/portal/t/{slug}/keys/"),
     ("keys/new", "create"): PortalRequest(
         "post", "/portal/t/{slug}/keys/new/", {"name": "made-by-test", "scopes": ["chat"]},
-        success_status=302),
+        success_status=200),  # the new key is shown on this response
     ("keys/new with a service account", "create"): PortalRequest(
         "post", "/portal/t/{slug}/keys/new/",
         {"name": "sa-key", "scopes": ["chat"], "service_account": "{account}"},
-        object_kind="account", success_status=302),
+        object_kind="account", success_status=200),
     ("keys/<id>/secret", "read"): PortalRequest("get", "/portal/t/{slug}/keys/{id}/secret/",
                                                 object_kind="key"),
     ("keys/<id>/rotate", "read"): PortalRequest("get", "/portal/t/{slug}/keys/{id}/rotate/",
                                                 object_kind="key"),
     ("keys/<id>/rotate", "change"): PortalRequest(
         "post", "/portal/t/{slug}/keys/{id}/rotate/", {"overlap_hours": 1}, object_kind="key",
-        success_status=302),
+        success_status=200),
     ("keys/<id>/revoke", "read"): PortalRequest("get", "/portal/t/{slug}/keys/{id}/revoke/",
                                                 object_kind="key"),
     ("keys/<id>/revoke", "delete"): PortalRequest(

@@ -71,15 +71,19 @@ def test_logs_are_json_with_a_request_id_and_never_a_body_or_key(client, key_a, 
                     {"role": "user", "content": "my secret diary entry"}]}),
                 HTTP_AUTHORIZATION=f"Bearer {key_a}", HTTP_X_REQUEST_ID="trace-abc-123")
     assert response.status_code == 502
-    assert response["X-Request-ID"] == "trace-abc-123"
+    # Our own id, with the client's kept beside it and marked as the client's.
+    ours = response["X-Request-ID"]
+    assert ours.startswith("req_") and response["X-Client-Request-ID"] == "trace-abc-123"
     formatter = json_formatter()
     lines = [formatter.format(record) for record in caplog.records]
     assert lines, "the failing request should have logged something"
     for line in lines:
         parsed = json.loads(line)
         assert "secret diary" not in line and key_a not in line
-        assert parsed.get("request_id") in (None, "trace-abc-123")
-    assert any(json.loads(line).get("request_id") == "trace-abc-123" for line in lines)
+        assert parsed.get("request_id") in (None, ours)
+        assert parsed.get("client_request_id") in (None, "trace-abc-123")
+    assert any(json.loads(line).get("request_id") == ours for line in lines)
+    assert any(json.loads(line).get("client_request_id") == "trace-abc-123" for line in lines)
 
 
 pytestmark = pytest.mark.django_db

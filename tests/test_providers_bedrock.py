@@ -388,13 +388,13 @@ async def test_an_unreachable_endpoint_is_unavailable(make_adapter):
 
 
 async def test_it_uses_credentials_from_secret_references(upstream, make_adapter, monkeypatch):
-    monkeypatch.setenv("LLMP_TEST_AWS_KEY_ID", "AKIDFROMREF")
-    monkeypatch.setenv("LLMP_TEST_AWS_SECRET", "secret-from-ref")
+    monkeypatch.setenv("PROVIDER_TEST_AWS_KEY_ID", "AKIDFROMREF")
+    monkeypatch.setenv("PROVIDER_TEST_AWS_SECRET", "secret-from-ref")
     adapter = make_adapter(
         upstream.base_url,
         extra={
-            "access_key_id_ref": "env:LLMP_TEST_AWS_KEY_ID",
-            "secret_access_key_ref": "env:LLMP_TEST_AWS_SECRET",
+            "access_key_id_ref": "env:PROVIDER_TEST_AWS_KEY_ID",
+            "secret_access_key_ref": "env:PROVIDER_TEST_AWS_SECRET",
         },
     )
 
@@ -404,19 +404,19 @@ async def test_it_uses_credentials_from_secret_references(upstream, make_adapter
 
 
 async def test_rotated_credentials_are_refetched_once(upstream, make_adapter, monkeypatch):
-    monkeypatch.setenv("LLMP_TEST_AWS_KEY_ID", "AKIDOLD")
-    monkeypatch.setenv("LLMP_TEST_AWS_SECRET", "old-secret")
+    monkeypatch.setenv("PROVIDER_TEST_AWS_KEY_ID", "AKIDOLD")
+    monkeypatch.setenv("PROVIDER_TEST_AWS_SECRET", "old-secret")
     adapter = make_adapter(
         upstream.base_url,
         extra={
-            "access_key_id_ref": "env:LLMP_TEST_AWS_KEY_ID",
-            "secret_access_key_ref": "env:LLMP_TEST_AWS_SECRET",
+            "access_key_id_ref": "env:PROVIDER_TEST_AWS_KEY_ID",
+            "secret_access_key_ref": "env:PROVIDER_TEST_AWS_SECRET",
         },
     )
     await adapter.complete(chat())
     upstream.required_key = "AKIDNEW"
-    monkeypatch.setenv("LLMP_TEST_AWS_KEY_ID", "AKIDNEW")
-    monkeypatch.setenv("LLMP_TEST_AWS_SECRET", "new-secret")
+    monkeypatch.setenv("PROVIDER_TEST_AWS_KEY_ID", "AKIDNEW")
+    monkeypatch.setenv("PROVIDER_TEST_AWS_SECRET", "new-secret")
 
     # The cached client still signs with the old key; the 403 makes it fetch the new one.
     result = await adapter.complete(chat())
@@ -429,14 +429,14 @@ async def test_rotated_credentials_are_refetched_once(upstream, make_adapter, mo
 
 
 async def test_wrong_credentials_fail_after_one_refetch(upstream, make_adapter, monkeypatch):
-    monkeypatch.setenv("LLMP_TEST_AWS_KEY_ID", "AKIDWRONG")
-    monkeypatch.setenv("LLMP_TEST_AWS_SECRET", "wrong-secret")
+    monkeypatch.setenv("PROVIDER_TEST_AWS_KEY_ID", "AKIDWRONG")
+    monkeypatch.setenv("PROVIDER_TEST_AWS_SECRET", "wrong-secret")
     upstream.required_key = "AKIDRIGHT"
     adapter = make_adapter(
         upstream.base_url,
         extra={
-            "access_key_id_ref": "env:LLMP_TEST_AWS_KEY_ID",
-            "secret_access_key_ref": "env:LLMP_TEST_AWS_SECRET",
+            "access_key_id_ref": "env:PROVIDER_TEST_AWS_KEY_ID",
+            "secret_access_key_ref": "env:PROVIDER_TEST_AWS_SECRET",
         },
     )
 
@@ -449,7 +449,7 @@ async def test_wrong_credentials_fail_after_one_refetch(upstream, make_adapter, 
 
 async def test_half_configured_credentials_are_an_auth_error(upstream, make_adapter):
     adapter = make_adapter(
-        upstream.base_url, extra={"access_key_id_ref": "env:LLMP_TEST_AWS_KEY_ID"}
+        upstream.base_url, extra={"access_key_id_ref": "env:PROVIDER_TEST_AWS_KEY_ID"}
     )
 
     with pytest.raises(UpstreamAuthError):

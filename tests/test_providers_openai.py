@@ -28,7 +28,7 @@ from gateway.providers.openai_compatible import OpenAICompatibleAdapter, parse_r
 from tests.upstreams import AzureUpstream, OpenAIUpstream, http_date
 
 SECRET = "sk-test-NEVER-SHOW-THIS-1234567890"
-KEY_ENV = "LLMP_TEST_OPENAI_KEY"
+KEY_ENV = "PROVIDER_TEST_OPENAI_KEY"
 
 
 def chat(*messages: ChatMessage, **fields) -> ChatRequest:

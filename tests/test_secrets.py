@@ -30,6 +30,14 @@ def _fresh_resolver() -> Iterator[None]:
     secrets.clear_secret_cache()
 
 
+@pytest.fixture(autouse=True)
+def _allowed(settings, tmp_path) -> None:
+    # What an operator would set: the secrets directory mounted for this test, and the
+    # Secrets Manager prefix provider keys are kept under.
+    settings.LLMP_SECRET_FILE_DIRS = (str(tmp_path),)
+    settings.LLMP_SECRET_AWS_PREFIXES = ("llmp/test/", "prod/llm")
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -87,31 +95,31 @@ def test_an_empty_reference_resolves_to_an_empty_string():
 
 
 def test_it_reads_an_environment_variable(monkeypatch):
-    monkeypatch.setenv("LLMP_TEST_KEY", "value-from-env")
-    assert resolve_secret("env:LLMP_TEST_KEY") == "value-from-env"
+    monkeypatch.setenv("PROVIDER_TEST_KEY", "value-from-env")
+    assert resolve_secret("env:PROVIDER_TEST_KEY") == "value-from-env"
 
 
 def test_it_reads_the_file_named_by_name_file(monkeypatch, tmp_path):
     path = tmp_path / "key"
     path.write_text("value-from-file\n")
-    monkeypatch.delenv("LLMP_TEST_KEY", raising=False)
-    monkeypatch.setenv("LLMP_TEST_KEY_FILE", str(path))
-    assert resolve_secret("env:LLMP_TEST_KEY") == "value-from-file"
+    monkeypatch.delenv("PROVIDER_TEST_KEY", raising=False)
+    monkeypatch.setenv("PROVIDER_TEST_KEY_FILE", str(path))
+    assert resolve_secret("env:PROVIDER_TEST_KEY") == "value-from-file"
 
 
 def test_the_variable_wins_over_name_file(monkeypatch, tmp_path):
     path = tmp_path / "key"
     path.write_text("from-file")
-    monkeypatch.setenv("LLMP_TEST_KEY", "from-env")
-    monkeypatch.setenv("LLMP_TEST_KEY_FILE", str(path))
-    assert resolve_secret("env:LLMP_TEST_KEY") == "from-env"
+    monkeypatch.setenv("PROVIDER_TEST_KEY", "from-env")
+    monkeypatch.setenv("PROVIDER_TEST_KEY_FILE", str(path))
+    assert resolve_secret("env:PROVIDER_TEST_KEY") == "from-env"
 
 
 def test_a_missing_environment_variable_is_not_found(monkeypatch):
-    monkeypatch.delenv("LLMP_TEST_MISSING", raising=False)
-    monkeypatch.delenv("LLMP_TEST_MISSING_FILE", raising=False)
-    with pytest.raises(SecretNotFound, match="LLMP_TEST_MISSING"):
-        resolve_secret("env:LLMP_TEST_MISSING")
+    monkeypatch.delenv("PROVIDER_TEST_MISSING", raising=False)
+    monkeypatch.delenv("PROVIDER_TEST_MISSING_FILE", raising=False)
+    with pytest.raises(SecretNotFound, match="PROVIDER_TEST_MISSING"):
+        resolve_secret("env:PROVIDER_TEST_MISSING")
 
 
 def test_it_reads_a_secret_file_and_rereads_it_after_rotation(tmp_path):
@@ -128,10 +136,10 @@ def test_a_missing_secret_file_is_not_found(tmp_path):
 
 
 async def test_aresolve_reads_env_and_files(monkeypatch, tmp_path):
-    monkeypatch.setenv("LLMP_TEST_KEY", "value-from-env")
+    monkeypatch.setenv("PROVIDER_TEST_KEY", "value-from-env")
     path = tmp_path / "key"
     path.write_text("value-from-file")
-    assert await aresolve_secret("env:LLMP_TEST_KEY") == "value-from-env"
+    assert await aresolve_secret("env:PROVIDER_TEST_KEY") == "value-from-env"
     assert await aresolve_secret(f"file:{path}") == "value-from-file"
 
 

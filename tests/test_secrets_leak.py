@@ -42,7 +42,7 @@ from .upstreams import OpenAIUpstream
 
 pytestmark = pytest.mark.slow
 
-PROVIDER_KEY_ENV = "LLMP_LEAKTEST_PROVIDER_KEY"
+PROVIDER_KEY_ENV = "PROVIDER_LEAKTEST_KEY"
 EMAIL = "jane.doe@example.com"
 PHONE = "(415) 555-0132"
 CARD = "4111 1111 1111 1111"

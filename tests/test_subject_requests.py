@@ -83,9 +83,11 @@ def _code(message) -> str:
 def _public_request(principals, *, kind=SR.Kind.ERASURE, law=SR.Law.GDPR, email=EMAIL) -> SR:
     # Emails go out when the transaction commits.
     with TestCase.captureOnCommitCallbacks(execute=True):
-        return requests.subject_request_create(
+        request = requests.subject_request_create(
             tenant=principals.tenant_a, kind=kind, law=law, source=SR.Source.PUBLIC_PAGE,
             email=email, actor="public_page")
+    request.refresh_from_db()  # the worker's task stored the code's hash
+    return request
 
 
 def _verified(principals, subject, **kwargs) -> SR:
@@ -178,6 +180,37 @@ def test_a_request_for_an_unknown_email_sends_nothing_and_never_verifies(princip
             is requests.VerifyResult.WRONG
 
 
+def test_the_page_does_the_same_work_for_registered_and_unknown_emails_and_mails_off_it(
+        client, principals, subject, monkeypatch):
+    """No timing oracle: the POST neither decrypts nor mails; both branches queue one task."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from privacy import request_tasks
+
+    queued: list[int] = []
+    monkeypatch.setattr(request_tasks.send_request_code, "delay", queued.append)
+
+    def submit(email: str) -> tuple[int, list[str]]:
+        with CaptureQueriesContext(connection) as queries, \
+                TestCase.captureOnCommitCallbacks(execute=True):
+            response = client.post(reverse("privacy:request"), {
+                "tenant": "tenant-a", "kind": "erasure", "law": "gdpr", "email": email})
+        assert response.status_code == 302
+        return len(queued), [q["sql"].split(" ")[0] for q in queries.captured_queries]
+
+    known_tasks, known_queries = submit(EMAIL)
+    unknown_tasks, unknown_queries = submit("nobody@example.org")
+    assert (known_tasks, unknown_tasks) == (1, 2)  # one task each
+    assert known_queries == unknown_queries  # the same statements, in the same order
+    assert mail.outbox == []  # nothing was sent inside either request
+
+    # The worker sends the code to the registered address only.
+    assert request_tasks.send_request_code(queued[0]) is True
+    assert request_tasks.send_request_code(queued[1]) is False
+    assert [m.to for m in mail.outbox] == [[EMAIL]]
+
+
 def test_the_page_answers_the_same_for_registered_and_unknown_emails(client, principals,
                                                                      subject):
     def submit(email: str) -> str:
@@ -195,7 +228,7 @@ def test_the_page_answers_the_same_for_registered_and_unknown_emails(client, pri
     assert len(mail.outbox) == 1  # nothing sent to an unknown address
     strip = re.compile(r'name="csrfmiddlewaretoken" value="[^"]+"')
     assert strip.sub("", known) == strip.sub("", unknown)
-    assert "If this email is registered with Tenant A, we sent a code" in known
+    assert "If this email is registered with the organisation you chose, we sent a code" in known
 
 
 def test_the_public_id_is_signed_and_a_forged_one_is_not_found(client, principals, subject):
@@ -324,7 +357,8 @@ def test_erasure_removes_records_key_and_cache_entries_and_leaves_a_receipt(
     assert datamap.find_all(principals.tenant_a.pk, USER)["privacy.conversations"] == []
 
     receipt = ErasureReceipt.objects.get(request=request)
-    assert receipt.counts == {"gateway.response_cache": 1, "privacy.conversations": 2,
+    assert receipt.counts == {"gateway.response_cache": 1, "gateway.security_events": 0,
+                              "privacy.conversations": 2,
                               "privacy.subject": 1}
     assert receipt.subject_ref == requests.subject_ref(principals.tenant_a.pk, USER)
     stored = json.dumps([receipt.counts, receipt.subject_ref, str(receipt)])
@@ -540,7 +574,7 @@ def test_an_erasure_from_the_public_page_leaves_nothing_readable(
     page.fill("input[name=email]", EMAIL)
     page.click("#privacy-request-form button[type=submit]")
     page.wait_for_selector("#code-sent")
-    assert "If this email is registered with Tenant A" in page.inner_text("#code-sent")
+    assert "If this email is registered with" in page.inner_text("#code-sent")
 
     page.fill("input[name=code]", _code(mail.outbox[-1]))
     page.click("#privacy-verify-form button[type=submit]")
@@ -561,7 +595,8 @@ def test_an_erasure_from_the_public_page_leaves_nothing_readable(
     subject.refresh_from_db()
     assert subject.email_ciphertext is None and USER not in subject.external_id
     receipt = ErasureReceipt.objects.get(request=request)
-    assert receipt.counts == {"gateway.response_cache": 1, "privacy.conversations": 2,
+    assert receipt.counts == {"gateway.response_cache": 1, "gateway.security_events": 0,
+                              "privacy.conversations": 2,
                               "privacy.subject": 1}
     assert USER not in json.dumps(receipt.counts) + receipt.subject_ref
     assert "erasure request is complete" in mail.outbox[-1].body
@@ -585,3 +620,22 @@ def test_the_csv_export_never_hands_a_spreadsheet_a_formula():
     assert values["[0].plain"] == "hello = world"  # text that is no formula is kept as it is
     assert values["[0].tokens"] == "-3"  # a number stays a number
     assert ["'@section", "'-field", "'\tcmd"] in rows
+
+
+def test_the_page_does_not_tell_whether_an_organisation_exists(client, principals, subject):
+    def submit(tenant: str) -> tuple[str, str]:
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            response = client.post(reverse("privacy:request"), {
+                "tenant": tenant, "kind": "erasure", "law": "gdpr",
+                "email": "nobody@example.org"}, follow=True)
+        assert response.status_code == 200
+        path = response.redirect_chain[-1][0]
+        wrong = client.post(path, {"code": "123456"})
+        strip = re.compile(r'name="csrfmiddlewaretoken" value="[^"]+"')
+        return (strip.sub("", response.content.decode().replace(path, "")),
+                strip.sub("", wrong.content.decode().replace(path, "")))
+
+    real, invented = submit("tenant-a"), submit("no-such-org")
+    assert real == invented
+    assert "no such organisation" not in invented[0].lower()
+    assert "That code is wrong or has expired." in invented[1]

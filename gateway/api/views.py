@@ -35,16 +35,18 @@ from gateway.errors import (
     ServiceUnavailable,
 )
 from gateway.models import SecurityEvent
-from gateway.pipeline import admit, background, dispatch, guard, pii
+from gateway.pipeline import admit, background, dispatch, guard, inputs, pii
 from gateway.pipeline.authenticate import Principal, authenticate
 from gateway.pipeline.route import routing_table
-from gateway.pipeline.settle import Meter, count_redactions, estimate_tokens
+from gateway.pipeline.settle import Meter, chars_to_tokens, count_redactions, estimate_tokens
 from gateway.pipeline.validate import ParsedChat, parse_chat_request, parse_json_body
 from gateway.providers.base import ChatDelta, ChatMessage, UpstreamError, Usage
 from llmplatform.db import fresh_db
 from llmplatform.request_context import client_ip
 
 log = structlog.get_logger("gateway.api")
+# What a stored conversation record keeps: the exchange, not the app's system prompt.
+CONVERSATION_ROLES = frozenset({"user", "tool", "assistant"})
 
 View = Callable[..., Awaitable[HttpResponse]]
 
@@ -189,6 +191,7 @@ class ChatCall:
         self.restorer: pii.Restorer | None = None
         # The messages as the provider may see them (PII masked or pseudonymised).
         self.upstream_messages: list[ChatMessage] | None = None
+        self.upstream_extra: dict = {}
 
     async def prepare(self):
         principal, parsed = self.principal, self.parsed
@@ -208,13 +211,19 @@ class ChatCall:
                 principal.tier.leak_mode,
                 system_prompt="\n".join([target.system_prompt or "", *(
                     m.content for m in parsed.messages if m.role in guard.SYSTEM_ROLES)]))
-        upstream_request = self.build_request(target)
-        protected, self.restorer = pii.protect(principal, upstream_request)
+        upstream_request = dispatch.build_request(target, parsed, principal)
+        # PII policy first (over everything the client sent, not the route's own system
+        # prompt), then the canary, so masking can never touch it.
+        protected, self.restorer = pii.protect(principal, upstream_request,
+                                               keep=1 if target.system_prompt else 0)
         if protected is not upstream_request:
             self.meter.pii_redactions = count_redactions(upstream_request.messages,
                                                          protected.messages)
+        if self.leak_guard is not None:
+            protected = dataclasses.replace(
+                protected, messages=guard.add_canary(protected.messages, self.leak_guard.canary))
         upstream_request = protected
-        self.upstream_messages = upstream_request.messages
+        self.upstream_messages, self.upstream_extra = upstream_request.messages, protected.extra
         # Admission and the cache lookup are independent Redis round trips: made at once.
         # Admission comes before the screen, so screened-out prompts still count against the
         # request limits.
@@ -232,17 +241,14 @@ class ChatCall:
         return target, upstream_request, cached
 
     def build_request(self, target):
+        """A fallback's request: the routed version's messages and fields as protected (the
+        same system prompt, canary and PII policy), with the fallback's model and params."""
         request = dispatch.build_request(target, self.parsed, self.principal)
-        if self.upstream_messages is not None:
-            # Fallbacks answer with the routed version's system prompt: the same messages.
-            return dataclasses.replace(request, messages=self.upstream_messages)
-        if self.leak_guard is None:
-            return request
-        return dataclasses.replace(
-            request, messages=guard.add_canary(request.messages, self.leak_guard.canary))
+        return dataclasses.replace(request, messages=self.upstream_messages,
+                                   extra=self.upstream_extra)
 
     async def screen(self) -> None:
-        verdict = guard.screen_input(self.principal, self.parsed.messages)
+        verdict = guard.screen_input(self.principal, self.parsed.parts())
         if verdict.action == "allow":
             return
         result = verdict.result
@@ -252,15 +258,15 @@ class ChatCall:
             kind=SecurityEvent.Kind.PROMPT_INJECTION,
             action=SecurityEvent.Action.BLOCKED if blocked else SecurityEvent.Action.FLAGGED,
             alias=self.parsed.alias, score=result.score, reasons=list(result.reasons),
-            text=verdict.text,
+            text=verdict.text, user=self.parsed.user,
         )
         if blocked:
             # The score and the rules that fired stay in the security event and the log: an
             # attacker would tune against them. The client gets the request id to quote.
             raise guard.PromptInjectionDetected(
-                "The request was refused: its messages look like a prompt-injection attempt "
+                "The request was refused: it looks like a prompt-injection attempt "
                 f"(request {self.request_id}).",
-                param="messages",
+                param=verdict.param,
             )
 
     async def honour_gpc(self) -> None:
@@ -281,7 +287,7 @@ class ChatCall:
         if not user or not self.principal.privacy.store_conversations:
             return
         prompt = "\n".join(f"{m.role}: {m.content}" for m in self.parsed.messages
-                           if m.role in guard.SCREENED_ROLES | {"assistant"} and m.content)
+                           if m.role in CONVERSATION_ROLES and m.content)
         tenant_id, alias, request_id = self.principal.tenant_id, self.parsed.alias, self.request_id
         await background.after_answer_durably(
             lambda attempt: sync_to_async(_store_conversation)(
@@ -423,10 +429,8 @@ class ChatCall:
         result, upstream_request = served.result, served.request
         usage = result.usage
         if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
-            usage = Usage(
-                estimate_tokens("".join(m.content for m in upstream_request.messages)),
-                estimate_tokens(result.content),
-            )
+            usage = Usage(chars_to_tokens(inputs.request_chars(upstream_request)),
+                          estimate_tokens(result.content))
         content, finish = result.content, result.finish_reason
         if self.leak_guard is not None:
             content = self.leak_guard.check(content)
@@ -530,7 +534,8 @@ class ChatCall:
             if self.meter.upstream_called:
                 self.meter.upstream_ms = (time.perf_counter() - self._upstream_started) * 1000
             if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
-                usage = Usage(estimate_tokens("".join(m.content for m in messages)),
+                sent = sum(len(p.text) for p in inputs.parts(messages, self.parsed.extra))
+                usage = Usage(chars_to_tokens(sent),
                               estimate_tokens("".join(text)))
             if leak is not None and leak.leaked:
                 await self.leak_detected()

@@ -17,8 +17,9 @@ from gateway import limits, metrics
 from gateway.errors import ApiError
 from gateway.limits import REQUESTS, SPEND, TOKENS, Admission, Counter
 from gateway.pipeline.authenticate import Principal
+from gateway.pipeline.inputs import request_chars
 from gateway.pipeline.route import Target
-from gateway.pipeline.settle import estimate_tokens
+from gateway.pipeline.settle import chars_to_tokens
 from gateway.providers.base import ChatRequest
 
 # When neither the request nor the tier bounds the reply, reserve this many tokens for it.
@@ -61,7 +62,7 @@ def _nano_cost(target: Target, prompt_tokens: int, completion_tokens: int) -> in
 
 def estimate(request: ChatRequest, principal: Principal) -> tuple[int, int]:
     """(prompt tokens, completion tokens) to reserve."""
-    prompt = estimate_tokens("".join(m.content for m in request.messages))
+    prompt = chars_to_tokens(request_chars(request))  # tool calls, tools, other fields too
     completion = request.max_tokens or principal.tier.max_output_tokens
     return prompt, completion or DEFAULT_COMPLETION_RESERVE
 

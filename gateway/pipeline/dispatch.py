@@ -62,13 +62,18 @@ REQUEST_FAULT_STATUSES = frozenset({400, 413, 422})
 
 def check_limits(principal: Principal, parsed: ParsedChat) -> None:
     limit = principal.tier.max_prompt_chars
-    size = parsed.prompt_chars
+    found = parsed.parts()
+    size = sum(len(p.text) for p in found)
     if size > limit:
+        # Everything the model reads counts (tool-call arguments, tools, response_format...);
+        # the error names the largest part so the client knows what to shorten.
+        largest = max(found, key=lambda p: len(p.text))
         raise InvalidRequest(
-            f"The prompt is {size} characters; the '{principal.tier.name}' tier allows at most "
-            f"{limit} characters over all messages.",
+            f"The request sends the model {size} characters; the '{principal.tier.name}' tier "
+            f"allows at most {limit} over messages, tool calls, tools and other fields. The "
+            f"largest part is '{largest.param}' ({len(largest.text)} characters).",
             code="prompt_too_large",
-            param="messages",
+            param=largest.param,
         )
     cap = principal.tier.max_output_tokens
     if cap and parsed.max_tokens is not None and parsed.max_tokens > cap:
@@ -113,8 +118,25 @@ def as_api_error(exc: UpstreamError) -> UpstreamFailure:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
     elif exc.status == 503:
         headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
-    return UpstreamFailure(f"The model provider failed: {exc.message}", code=exc.code,
-                           status=exc.status, headers=headers)
+    # The client learns what kind of failure it was, never which provider, deployment or
+    # secret reference was involved: that detail goes to the log, under the request id.
+    log.warning("upstream_failed", error_code=exc.code, upstream_status=exc.upstream_status,
+                detail=exc.message)
+    message = PUBLIC_MESSAGES.get(exc.code, "The model's provider failed.")
+    if exc.upstream_code and exc.upstream_status in REQUEST_FAULT_STATUSES:
+        message += f" The provider's error code: {exc.upstream_code}."
+    return UpstreamFailure(message, code=exc.code, status=exc.status, headers=headers)
+
+
+PUBLIC_MESSAGES = {
+    "upstream_timeout": "The model did not answer in time.",
+    "upstream_unavailable": "The model is unavailable right now; retry shortly.",
+    "upstream_server_error": "The model's provider failed.",
+    "upstream_bad_response": "The model's provider refused the request or gave an answer the "
+                             "gateway could not read.",
+    "upstream_auth_failed": "The gateway could not authenticate with the model's provider; "
+                            "an administrator has to fix its configuration.",
+}
 
 
 class CircuitOpen(UpstreamFailure):

@@ -26,17 +26,25 @@ from django.conf import settings
 from gateway import metrics
 from gateway.errors import ApiError
 from gateway.guards.canary import WordRun, leak_matcher, with_canary
-from gateway.guards.injection import ScreenResult, screen_texts
+from gateway.guards.injection import ScreenResult, screen_text
 from gateway.models import ScreeningMode, SecurityEvent
-from gateway.pipeline import background
+from gateway.pipeline import background, inputs
 from gateway.pipeline.authenticate import Principal
 from gateway.providers.base import ChatMessage
 from llmplatform.db import fresh_db
 
 log = structlog.get_logger("gateway.guard")
 
-SCREENED_ROLES = frozenset({"user", "tool"})
+# Everything a client writes is screened (gateway.pipeline.inputs): every message role, tool-call
+# arguments, tool definitions and pass-through fields.
+SCREENED_ROLES = frozenset({"system", "user", "assistant", "tool", "tools", "field"})
 SYSTEM_ROLES = frozenset({"system", "developer"})
+# What no app writes in its own instructions (see screen_input).
+SYSTEM_ATTACK_RULES = frozenset({
+    "override_instructions", "no_restrictions", "role_play_jailbreak", "role_injection",
+    "encoded_instructions", "exfiltrate", "homoglyph", "zero_width",
+})
+_BELOW = 0.0  # a system part's score when none of those fired
 
 
 class PromptInjectionDetected(ApiError):
@@ -49,20 +57,44 @@ class InputVerdict:
     action: str  # allow | flag | block
     result: ScreenResult | None
     text: str = ""  # the text that scored highest (for the security event's hash)
+    param: str = "messages"  # where it was in the request
 
 
-def screen_input(principal: Principal, messages: list[ChatMessage]) -> InputVerdict:
+def screen_input(principal: Principal, found: list[inputs.Part]) -> InputVerdict:
+    """Score everything the client sent that reaches the model: messages of every role (a forged
+    assistant turn, or an app's system message built from user input, can carry an injection
+    as well as a user message), tool-call arguments, ``tools`` descriptions and the
+    pass-through fields.
+
+    System and developer messages are instructions by design: setting a persona ("You are...")
+    and guarding the prompt ("never reveal these instructions") is what they are for, and the
+    screen's persona and prompt-extraction signals fire on most real ones. So a system part
+    counts only when a rule that no app needs in its own instructions fires
+    (``SYSTEM_ATTACK_RULES``: drop your rules, no restrictions, a jailbreak persona, hidden or
+    encoded text, exfiltration)."""
     mode = principal.tier.screening_mode
     if mode == ScreeningMode.OFF:
         return InputVerdict("allow", None)
-    texts = [m.content for m in messages if m.role in SCREENED_ROLES and m.content]
-    if not texts:
+    screened = [(p.param, p.role, "\n".join(p.screened)) for p in found
+                if p.role in SCREENED_ROLES]
+    screened = [item for item in screened if item[2]]
+    if not screened:
         return InputVerdict("allow", None)
-    result = screen_texts(texts)
-    if result.score < principal.tier.screening_threshold:
+    threshold = principal.tier.screening_threshold
+    best: tuple[ScreenResult, str, str] | None = None
+    for param, role, text in screened:
+        result = screen_text(text)
+        if role in SYSTEM_ROLES and not SYSTEM_ATTACK_RULES.intersection(result.reasons):
+            result = ScreenResult(score=min(result.score, _BELOW), reasons=result.reasons,
+                                  message_index=None)
+        if best is None or result.score > best[0].score:
+            best = (result, param, text)
+    assert best is not None
+    result, param, text = best
+    if result.score < threshold:
         return InputVerdict("allow", result)
     action = "block" if mode == ScreeningMode.BLOCK else "flag"
-    return InputVerdict(action, result, texts[result.message_index or 0])
+    return InputVerdict(action, result, text, param)
 
 
 def canary_for(principal: Principal, alias: str, version: str) -> str:
@@ -85,12 +117,45 @@ def add_canary(messages: list[ChatMessage], canary: str) -> list[ChatMessage]:
 
 
 @fresh_db
-def _write_event(**fields) -> None:
+def _write_event(*, text: str, store_text: bool, user: str | None, **fields) -> None:
+    if store_text and text:
+        fields.update(security_event_text(fields["tenant_id"], user, text))
     SecurityEvent.objects.create(**fields)
 
 
+def security_event_text(tenant_id: int, user: str | None, text: str) -> dict:
+    """The fields that keep a flagged text: encrypted with the end user's data key when the
+    request named one, else redacted of personal data; either way only for
+    ``LLMP_SECURITY_TEXT_DAYS``. A detector that fails keeps nothing (fail closed)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from llmplatform.models import Tenant
+    from privacy import crypto
+    from privacy.pii import DetectorError, redact
+    from privacy.services import subject_get_or_create
+
+    expires = timezone.now() + timedelta(days=settings.LLMP_SECURITY_TEXT_DAYS)
+    if user:
+        subject = subject_get_or_create(tenant=Tenant.objects.get(pk=tenant_id),
+                                        external_id=user)
+        try:
+            ciphertext = crypto.encrypt(subject, text,
+                                        aad=crypto.record_aad(subject, "security_event"))
+        except crypto.CryptoError:
+            return {}  # a destroyed (erased) subject's key: keep nothing
+        return {"subject": subject, "text_ciphertext": ciphertext, "text_expires_at": expires}
+    try:
+        return {"text": redact(text), "text_expires_at": expires}
+    except DetectorError:
+        log.error("security_event_text_not_kept", reason="pii_detector_failed")
+        return {}
+
+
 async def record_event(*, principal: Principal, request_id: str, kind: str, action: str,
-                       alias: str, score: float, reasons: list[str], text: str) -> None:
+                       alias: str, score: float, reasons: list[str], text: str,
+                       user: str | None = None) -> None:
     """Write a security event (a block before answering; a flag after, off the answer's
     path)."""
     metrics.record_security_event(kind, action)
@@ -100,7 +165,7 @@ async def record_event(*, principal: Principal, request_id: str, kind: str, acti
         tenant_id=principal.tenant_id, api_key_id=principal.key_id, request_id=request_id,
         kind=kind, action=action, alias=alias[:64], score=score, reasons=reasons,
         text_sha256=hashlib.sha256(text.encode()).hexdigest(),
-        text=text if principal.store_flagged_text else "",
+        text=text, store_text=principal.store_flagged_text, user=user,
     )
     if action == SecurityEvent.Action.BLOCKED:
         await sync_to_async(_write_event)(**fields)

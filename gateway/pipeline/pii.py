@@ -4,7 +4,9 @@ By the tenant's privacy policy, before the provider sees a prompt:
 
 - prompts containing any of the PII types the tenant blocks are refused (400 ``pii_detected``,
   naming the types, never the values);
-- ``mask``: PII in user, assistant and tool messages is replaced by ``<TYPE>``;
+- ``mask``: PII in every message the client wrote (system, developer, user, assistant, tool;
+  tool-call arguments included) and in ``tools``, ``response_format``, ``prediction`` and
+  ``metadata`` is replaced by ``<TYPE>``;
 - ``pseudonymize``: it is replaced by numbered placeholders (``<EMAIL_1>``; the same value gets
   the same placeholder across the messages of a request, tool-call arguments included), and
   the placeholders in the reply are turned back into the values — in streams too, holding back
@@ -21,13 +23,16 @@ import dataclasses
 import structlog
 
 from gateway.errors import ApiError
+from gateway.pipeline import inputs
 from gateway.pipeline.authenticate import Principal
 from gateway.providers.base import ChatMessage, ChatRequest
 from privacy.pii import DetectorError, Pseudonymizer, detect, redact
 
 log = structlog.get_logger("gateway.pii")
 
-SCREENED_ROLES = frozenset({"user", "assistant", "tool"})
+# Every role a client writes (system and developer messages carry customer records too), and the
+# pass-through fields (gateway.pipeline.inputs).
+SCREENED_ROLES = frozenset({"system", "user", "assistant", "tool", inputs.TOOLS, inputs.FIELD})
 
 
 class PIIDetected(ApiError):
@@ -58,23 +63,32 @@ class Restorer:
         return self._stream.flush()
 
 
-def _check_blocked(principal: Principal, messages: list[ChatMessage]) -> None:
+def _check_blocked(principal: Principal, request: ChatRequest, keep: int) -> None:
     blocked = principal.privacy.block_pii_types
     if not blocked:
         return
     found: set[str] = set()
-    for message in messages:
-        if message.role in SCREENED_ROLES and message.content:
-            found.update(e.type for e in detect(message.content, types=blocked))
+    params: list[str] = []
+    for part in inputs.parts(request.messages[keep:], request.extra):
+        if part.role not in SCREENED_ROLES:
+            continue
+        for text in part.screened:
+            types = {e.type for e in detect(text, types=blocked)}
+            if types:
+                found |= types
+                params.append(part.param)
+                break
     if found:
         raise PIIDetected(
             "The request was refused: it contains personal data of types this tenant does not "
-            f"send to models ({', '.join(sorted(found))}).", param="messages")
+            f"send to models ({', '.join(sorted(found))}).",
+            # Indexes count the client's messages (the route's system prompt is not one).
+            param=params[0] if params else "messages")
 
 
-def _transform(messages: list[ChatMessage], text_fn) -> list[ChatMessage]:
-    result = []
-    for message in messages:
+def _transform(messages: list[ChatMessage], text_fn, keep: int = 0) -> list[ChatMessage]:
+    result = list(messages[:keep])
+    for message in messages[keep:]:
         if message.role not in SCREENED_ROLES:
             result.append(message)
             continue
@@ -87,6 +101,11 @@ def _transform(messages: list[ChatMessage], text_fn) -> list[ChatMessage]:
     return result
 
 
+def _transform_request(request: ChatRequest, text_fn, keep: int) -> ChatRequest:
+    return dataclasses.replace(request, messages=_transform(request.messages, text_fn, keep),
+                               extra=inputs.transform_fields(request.extra, text_fn))
+
+
 def _tool_call(call: dict, text_fn) -> dict:
     function = call.get("function")
     if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
@@ -94,22 +113,28 @@ def _tool_call(call: dict, text_fn) -> dict:
     return {**call, "function": {**function, "arguments": text_fn(function["arguments"])}}
 
 
-def protect(principal: Principal, request: ChatRequest) -> tuple[ChatRequest, Restorer | None]:
-    """The request as the provider may see it, and what restores the reply (or None)."""
+def protect(principal: Principal, request: ChatRequest, *, keep: int = 0,
+            ) -> tuple[ChatRequest, Restorer | None]:
+    """The request as the provider may see it, and what restores the reply (or None).
+
+    Every part the client sent is checked and transformed (messages of every role including
+    system and developer, tool-call arguments, ``tools``, ``response_format`` and the other
+    pass-through fields); the first ``keep`` messages are the route's own system prompt and
+    are left as the operator wrote them.
+    """
     policy = principal.privacy
     if not policy.block_pii_types and policy.upstream_pii == "off":
         return request, None
     try:
-        _check_blocked(principal, request.messages)
+        _check_blocked(principal, request, keep)
         if policy.upstream_pii == "mask":
-            return dataclasses.replace(
-                request, messages=_transform(request.messages, redact)), None
+            return _transform_request(request, redact, keep), None
         if policy.upstream_pii == "pseudonymize":
             pseudonymizer = Pseudonymizer()
-            messages = _transform(request.messages, pseudonymizer.pseudonymize)
+            protected = _transform_request(request, pseudonymizer.pseudonymize, keep)
             if not pseudonymizer.mapping:
                 return request, None
-            return dataclasses.replace(request, messages=messages), Restorer(pseudonymizer)
+            return protected, Restorer(pseudonymizer)
     except DetectorError as exc:
         log.error("pii_detector_failed", error=type(exc).__name__)
         raise PIIDetectorUnavailable(

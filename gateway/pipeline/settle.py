@@ -90,6 +90,11 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+def chars_to_tokens(chars: int) -> int:
+    """``estimate_tokens`` for a count of characters."""
+    return max(1, (chars + 3) // 4) if chars else 0
+
+
 @dataclass(slots=True)
 class Meter:
     request_id: str

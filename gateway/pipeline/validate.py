@@ -16,6 +16,7 @@ import orjson
 from rest_framework import serializers
 
 from gateway.errors import InvalidRequest
+from gateway.pipeline.inputs import Part, check_shape, parts
 from gateway.providers.base import ChatMessage
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -126,10 +127,18 @@ class ParsedChat:
     stop: list[str] | None = None
     user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    _parts: list[Part] | None = field(default=None, repr=False, compare=False)
+
+    def parts(self) -> list[Part]:
+        """Everything the client sent that reaches the model (``gateway.pipeline.inputs``);
+        worked out once per request (limits and the screen both read it)."""
+        if self._parts is None:
+            self._parts = parts(self.messages, self.extra)
+        return self._parts
 
     @property
     def prompt_chars(self) -> int:
-        return sum(len(m.content) for m in self.messages)
+        return sum(len(p.text) for p in self.parts())
 
 
 def parse_json_body(body: bytes) -> dict:
@@ -186,6 +195,7 @@ def _validate(data: dict) -> ChatCompletionSerializer:
 
 def parse_chat_request(data: dict) -> ParsedChat:
     extra = {k: data.pop(k) for k in list(data) if k in PASSTHROUGH_PARAMS}
+    check_shape(extra)
     unknown = sorted(set(data) - _KNOWN_FIELDS)
     if unknown:
         raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}",

@@ -10,25 +10,64 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.signals import user_login_failed
 from django.core.validators import MinValueValidator
 from django.utils import timezone
 
 from gateway import services
 from gateway.models import ApiKey, ServiceAccount
-from gateway.portal import oidc, selectors
+from gateway.portal import selectors
 from llmplatform.models import Tenant
+from llmplatform.staff_signin import confirmed_totp_device
 
 MAX_IP_RANGES = 50
 MAX_KEY_LIFETIME = timedelta(days=5 * 366)
 
 
 class PortalAuthenticationForm(AuthenticationForm):
-    """Password sign-in; only people who belong to a tenant get in, as with a provider."""
+    """Password sign-in, and the authenticator code of those who set one up; only people who
+    belong to a tenant get in, as with a provider.
+
+    Every refusal reads the same (wrong password, no membership, missing or wrong code), so the
+    form never tells a guesser that a password was right; a wrong code counts as a failed
+    sign-in for the lockouts."""
+
+    otp_token = forms.CharField(
+        label="Authenticator code", required=False, max_length=8,
+        help_text="Only if you set up an authenticator.",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}))
+
+    otp_device: Any = None
 
     def confirm_login_allowed(self, user: Any) -> None:
         super().confirm_login_allowed(user)
         if not selectors.memberships_for_user(user).exists():
-            raise forms.ValidationError(oidc.NO_ACCESS, code="no_membership")
+            raise self.get_invalid_login_error()
+        device = confirmed_totp_device(user)
+        if device is not None:
+            token = (self.cleaned_data.get("otp_token") or "").strip()
+            if not (token.isdigit() and device.verify_token(token)):
+                user_login_failed.send(
+                    sender=__name__, request=self.request,
+                    credentials={"username": self.cleaned_data.get("username")})
+                raise self.get_invalid_login_error()
+            self.otp_device = device
+
+
+class TotpConfirmForm(forms.Form):
+    code = forms.CharField(
+        label="Code from your authenticator", max_length=8,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}))
+
+    def __init__(self, *args: Any, device: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.device = device
+
+    def clean_code(self) -> str:
+        code = self.cleaned_data["code"].strip()
+        if not (code.isdigit() and self.device.verify_token(code)):
+            raise forms.ValidationError("That code is not right. Enter the current one.")
+        return code
 
 
 def _today_utc() -> date:

@@ -44,6 +44,10 @@ def ignore_current_session(*args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def _email_verified(backend: Any, response: dict[str, Any]) -> bool:
+    if backend.name == "azuread-v2-tenant-oauth2":
+        from gateway.portal.entra import email_verified
+
+        return email_verified(response)
     claim = response.get("email_verified")
     if claim is None:
         # Generic OIDC: the claim may be only in the ID token, not in the userinfo response.

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import structlog
 from django.http import HttpRequest
 from django_ratelimit.core import is_ratelimited
 
-from llmplatform.request_context import client_ip
+from llmplatform.request_context import client_network as request_client_network
 
 log = structlog.get_logger("gateway.portal")
 
 
 def client_network(group: str, request: HttpRequest) -> str:
-    """The caller's address as the gateway sees it (``LLMP_TRUSTED_PROXY_HOPS`` applies); an
-    IPv6 caller counts as its /64, which one host usually holds whole."""
-    address = client_ip(request.META)
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address or "unknown"
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False).network_address)
-    return str(ip)
+    """django-ratelimit's key: the caller's address, an IPv6 caller as its /64."""
+    return request_client_network(request.META)
 
 
 def rate_exceeded(request: HttpRequest, *, group: str, rate: str) -> bool:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.PortalLoginView.as_view(), name="login"),
     path("logout/", views.portal_logout, name="logout"),
+    path("account/security/", views.SecurityView.as_view(), name="security"),
     path("t/<slug:slug>/", RedirectView.as_view(pattern_name="portal:keys"), name="tenant"),
     path("t/<slug:slug>/keys/", views.KeyListView.as_view(), name="keys"),
     path("t/<slug:slug>/keys/new/", views.KeyCreateView.as_view(), name="key-create"),

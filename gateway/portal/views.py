@@ -21,8 +21,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.module_loading import import_string
 from django.views import View
 from django.views.decorators.cache import never_cache
@@ -44,9 +46,11 @@ from gateway.portal.forms import (
     ApiKeyRotateForm,
     PortalAuthenticationForm,
     ServiceAccountCreateForm,
+    TotpConfirmForm,
 )
 from gateway.portal.oidc import SignInRefused
 from gateway.portal.throttle import rate_exceeded
+from llmplatform import staff_signin
 from llmplatform.models import Membership, Tenant
 
 log = structlog.get_logger("gateway.portal")
@@ -85,6 +89,13 @@ class PortalLoginView(auth_views.LoginView):
             context = self.get_context_data(form=form, throttled=THROTTLED)
             return self.render_to_response(context, status=429)
         return super().post(request, *args, **kwargs)
+
+    def form_valid(self, form: Any) -> HttpResponse:
+        device = getattr(form, "otp_device", None)
+        if device is not None:
+            # django-otp's login receiver marks the session as verified with this device.
+            form.get_user().otp_device = device
+        return super().form_valid(form)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {**super().get_context_data(**kwargs), "providers": enabled_providers()}
@@ -146,7 +157,6 @@ class TenantView(View):
     pages give members 403, for GET and POST alike."""
 
     owner_only: ClassVar[bool] = False
-    keeps_new_key: ClassVar[bool] = False
     section: ClassVar[str] = ""
     template_name: ClassVar[str] = ""
 
@@ -160,10 +170,15 @@ class TenantView(View):
         self.membership = selectors.get_membership_for_user(request.user, kwargs.pop("slug"))
         self.tenant = self.membership.tenant
         self.is_owner = self.membership.role == Membership.Role.OWNER
+        if self.is_owner and self.tenant.require_owner_2fa and not request.user.is_verified():
+            # The tenant requires its owners to confirm each session with an authenticator.
+            messages.info(request, f"{self.tenant.name} requires owners to confirm their "
+                                   "sign-in with an authenticator code.")
+            return redirect(f"{reverse('portal:security')}?{urlencode({'next': request.path})}")
         if self.owner_only and not self.is_owner:
             raise PermissionDenied("Only an owner of the tenant may do this.")
-        if not self.keeps_new_key:
-            request.session.pop(NEW_KEY_SESSION, None)
+        # Sessions from before keys were shown on the creating response only may still hold one.
+        request.session.pop(NEW_KEY_SESSION, None)
         return super().dispatch(request, *args, **kwargs)
 
     def page(self, context: dict[str, Any] | None = None, *, status: int = 200) -> HttpResponse:
@@ -176,11 +191,19 @@ class TenantView(View):
         return render(self.request, self.template_name, {**base, **(context or {})}, status=status)
 
 
-def _show_once(request: HttpRequest, tenant: Tenant, key: ApiKey, plaintext: str) -> HttpResponse:
-    """Redirect (so a reload cannot submit the form again) to the page that shows the new
-    key's plaintext once."""
-    request.session[NEW_KEY_SESSION] = {"tenant": tenant.pk, "key": key.pk, "plaintext": plaintext}
-    return redirect("portal:key-secret", slug=tenant.slug, key_id=key.pk)
+def _show_once(view: TenantView, key: ApiKey, plaintext: str) -> HttpResponse:
+    """The new key's plaintext, in this response only: not kept in the session (or anywhere
+    else) for a later page, and marked not to be stored by the browser or a proxy. A reload
+    asks to submit the form again, which the browser warns about."""
+    response = render(view.request, KeySecretView.template_name, {
+        "tenant": view.tenant, "is_owner": view.is_owner, "section": "keys",
+        "memberships": selectors.memberships_for_user(view.request.user),
+        "key": key, "plaintext": plaintext,
+        "replaced": selectors.api_keys_for_tenant(view.tenant).filter(replaced_by=key).first(),
+        "api_base": view.request.build_absolute_uri("/v1"),
+    })
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,33 +256,22 @@ class KeyCreateView(TenantView):
             except ValueError as exc:
                 form.add_error(None, str(exc))
             else:
-                return _show_once(request, self.tenant, key, plaintext)
+                return _show_once(self, key, plaintext)
         return self.page({"form": form})
 
 
 @method_decorator(never_cache, name="dispatch")
 class KeySecretView(TenantView):
     owner_only = True
-    keeps_new_key = True
     section = "keys"
     template_name = "portal/key_secret.html"
 
     def get(self, request: HttpRequest, key_id: int) -> HttpResponse:
+        # The plaintext was on the response that created the key; never again.
         key = selectors.get_api_key_for_tenant(self.tenant, key_id)
-        pending = request.session.get(NEW_KEY_SESSION) or {}
-        plaintext = None
-        if pending.get("tenant") == self.tenant.pk and pending.get("key") == key.pk:
-            plaintext = pending["plaintext"]
-            del request.session[NEW_KEY_SESSION]
         replaced = selectors.api_keys_for_tenant(self.tenant).filter(replaced_by=key).first()
-        return self.page(
-            {
-                "key": key,
-                "plaintext": plaintext,
-                "replaced": replaced,
-                "api_base": request.build_absolute_uri("/v1"),
-            }
-        )
+        return self.page({"key": key, "plaintext": None, "replaced": replaced,
+                          "api_base": request.build_absolute_uri("/v1")})
 
 
 class KeyRotateView(TenantView):
@@ -283,7 +295,7 @@ class KeyRotateView(TenantView):
             except ValueError as exc:
                 form.add_error(None, str(exc))
             else:
-                return _show_once(request, self.tenant, new, plaintext)
+                return _show_once(self, new, plaintext)
         return self.page({"key": key, "form": form})
 
 
@@ -522,3 +534,91 @@ class ServiceAccountDisableView(TenantView):
             request, f"Service account {account.name} is disabled and its keys are revoked."
         )
         return redirect("portal:service-accounts", slug=self.tenant.slug)
+
+
+# --- Your authenticator ---------------------------------------------------------------------
+
+PORTAL_ENROLMENT_SESSION = "portal_totp_enrolment"
+
+
+def _safe_next(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                       require_https=request.is_secure()):
+        return target
+    return reverse("portal:home")
+
+
+@method_decorator(never_cache, name="dispatch")
+class SecurityView(View):
+    """Set up an authenticator (TOTP), confirm this session with it, or remove it.
+
+    Enrolment needs the signed-in person's session (their password or their identity
+    provider), and a code from the new authenticator before it counts; removal needs a current
+    code. Both are audited."""
+
+    template_name = "portal/security.html"
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        return super().dispatch(request, *args, **kwargs)
+
+    def _pending(self, request: HttpRequest) -> Any:
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        device_id = request.session.get(PORTAL_ENROLMENT_SESSION)
+        device = (TOTPDevice.objects.filter(pk=device_id, user=request.user, confirmed=False)
+                  .first() if device_id else None)
+        if device is None:
+            device = staff_signin.totp_device_start(user=request.user)
+            request.session[PORTAL_ENROLMENT_SESSION] = device.pk
+        return device
+
+    def _page(self, request: HttpRequest, form: Any, *, status: int = 200,
+              error: str = "") -> HttpResponse:
+        from base64 import b32encode
+
+        from django.utils.safestring import mark_safe
+
+        from llmplatform.admin_site import _qr_svg
+
+        device = staff_signin.confirmed_totp_device(request.user)
+        context: dict[str, Any] = {"form": form, "device": device, "next": _safe_next(request),
+                                   "verified": request.user.is_verified(), "error": error}
+        if device is None:
+            pending = self._pending(request)
+            context["secret"] = b32encode(pending.bin_key).decode()
+            # Our own SVG, made from our own otpauth:// URL: nothing user-typed in it.
+            context["qr_svg"] = mark_safe(_qr_svg(pending.config_url))  # noqa: S308
+        return render(request, self.template_name, context, status=status)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        device = staff_signin.confirmed_totp_device(request.user)
+        return self._page(request, TotpConfirmForm(device=device or self._pending(request)))
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        from django_otp import login as otp_login
+
+        action = request.POST.get("action", "confirm")
+        device = staff_signin.confirmed_totp_device(request.user)
+        if device is None:  # enrolment
+            pending = self._pending(request)
+            confirmed = staff_signin.totp_device_confirm(
+                actor=request.user, device=pending, token=request.POST.get("code", ""))
+            if confirmed is None:
+                return self._page(request, TotpConfirmForm(device=pending), status=400,
+                                  error="That code is not right. Enter the current one.")
+            request.session.pop(PORTAL_ENROLMENT_SESSION, None)
+            otp_login(request, confirmed)
+            messages.success(request, "Your authenticator is set up.")
+            return redirect(_safe_next(request))
+        form = TotpConfirmForm(request.POST, device=device)
+        if not form.is_valid():
+            return self._page(request, form, status=400)
+        if action == "remove":
+            staff_signin.totp_devices_reset(actor=request.user, user=request.user)
+            messages.success(request, "Your authenticator was removed.")
+            return redirect("portal:security")
+        otp_login(request, device)
+        return redirect(_safe_next(request))

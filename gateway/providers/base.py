@@ -101,11 +101,14 @@ class UpstreamError(Exception):
     retryable = False
 
     def __init__(self, message: str, *, upstream_status: int | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, upstream_code: str = "") -> None:
         super().__init__(message)
+        # For logs and operators: names the provider (and may name a secret reference).
         self.message = message
         self.upstream_status = upstream_status
         self.retry_after = retry_after
+        # The upstream's own short error code (``context_length_exceeded``): safe to show.
+        self.upstream_code = upstream_code
 
 
 class UpstreamBadResponse(UpstreamError):

@@ -26,6 +26,7 @@ from botocore.config import Config
 from django.conf import settings
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from gateway.egress import host_allowed
 from gateway.providers.base import (
     ChatDelta,
     ChatRequest,
@@ -128,6 +129,9 @@ class BedrockAdapter:
         return await asyncio.to_thread(self._build_client, credentials)
 
     def _build_client(self, credentials: dict[str, str]) -> Any:
+        if self.config.base_url and not host_allowed(self.config.base_url):
+            # Never hand credentials to an endpoint the operator has not allowed.
+            raise UpstreamUnavailable(f"{self._label} has an endpoint that is not allowed")
         with _build_lock:
             if self._client is None:
                 try:

@@ -25,6 +25,7 @@ import httpx
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
+from gateway.egress import host_allowed
 from gateway.providers.base import (
     ChatDelta,
     ChatRequest,
@@ -215,7 +216,13 @@ class OpenAICompatibleAdapter:
 
     # Sending -------------------------------------------------------------------------------
 
+    def _refuse_disallowed_host(self, url: str) -> None:
+        if not host_allowed(url):
+            # Never send a credential to a host the operator has not allowed (LLMP_UPSTREAM_HOSTS).
+            raise UpstreamUnavailable(f"{self._label} has a base URL that is not allowed")
+
     async def _post(self, url: str, body: dict[str, Any], key: str) -> httpx.Response:
+        self._refuse_disallowed_host(url)
         client = self._http()
         headers = {"Accept": "application/json, text/event-stream", **self.auth_headers(key)}
         try:
@@ -269,7 +276,8 @@ class OpenAICompatibleAdapter:
                 f"{self._label} failed ({detail})", upstream_status=status, retry_after=retry_after
             )
         raise UpstreamBadResponse(
-            f"{self._label} refused the request ({detail})", upstream_status=status
+            f"{self._label} refused the request ({detail})", upstream_status=status,
+            upstream_code=code
         )
 
     async def _error_code(self, response: httpx.Response) -> str:
@@ -429,6 +437,7 @@ class OpenAICompatibleAdapter:
         # longer than that.
         timeout = min(CHECK_TIMEOUT_SECONDS, self.config.read_timeout)
         try:
+            self._refuse_disallowed_host(self.models_url())
             headers = self.auth_headers(await self._api_key())
             response = await self._http().get(self.models_url(), headers=headers, timeout=timeout)
         except (UpstreamError, httpx.HTTPError, httpx.InvalidURL):

@@ -178,6 +178,10 @@ def _ensure_admin(result: BootstrapResult) -> None:
             obj=user,
             after={"username": ADMIN_USERNAME, "is_superuser": True},
         )
+        # Created on the server by whoever runs it: the demo admin may enrol at first sign-in.
+        from llmplatform.staff_signin import enrolment_allow
+
+        enrolment_allow(actor=ACTOR, user=user)
     result.admin_created = True
     result.admin_password_source = "DEMO_ADMIN_PASSWORD" if from_env else "generated"
     result.admin_password = None if from_env else password

@@ -1,5 +1,5 @@
 """``manage.py reset_authenticator USERNAME``: for a staff member who lost their authenticator
-(and an admin nobody else can reach). Audited; they enrol a new one at their next sign-in."""
+(and an admin nobody else can reach). Audited; they may enrol a new one at their next sign-in."""
 
 from __future__ import annotations
 
@@ -26,5 +26,6 @@ class Command(BaseCommand):
         if user is None:
             raise CommandError(f"No user {options['username']!r}")
         removed = staff_signin.totp_devices_reset(actor=options["actor"], user=user)
+        staff_signin.enrolment_allow(actor=options["actor"], user=user)
         self.stdout.write(f"Removed {removed} authenticator(s) of {user.get_username()}. "
                           "They set up a new one at their next sign-in to /admin/.")
