@@ -35,20 +35,19 @@ def _host_port(url: str) -> tuple[str, int | None] | None:
 
 @lru_cache(maxsize=1)
 def _rules() -> tuple[tuple[str, int | None], ...]:
-    entries = list(settings.LLMP_UPSTREAM_HOSTS)
-    if not entries:
+    """The allow-list as (host, port or None for any). Entries were checked at start-up
+    (``llmplatform.settings._host_patterns``)."""
+    if not settings.LLMP_UPSTREAM_HOSTS:
         return ()
     rules: list[tuple[str, int | None]] = []
-    for entry in entries:
-        host, _, port = entry.strip().lower().rpartition(":") if ":" in entry else (
-            entry.strip().lower(), "", "")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        rules.append((host.rstrip("."), int(port) if port.isdigit() else None))
-    local = os.environ.get("LLMP_LOCAL_MODEL_URL", "http://127.0.0.1:8081/v1")
-    found = _host_port(local)
-    if found:
-        rules.append(found)
+    for entry in settings.LLMP_UPSTREAM_HOSTS:
+        wildcard = entry.startswith("*.")
+        parts = urlsplit(f"//{entry[2:] if wildcard else entry}")
+        host = (parts.hostname or "").rstrip(".")
+        rules.append((f"*.{host}" if wildcard else host, parts.port))
+    local = _host_port(os.environ.get("LLMP_LOCAL_MODEL_URL", "http://127.0.0.1:8081/v1"))
+    if local:
+        rules.append(local)
     return tuple(rules)
 
 

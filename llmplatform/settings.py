@@ -9,6 +9,7 @@ PostgreSQL, Redis as cache and broker, and Celery workers in their own container
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -404,8 +405,17 @@ LLMP_SECRET_AWS_PREFIXES = tuple(
     p.strip() for p in env_str("LLMP_SECRET_AWS_PREFIXES", "").split(",") if p.strip())
 # Hosts providers may be sent to (gateway.egress): "api.openai.com", "*.openai.azure.com",
 # "10.0.0.5:8080". Empty: any host. The embedded model's own URL is always allowed.
-LLMP_UPSTREAM_HOSTS = tuple(
-    p.strip() for p in env_str("LLMP_UPSTREAM_HOSTS", "").split(",") if p.strip())
+def _host_patterns(name: str) -> tuple[str, ...]:
+    entries = tuple(p.strip().lower() for p in env_str(name, "").split(",") if p.strip())
+    pattern = re.compile(r"(\*\.)?([a-z0-9-]+\.)*[a-z0-9-]+(:\d{1,5})?|\[[0-9a-f:.]+\](:\d{1,5})?")
+    for entry in entries:
+        if not pattern.fullmatch(entry):
+            raise ImproperlyConfigured(
+                f"{name}: {entry[:80]!r} is not a host, host:port, [IPv6]:port or *.domain")
+    return entries
+
+
+LLMP_UPSTREAM_HOSTS = _host_patterns("LLMP_UPSTREAM_HOSTS")
 AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
 LLMP_AWS_ENDPOINT_URL = env_str("LLMP_AWS_ENDPOINT_URL", None)
 

@@ -82,6 +82,9 @@ def _manage(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.
         ({"LLMP_ENV": "production"}, "SECRET_KEY (or SECRET_KEY_FILE) must be set"),
         ({"LLMP_ENV": "staging"}, "LLMP_ENV must be 'embedded' or 'production'"),
         ({"SECRET_KEY_FILE": "/nonexistent/secret"}, "SECRET_KEY_FILE='/nonexistent/secret'"),
+        ({"LLMP_UPSTREAM_HOSTS": "api.openai.com,https://x.example/v1"},
+         "LLMP_UPSTREAM_HOSTS: 'https://x.example/v1' is not a host"),
+        ({"LLMP_UPSTREAM_HOSTS": "*"}, "LLMP_UPSTREAM_HOSTS: '*' is not a host"),
     ],
 )
 def test_bad_settings_stop_the_start_with_a_clear_message(tmp_path, env, message):
