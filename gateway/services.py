@@ -8,13 +8,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import structlog
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from gateway import keys
-from gateway.models import ApiKey, ServiceAccount, TenantPlan, Tier
+from gateway.models import ApiKey, SecurityEvent, ServiceAccount, TenantPlan, Tier
 from llmplatform.audit import actor_label, audit_record
 from llmplatform.models import Tenant
+
+logger = structlog.get_logger("gateway.services")
 
 DEFAULT_SCOPES = [ApiKey.Scope.CHAT.value, ApiKey.Scope.MODELS_READ.value,
                   ApiKey.Scope.PRIVACY.value]
@@ -224,13 +228,34 @@ def cache_invalidate_tenant(*, actor: Any, tenant: Tenant, alias_name: str | Non
         transaction.on_commit(lambda: cache.invalidate_tenant(tenant.pk, alias_name))
 
 
+def security_event_text(tenant_id: int, user: str | None, text: str) -> dict:
+    """The fields that keep a flagged text: encrypted with the end user's data key when the
+    request named one, else redacted of personal data; either way only for
+    ``LLMP_SECURITY_TEXT_DAYS``. A detector that fails keeps nothing (fail closed)."""
+    from privacy import crypto
+    from privacy.pii import DetectorError, redact
+    from privacy.services import subject_get_or_create
+
+    expires = timezone.now() + timedelta(days=settings.LLMP_SECURITY_TEXT_DAYS)
+    if user:
+        subject = subject_get_or_create(tenant=Tenant.objects.get(pk=tenant_id),
+                                        external_id=user)
+        try:
+            ciphertext = crypto.encrypt(subject, text,
+                                        aad=crypto.record_aad(subject, "security_event"))
+        except crypto.CryptoError:
+            return {}  # a destroyed (erased) subject's key: keep nothing
+        return {"subject": subject, "text_ciphertext": ciphertext, "text_expires_at": expires}
+    try:
+        return {"text": redact(text), "text_expires_at": expires}
+    except DetectorError:
+        logger.error("security_event_text_not_kept", reason="pii_detector_failed")
+        return {}
+
+
 def security_event_text_purge(*, now=None) -> int:
     """Forget the text kept with security events whose retention has passed (the event, its
     score and the hash of the text stay). Returns how many events lost their text."""
-    from django.utils import timezone
-
-    from gateway.models import SecurityEvent
-
     now = now or timezone.now()
     return SecurityEvent.objects.filter(text_expires_at__lte=now).update(
         text="", text_ciphertext=None, subject=None, text_expires_at=None)
@@ -238,7 +263,6 @@ def security_event_text_purge(*, now=None) -> int:
 
 def security_events_find(tenant_id: int, external_id: str) -> list[dict]:
     """The subject's security events with the text kept for them, decrypted (data map)."""
-    from gateway.models import SecurityEvent
     from privacy import crypto, selectors
 
     subject = selectors.subject_for(tenant_id, external_id)
@@ -258,7 +282,6 @@ def security_events_find(tenant_id: int, external_id: str) -> list[dict]:
 
 def security_events_erase(tenant_id: int, external_id: str) -> int:
     """Erase the texts kept for the subject (the events stay, without text or subject)."""
-    from gateway.models import SecurityEvent
     from privacy import selectors
 
     subject = selectors.subject_for(tenant_id, external_id)

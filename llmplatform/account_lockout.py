@@ -44,9 +44,10 @@ def _key(username: str) -> str:
 
 def failures(username: str) -> int:
     try:
-        return int(cache.get(_key(username), 0))
+        value = cache.get(_key(username), 0)
     except Exception:
         return 0  # the cache is down: axes' per-address lockout (in the database) still holds
+    return int(value[0] if isinstance(value, tuple) else value)
 
 
 def is_locked(username: str) -> bool:
@@ -61,12 +62,11 @@ def record_failure(username: str) -> int:
             count = cache.incr(key)
         else:
             # Other caches' incr() is a get and a set that would restart the expiry: keep the
-            # window's end with the count instead.
+            # window's end with the count, as (count, ends at).
             now = time.time()
-            entry = cache.get(f"{key}:w")
+            entry = cache.get(key)
             count, until = (entry[0] + 1, entry[1]) if entry else (1, now + window)
-            cache.set(f"{key}:w", (count, until), timeout=max(1, int(until - now)))
-            cache.set(key, count, timeout=max(1, int(until - now)))
+            cache.set(key, (count, until), timeout=max(1, int(until - now)))
     except ValueError:  # expired between add and incr
         cache.add(key, 1, timeout=window)
         count = 1

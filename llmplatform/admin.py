@@ -9,8 +9,8 @@ from django.contrib.auth.admin import UserAdmin
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from llmplatform.admin_audit import AuditedModelAdmin
 from llmplatform import staff_signin
+from llmplatform.admin_audit import AuditedModelAdmin
 from llmplatform.audit import audit_record
 from llmplatform.models import AuditEvent, Membership, Tenant
 

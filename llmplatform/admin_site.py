@@ -14,11 +14,8 @@ password, so the form does not tell a guesser that the password was right.
 from __future__ import annotations
 
 import time
-from base64 import b32encode
 from typing import Any
 
-import qrcode
-import qrcode.image.svg
 from django import forms
 from django.conf import settings
 from django.contrib import admin
@@ -32,7 +29,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
-from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -120,11 +116,6 @@ class StaffLoginView(LoginView):
             return HttpResponseRedirect(reverse("admin:otp_setup",
                                                 current_app=self.request.current_app))
         return super().form_valid(form)
-
-
-def _qr_svg(data: str) -> str:
-    image = qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
-    return image.to_string(encoding="unicode")
 
 
 class GovernanceAdminSite(admin.AdminSite):
@@ -228,8 +219,6 @@ class GovernanceAdminSite(admin.AdminSite):
             "title": "Set up your authenticator",
             "form": form,
             "enrolling_username": user.get_username(),
-            "secret": b32encode(device.bin_key).decode(),
-            # Our own SVG markup, made from our own otpauth:// URL: nothing user-typed in it.
-            "qr_svg": mark_safe(_qr_svg(device.config_url)),
+            **staff_signin.enrolment_display(device),
         }
         return TemplateResponse(request, self.enrollment_template, context)

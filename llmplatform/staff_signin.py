@@ -8,9 +8,12 @@ authentication code or an authenticator's key.
 from __future__ import annotations
 
 import math
+from base64 import b32encode
 from datetime import timedelta
 from typing import Any
 
+import qrcode
+import qrcode.image.svg
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_login_failed
@@ -18,6 +21,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from llmplatform.audit import audit_record
@@ -62,6 +66,20 @@ def totp_verify(*, user: Any, token: str) -> TOTPDevice | None:
     return None
 
 
+def enrolment_display(device: TOTPDevice) -> dict[str, Any]:
+    """What an enrolment page shows of a new authenticator: its base32 key and a QR code (our
+    own SVG markup, made from our own otpauth:// URL: nothing user-typed in it)."""
+    image = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage,
+                        box_size=8)
+    return {"secret": b32encode(device.bin_key).decode(),
+            "qr_svg": mark_safe(image.to_string(encoding="unicode"))}  # noqa: S308
+
+
+def user_by_username(username: str) -> Any | None:
+    user_model = get_user_model()
+    return user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first()
+
+
 # The marker of an enrolment an administrator allowed: an unconfirmed authenticator with this
 # name. A staff member without an authenticator can enrol only with one (no trust on first use:
 # knowing the password is not enough to bind the second factor).
@@ -71,11 +89,6 @@ ENROLMENT_GRANT = "enrolment allowed"
 def enrolment_grant(user: Any) -> TOTPDevice | None:
     """The user's open enrolment grant (an administrator's, younger than
     ``LLMP_ENROLMENT_GRANT_HOURS``), or None."""
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
-
     since = timezone.now() - timedelta(hours=settings.LLMP_ENROLMENT_GRANT_HOURS)
     return (TOTPDevice.objects.filter(user=user, confirmed=False, name=ENROLMENT_GRANT,
                                       created_at__gte=since).order_by("-pk").first())

@@ -1,9 +1,10 @@
 """Stages "guard input" and "guard output": prompt-injection screening and the canary check.
 
-Input: every text an end user controls (user and tool messages, so a pasted document or a tool
-result carrying an indirect injection is screened too) is scored by ``gateway.guards``. By the
-tenant's policy (its plan, else its tier) a score at or above the threshold is blocked (400
-``prompt_injection_detected``) or flagged (served, recorded), or screening is off.
+Input: everything the client sends that reaches the model (``gateway.pipeline.inputs``: every
+message role, tool-call arguments, tool definitions, pass-through fields; so a pasted document or
+a tool result carrying an indirect injection is screened too) is scored by ``gateway.guards``.
+By the tenant's policy (its plan, else its tier) a score at or above the threshold is blocked
+(400 ``prompt_injection_detected``) or flagged (served, recorded), or screening is off.
 
 Output: a canary token derived from a server secret, the tenant and the model version is added
 to the system prompt. A reply that contains it is leaking the system prompt: by policy it is
@@ -23,7 +24,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from gateway import metrics
+from gateway import metrics, services
 from gateway.errors import ApiError
 from gateway.guards.canary import WordRun, leak_matcher, with_canary
 from gateway.guards.injection import ScreenResult, screen_text
@@ -35,16 +36,12 @@ from llmplatform.db import fresh_db
 
 log = structlog.get_logger("gateway.guard")
 
-# Everything a client writes is screened (gateway.pipeline.inputs): every message role, tool-call
-# arguments, tool definitions and pass-through fields.
-SCREENED_ROLES = frozenset({"system", "user", "assistant", "tool", "tools", "field"})
 SYSTEM_ROLES = frozenset({"system", "developer"})
 # What no app writes in its own instructions (see screen_input).
 SYSTEM_ATTACK_RULES = frozenset({
     "override_instructions", "no_restrictions", "role_play_jailbreak", "role_injection",
     "encoded_instructions", "exfiltrate", "homoglyph", "zero_width",
 })
-_BELOW = 0.0  # a system part's score when none of those fired
 
 
 class PromptInjectionDetected(ApiError):
@@ -75,23 +72,20 @@ def screen_input(principal: Principal, found: list[inputs.Part]) -> InputVerdict
     mode = principal.tier.screening_mode
     if mode == ScreeningMode.OFF:
         return InputVerdict("allow", None)
-    screened = [(p.param, p.role, "\n".join(p.screened)) for p in found
-                if p.role in SCREENED_ROLES]
-    screened = [item for item in screened if item[2]]
-    if not screened:
-        return InputVerdict("allow", None)
-    threshold = principal.tier.screening_threshold
     best: tuple[ScreenResult, str, str] | None = None
-    for param, role, text in screened:
+    for part in found:
+        text = "\n".join(part.screened)
+        if not text:
+            continue
         result = screen_text(text)
-        if role in SYSTEM_ROLES and not SYSTEM_ATTACK_RULES.intersection(result.reasons):
-            result = ScreenResult(score=min(result.score, _BELOW), reasons=result.reasons,
-                                  message_index=None)
+        if part.role in SYSTEM_ROLES and not SYSTEM_ATTACK_RULES.intersection(result.reasons):
+            continue
         if best is None or result.score > best[0].score:
-            best = (result, param, text)
-    assert best is not None
+            best = (result, part.param, text)
+    if best is None:
+        return InputVerdict("allow", None)
     result, param, text = best
-    if result.score < threshold:
+    if result.score < principal.tier.screening_threshold:
         return InputVerdict("allow", result)
     action = "block" if mode == ScreeningMode.BLOCK else "flag"
     return InputVerdict(action, result, text, param)
@@ -119,38 +113,8 @@ def add_canary(messages: list[ChatMessage], canary: str) -> list[ChatMessage]:
 @fresh_db
 def _write_event(*, text: str, store_text: bool, user: str | None, **fields) -> None:
     if store_text and text:
-        fields.update(security_event_text(fields["tenant_id"], user, text))
+        fields.update(services.security_event_text(fields["tenant_id"], user, text))
     SecurityEvent.objects.create(**fields)
-
-
-def security_event_text(tenant_id: int, user: str | None, text: str) -> dict:
-    """The fields that keep a flagged text: encrypted with the end user's data key when the
-    request named one, else redacted of personal data; either way only for
-    ``LLMP_SECURITY_TEXT_DAYS``. A detector that fails keeps nothing (fail closed)."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from llmplatform.models import Tenant
-    from privacy import crypto
-    from privacy.pii import DetectorError, redact
-    from privacy.services import subject_get_or_create
-
-    expires = timezone.now() + timedelta(days=settings.LLMP_SECURITY_TEXT_DAYS)
-    if user:
-        subject = subject_get_or_create(tenant=Tenant.objects.get(pk=tenant_id),
-                                        external_id=user)
-        try:
-            ciphertext = crypto.encrypt(subject, text,
-                                        aad=crypto.record_aad(subject, "security_event"))
-        except crypto.CryptoError:
-            return {}  # a destroyed (erased) subject's key: keep nothing
-        return {"subject": subject, "text_ciphertext": ciphertext, "text_expires_at": expires}
-    try:
-        return {"text": redact(text), "text_expires_at": expires}
-    except DetectorError:
-        log.error("security_event_text_not_kept", reason="pii_detector_failed")
-        return {}
 
 
 async def record_event(*, principal: Principal, request_id: str, kind: str, action: str,

@@ -30,11 +30,6 @@ from privacy.pii import DetectorError, Pseudonymizer, detect, redact
 
 log = structlog.get_logger("gateway.pii")
 
-# Every role a client writes (system and developer messages carry customer records too), and the
-# pass-through fields (gateway.pipeline.inputs).
-SCREENED_ROLES = frozenset({"system", "user", "assistant", "tool", inputs.TOOLS, inputs.FIELD})
-
-
 class PIIDetected(ApiError):
     status = 400
     code = "pii_detected"
@@ -70,8 +65,6 @@ def _check_blocked(principal: Principal, request: ChatRequest, keep: int) -> Non
     found: set[str] = set()
     params: list[str] = []
     for part in inputs.parts(request.messages[keep:], request.extra):
-        if part.role not in SCREENED_ROLES:
-            continue
         for text in part.screened:
             types = {e.type for e in detect(text, types=blocked)}
             if types:
@@ -88,10 +81,7 @@ def _check_blocked(principal: Principal, request: ChatRequest, keep: int) -> Non
 
 def _transform(messages: list[ChatMessage], text_fn, keep: int = 0) -> list[ChatMessage]:
     result = list(messages[:keep])
-    for message in messages[keep:]:
-        if message.role not in SCREENED_ROLES:
-            result.append(message)
-            continue
+    for message in messages[keep:]:  # every role the client wrote
         tool_calls = message.tool_calls
         if tool_calls:
             tool_calls = [_tool_call(call, text_fn) for call in tool_calls]

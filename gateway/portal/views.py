@@ -29,6 +29,8 @@ from django.utils.module_loading import import_string
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
+from django_otp import login as otp_login
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from social_core.backends.base import BaseAuth
 from social_core.exceptions import (
     AuthConnectionError,
@@ -564,9 +566,8 @@ class SecurityView(View):
             return redirect_to_login(request.get_full_path())
         return super().dispatch(request, *args, **kwargs)
 
-    def _pending(self, request: HttpRequest) -> Any:
-        from django_otp.plugins.otp_totp.models import TOTPDevice
-
+    def _pending(self, request: HttpRequest) -> TOTPDevice | None:
+        """The authenticator being set up."""
         device_id = request.session.get(PORTAL_ENROLMENT_SESSION)
         device = (TOTPDevice.objects.filter(pk=device_id, user=request.user, confirmed=False)
                   .first() if device_id else None)
@@ -575,31 +576,23 @@ class SecurityView(View):
             request.session[PORTAL_ENROLMENT_SESSION] = device.pk
         return device
 
-    def _page(self, request: HttpRequest, form: Any, *, status: int = 200,
-              error: str = "") -> HttpResponse:
-        from base64 import b32encode
-
-        from django.utils.safestring import mark_safe
-
-        from llmplatform.admin_site import _qr_svg
-
-        device = staff_signin.confirmed_totp_device(request.user)
-        context: dict[str, Any] = {"form": form, "device": device, "next": _safe_next(request),
-                                   "verified": request.user.is_verified(), "error": error}
-        if device is None:
-            pending = self._pending(request)
-            context["secret"] = b32encode(pending.bin_key).decode()
-            # Our own SVG, made from our own otpauth:// URL: nothing user-typed in it.
-            context["qr_svg"] = mark_safe(_qr_svg(pending.config_url))  # noqa: S308
+    def _page(self, request: HttpRequest, device: TOTPDevice | None, *, form: Any = None,
+              status: int = 200, error: str = "") -> HttpResponse:
+        """``device`` is the confirmed authenticator, or the one being set up."""
+        confirmed = device is not None and device.confirmed
+        context: dict[str, Any] = {
+            "form": form or TotpConfirmForm(device=device), "device": device if confirmed else None,
+            "next": _safe_next(request), "verified": request.user.is_verified(), "error": error,
+            "needs_grant": device is None}
+        if device is not None and not confirmed:
+            context.update(staff_signin.enrolment_display(device))
         return render(request, self.template_name, context, status=status)
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        device = staff_signin.confirmed_totp_device(request.user)
-        return self._page(request, TotpConfirmForm(device=device or self._pending(request)))
+        device = staff_signin.confirmed_totp_device(request.user) or self._pending(request)
+        return self._page(request, device)
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        from django_otp import login as otp_login
-
         action = request.POST.get("action", "confirm")
         device = staff_signin.confirmed_totp_device(request.user)
         if device is None:  # enrolment
@@ -607,7 +600,7 @@ class SecurityView(View):
             confirmed = staff_signin.totp_device_confirm(
                 actor=request.user, device=pending, token=request.POST.get("code", ""))
             if confirmed is None:
-                return self._page(request, TotpConfirmForm(device=pending), status=400,
+                return self._page(request, pending, status=400,
                                   error="That code is not right. Enter the current one.")
             request.session.pop(PORTAL_ENROLMENT_SESSION, None)
             otp_login(request, confirmed)
@@ -615,7 +608,7 @@ class SecurityView(View):
             return redirect(_safe_next(request))
         form = TotpConfirmForm(request.POST, device=device)
         if not form.is_valid():
-            return self._page(request, form, status=400)
+            return self._page(request, device, form=form, status=400)
         if action == "remove":
             staff_signin.totp_devices_reset(actor=request.user, user=request.user)
             messages.success(request, "Your authenticator was removed.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from llmplatform import staff_signin
@@ -20,9 +19,7 @@ class Command(BaseCommand):
                             help="who asked, for the audit log (default: system:manage.py)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        user_model = get_user_model()
-        user = user_model._default_manager.filter(
-            **{user_model.USERNAME_FIELD: options["username"]}).first()
+        user = staff_signin.user_by_username(options["username"])
         if user is None:
             raise CommandError(f"No user {options['username']!r}")
         removed = staff_signin.totp_devices_reset(actor=options["actor"], user=user)
