@@ -191,3 +191,30 @@ def test_a_staff_session_ends_after_its_absolute_age_however_active(principals, 
         response = client.get("/portal/t/tenant-a/keys/")
         assert response.status_code == 302
         assert "_auth_user_id" not in client.session
+
+
+def test_the_portal_is_no_way_round_the_admins_enrolment_grant(principals, django_user_model):
+    """A staff member who also belongs to a tenant cannot bind an authenticator in the portal
+    on a password alone (it would then open the admin too)."""
+    from llmplatform import staff_signin
+    from llmplatform.models import Membership
+
+    staff = django_user_model.objects.create_user("ops", password="ops-pass-123456",
+                                                  is_staff=True)
+    Membership.objects.create(user=staff, tenant=principals.tenant_a, role="member")
+    client = Client()
+    assert portal_login(client, username="ops", password="ops-pass-123456").status_code == 302
+    page = client.get("/portal/account/security/")
+    assert b'data-testid="needs-grant"' in page.content
+    assert b'data-testid="totp-secret"' not in page.content
+    refused = client.post("/portal/account/security/", {"action": "enrol", "code": "123456"})
+    assert refused.status_code == 403
+    assert not TOTPDevice.objects.filter(user=staff).exists()
+
+    grant = staff_signin.enrolment_allow(actor="test", user=staff)
+    page = client.get("/portal/account/security/")
+    assert b'data-testid="totp-secret"' in page.content
+    response = client.post("/portal/account/security/",
+                           {"action": "enrol", "code": f"{totp(grant.bin_key):06d}"})
+    assert response.status_code == 302
+    assert TOTPDevice.objects.get(user=staff).confirmed

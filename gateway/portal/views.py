@@ -567,7 +567,11 @@ class SecurityView(View):
         return super().dispatch(request, *args, **kwargs)
 
     def _pending(self, request: HttpRequest) -> TOTPDevice | None:
-        """The authenticator being set up."""
+        """The authenticator being set up. A staff account's is the one an administrator
+        allowed (the admin's rule: a password alone never binds a second factor, and the portal
+        must not be a way round it), or None without such a grant."""
+        if request.user.is_staff:
+            return staff_signin.enrolment_grant(request.user)
         device_id = request.session.get(PORTAL_ENROLMENT_SESSION)
         device = (TOTPDevice.objects.filter(pk=device_id, user=request.user, confirmed=False)
                   .first() if device_id else None)
@@ -597,6 +601,8 @@ class SecurityView(View):
         device = staff_signin.confirmed_totp_device(request.user)
         if device is None:  # enrolment
             pending = self._pending(request)
+            if pending is None:
+                return self._page(request, None, status=403)
             confirmed = staff_signin.totp_device_confirm(
                 actor=request.user, device=pending, token=request.POST.get("code", ""))
             if confirmed is None:
