@@ -23,6 +23,7 @@ from gateway.models import (
     Tier,
     UsageRecord,
 )
+from gateway.providers.capabilities import check_declaration
 from gateway.secrets import validate_provider_secret_ref
 from llmplatform.admin import ReadOnlyAdmin, TenantAdmin
 from llmplatform.admin_audit import AuditedModelAdmin
@@ -363,6 +364,17 @@ class ProviderForm(forms.ModelForm):
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from exc
         return ref
+
+    def clean_extra(self) -> dict:
+        extra = self.cleaned_data["extra"]
+        if not isinstance(extra, dict):
+            raise forms.ValidationError("Enter a JSON object.")
+        if "unsupported" in extra:
+            try:
+                check_declaration(extra["unsupported"])
+            except ValueError as exc:
+                raise forms.ValidationError(f"'unsupported' {exc}.") from exc
+        return extra
 
     def clean_base_url(self) -> str:
         url = self.cleaned_data["base_url"]

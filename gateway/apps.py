@@ -62,6 +62,7 @@ class GatewayConfig(AppConfig):
         from llmplatform.fastpath import register_fast_route, register_shutdown, register_startup
 
         for path, view in (("/v1/chat/completions", views.chat_completions),
+                           ("/v1/embeddings", views.embeddings),
                            ("/v1/models", views.list_models),
                            ("/v1/cache/invalidate", views.invalidate_cache),
                            ("/chat", views.simple_chat),

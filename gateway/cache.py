@@ -18,6 +18,7 @@ management commands share.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import sqlite3
@@ -32,7 +33,7 @@ import structlog
 from django.conf import settings
 
 from gateway import write_behind
-from gateway.providers.base import ChatRequest, ChatResult, Usage
+from gateway.providers.base import ChatRequest, ChatResult, Choice, EmbeddingRequest, Usage
 from llmplatform.redis_client import async_redis, redis_configured, sync_redis
 
 log = structlog.get_logger("gateway.cache")
@@ -67,26 +68,50 @@ def subject_index_key(tenant_id: int, subject: str) -> str:
 
 @dataclass(slots=True)
 class CachedAnswer:
-    content: str
+    content: str  # choice 0's text
     finish_reason: str
     usage: Usage
     deployment: str
     version: str
     eligible: bool  # stored from a cache-eligible request (served as a normal HIT)
+    # Every choice whole (tool calls, refusal, logprobs); None for a text-only single choice.
+    choices: list[Choice] | None = None
+    # An embeddings answer: one vector per input (``content`` is empty).
+    vectors: list[list[float]] | None = None
+
+    @classmethod
+    def of(cls, result: ChatResult, deployment: str, version: str,
+           eligible: bool) -> CachedAnswer:
+        plain = (len(result.choices) == 1 and not result.choices[0].tool_calls
+                 and result.choices[0].refusal is None and result.choices[0].logprobs is None)
+        return cls(result.content, result.finish_reason, result.usage, deployment, version,
+                   eligible, None if plain else list(result.choices))
 
     def to_result(self) -> ChatResult:
-        return ChatResult(content=self.content, finish_reason=self.finish_reason,
-                          usage=self.usage)
+        if self.choices:
+            return ChatResult([dataclasses.replace(c) for c in self.choices], self.usage)
+        return ChatResult.text(self.content, self.finish_reason, self.usage)
 
 
 def make_key(*, tenant_id: int, alias: str, version: str, deployment: str,
              request: ChatRequest) -> CacheKey:
     material = [
         tenant_id, alias, version, deployment, request.model,
-        [[m.role, m.content, m.name, m.tool_call_id, m.tool_calls] for m in request.messages],
+        [[m.role, m.content, m.name, m.tool_call_id, m.tool_calls, m.parts]
+         for m in request.messages],
         request.temperature, request.top_p, request.max_tokens, request.stop, request.extra,
     ]
     digest = hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return CacheKey(tenant_id=tenant_id, alias=alias, digest=digest, subject=request.user)
+
+
+def make_embedding_key(*, tenant_id: int, alias: str, version: str, deployment: str,
+                       request: EmbeddingRequest) -> CacheKey:
+    """Embeddings are deterministic: every request is eligible; the key is the tenant's, and
+    names the inputs as the provider sees them (after the PII policy)."""
+    material = ["embeddings", tenant_id, alias, version, deployment, request.model,
+                request.inputs, request.dimensions]
+    digest = hashlib.sha256(orjson.dumps(material)).hexdigest()
     return CacheKey(tenant_id=tenant_id, alias=alias, digest=digest, subject=request.user)
 
 
@@ -95,17 +120,23 @@ def is_eligible(request: ChatRequest, *, nonzero_temperature_allowed: bool) -> b
 
 
 def _encode(answer: CachedAnswer) -> bytes:
-    return orjson.dumps({
+    data: dict[str, Any] = {
         "c": answer.content, "f": answer.finish_reason, "p": answer.usage.prompt_tokens,
         "o": answer.usage.completion_tokens, "d": answer.deployment, "v": answer.version,
         "e": answer.eligible,
-    })
+    }
+    if answer.choices:
+        data["ch"] = [dataclasses.asdict(c) for c in answer.choices]
+    if answer.vectors is not None:
+        data["vx"] = answer.vectors
+    return orjson.dumps(data)
 
 
 def _decode(raw: bytes) -> CachedAnswer:
     data = orjson.loads(raw)
+    choices = [Choice(**c) for c in data["ch"]] if data.get("ch") else None
     return CachedAnswer(data["c"], data["f"], Usage(data["p"], data["o"]), data["d"], data["v"],
-                        data["e"])
+                        data["e"], choices, data.get("vx"))
 
 
 # Reads the three namespace counters and the entry in one round trip; returns {namespace, raw}.

@@ -93,6 +93,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from gateway.egress import validate_upstream_url
+from gateway.providers.capabilities import check_declaration
 from gateway.resilience.policy import DEFAULT_DEGRADED_MESSAGE, DEFAULTS, number_error
 from gateway.secrets import validate_provider_secret_ref
 
@@ -635,6 +636,11 @@ class _Parser:
                     f"{path}.extra.{key}",
                     "credentials are not accepted here: use api_key with a secret reference",
                 )
+        if "unsupported" in value:
+            try:
+                check_declaration(value["unsupported"])
+            except ValueError as exc:
+                raise self.fail(f"{path}.extra.unsupported", str(exc)) from None
         return value
 
     def deployment(self, raw: Any, path: str) -> DeploymentSpec:

@@ -32,6 +32,10 @@ LIMITED = Counter("llmp_rate_limited_total", "Requests refused by a limit or bud
 LIMITS_REDIS_DOWN = Counter("llmp_limits_redis_unavailable_total",
                             "Admissions made while Redis was unreachable, by what the setting "
                             "did (open: let through; closed: refused)", ["fail"])
+CONTENT_KINDS = Counter("llmp_request_content_total",
+                        "Requests by a kind of content they carried (text, image_url, "
+                        "input_audio, file, tool_calls, tool_results)", ["route", "kind"])
+TOOL_CALLS = Counter("llmp_tool_calls_total", "Tool calls in replies", ["alias"])
 SECURITY_EVENTS = Counter("llmp_security_events_total", "Prompts or replies blocked or flagged",
                           ["kind", "action"])
 
@@ -68,8 +72,13 @@ def record_cache(result: str) -> None:
 
 def record_request(*, route: str, status: int, tier: str, alias: str, seconds: float,
                    overhead: float | None, upstream: float | None, deployment: str,
-                   prompt_tokens: int, completion_tokens: int, cost: float) -> None:
+                   prompt_tokens: int, completion_tokens: int, cost: float,
+                   content_kinds: tuple[str, ...] = (), tool_calls: int = 0) -> None:
     REQUESTS.labels(route, str(status), tier, alias).inc()
+    for kind in content_kinds:
+        CONTENT_KINDS.labels(route, kind).inc()
+    if tool_calls:
+        TOOL_CALLS.labels(alias).inc(tool_calls)
     LATENCY.labels(route).observe(seconds)
     if overhead is not None:
         OVERHEAD.labels(route).observe(max(overhead, 0.0))

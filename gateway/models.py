@@ -52,6 +52,14 @@ class Tier(models.Model):
     max_prompt_chars = models.PositiveIntegerField(default=32000, validators=[MinValueValidator(1)])
     # Cap on max_tokens a request may ask for (0 = the model's own limit).
     max_output_tokens = models.PositiveIntegerField(default=4096)
+    max_choices = models.PositiveSmallIntegerField(
+        default=4, validators=[MinValueValidator(1)],
+        help_text="The largest 'n' (choices per request) a request may ask for.")
+    max_media_parts = models.PositiveSmallIntegerField(
+        default=8, help_text="Images, audio clips and files per request (0: none allowed).")
+    max_media_part_chars = models.PositiveIntegerField(
+        default=3_000_000,
+        help_text="Characters of one image, audio or file part (a data URL or base64 data).")
     allowed_aliases = models.ManyToManyField(
         "ModelAlias", blank=True, help_text="Empty means every enabled alias."
     )
@@ -133,6 +141,7 @@ class ApiKey(models.Model):
 
     class Scope(models.TextChoices):
         CHAT = "chat", "chat"
+        EMBEDDINGS = "embeddings", "embeddings"
         MODELS_READ = "models:read", "models:read"
         PRIVACY = "privacy", "privacy (consent and subject registration)"
         ADMIN = "admin", "admin"
@@ -415,6 +424,12 @@ class UsageRecord(models.Model):
         "upstream_timeout...); empty when it did.",
     )
     degraded = models.BooleanField(default=False)
+    tool_calls = models.PositiveIntegerField(
+        default=0, help_text="Tool calls in the reply (all choices).")
+    content_kinds = models.CharField(
+        max_length=100, blank=True,
+        help_text="What the request carried, never its bodies: text, image_url, input_audio, "
+                  "file, tool_calls, tool_results, embeddings.")
     pii_redactions = models.PositiveIntegerField(
         default=0, help_text="PII values masked or pseudonymised before the provider saw the "
         "prompt.")

@@ -20,8 +20,8 @@ from llmplatform.models import Tenant
 
 logger = structlog.get_logger("gateway.services")
 
-DEFAULT_SCOPES = [ApiKey.Scope.CHAT.value, ApiKey.Scope.MODELS_READ.value,
-                  ApiKey.Scope.PRIVACY.value]
+DEFAULT_SCOPES = [ApiKey.Scope.CHAT.value, ApiKey.Scope.EMBEDDINGS.value,
+                  ApiKey.Scope.MODELS_READ.value, ApiKey.Scope.PRIVACY.value]
 DEFAULT_ROTATION_OVERLAP = timedelta(hours=24)
 MAX_ROTATION_OVERLAP = timedelta(days=30)
 

@@ -295,7 +295,8 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "llmplatform API",
     "DESCRIPTION": (
-        "The governed, OpenAI-compatible LLM API: chat completions (JSON and SSE), models, "
+        "The governed, OpenAI-compatible LLM API: chat completions (JSON and SSE), embeddings, "
+        "models, "
         "cache invalidation and the privacy API for tenants' apps. Every error is "
         '`{"error": {"message", "type", "param", "code"}}`.'
     ),
@@ -303,6 +304,8 @@ SPECTACULAR_SETTINGS = {
     "DEFAULT_GENERATOR_CLASS": "gateway.api.schema.ApiSchemaGenerator",
     "SERVE_INCLUDE_SCHEMA": False,
     "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    # "object": "list" is the same enum in the model list and the embeddings answer.
+    "ENUM_NAME_OVERRIDES": {"ListObjectEnum": ["list"]},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "gateway.api.schema.close_request_objects",

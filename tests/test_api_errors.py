@@ -129,7 +129,7 @@ def test_keys_are_stored_only_as_hashes(principals, key_a):
         ({"model": "default", "messages": [{"role": "tool", "content": "x"}]}, "invalid_value"),
         ({"model": "default", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
          "invalid_value"),
-        ({**CHAT, "n": 2}, "invalid_value"),
+        ({**CHAT, "n": 129}, "invalid_value"),
         ({**CHAT, "temperature": 3}, "invalid_value"),
         ({**CHAT, "temperature": "hot"}, "invalid_value"),
         ({**CHAT, "max_tokens": 0}, "invalid_value"),

@@ -18,7 +18,7 @@ from gateway.models import Tier
 from tests.conftest import route_alias
 from tests.upstreams import OpenAIUpstream
 
-ALL_SCOPES = ["chat", "models:read", "privacy", "admin"]
+ALL_SCOPES = ["chat", "embeddings", "models:read", "privacy", "admin"]
 # Per API operation and generation mode (positive / negative); 10 operations. A deeper run by
 # hand: LLMP_SCHEMATHESIS_MAX_EXAMPLES=300 LLMP_SCHEMATHESIS_SEED=$RANDOM pytest ... -k schemathesis
 MAX_EXAMPLES = int(os.environ.get("LLMP_SCHEMATHESIS_MAX_EXAMPLES", "40"))
@@ -92,9 +92,9 @@ def test_a_new_api_route_without_a_description_fails_schema_generation(monkeypat
 
     from gateway.api import schema
 
-    extra = path("v1/embeddings", lambda request: None, name="embeddings")
+    extra = path("v1/responses", lambda request: None, name="responses")
     monkeypatch.setattr(api_urls, "urlpatterns", [*api_urls.urlpatterns, extra])
-    with pytest.raises(ImproperlyConfigured, match="v1/embeddings"):
+    with pytest.raises(ImproperlyConfigured, match="v1/responses"):
         schema.described_patterns()
 
 
@@ -198,7 +198,7 @@ def test_schemathesis_finds_no_server_error_and_every_response_as_documented(
     assert not figures["failures"], "\n\n".join(
         f"{label}: {check} ({title})\n{detail}"
         for label, check, title, detail in figures["failures"])
-    assert figures["operations"] == 10
+    assert figures["operations"] == 11
     assert not any(status >= 500 for status in figures["statuses"])
     # The run reached the upstream: chat requests that were valid were answered.
     assert figures["statuses"][200] > 0 and upstream.requests

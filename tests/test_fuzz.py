@@ -293,7 +293,7 @@ def test_the_parser_accepts_or_refuses_with_a_typed_error(body):
     assert isinstance(parsed.alias, str) and 0 < len(parsed.alias) <= 64
     assert parsed.messages
     for m in parsed.messages:
-        assert m.role in ROLES and m.role != "developer"
+        assert m.role in ROLES
         assert isinstance(m.content, str) and not _CONTROL.search(m.content)
     if parsed.temperature is not None:
         assert math.isfinite(parsed.temperature) and 0 <= parsed.temperature <= 2

@@ -92,6 +92,8 @@ API_POLICY: dict[tuple[str, str], tuple[str, str, str]] = {
     ("GET /v1/models", "list"):                          (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/chat/completions (tier's model)", "read"): (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/chat/completions (cached answer)", "read"): (ALLOWED, ALLOWED, AS_MISSING),
+    ("POST /v1/embeddings (tier's model)", "read"):     (ALLOWED, ALLOWED, AS_MISSING),
+    ("POST /v1/embeddings (cached answer)", "read"):    (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/cache/invalidate", "delete"):             (ALLOWED, DENIED, AS_MISSING),
     ("GET /v1/privacy/subjects/<user>/consent", "read"): (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/privacy/subjects/<user>/consent", "change"): (ALLOWED, ALLOWED, AS_MISSING),
@@ -222,6 +224,33 @@ def api_cached_answer(world: ApiWorld, actor: str, expected: str) -> None:
     assert len(world.upstream.requests) == calls + 2
 
 
+def api_embeddings_tier_model(world: ApiWorld, actor: str, expected: str) -> None:
+    body = {"model": "a-only", "input": "hello"}
+    response = world.call(actor, "post", "/v1/embeddings", body)
+    if expected == ALLOWED:
+        assert response.status_code == 200 and response.json()["data"][0]["embedding"]
+        return
+    missing = world.call(actor, "post", "/v1/embeddings", {**body, "model": "no-such-model"})
+    assert response.status_code == 404
+    _same_answer(response, missing, "a-only", "no-such-model")
+
+
+def api_embeddings_cached(world: ApiWorld, actor: str, expected: str) -> None:
+    body = {"model": "default", "input": ["What does tenant A embed?"]}
+    first = world.call(ALICE, "post", "/v1/embeddings", body)
+    assert first.status_code == 200
+    calls = len(world.upstream.requests)
+    response = world.call(actor, "post", "/v1/embeddings", body)
+    assert response.status_code == 200
+    if expected == ALLOWED:
+        assert response.headers["X-Cache"] == "HIT"
+        assert len(world.upstream.requests) == calls
+        return
+    # Tenant A's vectors are not served to tenant B: a miss, answered by the provider.
+    assert response.headers["X-Cache"] == "MISS"
+    assert len(world.upstream.requests) == calls + 1
+
+
 def api_cache_invalidate(world: ApiWorld, actor: str, expected: str) -> None:
     # Invalidation happens when the transaction commits; the test's never does: run it.
     with world.on_commit(execute=True):
@@ -310,6 +339,8 @@ API_CHECKS: dict[str, Callable[[ApiWorld, str, str], None]] = {
     "GET /v1/models": api_models_list,
     "POST /v1/chat/completions (tier's model)": api_tier_model,
     "POST /v1/chat/completions (cached answer)": api_cached_answer,
+    "POST /v1/embeddings (tier's model)": api_embeddings_tier_model,
+    "POST /v1/embeddings (cached answer)": api_embeddings_cached,
     "POST /v1/cache/invalidate": api_cache_invalidate,
     "GET /v1/privacy/subjects/<user>/consent": api_consent_read,
     "POST /v1/privacy/subjects/<user>/consent": api_consent_change,
@@ -325,7 +356,7 @@ def test_every_api_route_has_a_row_in_the_policy():
     names = {p.name for p in api_urls.urlpatterns}
     # /chat and /chat-stream are thin aliases of /v1/chat/completions (same pipeline, same
     # cache namespace); the chat rows stand for them.
-    covered = {"models", "chat-completions", "cache-invalidate", "privacy-consent",
+    covered = {"models", "chat-completions", "embeddings", "cache-invalidate", "privacy-consent",
                "privacy-subject", "privacy-subject-requests", "privacy-request", "simple-chat",
                "simple-chat-stream"}
     assert names == covered

@@ -152,7 +152,17 @@ async def test_it_sends_a_converse_request(upstream, make_adapter):
             ChatMessage("system", "Be brief."),
             ChatMessage("user", "first"),
             ChatMessage("user", "second"),
-            ChatMessage("assistant", "", tool_calls=[{"id": "c1", "type": "function"}]),
+            ChatMessage(
+                "assistant",
+                "",
+                tool_calls=[
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "clock", "arguments": '{"tz": "UTC"}'},
+                    }
+                ],
+            ),
             ChatMessage("tool", "12:00", tool_call_id="c1"),
             ChatMessage("assistant", "It is noon."),
             ChatMessage("system", "Answer in English."),
@@ -170,9 +180,12 @@ async def test_it_sends_a_converse_request(upstream, make_adapter):
     assert (received.method, received.path) == ("POST", f"/model/{MODEL}/converse")
     assert received.json == {
         "system": [{"text": "Be brief."}, {"text": "Answer in English."}],
-        # Consecutive turns of one role are merged: Bedrock requires alternation.
+        # Consecutive turns of one role are merged: Bedrock requires alternation. Without tools
+        # in the request, Bedrock refuses toolUse/toolResult blocks: earlier calls go as text.
         "messages": [
-            {"role": "user", "content": [{"text": "first\n\nsecond\n\nTool result: 12:00"}]},
+            {"role": "user", "content": [{"text": "first\n\nsecond"}]},
+            {"role": "assistant", "content": [{"text": 'Tool call clock: {"tz": "UTC"}'}]},
+            {"role": "user", "content": [{"text": "Tool result: 12:00"}]},
             {"role": "assistant", "content": [{"text": "It is noon."}]},
             {"role": "user", "content": [{"text": "thanks"}]},
         ],

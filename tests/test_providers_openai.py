@@ -141,7 +141,7 @@ async def test_it_sends_the_request_in_openai_format(upstream, make_adapter):
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "time?", "name": "alice"},
-            {"role": "assistant", "content": "", "tool_calls": [tool_call]},
+            {"role": "assistant", "content": None, "tool_calls": [tool_call]},
             {"role": "tool", "content": "12:00", "tool_call_id": "call_1"},
         ],
         "temperature": 0.2,

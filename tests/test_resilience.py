@@ -388,7 +388,7 @@ async def test_when_every_deployment_fails_the_cached_answer_is_served(primary, 
 
     async def cached_answer():
         calls.append(1)
-        return ChatResult("an answer from yesterday", "stop", Usage(3, 4))
+        return ChatResult.text("an answer from yesterday", "stop", Usage(3, 4))
 
     chain = plan(target(primary, max_attempts=1), target(secondary, max_attempts=1),
                  breaker=breaker, cached_answer=cached_answer)

@@ -99,14 +99,33 @@ class ContentFieldExtension(OpenApiSerializerFieldExtension):
         return {
             "oneOf": [
                 {"type": "string"},
-                {"type": "array", "items": {
-                    "type": "object",
-                    "properties": {"type": {"type": "string", "enum": ["text"]},
-                                   "text": {"type": "string"}},
-                    "required": ["type", "text"],
-                }},
+                {"type": "array", "items": {"oneOf": [
+                    {"type": "object", "required": ["type", "text"], "properties": {
+                        "type": {"type": "string", "enum": ["text"]},
+                        "text": {"type": "string"}}},
+                    {"type": "object", "required": ["type", "image_url"], "properties": {
+                        "type": {"type": "string", "enum": ["image_url"]},
+                        "image_url": {"type": "object", "required": ["url"], "properties": {
+                            "url": {"type": "string",
+                                    "description": "An http(s) URL or a data:image/ URL."},
+                            "detail": {"type": "string", "enum": ["auto", "low", "high"]}}}}},
+                    {"type": "object", "required": ["type", "input_audio"], "properties": {
+                        "type": {"type": "string", "enum": ["input_audio"]},
+                        "input_audio": {"type": "object", "required": ["data", "format"],
+                                        "properties": {
+                                            "data": {"type": "string"},
+                                            "format": {"type": "string",
+                                                       "enum": ["wav", "mp3"]}}}}},
+                    {"type": "object", "required": ["type", "file"], "properties": {
+                        "type": {"type": "string", "enum": ["file"]},
+                        "file": {"type": "object", "properties": {
+                            "file_data": {"type": "string"}, "file_id": {"type": "string"},
+                            "filename": {"type": "string"}}}}},
+                ]}},
             ],
-            "description": "A string, or an array of text parts.",
+            "description": "A string, or an array of content parts. Image, audio and file "
+                           "parts are accepted in user messages only, by providers that take "
+                           "them (others: 400 `unsupported_by_provider` naming the part).",
         }
 
 
@@ -142,17 +161,30 @@ class UsageSerializer(serializers.Serializer):
     total_tokens = serializers.IntegerField(min_value=0)
 
 
+class ToolCallFunctionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    arguments = serializers.CharField(allow_blank=True, help_text="A JSON object, as text.")
+
+
+class ToolCallSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.ChoiceField(choices=["function"])
+    function = ToolCallFunctionSerializer()
+
+
 class AssistantMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=["assistant"])
-    content = serializers.CharField(allow_blank=True)
+    content = serializers.CharField(allow_blank=True, allow_null=True)
     refusal = serializers.CharField(allow_null=True)
+    tool_calls = ToolCallSerializer(many=True, required=False)
 
 
 class ChoiceSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     message = AssistantMessageSerializer()
     logprobs = serializers.JSONField(allow_null=True)
-    finish_reason = serializers.CharField(help_text="stop, length or content_filter.")
+    finish_reason = serializers.CharField(
+        help_text="stop, length, tool_calls or content_filter.")
 
 
 class ChatCompletionSerializerOut(serializers.Serializer):
@@ -170,6 +202,42 @@ class ChatCompletionSerializerOut(serializers.Serializer):
 
     class Meta:
         ref_name = "ChatCompletion"
+
+
+class EmbeddingsRequestSerializer(serializers.Serializer):
+    model = serializers.CharField(max_length=64)
+    input = serializers.JSONField(
+        help_text="A string or a list of up to 2048 strings (token arrays are refused: "
+                  "400 `unsupported_input`).")
+    dimensions = serializers.IntegerField(required=False, min_value=1, max_value=16384)
+    encoding_format = serializers.ChoiceField(choices=["float", "base64"], required=False)
+    user = serializers.CharField(required=False, max_length=256)
+
+    class Meta:
+        ref_name = "EmbeddingsRequest"
+
+
+class EmbeddingSerializer(serializers.Serializer):
+    object = serializers.ChoiceField(choices=["embedding"])
+    index = serializers.IntegerField()
+    embedding = serializers.JSONField(
+        help_text="A list of floats, or base64 of little-endian float32 with "
+                  "encoding_format=base64.")
+
+
+class EmbeddingsUsageSerializer(serializers.Serializer):
+    prompt_tokens = serializers.IntegerField(min_value=0)
+    total_tokens = serializers.IntegerField(min_value=0)
+
+
+class EmbeddingsResponseSerializer(serializers.Serializer):
+    object = serializers.ChoiceField(choices=["list"])
+    data = EmbeddingSerializer(many=True)
+    model = serializers.CharField()
+    usage = EmbeddingsUsageSerializer()
+
+    class Meta:
+        ref_name = "Embeddings"
 
 
 class SimpleChatRequestSerializer(serializers.Serializer):
@@ -219,7 +287,10 @@ _GPC = OpenApiParameter(
     description="Global Privacy Control: with `user` set, records that user's opt-out of "
                 "sale and sharing.")
 _CACHE_CONTROL = OpenApiParameter(
-    "Cache-Control", str, OpenApiParameter.HEADER, required=False,
+    # An HTTP field value (RFC 9110): visible ASCII, spaces and tabs. The server refuses a
+    # header with other bytes (NUL, line breaks) before any view sees it.
+    "Cache-Control", {"type": "string", "pattern": "^[\t\x20-\x7e]*$"},
+    OpenApiParameter.HEADER, required=False,
     description="`no-cache` skips the response cache lookup, `no-store` also keeps the answer "
                 "out of it.")
 
@@ -423,6 +494,18 @@ class ChatCompletionsDescription(_Described):
         raise NotImplementedError
 
 
+class EmbeddingsDescription(_Described):
+    @extend_schema(
+        operation_id="createEmbedding", tags=["embeddings"],
+        summary="Create embeddings (OpenAI-compatible)",
+        description=_scope(ApiKey.Scope.EMBEDDINGS.value), request=EmbeddingsRequestSerializer,
+        parameters=[_CACHE_CONTROL],
+        responses={200: OpenApiResponse(EmbeddingsResponseSerializer, "The vectors."),
+                   **_CHAT_ERRORS})
+    def post(self, request):  # pragma: no cover
+        raise NotImplementedError
+
+
 class ModelsDescription(_Described):
     @extend_schema(
         operation_id="listModels", tags=["models"], summary="The aliases this key may use",
@@ -533,6 +616,7 @@ class SimpleChatStreamDescription(_Described):
 # Route name in gateway.api.urls -> its description.
 DESCRIPTIONS: dict[str, type[APIView]] = {
     "chat-completions": ChatCompletionsDescription,
+    "embeddings": EmbeddingsDescription,
     "models": ModelsDescription,
     "cache-invalidate": CacheInvalidateDescription,
     "privacy-consent": ConsentDescription,
@@ -544,9 +628,9 @@ DESCRIPTIONS: dict[str, type[APIView]] = {
 }
 
 # Request bodies the views check for unknown fields: documented as closed objects.
-CLOSED_OBJECTS = ("ChatCompletionRequest", "SimpleChatRequest", "ConsentDecisionRequest",
-                  "ConsentDecisionsRequest", "ConsentFlags", "SubjectRegisterRequest",
-                  "SubjectRequestCreate")
+CLOSED_OBJECTS = ("ChatCompletionRequest", "EmbeddingsRequest", "SimpleChatRequest",
+                  "ConsentDecisionRequest", "ConsentDecisionsRequest", "ConsentFlags",
+                  "SubjectRegisterRequest", "SubjectRequestCreate")
 
 
 def described_patterns() -> list[URLPattern]:

@@ -6,6 +6,7 @@ from gateway.api import views
 
 urlpatterns = [
     path("v1/chat/completions", views.chat_completions, name="chat-completions"),
+    path("v1/embeddings", views.embeddings, name="embeddings"),
     path("v1/models", views.list_models, name="models"),
     path("v1/cache/invalidate", views.invalidate_cache, name="cache-invalidate"),
     path("v1/privacy/subjects/<str:user>/consent", views.subject_consent,

@@ -14,16 +14,64 @@ import time
 from decimal import Decimal
 
 from gateway import limits, metrics
-from gateway.errors import ApiError
+from gateway.errors import ApiError, InvalidRequest
 from gateway.limits import REQUESTS, SPEND, TOKENS, Admission, Counter
 from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.inputs import request_chars
 from gateway.pipeline.route import Target
 from gateway.pipeline.settle import chars_to_tokens
-from gateway.providers.base import ChatRequest
+from gateway.pipeline.validate import ParsedChat, media_size
+from gateway.providers.base import ChatRequest, EmbeddingRequest
 
 # When neither the request nor the tier bounds the reply, reserve this many tokens for it.
 DEFAULT_COMPLETION_RESERVE = 1024
+# Tokens reserved for an image, audio clip or file part (OpenAI bills a high-detail 1024x1024
+# image at 765 tokens); corrected to the provider's count when it answers.
+MEDIA_PART_TOKENS = 765
+
+
+def check_limits(principal: Principal, parsed: ParsedChat) -> None:
+    """The tier's bounds on one request: the text the model reads, the reply's length, how
+    many choices, and how many and how large the image, audio and file parts are."""
+    tier = principal.tier
+    limit = tier.max_prompt_chars
+    found = parsed.parts()
+    size = sum(len(p.text) for p in found)
+    if size > limit:
+        # Everything the model reads counts (tool-call arguments, tools, response_format...);
+        # the error names the largest part so the client knows what to shorten.
+        largest = max(found, key=lambda p: len(p.text))
+        raise InvalidRequest(
+            f"The request sends the model {size} characters; the '{tier.name}' tier "
+            f"allows at most {limit} over messages, tool calls, tools and other fields. The "
+            f"largest part is '{largest.param}' ({len(largest.text)} characters).",
+            code="prompt_too_large",
+            param=largest.param,
+        )
+    cap = tier.max_output_tokens
+    if cap and parsed.max_tokens is not None and parsed.max_tokens > cap:
+        raise InvalidRequest(
+            f"max_tokens is {parsed.max_tokens}; the '{tier.name}' tier allows at most {cap}.",
+            code="max_tokens_too_large",
+            param="max_tokens",
+        )
+    if parsed.n > tier.max_choices:
+        raise InvalidRequest(
+            f"n is {parsed.n}; the '{tier.name}' tier allows at most {tier.max_choices} choices "
+            "per request.", code="too_many_choices", param="n")
+    media = parsed.media()
+    if len(media) > tier.max_media_parts:
+        raise InvalidRequest(
+            f"The request carries {len(media)} image, audio or file parts; the '{tier.name}' "
+            f"tier allows at most {tier.max_media_parts}.", code="too_many_media_parts",
+            param=media[tier.max_media_parts][0] if tier.max_media_parts < len(media)
+            else "messages")
+    for param, part in media:
+        if media_size(part) > tier.max_media_part_chars:
+            raise InvalidRequest(
+                f"'{param}' is {media_size(part)} characters; the '{tier.name}' tier allows "
+                f"at most {tier.max_media_part_chars} per image, audio or file part.",
+                code="media_part_too_large", param=param)
 
 
 class RateLimitExceeded(ApiError):
@@ -60,15 +108,21 @@ def _nano_cost(target: Target, prompt_tokens: int, completion_tokens: int) -> in
     return int(target.cost(prompt_tokens, completion_tokens) * limits.NANO)
 
 
-def estimate(request: ChatRequest, principal: Principal) -> tuple[int, int]:
+def estimate(request: ChatRequest | EmbeddingRequest,
+             principal: Principal) -> tuple[int, int]:
     """(prompt tokens, completion tokens) to reserve."""
+    if isinstance(request, EmbeddingRequest):
+        return chars_to_tokens(sum(len(text) for text in request.inputs)), 0
     prompt = chars_to_tokens(request_chars(request))  # tool calls, tools, other fields too
+    prompt += MEDIA_PART_TOKENS * sum(len(m.media()) for m in request.messages)
     completion = request.max_tokens or principal.tier.max_output_tokens
-    return prompt, completion or DEFAULT_COMPLETION_RESERVE
+    # Every choice is generated (and billed) separately.
+    choices = request.extra.get("n") or 1
+    return prompt, (completion or DEFAULT_COMPLETION_RESERVE) * choices
 
 
-def counters(principal: Principal, user: str | None, target: Target, request: ChatRequest,
-             now: float) -> list[Counter]:
+def counters(principal: Principal, user: str | None, target: Target,
+             request: ChatRequest | EmbeddingRequest, now: float) -> list[Counter]:
     tenant = principal.tenant_id
     result = []
 
@@ -102,7 +156,7 @@ _SCOPE_WORD = {"tenant": "tenant's", "key": "API key's", "user": "end user's"}
 
 
 async def admit(principal: Principal, user: str | None, target: Target,
-                request: ChatRequest) -> Admission:
+                request: ChatRequest | EmbeddingRequest) -> Admission:
     now = time.time()
     wanted = counters(principal, user, target, request, now)
     try:

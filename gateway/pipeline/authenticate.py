@@ -41,6 +41,9 @@ class TierLimits:
     screening_mode: str = "off"
     screening_threshold: float = 0.5
     leak_mode: str = "off"
+    max_choices: int = 4
+    max_media_parts: int = 8
+    max_media_part_chars: int = 3_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +177,9 @@ def _load(lookup: str, secret: str) -> Principal | None:
             screening_threshold=(plan.screening_threshold if plan.screening_threshold is not None
                                  else tier.screening_threshold),
             leak_mode=plan.leak_mode or tier.leak_mode,
+            max_choices=tier.max_choices,
+            max_media_parts=tier.max_media_parts,
+            max_media_part_chars=tier.max_media_part_chars,
         ),
         expires_at=key.expires_at,
         last_used_at=key.last_used_at,

@@ -33,15 +33,16 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState
 
 from gateway import metrics
-from gateway.errors import InvalidRequest, UpstreamFailure
-from gateway.pipeline.authenticate import Principal
+from gateway.errors import ApiError, InvalidRequest, UpstreamFailure
+from gateway.pipeline.output import as_deltas
 from gateway.pipeline.route import Degraded, RoutePlan, Target
-from gateway.pipeline.validate import ParsedChat
 from gateway.providers.base import (
     ChatDelta,
-    ChatMessage,
     ChatRequest,
     ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    UnsupportedByProvider,
     UpstreamAuthError,
     UpstreamError,
     UpstreamTimeout,
@@ -60,59 +61,16 @@ BREAKER_OPEN = "breaker_open"
 REQUEST_FAULT_STATUSES = frozenset({400, 413, 422})
 
 
-def check_limits(principal: Principal, parsed: ParsedChat) -> None:
-    limit = principal.tier.max_prompt_chars
-    found = parsed.parts()
-    size = sum(len(p.text) for p in found)
-    if size > limit:
-        # Everything the model reads counts (tool-call arguments, tools, response_format...);
-        # the error names the largest part so the client knows what to shorten.
-        largest = max(found, key=lambda p: len(p.text))
-        raise InvalidRequest(
-            f"The request sends the model {size} characters; the '{principal.tier.name}' tier "
-            f"allows at most {limit} over messages, tool calls, tools and other fields. The "
-            f"largest part is '{largest.param}' ({len(largest.text)} characters).",
-            code="prompt_too_large",
-            param=largest.param,
-        )
-    cap = principal.tier.max_output_tokens
-    if cap and parsed.max_tokens is not None and parsed.max_tokens > cap:
-        raise InvalidRequest(
-            f"max_tokens is {parsed.max_tokens}; the '{principal.tier.name}' tier allows at most "
-            f"{cap}.",
-            code="max_tokens_too_large",
-            param="max_tokens",
-        )
-
-
-def build_request(target: Target, parsed: ParsedChat, principal: Principal) -> ChatRequest:
-    messages = parsed.messages
-    if target.system_prompt:
-        messages = [ChatMessage(role="system", content=target.system_prompt), *messages]
-    params = target.params
-    max_tokens = parsed.max_tokens or params.get("max_tokens")
-    cap = principal.tier.max_output_tokens
-    if cap and (max_tokens is None or max_tokens > cap):
-        max_tokens = cap
-    return ChatRequest(
-        model=target.model,
-        messages=messages,
-        temperature=parsed.temperature if parsed.temperature is not None
-        else params.get("temperature"),
-        top_p=parsed.top_p if parsed.top_p is not None else params.get("top_p"),
-        max_tokens=max_tokens,
-        stop=parsed.stop if parsed.stop is not None else params.get("stop"),
-        user=parsed.user,
-        extra=parsed.extra,
-    )
-
-
 # Retry-After for a 503 whose upstream gave no hint (it could not be reached at all): a model
 # server that is restarting is usually back within seconds.
 UNAVAILABLE_RETRY_AFTER = 2
 
 
-def as_api_error(exc: UpstreamError) -> UpstreamFailure:
+def as_api_error(exc: UpstreamError) -> ApiError:
+    if isinstance(exc, UnsupportedByProvider):
+        # The gateway's own refusal, made before any call: its message names the part and the
+        # reason, never the provider.
+        return InvalidRequest(exc.message, param=exc.param, code=exc.code)
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
@@ -208,7 +166,7 @@ class Outcome:
 
 @dataclass(slots=True)
 class Served(Outcome):
-    result: ChatResult = field(default_factory=lambda: ChatResult("", "stop", Usage()))
+    result: ChatResult = field(default_factory=lambda: ChatResult.text(""))
 
 
 @dataclass(slots=True)
@@ -345,7 +303,7 @@ def _before_retry(state: RetryCallState, deployment: str) -> None:
              error_code=getattr(exc, "code", ""))
 
 
-async def _after_chain(walk: _Walk) -> tuple[str, ChatResult] | None:
+async def _after_chain(walk: _Walk, *, degraded_ok: bool = True) -> tuple[str, Any]:
     """Every deployment failed: the cached answer or the degraded reply, or raise."""
     plan = walk.plan
     if plan.cached_answer is not None:
@@ -357,9 +315,9 @@ async def _after_chain(walk: _Walk) -> tuple[str, ChatResult] | None:
         if cached is not None:
             metrics.record_fallback(plan.alias, CACHE)
             return CACHE, cached
-    if plan.degraded.mode == "message":
+    if degraded_ok and plan.degraded.mode == "message":
         metrics.record_fallback(plan.alias, DEGRADED)
-        return DEGRADED, ChatResult(plan.degraded.message, "stop", Usage())
+        return DEGRADED, ChatResult.text(plan.degraded.message, "stop", Usage())
     if walk.last_error is not None:
         raise as_api_error(walk.last_error) from walk.last_error
     headers = {}
@@ -407,6 +365,34 @@ async def _complete_single(target: Target, request: ChatRequest | None) -> ChatR
         return await get_adapter(target.provider).complete(request)
     except UpstreamError as exc:
         raise as_api_error(exc) from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings
+
+
+async def _embed_once(target: Target, request: EmbeddingRequest,
+                      budget: float) -> EmbeddingResult:
+    try:
+        async with asyncio.timeout(budget) as scope:
+            return await get_adapter(target.provider).embed(request)
+    except TimeoutError:
+        if scope.expired():
+            raise UpstreamTimeout(
+                f"deployment '{target.deployment}' did not answer within its total timeout "
+                f"({target.policy.total_timeout:g}s)") from None
+        raise
+
+
+async def embed(plan: DispatchPlan) -> Served:
+    """Embeddings through the plan's chain (timeouts, retries, breakers, fallbacks, then the
+    cached answer); there is no degraded reply for vectors. ``result`` is an
+    ``EmbeddingResult``."""
+    walk, index, answer = await _through_chain(plan, _embed_once)
+    if index is None:
+        source, answer = await _after_chain(walk, degraded_ok=False)
+        return Served(**walk.outcome_fields(None, source), result=answer)
+    return Served(**walk.outcome_fields(index), result=answer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,8 +457,9 @@ async def _rest_of_stream(deltas: AsyncIterator[ChatDelta], target: Target,
         await _close(deltas)
 
 
-async def _replay(result: ChatResult) -> AsyncIterator[ChatDelta]:
-    yield ChatDelta(finish_reason=result.finish_reason, usage=result.usage)
+async def _replay(deltas: list[ChatDelta]) -> AsyncIterator[ChatDelta]:
+    for delta in deltas:
+        yield delta
 
 
 async def open_stream(plan: DispatchPlan) -> StreamServed:
@@ -483,8 +470,8 @@ async def open_stream(plan: DispatchPlan) -> StreamServed:
         return StreamServed(**walk.outcome_fields(index), first=first,
                             deltas=_rest_of_stream(deltas, plan.targets[index], walk.breaker))
     source, result = await _after_chain(walk)
-    return StreamServed(**walk.outcome_fields(None, source),
-                        first=ChatDelta(content=result.content), deltas=_replay(result))
+    first, *rest = as_deltas(result)
+    return StreamServed(**walk.outcome_fields(None, source), first=first, deltas=_replay(rest))
 
 
 def stream(target: Target, request: ChatRequest) -> AsyncIterator[ChatDelta]:

@@ -46,16 +46,16 @@ class Restorer:
 
     def __init__(self, pseudonymizer: Pseudonymizer) -> None:
         self.pseudonymizer = pseudonymizer
-        self._stream = pseudonymizer.stream_restorer()
 
-    def whole(self, text: str) -> str:
+    def whole(self, text: str, *, json_string: bool = False) -> str:
+        """A whole text; ``json_string`` for tool-call arguments (values JSON-escaped)."""
+        if json_string:
+            return self.pseudonymizer.restore_json(text)
         return self.pseudonymizer.restore(text)
 
-    def feed(self, chunk: str) -> str:
-        return self._stream.feed(chunk)
-
-    def flush(self) -> str:
-        return self._stream.flush()
+    def stream(self, *, json_string: bool = False):
+        """A restorer for one streamed text (``feed`` / ``flush``)."""
+        return self.pseudonymizer.stream_restorer(json_string=json_string)
 
 
 def _check_blocked(principal: Principal, request: ChatRequest, keep: int) -> None:
@@ -85,6 +85,14 @@ def _transform(messages: list[ChatMessage], text_fn, keep: int = 0) -> list[Chat
         tool_calls = message.tool_calls
         if tool_calls:
             tool_calls = [_tool_call(call, text_fn) for call in tool_calls]
+        if message.parts:
+            # Text parts are transformed one by one; images, audio and files pass as given.
+            parts = tuple({**p, "text": text_fn(p["text"])} if p.get("type") == "text"
+                          and p.get("text") else p for p in message.parts)
+            content = "".join(p["text"] for p in parts if p.get("type") == "text")
+            result.append(dataclasses.replace(message, content=content, parts=parts,
+                                              tool_calls=tool_calls))
+            continue
         result.append(dataclasses.replace(
             message, content=text_fn(message.content) if message.content else message.content,
             tool_calls=tool_calls))
@@ -131,3 +139,33 @@ def protect(principal: Principal, request: ChatRequest, *, keep: int = 0,
             "Personal data could not be checked; the request was not sent. Retry shortly.",
             headers={"Retry-After": "1"}) from exc
     return request, None
+
+
+def protect_texts(principal: Principal, texts: list[str], param: str = "input") -> list[str]:
+    """Texts (embedding inputs) as the provider may see them: blocked types refused, the rest
+    masked, or replaced by numbered placeholders in pseudonymize mode (an embedding has no
+    reply to restore)."""
+    policy = principal.privacy
+    if not policy.block_pii_types and policy.upstream_pii == "off":
+        return texts
+    try:
+        blocked = policy.block_pii_types
+        if blocked:
+            for index, text in enumerate(texts):
+                types = {e.type for e in detect(text, types=blocked)}
+                if types:
+                    raise PIIDetected(
+                        "The request was refused: it contains personal data of types this "
+                        f"tenant does not send to models ({', '.join(sorted(types))}).",
+                        param=f"{param}[{index}]" if len(texts) > 1 else param)
+        if policy.upstream_pii == "mask":
+            return [redact(text) for text in texts]
+        if policy.upstream_pii == "pseudonymize":
+            pseudonymizer = Pseudonymizer()
+            return [pseudonymizer.pseudonymize(text) for text in texts]
+    except DetectorError as exc:
+        log.error("pii_detector_failed", error=type(exc).__name__)
+        raise PIIDetectorUnavailable(
+            "Personal data could not be checked; the request was not sent. Retry shortly.",
+            headers={"Retry-After": "1"}) from exc
+    return texts

@@ -27,7 +27,7 @@ from django.conf import settings
 from gateway import cache as response_cache
 from gateway.errors import ModelNotFound
 from gateway.models import AliasFallback, ModelVersion
-from gateway.providers.base import ProviderConfig
+from gateway.providers.base import ChatMessage, ChatRequest, ProviderConfig
 from gateway.resilience.policy import (
     DEFAULT_DEGRADED_MESSAGE,
     DEFAULTS,
@@ -353,3 +353,28 @@ def invalidate_routing(**_: Any) -> None:
         log.warning("routing_publish_failed", error=type(exc).__name__)
 
 
+
+
+def upstream_request(target: Target, parsed: Any, principal: Any) -> ChatRequest:
+    """The request a target's provider gets (a ``ParsedChat`` from a ``Principal``): the
+    version's system prompt first, the client's sampling parameters over the version's own,
+    and the reply's length within the tier's cap."""
+    messages = parsed.messages
+    if target.system_prompt:
+        messages = [ChatMessage(role="system", content=target.system_prompt), *messages]
+    params = target.params
+    max_tokens = parsed.max_tokens or params.get("max_tokens")
+    cap = principal.tier.max_output_tokens
+    if cap and (max_tokens is None or max_tokens > cap):
+        max_tokens = cap
+    return ChatRequest(
+        model=target.model,
+        messages=messages,
+        temperature=parsed.temperature if parsed.temperature is not None
+        else params.get("temperature"),
+        top_p=parsed.top_p if parsed.top_p is not None else params.get("top_p"),
+        max_tokens=max_tokens,
+        stop=parsed.stop if parsed.stop is not None else params.get("stop"),
+        user=parsed.user,
+        extra=parsed.extra,
+    )

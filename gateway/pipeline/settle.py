@@ -118,6 +118,9 @@ class Meter:
     # PII values the guard masked or pseudonymised.
     version: str = ""
     pii_redactions: int = 0
+    # What the request carried (``ParsedChat.content_kinds``) and the tool calls replied.
+    content_kinds: tuple[str, ...] = ()
+    tool_calls: int = 0
 
     def overhead_now(self, now: float) -> float:
         """What the gateway itself has spent so far: elapsed time minus time spent upstream."""
@@ -145,7 +148,7 @@ class Meter:
             upstream=self.upstream_ms / 1000 if self.upstream_called else None,
             deployment=self.target.deployment if self.target else "",
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cost=float(cost),
+            cost=float(cost), content_kinds=self.content_kinds, tool_calls=self.tool_calls,
         )
         log.info(
             "request_finished", route=self.route, tenant=self.principal.tenant_slug,
@@ -176,4 +179,6 @@ class Meter:
             fallback_reason=self.fallback_reason[:64],
             degraded=self.degraded,
             pii_redactions=self.pii_redactions,
+            tool_calls=self.tool_calls,
+            content_kinds=",".join(self.content_kinds)[:100],
         ))

@@ -17,7 +17,7 @@ from rest_framework import serializers
 
 from gateway.errors import InvalidRequest
 from gateway.pipeline.inputs import Part, check_shape, parts
-from gateway.providers.base import ChatMessage
+from gateway.providers.base import MEDIA_KINDS, ChatMessage
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -34,28 +34,64 @@ def clean_text(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-class ContentField(serializers.Field):
-    """A message's content: a string, or a list of text parts ``{"type": "text", "text": ...}``."""
+_MEDIA_FIELDS = {"image_url": "image_url", "input_audio": "input_audio", "file": "file"}
+_IMAGE_DETAIL = ("auto", "low", "high")
+_AUDIO_FORMATS = ("wav", "mp3")
 
-    def to_internal_value(self, data: Any) -> str | None:
+
+def _check_part(index: int, part: Any) -> None:
+    """One content part in OpenAI's shape: text, image_url, input_audio or file."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "text":
+        if not isinstance(part.get("text"), str):
+            raise serializers.ValidationError(f"content[{index}].text must be a string")
+        return
+    if kind not in MEDIA_KINDS:
+        raise serializers.ValidationError(
+            f"content[{index}].type must be one of text, {', '.join(MEDIA_KINDS)}")
+    body = part.get(kind)
+    if not isinstance(body, dict):
+        raise serializers.ValidationError(f"content[{index}].{kind} must be an object")
+    if kind == "image_url":
+        url = body.get("url")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://", "data:image/")):
+            raise serializers.ValidationError(
+                f"content[{index}].image_url.url must be an http(s) URL or a data:image/ URL")
+        if body.get("detail") not in (None, *_IMAGE_DETAIL):
+            raise serializers.ValidationError(
+                f"content[{index}].image_url.detail must be one of {', '.join(_IMAGE_DETAIL)}")
+    elif kind == "input_audio":
+        if not isinstance(body.get("data"), str) or body.get("format") not in _AUDIO_FORMATS:
+            raise serializers.ValidationError(
+                f"content[{index}].input_audio needs base64 'data' and a 'format' of "
+                f"{' or '.join(_AUDIO_FORMATS)}")
+    elif not any(isinstance(body.get(k), str) for k in ("file_data", "file_id")):
+        raise serializers.ValidationError(
+            f"content[{index}].file needs 'file_data' (base64) or 'file_id'")
+
+
+def media_size(part: dict[str, Any]) -> int:
+    """Characters of a media part's payload (a data URL, base64 data, a URL)."""
+    body = part.get(part.get("type", ""), {})
+    return sum(len(v) for v in body.values() if isinstance(v, str))
+
+
+class ContentField(serializers.Field):
+    """A message's content: a string, or a list of parts (text, image_url, input_audio, file).
+    Text only: the text. With a non-text part: the parts as given (validated)."""
+
+    def to_internal_value(self, data: Any) -> str | list | None:
         if data is None:
             return None
         if isinstance(data, str):
             return data
         if isinstance(data, list):
-            texts = []
+            media = False
             for index, part in enumerate(data):
-                if not isinstance(part, dict) or part.get("type") != "text":
-                    raise serializers.ValidationError(
-                        f"content[{index}]: only text parts ({{'type': 'text', 'text': ...}}) "
-                        "are supported"
-                    )
-                text = part.get("text")
-                if not isinstance(text, str):
-                    raise serializers.ValidationError(f"content[{index}].text must be a string")
-                texts.append(text)
-            return "".join(texts)
-        raise serializers.ValidationError("content must be a string or a list of text parts")
+                _check_part(index, part)
+                media = media or part["type"] != "text"
+            return list(data) if media else "".join(p["text"] for p in data)
+        raise serializers.ValidationError("content must be a string or a list of content parts")
 
     def to_representation(self, value: Any) -> Any:
         return value
@@ -75,8 +111,13 @@ class MessageSerializer(serializers.Serializer):
         role = attrs["role"]
         if role == "tool" and not attrs.get("tool_call_id"):
             raise serializers.ValidationError("a 'tool' message needs 'tool_call_id'")
-        if attrs.get("content") is None and not (role == "assistant" and attrs.get("tool_calls")):
+        content = attrs.get("content")
+        if content is None and not (role == "assistant" and attrs.get("tool_calls")):
             raise serializers.ValidationError("'content' is required")
+        if isinstance(content, list) and role != "user":
+            # OpenAI takes images, audio and files in user messages only.
+            raise serializers.ValidationError(
+                f"only user messages may carry {', '.join(MEDIA_KINDS)} parts")
         return attrs
 
 
@@ -108,8 +149,7 @@ class ChatCompletionSerializer(serializers.Serializer):
     max_completion_tokens = serializers.IntegerField(required=False, allow_null=True,
                                                      min_value=1)
     stop = StopField(required=False, allow_null=True)
-    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1,
-                                 error_messages={"max_value": "only n=1 is supported"})
+    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
     user = serializers.CharField(required=False, allow_blank=True, max_length=256)
     stream = serializers.BooleanField(required=False, allow_null=True, default=False)
     stream_options = StreamOptionsSerializer(required=False, allow_null=True)
@@ -127,6 +167,7 @@ class ParsedChat:
     stop: list[str] | None = None
     user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    n: int = 1
     _parts: list[Part] | None = field(default=None, repr=False, compare=False)
 
     def parts(self) -> list[Part]:
@@ -139,6 +180,23 @@ class ParsedChat:
     @property
     def prompt_chars(self) -> int:
         return sum(len(p.text) for p in self.parts())
+
+    def media(self) -> list[tuple[str, dict[str, Any]]]:
+        """(param, part) of every image, audio and file part the client sent."""
+        return [(f"messages[{i}].content[{j}]", part) for i, m in enumerate(self.messages)
+                for j, part in m.media()]
+
+    def content_kinds(self) -> list[str]:
+        """Which kinds of content the request carried, sorted (for usage records and metrics;
+        never their bodies): text, image_url, input_audio, file, tool_calls, tool_results."""
+        kinds = {part["type"] for _, part in self.media()}
+        if any(m.content for m in self.messages):
+            kinds.add("text")
+        if any(m.tool_calls for m in self.messages):
+            kinds.add("tool_calls")
+        if any(m.role == "tool" for m in self.messages):
+            kinds.add("tool_results")
+        return sorted(kinds)
 
 
 def parse_json_body(body: bytes) -> dict:
@@ -206,16 +264,10 @@ def parse_chat_request(data: dict) -> ParsedChat:
         raise InvalidRequest(f"Invalid value for '{param}': {message}", param=param,
                              code="invalid_value")
     v = serializer.validated_data
-    messages = [
-        ChatMessage(
-            role="system" if m["role"] == "developer" else m["role"],
-            content=clean_text(m.get("content") or ""),
-            name=m.get("name"),
-            tool_call_id=m.get("tool_call_id"),
-            tool_calls=m.get("tool_calls"),
-        )
-        for m in v["messages"]
-    ]
+    messages = [_message(m) for m in v["messages"]]
+    n = v.get("n") or 1
+    if n > 1:
+        extra["n"] = n
     options = v.get("stream_options") or {}
     max_tokens = v.get("max_completion_tokens") or v.get("max_tokens")
     return ParsedChat(
@@ -229,4 +281,87 @@ def parse_chat_request(data: dict) -> ParsedChat:
         stop=v.get("stop"),
         user=v.get("user") or None,
         extra=extra,
+        n=n,
     )
+
+
+def _message(m: dict[str, Any]) -> ChatMessage:
+    content = m.get("content")
+    parts = None
+    if isinstance(content, list):
+        # Text parts are cleaned like any text; media parts pass as given.
+        parts = tuple({**p, "text": clean_text(p["text"])} if p["type"] == "text" else p
+                      for p in content)
+        content = "".join(p["text"] for p in parts if p["type"] == "text")
+    return ChatMessage(
+        # Developer messages go upstream as developer messages (OpenAI's newer name for system
+        # instructions); every stage treats the two alike.
+        role=m["role"],
+        content=clean_text(content or ""),
+        name=m.get("name"),
+        tool_call_id=m.get("tool_call_id"),
+        tool_calls=m.get("tool_calls"),
+        parts=parts,
+    )
+
+
+# --- /v1/embeddings ---------------------------------------------------------------------------
+
+EMBEDDING_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's bound
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEmbeddings:
+    alias: str
+    inputs: list[str]
+    dimensions: int | None = None
+    encoding_format: str = "float"  # float | base64
+    user: str | None = None
+
+
+def _invalid(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param, code="invalid_value")
+
+
+def parse_embeddings_request(data: dict) -> ParsedEmbeddings:
+    unknown = sorted(set(data) - EMBEDDING_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}",
+                             param=unknown[0], code="unknown_parameter")
+    model = data.get("model")
+    if not isinstance(model, str) or not 0 < len(model) <= 64 or "\x00" in model:
+        raise _invalid("'model' must be a model name of at most 64 characters.", "model")
+    raw = data.get("input")
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise _invalid("'input' must be a string or a non-empty list of strings.", "input")
+    if len(items) > MAX_EMBEDDING_INPUTS:
+        raise _invalid(f"'input' holds at most {MAX_EMBEDDING_INPUTS} items.", "input")
+    inputs = []
+    for index, item in enumerate(items):
+        param = "input" if isinstance(raw, str) else f"input[{index}]"
+        if isinstance(item, int) or (isinstance(item, list) and all(
+                isinstance(t, int) for t in item)):
+            # Token ids cannot be screened for personal data or cached by text: the gateway
+            # takes text. (LangChain's OpenAIEmbeddings: check_embedding_ctx_length=False.)
+            raise InvalidRequest(
+                "'input' must be text: token arrays are not accepted, because the gateway "
+                "applies the privacy policy to the text it sends.", param=param,
+                code="unsupported_input")
+        if not isinstance(item, str) or not item.strip():
+            raise _invalid(f"'{param}' must be a non-empty string.", param)
+        if "\x00" in item:
+            raise _invalid(f"'{param}' must not contain NUL characters.", param)
+        inputs.append(clean_text(item))
+    dimensions = data.get("dimensions")
+    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(
+            dimensions, int) or not 1 <= dimensions <= 16384):
+        raise _invalid("'dimensions' must be an integer from 1 to 16384.", "dimensions")
+    encoding = data.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise _invalid("'encoding_format' must be 'float' or 'base64'.", "encoding_format")
+    user = data.get("user")
+    if user is not None and (not isinstance(user, str) or len(user) > 256 or "\x00" in user):
+        raise _invalid("'user' must be a string of at most 256 characters.", "user")
+    return ParsedEmbeddings(model, inputs, dimensions, encoding, user or None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from gateway.providers.base import ChatRequest, UpstreamBadResponse
+from gateway.providers.base import ChatRequest, EmbeddingRequest, UpstreamBadResponse
 from gateway.providers.openai_compatible import OpenAICompatibleAdapter
 
 
@@ -22,6 +22,11 @@ class AzureOpenAIAdapter(OpenAICompatibleAdapter):
             f"{self.base_url}/openai/deployments/{deployment}/chat/completions"
             f"?{self._api_version_query()}"
         )
+
+    def embeddings_url(self, request: EmbeddingRequest) -> str:
+        deployment = quote(request.model, safe="")
+        return (f"{self.base_url}/openai/deployments/{deployment}/embeddings"
+                f"?{self._api_version_query()}")
 
     def models_url(self) -> str:
         return f"{self.base_url}/openai/models?{self._api_version_query()}"

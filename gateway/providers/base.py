@@ -30,14 +30,25 @@ class ProviderConfig:
     revision: str = ""
 
 
+# Content part kinds a client may send (OpenAI's names); only user messages carry non-text ones.
+MEDIA_KINDS = ("image_url", "input_audio", "file")
+
+
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    role: str  # system | user | assistant | tool
-    content: str
+    role: str  # system | developer | user | assistant | tool
+    content: str  # the message's text (its text parts joined)
     name: str | None = None
     tool_call_id: str | None = None
     # OpenAI-format tool calls made by an assistant turn, passed through as given.
     tool_calls: list[dict[str, Any]] | None = None
+    # The content as OpenAI content parts, kept only when a part is not text (an image, audio,
+    # a file): ``{"type": "text", "text": ...}`` parts hold the same text as ``content``.
+    parts: tuple[dict[str, Any], ...] | None = None
+
+    def media(self) -> list[tuple[int, dict[str, Any]]]:
+        """(index, part) of the non-text parts."""
+        return [(i, p) for i, p in enumerate(self.parts or ()) if p.get("type") in MEDIA_KINDS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,27 +75,80 @@ class Usage:
 
 
 @dataclass(slots=True)
+class Choice:
+    """One choice of an answer: the assistant message whole."""
+
+    index: int = 0
+    content: str = ""
+    finish_reason: str = "stop"  # stop | length | tool_calls | content_filter
+    # OpenAI's shape: ``{"id", "type": "function", "function": {"name", "arguments"}}``.
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
 class ChatResult:
-    content: str
-    finish_reason: str  # stop | length | tool_calls | content_filter
+    choices: list[Choice]
     usage: Usage
     upstream_model: str = ""
+
+    @classmethod
+    def text(cls, content: str, finish_reason: str = "stop", usage: Usage | None = None,
+             upstream_model: str = "") -> ChatResult:
+        return cls([Choice(0, content, finish_reason)], usage or Usage(), upstream_model)
+
+    @property
+    def content(self) -> str:
+        return self.choices[0].content if self.choices else ""
+
+    @property
+    def finish_reason(self) -> str:
+        return self.choices[0].finish_reason if self.choices else "stop"
+
+    @property
+    def tool_call_count(self) -> int:
+        return sum(len(c.tool_calls or ()) for c in self.choices)
 
 
 @dataclass(slots=True)
 class ChatDelta:
-    """One piece of a streamed answer. The last delta carries ``finish_reason``; ``usage`` is set
-    on whichever delta the upstream reported it (often the last)."""
+    """One piece of a streamed answer, for choice ``index``. A choice's last delta carries its
+    ``finish_reason``; ``usage`` is set on whichever delta the upstream reported it (often the
+    last). ``tool_calls`` are OpenAI's delta fragments: ``{"index", "id", "type", "function":
+    {"name", "arguments"}}`` with id and name in a call's first fragment, then pieces of its
+    arguments."""
 
     content: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    index: int = 0
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    model: str
+    inputs: list[str]  # always a list (a single string input is a list of one)
+    dimensions: int | None = None
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class EmbeddingResult:
+    vectors: list[list[float]]  # one per input, in order
+    usage: Usage  # prompt_tokens only
+    upstream_model: str = ""
 
 
 class ProviderAdapter(Protocol):
     async def complete(self, request: ChatRequest) -> ChatResult: ...
 
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]: ...
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult: ...
 
     async def check(self) -> bool:
         """Cheap reachability probe for /readyz (no tokens spent where avoidable)."""
@@ -140,6 +204,19 @@ class UpstreamUnavailable(UpstreamError):
     retryable = True
 
 
+class UnsupportedByProvider(UpstreamError):
+    """The request uses something this provider (or this deployment of it) does not accept: an
+    image part, tools, ``n`` > 1... Raised before any call. The client gets 400 naming the part;
+    the deployment is healthy (no breaker count, no fallback)."""
+
+    status = 400
+    code = "unsupported_by_provider"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, upstream_status=400)
+        self.param = param
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
@@ -147,7 +224,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 def flatten_content(content: Any) -> str:
-    """OpenAI content is a string or a list of parts; the gateway accepts text parts only."""
+    """OpenAI content is a string or a list of parts: the text of its text parts."""
     if content is None:
         return ""
     if isinstance(content, str):

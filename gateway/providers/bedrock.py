@@ -4,6 +4,12 @@ boto3 is synchronous: calls run in worker threads so they never block the event 
 stream is read by a dedicated thread that hands events to the async generator through a queue.
 botocore retries are off (a single attempt): the gateway decides about retries and fallbacks.
 
+OpenAI's tools, tool calls and tool results become Converse's toolConfig, toolUse and toolResult
+blocks (and back, streamed too); images must come as data URLs (the gateway never fetches a URL
+for a client); what Converse cannot honour (``n`` > 1, logprobs, JSON mode, audio, files) is
+refused with ``UnsupportedByProvider`` before any call. Embeddings go through InvokeModel for
+Amazon Titan and Cohere Embed models.
+
 Credentials come from boto3's default chain (environment, instance/task role...), or from secret
 references in ``ProviderConfig.extra``: ``access_key_id_ref`` and ``secret_access_key_ref``
 (both, or neither) and optionally ``session_token_ref``.
@@ -12,7 +18,11 @@ references in ``ProviderConfig.extra``: ``access_key_id_ref`` and ``secret_acces
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import json
+import re
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -29,9 +39,14 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from gateway.egress import host_allowed
 from gateway.providers.base import (
     ChatDelta,
+    ChatMessage,
     ChatRequest,
     ChatResult,
+    Choice,
+    EmbeddingRequest,
+    EmbeddingResult,
     ProviderConfig,
+    UnsupportedByProvider,
     UpstreamAuthError,
     UpstreamBadResponse,
     UpstreamError,
@@ -43,6 +58,20 @@ from gateway.providers.base import (
 from gateway.secrets import SecretNotFound, aresolve_secret, invalidate_secret
 
 CHECK_TIMEOUT_SECONDS = 2.0
+# Titan embeds one text per call: a few calls at once, not one per input of a large batch.
+_TITAN_CONCURRENCY = 4
+_COHERE_BATCH = 96  # Cohere Embed's limit of texts per call
+_TITAN_EMBED = re.compile(r"(?:[a-z]+\.)?amazon\.titan-embed")  # "eu." etc.: inference profiles
+_COHERE_EMBED = re.compile(r"(?:[a-z]+\.)?cohere\.embed")
+_COHERE_V4 = re.compile(r"(?:[a-z]+\.)?cohere\.embed-v4")
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+_DATA_URL = re.compile(r"data:(?P<type>[^;,]+)(?:;[^;,]*)*;base64,(?P<data>.*)", re.DOTALL)
 
 _STOP_REASONS = {
     "end_turn": "stop",
@@ -209,11 +238,15 @@ class BedrockAdapter:
             return UpstreamTimeout(f"{self._label} stopped streaming mid-way")
         return UpstreamBadResponse(f"{self._label} broke off the stream ({type(exc).__name__})")
 
-    async def _call(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    async def _call(
+        self, operation: str, kwargs: dict[str, Any], *, read_body: bool = False
+    ) -> dict[str, Any]:
+        """One API call in a worker thread. ``read_body``: the answer's streamed ``body`` is
+        read there too (as bytes), so the event loop never waits on the socket."""
         for attempt in (1, 2):
             client = await self._get_client()
             try:
-                return await asyncio.to_thread(getattr(client, operation), **kwargs)
+                return await asyncio.to_thread(_send, client, operation, kwargs, read_body)
             except (boto.BotoCoreError, boto.ClientError) as exc:
                 error = self._map_error(exc)
                 if (
@@ -232,33 +265,28 @@ class BedrockAdapter:
     # Translation ---------------------------------------------------------------------------
 
     def converse_arguments(self, request: ChatRequest) -> dict[str, Any]:
-        system: list[dict[str, str]] = []
-        turns: list[tuple[str, list[str]]] = []
-        for message in request.messages:
+        """The Converse request for ``request``. Raises ``UnsupportedByProvider`` for what
+        Converse cannot honour, before anything is sent."""
+        _refuse_unsupported_params(request.extra)
+        tool_config = _tool_config(request.extra)
+        # Bedrock refuses toolUse and toolResult blocks in a request without toolConfig: with no
+        # tools declared (or tool_choice "none"), earlier calls and results go as text.
+        tools_as_text = tool_config is None
+        system: list[dict[str, Any]] = []
+        turns: list[dict[str, Any]] = []
+        for i, message in enumerate(request.messages):
             if message.role in ("system", "developer"):
                 if message.content.strip():
                     system.append({"text": message.content})
                 continue
             if message.role == "tool":
-                # Converse has tool blocks, but only for tools declared in the request; a
-                # result as text keeps the conversation valid.
-                role, text = "user", f"Tool result: {message.content}"
+                role, blocks = "user", [_tool_result_block(message, as_text=tools_as_text)]
+            elif message.role == "assistant":
+                role, blocks = "assistant", _assistant_blocks(i, message, as_text=tools_as_text)
             else:
-                role = "assistant" if message.role == "assistant" else "user"
-                text = message.content
-            if not text.strip():
-                continue  # Bedrock rejects blank text blocks
-            # Bedrock requires user and assistant turns to alternate.
-            if turns and turns[-1][0] == role:
-                turns[-1][1].append(text)
-            else:
-                turns.append((role, [text]))
-        arguments: dict[str, Any] = {
-            "modelId": request.model,
-            "messages": [
-                {"role": role, "content": [{"text": "\n\n".join(texts)}]} for role, texts in turns
-            ],
-        }
+                role, blocks = "user", _user_blocks(i, message)
+            _add_to_turns(turns, role, blocks)
+        arguments: dict[str, Any] = {"modelId": request.model, "messages": turns}
         if system:
             arguments["system"] = system
         inference = {
@@ -270,6 +298,8 @@ class BedrockAdapter:
         inference = {name: value for name, value in inference.items() if value is not None}
         if inference:
             arguments["inferenceConfig"] = inference
+        if tool_config is not None:
+            arguments["toolConfig"] = tool_config
         return arguments
 
     @staticmethod
@@ -281,6 +311,14 @@ class BedrockAdapter:
             completion_tokens=int(data.get("outputTokens") or 0),
         )
 
+    def _tool_identity(self, block: Any) -> tuple[str, str]:
+        """The id and name of a toolUse block (or of its start, in a stream)."""
+        call_id = block.get("toolUseId") if isinstance(block, dict) else None
+        name = block.get("name") if isinstance(block, dict) else None
+        if not isinstance(call_id, str) or not isinstance(name, str):
+            raise UpstreamBadResponse(f"{self._label} answered with a malformed tool call")
+        return call_id, name
+
     # The interface -------------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest) -> ChatResult:
@@ -289,12 +327,31 @@ class BedrockAdapter:
         blocks = message.get("content") if isinstance(message, dict) else None
         if not isinstance(blocks, list):
             raise UpstreamBadResponse(f"{self._label} answered without a message")
-        return ChatResult(
-            content="".join(block.get("text", "") for block in blocks if isinstance(block, dict)),
+        texts: list[str] = []
+        tool_calls: list[dict[str, Any]] = []
+        for block in blocks:
+            if not isinstance(block, dict):
+                continue
+            if isinstance(block.get("text"), str):
+                texts.append(block["text"])
+            elif "toolUse" in block:
+                call_id, name = self._tool_identity(block["toolUse"])
+                arguments = block["toolUse"].get("input")
+                # Compact, and not ASCII-escaped: as OpenAI writes arguments.
+                encoded = json.dumps(
+                    {} if arguments is None else arguments,
+                    separators=(",", ":"),
+                    ensure_ascii=False,
+                )
+                tool_calls.append(_openai_tool_call(call_id, name, encoded))
+            # Other blocks (reasoningContent, citations...) have no place in OpenAI's message.
+        choice = Choice(
+            index=0,
+            content="".join(texts),
             finish_reason=_STOP_REASONS.get(response.get("stopReason"), "stop"),
-            usage=self._usage(response.get("usage")) or Usage(),
-            upstream_model=request.model,
+            tool_calls=tool_calls or None,
         )
+        return ChatResult([choice], self._usage(response.get("usage")) or Usage(), request.model)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         response = await self._call("converse_stream", self.converse_arguments(request))
@@ -328,6 +385,11 @@ class BedrockAdapter:
         reader.start()
         finish_reason: str | None = None
         usage: Usage | None = None
+        # contentBlockIndex -> the tool call's position among the answer's tool calls (OpenAI's
+        # "index"): a text block before the calls takes a content block index, not a call's.
+        tool_calls: dict[int, int] = {}
+        # Tool calls whose arguments have not begun yet.
+        without_arguments: set[int] = set()
         try:
             while True:
                 kind, value = await queue.get()
@@ -335,10 +397,34 @@ class BedrockAdapter:
                     break
                 if kind == "error":
                     raise self._map_stream_error(value) from value
-                if "contentBlockDelta" in value:
-                    text = value["contentBlockDelta"].get("delta", {}).get("text")
-                    if text:
-                        yield ChatDelta(content=text)
+                if "contentBlockStart" in value:
+                    event = value["contentBlockStart"]
+                    start = (event.get("start") or {}).get("toolUse")
+                    if start is not None:
+                        call_id, name = self._tool_identity(start)
+                        position = len(tool_calls)
+                        tool_calls[event.get("contentBlockIndex")] = position
+                        without_arguments.add(position)
+                        call = _openai_tool_call(call_id, name, "")
+                        yield ChatDelta(tool_calls=[{"index": position, **call}])
+                elif "contentBlockDelta" in value:
+                    event = value["contentBlockDelta"]
+                    delta = event.get("delta") or {}
+                    if delta.get("text"):
+                        yield ChatDelta(content=delta["text"])
+                    elif isinstance(delta.get("toolUse"), dict):
+                        position = self._tool_position(tool_calls, event)
+                        piece = delta["toolUse"].get("input")
+                        if isinstance(piece, str) and piece:
+                            without_arguments.discard(position)
+                            yield ChatDelta(tool_calls=[_arguments_fragment(position, piece)])
+                elif "contentBlockStop" in value:
+                    position = tool_calls.get(value["contentBlockStop"].get("contentBlockIndex"))
+                    if position in without_arguments:
+                        # A call without arguments streams no input at all; "" is not JSON,
+                        # and clients parse the arguments they have put together.
+                        without_arguments.discard(position)
+                        yield ChatDelta(tool_calls=[_arguments_fragment(position, "{}")])
                 elif "messageStop" in value:
                     reason = value["messageStop"].get("stopReason")
                     finish_reason = _STOP_REASONS.get(reason, "stop")
@@ -354,6 +440,118 @@ class BedrockAdapter:
                 # The consumer left early (or an error ended the stream): stop the reader.
                 stopped.set()
                 _interrupt(events)
+
+    def _tool_position(self, tool_calls: dict[int, int], event: dict[str, Any]) -> int:
+        position = tool_calls.get(event.get("contentBlockIndex"))
+        if position is None:
+            raise UpstreamBadResponse(
+                f"{self._label} streamed a tool call's input before the call began"
+            )
+        return position
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Embeddings through InvokeModel, whose body is each model family's own: Amazon Titan
+        text embeddings (one input per call) and Cohere Embed (batches)."""
+        family = _embedding_family(request.model)
+        if family == "titan":
+            vectors, tokens = await self._embed_titan(request)
+        elif family == "cohere":
+            vectors, tokens = await self._embed_cohere(request)
+        else:
+            raise UnsupportedByProvider(
+                "Bedrock embeddings are supported for Amazon Titan text embeddings "
+                "(amazon.titan-embed-*) and Cohere Embed (cohere.embed-*) models only",
+                param="model",
+            )
+        if len(vectors) != len(request.inputs):
+            raise UpstreamBadResponse(
+                f"{self._label} answered with {len(vectors)} embeddings "
+                f"for {len(request.inputs)} inputs"
+            )
+        return EmbeddingResult(vectors, Usage(prompt_tokens=tokens), request.model)
+
+    async def _embed_titan(self, request: EmbeddingRequest) -> tuple[list[list[float]], int]:
+        limit = asyncio.Semaphore(_TITAN_CONCURRENCY)
+
+        async def embed_one(text: str) -> tuple[list[float], int]:
+            body: dict[str, Any] = {"inputText": text}
+            if request.dimensions is not None:
+                body["dimensions"] = request.dimensions  # Titan v2 only; v1 refuses it
+            async with limit:
+                data, _ = await self._invoke_json(request.model, body)
+            tokens = data.get("inputTextTokenCount")
+            return self._vector(data.get("embedding")), tokens if isinstance(tokens, int) else 0
+
+        tasks = [asyncio.ensure_future(embed_one(text)) for text in request.inputs]
+        try:
+            answers = await asyncio.gather(*tasks)
+        except BaseException:
+            # One failure fails the request: the calls still waiting their turn are not made.
+            for task in tasks:
+                task.cancel()
+            raise
+        return [vector for vector, _ in answers], sum(tokens for _, tokens in answers)
+
+    async def _embed_cohere(self, request: EmbeddingRequest) -> tuple[list[list[float]], int]:
+        name = _model_name(request.model)
+        dimension_field = "output_dimension" if _COHERE_V4.match(name) else None
+        if request.dimensions is not None and dimension_field is None:
+            raise UnsupportedByProvider(
+                "This Cohere Embed model has a fixed vector size: 'dimensions' is supported "
+                "from Cohere Embed v4 on",
+                param="dimensions",
+            )
+        vectors: list[list[float]] = []
+        tokens = 0
+        for start in range(0, len(request.inputs), _COHERE_BATCH):
+            batch = request.inputs[start : start + _COHERE_BATCH]
+            body: dict[str, Any] = {"texts": batch, "input_type": "search_document"}
+            if request.dimensions is not None and dimension_field is not None:
+                body[dimension_field] = request.dimensions
+            data, headers = await self._invoke_json(request.model, body)
+            embeddings = data.get("embeddings")
+            if isinstance(embeddings, dict):  # v4, and v3 when asked for embedding_types
+                embeddings = embeddings.get("float")
+            if not isinstance(embeddings, list) or len(embeddings) != len(batch):
+                raise UpstreamBadResponse(f"{self._label} answered with malformed embeddings")
+            vectors.extend(self._vector(vector) for vector in embeddings)
+            # Cohere's body has no token count; Bedrock's header has, for billing.
+            counted = _header(headers, "x-amzn-bedrock-input-token-count")
+            if counted is not None and counted.isdigit():
+                tokens += int(counted)
+            else:
+                tokens += (sum(len(text) for text in batch) + 3) // 4
+        return vectors, tokens
+
+    async def _invoke_json(
+        self, model: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """InvokeModel with a JSON body: the answer's JSON object and HTTP headers."""
+        response = await self._call(
+            "invoke_model",
+            {
+                "modelId": model,
+                "body": json.dumps(body).encode(),
+                "contentType": "application/json",
+                "accept": "application/json",
+            },
+            read_body=True,
+        )
+        try:
+            data = json.loads(response["body"])
+        except (ValueError, KeyError, TypeError):
+            data = None
+        if not isinstance(data, dict):
+            raise UpstreamBadResponse(f"{self._label} answered with malformed JSON")
+        headers = (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+        return data, headers
+
+    def _vector(self, value: Any) -> list[float]:
+        if not isinstance(value, list) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in value
+        ):
+            raise UpstreamBadResponse(f"{self._label} answered with a malformed embedding")
+        return [float(x) for x in value]
 
     async def check(self) -> bool:
         try:
@@ -376,6 +574,13 @@ class BedrockAdapter:
         return True
 
 
+def _send(client: Any, operation: str, kwargs: dict[str, Any], read_body: bool) -> dict[str, Any]:
+    response: dict[str, Any] = getattr(client, operation)(**kwargs)
+    if read_body:
+        response["body"] = response["body"].read()
+    return response
+
+
 def _interrupt(events: Any) -> None:
     """Wake a reader thread blocked on the stream's socket. Closing a socket does not wake a
     thread blocked reading it; shutting it down does. The socket is reached through botocore's
@@ -383,3 +588,244 @@ def _interrupt(events: Any) -> None:
     timeout, and its ``stopped`` check drops whatever arrives meanwhile."""
     with contextlib.suppress(AttributeError, OSError):
         events._raw_stream.connection.sock.shutdown(socket.SHUT_RDWR)
+
+
+# Translation helpers --------------------------------------------------------------------------
+
+
+def _refuse_unsupported_params(extra: dict[str, Any]) -> None:
+    """Refuse the pass-through parameters Converse cannot honour, rather than drop them: the
+    client would get something other than what it asked for without knowing. Sampling hints
+    with no Converse equivalent (seed, frequency and presence penalties, reasoning_effort,
+    prediction) and bookkeeping (metadata, store, service_tier, user, parallel_tool_calls) are
+    ignored, as they change nothing a client relies on."""
+    if extra.get("n") not in (None, 1):
+        raise UnsupportedByProvider(
+            "Bedrock returns one choice per request: n must be 1", param="n"
+        )
+    if extra.get("logprobs"):
+        raise UnsupportedByProvider("Bedrock does not return log probabilities", param="logprobs")
+    if extra.get("top_logprobs"):  # 0 asks for nothing
+        raise UnsupportedByProvider(
+            "Bedrock does not return log probabilities", param="top_logprobs"
+        )
+    response_format = extra.get("response_format")
+    if response_format is not None and not (
+        isinstance(response_format, dict) and response_format.get("type") == "text"
+    ):
+        # Converse's own structured output (outputConfig) exists for a few models only and
+        # not in every botocore the gateway supports: a JSON mode that may not hold is refused.
+        raise UnsupportedByProvider(
+            "Bedrock does not support JSON mode or structured outputs (response_format of type "
+            "json_object or json_schema); describe the format in the prompt, or use a tool "
+            "whose parameters are the schema",
+            param="response_format",
+        )
+    if extra.get("logit_bias"):
+        # Token ids are the tokenizer's own: OpenAI's mean nothing to a Bedrock model.
+        raise UnsupportedByProvider("Bedrock does not support logit_bias", param="logit_bias")
+    modalities = extra.get("modalities")
+    if extra.get("audio") is not None or (modalities and modalities != ["text"]):
+        raise UnsupportedByProvider(
+            "Bedrock's Converse API answers with text only",
+            param="audio" if extra.get("audio") is not None else "modalities",
+        )
+
+
+def _tool_config(extra: dict[str, Any]) -> dict[str, Any] | None:
+    """Converse's toolConfig for OpenAI's ``tools`` and ``tool_choice``; None for none."""
+    tools = extra.get("tools")
+    choice = extra.get("tool_choice")
+    if not tools:
+        return None  # Bedrock refuses an empty tool list; a tool_choice alone means nothing
+    if choice == "none":
+        # Converse's toolChoice has auto, any and tool but no "none": withholding the tools is
+        # the only way to keep the model from calling them.
+        return None
+    specs = []
+    for k, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (
+            not isinstance(function, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(function.get("name"), str)
+            or not function["name"]
+        ):
+            raise UnsupportedByProvider(
+                "Bedrock accepts function tools only, each with a name", param=f"tools[{k}]"
+            )
+        parameters = function.get("parameters")
+        if parameters is None:
+            parameters = {"type": "object", "properties": {}}  # OpenAI allows none: no arguments
+        if not isinstance(parameters, dict):
+            raise UnsupportedByProvider(
+                "a tool's parameters must be a JSON Schema object",
+                param=f"tools[{k}].function.parameters",
+            )
+        spec: dict[str, Any] = {"name": function["name"], "inputSchema": {"json": parameters}}
+        if isinstance(function.get("description"), str) and function["description"].strip():
+            spec["description"] = function["description"]  # Bedrock refuses an empty one
+        specs.append({"toolSpec": spec})
+    config: dict[str, Any] = {"tools": specs}
+    if choice == "auto":
+        config["toolChoice"] = {"auto": {}}
+    elif choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if choice.get("type") != "function" or not isinstance(name, str) or not name:
+            raise UnsupportedByProvider(
+                "Bedrock's tool_choice is 'auto', 'none', 'required' or one named function",
+                param="tool_choice",
+            )
+        config["toolChoice"] = {"tool": {"name": name}}
+    elif choice is not None:
+        raise UnsupportedByProvider(
+            "Bedrock's tool_choice is 'auto', 'none', 'required' or one named function",
+            param="tool_choice",
+        )
+    return config
+
+
+def _tool_call_input(i: int, j: int, call: Any) -> tuple[str, str, dict[str, Any]]:
+    """The id, name and parsed arguments of tool call ``j`` of message ``i``."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise UnsupportedByProvider(
+            "a tool call needs a function name", param=f"messages[{i}].tool_calls[{j}].function"
+        )
+    call_id = call.get("id")
+    if not isinstance(call_id, str) or not call_id:
+        raise UnsupportedByProvider(
+            "Bedrock needs the id of every tool call", param=f"messages[{i}].tool_calls[{j}].id"
+        )
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            # Blank arguments are how some clients write a call without any.
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            arguments = None
+    if not isinstance(arguments, dict):
+        # Bedrock's toolUse input is a JSON object.
+        raise UnsupportedByProvider(
+            "Bedrock needs a tool call's arguments to be a JSON object",
+            param=f"messages[{i}].tool_calls[{j}].function.arguments",
+        )
+    return call_id, function["name"], arguments
+
+
+def _assistant_blocks(i: int, message: ChatMessage, *, as_text: bool) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if message.content.strip():
+        blocks.append({"text": message.content})
+    for j, call in enumerate(message.tool_calls or ()):
+        call_id, name, arguments = _tool_call_input(i, j, call)
+        if as_text:
+            encoded = json.dumps(arguments, ensure_ascii=False)
+            blocks.append({"text": f"Tool call {name}: {encoded}"})
+        else:
+            blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}})
+    return blocks
+
+
+def _tool_result_block(message: ChatMessage, *, as_text: bool) -> dict[str, Any]:
+    # Bedrock refuses blank text blocks, and a tool may well have printed nothing.
+    content = message.content if message.content.strip() else "(no output)"
+    if as_text:
+        return {"text": f"Tool result: {content}"}
+    return {"toolResult": {"toolUseId": message.tool_call_id, "content": [{"text": content}]}}
+
+
+def _user_blocks(i: int, message: ChatMessage) -> list[dict[str, Any]]:
+    if message.parts is None:
+        return [{"text": message.content}] if message.content.strip() else []
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(message.parts):
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                continue
+            if blocks and "text" in blocks[-1]:  # adjacent parts are one text, as in OpenAI's
+                blocks[-1] = {"text": blocks[-1]["text"] + text}
+            else:
+                blocks.append({"text": text})
+        elif kind == "image_url":
+            blocks.append({"image": _image(part.get("image_url"), f"messages[{i}].content[{j}]")})
+        else:
+            what = {"input_audio": "audio", "file": "files"}.get(str(kind), f"'{kind}' parts")
+            raise UnsupportedByProvider(
+                f"this gateway sends Bedrock text and images only, not {what}",
+                param=f"messages[{i}].content[{j}]",
+            )
+    return [block for block in blocks if "text" not in block or block["text"].strip()]
+
+
+def _image(image_url: Any, param: str) -> dict[str, Any]:
+    """An image part as Converse's image block: the bytes of a base64 data URL."""
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    match = _DATA_URL.fullmatch(url) if isinstance(url, str) else None
+    if match is None:
+        # Never echo the URL: it may carry a signed token or personal data.
+        raise UnsupportedByProvider(
+            "Bedrock takes images only as bytes, and the gateway does not fetch URLs for its "
+            "clients: send the image as a data URL (data:image/png;base64,...)",
+            param=param,
+        )
+    image_format = _IMAGE_FORMATS.get(match["type"].lower())
+    if image_format is None:
+        raise UnsupportedByProvider(
+            "Bedrock takes PNG, JPEG, GIF and WebP images only", param=param
+        )
+    try:
+        data = base64.b64decode("".join(match["data"].split()), validate=True)
+    except binascii.Error:
+        data = b""
+    if not data:
+        raise UnsupportedByProvider("the image's data URL is not valid base64", param=param)
+    return {"format": image_format, "source": {"bytes": data}}
+
+
+def _add_to_turns(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    """Append ``blocks`` as a turn of ``role``, merged into the last turn when it has the same
+    role: Bedrock requires user and assistant turns to alternate. Adjacent texts are joined,
+    as one block, like the messages they came from."""
+    if not blocks:
+        return  # nothing left of the message (Bedrock refuses blank text blocks)
+    if not turns or turns[-1]["role"] != role:
+        turns.append({"role": role, "content": []})
+    content: list[dict[str, Any]] = turns[-1]["content"]
+    for block in blocks:
+        if "text" in block and content and "text" in content[-1]:
+            content[-1] = {"text": f"{content[-1]['text']}\n\n{block['text']}"}
+        else:
+            content.append(block)
+
+
+def _openai_tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _arguments_fragment(position: int, piece: str) -> dict[str, Any]:
+    return {"index": position, "function": {"arguments": piece}}
+
+
+def _model_name(model_id: str) -> str:
+    """A model id without an ARN's prefix (``arn:...:foundation-model/<name>``)."""
+    return model_id.rsplit("/", 1)[-1]
+
+
+def _embedding_family(model_id: str) -> str | None:
+    name = _model_name(model_id)
+    if _TITAN_EMBED.match(name):
+        return "titan"
+    if _COHERE_EMBED.match(name):
+        return "cohere"
+    return None
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    """A response header, whatever case botocore kept."""
+    return next((v for k, v in headers.items() if k.lower() == name), None)

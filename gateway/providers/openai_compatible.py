@@ -30,6 +30,9 @@ from gateway.providers.base import (
     ChatDelta,
     ChatRequest,
     ChatResult,
+    Choice,
+    EmbeddingRequest,
+    EmbeddingResult,
     ProviderConfig,
     UpstreamAuthError,
     UpstreamBadResponse,
@@ -40,6 +43,7 @@ from gateway.providers.base import (
     Usage,
     flatten_content,
 )
+from gateway.providers.capabilities import refuse_embeddings, refuse_unsupported
 from gateway.secrets import SecretNotFound, aresolve_secret, invalidate_secret
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -95,6 +99,70 @@ def _usage(data: Any) -> Usage | None:
     return Usage(prompt_tokens=prompt, completion_tokens=completion)
 
 
+def _tool_calls(value: Any) -> list[dict[str, Any]] | None:
+    """A message's tool calls, as OpenAI's shape (whatever else an upstream adds is dropped)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError("tool_calls is not a list")
+    calls = []
+    for call in value:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ValueError("a tool call without a function name")
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments if arguments is not None else {})
+        calls.append({"id": str(call.get("id") or ""), "type": "function",
+                      "function": {"name": function["name"], "arguments": arguments}})
+    return calls or None
+
+
+def _delta(choice: Any) -> ChatDelta | None:
+    """One choice of a stream chunk as a delta; None when it is malformed."""
+    if not isinstance(choice, dict):
+        return None
+    delta = choice.get("delta") or {}
+    if not isinstance(delta, dict):
+        return None
+    index = choice.get("index", 0)
+    content = delta.get("content")
+    refusal = delta.get("refusal")
+    tool_calls = delta.get("tool_calls")
+    if tool_calls is not None:
+        if not isinstance(tool_calls, list) or not all(isinstance(c, dict) for c in tool_calls):
+            return None
+        tool_calls = [_fragment(c, n) for n, c in enumerate(tool_calls)]
+    logprobs = choice.get("logprobs")
+    finish = choice.get("finish_reason")
+    return ChatDelta(
+        content=content if isinstance(content, str) else "",
+        finish_reason=_finish_reason(finish) if finish else None,
+        index=index if isinstance(index, int) and index >= 0 else 0,
+        tool_calls=tool_calls or None,
+        refusal=refusal if isinstance(refusal, str) and refusal else None,
+        logprobs=logprobs if isinstance(logprobs, dict) else None,
+    )
+
+
+def _fragment(call: dict[str, Any], position: int) -> dict[str, Any]:
+    """A streamed tool-call fragment in OpenAI's shape: index always, id/type/name when sent."""
+    index = call.get("index")
+    fragment: dict[str, Any] = {"index": index if isinstance(index, int) else position}
+    if isinstance(call.get("id"), str):
+        fragment["id"] = call["id"]
+        fragment["type"] = "function"
+    function = call.get("function")
+    if isinstance(function, dict):
+        out: dict[str, Any] = {}
+        if isinstance(function.get("name"), str):
+            out["name"] = function["name"]
+        arguments = function.get("arguments")
+        out["arguments"] = arguments if isinstance(arguments, str) else ""
+        fragment["function"] = out
+    return fragment
+
+
 def _media_type(response: httpx.Response) -> str:
     return response.headers.get("content-type", "").split(";")[0].strip().lower()
 
@@ -146,10 +214,18 @@ class OpenAICompatibleAdapter:
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
+    def embeddings_url(self, request: EmbeddingRequest) -> str:
+        return f"{self.base_url}/embeddings"
+
     def build_body(self, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+        # What the operator declared this provider does not take is refused, not sent.
+        refuse_unsupported(self.config, request.messages, request.extra)
         messages = []
         for message in request.messages:
-            item: dict[str, Any] = {"role": message.role, "content": message.content}
+            content: Any = list(message.parts) if message.parts else message.content
+            if content == "" and message.tool_calls:
+                content = None  # an assistant turn that only called tools, as OpenAI sends it
+            item: dict[str, Any] = {"role": message.role, "content": content}
             if message.name is not None:
                 item["name"] = message.name
             if message.tool_call_id is not None:
@@ -337,33 +413,51 @@ class OpenAICompatibleAdapter:
 
     def _parse_completion(self, data: Any, status: int) -> ChatResult:
         choices = data.get("choices") if isinstance(data, dict) else None
-        choice = choices[0] if isinstance(choices, list) and choices else None
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if not isinstance(message, dict):
+        if not isinstance(choices, list) or not choices:
             raise UpstreamBadResponse(
                 f"{self._label} answered without choices", upstream_status=status
             )
-        try:
-            content = flatten_content(message.get("content"))
-        except (AttributeError, TypeError):
-            raise UpstreamBadResponse(
-                f"{self._label} answered with malformed content", upstream_status=status
-            ) from None
+        parsed = []
+        for position, choice in enumerate(choices):
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict):
+                raise UpstreamBadResponse(
+                    f"{self._label} answered without a message", upstream_status=status
+                )
+            try:
+                content = flatten_content(message.get("content"))
+                tool_calls = _tool_calls(message.get("tool_calls"))
+            except (AttributeError, TypeError, ValueError):
+                raise UpstreamBadResponse(
+                    f"{self._label} answered with malformed content", upstream_status=status
+                ) from None
+            index = choice.get("index")
+            refusal = message.get("refusal")
+            logprobs = choice.get("logprobs")
+            parsed.append(Choice(
+                index=index if isinstance(index, int) and index >= 0 else position,
+                content=content,
+                finish_reason=_finish_reason(choice.get("finish_reason")),
+                tool_calls=tool_calls,
+                refusal=refusal if isinstance(refusal, str) else None,
+                logprobs=logprobs if isinstance(logprobs, dict) else None,
+            ))
         model = data.get("model")
         return ChatResult(
-            content=content,
-            finish_reason=_finish_reason(choice.get("finish_reason")),
+            choices=sorted(parsed, key=lambda c: c.index),
             usage=_usage(data.get("usage")) or Usage(),
             upstream_model=model if isinstance(model, str) else "",
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        """Content deltas as they arrive, then one last delta with ``finish_reason`` and the
-        usage (OpenAI reports usage in a chunk after the one with the finish reason)."""
+        """Deltas as they arrive (content, tool-call fragments, refusal, logprobs, for each
+        choice), then each choice's ``finish_reason``, the last of them with the usage."""
         response = await self._open(request, stream=True)
         try:
             self._require_media_type(response, "text/event-stream")
-            finish_reason: str | None = None
+            # Each choice's finish reason, held until the end: the last delta carries the
+            # finish reason with the usage (OpenAI reports usage after the finish chunks).
+            finishes: dict[int, str] = {}
             usage: Usage | None = None
             done = False
             async with aclosing(self._sse_data(response)) as events:
@@ -374,21 +468,29 @@ class OpenAICompatibleAdapter:
                     chunk = self._parse_chunk(data, response.status_code)
                     usage = _usage(chunk.get("usage")) or usage
                     choices = chunk.get("choices")
-                    if not isinstance(choices, list) or not choices:
+                    if not isinstance(choices, list):
                         continue
-                    choice = choices[0] if isinstance(choices[0], dict) else {}
-                    delta = choice.get("delta")
-                    content = delta.get("content") if isinstance(delta, dict) else None
-                    if isinstance(content, str) and content:
-                        yield ChatDelta(content=content)
-                    if choice.get("finish_reason"):
-                        finish_reason = _finish_reason(choice["finish_reason"])
-            if not done and finish_reason is None:
+                    for choice in choices:
+                        delta = _delta(choice)
+                        if delta is None:
+                            raise UpstreamBadResponse(
+                                f"{self._label} sent an invalid stream chunk",
+                                upstream_status=response.status_code,
+                            )
+                        if delta.finish_reason:
+                            finishes[delta.index] = delta.finish_reason
+                            delta.finish_reason = None
+                        if delta.content or delta.tool_calls or delta.refusal or delta.logprobs:
+                            yield delta
+            if not done and not finishes:
                 raise UpstreamBadResponse(
                     f"{self._label} ended the stream before the answer was complete",
                     upstream_status=response.status_code,
                 )
-            yield ChatDelta(finish_reason=finish_reason or "stop", usage=usage)
+            last = sorted(finishes.items()) or [(0, "stop")]
+            for index, reason in last[:-1]:
+                yield ChatDelta(index=index, finish_reason=reason)
+            yield ChatDelta(index=last[-1][0], finish_reason=last[-1][1], usage=usage)
         finally:
             await response.aclose()
 
@@ -431,6 +533,56 @@ class OpenAICompatibleAdapter:
             ) from exc
         if lines:
             yield "\n".join(lines)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """``POST /embeddings``; vectors always asked for as floats (the door encodes them as
+        the client asked)."""
+        refuse_embeddings(self.config)
+        body: dict[str, Any] = {"model": request.model, "input": request.inputs,
+                                "encoding_format": "float"}
+        if request.dimensions is not None:
+            body["dimensions"] = request.dimensions
+        if request.user is not None:
+            body["user"] = request.user
+        url = self.embeddings_url(request)
+        response = await self._post(url, body, await self._api_key())
+        if response.status_code in (401, 403):
+            await response.aclose()
+            invalidate_secret(self.config.api_key_ref)
+            response = await self._post(url, body, await self._api_key())
+            if response.status_code in (401, 403):
+                await response.aclose()
+                raise UpstreamAuthError(
+                    f"{self._label} rejected the credentials (HTTP {response.status_code})",
+                    upstream_status=response.status_code)
+        if not response.is_success:
+            await self._raise_for_status(response)
+        try:
+            raw = await response.aread()
+        except httpx.TransportError as exc:
+            if _timed_out(exc):
+                raise UpstreamTimeout(f"{self._label} stopped answering mid-way") from exc
+            raise UpstreamBadResponse(f"{self._label} broke off its answer",
+                                      upstream_status=response.status_code) from exc
+        finally:
+            await response.aclose()
+        self._require_media_type(response, "application/json")
+        try:
+            data = json.loads(raw)
+            items = sorted(data["data"], key=lambda item: item["index"])
+            vectors = [[float(x) for x in item["embedding"]] for item in items]
+        except (ValueError, KeyError, TypeError):
+            raise UpstreamBadResponse(f"{self._label} answered with malformed embeddings",
+                                      upstream_status=response.status_code) from None
+        if len(vectors) != len(request.inputs):
+            raise UpstreamBadResponse(f"{self._label} answered with {len(vectors)} embeddings "
+                                      f"for {len(request.inputs)} inputs",
+                                      upstream_status=response.status_code)
+        usage = data.get("usage") if isinstance(data, dict) else None
+        prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        model = data.get("model")
+        return EmbeddingResult(vectors, Usage(prompt if isinstance(prompt, int) else 0, 0),
+                               model if isinstance(model, str) else "")
 
     async def check(self) -> bool:
         # A provider configured to answer faster than the probe's budget is not waited for

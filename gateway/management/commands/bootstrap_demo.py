@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from gateway import services
 from gateway.models import ApiKey, ModelAlias, ModelVersion, Provider, ProviderDeployment, Tier
+from gateway.providers.capabilities import LOCAL_MODEL_UNSUPPORTED
 from llmplatform.audit import audit_record
 from llmplatform.launcher import LOCAL_MODEL_ID, local_model_url
 from llmplatform.models import Tenant
@@ -118,23 +119,33 @@ def _ensure_catalogue(result: BootstrapResult) -> Tier:
         _create_audited(Tier, {"name": name}, limits, result)
     url = local_model_url()
     result.local_model_url = url
+    # What the embedded model does not do is declared, so such requests get a clear 400.
+    extra = {"unsupported": LOCAL_MODEL_UNSUPPORTED}
     provider = _create_audited(
-        Provider, {"name": "local"}, {"kind": Provider.Kind.OPENAI, "base_url": url}, result
+        Provider, {"name": "local"},
+        {"kind": Provider.Kind.OPENAI, "base_url": url, "extra": extra}, result
     )
     assert isinstance(provider, Provider)
-    if provider.base_url != url:
+    changes = {name: value for name, value in (("base_url", url), ("extra", extra))
+               if name == "base_url" and provider.base_url != value
+               or name == "extra" and "unsupported" not in provider.extra}
+    if changes:
         with transaction.atomic():
-            before = {"base_url": provider.base_url}
-            provider.base_url = url
-            provider.save(update_fields=["base_url", "updated_at"])
+            before = {name: getattr(provider, name) for name in changes}
+            if "extra" in changes:
+                changes["extra"] = {**provider.extra, **extra}
+            for name, value in changes.items():
+                setattr(provider, name, value)
+            provider.save(update_fields=[*changes, "updated_at"])
             audit_record(
                 actor=ACTOR,
                 action="provider.update",
                 obj=provider,
                 before=before,
-                after={"base_url": url},
+                after=changes,
             )
-        result.updated.append(f"provider local: base_url {url}")
+        said = {"base_url": f"base_url {url}", "extra": "unsupported features declared"}
+        result.updated.append(f"provider local: {', '.join(said[name] for name in changes)}")
     deployment = _create_audited(
         ProviderDeployment,
         {"name": "gemma-3-270m"},

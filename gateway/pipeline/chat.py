@@ -1,0 +1,485 @@
+"""One chat request through the pipeline, whatever door it came in by (OpenAI chat completions,
+the seed's ``/chat`` and ``/chat-stream``):
+
+1. **authenticate** (the door, with the request's key: ``authenticate.authenticate``);
+2. **route**: the alias to a version and its fallbacks (``route``); the upstream request;
+3. **guard input**: the tier's bounds (``admit.check_limits``), the PII policy (``pii``), the
+   canary (``guard``); the injection screen comes after admission (step 4) so a screened-out
+   request still counts against the limits;
+4. **admit** and 5. **cache**: reservations and the cache lookup, gathered in one round trip;
+6. **dispatch**: the provider, with retries, breakers and fallbacks (``dispatch``);
+7. **guard output**: leak guard and restoring placeholders over every text of the reply
+   (``output``); a plain answer is a one-chunk stream through the same stage;
+8. **settle**: cache the answer, meter it, keep the conversation (``settle``).
+
+``ChatCall.answer`` returns a ``Reply``: the filtered deltas to render, and the headers. The
+doors (``gateway.api``) only parse HTTP into a ``ParsedChat`` and render the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+from asgiref.sync import sync_to_async
+
+from gateway import cache as response_cache
+from gateway import metrics
+from gateway.errors import ApiError, ModelNotFound
+from gateway.models import SecurityEvent
+from gateway.pipeline import admit, background, dispatch, guard, inputs, output, pii
+from gateway.pipeline.authenticate import Principal
+from gateway.pipeline.route import routing_table, upstream_request
+from gateway.pipeline.settle import Meter, chars_to_tokens, count_redactions, estimate_tokens
+from gateway.pipeline.validate import ParsedChat
+from gateway.providers import capabilities
+from gateway.providers.base import ChatDelta, ChatResult, UpstreamError, Usage
+from llmplatform.db import fresh_db
+
+log = structlog.get_logger("gateway.api")
+# What a stored conversation record keeps: the exchange, not the app's system prompt.
+CONVERSATION_ROLES = frozenset({"user", "tool", "assistant"})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the pipeline needs of the HTTP request (the door fills it in)."""
+
+    request_id: str
+    route: str  # the door: chat.completions | chat | chat-stream
+    started: float  # time.perf_counter() when the request arrived
+    cache_control: str = ""
+    gpc: bool = False  # Sec-GPC: 1
+
+
+@fresh_db
+def _record_gpc(tenant_id: int, user: str, request_id: str) -> None:
+    from privacy import selectors, services
+
+    subject = selectors.subject_for(tenant_id, user)
+    if subject is not None and subject.do_not_sell:
+        return
+    if subject is None:
+        from llmplatform.models import Tenant
+
+        subject = services.subject_get_or_create(tenant=Tenant.objects.get(pk=tenant_id),
+                                                 external_id=user)
+    services.consent_apply_gpc(subject=subject, request_id=request_id)
+
+
+@fresh_db
+def _store_conversation(tenant_id: int, user: str, alias: str, request_id: str, prompt: str,
+                        response: str, attempt: int = 1) -> None:
+    from llmplatform.models import Tenant
+    from privacy.models import Conversation
+    from privacy.services import conversation_store
+
+    if attempt > 1 and Conversation.objects.filter(tenant_id=tenant_id,
+                                                   request_id=request_id).exists():
+        return  # an earlier attempt committed before its connection dropped
+    conversation_store(tenant=Tenant.objects.get(pk=tenant_id), external_id=user, alias=alias,
+                       request_id=request_id, prompt=prompt, response=response)
+
+
+def conversation_text(result: ChatResult) -> str:
+    """A reply as a conversation record keeps it: the first choice's text, refusal and tool
+    calls."""
+    choice = result.choices[0] if result.choices else None
+    if choice is None:
+        return ""
+    lines = [choice.content] if choice.content else []
+    if choice.refusal:
+        lines.append(f"refusal: {choice.refusal}")
+    for call in choice.tool_calls or ():
+        function = call.get("function", {})
+        lines.append(f"tool call {function.get('name', '')}({function.get('arguments', '')})")
+    return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the door renders: the deltas (filtered; for a plain answer already drained into
+    ``result``) and the response headers."""
+
+    call: ChatCall
+    events: AsyncIterator[ChatDelta] | None = None
+    result: ChatResult | None = None
+
+    def headers(self) -> dict[str, str]:
+        return self.call.headers()
+
+
+class ChatCall:
+    """One chat request going through the pipeline, for plain and streamed answers."""
+
+    def __init__(self, info: RequestInfo, principal: Principal, parsed: ParsedChat) -> None:
+        self.info = info
+        self.principal = principal
+        self.parsed = parsed
+        self.request_id = info.request_id
+        # The alias is metered (metrics label, log line, usage record) once it is routed: an
+        # unknown "model" is whatever the client sent (an email, a pasted key), never a label.
+        self.meter = Meter(self.request_id, info.route, principal, info.started, alias="",
+                           streamed=parsed.stream, content_kinds=tuple(parsed.content_kinds()))
+        self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.cache_status: str | None = None  # HIT | MISS | BYPASS
+        self.cache_key: response_cache.CacheKey | None = None
+        self.cache_namespace = ""
+        self.store_answers = "no-store" not in info.cache_control
+        self.served_by = ""  # x-llmp-deployment when no deployment answered: cache | degraded
+        self.cacheable = False
+        self.admission = None
+        self.leak_guard: guard.LeakGuard | None = None
+        self.restorer: pii.Restorer | None = None
+        # The messages as the provider may see them (PII masked or pseudonymised).
+        self.upstream_messages = None
+        self.upstream_extra: dict = {}
+        self._upstream_started = 0.0
+
+    # The stages ------------------------------------------------------------------------------
+
+    async def answer(self) -> Reply:
+        """Stages 2 to 8; raises ``ApiError`` before any byte of an answer is sent."""
+        await self.honour_gpc()
+        target, request, cached = await self.prepare()  # route, guard input, admit, cache
+        if cached is not None:
+            self._upstream_started = time.perf_counter()
+            deltas = output.as_deltas(self._restored_cache(cached))
+            first, rest = deltas[0], _replay(deltas[1:])
+        else:
+            first, rest = await self.dispatch(target, request)
+        events = self.relay(first, rest, request)
+        if self.parsed.stream:
+            return Reply(self, events=events)
+        async for _ in events:
+            pass  # a plain answer: the same stage, drained here
+        return Reply(self, result=self.out.result(raw=False, usage=self.usage))
+
+    async def prepare(self):
+        principal, parsed = self.principal, self.parsed
+        if not principal.may_use(parsed.alias):
+            raise ModelNotFound(
+                "The model does not exist or you do not have access to it.", param="model",
+            )
+        self.route_plan = await routing_table.plan(parsed.alias, parsed.user)
+        target = self.meter.target = self.route_plan.primary
+        self.meter.alias = parsed.alias
+        self.meter.version = target.version
+        admit.check_limits(principal, parsed)
+        try:  # what the routed provider does not take is a 400 naming the part
+            capabilities.refuse_unsupported(target.provider, parsed.messages, parsed.extra)
+        except UpstreamError as exc:
+            raise dispatch.as_api_error(exc) from exc
+        if principal.tier.leak_mode != "off" and (
+                target.system_prompt or any(m.role in guard.SYSTEM_ROLES for m in parsed.messages)):
+            self.leak_guard = self._new_leak_guard(target)
+        request = upstream_request(target, parsed, principal)
+        # PII policy first (over everything the client sent, not the route's own system
+        # prompt), then the canary, so masking can never touch it.
+        protected, self.restorer = pii.protect(principal, request,
+                                               keep=1 if target.system_prompt else 0)
+        if protected is not request:
+            self.meter.pii_redactions = count_redactions(request.messages, protected.messages)
+        if self.leak_guard is not None:
+            protected = dataclasses.replace(
+                protected, messages=guard.add_canary(protected.messages, self.leak_guard.canary))
+        request = protected
+        self.upstream_messages, self.upstream_extra = request.messages, protected.extra
+        # Admission and the cache lookup are independent Redis round trips: made at once.
+        # Admission comes before the screen, so screened-out prompts still count against the
+        # request limits.
+        admission, cached = await asyncio.gather(
+            admit.admit(principal, parsed.user, target, request),
+            self.lookup_cache(target, request), return_exceptions=True)
+        if isinstance(admission, BaseException):
+            raise admission
+        self.admission = self.meter.admission = admission
+        if isinstance(cached, BaseException):
+            raise cached
+        await self.screen()
+        if cached is not None:
+            self.meter.cache_hit = True
+        new_guard = (lambda: self._new_leak_guard(target)) if self.leak_guard else None
+        self.out = output.Output(new_guard, self.restorer, whole=not parsed.stream)
+        return target, request, cached
+
+    def _new_leak_guard(self, target) -> guard.LeakGuard:
+        """A leak guard for one text of the reply (each choice's content, each tool call's
+        arguments has its own)."""
+        return guard.LeakGuard(
+            guard.canary_for(self.principal, target.alias, target.version),
+            self.principal.tier.leak_mode,
+            system_prompt="\n".join([target.system_prompt or "", *(
+                m.content for m in self.parsed.messages if m.role in guard.SYSTEM_ROLES)]))
+
+    def _restored_cache(self, cached: response_cache.CachedAnswer) -> ChatResult:
+        return cached.to_result()
+
+    async def dispatch(self, target, request) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+        """Stage 6: the first delta and the rest. A plain answer is asked for as a plain
+        call (the provider's JSON answer) and passed on as one delta per choice."""
+        self._upstream_started = time.perf_counter()
+        self.meter.upstream_called = True
+        plan = self.dispatch_plan(target, request)
+        try:
+            if self.parsed.stream:
+                served = await dispatch.open_stream(plan)
+                first, rest = served.first, served.deltas
+            else:
+                served = await dispatch.complete(plan)
+                deltas = output.as_deltas(served.result)
+                first, rest = deltas[0], _replay(deltas[1:])
+        finally:
+            now = time.perf_counter()
+            self.meter.upstream_ms = (now - self._upstream_started) * 1000
+        self.served(served)
+        self.sent_request = served.request
+        if self.parsed.stream:
+            self.meter.overhead_ms = self.meter.overhead_now(now)
+        return first, rest
+
+    async def relay(self, first: ChatDelta, deltas: AsyncIterator[ChatDelta],
+                    request) -> AsyncIterator[ChatDelta]:
+        """Stage 7 over every delta, then stage 8, also when the client goes away or the
+        upstream breaks mid-stream (an ``ApiError`` is raised for the door to send as an
+        error event)."""
+        out = self.out
+        status, error_code = 200, ""
+        try:
+            delta = first
+            while True:
+                for event in out.feed(delta):
+                    yield event
+                if out.stopped:
+                    await _close(deltas)
+                    break
+                try:
+                    delta = await deltas.__anext__()
+                except StopAsyncIteration:
+                    break
+            for event in out.finish():
+                yield event
+        except UpstreamError as exc:
+            failure = dispatch.as_api_error(exc)
+            status, error_code = failure.status, failure.code or ""
+            raise failure from exc
+        except BaseException:
+            status, error_code = 499, "client_closed_request"
+            raise
+        finally:
+            await self.settle(status, error_code, request)
+
+    async def settle(self, status: int, error_code: str, request) -> None:
+        """Stage 8: cache the provider's answer, meter it, keep the conversation."""
+        out = self.out
+        if self.meter.upstream_called:
+            self.meter.upstream_ms = (time.perf_counter() - self._upstream_started) * 1000
+        usage = out.usage
+        raw = out.result(raw=True, usage=usage or Usage())
+        if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
+            sent = getattr(self, "sent_request", request)
+            written = "".join(
+                c.content + (c.refusal or "") + "".join(
+                    t["function"]["arguments"] for t in c.tool_calls or ())
+                for c in raw.choices)
+            usage = Usage(chars_to_tokens(inputs.request_chars(sent)), estimate_tokens(written))
+        self.usage = usage
+        self.meter.tool_calls = out.tool_call_count
+        if out.leaked:
+            await self.leak_detected(out.leak_kind, out.blocking)
+        elif status == 200 and self.meter.upstream_called and self.cacheable:
+            # The cache keeps what the provider wrote: placeholders, never restored values.
+            raw.usage = usage
+            await self.remember(raw, eligible=self.cache_status == "MISS")
+        record = self.meter.record(status=status, now=time.perf_counter(), usage=usage,
+                                   error_code=error_code)
+        if self.parsed.stream:
+            await record  # the client has had every byte already
+        else:
+            await background.after_answer(record, event="usage_record_failed")
+        if status == 200:
+            await self.keep_conversation(conversation_text(out.result(raw=False, usage=usage)))
+
+    # Guard input -----------------------------------------------------------------------------
+
+    async def screen(self) -> None:
+        verdict = guard.screen_input(self.principal, self.parsed.parts())
+        if verdict.action == "allow":
+            return
+        result = verdict.result
+        blocked = verdict.action == "block"
+        await guard.record_event(
+            principal=self.principal, request_id=self.request_id,
+            kind=SecurityEvent.Kind.PROMPT_INJECTION,
+            action=SecurityEvent.Action.BLOCKED if blocked else SecurityEvent.Action.FLAGGED,
+            alias=self.parsed.alias, score=result.score, reasons=list(result.reasons),
+            text=verdict.text, user=self.parsed.user,
+        )
+        if blocked:
+            # The score and the rules that fired stay in the security event and the log: an
+            # attacker would tune against them. The client gets the request id to quote.
+            raise guard.PromptInjectionDetected(
+                "The request was refused: it looks like a prompt-injection attempt "
+                f"(request {self.request_id}).",
+                param=verdict.param,
+            )
+
+    async def honour_gpc(self) -> None:
+        """``Sec-GPC: 1`` on a request that names its end user is that user's opt-out of sale
+        and sharing (CCPA); recorded once, off the answer's path."""
+        if not self.info.gpc or not self.parsed.user:
+            return
+        await background.after_answer(
+            sync_to_async(_record_gpc)(self.principal.tenant_id, self.parsed.user,
+                                       self.request_id), event="gpc_record_failed")
+
+    # Settle ----------------------------------------------------------------------------------
+
+    async def keep_conversation(self, response: str) -> None:
+        """Store the exchange as a conversation record if the tenant keeps conversations and
+        the end user (the request's ``user``) consented; privacy redacts and encrypts it. Runs
+        after the answer, off its path (at once when usage records are written at once), and
+        retried while the database is unreachable."""
+        user = self.parsed.user
+        if not user or not self.principal.privacy.store_conversations:
+            return
+        prompt = "\n".join(f"{m.role}: {m.content}" for m in self.parsed.messages
+                           if m.role in CONVERSATION_ROLES and m.content)
+        tenant_id, alias, request_id = self.principal.tenant_id, self.parsed.alias, self.request_id
+        await background.after_answer_durably(
+            lambda attempt: sync_to_async(_store_conversation)(
+                tenant_id, user, alias, request_id, prompt, response, attempt),
+            event="conversation_store_failed")
+
+    async def leak_detected(self, kind: str, blocking: bool) -> None:
+        await guard.record_event(
+            principal=self.principal, request_id=self.request_id,
+            kind=SecurityEvent.Kind.SYSTEM_PROMPT_LEAK,
+            action=SecurityEvent.Action.BLOCKED if blocking else SecurityEvent.Action.FLAGGED,
+            alias=self.parsed.alias, score=1.0,
+            reasons=[{"canary": "canary_in_reply", "canary_encoded": "encoded_canary_in_reply",
+                      "system_prompt": "system_prompt_in_reply"}.get(kind, "canary_in_reply")],
+            text="",
+        )
+
+    # Dispatch --------------------------------------------------------------------------------
+
+    def dispatch_plan(self, target, request) -> dispatch.DispatchPlan:
+        """The routed target, then the alias's fallbacks; the response cache's answer to the
+        same request (even one not served normally) if all of them fail."""
+        return dispatch.DispatchPlan.from_route(
+            self.route_plan,
+            request_for=lambda t: request if t is target else self.fallback_request(t),
+            cached_answer=self.fallback_answer,
+        )
+
+    def fallback_request(self, target):
+        """A fallback's request: the routed version's messages and fields as protected (the
+        same system prompt, canary and PII policy), with the fallback's model and params."""
+        request = upstream_request(target, self.parsed, self.principal)
+        return dataclasses.replace(request, messages=self.upstream_messages,
+                                   extra=self.upstream_extra)
+
+    async def fallback_answer(self):
+        if self.cache_key is None:
+            return None
+        _, answer = await response_cache.response_cache().lookup(self.cache_key)
+        return answer.to_result() if answer is not None else None
+
+    def served(self, outcome: dispatch.Outcome) -> None:
+        """Who answered: for the headers and the usage record."""
+        self.meter.target = outcome.target  # None for a cached or degraded answer: cost 0
+        self.meter.cache_hit = outcome.source == dispatch.CACHE
+        self.meter.upstream_attempts = outcome.attempts
+        self.meter.fallback_reason = outcome.fallback_reason
+        self.meter.degraded = outcome.degraded
+        self.served_by = outcome.deployment
+        # Only the routed deployment's own answers are cached (the key names it).
+        self.cacheable = outcome.source == dispatch.UPSTREAM and not outcome.fallback_reason
+
+    # Cache -----------------------------------------------------------------------------------
+
+    async def lookup_cache(self, target, request) -> response_cache.CachedAnswer | None:
+        """An eligible request (temperature 0, or the tenant opted in) is answered from the
+        tenant's cache when the same request was answered before."""
+        self.cache_key = response_cache.make_key(
+            tenant_id=self.principal.tenant_id, alias=target.alias, version=target.version,
+            deployment=target.deployment, request=request,
+        )
+        eligible = response_cache.is_eligible(
+            request, nonzero_temperature_allowed=self.principal.cache_nonzero_temperature,
+        )
+        if not eligible or "no-cache" in self.info.cache_control or not self.store_answers:
+            self.cache_status = "BYPASS"
+            self.cache_key = self.cache_key if self.store_answers else None
+            return None
+        try:
+            self.cache_namespace, answer = await response_cache.response_cache().lookup(
+                self.cache_key)
+        except Exception:  # a cache outage must not fail the request: serve from upstream
+            log.warning("cache_lookup_failed", exc_info=True)
+            self.cache_key = None
+            self.cache_status = "BYPASS"
+            return None
+        self.cache_status = "HIT" if answer is not None and answer.eligible else "MISS"
+        metrics.record_cache(self.cache_status.lower())
+        return answer if self.cache_status == "HIT" else None
+
+    async def remember(self, result: ChatResult, eligible: bool) -> None:
+        """Store a fresh answer. An eligible one is stored before answering (one round trip),
+        so the client's next identical request is a hit; others are kept only as a fallback
+        for when every provider fails, and go through the write-behind buffer."""
+        if self.cache_key is None or self.meter.target is None or any(
+                c.finish_reason not in {"stop", "length", "tool_calls"} for c in result.choices):
+            return
+        target = self.meter.target
+        answer = response_cache.CachedAnswer.of(result, target.deployment, target.version,
+                                                eligible)
+        try:
+            if eligible:
+                await response_cache.response_cache().store(
+                    self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds())
+            else:
+                response_cache.response_cache().store_later(
+                    self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds())
+        except Exception:
+            log.warning("cache_store_failed", exc_info=True)
+
+    # The response ----------------------------------------------------------------------------
+
+    def headers(self, now: float | None = None) -> dict[str, str]:
+        headers = {"X-Request-ID": self.request_id}
+        if self.meter.target is not None:
+            headers["x-llmp-deployment"] = self.meter.target.deployment
+            headers["x-llmp-model-version"] = self.meter.target.version
+        elif self.served_by:
+            headers["x-llmp-deployment"] = self.served_by
+        if self.cache_status:
+            headers["X-Cache"] = self.cache_status
+        headers.update(admit.rate_limit_headers(self.admission))
+        overhead = self.meter.overhead_now(now if now is not None else time.perf_counter())
+        headers["x-llmp-overhead-ms"] = f"{overhead:.2f}"
+        return headers
+
+    async def fail(self, exc: ApiError) -> dict[str, str]:
+        """A request refused before its answer began: metered; the headers to send."""
+        await self.meter.record(status=exc.status, now=time.perf_counter(),
+                                error_code=exc.code or "")
+        return self.headers()
+
+
+async def _replay(deltas: list[ChatDelta]) -> AsyncIterator[ChatDelta]:
+    for delta in deltas:
+        yield delta
+
+
+async def _close(deltas: AsyncIterator[ChatDelta]) -> None:
+    close = getattr(deltas, "aclose", None)
+    if close is not None:
+        await close()
