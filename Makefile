@@ -3,8 +3,12 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+CLIENTS_VENV ?= var/clients-venv
+CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
+NODE_CLIENT := tests/clients/node
+NODE_CLIENT_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: install run test lint audit constraints chromium qemu compose local-model-rebuild
+.PHONY: install run test lint audit constraints chromium qemu compose local-model-rebuild clients
 
 install: $(STAMP)
 
@@ -25,8 +29,29 @@ local-model-rebuild: install
 run: install
 	$(VENV)/bin/python manage.py runplatform
 
-test: install chromium qemu compose
+test: install clients chromium qemu compose
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The clients tests/test_real_clients.py drives that are kept out of .venv: the LiteLLM SDK (many
+# dependencies, and compromised PyPI releases in its history) in its own venv with every package
+# pinned, and the openai Node SDK from its lockfile. Reinstalled only when those files change.
+clients: $(CLIENTS_STAMP) $(NODE_CLIENT_STAMP)
+
+$(CLIENTS_STAMP): tests/clients/requirements.txt tests/clients/constraints.txt
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet -c tests/clients/constraints.txt \
+	  -r tests/clients/requirements.txt
+	touch $(CLIENTS_STAMP)
+
+# Node.js from Debian when missing (as root on a Debian-like machine), like chromium below.
+$(NODE_CLIENT_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq nodejs npm >/dev/null || \
+	      { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }; \
+	  else echo "make clients: no npm; install Node.js 18 or later" >&2; exit 1; fi; }
+	cd $(NODE_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(NODE_CLIENT_STAMP)
 
 # The page tests drive Debian's Chromium (never a browser downloaded by a test tool). Installed
 # here when missing and this is a Debian-like machine run as root; otherwise those tests say
