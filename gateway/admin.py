@@ -84,8 +84,10 @@ class TierAdmin(AuditedModelAdmin):
         }),
         ("Tokens and request size", {
             "fields": [("tokens_per_minute", "tokens_per_day"),
-                       ("max_prompt_chars", "max_output_tokens")],
-            "description": "Token limits: 0 = unlimited.",
+                       ("max_prompt_chars", "max_output_tokens"),
+                       ("max_choices", "max_media_parts", "max_media_part_chars")],
+            "description": "Token limits: 0 = unlimited. Choices (n) and image, audio and file "
+                           "parts per request are capped here.",
         }),
         ("Spend budgets (USD)", {
             "fields": [("daily_budget", "monthly_budget")],

@@ -19,6 +19,9 @@ Shape (every section optional, but the file must not be empty)::
         monthly_budget: 0
         max_prompt_chars: 8000      # >= 1
         max_output_tokens: 1024     # 0 = the model's own limit
+        max_choices: 4              # the largest n a request may ask for (1-128)
+        max_media_parts: 8          # images, audio and files per request (0 = none)
+        max_media_part_chars: 3000000  # characters of one such part (a data URL)
         allowed_aliases: [default]  # aliases declared in this file; [] = every enabled alias
         screening_mode: block       # prompt-injection screen: block | flag | off
         screening_threshold: 0.5    # score 0-1 from which a prompt is blocked or flagged
@@ -158,6 +161,9 @@ class TierSpec:
     monthly_budget: Decimal = Decimal("0")
     max_prompt_chars: int = 32000
     max_output_tokens: int = 4096
+    max_choices: int = 4
+    max_media_parts: int = 8
+    max_media_part_chars: int = 3_000_000
     allowed_aliases: tuple[str, ...] = ()
 
 
@@ -357,14 +363,15 @@ class _Parser:
             raise self.fail(f"{path}.{key}", f"must be {_SLUG_HELP}")
         return value
 
-    def integer(self, data: dict, key: str, path: str, default: int, *, minimum: int = 0) -> int:
+    def integer(self, data: dict, key: str, path: str, default: int, *, minimum: int = 0,
+                maximum: int = 2_147_483_647) -> int:  # PositiveIntegerField's range
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(f"{path}.{key}", f"must be an integer, not {_type_name(value)}")
         if value < minimum:
             raise self.fail(f"{path}.{key}", f"must be >= {minimum}")
-        if value > 2_147_483_647:  # PositiveIntegerField's range
-            raise self.fail(f"{path}.{key}", "is too large")
+        if value > maximum:
+            raise self.fail(f"{path}.{key}", f"is too large (at most {maximum})")
         return value
 
     def decimal(self, data: dict, key: str, path: str, *, places: int, digits: int) -> Decimal:
@@ -486,6 +493,9 @@ class _Parser:
             "daily_budget",
             "monthly_budget",
             "max_prompt_chars",
+            "max_choices",
+            "max_media_parts",
+            "max_media_part_chars",
             "allowed_aliases",
             *counters,
         }
@@ -501,6 +511,15 @@ class _Parser:
                 },
                 "max_prompt_chars": lambda: self.integer(
                     data, "max_prompt_chars", path, defaults.max_prompt_chars, minimum=1
+                ),
+                "max_choices": lambda: self.integer(
+                    data, "max_choices", path, defaults.max_choices, minimum=1, maximum=128
+                ),
+                "max_media_parts": lambda: self.integer(
+                    data, "max_media_parts", path, defaults.max_media_parts, maximum=32767
+                ),
+                "max_media_part_chars": lambda: self.integer(
+                    data, "max_media_part_chars", path, defaults.max_media_part_chars
                 ),
                 "daily_budget": lambda: self.decimal(
                     data, "daily_budget", path, places=4, digits=12

@@ -310,6 +310,9 @@ class _Applier:
             "monthly_budget": spec.monthly_budget,
             "max_prompt_chars": spec.max_prompt_chars,
             "max_output_tokens": spec.max_output_tokens,
+            "max_choices": spec.max_choices,
+            "max_media_parts": spec.max_media_parts,
+            "max_media_part_chars": spec.max_media_part_chars,
             **{f"{scope}_requests_per_{window}": getattr(spec, f"{scope}_requests_per_{window}")
                for scope in ("key", "user") for window in ("minute", "hour", "day")},
             "screening_mode": spec.screening_mode,

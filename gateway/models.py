@@ -53,7 +53,7 @@ class Tier(models.Model):
     # Cap on max_tokens a request may ask for (0 = the model's own limit).
     max_output_tokens = models.PositiveIntegerField(default=4096)
     max_choices = models.PositiveSmallIntegerField(
-        default=4, validators=[MinValueValidator(1)],
+        default=4, validators=[MinValueValidator(1), MaxValueValidator(128)],
         help_text="The largest 'n' (choices per request) a request may ask for.")
     max_media_parts = models.PositiveSmallIntegerField(
         default=8, help_text="Images, audio clips and files per request (0: none allowed).")

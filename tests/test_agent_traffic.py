@@ -337,13 +337,21 @@ def test_what_the_provider_does_not_take_is_a_clear_400(client, principals, key_
     assert upstream.requests == []
 
 
-def test_an_unknown_unsupported_feature_is_refused_in_configuration():
-    from gateway.providers.capabilities import check_declaration
+@pytest.mark.parametrize(("extra", "valid"), [
+    ('{"unsupported": ["tools", "embeddings"]}', True),
+    ('{"unsupported": ["tools", "telepathy"]}', False),
+    ('{"unsupported": "tools"}', False),
+    ('["tools"]', False),
+])
+def test_the_admin_validates_what_a_provider_declares_unsupported(extra, valid, settings):
+    from gateway.admin import ProviderForm
 
-    with pytest.raises(ValueError, match="unknown feature"):
-        check_declaration(["tools", "telepathy"])
-    with pytest.raises(ValueError):
-        check_declaration("tools")
+    settings.LLMP_UPSTREAM_HOSTS = ("api.openai.com",)
+    form = ProviderForm(data={"name": "p", "kind": "openai",
+                              "base_url": "https://api.openai.com/v1", "api_key_ref": "",
+                              "api_version": "", "region": "", "extra": extra,
+                              "enabled": "on"})
+    assert form.is_valid() is valid, form.errors
 
 
 # --------------------------------------------------------------------------- embeddings

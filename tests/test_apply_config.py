@@ -326,6 +326,18 @@ def test_the_shipped_example_applies_cleanly_and_idempotently():
             "duplicate key 'max_prompt_chars'",
             id="duplicate-key",
         ),
+        pytest.param(
+            "    max_prompt_chars: 8000\n",
+            "    max_prompt_chars: 8000\n    max_choices: 129\n",
+            "tiers[0].max_choices: is too large (at most 128)",
+            id="too-many-choices",
+        ),
+        pytest.param(
+            "    timeouts: {connect: 5, read: 120}\n",
+            "    timeouts: {connect: 5, read: 120}\n    extra: {unsupported: [tools, mind]}\n",
+            "providers[0].extra.unsupported: unknown feature 'mind'",
+            id="unknown-unsupported-feature",
+        ),
     ],
 )
 def test_an_invalid_file_is_rejected_with_its_path_and_nothing_is_written(
@@ -368,6 +380,21 @@ def test_a_yaml_syntax_error_names_the_line_without_quoting_it(tmp_path):
     with pytest.raises(CommandError, match="invalid YAML at line") as excinfo:
         apply(write(tmp_path, text))
     assert RAW_KEY not in str(excinfo.value)
+
+
+def test_agent_traffic_limits_and_provider_capabilities_are_applied(tmp_path):
+    text = CONFIG.replace(
+        "    max_prompt_chars: 8000\n",
+        "    max_prompt_chars: 8000\n    max_choices: 2\n    max_media_parts: 0\n",
+    ).replace(
+        "    timeouts: {connect: 5, read: 120}\n",
+        "    timeouts: {connect: 5, read: 120}\n    extra: {unsupported: [tools, image_url]}\n",
+    )
+    apply(write(tmp_path, text))
+    free = Tier.objects.get(name="free")
+    assert (free.max_choices, free.max_media_parts) == (2, 0)
+    assert Tier.objects.get(name="pro").max_choices == 4  # the default
+    assert Provider.objects.get(name="local").extra == {"unsupported": ["tools", "image_url"]}
 
 
 def test_credentials_in_provider_extra_are_rejected(tmp_path):
