@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,10 +27,12 @@ log = structlog.get_logger("gateway.request")
 class UsageWriter:
     """Writes usage records in batches, off the request path.
 
-    A request appends its record; a background task writes whatever has gathered every
-    ``LLMP_USAGE_FLUSH_MS`` (one INSERT for many requests, from one thread with one database
-    connection). On shutdown (ASGI lifespan) the rest is written. If the database fails, the
-    batch is kept and retried with the next one, up to ``MAX_PENDING`` records. With
+    A request appends its record (a dict of column values: building a model instance per
+    request costs more CPU than the insert); a background task writes whatever has gathered
+    every ``LLMP_USAGE_FLUSH_MS`` (one COPY on PostgreSQL, one multi-row INSERT elsewhere, from
+    one thread with one database connection). On shutdown (ASGI lifespan) the rest is
+    written. If the database fails, the batch is kept and retried with the next one, up to
+    ``MAX_PENDING`` records. With
     ``LLMP_USAGE_FLUSH_MS=0`` each record is written before the response completes.
     """
 
@@ -37,10 +40,10 @@ class UsageWriter:
     MAX_PENDING = 50_000
 
     def __init__(self) -> None:
-        self._pending: list[UsageRecord] = []
+        self._pending: list[dict] = []
         self._flusher: asyncio.Task | None = None
 
-    async def add(self, record: UsageRecord) -> None:
+    async def add(self, record: dict) -> None:
         interval = settings.LLMP_USAGE_FLUSH_MS
         if interval <= 0:
             await sync_to_async(self._write)([record])
@@ -65,8 +68,32 @@ class UsageWriter:
 
     @staticmethod
     @fresh_db
-    def _write(batch: list[UsageRecord]) -> None:
-        UsageRecord.objects.bulk_create(batch)
+    def _write(batch: list[dict]) -> None:
+        from django.db import connections
+        from django.utils import timezone
+
+        connection = connections[UsageRecord.objects.db]
+        now = timezone.now()
+        fields = _usage_columns()
+        defaults = {f.attname: now if f.attname == "created_at" else f.get_default()
+                    for f in fields}
+        rows = [[f.get_db_prep_save(record.get(f.attname, defaults[f.attname]), connection)
+                 for f in fields] for record in batch]
+        columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        table = connection.ops.quote_name(UsageRecord._meta.db_table)
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                return
+            marks = ", ".join(["%s"] * len(fields))
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
+
+@functools.cache
+def _usage_columns() -> list:
+    return [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 
 
 usage_writer = UsageWriter()
@@ -158,7 +185,7 @@ class Meter:
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             latency_ms=round((now - self.started) * 1000, 2), overhead_ms=round(overhead, 2),
         )
-        await usage_writer.add(UsageRecord(
+        await usage_writer.add(dict(
             tenant_id=self.principal.tenant_id,
             api_key_id=self.principal.key_id,
             request_id=self.request_id,
