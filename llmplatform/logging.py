@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import orjson
 import structlog
 
 _shared = [
@@ -21,12 +23,24 @@ structlog.configure(
 )
 
 
+def _fallback(value: Any) -> str:
+    """What json.dumps cannot write, as structlog's own renderer writes it."""
+    method = getattr(value, "__structlog__", None)
+    return method() if callable(method) else repr(value)
+
+
+def _dumps(event: Any, **_: Any) -> str:
+    # orjson: a log line per request is a measurable share of the gateway's CPU with json.
+    return orjson.dumps(event, default=_fallback,
+                        option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def json_formatter() -> logging.Formatter:
     return structlog.stdlib.ProcessorFormatter(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ],
         foreign_pre_chain=_shared,
     )
