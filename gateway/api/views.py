@@ -294,17 +294,22 @@ async def _authenticated(request: HttpRequest, scope: str) -> Principal:
     return principal
 
 
+async def _refused(call, exc: ApiError) -> HttpResponse:
+    """An error before any answer: metered, with the request's headers."""
+    headers = await call.fail(exc)
+    response = exc.response()
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
 async def _run_chat(request: HttpRequest, principal: Principal, parsed: ParsedChat,
                     route: str, started: float, render_plain, render_stream) -> HttpResponse:
     call = ChatCall(_request_info(request, route, started), principal, parsed)
     try:
         reply = await call.answer()
     except ApiError as exc:
-        headers = await call.fail(exc)
-        response = exc.response()
-        for name, value in headers.items():
-            response[name] = value
-        return response
+        return await _refused(call, exc)
     if reply.events is not None:
         return _sse_response(reply, _rendered(reply, render_stream(call)))
     assert reply.result is not None
@@ -373,11 +378,7 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
     try:
         result = await call.answer()
     except ApiError as exc:
-        headers = await call.fail(exc)
-        response = exc.response()
-        for name, value in headers.items():
-            response[name] = value
-        return response
+        return await _refused(call, exc)
     body = {
         "object": "list",
         "data": [{"object": "embedding", "index": index,

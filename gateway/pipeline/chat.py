@@ -18,7 +18,6 @@ doors (``gateway.api``) only parse HTTP into a ``ParsedChat`` and render the rep
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 import uuid
@@ -29,11 +28,11 @@ import structlog
 from asgiref.sync import sync_to_async
 
 from gateway import cache as response_cache
-from gateway import metrics
-from gateway.errors import ApiError, ModelNotFound
+from gateway.errors import ModelNotFound
 from gateway.models import SecurityEvent
 from gateway.pipeline import admit, background, dispatch, guard, inputs, output, pii
 from gateway.pipeline.authenticate import Principal
+from gateway.pipeline.call import PipelineCall
 from gateway.pipeline.route import routing_table, upstream_request
 from gateway.pipeline.settle import Meter, chars_to_tokens, count_redactions, estimate_tokens
 from gateway.pipeline.validate import ParsedChat
@@ -114,27 +113,18 @@ class Reply:
         return self.call.headers()
 
 
-class ChatCall:
+class ChatCall(PipelineCall):
     """One chat request going through the pipeline, for plain and streamed answers."""
 
     def __init__(self, info: RequestInfo, principal: Principal, parsed: ParsedChat) -> None:
-        self.info = info
-        self.principal = principal
+        super().__init__(info, principal, Meter(
+            info.request_id, info.route, principal, info.started, alias="",
+            streamed=parsed.stream, content_kinds=tuple(parsed.content_kinds())))
         self.parsed = parsed
-        self.request_id = info.request_id
-        # The alias is metered (metrics label, log line, usage record) once it is routed: an
-        # unknown "model" is whatever the client sent (an email, a pasted key), never a label.
-        self.meter = Meter(self.request_id, info.route, principal, info.started, alias="",
-                           streamed=parsed.stream, content_kinds=tuple(parsed.content_kinds()))
         self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.cache_status: str | None = None  # HIT | MISS | BYPASS
-        self.cache_key: response_cache.CacheKey | None = None
-        self.cache_namespace = ""
         self.store_answers = "no-store" not in info.cache_control
-        self.served_by = ""  # x-llmp-deployment when no deployment answered: cache | degraded
         self.cacheable = False
-        self.admission = None
         self.leak_guard: guard.LeakGuard | None = None
         self.restorer: pii.Restorer | None = None
         # The messages as the provider may see them (PII masked or pseudonymised).
@@ -191,17 +181,9 @@ class ChatCall:
                 protected, messages=guard.add_canary(protected.messages, self.leak_guard.canary))
         request = protected
         self.upstream_messages, self.upstream_extra = request.messages, protected.extra
-        # Admission and the cache lookup are independent Redis round trips: made at once.
         # Admission comes before the screen, so screened-out prompts still count against the
         # request limits.
-        admission, cached = await asyncio.gather(
-            admit.admit(principal, parsed.user, target, request),
-            self.lookup_cache(target, request), return_exceptions=True)
-        if isinstance(admission, BaseException):
-            raise admission
-        self.admission = self.meter.admission = admission
-        if isinstance(cached, BaseException):
-            raise cached
+        cached = await self.admit_and_look_up(parsed.user, target, request)
         await self.screen()
         if cached is not None:
             self.meter.cache_hit = True
@@ -408,7 +390,7 @@ class ChatCall:
     async def lookup_cache(self, target, request) -> response_cache.CachedAnswer | None:
         """An eligible request (temperature 0, or the tenant opted in) is answered from the
         tenant's cache when the same request was answered before."""
-        self.cache_key = response_cache.make_key(
+        key = response_cache.make_key(
             tenant_id=self.principal.tenant_id, alias=target.alias, version=target.version,
             deployment=target.deployment, request=request,
         )
@@ -417,19 +399,9 @@ class ChatCall:
         )
         if not eligible or "no-cache" in self.info.cache_control or not self.store_answers:
             self.cache_status = "BYPASS"
-            self.cache_key = self.cache_key if self.store_answers else None
+            self.cache_key = key if self.store_answers else None
             return None
-        try:
-            self.cache_namespace, answer = await response_cache.response_cache().lookup(
-                self.cache_key)
-        except Exception:  # a cache outage must not fail the request: serve from upstream
-            log.warning("cache_lookup_failed", exc_info=True)
-            self.cache_key = None
-            self.cache_status = "BYPASS"
-            return None
-        self.cache_status = "HIT" if answer is not None and answer.eligible else "MISS"
-        metrics.record_cache(self.cache_status.lower())
-        return answer if self.cache_status == "HIT" else None
+        return await self.cached(key, lambda answer: answer.eligible)
 
     async def remember(self, result: ChatResult, eligible: bool) -> None:
         """Store a fresh answer. An eligible one is stored before answering (one round trip),
@@ -450,29 +422,6 @@ class ChatCall:
                     self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds())
         except Exception:
             log.warning("cache_store_failed", exc_info=True)
-
-    # The response ----------------------------------------------------------------------------
-
-    def headers(self, now: float | None = None) -> dict[str, str]:
-        headers = {"X-Request-ID": self.request_id}
-        if self.meter.target is not None:
-            headers["x-llmp-deployment"] = self.meter.target.deployment
-            headers["x-llmp-model-version"] = self.meter.target.version
-        elif self.served_by:
-            headers["x-llmp-deployment"] = self.served_by
-        if self.cache_status:
-            headers["X-Cache"] = self.cache_status
-        headers.update(admit.rate_limit_headers(self.admission))
-        overhead = self.meter.overhead_now(now if now is not None else time.perf_counter())
-        headers["x-llmp-overhead-ms"] = f"{overhead:.2f}"
-        return headers
-
-    async def fail(self, exc: ApiError) -> dict[str, str]:
-        """A request refused before its answer began: metered; the headers to send."""
-        await self.meter.record(status=exc.status, now=time.perf_counter(),
-                                error_code=exc.code or "")
-        return self.headers()
-
 
 async def _replay(deltas: list[ChatDelta]) -> AsyncIterator[ChatDelta]:
     for delta in deltas:

@@ -332,16 +332,22 @@ async def _after_chain(walk: _Walk, *, degraded_ok: bool = True) -> tuple[str, A
 # Plain answers
 
 
-async def _complete_once(target: Target, request: ChatRequest, budget: float) -> ChatResult:
+async def _within_budget(target: Target, budget: float, call: Callable[[], Awaitable[Any]]):
+    """``call()`` within what is left of the deployment's total timeout."""
     try:
         async with asyncio.timeout(budget) as scope:
-            return await get_adapter(target.provider).complete(request)
+            return await call()
     except TimeoutError:
         if scope.expired():
             raise UpstreamTimeout(
                 f"deployment '{target.deployment}' did not answer within its total timeout "
                 f"({target.policy.total_timeout:g}s)") from None
         raise
+
+
+async def _complete_once(target: Target, request: ChatRequest, budget: float) -> ChatResult:
+    return await _within_budget(target, budget,
+                                lambda: get_adapter(target.provider).complete(request))
 
 
 async def complete(plan: DispatchPlan | Target, request: ChatRequest | None = None) -> Served:
@@ -373,15 +379,8 @@ async def _complete_single(target: Target, request: ChatRequest | None) -> ChatR
 
 async def _embed_once(target: Target, request: EmbeddingRequest,
                       budget: float) -> EmbeddingResult:
-    try:
-        async with asyncio.timeout(budget) as scope:
-            return await get_adapter(target.provider).embed(request)
-    except TimeoutError:
-        if scope.expired():
-            raise UpstreamTimeout(
-                f"deployment '{target.deployment}' did not answer within its total timeout "
-                f"({target.policy.total_timeout:g}s)") from None
-        raise
+    return await _within_budget(target, budget,
+                                lambda: get_adapter(target.provider).embed(request))
 
 
 async def embed(plan: DispatchPlan) -> Served:

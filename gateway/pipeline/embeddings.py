@@ -18,16 +18,15 @@ minus what has no meaning for vectors.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
 
 from gateway import cache as response_cache
-from gateway import metrics
-from gateway.errors import ApiError, InvalidRequest, ModelNotFound
-from gateway.pipeline import admit, background, dispatch, pii
+from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.pipeline import background, dispatch, pii
 from gateway.pipeline.authenticate import Principal
+from gateway.pipeline.call import PipelineCall
 from gateway.pipeline.chat import RequestInfo
 from gateway.pipeline.route import Target, routing_table
 from gateway.pipeline.settle import Meter, chars_to_tokens
@@ -38,19 +37,12 @@ from gateway.providers.base import EmbeddingRequest, EmbeddingResult, UpstreamEr
 log = structlog.get_logger("gateway.api")
 
 
-class EmbeddingsCall:
+class EmbeddingsCall(PipelineCall):
     def __init__(self, info: RequestInfo, principal: Principal, parsed: ParsedEmbeddings) -> None:
-        self.info = info
-        self.principal = principal
+        super().__init__(info, principal, Meter(info.request_id, info.route, principal,
+                                                info.started, alias="",
+                                                content_kinds=("embeddings",)))
         self.parsed = parsed
-        self.request_id = info.request_id
-        self.meter = Meter(self.request_id, info.route, principal, info.started, alias="",
-                           content_kinds=("embeddings",))
-        self.cache_status: str | None = None
-        self.cache_key: response_cache.CacheKey | None = None
-        self.cache_namespace = ""
-        self.served_by = ""
-        self.admission = None
 
     async def answer(self) -> EmbeddingResult:
         """Every stage; raises ``ApiError``."""
@@ -72,14 +64,7 @@ class EmbeddingsCall:
             self.meter.pii_redactions = sum(a != b for a, b in zip(inputs, parsed.inputs,
                                                                    strict=True))
         request = EmbeddingRequest(target.model, inputs, parsed.dimensions, parsed.user)
-        admission, cached = await asyncio.gather(
-            admit.admit(principal, parsed.user, target, request),
-            self.lookup_cache(target, request), return_exceptions=True)
-        if isinstance(admission, BaseException):
-            raise admission
-        self.admission = self.meter.admission = admission
-        if isinstance(cached, BaseException):
-            raise cached
+        cached = await self.admit_and_look_up(parsed.user, target, request)
         if cached is not None and cached.vectors is not None:
             self.meter.cache_hit = True
             result = EmbeddingResult(cached.vectors, cached.usage)
@@ -143,24 +128,13 @@ class EmbeddingsCall:
         if "no-store" in cache_control:
             self.cache_status = "BYPASS"
             return None
-        self.cache_key = response_cache.make_embedding_key(
+        key = response_cache.make_embedding_key(
             tenant_id=self.principal.tenant_id, alias=target.alias, version=target.version,
             deployment=target.deployment, request=request)
         if "no-cache" in cache_control:
-            self.cache_status = "BYPASS"
+            self.cache_key, self.cache_status = key, "BYPASS"
             return None
-        try:
-            self.cache_namespace, answer = await response_cache.response_cache().lookup(
-                self.cache_key)
-        except Exception:  # a cache outage must not fail the request
-            log.warning("cache_lookup_failed", exc_info=True)
-            self.cache_key = None
-            self.cache_status = "BYPASS"
-            return None
-        hit = answer is not None and answer.vectors is not None
-        self.cache_status = "HIT" if hit else "MISS"
-        metrics.record_cache(self.cache_status.lower())
-        return answer if hit else None
+        return await self.cached(key, lambda answer: answer.vectors is not None)
 
     async def remember(self, result: EmbeddingResult) -> None:
         target = self.meter.target
@@ -177,22 +151,3 @@ class EmbeddingsCall:
         await background.after_answer(
             self.meter.record(status=200, now=time.perf_counter(), usage=usage),
             event="usage_record_failed")
-
-    def headers(self) -> dict[str, str]:
-        headers = {"X-Request-ID": self.request_id}
-        if self.meter.target is not None:
-            headers["x-llmp-deployment"] = self.meter.target.deployment
-            headers["x-llmp-model-version"] = self.meter.target.version
-        elif self.served_by:
-            headers["x-llmp-deployment"] = self.served_by
-        if self.cache_status:
-            headers["X-Cache"] = self.cache_status
-        headers.update(admit.rate_limit_headers(self.admission))
-        overhead = self.meter.overhead_now(time.perf_counter())
-        headers["x-llmp-overhead-ms"] = f"{overhead:.2f}"
-        return headers
-
-    async def fail(self, exc: ApiError) -> dict[str, str]:
-        await self.meter.record(status=exc.status, now=time.perf_counter(),
-                                error_code=exc.code or "")
-        return self.headers()

@@ -318,8 +318,10 @@ class OpenAICompatibleAdapter:
 
     async def _open(self, request: ChatRequest, *, stream: bool) -> httpx.Response:
         """POST the request and return a successful response, its body not read yet."""
-        url = self.chat_url(request)
-        body = self.build_body(request, stream=stream)
+        return await self._send(self.chat_url(request), self.build_body(request, stream=stream))
+
+    async def _send(self, url: str, body: dict[str, Any]) -> httpx.Response:
+        """POST ``body``; a successful response, its body not read yet, or an error raised."""
         response = await self._post(url, body, await self._api_key())
         if response.status_code in (401, 403):
             # The key may have been rotated since we cached it: fetch it again, once.
@@ -390,6 +392,10 @@ class OpenAICompatibleAdapter:
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         response = await self._open(request, stream=False)
+        return self._parse_completion(await self._json(response), response.status_code)
+
+    async def _json(self, response: httpx.Response) -> Any:
+        """The answer's JSON body, read whole; a broken, mistyped or invalid one raises."""
         try:
             raw = await response.aread()
         except httpx.TransportError as exc:
@@ -403,13 +409,12 @@ class OpenAICompatibleAdapter:
             await response.aclose()
         self._require_media_type(response, "application/json")
         try:
-            data = json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             # Not chained: the decode error carries the body.
             raise UpstreamBadResponse(
                 f"{self._label} answered with invalid JSON", upstream_status=response.status_code
             ) from None
-        return self._parse_completion(data, response.status_code)
 
     def _parse_completion(self, data: Any, status: int) -> ChatResult:
         choices = data.get("choices") if isinstance(data, dict) else None
@@ -544,34 +549,12 @@ class OpenAICompatibleAdapter:
             body["dimensions"] = request.dimensions
         if request.user is not None:
             body["user"] = request.user
-        url = self.embeddings_url(request)
-        response = await self._post(url, body, await self._api_key())
-        if response.status_code in (401, 403):
-            await response.aclose()
-            invalidate_secret(self.config.api_key_ref)
-            response = await self._post(url, body, await self._api_key())
-            if response.status_code in (401, 403):
-                await response.aclose()
-                raise UpstreamAuthError(
-                    f"{self._label} rejected the credentials (HTTP {response.status_code})",
-                    upstream_status=response.status_code)
-        if not response.is_success:
-            await self._raise_for_status(response)
+        response = await self._send(self.embeddings_url(request), body)
+        data = await self._json(response)
         try:
-            raw = await response.aread()
-        except httpx.TransportError as exc:
-            if _timed_out(exc):
-                raise UpstreamTimeout(f"{self._label} stopped answering mid-way") from exc
-            raise UpstreamBadResponse(f"{self._label} broke off its answer",
-                                      upstream_status=response.status_code) from exc
-        finally:
-            await response.aclose()
-        self._require_media_type(response, "application/json")
-        try:
-            data = json.loads(raw)
             items = sorted(data["data"], key=lambda item: item["index"])
             vectors = [[float(x) for x in item["embedding"]] for item in items]
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             raise UpstreamBadResponse(f"{self._label} answered with malformed embeddings",
                                       upstream_status=response.status_code) from None
         if len(vectors) != len(request.inputs):
