@@ -574,3 +574,27 @@ def test_the_openai_sdk_gets_tool_calls_whole_through_every_provider_kind(
                                                 tools=[WEATHER])
         assert answer.choices[0].finish_reason == "stop"
         assert "18 C" in answer.choices[0].message.content
+
+
+def test_embeddings_fail_over_like_chat_and_open_the_breaker(client, principals, key_a):
+    from gateway.models import AliasFallback, ProviderDeployment
+    from gateway.resilience.breaker import breaker_store
+
+    breaker_store().clear()
+    with OpenAIUpstream() as primary, OpenAIUpstream() as secondary:
+        primary.behaviour = "error500"
+        alias = route_alias("embed", primary.base_url)
+        ProviderDeployment.objects.filter(name="embed-deployment").update(
+            max_attempts=1, breaker_failure_threshold=2)
+        backup = route_alias("backup", secondary.base_url)
+        AliasFallback.objects.create(alias=alias, deployment=backup.versions.get().deployment,
+                                     position=1)
+        answers = [embed(client, key_a, {"model": "embed", "input": f"text {i}"},
+                         HTTP_CACHE_CONTROL="no-store") for i in range(4)]
+        assert [a.status_code for a in answers] == [200] * 4
+        assert {a["x-llmp-deployment"] for a in answers} == {"backup-deployment"}
+        # The primary's breaker opened after two failures: it was not called again.
+        assert len(primary.requests) == 2 and len(secondary.requests) == 4
+        records = UsageRecord.objects.filter(route="embeddings")
+        assert {r.fallback_reason for r in records} == {"upstream_server_error", "breaker_open"}
+    breaker_store().clear()
