@@ -359,32 +359,32 @@ class ProviderForm(forms.ModelForm):
         fields = ["name", "kind", "base_url", "api_key_ref", "api_version", "region",
                   "connect_timeout", "read_timeout", "extra", "enabled"]
 
-    def clean_api_key_ref(self) -> str:
-        ref = self.cleaned_data["api_key_ref"]
+    def _checked(self, name: str, check):
+        """The field's value once ``check`` accepts it; its ValueError as the form's error."""
+        value = self.cleaned_data[name]
         try:
-            validate_provider_secret_ref(ref)
+            check(value)
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from exc
-        return ref
+        return value
 
-    def clean_extra(self) -> dict:
-        extra = self.cleaned_data["extra"]
-        if not isinstance(extra, dict):
-            raise forms.ValidationError("Enter a JSON object.")
-        if "unsupported" in extra:
-            try:
-                check_declaration(extra["unsupported"])
-            except ValueError as exc:
-                raise forms.ValidationError(f"'unsupported' {exc}.") from exc
-        return extra
+    def clean_api_key_ref(self) -> str:
+        return self._checked("api_key_ref", validate_provider_secret_ref)
 
     def clean_base_url(self) -> str:
-        url = self.cleaned_data["base_url"]
-        try:
-            validate_upstream_url(url)
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from exc
-        return url
+        return self._checked("base_url", validate_upstream_url)
+
+    def clean_extra(self) -> dict:
+        def check(extra) -> None:
+            if not isinstance(extra, dict):
+                raise ValueError("Enter a JSON object.")
+            if "unsupported" in extra:
+                try:
+                    check_declaration(extra["unsupported"])
+                except ValueError as exc:
+                    raise ValueError(f"'unsupported' {exc}.") from exc
+
+        return self._checked("extra", check)
 
 
 @admin.register(Provider)

@@ -215,6 +215,24 @@ def route_alias(name: str, base_url: str, *, model: str = "upstream-model",
     return alias
 
 
+def set_tier(principals, **fields):
+    """Change tenant A's tier (its limits and policies) for a test."""
+    tier = principals.tenant_a.plan.tier
+    for name, value in fields.items():
+        setattr(tier, name, value)
+    tier.save()
+    return tier
+
+
+def chat(client, key, messages, **extra):
+    """``POST /v1/chat/completions`` to the "default" alias through Django's test client."""
+    import json
+
+    body = {"model": "default", "messages": messages, **extra}
+    return client.post("/v1/chat/completions", data=json.dumps(body),
+                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
 @pytest.fixture
 def gateway_server(transactional_db) -> Iterator[str]:
     """The real ASGI app under uvicorn on a loopback port; yields its base URL."""

@@ -19,7 +19,7 @@ from gateway.providers.base import ChatDelta, ChatResult, Choice, Usage
 from privacy.models import PrivacyPolicy
 from privacy.pii import Pseudonymizer
 
-from .conftest import route_alias
+from .conftest import route_alias, set_tier
 from .upstreams import OpenAIUpstream
 
 pytestmark = pytest.mark.django_db
@@ -76,12 +76,6 @@ def finishes(chunks: list[dict]) -> dict[int, str]:
     return {c["index"]: c["finish_reason"] for chunk in chunks for c in chunk["choices"]
             if c["finish_reason"]}
 
-
-def tier_of(principals, **fields):
-    tier = principals.tenant_a.plan.tier
-    for name, value in fields.items():
-        setattr(tier, name, value)
-    tier.save()
 
 
 def policy(principals, **fields) -> None:
@@ -229,7 +223,7 @@ def test_n_choices_are_answered_reserved_and_capped(client, gateway_server, prin
     assert choices[0]["message"]["content"] != choices[1]["message"]["content"]
     _, chunks = stream(gateway_server, key_a, body)
     assert finishes(chunks) == {0: "stop", 1: "stop"}
-    tier_of(principals, max_choices=1)
+    set_tier(principals, max_choices=1)
     refused = post(client, key_a, body)
     assert refused.status_code == 400
     assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == (
@@ -298,7 +292,7 @@ def test_pii_in_text_parts_beside_an_image_is_masked(client, principals, key_a, 
 def test_the_tier_bounds_media_parts(client, principals, key_a, upstream, fields, message,
                                      code, param):
     route_alias("default", upstream.base_url)
-    tier_of(principals, **fields)
+    set_tier(principals, **fields)
     response = post(client, key_a, {"model": "default", "messages": [message]})
     assert response.status_code == 400
     assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (code, param)
@@ -438,7 +432,7 @@ def test_a_provider_without_embeddings_is_a_400_and_limits_count_inputs(client, 
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "unsupported_by_provider"
     Provider.objects.update(extra={})
-    tier_of(principals, max_prompt_chars=10)
+    set_tier(principals, max_prompt_chars=10)
     too_big = embed(client, key_a, {"model": "embed", "input": ["short", "x" * 20]})
     assert too_big.status_code == 400
     assert (too_big.json()["error"]["code"], too_big.json()["error"]["param"]) == (

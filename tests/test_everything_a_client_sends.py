@@ -12,7 +12,7 @@ import pytest
 from gateway.models import SecurityEvent
 from privacy.models import PrivacyPolicy
 
-from .conftest import route_alias
+from .conftest import chat, route_alias, set_tier
 from .upstreams import OpenAIUpstream
 
 pytestmark = pytest.mark.django_db
@@ -28,18 +28,6 @@ def upstream():
         yield server
 
 
-def chat(client, key, messages, **extra):
-    body = {"model": "default", "messages": messages, **extra}
-    return client.post("/v1/chat/completions", data=json.dumps(body),
-                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
-
-
-def tier_of(principals, **fields):
-    tier = principals.tenant_a.plan.tier
-    for name, value in fields.items():
-        setattr(tier, name, value)
-    tier.save()
-    return tier
 
 
 def tool_call_turn(arguments: str) -> list[dict]:
@@ -71,7 +59,7 @@ def weather_tool(description: str = "Current weather for a city.") -> dict:
 def test_an_oversized_part_anywhere_is_a_400_naming_its_param(client, principals, key_a,
                                                               upstream, where, param):
     route_alias("default", upstream.base_url)
-    tier_of(principals, max_prompt_chars=2000)
+    set_tier(principals, max_prompt_chars=2000)
     big = "x" * 3000
     messages = [{"role": "user", "content": "hi"}]
     extra = {}
@@ -95,7 +83,7 @@ def test_an_oversized_part_anywhere_is_a_400_naming_its_param(client, principals
 
 def test_parts_that_each_fit_still_count_together(client, principals, key_a, upstream):
     route_alias("default", upstream.base_url)
-    tier_of(principals, max_prompt_chars=2000)
+    set_tier(principals, max_prompt_chars=2000)
     response = chat(client, key_a, tool_call_turn(json.dumps({"city": "y" * 1200})),
                     tools=[weather_tool("z" * 1200)])
     assert response.status_code == 400
@@ -120,7 +108,7 @@ def test_token_reservations_count_tool_call_arguments(client, principals, key_a,
     route_alias("default", upstream.base_url)
     # 600 tokens a minute; "hi" and a 10-token answer fit, but not 2,400 characters of
     # tool-call arguments (about 600 tokens) on top.
-    tier_of(principals, tokens_per_minute=600, max_output_tokens=10, max_prompt_chars=50_000)
+    set_tier(principals, tokens_per_minute=600, max_output_tokens=10, max_prompt_chars=50_000)
     response = chat(client, key_a, tool_call_turn(json.dumps({"city": "y" * 2400})))
     assert response.status_code == 429, response.content
     assert upstream.requests == []

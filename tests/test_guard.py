@@ -11,7 +11,7 @@ import pytest
 from gateway.models import ModelVersion, SecurityEvent, UsageRecord
 from gateway.pipeline.guard import LeakGuard
 
-from .conftest import route_alias
+from .conftest import chat, route_alias, set_tier
 from .upstreams import OpenAIUpstream
 
 pytestmark = pytest.mark.django_db
@@ -26,17 +26,6 @@ def upstream():
         yield server
 
 
-def chat(client, key, messages, **extra):
-    body = {"model": "default", "messages": messages, **extra}
-    return client.post("/v1/chat/completions", data=json.dumps(body),
-                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
-
-
-def set_policy(principals, **fields):
-    tier = principals.tenant_a.plan.tier
-    for name, value in fields.items():
-        setattr(tier, name, value)
-    tier.save()
 
 
 def test_an_injection_is_blocked_before_the_provider_and_recorded_without_its_text(
@@ -98,7 +87,7 @@ def test_an_injection_in_a_pasted_document_or_tool_result_is_caught(client, prin
 def test_flag_mode_serves_and_records_and_off_mode_does_neither(client, principals, key_a,
                                                               upstream, settings):
     route_alias("default", upstream.base_url)
-    set_policy(principals, screening_mode="flag")
+    set_tier(principals, screening_mode="flag")
     plan = principals.tenant_a.plan
     plan.store_flagged_text = True
     plan.save()
@@ -109,7 +98,7 @@ def test_flag_mode_serves_and_records_and_off_mode_does_neither(client, principa
 
     from gateway.pipeline import authenticate
 
-    set_policy(principals, screening_mode="off")
+    set_tier(principals, screening_mode="off")
     authenticate.clear_cache()
     assert chat(client, key_a, [{"role": "user", "content": ATTACK}]).status_code == 200
     assert SecurityEvent.objects.count() == 1
@@ -175,7 +164,7 @@ def test_a_streamed_leak_stops_the_stream_before_the_canary(gateway_server, prin
 def test_flagged_leaks_are_served_without_the_canary(client, principals, key_a, upstream):
     alias = route_alias("default", upstream.base_url)
     ModelVersion.objects.filter(alias=alias).update(system_prompt="You are Acme's helper.")
-    set_policy(principals, leak_mode="flag")
+    set_tier(principals, leak_mode="flag")
     _leaking(upstream)
     response = chat(client, key_a, [{"role": "user", "content": "hello"}])
     content = response.json()["choices"][0]["message"]["content"]
@@ -192,7 +181,7 @@ def test_no_canary_is_added_without_a_system_prompt_or_with_leak_mode_off(client
     version = ModelVersion.objects.get(alias=alias)
     version.system_prompt = "Be brief."
     version.save()  # the routing table follows a saved version at once
-    set_policy(principals, leak_mode="off")
+    set_tier(principals, leak_mode="off")
     chat(client, key_a, [{"role": "user", "content": "hello again"}])
     assert upstream.requests[-1].json["messages"][0]["content"] == "Be brief."
 

@@ -19,7 +19,7 @@ from gateway import services
 from gateway.models import ApiKey, ProviderDeployment, UsageRecord
 from gateway.resilience.breaker import InProcessBreaker, set_breaker_store
 
-from .conftest import route_alias, start_gateway_process
+from .conftest import route_alias, set_tier, start_gateway_process
 from .upstreams import OpenAIUpstream
 
 pytestmark = pytest.mark.django_db
@@ -47,13 +47,6 @@ def expensive(alias_name: str = "default") -> None:
     ProviderDeployment.objects.filter(name=f"{alias_name}-deployment").update(
         input_price_per_1k=Decimal("1"), output_price_per_1k=Decimal("2"))
 
-
-def set_tier(principals, **fields):
-    tier = principals.tenant_a.plan.tier
-    for name, value in fields.items():
-        setattr(tier, name, value)
-    tier.save()
-    return tier
 
 
 def test_a_key_over_its_per_minute_limit_gets_429_with_retry_after_and_headers(

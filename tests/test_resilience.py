@@ -419,15 +419,6 @@ async def test_the_degraded_reply_or_error_when_nothing_else_answers(primary, br
     assert (caught.value.status, caught.value.code) == (502, "upstream_server_error")
 
 
-async def test_the_old_single_call_api_still_works(primary):
-    one = target(primary)
-    request = ChatRequest(model="m", messages=[ChatMessage("user", "hi")])
-    result = await dispatch.complete(one, request)
-    assert result.content == "hi"
-    deltas = [d async for d in dispatch.stream(one, request)]
-    assert "".join(d.content for d in deltas) == "hi"
-
-
 # ---------------------------------------------------------------------------------------------
 # Through the API (the views call dispatch.complete(plan) / open_stream(plan))
 

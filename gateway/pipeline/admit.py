@@ -67,10 +67,11 @@ def check_limits(principal: Principal, parsed: ParsedChat) -> None:
             param=media[tier.max_media_parts][0] if tier.max_media_parts < len(media)
             else "messages")
     for param, part in media:
-        if media_size(part) > tier.max_media_part_chars:
+        size = media_size(part)
+        if size > tier.max_media_part_chars:
             raise InvalidRequest(
-                f"'{param}' is {media_size(part)} characters; the '{tier.name}' tier allows "
-                f"at most {tier.max_media_part_chars} per image, audio or file part.",
+                f"'{param}' is {size} characters; the '{tier.name}' tier allows at most "
+                f"{tier.max_media_part_chars} per image, audio or file part.",
                 code="media_part_too_large", param=param)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -140,10 +140,10 @@ class ChatCall(PipelineCall):
         target, request, cached = await self.prepare()  # route, guard input, admit, cache
         if cached is not None:
             self._upstream_started = time.perf_counter()
-            deltas = output.as_deltas(self._restored_cache(cached))
+            deltas = output.as_deltas(cached.to_result())
             first, rest = deltas[0], _replay(deltas[1:])
         else:
-            first, rest = await self.dispatch(target, request)
+            first, rest, request = await self.dispatch(target, request)
         events = self.relay(first, rest, request)
         if self.parsed.stream:
             return Reply(self, events=events)
@@ -200,12 +200,10 @@ class ChatCall(PipelineCall):
             system_prompt="\n".join([target.system_prompt or "", *(
                 m.content for m in self.parsed.messages if m.role in guard.SYSTEM_ROLES)]))
 
-    def _restored_cache(self, cached: response_cache.CachedAnswer) -> ChatResult:
-        return cached.to_result()
-
-    async def dispatch(self, target, request) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
-        """Stage 6: the first delta and the rest. A plain answer is asked for as a plain
-        call (the provider's JSON answer) and passed on as one delta per choice."""
+    async def dispatch(self, target, request):
+        """Stage 6: the first delta, the rest, and the request that was sent (a fallback's, if
+        one answered). A plain answer is asked for as a plain call (the provider's JSON
+        answer) and passed on as one delta per choice."""
         self._upstream_started = time.perf_counter()
         self.meter.upstream_called = True
         plan = self.dispatch_plan(target, request)
@@ -221,10 +219,9 @@ class ChatCall(PipelineCall):
             now = time.perf_counter()
             self.meter.upstream_ms = (now - self._upstream_started) * 1000
         self.served(served)
-        self.sent_request = served.request
         if self.parsed.stream:
             self.meter.overhead_ms = self.meter.overhead_now(now)
-        return first, rest
+        return first, rest, served.request
 
     async def relay(self, first: ChatDelta, deltas: AsyncIterator[ChatDelta],
                     request) -> AsyncIterator[ChatDelta]:
@@ -258,27 +255,23 @@ class ChatCall(PipelineCall):
             await self.settle(status, error_code, request)
 
     async def settle(self, status: int, error_code: str, request) -> None:
-        """Stage 8: cache the provider's answer, meter it, keep the conversation."""
+        """Stage 8: cache the provider's answer, meter it, keep the conversation. ``request``
+        is what was sent (a fallback's, if one answered)."""
         out = self.out
         if self.meter.upstream_called:
             self.meter.upstream_ms = (time.perf_counter() - self._upstream_started) * 1000
         usage = out.usage
-        raw = out.result(raw=True, usage=usage or Usage())
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
-            sent = getattr(self, "sent_request", request)
-            written = "".join(
-                c.content + (c.refusal or "") + "".join(
-                    t["function"]["arguments"] for t in c.tool_calls or ())
-                for c in raw.choices)
-            usage = Usage(chars_to_tokens(inputs.request_chars(sent)), estimate_tokens(written))
+            usage = Usage(chars_to_tokens(inputs.request_chars(request)),
+                          estimate_tokens(out.written_text()))
         self.usage = usage
         self.meter.tool_calls = out.tool_call_count
         if out.leaked:
             await self.leak_detected(out.leak_kind, out.blocking)
         elif status == 200 and self.meter.upstream_called and self.cacheable:
             # The cache keeps what the provider wrote: placeholders, never restored values.
-            raw.usage = usage
-            await self.remember(raw, eligible=self.cache_status == "MISS")
+            await self.remember(out.result(raw=True, usage=usage),
+                                eligible=self.cache_status == "MISS")
         record = self.meter.record(status=status, now=time.perf_counter(), usage=usage,
                                    error_code=error_code)
         if self.parsed.stream:
@@ -286,7 +279,8 @@ class ChatCall(PipelineCall):
         else:
             await background.after_answer(record, event="usage_record_failed")
         if status == 200:
-            await self.keep_conversation(conversation_text(out.result(raw=False, usage=usage)))
+            await self.keep_conversation(
+                lambda: conversation_text(out.result(raw=False, usage=usage)))
 
     # Guard input -----------------------------------------------------------------------------
 
@@ -323,7 +317,7 @@ class ChatCall(PipelineCall):
 
     # Settle ----------------------------------------------------------------------------------
 
-    async def keep_conversation(self, response: str) -> None:
+    async def keep_conversation(self, response: Callable[[], str]) -> None:
         """Store the exchange as a conversation record if the tenant keeps conversations and
         the end user (the request's ``user``) consented; privacy redacts and encrypts it. Runs
         after the answer, off its path (at once when usage records are written at once), and
@@ -333,10 +327,11 @@ class ChatCall(PipelineCall):
             return
         prompt = "\n".join(f"{m.role}: {m.content}" for m in self.parsed.messages
                            if m.role in CONVERSATION_ROLES and m.content)
+        reply = response()
         tenant_id, alias, request_id = self.principal.tenant_id, self.parsed.alias, self.request_id
         await background.after_answer_durably(
             lambda attempt: sync_to_async(_store_conversation)(
-                tenant_id, user, alias, request_id, prompt, response, attempt),
+                tenant_id, user, alias, request_id, prompt, reply, attempt),
             event="conversation_store_failed")
 
     async def leak_detected(self, kind: str, blocking: bool) -> None:

@@ -350,27 +350,17 @@ async def _complete_once(target: Target, request: ChatRequest, budget: float) ->
                                 lambda: get_adapter(target.provider).complete(request))
 
 
-async def complete(plan: DispatchPlan | Target, request: ChatRequest | None = None) -> Served:
-    """A plain answer through the plan's chain; raises ``ApiError``.
-
-    The old form ``complete(target, request)`` (one call, no retries, breaker or fallback)
-    still works, returning the bare ``ChatResult``, until the views use plans.
-    """
-    if isinstance(plan, Target):
-        return await _complete_single(plan, request)  # type: ignore[return-value]
-    walk, index, answer = await _through_chain(plan, _complete_once)
+async def _served(plan: DispatchPlan, call: Call, *, degraded_ok: bool = True) -> Served:
+    walk, index, answer = await _through_chain(plan, call)
     if index is not None:
         return Served(**walk.outcome_fields(index), result=answer)
-    source, result = await _after_chain(walk)
+    source, result = await _after_chain(walk, degraded_ok=degraded_ok)
     return Served(**walk.outcome_fields(None, source), result=result)
 
 
-async def _complete_single(target: Target, request: ChatRequest | None) -> ChatResult:
-    assert request is not None, "complete(target, request) needs the request"
-    try:
-        return await get_adapter(target.provider).complete(request)
-    except UpstreamError as exc:
-        raise as_api_error(exc) from exc
+async def complete(plan: DispatchPlan) -> Served:
+    """A plain answer through the plan's chain; raises ``ApiError``."""
+    return await _served(plan, _complete_once)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,11 +377,7 @@ async def embed(plan: DispatchPlan) -> Served:
     """Embeddings through the plan's chain (timeouts, retries, breakers, fallbacks, then the
     cached answer); there is no degraded reply for vectors. ``result`` is an
     ``EmbeddingResult``."""
-    walk, index, answer = await _through_chain(plan, _embed_once)
-    if index is None:
-        source, answer = await _after_chain(walk, degraded_ok=False)
-        return Served(**walk.outcome_fields(None, source), result=answer)
-    return Served(**walk.outcome_fields(index), result=answer)
+    return await _served(plan, _embed_once, degraded_ok=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -471,8 +457,3 @@ async def open_stream(plan: DispatchPlan) -> StreamServed:
     source, result = await _after_chain(walk)
     first, *rest = as_deltas(result)
     return StreamServed(**walk.outcome_fields(None, source), first=first, deltas=_replay(rest))
-
-
-def stream(target: Target, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-    """The old form: one stream, no retries, breaker or fallback (until the views use plans)."""
-    return get_adapter(target.provider).stream(request)

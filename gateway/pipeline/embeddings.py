@@ -29,7 +29,7 @@ from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.call import PipelineCall
 from gateway.pipeline.chat import RequestInfo
 from gateway.pipeline.route import Target, routing_table
-from gateway.pipeline.settle import Meter, chars_to_tokens
+from gateway.pipeline.settle import Meter, chars_to_tokens, count_new_placeholders
 from gateway.pipeline.validate import ParsedEmbeddings
 from gateway.providers import capabilities
 from gateway.providers.base import EmbeddingRequest, EmbeddingResult, UpstreamError, Usage
@@ -61,8 +61,7 @@ class EmbeddingsCall(PipelineCall):
             raise dispatch.as_api_error(exc) from exc
         inputs = pii.protect_texts(principal, parsed.inputs)
         if inputs is not parsed.inputs:
-            self.meter.pii_redactions = sum(a != b for a, b in zip(inputs, parsed.inputs,
-                                                                   strict=True))
+            self.meter.pii_redactions = count_new_placeholders(parsed.inputs, inputs)
         request = EmbeddingRequest(target.model, inputs, parsed.dimensions, parsed.user)
         cached = await self.admit_and_look_up(parsed.user, target, request)
         if cached is not None and cached.vectors is not None:

@@ -140,10 +140,7 @@ class Output:
 
     def _pass(self, channel: Channel, text: str) -> str:
         shown = channel.whole(text) if self.whole else channel.feed(text)
-        if channel.leak is not None and channel.leak.leaked:
-            self.leak_kind = self.leak_kind or channel.leak.kind
-            if channel.stopped:
-                self.stopped = True
+        self._note_leak(channel)
         return shown
 
     def _assembly(self, index: int) -> _Assembly:
@@ -276,6 +273,13 @@ class Output:
         choices = [c.choice(raw, logprobs=raw or not (self.leaked and self.blocking))
                    for c in sorted(self.choices.values(), key=lambda c: c.index)]
         return ChatResult(choices or [Choice()], usage)
+
+    def written_text(self) -> str:
+        """Everything the provider wrote, for a token estimate when it reported none."""
+        return "".join(text for choice in self.choices.values()
+                       for texts in (choice.raw[CONTENT], choice.raw[REFUSAL],
+                                     *choice.raw_arguments.values())
+                       for text in texts)
 
     @property
     def tool_call_count(self) -> int:

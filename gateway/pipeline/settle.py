@@ -106,9 +106,14 @@ _PII_PLACEHOLDER = re.compile(rf"<(?:{_PII_TYPES})(?:_\d+)?>")
 def count_redactions(before: list[ChatMessage], after: list[ChatMessage]) -> int:
     """PII values the guard replaced: placeholders (``<EMAIL>``, ``<EMAIL_1>``) in the messages
     the provider sees that were not in the messages as sent (tool-call arguments not counted)."""
-    found = sum(len(_PII_PLACEHOLDER.findall(m.content)) for m in after if m.content)
+    return count_new_placeholders([m.content for m in before], [m.content for m in after])
+
+
+def count_new_placeholders(before: list[str], after: list[str]) -> int:
+    """Placeholders in ``after`` that were not in ``before`` (texts as sent, as protected)."""
+    found = sum(len(_PII_PLACEHOLDER.findall(text)) for text in after if text)
     if found:
-        found -= sum(len(_PII_PLACEHOLDER.findall(m.content)) for m in before if m.content)
+        found -= sum(len(_PII_PLACEHOLDER.findall(text)) for text in before if text)
     return max(found, 0)
 
 

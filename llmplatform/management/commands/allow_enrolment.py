@@ -7,24 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from llmplatform import staff_signin
+from llmplatform.management.staff_command import StaffUserCommand
 
 
-class Command(BaseCommand):
+class Command(StaffUserCommand):
     help = "Allow a staff member to set up a TOTP authenticator at their next admin sign-in."
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("username")
-        parser.add_argument("--actor", default="system:manage.py",
-                            help="who asked, for the audit log (default: system:manage.py)")
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        user = staff_signin.user_by_username(options["username"])
-        if user is None:
-            raise CommandError(f"No user {options['username']!r}")
-        staff_signin.enrolment_allow(actor=options["actor"], user=user)
-        self.stdout.write(f"{user.get_username()} may set up an authenticator at their next "
-                          f"sign-in to /admin/ (within {settings.LLMP_ENROLMENT_GRANT_HOURS} "
-                          "hours).")
+    def act(self, user: Any, actor: str) -> str:
+        staff_signin.enrolment_allow(actor=actor, user=user)
+        return (f"{user.get_username()} may set up an authenticator at their next sign-in to "
+                f"/admin/ (within {settings.LLMP_ENROLMENT_GRANT_HOURS} hours).")

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-
 from llmplatform import staff_signin
+from llmplatform.management.staff_command import StaffUserCommand
 
 
-class Command(BaseCommand):
+class Command(StaffUserCommand):
     help = "Remove a user's TOTP authenticators; they enrol a new one at their next admin sign-in."
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("username")
-        parser.add_argument("--actor", default="system:manage.py",
-                            help="who asked, for the audit log (default: system:manage.py)")
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        user = staff_signin.user_by_username(options["username"])
-        if user is None:
-            raise CommandError(f"No user {options['username']!r}")
-        removed = staff_signin.totp_devices_reset(actor=options["actor"], user=user)
-        staff_signin.enrolment_allow(actor=options["actor"], user=user)
-        self.stdout.write(f"Removed {removed} authenticator(s) of {user.get_username()}. "
-                          "They set up a new one at their next sign-in to /admin/.")
+    def act(self, user: Any, actor: str) -> str:
+        removed = staff_signin.totp_devices_reset(actor=actor, user=user)
+        staff_signin.enrolment_allow(actor=actor, user=user)
+        return (f"Removed {removed} authenticator(s) of {user.get_username()}. They set up a new "
+                "one at their next sign-in to /admin/.")
