@@ -34,7 +34,7 @@ from django.conf import settings
 
 from gateway import write_behind
 from gateway.providers.base import ChatRequest, ChatResult, Choice, EmbeddingRequest, Usage
-from llmplatform.redis_client import async_redis, redis_configured, sync_redis
+from llmplatform.redis_client import async_redis, async_script, redis_configured, sync_redis
 
 log = structlog.get_logger("gateway.cache")
 
@@ -149,10 +149,9 @@ return {ns, redis.call('GET', ARGV[1] .. ns .. ':' .. ARGV[2])}
 
 class RedisResponseCache:
     async def lookup(self, key: CacheKey) -> tuple[str, CachedAnswer | None]:
-        client = async_redis()
         prefix = f"{PREFIX}:e:{key.tenant_id}:"
         # EVALSHA (the script is sent once per connection pool, then called by its hash).
-        script = client.register_script(_LOOKUP)
+        script = async_script(_LOOKUP)
         namespace, raw = await script(keys=key.ns_keys, args=[prefix, key.digest])
         namespace = namespace.decode() if isinstance(namespace, bytes) else namespace
         return namespace, (_decode(raw) if raw else None)

@@ -25,7 +25,7 @@ import structlog
 from django.conf import settings
 
 from gateway import metrics, write_behind
-from llmplatform.redis_client import async_redis, redis_configured
+from llmplatform.redis_client import async_script, redis_configured
 
 log = structlog.get_logger("gateway.limits")
 
@@ -186,7 +186,7 @@ async def admit(counters: list[Counter], now: float | None = None) -> Admission:
         return Admission(False, [counters[index]], values, denied=counters[index])
     packed = ",".join(f"{c.limit},{c.amount},{int(c.reset_at - now) + 60}" for c in counters)
     try:
-        script = async_redis().register_script(_ADMIT)
+        script = async_script(_ADMIT)
         result = await script(keys=[c.key for c in counters], args=[packed])
     except Exception as exc:
         return _redis_down(counters, exc)
@@ -249,7 +249,7 @@ async def _apply(deltas: list[tuple[str, int]]) -> None:
         local_store.correct(deltas, time.time())
         return
     try:
-        script = async_redis().register_script(write_behind.CORRECT_SCRIPT)
+        script = async_script(write_behind.CORRECT_SCRIPT)
         await script(keys=[k for k, _ in deltas], args=[d for _, d in deltas])
     except Exception as exc:
         # The reservation stands (the conservative side); it expires with its window.

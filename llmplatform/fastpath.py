@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 from collections.abc import Awaitable, Callable
 
@@ -122,6 +123,7 @@ class PlatformApplication:
                         await hook()
                     except Exception:
                         log.exception("startup_hook_failed")
+                _freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for hook in _shutdown_hooks:
@@ -188,6 +190,14 @@ class PlatformApplication:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything alive at start-up (Django, the apps, their modules: most of a worker's
+    objects, and none of them garbage) out of the garbage collector's reach, so its full
+    collections no longer walk them on every request's allocations (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
 
 
 def body_limit(path: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from functools import lru_cache
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -34,6 +35,22 @@ def async_redis() -> aioredis.Redis:
         )
         _clients[loop] = client
     return client
+
+
+_scripts: weakref.WeakKeyDictionary[aioredis.Redis, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def async_script(source: str):
+    """``async_redis().register_script(source)``, made once per client: registering hashes the
+    script, which every request would otherwise pay for."""
+    client = async_redis()
+    scripts = _scripts.get(client)
+    if scripts is None:
+        scripts = _scripts[client] = {}
+    script = scripts.get(source)
+    if script is None:
+        script = scripts[source] = client.register_script(source)
+    return script
 
 
 @lru_cache(maxsize=4)

@@ -245,6 +245,34 @@ async def test_a_consumer_can_stop_a_stream_early(upstream, make_adapter):
     assert (await adapter.complete(chat())).content == "many words in this reply"
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("piece", [None, 1, 7])
+async def test_a_stream_is_read_whatever_its_line_endings_and_read_sizes(
+        upstream, make_adapter, newline, piece):
+    # The SSE spec allows LF, CRLF and CR; a server may flush mid-line or between CR and LF.
+    upstream.reply = "line endings do not matter"
+    upstream.sse_newline, upstream.sse_piece = newline, piece
+    adapter = make_adapter(upstream.base_url)
+
+    deltas = await collect(adapter, chat())
+
+    assert "".join(d.content for d in deltas) == "line endings do not matter"
+    assert deltas[-1].finish_reason == "stop"
+    assert deltas[-1].usage is not None
+
+
+async def test_a_stream_event_may_be_larger_than_any_read_buffer(upstream, make_adapter):
+    # One event carrying a whole answer of several hundred kilobytes (some servers send the
+    # answer in one chunk) is read whole.
+    upstream.reply = "x" * 600_000
+    upstream.sse_newline = "\r\n"
+    adapter = make_adapter(upstream.base_url)
+
+    deltas = await collect(adapter, chat())
+
+    assert "".join(d.content for d in deltas) == "x" * 600_000
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -78,11 +78,11 @@ async def test_it_rebuilds_a_changed_provider_and_closes_the_old_adapter(upstrea
     assert new is not old
     assert registry.get_adapter(config(base_url=upstream.base_url, revision="1:b")) is new
     # The old adapter keeps serving what is under way during the grace period...
-    assert not old_client.is_closed
+    assert not old_client.closed
     assert (await old.complete(REQUEST)).content == "hi"
     # ...and is closed after it.
     await asyncio.sleep(0.2)
-    assert old_client.is_closed
+    assert old_client.closed
     assert (await new.complete(REQUEST)).content == "hi"
 
 
@@ -95,5 +95,5 @@ async def test_close_all_closes_current_and_retiring_adapters(upstream):
 
     await registry.close_all()
 
-    assert all(client.is_closed for client in clients)
+    assert all(client.closed for client in clients)
     assert registry.get_adapter(config(base_url=upstream.base_url, revision="1:b")) is not current

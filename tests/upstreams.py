@@ -518,6 +518,11 @@ class OpenAIUpstream(_Upstream):
         self.retry_after = "2"
         self.tool_call: dict[str, Any] | list[dict[str, Any]] | None = None
         self.refusal: str | None = None
+        # How streamed events are written: the line ending (the SSE spec allows LF, CRLF and
+        # CR), and, if set, in pieces of this many bytes, each sent at once (so lines and line
+        # endings arrive split across reads).
+        self.sse_newline = "\n"
+        self.sse_piece: int | None = None
 
     def route(self, request: ReceivedRequest) -> str | None:
         """``"chat"``, ``"embeddings"``, ``"models"`` or ``None`` (404) for a request."""
@@ -888,9 +893,16 @@ class OpenAIUpstream(_Upstream):
                     self._stopping.wait(self.hang_seconds)
                 handler.drop()
                 return
-            handler.write_chunk(f"data: {json.dumps(chunk)}\n\n".encode())
-        handler.write_chunk(b"data: [DONE]\n\n")
+            self._write_event(handler, f"data: {json.dumps(chunk)}\n\n")
+        self._write_event(handler, "data: [DONE]\n\n")
         handler.end_chunked()
+
+    def _write_event(self, handler: _Handler, event: str) -> None:
+        data = event.replace("\n", self.sse_newline).encode()
+        piece = self.sse_piece or len(data)
+        for start in range(0, len(data), piece):
+            handler.write_chunk(data[start:start + piece])
+            handler.wfile.flush()
 
     # Embeddings -------------------------------------------------------------------------------
 

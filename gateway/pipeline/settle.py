@@ -77,16 +77,20 @@ class UsageWriter:
         fields = _usage_columns()
         defaults = {f.attname: now if f.attname == "created_at" else f.get_default()
                     for f in fields}
-        rows = [[f.get_db_prep_save(record.get(f.attname, defaults[f.attname]), connection)
-                 for f in fields] for record in batch]
         columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
         table = connection.ops.quote_name(UsageRecord._meta.db_table)
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
+                # The values as the request recorded them (ints, strings, booleans, floats, a
+                # Decimal, a datetime): psycopg writes each as its column's text, so Django's
+                # per-field preparation (a tenth of this method's time) is not needed.
+                names = [f.attname for f in fields]
                 with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+                    for record in batch:
+                        copy.write_row([record.get(name, defaults[name]) for name in names])
                 return
+            rows = [[f.get_db_prep_save(record.get(f.attname, defaults[f.attname]), connection)
+                     for f in fields] for record in batch]
             marks = ", ".join(["%s"] * len(fields))
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 

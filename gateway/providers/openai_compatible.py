@@ -15,15 +15,16 @@ import json
 import math
 import re
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import httpx
+import orjson
 from django.conf import settings
-from httpx_aiohttp import AiohttpTransport
+from yarl import URL
 
 from gateway.egress import host_allowed
 from gateway.providers.base import (
@@ -82,8 +83,31 @@ def parse_retry_after(value: str | None) -> float | None:
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    # Loading the CA bundle takes tens of milliseconds; one context serves every client.
+    # Loading the CA bundle takes tens of milliseconds; one context serves every client. httpx
+    # builds it as the gateway's other HTTP clients verify (certifi's bundle, or SSL_CERT_FILE).
+    import httpx
+
     return httpx.create_ssl_context()
+
+
+def _proxies_in_environment() -> bool:
+    """Whether ``HTTP(S)_PROXY``/``ALL_PROXY`` are set: only then are upstream calls made
+    through the environment's proxy (aiohttp's ``trust_env`` looks them up on every request)."""
+    return bool(urllib.request.getproxies_environment())
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # what orjson does not write (an integer over 64 bits, say)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)  # NaN and Infinity, which some servers write; else ValueError
 
 
 def _finish_reason(value: Any) -> str:
@@ -163,23 +187,13 @@ def _fragment(call: dict[str, Any], position: int) -> dict[str, Any]:
     return fragment
 
 
-def _media_type(response: httpx.Response) -> str:
+def _media_type(response: aiohttp.ClientResponse) -> str:
     return response.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _timed_out(exc: BaseException) -> bool:
-    """Whether a transport failure was a timeout. The aiohttp transport reports every
-    connection failure as ``httpx.ConnectTimeout``; the aiohttp error it wraps tells a refused
-    or reset connection (the upstream is unavailable) from a real timeout."""
-    cause: BaseException | None = exc.__cause__ or exc.__context__
-    seen = 0
-    while cause is not None and seen < 8:
-        if isinstance(cause, TimeoutError):
-            return True
-        if isinstance(cause, aiohttp.ClientError):
-            return False
-        cause, seen = cause.__cause__ or cause.__context__, seen + 1
-    return isinstance(exc, httpx.TimeoutException)
+# What a failed connection or a broken answer raises in aiohttp: its own errors, timeouts (every
+# aiohttp timeout is a ``TimeoutError``) and the socket's ``OSError``.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
 class OpenAICompatibleAdapter:
@@ -189,14 +203,15 @@ class OpenAICompatibleAdapter:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self._label = f"provider '{config.name}'"
-        self._timeout = httpx.Timeout(
+        # Connecting and waiting for a pooled connection each within the connect timeout; then
+        # every read (also the wait for the first byte) within the read timeout.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
             connect=config.connect_timeout,
-            read=config.read_timeout,
-            # A stalled upload is as stuck as a stalled answer.
-            write=config.read_timeout,
-            pool=config.connect_timeout,
+            sock_connect=config.connect_timeout,
+            sock_read=config.read_timeout,
         )
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     # Where and how -------------------------------------------------------------------------
@@ -257,32 +272,34 @@ class OpenAICompatibleAdapter:
 
     # The client ----------------------------------------------------------------------------
 
-    def _http(self) -> httpx.AsyncClient:
-        """The adapter's pooled client. httpx connections belong to the event loop that opened
-        them; a server process runs one loop, so this is built once, but a sync caller bridging
-        through ``async_to_sync`` (or a test) may bring another loop, which gets its own."""
+    def _http(self) -> aiohttp.ClientSession:
+        """The adapter's pooled session. aiohttp connections belong to the event loop that
+        opened them; a server process runs one loop, so this is built once, but a sync caller
+        bridging through ``async_to_sync`` (or a test) may bring another loop, which gets its
+        own. aiohttp directly (not under httpx's API): httpx's request and header objects cost
+        about a tenth of the gateway's CPU per call (measured with bench/ --profile)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            # Streams hold their connection for the whole answer: httpx's default of 100
-            # would queue the 101st concurrent stream until the pool timeout.
-            limits = httpx.Limits(max_connections=settings.LLMP_UPSTREAM_MAX_CONNECTIONS,
-                                  max_keepalive_connections=100)
-            # httpx's API over aiohttp's transport: httpx's own HTTP/1.1 stack costs about
-            # 1 ms of CPU per call, aiohttp's about 0.2 ms (measured with bench/).
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout,
-                transport=AiohttpTransport(verify=_tls_context(), limits=limits),
-            )
+            # Streams hold their connection for the whole answer: the pool must be as large as
+            # the concurrent streams the gateway allows, or the next one would wait for a slot.
+            connector = aiohttp.TCPConnector(
+                limit=settings.LLMP_UPSTREAM_MAX_CONNECTIONS, limit_per_host=0,
+                ssl=_tls_context(), keepalive_timeout=5.0)
+            self._client = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, trust_env=_proxies_in_environment(),
+                # Nothing the upstream sets is sent back to it (nor to another provider).
+                cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
+                auto_decompress=True)
             self._client_loop = loop
         return self._client
 
     async def aclose(self) -> None:
         client, loop = self._client, self._client_loop
         self._client = self._client_loop = None
-        # A client of another (usually finished) loop cannot be closed from here; its sockets
+        # A session of another (usually finished) loop cannot be closed from here; its sockets
         # go with it.
         if client is not None and loop is asyncio.get_running_loop():
-            await client.aclose()
+            await client.close()
 
     async def _api_key(self) -> str:
         try:
@@ -297,49 +314,56 @@ class OpenAICompatibleAdapter:
             # Never send a credential to a host the operator has not allowed (LLMP_UPSTREAM_HOSTS).
             raise UpstreamUnavailable(f"{self._label} has a base URL that is not allowed")
 
-    async def _post(self, url: str, body: dict[str, Any], key: str) -> httpx.Response:
+    async def _post(self, url: str, body: bytes, key: str) -> aiohttp.ClientResponse:
         self._refuse_disallowed_host(url)
-        client = self._http()
-        headers = {"Accept": "application/json, text/event-stream", **self.auth_headers(key)}
         try:
-            outgoing = client.build_request("POST", url, json=body, headers=headers)
-            return await client.send(outgoing, stream=True)
-        except httpx.TransportError as exc:
-            if _timed_out(exc):
-                raise UpstreamTimeout(
-                    f"{self._label} did not answer in time ({type(exc).__name__})"
-                ) from exc
+            target = URL(url, encoded=True)
+        except (ValueError, TypeError) as exc:
+            raise UpstreamUnavailable(f"{self._label} has an invalid base URL") from exc
+        if target.scheme not in ("http", "https") or not target.host:
+            raise UpstreamUnavailable(f"{self._label} has an invalid base URL")
+        headers = {"Accept": "application/json, text/event-stream",
+                   "Content-Type": "application/json", **self.auth_headers(key)}
+        try:
+            return await self._http().post(target, data=body, headers=headers,
+                                           allow_redirects=False)
+        except aiohttp.InvalidURL as exc:
+            raise UpstreamUnavailable(f"{self._label} has an invalid base URL") from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"{self._label} did not answer in time ({type(exc).__name__})"
+            ) from exc
+        except _TRANSPORT_ERRORS as exc:
             # Refused, reset or closed before any answer: nothing was processed.
             raise UpstreamUnavailable(
                 f"{self._label} cannot be reached ({type(exc).__name__})"
             ) from exc
-        except httpx.InvalidURL as exc:
-            raise UpstreamUnavailable(f"{self._label} has an invalid base URL") from exc
 
-    async def _open(self, request: ChatRequest, *, stream: bool) -> httpx.Response:
+    async def _open(self, request: ChatRequest, *, stream: bool) -> aiohttp.ClientResponse:
         """POST the request and return a successful response, its body not read yet."""
         return await self._send(self.chat_url(request), self.build_body(request, stream=stream))
 
-    async def _send(self, url: str, body: dict[str, Any]) -> httpx.Response:
+    async def _send(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST ``body``; a successful response, its body not read yet, or an error raised."""
-        response = await self._post(url, body, await self._api_key())
-        if response.status_code in (401, 403):
+        payload = _encode(body)
+        response = await self._post(url, payload, await self._api_key())
+        if response.status in (401, 403):
             # The key may have been rotated since we cached it: fetch it again, once.
-            await response.aclose()
+            response.release()
             invalidate_secret(self.config.api_key_ref)
-            response = await self._post(url, body, await self._api_key())
-            if response.status_code in (401, 403):
-                await response.aclose()
+            response = await self._post(url, payload, await self._api_key())
+            if response.status in (401, 403):
+                response.release()
                 raise UpstreamAuthError(
-                    f"{self._label} rejected the credentials (HTTP {response.status_code})",
-                    upstream_status=response.status_code,
+                    f"{self._label} rejected the credentials (HTTP {response.status})",
+                    upstream_status=response.status,
                 )
-        if not response.is_success:
+        if not 200 <= response.status < 300:
             await self._raise_for_status(response)
         return response
 
-    async def _raise_for_status(self, response: httpx.Response) -> None:
-        status = response.status_code
+    async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
+        status = response.status
         code = await self._error_code(response)
         detail = f"HTTP {status}" + (f", {code}" if code else "")
         retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -358,20 +382,20 @@ class OpenAICompatibleAdapter:
             upstream_code=code
         )
 
-    async def _error_code(self, response: httpx.Response) -> str:
+    async def _error_code(self, response: aiohttp.ClientResponse) -> str:
         """The upstream's error code (``error.code`` or ``error.type``) if it is a short
         identifier; best effort, never raises."""
         try:
             raw = b""
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_any():
                 raw += chunk
                 if len(raw) > _MAX_ERROR_BODY:
                     return ""
-            data = json.loads(raw)
-        except (httpx.HTTPError, ValueError):
+            data = _decode(raw)
+        except (*_TRANSPORT_ERRORS, ValueError):
             return ""
         finally:
-            await response.aclose()
+            response.release()
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
             return ""
@@ -380,40 +404,40 @@ class OpenAICompatibleAdapter:
                 return value
         return ""
 
-    def _require_media_type(self, response: httpx.Response, expected: str) -> None:
+    def _require_media_type(self, response: aiohttp.ClientResponse, expected: str) -> None:
         if _media_type(response) != expected:
             raise UpstreamBadResponse(
                 f"{self._label} answered with content type "
                 f"'{_media_type(response) or 'none'}', expected '{expected}'",
-                upstream_status=response.status_code,
+                upstream_status=response.status,
             )
 
     # The interface -------------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest) -> ChatResult:
         response = await self._open(request, stream=False)
-        return self._parse_completion(await self._json(response), response.status_code)
+        return self._parse_completion(await self._json(response), response.status)
 
-    async def _json(self, response: httpx.Response) -> Any:
+    async def _json(self, response: aiohttp.ClientResponse) -> Any:
         """The answer's JSON body, read whole; a broken, mistyped or invalid one raises."""
         try:
-            raw = await response.aread()
-        except httpx.TransportError as exc:
-            if _timed_out(exc):
-                raise UpstreamTimeout(f"{self._label} stopped answering mid-way") from exc
+            raw = await response.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{self._label} stopped answering mid-way") from exc
+        except _TRANSPORT_ERRORS as exc:
             raise UpstreamBadResponse(
                 f"{self._label} broke off its answer ({type(exc).__name__})",
-                upstream_status=response.status_code,
+                upstream_status=response.status,
             ) from exc
         finally:
-            await response.aclose()
+            response.release()
         self._require_media_type(response, "application/json")
         try:
-            return json.loads(raw)
+            return _decode(raw)
         except ValueError:
             # Not chained: the decode error carries the body.
             raise UpstreamBadResponse(
-                f"{self._label} answered with invalid JSON", upstream_status=response.status_code
+                f"{self._label} answered with invalid JSON", upstream_status=response.status
             ) from None
 
     def _parse_completion(self, data: Any, status: int) -> ChatResult:
@@ -470,7 +494,7 @@ class OpenAICompatibleAdapter:
                     if data == "[DONE]":
                         done = True
                         break
-                    chunk = self._parse_chunk(data, response.status_code)
+                    chunk = self._parse_chunk(data, response.status)
                     usage = _usage(chunk.get("usage")) or usage
                     choices = chunk.get("choices")
                     if not isinstance(choices, list):
@@ -480,7 +504,7 @@ class OpenAICompatibleAdapter:
                         if delta is None:
                             raise UpstreamBadResponse(
                                 f"{self._label} sent an invalid stream chunk",
-                                upstream_status=response.status_code,
+                                upstream_status=response.status,
                             )
                         if delta.finish_reason:
                             finishes[delta.index] = delta.finish_reason
@@ -490,18 +514,18 @@ class OpenAICompatibleAdapter:
             if not done and not finishes:
                 raise UpstreamBadResponse(
                     f"{self._label} ended the stream before the answer was complete",
-                    upstream_status=response.status_code,
+                    upstream_status=response.status,
                 )
             last = sorted(finishes.items()) or [(0, "stop")]
             for index, reason in last[:-1]:
                 yield ChatDelta(index=index, finish_reason=reason)
             yield ChatDelta(index=last[-1][0], finish_reason=last[-1][1], usage=usage)
         finally:
-            await response.aclose()
+            response.release()
 
     def _parse_chunk(self, data: str, status: int) -> dict[str, Any]:
         try:
-            chunk = json.loads(data)
+            chunk = _decode(data)
         except ValueError:
             raise UpstreamBadResponse(
                 f"{self._label} sent an invalid stream chunk", upstream_status=status
@@ -516,26 +540,40 @@ class OpenAICompatibleAdapter:
             )
         return chunk
 
-    async def _sse_data(self, response: httpx.Response) -> AsyncIterator[str]:
-        """The ``data`` of each server-sent event (multi-line data joined, as the spec says)."""
+    async def _sse_data(self, response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+        """The ``data`` of each server-sent event (multi-line data joined, as the spec says).
+        Lines end in LF, CRLF or CR; a line may be any length (a whole answer in one event)."""
         lines: list[str] = []
+        pending = b""
         try:
-            async for line in response.aiter_lines():
-                if not line:
-                    if lines:
-                        yield "\n".join(lines)
-                        lines = []
-                    continue
-                field, _, value = line.partition(":")
-                if field == "data":
-                    lines.append(value.removeprefix(" "))
-        except httpx.TransportError as exc:
-            if _timed_out(exc):
-                raise UpstreamTimeout(f"{self._label} stopped streaming mid-way") from exc
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                if b"\r" in pending:
+                    # A CR at the very end may be the first half of a CRLF: wait for more.
+                    tail = b"\r" if pending.endswith(b"\r") else b""
+                    pending = pending[:len(pending) - len(tail)]
+                    pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    line = raw.decode("utf-8", errors="replace")
+                    if not line:
+                        if lines:
+                            yield "\n".join(lines)
+                            lines = []
+                        continue
+                    field, _, value = line.partition(":")
+                    if field == "data":
+                        lines.append(value.removeprefix(" "))
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"{self._label} stopped streaming mid-way") from exc
+        except _TRANSPORT_ERRORS as exc:
             raise UpstreamBadResponse(
                 f"{self._label} broke off the stream ({type(exc).__name__})",
-                upstream_status=response.status_code,
+                upstream_status=response.status,
             ) from exc
+        line = pending.rstrip(b"\r").decode("utf-8", errors="replace")
+        if line.partition(":")[0] == "data":
+            lines.append(line.partition(":")[2].removeprefix(" "))
         if lines:
             yield "\n".join(lines)
 
@@ -556,11 +594,11 @@ class OpenAICompatibleAdapter:
             vectors = [[float(x) for x in item["embedding"]] for item in items]
         except (KeyError, TypeError, ValueError):
             raise UpstreamBadResponse(f"{self._label} answered with malformed embeddings",
-                                      upstream_status=response.status_code) from None
+                                      upstream_status=response.status) from None
         if len(vectors) != len(request.inputs):
             raise UpstreamBadResponse(f"{self._label} answered with {len(vectors)} embeddings "
                                       f"for {len(request.inputs)} inputs",
-                                      upstream_status=response.status_code)
+                                      upstream_status=response.status)
         usage = data.get("usage") if isinstance(data, dict) else None
         prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         model = data.get("model")
@@ -574,7 +612,9 @@ class OpenAICompatibleAdapter:
         try:
             self._refuse_disallowed_host(self.models_url())
             headers = self.auth_headers(await self._api_key())
-            response = await self._http().get(self.models_url(), headers=headers, timeout=timeout)
-        except (UpstreamError, httpx.HTTPError, httpx.InvalidURL):
+            async with self._http().get(
+                    URL(self.models_url(), encoded=True), headers=headers, allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                return 200 <= response.status < 300
+        except (UpstreamError, ValueError, *_TRANSPORT_ERRORS):
             return False
-        return response.is_success
