@@ -57,24 +57,27 @@ def production_env(data_dir: str, endpoint: str, bucket: str) -> None:
     for name in list(os.environ):
         if name.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_", "AWS_")):
             del os.environ[name]
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
-        "LLMP_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
-        "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
-        "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
-        "DATABASE_POOL": "false",
-        "LLMP_DATA_DIR": data_dir,
-        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_REGION": "eu-west-1",
-        "LLMP_BACKUP_BUCKET": bucket,
-        "LLMP_BACKUP_ENDPOINT_URL": endpoint,
-        "LLMP_BACKUP_PREFIX": "bench/",
-        "TMPDIR": data_dir,  # the drill's decrypted dump lands here, removed with it
-    })
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
+            "LLMP_ENV": "production",
+            "SECRET_KEY": secrets.token_urlsafe(48),
+            "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
+            "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
+            "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
+            "DATABASE_POOL": "false",
+            "LLMP_DATA_DIR": data_dir,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "eu-west-1",
+            "LLMP_BACKUP_BUCKET": bucket,
+            "LLMP_BACKUP_ENDPOINT_URL": endpoint,
+            "LLMP_BACKUP_PREFIX": "bench/",
+            "TMPDIR": data_dir,  # the drill's decrypted dump lands here, removed with it
+        }
+    )
 
 
 def _value(field, kind: str) -> str:
@@ -117,9 +120,12 @@ def fill(usage_rows: int, conversations: int) -> dict:
     from privacy import services as privacy_services
 
     tenant = Tenant.objects.create(name="bench", slug="bench")
-    subjects = [privacy_services.subject_register_email(
-        actor="bench", tenant=tenant, external_id=f"user-{n}", email=f"user{n}@example.com")
-        for n in range(20)]
+    subjects = [
+        privacy_services.subject_register_email(
+            actor="bench", tenant=tenant, external_id=f"user-{n}", email=f"user{n}@example.com"
+        )
+        for n in range(20)
+    ]
     fields = [f for f in UsageRecord._meta.concrete_fields if f.column != "id"]
     columns = ", ".join(f.column for f in fields)
     values = ", ".join(_value(f, f.get_internal_type()) for f in fields)
@@ -127,18 +133,33 @@ def fill(usage_rows: int, conversations: int) -> dict:
         cursor.execute(
             f"INSERT INTO {UsageRecord._meta.db_table} ({columns}) "
             f"SELECT {values.replace('%(tenant)s', str(tenant.pk))} "
-            f"FROM generate_series(1, {usage_rows}) i")
+            f"FROM generate_series(1, {usage_rows}) i"
+        )
     # Conversation records: two AES-GCM-sized ciphertexts, random (incompressible) bytes.
     raw = connection.connection
-    with raw.cursor() as cursor, cursor.copy(
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(
             "COPY privacy_conversation (tenant_id, subject_id, alias, request_id, "
             "prompt_ciphertext, response_ciphertext, key_id, created_at, expires_at) "
-            "FROM STDIN") as copy:
+            "FROM STDIN"
+        ) as copy,
+    ):
         for n in range(conversations):
             subject = subjects[n % len(subjects)]
-            copy.write_row((tenant.pk, subject.pk, "default", f"req-c{n}",
-                            os.urandom(700), os.urandom(1500), f"dk:{subject.pk}",
-                            "2025-01-01T00:00:00Z", "2099-01-01T00:00:00Z"))
+            copy.write_row(
+                (
+                    tenant.pk,
+                    subject.pk,
+                    "default",
+                    f"req-c{n}",
+                    os.urandom(700),
+                    os.urandom(1500),
+                    f"dk:{subject.pk}",
+                    "2025-01-01T00:00:00Z",
+                    "2099-01-01T00:00:00Z",
+                )
+            )
     raw.commit()
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
@@ -164,7 +185,7 @@ def main() -> int:
 
     for path in ("/tmp", str(BASE_DIR)):
         free = shutil.disk_usage(path).free
-        if free < 6 * 1024 ** 3:
+        if free < 6 * 1024**3:
             print(f"bench: only {human(free)} free on {path}; needs about 6 GiB", file=sys.stderr)
             return 2
     data_dir = tempfile.mkdtemp(prefix="llmp-backup-bench-")
@@ -173,7 +194,9 @@ def main() -> int:
     bucket = "llmp-bench-backups"
     moto = subprocess.Popen(
         [str(BASE_DIR / ".venv/bin/moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=data_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=data_dir,
         env={**os.environ, "TMPDIR": data_dir},
     )
     admin_execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
@@ -196,8 +219,9 @@ def main() -> int:
         while True:
             try:
                 s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
-                s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={
-                    "LocationConstraint": "eu-west-1"})
+                s3.create_bucket(
+                    Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+                )
                 break
             except Exception:
                 if time.monotonic() > deadline or moto.poll() is not None:
@@ -207,9 +231,11 @@ def main() -> int:
         call_command("migrate", verbosity=0)
         started = time.perf_counter()
         filled = fill(args.usage_rows, args.conversations)
-        print(f"filled {BENCH_DB}: {human(filled['size'])} ({args.usage_rows:,} usage records, "
-              f"{args.conversations:,} conversations) in {time.perf_counter() - started:.0f} s",
-              flush=True)
+        print(
+            f"filled {BENCH_DB}: {human(filled['size'])} ({args.usage_rows:,} usage records, "
+            f"{args.conversations:,} conversations) in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
 
         started = time.perf_counter()
         backup = services.backup_request(actor="bench")
@@ -231,30 +257,40 @@ def main() -> int:
         print()
         print("| measure | value |")
         print("|---|---|")
-        print(f"| PostgreSQL server / pg_dump | {connection.pg_version // 10000} / "
-              f"{Path(settings.pg_dump or '?').name} |")
+        print(
+            f"| PostgreSQL server / pg_dump | {connection.pg_version // 10000} / "
+            f"{Path(settings.pg_dump or '?').name} |"
+        )
         print(f"| database size (pg_database_size) | {human(filled['size'])} |")
         print(f"| rows in the backup (all tables) | {rows:,} |")
         print(f"| dump size (pg_dump custom, compressed) | {human(backup.dump_bytes)} |")
         print(f"| stored size (encrypted) | {human(backup.size_bytes)} |")
-        print(f"| backup: dump + encrypt + upload to S3 (moto, loopback) | "
-              f"{backup_seconds:.1f} s |")
-        print(f"| backup throughput (database size / time) | "
-              f"{human(filled['size'] / backup_seconds)}/s |")
-        print(f"| restore drill: download + decrypt + pg_restore "
-              f"(--jobs {settings.restore_jobs}) + verify + replay | "
-              f"{report.duration_seconds:.1f} s |")
-        print(f"| rows verified / compared | {report.rows_verified:,} / "
-              f"{report.rows_compared:,} |")
+        print(
+            f"| backup: dump + encrypt + upload to S3 (moto, loopback) | {backup_seconds:.1f} s |"
+        )
+        print(
+            f"| backup throughput (database size / time) | "
+            f"{human(filled['size'] / backup_seconds)}/s |"
+        )
+        print(
+            f"| restore drill: download + decrypt + pg_restore "
+            f"(--jobs {settings.restore_jobs}) + verify + replay | "
+            f"{report.duration_seconds:.1f} s |"
+        )
+        print(f"| rows verified / compared | {report.rows_verified:,} / {report.rows_compared:,} |")
         print(f"| table checksums verified | {report.checksums_verified} |")
         print(f"| erasures replayed | {report.replay.erased} |")
         rto, rpo = settings.rto.total_seconds(), settings.rpo.total_seconds()
-        print(f"| RTO {rto / 60:.0f} min | drill took {report.duration_seconds / rto:.0%} of it: "
-              f"{'met' if report.duration_seconds <= rto else 'NOT met'} |")
+        print(
+            f"| RTO {rto / 60:.0f} min | drill took {report.duration_seconds / rto:.0%} of it: "
+            f"{'met' if report.duration_seconds <= rto else 'NOT met'} |"
+        )
         worst = 3600 + backup_seconds
-        print(f"| RPO {rpo / 60:.0f} min: worst-case loss at the hourly schedule "
-              f"(60 min + one run) | {worst / 60:.1f} min: "
-              f"{'met' if worst <= rpo else 'NOT met'} |")
+        print(
+            f"| RPO {rpo / 60:.0f} min: worst-case loss at the hourly schedule "
+            f"(60 min + one run) | {worst / 60:.1f} min: "
+            f"{'met' if worst <= rpo else 'NOT met'} |"
+        )
         ok = report.verified and report.replay.erased == 1
         connections.close_all()
         return 0 if ok else 1

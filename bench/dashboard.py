@@ -38,43 +38,82 @@ def populate(args: argparse.Namespace) -> None:
 
     now = timezone.now()
     rng = random.Random(7)
-    tier = Tier.objects.create(name="bench", daily_budget=Decimal("50"),
-                               monthly_budget=Decimal("1000"))
-    tenants = [services.tenant_create(actor=None, name=f"Tenant {i}", slug=f"tenant-{i}",
-                                      tier=tier) for i in range(args.tenants)]
+    tier = Tier.objects.create(
+        name="bench", daily_budget=Decimal("50"), monthly_budget=Decimal("1000")
+    )
+    tenants = [
+        services.tenant_create(actor=None, name=f"Tenant {i}", slug=f"tenant-{i}", tier=tier)
+        for i in range(args.tenants)
+    ]
     # Every row is created now (auto_now_add): the worst case, where all of them are today's
     # and this month's and every figure has to add them all up.
     batch = []
     for i in range(args.usage):
-        batch.append(UsageRecord(
-            tenant=rng.choice(tenants), request_id=f"r{i}", route="chat", status_code=200,
-            cost=Decimal(rng.randint(1, 5000)) / 10000, pii_redactions=rng.choice([0, 0, 0, 1, 2])))
+        batch.append(
+            UsageRecord(
+                tenant=rng.choice(tenants),
+                request_id=f"r{i}",
+                route="chat",
+                status_code=200,
+                cost=Decimal(rng.randint(1, 5000)) / 10000,
+                pii_redactions=rng.choice([0, 0, 0, 1, 2]),
+            )
+        )
         if len(batch) == 5000:
             UsageRecord.objects.bulk_create(batch)
             batch = []
     UsageRecord.objects.bulk_create(batch)
-    SecurityEvent.objects.bulk_create([
-        SecurityEvent(tenant=rng.choice(tenants), kind="prompt_injection",
-                      action=rng.choice(["blocked", "flagged"]), score=0.9)
-        for _ in range(args.events)], batch_size=5000)
-    SubjectRequest.objects.bulk_create([
-        SubjectRequest(tenant=rng.choice(tenants), kind="erasure", source="api",
-                       state=rng.choice(["verified", "completed"]),
-                       due_at=now + timedelta(days=rng.randint(-10, 40)))
-        for _ in range(args.requests)], batch_size=5000)
+    SecurityEvent.objects.bulk_create(
+        [
+            SecurityEvent(
+                tenant=rng.choice(tenants),
+                kind="prompt_injection",
+                action=rng.choice(["blocked", "flagged"]),
+                score=0.9,
+            )
+            for _ in range(args.events)
+        ],
+        batch_size=5000,
+    )
+    SubjectRequest.objects.bulk_create(
+        [
+            SubjectRequest(
+                tenant=rng.choice(tenants),
+                kind="erasure",
+                source="api",
+                state=rng.choice(["verified", "completed"]),
+                due_at=now + timedelta(days=rng.randint(-10, 40)),
+            )
+            for _ in range(args.requests)
+        ],
+        batch_size=5000,
+    )
     provider = Provider.objects.create(name="bench", kind="openai", base_url="http://127.0.0.1:9")
-    ProviderDeployment.objects.bulk_create([
-        ProviderDeployment(name=f"deployment-{i}", provider=provider, model="m")
-        for i in range(50)])
+    ProviderDeployment.objects.bulk_create(
+        [
+            ProviderDeployment(name=f"deployment-{i}", provider=provider, model="m")
+            for i in range(50)
+        ]
+    )
     for hours in range(48):
-        Backup.objects.create(state="succeeded", trigger="scheduled", requested_by="beat",
-                              started_at=now - timedelta(hours=hours),
-                              finished_at=now - timedelta(hours=hours) + timedelta(minutes=2))
-    RestoreDrill.objects.create(backup_uuid="00000000-0000-0000-0000-000000000000",
-                                kind="drill", actor="bench", started_at=now - timedelta(days=2),
-                                finished_at=now - timedelta(days=2) + timedelta(minutes=5),
-                                duration_seconds=300, rto_seconds=900, target_database="x",
-                                result="succeeded")
+        Backup.objects.create(
+            state="succeeded",
+            trigger="scheduled",
+            requested_by="beat",
+            started_at=now - timedelta(hours=hours),
+            finished_at=now - timedelta(hours=hours) + timedelta(minutes=2),
+        )
+    RestoreDrill.objects.create(
+        backup_uuid="00000000-0000-0000-0000-000000000000",
+        kind="drill",
+        actor="bench",
+        started_at=now - timedelta(days=2),
+        finished_at=now - timedelta(days=2) + timedelta(minutes=5),
+        duration_seconds=300,
+        rto_seconds=900,
+        target_database="x",
+        result="succeeded",
+    )
 
 
 def main() -> None:
@@ -126,11 +165,15 @@ def main() -> None:
                 timings.append((time.perf_counter() - begin) * 1000)
             assert response.status_code == 200
         engine = connection.vendor
-        print(f"database: {engine}; {args.tenants} tenants, {args.usage:,} usage records of "
-              f"today, {args.events:,} security events, {args.requests:,} subject requests, "
-              f"50 deployments, 48 backups (filled in {filled:.0f} s)")
-        print(f"/admin/ ({args.runs} renders): {len(queries)} SQL queries per render, "
-              f"median {statistics.median(timings):.0f} ms, slowest {max(timings):.0f} ms")
+        print(
+            f"database: {engine}; {args.tenants} tenants, {args.usage:,} usage records of "
+            f"today, {args.events:,} security events, {args.requests:,} subject requests, "
+            f"50 deployments, 48 backups (filled in {filled:.0f} s)"
+        )
+        print(
+            f"/admin/ ({args.runs} renders): {len(queries)} SQL queries per render, "
+            f"median {statistics.median(timings):.0f} ms, slowest {max(timings):.0f} ms"
+        )
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
         teardown_test_environment()

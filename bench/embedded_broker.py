@@ -83,10 +83,18 @@ def _ran(log: Path) -> int:
 
 def measure(name: str, broker_url: str | None, args: argparse.Namespace) -> dict:
     data = Path(tempfile.mkdtemp(prefix=f"broker-{name}-"))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_"))}
-    env.update({"LLMP_DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
-                "PYTHONUNBUFFERED": "1"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_"))
+    }
+    env.update(
+        {
+            "LLMP_DATA_DIR": str(data),
+            "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if broker_url:
         env["CELERY_BROKER_URL"] = broker_url.format(data=data)
         # The same prefetch as the embedded default's file broker. (Its polling interval stays
@@ -94,15 +102,37 @@ def measure(name: str, broker_url: str | None, args: argparse.Namespace) -> dict
         # refuses polling_interval.)
         env["LLMP_CELERY_PREFETCH"] = "8"
     env.update(item.split("=", 1) for item in args.set)
-    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     log = data / "worker.log"
     with log.open("wb") as out:
         worker = subprocess.Popen(
-            [PYTHON, "-m", "celery", "-A", "llmplatform", "worker", "--loglevel", "INFO",
-             "--concurrency", "1", "--without-gossip", "--without-mingle",
-             "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "llmplatform",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     result: dict = {"transport": name}
     try:
         deadline = time.monotonic() + 60
@@ -113,12 +143,17 @@ def measure(name: str, broker_url: str | None, args: argparse.Namespace) -> dict
         time.sleep(2)
         before = _cpu_seconds(worker.pid)
         time.sleep(args.idle)
-        result["idle_cpu_percent"] = round((_cpu_seconds(worker.pid) - before) / args.idle * 100,
-                                           2)
+        result["idle_cpu_percent"] = round((_cpu_seconds(worker.pid) - before) / args.idle * 100, 2)
 
         def run(script: str, n: int) -> dict:
-            done = subprocess.run([PYTHON, "-c", script, str(n)], cwd=ROOT, env=env,
-                                  capture_output=True, text=True, timeout=600)
+            done = subprocess.run(
+                [PYTHON, "-c", script, str(n)],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if done.returncode:
                 raise RuntimeError(f"{name}: {done.stderr[-2000:]}")
             return json.loads(done.stdout.strip().splitlines()[-1])
@@ -143,9 +178,16 @@ def measure(name: str, broker_url: str | None, args: argparse.Namespace) -> dict
 
         # Two producers at once while the worker consumes: every task must run exactly once.
         ran_before = _ran(log)
-        producers = [subprocess.Popen([PYTHON, "-c", _PRODUCE, str(args.tasks)], cwd=ROOT,
-                                      env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL) for _ in range(2)]
+        producers = [
+            subprocess.Popen(
+                [PYTHON, "-c", _PRODUCE, str(args.tasks)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(2)
+        ]
         for producer in producers:
             producer.communicate(timeout=600)
         started = time.monotonic()
@@ -191,22 +233,40 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=300)
     parser.add_argument("--latency", type=int, default=30)
     parser.add_argument("--idle", type=float, default=20.0)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="an environment variable for every process (e.g. "
-                             "LLMP_BROKER_POLL_SECONDS=0.2, LLMP_CELERY_PREFETCH=1)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for every process (e.g. "
+        "LLMP_BROKER_POLL_SECONDS=0.2, LLMP_CELERY_PREFETCH=1)",
+    )
     args = parser.parse_args()
     transports = [("filesystem", None)]
     try:
         import sqlalchemy  # noqa: F401
     except ImportError:
-        print("sqlalchemy is not installed: measuring the filesystem transport only "
-              "(.venv/bin/pip install sqlalchemy to compare)", file=sys.stderr)
+        print(
+            "sqlalchemy is not installed: measuring the filesystem transport only "
+            "(.venv/bin/pip install sqlalchemy to compare)",
+            file=sys.stderr,
+        )
     else:
         transports.append(("sqlalchemy-sqlite", "sqla+sqlite:///{data}/broker.sqlite3"))
     results = [measure(name, url, args) for name, url in transports]
-    columns = ["transport", "idle_cpu_percent", "delay_median_us", "latency_median_ms",
-               "latency_max_ms", "batch_tasks_per_s", "concurrent_published", "concurrent_ran",
-               "producer_errors", "worker_errors", "left_behind"]
+    columns = [
+        "transport",
+        "idle_cpu_percent",
+        "delay_median_us",
+        "latency_median_ms",
+        "latency_max_ms",
+        "batch_tasks_per_s",
+        "concurrent_published",
+        "concurrent_ran",
+        "producer_errors",
+        "worker_errors",
+        "left_behind",
+    ]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for result in results:

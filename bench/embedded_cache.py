@@ -25,19 +25,29 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402  (bench/run.py: processes, config, load)
+import run as bench
 
 
 def embedded_env(data_dir: Path, src: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_"))}
-    env.update({"DJANGO_SETTINGS_MODULE": "llmplatform.settings", "LLMP_DATA_DIR": str(data_dir),
-                "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(src)})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
+            "LLMP_DATA_DIR": str(data_dir),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(src),
+        }
+    )
     return env
 
 
-def start(name: str, src: Path, tmp: Path, procs: bench.Processes, fast_url: str,
-          slow_url: str) -> bench.Target:
+def start(
+    name: str, src: Path, tmp: Path, procs: bench.Processes, fast_url: str, slow_url: str
+) -> bench.Target:
     data_dir = tmp / f"data-{name}"
     data_dir.mkdir()
     env = embedded_env(data_dir, src)
@@ -47,19 +57,44 @@ def start(name: str, src: Path, tmp: Path, procs: bench.Processes, fast_url: str
     bench.manage(["apply_config", str(config)], env, cwd=src)
     key = bench.create_key(env, src)
     port = bench.free_port()
-    process = procs.start(f"gateway-{name}", [
-        bench.PYTHON, "-m", "uvicorn", "llmplatform.asgi:application", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", "1", "--no-access-log", "--log-level", "warning",
-    ], env=env, cwd=src)
+    process = procs.start(
+        f"gateway-{name}",
+        [
+            bench.PYTHON,
+            "-m",
+            "uvicorn",
+            "llmplatform.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=src,
+    )
     bench.wait_ready(f"gateway-{name}", f"http://127.0.0.1:{port}/healthz", process, procs, 90)
-    return bench.Target(name, f"http://127.0.0.1:{port}/v1/chat/completions",
-                        headers=[f"Authorization: Bearer {key}"], root_pid=process.pid)
+    return bench.Target(
+        name,
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        headers=[f"Authorization: Bearer {key}"],
+        root_pid=process.pid,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gateway-src", type=Path, required=True, metavar="DIR",
-                        help="the other source tree (e.g. a git archive of the old commit)")
+    parser.add_argument(
+        "--gateway-src",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the other source tree (e.g. a git archive of the old commit)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -68,10 +103,20 @@ def main() -> int:
     results: dict[str, dict[str, list[dict]]] = {}
     try:
         fast_port, slow_port = bench.free_port(), bench.free_port()
-        mock = procs.start("mock", [bench.PYTHON, str(bench.BENCH / "mock_upstream.py"),
-                                    "--port", str(fast_port)])
-        slow = procs.start("mock-slow", [bench.PYTHON, str(bench.BENCH / "mock_upstream.py"),
-                                         "--port", str(slow_port), "--chunk-delay", "1.0"])
+        mock = procs.start(
+            "mock", [bench.PYTHON, str(bench.BENCH / "mock_upstream.py"), "--port", str(fast_port)]
+        )
+        slow = procs.start(
+            "mock-slow",
+            [
+                bench.PYTHON,
+                str(bench.BENCH / "mock_upstream.py"),
+                "--port",
+                str(slow_port),
+                "--chunk-delay",
+                "1.0",
+            ],
+        )
         fast_url = f"http://127.0.0.1:{fast_port}/v1"
         slow_url = f"http://127.0.0.1:{slow_port}/v1"
         bench.wait_ready("mock", f"{fast_url}/models", mock, procs, 20)
@@ -81,25 +126,44 @@ def main() -> int:
             start("this-tree", bench.ROOT, tmp, procs, fast_url, slow_url),
             start("other-tree", args.gateway_src.resolve(), tmp, procs, fast_url, slow_url),
         ]
-        modes = {"json": bench.body(stream=False), "cache hit": bench.body(stream=False,
-                                                                            temperature=0)}
+        modes = {
+            "json": bench.body(stream=False),
+            "cache hit": bench.body(stream=False, temperature=0),
+        }
         for target in targets[1:]:  # warm: imports, connections, and the cache entry
             for mode, request_body in modes.items():
-                bench.run_load(target, label=f"warm-{target.name}-{mode}", stream=False,
-                               concurrency=1, seconds=2, requests=100000, tmp=tmp,
-                               request_body=request_body)
+                bench.run_load(
+                    target,
+                    label=f"warm-{target.name}-{mode}",
+                    stream=False,
+                    concurrency=1,
+                    seconds=2,
+                    requests=100000,
+                    tmp=tmp,
+                    request_body=request_body,
+                )
         for round_no in range(args.rounds):
             for target in targets:
                 for mode, request_body in modes.items():
                     if target.name == "direct" and mode == "cache hit":
                         continue
                     label = f"{target.name}-{mode.replace(' ', '-')}-{round_no}"
-                    result = bench.run_load(target, label=label, stream=False, concurrency=1,
-                                            seconds=args.seconds, requests=1_000_000, tmp=tmp,
-                                            request_body=request_body, quiet_wait=5)
+                    result = bench.run_load(
+                        target,
+                        label=label,
+                        stream=False,
+                        concurrency=1,
+                        seconds=args.seconds,
+                        requests=1_000_000,
+                        tmp=tmp,
+                        request_body=request_body,
+                        quiet_wait=5,
+                    )
                     results.setdefault(target.name, {}).setdefault(mode, []).append(result)
-                    bench.log(f"{label}: p50 {result['latency_ms']['p50']:.2f} ms, "
-                              f"{result['rps']:.0f} rps, errors {result.get('errors', 0)}")
+                    bench.log(
+                        f"{label}: p50 {result['latency_ms']['p50']:.2f} ms, "
+                        f"{result['rps']:.0f} rps, errors {result.get('errors', 0)}"
+                    )
     finally:
         procs.stop_all()
     direct = min(r["latency_ms"]["p50"] for r in results["direct"]["json"])
@@ -109,13 +173,18 @@ def main() -> int:
         for mode, runs in modes_results.items():
             best = min(runs, key=lambda r: r["latency_ms"]["p50"])
             p50 = best["latency_ms"]["p50"]
-            print(f"| {name} | {mode} | {best['rps']:.0f} | {p50:.2f} | "
-                  f"{best['latency_ms']['p99']:.2f} | {p50 - direct:.2f} | "
-                  f"{sum(r.get('errors', 0) for r in runs)} |")
+            print(
+                f"| {name} | {mode} | {best['rps']:.0f} | {p50:.2f} | "
+                f"{best['latency_ms']['p99']:.2f} | {p50 - direct:.2f} | "
+                f"{sum(r.get('errors', 0) for r in runs)} |"
+            )
     out = bench.BENCH / "results" / f"embedded-cache-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                               "results": results}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2
+        )
+    )
     print(f"written: {out}", file=sys.stderr)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -67,7 +67,7 @@ def percentiles(values: list[float]) -> dict[str, float] | None:
 
     def at(q: float) -> float:
         # Nearest-rank percentile.
-        index = min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+        index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
         return round(ordered[index], 3)
 
     return {
@@ -196,8 +196,9 @@ class HttpConnection(asyncio.Protocol):
         return None
 
 
-def build_request(host: str, port: int, path: str, method: str, body: bytes,
-                  headers: list[str]) -> bytes:
+def build_request(
+    host: str, port: int, path: str, method: str, body: bytes, headers: list[str]
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: keep-alive"]
     names = {h.split(":", 1)[0].strip().lower() for h in headers}
     if body and "content-type" not in names:
@@ -208,8 +209,7 @@ def build_request(host: str, port: int, path: str, method: str, body: bytes,
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-async def run_py(args: argparse.Namespace, host: str, port: int, path: str,
-                 request: bytes) -> dict:
+async def run_py(args: argparse.Namespace, host: str, port: int, path: str, request: bytes) -> dict:
     loop = asyncio.get_running_loop()
     stats = Stats()
     deadline_send = 0.0
@@ -345,18 +345,29 @@ def run_wrk(args: argparse.Namespace, url: str, body: bytes, headers: list[str])
         header_lines.append('wrk.headers["Content-Type"] = "application/json"')
     for header in headers:
         name, _, value = header.partition(":")
-        header_lines.append(f"wrk.headers[{_lua_string(name.strip())}] = "
-                            f"{_lua_string(value.strip())}")
+        header_lines.append(
+            f"wrk.headers[{_lua_string(name.strip())}] = {_lua_string(value.strip())}"
+        )
     script = _WRK_SCRIPT.format(
-        method=_lua_string(args.method), body=_lua_string(body.decode()),
-        headers="\n".join(header_lines), limit=max(1, args.requests),
+        method=_lua_string(args.method),
+        body=_lua_string(body.decode()),
+        headers="\n".join(header_lines),
+        limit=max(1, args.requests),
     )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
         script_path = handle.name
     try:
-        cmd = [wrk, "-t1", f"-c{args.concurrency}", f"-d{max(1, int(round(args.duration)))}s",
-               f"--timeout={int(args.timeout)}s", "-s", script_path, url]
+        cmd = [
+            wrk,
+            "-t1",
+            f"-c{args.concurrency}",
+            f"-d{max(1, round(args.duration))}s",
+            f"--timeout={int(args.timeout)}s",
+            "-s",
+            script_path,
+            url,
+        ]
         started = time.perf_counter()
         process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -369,9 +380,10 @@ def run_wrk(args: argparse.Namespace, url: str, body: bytes, headers: list[str])
         os.unlink(script_path)
     line = next((x for x in out.decode().splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
-        raise SystemExit(f"load.py: wrk gave no result: {out.decode()[-500:]} "
-                         f"{err.decode()[-500:]}")
-    data = json.loads(line[len("WRKJSON "):])
+        raise SystemExit(
+            f"load.py: wrk gave no result: {out.decode()[-500:]} {err.decode()[-500:]}"
+        )
+    data = json.loads(line[len("WRKJSON ") :])
     errors = {k: data[k] for k in ("connect", "read", "write", "status", "timeout") if data[k]}
     ok = data["requests"] - data["status"]
     cpu_s = usage.ru_utime + usage.ru_stime
@@ -387,8 +399,14 @@ def run_wrk(args: argparse.Namespace, url: str, body: bytes, headers: list[str])
         "error_kinds": errors,
         "elapsed_s": round(time.perf_counter() - started, 3),
         "rps": round(ok / seconds, 1) if seconds else 0.0,
-        "latency_ms": {"p50": ms(data["p50"]), "p90": ms(data["p90"]), "p99": ms(data["p99"]),
-                       "max": ms(data["max"]), "mean": ms(data["mean"]), "n": ok},
+        "latency_ms": {
+            "p50": ms(data["p50"]),
+            "p90": ms(data["p90"]),
+            "p99": ms(data["p99"]),
+            "max": ms(data["max"]),
+            "mean": ms(data["mean"]),
+            "n": ok,
+        },
         "ttfb_ms": None,
         "overhead_header_ms": None,
         "x_cache": {},
@@ -410,14 +428,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream", action="store_true", help="the answers are SSE streams")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--requests", type=int, default=10000, help="at most this many")
-    parser.add_argument("--duration", type=float, default=20.0,
-                        help="send no request after this many seconds")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="send no request after this many seconds"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     parser.add_argument("--connect-timeout", type=float, default=10.0)
-    parser.add_argument("--connect-stagger", type=float, default=0.005,
-                        help="seconds between opening the connections (see run_py)")
-    parser.add_argument("--ramp", type=float, default=0.0,
-                        help="start the clients evenly over this many seconds")
+    parser.add_argument(
+        "--connect-stagger",
+        type=float,
+        default=0.005,
+        help="seconds between opening the connections (see run_py)",
+    )
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="start the clients evenly over this many seconds"
+    )
     parser.add_argument("--engine", choices=("py", "wrk"), default="py")
     parser.add_argument("--label", default="")
     parser.add_argument("--out", help="write the JSON result here (default: stdout)")

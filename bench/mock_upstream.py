@@ -90,24 +90,34 @@ async def _chat(request: dict, send) -> None:
         "total_tokens": prompt_tokens + COMPLETION_TOKENS,
     }
     if not request.get("stream"):
-        await _send_json(send, 200, {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": REPLY},
-                "finish_reason": "stop",
-            }],
-            "usage": usage,
-        })
+        await _send_json(
+            send,
+            200,
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": REPLY},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            },
+        )
         return
 
     options = request.get("stream_options")
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-            "model": model}
+    base = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+    }
 
     def event(choices: list, with_usage: dict | None = None) -> bytes:
         chunk = {**base, "choices": choices}
@@ -122,8 +132,13 @@ async def _chat(request: dict, send) -> None:
             await asyncio.sleep(CHUNK_DELAY)
         delta = {"role": "assistant", "content": piece} if first else {"content": piece}
         first = False
-        await send({"type": "http.response.body", "more_body": True,
-                    "body": event([{"index": 0, "delta": delta, "finish_reason": None}])})
+        await send(
+            {
+                "type": "http.response.body",
+                "more_body": True,
+                "body": event([{"index": 0, "delta": delta, "finish_reason": None}]),
+            }
+        )
     tail = event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
     if include_usage:
         tail += event([], usage)
@@ -154,8 +169,11 @@ async def app(scope, receive, send) -> None:
         await _read_body(receive)
         if MODE == "hang":
             await asyncio.sleep(600)
-        await _send_json(send, 500, {"error": {"message": "injected failure", "type":
-                                               "server_error", "code": None}})
+        await _send_json(
+            send,
+            500,
+            {"error": {"message": "injected failure", "type": "server_error", "code": None}},
+        )
         return
     if path.endswith("/chat/completions") and method == "POST":
         body = await _read_body(receive)
@@ -164,19 +182,38 @@ async def app(scope, receive, send) -> None:
         except orjson.JSONDecodeError:
             request = None
         if not isinstance(request, dict):
-            await _send_json(send, 400, {"error": {"message": "invalid JSON", "type":
-                                                   "invalid_request_error", "code": None}})
+            await _send_json(
+                send,
+                400,
+                {
+                    "error": {
+                        "message": "invalid JSON",
+                        "type": "invalid_request_error",
+                        "code": None,
+                    }
+                },
+            )
             return
         await _chat(request, send)
     elif path.endswith("/models") and method == "GET":
-        await _send_json(send, 200, {"object": "list", "data": [
-            {"id": "mock-model", "object": "model", "created": 0, "owned_by": "bench"}
-        ]})
+        await _send_json(
+            send,
+            200,
+            {
+                "object": "list",
+                "data": [
+                    {"id": "mock-model", "object": "model", "created": 0, "owned_by": "bench"}
+                ],
+            },
+        )
     elif path in ("/", "/health"):
         await _send_json(send, 200, {"status": "ok"})
     else:
-        await _send_json(send, 404, {"error": {"message": "not found", "type":
-                                               "invalid_request_error", "code": None}})
+        await _send_json(
+            send,
+            404,
+            {"error": {"message": "not found", "type": "invalid_request_error", "code": None}},
+        )
 
 
 def _configure(chunks: int, chunk_delay: float) -> None:
@@ -189,8 +226,10 @@ def _factory():
     settings travel in the environment."""
     import os
 
-    _configure(int(os.environ.get("MOCK_CHUNKS", CHUNKS)),
-               float(os.environ.get("MOCK_CHUNK_DELAY", CHUNK_DELAY)))
+    _configure(
+        int(os.environ.get("MOCK_CHUNKS", CHUNKS)),
+        float(os.environ.get("MOCK_CHUNK_DELAY", CHUNK_DELAY)),
+    )
     return app
 
 
@@ -203,8 +242,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=9101)
     parser.add_argument("--chunks", type=int, default=8, help="content chunks per stream")
-    parser.add_argument("--chunk-delay", type=float, default=0.0,
-                        help="seconds between stream chunks (0 = none)")
+    parser.add_argument(
+        "--chunk-delay", type=float, default=0.0, help="seconds between stream chunks (0 = none)"
+    )
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     os.environ["MOCK_CHUNKS"] = str(args.chunks)

@@ -41,17 +41,19 @@ def production_env(data_dir: str) -> None:
     for name in list(os.environ):
         if name.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_")):
             del os.environ[name]
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
-        "LLMP_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
-        "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
-        "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
-        "LLMP_DATA_DIR": data_dir,
-    })
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
+            "LLMP_ENV": "production",
+            "SECRET_KEY": secrets.token_urlsafe(48),
+            "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
+            "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
+            "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "ALLOWED_HOSTS": "127.0.0.1",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
+            "LLMP_DATA_DIR": data_dir,
+        }
+    )
 
 
 def fill(rows: int, live: int) -> None:
@@ -106,9 +108,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--keep-db", action="store_true", help="do not drop the database")
     parser.add_argument(
-        "--hold-snapshot", action="store_true",
+        "--hold-snapshot",
+        action="store_true",
         help="keep another transaction's snapshot open during the purge (a long report query, "
-             "a lagging replica): deleted rows then stay visible to it and cannot be cleaned",
+        "a lagging replica): deleted rows then stay visible to it and cannot be cleaned",
     )
     args = parser.parse_args()
 
@@ -133,8 +136,10 @@ def main() -> int:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_size_pretty(pg_total_relation_size('privacy_conversation'))")
             size = cursor.fetchone()[0]
-        print(f"inserted {args.rows:,} expired + {args.live:,} live rows ({size}) in "
-              f"{time.perf_counter() - started:.1f} s")
+        print(
+            f"inserted {args.rows:,} expired + {args.live:,} live rows ({size}) in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
 
         holder = None
         if args.hold_snapshot:
@@ -172,8 +177,12 @@ def main() -> int:
         print(f"| expired rows left | {remaining_expired} |")
         print(f"| second run deleted | {again.deleted} |")
         print(f"| PurgeRun rows | {PurgeRun.objects.count()} |")
-        ok = (run.deleted == args.rows and remaining == args.live and again.deleted == 0
-              and remaining_expired == 0)
+        ok = (
+            run.deleted == args.rows
+            and remaining == args.live
+            and again.deleted == 0
+            and remaining_expired == 0
+        )
         connections.close_all()
         return 0 if ok else 1
     finally:

@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from purge import BASE_DIR, admin_execute, production_env  # noqa: E402
+from purge import BASE_DIR, admin_execute, production_env
 
 BENCH_DB = "llmp_rollout_bench"
 
@@ -36,31 +36,41 @@ def fill(rows: int, window_rows: int) -> None:
 
     background = rows - 2 * window_rows
     with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO llmplatform_tenant (name, slug, is_active, created_at) "
-                       "VALUES ('bench', 'bench', true, now()) RETURNING id")
+        cursor.execute(
+            "INSERT INTO llmplatform_tenant (name, slug, is_active, created_at) "
+            "VALUES ('bench', 'bench', true, now()) RETURNING id"
+        )
         tenant_id = cursor.fetchone()[0]
-        columns = ("tenant_id, request_id, route, alias, version, deployment, status_code, "
-                   "error_code, prompt_tokens, completion_tokens, cost, latency_ms, "
-                   "upstream_latency_ms, streamed, cache_hit, upstream_attempts, "
-                   "fallback_reason, degraded, pii_redactions, created_at")
+        columns = (
+            "tenant_id, request_id, route, alias, version, deployment, status_code, "
+            "error_code, prompt_tokens, completion_tokens, cost, latency_ms, "
+            "upstream_latency_ms, streamed, cache_hit, upstream_attempts, "
+            "fallback_reason, degraded, pii_redactions, created_at"
+        )
         # Everything else: four aliases over the last 8 days.
-        cursor.execute(f"""
+        cursor.execute(
+            f"""
             INSERT INTO gateway_usagerecord ({columns})
             SELECT %s, 'bg-' || i, 'chat.completions',
                    (ARRAY['default', 'fast', 'long', 'code'])[1 + i %% 4], 'v1', 'dep',
                    CASE WHEN i %% 100 = 0 THEN 502 ELSE 200 END, '', 50, 100, 0.0002,
                    200 + (i %% 900), 150, false, i %% 10 = 0, 1, '', false, 0,
                    now() - interval '8 days' * random()
-            FROM generate_series(1, %s) i""", [tenant_id, background])
+            FROM generate_series(1, %s) i""",
+            [tenant_id, background],
+        )
         # The rolled-out alias in the guard's window: stable 1 % errors, candidate 5 %.
         for version, every in (("v1", 100), ("v2", 20)):
-            cursor.execute(f"""
+            cursor.execute(
+                f"""
                 INSERT INTO gateway_usagerecord ({columns})
                 SELECT %s, '{version}-' || i, 'chat.completions', 'default', %s, 'dep',
                        CASE WHEN i %% {every} = 0 THEN 502 ELSE 200 END, '', 50, 100, 0.0002,
                        200 + (i %% 900), 150, false, false, 1, '', false, 0,
                        now() - interval '4 minutes' * random()
-                FROM generate_series(1, %s) i""", [tenant_id, version, window_rows])
+                FROM generate_series(1, %s) i""",
+                [tenant_id, version, window_rows],
+            )
         cursor.execute("ANALYZE gateway_usagerecord")
         cursor.execute("CHECKPOINT")
 
@@ -78,8 +88,12 @@ def timed(fn, runs: int = 5) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--window-rows", type=int, default=100_000,
-                        help="rows per version of the rolled-out alias in the 5-minute window")
+    parser.add_argument(
+        "--window-rows",
+        type=int,
+        default=100_000,
+        help="rows per version of the rolled-out alias in the 5-minute window",
+    )
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
 
@@ -105,19 +119,22 @@ def main() -> int:
         fill(args.rows, args.window_rows)
         print(f"inserted {args.rows:,} usage rows in {time.perf_counter() - started:.1f} s")
 
-        provider = Provider.objects.create(name="bench", kind="openai",
-                                           base_url="http://127.0.0.1:9/v1")
+        provider = Provider.objects.create(
+            name="bench", kind="openai", base_url="http://127.0.0.1:9/v1"
+        )
         deployment = ProviderDeployment.objects.create(name="dep", provider=provider, model="m")
         alias = ModelAlias.objects.create(name="default")
         v1 = ModelVersion.objects.create(alias=alias, version="v1", deployment=deployment)
-        v2 = ModelVersion.objects.create(alias=alias, version="v2", deployment=deployment,
-                                         weight=0)
-        rollout = services.rollout_create(actor="bench", alias=alias, stable_version=v1,
-                                          candidate_version=v2,
-                                          max_error_rate_increase=10.0)
+        v2 = ModelVersion.objects.create(alias=alias, version="v2", deployment=deployment, weight=0)
+        rollout = services.rollout_create(
+            actor="bench",
+            alias=alias,
+            stable_version=v1,
+            candidate_version=v2,
+            max_error_rate_increase=10.0,
+        )
         services.rollout_start(actor="bench", rollout=rollout)
-        Rollout.objects.filter(pk=rollout.pk).update(
-            started_at=timezone.now() - timedelta(hours=2))
+        Rollout.objects.filter(pk=rollout.pk).update(started_at=timezone.now() - timedelta(hours=2))
         rollout.refresh_from_db()
 
         outcome = services.rollout_evaluate(rollout_id=rollout.pk)

@@ -83,14 +83,36 @@ class Plan:
     rounds: int  # each load this many times per target, interleaved; the best is reported
 
 
-FULL = Plan(concurrency=32, json_seconds=8, stream_seconds=8, latency_seconds=5,
-            cache_seconds=8, warm_seconds=3, open_streams=1000, open_chunks=15, open_ramp=3,
-            engine_check_seconds=5, profile_seconds=10, quiet_wait=8,
-            rounds=3)
-QUICK = Plan(concurrency=32, json_seconds=5, stream_seconds=5, latency_seconds=3,
-             cache_seconds=3, warm_seconds=2, open_streams=1000, open_chunks=10, open_ramp=2,
-             engine_check_seconds=0, profile_seconds=6, quiet_wait=5,
-             rounds=1)
+FULL = Plan(
+    concurrency=32,
+    json_seconds=8,
+    stream_seconds=8,
+    latency_seconds=5,
+    cache_seconds=8,
+    warm_seconds=3,
+    open_streams=1000,
+    open_chunks=15,
+    open_ramp=3,
+    engine_check_seconds=5,
+    profile_seconds=10,
+    quiet_wait=8,
+    rounds=3,
+)
+QUICK = Plan(
+    concurrency=32,
+    json_seconds=5,
+    stream_seconds=5,
+    latency_seconds=3,
+    cache_seconds=3,
+    warm_seconds=2,
+    open_streams=1000,
+    open_chunks=10,
+    open_ramp=2,
+    engine_check_seconds=0,
+    profile_seconds=6,
+    quiet_wait=5,
+    rounds=1,
+)
 
 
 def log(message: str) -> None:
@@ -109,11 +131,18 @@ class Processes:
         self.logdir = logdir
         self.started: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, cmd: list[str], *, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen:
+    def start(
+        self,
+        name: str,
+        cmd: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen:
         logfile = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env,
-                                   cwd=cwd, start_new_session=True)
+        process = subprocess.Popen(
+            cmd, stdout=logfile, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
         logfile.close()
         self.started.append((name, process))
         return process
@@ -160,13 +189,18 @@ def http_status(url: str, timeout: float = 2.0, headers: dict | None = None) -> 
         return 0
 
 
-def wait_ready(name: str, url: str, process: subprocess.Popen, procs: Processes,
-               timeout: float, headers: dict | None = None) -> None:
+def wait_ready(
+    name: str,
+    url: str,
+    process: subprocess.Popen,
+    procs: Processes,
+    timeout: float,
+    headers: dict | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n"
-                               f"{procs.log_tail(name)}")
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{procs.log_tail(name)}")
         if http_status(url, headers=headers) == 200:
             return
         time.sleep(0.25)
@@ -326,12 +360,14 @@ def ensure_litellm() -> tuple[Path | None, str]:
     else:
         log(f"creating {LITELLM_VENV} and installing '{LITELLM_SPEC}' (a few minutes, once)")
         base = shutil.which("python3.11") or sys.executable
-        done = subprocess.run([base, "-m", "venv", str(LITELLM_VENV)], capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            [base, "-m", "venv", str(LITELLM_VENV)], capture_output=True, text=True
+        )
         if done.returncode:
             return None, f"python -m venv failed: {done.stderr.strip()[-1500:]}"
-    done = subprocess.run([str(pip), "install", "--quiet", LITELLM_SPEC], capture_output=True,
-                          text=True, timeout=1500)
+    done = subprocess.run(
+        [str(pip), "install", "--quiet", LITELLM_SPEC], capture_output=True, text=True, timeout=1500
+    )
     if done.returncode or not exe.exists():
         return None, f"pip install {LITELLM_SPEC!r} failed:\n{(done.stderr or done.stdout)[-2000:]}"
     return exe, ""
@@ -352,8 +388,9 @@ def ensure_py_spy() -> Path | None:
 def reset_database() -> None:
     import psycopg
 
-    with psycopg.connect(PG_ADMIN_URL.replace("postgres://", "postgresql://"),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True
+    ) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {BENCH_DB}")
 
@@ -361,9 +398,12 @@ def reset_database() -> None:
 def drop_database() -> None:
     import psycopg
 
-    with contextlib.suppress(Exception), psycopg.connect(
-        PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True
-    ) as conn:
+    with (
+        contextlib.suppress(Exception),
+        psycopg.connect(
+            PG_ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True
+        ) as conn,
+    ):
         conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
 
 
@@ -375,23 +415,28 @@ def flush_redis() -> None:
 
 
 def gateway_env(data_dir: Path, db_pool: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_"))}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
-        "LLMP_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
-        "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
-        "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        # Plain HTTP on loopback: TLS would end at a proxy in front in production.
-        "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
-        "REDIS_URL": REDIS_URL,
-        "LLMP_DATA_DIR": str(data_dir),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_"))
+    }
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
+            "LLMP_ENV": "production",
+            "SECRET_KEY": secrets.token_urlsafe(48),
+            "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
+            "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
+            "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # Plain HTTP on loopback: TLS would end at a proxy in front in production.
+            "SECURE_SSL_REDIRECT": "false",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
+            "REDIS_URL": REDIS_URL,
+            "LLMP_DATA_DIR": str(data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     # Said either way: the default changes between versions.
     env["DATABASE_POOL"] = "true" if db_pool else "false"
     return env
@@ -401,38 +446,60 @@ def gateway_config(fast_url: str, slow_url: str) -> dict:
     """Everything on: a tier with (high) request, token and spend limits and an alias
     allow-list, priced deployments (so metering computes a cost), default params."""
     return {
-        "tiers": [{
-            "name": "bench",
-            "description": "Benchmark: limits high enough never to throttle the load",
-            "requests_per_minute": 50_000_000,
-            "requests_per_hour": 500_000_000,
-            "requests_per_day": 2_000_000_000,
-            "tokens_per_minute": 2_000_000_000,
-            "tokens_per_day": 2_000_000_000,
-            "key_requests_per_minute": 50_000_000,
-            "user_requests_per_minute": 50_000_000,
-            "daily_budget": 1_000_000,
-            "monthly_budget": 10_000_000,
-            "max_prompt_chars": 32000,
-            "max_output_tokens": 4096,
-            "allowed_aliases": ["default", "slow"],
-        }],
+        "tiers": [
+            {
+                "name": "bench",
+                "description": "Benchmark: limits high enough never to throttle the load",
+                "requests_per_minute": 50_000_000,
+                "requests_per_hour": 500_000_000,
+                "requests_per_day": 2_000_000_000,
+                "tokens_per_minute": 2_000_000_000,
+                "tokens_per_day": 2_000_000_000,
+                "key_requests_per_minute": 50_000_000,
+                "user_requests_per_minute": 50_000_000,
+                "daily_budget": 1_000_000,
+                "monthly_budget": 10_000_000,
+                "max_prompt_chars": 32000,
+                "max_output_tokens": 4096,
+                "allowed_aliases": ["default", "slow"],
+            }
+        ],
         "providers": [
             {"name": "bench-mock", "kind": "openai", "base_url": fast_url},
             {"name": "bench-mock-slow", "kind": "openai", "base_url": slow_url},
         ],
         "deployments": [
-            {"name": "bench-mock", "provider": "bench-mock", "model": "mock-model",
-             "price": {"input_per_1k": 0.0005, "output_per_1k": 0.0015}},
-            {"name": "bench-mock-slow", "provider": "bench-mock-slow", "model": "mock-model",
-             "price": {"input_per_1k": 0.0005, "output_per_1k": 0.0015}},
+            {
+                "name": "bench-mock",
+                "provider": "bench-mock",
+                "model": "mock-model",
+                "price": {"input_per_1k": 0.0005, "output_per_1k": 0.0015},
+            },
+            {
+                "name": "bench-mock-slow",
+                "provider": "bench-mock-slow",
+                "model": "mock-model",
+                "price": {"input_per_1k": 0.0005, "output_per_1k": 0.0015},
+            },
         ],
         "model_aliases": [
-            {"name": "default", "description": "Benchmark upstream",
-             "versions": [{"version": "v1", "deployment": "bench-mock", "weight": 100,
-                           "params": {"temperature": 0.7}}]},
-            {"name": "slow", "description": "Benchmark upstream, one chunk a second",
-             "versions": [{"version": "v1", "deployment": "bench-mock-slow", "weight": 100}]},
+            {
+                "name": "default",
+                "description": "Benchmark upstream",
+                "versions": [
+                    {
+                        "version": "v1",
+                        "deployment": "bench-mock",
+                        "weight": 100,
+                        "params": {"temperature": 0.7},
+                    }
+                ],
+            },
+            {
+                "name": "slow",
+                "description": "Benchmark upstream, one chunk a second",
+                "versions": [{"version": "v1", "deployment": "bench-mock-slow", "weight": 100}],
+            },
         ],
     }
 
@@ -456,59 +523,86 @@ print("BENCHKEY " + plaintext)
 """
 
 
-def manage(args: list[str], env: dict[str, str], *, cwd: Path = ROOT,
-           timeout: float = 300) -> str:
-    done = subprocess.run([PYTHON, "manage.py", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+def manage(args: list[str], env: dict[str, str], *, cwd: Path = ROOT, timeout: float = 300) -> str:
+    done = subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args[:2])} failed ({done.returncode}):\n"
-                           f"{(done.stderr or done.stdout)[-3000:]}")
+        raise RuntimeError(
+            f"manage.py {' '.join(args[:2])} failed ({done.returncode}):\n"
+            f"{(done.stderr or done.stdout)[-3000:]}"
+        )
     return done.stdout
 
 
 def create_key(env: dict[str, str], src: Path) -> str:
     manage(["shell", "-c", _TENANT_SNIPPET], env, cwd=src)
     try:
-        out = manage(["create_api_key", "--tenant", "bench", "--name", "bench", "--json"], env,
-                     cwd=src)
+        out = manage(
+            ["create_api_key", "--tenant", "bench", "--name", "bench", "--json"], env, cwd=src
+        )
         return json.loads(out.strip().splitlines()[-1])["key"]
     except (RuntimeError, ValueError, KeyError, IndexError) as exc:
         log(f"create_api_key not usable ({str(exc).splitlines()[0]}); using the service")
     out = manage(["shell", "-c", _KEY_SNIPPET], env, cwd=src)
-    return next(line.split(" ", 1)[1] for line in out.splitlines()
-                if line.startswith("BENCHKEY "))
+    return next(line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("BENCHKEY "))
 
 
 def litellm_files(tmp: Path, fast_url: str, master_key: str) -> tuple[Path, Path]:
     config = tmp / "litellm.yaml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "model_list": [{
-            "model_name": "default",
-            "litellm_params": {"model": "openai/mock-model", "api_base": fast_url,
-                               "api_key": "sk-mock"},
-        }],
-        "general_settings": {"master_key": master_key},
-    }, indent=2))
+    config.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "model_list": [
+                    {
+                        "model_name": "default",
+                        "litellm_params": {
+                            "model": "openai/mock-model",
+                            "api_base": fast_url,
+                            "api_key": "sk-mock",
+                        },
+                    }
+                ],
+                "general_settings": {"master_key": master_key},
+            },
+            indent=2,
+        )
+    )
     # No access log and warnings only, as for this gateway (uvicorn --no-access-log).
     log_config = tmp / "litellm-logging.json"
-    log_config.write_text(json.dumps({
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(levelname)s %(name)s %(message)s"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                                "stream": "ext://sys.stderr"}},
-        "loggers": {
-            "uvicorn": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
-            "uvicorn.error": {"level": "WARNING"},
-            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
-        },
-    }))
+    log_config.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "formatters": {"plain": {"format": "%(levelname)s %(name)s %(message)s"}},
+                "handlers": {
+                    "stderr": {
+                        "class": "logging.StreamHandler",
+                        "formatter": "plain",
+                        "stream": "ext://sys.stderr",
+                    }
+                },
+                "loggers": {
+                    "uvicorn": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+                    "uvicorn.error": {"level": "WARNING"},
+                    "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+                },
+            }
+        )
+    )
     return config, log_config
 
 
 def _git_head() -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
     return done.stdout.strip()
 
 
@@ -522,14 +616,18 @@ def gateway_source(source: str, tmp: Path) -> Path:
     src = tmp / "head-src"
     if not src.exists():
         src.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD"],
-                                 capture_output=True, check=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", "HEAD"],
+            capture_output=True,
+            check=True,
+        )
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
     return src
 
 
-def start_gateway(source: str, tmp: Path, procs: Processes, fast_url: str, slow_url: str,
-                  db_pool: bool) -> Target:
+def start_gateway(
+    source: str, tmp: Path, procs: Processes, fast_url: str, slow_url: str, db_pool: bool
+) -> Target:
     src = gateway_source(source, tmp)
     data_dir = tmp / f"data-{Path(source).name}"
     data_dir.mkdir(exist_ok=True)
@@ -546,19 +644,43 @@ def start_gateway(source: str, tmp: Path, procs: Processes, fast_url: str, slow_
     key = create_key(env, src)
     port = free_port()
     name = f"gateway-{Path(source).name}"
-    gateway = procs.start(name, [
-        PYTHON, "-m", "uvicorn", "llmplatform.asgi:application", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", str(CORES), "--loop", "uvloop", "--http",
-        "httptools", "--no-access-log", "--log-level", "warning",
-        "--timeout-worker-healthcheck", str(HEALTHCHECK_SECONDS),
-    ], env=env, cwd=src)
+    gateway = procs.start(
+        name,
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "llmplatform.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(CORES),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--timeout-worker-healthcheck",
+            str(HEALTHCHECK_SECONDS),
+        ],
+        env=env,
+        cwd=src,
+    )
     try:
         wait_ready(name, f"http://127.0.0.1:{port}/healthz", gateway, procs, 90)
     except RuntimeError:
         procs.stop(gateway)
         raise
-    return Target("llmplatform", f"http://127.0.0.1:{port}/v1/chat/completions",
-                  headers=[f"Authorization: Bearer {key}"], root_pid=gateway.pid)
+    return Target(
+        "llmplatform",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        headers=[f"Authorization: Bearer {key}"],
+        root_pid=gateway.pid,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,23 +696,57 @@ class Target:
     error: str = ""
 
 
-def body(*, stream: bool, temperature: float = 0.7, model: str = "default",
-         prompt: str = PROMPT) -> str:
-    data: dict = {"model": model, "messages": [{"role": "user", "content": prompt}],
-                  "temperature": temperature}
+def body(
+    *, stream: bool, temperature: float = 0.7, model: str = "default", prompt: str = PROMPT
+) -> str:
+    data: dict = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": temperature,
+    }
     if stream:
         data["stream"] = True
     return json.dumps(data)
 
 
-def run_load(target: Target, *, label: str, stream: bool, concurrency: int, seconds: float,
-             requests: int, tmp: Path, request_body: str | None = None, timeout: float = 30,
-             ramp: float = 0, engine: str = "py", quiet_wait: float = 0) -> dict:
+def run_load(
+    target: Target,
+    *,
+    label: str,
+    stream: bool,
+    concurrency: int,
+    seconds: float,
+    requests: int,
+    tmp: Path,
+    request_body: str | None = None,
+    timeout: float = 30,
+    ramp: float = 0,
+    engine: str = "py",
+    quiet_wait: float = 0,
+) -> dict:
     out = tmp / f"load-{label}.json"
-    cmd = [PYTHON, str(BENCH / "load.py"), "--url", target.url, "--label", label,
-           "--concurrency", str(concurrency), "--requests", str(requests),
-           "--duration", str(seconds), "--timeout", str(timeout), "--engine", engine,
-           "--body", request_body or body(stream=stream), "--out", str(out)]
+    cmd = [
+        PYTHON,
+        str(BENCH / "load.py"),
+        "--url",
+        target.url,
+        "--label",
+        label,
+        "--concurrency",
+        str(concurrency),
+        "--requests",
+        str(requests),
+        "--duration",
+        str(seconds),
+        "--timeout",
+        str(timeout),
+        "--engine",
+        engine,
+        "--body",
+        request_body or body(stream=stream),
+        "--out",
+        str(out),
+    ]
     if stream:
         cmd.append("--stream")
     if ramp:
@@ -601,8 +757,9 @@ def run_load(target: Target, *, label: str, stream: bool, concurrency: int, seco
     cpu_before = tree_cpu(target.root_pid) if target.root_pid else {}
     tree_before = set(cpu_before)
     foreign = ForeignCpu()
-    done = subprocess.run(cmd, capture_output=True, text=True,
-                          timeout=seconds + timeout + ramp + 60)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + timeout + ramp + 60
+    )
     foreign_cores = foreign.cores()
     tree_after = set(process_tree(target.root_pid)) if target.root_pid else set()
     cpu_after = {}
@@ -618,8 +775,9 @@ def run_load(target: Target, *, label: str, stream: bool, concurrency: int, seco
         server_cpu = cpu_used_s(cpu_before, cpu_after)
         result["server_cpu_s"] = round(server_cpu, 3)
         result["server_processes"] = len(cpu_after)
-        result["server_cpu_ms_per_request"] = (round(server_cpu * 1000 / result["ok"], 4)
-                                               if result["ok"] else None)
+        result["server_cpu_ms_per_request"] = (
+            round(server_cpu * 1000 / result["ok"], 4) if result["ok"] else None
+        )
     else:
         result["server_cpu_s"] = result["server_cpu_ms_per_request"] = None
     # Cores used by processes this benchmark did not start, during the run (and just before).
@@ -633,11 +791,20 @@ def run_load(target: Target, *, label: str, stream: bool, concurrency: int, seco
 
 def warm(target: Target, plan: Plan, tmp: Path) -> None:
     for stream in (False, True):
-        result = run_load(target, label=f"warm-{target.name}-{int(stream)}", stream=stream,
-                          concurrency=8, seconds=plan.warm_seconds, requests=20000, tmp=tmp)
+        result = run_load(
+            target,
+            label=f"warm-{target.name}-{int(stream)}",
+            stream=stream,
+            concurrency=8,
+            seconds=plan.warm_seconds,
+            requests=20000,
+            tmp=tmp,
+        )
         if result["ok"] == 0:
-            raise RuntimeError(f"{target.name} answered no request while warming "
-                               f"({'stream' if stream else 'json'}): {result['error_kinds']}")
+            raise RuntimeError(
+                f"{target.name} answered no request while warming "
+                f"({'stream' if stream else 'json'}): {result['error_kinds']}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -648,13 +815,14 @@ _OURS = ("gateway/", "llmplatform/", "privacy/", "deployments/")
 
 
 def _frame_path(frame: str) -> str:
-    return frame[frame.rfind("(") + 1:].rstrip(")") if "(" in frame else ""
+    return frame[frame.rfind("(") + 1 :].rstrip(")") if "(" in frame else ""
 
 
 def _is_ours(frame: str) -> bool:
     path = _frame_path(frame)
-    return path.startswith(_OURS) or any(f"/{p}" in path and "site-packages" not in path
-                                         for p in _OURS)
+    return path.startswith(_OURS) or any(
+        f"/{p}" in path and "site-packages" not in path for p in _OURS
+    )
 
 
 def _function(frame: str) -> str:
@@ -686,9 +854,11 @@ def summarise_profile(raw: Path, top: int = 8) -> dict:
         count = int(count_text)
         total += count
         frames = [f for f in stack.split(";") if f]
-        cut = max((i for i, f in enumerate(frames) if f.startswith("SyncToAsync.thread_handler")),
-                  default=-1)
-        effective = frames[cut + 1:]
+        cut = max(
+            (i for i, f in enumerate(frames) if f.startswith("SyncToAsync.thread_handler")),
+            default=-1,
+        )
+        effective = frames[cut + 1 :]
         for name in {_function(f) for f in frames if _is_ours(f)}:
             inclusive[name] += count
         ours = [f for f in effective if _is_ours(f)]
@@ -696,8 +866,9 @@ def summarise_profile(raw: Path, top: int = 8) -> dict:
             charged[_function(ours[-1])] += count
         elif cut >= 0 and effective:
             # Skip asgiref's own frames to the first real function run in the thread.
-            entered = next((f for f in effective if "asgiref/" not in _frame_path(f)),
-                           effective[-1])
+            entered = next(
+                (f for f in effective if "asgiref/" not in _frame_path(f)), effective[-1]
+            )
             charged[f"[thread] {_function(entered)}"] += count
         else:
             leaf = frames[-1] if frames else "?"
@@ -734,8 +905,10 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| target | mode | conc | requests/s | p50 ms | p99 ms | TTFB p50 ms "
-            "| p50 overhead over direct ms | cpu ms/req | errors | other procs, cores |")
+    head = (
+        "| target | mode | conc | requests/s | p50 ms | p99 ms | TTFB p50 ms "
+        "| p50 overhead over direct ms | cpu ms/req | errors | other procs, cores |"
+    )
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(
@@ -747,12 +920,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def row(target: str, mode: str, result: dict | None, direct: dict | None,
-        error: str = "") -> dict:
+def row(target: str, mode: str, result: dict | None, direct: dict | None, error: str = "") -> dict:
     if result is None:
-        return {"target": target, "mode": mode, "concurrency": "-", "rps": None, "p50": None,
-                "p99": None, "ttfb_p50": None, "overhead": None, "foreign": None,
-                "cpu_ms_per_req": None, "errors": f"not run: {error}" if error else "not run"}
+        return {
+            "target": target,
+            "mode": mode,
+            "concurrency": "-",
+            "rps": None,
+            "p50": None,
+            "p99": None,
+            "ttfb_p50": None,
+            "overhead": None,
+            "foreign": None,
+            "cpu_ms_per_req": None,
+            "errors": f"not run: {error}" if error else "not run",
+        }
     latency = result["latency_ms"] or {}
     ttfb = result.get("ttfb_ms") or {}
     p50 = latency.get("p50")
@@ -760,41 +942,75 @@ def row(target: str, mode: str, result: dict | None, direct: dict | None,
     overhead = None
     if direct is not None and p50 is not None and base.get("p50") is not None:
         overhead = round(p50 - base["p50"], 3)
-    return {"target": target, "mode": mode, "concurrency": result["concurrency"],
-            "rps": result["rps"], "p50": p50, "p99": latency.get("p99"),
-            "ttfb_p50": ttfb.get("p50"), "overhead": overhead, "errors": result["errors"],
-            "foreign": result.get("foreign_cores"),
-            # Only for the servers compared (the direct row's server is the mock upstream;
-            # its figure stays in the JSON).
-            "cpu_ms_per_req": (result.get("server_cpu_ms_per_request")
-                               if target in ("llmplatform", "litellm") else None)}
+    return {
+        "target": target,
+        "mode": mode,
+        "concurrency": result["concurrency"],
+        "rps": result["rps"],
+        "p50": p50,
+        "p99": latency.get("p99"),
+        "ttfb_p50": ttfb.get("p50"),
+        "overhead": overhead,
+        "errors": result["errors"],
+        "foreign": result.get("foreign_cores"),
+        # Only for the servers compared (the direct row's server is the mock upstream;
+        # its figure stays in the JSON).
+        "cpu_ms_per_req": (
+            result.get("server_cpu_ms_per_request")
+            if target in ("llmplatform", "litellm")
+            else None
+        ),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def main() -> int:  # noqa: C901 - one linear script, read top to bottom
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (< 3 minutes)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile one gateway worker with py-spy under JSON load")
-    parser.add_argument("--profile-seconds", type=float, default=None,
-                        help="how long --profile samples (default: 10, --quick 6)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one gateway worker with py-spy under JSON load",
+    )
+    parser.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=None,
+        help="how long --profile samples (default: 10, --quick 6)",
+    )
     parser.add_argument("--concurrency", type=int, default=None)
-    parser.add_argument("--db-pool", choices=("auto", "on", "off"), default="auto",
-                        help="the gateway's DATABASE_POOL (auto: on when psycopg_pool is "
-                             "installed)")
-    parser.add_argument("--source", choices=("auto", "worktree", "head"), default="auto",
-                        help="benchmark the working tree, the committed HEAD, or the working "
-                             "tree and HEAD if it does not start (default)")
-    parser.add_argument("--gateway-src", type=Path, default=None, metavar="DIR",
-                        help="benchmark the gateway code in DIR (a copy of the project with a "
-                             "change to try) instead of --source")
+    parser.add_argument(
+        "--db-pool",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the gateway's DATABASE_POOL (auto: on when psycopg_pool is installed)",
+    )
+    parser.add_argument(
+        "--source",
+        choices=("auto", "worktree", "head"),
+        default="auto",
+        help="benchmark the working tree, the committed HEAD, or the working "
+        "tree and HEAD if it does not start (default)",
+    )
+    parser.add_argument(
+        "--gateway-src",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="benchmark the gateway code in DIR (a copy of the project with a "
+        "change to try) instead of --source",
+    )
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--keep-db", action="store_true", help="do not drop llmp_bench at the end")
-    parser.add_argument("--wait-for-other-run", type=float, default=600, metavar="SECONDS",
-                        help="how long to wait for another bench run on this machine to end "
-                             "(default: %(default)s)")
+    parser.add_argument(
+        "--wait-for-other-run",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="how long to wait for another bench run on this machine to end (default: %(default)s)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     if args.concurrency:
@@ -812,7 +1028,7 @@ def main() -> int:  # noqa: C901 - one linear script, read top to bottom
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
-    def on_term(signum, frame):  # noqa: ARG001
+    def on_term(signum, frame):
         raise KeyboardInterrupt
 
     # Installed explicitly: a process started in the background by a non-interactive shell
@@ -821,11 +1037,16 @@ def main() -> int:  # noqa: C901 - one linear script, read top to bottom
         signal.signal(signum, on_term)
     results: dict = {
         "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "plan": plan.__dict__, "quick": args.quick, "machine": {
-            "cores": CORES, "python": platform.python_version(),
-            "cpu": _cpu_model(), "kernel": platform.release(),
+        "plan": plan.__dict__,
+        "quick": args.quick,
+        "machine": {
+            "cores": CORES,
+            "python": platform.python_version(),
+            "cpu": _cpu_model(),
+            "kernel": platform.release(),
         },
-        "runs": {}, "notes": [],
+        "runs": {},
+        "notes": [],
     }
     try:
         return _run(args, plan, tmp, procs, results, started)
@@ -867,8 +1088,10 @@ def _lock_or_wait(limit: float):
                 return None
             if not announced:
                 handle.seek(0)
-                log(f"another bench run is going ({handle.read().strip()}): waiting for it "
-                    f"(at most {limit:.0f} s)")
+                log(
+                    f"another bench run is going ({handle.read().strip()}): waiting for it "
+                    f"(at most {limit:.0f} s)"
+                )
                 announced = True
             time.sleep(2)
             continue
@@ -896,8 +1119,7 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict,  # noqa: C901
-         started: float) -> int:
+def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict, started: float) -> int:
     runs = results["runs"]
     notes: list[str] = results["notes"]
 
@@ -910,11 +1132,22 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict,  # noqa: 
 
     # 2. Upstreams.
     fast_port, slow_port = free_port(), free_port()
-    mock = procs.start("mock", [PYTHON, str(BENCH / "mock_upstream.py"), "--port",
-                                str(fast_port), "--chunks", "8"])
-    slow = procs.start("mock-slow", [PYTHON, str(BENCH / "mock_upstream.py"), "--port",
-                                     str(slow_port), "--chunks", str(plan.open_chunks),
-                                     "--chunk-delay", "1.0"])
+    mock = procs.start(
+        "mock", [PYTHON, str(BENCH / "mock_upstream.py"), "--port", str(fast_port), "--chunks", "8"]
+    )
+    slow = procs.start(
+        "mock-slow",
+        [
+            PYTHON,
+            str(BENCH / "mock_upstream.py"),
+            "--port",
+            str(slow_port),
+            "--chunks",
+            str(plan.open_chunks),
+            "--chunk-delay",
+            "1.0",
+        ],
+    )
     fast_url = f"http://127.0.0.1:{fast_port}/v1"
     slow_url = f"http://127.0.0.1:{slow_port}/v1"
     wait_ready("mock", f"{fast_url}/models", mock, procs, 20)
@@ -928,18 +1161,42 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict,  # noqa: 
         master_key = "sk-bench-" + secrets.token_hex(16)
         config, log_config = litellm_files(tmp, fast_url, master_key)
         port = free_port()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("DATABASE_", "REDIS_", "LLMP_", "LITELLM_"))}
-        env.update({"LITELLM_OFFLINE_MODE": "true", "LITELLM_LOG": "ERROR",
-                    "PYTHONUNBUFFERED": "1"})
-        litellm_proc = procs.start("litellm", [
-            str(litellm_exe), "--config", str(config), "--host", "127.0.0.1", "--port",
-            str(port), "--num_workers", str(CORES), "--log_config", str(log_config),
-            "--telemetry", "False", "--timeout_worker_healthcheck", str(HEALTHCHECK_SECONDS),
-        ], env=env, cwd=tmp)
-        litellm = Target("litellm", f"http://127.0.0.1:{port}/v1/chat/completions",
-                         headers=[f"Authorization: Bearer {master_key}"],
-                         root_pid=litellm_proc.pid)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DATABASE_", "REDIS_", "LLMP_", "LITELLM_"))
+        }
+        env.update(
+            {"LITELLM_OFFLINE_MODE": "true", "LITELLM_LOG": "ERROR", "PYTHONUNBUFFERED": "1"}
+        )
+        litellm_proc = procs.start(
+            "litellm",
+            [
+                str(litellm_exe),
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                str(CORES),
+                "--log_config",
+                str(log_config),
+                "--telemetry",
+                "False",
+                "--timeout_worker_healthcheck",
+                str(HEALTHCHECK_SECONDS),
+            ],
+            env=env,
+            cwd=tmp,
+        )
+        litellm = Target(
+            "litellm",
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            headers=[f"Authorization: Bearer {master_key}"],
+            root_pid=litellm_proc.pid,
+        )
 
     # 4. This gateway: a fresh database, migrations, the config file, a tenant and a key. The
     # working tree is shared with people editing it; if it does not start (a model changed
@@ -951,8 +1208,10 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict,  # noqa: 
 
             db_pool = True
         except ImportError:
-            notes.append("gateway ran without DATABASE_POOL: psycopg_pool is not installed in "
-                         ".venv (DATABASE_POOL=1 fails with 'Error loading psycopg_pool module')")
+            notes.append(
+                "gateway ran without DATABASE_POOL: psycopg_pool is not installed in "
+                ".venv (DATABASE_POOL=1 fails with 'Error loading psycopg_pool module')"
+            )
     sources = {"worktree": ["worktree"], "head": ["head"], "auto": ["worktree", "head"]}
     if args.gateway_src:
         sources[args.source] = [str(args.gateway_src.resolve())]
@@ -961,13 +1220,20 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict,  # noqa: 
     for source in sources[args.source]:
         try:
             ours = start_gateway(source, tmp, procs, fast_url, slow_url, db_pool)
-            results["gateway"] = {"source": source, "db_pool": db_pool, "workers": CORES,
-                                  "env": "production", "database": "postgresql",
-                                  "cache": "redis", "commit": _git_head()}
+            results["gateway"] = {
+                "source": source,
+                "db_pool": db_pool,
+                "workers": CORES,
+                "env": "production",
+                "database": "postgresql",
+                "cache": "redis",
+                "commit": _git_head(),
+            }
             if source == "head":
-                notes.append(f"benchmarked the committed HEAD ({_git_head()[:10]}), not the "
-                             "working tree" + (f": {_short(ours_error)}"
-                                               if ours_error else ""))
+                notes.append(
+                    f"benchmarked the committed HEAD ({_git_head()[:10]}), not the "
+                    "working tree" + (f": {_short(ours_error)}" if ours_error else "")
+                )
             break
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
             ours_error = str(exc)
@@ -976,9 +1242,13 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict,  # noqa: 
 
     if litellm_proc is not None:
         try:
-            wait_ready("litellm", litellm.url.replace("/v1/chat/completions",
-                                                      "/health/liveliness"),
-                       litellm_proc, procs, 180)
+            wait_ready(
+                "litellm",
+                litellm.url.replace("/v1/chat/completions", "/health/liveliness"),
+                litellm_proc,
+                procs,
+                180,
+            )
         except RuntimeError as exc:
             litellm.error = str(exc)
             log(f"LiteLLM did not start: {exc}")
@@ -992,18 +1262,27 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict,  # noqa: 
             target.error = str(exc)
             log(f"{target.name}: {exc}")
     targets = [t for t in targets if not t.error]
-    results["targets"] = {t.name: {"url": t.url, "error": t.error}
-                          for t in (direct, ours, litellm)}
+    results["targets"] = {t.name: {"url": t.url, "error": t.error} for t in (direct, ours, litellm)}
 
     # 5. The generator's own cost (full runs): the py engine against wrk on the same load.
     if plan.engine_check_seconds and shutil.which("wrk"):
         check = {}
         for engine in ("py", "wrk"):
-            result = run_load(direct, label=f"engine-{engine}", stream=False,
-                              concurrency=plan.concurrency, seconds=plan.engine_check_seconds,
-                              requests=10_000_000, tmp=tmp, engine=engine)
-            check[engine] = {"rps": result["rps"], "p50": result["latency_ms"]["p50"],
-                             "cpu_us_per_request": result["cpu_us_per_request"]}
+            result = run_load(
+                direct,
+                label=f"engine-{engine}",
+                stream=False,
+                concurrency=plan.concurrency,
+                seconds=plan.engine_check_seconds,
+                requests=10_000_000,
+                tmp=tmp,
+                engine=engine,
+            )
+            check[engine] = {
+                "rps": result["rps"],
+                "p50": result["latency_ms"]["p50"],
+                "cpu_us_per_request": result["cpu_us_per_request"],
+            }
         runs["generator_check"] = check
         log(f"generator check (direct upstream): {check}")
 
@@ -1023,53 +1302,95 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict,  # noqa: 
             for target in (direct, ours, litellm):
                 if target.error or not target.url:
                     continue
-                log(f"{target.name}: {mode}, concurrency {concurrency}, {seconds:g} s "
-                    f"(round {number}/{plan.rounds})")
-                result = run_load(target, label=f"{target.name}-{key_name}-{number}",
-                                  stream=stream, concurrency=concurrency, seconds=seconds,
-                                  requests=limit, tmp=tmp, quiet_wait=plan.quiet_wait)
+                log(
+                    f"{target.name}: {mode}, concurrency {concurrency}, {seconds:g} s "
+                    f"(round {number}/{plan.rounds})"
+                )
+                result = run_load(
+                    target,
+                    label=f"{target.name}-{key_name}-{number}",
+                    stream=stream,
+                    concurrency=concurrency,
+                    seconds=seconds,
+                    requests=limit,
+                    tmp=tmp,
+                    quiet_wait=plan.quiet_wait,
+                )
                 rounds.setdefault(target.name, []).append(result)
                 if result["workers_replaced"]:
-                    notes.append(f"{target.name} {key_name} round {number}: "
-                                 f"{result['workers_replaced']} server process(es) replaced "
-                                 "during the run")
+                    notes.append(
+                        f"{target.name} {key_name} round {number}: "
+                        f"{result['workers_replaced']} server process(es) replaced "
+                        "during the run"
+                    )
                 if result["x_cache"].get("HIT"):
-                    notes.append(f"{target.name} {key_name}: {result['x_cache']['HIT']} cache "
-                                 "hits in a run that should have none")
+                    notes.append(
+                        f"{target.name} {key_name}: {result['x_cache']['HIT']} cache "
+                        "hits in a run that should have none"
+                    )
         for name, results_of_target in rounds.items():
             best = dict(max(results_of_target, key=lambda r: r["rps"]))
             best["rounds"] = [
-                {"rps": r["rps"], "p50": (r["latency_ms"] or {}).get("p50"),
-                 "p99": (r["latency_ms"] or {}).get("p99"), "errors": r["errors"],
-                 "foreign_cores": r["foreign_cores"],
-                 "server_cpu_ms_per_request": r["server_cpu_ms_per_request"]}
+                {
+                    "rps": r["rps"],
+                    "p50": (r["latency_ms"] or {}).get("p50"),
+                    "p99": (r["latency_ms"] or {}).get("p99"),
+                    "errors": r["errors"],
+                    "foreign_cores": r["foreign_cores"],
+                    "server_cpu_ms_per_request": r["server_cpu_ms_per_request"],
+                }
                 for r in results_of_target
             ]
             runs.setdefault(key_name, {})[name] = best
             if best["foreign_cores"] > 0.15:
-                notes.append(f"{name} {key_name}: other processes used "
-                             f"{best['foreign_cores']:.2f} cores during its best round")
+                notes.append(
+                    f"{name} {key_name}: other processes used "
+                    f"{best['foreign_cores']:.2f} cores during its best round"
+                )
         for target in (direct, ours, litellm):
-            rows.append(row(target.name, mode, runs.get(key_name, {}).get(target.name),
-                            runs.get(key_name, {}).get("direct"),
-                            error=_short(target.error)))
+            rows.append(
+                row(
+                    target.name,
+                    mode,
+                    runs.get(key_name, {}).get(target.name),
+                    runs.get(key_name, {}).get("direct"),
+                    error=_short(target.error),
+                )
+            )
 
     # 7. A cache hit (temperature 0, the same request again), concurrency 1.
     cache: dict = {"available": False}
     if not ours.error and ours.url:
         cache_body = body(stream=False, temperature=0, prompt=PROMPT + " (cache probe)")
-        run_load(ours, label="cache-prime", stream=False, concurrency=1, seconds=5,
-                 requests=2, tmp=tmp, request_body=cache_body)
+        run_load(
+            ours,
+            label="cache-prime",
+            stream=False,
+            concurrency=1,
+            seconds=5,
+            requests=2,
+            tmp=tmp,
+            request_body=cache_body,
+        )
         log("llmplatform: cache hits, concurrency 1")
-        result = run_load(ours, label="cache-hit", stream=False, concurrency=1,
-                          seconds=plan.cache_seconds, requests=20_000, tmp=tmp,
-                          request_body=cache_body, quiet_wait=plan.quiet_wait)
+        result = run_load(
+            ours,
+            label="cache-hit",
+            stream=False,
+            concurrency=1,
+            seconds=plan.cache_seconds,
+            requests=20_000,
+            tmp=tmp,
+            request_body=cache_body,
+            quiet_wait=plan.quiet_wait,
+        )
         hits = result["x_cache"].get("HIT", 0)
         cache = {"available": hits > 0, "hits": hits, "ok": result["ok"], "result": result}
         runs["cache-hit"] = result
         if hits:
-            rows.append(row("llmplatform", "json cache hit", result,
-                            runs.get("json-c1", {}).get("direct")))
+            rows.append(
+                row("llmplatform", "json cache hit", result, runs.get("json-c1", {}).get("direct"))
+            )
 
     # 8. 1,000 streams open at once (one chunk a second), with the gateway's memory.
     open_streams: dict = {}
@@ -1078,20 +1399,35 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict,  # noqa: 
         idle = memory_kib(process_tree(ours.root_pid))
         sampler = MemorySampler(ours.root_pid)
         sampler.start()
-        log(f"llmplatform: {plan.open_streams} streams open at once "
-            f"({plan.open_chunks} chunks, 1 s apart)")
-        result = run_load(ours, label="open-streams", stream=True,
-                          concurrency=plan.open_streams, seconds=plan.open_ramp + 5,
-                          requests=plan.open_streams, tmp=tmp, timeout=plan.open_chunks + 30,
-                          ramp=plan.open_ramp,
-                          request_body=body(stream=True, model="slow"))
+        log(
+            f"llmplatform: {plan.open_streams} streams open at once "
+            f"({plan.open_chunks} chunks, 1 s apart)"
+        )
+        result = run_load(
+            ours,
+            label="open-streams",
+            stream=True,
+            concurrency=plan.open_streams,
+            seconds=plan.open_ramp + 5,
+            requests=plan.open_streams,
+            tmp=tmp,
+            timeout=plan.open_chunks + 30,
+            ramp=plan.open_ramp,
+            request_body=body(stream=True, model="slow"),
+        )
         peak = sampler.stop()
         after = memory_kib(process_tree(ours.root_pid))
         open_streams = {
-            "streams": plan.open_streams, "ok": result["ok"], "errors": result["errors"],
-            "error_kinds": result["error_kinds"], "max_open": result["max_open_streams"],
-            "ttfb_ms": result["ttfb_ms"], "latency_ms": result["latency_ms"],
-            "memory_idle_kib": idle, "memory_peak_kib": peak, "memory_after_kib": after,
+            "streams": plan.open_streams,
+            "ok": result["ok"],
+            "errors": result["errors"],
+            "error_kinds": result["error_kinds"],
+            "max_open": result["max_open_streams"],
+            "ttfb_ms": result["ttfb_ms"],
+            "latency_ms": result["latency_ms"],
+            "memory_idle_kib": idle,
+            "memory_peak_kib": peak,
+            "memory_after_kib": after,
             "processes": len(process_tree(ours.root_pid)),
             "server_cpu_s": result["server_cpu_s"],
             "server_cpu_ms_per_request": result["server_cpu_ms_per_request"],
@@ -1133,8 +1469,9 @@ def _short(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return ""
-    exception = next((line for line in reversed(lines)
-                      if "Error" in line or "Exception" in line), lines[-1])
+    exception = next(
+        (line for line in reversed(lines) if "Error" in line or "Exception" in line), lines[-1]
+    )
     return (lines[0] if len(lines) == 1 else f"{lines[0]} ... {exception}")[:240]
 
 
@@ -1150,14 +1487,37 @@ def _profile(ours: Target, plan: Plan, tmp: Path) -> dict:
         return {"error": "no gateway worker found"}
     raw = tmp / "profile.txt"
     log(f"profiling gateway worker {worker} with py-spy for {plan.profile_seconds:g} s")
-    spy = subprocess.Popen([str(py_spy), "record", "--pid", str(worker), "--duration",
-                            str(int(plan.profile_seconds)), "--rate", "250", "--gil",
-                            "--nonblocking", "--format", "raw", "--output", str(raw)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    spy = subprocess.Popen(
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(worker),
+            "--duration",
+            str(int(plan.profile_seconds)),
+            "--rate",
+            "250",
+            "--gil",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(raw),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         time.sleep(0.5)
-        run_load(ours, label="profile", stream=False, concurrency=plan.concurrency,
-                 seconds=plan.profile_seconds + 1, requests=500_000, tmp=tmp)
+        run_load(
+            ours,
+            label="profile",
+            stream=False,
+            concurrency=plan.concurrency,
+            seconds=plan.profile_seconds + 1,
+            requests=500_000,
+            tmp=tmp,
+        )
         out, _ = spy.communicate(timeout=60)
     finally:
         if spy.poll() is None:
@@ -1194,67 +1554,101 @@ def _verdict(runs: dict, cache: dict, open_streams: dict, plan: Plan) -> list[di
     ours, theirs = load.get("llmplatform"), load.get("litellm")
     if ours and theirs and theirs["rps"]:
         ratio = ours["rps"] / theirs["rps"]
-        checks.append({"target": f"throughput >= {THROUGHPUT_RATIO_TARGET}x LiteLLM (json, "
-                                 f"concurrency {plan.concurrency})",
-                       "value": f"{ratio:.2f}x" + _noise(ours, theirs),
-                       "pass": ratio >= THROUGHPUT_RATIO_TARGET})
+        checks.append(
+            {
+                "target": f"throughput >= {THROUGHPUT_RATIO_TARGET}x LiteLLM (json, "
+                f"concurrency {plan.concurrency})",
+                "value": f"{ratio:.2f}x" + _noise(ours, theirs),
+                "pass": ratio >= THROUGHPUT_RATIO_TARGET,
+            }
+        )
     if ours and ours.get("server_cpu_ms_per_request") is not None:
         cpu = ours["server_cpu_ms_per_request"]
         value = f"{cpu:.3f} ms (json, concurrency {plan.concurrency}"
         if theirs and theirs.get("server_cpu_ms_per_request") is not None:
             value += f"; LiteLLM {theirs['server_cpu_ms_per_request']:.3f} ms"
-        checks.append({"target": f"gateway CPU per request ≤ {CPU_MS_PER_REQUEST_GOAL:.1f} ms "
-                                 "(goal)",
-                       "value": value + ")", "pass": cpu <= CPU_MS_PER_REQUEST_GOAL})
+        checks.append(
+            {
+                "target": f"gateway CPU per request ≤ {CPU_MS_PER_REQUEST_GOAL:.1f} ms (goal)",
+                "value": value + ")",
+                "pass": cpu <= CPU_MS_PER_REQUEST_GOAL,
+            }
+        )
     stream = runs.get(f"stream-c{plan.concurrency}", {})
     if stream.get("llmplatform") and stream.get("litellm") and stream["litellm"]["rps"]:
         ratio = stream["llmplatform"]["rps"] / stream["litellm"]["rps"]
-        checks.append({"target": "stream throughput >= 2x LiteLLM (informative)",
-                       "value": f"{ratio:.2f}x" + _noise(stream["llmplatform"],
-                                                         stream["litellm"]),
-                       "pass": ratio >= 2})
+        checks.append(
+            {
+                "target": "stream throughput >= 2x LiteLLM (informative)",
+                "value": f"{ratio:.2f}x" + _noise(stream["llmplatform"], stream["litellm"]),
+                "pass": ratio >= 2,
+            }
+        )
     # Added latency is measured unloaded (concurrency 1): under a saturating closed loop the
     # p50 is mostly queueing (concurrency / throughput), which the throughput check covers.
     single = runs.get("json-c1", {})
     base = (single.get("direct") or {}).get("latency_ms") or {}
     if single.get("llmplatform") and base:
         ours_added = single["llmplatform"]["latency_ms"]["p50"] - base["p50"]
-        checks.append({"target": f"our added p50 <= {ADDED_P50_TARGET_MS:g} ms (json, "
-                                 "concurrency 1)",
-                       "value": f"{ours_added:.2f} ms" + _noise(single["llmplatform"],
-                                                                single.get("direct")),
-                       "pass": ours_added <= ADDED_P50_TARGET_MS})
+        checks.append(
+            {
+                "target": f"our added p50 <= {ADDED_P50_TARGET_MS:g} ms (json, concurrency 1)",
+                "value": f"{ours_added:.2f} ms"
+                + _noise(single["llmplatform"], single.get("direct")),
+                "pass": ours_added <= ADDED_P50_TARGET_MS,
+            }
+        )
         if single.get("litellm"):
             theirs_added = single["litellm"]["latency_ms"]["p50"] - base["p50"]
             ratio = ours_added / theirs_added if theirs_added > 0 else float("inf")
-            checks.append({"target": "our added p50 <= 1/2 of LiteLLM's (json, concurrency 1)",
-                           "value": f"{ours_added:.2f} / {theirs_added:.2f} ms = {ratio:.2f}"
-                           + _noise(single["llmplatform"], single["litellm"]),
-                           "pass": ratio <= 0.5})
+            checks.append(
+                {
+                    "target": "our added p50 <= 1/2 of LiteLLM's (json, concurrency 1)",
+                    "value": f"{ours_added:.2f} / {theirs_added:.2f} ms = {ratio:.2f}"
+                    + _noise(single["llmplatform"], single["litellm"]),
+                    "pass": ratio <= 0.5,
+                }
+            )
     if cache.get("available"):
         p50 = cache["result"]["latency_ms"]["p50"]
-        checks.append({"target": "cache hit p50 < 2 ms",
-                       "value": f"{p50:.2f} ms" + _noise(cache["result"]), "pass": p50 < 2})
+        checks.append(
+            {
+                "target": "cache hit p50 < 2 ms",
+                "value": f"{p50:.2f} ms" + _noise(cache["result"]),
+                "pass": p50 < 2,
+            }
+        )
     elif "hits" in cache:
-        checks.append({"target": "cache hit p50 < 2 ms",
-                       "value": "cache: not available (no X-Cache: HIT)", "pass": None})
+        checks.append(
+            {
+                "target": "cache hit p50 < 2 ms",
+                "value": "cache: not available (no X-Cache: HIT)",
+                "pass": None,
+            }
+        )
     if open_streams:
         held = (open_streams["max_open"] or 0) >= open_streams["streams"]
         peak = open_streams["memory_peak_kib"]
-        checks.append({
-            "target": f"{open_streams['streams']} concurrent open streams without errors",
-            "value": (f"{open_streams['ok']} ok, {open_streams['errors']} errors, "
-                      f"{open_streams['max_open']} open at once, peak RSS "
-                      f"{peak['rss_kib'] / 1024:.0f} MiB (PSS {peak['pss_kib'] / 1024:.0f} MiB)"),
-            "pass": open_streams["errors"] == 0 and held,
-        })
+        checks.append(
+            {
+                "target": f"{open_streams['streams']} concurrent open streams without errors",
+                "value": (
+                    f"{open_streams['ok']} ok, {open_streams['errors']} errors, "
+                    f"{open_streams['max_open']} open at once, peak RSS "
+                    f"{peak['rss_kib'] / 1024:.0f} MiB (PSS {peak['pss_kib'] / 1024:.0f} MiB)"
+                ),
+                "pass": open_streams["errors"] == 0 and held,
+            }
+        )
     return checks
 
 
 def _print_report(results, rows, verdict, cache, open_streams, profile, ours, litellm) -> None:
     print()
-    print(f"## llmplatform vs LiteLLM proxy 1.108.7 — {results['machine']['cores']} cores, "
-          f"{results['machine']['cpu']}")
+    print(
+        f"## llmplatform vs LiteLLM proxy 1.108.7 — {results['machine']['cores']} cores, "
+        f"{results['machine']['cpu']}"
+    )
     print()
     print(table(rows))
     print()
@@ -1269,35 +1663,47 @@ def _print_report(results, rows, verdict, cache, open_streams, profile, ours, li
             if direct:
                 oa = a["latency_ms"]["p50"] - direct["p50"]
                 ob = b["latency_ms"]["p50"] - direct["p50"]
-                line += (f"; our p50 overhead / LiteLLM's = {oa:.2f} / {ob:.2f} ms = "
-                         f"{oa / ob if ob > 0 else float('nan'):.2f}")
+                line += (
+                    f"; our p50 overhead / LiteLLM's = {oa:.2f} / {ob:.2f} ms = "
+                    f"{oa / ob if ob > 0 else float('nan'):.2f}"
+                )
             ca, cb = a.get("server_cpu_ms_per_request"), b.get("server_cpu_ms_per_request")
             if ca is not None and cb:
-                line += (f"; our CPU per request / LiteLLM's = {ca:.3f} / {cb:.3f} ms = "
-                         f"{ca / cb:.2f}")
+                line += (
+                    f"; our CPU per request / LiteLLM's = {ca:.3f} / {cb:.3f} ms = {ca / cb:.2f}"
+                )
             print(line)
-    overhead = ((runs.get("json-c1", {}).get("llmplatform") or {}).get("overhead_header_ms"))
+    overhead = (runs.get("json-c1", {}).get("llmplatform") or {}).get("overhead_header_ms")
     if overhead:
-        print(f"- x-llmp-overhead-ms (self-reported, json concurrency 1): p50 {overhead['p50']} "
-              f"ms, p99 {overhead['p99']} ms")
+        print(
+            f"- x-llmp-overhead-ms (self-reported, json concurrency 1): p50 {overhead['p50']} "
+            f"ms, p99 {overhead['p99']} ms"
+        )
     else:
         print("- x-llmp-overhead-ms: not sent by this build")
     if not cache.get("available"):
         print("- cache: not available (no X-Cache: HIT on a repeated temperature-0 request)")
     if open_streams:
         idle, peak = open_streams["memory_idle_kib"], open_streams["memory_peak_kib"]
-        print(f"- open streams: {open_streams['ok']}/{open_streams['streams']} ok, "
-              f"{open_streams['errors']} errors {open_streams['error_kinds'] or ''}, "
-              f"{open_streams['max_open']} open at once; gateway memory (master + workers) "
-              f"idle RSS {idle['rss_kib'] / 1024:.0f} MiB -> peak {peak['rss_kib'] / 1024:.0f} "
-              f"MiB (PSS {idle['pss_kib'] / 1024:.0f} -> {peak['pss_kib'] / 1024:.0f} MiB)"
-              + (f"; gateway CPU {open_streams['server_cpu_ms_per_request']:.3f} ms per stream"
-                 if open_streams.get("server_cpu_ms_per_request") is not None else ""))
+        print(
+            f"- open streams: {open_streams['ok']}/{open_streams['streams']} ok, "
+            f"{open_streams['errors']} errors {open_streams['error_kinds'] or ''}, "
+            f"{open_streams['max_open']} open at once; gateway memory (master + workers) "
+            f"idle RSS {idle['rss_kib'] / 1024:.0f} MiB -> peak {peak['rss_kib'] / 1024:.0f} "
+            f"MiB (PSS {idle['pss_kib'] / 1024:.0f} -> {peak['pss_kib'] / 1024:.0f} MiB)"
+            + (
+                f"; gateway CPU {open_streams['server_cpu_ms_per_request']:.3f} ms per stream"
+                if open_streams.get("server_cpu_ms_per_request") is not None
+                else ""
+            )
+        )
     if "generator_check" in runs:
         g = runs["generator_check"]
-        print(f"- load generator cost (direct upstream, c={c}): py engine "
-              f"{g['py']['cpu_us_per_request']} us CPU/request at {g['py']['rps']:,.0f} rps; "
-              f"wrk {g['wrk']['cpu_us_per_request']} us/request at {g['wrk']['rps']:,.0f} rps")
+        print(
+            f"- load generator cost (direct upstream, c={c}): py engine "
+            f"{g['py']['cpu_us_per_request']} us CPU/request at {g['py']['rps']:,.0f} rps; "
+            f"wrk {g['wrk']['cpu_us_per_request']} us/request at {g['wrk']['rps']:,.0f} rps"
+        )
     for target in (ours, litellm):
         if target.error:
             print(f"- {target.name}: NOT RUN: {target.error}")
@@ -1310,10 +1716,11 @@ def _print_report(results, rows, verdict, cache, open_streams, profile, ours, li
         print(f"- [{mark}] {check['target']}: {check['value']}")
     if profile and "error" not in profile:
         print()
-        print(f"### Profile of one gateway worker, json load ({profile['samples']} samples, "
-              f"raw stacks in {profile['raw']})")
-        print("CPU charged to the innermost function of ours on the stack (see "
-              "summarise_profile):")
+        print(
+            f"### Profile of one gateway worker, json load ({profile['samples']} samples, "
+            f"raw stacks in {profile['raw']})"
+        )
+        print("CPU charged to the innermost function of ours on the stack (see summarise_profile):")
         for name, share in profile["charged"]:
             print(f"  {share:5.1f}%  {name}")
         print("Inclusive (the function and everything under it):")

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench  # noqa: E402 - the benchmark's process helpers
+import run as bench
 
 ROOT = bench.ROOT
 PYTHON = bench.PYTHON
@@ -47,8 +47,10 @@ CONVERSATIONS_PER_ERASED = 10000  # makes each erasure take long enough to be ki
 
 PG_START = "pg_ctlcluster --skip-systemctl-redirect {v} main start"
 PG_STOP = "pg_ctlcluster --skip-systemctl-redirect {v} main stop -m fast"
-REDIS_START = ('redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
-               "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log")
+REDIS_START = (
+    'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
+    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
 
 
 def log(message: str) -> None:
@@ -71,8 +73,12 @@ def pg_ready() -> bool:
 
 
 def redis_ready() -> bool:
-    return subprocess.run("redis-cli -h 127.0.0.1 ping", shell=True, capture_output=True,
-                          text=True).stdout.strip() == "PONG"
+    return (
+        subprocess.run(
+            "redis-cli -h 127.0.0.1 ping", shell=True, capture_output=True, text=True
+        ).stdout.strip()
+        == "PONG"
+    )
 
 
 def wait_until(check, seconds: float, what: str) -> None:
@@ -91,22 +97,24 @@ def wait_until(check, seconds: float, what: str) -> None:
 def soak_env(tmp: Path, moto_url: str) -> dict[str, str]:
     env = bench.gateway_env(tmp / "data", db_pool=True)
     (tmp / "data").mkdir(exist_ok=True)
-    env.update({
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{SOAK_DB}",
-        "REDIS_URL": REDIS_URL,
-        "CELERY_BROKER_URL": BROKER_URL,
-        "PYTHONPATH": str(ROOT),
-        # A worker killed in the middle of a request's execution: its claim is taken over
-        # after a minute instead of the default.
-        "LLMP_PRIVACY_STALL_MINUTES": "1",
-        # Backups go to an S3-compatible endpoint on loopback (moto's server).
-        "LLMP_BACKUP_BUCKET": "llmp-soak-backups",
-        "LLMP_BACKUP_ENDPOINT_URL": moto_url,
-        "AWS_ACCESS_KEY_ID": "soak",
-        "AWS_SECRET_ACCESS_KEY": "soak-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "LLMP_USAGE_FLUSH_MS": "200",
-    })
+    env.update(
+        {
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{SOAK_DB}",
+            "REDIS_URL": REDIS_URL,
+            "CELERY_BROKER_URL": BROKER_URL,
+            "PYTHONPATH": str(ROOT),
+            # A worker killed in the middle of a request's execution: its claim is taken over
+            # after a minute instead of the default.
+            "LLMP_PRIVACY_STALL_MINUTES": "1",
+            # Backups go to an S3-compatible endpoint on loopback (moto's server).
+            "LLMP_BACKUP_BUCKET": "llmp-soak-backups",
+            "LLMP_BACKUP_ENDPOINT_URL": moto_url,
+            "AWS_ACCESS_KEY_ID": "soak",
+            "AWS_SECRET_ACCESS_KEY": "soak-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LLMP_USAGE_FLUSH_MS": "200",
+        }
+    )
     return env
 
 
@@ -114,28 +122,50 @@ def soak_config(primary_url: str, fallback_url: str) -> dict:
     config = bench.gateway_config(primary_url, fallback_url)
     tier = config["tiers"][0]
     tier["name"] = "soak"
-    config["tiers"].append({**tier, "name": "soak-unbudgeted", "daily_budget": 0,
-                            "monthly_budget": 0})
+    config["tiers"].append(
+        {**tier, "name": "soak-unbudgeted", "daily_budget": 0, "monthly_budget": 0}
+    )
     config["providers"] = [
-        {"name": "primary", "kind": "openai", "base_url": primary_url,
-         "timeouts": {"connect": 2, "read": 5}},
+        {
+            "name": "primary",
+            "kind": "openai",
+            "base_url": primary_url,
+            "timeouts": {"connect": 2, "read": 5},
+        },
         {"name": "secondary", "kind": "openai", "base_url": fallback_url},
     ]
     config["deployments"] = [
-        {"name": "primary", "provider": "primary", "model": "mock-model",
-         "price": {"input_per_1k": 0.0005, "output_per_1k": 0.0015},
-         "timeouts": {"total": 4, "first_token": 4, "idle": 4},
-         "retries": {"max_attempts": 2, "backoff_base": 0.1, "backoff_max": 0.5},
-         "breaker": {"failure_threshold": 5, "recovery": 5}},
-        {"name": "secondary", "provider": "secondary", "model": "mock-model",
-         "price": {"input_per_1k": 0.0005, "output_per_1k": 0.0015}},
+        {
+            "name": "primary",
+            "provider": "primary",
+            "model": "mock-model",
+            "price": {"input_per_1k": 0.0005, "output_per_1k": 0.0015},
+            "timeouts": {"total": 4, "first_token": 4, "idle": 4},
+            "retries": {"max_attempts": 2, "backoff_base": 0.1, "backoff_max": 0.5},
+            "breaker": {"failure_threshold": 5, "recovery": 5},
+        },
+        {
+            "name": "secondary",
+            "provider": "secondary",
+            "model": "mock-model",
+            "price": {"input_per_1k": 0.0005, "output_per_1k": 0.0015},
+        },
     ]
-    config["model_aliases"] = [{
-        "name": "default", "description": "Soak: primary with a fallback",
-        "versions": [{"version": "v1", "deployment": "primary", "weight": 100,
-                      "params": {"temperature": 0.7}}],
-        "fallbacks": ["secondary"],
-    }]
+    config["model_aliases"] = [
+        {
+            "name": "default",
+            "description": "Soak: primary with a fallback",
+            "versions": [
+                {
+                    "version": "v1",
+                    "deployment": "primary",
+                    "weight": 100,
+                    "params": {"temperature": 0.7},
+                }
+            ],
+            "fallbacks": ["secondary"],
+        }
+    ]
     for t in config["tiers"]:
         t["allowed_aliases"] = ["default"]
     return config
@@ -225,8 +255,12 @@ class Traffic:
             user = USERS[n % len(USERS)]
             stream = n % 5 == 0
             url = self.gateways[n % len(self.gateways)] + "/v1/chat/completions"
-            body = {"model": "default", "user": user, "stream": stream,
-                    "messages": [{"role": "user", "content": f"Soak question {n}: what is 2+2?"}]}
+            body = {
+                "model": "default",
+                "user": user,
+                "stream": stream,
+                "messages": [{"role": "user", "content": f"Soak question {n}: what is 2+2?"}],
+            }
             started = time.monotonic()
             status, code, request_id, degraded = 0, "", "", False
             try:
@@ -249,8 +283,19 @@ class Traffic:
                         code = _error_code(r.text)
             except httpx.HTTPError as exc:
                 status, code = 0, type(exc).__name__
-            self.results.append(Result(started, time.monotonic(), status, code, request_id,
-                                       user, tenant, stream, degraded))
+            self.results.append(
+                Result(
+                    started,
+                    time.monotonic(),
+                    status,
+                    code,
+                    request_id,
+                    user,
+                    tenant,
+                    stream,
+                    degraded,
+                )
+            )
 
     async def run(self) -> None:
         limits = httpx.Limits(max_connections=self.concurrency * 2)
@@ -281,7 +326,7 @@ def percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def summarise(phase: Phase, results: list[Result]) -> dict:
@@ -290,8 +335,9 @@ def summarise(phase: Phase, results: list[Result]) -> dict:
     codes = Counter(f"{r.status} {r.code}".strip() for r in window if r.status != 200)
     recovery = None
     if phase.fault_ended:
-        after = sorted((r for r in results if r.started >= phase.fault_ended),
-                       key=lambda r: r.started)
+        after = sorted(
+            (r for r in results if r.started >= phase.fault_ended), key=lambda r: r.started
+        )
         streak = 0
         for r in after:
             streak = streak + 1 if r.status == 200 else 0
@@ -323,69 +369,154 @@ class Soak:
 
     # -- processes ----------------------------------------------------------------------
     def start_worker(self) -> None:
-        self.worker = self.procs.start(f"worker-{len(self.procs.started)}", [
-            PYTHON, "-m", "celery", "-A", "llmplatform", "worker", "-c", "2",
-            "-l", "info", "-n", f"soak{len(self.procs.started)}@%h",
-        ], env=self.env, cwd=ROOT)
+        self.worker = self.procs.start(
+            f"worker-{len(self.procs.started)}",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "llmplatform",
+                "worker",
+                "-c",
+                "2",
+                "-l",
+                "info",
+                "-n",
+                f"soak{len(self.procs.started)}@%h",
+            ],
+            env=self.env,
+            cwd=ROOT,
+        )
 
     def manage(self, *args: str, timeout: float = 300) -> str:
         return bench.manage(list(args), self.env, timeout=timeout)
 
     def setup(self) -> None:
         self.moto_port = bench.free_port()
-        self.procs.start("moto", [str(Path(PYTHON).parent / "moto_server"), "-H", "127.0.0.1",
-                                  "-p", str(self.moto_port)])
+        self.procs.start(
+            "moto",
+            [
+                str(Path(PYTHON).parent / "moto_server"),
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(self.moto_port),
+            ],
+        )
         self.primary_port, self.fallback_port = bench.free_port(), bench.free_port()
         for name, port in (("primary", self.primary_port), ("secondary", self.fallback_port)):
-            self.procs.start(name, [PYTHON, str(ROOT / "bench" / "mock_upstream.py"), "--port",
-                                    str(port)])
+            self.procs.start(
+                name, [PYTHON, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(port)]
+            )
         self.env = soak_env(self.tmp, f"http://127.0.0.1:{self.moto_port}")
-        sh(f"psql -h 127.0.0.1 -U postgres -d postgres -qc "
-           f"'DROP DATABASE IF EXISTS {SOAK_DB} WITH (FORCE)' -c 'CREATE DATABASE {SOAK_DB}'")
+        sh(
+            f"psql -h 127.0.0.1 -U postgres -d postgres -qc "
+            f"'DROP DATABASE IF EXISTS {SOAK_DB} WITH (FORCE)' -c 'CREATE DATABASE {SOAK_DB}'"
+        )
         sh("redis-cli -n 13 flushdb")
         log("migrating")
         self.manage("migrate", "--noinput", timeout=600)
         config = self.tmp / "soak.json"
-        config.write_text(json.dumps(soak_config(
-            f"http://127.0.0.1:{self.primary_port}/v1",
-            f"http://127.0.0.1:{self.fallback_port}/v1")))
+        config.write_text(
+            json.dumps(
+                soak_config(
+                    f"http://127.0.0.1:{self.primary_port}/v1",
+                    f"http://127.0.0.1:{self.fallback_port}/v1",
+                )
+            )
+        )
         self.manage("apply_config", str(config))
         out = self.manage("shell", "-c", _SETUP)
-        self.keys = json.loads(next(line.split(" ", 1)[1] for line in out.splitlines()
-                                    if line.startswith("SOAKKEYS ")))
-        self.manage("shell", "-c", "import boto3, os; boto3.client('s3', endpoint_url=os.environ"
-                    "['LLMP_BACKUP_ENDPOINT_URL']).create_bucket(Bucket=os.environ"
-                    "['LLMP_BACKUP_BUCKET'])")
-        out = self.manage("shell", "-c", _ERASURES % (json.dumps(ERASED),
-                                                      CONVERSATIONS_PER_ERASED), timeout=600)
-        self.erasure_ids = json.loads(next(line.split(" ", 1)[1] for line in out.splitlines()
-                                           if line.startswith("SOAKERASURES ")))
-        subprocess.run([PYTHON, "-m", "celery", "-A", "llmplatform", "purge", "-f"], env=self.env,
-                       cwd=ROOT, capture_output=True, timeout=60)
+        self.keys = json.loads(
+            next(line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("SOAKKEYS "))
+        )
+        self.manage(
+            "shell",
+            "-c",
+            "import boto3, os; boto3.client('s3', endpoint_url=os.environ"
+            "['LLMP_BACKUP_ENDPOINT_URL']).create_bucket(Bucket=os.environ"
+            "['LLMP_BACKUP_BUCKET'])",
+        )
+        out = self.manage(
+            "shell", "-c", _ERASURES % (json.dumps(ERASED), CONVERSATIONS_PER_ERASED), timeout=600
+        )
+        self.erasure_ids = json.loads(
+            next(
+                line.split(" ", 1)[1]
+                for line in out.splitlines()
+                if line.startswith("SOAKERASURES ")
+            )
+        )
+        subprocess.run(
+            [PYTHON, "-m", "celery", "-A", "llmplatform", "purge", "-f"],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+        )
         self.gateways = []
         for i in range(2):
             port = bench.free_port()
-            process = self.procs.start(f"gateway-{i}", [
-                PYTHON, "-m", "uvicorn", "llmplatform.asgi:application", "--host", "127.0.0.1",
-                "--port", str(port), "--workers", "1", "--loop", "uvloop", "--http",
-                "httptools", "--no-access-log", "--log-level", "warning",
-            ], env=self.env, cwd=ROOT)
-            bench.wait_ready(f"gateway-{i}", f"http://127.0.0.1:{port}/healthz", process,
-                             self.procs, 90)
+            process = self.procs.start(
+                f"gateway-{i}",
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "llmplatform.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                env=self.env,
+                cwd=ROOT,
+            )
+            bench.wait_ready(
+                f"gateway-{i}", f"http://127.0.0.1:{port}/healthz", process, self.procs, 90
+            )
             self.gateways.append(f"http://127.0.0.1:{port}")
         self.start_worker()
-        self.procs.start("beat", [PYTHON, "-m", "celery", "-A", "llmplatform", "beat", "-s",
-                                  str(self.tmp / "beat-schedule"), "-l", "info"],
-                         env=self.env, cwd=ROOT)
+        self.procs.start(
+            "beat",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "llmplatform",
+                "beat",
+                "-s",
+                str(self.tmp / "beat-schedule"),
+                "-l",
+                "info",
+            ],
+            env=self.env,
+            cwd=ROOT,
+        )
         with httpx.Client(timeout=10) as client:
             for user in USERS:
-                r = client.post(f"{self.gateways[0]}/v1/privacy/subjects/{user}/consent",
-                                json={"purpose": "store_conversations", "granted": True},
-                                headers={"Authorization": f"Bearer {self.keys['soak']}"})
+                r = client.post(
+                    f"{self.gateways[0]}/v1/privacy/subjects/{user}/consent",
+                    json={"purpose": "store_conversations", "granted": True},
+                    headers={"Authorization": f"Bearer {self.keys['soak']}"},
+                )
                 r.raise_for_status()
-                r = client.post(f"{self.gateways[0]}/v1/privacy/subjects/{user}/consent",
-                                json={"purpose": "store_conversations", "granted": True},
-                                headers={"Authorization": f"Bearer {self.keys['soak-free']}"})
+                r = client.post(
+                    f"{self.gateways[0]}/v1/privacy/subjects/{user}/consent",
+                    json={"purpose": "store_conversations", "granted": True},
+                    headers={"Authorization": f"Bearer {self.keys['soak-free']}"},
+                )
                 r.raise_for_status()
 
     # -- faults -------------------------------------------------------------------------
@@ -406,8 +537,10 @@ class Soak:
 
     def redis_down(self, phase: Phase) -> None:
         sh("redis-cli -h 127.0.0.1 shutdown nosave", check=False)
-        phase.notes.append("Redis shut down (it keeps nothing on disk: counters, cache and "
-                           "breaker states are lost)")
+        phase.notes.append(
+            "Redis shut down (it keeps nothing on disk: counters, cache and "
+            "breaker states are lost)"
+        )
 
     def redis_up(self, phase: Phase) -> None:
         sh(REDIS_START)
@@ -424,23 +557,39 @@ class Soak:
         """Queue the erasures and a backup, then SIGKILL the worker as soon as it is executing
         them (an erasure in progress, or the backup running)."""
         trigger = subprocess.Popen(
-            [PYTHON, "manage.py", "shell", "-c", _APPROVE % json.dumps(self.erasure_ids)
-             + "\nfrom deployments.backups import tasks\ntasks.run_scheduled_backup.delay()\n"],
-            env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                PYTHON,
+                "manage.py",
+                "shell",
+                "-c",
+                _APPROVE % json.dumps(self.erasure_ids)
+                + "\nfrom deployments.backups import tasks\ntasks.run_scheduled_backup.delay()\n",
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         busy = ["", ""]
         while time.monotonic() < deadline:
-            busy = [rows[0][0] if rows else "0" for rows in (
-                self.query("SELECT count(*) FROM privacy_subjectrequest "
-                           "WHERE state='in_progress'"),
-                self.query("SELECT count(*) FROM backups_backup WHERE state='running'"))]
+            busy = [
+                rows[0][0] if rows else "0"
+                for rows in (
+                    self.query(
+                        "SELECT count(*) FROM privacy_subjectrequest WHERE state='in_progress'"
+                    ),
+                    self.query("SELECT count(*) FROM backups_backup WHERE state='running'"),
+                )
+            ]
             if busy != ["0", "0"]:
                 break
             time.sleep(0.02)
         os.killpg(self.worker.pid, signal.SIGKILL)
         trigger.wait(60)
-        phase.notes.append(f"worker killed (SIGKILL) while running {busy[0]} erasure(s) and "
-                           f"{busy[1]} backup(s)")
+        phase.notes.append(
+            f"worker killed (SIGKILL) while running {busy[0]} erasure(s) and {busy[1]} backup(s)"
+        )
 
     def restart_worker(self, phase: Phase) -> None:
         self.start_worker()
@@ -454,55 +603,80 @@ class Soak:
         deadline = time.monotonic() + seconds
         ids = ",".join(map(str, self.erasure_ids))
         while time.monotonic() < deadline:
-            rows = self.query(f"SELECT state, count(*) FROM privacy_subjectrequest WHERE id IN "
-                              f"({ids}) GROUP BY state")
+            rows = self.query(
+                f"SELECT state, count(*) FROM privacy_subjectrequest WHERE id IN "
+                f"({ids}) GROUP BY state"
+            )
             states = {state: int(n) for state, n in rows}
             if states.get("completed", 0) == len(self.erasure_ids):
                 break
             # What beat does every five minutes, without waiting for it.
-            self.manage("shell", "-c", "from privacy.request_tasks import "
-                        "resume_stalled_subject_requests as t; t.delay()", timeout=60)
+            self.manage(
+                "shell",
+                "-c",
+                "from privacy.request_tasks import resume_stalled_subject_requests as t; t.delay()",
+                timeout=60,
+            )
             time.sleep(10)
-        receipts = self.query(f"SELECT request_id, count(*) FROM privacy_erasurereceipt WHERE "
-                              f"request_id IN ({ids}) GROUP BY request_id")
-        completes = self.query(f"SELECT object_id, count(*) FROM llmplatform_auditevent WHERE "
-                               f"action='subject_request.complete' AND object_id IN "
-                               f"({','.join(repr(str(i)) for i in self.erasure_ids)}) "
-                               f"GROUP BY object_id")
+        receipts = self.query(
+            f"SELECT request_id, count(*) FROM privacy_erasurereceipt WHERE "
+            f"request_id IN ({ids}) GROUP BY request_id"
+        )
+        completes = self.query(
+            f"SELECT object_id, count(*) FROM llmplatform_auditevent WHERE "
+            f"action='subject_request.complete' AND object_id IN "
+            f"({','.join(repr(str(i)) for i in self.erasure_ids)}) "
+            f"GROUP BY object_id"
+        )
         return {
             "requests": len(self.erasure_ids),
             "states": states,
             "receipts": sum(int(n) for _, n in receipts),
             "duplicate_receipts": sum(int(n) - 1 for _, n in receipts if int(n) > 1),
             "duplicate_completions": sum(int(n) - 1 for _, n in completes if int(n) > 1),
-            "conversations_left": int(self.query(
-                "SELECT count(*) FROM privacy_conversation c JOIN privacy_datasubject s ON "
-                "s.id = c.subject_id WHERE s.external_id LIKE 'soak-erased-%'")[0][0]),
+            "conversations_left": int(
+                self.query(
+                    "SELECT count(*) FROM privacy_conversation c JOIN privacy_datasubject s ON "
+                    "s.id = c.subject_id WHERE s.external_id LIKE 'soak-erased-%'"
+                )[0][0]
+            ),
         }
 
     def backups(self) -> dict:
         try:
             rows = self.query("SELECT state, count(*) FROM backups_backup GROUP BY state")
-            starts = self.query("SELECT object_id, count(*) FROM llmplatform_auditevent WHERE "
-                                "action='backups.backup.start' GROUP BY object_id")
+            starts = self.query(
+                "SELECT object_id, count(*) FROM llmplatform_auditevent WHERE "
+                "action='backups.backup.start' GROUP BY object_id"
+            )
         except RuntimeError as exc:
             return {"error": str(exc).splitlines()[0]}
-        return {"states": {state: int(n) for state, n in rows},
-                "duplicate_executions": sum(int(n) - 1 for _, n in starts if int(n) > 1)}
+        return {
+            "states": {state: int(n) for state, n in rows},
+            "duplicate_executions": sum(int(n) - 1 for _, n in starts if int(n) > 1),
+        }
 
     def lost_records(self, results: list[Result]) -> dict:
-        acknowledged = {r.request_id for r in results
-                        if r.status == 200 and not r.degraded and r.request_id}
+        acknowledged = {
+            r.request_id for r in results if r.status == 200 and not r.degraded and r.request_id
+        }
         deadline = time.monotonic() + 120
         while True:
-            stored = {row[0] for row in self.query(
-                "SELECT request_id FROM privacy_conversation WHERE request_id LIKE 'req_%'")}
+            stored = {
+                row[0]
+                for row in self.query(
+                    "SELECT request_id FROM privacy_conversation WHERE request_id LIKE 'req_%'"
+                )
+            }
             missing = acknowledged - stored
             if not missing or time.monotonic() > deadline:
                 break
             time.sleep(5)
-        return {"acknowledged": len(acknowledged), "stored": len(acknowledged & stored),
-                "lost": len(missing)}
+        return {
+            "acknowledged": len(acknowledged),
+            "stored": len(acknowledged & stored),
+            "lost": len(missing),
+        }
 
     # -- the run ------------------------------------------------------------------------
     async def traffic_and_faults(self) -> list[Result]:
@@ -510,16 +684,21 @@ class Soak:
         runner = asyncio.create_task(traffic.run())
         s = self.args.phase_seconds
         await self.phase("baseline")
-        await self.phase("provider fails (500s)", lambda p: self.upstream_mode("fail"),
-                         lambda p: self.upstream_mode("ok"))
-        await self.phase("provider hangs", lambda p: self.upstream_mode("hang"),
-                         lambda p: self.upstream_mode("ok"))
-        await self.phase("Redis restart", self.redis_down, self.redis_up,
-                         fault_seconds=min(s, 15))
-        await self.phase("PostgreSQL restart", self.pg_down, self.pg_up,
-                         fault_seconds=min(s, 15))
-        await self.phase("worker killed mid-task", self.kill_worker, self.restart_worker,
-                         fault_seconds=3)
+        await self.phase(
+            "provider fails (500s)",
+            lambda p: self.upstream_mode("fail"),
+            lambda p: self.upstream_mode("ok"),
+        )
+        await self.phase(
+            "provider hangs",
+            lambda p: self.upstream_mode("hang"),
+            lambda p: self.upstream_mode("ok"),
+        )
+        await self.phase("Redis restart", self.redis_down, self.redis_up, fault_seconds=min(s, 15))
+        await self.phase("PostgreSQL restart", self.pg_down, self.pg_up, fault_seconds=min(s, 15))
+        await self.phase(
+            "worker killed mid-task", self.kill_worker, self.restart_worker, fault_seconds=3
+        )
         traffic.running = False
         await runner
         return traffic.results
@@ -558,16 +737,21 @@ def main() -> int:
             sh(PG_START.format(v=pg_version()), check=False)
         soak.procs.stop_all()
         with contextlib.suppress(Exception):
-            sh(f"psql -h 127.0.0.1 -U postgres -d postgres -qc "
-               f"'DROP DATABASE IF EXISTS {SOAK_DB} WITH (FORCE)'")
+            sh(
+                f"psql -h 127.0.0.1 -U postgres -d postgres -qc "
+                f"'DROP DATABASE IF EXISTS {SOAK_DB} WITH (FORCE)'"
+            )
     out = ROOT / "bench" / "results" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(render(report))
     print(f"\nResults: {out.relative_to(ROOT)}; logs in {tmp}")
-    failed = (report["conversation_records"]["lost"] or report["erasures"]["duplicate_receipts"]
-              or report["erasures"]["duplicate_completions"]
-              or report["backups"].get("duplicate_executions"))
+    failed = (
+        report["conversation_records"]["lost"]
+        or report["erasures"]["duplicate_receipts"]
+        or report["erasures"]["duplicate_completions"]
+        or report["backups"].get("duplicate_executions")
+    )
     return 1 if failed else 0
 
 
@@ -575,15 +759,19 @@ def render(report: dict) -> str:
     def f(value, digits=1):
         return "-" if value is None else f"{value:,.{digits}f}"
 
-    lines = ["| phase | requests | success | p50 ms | p99 ms | recovery s | errors seen |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| phase | requests | success | p50 ms | p99 ms | recovery s | errors seen |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for p in report["phases"]:
         errors = ", ".join(f"{k} ×{v}" for k, v in p["errors"].items()) or "none"
         if p["degraded_200"]:
             errors += f"; {p['degraded_200']} degraded 200s"
         rate = "-" if p["success_rate"] is None else f"{p['success_rate'] * 100:.1f}%"
-        lines.append(f"| {p['phase']} | {p['requests']} | {rate} | {f(p['p50_ms'])} | "
-                     f"{f(p['p99_ms'])} | {f(p['recovery_s'])} | {errors} |")
+        lines.append(
+            f"| {p['phase']} | {p['requests']} | {rate} | {f(p['p50_ms'])} | "
+            f"{f(p['p99_ms'])} | {f(p['recovery_s'])} | {errors} |"
+        )
     records, erasures = report["conversation_records"], report["erasures"]
     lines += [
         "",
@@ -593,8 +781,7 @@ def render(report: dict) -> str:
         f"{erasures['receipts']} receipts, **{erasures['duplicate_receipts']} duplicate "
         f"receipts, {erasures['duplicate_completions']} duplicate completions**, "
         f"{erasures['conversations_left']} conversations of erased subjects left.",
-        f"- Backups: {report['backups']} (duplicate executions = backups started more than "
-        f"once).",
+        f"- Backups: {report['backups']} (duplicate executions = backups started more than once).",
     ]
     for p in report["phases"]:
         for note in p["notes"]:

@@ -45,8 +45,9 @@ def check_web() -> str | None:
     try:
         # As the TLS proxy in front would send it, so the check does not depend on /healthz
         # staying exempt from production's HTTPS redirect (SECURE_REDIRECT_EXEMPT).
-        connection.request("GET", "/healthz", headers={"Host": health_host(),
-                                                       "X-Forwarded-Proto": "https"})
+        connection.request(
+            "GET", "/healthz", headers={"Host": health_host(), "X-Forwarded-Proto": "https"}
+        )
         response = connection.getresponse()
     except OSError as exc:
         return f"/healthz: {type(exc).__name__}: {exc}"

@@ -39,6 +39,7 @@ BUDGET_WARN = Decimal("0.8")
 
 # --- Links --------------------------------------------------------------------------------------
 
+
 def changelist_url(request: HttpRequest, model: type[Model], **params: Any) -> str | None:
     """The admin list of ``model`` with ``params`` as its filters, or None when the user may not
     view it (the figure is still shown, without a link)."""
@@ -86,11 +87,11 @@ class Clock:
     def at(cls, now: datetime) -> Clock:
         today = timezone.localdate(now)
         day_start = timezone.make_aware(datetime.combine(today, time.min))
-        return cls(now=now, today=today, day_start=day_start,
-                   month_start=day_start.replace(day=1))
+        return cls(now=now, today=today, day_start=day_start, month_start=day_start.replace(day=1))
 
 
 # --- Formatting ---------------------------------------------------------------------------------
+
 
 def count_level(count: int, *, when_any: Level) -> Level:
     return when_any if count else "ok"
@@ -115,6 +116,7 @@ def usd(amount: Decimal) -> str:
 
 # --- Panels -------------------------------------------------------------------------------------
 
+
 def subject_requests_panel(request: HttpRequest, clock: Clock) -> Panel:
     from privacy import requests as subject_requests
     from privacy.models import SubjectRequest
@@ -125,37 +127,59 @@ def subject_requests_panel(request: HttpRequest, clock: Clock) -> Panel:
         overdue=Count("pk", filter=subject_requests.overdue_q(clock.now)),
         due_soon=Count("pk", filter=subject_requests.due_soon_q(7, clock.now)),
     )
-    return Panel(key="subject_requests", title="Data-subject requests", figures=(
-        Figure(key="subject_requests_overdue", label="overdue", value=str(counts["overdue"]),
-               url=changelist_url(request, SubjectRequest, deadline="overdue"),
-               level=count_level(counts["overdue"], when_any="alert"),
-               note="open past their legal deadline"),
-        Figure(key="subject_requests_due_soon", label="due in the next 7 days",
-               value=str(counts["due_soon"]),
-               url=changelist_url(request, SubjectRequest, deadline="due7"),
-               level=count_level(counts["due_soon"], when_any="warn")),
-    ))
+    return Panel(
+        key="subject_requests",
+        title="Data-subject requests",
+        figures=(
+            Figure(
+                key="subject_requests_overdue",
+                label="overdue",
+                value=str(counts["overdue"]),
+                url=changelist_url(request, SubjectRequest, deadline="overdue"),
+                level=count_level(counts["overdue"], when_any="alert"),
+                note="open past their legal deadline",
+            ),
+            Figure(
+                key="subject_requests_due_soon",
+                label="due in the next 7 days",
+                value=str(counts["due_soon"]),
+                url=changelist_url(request, SubjectRequest, deadline="due7"),
+                level=count_level(counts["due_soon"], when_any="warn"),
+            ),
+        ),
+    )
 
 
 def compliance_and_change_panel(request: HttpRequest, clock: Clock) -> Panel:
     # Three sources (compliance checks, rollouts, the breaker store): one failing must not hide
     # the other two figures.
-    return Panel(key="operations", title="Compliance and changes", figures=tuple(
-        figure_or_unavailable(key, label, build, request) for key, label, build in (
-            ("compliance_failing", "compliance items failing", compliance_failing_figure),
-            ("rollouts_in_progress", "rollouts in progress", rollouts_figure),
-            ("breakers_open", "circuit breakers open", breakers_figure),
-        )))
+    return Panel(
+        key="operations",
+        title="Compliance and changes",
+        figures=tuple(
+            figure_or_unavailable(key, label, build, request)
+            for key, label, build in (
+                ("compliance_failing", "compliance items failing", compliance_failing_figure),
+                ("rollouts_in_progress", "rollouts in progress", rollouts_figure),
+                ("breakers_open", "circuit breakers open", breakers_figure),
+            )
+        ),
+    )
 
 
-def figure_or_unavailable(key: str, label: str, build: Callable[[HttpRequest], Figure],
-                          request: HttpRequest) -> Figure:
+def figure_or_unavailable(
+    key: str, label: str, build: Callable[[HttpRequest], Figure], request: HttpRequest
+) -> Figure:
     try:
         return build(request)
     except Exception as exc:  # shown as unavailable; the error is in the log
         log.exception("dashboard_figure_failed", figure=key, error=type(exc).__name__)
-        return Figure(key=key, label=label, value="unavailable",
-                      note=f"could not be computed ({type(exc).__name__})")
+        return Figure(
+            key=key,
+            label=label,
+            value="unavailable",
+            note=f"could not be computed ({type(exc).__name__})",
+        )
 
 
 def compliance_failing_figure(request: HttpRequest) -> Figure:
@@ -163,9 +187,13 @@ def compliance_failing_figure(request: HttpRequest) -> Figure:
     from deployments.compliance.selectors import FAILING, failing_items
 
     count = len(failing_items())
-    return Figure(key="compliance_failing", label="compliance items failing", value=str(count),
-                  url=changelist_url(request, ComplianceItem, state=FAILING),
-                  level=count_level(count, when_any="alert"))
+    return Figure(
+        key="compliance_failing",
+        label="compliance items failing",
+        value=str(count),
+        url=changelist_url(request, ComplianceItem, state=FAILING),
+        level=count_level(count, when_any="alert"),
+    )
 
 
 def rollouts_figure(request: HttpRequest) -> Figure:
@@ -173,9 +201,14 @@ def rollouts_figure(request: HttpRequest) -> Figure:
     from deployments.rollouts.selectors import rollouts_in_progress
 
     count = rollouts_in_progress().count()
-    return Figure(key="rollouts_in_progress", label="rollouts in progress", value=str(count),
-                  url=changelist_url(request, Rollout, open="live"),
-                  level=count_level(count, when_any="warn"), note="running or paused")
+    return Figure(
+        key="rollouts_in_progress",
+        label="rollouts in progress",
+        value=str(count),
+        url=changelist_url(request, Rollout, open="live"),
+        level=count_level(count, when_any="warn"),
+        note="running or paused",
+    )
 
 
 def breakers_figure(request: HttpRequest) -> Figure:
@@ -183,35 +216,60 @@ def breakers_figure(request: HttpRequest) -> Figure:
     from gateway.models import DeploymentBreaker
 
     count = len(open_breaker_ids(DeploymentBreaker.objects.all()))
-    return Figure(key="breakers_open", label="circuit breakers open", value=str(count),
-                  url=changelist_url(request, DeploymentBreaker, live_state="open"),
-                  level=count_level(count, when_any="alert"),
-                  note="open, probing or forced open")
+    return Figure(
+        key="breakers_open",
+        label="circuit breakers open",
+        value=str(count),
+        url=changelist_url(request, DeploymentBreaker, live_state="open"),
+        level=count_level(count, when_any="alert"),
+        note="open, probing or forced open",
+    )
 
 
 def guards_panel(request: HttpRequest, clock: Clock) -> Panel:
     from gateway.models import SecurityEvent, UsageRecord
 
-    today = {"created_at__gte": clock.day_start,
-             "created_at__lt": clock.day_start + timedelta(days=1)}
+    today = {
+        "created_at__gte": clock.day_start,
+        "created_at__lt": clock.day_start + timedelta(days=1),
+    }
     blocked = SecurityEvent.objects.filter(
         kind=SecurityEvent.Kind.PROMPT_INJECTION, action=SecurityEvent.Action.BLOCKED, **today
     ).count()
     redacted = UsageRecord.objects.filter(pii_redactions__gt=0, **today).aggregate(
-        values=Sum("pii_redactions"), requests=Count("pk"))
+        values=Sum("pii_redactions"), requests=Count("pk")
+    )
     requests = redacted["requests"]
-    return Panel(key="guards", title="Guards today (UTC)", figures=(
-        Figure(key="injections_blocked_today", label="prompt injections blocked",
-               value=str(blocked),
-               url=changelist_url(request, SecurityEvent, kind__exact="prompt_injection",
-                                  action__exact="blocked",
-                                  **day_params("created_at", clock.today))),
-        Figure(key="pii_redactions_today", label="PII values redacted",
-               value=str(redacted["values"] or 0),
-               url=changelist_url(request, UsageRecord, pii_redactions__gt=0,
-                                  **day_params("created_at", clock.today)),
-               note=f"in {requests} request{'' if requests == 1 else 's'}"),
-    ))
+    return Panel(
+        key="guards",
+        title="Guards today (UTC)",
+        figures=(
+            Figure(
+                key="injections_blocked_today",
+                label="prompt injections blocked",
+                value=str(blocked),
+                url=changelist_url(
+                    request,
+                    SecurityEvent,
+                    kind__exact="prompt_injection",
+                    action__exact="blocked",
+                    **day_params("created_at", clock.today),
+                ),
+            ),
+            Figure(
+                key="pii_redactions_today",
+                label="PII values redacted",
+                value=str(redacted["values"] or 0),
+                url=changelist_url(
+                    request,
+                    UsageRecord,
+                    pii_redactions__gt=0,
+                    **day_params("created_at", clock.today),
+                ),
+                note=f"in {requests} request{'' if requests == 1 else 's'}",
+            ),
+        ),
+    )
 
 
 def backups_panel(request: HttpRequest, clock: Clock) -> Panel:
@@ -225,32 +283,48 @@ def backups_panel(request: HttpRequest, clock: Clock) -> Panel:
     good_backups = changelist_url(request, Backup, state__exact=Backup.State.SUCCEEDED)
     backup = last_good_backup()
     if backup is None:
-        backup_figure = Figure(key="last_good_backup", label="no good backup yet", value="none",
-                               url=good_backups, level="alert",
-                               note=f"RPO {duration_text(targets.rpo)}")
+        backup_figure = Figure(
+            key="last_good_backup",
+            label="no good backup yet",
+            value="none",
+            url=good_backups,
+            level="alert",
+            note=f"RPO {duration_text(targets.rpo)}",
+        )
     else:
         age = clock.now - backup.started_at
         backup_figure = Figure(
-            key="last_good_backup", label="age of the last good backup",
-            value=duration_text(age), url=good_backups,
+            key="last_good_backup",
+            label="age of the last good backup",
+            value=duration_text(age),
+            url=good_backups,
             level="alert" if age > targets.rpo else "ok",
             note=f"RPO {duration_text(targets.rpo)}; data from "
-                 f"{timezone.localtime(backup.started_at):%Y-%m-%d %H:%M} UTC")
+            f"{timezone.localtime(backup.started_at):%Y-%m-%d %H:%M} UTC",
+        )
     drills = changelist_url(request, RestoreDrill)
     drill = last_restore_drill()
     if drill is None:
-        drill_figure = Figure(key="last_restore_drill", label="no restore drill yet",
-                              value="none", url=drills, level="alert",
-                              note=f"RTO {duration_text(targets.rto)}")
+        drill_figure = Figure(
+            key="last_restore_drill",
+            label="no restore drill yet",
+            value="none",
+            url=drills,
+            level="alert",
+            note=f"RTO {duration_text(targets.rto)}",
+        )
     else:
         ago = clock.now - drill.finished_at
         healthy = drill.met_rto and ago <= targets.drill_max_age
         drill_figure = Figure(
-            key="last_restore_drill", label="last restore drill took",
-            value=duration_text(timedelta(seconds=drill.duration_seconds)), url=drills,
+            key="last_restore_drill",
+            label="last restore drill took",
+            value=duration_text(timedelta(seconds=drill.duration_seconds)),
+            url=drills,
             level="ok" if healthy else "alert",
             note=f"{drill.get_result_display()}, {duration_text(ago)} ago; "
-                 f"RTO {duration_text(targets.rto)}")
+            f"RTO {duration_text(targets.rto)}",
+        )
     return Panel(key="backups", title="Backups", figures=(backup_figure, drill_figure))
 
 
@@ -265,9 +339,14 @@ class TenantSpend:
     @property
     def used(self) -> Decimal:
         """The larger share of a budget used (0 without budgets)."""
-        shares = [spent / budget for spent, budget in ((self.today, self.daily_budget),
-                                                       (self.month, self.monthly_budget))
-                  if budget > 0]
+        shares = [
+            spent / budget
+            for spent, budget in (
+                (self.today, self.daily_budget),
+                (self.month, self.monthly_budget),
+            )
+            if budget > 0
+        ]
         return max(shares, default=Decimal(0))
 
 
@@ -282,8 +361,14 @@ def _spend_cell(key: str, spent: Decimal, budget: Decimal, url: str | None) -> F
     if budget > 0:
         share = spent / budget
         level: Level = "alert" if share >= 1 else "warn" if share >= BUDGET_WARN else "ok"
-        return Figure(key=key, label="", value=f"{usd(spent)} of {usd(budget)}", url=url,
-                      level=level, note=f"{share:.0%}")
+        return Figure(
+            key=key,
+            label="",
+            value=f"{usd(spent)} of {usd(budget)}",
+            url=url,
+            level=level,
+            note=f"{share:.0%}",
+        )
     return Figure(key=key, label="", value=usd(spent), url=url, note="no budget")
 
 
@@ -304,20 +389,23 @@ def tenant_spend(clock: Clock) -> list[TenantSpend]:
     for field in ("daily_budget", "monthly_budget"):
         has_budget |= Q(**{f"plan__{field}__gt": 0})
         has_budget |= Q(**{f"plan__{field}__isnull": True, f"plan__tier__{field}__gt": 0})
-    tenants = (Tenant.objects.filter(Q(pk__in=list(totals)) | has_budget)
-               .select_related("plan__tier"))
+    tenants = Tenant.objects.filter(Q(pk__in=list(totals)) | has_budget).select_related(
+        "plan__tier"
+    )
     out = []
     for tenant in tenants:
         plan = getattr(tenant, "plan", None)
         row = totals.get(tenant.pk, {})
         # SQLite sums decimals as floats: through str back to a Decimal.
-        out.append(TenantSpend(
-            tenant=tenant,
-            today=Decimal(str(row.get("today") or 0)),
-            month=Decimal(str(row.get("month") or 0)),
-            daily_budget=_budget(plan, "daily_budget"),
-            monthly_budget=_budget(plan, "monthly_budget"),
-        ))
+        out.append(
+            TenantSpend(
+                tenant=tenant,
+                today=Decimal(str(row.get("today") or 0)),
+                month=Decimal(str(row.get("month") or 0)),
+                daily_budget=_budget(plan, "daily_budget"),
+                monthly_budget=_budget(plan, "monthly_budget"),
+            )
+        )
     out.sort(key=lambda s: (-s.used, -s.month, s.tenant.name))
     return out
 
@@ -329,14 +417,36 @@ def spend_panel(request: HttpRequest, clock: Clock) -> Panel:
     rows = []
     for spend in spends[:SPEND_ROWS]:
         tenant_id = spend.tenant.pk
-        rows.append(Row(label=spend.tenant.name, url=change_url(request, spend.tenant), cells=(
-            _spend_cell(f"spend_today_{spend.tenant.slug}", spend.today, spend.daily_budget,
-                        changelist_url(request, UsageRecord, tenant__id__exact=tenant_id,
-                                       **day_params("created_at", clock.today))),
-            _spend_cell(f"spend_month_{spend.tenant.slug}", spend.month, spend.monthly_budget,
-                        changelist_url(request, UsageRecord, tenant__id__exact=tenant_id,
-                                       **month_params("created_at", clock.today))),
-        )))
+        rows.append(
+            Row(
+                label=spend.tenant.name,
+                url=change_url(request, spend.tenant),
+                cells=(
+                    _spend_cell(
+                        f"spend_today_{spend.tenant.slug}",
+                        spend.today,
+                        spend.daily_budget,
+                        changelist_url(
+                            request,
+                            UsageRecord,
+                            tenant__id__exact=tenant_id,
+                            **day_params("created_at", clock.today),
+                        ),
+                    ),
+                    _spend_cell(
+                        f"spend_month_{spend.tenant.slug}",
+                        spend.month,
+                        spend.monthly_budget,
+                        changelist_url(
+                            request,
+                            UsageRecord,
+                            tenant__id__exact=tenant_id,
+                            **month_params("created_at", clock.today),
+                        ),
+                    ),
+                ),
+            )
+        )
     hidden = len(spends) - len(rows)
     if not spends:
         note = "No tenant has spent anything this month or has a budget."
@@ -344,8 +454,13 @@ def spend_panel(request: HttpRequest, clock: Clock) -> Panel:
         note = f"{hidden} more tenant(s) further from their budgets are not shown."
     else:
         note = ""
-    return Panel(key="spend", title="Spend against budgets (UTC)",
-                 columns=("tenant", "today", "this month"), rows=tuple(rows), note=note)
+    return Panel(
+        key="spend",
+        title="Spend against budgets (UTC)",
+        columns=("tenant", "today", "this month"),
+        rows=tuple(rows),
+        note=note,
+    )
 
 
 #: The dashboard's panels, in order; each is computed on its own, so one that fails (shown as

@@ -41,12 +41,14 @@ class GatewayTenantAdmin(AuditedModelAdmin, TenantAdmin):
     inlines = [*TenantAdmin.inlines, TenantPlanInline]
     actions = ["invalidate_cache"]
 
-    @admin.action(description="Invalidate the response cache of selected tenants",
-                  permissions=["change"])
+    @admin.action(
+        description="Invalidate the response cache of selected tenants", permissions=["change"]
+    )
     def invalidate_cache(self, request, queryset):
         for tenant in queryset:
             services.cache_invalidate_tenant(actor=request.user, tenant=tenant)
         self.message_user(request, f"Invalidated the cache of {queryset.count()} tenant(s).")
+
     list_display = [*TenantAdmin.list_display, "tier_name"]
     list_select_related = ["plan__tier"]
 
@@ -62,43 +64,72 @@ admin.site.register(Tenant, GatewayTenantAdmin)
 
 @admin.register(Tier)
 class TierAdmin(AuditedModelAdmin):
-    list_display = ["name", "requests_per_minute", "tokens_per_minute", "daily_budget",
-                    "monthly_budget", "max_prompt_chars", "screening_mode"]
+    list_display = [
+        "name",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "daily_budget",
+        "monthly_budget",
+        "max_prompt_chars",
+        "screening_mode",
+    ]
     filter_horizontal = ["allowed_aliases"]
     fieldsets = [
         (None, {"fields": ["name", "description", "allowed_aliases"]}),
-        ("Requests per tenant", {
-            "fields": [("requests_per_minute", "requests_per_hour", "requests_per_day")],
-            "description": "0 = unlimited.",
-        }),
-        ("Requests per API key", {
-            "fields": [("key_requests_per_minute", "key_requests_per_hour",
-                        "key_requests_per_day")],
-            "description": "0 = unlimited.",
-        }),
-        ("Requests per end user", {
-            "fields": [("user_requests_per_minute", "user_requests_per_hour",
-                        "user_requests_per_day")],
-            "description": "End users are told apart by the request's <code>user</code> "
-                           "field. 0 = unlimited.",
-        }),
-        ("Tokens and request size", {
-            "fields": [("tokens_per_minute", "tokens_per_day"),
-                       ("max_prompt_chars", "max_output_tokens"),
-                       ("max_choices", "max_media_parts", "max_media_part_chars")],
-            "description": "Token limits: 0 = unlimited. Choices (n) and image, audio and file "
-                           "parts per request are capped here.",
-        }),
-        ("Spend budgets (USD)", {
-            "fields": [("daily_budget", "monthly_budget")],
-            "description": "Per tenant; a tenant's plan and a key may set their own. "
-                           "0 = unlimited.",
-        }),
-        ("Screening", {
-            "fields": ["screening_mode", "screening_threshold", "leak_mode"],
-            "description": "Prompt-injection and system-prompt-leak screening; a tenant's plan "
-                           "may override.",
-        }),
+        (
+            "Requests per tenant",
+            {
+                "fields": [("requests_per_minute", "requests_per_hour", "requests_per_day")],
+                "description": "0 = unlimited.",
+            },
+        ),
+        (
+            "Requests per API key",
+            {
+                "fields": [
+                    ("key_requests_per_minute", "key_requests_per_hour", "key_requests_per_day")
+                ],
+                "description": "0 = unlimited.",
+            },
+        ),
+        (
+            "Requests per end user",
+            {
+                "fields": [
+                    ("user_requests_per_minute", "user_requests_per_hour", "user_requests_per_day")
+                ],
+                "description": "End users are told apart by the request's <code>user</code> "
+                "field. 0 = unlimited.",
+            },
+        ),
+        (
+            "Tokens and request size",
+            {
+                "fields": [
+                    ("tokens_per_minute", "tokens_per_day"),
+                    ("max_prompt_chars", "max_output_tokens"),
+                    ("max_choices", "max_media_parts", "max_media_part_chars"),
+                ],
+                "description": "Token limits: 0 = unlimited. Choices (n) and image, audio and file "
+                "parts per request are capped here.",
+            },
+        ),
+        (
+            "Spend budgets (USD)",
+            {
+                "fields": [("daily_budget", "monthly_budget")],
+                "description": "Per tenant; a tenant's plan and a key may set their own. "
+                "0 = unlimited.",
+            },
+        ),
+        (
+            "Screening",
+            {
+                "fields": ["screening_mode", "screening_threshold", "leak_mode"],
+                "description": "Prompt-injection and system-prompt-leak screening; a tenant's plan "
+                "may override.",
+            },
+        ),
     ]
 
 
@@ -122,18 +153,28 @@ class ServiceAccountAdmin(admin.ModelAdmin):
     """Machine identities of tenants. Created through the service (audited); disabling one
     revokes every key it holds. Never deleted here: the audit trail points at it."""
 
-    list_display = ["name", "tenant", "description", "active_keys", "created_at", "created_by",
-                    "disabled_at"]
+    list_display = [
+        "name",
+        "tenant",
+        "description",
+        "active_keys",
+        "created_at",
+        "created_by",
+        "disabled_at",
+    ]
     list_filter = [ServiceAccountStateFilter, "tenant"]
     list_select_related = ["tenant"]
     search_fields = ["name", "tenant__name", "tenant__slug"]
     actions = ["disable"]
-    readonly_fields = ["tenant", "name", "description", "created_at", "created_by",
-                       "disabled_at"]
+    readonly_fields = ["tenant", "name", "description", "created_at", "created_by", "disabled_at"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            active_key_count=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                active_key_count=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True))
+            )
         )
 
     @admin.display(description="active keys", ordering="active_key_count")
@@ -156,14 +197,17 @@ class ServiceAccountAdmin(admin.ModelAdmin):
         if change:
             return
         account = services.service_account_create(
-            actor=request.user, tenant=form.cleaned_data["tenant"],
-            name=form.cleaned_data["name"], description=form.cleaned_data["description"],
+            actor=request.user,
+            tenant=form.cleaned_data["tenant"],
+            name=form.cleaned_data["name"],
+            description=form.cleaned_data["description"],
         )
         form.instance = account
         obj.pk = account.pk
 
-    @admin.action(description="Disable selected service accounts (revokes their keys)",
-                  permissions=["change"])
+    @admin.action(
+        description="Disable selected service accounts (revokes their keys)", permissions=["change"]
+    )
     def disable(self, request, queryset):
         count = 0
         with transaction.atomic():
@@ -190,21 +234,33 @@ class IpRangesField(forms.CharField):
 class ApiKeyCreateForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ["tenant", "service_account", "name", "scopes", "expires_at", "allowed_ips",
-                  "daily_budget", "monthly_budget"]
+        fields = [
+            "tenant",
+            "service_account",
+            "name",
+            "scopes",
+            "expires_at",
+            "allowed_ips",
+            "daily_budget",
+            "monthly_budget",
+        ]
 
-    scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices,
-                                       widget=forms.CheckboxSelectMultiple,
-                                       initial=services.DEFAULT_SCOPES)
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=services.DEFAULT_SCOPES,
+    )
     allowed_ips = IpRangesField(
-        required=False, label="Allowed IP ranges",
+        required=False,
+        label="Allowed IP ranges",
         help_text="CIDR ranges (IPv4 or IPv6), one per line; empty = anywhere.",
     )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["service_account"].queryset = ServiceAccount.objects.filter(
-            disabled_at__isnull=True).select_related("tenant")
+            disabled_at__isnull=True
+        ).select_related("tenant")
 
     def clean(self):
         cleaned = super().clean()
@@ -222,9 +278,13 @@ class ApiKeyStateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [("active", "active"), ("expiring", "expiring within 7 days"),
-                ("rotated", "rotated, still in overlap"), ("expired", "expired"),
-                ("revoked", "revoked")]
+        return [
+            ("active", "active"),
+            ("expiring", "expiring within 7 days"),
+            ("rotated", "rotated, still in overlap"),
+            ("expired", "expired"),
+            ("revoked", "revoked"),
+        ]
 
     def queryset(self, request, queryset):
         now = timezone.now()
@@ -248,17 +308,49 @@ class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are created and rotated through the service (the plaintext is shown once, here, as
     a message) and revoked by an action; the hash is never shown."""
 
-    list_display = ["name", "tenant", "service_account", "display", "state", "scopes",
-                    "allowed_ips", "created_at", "expires_at", "last_used_at"]
+    list_display = [
+        "name",
+        "tenant",
+        "service_account",
+        "display",
+        "state",
+        "scopes",
+        "allowed_ips",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+    ]
     list_filter = [ApiKeyStateFilter, "tenant"]
     list_select_related = ["tenant", "service_account__tenant"]
     search_fields = ["name", "lookup", "tenant__name"]
     actions = ["rotate", "revoke"]
-    readonly_fields = ["tenant", "service_account", "name", "display", "state", "scopes",
-                       "allowed_ips", "daily_budget", "monthly_budget", "created_at",
-                       "created_by", "expires_at", "replaced_by", "revoked_at", "last_used_at"]
-    create_fields = ["tenant", "service_account", "name", "scopes", "expires_at", "allowed_ips",
-                     "daily_budget", "monthly_budget"]
+    readonly_fields = [
+        "tenant",
+        "service_account",
+        "name",
+        "display",
+        "state",
+        "scopes",
+        "allowed_ips",
+        "daily_budget",
+        "monthly_budget",
+        "created_at",
+        "created_by",
+        "expires_at",
+        "replaced_by",
+        "revoked_at",
+        "last_used_at",
+    ]
+    create_fields = [
+        "tenant",
+        "service_account",
+        "name",
+        "scopes",
+        "expires_at",
+        "allowed_ips",
+        "daily_budget",
+        "monthly_budget",
+    ]
     #: how long a rotated key keeps working next to its replacement
     rotation_overlap = timedelta(hours=24)
 
@@ -292,10 +384,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return
         data = form.cleaned_data
         key, plaintext = services.api_key_create(
-            actor=request.user, tenant=data["tenant"], name=data["name"],
-            scopes=list(data["scopes"]), expires_at=data["expires_at"],
-            service_account=data.get("service_account"), allowed_ips=data.get("allowed_ips"),
-            daily_budget=data.get("daily_budget"), monthly_budget=data.get("monthly_budget"),
+            actor=request.user,
+            tenant=data["tenant"],
+            name=data["name"],
+            scopes=list(data["scopes"]),
+            expires_at=data["expires_at"],
+            service_account=data.get("service_account"),
+            allowed_ips=data.get("allowed_ips"),
+            daily_budget=data.get("daily_budget"),
+            monthly_budget=data.get("monthly_budget"),
         )
         form.instance = key
         obj.pk = key.pk
@@ -310,9 +407,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def _show_new_keys(self, request, keys, errors, *, title):
         """The plaintext goes in this response's body only: not in a message (the messages
         cookie is signed, not encrypted) and not in the session."""
-        response = TemplateResponse(request, "admin/new_api_keys.html", {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": title,
-            "keys": keys, "errors": errors})
+        response = TemplateResponse(
+            request,
+            "admin/new_api_keys.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": title,
+                "keys": keys,
+                "errors": errors,
+            },
+        )
         response["Cache-Control"] = "no-store"
         return response
 
@@ -322,8 +427,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         self.revoke(request, queryset)
 
-    @admin.action(description="Rotate selected keys (the old ones keep working for 24 hours)",
-                  permissions=["change"])
+    @admin.action(
+        description="Rotate selected keys (the old ones keep working for 24 hours)",
+        permissions=["change"],
+    )
     def rotate(self, request, queryset):
         rotated, errors = [], []
         for key in queryset:
@@ -356,8 +463,18 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["name", "kind", "base_url", "api_key_ref", "api_version", "region",
-                  "connect_timeout", "read_timeout", "extra", "enabled"]
+        fields = [
+            "name",
+            "kind",
+            "base_url",
+            "api_key_ref",
+            "api_version",
+            "region",
+            "connect_timeout",
+            "read_timeout",
+            "extra",
+            "enabled",
+        ]
 
     def _checked(self, name: str, check):
         """The field's value once ``check`` accepts it; its ValueError as the form's error."""
@@ -396,8 +513,14 @@ class ProviderAdmin(AuditedModelAdmin):
 
 @admin.register(ProviderDeployment)
 class ProviderDeploymentAdmin(AuditedModelAdmin):
-    list_display = ["name", "provider", "model", "input_price_per_1k", "output_price_per_1k",
-                    "enabled"]
+    list_display = [
+        "name",
+        "provider",
+        "model",
+        "input_price_per_1k",
+        "output_price_per_1k",
+        "enabled",
+    ]
     list_select_related = ["provider"]
     list_filter = ["provider", "enabled"]
 
@@ -414,8 +537,9 @@ class ModelAliasAdmin(AuditedModelAdmin):
     inlines = [ModelVersionInline]
     actions = ["invalidate_cache"]
 
-    @admin.action(description="Invalidate the response cache of selected aliases",
-                  permissions=["change"])
+    @admin.action(
+        description="Invalidate the response cache of selected aliases", permissions=["change"]
+    )
     def invalidate_cache(self, request, queryset):
         for alias in queryset:
             services.cache_invalidate_alias(actor=request.user, alias_name=alias.name)
@@ -424,9 +548,20 @@ class ModelAliasAdmin(AuditedModelAdmin):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "tenant", "api_key", "route", "alias", "deployment",
-                    "status_code", "cache_hit", "prompt_tokens", "completion_tokens", "cost",
-                    "latency_ms"]
+    list_display = [
+        "created_at",
+        "tenant",
+        "api_key",
+        "route",
+        "alias",
+        "deployment",
+        "status_code",
+        "cache_hit",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "latency_ms",
+    ]
     list_filter = ["status_code", "route", "alias", "cache_hit"]
     list_select_related = ["tenant", "api_key"]
     date_hierarchy = "created_at"
@@ -444,8 +579,21 @@ class SecurityEventAdmin(ReadOnlyAdmin):
     search_fields = ["request_id", "text_sha256", "alias"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-    fields = ["created_at", "tenant", "api_key", "request_id", "kind", "action", "alias",
-              "score", "reasons", "text_sha256", "text", "kept_encrypted", "text_expires_at"]
+    fields = [
+        "created_at",
+        "tenant",
+        "api_key",
+        "request_id",
+        "kind",
+        "action",
+        "alias",
+        "score",
+        "reasons",
+        "text_sha256",
+        "text",
+        "kept_encrypted",
+        "text_expires_at",
+    ]
     readonly_fields = ["kept_encrypted"]
 
     @admin.display(description="text kept encrypted", boolean=True)

@@ -41,8 +41,12 @@ def open_breaker_ids(deployments) -> list[int]:
     probing (half-open) and not forced closed. One round trip to the breaker store."""
     deployments = list(deployments)
     _attach_states(deployments)
-    return [d.pk for d in deployments if d.breaker_override == FORCED_OPEN or (
-        d.breaker_override != FORCED_CLOSED and d.breaker_snapshot.state != "closed")]
+    return [
+        d.pk
+        for d in deployments
+        if d.breaker_override == FORCED_OPEN
+        or (d.breaker_override != FORCED_CLOSED and d.breaker_snapshot.state != "closed")
+    ]
 
 
 class BreakerStateFilter(admin.SimpleListFilter):
@@ -72,13 +76,32 @@ class DeploymentBreakerAdmin(admin.ModelAdmin):
     list_filter = [BreakerStateFilter, "breaker_override", "provider"]
     search_fields = ["name", "model"]
     actions = ["force_open", "force_closed", "force_auto", "reset"]
-    readonly_fields = ["name", "provider", "model", "breaker_override", "state",
-                       "consecutive_failures", "window", "retry_in", "backend", "thresholds",
-                       "recent_failures", "history"]
+    readonly_fields = [
+        "name",
+        "provider",
+        "model",
+        "breaker_override",
+        "state",
+        "consecutive_failures",
+        "window",
+        "retry_in",
+        "backend",
+        "thresholds",
+        "recent_failures",
+        "history",
+    ]
     fields = readonly_fields
 
-    list_display = ["name", "provider", "state", "consecutive_failures", "window", "retry_in",
-                    "last_failure", "breaker_override"]
+    list_display = [
+        "name",
+        "provider",
+        "state",
+        "consecutive_failures",
+        "window",
+        "retry_in",
+        "last_failure",
+        "breaker_override",
+    ]
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
@@ -117,34 +140,55 @@ class DeploymentBreakerAdmin(admin.ModelAdmin):
     @admin.display(description="state kept in")
     def backend(self, obj):
         backend = _state(obj).backend
-        return {"redis": "Redis (shared by all processes)",
-                "process": "this process only (no REDIS_URL)"}.get(backend, backend)
+        return {
+            "redis": "Redis (shared by all processes)",
+            "process": "this process only (no REDIS_URL)",
+        }.get(backend, backend)
 
     @admin.display(description="opens on")
     def thresholds(self, obj):
-        return (f"{obj.breaker_failure_threshold} consecutive failures, or "
-                f"{obj.breaker_failure_rate:.0%} of at least {obj.breaker_min_requests} "
-                f"requests in {obj.breaker_window_seconds:g} s; probes after "
-                f"{obj.breaker_recovery_seconds:g} s")
+        return (
+            f"{obj.breaker_failure_threshold} consecutive failures, or "
+            f"{obj.breaker_failure_rate:.0%} of at least {obj.breaker_min_requests} "
+            f"requests in {obj.breaker_window_seconds:g} s; probes after "
+            f"{obj.breaker_recovery_seconds:g} s"
+        )
 
     @admin.display(description="recent failures")
     def recent_failures(self, obj):
         failures = _state(obj).recent_failures
         if not failures:
             return "—"
-        return format_html("<ul>{}</ul>", format_html_join(
-            "", "<li>{} {}</li>",
-            ((f"{timezone.localtime(at):%Y-%m-%d %H:%M:%S}", code) for at, code in failures)))
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li>{} {}</li>",
+                ((f"{timezone.localtime(at):%Y-%m-%d %H:%M:%S}", code) for at, code in failures),
+            ),
+        )
 
     @admin.display(description="state changes")
     def history(self, obj):
         events = BreakerEvent.objects.filter(deployment=obj.name)[:20]
         if not events:
             return "—"
-        return format_html("<ul>{}</ul>", format_html_join(
-            "", "<li>{} {} {} {}</li>",
-            ((f"{timezone.localtime(e.created_at):%Y-%m-%d %H:%M:%S}", e.get_kind_display(),
-              e.error_code, e.actor) for e in events)))
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li>{} {} {} {}</li>",
+                (
+                    (
+                        f"{timezone.localtime(e.created_at):%Y-%m-%d %H:%M:%S}",
+                        e.get_kind_display(),
+                        e.error_code,
+                        e.actor,
+                    )
+                    for e in events
+                ),
+            ),
+        )
 
     # Permissions: list and actions yes; add, edit and delete no -------------------------------
 

@@ -16,8 +16,13 @@ class GatewayConfig(AppConfig):
 
         # Config changes saved in this process take effect at once here; other processes pick
         # them up within route.REFRESH_SECONDS / LLMP_AUTH_CACHE_SECONDS.
-        for model in (models.ModelAlias, models.ModelVersion, models.ProviderDeployment,
-                      models.Provider, models.AliasFallback):
+        for model in (
+            models.ModelAlias,
+            models.ModelVersion,
+            models.ProviderDeployment,
+            models.Provider,
+            models.AliasFallback,
+        ):
             post_save.connect(route.invalidate_routing, sender=model, weak=False)
             post_delete.connect(route.invalidate_routing, sender=model, weak=False)
         # A changed alias or version gets a fresh response-cache namespace (seed §3.1).
@@ -28,45 +33,55 @@ class GatewayConfig(AppConfig):
             post_save.connect(lambda **_: authenticate.clear_cache(), sender=model, weak=False)
         from privacy.models import PrivacyPolicy
 
-        post_save.connect(lambda **_: authenticate.clear_cache(), sender=PrivacyPolicy,
-                          weak=False)
-        m2m_changed.connect(lambda **_: authenticate.clear_cache(),
-                            sender=models.Tier.allowed_aliases.through, weak=False)
+        post_save.connect(lambda **_: authenticate.clear_cache(), sender=PrivacyPolicy, weak=False)
+        m2m_changed.connect(
+            lambda **_: authenticate.clear_cache(),
+            sender=models.Tier.allowed_aliases.through,
+            weak=False,
+        )
         register_readiness_probe("providers", providers_ready)
 
         # Cached answers remember the subject whose request produced them: erasure purges them.
         from llmplatform import datamap
 
-        datamap.register(datamap.DataHolder(
-            name="gateway.response_cache",
-            description="Cached answers to the subject's requests (Redis or in-process)",
-            find=lambda tenant_id, subject: {"note": "cached answers are not exported; they "
-                                             "are copies of stored conversations"},
-            erase=lambda tenant_id, subject: cache.purge_subject(tenant_id, subject),
-        ))
+        datamap.register(
+            datamap.DataHolder(
+                name="gateway.response_cache",
+                description="Cached answers to the subject's requests (Redis or in-process)",
+                find=lambda tenant_id, subject: {
+                    "note": "cached answers are not exported; they "
+                    "are copies of stored conversations"
+                },
+                erase=lambda tenant_id, subject: cache.purge_subject(tenant_id, subject),
+            )
+        )
 
         from gateway import services
 
-        datamap.register(datamap.DataHolder(
-            name="gateway.security_events",
-            description="Texts of the subject's requests kept with security events (only when "
-                        "the tenant opted in; encrypted with the subject's data key; "
-                        "LLMP_SECURITY_TEXT_DAYS)",
-            find=services.security_events_find,
-            erase=services.security_events_erase,
-        ))
+        datamap.register(
+            datamap.DataHolder(
+                name="gateway.security_events",
+                description="Texts of the subject's requests kept with security events (only when "
+                "the tenant opted in; encrypted with the subject's data key; "
+                "LLMP_SECURITY_TEXT_DAYS)",
+                find=services.security_events_find,
+                erase=services.security_events_erase,
+            )
+        )
 
         # The API routes take the lean ASGI path (no session/CSRF/page middleware).
         from gateway.api import views
         from gateway.pipeline.settle import usage_writer
         from llmplatform.fastpath import register_fast_route, register_shutdown, register_startup
 
-        for path, view in (("/v1/chat/completions", views.chat_completions),
-                           ("/v1/embeddings", views.embeddings),
-                           ("/v1/models", views.list_models),
-                           ("/v1/cache/invalidate", views.invalidate_cache),
-                           ("/chat", views.simple_chat),
-                           ("/chat-stream", views.simple_chat_stream)):
+        for path, view in (
+            ("/v1/chat/completions", views.chat_completions),
+            ("/v1/embeddings", views.embeddings),
+            ("/v1/models", views.list_models),
+            ("/v1/cache/invalidate", views.invalidate_cache),
+            ("/chat", views.simple_chat),
+            ("/chat-stream", views.simple_chat_stream),
+        ):
             register_fast_route(path, view)
         register_shutdown(usage_writer.flush)
         register_startup(route.routing_table.start_listening)

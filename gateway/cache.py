@@ -50,8 +50,11 @@ class CacheKey:
 
     @property
     def ns_keys(self) -> list[str]:
-        return [f"{PREFIX}:ns:a:{self.alias}", f"{PREFIX}:ns:t:{self.tenant_id}",
-                f"{PREFIX}:ns:ta:{self.tenant_id}:{self.alias}"]
+        return [
+            f"{PREFIX}:ns:a:{self.alias}",
+            f"{PREFIX}:ns:t:{self.tenant_id}",
+            f"{PREFIX}:ns:ta:{self.tenant_id}:{self.alias}",
+        ]
 
     def entry_key(self, namespace: str) -> str:
         return f"{PREFIX}:e:{self.tenant_id}:{namespace}:{self.digest}"
@@ -80,12 +83,22 @@ class CachedAnswer:
     vectors: list[list[float]] | None = None
 
     @classmethod
-    def of(cls, result: ChatResult, deployment: str, version: str,
-           eligible: bool) -> CachedAnswer:
-        plain = (len(result.choices) == 1 and not result.choices[0].tool_calls
-                 and result.choices[0].refusal is None and result.choices[0].logprobs is None)
-        return cls(result.content, result.finish_reason, result.usage, deployment, version,
-                   eligible, None if plain else list(result.choices))
+    def of(cls, result: ChatResult, deployment: str, version: str, eligible: bool) -> CachedAnswer:
+        plain = (
+            len(result.choices) == 1
+            and not result.choices[0].tool_calls
+            and result.choices[0].refusal is None
+            and result.choices[0].logprobs is None
+        )
+        return cls(
+            result.content,
+            result.finish_reason,
+            result.usage,
+            deployment,
+            version,
+            eligible,
+            None if plain else list(result.choices),
+        )
 
     def to_result(self) -> ChatResult:
         if self.choices:
@@ -93,24 +106,44 @@ class CachedAnswer:
         return ChatResult.text(self.content, self.finish_reason, self.usage)
 
 
-def make_key(*, tenant_id: int, alias: str, version: str, deployment: str,
-             request: ChatRequest) -> CacheKey:
+def make_key(
+    *, tenant_id: int, alias: str, version: str, deployment: str, request: ChatRequest
+) -> CacheKey:
     material = [
-        tenant_id, alias, version, deployment, request.model,
-        [[m.role, m.content, m.name, m.tool_call_id, m.tool_calls, m.parts]
-         for m in request.messages],
-        request.temperature, request.top_p, request.max_tokens, request.stop, request.extra,
+        tenant_id,
+        alias,
+        version,
+        deployment,
+        request.model,
+        [
+            [m.role, m.content, m.name, m.tool_call_id, m.tool_calls, m.parts]
+            for m in request.messages
+        ],
+        request.temperature,
+        request.top_p,
+        request.max_tokens,
+        request.stop,
+        request.extra,
     ]
     digest = hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return CacheKey(tenant_id=tenant_id, alias=alias, digest=digest, subject=request.user)
 
 
-def make_embedding_key(*, tenant_id: int, alias: str, version: str, deployment: str,
-                       request: EmbeddingRequest) -> CacheKey:
+def make_embedding_key(
+    *, tenant_id: int, alias: str, version: str, deployment: str, request: EmbeddingRequest
+) -> CacheKey:
     """Embeddings are deterministic: every request is eligible; the key is the tenant's, and
     names the inputs as the provider sees them (after the PII policy)."""
-    material = ["embeddings", tenant_id, alias, version, deployment, request.model,
-                request.inputs, request.dimensions]
+    material = [
+        "embeddings",
+        tenant_id,
+        alias,
+        version,
+        deployment,
+        request.model,
+        request.inputs,
+        request.dimensions,
+    ]
     digest = hashlib.sha256(orjson.dumps(material)).hexdigest()
     return CacheKey(tenant_id=tenant_id, alias=alias, digest=digest, subject=request.user)
 
@@ -121,8 +154,12 @@ def is_eligible(request: ChatRequest, *, nonzero_temperature_allowed: bool) -> b
 
 def _encode(answer: CachedAnswer) -> bytes:
     data: dict[str, Any] = {
-        "c": answer.content, "f": answer.finish_reason, "p": answer.usage.prompt_tokens,
-        "o": answer.usage.completion_tokens, "d": answer.deployment, "v": answer.version,
+        "c": answer.content,
+        "f": answer.finish_reason,
+        "p": answer.usage.prompt_tokens,
+        "o": answer.usage.completion_tokens,
+        "d": answer.deployment,
+        "v": answer.version,
         "e": answer.eligible,
     }
     if answer.choices:
@@ -135,8 +172,16 @@ def _encode(answer: CachedAnswer) -> bytes:
 def _decode(raw: bytes) -> CachedAnswer:
     data = orjson.loads(raw)
     choices = [Choice(**c) for c in data["ch"]] if data.get("ch") else None
-    return CachedAnswer(data["c"], data["f"], Usage(data["p"], data["o"]), data["d"], data["v"],
-                        data["e"], choices, data.get("vx"))
+    return CachedAnswer(
+        data["c"],
+        data["f"],
+        Usage(data["p"], data["o"]),
+        data["d"],
+        data["v"],
+        data["e"],
+        choices,
+        data.get("vx"),
+    )
 
 
 # Reads the three namespace counters and the entry in one round trip; returns {namespace, raw}.
@@ -163,11 +208,9 @@ class RedisResponseCache:
             write_behind.queue_set(pipe, entry, _encode(answer), ttl, key.subject_key)
             await pipe.execute()
 
-    def store_later(self, key: CacheKey, namespace: str, answer: CachedAnswer,
-                    ttl: int) -> None:
+    def store_later(self, key: CacheKey, namespace: str, answer: CachedAnswer, ttl: int) -> None:
         """``store`` through the write-behind buffer: for copies nobody waits for."""
-        write_behind.buffer.add_set(key.entry_key(namespace), _encode(answer), ttl,
-                                    key.subject_key)
+        write_behind.buffer.add_set(key.entry_key(namespace), _encode(answer), ttl, key.subject_key)
 
     def bump(self, ns_key: str) -> None:
         sync_redis().incr(ns_key)
@@ -206,8 +249,7 @@ class SqliteResponseCache:
     _SCHEMA = (
         "CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
         "expires REAL NOT NULL, subject TEXT)",
-        "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject) "
-        "WHERE subject IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS entries_subject ON entries (subject) WHERE subject IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires)",
         "CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     )
@@ -246,8 +288,9 @@ class SqliteResponseCache:
         path = self.path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         busy_ms = self.WRITE_BUSY_MS if patient else self.STORE_BUSY_MS
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                               timeout=busy_ms / 1000)
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         for statement in self._SCHEMA:
@@ -258,22 +301,25 @@ class SqliteResponseCache:
 
     async def lookup(self, key: CacheKey) -> tuple[str, CachedAnswer | None]:
         prefix = f"{PREFIX}:e:{key.tenant_id}:"
-        namespace, raw = self._connection().execute(
-            self._LOOKUP, (prefix, key.digest, time.time(), *key.ns_keys)
-        ).fetchone()
+        namespace, raw = (
+            self._connection()
+            .execute(self._LOOKUP, (prefix, key.digest, time.time(), *key.ns_keys))
+            .fetchone()
+        )
         return namespace, (_decode(raw) if raw is not None else None)
 
     async def store(self, key: CacheKey, namespace: str, answer: CachedAnswer, ttl: int) -> None:
         """Store at once: the next identical request is a hit."""
-        self._write([(key.entry_key(namespace), _encode(answer), time.time() + ttl,
-                      key.subject_key)])
+        self._write(
+            [(key.entry_key(namespace), _encode(answer), time.time() + ttl, key.subject_key)]
+        )
 
-    def store_later(self, key: CacheKey, namespace: str, answer: CachedAnswer,
-                    ttl: int) -> None:
+    def store_later(self, key: CacheKey, namespace: str, answer: CachedAnswer, ttl: int) -> None:
         """Store within ``DELAY_MS``, with the other copies gathered meanwhile (at once when no
         event loop runs here: a worker, a management command)."""
-        self._pending.append((key.entry_key(namespace), _encode(answer), time.time() + ttl,
-                              key.subject_key))
+        self._pending.append(
+            (key.entry_key(namespace), _encode(answer), time.time() + ttl, key.subject_key)
+        )
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -310,27 +356,35 @@ class SqliteResponseCache:
         if surplus > 0:
             removed += conn.execute(
                 "DELETE FROM entries WHERE key IN "
-                "(SELECT key FROM entries ORDER BY expires LIMIT ?)", (surplus,)
+                "(SELECT key FROM entries ORDER BY expires LIMIT ?)",
+                (surplus,),
             ).rowcount
         return removed
 
     def bump(self, ns_key: str) -> None:
         self._connection(patient=True).execute(
             "INSERT INTO counters (key, value) VALUES (?, 1) "
-            "ON CONFLICT (key) DO UPDATE SET value = value + 1", (ns_key,)
+            "ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            (ns_key,),
         )
 
     def purge_subject(self, tenant_id: int, subject: str) -> int:
         self.flush()  # copies gathered here must not survive the erasure
-        return self._connection(patient=True).execute(
-            "DELETE FROM entries WHERE subject = ?", (subject_index_key(tenant_id, subject),)
-        ).rowcount
+        return (
+            self._connection(patient=True)
+            .execute(
+                "DELETE FROM entries WHERE subject = ?", (subject_index_key(tenant_id, subject),)
+            )
+            .rowcount
+        )
 
     def counter(self, key: str) -> int:
         """A counter's value (0 when never bumped): what another process's ``bump`` changed."""
-        row = self._connection().execute(
-            "SELECT value FROM counters WHERE key = ?", (key,)
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute("SELECT value FROM counters WHERE key = ?", (key,))
+            .fetchone()
+        )
         return int(row[0]) if row else 0
 
     def clear(self) -> None:
@@ -359,6 +413,7 @@ def ttl_seconds() -> int:
 
 
 # --- invalidation (called by services, admin actions and the API) ---------------------------
+
 
 def invalidate_alias(alias: str) -> None:
     response_cache().bump(f"{PREFIX}:ns:a:{alias}")

@@ -103,13 +103,21 @@ from gateway.secrets import validate_provider_secret_ref
 PROVIDER_KINDS = ("openai", "azure", "bedrock")
 DEGRADED_MODES = ("error", "message")
 # The resilience sections: file key -> ResiliencePolicy key.
-TIMEOUT_KEYS = {"total": "total_timeout", "first_token": "first_token_timeout",
-                "idle": "idle_timeout"}
-RETRY_KEYS = {key: key for key in ("max_attempts", "backoff_base", "backoff_max",
-                                   "retry_after_max")}
-BREAKER_KEYS = {"failure_threshold": "failure_threshold", "failure_rate": "failure_rate",
-                "window": "window_seconds", "min_requests": "min_requests",
-                "recovery": "recovery_seconds"}
+TIMEOUT_KEYS = {
+    "total": "total_timeout",
+    "first_token": "first_token_timeout",
+    "idle": "idle_timeout",
+}
+RETRY_KEYS = {
+    key: key for key in ("max_attempts", "backoff_base", "backoff_max", "retry_after_max")
+}
+BREAKER_KEYS = {
+    "failure_threshold": "failure_threshold",
+    "failure_rate": "failure_rate",
+    "window": "window_seconds",
+    "min_requests": "min_requests",
+    "recovery": "recovery_seconds",
+}
 # ResiliencePolicy key -> ProviderDeployment field.
 DEPLOYMENT_FIELDS = {
     **{key: key for key in (*TIMEOUT_KEYS.values(), *RETRY_KEYS.values())},
@@ -261,7 +269,7 @@ def load_config(path: str | Path) -> GatewayConfig:
 
 def parse_config_text(text: str) -> GatewayConfig:
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         # Built by hand: str(exc) quotes the offending line, which may hold a pasted key.
         mark = exc.problem_mark
@@ -363,8 +371,16 @@ class _Parser:
             raise self.fail(f"{path}.{key}", f"must be {_SLUG_HELP}")
         return value
 
-    def integer(self, data: dict, key: str, path: str, default: int, *, minimum: int = 0,
-                maximum: int = 2_147_483_647) -> int:  # PositiveIntegerField's range
+    def integer(
+        self,
+        data: dict,
+        key: str,
+        path: str,
+        default: int,
+        *,
+        minimum: int = 0,
+        maximum: int = 2_147_483_647,
+    ) -> int:  # PositiveIntegerField's range
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(f"{path}.{key}", f"must be an integer, not {_type_name(value)}")
@@ -481,8 +497,11 @@ class _Parser:
             "tokens_per_minute",
             "tokens_per_day",
             "max_output_tokens",
-            *(f"{scope}_requests_per_{window}" for scope in ("key", "user")
-              for window in ("minute", "hour", "day")),
+            *(
+                f"{scope}_requests_per_{window}"
+                for scope in ("key", "user")
+                for window in ("minute", "hour", "day")
+            ),
         ]
         allowed = {
             "name",
@@ -530,8 +549,9 @@ class _Parser:
                 "allowed_aliases": lambda: self.names(data, "allowed_aliases", path),
                 "screening_mode": lambda: self.mode(data, "screening_mode", path),
                 "leak_mode": lambda: self.mode(data, "leak_mode", path),
-                "screening_threshold": lambda: self.fraction(data, "screening_threshold", path,
-                                                             defaults.screening_threshold),
+                "screening_threshold": lambda: self.fraction(
+                    data, "screening_threshold", path, defaults.screening_threshold
+                ),
             }
         )
         return TierSpec(**values)
@@ -573,7 +593,7 @@ class _Parser:
                 "api_version": lambda: self.text(data, "api_version", path, max_length=32),
                 "region": lambda: self.text(data, "region", path, max_length=32),
                 "timeouts": lambda: self.timeouts(data, path),
-                "extra": lambda: self.extra(data, path),
+                "extra": lambda: self.extra(data, path),  # noqa: S610 - not QuerySet.extra
                 "enabled": lambda: self.boolean(data, "enabled", path),
             }
         )
@@ -688,12 +708,15 @@ class _Parser:
             for key, field_name in DEPLOYMENT_FIELDS.items()
         }
         return DeploymentSpec(
-            **values, input_price_per_1k=input_price, output_price_per_1k=output_price,
+            **values,
+            input_price_per_1k=input_price,
+            output_price_per_1k=output_price,
             resilience=resilience,
         )
 
-    def settings(self, data: dict, key: str, path: str,
-                 keys: dict[str, str]) -> dict[str, float | int]:
+    def settings(
+        self, data: dict, key: str, path: str, keys: dict[str, str]
+    ) -> dict[str, float | int]:
         """A resilience section (``timeouts``, ``retries``, ``breaker``): policy key -> value,
         for the keys given."""
         value = data.get(key)
@@ -723,10 +746,14 @@ class _Parser:
         section = self.mapping(value, degraded_path, {"mode", "message"}, set())
         mode = section.get("mode", "error")
         if mode not in DEGRADED_MODES:
-            raise self.fail(f"{degraded_path}.mode",
-                            f"must be one of {', '.join(DEGRADED_MODES)}, not {mode!r}")
-        message = (self.text(section, "message", degraded_path, max_length=500)
-                   if section.get("message") is not None else DEFAULT_DEGRADED_MESSAGE)
+            raise self.fail(
+                f"{degraded_path}.mode", f"must be one of {', '.join(DEGRADED_MODES)}, not {mode!r}"
+            )
+        message = (
+            self.text(section, "message", degraded_path, max_length=500)
+            if section.get("message") is not None
+            else DEFAULT_DEGRADED_MESSAGE
+        )
         if not message.strip():
             raise self.fail(f"{degraded_path}.message", "must not be empty")
         return mode, message
@@ -739,10 +766,10 @@ class _Parser:
         section = self.mapping(value, resilience_path, {"timeouts", "retries"}, set())
         values = self.fields(
             {
-                "timeouts": lambda: self.settings(section, "timeouts", resilience_path,
-                                                  TIMEOUT_KEYS),
-                "retries": lambda: self.settings(section, "retries", resilience_path,
-                                                 RETRY_KEYS),
+                "timeouts": lambda: self.settings(
+                    section, "timeouts", resilience_path, TIMEOUT_KEYS
+                ),
+                "retries": lambda: self.settings(section, "retries", resilience_path, RETRY_KEYS),
             }
         )
         return {**values["timeouts"], **values["retries"]}
@@ -772,8 +799,15 @@ class _Parser:
         return values["input_per_1k"], values["output_per_1k"]
 
     def alias(self, raw: Any, path: str) -> AliasSpec:
-        allowed = {"name", "description", "enabled", "versions", "fallbacks", "degraded",
-                   "resilience"}
+        allowed = {
+            "name",
+            "description",
+            "enabled",
+            "versions",
+            "fallbacks",
+            "degraded",
+            "resilience",
+        }
         data = self.mapping(raw, path, allowed, {"name"})
         versions_path = f"{path}.versions"
         values = self.fields(
@@ -790,8 +824,7 @@ class _Parser:
         if values["enabled"] and not any(v.weight > 0 for v in values["versions"]):
             raise self.fail(versions_path, "an enabled alias needs a version with weight > 0")
         degraded_mode, degraded_message = values.pop("degraded")
-        return AliasSpec(**values, degraded_mode=degraded_mode,
-                         degraded_message=degraded_message)
+        return AliasSpec(**values, degraded_mode=degraded_mode, degraded_message=degraded_message)
 
     def versions(self, data: dict, path: str) -> tuple[VersionSpec, ...]:
         raw = self.items(data.get("versions"), path)
@@ -843,8 +876,9 @@ class _Parser:
             if isinstance(refs, list):
                 for ref in refs:
                     if isinstance(ref, str) and ref not in deployments:
-                        self.fail(f"model_aliases[{index}].fallbacks",
-                                  f"unknown deployment {ref!r}")
+                        self.fail(
+                            f"model_aliases[{index}].fallbacks", f"unknown deployment {ref!r}"
+                        )
         for index, entry in _dicts(data.get("tiers")):
             refs = entry.get("allowed_aliases")
             if isinstance(refs, list):

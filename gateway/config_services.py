@@ -125,14 +125,16 @@ class OrderedRelation:
 
 
 class _FallbackChain(OrderedRelation):
-    def __init__(self, names: tuple[str, ...],
-                 deployments: dict[str, ProviderDeployment]) -> None:
+    def __init__(self, names: tuple[str, ...], deployments: dict[str, ProviderDeployment]) -> None:
         self.names = list(names)
         self.deployments = deployments
 
     def read(self, obj: models.Model) -> list[str]:
-        return list(AliasFallback.objects.filter(alias=obj).order_by("position", "id")
-                    .values_list("deployment__name", flat=True))
+        return list(
+            AliasFallback.objects.filter(alias=obj)
+            .order_by("position", "id")
+            .values_list("deployment__name", flat=True)
+        )
 
     def write(self, obj: models.Model) -> None:
         AliasFallback.objects.filter(alias=obj).delete()
@@ -181,8 +183,9 @@ class _Applier:
         current_many = {k: _names(getattr(obj, k).all()) for k in many}
         changed_many = [k for k, related in many.items() if current_many[k] != _names(related)]
         current_ordered = {k: relation.read(obj) for k, relation in ordered.items()}
-        changed_ordered = [k for k, relation in ordered.items()
-                           if current_ordered[k] != relation.names]
+        changed_ordered = [
+            k for k, relation in ordered.items() if current_ordered[k] != relation.names
+        ]
         if not changed and not changed_many and not changed_ordered:
             self.result.changes.append(ConfigChange(kind, name, UNCHANGED))
             return obj
@@ -254,8 +257,14 @@ class _Applier:
             "resilience": spec.resilience,
         }
         fallbacks = _FallbackChain(spec.fallbacks, deployments)
-        alias = self.upsert("alias", ModelAlias, {"name": spec.name}, desired, spec.name,
-                            ordered={"fallbacks": fallbacks})
+        alias = self.upsert(
+            "alias",
+            ModelAlias,
+            {"name": spec.name},
+            desired,
+            spec.name,
+            ordered={"fallbacks": fallbacks},
+        )
         for version in spec.versions:
             self.version(alias, version, deployments[version.deployment])
         if prune:
@@ -313,8 +322,11 @@ class _Applier:
             "max_choices": spec.max_choices,
             "max_media_parts": spec.max_media_parts,
             "max_media_part_chars": spec.max_media_part_chars,
-            **{f"{scope}_requests_per_{window}": getattr(spec, f"{scope}_requests_per_{window}")
-               for scope in ("key", "user") for window in ("minute", "hour", "day")},
+            **{
+                f"{scope}_requests_per_{window}": getattr(spec, f"{scope}_requests_per_{window}")
+                for scope in ("key", "user")
+                for window in ("minute", "hour", "day")
+            },
             "screening_mode": spec.screening_mode,
             "screening_threshold": spec.screening_threshold,
             "leak_mode": spec.leak_mode,

@@ -12,8 +12,15 @@ class ApiError(Exception):
     type = "invalid_request_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None,
-                 status: int | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -25,13 +32,18 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         return {
-            "error": {"message": self.message, "type": self.type, "param": self.param,
-                      "code": self.code}
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
         }
 
     def response(self) -> HttpResponse:
-        response = HttpResponse(orjson.dumps(self.body()), status=self.status,
-                                content_type="application/json")
+        response = HttpResponse(
+            orjson.dumps(self.body()), status=self.status, content_type="application/json"
+        )
         for name, value in self.headers.items():
             response[name] = value
         return response
@@ -46,8 +58,10 @@ class AuthenticationFailed(ApiError):
     status = 401
     code = "invalid_api_key"
 
-    def __init__(self, message: str = "Incorrect or missing API key. Send it as "
-                 "'Authorization: Bearer llmp_...'.") -> None:
+    def __init__(
+        self,
+        message: str = "Incorrect or missing API key. Send it as 'Authorization: Bearer llmp_...'.",
+    ) -> None:
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="llmplatform"'})
 
 

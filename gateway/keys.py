@@ -75,7 +75,7 @@ def split(token: str) -> tuple[str, str] | None:
     """(lookup, secret) of a well-formed key, or None."""
     if not token.startswith(PREFIX):
         return None
-    body = token[len(PREFIX):]
+    body = token[len(PREFIX) :]
     lookup, sep, secret = body.partition("_")
     if not sep or len(lookup) != LOOKUP_LENGTH or len(secret) != SECRET_LENGTH:
         return None

@@ -68,8 +68,17 @@ def window_of(window: str, now: float) -> tuple[str, float]:
     return str(index), float((index + 1) * length)
 
 
-def counter(*, kind: str, scope: str, owner: str, window: str, limit: int, amount: int,
-            tenant_id: int, now: float) -> Counter:
+def counter(
+    *,
+    kind: str,
+    scope: str,
+    owner: str,
+    window: str,
+    limit: int,
+    amount: int,
+    tenant_id: int,
+    now: float,
+) -> Counter:
     window_id, reset_at = window_of(window, now)
     # The tenant in braces: a hash tag, so a tenant's counters share a Redis Cluster slot and
     # one script can touch them all.
@@ -125,7 +134,6 @@ for i, key in ipairs(KEYS) do
 end
 return result
 """
-
 
 
 class LocalStore:
@@ -203,16 +211,20 @@ def _redis_down(counters: list[Counter], exc: Exception) -> Admission:
     has_rate = any(not c.is_budget for c in counters)
     closed = (has_budget and budgets_closed) or (has_rate and requests_closed)
     metrics.record_limits_redis_down("closed" if closed else "open")
-    log.error("limits_redis_unavailable", fail=("closed" if closed else "open"),
-              error=type(exc).__name__)
+    log.error(
+        "limits_redis_unavailable", fail=("closed" if closed else "open"), error=type(exc).__name__
+    )
     if closed:
         raise LimitsUnavailable() from exc
     return Admission(True, degraded=True)
 
 
 def _deltas(admission: Admission, actual: dict[str, int]) -> list[tuple[str, int]]:
-    return [(c.key, actual[c.kind] - c.amount) for c in admission.counters
-            if c.kind in actual and actual[c.kind] != c.amount]
+    return [
+        (c.key, actual[c.kind] - c.amount)
+        for c in admission.counters
+        if c.kind in actual and actual[c.kind] != c.amount
+    ]
 
 
 async def correct(admission: Admission, actual: dict[str, int]) -> None:

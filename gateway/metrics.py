@@ -8,36 +8,58 @@ from prometheus_client import Counter, Gauge, Histogram
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
-REQUESTS = Counter("llmp_requests_total", "API requests answered",
-                   ["route", "status", "tier", "alias"])
-LATENCY = Histogram("llmp_request_duration_seconds", "Time to answer an API request",
-                    ["route"], buckets=_LATENCY_BUCKETS)
-UPSTREAM_LATENCY = Histogram("llmp_upstream_duration_seconds",
-                             "Time spent waiting for the provider", ["deployment"],
-                             buckets=_LATENCY_BUCKETS)
-OVERHEAD = Histogram("llmp_gateway_overhead_seconds",
-                     "Time the gateway itself adds to a request (total minus upstream)",
-                     ["route"], buckets=_OVERHEAD_BUCKETS)
+REQUESTS = Counter(
+    "llmp_requests_total", "API requests answered", ["route", "status", "tier", "alias"]
+)
+LATENCY = Histogram(
+    "llmp_request_duration_seconds",
+    "Time to answer an API request",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM_LATENCY = Histogram(
+    "llmp_upstream_duration_seconds",
+    "Time spent waiting for the provider",
+    ["deployment"],
+    buckets=_LATENCY_BUCKETS,
+)
+OVERHEAD = Histogram(
+    "llmp_gateway_overhead_seconds",
+    "Time the gateway itself adds to a request (total minus upstream)",
+    ["route"],
+    buckets=_OVERHEAD_BUCKETS,
+)
 TOKENS = Counter("llmp_tokens_total", "Tokens metered", ["alias", "kind"])
 COST = Counter("llmp_cost_usd_total", "Cost metered, in USD", ["alias", "tier"])
 CACHE = Counter("llmp_cache_requests_total", "Response cache lookups", ["result"])
-BREAKER_STATE = Gauge("llmp_breaker_state",
-                      "Circuit breaker state per deployment (0 closed, 1 half-open, 2 open)",
-                      ["deployment"], multiprocess_mode="max")
+BREAKER_STATE = Gauge(
+    "llmp_breaker_state",
+    "Circuit breaker state per deployment (0 closed, 1 half-open, 2 open)",
+    ["deployment"],
+    multiprocess_mode="max",
+)
 RETRIES = Counter("llmp_upstream_retries_total", "Upstream calls retried", ["deployment"])
 FALLBACKS = Counter("llmp_fallbacks_total", "Requests served by a fallback", ["alias", "reason"])
 
-LIMITED = Counter("llmp_rate_limited_total", "Requests refused by a limit or budget",
-                  ["kind", "scope", "window"])
-LIMITS_REDIS_DOWN = Counter("llmp_limits_redis_unavailable_total",
-                            "Admissions made while Redis was unreachable, by what the setting "
-                            "did (open: let through; closed: refused)", ["fail"])
-CONTENT_KINDS = Counter("llmp_request_content_total",
-                        "Requests by a kind of content they carried (text, image_url, "
-                        "input_audio, file, tool_calls, tool_results)", ["route", "kind"])
+LIMITED = Counter(
+    "llmp_rate_limited_total", "Requests refused by a limit or budget", ["kind", "scope", "window"]
+)
+LIMITS_REDIS_DOWN = Counter(
+    "llmp_limits_redis_unavailable_total",
+    "Admissions made while Redis was unreachable, by what the setting "
+    "did (open: let through; closed: refused)",
+    ["fail"],
+)
+CONTENT_KINDS = Counter(
+    "llmp_request_content_total",
+    "Requests by a kind of content they carried (text, image_url, "
+    "input_audio, file, tool_calls, tool_results)",
+    ["route", "kind"],
+)
 TOOL_CALLS = Counter("llmp_tool_calls_total", "Tool calls in replies", ["alias"])
-SECURITY_EVENTS = Counter("llmp_security_events_total", "Prompts or replies blocked or flagged",
-                          ["kind", "action"])
+SECURITY_EVENTS = Counter(
+    "llmp_security_events_total", "Prompts or replies blocked or flagged", ["kind", "action"]
+)
 
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
@@ -70,10 +92,22 @@ def record_cache(result: str) -> None:
     CACHE.labels(result).inc()
 
 
-def record_request(*, route: str, status: int, tier: str, alias: str, seconds: float,
-                   overhead: float | None, upstream: float | None, deployment: str,
-                   prompt_tokens: int, completion_tokens: int, cost: float,
-                   content_kinds: tuple[str, ...] = (), tool_calls: int = 0) -> None:
+def record_request(
+    *,
+    route: str,
+    status: int,
+    tier: str,
+    alias: str,
+    seconds: float,
+    overhead: float | None,
+    upstream: float | None,
+    deployment: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: float,
+    content_kinds: tuple[str, ...] = (),
+    tool_calls: int = 0,
+) -> None:
     REQUESTS.labels(route, str(status), tier, alias).inc()
     for kind in content_kinds:
         CONTENT_KINDS.labels(route, kind).inc()

@@ -53,28 +53,37 @@ class Tier(models.Model):
     # Cap on max_tokens a request may ask for (0 = the model's own limit).
     max_output_tokens = models.PositiveIntegerField(default=4096)
     max_choices = models.PositiveSmallIntegerField(
-        default=4, validators=[MinValueValidator(1), MaxValueValidator(128)],
-        help_text="The largest 'n' (choices per request) a request may ask for.")
+        default=4,
+        validators=[MinValueValidator(1), MaxValueValidator(128)],
+        help_text="The largest 'n' (choices per request) a request may ask for.",
+    )
     max_media_parts = models.PositiveSmallIntegerField(
-        default=8, help_text="Images, audio clips and files per request (0: none allowed).")
+        default=8, help_text="Images, audio clips and files per request (0: none allowed)."
+    )
     max_media_part_chars = models.PositiveIntegerField(
         default=3_000_000,
-        help_text="Characters of one image, audio or file part (a data URL or base64 data).")
+        help_text="Characters of one image, audio or file part (a data URL or base64 data).",
+    )
     allowed_aliases = models.ManyToManyField(
         "ModelAlias", blank=True, help_text="Empty means every enabled alias."
     )
     # Prompt-injection screening (a tenant's plan may override).
     screening_mode = models.CharField(
-        max_length=8, choices=ScreeningMode.choices, default=ScreeningMode.BLOCK,
+        max_length=8,
+        choices=ScreeningMode.choices,
+        default=ScreeningMode.BLOCK,
         help_text="block: refuse with 400 prompt_injection_detected; flag: serve and record a "
         "security event; off: no screening.",
     )
     screening_threshold = models.FloatField(
-        default=0.5, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        default=0.5,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Score (0-1) from which a prompt is blocked or flagged.",
     )
     leak_mode = models.CharField(
-        max_length=8, choices=ScreeningMode.choices, default=ScreeningMode.BLOCK,
+        max_length=8,
+        choices=ScreeningMode.choices,
+        default=ScreeningMode.BLOCK,
         help_text="A reply that reveals the system prompt's canary: block, flag or off.",
     )
 
@@ -159,15 +168,24 @@ class ApiKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     service_account = models.ForeignKey(
-        ServiceAccount, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys",
+        ServiceAccount,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="api_keys",
         help_text="The service account holding this key; empty for a tenant key.",
     )
     allowed_ips = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text="CIDR ranges (IPv4 or IPv6) the key may be used from; empty = anywhere.",
     )
     replaced_by = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replaces",
         help_text="Set by rotation: the new key. This one keeps working until expires_at.",
     )
     # Spend budgets of this key in USD (empty = none of its own; the tenant's still apply).
@@ -236,53 +254,65 @@ class ProviderDeployment(models.Model):
 
     # Resilience (see gateway.resilience.policy). Connect and read timeouts are the provider's.
     total_timeout = models.FloatField(
-        default=DEFAULTS.total_timeout, validators=_bounded("total_timeout"),
+        default=DEFAULTS.total_timeout,
+        validators=_bounded("total_timeout"),
         help_text="Seconds: the most one request may spend on this deployment, retries "
         "included (for a stream: until its first token).",
     )
     first_token_timeout = models.FloatField(
-        default=DEFAULTS.first_token_timeout, validators=_bounded("first_token_timeout"),
+        default=DEFAULTS.first_token_timeout,
+        validators=_bounded("first_token_timeout"),
         help_text="Seconds: streams, from sending the request to the first token.",
     )
     idle_timeout = models.FloatField(
-        default=DEFAULTS.idle_timeout, validators=_bounded("idle_timeout"),
+        default=DEFAULTS.idle_timeout,
+        validators=_bounded("idle_timeout"),
         help_text="Seconds: streams, the longest gap between two chunks.",
     )
     max_attempts = models.PositiveSmallIntegerField(
-        default=DEFAULTS.max_attempts, validators=_bounded("max_attempts"),
+        default=DEFAULTS.max_attempts,
+        validators=_bounded("max_attempts"),
         help_text="Calls per request, the first included; only connect errors, timeouts, "
         "429 and 5xx are retried.",
     )
     backoff_base = models.FloatField(
-        default=DEFAULTS.backoff_base, validators=_bounded("backoff_base"),
+        default=DEFAULTS.backoff_base,
+        validators=_bounded("backoff_base"),
         help_text="Seconds before the first retry; doubles each retry, plus jitter.",
     )
     backoff_max = models.FloatField(
-        default=DEFAULTS.backoff_max, validators=_bounded("backoff_max"),
+        default=DEFAULTS.backoff_max,
+        validators=_bounded("backoff_max"),
         help_text="Seconds: the longest backoff.",
     )
     retry_after_max = models.FloatField(
-        default=DEFAULTS.retry_after_max, validators=_bounded("retry_after_max"),
+        default=DEFAULTS.retry_after_max,
+        validators=_bounded("retry_after_max"),
         help_text="Seconds: the longest Retry-After waited for; a longer one moves on to the "
         "next deployment of the fallback chain.",
     )
     breaker_failure_threshold = models.PositiveSmallIntegerField(
-        default=DEFAULTS.failure_threshold, validators=_bounded("failure_threshold"),
+        default=DEFAULTS.failure_threshold,
+        validators=_bounded("failure_threshold"),
         help_text="Consecutive failures that open the circuit breaker.",
     )
     breaker_failure_rate = models.FloatField(
-        default=DEFAULTS.failure_rate, validators=_bounded("failure_rate"),
+        default=DEFAULTS.failure_rate,
+        validators=_bounded("failure_rate"),
         help_text="Failure rate (0-1) over the window that opens the breaker; 0 = off.",
     )
     breaker_window_seconds = models.FloatField(
-        default=DEFAULTS.window_seconds, validators=_bounded("window_seconds"),
+        default=DEFAULTS.window_seconds,
+        validators=_bounded("window_seconds"),
     )
     breaker_min_requests = models.PositiveIntegerField(
-        default=DEFAULTS.min_requests, validators=_bounded("min_requests"),
+        default=DEFAULTS.min_requests,
+        validators=_bounded("min_requests"),
         help_text="Requests in the window before the failure rate counts.",
     )
     breaker_recovery_seconds = models.FloatField(
-        default=DEFAULTS.recovery_seconds, validators=_bounded("recovery_seconds"),
+        default=DEFAULTS.recovery_seconds,
+        validators=_bounded("recovery_seconds"),
         help_text="Seconds an open breaker waits before letting one probe request through.",
     )
 
@@ -292,7 +322,9 @@ class ProviderDeployment(models.Model):
         FORCED_CLOSED = "forced_closed", "forced closed"
 
     breaker_override = models.CharField(
-        max_length=16, choices=BreakerOverride.choices, default=BreakerOverride.AUTO,
+        max_length=16,
+        choices=BreakerOverride.choices,
+        default=BreakerOverride.AUTO,
         help_text="Set by an officer's breaker action (audited); not by the config file.",
     )
 
@@ -325,16 +357,21 @@ class ModelAlias(models.Model):
         MESSAGE = "message", "a degraded reply"
 
     degraded_mode = models.CharField(
-        max_length=16, choices=DegradedMode.choices, default=DegradedMode.ERROR,
+        max_length=16,
+        choices=DegradedMode.choices,
+        default=DegradedMode.ERROR,
         help_text="What clients get when every deployment of the chain failed and no cached "
         "answer exists.",
     )
     degraded_message = models.CharField(
-        max_length=500, default=DEFAULT_DEGRADED_MESSAGE,
+        max_length=500,
+        default=DEFAULT_DEGRADED_MESSAGE,
         help_text="The reply in degraded mode (marked status: degraded).",
     )
     resilience = models.JSONField(
-        default=dict, blank=True, validators=[validate_overrides],
+        default=dict,
+        blank=True,
+        validators=[validate_overrides],
         help_text="Overrides of the deployments' settings for this alias: total_timeout, "
         "first_token_timeout, idle_timeout, max_attempts, backoff_base, backoff_max, "
         "retry_after_max.",
@@ -403,8 +440,10 @@ class UsageRecord(models.Model):
     route = models.CharField(max_length=64)
     alias = models.CharField(max_length=64, blank=True)
     version = models.CharField(
-        max_length=64, blank=True,
-        help_text="The alias's model version routed to (rollouts compare versions by it).")
+        max_length=64,
+        blank=True,
+        help_text="The alias's model version routed to (rollouts compare versions by it).",
+    )
     deployment = models.CharField(max_length=64, blank=True)
     status_code = models.PositiveSmallIntegerField()
     error_code = models.CharField(max_length=64, blank=True)
@@ -419,28 +458,34 @@ class UsageRecord(models.Model):
         default=0, help_text="Upstream calls made, retries and fallbacks included."
     )
     fallback_reason = models.CharField(
-        max_length=64, blank=True,
+        max_length=64,
+        blank=True,
         help_text="Why the alias's routed deployment did not answer (breaker_open, "
         "upstream_timeout...); empty when it did.",
     )
     degraded = models.BooleanField(default=False)
     tool_calls = models.PositiveIntegerField(
-        default=0, help_text="Tool calls in the reply (all choices).")
+        default=0, help_text="Tool calls in the reply (all choices)."
+    )
     content_kinds = models.CharField(
-        max_length=100, blank=True,
+        max_length=100,
+        blank=True,
         help_text="What the request carried, never its bodies: text, image_url, input_audio, "
-                  "file, tool_calls, tool_results, embeddings.")
+        "file, tool_calls, tool_results, embeddings.",
+    )
     pii_redactions = models.PositiveIntegerField(
-        default=0, help_text="PII values masked or pseudonymised before the provider saw the "
-        "prompt.")
+        default=0,
+        help_text="PII values masked or pseudonymised before the provider saw the prompt.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["tenant", "created_at"]),
             # Rollout guards and checklists measure one alias's versions over a window.
-            models.Index(fields=["alias", "version", "created_at"],
-                         name="usage_alias_version_time"),
+            models.Index(
+                fields=["alias", "version", "created_at"], name="usage_alias_version_time"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -449,8 +494,6 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
-
-
 
 
 class SecurityEvent(models.Model):
@@ -480,8 +523,9 @@ class SecurityEvent(models.Model):
     # subject's other data, gone when that key is destroyed), or, when the request named no
     # user, the text with its personal data redacted.
     text = models.TextField(blank=True, help_text="Redacted text (requests naming no user).")
-    subject = models.ForeignKey("privacy.DataSubject", null=True, blank=True,
-                                on_delete=models.SET_NULL, related_name="+")
+    subject = models.ForeignKey(
+        "privacy.DataSubject", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     text_ciphertext = models.BinaryField(null=True, blank=True, editable=False)
     text_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
 

@@ -17,8 +17,11 @@ async def providers_ready() -> tuple[bool, str]:
     global _last
     if _last is not None and time.monotonic() - _last[0] < _CACHE_SECONDS:
         return _last[1]
-    configs = {t.provider.name: t.provider
-               for route in (await routing_table.routes()).values() for t in route.targets}
+    configs = {
+        t.provider.name: t.provider
+        for route in (await routing_table.routes()).values()
+        for t in route.targets
+    }
     if not configs:
         result = (False, "no model alias is routed to an enabled provider")
     else:

@@ -57,8 +57,19 @@ _MAX_REF_LENGTH = 300  # Provider.api_key_ref's max_length
 # The platform's own configuration: never readable through a provider's reference, whatever
 # LLMP_SECRET_ENV_PREFIXES says.
 RESERVED_ENV_PREFIXES = (
-    "SECRET_KEY", "DJANGO_", "LLMP_", "DATABASE_", "POSTGRES", "PG", "REDIS_", "CELERY_",
-    "EMAIL_", "AWS_", "SOCIAL_AUTH_", "SENTRY_", "OTEL_",
+    "SECRET_KEY",
+    "DJANGO_",
+    "LLMP_",
+    "DATABASE_",
+    "POSTGRES",
+    "PG",
+    "REDIS_",
+    "CELERY_",
+    "EMAIL_",
+    "AWS_",
+    "SOCIAL_AUTH_",
+    "SENTRY_",
+    "OTEL_",
 )
 _NEVER_DIRS = ("/proc", "/sys", "/dev")
 
@@ -148,8 +159,10 @@ def check_secret_ref_allowed(ref: str, *, resolved_path: str | None = None) -> N
         if _under(path, data_dir) or _under(path, str(settings.DATA_DIR)):
             raise ValueError(f"file:{rest} is in the platform's data directory")
         allowed = _prefixes(settings.LLMP_SECRET_FILE_DIRS)
-        if not any(_under(path, os.path.realpath(d) if resolved_path else os.path.normpath(d))
-                   for d in allowed):
+        if not any(
+            _under(path, os.path.realpath(d) if resolved_path else os.path.normpath(d))
+            for d in allowed
+        ):
             raise ValueError(
                 f"file:{rest} is not allowed: secret files must lie in one of "
                 f"LLMP_SECRET_FILE_DIRS ({', '.join(allowed) or 'none set'})"

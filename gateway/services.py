@@ -20,8 +20,12 @@ from llmplatform.models import Tenant
 
 logger = structlog.get_logger("gateway.services")
 
-DEFAULT_SCOPES = [ApiKey.Scope.CHAT.value, ApiKey.Scope.EMBEDDINGS.value,
-                  ApiKey.Scope.MODELS_READ.value, ApiKey.Scope.PRIVACY.value]
+DEFAULT_SCOPES = [
+    ApiKey.Scope.CHAT.value,
+    ApiKey.Scope.EMBEDDINGS.value,
+    ApiKey.Scope.MODELS_READ.value,
+    ApiKey.Scope.PRIVACY.value,
+]
 DEFAULT_ROTATION_OVERLAP = timedelta(hours=24)
 MAX_ROTATION_OVERLAP = timedelta(days=30)
 
@@ -79,14 +83,19 @@ def api_key_create(
     if service_account is not None:
         if service_account.tenant_id != tenant.pk:
             raise ValueError("The service account belongs to another tenant")
-        if ServiceAccount.objects.filter(pk=service_account.pk,
-                                         disabled_at__isnull=False).exists():
+        if ServiceAccount.objects.filter(pk=service_account.pk, disabled_at__isnull=False).exists():
             raise ValueError("The service account is disabled")
     with transaction.atomic():
         key, plaintext = _new_key(
-            tenant=tenant, name=name, scopes=scopes, expires_at=expires_at,
-            service_account=service_account, allowed_ips=allowed_ips,
-            daily_budget=daily_budget, monthly_budget=monthly_budget, actor=actor,
+            tenant=tenant,
+            name=name,
+            scopes=scopes,
+            expires_at=expires_at,
+            service_account=service_account,
+            allowed_ips=allowed_ips,
+            daily_budget=daily_budget,
+            monthly_budget=monthly_budget,
+            actor=actor,
         )
         audit_record(actor=actor, action="api_key.create", obj=key, after=_key_state(key))
     return key, plaintext
@@ -122,18 +131,33 @@ def api_key_rotate(
             raise ValueError("This key was already rotated")
         before = _key_state(old)
         new, plaintext = _new_key(
-            tenant=old.tenant, name=old.name, scopes=old.scopes, expires_at=old.expires_at,
-            service_account=old.service_account, allowed_ips=old.allowed_ips,
-            daily_budget=old.daily_budget, monthly_budget=old.monthly_budget, actor=actor,
+            tenant=old.tenant,
+            name=old.name,
+            scopes=old.scopes,
+            expires_at=old.expires_at,
+            service_account=old.service_account,
+            allowed_ips=old.allowed_ips,
+            daily_budget=old.daily_budget,
+            monthly_budget=old.monthly_budget,
+            actor=actor,
         )
         end = now + overlap
         old.expires_at = end if old.expires_at is None else min(old.expires_at, end)
         old.replaced_by = new
         old.save(update_fields=["expires_at", "replaced_by"])
-        audit_record(actor=actor, action="api_key.rotate", obj=old, before=before,
-                     after={**_key_state(old), "replaced_by": new.display})
-        audit_record(actor=actor, action="api_key.create", obj=new,
-                     after={**_key_state(new), "rotated_from": old.display})
+        audit_record(
+            actor=actor,
+            action="api_key.rotate",
+            obj=old,
+            before=before,
+            after={**_key_state(old), "replaced_by": new.display},
+        )
+        audit_record(
+            actor=actor,
+            action="api_key.create",
+            obj=new,
+            after={**_key_state(new), "rotated_from": old.display},
+        )
     return new, plaintext
 
 
@@ -144,8 +168,12 @@ def service_account_create(
         account = ServiceAccount.objects.create(
             tenant=tenant, name=name, description=description, created_by=actor_label(actor)
         )
-        audit_record(actor=actor, action="service_account.create", obj=account,
-                     after={"name": name, "description": description})
+        audit_record(
+            actor=actor,
+            action="service_account.create",
+            obj=account,
+            after={"name": name, "description": description},
+        )
     return account
 
 
@@ -159,8 +187,12 @@ def service_account_disable(*, actor: Any, account: ServiceAccount) -> ServiceAc
         account.disabled_at = now
         account.save(update_fields=["disabled_at"])
         revoked = account.api_keys.filter(revoked_at__isnull=True).update(revoked_at=now)
-        audit_record(actor=actor, action="service_account.disable", obj=account,
-                     after={"keys_revoked": revoked})
+        audit_record(
+            actor=actor,
+            action="service_account.disable",
+            obj=account,
+            after={"keys_revoked": revoked},
+        )
     return account
 
 
@@ -201,7 +233,10 @@ def tenant_set_tier(*, actor: Any, tenant: Tenant, tier: Tier) -> TenantPlan:
             plan.tier = tier
             plan.save(update_fields=["tier"])
         audit_record(
-            actor=actor, action="tenant.set_tier", obj=tenant, before=before,
+            actor=actor,
+            action="tenant.set_tier",
+            obj=tenant,
+            before=before,
             after={"tier": tier.name},
         )
     return plan
@@ -212,9 +247,13 @@ def cache_invalidate_alias(*, actor: Any, alias_name: str) -> None:
     from gateway import cache
 
     with transaction.atomic():
-        audit_record(actor=actor, action="cache.invalidate_alias",
-                     object_type="gateway.ModelAlias", object_id=alias_name,
-                     object_repr=alias_name)
+        audit_record(
+            actor=actor,
+            action="cache.invalidate_alias",
+            object_type="gateway.ModelAlias",
+            object_id=alias_name,
+            object_repr=alias_name,
+        )
         transaction.on_commit(lambda: cache.invalidate_alias(alias_name))
 
 
@@ -223,8 +262,9 @@ def cache_invalidate_tenant(*, actor: Any, tenant: Tenant, alias_name: str | Non
     from gateway import cache
 
     with transaction.atomic():
-        audit_record(actor=actor, action="cache.invalidate_tenant", obj=tenant,
-                     after={"alias": alias_name})
+        audit_record(
+            actor=actor, action="cache.invalidate_tenant", obj=tenant, after={"alias": alias_name}
+        )
         transaction.on_commit(lambda: cache.invalidate_tenant(tenant.pk, alias_name))
 
 
@@ -238,11 +278,11 @@ def security_event_text(tenant_id: int, user: str | None, text: str) -> dict:
 
     expires = timezone.now() + timedelta(days=settings.LLMP_SECURITY_TEXT_DAYS)
     if user:
-        subject = subject_get_or_create(tenant=Tenant.objects.get(pk=tenant_id),
-                                        external_id=user)
+        subject = subject_get_or_create(tenant=Tenant.objects.get(pk=tenant_id), external_id=user)
         try:
-            ciphertext = crypto.encrypt(subject, text,
-                                        aad=crypto.record_aad(subject, "security_event"))
+            ciphertext = crypto.encrypt(
+                subject, text, aad=crypto.record_aad(subject, "security_event")
+            )
         except crypto.CryptoError:
             return {}  # a destroyed (erased) subject's key: keep nothing
         return {"subject": subject, "text_ciphertext": ciphertext, "text_expires_at": expires}
@@ -258,7 +298,8 @@ def security_event_text_purge(*, now=None) -> int:
     score and the hash of the text stay). Returns how many events lost their text."""
     now = now or timezone.now()
     return SecurityEvent.objects.filter(text_expires_at__lte=now).update(
-        text="", text_ciphertext=None, subject=None, text_expires_at=None)
+        text="", text_ciphertext=None, subject=None, text_expires_at=None
+    )
 
 
 def security_events_find(tenant_id: int, external_id: str) -> list[dict]:
@@ -271,12 +312,22 @@ def security_events_find(tenant_id: int, external_id: str) -> list[dict]:
     out = []
     for event in SecurityEvent.objects.filter(subject=subject).order_by("created_at", "id"):
         try:
-            text = crypto.decrypt(subject, bytes(event.text_ciphertext),
-                                  aad=crypto.record_aad(subject, "security_event"))
+            text = crypto.decrypt(
+                subject,
+                bytes(event.text_ciphertext),
+                aad=crypto.record_aad(subject, "security_event"),
+            )
         except crypto.CryptoError:
             text = None
-        out.append({"created_at": event.created_at.isoformat(), "kind": event.kind,
-                    "action": event.action, "request_id": event.request_id, "text": text})
+        out.append(
+            {
+                "created_at": event.created_at.isoformat(),
+                "kind": event.kind,
+                "action": event.action,
+                "request_id": event.request_id,
+                "text": text,
+            }
+        )
     return out
 
 
@@ -288,4 +339,5 @@ def security_events_erase(tenant_id: int, external_id: str) -> int:
     if subject is None:
         return 0
     return SecurityEvent.objects.filter(subject=subject).update(
-        text="", text_ciphertext=None, subject=None, text_expires_at=None)
+        text="", text_ciphertext=None, subject=None, text_expires_at=None
+    )

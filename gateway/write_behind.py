@@ -75,14 +75,22 @@ class WriteBehind:
         try:
             async with async_redis().pipeline(transaction=False) as pipe:
                 if deltas:
-                    pipe.eval(CORRECT_SCRIPT, len(deltas), *[k for k, _ in deltas],
-                              *[d for _, d in deltas])
+                    pipe.eval(
+                        CORRECT_SCRIPT,
+                        len(deltas),
+                        *[k for k, _ in deltas],
+                        *[d for _, d in deltas],
+                    )
                 for key, value, ttl, index_key in sets:
                     queue_set(pipe, key, value, ttl, index_key)
                 await pipe.execute()
         except Exception as exc:
-            log.error("write_behind_failed", corrections=len(deltas), cache_copies=len(sets),
-                      error=type(exc).__name__)
+            log.error(
+                "write_behind_failed",
+                corrections=len(deltas),
+                cache_copies=len(sets),
+                error=type(exc).__name__,
+            )
 
 
 buffer = WriteBehind()

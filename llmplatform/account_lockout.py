@@ -37,8 +37,9 @@ PREFIX = "llmp:signin-account:"  # tests give each test its own
 
 def _key(username: str) -> str:
     # A keyed hash: the cache never holds the usernames people tried.
-    digest = hmac.new(settings.SECRET_KEY.encode(), username.strip().lower().encode(),
-                      hashlib.sha256).hexdigest()[:32]
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), username.strip().lower().encode(), hashlib.sha256
+    ).hexdigest()[:32]
     return f"{PREFIX}{digest}"
 
 
@@ -79,8 +80,9 @@ def record_failure(username: str) -> int:
 
 
 @receiver(user_login_failed)
-def _count_failure(sender: Any, credentials: dict[str, Any], request: Any = None,
-                   **kwargs: Any) -> None:
+def _count_failure(
+    sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any
+) -> None:
     username = credentials.get("username")
     if isinstance(username, str) and username:
         record_failure(username)
@@ -93,8 +95,9 @@ class AccountLockoutBackend(ModelBackend):
     it is a ``ModelBackend`` only so that sessions naming it (Django's default backend is the
     first listed) load their user."""
 
-    def authenticate(self, request: Any, username: str | None = None, password: str | None = None,
-                     **kwargs: Any) -> None:
+    def authenticate(
+        self, request: Any, username: str | None = None, password: str | None = None, **kwargs: Any
+    ) -> None:
         if username and is_locked(username):
             if request is not None:
                 request.axes_locked_out = True

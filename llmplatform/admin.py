@@ -57,6 +57,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 # --- Staff sign-in: the admin records of django-otp and django-axes, audited ----------------
 
+
 class AuthenticatorAdmin(AuditedModelAdmin):
     """Staff authenticators. Never shows a key; nobody adds or edits one here (each staff
     member enrols their own at sign-in). Deleting one (a lost phone) is audited and makes its
@@ -66,8 +67,15 @@ class AuthenticatorAdmin(AuditedModelAdmin):
     list_filter = ["confirmed"]
     list_select_related = ["user"]
     search_fields = ["user__username", "name"]
-    fields = ["user", "name", "confirmed", "created_at", "last_used_at",
-              "throttling_failure_count", "throttling_failure_timestamp"]
+    fields = [
+        "user",
+        "name",
+        "confirmed",
+        "created_at",
+        "last_used_at",
+        "throttling_failure_count",
+        "throttling_failure_timestamp",
+    ]
     readonly_fields = fields
     audit_exclude = ("key",)
 
@@ -82,10 +90,17 @@ class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):
     """django-axes' failed-login records. Deleting one lifts a lockout: audited."""
 
     def _audit_unlock(self, request, attempt: AccessAttempt) -> None:
-        audit_record(actor=request.user, action="auth.unlock", obj=attempt,
-                     object_repr=attempt.username or "",
-                     before={"username": attempt.username, "ip_address": attempt.ip_address,
-                             "failures": attempt.failures_since_start})
+        audit_record(
+            actor=request.user,
+            action="auth.unlock",
+            obj=attempt,
+            object_repr=attempt.username or "",
+            before={
+                "username": attempt.username,
+                "ip_address": attempt.ip_address,
+                "failures": attempt.failures_since_start,
+            },
+        )
 
     def delete_model(self, request, obj):
         with transaction.atomic():
@@ -97,8 +112,9 @@ class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):
     def cleanup_expired_attempts(self, request, queryset):
         with transaction.atomic():
             count = self.handler.clean_expired_user_attempts(request=request)
-            audit_record(actor=request.user, action="auth.cleanup_expired_attempts",
-                         after={"deleted": count})
+            audit_record(
+                actor=request.user, action="auth.cleanup_expired_attempts", after={"deleted": count}
+            )
         self.message_user(request, f"Cleaned up {count} expired access attempts.")
 
     def delete_queryset(self, request, queryset):
@@ -115,14 +131,18 @@ class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
     audit_exclude = ("password", "last_login")
     actions = ["allow_enrolment"]
 
-    @admin.action(description="Allow authenticator enrolment at the next sign-in",
-                  permissions=["superuser"])
+    @admin.action(
+        description="Allow authenticator enrolment at the next sign-in", permissions=["superuser"]
+    )
     def allow_enrolment(self, request, queryset):
         for user in queryset:
             staff_signin.enrolment_allow(actor=request.user, user=user)
-        self.message_user(request, f"{queryset.count()} user(s) may set up an authenticator at "
-                                   f"their next sign-in (for {settings.LLMP_ENROLMENT_GRANT_HOURS}"
-                                   " hours).")
+        self.message_user(
+            request,
+            f"{queryset.count()} user(s) may set up an authenticator at "
+            f"their next sign-in (for {settings.LLMP_ENROLMENT_GRANT_HOURS}"
+            " hours).",
+        )
 
     def has_superuser_permission(self, request) -> bool:
         return request.user.is_active and request.user.is_superuser
@@ -134,14 +154,20 @@ class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
     def log_change(self, request, obj, message):
         match = request.resolver_match
         if match is not None and match.url_name.endswith("_password_change"):
-            audit_record(actor=request.user, action="admin.user.set_password", obj=obj,
-                         after={"usable_password": obj.has_usable_password()})
+            audit_record(
+                actor=request.user,
+                action="admin.user.set_password",
+                obj=obj,
+                after={"usable_password": obj.has_usable_password()},
+            )
         return super().log_change(request, obj, message)
 
 
-for _model, _model_admin in [(TOTPDevice, AuthenticatorAdmin),
-                             (AccessAttempt, AuditedAccessAttemptAdmin),
-                             (get_user_model(), AuditedUserAdmin)]:
+for _model, _model_admin in [
+    (TOTPDevice, AuthenticatorAdmin),
+    (AccessAttempt, AuditedAccessAttemptAdmin),
+    (get_user_model(), AuditedUserAdmin),
+]:
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
     admin.site.register(_model, _model_admin)

@@ -24,8 +24,11 @@ def snapshot(obj: models.Model, exclude: tuple[str, ...] = ()) -> dict[str, Any]
         elif isinstance(value, models.Model):
             value = value.pk
         try:
-            out[key] = _encoder.default(value) if not isinstance(
-                value, str | int | float | bool | list | dict | type(None)) else value
+            out[key] = (
+                _encoder.default(value)
+                if not isinstance(value, str | int | float | bool | list | dict | type(None))
+                else value
+            )
         except TypeError:
             out[key] = str(value)
     return out
@@ -52,8 +55,13 @@ class AuditedModelAdmin(admin.ModelAdmin):
         obj = form.instance
         after = snapshot(obj, self.audit_exclude)
         if before != after or not change:
-            audit_record(actor=request.user, action=self._action("change" if change else "add"),
-                         obj=obj, before=before, after=after)
+            audit_record(
+                actor=request.user,
+                action=self._action("change" if change else "add"),
+                obj=obj,
+                before=before,
+                after=after,
+            )
 
     def save_formset(self, request, form, formset, change):
         befores = {
@@ -63,15 +71,28 @@ class AuditedModelAdmin(admin.ModelAdmin):
         }
         for f in formset.deleted_forms:
             if f.instance.pk:
-                audit_record(actor=request.user, action=self._inline_action(f.instance, "delete"),
-                             obj=f.instance, before=snapshot(f.instance))
+                audit_record(
+                    actor=request.user,
+                    action=self._inline_action(f.instance, "delete"),
+                    obj=f.instance,
+                    before=snapshot(f.instance),
+                )
         super().save_formset(request, form, formset, change)
         for obj in formset.new_objects:
-            audit_record(actor=request.user, action=self._inline_action(obj, "add"), obj=obj,
-                         after=snapshot(obj))
+            audit_record(
+                actor=request.user,
+                action=self._inline_action(obj, "add"),
+                obj=obj,
+                after=snapshot(obj),
+            )
         for obj, _fields in formset.changed_objects:
-            audit_record(actor=request.user, action=self._inline_action(obj, "change"), obj=obj,
-                         before=befores.get(obj.pk), after=snapshot(obj))
+            audit_record(
+                actor=request.user,
+                action=self._inline_action(obj, "change"),
+                obj=obj,
+                before=befores.get(obj.pk),
+                after=snapshot(obj),
+            )
 
     @staticmethod
     def _inline_action(obj: models.Model, verb: str) -> str:
@@ -84,6 +105,10 @@ class AuditedModelAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         for obj in queryset:
-            audit_record(actor=request.user, action=self._action("delete"), obj=obj,
-                         before=snapshot(obj, self.audit_exclude))
+            audit_record(
+                actor=request.user,
+                action=self._action("delete"),
+                obj=obj,
+                before=snapshot(obj, self.audit_exclude),
+            )
         super().delete_queryset(request, queryset)

@@ -74,6 +74,12 @@ def panels(request: HttpRequest) -> list[Panel]:
             out.extend(builder(request))
         except Exception as exc:  # shown as unavailable; the rest of the page still works
             log.exception("dashboard_panel_failed", panel=name, error=type(exc).__name__)
-            out.append(Panel(key=name, title=name, note="This panel could not be computed "
-                             f"({type(exc).__name__}); the error is in the log."))
+            out.append(
+                Panel(
+                    key=name,
+                    title=name,
+                    note="This panel could not be computed "
+                    f"({type(exc).__name__}); the error is in the log.",
+                )
+            )
     return out

@@ -41,7 +41,8 @@ ENROLLMENT_SESSION_KEY = "llmp_admin_enrollment"
 ENROLMENT_NOT_ALLOWED = (
     "This account has no authenticator yet, and setting one up has not been allowed. Ask a "
     "superuser to allow it (Users, action \u201cAllow authenticator enrolment\u201d), or run "
-    "manage.py allow_enrolment USERNAME on the server.")
+    "manage.py allow_enrolment USERNAME on the server."
+)
 #: An enrolment must be finished this many seconds after the password was given.
 ENROLLMENT_SECONDS = 600
 
@@ -52,7 +53,9 @@ def second_factor_required() -> bool:
 
 class StaffAuthenticationForm(AdminAuthenticationForm):
     otp_token = forms.CharField(
-        label="Authentication code", required=False, max_length=10,
+        label="Authentication code",
+        required=False,
+        max_length=10,
         help_text="The 6-digit code from your authenticator app. The first time, leave it "
         "empty: you will be asked to set one up.",
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
@@ -84,7 +87,8 @@ class StaffAuthenticationForm(AdminAuthenticationForm):
             user_login_failed.send(
                 sender=__name__,
                 credentials={get_user_model().USERNAME_FIELD: cleaned.get("username")},
-                request=self.request, reason="second_factor",
+                request=self.request,
+                reason="second_factor",
             )
             raise self.get_invalid_login_error()
         # django-otp's user_logged_in receiver stores this device in the session.
@@ -94,9 +98,11 @@ class StaffAuthenticationForm(AdminAuthenticationForm):
 
 class EnrollmentForm(forms.Form):
     otp_token = forms.CharField(
-        label="Code from your authenticator", max_length=10,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric",
-                                      "autofocus": True}),
+        label="Code from your authenticator",
+        max_length=10,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
+        ),
     )
 
 
@@ -113,8 +119,9 @@ class StaffLoginView(LoginView):
                 "next": self.get_success_url(),
                 "device_id": None,
             }
-            return HttpResponseRedirect(reverse("admin:otp_setup",
-                                                current_app=self.request.current_app))
+            return HttpResponseRedirect(
+                reverse("admin:otp_setup", current_app=self.request.current_app)
+            )
         return super().form_valid(form)
 
 
@@ -161,7 +168,8 @@ class GovernanceAdminSite(admin.AdminSite):
         context.update(extra_context or {})
         request.current_app = self.name
         return StaffLoginView.as_view(
-            extra_context=context, authentication_form=self.login_form,
+            extra_context=context,
+            authentication_form=self.login_form,
             template_name=self.login_template,
         )(request)
 
@@ -169,8 +177,10 @@ class GovernanceAdminSite(admin.AdminSite):
         """The staff member whose enrolment this session is in, or None if there is none, it
         is stale, or the user has meanwhile lost staff status or gained an authenticator."""
         state = request.session.get(ENROLLMENT_SESSION_KEY)
-        if not isinstance(state, dict) or time.time() - state.get("started_at", 0) > \
-                ENROLLMENT_SECONDS:
+        if (
+            not isinstance(state, dict)
+            or time.time() - state.get("started_at", 0) > ENROLLMENT_SECONDS
+        ):
             return None
         user = get_user_model()._default_manager.filter(pk=state.get("user_id")).first()
         if user is None or not (user.is_active and user.is_staff):
@@ -210,8 +220,11 @@ class GovernanceAdminSite(admin.AdminSite):
                 return HttpResponseRedirect(
                     state.get("next") or reverse("admin:index", current_app=self.name)
                 )
-            form.add_error("otp_token", "That code was not accepted. Check that your phone's "
-                           "clock is right, wait for the next code and try again.")
+            form.add_error(
+                "otp_token",
+                "That code was not accepted. Check that your phone's "
+                "clock is right, wait for the next code and try again.",
+            )
 
         request.current_app = self.name
         context = {

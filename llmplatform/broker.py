@@ -59,8 +59,11 @@ class Channel(filesystem.Channel):
             own = self.state.exchanges[exchange].get("table", [])
         except KeyError:
             own = []
-        return table + [filesystem.exchange_queue_t(*entry) for entry in own
-                        if filesystem.exchange_queue_t(*entry) not in table]
+        return table + [
+            filesystem.exchange_queue_t(*entry)
+            for entry in own
+            if filesystem.exchange_queue_t(*entry) not in table
+        ]
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
@@ -73,8 +76,15 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot write {file}") from exc
 
-    def _delete(self, queue: str, exchange: str, routing_key: str, pattern: str, *args: object,
-                **kwargs: object) -> None:
+    def _delete(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str,
+        pattern: str,
+        *args: object,
+        **kwargs: object,
+    ) -> None:
         virtual_channel_delete = super(filesystem.Channel, self)._delete
         virtual_channel_delete(queue, exchange, routing_key, pattern, *args, **kwargs)
         entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
@@ -123,4 +133,3 @@ class FilesystemTransport(filesystem.Transport):
     Channel = Channel
     driver_type = "filesystem"
     driver_name = "filesystem"
-

@@ -22,8 +22,7 @@ _FIXED_ORIGINS = {
 
 
 def identity_provider_origins() -> list[str]:
-    origins = [origin for name, origin in _FIXED_ORIGINS.items()
-               if getattr(settings, name, None)]
+    origins = [origin for name, origin in _FIXED_ORIGINS.items() if getattr(settings, name, None)]
     issuer = getattr(settings, "SOCIAL_AUTH_OIDC_OIDC_ENDPOINT", None)
     if issuer:
         parts = urlsplit(issuer)

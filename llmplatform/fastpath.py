@@ -48,8 +48,10 @@ def register_startup(hook: Callable[[], Awaitable[None]]) -> None:
     _startup_hooks.append(hook)
 
 
-_TOO_LARGE = (b'{"error": {"message": "The request body is too large.", '
-              b'"type": "invalid_request_error", "param": null, "code": "request_too_large"}}')
+_TOO_LARGE = (
+    b'{"error": {"message": "The request body is too large.", '
+    b'"type": "invalid_request_error", "param": null, "code": "request_too_large"}}'
+)
 
 
 class _TooLarge:
@@ -134,7 +136,7 @@ class PlatformApplication:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _read_body(self, receive) -> bytes | None | _TooLarge:
+    async def _read_body(self, receive) -> bytes | _TooLarge | None:
         """The whole body; ``TOO_LARGE`` over the limit; None if the client went away."""
         limit = settings.LLMP_MAX_BODY_BYTES
         parts: list[bytes] = []
@@ -187,8 +189,13 @@ class PlatformApplication:
 
     @staticmethod
     async def _send_plain(send, status: int, body: bytes) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -219,13 +226,22 @@ async def _refuse(send, path: str, status: int, message: str) -> None:
     """An API route's typed error JSON, or plain text for pages."""
     if path.startswith(("/v1/", "/api/")):
         code = "request_too_large" if status == 413 else "invalid_request"
-        body = (b'{"error": {"message": "' + message.encode() + b'", "type": '
-                b'"invalid_request_error", "param": null, "code": "' + code.encode() + b'"}}')
+        body = (
+            b'{"error": {"message": "' + message.encode() + b'", "type": '
+            b'"invalid_request_error", "param": null, "code": "' + code.encode() + b'"}}'
+        )
         content_type = b"application/json"
     else:
         body, content_type = message.encode(), b"text/plain; charset=utf-8"
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -79,7 +79,7 @@ class LaunchConfig:
     @property
     def public_url(self) -> str:
         """The URL to print: a wildcard bind address is reached through loopback."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)  # noqa: S104
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
@@ -136,7 +136,7 @@ def answers(url: str, timeout: float = 1.0) -> bool:
 def port_in_use(host: str, port: int) -> bool:
     import socket
 
-    probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
     try:
         with socket.create_connection((probe_host, port), timeout=0.5):
             return True
@@ -214,7 +214,7 @@ class Supervisor:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log = log_path.open("ab")
         try:
-            process = subprocess.Popen(
+            process = subprocess.Popen(  # noqa: S603 - the platform's own argv, no shell
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -349,16 +349,19 @@ class RestartPolicy:
         self._starts.append(now)
         return None
 
-    def may_start(self, scheduled: float | None, now: float, what: str,
-                  say: Callable[[str], None]) -> tuple[bool, float | None]:
+    def may_start(
+        self, scheduled: float | None, now: float, what: str, say: Callable[[str], None]
+    ) -> tuple[bool, float | None]:
         """Whether a start scheduled for ``scheduled`` happens now (and is counted); if not,
         the time it is scheduled for, later when the per-minute cap is reached (said once)."""
         if scheduled is None or now < scheduled:
             return False, scheduled
         allowed_at = self.next_allowed(now)
         if allowed_at is not None:
-            say(f"runplatform: {self.per_minute} restarts of {what} in a minute; the next try "
-                f"in {allowed_at - now:.0f}s")
+            say(
+                f"runplatform: {self.per_minute} restarts of {what} in a minute; the next try "
+                f"in {allowed_at - now:.0f}s"
+            )
             return False, allowed_at
         return True, None
 
@@ -389,7 +392,11 @@ class RestartedChild:
 
     def _spawn(self) -> Child:
         child = self.supervisor.start(
-            self.name, self.argv, env=self.env, log_path=self.log_path, cwd=self.cwd,
+            self.name,
+            self.argv,
+            env=self.env,
+            log_path=self.log_path,
+            cwd=self.cwd,
             restartable=True,
         )
         self.child, self._started_at = child, time.monotonic()
@@ -417,8 +424,7 @@ class RestartedChild:
             self._next_start = now + delay
             self._status("restarting")
             return
-        start, self._next_start = self.policy.may_start(self._next_start, now, self.name,
-                                                        self.say)
+        start, self._next_start = self.policy.may_start(self._next_start, now, self.name, self.say)
         if not start:
             return
         self.restarts += 1
@@ -426,11 +432,14 @@ class RestartedChild:
         self.say(f"runplatform: started {self.name} (pid {child.pid}, restart {self.restarts})")
 
     def _status(self, state: str) -> None:
-        write_status(self.status_path, {
-            "state": state,
-            "name": self.name,
-            "pid": self.child.pid if self.child is not None else None,
-            "restarts": self.restarts,
-            "last_exit": self._last_exit,
-            "started": time.time() if state == "running" else None,
-        })
+        write_status(
+            self.status_path,
+            {
+                "state": state,
+                "name": self.name,
+                "pid": self.child.pid if self.child is not None else None,
+                "restarts": self.restarts,
+                "last_exit": self._last_exit,
+                "started": time.time() if state == "running" else None,
+            },
+        )

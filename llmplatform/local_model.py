@@ -164,9 +164,12 @@ class LocalModel:
     _last_exit: str = ""
 
     def __post_init__(self) -> None:
-        self._policy = RestartPolicy(first=self.backoff_first, longest=self.backoff_max,
-                                     per_minute=self.max_restarts_per_minute,
-                                     healthy_after=HEALTHY_AFTER)
+        self._policy = RestartPolicy(
+            first=self.backoff_first,
+            longest=self.backoff_max,
+            per_minute=self.max_restarts_per_minute,
+            healthy_after=HEALTHY_AFTER,
+        )
 
     # --- Start ------------------------------------------------------------------------------
 
@@ -262,8 +265,9 @@ class LocalModel:
                 self._after_exit()
             return
         now = time.monotonic()
-        start, self._next_start = self._policy.may_start(self._next_start, now,
-                                                         "the local model", self.say)
+        start, self._next_start = self._policy.may_start(
+            self._next_start, now, "the local model", self.say
+        )
         if not start:
             return
         self.restarts += 1
@@ -311,15 +315,18 @@ class LocalModel:
     # --- Status -----------------------------------------------------------------------------
 
     def _write_status(self, state: str, *, cpu: str | None = None, detail: str = "") -> None:
-        write_status(self.status_path, {
-            "state": state,
-            "url": self.url,
-            "cpu": cpu or self.cpu,
-            "pid": self.child.pid if self.child is not None else None,
-            "restarts": self.restarts,
-            "last_exit": self._last_exit,
-            "detail": detail,
-        })
+        write_status(
+            self.status_path,
+            {
+                "state": state,
+                "url": self.url,
+                "cpu": cpu or self.cpu,
+                "pid": self.child.pid if self.child is not None else None,
+                "restarts": self.restarts,
+                "last_exit": self._last_exit,
+                "detail": detail,
+            },
+        )
 
 
 def readiness_from_status(path: Path) -> tuple[bool, str]:

@@ -11,7 +11,7 @@ import structlog
 # No log line of ours writes where it was called from, nor the thread or process names:
 # looking them up for every record (``findCaller`` walks the stack) is most of what stdlib
 # logging costs per line (the logging HOWTO's "Optimization" section).
-logging._srcfile = None  # noqa: SLF001 - the documented switch
+logging._srcfile = None
 logging.logThreads = False
 logging.logProcesses = False
 logging.logMultiprocessing = False
@@ -39,8 +39,7 @@ def _fallback(value: Any) -> str:
 
 def _dumps(event: Any, **_: Any) -> str:
     # orjson: a log line per request is a measurable share of the gateway's CPU with json.
-    return orjson.dumps(event, default=_fallback,
-                        option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(event, default=_fallback, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def json_formatter() -> logging.Formatter:

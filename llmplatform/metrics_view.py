@@ -19,8 +19,13 @@ from llmplatform.observability import may_observe
 
 def metrics(request):
     if not may_observe(request):
-        return JsonResponse({"error": "metrics need LLMP_OBSERVABILITY_TOKEN or a caller in "
-                                      "LLMP_OBSERVABILITY_NETWORKS"}, status=403)
+        return JsonResponse(
+            {
+                "error": "metrics need LLMP_OBSERVABILITY_TOKEN or a caller in "
+                "LLMP_OBSERVABILITY_NETWORKS"
+            },
+            status=403,
+        )
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

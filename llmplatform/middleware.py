@@ -19,8 +19,7 @@ def begin_request(request) -> str:
     records, or reuse another request's id. A well-formed one is kept beside ours, marked as
     the client's (``client_request_id`` in logs and audit rows, echoed in
     ``X-Client-Request-ID``), so the two can be matched."""
-    incoming = (request.headers.get("X-Client-Request-ID")
-                or request.headers.get("X-Request-ID", ""))
+    incoming = request.headers.get("X-Client-Request-ID") or request.headers.get("X-Request-ID", "")
     client_id = incoming if _VALID_REQUEST_ID.match(incoming) else ""
     request_id = f"req_{uuid.uuid4().hex}"
     request.request_id = request_id
@@ -29,8 +28,7 @@ def begin_request(request) -> str:
     client_request_id_var.set(client_id)
     structlog.contextvars.clear_contextvars()
     if client_id:
-        structlog.contextvars.bind_contextvars(request_id=request_id,
-                                               client_request_id=client_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id, client_request_id=client_id)
     else:
         structlog.contextvars.bind_contextvars(request_id=request_id)
     return request_id

@@ -11,9 +11,11 @@ class Tenant(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     is_active = models.BooleanField(default=True)
     require_owner_2fa = models.BooleanField(
-        "owners must use an authenticator", default=False,
+        "owners must use an authenticator",
+        default=False,
         help_text="Owners reach the tenant's portal pages only in a session confirmed with an "
-                  "authenticator code (TOTP); members may set one up.")
+        "authenticator code (TOTP); members may set one up.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -84,4 +86,3 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The audit log is append-only")
-

@@ -20,7 +20,8 @@ def may_observe(request: HttpRequest) -> bool:
     if token:
         given = request.META.get("HTTP_AUTHORIZATION", "")
         if given.startswith("Bearer ") and hmac.compare_digest(
-                given.removeprefix("Bearer ").strip().encode(), token.encode()):
+            given.removeprefix("Bearer ").strip().encode(), token.encode()
+        ):
             return True
     try:
         address = ipaddress.ip_address(client_ip(request.META))

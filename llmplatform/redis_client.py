@@ -30,7 +30,9 @@ def async_redis() -> aioredis.Redis:
     client = _clients.get(loop)
     if client is None:
         client = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=1.0, socket_timeout=1.0,
+            settings.REDIS_URL,
+            socket_connect_timeout=1.0,
+            socket_timeout=1.0,
             health_check_interval=30,
         )
         _clients[loop] = client

@@ -19,8 +19,9 @@ def client_ip(meta: Mapping[str, str]) -> str:
 
     hops = settings.LLMP_TRUSTED_PROXY_HOPS
     if hops > 0:
-        forwarded = [p.strip() for p in meta.get("HTTP_X_FORWARDED_FOR", "").split(",")
-                     if p.strip()]
+        forwarded = [
+            p.strip() for p in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if p.strip()
+        ]
         if len(forwarded) >= hops:
             return forwarded[-hops]
     return meta.get("REMOTE_ADDR", "") or ""

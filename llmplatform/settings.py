@@ -32,8 +32,20 @@ PRODUCTION = LLMP_ENV == "production"
 # Values copied from examples and tutorials: a secret equal to one of them (in any letter case)
 # is known to whoever reads the same page.
 _PLACEHOLDER_SECRETS = {
-    "change-me", "changeme", "change_me", "secret", "password", "insecure", "example", "test",
-    "dev", "development", "please-change-me", "replace-me", "your-secret-key", "todo",
+    "change-me",
+    "changeme",
+    "change_me",
+    "secret",
+    "password",
+    "insecure",
+    "example",
+    "test",
+    "dev",
+    "development",
+    "please-change-me",
+    "replace-me",
+    "your-secret-key",
+    "todo",
 }
 MIN_SECRET_BYTES = 32
 
@@ -160,9 +172,7 @@ TEMPLATES = [
 ]
 
 # --- Database -------------------------------------------------------------------------------
-DATABASE_URL = env_url(
-    "DATABASE_URL", None, schemes=("postgres", "postgresql", "sqlite", "pgsql")
-)
+DATABASE_URL = env_url("DATABASE_URL", None, schemes=("postgres", "postgresql", "sqlite", "pgsql"))
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
     # A connection pool: ASGI requests run their ORM calls in per-request threads, so without
@@ -374,8 +384,7 @@ def _networks(name: str, default: list[str]) -> list:
     return networks
 
 
-LLMP_OBSERVABILITY_NETWORKS = _networks("LLMP_OBSERVABILITY_NETWORKS",
-                                        ["127.0.0.0/8", "::1/128"])
+LLMP_OBSERVABILITY_NETWORKS = _networks("LLMP_OBSERVABILITY_NETWORKS", ["127.0.0.0/8", "::1/128"])
 # Upstream timeouts (seconds) used when a provider does not set its own.
 LLMP_UPSTREAM_CONNECT_TIMEOUT = env_float("LLMP_UPSTREAM_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 LLMP_UPSTREAM_READ_TIMEOUT = env_float("LLMP_UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1)
@@ -398,14 +407,27 @@ LLMP_SECRETS_CACHE_SECONDS = env_float("LLMP_SECRETS_CACHE_SECONDS", 300.0, mini
 # names start with one of these prefixes (never the platform's own, whatever is listed), files
 # inside these directories, and Secrets Manager names starting with one of these (none by
 # default: an operator names the prefix their provider keys live under).
-LLMP_SECRET_ENV_PREFIXES = tuple(p.strip() for p in env_str(
-    "LLMP_SECRET_ENV_PREFIXES",
-    "PROVIDER_,OPENAI_,ANTHROPIC_,AZURE_OPENAI_,GEMINI_,MISTRAL_,COHERE_,GROQ_,TOGETHER_,"
-    "LOCAL_MODEL_").split(",") if p.strip())
-LLMP_SECRET_FILE_DIRS = tuple(p.strip() for p in env_str(
-    "LLMP_SECRET_FILE_DIRS", "/run/secrets,/var/run/secrets/llmplatform").split(",") if p.strip())
+LLMP_SECRET_ENV_PREFIXES = tuple(
+    p.strip()
+    for p in env_str(
+        "LLMP_SECRET_ENV_PREFIXES",
+        "PROVIDER_,OPENAI_,ANTHROPIC_,AZURE_OPENAI_,GEMINI_,MISTRAL_,COHERE_,GROQ_,TOGETHER_,"
+        "LOCAL_MODEL_",
+    ).split(",")
+    if p.strip()
+)
+LLMP_SECRET_FILE_DIRS = tuple(
+    p.strip()
+    for p in env_str("LLMP_SECRET_FILE_DIRS", "/run/secrets,/var/run/secrets/llmplatform").split(
+        ","
+    )
+    if p.strip()
+)
 LLMP_SECRET_AWS_PREFIXES = tuple(
-    p.strip() for p in env_str("LLMP_SECRET_AWS_PREFIXES", "").split(",") if p.strip())
+    p.strip() for p in env_str("LLMP_SECRET_AWS_PREFIXES", "").split(",") if p.strip()
+)
+
+
 # Hosts providers may be sent to (gateway.egress): "api.openai.com", "*.openai.azure.com",
 # "10.0.0.5:8080". Empty: any host. The embedded model's own URL is always allowed.
 def _host_patterns(name: str) -> tuple[str, ...]:
@@ -414,7 +436,8 @@ def _host_patterns(name: str) -> tuple[str, ...]:
     for entry in entries:
         if not pattern.fullmatch(entry):
             raise ImproperlyConfigured(
-                f"{name}: {entry[:80]!r} is not a host, host:port, [IPv6]:port or *.domain")
+                f"{name}: {entry[:80]!r} is not a host, host:port, [IPv6]:port or *.domain"
+            )
     return entries
 
 
@@ -540,9 +563,12 @@ if _all_or_none("LLMP_OIDC_ENDPOINT", "LLMP_OIDC_CLIENT_ID", "LLMP_OIDC_CLIENT_S
         PORTAL_OIDC_TRUSTED_EMAIL_BACKENDS.append("oidc")
 
 # Provider backends go after axes and before ModelBackend (the password check).
-_password_backend = "django.contrib.auth.backends.ModelBackend"
-_at = (AUTHENTICATION_BACKENDS.index(_password_backend)
-       if _password_backend in AUTHENTICATION_BACKENDS else len(AUTHENTICATION_BACKENDS))
+_password_backend = "django.contrib.auth.backends.ModelBackend"  # noqa: S105 - a class path
+_at = (
+    AUTHENTICATION_BACKENDS.index(_password_backend)
+    if _password_backend in AUTHENTICATION_BACKENDS
+    else len(AUTHENTICATION_BACKENDS)
+)
 AUTHENTICATION_BACKENDS[_at:_at] = _portal_backends
 
 # --- Content-Security-Policy (django-csp) ---------------------------------------------------

@@ -42,10 +42,11 @@ def axes_client_ip(request: HttpRequest) -> str:
     """AXES_CLIENT_IP_CALLABLE: lockouts count per real client, not per proxy, and an IPv6
     client as its /64 (a host that holds a /64 cannot spread its guesses over it)."""
     network = request_client_network(request.META)
-    return network if network != "unknown" else "0.0.0.0"
+    return network if network != "unknown" else "0.0.0.0"  # noqa: S104 - a bucket, not a bind
 
 
 # --- Second factor --------------------------------------------------------------------------
+
 
 def confirmed_totp_device(user: Any) -> TOTPDevice | None:
     return TOTPDevice.objects.devices_for_user(user, confirmed=True).order_by("pk").first()
@@ -59,8 +60,12 @@ def totp_verify(*, user: Any, token: str) -> TOTPDevice | None:
     if not token.isdigit():
         return None
     with transaction.atomic():
-        device = (TOTPDevice.objects.devices_for_user(user, confirmed=True)
-                  .select_for_update().order_by("pk").first())
+        device = (
+            TOTPDevice.objects.devices_for_user(user, confirmed=True)
+            .select_for_update()
+            .order_by("pk")
+            .first()
+        )
         if device is not None and device.verify_token(token):
             return device
     return None
@@ -69,10 +74,11 @@ def totp_verify(*, user: Any, token: str) -> TOTPDevice | None:
 def enrolment_display(device: TOTPDevice) -> dict[str, Any]:
     """What an enrolment page shows of a new authenticator: its base32 key and a QR code (our
     own SVG markup, made from our own otpauth:// URL: nothing user-typed in it)."""
-    image = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage,
-                        box_size=8)
-    return {"secret": b32encode(device.bin_key).decode(),
-            "qr_svg": mark_safe(image.to_string(encoding="unicode"))}  # noqa: S308
+    image = qrcode.make(device.config_url, image_factory=qrcode.image.svg.SvgPathImage, box_size=8)
+    return {
+        "secret": b32encode(device.bin_key).decode(),
+        "qr_svg": mark_safe(image.to_string(encoding="unicode")),  # noqa: S308
+    }
 
 
 def user_by_username(username: str) -> Any | None:
@@ -90,8 +96,13 @@ def enrolment_grant(user: Any) -> TOTPDevice | None:
     """The user's open enrolment grant (an administrator's, younger than
     ``LLMP_ENROLMENT_GRANT_HOURS``), or None."""
     since = timezone.now() - timedelta(hours=settings.LLMP_ENROLMENT_GRANT_HOURS)
-    return (TOTPDevice.objects.filter(user=user, confirmed=False, name=ENROLMENT_GRANT,
-                                      created_at__gte=since).order_by("-pk").first())
+    return (
+        TOTPDevice.objects.filter(
+            user=user, confirmed=False, name=ENROLMENT_GRANT, created_at__gte=since
+        )
+        .order_by("-pk")
+        .first()
+    )
 
 
 def enrolment_allow(*, actor: Any, user: Any) -> TOTPDevice:
@@ -101,8 +112,11 @@ def enrolment_allow(*, actor: Any, user: Any) -> TOTPDevice:
         TOTPDevice.objects.filter(user=user, confirmed=False).delete()
         device = TOTPDevice.objects.create(user=user, name=ENROLMENT_GRANT, confirmed=False)
         audit_record(
-            actor=actor, action="otp_device.enrolment_allowed", object_type=_user_label(),
-            object_id=str(user.pk), object_repr=user.get_username(),
+            actor=actor,
+            action="otp_device.enrolment_allowed",
+            object_type=_user_label(),
+            object_id=str(user.pk),
+            object_repr=user.get_username(),
             after={"user": user.get_username()},
         )
     return device
@@ -123,8 +137,9 @@ def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDe
     if not token.isdigit():
         return None
     with transaction.atomic():
-        device = (TOTPDevice.objects.select_for_update()
-                  .filter(pk=device.pk, confirmed=False).first())
+        device = (
+            TOTPDevice.objects.select_for_update().filter(pk=device.pk, confirmed=False).first()
+        )
         if device is None or not device.verify_token(token):
             return None
         device.confirmed = True
@@ -132,8 +147,11 @@ def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDe
         device.save(update_fields=["confirmed", "name"])
         username = device.user.get_username()
         audit_record(
-            actor=actor, action="otp_device.enroll", object_type="otp_totp.TOTPDevice",
-            object_id=str(device.pk), object_repr=f"{username}: {device.name}",
+            actor=actor,
+            action="otp_device.enroll",
+            object_type="otp_totp.TOTPDevice",
+            object_id=str(device.pk),
+            object_repr=f"{username}: {device.name}",
             after={"user": username, "kind": "totp", "name": device.name},
         )
     return device
@@ -145,14 +163,18 @@ def totp_devices_reset(*, actor: Any, user: Any) -> int:
     with transaction.atomic():
         removed, _ = TOTPDevice.objects.filter(user=user).delete()
         audit_record(
-            actor=actor, action="otp_device.reset", object_type=_user_label(),
-            object_id=str(user.pk), object_repr=user.get_username(),
+            actor=actor,
+            action="otp_device.reset",
+            object_type=_user_label(),
+            object_id=str(user.pk),
+            object_repr=user.get_username(),
             after={"devices_removed": removed},
         )
     return removed
 
 
 # --- Audit of sign-ins ----------------------------------------------------------------------
+
 
 def _user_label() -> str:
     return get_user_model()._meta.label
@@ -166,7 +188,10 @@ def _channel(request: HttpRequest | None) -> str:
 def record_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     device = getattr(user, "otp_device", None)
     audit_record(
-        actor=user, action="auth.login", object_type=_user_label(), object_id=str(user.pk),
+        actor=user,
+        action="auth.login",
+        object_type=_user_label(),
+        object_id=str(user.pk),
         object_repr=user.get_username(),
         after={
             "channel": _channel(request),
@@ -177,13 +202,16 @@ def record_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: 
     )
 
 
-def record_login_failure(sender: Any, credentials: dict, request: HttpRequest | None = None,
-                         **kwargs: Any) -> None:
+def record_login_failure(
+    sender: Any, credentials: dict, request: HttpRequest | None = None, **kwargs: Any
+) -> None:
     # Only the username is copied: Django masks the password in ``credentials``, but nothing
     # else of what was typed belongs in the log.
     username = str(credentials.get(get_user_model().USERNAME_FIELD) or "")[:150]
     audit_record(
-        actor=ANONYMOUS_ACTOR, action="auth.login_failed", object_type=_user_label(),
+        actor=ANONYMOUS_ACTOR,
+        action="auth.login_failed",
+        object_type=_user_label(),
         object_repr=username,
         after={
             "username": username,
@@ -194,20 +222,29 @@ def record_login_failure(sender: Any, credentials: dict, request: HttpRequest | 
     )
 
 
-def record_lockout(sender: Any, request: HttpRequest | None, username: str | None,
-                   ip_address: str | None, **kwargs: Any) -> None:
+def record_lockout(
+    sender: Any,
+    request: HttpRequest | None,
+    username: str | None,
+    ip_address: str | None,
+    **kwargs: Any,
+) -> None:
     """One row when a username and address are locked. axes signals again for every attempt
     refused while the lock lasts; those are already in the log as failed logins."""
     username = str(username or "")[:150]
     ip_address = ip_address or ""
     lock_started = timezone.now() - timedelta(minutes=settings.LLMP_SIGNIN_LOCKOUT_MINUTES)
     if AuditEvent.objects.filter(
-        action="auth.lockout", object_repr=username, after__ip_address=ip_address,
+        action="auth.lockout",
+        object_repr=username,
+        after__ip_address=ip_address,
         created_at__gte=lock_started,
     ).exists():
         return
     audit_record(
-        actor=ANONYMOUS_ACTOR, action="auth.lockout", object_type=_user_label(),
+        actor=ANONYMOUS_ACTOR,
+        action="auth.lockout",
+        object_type=_user_label(),
         object_repr=username,
         after={
             "username": username,
@@ -229,14 +266,17 @@ def connect_audit_receivers() -> None:
 
 # --- Lockout page ---------------------------------------------------------------------------
 
-def lockout_response(request: HttpRequest, original_response: Any = None,
-                     credentials: Any = None) -> HttpResponse:
+
+def lockout_response(
+    request: HttpRequest, original_response: Any = None, credentials: Any = None
+) -> HttpResponse:
     """AXES_LOCKOUT_CALLABLE: a page that says what happened and for how long, status 429.
     Takes no notice of its other arguments: axes passes them in different orders from its
     sync and async middleware."""
     minutes = settings.LLMP_SIGNIN_LOCKOUT_MINUTES
     response = TemplateResponse(
-        request, "llmplatform/locked_out.html",
+        request,
+        "llmplatform/locked_out.html",
         {"failure_limit": settings.AXES_FAILURE_LIMIT, "cooloff_minutes": minutes},
         status=settings.AXES_HTTP_RESPONSE_CODE,
     )

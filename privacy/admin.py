@@ -23,8 +23,14 @@ from privacy.models import ConsentRecord, Conversation, DataSubject, PrivacyPoli
 
 @admin.register(PrivacyPolicy)
 class PrivacyPolicyAdmin(AuditedModelAdmin):
-    list_display = ["tenant", "store_conversations", "retention_days", "policy_version",
-                    "upstream_pii", "updated_at"]
+    list_display = [
+        "tenant",
+        "store_conversations",
+        "retention_days",
+        "policy_version",
+        "upstream_pii",
+        "updated_at",
+    ]
     list_filter = ["store_conversations", "upstream_pii"]
     list_select_related = ["tenant"]
     search_fields = ["tenant__name", "tenant__slug"]
@@ -33,8 +39,7 @@ class PrivacyPolicyAdmin(AuditedModelAdmin):
 
 class ConsentInline(admin.TabularInline):
     model = ConsentRecord
-    fields = ["created_at", "purpose", "granted", "policy_version", "source", "actor",
-              "request_id"]
+    fields = ["created_at", "purpose", "granted", "policy_version", "source", "actor", "request_id"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -51,13 +56,18 @@ class ConsentInline(admin.TabularInline):
 class DataSubjectAdmin(ReadOnlyAdmin):
     """Subjects: the email itself is never shown, only whether one is registered."""
 
-    list_display = ["external_id", "tenant", "email_registered", "do_not_sell", "created_at",
-                    "erased_at"]
+    list_display = [
+        "external_id",
+        "tenant",
+        "email_registered",
+        "do_not_sell",
+        "created_at",
+        "erased_at",
+    ]
     list_filter = ["do_not_sell", ("erased_at", admin.EmptyFieldListFilter)]
     list_select_related = ["tenant"]
     search_fields = ["=external_id"]
-    fields = ["tenant", "external_id", "email_registered", "do_not_sell", "created_at",
-              "erased_at"]
+    fields = ["tenant", "external_id", "email_registered", "do_not_sell", "created_at", "erased_at"]
     readonly_fields = fields
     inlines = [ConsentInline]
     show_full_result_count = False
@@ -75,8 +85,15 @@ class DataSubjectAdmin(ReadOnlyAdmin):
 class ConsentRecordAdmin(ReadOnlyAdmin):
     """The consent history: proof of each decision, never changed."""
 
-    list_display = ["created_at", "subject", "purpose", "granted", "policy_version", "source",
-                    "actor"]
+    list_display = [
+        "created_at",
+        "subject",
+        "purpose",
+        "granted",
+        "policy_version",
+        "source",
+        "actor",
+    ]
     list_filter = ["purpose", "granted", "source"]
     list_select_related = ["subject__tenant"]
     search_fields = ["=subject__external_id", "request_id"]
@@ -102,11 +119,15 @@ class ConversationAdmin(ReadOnlyAdmin):
 
     def get_urls(self):
         return [
-            path("<int:object_id>/plaintext/",
-                 self.admin_site.admin_view(requires(
-                     "privacy.view_conversation", services.PLAINTEXT_PERMISSION
-                 )(self.reveal_plaintext_view)),
-                 name="privacy_conversation_plaintext"),
+            path(
+                "<int:object_id>/plaintext/",
+                self.admin_site.admin_view(
+                    requires("privacy.view_conversation", services.PLAINTEXT_PERMISSION)(
+                        self.reveal_plaintext_view
+                    )
+                ),
+                name="privacy_conversation_plaintext",
+            ),
             *super().get_urls(),
         ]
 
@@ -127,18 +148,23 @@ class ConversationAdmin(ReadOnlyAdmin):
             Conversation.objects.select_related("tenant", "subject__tenant"), pk=object_id
         )
         try:
-            plaintext = services.conversation_read_plaintext(actor=request.user,
-                                                              conversation=conversation)
+            plaintext = services.conversation_read_plaintext(
+                actor=request.user, conversation=conversation
+            )
         except CryptoError as exc:
             self.message_user(request, f"Cannot decrypt: {exc}", messages.ERROR)
             return redirect(reverse("admin:privacy_conversation_change", args=[object_id]))
-        response = TemplateResponse(request, "admin/privacy/conversation/plaintext.html", {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "original": conversation,
-            "title": f"Plaintext of {conversation}",
-            "plaintext": plaintext,
-        })
+        response = TemplateResponse(
+            request,
+            "admin/privacy/conversation/plaintext.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "original": conversation,
+                "title": f"Plaintext of {conversation}",
+                "plaintext": plaintext,
+            },
+        )
         response["Cache-Control"] = "no-store"
         return response
 

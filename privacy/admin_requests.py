@@ -52,19 +52,31 @@ class OpenFilter(admin.SimpleListFilter):
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
-                             max_length=2000)
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 4, "cols": 60}), max_length=2000)
 
 
 class ExtendForm(ReasonForm):
-    months = forms.TypedChoiceField(coerce=int, initial=requests.GDPR_MAX_EXTENSION_MONTHS,
-                                    choices=[(1, "1 month"), (2, "2 months")])
+    months = forms.TypedChoiceField(
+        coerce=int,
+        initial=requests.GDPR_MAX_EXTENSION_MONTHS,
+        choices=[(1, "1 month"), (2, "2 months")],
+    )
 
 
 @admin.register(SubjectRequest)
 class SubjectRequestAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "tenant", "kind", "law", "source", "state", "received_at",
-                    "due", "overdue", "acknowledge_by"]
+    list_display = [
+        "__str__",
+        "tenant",
+        "kind",
+        "law",
+        "source",
+        "state",
+        "received_at",
+        "due",
+        "overdue",
+        "acknowledge_by",
+    ]
     list_filter = [OverdueFilter, OpenFilter, "state", "kind", "law", "source"]
     list_select_related = ["tenant"]
     search_fields = ["=id", "tenant__slug"]
@@ -72,15 +84,36 @@ class SubjectRequestAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = ["approve", "reject", "extend"]
     # No personal data: the email hash, code hash and export are not shown.
-    fields = ["tenant", "subject", "kind", "law", "source", "state", "received_at",
-              "verified_at", "acknowledge_by", "due_at", "extended_due_at", "extension_reason",
-              "decided_by", "rejection_reason", "started_at", "completed_at", "attempts",
-              "last_error", "code_attempts", "export_downloaded_at"]
+    fields = [
+        "tenant",
+        "subject",
+        "kind",
+        "law",
+        "source",
+        "state",
+        "received_at",
+        "verified_at",
+        "acknowledge_by",
+        "due_at",
+        "extended_due_at",
+        "extension_reason",
+        "decided_by",
+        "rejection_reason",
+        "started_at",
+        "completed_at",
+        "attempts",
+        "last_error",
+        "code_attempts",
+        "export_downloaded_at",
+    ]
     readonly_fields = fields
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            effective_due=requests.effective_due_expression())
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(effective_due=requests.effective_due_expression())
+        )
 
     @admin.display(description="due", ordering="effective_due")
     def due(self, obj: SubjectRequest):
@@ -100,8 +133,9 @@ class SubjectRequestAdmin(admin.ModelAdmin):
         # The actions need the change permission; the change form itself stays read-only.
         return obj is None and super().has_change_permission(request)
 
-    @admin.action(description="Approve selected verified requests (and run them)",
-                  permissions=["change"])
+    @admin.action(
+        description="Approve selected verified requests (and run them)", permissions=["change"]
+    )
     def approve(self, request: HttpRequest, queryset: QuerySet[SubjectRequest]) -> None:
         approved, skipped = 0, 0
         for subject_request in queryset:
@@ -116,8 +150,12 @@ class SubjectRequestAdmin(admin.ModelAdmin):
                 approved += 1
         self.message_user(request, f"Approved {approved} request(s).", messages.SUCCESS)
         if skipped:
-            self.message_user(request, f"Skipped {skipped} request(s) that are not verified "
-                              "(or failed): identity comes first.", messages.WARNING)
+            self.message_user(
+                request,
+                f"Skipped {skipped} request(s) that are not verified "
+                "(or failed): identity comes first.",
+                messages.WARNING,
+            )
 
     def _with_reason(self, request, queryset, *, form_class, title, verb, apply):
         form = form_class(request.POST if "apply" in request.POST else None)
@@ -128,36 +166,58 @@ class SubjectRequestAdmin(admin.ModelAdmin):
                     apply(subject_request, form.cleaned_data)
                 except requests.SubjectRequestError as exc:
                     refused += 1
-                    self.message_user(request, f"{subject_request}: {exc.messages[0]}",
-                                      messages.WARNING)
+                    self.message_user(
+                        request, f"{subject_request}: {exc.messages[0]}", messages.WARNING
+                    )
                 else:
                     done += 1
-            self.message_user(request, f"{verb} {done} request(s).",
-                              messages.SUCCESS if done else messages.WARNING)
+            self.message_user(
+                request,
+                f"{verb} {done} request(s).",
+                messages.SUCCESS if done else messages.WARNING,
+            )
             return None
-        return TemplateResponse(request, "admin/privacy/subjectrequest/reason.html", {
-            **self.admin_site.each_context(request),
-            "title": title, "form": form, "queryset": queryset, "opts": self.model._meta,
-            "action": request.POST.get("action"),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        })
+        return TemplateResponse(
+            request,
+            "admin/privacy/subjectrequest/reason.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "form": form,
+                "queryset": queryset,
+                "opts": self.model._meta,
+                "action": request.POST.get("action"),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
     @admin.action(description="Reject selected requests (with a reason)", permissions=["change"])
     def reject(self, request, queryset):
         return self._with_reason(
-            request, queryset, form_class=ReasonForm, title="Reject requests", verb="Rejected",
+            request,
+            queryset,
+            form_class=ReasonForm,
+            title="Reject requests",
+            verb="Rejected",
             apply=lambda r, data: requests.subject_request_reject(
-                actor=request.user, request=r, reason=data["reason"]),
+                actor=request.user, request=r, reason=data["reason"]
+            ),
         )
 
-    @admin.action(description="Extend the deadline of selected GDPR requests (with a reason)",
-                  permissions=["change"])
+    @admin.action(
+        description="Extend the deadline of selected GDPR requests (with a reason)",
+        permissions=["change"],
+    )
     def extend(self, request, queryset):
         return self._with_reason(
-            request, queryset, form_class=ExtendForm, title="Extend deadlines",
+            request,
+            queryset,
+            form_class=ExtendForm,
+            title="Extend deadlines",
             verb="Extended",
             apply=lambda r, data: requests.subject_request_extend(
-                actor=request.user, request=r, reason=data["reason"], months=data["months"]),
+                actor=request.user, request=r, reason=data["reason"], months=data["months"]
+            ),
         )
 
 
@@ -180,4 +240,3 @@ class ErasureReceiptAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
-

@@ -10,17 +10,21 @@ class PrivacyConfig(AppConfig):
         from llmplatform import datamap
         from privacy import holders
 
-        datamap.register(datamap.DataHolder(
-            name="privacy.conversations",
-            description="Stored conversation records (redacted, encrypted with the subject's "
-                        "data key)",
-            find=holders.find_conversations,
-            erase=holders.erase_conversations,
-        ))
-        datamap.register(datamap.DataHolder(
-            name="privacy.subject",
-            description="The subject: contact email (encrypted), opt-out, consent history, "
-                        "data key",
-            find=holders.find_subject,
-            erase=holders.erase_subject,
-        ))
+        datamap.register(
+            datamap.DataHolder(
+                name="privacy.conversations",
+                description="Stored conversation records (redacted, encrypted with the subject's "
+                "data key)",
+                find=holders.find_conversations,
+                erase=holders.erase_conversations,
+            )
+        )
+        datamap.register(
+            datamap.DataHolder(
+                name="privacy.subject",
+                description="The subject: contact email (encrypted), opt-out, consent history, "
+                "data key",
+                find=holders.find_subject,
+                erase=holders.erase_subject,
+            )
+        )

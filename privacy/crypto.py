@@ -146,8 +146,9 @@ class LocalKeyProvider:
             raise DecryptionFailed("the wrapped data key does not match its subject") from None
 
     def rewrap(self, wrapped: bytes, master_key_id: str, context: Context) -> tuple[bytes, str]:
-        return self.wrap(_provider_for(master_key_id).unwrap(wrapped, master_key_id, context),
-                         context)
+        return self.wrap(
+            _provider_for(master_key_id).unwrap(wrapped, master_key_id, context), context
+        )
 
 
 _kms_lock = threading.Lock()
@@ -168,9 +169,14 @@ def _kms_client() -> Any:
                 from botocore.config import Config
 
                 client = boto3.client(
-                    "kms", region_name=region, endpoint_url=endpoint,
-                    config=Config(connect_timeout=3, read_timeout=5,
-                                  retries={"max_attempts": 3, "mode": "standard"}),
+                    "kms",
+                    region_name=region,
+                    endpoint_url=endpoint,
+                    config=Config(
+                        connect_timeout=3,
+                        read_timeout=5,
+                        retries={"max_attempts": 3, "mode": "standard"},
+                    ),
                 )
                 _kms_clients[(region, endpoint)] = client
     return client
@@ -209,26 +215,35 @@ class KmsKeyProvider:
         return self._call("describe_key", KeyId=self._configured)["KeyMetadata"]["Arn"]
 
     def generate_data_key(self, context: Context) -> tuple[bytes, bytes, str]:
-        response = self._call("generate_data_key", KeyId=self._configured, KeySpec="AES_256",
-                              EncryptionContext=context)
+        response = self._call(
+            "generate_data_key",
+            KeyId=self._configured,
+            KeySpec="AES_256",
+            EncryptionContext=context,
+        )
         return bytes(response["Plaintext"]), bytes(response["CiphertextBlob"]), response["KeyId"]
 
     def unwrap(self, wrapped: bytes, master_key_id: str, context: Context) -> bytes:
-        response = self._call("decrypt", CiphertextBlob=wrapped, KeyId=master_key_id,
-                              EncryptionContext=context)
+        response = self._call(
+            "decrypt", CiphertextBlob=wrapped, KeyId=master_key_id, EncryptionContext=context
+        )
         return bytes(response["Plaintext"])
 
     def rewrap(self, wrapped: bytes, master_key_id: str, context: Context) -> tuple[bytes, str]:
         if master_key_id.startswith("local:"):
             # Moving from the local provider to KMS: unwrap here, encrypt in KMS.
             plaintext = LocalKeyProvider().unwrap(wrapped, master_key_id, context)
-            response = self._call("encrypt", KeyId=self._configured, Plaintext=plaintext,
-                                  EncryptionContext=context)
+            response = self._call(
+                "encrypt", KeyId=self._configured, Plaintext=plaintext, EncryptionContext=context
+            )
         else:
             # Within KMS the data key never leaves it.
             response = self._call(
-                "re_encrypt", CiphertextBlob=wrapped, SourceKeyId=master_key_id,
-                SourceEncryptionContext=context, DestinationKeyId=self._configured,
+                "re_encrypt",
+                CiphertextBlob=wrapped,
+                SourceKeyId=master_key_id,
+                SourceEncryptionContext=context,
+                DestinationKeyId=self._configured,
                 DestinationEncryptionContext=context,
             )
         return bytes(response["CiphertextBlob"]), response["KeyId"]
@@ -306,8 +321,11 @@ def data_key_id(subject_key: SubjectKey) -> str:
 
 def _context(subject_key: SubjectKey) -> Context:
     subject = subject_key.subject
-    return {"purpose": "llmp-subject-data-key", "tenant": str(subject.tenant_id),
-            "subject": str(subject.pk)}
+    return {
+        "purpose": "llmp-subject-data-key",
+        "tenant": str(subject.tenant_id),
+        "subject": str(subject.pk),
+    }
 
 
 def subject_key_get_or_create(subject: DataSubject) -> SubjectKey:
@@ -321,8 +339,11 @@ def subject_key_get_or_create(subject: DataSubject) -> SubjectKey:
     if subject.erased_at is not None:
         raise KeyDestroyed(f"{subject} was erased; nothing more is encrypted for it")
     # The provider call (KMS) happens before the row is written, outside any lock.
-    context = {"purpose": "llmp-subject-data-key", "tenant": str(subject.tenant_id),
-               "subject": str(subject.pk)}
+    context = {
+        "purpose": "llmp-subject-data-key",
+        "tenant": str(subject.tenant_id),
+        "subject": str(subject.pk),
+    }
     plaintext, wrapped, master_key_id = current_provider().generate_data_key(context)
     try:
         with transaction.atomic():
@@ -376,8 +397,12 @@ def _parse(blob: bytes) -> _Parsed:
         key_id = blob[2:header_end].decode("ascii")
     except UnicodeDecodeError:
         raise DecryptionFailed("the ciphertext header is damaged") from None
-    return _Parsed(key_id, blob[:header_end], blob[header_end:header_end + NONCE_BYTES],
-                   blob[header_end + NONCE_BYTES:])
+    return _Parsed(
+        key_id,
+        blob[:header_end],
+        blob[header_end : header_end + NONCE_BYTES],
+        blob[header_end + NONCE_BYTES :],
+    )
 
 
 def ciphertext_key_id(blob: bytes) -> str:
@@ -430,10 +455,14 @@ def subject_key_destroy(subject: DataSubject, *, actor: Any = "system") -> bool:
         subject_key.wrapped_key = None
         subject_key.destroyed_at = timezone.now()
         subject_key.save(update_fields=["wrapped_key", "destroyed_at"])
-        audit_record(actor=actor, action="privacy.subject_key.destroy", obj=subject_key,
-                     tenant=subject.tenant,
-                     before={"master_key_id": subject_key.master_key_id},
-                     after={"destroyed_at": subject_key.destroyed_at.isoformat()})
+        audit_record(
+            actor=actor,
+            action="privacy.subject_key.destroy",
+            obj=subject_key,
+            tenant=subject.tenant,
+            before={"master_key_id": subject_key.master_key_id},
+            after={"destroyed_at": subject_key.destroyed_at.isoformat()},
+        )
         # Evicted after commit too: a concurrent reader could have re-cached it meanwhile.
         key_id = data_key_id(subject_key)
         transaction.on_commit(lambda: data_key_cache.evict(key_id))
@@ -473,21 +502,24 @@ def master_key_rotate(*, actor: Any, batch_size: int = 500) -> RotationResult:
             now = timezone.now()
             for subject_key in batch:
                 wrapped, new_id = provider.rewrap(
-                    bytes(subject_key.wrapped_key), subject_key.master_key_id,
+                    bytes(subject_key.wrapped_key),
+                    subject_key.master_key_id,
                     _context(subject_key),
                 )
                 sources[subject_key.master_key_id] = sources.get(subject_key.master_key_id, 0) + 1
                 subject_key.wrapped_key = wrapped
                 subject_key.master_key_id = new_id
                 subject_key.rewrapped_at = now
-            SubjectKey.objects.bulk_update(batch, ["wrapped_key", "master_key_id",
-                                                   "rewrapped_at"])
-            audit_record(actor=actor, action="privacy.master_key.rotate",
-                         object_type="privacy.SubjectKey",
-                         object_id=f"{batch[0].pk}-{batch[-1].pk}",
-                         object_repr=f"{len(batch)} data keys",
-                         before={"master_key_ids": sources},
-                         after={"master_key_id": target, "rewrapped": len(batch)})
+            SubjectKey.objects.bulk_update(batch, ["wrapped_key", "master_key_id", "rewrapped_at"])
+            audit_record(
+                actor=actor,
+                action="privacy.master_key.rotate",
+                object_type="privacy.SubjectKey",
+                object_id=f"{batch[0].pk}-{batch[-1].pk}",
+                object_repr=f"{len(batch)} data keys",
+                before={"master_key_ids": sources},
+                after={"master_key_id": target, "rewrapped": len(batch)},
+            )
             result.rewrapped += len(batch)
             result.batches += 1
             last_pk = batch[-1].pk

@@ -17,16 +17,25 @@ def find_conversations(tenant_id: int, external_id: str) -> list[dict[str, Any]]
     if subject is None:
         return []
     out = []
-    for conversation in (Conversation.objects.filter(subject=subject)
-                         .select_related("subject__tenant").order_by("created_at", "id")):
+    for conversation in (
+        Conversation.objects.filter(subject=subject)
+        .select_related("subject__tenant")
+        .order_by("created_at", "id")
+    ):
         try:
             content = services.conversation_decrypt(conversation)
         except crypto.KeyDestroyed:
             content = {"prompt": None, "response": None}
-        out.append({"id": conversation.pk, "alias": conversation.alias,
-                    "request_id": conversation.request_id,
-                    "created_at": conversation.created_at.isoformat(),
-                    "expires_at": conversation.expires_at.isoformat(), **content})
+        out.append(
+            {
+                "id": conversation.pk,
+                "alias": conversation.alias,
+                "request_id": conversation.request_id,
+                "created_at": conversation.created_at.isoformat(),
+                "expires_at": conversation.expires_at.isoformat(),
+                **content,
+            }
+        )
     return out
 
 
@@ -46,8 +55,9 @@ def find_subject(tenant_id: int, external_id: str) -> dict[str, Any] | None:
     email = None
     if subject.email_ciphertext is not None:
         try:
-            email = crypto.decrypt(subject, subject.email_ciphertext,
-                                   aad=crypto.record_aad(subject, "email"))
+            email = crypto.decrypt(
+                subject, subject.email_ciphertext, aad=crypto.record_aad(subject, "email")
+            )
         except crypto.KeyDestroyed:
             email = None
     return {

@@ -37,7 +37,8 @@ class PrivacyPolicy(models.Model):
         max_length=16, choices=UpstreamPII.choices, default=UpstreamPII.OFF
     )
     block_pii_types = models.JSONField(
-        default=list, blank=True,
+        default=list,
+        blank=True,
         help_text="PII types (e.g. US_SSN, CREDIT_CARD) that make a prompt be refused.",
     )
     updated_at = models.DateTimeField(auto_now=True)
@@ -121,8 +122,7 @@ class Conversation(models.Model):
     """One stored exchange: redacted prompt and response, encrypted with the subject's key."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="conversations")
-    subject = models.ForeignKey(DataSubject, on_delete=models.CASCADE,
-                                related_name="conversations")
+    subject = models.ForeignKey(DataSubject, on_delete=models.CASCADE, related_name="conversations")
     alias = models.CharField(max_length=64)
     request_id = models.CharField(max_length=128, blank=True)
     prompt_ciphertext = models.BinaryField(editable=False)
@@ -181,13 +181,15 @@ class SubjectRequest(models.Model):
         PUBLIC_PAGE = "public_page", "public page"
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="subject_requests")
-    subject = models.ForeignKey(DataSubject, null=True, blank=True, on_delete=models.SET_NULL,
-                                related_name="requests")
+    subject = models.ForeignKey(
+        DataSubject, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     law = models.CharField(max_length=8, choices=Law.choices, default=Law.GDPR)
     source = models.CharField(max_length=16, choices=Source.choices)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.RECEIVED,
-                             db_index=True)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.RECEIVED, db_index=True
+    )
     # Identity proof for public requests: a one-time code sent to the registered email.
     email_hmac = models.CharField(max_length=64, blank=True, editable=False)
     code_hash = models.CharField(max_length=64, blank=True, editable=False)
@@ -195,8 +197,7 @@ class SubjectRequest(models.Model):
     code_attempts = models.PositiveSmallIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True)
     verified_at = models.DateTimeField(null=True, blank=True)
-    acknowledge_by = models.DateTimeField(null=True, blank=True,
-                                          help_text="CCPA: 10 business days")
+    acknowledge_by = models.DateTimeField(null=True, blank=True, help_text="CCPA: 10 business days")
     due_at = models.DateTimeField(null=True, blank=True, db_index=True)
     extended_due_at = models.DateTimeField(null=True, blank=True)
     extension_reason = models.TextField(blank=True)
@@ -220,8 +221,7 @@ class SubjectRequest(models.Model):
 class ErasureReceipt(models.Model):
     """Proof that an erasure ran: counts and times, no personal data."""
 
-    request = models.OneToOneField(SubjectRequest, on_delete=models.PROTECT,
-                                   related_name="receipt")
+    request = models.OneToOneField(SubjectRequest, on_delete=models.PROTECT, related_name="receipt")
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
     subject_ref = models.CharField(max_length=64, help_text="Keyed hash of the subject id")
     counts = models.JSONField(default=dict)

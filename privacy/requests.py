@@ -86,13 +86,15 @@ class SubjectRequestError(ValidationError):
 
 # --- Deadlines ------------------------------------------------------------------------------
 
+
 def add_months(moment: datetime, months: int) -> datetime:
     """The same day ``months`` calendar months later, or that month's last day if it is shorter
     (31 January + 1 month = 28/29 February), as EU Regulation 1182/71 counts a month."""
     index = moment.month - 1 + months
     year, month = moment.year + index // 12, index % 12 + 1
-    return moment.replace(year=year, month=month,
-                          day=min(moment.day, calendar.monthrange(year, month)[1]))
+    return moment.replace(
+        year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1])
+    )
 
 
 def add_business_days(moment: datetime, days: int) -> datetime:
@@ -107,8 +109,10 @@ def add_business_days(moment: datetime, days: int) -> datetime:
 def deadlines(law: str, received_at: datetime) -> tuple[datetime | None, datetime]:
     """(acknowledge_by, due_at) for a request received at ``received_at``."""
     if law == Law.CCPA:
-        return (add_business_days(received_at, CCPA_ACKNOWLEDGE_BUSINESS_DAYS),
-                received_at + timedelta(days=CCPA_DAYS))
+        return (
+            add_business_days(received_at, CCPA_ACKNOWLEDGE_BUSINESS_DAYS),
+            received_at + timedelta(days=CCPA_DAYS),
+        )
     return None, add_months(received_at, 1)
 
 
@@ -132,11 +136,13 @@ def overdue_q(now: datetime | None = None) -> Q:
 
 def due_soon_q(days: int = 7, now: datetime | None = None) -> Q:
     now = now or timezone.now()
-    return Q(state__in=OPEN_STATES, effective_due__gte=now,
-             effective_due__lt=now + timedelta(days=days))
+    return Q(
+        state__in=OPEN_STATES, effective_due__gte=now, effective_due__lt=now + timedelta(days=days)
+    )
 
 
 # --- Identifiers ----------------------------------------------------------------------------
+
 
 def public_id(request: SubjectRequest) -> str:
     """The id in the subject's URLs: signed, so it cannot be guessed from the pk."""
@@ -171,36 +177,45 @@ def is_decoy_public_id(value: str) -> bool:
 
 def subject_ref(tenant_id: int, external_id: str) -> str:
     """A keyed hash naming a subject in receipts without naming the person."""
-    return salted_hmac("privacy.subject-ref", f"{tenant_id}:{external_id}",
-                       algorithm="sha256").hexdigest()
+    return salted_hmac(
+        "privacy.subject-ref", f"{tenant_id}:{external_id}", algorithm="sha256"
+    ).hexdigest()
 
 
 def _code_hash(request: SubjectRequest, code: str) -> str:
-    return salted_hmac("privacy.subject-request.code", f"{request.pk}:{code}",
-                       algorithm="sha256").hexdigest()
+    return salted_hmac(
+        "privacy.subject-request.code", f"{request.pk}:{code}", algorithm="sha256"
+    ).hexdigest()
 
 
 def _snapshot(request: SubjectRequest) -> dict[str, Any]:
     """What audit rows record of a request: state and dates, no personal data."""
+
     def iso(value: datetime | None) -> str | None:
         return value.isoformat() if value else None
 
     return {
-        "kind": request.kind, "law": request.law, "source": request.source,
-        "state": request.state, "due_at": iso(request.due_at),
-        "extended_due_at": iso(request.extended_due_at), "attempts": request.attempts,
+        "kind": request.kind,
+        "law": request.law,
+        "source": request.source,
+        "state": request.state,
+        "due_at": iso(request.due_at),
+        "extended_due_at": iso(request.extended_due_at),
+        "attempts": request.attempts,
     }
 
 
 # --- Emails ---------------------------------------------------------------------------------
+
 
 def _registered_email(subject: DataSubject | None) -> str | None:
     """The subject's contact address, decrypted, or None (none registered, or key destroyed)."""
     if subject is None or not subject.email_ciphertext:
         return None
     try:
-        return crypto.decrypt(subject, bytes(subject.email_ciphertext),
-                              aad=crypto.record_aad(subject, "email"))
+        return crypto.decrypt(
+            subject, bytes(subject.email_ciphertext), aad=crypto.record_aad(subject, "email")
+        )
     except Exception:
         return None
 
@@ -217,8 +232,9 @@ def _notify(address: str | None, subject_line: str, body: str) -> bool:
     return True
 
 
-def _notify_on_commit(request: SubjectRequest, subject_line: str, body: str,
-                      address: str | None = None) -> None:
+def _notify_on_commit(
+    request: SubjectRequest, subject_line: str, body: str, address: str | None = None
+) -> None:
     """Email after the transaction commits (never for a change that was rolled back); the
     address is read now, while the subject's key is sure to exist."""
     address = address or _registered_email(request.subject)
@@ -227,15 +243,25 @@ def _notify_on_commit(request: SubjectRequest, subject_line: str, body: str,
 
 
 def _kind_phrase(request: SubjectRequest) -> str:
-    return {Kind.ACCESS: "access (copy of your data)", Kind.ERASURE: "erasure",
-            Kind.OPT_OUT: "opt-out of sale or sharing"}[request.kind]
+    return {
+        Kind.ACCESS: "access (copy of your data)",
+        Kind.ERASURE: "erasure",
+        Kind.OPT_OUT: "opt-out of sale or sharing",
+    }[request.kind]
 
 
 # --- Creating and verifying -----------------------------------------------------------------
 
+
 def subject_request_create(
-    *, tenant: Tenant, kind: str, law: str, source: str, external_id: str | None = None,
-    email: str | None = None, actor: Any,
+    *,
+    tenant: Tenant,
+    kind: str,
+    law: str,
+    source: str,
+    external_id: str | None = None,
+    email: str | None = None,
+    actor: Any,
 ) -> SubjectRequest:
     """Record a request.
 
@@ -259,19 +285,28 @@ def subject_request_create(
             if not email:
                 raise SubjectRequestError("a request from the public page gives an email")
             email_hmac = crypto.hmac_email(email)
-            subject = (DataSubject.objects.filter(tenant=tenant, email_hmac=email_hmac,
-                                                  erased_at__isnull=True)
-                       .order_by("pk").first())
+            subject = (
+                DataSubject.objects.filter(
+                    tenant=tenant, email_hmac=email_hmac, erased_at__isnull=True
+                )
+                .order_by("pk")
+                .first()
+            )
         request = SubjectRequest.objects.create(
-            tenant=tenant, subject=subject, kind=kind, law=law, source=source,
+            tenant=tenant,
+            subject=subject,
+            kind=kind,
+            law=law,
+            source=source,
             email_hmac=email_hmac,
         )
         request.acknowledge_by, request.due_at = deadlines(law, request.received_at)
         if source == Source.API:
             request.state, request.verified_at = State.VERIFIED, now
         request.save(update_fields=["acknowledge_by", "due_at", "state", "verified_at"])
-        audit_record(actor=actor, action="subject_request.create", obj=request,
-                     after=_snapshot(request))
+        audit_record(
+            actor=actor, action="subject_request.create", obj=request, after=_snapshot(request)
+        )
         if source == Source.PUBLIC_PAGE:
             subject_request_send_code(request=request)
     return request
@@ -296,14 +331,18 @@ def subject_request_issue_code(request_id: int) -> bool:
     """Make a new one-time code, store its hash and email it to the subject's registered
     address when the request's email is that address. Returns whether an email went out.
     Wrong attempts are not reset by a new code. Run by the worker (see above)."""
-    request = (SubjectRequest.objects.select_related("subject", "tenant")
-               .filter(pk=request_id).first())
+    request = (
+        SubjectRequest.objects.select_related("subject", "tenant").filter(pk=request_id).first()
+    )
     if request is None or request.state != State.RECEIVED:
         return False
-    code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
+    code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
     subject = request.subject
-    registered = (subject is not None and bool(request.email_hmac)
-                  and constant_time_compare(subject.email_hmac, request.email_hmac))
+    registered = (
+        subject is not None
+        and bool(request.email_hmac)
+        and constant_time_compare(subject.email_hmac, request.email_hmac)
+    )
     address = _registered_email(subject) if registered else None
     with transaction.atomic():
         request.code_hash = _code_hash(request, code)
@@ -311,13 +350,18 @@ def subject_request_issue_code(request_id: int) -> bool:
         request.save(update_fields=["code_hash", "code_expires_at"])
         # The audit row does not say whether a code went out: that would tell who is registered
         # to anyone who can read the tenant's audit log, which the officers do not need.
-        audit_record(actor=SYSTEM_ACTOR, action="subject_request.code_issued", obj=request,
-                     after={"expires_at": request.code_expires_at.isoformat()})
+        audit_record(
+            actor=SYSTEM_ACTOR,
+            action="subject_request.code_issued",
+            obj=request,
+            after={"expires_at": request.code_expires_at.isoformat()},
+        )
     if not address:
         return False
     minutes = int(CODE_LIFETIME.total_seconds() // 60)
     return _notify(
-        address, f"Your code for your privacy request to {request.tenant.name}",
+        address,
+        f"Your code for your privacy request to {request.tenant.name}",
         f"Your code is {code}. It expires in {minutes} minutes.\n\n"
         f"Enter it on the page where you made your {_kind_phrase(request)} request. "
         "If you did not make this request, ignore this email.",
@@ -340,17 +384,24 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
             return VerifyResult.NOT_PENDING
         now = timezone.now()
         matches = bool(locked.code_hash) and constant_time_compare(
-            _code_hash(locked, (code or "").strip()), locked.code_hash)
+            _code_hash(locked, (code or "").strip()), locked.code_hash
+        )
         fresh = locked.code_expires_at is not None and now < locked.code_expires_at
         if matches and fresh and locked.subject_id is not None:
             before = _snapshot(locked)
             locked.state, locked.verified_at, locked.code_hash = State.VERIFIED, now, ""
             locked.save(update_fields=["state", "verified_at", "code_hash"])
-            audit_record(actor=SYSTEM_ACTOR, action="subject_request.verify", obj=locked,
-                         before=before, after=_snapshot(locked))
+            audit_record(
+                actor=SYSTEM_ACTOR,
+                action="subject_request.verify",
+                obj=locked,
+                before=before,
+                after=_snapshot(locked),
+            )
             # The acknowledgement (CCPA: within 10 business days) with the date of the answer.
             _notify_on_commit(
-                locked, f"Your privacy request to {locked.tenant.name} is confirmed",
+                locked,
+                f"Your privacy request to {locked.tenant.name} is confirmed",
                 f"We confirmed your {_kind_phrase(locked)} request. "
                 f"We will answer by {effective_due(locked):%Y-%m-%d}.",
             )
@@ -366,22 +417,31 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
                 fields += ["state", "code_hash", "rejection_reason", "decided_by"]
                 result = VerifyResult.LOCKED
             locked.save(update_fields=fields)
-            audit_record(actor=SYSTEM_ACTOR, action="subject_request.verify_failed", obj=locked,
-                         after={"attempts": locked.code_attempts, "state": locked.state})
+            audit_record(
+                actor=SYSTEM_ACTOR,
+                action="subject_request.verify_failed",
+                obj=locked,
+                after={"attempts": locked.code_attempts, "state": locked.state},
+            )
     request.refresh_from_db()
     return result
 
 
 # --- Officers' decisions --------------------------------------------------------------------
 
+
 def _locked(request: SubjectRequest) -> SubjectRequest:
     # Only the request row is locked (PostgreSQL refuses FOR UPDATE on the nullable subject).
-    return (SubjectRequest.objects.select_for_update(of=("self",))
-            .select_related("tenant", "subject").get(pk=request.pk))
+    return (
+        SubjectRequest.objects.select_for_update(of=("self",))
+        .select_related("tenant", "subject")
+        .get(pk=request.pk)
+    )
 
 
-def subject_request_approve(*, actor: Any, request: SubjectRequest,
-                            reason: str = "") -> SubjectRequest:
+def subject_request_approve(
+    *, actor: Any, request: SubjectRequest, reason: str = ""
+) -> SubjectRequest:
     """Approve a verified request (or approve a failed one again) and enqueue its execution."""
     from privacy.request_tasks import execute_subject_request
 
@@ -389,13 +449,19 @@ def subject_request_approve(*, actor: Any, request: SubjectRequest,
         locked = _locked(request)
         if locked.state not in APPROVABLE_STATES:
             raise SubjectRequestError(
-                f"only a verified (or failed) request can be approved, not a {locked.state} one")
+                f"only a verified (or failed) request can be approved, not a {locked.state} one"
+            )
         before = _snapshot(locked)
         locked.state, locked.attempts, locked.last_error = State.APPROVED, 0, ""
         locked.decided_by = audit_actor(actor)
         locked.save(update_fields=["state", "attempts", "last_error", "decided_by"])
-        audit_record(actor=actor, action="subject_request.approve", obj=locked, before=before,
-                     after={**_snapshot(locked), "reason": reason})
+        audit_record(
+            actor=actor,
+            action="subject_request.approve",
+            obj=locked,
+            before=before,
+            after={**_snapshot(locked), "reason": reason},
+        )
         request_id = locked.pk
         transaction.on_commit(lambda: execute_subject_request.delay(request_id))
     request.refresh_from_db()
@@ -415,11 +481,17 @@ def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) 
         locked.state, locked.rejection_reason = State.REJECTED, reason
         locked.decided_by, locked.code_hash = audit_actor(actor), ""
         locked.save(update_fields=["state", "rejection_reason", "decided_by", "code_hash"])
-        audit_record(actor=actor, action="subject_request.reject", obj=locked, before=before,
-                     after={**_snapshot(locked), "reason": reason})
+        audit_record(
+            actor=actor,
+            action="subject_request.reject",
+            obj=locked,
+            before=before,
+            after={**_snapshot(locked), "reason": reason},
+        )
         if locked.verified_at:  # an unverified requester is not told anything about the subject
             _notify_on_commit(
-                locked, f"Your privacy request to {locked.tenant.name} was refused",
+                locked,
+                f"Your privacy request to {locked.tenant.name} was refused",
                 f"Your {_kind_phrase(locked)} request was refused for this reason:\n\n{reason}\n\n"
                 "You may lodge a complaint with a supervisory authority.",
             )
@@ -427,16 +499,16 @@ def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) 
     return request
 
 
-def subject_request_extend(*, actor: Any, request: SubjectRequest, reason: str,
-                           months: int = GDPR_MAX_EXTENSION_MONTHS) -> SubjectRequest:
+def subject_request_extend(
+    *, actor: Any, request: SubjectRequest, reason: str, months: int = GDPR_MAX_EXTENSION_MONTHS
+) -> SubjectRequest:
     """GDPR Art. 12(3): extend the one-month deadline once, by at most two further months,
     with a reason, before the first month has passed. CCPA requests are not extended here."""
     reason = (reason or "").strip()
     if not reason:
         raise SubjectRequestError("an extension needs a reason")
     if not 1 <= months <= GDPR_MAX_EXTENSION_MONTHS:
-        raise SubjectRequestError(
-            f"an extension is 1 to {GDPR_MAX_EXTENSION_MONTHS} months")
+        raise SubjectRequestError(f"an extension is 1 to {GDPR_MAX_EXTENSION_MONTHS} months")
     with transaction.atomic():
         locked = _locked(request)
         if locked.law != Law.GDPR:
@@ -451,11 +523,17 @@ def subject_request_extend(*, actor: Any, request: SubjectRequest, reason: str,
         locked.extended_due_at = add_months(locked.due_at, months)
         locked.extension_reason = reason
         locked.save(update_fields=["extended_due_at", "extension_reason"])
-        audit_record(actor=actor, action="subject_request.extend", obj=locked, before=before,
-                     after={**_snapshot(locked), "reason": reason})
+        audit_record(
+            actor=actor,
+            action="subject_request.extend",
+            obj=locked,
+            before=before,
+            after={**_snapshot(locked), "reason": reason},
+        )
         if locked.verified_at:
             _notify_on_commit(
-                locked, f"Your privacy request to {locked.tenant.name} needs more time",
+                locked,
+                f"Your privacy request to {locked.tenant.name} needs more time",
                 f"We need more time for your {_kind_phrase(locked)} request. We will answer by "
                 f"{locked.extended_due_at:%Y-%m-%d}. The reason:\n\n{reason}",
             )
@@ -479,30 +557,43 @@ def subject_requests_close_unverified(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             updated = SubjectRequest.objects.filter(
                 pk=request.pk, state=State.RECEIVED, code_expires_at__lt=cutoff
-            ).update(state=State.REJECTED, code_hash="", decided_by=SYSTEM_ACTOR,
-                     rejection_reason="identity was not verified in time")
+            ).update(
+                state=State.REJECTED,
+                code_hash="",
+                decided_by=SYSTEM_ACTOR,
+                rejection_reason="identity was not verified in time",
+            )
             if updated:
                 closed += 1
-                audit_record(actor=SYSTEM_ACTOR, action="subject_request.expire",
-                             obj=SubjectRequest.objects.get(pk=request.pk),
-                             after={"state": State.REJECTED})
+                audit_record(
+                    actor=SYSTEM_ACTOR,
+                    action="subject_request.expire",
+                    obj=SubjectRequest.objects.get(pk=request.pk),
+                    after={"state": State.REJECTED},
+                )
     return closed
 
 
 # --- Execution ------------------------------------------------------------------------------
 
+
 def _claimable(now: datetime) -> Q:
     stalled_before = now - timedelta(minutes=settings.LLMP_PRIVACY_STALL_MINUTES)
-    return (Q(state=State.APPROVED)
-            | Q(state=State.FAILED, attempts__lt=MAX_EXECUTION_ATTEMPTS)
-            | Q(state=State.IN_PROGRESS, started_at__lt=stalled_before))
+    return (
+        Q(state=State.APPROVED)
+        | Q(state=State.FAILED, attempts__lt=MAX_EXECUTION_ATTEMPTS)
+        | Q(state=State.IN_PROGRESS, started_at__lt=stalled_before)
+    )
 
 
 def claimable_request_ids(*, now: datetime | None = None, limit: int = 100) -> list[int]:
     """Requests the resume task should (re)start: approved ones whose task was lost, failed
     ones with retries left, and in-progress ones whose worker died."""
-    return list(SubjectRequest.objects.filter(_claimable(now or timezone.now()))
-                .order_by("pk").values_list("pk", flat=True)[:limit])
+    return list(
+        SubjectRequest.objects.filter(_claimable(now or timezone.now()))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,13 +607,17 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
     retries left, or stalled in progress -> in_progress); if another run holds it or it is done,
     returns without doing anything."""
     now = timezone.now()
-    claimed = SubjectRequest.objects.filter(pk=request_id).filter(_claimable(now)).update(
-        state=State.IN_PROGRESS, started_at=now, attempts=F("attempts") + 1, last_error="")
+    claimed = (
+        SubjectRequest.objects.filter(pk=request_id)
+        .filter(_claimable(now))
+        .update(state=State.IN_PROGRESS, started_at=now, attempts=F("attempts") + 1, last_error="")
+    )
     request = SubjectRequest.objects.select_related("tenant", "subject").get(pk=request_id)
     if not claimed:
         return ExecutionOutcome(ran=False, state=request.state)
-    audit_record(actor=SYSTEM_ACTOR, action="subject_request.start", obj=request,
-                 after=_snapshot(request))
+    audit_record(
+        actor=SYSTEM_ACTOR, action="subject_request.start", obj=request, after=_snapshot(request)
+    )
     step = "start"
     try:
         if request.verified_at is None or request.subject is None:
@@ -548,8 +643,12 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
                 pk=request_id, state=State.IN_PROGRESS, started_at=request.started_at
             ).update(state=State.FAILED, last_error=error)
             request.refresh_from_db()
-            audit_record(actor=SYSTEM_ACTOR, action="subject_request.fail", obj=request,
-                         after={**_snapshot(request), "error": error})
+            audit_record(
+                actor=SYSTEM_ACTOR,
+                action="subject_request.fail",
+                obj=request,
+                after={**_snapshot(request), "error": error},
+            )
         return ExecutionOutcome(ran=True, state=State.FAILED)
     return ExecutionOutcome(ran=True, state=State.COMPLETED)
 
@@ -565,8 +664,12 @@ def _complete(request: SubjectRequest, *, after: dict[str, Any] | None = None) -
     if updated != 1:
         raise ClaimLost()
     request.state, request.completed_at = State.COMPLETED, finished
-    audit_record(actor=SYSTEM_ACTOR, action="subject_request.complete", obj=request,
-                 after={**_snapshot(request), **(after or {})})
+    audit_record(
+        actor=SYSTEM_ACTOR,
+        action="subject_request.complete",
+        obj=request,
+        after={**_snapshot(request), **(after or {})},
+    )
 
 
 class ErasureIncomplete(Exception):
@@ -598,13 +701,17 @@ def _execute_erasure(request: SubjectRequest) -> None:
     with transaction.atomic():
         counts = datamap.erase_all(subject.tenant_id, subject.external_id)
         receipt = ErasureReceipt.objects.create(
-            request=request, tenant_id=subject.tenant_id,
+            request=request,
+            tenant_id=subject.tenant_id,
             subject_ref=subject_ref(subject.tenant_id, subject.external_id),
-            counts=counts, started_at=started, finished_at=timezone.now(),
+            counts=counts,
+            started_at=started,
+            finished_at=timezone.now(),
         )
         _complete(request, after={"counts": counts, "receipt": receipt.pk})
         _notify_on_commit(
-            request, f"Your privacy request to {request.tenant.name} is complete",
+            request,
+            f"Your privacy request to {request.tenant.name} is complete",
             f"Your erasure request is complete: the data {request.tenant.name} held about you "
             f"through this service has been erased (receipt {receipt.pk}).",
             address=address,
@@ -616,23 +723,32 @@ def _execute_opt_out(request: SubjectRequest) -> None:
     assert subject is not None
     with transaction.atomic():
         # Withdrawing sale_sharing also sets do_not_sell (privacy.services.consent_set).
-        services.consent_set(actor=SYSTEM_ACTOR, subject=subject,
-                             purpose=ConsentRecord.Purpose.SALE_SHARING, granted=False,
-                             source=_consent_source(request))
+        services.consent_set(
+            actor=SYSTEM_ACTOR,
+            subject=subject,
+            purpose=ConsentRecord.Purpose.SALE_SHARING,
+            granted=False,
+            source=_consent_source(request),
+        )
         _complete(request, after={"do_not_sell": True})
         _notify_on_commit(
-            request, f"Your privacy request to {request.tenant.name} is complete",
+            request,
+            f"Your privacy request to {request.tenant.name} is complete",
             f"{request.tenant.name} will no longer sell or share your personal information "
             "through this service.",
         )
 
 
 def _consent_source(request: SubjectRequest) -> str:
-    return (ConsentRecord.Source.PUBLIC_PAGE if request.source == Source.PUBLIC_PAGE
-            else ConsentRecord.Source.API)
+    return (
+        ConsentRecord.Source.PUBLIC_PAGE
+        if request.source == Source.PUBLIC_PAGE
+        else ConsentRecord.Source.API
+    )
 
 
 # --- Access: the export ---------------------------------------------------------------------
+
 
 def export_aad(request: SubjectRequest) -> bytes:
     """Binds an export's ciphertext to its subject and request, so it cannot be served for
@@ -724,11 +840,13 @@ def _execute_access(request: SubjectRequest) -> None:
     ciphertext = crypto.encrypt(subject, plaintext, aad=export_aad(request))
     with transaction.atomic():
         SubjectRequest.objects.filter(pk=request.pk).update(
-            export_ciphertext=ciphertext, export_downloaded_at=None)
+            export_ciphertext=ciphertext, export_downloaded_at=None
+        )
         _complete(request, after={"export": "ready"})
         days = settings.LLMP_PRIVACY_EXPORT_LINK_DAYS
         _notify_on_commit(
-            request, f"Your data from {request.tenant.name} is ready",
+            request,
+            f"Your data from {request.tenant.name} is ready",
             f"Download a copy of your data (JSON and CSV in a zip file) here:\n\n"
             f"{export_url(request)}\n\nThe link works once, for {days} days.",
         )
@@ -745,7 +863,8 @@ class ExportUnavailable(Exception):
 def _export_payload(token: str) -> int:
     try:
         payload = signing.TimestampSigner(salt=EXPORT_LINK_SALT).unsign_object(
-            token, max_age=export_link_lifetime())
+            token, max_age=export_link_lifetime()
+        )
     except signing.SignatureExpired:
         raise ExportUnavailable("expired") from None
     except signing.BadSignature:
@@ -767,8 +886,7 @@ def export_link_check(token: str) -> SubjectRequest:
     """The request an export link is for, without using the link up. Raises ExportUnavailable
     for a bad, expired or used link."""
     pk = _export_payload(token)
-    return _check_export(
-        SubjectRequest.objects.select_related("tenant").filter(pk=pk).first())
+    return _check_export(SubjectRequest.objects.select_related("tenant").filter(pk=pk).first())
 
 
 def subject_request_export_download(*, token: str) -> tuple[SubjectRequest, dict[str, Any]]:
@@ -778,10 +896,14 @@ def subject_request_export_download(*, token: str) -> tuple[SubjectRequest, dict
     with transaction.atomic():
         request = _check_export(
             SubjectRequest.objects.select_for_update(of=("self",))
-            .select_related("tenant", "subject").filter(pk=pk).first())
+            .select_related("tenant", "subject")
+            .filter(pk=pk)
+            .first()
+        )
         try:
-            plaintext = crypto.decrypt(request.subject, bytes(request.export_ciphertext),
-                                       aad=export_aad(request))
+            plaintext = crypto.decrypt(
+                request.subject, bytes(request.export_ciphertext), aad=export_aad(request)
+            )
         except Exception:
             raise ExportUnavailable("unreadable") from None
         # The conditional UPDATE makes two simultaneous clicks serve it once.
@@ -790,8 +912,12 @@ def subject_request_export_download(*, token: str) -> tuple[SubjectRequest, dict
         ).update(export_downloaded_at=timezone.now(), export_ciphertext=None)
         if served != 1:
             raise ExportUnavailable("used")
-        audit_record(actor=SYSTEM_ACTOR, action="subject_request.export_download", obj=request,
-                     after={"downloaded": True})
+        audit_record(
+            actor=SYSTEM_ACTOR,
+            action="subject_request.export_download",
+            obj=request,
+            after={"downloaded": True},
+        )
     return request, json.loads(plaintext)
 
 
@@ -799,13 +925,19 @@ def subject_request_exports_expire(*, now: datetime | None = None) -> int:
     """Delete exports whose link has expired unused; returns how many."""
     cutoff = (now or timezone.now()) - export_link_lifetime()
     expired = 0
-    stale = SubjectRequest.objects.filter(kind=Kind.ACCESS, export_ciphertext__isnull=False,
-                                          completed_at__lt=cutoff)
+    stale = SubjectRequest.objects.filter(
+        kind=Kind.ACCESS, export_ciphertext__isnull=False, completed_at__lt=cutoff
+    )
     for pk in stale.values_list("pk", flat=True):
         with transaction.atomic():
             if SubjectRequest.objects.filter(pk=pk, export_ciphertext__isnull=False).update(
-                    export_ciphertext=None):
+                export_ciphertext=None
+            ):
                 expired += 1
-                audit_record(actor=SYSTEM_ACTOR, action="subject_request.export_expire",
-                             obj=SubjectRequest.objects.get(pk=pk), after={"deleted": True})
+                audit_record(
+                    actor=SYSTEM_ACTOR,
+                    action="subject_request.export_expire",
+                    obj=SubjectRequest.objects.get(pk=pk),
+                    after={"deleted": True},
+                )
     return expired

@@ -11,9 +11,11 @@ Purpose = ConsentRecord.Purpose
 
 def subject_for(tenant_id: int, external_id: str) -> DataSubject | None:
     """The (not erased) data subject ``external_id`` of a tenant, or None."""
-    return (DataSubject.objects.select_related("tenant")
-            .filter(tenant_id=tenant_id, external_id=external_id, erased_at__isnull=True)
-            .first())
+    return (
+        DataSubject.objects.select_related("tenant")
+        .filter(tenant_id=tenant_id, external_id=external_id, erased_at__isnull=True)
+        .first()
+    )
 
 
 def privacy_policy_for(tenant_id: int) -> PrivacyPolicy:
@@ -25,8 +27,11 @@ def privacy_policy_for(tenant_id: int) -> PrivacyPolicy:
 def consent_latest(subject: DataSubject | None, purpose: str) -> ConsentRecord | None:
     if subject is None or subject.pk is None:
         return None
-    return (ConsentRecord.objects.filter(subject=subject, purpose=purpose)
-            .order_by("-created_at", "-id").first())
+    return (
+        ConsentRecord.objects.filter(subject=subject, purpose=purpose)
+        .order_by("-created_at", "-id")
+        .first()
+    )
 
 
 def consent_current(subject: DataSubject | None, purpose: str) -> bool:
@@ -66,9 +71,15 @@ def consent_state(subject: DataSubject | None) -> dict[str, dict]:
 def consent_history(subject: DataSubject) -> list[dict]:
     """Every consent decision of the subject, oldest first (the proof of GDPR Art. 7(1))."""
     return [
-        {"purpose": r.purpose, "granted": r.granted, "policy_version": r.policy_version,
-         "source": r.source, "actor": r.actor, "request_id": r.request_id,
-         "at": _iso(r.created_at)}
+        {
+            "purpose": r.purpose,
+            "granted": r.granted,
+            "policy_version": r.policy_version,
+            "source": r.source,
+            "actor": r.actor,
+            "request_id": r.request_id,
+            "at": _iso(r.created_at),
+        }
         for r in ConsentRecord.objects.filter(subject=subject).order_by("created_at", "id")
     ]
 

@@ -32,12 +32,18 @@ log = structlog.get_logger("privacy.requests")
 
 
 class RequestForm(forms.Form):
-    tenant = forms.SlugField(label="Organisation", max_length=64,
-                             help_text="The organisation's identifier (as in its privacy notice)")
+    tenant = forms.SlugField(
+        label="Organisation",
+        max_length=64,
+        help_text="The organisation's identifier (as in its privacy notice)",
+    )
     kind = forms.ChoiceField(label="Request", choices=SubjectRequest.Kind.choices)
     law = forms.ChoiceField(label="Law", choices=SubjectRequest.Law.choices)
-    email = forms.EmailField(label="Your email", max_length=254,
-                             help_text="The address you registered with the organisation")
+    email = forms.EmailField(
+        label="Your email",
+        max_length=254,
+        help_text="The address you registered with the organisation",
+    )
 
     def clean_tenant(self) -> Tenant | None:
         # None for an organisation that does not exist: the page goes on exactly as for one
@@ -47,7 +53,8 @@ class RequestForm(forms.Form):
 
 class CodeForm(forms.Form):
     code = forms.CharField(
-        label="Code", max_length=12,
+        label="Code",
+        max_length=12,
         widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
     )
 
@@ -61,8 +68,13 @@ def _rate_limited(request: HttpRequest) -> bool:
     # Counted in the default cache (Redis when configured). Fails closed: the page is a public
     # write endpoint that sends email, and refusing it for a while harms nobody's rights.
     try:
-        return is_ratelimited(request, group=RATE_GROUP, key=_client_key,
-                              rate=settings.LLMP_PRIVACY_REQUEST_RATE, increment=True)
+        return is_ratelimited(
+            request,
+            group=RATE_GROUP,
+            key=_client_key,
+            rate=settings.LLMP_PRIVACY_REQUEST_RATE,
+            increment=True,
+        )
     except Exception:
         log.warning("privacy_rate_limit_unavailable", exc_info=True)
         return True
@@ -88,15 +100,20 @@ def request_start(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             if data["tenant"] is None:
                 return HttpResponseRedirect(
-                    reverse("privacy:request-verify", args=[requests.decoy_public_id()]))
+                    reverse("privacy:request-verify", args=[requests.decoy_public_id()])
+                )
             subject_request = requests.subject_request_create(
-                tenant=data["tenant"], kind=data["kind"], law=data["law"],
-                source=SubjectRequest.Source.PUBLIC_PAGE, email=data["email"],
+                tenant=data["tenant"],
+                kind=data["kind"],
+                law=data["law"],
+                source=SubjectRequest.Source.PUBLIC_PAGE,
+                email=data["email"],
                 # Not the client's address: the audit log is kept after an erasure.
                 actor=PUBLIC_ACTOR,
             )
             return HttpResponseRedirect(
-                reverse("privacy:request-verify", args=[requests.public_id(subject_request)]))
+                reverse("privacy:request-verify", args=[requests.public_id(subject_request)])
+            )
     return render(request, "privacy/request_form.html", {"form": form})
 
 
@@ -117,16 +134,22 @@ def request_verify(request: HttpRequest, public_id: str) -> HttpResponse:
         if _rate_limited(request):
             return _too_many(request)
         if form.is_valid():
-            result = requests.subject_request_verify(request=subject_request,
-                                                     code=form.cleaned_data["code"])
+            result = requests.subject_request_verify(
+                request=subject_request, code=form.cleaned_data["code"]
+            )
             if result is requests.VerifyResult.WRONG:
                 form.add_error("code", "That code is wrong or has expired.")
             else:
                 return HttpResponseRedirect(status_url)
-    return render(request, "privacy/verify.html", {
-        "form": form, "subject_request": subject_request,
-        "minutes": int(requests.CODE_LIFETIME.total_seconds() // 60),
-    })
+    return render(
+        request,
+        "privacy/verify.html",
+        {
+            "form": form,
+            "subject_request": subject_request,
+            "minutes": int(requests.CODE_LIFETIME.total_seconds() // 60),
+        },
+    )
 
 
 def _decoy_verify(request: HttpRequest) -> HttpResponse:
@@ -138,8 +161,11 @@ def _decoy_verify(request: HttpRequest) -> HttpResponse:
             return _too_many(request)
         if form.is_valid():
             form.add_error("code", "That code is wrong or has expired.")
-    return render(request, "privacy/verify.html", {
-        "form": form, "minutes": int(requests.CODE_LIFETIME.total_seconds() // 60)})
+    return render(
+        request,
+        "privacy/verify.html",
+        {"form": form, "minutes": int(requests.CODE_LIFETIME.total_seconds() // 60)},
+    )
 
 
 @never_cache
@@ -148,10 +174,15 @@ def request_status(request: HttpRequest, public_id: str) -> HttpResponse:
     subject_request = requests.request_for_public_id(public_id)
     if subject_request is None:
         return _not_found(request)
-    return render(request, "privacy/status.html", {
-        "subject_request": subject_request, "public_id": public_id,
-        "due": requests.effective_due(subject_request),
-    })
+    return render(
+        request,
+        "privacy/status.html",
+        {
+            "subject_request": subject_request,
+            "public_id": public_id,
+            "due": requests.effective_due(subject_request),
+        },
+    )
 
 
 EXPORT_FORMATS = {"zip", "json", "csv"}
@@ -175,8 +206,9 @@ def export_download(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "privacy/export_gone.html", {"reason": exc.reason}, status=410)
     name = f"{subject_request.tenant.slug}-data-export"
     if fmt == "json":
-        response = HttpResponse(json.dumps(document, indent=2, default=str),
-                                content_type="application/json")
+        response = HttpResponse(
+            json.dumps(document, indent=2, default=str), content_type="application/json"
+        )
         filename = f"{name}.json"
     elif fmt == "csv":
         response = HttpResponse(requests.export_csv(document), content_type="text/csv")

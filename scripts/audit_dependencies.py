@@ -59,8 +59,14 @@ def summarize(service: str, report: dict) -> Audit:
             continue
         audit.checked.append(f"{name}=={dependency.get('version', '?')}")
         for vuln in dependency.get("vulns", []):
-            audit.vulnerable.append((name, dependency.get("version", "?"), vuln["id"],
-                                     list(vuln.get("fix_versions", []))))
+            audit.vulnerable.append(
+                (
+                    name,
+                    dependency.get("version", "?"),
+                    vuln["id"],
+                    list(vuln.get("fix_versions", [])),
+                )
+            )
     return audit
 
 
@@ -68,10 +74,27 @@ def run_pip_audit(service: str, timeout: int) -> Audit:
     with tempfile.TemporaryDirectory() as directory:
         output = Path(directory) / "report.json"
         result = subprocess.run(
-            [sys.executable, "-m", "pip_audit", "--local", "--skip-editable",
-             "--progress-spinner", "off", "--format", "json", "--output", str(output),
-             "--vulnerability-service", service, "--timeout", str(timeout)],
-            capture_output=True, text=True, check=False)
+            [
+                sys.executable,
+                "-m",
+                "pip_audit",
+                "--local",
+                "--skip-editable",
+                "--progress-spinner",
+                "off",
+                "--format",
+                "json",
+                "--output",
+                str(output),
+                "--vulnerability-service",
+                service,
+                "--timeout",
+                str(timeout),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if output.exists() and output.stat().st_size:
             return summarize(service, json.loads(output.read_text()))
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -94,37 +117,47 @@ def report(audits: list[Audit]) -> int:
         if audit.error:
             print(f"[{audit.service}] could not reach its vulnerability data: {audit.error}")
         elif audit.skipped:
-            print(f"[{audit.service}] checked {len(audit.checked)} of {total} packages; "
-                  f"{len(audit.skipped)} could not be checked:")
+            print(
+                f"[{audit.service}] checked {len(audit.checked)} of {total} packages; "
+                f"{len(audit.skipped)} could not be checked:"
+            )
             for cause, count in sorted(_reason_counts(audit.skipped).items()):
                 print(f"    {count} x {cause}")
             if not audit.checked and audit.service == "pypi":
-                print("    (PyPI said 'not found' for every release: its per-release JSON API, "
-                      "pypi.org/pypi/<name>/<version>/json, is not served to this machine)")
+                print(
+                    "    (PyPI said 'not found' for every release: its per-release JSON API, "
+                    "pypi.org/pypi/<name>/<version>/json, is not served to this machine)"
+                )
         else:
             print(f"[{audit.service}] checked all {total} installed packages")
     vulnerable = [entry for audit in audits for entry in audit.vulnerable]
     if vulnerable:
         print("\nKnown vulnerabilities:")
-        for name, version, vuln_id, fixes in sorted(set(
-                (n, v, i, tuple(f)) for n, v, i, f in vulnerable)):
+        for name, version, vuln_id, fixes in sorted(
+            set((n, v, i, tuple(f)) for n, v, i, f in vulnerable)
+        ):
             fixed = f"fixed in {', '.join(fixes)}" if fixes else "no fixed version yet"
             print(f"    {name} {version}: {vuln_id} ({fixed})")
         return VULNERABLE
     if final is None:
-        print("\nINCOMPLETE: the dependency audit could not be done here (no vulnerability "
-              "service answered for every package). This is not a clean result; run "
-              "`make audit` where pypi.org's JSON API or api.osv.dev is reachable.")
+        print(
+            "\nINCOMPLETE: the dependency audit could not be done here (no vulnerability "
+            "service answered for every package). This is not a clean result; run "
+            "`make audit` where pypi.org's JSON API or api.osv.dev is reachable."
+        )
         return INCOMPLETE
-    print(f"\nOK: no known vulnerabilities in {len(final.checked)} packages "
-          f"(vulnerability data: {final.service}).")
+    print(
+        f"\nOK: no known vulnerabilities in {len(final.checked)} packages "
+        f"(vulnerability data: {final.service})."
+    )
     return CLEAN
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--service", default="pypi,osv",
-                        help="pip-audit vulnerability services to try, in order")
+    parser.add_argument(
+        "--service", default="pypi,osv", help="pip-audit vulnerability services to try, in order"
+    )
     parser.add_argument("--timeout", type=int, default=15, help="socket timeout (s)")
     args = parser.parse_args()
     audits = []

@@ -93,24 +93,40 @@ def load_datasets(data_dir: Path) -> tuple[list[Dataset], dict[str, int]]:
     jb_dev = [text for text, half in zip(jailbreak, halves, strict=True) if half == "dev"]
     jb_test = [text for text, half in zip(jailbreak, halves, strict=True) if half == "test"]
     readmes = _installed_package_readmes()
-    sizes = {"deepset train": len(train_texts), "deepset test": len(test_texts),
-             "jailbreak dev half": len(jb_dev), "jailbreak test half": len(jb_test),
-             "NotInject": len(notinject), "package READMEs": len(readmes)}
+    sizes = {
+        "deepset train": len(train_texts),
+        "deepset test": len(test_texts),
+        "jailbreak dev half": len(jb_dev),
+        "jailbreak test half": len(jb_test),
+        "NotInject": len(notinject),
+        "package READMEs": len(readmes),
+    }
     datasets = [
         Dataset("deepset train (training data)", train_texts, train_labels),
         Dataset("jailbreak dev half (training data)", jb_dev, [1] * len(jb_dev)),
         Dataset("deepset test", test_texts, test_labels),
         Dataset("jailbreak test half", jb_test, [1] * len(jb_test)),
-        Dataset("**deepset test + jailbreak test half**", test_texts + jb_test,
-                test_labels + [1] * len(jb_test), headline=True),
-        Dataset("NotInject (benign, trigger words)", [row["prompt"] for row in notinject],
-                [0] * len(notinject), headline=True),
-        Dataset("jailbreak, whole file (half is training data)", jailbreak,
-                [1] * len(jailbreak)),
-        Dataset("deepset test + whole jailbreak file (includes training data)",
-                test_texts + jailbreak, test_labels + [1] * len(jailbreak)),
-        Dataset("package READMEs (long benign documents, never trained on)", readmes,
-                [0] * len(readmes)),
+        Dataset(
+            "**deepset test + jailbreak test half**",
+            test_texts + jb_test,
+            test_labels + [1] * len(jb_test),
+            headline=True,
+        ),
+        Dataset(
+            "NotInject (benign, trigger words)",
+            [row["prompt"] for row in notinject],
+            [0] * len(notinject),
+            headline=True,
+        ),
+        Dataset("jailbreak, whole file (half is training data)", jailbreak, [1] * len(jailbreak)),
+        Dataset(
+            "deepset test + whole jailbreak file (includes training data)",
+            test_texts + jailbreak,
+            test_labels + [1] * len(jailbreak),
+        ),
+        Dataset(
+            "package READMEs (long benign documents, never trained on)", readmes, [0] * len(readmes)
+        ),
     ]
     return datasets, sizes
 
@@ -132,12 +148,10 @@ def metrics(predictions: list[bool], labels: list[int]) -> dict[str, float | Non
     fpr = _ratio(fp, negatives)
     balanced = (recall + 1 - fpr) / 2 if recall is not None and fpr is not None else None
     precision = _ratio(tp, tp + fp) if positives else None  # no injections: not defined
-    return {"precision": precision, "recall": recall, "fpr": fpr,
-            "balanced": balanced}
+    return {"precision": precision, "recall": recall, "fpr": fpr, "balanced": balanced}
 
 
-def accuracy_table(datasets: list[Dataset], threshold: float,
-                   flag_threshold: float) -> list[str]:
+def accuracy_table(datasets: list[Dataset], threshold: float, flag_threshold: float) -> list[str]:
     scores: dict[str, float] = {}
 
     def score(text: str) -> float:
@@ -230,10 +244,13 @@ def latency_table(datasets: list[Dataset], runs: int) -> list[str]:
     ]
     for length in (100, 1_000, 10_000):
         prompts = _prompts_of_length(texts, length, 200)
-        for name, screen in (("seed regex list", seed_regex_blocks),
-                             ("ours", lambda text: screen_texts([text]))):
-            samples = sorted(_time_per_call(prompts, runs if length <= 1_000 else runs // 10,
-                                            screen))
+        for name, screen in (
+            ("seed regex list", seed_regex_blocks),
+            ("ours", lambda text: screen_texts([text])),
+        ):
+            samples = sorted(
+                _time_per_call(prompts, runs if length <= 1_000 else runs // 10, screen)
+            )
             lines.append(
                 f"| {length:,} chars | {name} | {statistics.median(samples):.1f} | "
                 f"{samples[int(len(samples) * 0.95)]:.1f} | {statistics.fmean(samples):.1f} | "
@@ -263,16 +280,29 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     datasets, sizes = load_datasets(args.data_dir)
-    out = ["## Data", "",
-           "Trained on: deepset train, jailbreak dev half (and benign texts that are no "
-           "evaluation set). Headline sets: deepset test, jailbreak test half, NotInject.", "",
-           "| set | texts |", "|---|---|",
-           *(f"| {name} | {count:,} |" for name, count in sizes.items()), "",
-           "## Accuracy", "", *accuracy_table(datasets, args.threshold, args.flag_threshold),
-           "", *headline(datasets, args.threshold)]
+    out = [
+        "## Data",
+        "",
+        "Trained on: deepset train, jailbreak dev half (and benign texts that are no "
+        "evaluation set). Headline sets: deepset test, jailbreak test half, NotInject.",
+        "",
+        "| set | texts |",
+        "|---|---|",
+        *(f"| {name} | {count:,} |" for name, count in sizes.items()),
+        "",
+        "## Accuracy",
+        "",
+        *accuracy_table(datasets, args.threshold, args.flag_threshold),
+        "",
+        *headline(datasets, args.threshold),
+    ]
     if not args.skip_latency:
-        out += ["", "## Latency of `screen_texts([prompt])`, one core", "",
-                *latency_table(datasets, args.runs)]
+        out += [
+            "",
+            "## Latency of `screen_texts([prompt])`, one core",
+            "",
+            *latency_table(datasets, args.runs),
+        ]
     text = "\n".join(out) + "\n"
     sys.stdout.write(text)
     if args.output:

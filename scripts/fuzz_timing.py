@@ -71,7 +71,8 @@ SHAPES: dict[str, Callable[[int], str]] = {
     "distinct emails": lambda n: _distinct(lambda i: f"user{i}@example{i % 97}.com ", n),
     "distinct emails, then prose": lambda n: (
         _distinct(lambda i: f"user{i}@example{i % 97}.com ", n // 2)
-        + _fill("the cat sat on the mat and ", n - n // 2)),
+        + _fill("the cat sat on the mat and ", n - n // 2)
+    ),
     "same email glued": lambda n: _fill("jane.doe@example.com", n),
     "digits": lambda n: "7" * n,
     "digits and spaces": lambda n: _fill("1 ", n),
@@ -122,8 +123,9 @@ TARGETS: dict[str, Callable[[str], None]] = {
 }
 
 
-def measure(fn: Callable[[str], None], text: str, *, min_total: float = 0.05,
-            runs: int = 3) -> float:
+def measure(
+    fn: Callable[[str], None], text: str, *, min_total: float = 0.05, runs: int = 3
+) -> float:
     """Median CPU seconds of one call, repeating short calls until they add up."""
     samples = []
     for _ in range(runs):
@@ -151,14 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     targets = {name: TARGETS[name] for name in args.targets.split(",")}
-    shapes = {name: build for name, build in SHAPES.items()
-              if not args.shapes or any(s in name for s in args.shapes.split(","))}
+    shapes = {
+        name: build
+        for name, build in SHAPES.items()
+        if not args.shapes or any(s in name for s in args.shapes.split(","))
+    }
     pii_warm_up()
     _screen("warm up")
     _parser("warm up")
 
     lines = [
-        "| target | shape | " + " | ".join(f"{n:,} chars ms" for n in sizes)
+        "| target | shape | "
+        + " | ".join(f"{n:,} chars ms" for n in sizes)
         + " | time/char ratios | verdict |",
         "|---" * (len(sizes) + 4) + "|",
     ]
@@ -178,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
                 if t > worst.get((target, n), (0.0, ""))[0]:
                     worst[(target, n)] = (t, shape)
             lines.append(
-                f"| {target} | {shape} | " + " | ".join(_ms(t) for t in times)
-                + " | " + ", ".join(f"{r:.2f}" for r in ratios) + f" | {verdict} |")
+                f"| {target} | {shape} | "
+                + " | ".join(_ms(t) for t in times)
+                + " | "
+                + ", ".join(f"{r:.2f}" for r in ratios)
+                + f" | {verdict} |"
+            )
             print(lines[-1], flush=True)  # noqa: T201
     summary = [
         "",
@@ -190,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{_ms(worst[(target, n)][0])} ({worst[(target, n)][1]})" for n in sizes]
         summary.append(f"| {target} | " + " | ".join(cells) + " |")
     summary.append("")
-    summary.append("superlinear: " + (", ".join(f"{t} / {s}" for t, s in superlinear)
-                                      if superlinear else "none"))
+    summary.append(
+        "superlinear: "
+        + (", ".join(f"{t} / {s}" for t, s in superlinear) if superlinear else "none")
+    )
     print("\n".join(summary))  # noqa: T201
     if args.output:
         args.output.write_text("\n".join(lines + summary) + "\n")

@@ -88,6 +88,7 @@ class Row:
 
 # --- data --------------------------------------------------------------------------------------
 
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     csv.field_size_limit(1 << 24)
     with path.open(newline="", encoding="utf-8") as handle:
@@ -101,8 +102,10 @@ def canonical(text: str) -> str:
 
 def _shingles(text: str) -> set[str]:
     words = re.findall(r"[^\W_]+", text)
-    return {" ".join(words[i:i + SHINGLE_WORDS])
-            for i in range(max(1, len(words) - SHINGLE_WORDS + 1))}
+    return {
+        " ".join(words[i : i + SHINGLE_WORDS])
+        for i in range(max(1, len(words) - SHINGLE_WORDS + 1))
+    }
 
 
 def near_duplicate_groups(texts: list[str]) -> list[int]:
@@ -132,7 +135,7 @@ def near_duplicate_groups(texts: list[str]) -> list[int]:
 
 
 def jailbreak_split(texts: list[str]) -> list[str]:
-    """"dev" or "test" per prompt of the jailbreak file, deterministic: a group of
+    """ "dev" or "test" per prompt of the jailbreak file, deterministic: a group of
     near-duplicates goes by the smallest SHA-256 of its members' normalised texts (even first
     byte: dev)."""
     groups = near_duplicate_groups(texts)
@@ -172,7 +175,7 @@ def containment_groups(texts: list[str]) -> list[int]:
 def read_written_benign(path: Path = BENIGN_WRITTEN) -> tuple[list[str], list[str]]:
     """(prompts, paragraphs) of the benign texts written for this repository."""
     section, prompts, paragraphs, lines = None, [], [], []
-    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
+    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
         if line.startswith("## "):
             section = line[3:].strip()
         elif line.startswith("#"):
@@ -219,17 +222,24 @@ def load_rows(data_dir: Path) -> tuple[list[Row], dict[str, int]]:
     rng = random.Random(SEED)
     rows: list[Row] = []
 
-    deepset = [row for row in read_csv(data_dir / "deepset_prompt_injections.csv")
-               if row["split"] == "train"]
+    deepset = [
+        row
+        for row in read_csv(data_dir / "deepset_prompt_injections.csv")
+        if row["split"] == "train"
+    ]
     groups = containment_groups([row["text"] for row in deepset])
-    rows += [Row(row["text"], int(row["label"]), "deepset", f"deepset{group}")
-             for row, group in zip(deepset, groups, strict=True)]
+    rows += [
+        Row(row["text"], int(row["label"]), "deepset", f"deepset{group}")
+        for row, group in zip(deepset, groups, strict=True)
+    ]
 
     texts, halves = load_jailbreaks(data_dir)
     dev = [text for text, half in zip(texts, halves, strict=True) if half == "dev"]
     groups = near_duplicate_groups(dev)
-    rows += [Row(text, 1, "jailbreak", f"jailbreak{group}")
-             for text, group in zip(dev, groups, strict=True)]
+    rows += [
+        Row(text, 1, "jailbreak", f"jailbreak{group}")
+        for text, group in zip(dev, groups, strict=True)
+    ]
     split_sizes = {"jailbreak_dev": len(dev), "jailbreak_test": len(texts) - len(dev)}
 
     prompts, paragraphs = read_written_benign()
@@ -244,8 +254,10 @@ def load_rows(data_dir: Path) -> tuple[list[Row], dict[str, int]]:
     for name in ("presidio_synth_dataset_v2.json", "presidio_generated_large.json"):
         items = json.loads((data_dir / name).read_text(encoding="utf-8"))
         presidio += [item["full_text"] for item in items]
-    rows += [Row(text, 0, "presidio", f"presidio{i}")
-             for i, text in enumerate(presidio[::PRESIDIO_EVERY])]
+    rows += [
+        Row(text, 0, "presidio", f"presidio{i}")
+        for i, text in enumerate(presidio[::PRESIDIO_EVERY])
+    ]
 
     # Long benign documents made by joining benign texts: many questions in one paste, a
     # form letter with a note, paragraphs of reports and stories.
@@ -255,17 +267,24 @@ def load_rows(data_dir: Path) -> tuple[list[Row], dict[str, int]]:
         return [separator.join(rng.sample(pool, rng.randint(low, high))) for _ in range(count)]
 
     long_documents = (
-        joined(benign_rows, 150, 5, 40, " ") + joined(presidio, 150, 5, 60, "\n")
+        joined(benign_rows, 150, 5, 40, " ")
+        + joined(presidio, 150, 5, 60, "\n")
         + joined(paragraphs, 300, 2, 12, "\n\n")
-        + [f"{a}\n\n{b}" for a, b in zip(joined(paragraphs, 150, 1, 5, "\n\n"),
-                                        joined(benign_rows + presidio, 150, 3, 15, " "),
-                                        strict=True)]
+        + [
+            f"{a}\n\n{b}"
+            for a, b in zip(
+                joined(paragraphs, 150, 1, 5, "\n\n"),
+                joined(benign_rows + presidio, 150, 3, 15, " "),
+                strict=True,
+            )
+        ]
     )
     rows += [Row(text, 0, "joined", f"joined{i}") for i, text in enumerate(long_documents)]
     return rows, split_sizes
 
 
 # --- model -------------------------------------------------------------------------------------
+
 
 class Matrix:
     """Rows of (feature index, value) as flat numpy arrays; products by ``np.bincount``,
@@ -279,12 +298,14 @@ class Matrix:
         self.height = len(rows)
 
     def dot(self, weights: np.ndarray) -> np.ndarray:
-        return np.bincount(self.row_of, weights=self.value * weights[self.column],
-                           minlength=self.height)
+        return np.bincount(
+            self.row_of, weights=self.value * weights[self.column], minlength=self.height
+        )
 
     def dot_transposed(self, residuals: np.ndarray) -> np.ndarray:
-        return np.bincount(self.column, weights=self.value * residuals[self.row_of],
-                           minlength=self.width)
+        return np.bincount(
+            self.column, weights=self.value * residuals[self.row_of], minlength=self.width
+        )
 
 
 def vectorize(features: list[list[str]], vocabulary: dict[str, int]) -> Matrix:
@@ -294,8 +315,14 @@ def vectorize(features: list[list[str]], vocabulary: dict[str, int]) -> Matrix:
     for found in features:
         present = set(found)
         scale = 1.0 / math.sqrt(len(present)) if present else 0.0
-        rows.append({column: scale for column in sorted(
-            vocabulary[feature] for feature in present if feature in vocabulary)})
+        rows.append(
+            {
+                column: scale
+                for column in sorted(
+                    vocabulary[feature] for feature in present if feature in vocabulary
+                )
+            }
+        )
     return Matrix(rows, len(vocabulary))
 
 
@@ -355,8 +382,9 @@ def fit_weights(matrix: Matrix, labels: np.ndarray) -> np.ndarray:
     return weights
 
 
-def train(features: list[list[str]], labels: np.ndarray,
-          keep: int | None = None) -> classifier.LinearModel:
+def train(
+    features: list[list[str]], labels: np.ndarray, keep: int | None = None
+) -> classifier.LinearModel:
     vocabulary = vocabulary_of(features)
     weights = fit_weights(vectorize(features, vocabulary), labels)
     if keep is not None and len(vocabulary) > keep:
@@ -365,11 +393,13 @@ def train(features: list[list[str]], labels: np.ndarray,
         vocabulary = {feature: column for column, feature in enumerate(names)}
         weights = fit_weights(vectorize(features, vocabulary), labels)
     return classifier.LinearModel(
-        {feature: float(weights[column]) for feature, column in vocabulary.items()}, BIAS)
+        {feature: float(weights[column]) for feature, column in vocabulary.items()}, BIAS
+    )
 
 
-def out_of_fold_logits(features: list[list[str]], tokens: list[list[str]], labels: np.ndarray,
-                       groups: list[str]) -> np.ndarray:
+def out_of_fold_logits(
+    features: list[list[str]], tokens: list[list[str]], labels: np.ndarray, groups: list[str]
+) -> np.ndarray:
     group_ids = sorted(set(groups))
     random.Random(SEED + 1).shuffle(group_ids)
     fold_of_group = {group: position % FOLDS for position, group in enumerate(group_ids)}
@@ -383,8 +413,9 @@ def out_of_fold_logits(features: list[list[str]], tokens: list[list[str]], label
     return logits
 
 
-def fit_calibration(logits: np.ndarray, heuristic_sums: np.ndarray, is_long: np.ndarray,
-                    labels: np.ndarray) -> dict[str, float]:
+def fit_calibration(
+    logits: np.ndarray, heuristic_sums: np.ndarray, is_long: np.ndarray, labels: np.ndarray
+) -> dict[str, float]:
     """Weights of the classifier's positive evidence on short and on long texts in
     z = intercept + weight * max(logit, floor) + heuristic sum, with the intercept fixed at the
     log odds of ``BASE_RATE`` (a text with no evidence scores the base rate) and the heuristic
@@ -401,10 +432,13 @@ def fit_calibration(logits: np.ndarray, heuristic_sums: np.ndarray, is_long: np.
         theta = theta - step
         if float(np.max(np.abs(step))) < 1e-12:
             break
-    return {"intercept": round(intercept, DIGITS),
-            "classifier_short": round(float(theta[0]), DIGITS),
-            "classifier_long": round(float(theta[1]), DIGITS), "heuristics": 1.0,
-            "classifier_floor": CLASSIFIER_FLOOR}
+    return {
+        "intercept": round(intercept, DIGITS),
+        "classifier_short": round(float(theta[0]), DIGITS),
+        "classifier_long": round(float(theta[1]), DIGITS),
+        "heuristics": 1.0,
+        "classifier_floor": CLASSIFIER_FLOOR,
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -422,24 +456,40 @@ def build(data_dir: Path = DEFAULT_DATA_DIR) -> dict:
     logits = out_of_fold_logits(features, tokens, labels, [row.group for row in rows])
     calibration = fit_calibration(logits, heuristic_sums, is_long, labels)
     model = train(features, labels, keep=KEEP_FEATURES)
-    weights = {key: round(value, DIGITS) for key, value in sorted(model.weights.items())
-               if round(value, DIGITS) != 0}
-    inputs = [data_dir / "deepset_prompt_injections.csv",
-              data_dir / "jailbreak_prompts_2023_12_25.csv",
-              data_dir / "presidio_synth_dataset_v2.json",
-              data_dir / "presidio_generated_large.json", BENIGN_WRITTEN, BENIGN_DOCS]
+    weights = {
+        key: round(value, DIGITS)
+        for key, value in sorted(model.weights.items())
+        if round(value, DIGITS) != 0
+    }
+    inputs = [
+        data_dir / "deepset_prompt_injections.csv",
+        data_dir / "jailbreak_prompts_2023_12_25.csv",
+        data_dir / "presidio_synth_dataset_v2.json",
+        data_dir / "presidio_generated_large.json",
+        BENIGN_WRITTEN,
+        BENIGN_DOCS,
+    ]
     return {
         "format": 2,
         "trained_on": "deepset/prompt-injections train split; jailbreak prompts dev half; "
-                      "benign texts of scripts/data and Presidio (see scripts/train_injection.py)",
+        "benign texts of scripts/data and Presidio (see scripts/train_injection.py)",
         "rows": dict(sorted(Counter(f"{row.source}:{row.label}" for row in rows).items())),
         "split": split_sizes,
         "inputs_sha256": {path.name: _sha256(path) for path in inputs},
-        "features": {"tokens": "words; content-word unigrams and bigrams, present or not",
-                     "max_tokens": classifier.MAX_TOKENS, "max_chars": classifier.MAX_CHARS,
-                     "short_tokens": classifier.SHORT_TOKENS},
-        "hyperparameters": {"seed": SEED, "min_df": MIN_DF, "l2": L2, "bias": BIAS,
-                            "keep_features": KEEP_FEATURES, "folds": FOLDS},
+        "features": {
+            "tokens": "words; content-word unigrams and bigrams, present or not",
+            "max_tokens": classifier.MAX_TOKENS,
+            "max_chars": classifier.MAX_CHARS,
+            "short_tokens": classifier.SHORT_TOKENS,
+        },
+        "hyperparameters": {
+            "seed": SEED,
+            "min_df": MIN_DF,
+            "l2": L2,
+            "bias": BIAS,
+            "keep_features": KEEP_FEATURES,
+            "folds": FOLDS,
+        },
         "calibration": calibration,
         "bias": BIAS,
         "weights": weights,

@@ -1,8 +1,7 @@
 """Shared fixtures for tests of pages in a real headless browser (Playwright's sync API driving
 Debian's Chromium): ``browser``, one Chromium for the test session, and ``page``, a fresh
-browser context and page for each test. Use them with pytest-django's ``live_server``:
-
-    from tests.browser import browser, page  # noqa: F401  (fixtures)
+browser context and page for each test. ``tests/conftest.py`` makes them every test's
+fixtures; use them with pytest-django's ``live_server``.
 
 Playwright's sync API runs its asyncio loop in the main thread and leaves it marked as running
 between calls. While it is, Django's ORM refuses to run in that thread (SynchronousOnlyOperation)

@@ -18,6 +18,7 @@ from django.conf import settings
 from gateway import services as gateway_services
 from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment, Tier
 from llmplatform.models import Membership
+from tests.browser import browser, page  # noqa: F401 - fixtures for every test module
 
 REQUIRE_SERVICES = os.environ.get("LLMP_REQUIRE_SERVICES") == "1"
 
@@ -200,15 +201,24 @@ def key_b(principals) -> str:
     return plaintext
 
 
-def route_alias(name: str, base_url: str, *, model: str = "upstream-model",
-                kind: str = "openai", **provider_fields) -> ModelAlias:
+def route_alias(
+    name: str,
+    base_url: str,
+    *,
+    model: str = "upstream-model",
+    kind: str = "openai",
+    **provider_fields,
+) -> ModelAlias:
     """Create a provider, a deployment and an alias routed to it (for tests)."""
     provider = Provider.objects.create(
         name=f"{name}-provider", kind=kind, base_url=base_url, **provider_fields
     )
     deployment = ProviderDeployment.objects.create(
-        name=f"{name}-deployment", provider=provider, model=model,
-        input_price_per_1k="0.001", output_price_per_1k="0.002",
+        name=f"{name}-deployment",
+        provider=provider,
+        model=model,
+        input_price_per_1k="0.001",
+        output_price_per_1k="0.002",
     )
     alias = ModelAlias.objects.create(name=name)
     ModelVersion.objects.create(alias=alias, version="v1", deployment=deployment)
@@ -229,8 +239,12 @@ def chat(client, key, messages, **extra):
     import json
 
     body = {"model": "default", "messages": messages, **extra}
-    return client.post("/v1/chat/completions", data=json.dumps(body),
-                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
 
 
 @pytest.fixture
@@ -241,8 +255,9 @@ def gateway_server(transactional_db) -> Iterator[str]:
     from llmplatform.asgi import application
 
     port = free_port()
-    config = uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off")
+    config = uvicorn.Config(
+        application, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -279,9 +294,22 @@ def start_gateway_process(*, workers: int = 1, env: dict[str, str] | None = None
         **(env or {}),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "llmplatform.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--workers", str(workers)],
-        env=full_env, cwd=settings.BASE_DIR,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "llmplatform.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--workers",
+            str(workers),
+        ],
+        env=full_env,
+        cwd=settings.BASE_DIR,
     )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

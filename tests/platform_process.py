@@ -44,8 +44,12 @@ class RunningPlatform:
     def manage(self, *args: str, timeout: float = 120) -> str:
         """Another process of the same platform: ``manage.py ARGS`` with its environment."""
         done = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "manage.py", *args],
+            cwd=settings.BASE_DIR,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout

@@ -21,13 +21,30 @@ from llmplatform.admin_permissions import required_permissions
 from llmplatform.models import AuditEvent
 
 KEY = re.compile(r"llmp_[A-Za-z0-9]{12}_[A-Za-z0-9]{40}")
-STANDARD_MODEL_VIEWS = {"changelist_view", "add_view", "change_view", "delete_view",
-                        "history_view", "autocomplete_view"}
+STANDARD_MODEL_VIEWS = {
+    "changelist_view",
+    "add_view",
+    "change_view",
+    "delete_view",
+    "history_view",
+    "autocomplete_view",
+}
 # Admin site views every signed-in staff member may open (their content is filtered by
 # permission), and the sign-in and enrolment views themselves.
-SITE_VIEWS = {"index", "app_index", "login", "logout", "password_change",
-              "password_change_done", "i18n_javascript", "shortcut", "catch_all_view",
-              "autocomplete_view", "otp_setup", "RedirectView"}
+SITE_VIEWS = {
+    "index",
+    "app_index",
+    "login",
+    "logout",
+    "password_change",
+    "password_change_done",
+    "i18n_javascript",
+    "shortcut",
+    "catch_all_view",
+    "autocomplete_view",
+    "otp_setup",
+    "RedirectView",
+}
 # Third-party custom views that check their permission in their own code (still walked by the
 # refusal test below): Django's password change of another user needs change_user.
 SELF_CHECKING = {"user_change_password"}
@@ -43,8 +60,11 @@ ACTIONS = sorted(((m._meta.label, name) for m, _, name, _ in _actions()))
 
 
 def test_every_admin_action_declares_its_permissions():
-    undeclared = [f"{model._meta.label}.{name}" for model, _, name, func in _actions()
-                  if not getattr(func, "allowed_permissions", None)]
+    undeclared = [
+        f"{model._meta.label}.{name}"
+        for model, _, name, func in _actions()
+        if not getattr(func, "allowed_permissions", None)
+    ]
     assert undeclared == []
 
 
@@ -55,17 +75,21 @@ def _fast_password_hashing(settings):
 
 
 def _user(django_user_model, name: str, *, perms: list[Permission] = (), superuser=False):
-    user = django_user_model.objects.create_user(name, password=f"{name}-pass-12345",
-                                                 is_staff=True, is_superuser=superuser)
+    user = django_user_model.objects.create_user(
+        name, password=f"{name}-pass-12345", is_staff=True, is_superuser=superuser
+    )
     user.user_permissions.set(perms)
     return django_user_model.objects.get(pk=user.pk)  # fresh permission cache
 
 
 def _model_perms(model, *codenames: str) -> list[Permission]:
     content_type = ContentType.objects.get_for_model(model, for_concrete_model=False)
-    return [Permission.objects.get(content_type=content_type,
-                                   codename=f"{codename}_{model._meta.model_name}")
-            for codename in codenames]
+    return [
+        Permission.objects.get(
+            content_type=content_type, codename=f"{codename}_{model._meta.model_name}"
+        )
+        for codename in codenames
+    ]
 
 
 def _request(factory: RequestFactory, user):
@@ -85,8 +109,11 @@ def test_the_action_matrix(db, django_user_model, kind):
     wrong = []
     for number, (model, model_admin, name, func) in enumerate(_actions()):
         codenames = sorted(held)
-        user = _user(django_user_model, f"{kind}-{number}",
-                     perms=_model_perms(model, *codenames) if codenames else [])
+        user = _user(
+            django_user_model,
+            f"{kind}-{number}",
+            perms=_model_perms(model, *codenames) if codenames else [],
+        )
         ceiling = name in model_admin.get_actions(_request(factory, boss))
         offered = name in model_admin.get_actions(_request(factory, user))
         expected = ceiling and set(func.allowed_permissions) <= held
@@ -101,8 +128,11 @@ READ_ONLY_ACTIONS: set[str] = set()
 
 
 def test_view_only_staff_are_offered_only_actions_that_read():
-    for_viewers = {f"{model._meta.label}.{name}" for model, _, name, func in _actions()
-                   if set(func.allowed_permissions) <= {"view"}}
+    for_viewers = {
+        f"{model._meta.label}.{name}"
+        for model, _, name, func in _actions()
+        if set(func.allowed_permissions) <= {"view"}
+    }
     assert for_viewers == READ_ONLY_ACTIONS
 
 
@@ -124,9 +154,11 @@ def _signed_in(user) -> Client:
 
 @pytest.mark.parametrize("action", ["rotate", "revoke"])
 def test_view_only_staff_cannot_rotate_or_revoke_a_key_but_change_staff_can(
-        principals, django_user_model, action):
-    key, _ = services.api_key_create(actor=principals.charlie, tenant=principals.tenant_b,
-                                     name="b-key")
+    principals, django_user_model, action
+):
+    key, _ = services.api_key_create(
+        actor=principals.charlie, tenant=principals.tenant_b, name="b-key"
+    )
     viewer = _user(django_user_model, "viewer", perms=_model_perms(ApiKey, "view"))
     changer = _user(django_user_model, "changer", perms=_model_perms(ApiKey, "view", "change"))
     data = {"action": action, "_selected_action": [str(key.pk)], "index": "0"}
@@ -173,8 +205,10 @@ def _custom_admin_views() -> list[tuple[str, object]]:
     for route, callback in _walk(get_resolver().url_patterns):
         if not route.startswith(("admin/", "deployments/compliance/")):
             continue
-        if required_permissions(callback) is None and \
-                _view_name(callback) in STANDARD_MODEL_VIEWS | SITE_VIEWS:
+        if (
+            required_permissions(callback) is None
+            and _view_name(callback) in STANDARD_MODEL_VIEWS | SITE_VIEWS
+        ):
             continue
         found.append((route, callback))
     return found
@@ -190,14 +224,16 @@ def _concrete(route: str) -> str:
 def test_every_custom_admin_view_declares_its_permissions():
     views = _custom_admin_views()
     assert len(views) >= 9  # plaintext, back up now, three rollout views, five compliance pages
-    undeclared = [route for route, callback in views if required_permissions(callback) is None
-                  and _view_name(callback) not in SELF_CHECKING]
+    undeclared = [
+        route
+        for route, callback in views
+        if required_permissions(callback) is None and _view_name(callback) not in SELF_CHECKING
+    ]
     assert undeclared == []
 
 
 @pytest.mark.parametrize("route", [route for route, _ in _custom_admin_views()])
-def test_a_custom_admin_view_refuses_staff_without_its_permission(
-        db, django_user_model, route):
+def test_a_custom_admin_view_refuses_staff_without_its_permission(db, django_user_model, route):
     url = _concrete(route)
     nobody = _signed_in(_user(django_user_model, "nobody"))
     for method in ("get", "post"):
@@ -207,14 +243,19 @@ def test_a_custom_admin_view_refuses_staff_without_its_permission(
 
 
 def test_view_only_staff_are_refused_the_plaintext_reveal_and_the_back_up_button(
-        db, django_user_model):
+    db, django_user_model
+):
     """Views that need more than view: holding view on the model is not enough."""
     from deployments.backups.models import Backup
     from privacy.models import Conversation
 
-    viewer = _signed_in(_user(django_user_model, "viewer",
-                              perms=_model_perms(Conversation, "view")
-                              + _model_perms(Backup, "view")))
+    viewer = _signed_in(
+        _user(
+            django_user_model,
+            "viewer",
+            perms=_model_perms(Conversation, "view") + _model_perms(Backup, "view"),
+        )
+    )
     assert viewer.post("/admin/privacy/conversation/1/plaintext/").status_code == 403
     assert viewer.post("/admin/backups/backup/back-up-now/").status_code == 403
     assert not AuditEvent.objects.filter(action__contains="plaintext").exists()

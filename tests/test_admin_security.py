@@ -23,7 +23,6 @@ from gateway import services as gateway_services
 from gateway.models import ApiKey, SecurityEvent, ServiceAccount
 from llmplatform import staff_signin
 from llmplatform.models import AuditEvent
-from tests.browser import browser, page  # noqa: F401  (fixtures)
 
 PASSWORD = "officer-pass-4821"
 LOGIN = "/admin/login/"
@@ -40,13 +39,13 @@ def code(key: bytes, steps_ahead: int = 0) -> str:
 def wrong_code(key: bytes) -> str:
     """A code the authenticator shows at no step near now."""
     near = {code(key, steps) for steps in range(-2, 3)}
-    return next(c for c in ("000000", "111111", "222222", "333333", "444444", "555555")
-                if c not in near)
+    return next(
+        c for c in ("000000", "111111", "222222", "333333", "444444", "555555") if c not in near
+    )
 
 
 def audit_text(event: AuditEvent) -> str:
-    return json.dumps([event.actor, event.object_repr, event.object_id, event.before,
-                       event.after])
+    return json.dumps([event.actor, event.object_repr, event.object_id, event.before, event.after])
 
 
 @pytest.fixture
@@ -78,11 +77,13 @@ def officer_client(client, officer, officer_device):
 
 
 def login(client, *, password: str = PASSWORD, token: str = "", username: str = "officer"):
-    return client.post(LOGIN, {"username": username, "password": password, "otp_token": token,
-                               "next": "/admin/"})
+    return client.post(
+        LOGIN, {"username": username, "password": password, "otp_token": token, "next": "/admin/"}
+    )
 
 
 # --- Second factor --------------------------------------------------------------------------
+
 
 def test_a_session_without_a_verified_authenticator_does_not_reach_the_admin(client, officer):
     client.force_login(officer)
@@ -94,7 +95,8 @@ def test_a_session_without_a_verified_authenticator_does_not_reach_the_admin(cli
 
 
 def test_the_admin_takes_any_staff_session_when_the_second_factor_is_switched_off(
-        client, officer, settings):
+    client, officer, settings
+):
     settings.LLMP_ADMIN_REQUIRE_2FA = False
     client.force_login(officer)
 
@@ -173,10 +175,14 @@ def test_a_staff_member_with_an_authenticator_needs_password_and_code(client, of
     assert client.get("/admin/").status_code == 200
     failures = AuditEvent.objects.filter(action="auth.login_failed")
     assert sorted(e.after["reason"] for e in failures) == [
-        "credentials", "second_factor", "second_factor"]
+        "credentials",
+        "second_factor",
+        "second_factor",
+    ]
 
 
 # --- In a real browser, against the ASGI app as it runs in production ------------------------
+
 
 def browser_sign_in(tab, base_url: str, *, password: str = PASSWORD, token: str = "") -> None:
     tab.goto(f"{base_url}/admin/login/?next=/admin/")
@@ -188,9 +194,11 @@ def browser_sign_in(tab, base_url: str, *, password: str = PASSWORD, token: str 
 
 
 def test_an_officer_enrols_an_authenticator_then_signs_in_with_password_and_code(
-        page, gateway_server, django_user_model):  # noqa: F811
-    user = django_user_model.objects.create_user("officer", password=PASSWORD, is_staff=True,
-                                                 is_superuser=True)
+    page, gateway_server, django_user_model
+):
+    user = django_user_model.objects.create_user(
+        "officer", password=PASSWORD, is_staff=True, is_superuser=True
+    )
     staff_signin.enrolment_allow(actor="test", user=user)
 
     page.goto(f"{gateway_server}/admin/")
@@ -225,7 +233,8 @@ def test_an_officer_enrols_an_authenticator_then_signs_in_with_password_and_code
 
 
 def test_the_browser_shows_the_lockout_page_after_five_wrong_passwords(
-        page, gateway_server, django_user_model):  # noqa: F811
+    page, gateway_server, django_user_model
+):
     django_user_model.objects.create_user("officer", password=PASSWORD, is_staff=True)
     for _ in range(5):
         browser_sign_in(page, gateway_server, password="wrong-guess")
@@ -240,6 +249,7 @@ def test_the_browser_shows_the_lockout_page_after_five_wrong_passwords(
 
 
 # --- Lockout and the audit of sign-ins ------------------------------------------------------
+
 
 def test_five_wrong_passwords_lock_the_account_even_against_the_right_one(client, officer):
     for _ in range(4):
@@ -289,18 +299,25 @@ def test_sign_in_audit_rows_never_hold_a_password_or_code(client, officer_device
         assert code(officer_device.bin_key) not in text
     success, failure = events
     assert success.actor == "user:officer" and success.after["second_factor"] == "totp"
-    assert failure.after == {"username": "officer", "channel": "admin",
-                             "ip_address": "127.0.0.1", "reason": "credentials"}
+    assert failure.after == {
+        "username": "officer",
+        "channel": "admin",
+        "ip_address": "127.0.0.1",
+        "reason": "credentials",
+    }
 
 
 # --- Admin of the access-control models -----------------------------------------------------
 
+
 def test_the_rotate_action_shows_the_new_key_once_and_the_old_one_keeps_working(
-        officer_client, principals, key_a):
+    officer_client, principals, key_a
+):
     old = ApiKey.objects.get(tenant=principals.tenant_a)
 
-    response = officer_client.post("/admin/gateway/apikey/", {
-        "action": "rotate", "_selected_action": [old.pk]})
+    response = officer_client.post(
+        "/admin/gateway/apikey/", {"action": "rotate", "_selected_action": [old.pk]}
+    )
 
     # On this response only: no redirect, no message (the messages cookie is readable).
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]
@@ -322,12 +339,15 @@ def test_the_rotate_action_shows_the_new_key_once_and_the_old_one_keeps_working(
 
 def test_the_disable_action_revokes_the_service_accounts_keys(officer_client, principals):
     account = gateway_services.service_account_create(
-        actor=None, tenant=principals.tenant_a, name="billing")
+        actor=None, tenant=principals.tenant_a, name="billing"
+    )
     key, _ = gateway_services.api_key_create(
-        actor=None, tenant=principals.tenant_a, name="svc", service_account=account)
+        actor=None, tenant=principals.tenant_a, name="svc", service_account=account
+    )
 
-    officer_client.post("/admin/gateway/serviceaccount/", {
-        "action": "disable", "_selected_action": [account.pk]})
+    officer_client.post(
+        "/admin/gateway/serviceaccount/", {"action": "disable", "_selected_action": [account.pk]}
+    )
 
     account.refresh_from_db()
     key.refresh_from_db()
@@ -344,16 +364,20 @@ def _queries(client, url: str) -> int:
 def test_the_service_account_list_runs_a_fixed_number_of_queries(officer_client, principals):
     url = "/admin/gateway/serviceaccount/"
     account = gateway_services.service_account_create(
-        actor=None, tenant=principals.tenant_a, name="svc-0")
-    gateway_services.api_key_create(actor=None, tenant=principals.tenant_a, name="k",
-                                    service_account=account)
+        actor=None, tenant=principals.tenant_a, name="svc-0"
+    )
+    gateway_services.api_key_create(
+        actor=None, tenant=principals.tenant_a, name="k", service_account=account
+    )
     few = _queries(officer_client, url)
     for n in range(1, 8):
         tenant = principals.tenant_a if n % 2 else principals.tenant_b
-        account = gateway_services.service_account_create(actor=None, tenant=tenant,
-                                                          name=f"svc-{n}")
-        gateway_services.api_key_create(actor=None, tenant=tenant, name="k",
-                                        service_account=account)
+        account = gateway_services.service_account_create(
+            actor=None, tenant=tenant, name=f"svc-{n}"
+        )
+        gateway_services.api_key_create(
+            actor=None, tenant=tenant, name="k", service_account=account
+        )
 
     many = _queries(officer_client, url)
 
@@ -362,14 +386,20 @@ def test_the_service_account_list_runs_a_fixed_number_of_queries(officer_client,
 
 
 def test_the_security_event_list_runs_a_fixed_number_of_queries_and_hides_the_text(
-        officer_client, principals):
+    officer_client, principals
+):
     url = "/admin/gateway/securityevent/"
 
     def event(tenant, n):
         return SecurityEvent.objects.create(
-            tenant=tenant, kind=SecurityEvent.Kind.PROMPT_INJECTION,
-            action=SecurityEvent.Action.BLOCKED, alias="default", score=0.9,
-            reasons=["ignore_previous"], text=f"secret prompt text {n}")
+            tenant=tenant,
+            kind=SecurityEvent.Kind.PROMPT_INJECTION,
+            action=SecurityEvent.Action.BLOCKED,
+            alias="default",
+            score=0.9,
+            reasons=["ignore_previous"],
+            text=f"secret prompt text {n}",
+        )
 
     first = event(principals.tenant_a, 0)
     few = _queries(officer_client, url)
@@ -389,34 +419,56 @@ def test_the_security_event_list_runs_a_fixed_number_of_queries_and_hides_the_te
 def test_the_tier_form_groups_its_limits(officer_client, tier):
     form = officer_client.get(f"/admin/gateway/tier/{tier.pk}/change/").content.decode()
 
-    for heading in ("Requests per tenant", "Requests per API key", "Requests per end user",
-                    "Tokens and request size", "Spend budgets (USD)", "Screening"):
+    for heading in (
+        "Requests per tenant",
+        "Requests per API key",
+        "Requests per end user",
+        "Tokens and request size",
+        "Spend budgets (USD)",
+        "Screening",
+    ):
         assert heading in form
 
 
 def test_an_api_key_is_created_for_a_service_account_with_ip_ranges(officer_client, principals):
     account = ServiceAccount.objects.create(tenant=principals.tenant_a, name="etl")
 
-    response = officer_client.post("/admin/gateway/apikey/add/", {
-        "tenant": principals.tenant_a.pk, "service_account": account.pk, "name": "etl-key",
-        "scopes": ["chat"], "allowed_ips": "10.0.0.7\n2001:db8::/32", "daily_budget": "5",
-    }, follow=True)
+    response = officer_client.post(
+        "/admin/gateway/apikey/add/",
+        {
+            "tenant": principals.tenant_a.pk,
+            "service_account": account.pk,
+            "name": "etl-key",
+            "scopes": ["chat"],
+            "allowed_ips": "10.0.0.7\n2001:db8::/32",
+            "daily_budget": "5",
+        },
+        follow=True,
+    )
 
     key = ApiKey.objects.get(name="etl-key")
     assert key.service_account == account
     assert key.allowed_ips == ["10.0.0.7/32", "2001:db8::/32"]
     assert KEY_PATTERN.search(response.content.decode())
     other = ServiceAccount.objects.create(tenant=principals.tenant_b, name="etl")
-    refused = officer_client.post("/admin/gateway/apikey/add/", {
-        "tenant": principals.tenant_a.pk, "service_account": other.pk, "name": "x",
-        "scopes": ["chat"], "allowed_ips": "not-an-ip"})
+    refused = officer_client.post(
+        "/admin/gateway/apikey/add/",
+        {
+            "tenant": principals.tenant_a.pk,
+            "service_account": other.pk,
+            "name": "x",
+            "scopes": ["chat"],
+            "allowed_ips": "not-an-ip",
+        },
+    )
     assert refused.status_code == 200
     assert b"belongs to another tenant" in refused.content
     assert b"is not an IP address" in refused.content
 
 
-def test_deleting_an_authenticator_is_audited_and_never_shows_its_key(officer_client,
-                                                                       officer_device):
+def test_deleting_an_authenticator_is_audited_and_never_shows_its_key(
+    officer_client, officer_device
+):
     url = f"/admin/otp_totp/totpdevice/{officer_device.pk}/"
     assert officer_device.key not in officer_client.get(f"{url}change/").content.decode()
 
@@ -427,14 +479,23 @@ def test_deleting_an_authenticator_is_audited_and_never_shows_its_key(officer_cl
 
 
 def test_granting_superuser_in_the_user_admin_is_audited_without_the_password_hash(
-        officer_client, django_user_model):
+    officer_client, django_user_model
+):
     clerk = django_user_model.objects.create_user("clerk", password="clerk-pass-991")
     url = f"/admin/auth/user/{clerk.pk}/change/"
     form = officer_client.get(url).context["adminform"].form
     data = {k: v for k, v in form.initial.items() if v is not None and k != "password"}
-    data.update({"is_staff": "on", "is_superuser": "on", "is_active": "on",
-                 "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00",
-                 "groups": [], "user_permissions": []})
+    data.update(
+        {
+            "is_staff": "on",
+            "is_superuser": "on",
+            "is_active": "on",
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            "groups": [],
+            "user_permissions": [],
+        }
+    )
 
     response = officer_client.post(url, data)
 
@@ -448,8 +509,7 @@ def test_granting_superuser_in_the_user_admin_is_audited_without_the_password_ha
 def test_lifting_a_lockout_in_the_admin_is_audited(officer_client, client, django_user_model):
     from axes.models import AccessAttempt
 
-    clerk = django_user_model.objects.create_user("clerk", password="clerk-pass-991",
-                                                  is_staff=True)
+    clerk = django_user_model.objects.create_user("clerk", password="clerk-pass-991", is_staff=True)
     staff_signin.enrolment_allow(actor="test", user=clerk)
     for _ in range(5):
         login(client, username="clerk", password="wrong-guess")
@@ -475,13 +535,16 @@ def test_the_reset_command_removes_an_authenticator_with_an_audit_row(officer_de
     assert staff_signin.enrolment_grant(officer_device.user) is not None
 
 
-def test_setting_a_password_in_the_user_admin_is_audited_without_it(officer_client,
-                                                                     django_user_model):
+def test_setting_a_password_in_the_user_admin_is_audited_without_it(
+    officer_client, django_user_model
+):
     clerk = django_user_model.objects.create_user("clerk", password="clerk-pass-991")
     new_password = "Fresh-Clerk-Pass-7731"
 
-    response = officer_client.post(f"/admin/auth/user/{clerk.pk}/password/", {
-        "usable_password": "true", "password1": new_password, "password2": new_password})
+    response = officer_client.post(
+        f"/admin/auth/user/{clerk.pk}/password/",
+        {"usable_password": "true", "password1": new_password, "password2": new_password},
+    )
 
     assert response.status_code == 302, response.content[:3000]
     event = AuditEvent.objects.get(action="admin.user.set_password")
@@ -501,16 +564,14 @@ def test_a_password_alone_cannot_bind_an_authenticator(client, django_user_model
     assert "_auth_user_id" not in client.session
 
 
-def test_only_a_superuser_can_allow_enrolment_and_it_is_audited(officer_client,
-                                                                django_user_model):
-    newcomer = django_user_model.objects.create_user("newcomer", password=PASSWORD,
-                                                     is_staff=True)
-    clerk = django_user_model.objects.create_user("clerk", password="clerk-pass-991",
-                                                  is_staff=True)
+def test_only_a_superuser_can_allow_enrolment_and_it_is_audited(officer_client, django_user_model):
+    newcomer = django_user_model.objects.create_user("newcomer", password=PASSWORD, is_staff=True)
+    clerk = django_user_model.objects.create_user("clerk", password="clerk-pass-991", is_staff=True)
     from django.contrib.auth.models import Permission
 
-    clerk.user_permissions.add(*Permission.objects.filter(codename__in=["view_user",
-                                                                        "change_user"]))
+    clerk.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_user", "change_user"])
+    )
     TOTPDevice.objects.create(user=clerk, name="authenticator", confirmed=True)
     clerk_client = Client()
     clerk_client.force_login(clerk)
@@ -523,8 +584,9 @@ def test_only_a_superuser_can_allow_enrolment_and_it_is_audited(officer_client,
 
     officer_client.post("/admin/auth/user/", form)
     assert staff_signin.enrolment_grant(newcomer) is not None
-    assert AuditEvent.objects.filter(action="otp_device.enrolment_allowed",
-                                     object_repr="newcomer").exists()
+    assert AuditEvent.objects.filter(
+        action="otp_device.enrolment_allowed", object_repr="newcomer"
+    ).exists()
     response = login(Client(), username="newcomer")
     assert response.status_code == 302 and response["Location"] == "/admin/otp/setup/"
 

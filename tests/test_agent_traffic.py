@@ -25,15 +25,30 @@ from .upstreams import OpenAIUpstream
 pytestmark = pytest.mark.django_db
 
 EMAIL = "jane.doe@example.com"
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather for a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
-SEND = {"type": "function", "function": {
-    "name": "send_mail", "description": "Send an email.",
-    "parameters": {"type": "object", "properties": {"to": {"type": "string"}}}}}
-PIXEL = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
-         "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+SEND = {
+    "type": "function",
+    "function": {
+        "name": "send_mail",
+        "description": "Send an email.",
+        "parameters": {"type": "object", "properties": {"to": {"type": "string"}}},
+    },
+}
+PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 
 
 @pytest.fixture
@@ -43,13 +58,22 @@ def upstream():
 
 
 def post(client, key, body, path="/v1/chat/completions", **headers):
-    return client.post(path, data=json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {key}", **headers)
+    return client.post(
+        path,
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+        **headers,
+    )
 
 
 def stream(base_url, key, body) -> tuple[httpx.Response, list[dict]]:
-    response = httpx.post(f"{base_url}/v1/chat/completions", json={**body, "stream": True},
-                          headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    response = httpx.post(
+        f"{base_url}/v1/chat/completions",
+        json={**body, "stream": True},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
     blocks = [b.removeprefix("data: ") for b in response.text.strip().split("\n\n")]
     assert blocks[-1] == "[DONE]", response.text
     return response, [json.loads(b) for b in blocks[:-1]]
@@ -63,8 +87,9 @@ def assembled_calls(chunks: list[dict], index: int = 0) -> list[dict]:
             if choice["index"] != index:
                 continue
             for fragment in choice["delta"].get("tool_calls") or []:
-                call = calls.setdefault(fragment["index"], {"id": None, "name": "",
-                                                            "arguments": ""})
+                call = calls.setdefault(
+                    fragment["index"], {"id": None, "name": "", "arguments": ""}
+                )
                 call["id"] = fragment.get("id") or call["id"]
                 function = fragment.get("function") or {}
                 call["name"] += function.get("name") or ""
@@ -73,9 +98,12 @@ def assembled_calls(chunks: list[dict], index: int = 0) -> list[dict]:
 
 
 def finishes(chunks: list[dict]) -> dict[int, str]:
-    return {c["index"]: c["finish_reason"] for chunk in chunks for c in chunk["choices"]
-            if c["finish_reason"]}
-
+    return {
+        c["index"]: c["finish_reason"]
+        for chunk in chunks
+        for c in chunk["choices"]
+        if c["finish_reason"]
+    }
 
 
 def policy(principals, **fields) -> None:
@@ -85,12 +113,18 @@ def policy(principals, **fields) -> None:
 # --------------------------------------------------------------------------- tool calls
 
 
-def test_a_tool_call_reaches_the_client_whole_and_is_metered(client, principals, key_a,
-                                                             upstream):
+def test_a_tool_call_reaches_the_client_whole_and_is_metered(client, principals, key_a, upstream):
     route_alias("default", upstream.base_url)
     upstream.tool_call = {"name": "get_weather", "arguments": {"city": "Paris"}}
-    response = post(client, key_a, {"model": "default", "tools": [WEATHER],
-                                    "messages": [{"role": "user", "content": "Weather?"}]})
+    response = post(
+        client,
+        key_a,
+        {
+            "model": "default",
+            "tools": [WEATHER],
+            "messages": [{"role": "user", "content": "Weather?"}],
+        },
+    )
     assert response.status_code == 200, response.content
     choice = response.json()["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
@@ -106,16 +140,24 @@ def test_a_tool_call_reaches_the_client_whole_and_is_metered(client, principals,
     assert upstream.requests[-1].json["tools"] == [WEATHER]
 
 
-def test_a_streamed_tool_call_arrives_as_openai_fragments(gateway_server, principals, key_a,
-                                                         upstream):
+def test_a_streamed_tool_call_arrives_as_openai_fragments(
+    gateway_server, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     upstream.tool_call = {"name": "get_weather", "arguments": {"city": "Buenos Aires"}}
-    response, chunks = stream(gateway_server, key_a, {
-        "model": "default", "tools": [WEATHER],
-        "messages": [{"role": "user", "content": "Weather?"}]})
+    response, chunks = stream(
+        gateway_server,
+        key_a,
+        {
+            "model": "default",
+            "tools": [WEATHER],
+            "messages": [{"role": "user", "content": "Weather?"}],
+        },
+    )
     assert response.status_code == 200
-    fragments = [f for c in chunks for ch in c["choices"]
-                 for f in ch["delta"].get("tool_calls") or []]
+    fragments = [
+        f for c in chunks for ch in c["choices"] for f in ch["delta"].get("tool_calls") or []
+    ]
     assert len(fragments) > 2  # the arguments come in pieces, as OpenAI sends them
     assert fragments[0]["id"].startswith("call_")
     assert fragments[0]["function"]["name"] == "get_weather"
@@ -124,19 +166,27 @@ def test_a_streamed_tool_call_arrives_as_openai_fragments(gateway_server, princi
     assert finishes(chunks) == {0: "tool_calls"}
 
 
-def test_tool_results_and_assistant_tool_calls_go_upstream_unchanged(client, principals,
-                                                                     key_a, upstream):
+def test_tool_results_and_assistant_tool_calls_go_upstream_unchanged(
+    client, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     messages = [
         {"role": "developer", "content": "Use the tools."},
         {"role": "user", "content": "Weather in Paris?", "name": "alice"},
-        {"role": "assistant", "content": None, "tool_calls": [{
-            "id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "18 C and sunny"},
     ]
-    response = post(client, key_a, {"model": "default", "tools": [WEATHER],
-                                    "messages": messages})
+    response = post(client, key_a, {"model": "default", "tools": [WEATHER], "messages": messages})
     assert response.status_code == 200, response.content
     assert "18 C and sunny" in response.json()["choices"][0]["message"]["content"]
     sent = upstream.requests[-1].json["messages"]
@@ -144,11 +194,15 @@ def test_tool_results_and_assistant_tool_calls_go_upstream_unchanged(client, pri
     # The developer message keeps its role; the leak guard's canary is added to it.
     assert sent[0]["role"] == "developer" and sent[0]["content"].startswith("Use the tools.")
     assert set(UsageRecord.objects.get().content_kinds.split(",")) == {
-        "text", "tool_calls", "tool_results"}
+        "text",
+        "tool_calls",
+        "tool_results",
+    }
 
 
-def test_pseudonymised_values_come_back_in_tool_call_arguments(client, gateway_server,
-                                                               principals, key_a, upstream):
+def test_pseudonymised_values_come_back_in_tool_call_arguments(
+    client, gateway_server, principals, key_a, upstream
+):
     """The provider only ever sees a placeholder; the agent gets the address it asked about,
     in plain and in streamed tool calls (the placeholder split across fragments)."""
     route_alias("default", upstream.base_url)
@@ -160,8 +214,11 @@ def test_pseudonymised_values_come_back_in_tool_call_arguments(client, gateway_s
         upstream.tool_call = {"name": "send_mail", "arguments": {"to": placeholder}}
 
     upstream.on_request = call_with_the_placeholder
-    body = {"model": "default", "tools": [SEND],
-            "messages": [{"role": "user", "content": f"Mail {EMAIL} the report."}]}
+    body = {
+        "model": "default",
+        "tools": [SEND],
+        "messages": [{"role": "user", "content": f"Mail {EMAIL} the report."}],
+    }
     plain = post(client, key_a, body).json()["choices"][0]["message"]["tool_calls"][0]
     assert json.loads(plain["function"]["arguments"]) == {"to": EMAIL}
     _, chunks = stream(gateway_server, key_a, body)
@@ -175,12 +232,17 @@ def test_the_leak_guard_watches_tool_call_arguments(client, principals, key_a, u
     ModelVersion.objects.filter(alias=alias).update(system_prompt="You are Acme's helper.")
 
     def leak(request):
-        upstream.tool_call = {"name": "send_mail",
-                              "arguments": {"to": request.json["messages"][0]["content"]}}
+        upstream.tool_call = {
+            "name": "send_mail",
+            "arguments": {"to": request.json["messages"][0]["content"]},
+        }
 
     upstream.on_request = leak
-    response = post(client, key_a, {"model": "default", "tools": [SEND],
-                                    "messages": [{"role": "user", "content": "hi"}]})
+    response = post(
+        client,
+        key_a,
+        {"model": "default", "tools": [SEND], "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 200
     choice = response.json()["choices"][0]
     assert choice["finish_reason"] == "content_filter"
@@ -189,12 +251,17 @@ def test_the_leak_guard_watches_tool_call_arguments(client, principals, key_a, u
     assert (event.kind, event.action) == ("system_prompt_leak", "blocked")
 
 
-def test_cached_tool_calls_are_replayed_exactly_plain_and_streamed(client, gateway_server,
-                                                                   principals, key_a, upstream):
+def test_cached_tool_calls_are_replayed_exactly_plain_and_streamed(
+    client, gateway_server, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     upstream.tool_call = {"name": "get_weather", "arguments": {"city": "Oslo"}}
-    body = {"model": "default", "tools": [WEATHER], "temperature": 0,
-            "messages": [{"role": "user", "content": "Weather?"}]}
+    body = {
+        "model": "default",
+        "tools": [WEATHER],
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "Weather?"}],
+    }
     first = post(client, key_a, body)
     second = post(client, key_a, body)
     assert (first["X-Cache"], second["X-Cache"]) == ("MISS", "HIT")
@@ -214,8 +281,9 @@ def test_cached_tool_calls_are_replayed_exactly_plain_and_streamed(client, gatew
 # --------------------------------------------------------------------------- n and logprobs
 
 
-def test_n_choices_are_answered_reserved_and_capped(client, gateway_server, principals, key_a,
-                                                    upstream):
+def test_n_choices_are_answered_reserved_and_capped(
+    client, gateway_server, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     body = {"model": "default", "n": 2, "messages": [{"role": "user", "content": "Say hi"}]}
     choices = post(client, key_a, body).json()["choices"]
@@ -227,7 +295,9 @@ def test_n_choices_are_answered_reserved_and_capped(client, gateway_server, prin
     refused = post(client, key_a, body)
     assert refused.status_code == 400
     assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == (
-        "too_many_choices", "n")
+        "too_many_choices",
+        "n",
+    )
 
 
 def test_token_reservations_count_every_choice(principals, key_a, upstream):
@@ -245,8 +315,16 @@ def test_token_reservations_count_every_choice(principals, key_a, upstream):
 
 def test_logprobs_pass_through(client, principals, key_a, upstream):
     route_alias("default", upstream.base_url)
-    response = post(client, key_a, {"model": "default", "logprobs": True, "top_logprobs": 1,
-                                    "messages": [{"role": "user", "content": "Say hi"}]})
+    response = post(
+        client,
+        key_a,
+        {
+            "model": "default",
+            "logprobs": True,
+            "top_logprobs": 1,
+            "messages": [{"role": "user", "content": "Say hi"}],
+        },
+    )
     logprobs = response.json()["choices"][0]["logprobs"]
     assert logprobs["content"] and "logprob" in logprobs["content"][0]
     assert len(logprobs["content"][0]["top_logprobs"]) == 1
@@ -259,8 +337,9 @@ def image_message(*parts) -> dict:
     return {"role": "user", "content": [{"type": "text", "text": "What is this?"}, *parts]}
 
 
-def test_image_parts_reach_the_provider_and_are_recorded_by_kind(client, principals, key_a,
-                                                                 upstream):
+def test_image_parts_reach_the_provider_and_are_recorded_by_kind(
+    client, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     part = {"type": "image_url", "image_url": {"url": PIXEL, "detail": "low"}}
     response = post(client, key_a, {"model": "default", "messages": [image_message(part)]})
@@ -274,23 +353,38 @@ def test_image_parts_reach_the_provider_and_are_recorded_by_kind(client, princip
 def test_pii_in_text_parts_beside_an_image_is_masked(client, principals, key_a, upstream):
     route_alias("default", upstream.base_url)
     policy(principals, upstream_pii="mask")
-    message = {"role": "user", "content": [
-        {"type": "text", "text": f"Who is {EMAIL}?"},
-        {"type": "image_url", "image_url": {"url": PIXEL}}]}
+    message = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": f"Who is {EMAIL}?"},
+            {"type": "image_url", "image_url": {"url": PIXEL}},
+        ],
+    }
     assert post(client, key_a, {"model": "default", "messages": [message]}).status_code == 200
     sent = upstream.requests[-1].json["messages"][0]["content"]
     assert sent[0]["text"] == "Who is <EMAIL>?" and sent[1]["image_url"]["url"] == PIXEL
 
 
-@pytest.mark.parametrize(("fields", "message", "code", "param"), [
-    ({"max_media_parts": 0}, image_message({"type": "image_url", "image_url": {"url": PIXEL}}),
-     "too_many_media_parts", "messages[0].content[1]"),
-    ({"max_media_part_chars": 50},
-     image_message({"type": "image_url", "image_url": {"url": PIXEL}}),
-     "media_part_too_large", "messages[0].content[1]"),
-])
-def test_the_tier_bounds_media_parts(client, principals, key_a, upstream, fields, message,
-                                     code, param):
+@pytest.mark.parametrize(
+    ("fields", "message", "code", "param"),
+    [
+        (
+            {"max_media_parts": 0},
+            image_message({"type": "image_url", "image_url": {"url": PIXEL}}),
+            "too_many_media_parts",
+            "messages[0].content[1]",
+        ),
+        (
+            {"max_media_part_chars": 50},
+            image_message({"type": "image_url", "image_url": {"url": PIXEL}}),
+            "media_part_too_large",
+            "messages[0].content[1]",
+        ),
+    ],
+)
+def test_the_tier_bounds_media_parts(
+    client, principals, key_a, upstream, fields, message, code, param
+):
     route_alias("default", upstream.base_url)
     set_tier(principals, **fields)
     response = post(client, key_a, {"model": "default", "messages": [message]})
@@ -299,12 +393,15 @@ def test_the_tier_bounds_media_parts(client, principals, key_a, upstream, fields
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize("message", [
-    {"role": "system", "content": [{"type": "image_url", "image_url": {"url": PIXEL}}]},
-    image_message({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}),
-    image_message({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "ogg"}}),
-    image_message({"type": "video", "video": {}}),
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "system", "content": [{"type": "image_url", "image_url": {"url": PIXEL}}]},
+        image_message({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}),
+        image_message({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "ogg"}}),
+        image_message({"type": "video", "video": {}}),
+    ],
+)
 def test_malformed_parts_are_a_400(client, principals, key_a, upstream, message):
     route_alias("default", upstream.base_url)
     response = post(client, key_a, {"model": "default", "messages": [message]})
@@ -313,17 +410,27 @@ def test_malformed_parts_are_a_400(client, principals, key_a, upstream, message)
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize(("extra", "message", "param"), [
-    ({"tools": [WEATHER]}, {"role": "user", "content": "hi"}, "tools"),
-    ({"n": 2}, {"role": "user", "content": "hi"}, "n"),
-    ({}, image_message({"type": "image_url", "image_url": {"url": PIXEL}}),
-     "messages[0].content[1]"),
-])
-def test_what_the_provider_does_not_take_is_a_clear_400(client, principals, key_a, upstream,
-                                                        extra, message, param):
+@pytest.mark.parametrize(
+    ("extra", "message", "param"),
+    [
+        ({"tools": [WEATHER]}, {"role": "user", "content": "hi"}, "tools"),
+        ({"n": 2}, {"role": "user", "content": "hi"}, "n"),
+        (
+            {},
+            image_message({"type": "image_url", "image_url": {"url": PIXEL}}),
+            "messages[0].content[1]",
+        ),
+    ],
+)
+def test_what_the_provider_does_not_take_is_a_clear_400(
+    client, principals, key_a, upstream, extra, message, param
+):
     """The embedded model's provider declares what it cannot do: never a silent drop."""
-    route_alias("default", upstream.base_url,
-                extra={"unsupported": ["tools", "image_url", "n", "embeddings"]})
+    route_alias(
+        "default",
+        upstream.base_url,
+        extra={"unsupported": ["tools", "image_url", "n", "embeddings"]},
+    )
     response = post(client, key_a, {"model": "default", "messages": [message], **extra})
     assert response.status_code == 400, response.content
     error = response.json()["error"]
@@ -331,20 +438,31 @@ def test_what_the_provider_does_not_take_is_a_clear_400(client, principals, key_
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize(("extra", "valid"), [
-    ('{"unsupported": ["tools", "embeddings"]}', True),
-    ('{"unsupported": ["tools", "telepathy"]}', False),
-    ('{"unsupported": "tools"}', False),
-    ('["tools"]', False),
-])
+@pytest.mark.parametrize(
+    ("extra", "valid"),
+    [
+        ('{"unsupported": ["tools", "embeddings"]}', True),
+        ('{"unsupported": ["tools", "telepathy"]}', False),
+        ('{"unsupported": "tools"}', False),
+        ('["tools"]', False),
+    ],
+)
 def test_the_admin_validates_what_a_provider_declares_unsupported(extra, valid, settings):
     from gateway.admin import ProviderForm
 
     settings.LLMP_UPSTREAM_HOSTS = ("api.openai.com",)
-    form = ProviderForm(data={"name": "p", "kind": "openai",
-                              "base_url": "https://api.openai.com/v1", "api_key_ref": "",
-                              "api_version": "", "region": "", "extra": extra,
-                              "enabled": "on"})
+    form = ProviderForm(
+        data={
+            "name": "p",
+            "kind": "openai",
+            "base_url": "https://api.openai.com/v1",
+            "api_key_ref": "",
+            "api_version": "",
+            "region": "",
+            "extra": extra,
+            "enabled": "on",
+        }
+    )
     assert form.is_valid() is valid, form.errors
 
 
@@ -355,8 +473,9 @@ def embed(client, key, body, **headers):
     return post(client, key, body, path="/v1/embeddings", **headers)
 
 
-def test_embeddings_are_served_metered_and_cached_per_tenant(client, principals, key_a, key_b,
-                                                             upstream):
+def test_embeddings_are_served_metered_and_cached_per_tenant(
+    client, principals, key_a, key_b, upstream
+):
     route_alias("embed", upstream.base_url, model="text-embedding-3-small")
     body = {"model": "embed", "input": ["first text", "second text"], "dimensions": 8}
     first = embed(client, key_a, body)
@@ -382,10 +501,12 @@ def test_embeddings_are_served_metered_and_cached_per_tenant(client, principals,
 
 def test_base64_embeddings_decode_to_the_float_vectors(client, principals, key_a, upstream):
     route_alias("embed", upstream.base_url)
-    floats = embed(client, key_a, {"model": "embed", "input": "hello"},
-                   HTTP_CACHE_CONTROL="no-cache").json()["data"][0]["embedding"]
-    encoded = embed(client, key_a, {"model": "embed", "input": "hello",
-                                    "encoding_format": "base64"}).json()["data"][0]["embedding"]
+    floats = embed(
+        client, key_a, {"model": "embed", "input": "hello"}, HTTP_CACHE_CONTROL="no-cache"
+    ).json()["data"][0]["embedding"]
+    encoded = embed(
+        client, key_a, {"model": "embed", "input": "hello", "encoding_format": "base64"}
+    ).json()["data"][0]["embedding"]
     raw = base64.b64decode(encoded)
     decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
     assert decoded == pytest.approx(floats, rel=1e-6)
@@ -400,24 +521,34 @@ def test_embeddings_apply_the_pii_policy_and_the_scope(client, principals, key_a
     refused = embed(client, key_a, {"model": "embed", "input": ["ok", f"Mail {EMAIL}"]})
     assert refused.status_code == 400
     assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == (
-        "pii_detected", "input[1]")
+        "pii_detected",
+        "input[1]",
+    )
     _, chat_only = gateway_services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="chat-only", scopes=["chat"])
+        actor=principals.alice, tenant=principals.tenant_a, name="chat-only", scopes=["chat"]
+    )
     forbidden = embed(client, chat_only, {"model": "embed", "input": "hello"})
     assert forbidden.status_code == 403
     assert len(upstream.requests) == 1
 
 
-@pytest.mark.parametrize(("body", "code", "param"), [
-    ({"model": "embed", "input": [[1, 2, 3]]}, "unsupported_input", "input[0]"),
-    ({"model": "embed", "input": []}, "invalid_value", "input"),
-    ({"model": "embed", "input": "x", "encoding_format": "int8"}, "invalid_value",
-     "encoding_format"),
-    ({"model": "embed", "input": "x", "dimensions": 0}, "invalid_value", "dimensions"),
-    ({"model": "embed", "input": "x", "shape": 1}, "unknown_parameter", "shape"),
-])
-def test_bad_embedding_requests_are_typed_400s(client, principals, key_a, upstream, body,
-                                               code, param):
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({"model": "embed", "input": [[1, 2, 3]]}, "unsupported_input", "input[0]"),
+        ({"model": "embed", "input": []}, "invalid_value", "input"),
+        (
+            {"model": "embed", "input": "x", "encoding_format": "int8"},
+            "invalid_value",
+            "encoding_format",
+        ),
+        ({"model": "embed", "input": "x", "dimensions": 0}, "invalid_value", "dimensions"),
+        ({"model": "embed", "input": "x", "shape": 1}, "unknown_parameter", "shape"),
+    ],
+)
+def test_bad_embedding_requests_are_typed_400s(
+    client, principals, key_a, upstream, body, code, param
+):
     route_alias("embed", upstream.base_url)
     response = embed(client, key_a, body)
     assert response.status_code == 400
@@ -425,8 +556,9 @@ def test_bad_embedding_requests_are_typed_400s(client, principals, key_a, upstre
     assert upstream.requests == []
 
 
-def test_a_provider_without_embeddings_is_a_400_and_limits_count_inputs(client, principals,
-                                                                       key_a, upstream):
+def test_a_provider_without_embeddings_is_a_400_and_limits_count_inputs(
+    client, principals, key_a, upstream
+):
     route_alias("embed", upstream.base_url, extra={"unsupported": ["embeddings"]})
     response = embed(client, key_a, {"model": "embed", "input": "hello"})
     assert response.status_code == 400
@@ -436,7 +568,9 @@ def test_a_provider_without_embeddings_is_a_400_and_limits_count_inputs(client, 
     too_big = embed(client, key_a, {"model": "embed", "input": ["short", "x" * 20]})
     assert too_big.status_code == 400
     assert (too_big.json()["error"]["code"], too_big.json()["error"]["param"]) == (
-        "prompt_too_large", "input[1]")
+        "prompt_too_large",
+        "input[1]",
+    )
     assert upstream.requests == []
 
 
@@ -450,9 +584,23 @@ def test_a_plain_answer_and_the_same_answer_streamed_come_out_alike():
     masked = pseudonymizer.pseudonymize(f"Write to {EMAIL}")
     placeholder = masked.removeprefix("Write to ")
     arguments = json.dumps({"to": placeholder, "cc": placeholder})
-    result = ChatResult([Choice(0, f"Sending to {placeholder}.", "tool_calls", [
-        {"id": "call_1", "type": "function",
-         "function": {"name": "send_mail", "arguments": arguments}}])], Usage(3, 4))
+    result = ChatResult(
+        [
+            Choice(
+                0,
+                f"Sending to {placeholder}.",
+                "tool_calls",
+                [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "send_mail", "arguments": arguments},
+                    }
+                ],
+            )
+        ],
+        Usage(3, 4),
+    )
 
     whole = output.Output(None, pii.Restorer(pseudonymizer), whole=True)
     for delta in output.as_deltas(result):
@@ -464,23 +612,36 @@ def test_a_plain_answer_and_the_same_answer_streamed_come_out_alike():
     sent: list[ChatDelta] = []
     text = f"Sending to {placeholder}."
     for i in range(0, len(text), 3):
-        sent += pieces.feed(ChatDelta(content=text[i:i + 3]))
-    sent += pieces.feed(ChatDelta(tool_calls=[{"index": 0, "id": "call_1", "type": "function",
-                                               "function": {"name": "send_mail",
-                                                            "arguments": ""}}]))
+        sent += pieces.feed(ChatDelta(content=text[i : i + 3]))
+    sent += pieces.feed(
+        ChatDelta(
+            tool_calls=[
+                {
+                    "index": 0,
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "send_mail", "arguments": ""},
+                }
+            ]
+        )
+    )
     for i in range(0, len(arguments), 4):
-        sent += pieces.feed(ChatDelta(tool_calls=[{"index": 0, "function": {
-            "arguments": arguments[i:i + 4]}}]))
+        sent += pieces.feed(
+            ChatDelta(tool_calls=[{"index": 0, "function": {"arguments": arguments[i : i + 4]}}])
+        )
     sent += pieces.feed(ChatDelta(finish_reason="tool_calls"))
     sent += pieces.finish()
     streamed = pieces.result(raw=False, usage=Usage())
 
     assert plain.choices == streamed.choices
     assert json.loads(plain.choices[0].tool_calls[0]["function"]["arguments"]) == {
-        "to": EMAIL, "cc": EMAIL}
+        "to": EMAIL,
+        "cc": EMAIL,
+    }
     assert "".join(d.content for d in sent) == f"Sending to {EMAIL}."
-    shown_arguments = "".join(f["function"].get("arguments", "") for d in sent
-                              for f in d.tool_calls or [])
+    shown_arguments = "".join(
+        f["function"].get("arguments", "") for d in sent for f in d.tool_calls or []
+    )
     assert json.loads(shown_arguments) == {"to": EMAIL, "cc": EMAIL}
     assert [d.finish_reason for d in sent if d.finish_reason] == ["tool_calls"]
     # What the provider wrote (for the cache) keeps the placeholders.
@@ -491,8 +652,12 @@ def test_a_plain_answer_and_the_same_answer_streamed_come_out_alike():
 def test_a_blocked_leak_holds_back_logprobs():
     canary = "llmp-canary-0123456789abcdef"
     out = output.Output(lambda: guard.LeakGuard(canary, "block"), None)
-    events = out.feed(ChatDelta(content=f"The secret is {canary}",
-                                logprobs={"content": [{"token": canary, "logprob": 0.0}]}))
+    events = out.feed(
+        ChatDelta(
+            content=f"The secret is {canary}",
+            logprobs={"content": [{"token": canary, "logprob": 0.0}]},
+        )
+    )
     events += out.finish()
     assert canary not in json.dumps([e.logprobs for e in events])
     assert [e.finish_reason for e in events if e.finish_reason] == ["content_filter"]
@@ -514,18 +679,23 @@ def aws_environment(monkeypatch, tmp_path) -> None:
 
 @pytest.mark.parametrize("kind", ["openai", "azure", "bedrock"])
 def test_the_openai_sdk_gets_tool_calls_whole_through_every_provider_kind(
-        gateway_server, principals, key_a, aws_environment, kind):
+    gateway_server, principals, key_a, aws_environment, kind
+):
     """The same client code, whichever provider the alias routes to: a tool call plain and
     streamed, then the tool's result answered."""
     from openai import OpenAI
 
     from .upstreams import AzureUpstream, BedrockUpstream
 
-    server_class = {"openai": OpenAIUpstream, "azure": AzureUpstream,
-                    "bedrock": BedrockUpstream}[kind]
+    server_class = {"openai": OpenAIUpstream, "azure": AzureUpstream, "bedrock": BedrockUpstream}[
+        kind
+    ]
     with server_class() as server:
-        fields = {"azure": {"api_version": "2024-10-21"}, "bedrock": {"region": "eu-west-1"},
-                  "openai": {}}[kind]
+        fields = {
+            "azure": {"api_version": "2024-10-21"},
+            "bedrock": {"region": "eu-west-1"},
+            "openai": {},
+        }[kind]
         route_alias("agent", server.base_url, kind=kind, model="the-model", **fields)
         server.tool_call = {"name": "get_weather", "arguments": {"city": "Paris"}}
         if kind == "bedrock":
@@ -533,8 +703,7 @@ def test_the_openai_sdk_gets_tool_calls_whole_through_every_provider_kind(
         client = OpenAI(base_url=f"{gateway_server}/v1", api_key=key_a, max_retries=0)
         messages = [{"role": "user", "content": "What is the weather in Paris?"}]
 
-        reply = client.chat.completions.create(model="agent", messages=messages,
-                                               tools=[WEATHER])
+        reply = client.chat.completions.create(model="agent", messages=messages, tools=[WEATHER])
         choice = reply.choices[0]
         assert choice.finish_reason == "tool_calls"
         [call] = choice.message.tool_calls
@@ -543,8 +712,9 @@ def test_the_openai_sdk_gets_tool_calls_whole_through_every_provider_kind(
 
         calls: dict[int, dict] = {}
         finish = None
-        for chunk in client.chat.completions.create(model="agent", messages=messages,
-                                                    tools=[WEATHER], stream=True):
+        for chunk in client.chat.completions.create(
+            model="agent", messages=messages, tools=[WEATHER], stream=True
+        ):
             for streamed in chunk.choices:
                 finish = streamed.finish_reason or finish
                 for fragment in streamed.delta.tool_calls or []:
@@ -555,17 +725,20 @@ def test_the_openai_sdk_gets_tool_calls_whole_through_every_provider_kind(
                         entry["args"] += fragment.function.arguments or ""
         assert finish == "tool_calls"
         assert [(c["name"], json.loads(c["args"])) for c in calls.values()] == [
-            ("get_weather", {"city": "Paris"})]
+            ("get_weather", {"city": "Paris"})
+        ]
         assert calls[0]["id"]
 
         server.tool_call = None
         if kind == "bedrock":
             server.tool_use = None
             server.reply = "It is 18 C in Paris."
-        follow_up = [*messages, choice.message.model_dump(exclude_none=True),
-                     {"role": "tool", "tool_call_id": call.id, "content": "18 C"}]
-        answer = client.chat.completions.create(model="agent", messages=follow_up,
-                                                tools=[WEATHER])
+        follow_up = [
+            *messages,
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "18 C"},
+        ]
+        answer = client.chat.completions.create(model="agent", messages=follow_up, tools=[WEATHER])
         assert answer.choices[0].finish_reason == "stop"
         assert "18 C" in answer.choices[0].message.content
 
@@ -579,12 +752,21 @@ def test_embeddings_fail_over_like_chat_and_open_the_breaker(client, principals,
         primary.behaviour = "error500"
         alias = route_alias("embed", primary.base_url)
         ProviderDeployment.objects.filter(name="embed-deployment").update(
-            max_attempts=1, breaker_failure_threshold=2)
+            max_attempts=1, breaker_failure_threshold=2
+        )
         backup = route_alias("backup", secondary.base_url)
-        AliasFallback.objects.create(alias=alias, deployment=backup.versions.get().deployment,
-                                     position=1)
-        answers = [embed(client, key_a, {"model": "embed", "input": f"text {i}"},
-                         HTTP_CACHE_CONTROL="no-store") for i in range(4)]
+        AliasFallback.objects.create(
+            alias=alias, deployment=backup.versions.get().deployment, position=1
+        )
+        answers = [
+            embed(
+                client,
+                key_a,
+                {"model": "embed", "input": f"text {i}"},
+                HTTP_CACHE_CONTROL="no-store",
+            )
+            for i in range(4)
+        ]
         assert [a.status_code for a in answers] == [200] * 4
         assert {a["x-llmp-deployment"] for a in answers} == {"backup-deployment"}
         # The primary's breaker opened after two failures: it was not called again.

@@ -57,8 +57,9 @@ def assert_openai_error(response, status: int, code: str | None = None) -> dict:
 )
 def test_it_rejects_missing_and_unknown_keys_with_401(client, principals, authorization):
     headers = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
-    response = client.post("/v1/chat/completions", data=CHAT, content_type="application/json",
-                           **headers)
+    response = client.post(
+        "/v1/chat/completions", data=CHAT, content_type="application/json", **headers
+    )
     assert_openai_error(response, 401, "invalid_api_key")
     assert response["WWW-Authenticate"].startswith("Bearer")
 
@@ -68,8 +69,7 @@ def test_it_rejects_a_wrong_secret_for_a_real_lookup(client, key_a):
     assert_openai_error(post(client, CHAT, tampered), 401, "invalid_api_key")
 
 
-def test_it_rejects_a_revoked_key_within_the_cache_window(client, principals, key_a,
-                                                          settings):
+def test_it_rejects_a_revoked_key_within_the_cache_window(client, principals, key_a, settings):
     route_alias("default", "http://127.0.0.1:9/v1")
     assert post(client, {"model": "nope", "messages": CHAT["messages"]}, key_a).status_code == 404
     key = ApiKey.objects.get(tenant=principals.tenant_a)
@@ -80,7 +80,9 @@ def test_it_rejects_a_revoked_key_within_the_cache_window(client, principals, ke
 
 def test_it_rejects_an_expired_key(client, principals):
     _, plaintext = services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="old",
+        actor=principals.alice,
+        tenant=principals.tenant_a,
+        name="old",
         expires_at=timezone.now() - timedelta(seconds=1),
     )
     assert_openai_error(post(client, CHAT, plaintext), 401, "invalid_api_key")
@@ -116,19 +118,27 @@ def test_keys_are_stored_only_as_hashes(principals, key_a):
     [
         (b"{not json", "invalid_json"),
         (b"[1, 2]", "invalid_json"),
-        (b'{"model": "default", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
-         "invalid_utf8"),
-        (b'{"model": "default", "messages": [{"role": "user", "content": "\\ud800"}]}',
-         "invalid_json"),
+        (
+            b'{"model": "default", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+            "invalid_utf8",
+        ),
+        (
+            b'{"model": "default", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            "invalid_json",
+        ),
         ({"messages": [{"role": "user", "content": "hi"}]}, "invalid_value"),
         ({"model": "default", "messages": []}, "invalid_value"),
         ({"model": "default", "messages": "hi"}, "invalid_value"),
-        ({"model": "default", "messages": [{"role": "wizard", "content": "hi"}]},
-         "invalid_value"),
+        ({"model": "default", "messages": [{"role": "wizard", "content": "hi"}]}, "invalid_value"),
         ({"model": "default", "messages": [{"role": "user"}]}, "invalid_value"),
         ({"model": "default", "messages": [{"role": "tool", "content": "x"}]}, "invalid_value"),
-        ({"model": "default", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
-         "invalid_value"),
+        (
+            {
+                "model": "default",
+                "messages": [{"role": "user", "content": [{"type": "image_url"}]}],
+            },
+            "invalid_value",
+        ),
         ({**CHAT, "n": 129}, "invalid_value"),
         ({**CHAT, "temperature": 3}, "invalid_value"),
         ({**CHAT, "temperature": "hot"}, "invalid_value"),
@@ -145,16 +155,19 @@ def test_it_rejects_malformed_bodies_with_400(client, key_a, body, code):
 
 def test_it_names_the_field_that_is_wrong(client, key_a):
     route_alias("default", "http://127.0.0.1:9/v1")
-    body = {"model": "default", "messages": [{"role": "user", "content": "hi"},
-                                             {"role": "wizard", "content": "x"}]}
+    body = {
+        "model": "default",
+        "messages": [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "x"}],
+    }
     error = assert_openai_error(post(client, body, key_a), 400)
     assert error["param"] == "messages[1].role"
 
 
 def test_an_unknown_model_alias_is_404(client, key_a):
     route_alias("default", "http://127.0.0.1:9/v1")
-    error = assert_openai_error(post(client, {**CHAT, "model": "gpt-9"}, key_a), 404,
-                                "model_not_found")
+    error = assert_openai_error(
+        post(client, {**CHAT, "model": "gpt-9"}, key_a), 404, "model_not_found"
+    )
     # It names the field, not what was sent there (which may be a pasted key or an email).
     assert error["param"] == "model" and "gpt-9" not in error["message"]
 
@@ -179,8 +192,9 @@ def test_an_oversized_body_is_413_not_500(client, key_a, settings):
 
 def test_the_simple_chat_alias_validates_its_prompt(client, key_a):
     assert_openai_error(post(client, {"prompt": ""}, key_a, path="/chat"), 400)
-    assert_openai_error(post(client, {"prompt": "hi", "x": 1}, key_a, path="/chat"), 400,
-                        "unknown_parameter")
+    assert_openai_error(
+        post(client, {"prompt": "hi", "x": 1}, key_a, path="/chat"), 400, "unknown_parameter"
+    )
     assert_openai_error(post(client, {"prompt": "hi"}, None, path="/chat"), 401)
 
 
@@ -220,8 +234,9 @@ def test_an_unreachable_upstream_tells_the_client_when_to_retry():
 
 
 @pytest.mark.django_db
-def test_upstream_errors_name_no_provider_deployment_or_secret_reference(client, principals,
-                                                                        key_a, settings):
+def test_upstream_errors_name_no_provider_deployment_or_secret_reference(
+    client, principals, key_a, settings
+):
     """Those stay in the log under the request id; the client gets the kind of failure, and a
     request the provider refused keeps the provider's own error code."""
     from gateway.models import Provider
@@ -244,7 +259,12 @@ def test_upstream_errors_name_no_provider_deployment_or_secret_reference(client,
         refused = post(client, CHAT, key_a)
         bodies.append(refused.content.decode())
     for body in bodies:
-        for internal in ("internal-openai-eu", "PROVIDER_NOT_SET_ANYWHERE", "env:",
-                         "default-deployment", "127.0.0.1"):
+        for internal in (
+            "internal-openai-eu",
+            "PROVIDER_NOT_SET_ANYWHERE",
+            "env:",
+            "default-deployment",
+            "127.0.0.1",
+        ):
             assert internal not in body, (internal, body)
     assert "context_length_exceeded" in refused.json()["error"]["message"]

@@ -430,12 +430,18 @@ def test_resilience_settings_and_fallback_chains_are_applied_idempotently(tmp_pa
     gemma = ProviderDeployment.objects.get(name="gemma-3-270m")
     assert (gemma.total_timeout, gemma.first_token_timeout, gemma.idle_timeout) == (30, 5, 10)
     assert (gemma.max_attempts, gemma.backoff_base, gemma.backoff_max) == (2, 0.2, 8)
-    assert (gemma.breaker_failure_threshold, gemma.breaker_failure_rate,
-            gemma.breaker_recovery_seconds, gemma.breaker_window_seconds) == (3, 0, 20, 60)
+    assert (
+        gemma.breaker_failure_threshold,
+        gemma.breaker_failure_rate,
+        gemma.breaker_recovery_seconds,
+        gemma.breaker_window_seconds,
+    ) == (3, 0, 20, 60)
     assert ProviderDeployment.objects.get(name="gpt-4o-mini").total_timeout == 180  # default
     alias = ModelAlias.objects.get(name="default")
     assert [f.deployment.name for f in alias.fallbacks.order_by("position")] == [
-        "gpt-4o-mini", "gemma-3-270m"]
+        "gpt-4o-mini",
+        "gemma-3-270m",
+    ]
     assert alias.degraded_mode == "message"
     assert alias.degraded_message.startswith("I'm temporarily unavailable")
     assert alias.resilience == {"total_timeout": 12, "max_attempts": 1}
@@ -448,30 +454,56 @@ def test_resilience_settings_and_fallback_chains_are_applied_idempotently(tmp_pa
     assert "0 object(s) changed" in apply(path)
     assert snapshot() == before
 
-    apply(write(tmp_path, RESILIENT.replace("fallbacks: [gpt-4o-mini, gemma-3-270m]",
-                                            "fallbacks: [gemma-3-270m]")))
+    apply(
+        write(
+            tmp_path,
+            RESILIENT.replace(
+                "fallbacks: [gpt-4o-mini, gemma-3-270m]", "fallbacks: [gemma-3-270m]"
+            ),
+        )
+    )
     event = AuditEvent.objects.order_by("-id").first()
     assert (event.action, event.before, event.after) == (
-        "config.alias.update", {"fallbacks": ["gpt-4o-mini", "gemma-3-270m"]},
-        {"fallbacks": ["gemma-3-270m"]})
+        "config.alias.update",
+        {"fallbacks": ["gpt-4o-mini", "gemma-3-270m"]},
+        {"fallbacks": ["gemma-3-270m"]},
+    )
 
 
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("retries: {max_attempts: 2,", "retries: {max_attempts: 0,",
-         "deployments[0].retries.max_attempts: must be between 1 and 10"),
-        ("breaker: {failure_threshold: 3,", "breaker: {failure_treshold: 3,",
-         "deployments[0].breaker.failure_treshold: unknown key (did you mean "
-         "'failure_threshold'?)"),
-        ("timeouts: {total: 30,", "timeouts: {total: forever,",
-         "deployments[0].timeouts.total: must be a number"),
-        ("fallbacks: [gpt-4o-mini, gemma-3-270m]", "fallbacks: [gpt-5]",
-         "model_aliases[0].fallbacks: unknown deployment 'gpt-5'"),
-        ("degraded: {mode: message}", "degraded: {mode: silence}",
-         "model_aliases[0].degraded.mode: must be one of error, message"),
-        ("resilience: {timeouts: {total: 12}", "resilience: {breaker: {total: 12}",
-         "model_aliases[0].resilience.breaker: unknown key"),
+        (
+            "retries: {max_attempts: 2,",
+            "retries: {max_attempts: 0,",
+            "deployments[0].retries.max_attempts: must be between 1 and 10",
+        ),
+        (
+            "breaker: {failure_threshold: 3,",
+            "breaker: {failure_treshold: 3,",
+            "deployments[0].breaker.failure_treshold: unknown key (did you mean "
+            "'failure_threshold'?)",
+        ),
+        (
+            "timeouts: {total: 30,",
+            "timeouts: {total: forever,",
+            "deployments[0].timeouts.total: must be a number",
+        ),
+        (
+            "fallbacks: [gpt-4o-mini, gemma-3-270m]",
+            "fallbacks: [gpt-5]",
+            "model_aliases[0].fallbacks: unknown deployment 'gpt-5'",
+        ),
+        (
+            "degraded: {mode: message}",
+            "degraded: {mode: silence}",
+            "model_aliases[0].degraded.mode: must be one of error, message",
+        ),
+        (
+            "resilience: {timeouts: {total: 12}",
+            "resilience: {breaker: {total: 12}",
+            "model_aliases[0].resilience.breaker: unknown key",
+        ),
     ],
 )
 def test_invalid_resilience_settings_are_rejected_with_their_path(tmp_path, old, new, message):

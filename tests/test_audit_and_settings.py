@@ -30,8 +30,11 @@ def test_the_audit_log_refuses_changes_even_through_raw_sql(principals):
     if connection.vendor == "postgresql":
         statements.append(f"DELETE FROM llmplatform_auditevent WHERE id = {event.pk}")
     for sql in statements:
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), \
-                connection.cursor() as cursor:
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
             cursor.execute(sql)
     assert AuditEvent.objects.get(pk=event.pk).actor == "user:alice"
 
@@ -54,23 +57,36 @@ def test_key_creation_and_revocation_are_audited_in_the_same_transaction(princip
         raise RuntimeError("roll back")
     assert not ApiKey.objects.exists()
     assert not AuditEvent.objects.filter(action="api_key.create").exists()
-    key, _ = services.api_key_create(actor=principals.alice, tenant=principals.tenant_a,
-                                     name="k")
+    key, _ = services.api_key_create(actor=principals.alice, tenant=principals.tenant_a, name="k")
     services.api_key_revoke(actor=principals.bob, key=key)
-    events = list(AuditEvent.objects.filter(object_type="gateway.ApiKey",
-                                                object_id=str(key.pk)).order_by("id"))
-    assert [(e.action, e.actor) for e in events] == [("api_key.create", "user:alice"),
-                                                     ("api_key.revoke", "user:bob")]
+    events = list(
+        AuditEvent.objects.filter(object_type="gateway.ApiKey", object_id=str(key.pk)).order_by(
+            "id"
+        )
+    )
+    assert [(e.action, e.actor) for e in events] == [
+        ("api_key.create", "user:alice"),
+        ("api_key.revoke", "user:bob"),
+    ]
     assert events[1].before["revoked_at"] is None and events[1].after["revoked_at"]
     assert events[0].tenant == principals.tenant_a
 
 
 def _manage(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "LLMP_ENV"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "LLMP_ENV"}
+    }
     clean.update({"LLMP_DATA_DIR": str(tmp_path), **env})
-    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=clean,
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.parametrize(
@@ -82,8 +98,10 @@ def _manage(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.
         ({"LLMP_ENV": "production"}, "SECRET_KEY (or SECRET_KEY_FILE) must be set"),
         ({"LLMP_ENV": "staging"}, "LLMP_ENV must be 'embedded' or 'production'"),
         ({"SECRET_KEY_FILE": "/nonexistent/secret"}, "SECRET_KEY_FILE='/nonexistent/secret'"),
-        ({"LLMP_UPSTREAM_HOSTS": "api.openai.com,https://x.example/v1"},
-         "LLMP_UPSTREAM_HOSTS: 'https://x.example/v1' is not a host"),
+        (
+            {"LLMP_UPSTREAM_HOSTS": "api.openai.com,https://x.example/v1"},
+            "LLMP_UPSTREAM_HOSTS: 'https://x.example/v1' is not a host",
+        ),
         ({"LLMP_UPSTREAM_HOSTS": "*"}, "LLMP_UPSTREAM_HOSTS: '*' is not a host"),
     ],
 )
@@ -98,21 +116,28 @@ def _production(**overrides: str) -> dict[str, str]:
     import base64
     import secrets
 
-    return {"LLMP_ENV": "production", "ALLOWED_HOSTS": "example.org",
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
-            "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
-            "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(), **overrides}
+    return {
+        "LLMP_ENV": "production",
+        "ALLOWED_HOSTS": "example.org",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
+        "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
+        "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        **overrides,
+    }
 
 
 @pytest.mark.parametrize("name", ["SECRET_KEY", "LLMP_API_KEY_PEPPER", "LLMP_SUBJECT_HMAC_KEY"])
-@pytest.mark.parametrize(("value", "why"), [
-    ("change-me", "is a placeholder value"),             # deploy/compose.env.example's value
-    ("CHANGE-ME", "is a placeholder value"),
-    ("django-insecure-" + "x1y2z3" * 8, "is a placeholder value"),
-    ("Sh0rt-but-random-31-bytes-x9Qz", "is shorter than 32 bytes"),
-    ("ab" * 40, "has fewer than 8 distinct characters"),
-])
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("change-me", "is a placeholder value"),  # deploy/compose.env.example's value
+        ("CHANGE-ME", "is a placeholder value"),
+        ("django-insecure-" + "x1y2z3" * 8, "is a placeholder value"),
+        ("Sh0rt-but-random-31-bytes-x9Qz", "is shorter than 32 bytes"),
+        ("ab" * 40, "has fewer than 8 distinct characters"),
+    ],
+)
 def test_production_refuses_a_guessable_secret_naming_the_variable(tmp_path, name, value, why):
     result = _manage(["check"], _production(**{name: value}), tmp_path)
     assert result.returncode != 0
@@ -128,8 +153,10 @@ def test_production_starts_with_random_secrets(tmp_path):
 def test_the_embedded_default_is_sqlite_in_wal_mode_with_generated_secrets(tmp_path):
     result = _manage(["migrate", "-v0"], {}, tmp_path)
     assert result.returncode == 0, result.stderr
-    code = ("from django.db import connection; c = connection.cursor(); "
-            "c.execute('PRAGMA journal_mode'); print(connection.vendor, c.fetchone()[0])")
+    code = (
+        "from django.db import connection; c = connection.cursor(); "
+        "c.execute('PRAGMA journal_mode'); print(connection.vendor, c.fetchone()[0])"
+    )
     result = _manage(["shell", "--no-imports", "-c", code], {}, tmp_path)
     assert result.stdout.split() == ["sqlite", "wal"], result.stderr
     for name in ("secret_key", "api_key_pepper"):
@@ -157,9 +184,13 @@ def test_readiness_uses_the_real_redis_cache(client, settings):
 def test_readiness_reports_an_unreachable_cache(client, settings):
     from django.core.cache import caches
 
-    settings.CACHES = {"default": {
-        "BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0",
-        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2}}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+        }
+    }
     try:
         response = client.get("/readyz")
     finally:
@@ -175,8 +206,11 @@ def test_a_client_chosen_request_id_is_kept_apart_from_ours_in_audit_rows(client
     from llmplatform.models import AuditEvent
 
     client.force_login(principals.alice, backend="django.contrib.auth.backends.ModelBackend")
-    response = client.post("/portal/t/tenant-a/keys/new/", {"name": "k", "scopes": ["chat"]},
-                           HTTP_X_REQUEST_ID="req_forged_by_client")
+    response = client.post(
+        "/portal/t/tenant-a/keys/new/",
+        {"name": "k", "scopes": ["chat"]},
+        HTTP_X_REQUEST_ID="req_forged_by_client",
+    )
     assert response.status_code == 200
     event = AuditEvent.objects.get(action="api_key.create")
     assert event.request_id == response["X-Request-ID"] != "req_forged_by_client"

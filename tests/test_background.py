@@ -14,8 +14,7 @@ from gateway.pipeline import background
 def deferred(settings, monkeypatch):
     settings.LLMP_USAGE_FLUSH_MS = 50  # background mode, as in production
     # Keep the backoff short; the policy (which errors, how long) is the real one.
-    monkeypatch.setattr(background, "wait_exponential_jitter",
-                        lambda **_: (lambda retry_state: 0.01))
+    monkeypatch.setattr(background, "wait_exponential_jitter", lambda **_: lambda retry_state: 0.01)
 
 
 async def test_a_promised_record_is_written_once_the_database_is_back(deferred):

@@ -32,9 +32,15 @@ from privacy import services as privacy_services
 from privacy.models import Conversation, DataSubject, SubjectKey
 
 # Tables compared row by row after a round trip.
-COMPARED_TABLES = ["llmplatform_tenant", "llmplatform_membership", "auth_user",
-                   "gateway_apikey", "privacy_datasubject", "privacy_subjectkey",
-                   "privacy_conversation"]
+COMPARED_TABLES = [
+    "llmplatform_tenant",
+    "llmplatform_membership",
+    "auth_user",
+    "gateway_apikey",
+    "privacy_datasubject",
+    "privacy_subjectkey",
+    "privacy_conversation",
+]
 
 
 @pytest.fixture
@@ -49,24 +55,33 @@ def store(aws_region, monkeypatch, settings):
 
 
 def _keys(s3, bucket: str, prefix: str = "site/") -> list[str]:
-    return [item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
-            .get("Contents", [])]
+    return [
+        item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    ]
 
 
 def _subject(tenant, external_id: str, email: str) -> DataSubject:
     """A data subject with a contact email and one stored conversation (both encrypted with
     the subject's data key)."""
-    subject = privacy_services.subject_register_email(actor="test", tenant=tenant,
-                                                      external_id=external_id, email=email)
-    prompt = crypto.encrypt(subject, f"prompt of {external_id}",
-                            aad=crypto.record_aad(subject, "prompt"))
-    response = crypto.encrypt(subject, f"answer to {external_id}",
-                              aad=crypto.record_aad(subject, "response"))
-    Conversation.objects.create(tenant=tenant, subject=subject, alias="default",
-                                request_id=f"req-{external_id}", prompt_ciphertext=prompt,
-                                response_ciphertext=response,
-                                key_id=crypto.ciphertext_key_id(prompt),
-                                expires_at=timezone.now() + timedelta(days=30))
+    subject = privacy_services.subject_register_email(
+        actor="test", tenant=tenant, external_id=external_id, email=email
+    )
+    prompt = crypto.encrypt(
+        subject, f"prompt of {external_id}", aad=crypto.record_aad(subject, "prompt")
+    )
+    response = crypto.encrypt(
+        subject, f"answer to {external_id}", aad=crypto.record_aad(subject, "response")
+    )
+    Conversation.objects.create(
+        tenant=tenant,
+        subject=subject,
+        alias="default",
+        request_id=f"req-{external_id}",
+        prompt_ciphertext=prompt,
+        response_ciphertext=response,
+        key_id=crypto.ciphertext_key_id(prompt),
+        expires_at=timezone.now() + timedelta(days=30),
+    )
     return subject
 
 
@@ -91,8 +106,10 @@ def _take_backup() -> Backup:
 def _rows(table: str) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(f'SELECT * FROM "{table}" ORDER BY 1')
-        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-                for row in cursor.fetchall()]
+        return [
+            tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+            for row in cursor.fetchall()
+        ]
 
 
 def _rows_in(target: dict, table: str) -> list[tuple]:
@@ -102,8 +119,9 @@ def _rows_in(target: dict, table: str) -> list[tuple]:
 
 def _decrypted_dump(s3, bucket: str, backup: Backup) -> bytes:
     body = s3.get_object(Bucket=bucket, Key="site/" + backup.storage_key)["Body"]
-    key = envelope.unwrap_data_key(bytes(backup.wrapped_key), backup.encryption_key_id,
-                                   str(backup.uuid))
+    key = envelope.unwrap_data_key(
+        bytes(backup.wrapped_key), backup.encryption_key_id, str(backup.uuid)
+    )
     out = io.BytesIO()
     envelope.decrypt_stream(body.read, key, out)
     return out.getvalue()
@@ -135,9 +153,13 @@ def test_the_stream_encryption_round_trips_and_refuses_damage():
 
     record = 5 + 1024 + 16  # flag, length, one full chunk and its tag
     header = envelope.HEADER_BYTES
-    assert "truncated" in fails(sealed[:header + record])  # the last chunk cut off
-    swapped = sealed[:header] + sealed[header + record:header + 2 * record] \
-        + sealed[header:header + record] + sealed[header + 2 * record:]
+    assert "truncated" in fails(sealed[: header + record])  # the last chunk cut off
+    swapped = (
+        sealed[:header]
+        + sealed[header + record : header + 2 * record]
+        + sealed[header : header + record]
+        + sealed[header + 2 * record :]
+    )
     assert "does not decrypt" in fails(swapped)  # chunks reordered
     assert "does not decrypt" in fails(sealed, os.urandom(32))  # another key
     assert "not an encrypted" in fails(plaintext)
@@ -168,10 +190,14 @@ def test_a_backup_goes_to_s3_encrypted_and_is_recorded(store, data):
     assert manifest["table_counts"]["privacy_datasubject"] == 3
     assert manifest["encryption"]["master_key_id"] == backup.encryption_key_id
     assert backup.encryption_key_id.startswith("local:")
-    actions = list(AuditEvent.objects.filter(object_type="backups.Backup")
-                   .values_list("action", flat=True))
-    assert sorted(actions) == ["backups.backup.request", "backups.backup.start",
-                               "backups.backup.succeed"]
+    actions = list(
+        AuditEvent.objects.filter(object_type="backups.Backup").values_list("action", flat=True)
+    )
+    assert sorted(actions) == [
+        "backups.backup.request",
+        "backups.backup.start",
+        "backups.backup.succeed",
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -293,8 +319,9 @@ def test_erased_subjects_stay_erased_after_a_restore(store, data, tmp_path):
     target = _restore_elsewhere(tmp_path)
 
     with engines.as_default_database(target):
-        assert not DataSubject.objects.filter(tenant_id=tenant_a.pk, external_id="user-ann",
-                                              erased_at__isnull=True).exists()
+        assert not DataSubject.objects.filter(
+            tenant_id=tenant_a.pk, external_id="user-ann", erased_at__isnull=True
+        ).exists()
         restored_ann = DataSubject.objects.get(pk=data["ann"].pk)
         assert restored_ann.erased_at is not None and restored_ann.email_ciphertext is None
         assert SubjectKey.objects.get(subject_id=data["ann"].pk).wrapped_key is None
@@ -314,8 +341,10 @@ def _empty_target(tmp_path) -> tuple[str, dict]:
     if connection.vendor == "postgresql":
         target = engines.create_scratch_database(connection.settings_dict)
         _created_databases.append(target)
-        return (f"postgres://{target['USER']}@{target['HOST']}:{target['PORT']}/"
-                f"{target['NAME']}", target)
+        return (
+            f"postgres://{target['USER']}@{target['HOST']}:{target['PORT']}/{target['NAME']}",
+            target,
+        )
     return _sqlite_target(tmp_path)
 
 
@@ -382,8 +411,9 @@ def test_a_restore_drill_verifies_records_and_drops_its_scratch_database(store, 
     assert report.verified and report.rows_verified == report.rows_compared
     drill = RestoreDrill.objects.get()
     assert drill.kind == RestoreDrill.Kind.DRILL and drill.result == "succeeded"
-    assert drill.met_rto and drill.duration_seconds == pytest.approx(report.duration_seconds,
-                                                                     abs=0.01)
+    assert drill.met_rto and drill.duration_seconds == pytest.approx(
+        report.duration_seconds, abs=0.01
+    )
     if before is not None:
         assert psql_databases() == before  # the scratch database is gone
     check = evidence.run("backups.restore_drill_recent")
@@ -415,9 +445,11 @@ def test_the_rpo_check_follows_the_age_of_the_last_good_backup(store, principals
 
 @pytest.mark.django_db(transaction=True)
 def test_a_backup_key_can_be_wrapped_by_kms_and_restored_when_the_database_is_lost(
-        store, principals, settings, tmp_path):
-    kms = boto3.client("kms", region_name=settings.AWS_REGION,
-                       endpoint_url=settings.LLMP_AWS_ENDPOINT_URL)
+    store, principals, settings, tmp_path
+):
+    kms = boto3.client(
+        "kms", region_name=settings.AWS_REGION, endpoint_url=settings.LLMP_AWS_ENDPOINT_URL
+    )
     crypto.clear_kms_clients()
     arn = kms.create_key(Description="llmp backups test")["KeyMetadata"]["Arn"]
     settings.LLMP_KEY_PROVIDER = "kms"
@@ -486,21 +518,32 @@ def test_retention_keeps_the_last_good_backup_however_old(store, principals):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rds_snapshot_mode_takes_and_expires_snapshots(aws_region, monkeypatch, settings,
-                                                       principals):
+def test_rds_snapshot_mode_takes_and_expires_snapshots(
+    aws_region, monkeypatch, settings, principals
+):
     rds = boto3.client("rds", region_name=aws_region, endpoint_url=settings.LLMP_AWS_ENDPOINT_URL)
     instance = f"db-{uuid.uuid4().hex[:8]}"
-    rds.create_db_instance(DBInstanceIdentifier=instance, Engine="postgres",
-                           DBInstanceClass="db.t3.micro", AllocatedStorage=20,
-                           MasterUsername="llmp", MasterUserPassword="not-a-secret-1",
-                           StorageEncrypted=True, KmsKeyId="alias/aws/rds")
+    rds.create_db_instance(
+        DBInstanceIdentifier=instance,
+        Engine="postgres",
+        DBInstanceClass="db.t3.micro",
+        AllocatedStorage=20,
+        MasterUsername="llmp",
+        MasterUserPassword="not-a-secret-1",
+        StorageEncrypted=True,
+        KmsKeyId="alias/aws/rds",
+    )
     monkeypatch.setenv("LLMP_BACKUP_MODE", "rds")
     monkeypatch.setenv("LLMP_BACKUP_RDS_INSTANCE", instance)
     monkeypatch.delenv("LLMP_BACKUP_BUCKET", raising=False)
 
     def snapshots() -> set[str]:
-        return {s["DBSnapshotIdentifier"] for s in rds.describe_db_snapshots(
-            DBInstanceIdentifier=instance, SnapshotType="manual")["DBSnapshots"]}
+        return {
+            s["DBSnapshotIdentifier"]
+            for s in rds.describe_db_snapshots(
+                DBInstanceIdentifier=instance, SnapshotType="manual"
+            )["DBSnapshots"]
+        }
 
     start = timezone.now()
     with time_machine.travel(start - timedelta(days=8)):
@@ -508,7 +551,7 @@ def test_rds_snapshot_mode_takes_and_expires_snapshots(aws_region, monkeypatch, 
     new = _take_backup()
     assert old.mode == Backup.Mode.RDS and old.engine == "postgres"
     assert snapshots() == {old.storage_key, new.storage_key}
-    assert old.size_bytes == 20 * 1024 ** 3
+    assert old.size_bytes == 20 * 1024**3
     assert evidence.run("backups.within_rpo").ok
 
     assert services.backups_prune().deleted == [str(old.uuid)]
@@ -525,8 +568,9 @@ def test_rds_snapshot_mode_takes_and_expires_snapshots(aws_region, monkeypatch, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_admin_shows_the_measured_figures_and_backs_up_now(store, principals,
-                                                               admin_client, tmp_path):
+def test_the_admin_shows_the_measured_figures_and_backs_up_now(
+    store, principals, admin_client, tmp_path
+):
     url = "/admin/backups/backup/"
     page = admin_client.get(url).content.decode()
     assert "Last good backup:" in page and "none" in page
@@ -537,8 +581,7 @@ def test_the_admin_shows_the_measured_figures_and_backs_up_now(store, principals
     assert backup.state == Backup.State.SUCCEEDED  # Celery runs eagerly in the tests
     assert AuditEvent.objects.get(action="backups.backup.request").actor == "user:admin"
     # The "restore drill" action (a worker runs it: eagerly here).
-    response = admin_client.post(url, {"action": "drill_selected",
-                                       "_selected_action": [backup.pk]})
+    response = admin_client.post(url, {"action": "drill_selected", "_selected_action": [backup.pk]})
     assert response.status_code == 302
     assert AuditEvent.objects.filter(action="backups.drill.request").count() == 1
     assert RestoreDrill.objects.get().result == RestoreDrill.Result.SUCCEEDED
@@ -561,12 +604,26 @@ def test_the_backup_list_runs_a_fixed_number_of_queries(admin_client, monkeypatc
     def add(count: int) -> None:
         now = timezone.now()
         for n in range(count):
-            Backup.objects.create(trigger="scheduled", requested_by="test", state="succeeded",
-                                  started_at=now - timedelta(hours=n), finished_at=now,
-                                  size_bytes=1000 * n, encryption_key_id="local:abc")
-        RestoreDrill.objects.create(backup_uuid=uuid.uuid4(), kind="drill", actor="test",
-                                    started_at=now, finished_at=now, duration_seconds=3.5,
-                                    rto_seconds=900, target_database="x", result="succeeded")
+            Backup.objects.create(
+                trigger="scheduled",
+                requested_by="test",
+                state="succeeded",
+                started_at=now - timedelta(hours=n),
+                finished_at=now,
+                size_bytes=1000 * n,
+                encryption_key_id="local:abc",
+            )
+        RestoreDrill.objects.create(
+            backup_uuid=uuid.uuid4(),
+            kind="drill",
+            actor="test",
+            started_at=now,
+            finished_at=now,
+            duration_seconds=3.5,
+            rto_seconds=900,
+            target_database="x",
+            result="succeeded",
+        )
 
     def queries() -> int:
         with CaptureQueriesContext(conn) as captured:

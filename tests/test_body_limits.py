@@ -13,8 +13,9 @@ from django.conf import settings
 MIB = 1024 * 1024
 
 
-def _exchange(base_url: str, head: bytes, body_parts: list[bytes] = (),
-              timeout: float = 20) -> tuple[int, bytes]:
+def _exchange(
+    base_url: str, head: bytes, body_parts: list[bytes] = (), timeout: float = 20
+) -> tuple[int, bytes]:
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(head)
@@ -45,17 +46,27 @@ def _complete(data: bytes) -> bool:
 
 
 def _head(path: str, *headers: str) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1",
-             "Content-Type: application/x-www-form-urlencoded", *headers, "", ""]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/x-www-form-urlencoded",
+        *headers,
+        "",
+        "",
+    ]
     return "\r\n".join(lines).encode()
 
 
-@pytest.mark.parametrize("path", ["/privacy/request/", "/portal/login/", "/admin/login/",
-                                  "/v1/privacy/subjects/u1/consent"])
-def test_a_declared_length_over_the_cap_is_refused_before_the_body_is_sent(gateway_server,
-                                                                          path):
-    limit = settings.LLMP_MAX_UPLOAD_BYTES if path.startswith("/admin/") else \
-        settings.LLMP_MAX_BODY_BYTES
+@pytest.mark.parametrize(
+    "path",
+    ["/privacy/request/", "/portal/login/", "/admin/login/", "/v1/privacy/subjects/u1/consent"],
+)
+def test_a_declared_length_over_the_cap_is_refused_before_the_body_is_sent(gateway_server, path):
+    limit = (
+        settings.LLMP_MAX_UPLOAD_BYTES
+        if path.startswith("/admin/")
+        else settings.LLMP_MAX_BODY_BYTES
+    )
     status, body = _exchange(gateway_server, _head(path, f"Content-Length: {limit + 1}"))
     assert status == 413
     if path.startswith("/v1/"):
@@ -76,8 +87,9 @@ def test_a_chunked_body_is_cut_off_at_the_cap(gateway_server, path, tmp_path, se
 
 
 def test_a_body_within_the_cap_reaches_the_page(gateway_server):
-    status, _ = _exchange(gateway_server, _head("/privacy/request/", "Content-Length: 5"),
-                          [b"a=bcd"])
+    status, _ = _exchange(
+        gateway_server, _head("/privacy/request/", "Content-Length: 5"), [b"a=bcd"]
+    )
     assert status not in (400, 413)  # the page answers (a form error or its CSRF refusal)
 
 

@@ -30,8 +30,9 @@ from llmplatform.models import AuditEvent
 
 from .conftest import route_alias
 
-POLICY = ResiliencePolicy(failure_threshold=3, failure_rate=0, recovery_seconds=0.3,
-                          total_timeout=0.5)
+POLICY = ResiliencePolicy(
+    failure_threshold=3, failure_rate=0, recovery_seconds=0.3, total_timeout=0.5
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,8 +49,9 @@ def store(request):
     if request.param == "process":
         breaker = InProcessBreaker(on_transition=transitions)
     else:
-        breaker = RedisBreaker(prefix=f"test:{uuid.uuid4().hex}:", state_ttl=0,
-                               on_transition=transitions)
+        breaker = RedisBreaker(
+            prefix=f"test:{uuid.uuid4().hex}:", state_ttl=0, on_transition=transitions
+        )
     breaker.transitions = transitions
     yield breaker
     breaker.clear()
@@ -61,8 +63,7 @@ async def fail(store, n: int = 1, policy: ResiliencePolicy = POLICY, name: str =
         await store.record_failure(name, policy, admission, "upstream_server_error")
 
 
-async def succeed(store, n: int = 1, policy: ResiliencePolicy = POLICY,
-                  name: str = "dep") -> None:
+async def succeed(store, n: int = 1, policy: ResiliencePolicy = POLICY, name: str = "dep") -> None:
     for _ in range(n):
         admission = await store.admit(name, policy)
         await store.record_success(name, policy, admission)
@@ -131,8 +132,9 @@ async def test_a_released_probe_lets_the_next_request_probe(store):
 
 
 async def test_a_failure_rate_over_the_window_opens_it(store):
-    policy = ResiliencePolicy(failure_threshold=100, failure_rate=0.5, min_requests=10,
-                              window_seconds=60)
+    policy = ResiliencePolicy(
+        failure_threshold=100, failure_rate=0.5, min_requests=10, window_seconds=60
+    )
     for _ in range(4):  # 8 requests, half failed: too few to judge
         await succeed(store, policy=policy)
         await fail(store, policy=policy)
@@ -145,8 +147,9 @@ async def test_a_failure_rate_over_the_window_opens_it(store):
 
 
 async def test_failures_older_than_the_window_no_longer_count(store):
-    policy = ResiliencePolicy(failure_threshold=100, failure_rate=0.5, min_requests=4,
-                              window_seconds=1)
+    policy = ResiliencePolicy(
+        failure_threshold=100, failure_rate=0.5, min_requests=4, window_seconds=1
+    )
     await fail(store, 3, policy=policy)
     await asyncio.sleep(1.4)
     await succeed(store, 3, policy=policy)
@@ -195,8 +198,14 @@ async def test_two_processes_share_one_breaker():
         asyncio.run(main())
     """)
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "llmplatform.settings"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
 
     here = RedisBreaker(prefix=prefix, on_transition=None)
@@ -275,8 +284,10 @@ def test_forcing_a_breaker_is_audited_and_reaches_the_routing_table(admin_user, 
     deployment.refresh_from_db()
     assert deployment.breaker_override == "forced_open"
     event = AuditEvent.objects.get(action="breaker.force")
-    assert (event.before, event.after) == ({"breaker_override": "auto"},
-                                           {"breaker_override": "forced_open"})
+    assert (event.before, event.after) == (
+        {"breaker_override": "auto"},
+        {"breaker_override": "forced_open"},
+    )
     assert event.actor == "user:admin"
     assert BreakerEvent.objects.get().kind == "forced_open"
 
@@ -301,8 +312,9 @@ def test_resetting_a_breaker_is_audited_and_closes_it(admin_user, local_store):
 
 
 @pytest.mark.django_db
-def test_the_admin_lists_live_states_and_its_actions_are_audited(admin_client, local_store,
-                                                                 django_assert_max_num_queries):
+def test_the_admin_lists_live_states_and_its_actions_are_audited(
+    admin_client, local_store, django_assert_max_num_queries
+):
     for name in ("a", "b", "c"):
         route_alias(name, "http://127.0.0.1:1/v1")
     policy = ResiliencePolicy(failure_threshold=1)
@@ -315,12 +327,14 @@ def test_the_admin_lists_live_states_and_its_actions_are_audited(admin_client, l
     assert "b-deployment" in text and "open" in text and "upstream_server_error" in text
 
     b = DeploymentBreaker.objects.get(name="b-deployment")
-    response = admin_client.post("/admin/gateway/deploymentbreaker/", {
-        "action": "force_closed", "_selected_action": [b.pk]})
+    response = admin_client.post(
+        "/admin/gateway/deploymentbreaker/", {"action": "force_closed", "_selected_action": [b.pk]}
+    )
     assert response.status_code == 302
     assert ProviderDeployment.objects.get(pk=b.pk).breaker_override == "forced_closed"
-    response = admin_client.post("/admin/gateway/deploymentbreaker/", {
-        "action": "reset", "_selected_action": [b.pk]})
+    response = admin_client.post(
+        "/admin/gateway/deploymentbreaker/", {"action": "reset", "_selected_action": [b.pk]}
+    )
     assert response.status_code == 302
     assert state_of(local_store, "b-deployment", policy).state == "closed"
     assert AuditEvent.objects.filter(action__startswith="breaker.").count() == 2
@@ -334,8 +348,14 @@ def test_the_resilience_fields_are_in_the_deployment_and_alias_forms(admin_clien
     alias = route_alias("default", "http://127.0.0.1:1/v1")
     deployment = ProviderDeployment.objects.get()
     page = admin_client.get(f"/admin/gateway/providerdeployment/{deployment.pk}/change/")
-    for name in (b"total_timeout", b"first_token_timeout", b"idle_timeout", b"max_attempts",
-                 b"breaker_failure_threshold", b"breaker_recovery_seconds"):
+    for name in (
+        b"total_timeout",
+        b"first_token_timeout",
+        b"idle_timeout",
+        b"max_attempts",
+        b"breaker_failure_threshold",
+        b"breaker_recovery_seconds",
+    ):
         assert name in page.content
     page = admin_client.get(f"/admin/gateway/modelalias/{alias.pk}/change/")
     for name in (b"degraded_mode", b"degraded_message", b"resilience", b"fallbacks"):

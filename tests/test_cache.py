@@ -15,8 +15,11 @@ from llmplatform.models import AuditEvent
 from .conftest import route_alias
 from .upstreams import OpenAIUpstream
 
-QUESTION = {"model": "default", "temperature": 0,
-            "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+QUESTION = {
+    "model": "default",
+    "temperature": 0,
+    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+}
 
 
 @pytest.fixture(autouse=True)
@@ -34,12 +37,17 @@ def upstream():
 
 
 def ask(base_url: str, key: str, body: dict | None = None, **headers) -> httpx.Response:
-    return httpx.post(f"{base_url}/v1/chat/completions", json=body or QUESTION,
-                      headers={"Authorization": f"Bearer {key}", **headers}, timeout=10)
+    return httpx.post(
+        f"{base_url}/v1/chat/completions",
+        json=body or QUESTION,
+        headers={"Authorization": f"Bearer {key}", **headers},
+        timeout=10,
+    )
 
 
 def test_a_repeated_temperature_zero_request_is_a_hit_without_an_upstream_call(
-        gateway_server, principals, key_a, upstream):
+    gateway_server, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     first = ask(gateway_server, key_a)
     second = ask(gateway_server, key_a)
@@ -54,7 +62,8 @@ def test_a_repeated_temperature_zero_request_is_a_hit_without_an_upstream_call(
 
 
 def test_sampling_requests_bypass_the_cache_unless_the_tenant_opts_in(
-        gateway_server, principals, key_a, upstream):
+    gateway_server, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     warm = {**QUESTION, "temperature": 0.8}
     assert ask(gateway_server, key_a, warm).headers["X-Cache"] == "BYPASS"
@@ -86,31 +95,38 @@ def test_a_changed_system_prompt_or_version_gets_fresh_answers(gateway_server, k
 
 
 def test_the_invalidation_api_needs_the_admin_scope_and_clears_the_tenant(
-        gateway_server, principals, key_a, key_b, upstream):
+    gateway_server, principals, key_a, key_b, upstream
+):
     route_alias("default", upstream.base_url)
     ask(gateway_server, key_a)
     ask(gateway_server, key_b)
     url = f"{gateway_server}/v1/cache/invalidate"
-    denied = httpx.post(url, json={"model": "default"},
-                        headers={"Authorization": f"Bearer {key_a}"})
+    denied = httpx.post(
+        url, json={"model": "default"}, headers={"Authorization": f"Bearer {key_a}"}
+    )
     assert denied.status_code == 403
-    _, admin_key = services.api_key_create(actor=principals.alice, tenant=principals.tenant_a,
-                                           name="ops", scopes=["admin"])
-    done = httpx.post(url, json={"model": "default"},
-                      headers={"Authorization": f"Bearer {admin_key}"})
+    _, admin_key = services.api_key_create(
+        actor=principals.alice, tenant=principals.tenant_a, name="ops", scopes=["admin"]
+    )
+    done = httpx.post(
+        url, json={"model": "default"}, headers={"Authorization": f"Bearer {admin_key}"}
+    )
     assert done.status_code == 200 and done.json()["invalidated"] is True
     assert ask(gateway_server, key_a).headers["X-Cache"] == "MISS"
     assert ask(gateway_server, key_b).headers["X-Cache"] == "HIT"  # tenant B untouched
-    assert AuditEvent.objects.filter(action="cache.invalidate_tenant",
-                                     tenant=principals.tenant_a).exists()
+    assert AuditEvent.objects.filter(
+        action="cache.invalidate_tenant", tenant=principals.tenant_a
+    ).exists()
 
 
-def test_an_officer_invalidates_an_alias_from_the_admin(gateway_server, admin_client, key_a,
-                                                         upstream):
+def test_an_officer_invalidates_an_alias_from_the_admin(
+    gateway_server, admin_client, key_a, upstream
+):
     alias = route_alias("default", upstream.base_url)
     ask(gateway_server, key_a)
-    response = admin_client.post("/admin/gateway/modelalias/",
-                                 {"action": "invalidate_cache", "_selected_action": [alias.pk]})
+    response = admin_client.post(
+        "/admin/gateway/modelalias/", {"action": "invalidate_cache", "_selected_action": [alias.pk]}
+    )
     assert response.status_code == 302
     assert ask(gateway_server, key_a).headers["X-Cache"] == "MISS"
     event = AuditEvent.objects.get(action="cache.invalidate_alias")
@@ -131,8 +147,9 @@ def test_a_streamed_request_is_replayed_from_the_cache(gateway_server, key_a, up
         events = [e.removeprefix("data: ") for e in response.text.strip().split("\n\n")]
         assert events[-1] == "[DONE]"
         chunks = [json.loads(e) for e in events[:-1]]
-        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
-                       if c["choices"])
+        return "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+        )
 
     assert text(second) == text(first) == "Paris is the capital"
     # A plain request for the same question is answered from the streamed one's entry.
@@ -143,8 +160,9 @@ def test_no_cache_skips_the_lookup_and_no_store_keeps_nothing(gateway_server, ke
     route_alias("default", upstream.base_url)
     ask(gateway_server, key_a, **{"Cache-Control": "no-store"})
     assert ask(gateway_server, key_a).headers["X-Cache"] == "MISS"
-    assert ask(gateway_server, key_a, **{"Cache-Control": "no-cache"}).headers["X-Cache"] == \
-        "BYPASS"
+    assert (
+        ask(gateway_server, key_a, **{"Cache-Control": "no-cache"}).headers["X-Cache"] == "BYPASS"
+    )
     assert len(upstream.requests) == 3
 
 
@@ -161,8 +179,9 @@ def test_a_data_subjects_entries_can_be_purged(gateway_server, principals, key_a
 
 @pytest.mark.redis
 @pytest.mark.postgres
-def test_entries_live_in_redis_shared_by_every_process(gateway_server, second_gateway,
-                                                      principals, key_a, upstream):
+def test_entries_live_in_redis_shared_by_every_process(
+    gateway_server, second_gateway, principals, key_a, upstream
+):
     from llmplatform.redis_client import sync_redis
 
     route_alias("default", upstream.base_url)

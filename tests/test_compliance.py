@@ -37,15 +37,13 @@ from llmplatform.models import AuditEvent, Tenant
 from privacy import crypto
 from privacy import services as privacy_services
 from privacy.models import Conversation, PrivacyPolicy, PurgeRun, SubjectKey, SubjectRequest
-from tests.browser import browser, page  # noqa: F401  (fixtures)
 
 State = SubjectRequest.State
 
 
 def _ensure_default_checklists() -> None:
     """The data migration's content (flushed by earlier transactional tests, so put back)."""
-    migration = importlib.import_module(
-        "deployments.compliance.migrations.0002_default_checklists")
+    migration = importlib.import_module("deployments.compliance.migrations.0002_default_checklists")
     migration.forwards(django_apps, None)
 
 
@@ -56,8 +54,10 @@ def _new_key() -> str:
 @pytest.fixture
 def tenants(db) -> tuple[Tenant, Tenant]:
     """Two tenants, without the users of ``principals`` (whose password hashing is slow)."""
-    return (Tenant.objects.create(name="Tenant A", slug="tenant-a"),
-            Tenant.objects.create(name="Tenant B", slug="tenant-b"))
+    return (
+        Tenant.objects.create(name="Tenant A", slug="tenant-a"),
+        Tenant.objects.create(name="Tenant B", slug="tenant-b"),
+    )
 
 
 @pytest.fixture
@@ -74,22 +74,34 @@ def production_key(settings, tmp_path):
 
 
 def _store_conversation(tenant, user="user-1", text="hello"):
-    subject = privacy_services.subject_register_email(actor="app", tenant=tenant,
-                                                      external_id=user, email=f"{user}@ex.org")
-    privacy_services.consent_set(actor="app", subject=subject, purpose="store_conversations",
-                                 granted=True, source="api")
-    privacy_services.conversation_store(tenant=tenant, external_id=user, alias="chat",
-                                        request_id=f"r-{user}", prompt=text, response="answer")
+    subject = privacy_services.subject_register_email(
+        actor="app", tenant=tenant, external_id=user, email=f"{user}@ex.org"
+    )
+    privacy_services.consent_set(
+        actor="app", subject=subject, purpose="store_conversations", granted=True, source="api"
+    )
+    privacy_services.conversation_store(
+        tenant=tenant,
+        external_id=user,
+        alias="chat",
+        request_id=f"r-{user}",
+        prompt=text,
+        response="answer",
+    )
     return subject
 
 
 def _staff(django_user_model, username, *perms, device=True, superuser=False):
-    create = django_user_model.objects.create_superuser if superuser else \
-        django_user_model.objects.create_user
+    create = (
+        django_user_model.objects.create_superuser
+        if superuser
+        else django_user_model.objects.create_user
+    )
     user = create(username, password=None, is_staff=True)  # force_login: no hashing
     for codename in perms:
-        user.user_permissions.add(Permission.objects.get(codename=codename,
-                                                         content_type__app_label="compliance"))
+        user.user_permissions.add(
+            Permission.objects.get(codename=codename, content_type__app_label="compliance")
+        )
     if device:
         TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
     return user
@@ -115,21 +127,32 @@ def test_the_default_checklists_hold_the_seeds_items_mapped_to_live_checks_or_at
     assert set(frameworks) == {"gdpr", "hipaa", "soc2", "ccpa"}
     texts = {f: [i.text for i in frameworks[f].items.all()] for f in frameworks}
     # The seed's checklist, each item present.
-    for framework, start in [("gdpr", "Privacy policy updated"),
-                             ("gdpr", "Data deletion implemented"),
-                             ("gdpr", "Data processing agreement signed"),
-                             ("hipaa", "Encryption at rest"), ("hipaa", "Encryption in transit"),
-                             ("hipaa", "Access logs maintained"),
-                             ("hipaa", "Business Associate Agreement (BAA) signed"),
-                             ("soc2", "Security controls documented"),
-                             ("soc2", "Audit logging enabled"), ("soc2", "Annual audit scheduled"),
-                             ("ccpa", "Data disclosure implemented"),
-                             ("ccpa", "Opt-out mechanism provided")]:
+    for framework, start in [
+        ("gdpr", "Privacy policy updated"),
+        ("gdpr", "Data deletion implemented"),
+        ("gdpr", "Data processing agreement signed"),
+        ("hipaa", "Encryption at rest"),
+        ("hipaa", "Encryption in transit"),
+        ("hipaa", "Access logs maintained"),
+        ("hipaa", "Business Associate Agreement (BAA) signed"),
+        ("soc2", "Security controls documented"),
+        ("soc2", "Audit logging enabled"),
+        ("soc2", "Annual audit scheduled"),
+        ("ccpa", "Data disclosure implemented"),
+        ("ccpa", "Opt-out mechanism provided"),
+    ]:
         assert any(t.startswith(start) for t in texts[framework]), (framework, start)
-    live_codes = set(ComplianceItem.objects.filter(kind="live").values_list("check_code",
-                                                                            flat=True))
-    ours = {checks.ENCRYPTION, checks.AUDIT_LOG, checks.RETENTION_PURGE, checks.SUBJECT_REQUESTS,
-            checks.STAFF_SECOND_FACTOR, checks.TLS_REQUIRED}
+    live_codes = set(
+        ComplianceItem.objects.filter(kind="live").values_list("check_code", flat=True)
+    )
+    ours = {
+        checks.ENCRYPTION,
+        checks.AUDIT_LOG,
+        checks.RETENTION_PURGE,
+        checks.SUBJECT_REQUESTS,
+        checks.STAFF_SECOND_FACTOR,
+        checks.TLS_REQUIRED,
+    }
     assert live_codes == ours | {checks.BACKUPS_WITHIN_RPO, checks.RESTORE_DRILL_RECENT}
     assert ours <= set(evidence.registered())
     # Every item is either manual (no check) or live (a check), never both.
@@ -141,7 +164,8 @@ def test_the_default_checklists_hold_the_seeds_items_mapped_to_live_checks_or_at
 
 @pytest.mark.django_db
 def test_encryption_fails_on_the_generated_development_key_and_passes_on_a_given_one(
-        settings, tmp_path, tenants):
+    settings, tmp_path, tenants
+):
     settings.DATA_DIR = tmp_path
     development = _new_key()
     (tmp_path / "master_key").write_text(development)
@@ -152,8 +176,10 @@ def test_encryption_fails_on_the_generated_development_key_and_passes_on_a_given
 
     result = evidence.run(checks.ENCRYPTION)
     assert not result.ok
-    assert "development key" in result.summary and "1 data key wrapped by the development key" \
-        in result.summary
+    assert (
+        "development key" in result.summary
+        and "1 data key wrapped by the development key" in result.summary
+    )
 
     # A real key given explicitly, the old one kept to unwrap until rotated: passes only after
     # the data keys are re-wrapped off the development key.
@@ -166,26 +192,31 @@ def test_encryption_fails_on_the_generated_development_key_and_passes_on_a_given
     assert "1 data key all wrapped by configured keys" in result.summary
     assert "the newest 1 record encrypted" in result.summary
     assert result.details["master_key_id"] == crypto.local_key_id(
-        base64.b64decode(settings.LLMP_MASTER_KEY))
+        base64.b64decode(settings.LLMP_MASTER_KEY)
+    )
 
 
 @pytest.mark.django_db
 def test_encryption_fails_when_records_are_not_ciphertext_or_keys_cannot_be_unwrapped(
-        production_key, settings, tenants):
+    production_key, settings, tenants
+):
     subject = _store_conversation(tenants[0])
     assert evidence.run(checks.ENCRYPTION).ok
 
     Conversation.objects.filter(subject=subject).update(prompt_ciphertext=b"plain text prompt")
     result = evidence.run(checks.ENCRYPTION)
     assert not result.ok
-    assert "1 of the newest 1 conversation records are not in the encrypted format" \
-        in result.summary
+    assert (
+        "1 of the newest 1 conversation records are not in the encrypted format" in result.summary
+    )
 
     Conversation.objects.all().delete()
     SubjectKey.objects.filter(subject=subject).update(master_key_id="local:000000000000")
     result = evidence.run(checks.ENCRYPTION)
-    assert not result.ok and "1 data key wrapped by a master key that is not configured" \
-        in result.summary
+    assert (
+        not result.ok
+        and "1 data key wrapped by a master key that is not configured" in result.summary
+    )
 
     settings.LLMP_MASTER_KEY = base64.b64encode(b"\x00" * 32).decode()
     assert "weak" in evidence.run(checks.ENCRYPTION).summary
@@ -193,7 +224,8 @@ def test_encryption_fails_when_records_are_not_ciphertext_or_keys_cannot_be_unwr
 
 @pytest.mark.django_db
 def test_encryption_with_kms_passes_while_the_key_works_and_fails_when_it_does_not(
-        aws_region, settings):
+    aws_region, settings
+):
     import boto3
 
     kms = boto3.client("kms", region_name=aws_region, endpoint_url=settings.LLMP_AWS_ENDPOINT_URL)
@@ -257,8 +289,10 @@ def test_audit_log_check_on_sqlite_says_what_holds_and_fails_without_the_trigger
     audit_record(actor="system", action="test.something", object_type="x")
     result = evidence.run(checks.AUDIT_LOG)
     assert result.ok
-    assert "SQLite: trigger llmp_audit_no_update refuses UPDATE; DELETE is refused by the " \
-           "application only" in result.summary
+    assert (
+        "SQLite: trigger llmp_audit_no_update refuses UPDATE; DELETE is refused by the "
+        "application only" in result.summary
+    )
     settings.PRODUCTION = True
     assert "Production on SQLite" in evidence.run(checks.AUDIT_LOG).summary
     settings.PRODUCTION = False
@@ -292,15 +326,13 @@ def test_retention_check_follows_the_purge_runs(production_key, tenants):
 
 
 @pytest.mark.django_db
-def test_retention_check_fails_while_expired_records_are_still_stored(production_key,
-                                                                      tenants):
+def test_retention_check_fails_while_expired_records_are_still_stored(production_key, tenants):
     _store_conversation(tenants[0])
     expiry = Conversation.objects.get().expires_at
     with time_machine.travel(expiry + timedelta(hours=3)):
         PurgeRun.objects.create(finished_at=timezone.now())  # a run that did not delete it
         result = evidence.run(checks.RETENTION_PURGE)
-        assert not result.ok and "1 record expired more than 2 h ago still stored" \
-            in result.summary
+        assert not result.ok and "1 record expired more than 2 h ago still stored" in result.summary
         privacy_services.purge_expired_conversations()
         assert evidence.run(checks.RETENTION_PURGE).ok
 
@@ -308,21 +340,36 @@ def test_retention_check_fails_while_expired_records_are_still_stored(production
 @pytest.mark.django_db
 def test_subject_request_check_fails_on_an_overdue_request_and_respects_extensions(tenants):
     now = timezone.now()
-    SubjectRequest.objects.create(tenant=tenants[0], kind="access", source="api",
-                                  state=State.VERIFIED, due_at=now + timedelta(days=10))
+    SubjectRequest.objects.create(
+        tenant=tenants[0],
+        kind="access",
+        source="api",
+        state=State.VERIFIED,
+        due_at=now + timedelta(days=10),
+    )
     result = evidence.run(checks.SUBJECT_REQUESTS)
     assert result.ok and result.summary.startswith("0 of 1 open request overdue; next due")
 
-    late = SubjectRequest.objects.create(tenant=tenants[0], kind="erasure",
-                                         source="api", state=State.APPROVED,
-                                         due_at=now - timedelta(days=1))
+    late = SubjectRequest.objects.create(
+        tenant=tenants[0],
+        kind="erasure",
+        source="api",
+        state=State.APPROVED,
+        due_at=now - timedelta(days=1),
+    )
     # Closed requests past their date are not overdue.
-    SubjectRequest.objects.create(tenant=tenants[1], kind="erasure", source="api",
-                                  state=State.COMPLETED, due_at=now - timedelta(days=5))
+    SubjectRequest.objects.create(
+        tenant=tenants[1],
+        kind="erasure",
+        source="api",
+        state=State.COMPLETED,
+        due_at=now - timedelta(days=5),
+    )
     result = evidence.run(checks.SUBJECT_REQUESTS)
     assert not result.ok
-    assert result.summary.startswith(f"1 of 2 open requests overdue; the oldest, #{late.pk} "
-                                     "(erasure, tenant-a)")
+    assert result.summary.startswith(
+        f"1 of 2 open requests overdue; the oldest, #{late.pk} (erasure, tenant-a)"
+    )
     assert result.details["overdue_requests"][0]["id"] == late.pk
 
     SubjectRequest.objects.filter(pk=late.pk).update(extended_due_at=now + timedelta(days=30))
@@ -330,8 +377,7 @@ def test_subject_request_check_fails_on_an_overdue_request_and_respects_extensio
 
 
 @pytest.mark.django_db
-def test_second_factor_check_counts_staff_without_a_confirmed_device(settings,
-                                                                     django_user_model):
+def test_second_factor_check_counts_staff_without_a_confirmed_device(settings, django_user_model):
     _staff(django_user_model, "olivia")
     dave = _staff(django_user_model, "dave", device=False)
     django_user_model.objects.create_user("inactive", is_staff=True, is_active=False)
@@ -345,8 +391,9 @@ def test_second_factor_check_counts_staff_without_a_confirmed_device(settings,
     TOTPDevice.objects.filter(user=dave).update(confirmed=True)
     result = evidence.run(checks.STAFF_SECOND_FACTOR)
     assert result.ok
-    assert result.summary == ("0 of 2 active staff users without a second factor; the admin "
-                              "requires a TOTP code.")
+    assert result.summary == (
+        "0 of 2 active staff users without a second factor; the admin requires a TOTP code."
+    )
 
     settings.LLMP_ADMIN_REQUIRE_2FA = False
     result = evidence.run(checks.STAFF_SECOND_FACTOR)
@@ -361,8 +408,10 @@ def test_tls_check_requires_redirect_secure_cookies_and_hsts(settings):
     settings.SECURE_HSTS_SECONDS = 0
     result = evidence.run(checks.TLS_REQUIRED)
     assert not result.ok
-    assert ("SECURE_SSL_REDIRECT off, SESSION_COOKIE_SECURE off, CSRF_COOKIE_SECURE off, "
-            "SECURE_HSTS_SECONDS is 0") in result.summary
+    assert (
+        "SECURE_SSL_REDIRECT off, SESSION_COOKIE_SECURE off, CSRF_COOKIE_SECURE off, "
+        "SECURE_HSTS_SECONDS is 0"
+    ) in result.summary
 
     for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
         setattr(settings, name, True)
@@ -411,17 +460,18 @@ def test_the_command_prints_a_table_stores_the_runs_and_is_audited():
     call_command("run_compliance_checks", stdout=out)
     text = out.getvalue()
     assert text.splitlines()[0].split() == ["check", "state", "summary"]
-    assert any(line.startswith(checks.TLS_REQUIRED) and "FAILING" in line
-               for line in text.splitlines())
-    assert EvidenceCheck.objects.filter(trigger="command",
-                                        check_code=checks.TLS_REQUIRED).count() == 1
+    assert any(
+        line.startswith(checks.TLS_REQUIRED) and "FAILING" in line for line in text.splitlines()
+    )
+    assert (
+        EvidenceCheck.objects.filter(trigger="command", check_code=checks.TLS_REQUIRED).count() == 1
+    )
     event = AuditEvent.objects.get(action="compliance.evidence_recheck")
     assert event.actor.startswith("command:run_compliance_checks")
     assert event.after["results"][checks.TLS_REQUIRED] is False
 
     with pytest.raises(CommandError, match="failing"):
-        call_command("run_compliance_checks", checks.TLS_REQUIRED, "--strict",
-                     stdout=io.StringIO())
+        call_command("run_compliance_checks", checks.TLS_REQUIRED, "--strict", stdout=io.StringIO())
 
 
 @pytest.mark.django_db
@@ -432,7 +482,9 @@ def test_failing_items_lists_the_live_items_whose_newest_run_failed(settings):
     services.evidence_checks_run(codes=[checks.TLS_REQUIRED])
     failing = selectors.failing_items()
     assert {(s.framework.code, s.item.code) for s in failing} == {
-        ("hipaa", "encryption-in-transit"), ("soc2", "transmission")}
+        ("hipaa", "encryption-in-transit"),
+        ("soc2", "transmission"),
+    }
     assert all(s.evidence.check_code == checks.TLS_REQUIRED for s in failing)
 
     for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
@@ -446,8 +498,7 @@ def test_failing_items_lists_the_live_items_whose_newest_run_failed(settings):
 
 
 @pytest.mark.django_db
-def test_a_manual_item_is_not_attested_then_passing_then_expired_or_withdrawn(
-        django_user_model):
+def test_a_manual_item_is_not_attested_then_passing_then_expired_or_withdrawn(django_user_model):
     _ensure_default_checklists()
     officer = _staff(django_user_model, "olivia")
     item = ComplianceItem.objects.get(framework__code="gdpr", code="dpa-signed")
@@ -457,9 +508,12 @@ def test_a_manual_item_is_not_attested_then_passing_then_expired_or_withdrawn(
 
     assert state() == selectors.NOT_ATTESTED
     attestation = services.attestation_create(
-        actor=officer, item=item, note="DPAs signed with both providers",
+        actor=officer,
+        item=item,
+        note="DPAs signed with both providers",
         file=SimpleUploadedFile("dpa.pdf", b"%PDF-1.4 signed", content_type="application/pdf"),
-        expires_at=timezone.now() + timedelta(days=365))
+        expires_at=timezone.now() + timedelta(days=365),
+    )
     assert state() == selectors.PASSING
     assert attestation.attested_by == "user:olivia" and attestation.file_size == 15
     event = AuditEvent.objects.get(action="compliance.attestation_create")
@@ -485,9 +539,10 @@ def test_attestations_refuse_live_items_empty_evidence_and_unsafe_files(django_u
         services.attestation_create(actor=officer, item=live, note="trust me")
     with pytest.raises(ValidationError, match="a note, a file"):
         services.attestation_create(actor=officer, item=manual, note="  ")
-    with pytest.raises(ValidationError, match="not 'page.html'"):
-        services.attestation_create(actor=officer, item=manual,
-                                    file=SimpleUploadedFile("page.html", b"<script>"))
+    with pytest.raises(ValidationError, match=r"not 'page\.html'"):
+        services.attestation_create(
+            actor=officer, item=manual, file=SimpleUploadedFile("page.html", b"<script>")
+        )
     assert not Attestation.objects.exists()
 
 
@@ -496,20 +551,31 @@ def test_attestations_refuse_live_items_empty_evidence_and_unsafe_files(django_u
 
 @pytest.fixture
 def officer(django_user_model):
-    return _staff(django_user_model, "olivia", "view_compliance_report", "run_evidence_checks",
-                  "add_attestation", "view_attestation", "view_evidencecheck")
+    return _staff(
+        django_user_model,
+        "olivia",
+        "view_compliance_report",
+        "run_evidence_checks",
+        "add_attestation",
+        "view_attestation",
+        "view_evidencecheck",
+    )
 
 
 @pytest.mark.django_db
-def test_the_report_shows_each_items_state_and_evidence(client, officer, settings,
-                                                        django_assert_max_num_queries):
+def test_the_report_shows_each_items_state_and_evidence(
+    client, officer, settings, django_assert_max_num_queries
+):
     _ensure_default_checklists()
     settings.SECURE_SSL_REDIRECT = False
     services.evidence_checks_run(codes=[checks.TLS_REQUIRED, checks.SUBJECT_REQUESTS])
     item = ComplianceItem.objects.get(framework__code="gdpr", code="dpa-signed")
     attestation = services.attestation_create(
-        actor=officer, item=item, note="Signed with Acme AI on 2026-01-10",
-        file=SimpleUploadedFile("dpa.pdf", b"%PDF-1.4 signed", content_type="application/pdf"))
+        actor=officer,
+        item=item,
+        note="Signed with Acme AI on 2026-01-10",
+        file=SimpleUploadedFile("dpa.pdf", b"%PDF-1.4 signed", content_type="application/pdf"),
+    )
     _verified_client(client, officer)
 
     with django_assert_max_num_queries(12):
@@ -542,21 +608,24 @@ def test_the_report_shows_each_items_state_and_evidence(client, officer, setting
 
 @pytest.mark.django_db
 def test_the_record_of_processing_lists_enabled_providers_regions_and_retention(
-        client, officer, settings, tenants):
+    client, officer, settings, tenants
+):
     settings.LLMP_CONTROLLER_NAME = "Example Health GmbH"
     bedrock = Provider.objects.create(name="bedrock-eu", kind="bedrock", region="eu-central-1")
     ProviderDeployment.objects.create(name="claude-eu", provider=bedrock, model="anthropic.x")
-    local = Provider.objects.create(name="local-llama", kind="openai",
-                                    base_url="http://127.0.0.1:8081/v1")
+    local = Provider.objects.create(
+        name="local-llama", kind="openai", base_url="http://127.0.0.1:8081/v1"
+    )
     ProviderDeployment.objects.create(name="gemma", provider=local, model="gemma")
-    azure = Provider.objects.create(name="azure-us", kind="azure",
-                                    base_url="https://acme.openai.azure.com")
+    azure = Provider.objects.create(
+        name="azure-us", kind="azure", base_url="https://acme.openai.azure.com"
+    )
     ProviderDeployment.objects.create(name="gpt-us", provider=azure, model="gpt-4o")
-    off = Provider.objects.create(name="retired-vendor", kind="openai",
-                                  base_url="https://api.example.com/v1", enabled=False)
+    off = Provider.objects.create(
+        name="retired-vendor", kind="openai", base_url="https://api.example.com/v1", enabled=False
+    )
     ProviderDeployment.objects.create(name="old", provider=off, model="old")
-    PrivacyPolicy.objects.create(tenant=tenants[0], retention_days=14,
-                                 upstream_pii="pseudonymize")
+    PrivacyPolicy.objects.create(tenant=tenants[0], retention_days=14, upstream_pii="pseudonymize")
     _verified_client(client, officer)
 
     response = client.get(reverse("compliance:record_of_processing"))
@@ -636,21 +705,27 @@ def test_re_check_now_runs_every_check_and_is_audited(client, officer):
 
 @pytest.mark.django_db
 def test_admin_adds_an_attestation_with_a_file_and_lists_items_with_their_evidence(
-        admin_client, django_assert_max_num_queries):
+    admin_client, django_assert_max_num_queries
+):
     _ensure_default_checklists()
     item = ComplianceItem.objects.get(framework__code="hipaa", code="baa-signed")
     add_url = reverse("admin:compliance_attestation_add")
     assert admin_client.get(f"{add_url}?item={item.pk}").status_code == 200
-    response = admin_client.post(add_url, {
-        "item": item.pk, "note": "BAA with Bedrock",
-        "file": SimpleUploadedFile("baa.pdf", b"%PDF-1.7 baa", content_type="application/pdf"),
-    })
+    response = admin_client.post(
+        add_url,
+        {
+            "item": item.pk,
+            "note": "BAA with Bedrock",
+            "file": SimpleUploadedFile("baa.pdf", b"%PDF-1.7 baa", content_type="application/pdf"),
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     attestation = Attestation.objects.get()
     assert bytes(attestation.file_data) == b"%PDF-1.7 baa"
     assert attestation.attested_by == "user:admin"
-    assert AuditEvent.objects.filter(action="compliance.attestation_create",
-                                     object_id=str(attestation.pk)).exists()
+    assert AuditEvent.objects.filter(
+        action="compliance.attestation_create", object_id=str(attestation.pk)
+    ).exists()
 
     empty = admin_client.post(add_url, {"item": item.pk, "note": ""})
     assert empty.status_code == 200 and "Give a note, a file, or both." in empty.content.decode()
@@ -660,8 +735,9 @@ def test_admin_adds_an_attestation_with_a_file_and_lists_items_with_their_eviden
         listing = admin_client.get(reverse("admin:compliance_complianceitem_changelist"))
     html = listing.content.decode()
     assert "TLS is not required" in html and "BAA with Bedrock" in html
-    history = admin_client.get(reverse("admin:compliance_evidencecheck_changelist")
-                               + f"?check_code={checks.TLS_REQUIRED}")
+    history = admin_client.get(
+        reverse("admin:compliance_evidencecheck_changelist") + f"?check_code={checks.TLS_REQUIRED}"
+    )
     assert history.status_code == 200 and "TLS is not required" in history.content.decode()
     frameworks = admin_client.get(reverse("admin:compliance_complianceframework_changelist"))
     assert reverse("compliance:record_of_processing") in frameworks.content.decode()
@@ -672,14 +748,17 @@ def test_admin_adds_an_attestation_with_a_file_and_lists_items_with_their_eviden
 
 @pytest.mark.slow
 def test_the_report_prints_without_the_admin_navigation(
-        page, live_server, client, django_user_model):  # noqa: F811
+    page, live_server, client, django_user_model
+):
     _ensure_default_checklists()
-    user = _staff(django_user_model, "olivia", "view_compliance_report", "run_evidence_checks",
-                  superuser=True)
+    user = _staff(
+        django_user_model, "olivia", "view_compliance_report", "run_evidence_checks", superuser=True
+    )
     services.evidence_checks_run(codes=[checks.TLS_REQUIRED])
     _verified_client(client, user)
-    page.context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
-                               "url": live_server.url}])
+    page.context.add_cookies(
+        [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}]
+    )
     page.goto(f"{live_server.url}{reverse('compliance:report', args=['hipaa'])}")
     row = page.locator('tr[data-item="encryption-in-transit"]')
     assert "failing" in row.inner_text()

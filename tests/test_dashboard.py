@@ -37,7 +37,6 @@ from gateway.resilience.policy import policy_for
 from llmplatform import admin_dashboard
 from llmplatform.admin_dashboard import Figure
 from privacy.models import SubjectRequest
-from tests.browser import browser, page  # noqa: F401  (fixtures)
 
 from .conftest import route_alias
 
@@ -93,19 +92,30 @@ def at(moment: datetime, model, *objs) -> None:
 
 # --- Data-subject requests --------------------------------------------------------------------
 
+
 def _request(tenant, *, due_in: timedelta, state=SubjectRequest.State.VERIFIED, **fields):
     return SubjectRequest.objects.create(
-        tenant=tenant, kind=SubjectRequest.Kind.ERASURE, source=SubjectRequest.Source.API,
-        state=state, due_at=timezone.now() + due_in, **fields)
+        tenant=tenant,
+        kind=SubjectRequest.Kind.ERASURE,
+        source=SubjectRequest.Source.API,
+        state=state,
+        due_at=timezone.now() + due_in,
+        **fields,
+    )
 
 
 def test_overdue_and_due_soon_requests_are_counted_and_link_to_exactly_those(
-        admin_client, principals, frozen):
+    admin_client, principals, frozen
+):
     a, b = principals.tenant_a, principals.tenant_b
-    overdue = {_request(a, due_in=-timedelta(days=2)).pk,
-               _request(b, due_in=-timedelta(hours=1), state=SubjectRequest.State.FAILED).pk}
-    due_soon = {_request(a, due_in=timedelta(days=3)).pk,
-                _request(b, due_in=timedelta(days=6, hours=23)).pk}
+    overdue = {
+        _request(a, due_in=-timedelta(days=2)).pk,
+        _request(b, due_in=-timedelta(hours=1), state=SubjectRequest.State.FAILED).pk,
+    }
+    due_soon = {
+        _request(a, due_in=timedelta(days=3)).pk,
+        _request(b, due_in=timedelta(days=6, hours=23)).pk,
+    }
     _request(a, due_in=timedelta(days=20))  # not yet
     _request(a, due_in=-timedelta(days=5), state=SubjectRequest.State.COMPLETED)  # done
     # Past its original deadline but extended: not overdue.
@@ -132,6 +142,7 @@ def test_with_nothing_overdue_the_figure_is_zero_and_calm(admin_client, principa
 
 # --- Circuit breakers -------------------------------------------------------------------------
 
+
 def _open_breaker(deployment) -> None:
     store = breaker_store()
     policy = policy_for(deployment, connect_timeout=0, read_timeout=0)
@@ -145,48 +156,69 @@ def _open_breaker(deployment) -> None:
 
 
 def test_open_breakers_are_counted_live_and_link_to_exactly_those(
-        admin_client, admin_user, monkeypatch):
+    admin_client, admin_user, monkeypatch
+):
     monkeypatch.setattr(breaker_store(), "on_transition", None)  # no history rows needed
     names = ["failing", "forced-open", "healthy", "failing-but-forced-closed"]
     deployments = {
         name: DeploymentBreaker.objects.get(
-            pk=route_alias(name, "http://127.0.0.1:9/v1").versions.get().deployment_id)
+            pk=route_alias(name, "http://127.0.0.1:9/v1").versions.get().deployment_id
+        )
         for name in names
     }
     _open_breaker(deployments["failing"])
     _open_breaker(deployments["failing-but-forced-closed"])
-    breaker_services.breaker_force(actor=admin_user, deployment=deployments["forced-open"],
-                                   override="forced_open")
     breaker_services.breaker_force(
-        actor=admin_user, deployment=deployments["failing-but-forced-closed"],
-        override="forced_closed")
+        actor=admin_user, deployment=deployments["forced-open"], override="forced_open"
+    )
+    breaker_services.breaker_force(
+        actor=admin_user,
+        deployment=deployments["failing-but-forced-closed"],
+        override="forced_closed",
+    )
 
     shown = dashboard(admin_client)
 
     assert shown["breakers_open"].value == "2"
     assert rows_behind(admin_client, shown["breakers_open"].url) == {
-        deployments["failing"].pk, deployments["forced-open"].pk}
+        deployments["failing"].pk,
+        deployments["forced-open"].pk,
+    }
     response = admin_client.get(shown["breakers_open"].url)
     assert "OPEN" in response.content.decode()  # the list's own live state column agrees
 
 
 # --- Compliance, rollouts, backups -------------------------------------------------------------
 
+
 def _check(code: str, ok: bool, checked_at: datetime) -> EvidenceCheck:
-    return EvidenceCheck.objects.create(check_code=code, ok=ok, summary="s", checked_at=checked_at,
-                                        trigger=EvidenceCheck.Trigger.SCHEDULE)
+    return EvidenceCheck.objects.create(
+        check_code=code,
+        ok=ok,
+        summary="s",
+        checked_at=checked_at,
+        trigger=EvidenceCheck.Trigger.SCHEDULE,
+    )
 
 
 def test_failing_compliance_items_are_counted_and_link_to_exactly_those(admin_client, db):
     framework = ComplianceFramework.objects.create(code="test-fw", name="Test framework")
 
     def live(code: str, check: str) -> ComplianceItem:
-        return ComplianceItem.objects.create(framework=framework, code=code, text=code,
-                                             kind=ComplianceItem.Kind.LIVE, check_code=check)
+        return ComplianceItem.objects.create(
+            framework=framework,
+            code=code,
+            text=code,
+            kind=ComplianceItem.Kind.LIVE,
+            check_code=check,
+        )
 
     earlier, later = NOW - timedelta(hours=2), NOW - timedelta(hours=1)
-    failing = {live("a", "test.failing").pk, live("b", "test.failing").pk,  # one check, 2 items
-               live("c", "test.broke").pk}
+    failing = {
+        live("a", "test.failing").pk,
+        live("b", "test.failing").pk,  # one check, 2 items
+        live("c", "test.broke").pk,
+    }
     live("d", "test.recovered")
     live("e", "test.never_ran")
     _check("test.failing", False, later)
@@ -194,8 +226,11 @@ def test_failing_compliance_items_are_counted_and_link_to_exactly_those(admin_cl
     _check("test.broke", False, later)  # the newest run decides
     _check("test.recovered", False, earlier)
     _check("test.recovered", True, later)
-    failing |= {s.item.pk for s in compliance_selectors.failing_items()
-                if s.item.framework_id != framework.pk}  # the default checklists' own state
+    failing |= {
+        s.item.pk
+        for s in compliance_selectors.failing_items()
+        if s.item.framework_id != framework.pk
+    }  # the default checklists' own state
 
     shown = dashboard(admin_client)
 
@@ -208,13 +243,17 @@ def test_rollouts_taking_traffic_are_counted_and_link_to_exactly_those(admin_cli
     def rollout(name: str, state: str) -> Rollout:
         alias = route_alias(name, "http://127.0.0.1:9/v1")
         stable = alias.versions.get()
-        candidate = ModelVersion.objects.create(alias=alias, version="v2",
-                                                deployment=stable.deployment, weight=0)
-        return Rollout.objects.create(alias=alias, stable_version=stable,
-                                      candidate_version=candidate, state=state)
+        candidate = ModelVersion.objects.create(
+            alias=alias, version="v2", deployment=stable.deployment, weight=0
+        )
+        return Rollout.objects.create(
+            alias=alias, stable_version=stable, candidate_version=candidate, state=state
+        )
 
-    live = {rollout("canary", Rollout.State.IN_PROGRESS).pk,
-            rollout("held", Rollout.State.PAUSED).pk}
+    live = {
+        rollout("canary", Rollout.State.IN_PROGRESS).pk,
+        rollout("held", Rollout.State.PAUSED).pk,
+    }
     rollout("waiting", Rollout.State.PENDING)
     rollout("done", Rollout.State.COMPLETED)
     rollout("undone", Rollout.State.ROLLED_BACK)
@@ -226,22 +265,34 @@ def test_rollouts_taking_traffic_are_counted_and_link_to_exactly_those(admin_cli
 
 
 def _backup(state: str, data_from: datetime | None) -> Backup:
-    return Backup.objects.create(state=state, trigger=Backup.Trigger.SCHEDULED,
-                                 requested_by="beat", started_at=data_from,
-                                 finished_at=data_from and data_from + timedelta(minutes=3))
+    return Backup.objects.create(
+        state=state,
+        trigger=Backup.Trigger.SCHEDULED,
+        requested_by="beat",
+        started_at=data_from,
+        finished_at=data_from and data_from + timedelta(minutes=3),
+    )
 
 
 def _drill(*, finished: datetime, seconds: float, result=RestoreDrill.Result.SUCCEEDED):
     return RestoreDrill.objects.create(
-        backup_uuid=uuid.uuid4(), kind=RestoreDrill.Kind.DRILL, actor="officer",
-        started_at=finished - timedelta(seconds=seconds), finished_at=finished,
-        duration_seconds=seconds, rto_seconds=15 * 60, target_database="scratch",
-        result=result)
+        backup_uuid=uuid.uuid4(),
+        kind=RestoreDrill.Kind.DRILL,
+        actor="officer",
+        started_at=finished - timedelta(seconds=seconds),
+        finished_at=finished,
+        duration_seconds=seconds,
+        rto_seconds=15 * 60,
+        target_database="scratch",
+        result=result,
+    )
 
 
 def test_the_last_good_backups_age_is_measured_against_the_rpo(admin_client, frozen):
-    good = {_backup(Backup.State.SUCCEEDED, NOW - timedelta(hours=5)).pk,
-            _backup(Backup.State.SUCCEEDED, NOW - timedelta(minutes=42)).pk}
+    good = {
+        _backup(Backup.State.SUCCEEDED, NOW - timedelta(hours=5)).pk,
+        _backup(Backup.State.SUCCEEDED, NOW - timedelta(minutes=42)).pk,
+    }
     _backup(Backup.State.FAILED, NOW - timedelta(minutes=10))  # newer, but failed
     _backup(Backup.State.RUNNING, NOW - timedelta(minutes=2))
     _drill(finished=NOW - timedelta(days=100), seconds=60)
@@ -258,8 +309,9 @@ def test_the_last_good_backups_age_is_measured_against_the_rpo(admin_client, fro
     assert drill.note == "succeeded, 3 days ago; RTO 15 min"
 
 
-def test_a_backup_older_than_the_rpo_and_a_failed_drill_are_alerts(admin_client, frozen,
-                                                                    monkeypatch):
+def test_a_backup_older_than_the_rpo_and_a_failed_drill_are_alerts(
+    admin_client, frozen, monkeypatch
+):
     monkeypatch.setenv("LLMP_BACKUP_RPO_MINUTES", "30")
     _backup(Backup.State.SUCCEEDED, NOW - timedelta(minutes=42))
     _drill(finished=NOW - timedelta(days=1), seconds=40, result=RestoreDrill.Result.FAILED)
@@ -280,18 +332,27 @@ def test_without_any_backup_the_dashboard_says_so(admin_client, db):
 
 # --- Guards today -----------------------------------------------------------------------------
 
-def _event(tenant, kind=SecurityEvent.Kind.PROMPT_INJECTION,
-           action=SecurityEvent.Action.BLOCKED) -> SecurityEvent:
+
+def _event(
+    tenant, kind=SecurityEvent.Kind.PROMPT_INJECTION, action=SecurityEvent.Action.BLOCKED
+) -> SecurityEvent:
     return SecurityEvent.objects.create(tenant=tenant, kind=kind, action=action, score=0.9)
 
 
 def _usage(tenant, *, cost: str = "0", pii: int = 0) -> UsageRecord:
-    return UsageRecord.objects.create(tenant=tenant, request_id="r", route="chat",
-                                      status_code=200, cost=Decimal(cost), pii_redactions=pii)
+    return UsageRecord.objects.create(
+        tenant=tenant,
+        request_id="r",
+        route="chat",
+        status_code=200,
+        cost=Decimal(cost),
+        pii_redactions=pii,
+    )
 
 
 def test_injections_blocked_and_pii_redacted_today_link_to_todays_rows(
-        admin_client, principals, frozen):
+    admin_client, principals, frozen
+):
     a, b = principals.tenant_a, principals.tenant_b
     blocked = {_event(a).pk, _event(b).pk}
     _event(a, action=SecurityEvent.Action.FLAGGED)  # served, not blocked
@@ -312,12 +373,15 @@ def test_injections_blocked_and_pii_redacted_today_link_to_todays_rows(
 
 # --- Spend against budgets --------------------------------------------------------------------
 
+
 def test_spend_is_shown_against_each_tenants_budgets_with_links_to_its_usage(
-        admin_client, principals, frozen):
+    admin_client, principals, frozen
+):
     a, b = principals.tenant_a, principals.tenant_b
     # Tenant A: the tier's budgets ($1 a day, $10 a month) with its own daily override of $2.
-    tier = Tier.objects.create(name="metered", daily_budget=Decimal("1"),
-                               monthly_budget=Decimal("10"))
+    tier = Tier.objects.create(
+        name="metered", daily_budget=Decimal("1"), monthly_budget=Decimal("10")
+    )
     TenantPlan.objects.filter(tenant=a).update(tier=tier, daily_budget=Decimal("2"))
     today_a = {_usage(a, cost="0.75").pk, _usage(a, cost="1.00").pk}
     earlier_a = _usage(a, cost="7.00")
@@ -327,8 +391,9 @@ def test_spend_is_shown_against_each_tenants_budgets_with_links_to_its_usage(
     # Tenant B: spends, on a tier without budgets.
     _usage(b, cost="0.50")
     # Tenant C: neither spends nor has a budget: not listed.
-    gateway_services.tenant_create(actor=None, name="Tenant C", slug="tenant-c",
-                                   tier=Tier.objects.get(name="pro"))
+    gateway_services.tenant_create(
+        actor=None, name="Tenant C", slug="tenant-c", tier=Tier.objects.get(name="pro")
+    )
 
     response = admin_client.get("/admin/")
     shown = figures(response)
@@ -358,19 +423,22 @@ def test_a_tenant_over_its_budget_is_shown_as_an_alert(admin_client, principals,
 
 # --- Queries, access ----------------------------------------------------------------------------
 
+
 def _populate(tenants: int) -> None:
     tier = Tier.objects.create(name=f"budgeted-{tenants}", daily_budget=Decimal("5"))
     for index in range(tenants):
         tenant = gateway_services.tenant_create(
-            actor=None, name=f"T{tenants}-{index}", slug=f"t{tenants}-{index}", tier=tier)
+            actor=None, name=f"T{tenants}-{index}", slug=f"t{tenants}-{index}", tier=tier
+        )
         _usage(tenant, cost="1", pii=1)
         _event(tenant)
         _request(tenant, due_in=-timedelta(days=1))
         route_alias(f"a{tenants}-{index}", "http://127.0.0.1:9/v1")
 
 
-def test_the_dashboard_runs_a_fixed_number_of_queries(admin_client, principals,
-                                                      django_assert_max_num_queries):
+def test_the_dashboard_runs_a_fixed_number_of_queries(
+    admin_client, principals, django_assert_max_num_queries
+):
     _populate(2)
     admin_client.get("/admin/")  # warm: the session, content types
     with CaptureQueriesContext(connection) as few:
@@ -385,7 +453,8 @@ def test_the_dashboard_runs_a_fixed_number_of_queries(admin_client, principals,
 
 
 def test_a_panel_that_fails_is_shown_as_unavailable_and_the_others_still_are(
-        admin_client, db, monkeypatch):
+    admin_client, db, monkeypatch
+):
     def broken(request):
         raise RuntimeError("the source is down")
 
@@ -400,8 +469,9 @@ def test_a_panel_that_fails_is_shown_as_unavailable_and_the_others_still_are(
 
 
 def test_a_staff_session_without_the_second_factor_sees_no_figures(client, django_user_model):
-    officer = django_user_model.objects.create_user("officer", password="x-Pass-4821",
-                                                    is_staff=True, is_superuser=True)
+    officer = django_user_model.objects.create_user(
+        "officer", password="x-Pass-4821", is_staff=True, is_superuser=True
+    )
     client.force_login(officer)
 
     response = client.get("/admin/")
@@ -410,8 +480,7 @@ def test_a_staff_session_without_the_second_factor_sees_no_figures(client, djang
 
 
 def test_figures_link_only_to_lists_the_officer_may_view(client, django_user_model, principals):
-    officer = django_user_model.objects.create_user("viewer", password="x-Pass-4821",
-                                                    is_staff=True)
+    officer = django_user_model.objects.create_user("viewer", password="x-Pass-4821", is_staff=True)
     officer.user_permissions.add(Permission.objects.get(codename="view_subjectrequest"))
     device = TOTPDevice.objects.create(user=officer, name="phone", confirmed=True)
     client.force_login(officer)
@@ -429,13 +498,14 @@ def test_figures_link_only_to_lists_the_officer_may_view(client, django_user_mod
 
 # --- In a real browser --------------------------------------------------------------------------
 
+
 def test_the_dashboard_renders_in_a_browser_and_a_figure_opens_its_list(
-        live_server, admin_client, principals, page):  # noqa: F811
+    live_server, admin_client, principals, page
+):
     overdue = _request(principals.tenant_a, due_in=-timedelta(days=3))
     _request(principals.tenant_b, due_in=timedelta(days=30))
     session_id = admin_client.cookies["sessionid"].value
-    page.context.add_cookies([{"name": "sessionid", "value": session_id,
-                               "url": live_server.url}])
+    page.context.add_cookies([{"name": "sessionid", "value": session_id, "url": live_server.url}])
 
     page.goto(f"{live_server.url}/admin/")
 

@@ -15,34 +15,42 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from tests.browser import browser, page  # noqa: F401  (fixtures)
-
 ROOT = Path(django_settings.BASE_DIR)
 
 
 def _production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """What an operator sets for production, and nothing the embedded default lacks: no
     PostgreSQL, Redis or broker is needed to start and pass the checks."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG"}
-           and not k.startswith("LLMP_OIDC_")}
-    env.update({
-        "LLMP_ENV": "production",
-        "LLMP_DATA_DIR": str(tmp_path),
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(32),
-        "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(32),
-        "ALLOWED_HOSTS": "llm.example.com",
-        **extra,
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG"}
+        and not k.startswith("LLMP_OIDC_")
+    }
+    env.update(
+        {
+            "LLMP_ENV": "production",
+            "LLMP_DATA_DIR": str(tmp_path),
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(32),
+            "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(32),
+            "ALLOWED_HOSTS": "llm.example.com",
+            **extra,
+        }
+    )
     return env
 
 
 def _manage(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args],
-                          env=_production_env(tmp_path, **extra), capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        env=_production_env(tmp_path, **extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.slow
@@ -103,12 +111,16 @@ def test_production_redirects_to_https_and_sends_the_security_headers(tmp_path):
 @pytest.mark.django_db
 def test_sign_in_forms_may_go_to_the_identity_providers_that_are_switched_on(client, settings):
     assert _directives(client.get("/portal/login/").headers["Content-Security-Policy"])[
-        "form-action"] == ["'self'"]
+        "form-action"
+    ] == ["'self'"]
     settings.SOCIAL_AUTH_OIDC_OIDC_ENDPOINT = "https://id.example.org/realms/staff"
     settings.SOCIAL_AUTH_GOOGLE_OAUTH2_KEY = "client-id"
     policy = _directives(client.get("/portal/login/").headers["Content-Security-Policy"])
     assert policy["form-action"] == [
-        "'self'", "https://accounts.google.com", "https://id.example.org"]
+        "'self'",
+        "https://accounts.google.com",
+        "https://id.example.org",
+    ]
 
 
 def _directives(policy: str) -> dict[str, list[str]]:
@@ -117,8 +129,9 @@ def _directives(policy: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("path", ["/admin/login/", "/portal/login/", "/privacy/request/",
-                                  "/api/schema/docs/"])
+@pytest.mark.parametrize(
+    "path", ["/admin/login/", "/portal/login/", "/privacy/request/", "/api/schema/docs/"]
+)
 def test_pages_carry_the_policy_in_development_too(client, path):
     response = client.get(path)
     assert response.status_code == 200
@@ -156,14 +169,21 @@ def _stylesheets_loaded(tab) -> int:
 
 
 def _session_cookie(tab, base_url: str, client) -> None:
-    tab.context.add_cookies([{"name": django_settings.SESSION_COOKIE_NAME,
-                              "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
-                              "url": base_url}])
+    tab.context.add_cookies(
+        [
+            {
+                "name": django_settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
+                "url": base_url,
+            }
+        ]
+    )
 
 
 @pytest.mark.slow
 def test_admin_portal_privacy_page_and_api_docs_work_under_the_policy(
-        page, live_server, admin_client, client, principals):  # noqa: F811
+    page, live_server, admin_client, client, principals
+):
     base = live_server.url
     page.add_init_script(_WATCH_VIOLATIONS)
     console: list[str] = []
@@ -184,7 +204,8 @@ def test_admin_portal_privacy_page_and_api_docs_work_under_the_policy(
     assert _open(page, f"{base}/portal/t/tenant-a/keys/") == []
     assert _stylesheets_loaded(page) == 1
     assert page.evaluate(
-        "performance.getEntriesByType('resource').some(e => e.name.endsWith('portal.js'))")
+        "performance.getEntriesByType('resource').some(e => e.name.endsWith('portal.js'))"
+    )
     page.context.clear_cookies()
 
     # The public privacy request page (its styles are inline).
@@ -205,7 +226,8 @@ def _audit_script():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "audit_dependencies", ROOT / "scripts" / "audit_dependencies.py")
+        "audit_dependencies", ROOT / "scripts" / "audit_dependencies.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
@@ -219,11 +241,17 @@ def test_the_audit_is_incomplete_when_pypi_knows_no_release_and_osv_is_unreachab
     audit = _audit_script()
     # What pip-audit 2.10 reports on this machine: exit status 0, "No known vulnerabilities
     # found", and every package skipped.
-    pypi = audit.summarize("pypi", {"dependencies": [
-        {"name": "django", "skip_reason": _NOT_FOUND.format("django", "5.2.19")},
-        {"name": "httpx", "skip_reason": _NOT_FOUND.format("httpx", "0.28.1")},
-        {"name": "llmplatform", "skip_reason": "distribution marked as editable"},
-    ], "fixes": []})
+    pypi = audit.summarize(
+        "pypi",
+        {
+            "dependencies": [
+                {"name": "django", "skip_reason": _NOT_FOUND.format("django", "5.2.19")},
+                {"name": "httpx", "skip_reason": _NOT_FOUND.format("httpx", "0.28.1")},
+                {"name": "llmplatform", "skip_reason": "distribution marked as editable"},
+            ],
+            "fixes": [],
+        },
+    )
     osv = audit.Audit("osv", error="ConnectionError: Failed to resolve 'api.osv.dev'")
     assert audit.report([pypi, osv]) == audit.INCOMPLETE
     out = capsys.readouterr().out
@@ -234,25 +262,46 @@ def test_the_audit_is_incomplete_when_pypi_knows_no_release_and_osv_is_unreachab
 
 def test_the_audit_lists_known_vulnerabilities_with_their_fixes(capsys):
     audit = _audit_script()
-    result = audit.summarize("pypi", {"dependencies": [
-        {"name": "django", "version": "5.2.0",
-         "vulns": [{"id": "GHSA-xxxx", "fix_versions": ["5.2.1"]}]},
-        {"name": "httpx", "version": "0.28.1", "vulns": []},
-    ]})
+    result = audit.summarize(
+        "pypi",
+        {
+            "dependencies": [
+                {
+                    "name": "django",
+                    "version": "5.2.0",
+                    "vulns": [{"id": "GHSA-xxxx", "fix_versions": ["5.2.1"]}],
+                },
+                {"name": "httpx", "version": "0.28.1", "vulns": []},
+            ]
+        },
+    )
     assert audit.report([result]) == audit.VULNERABLE
     assert "django 5.2.0: GHSA-xxxx (fixed in 5.2.1)" in capsys.readouterr().out
 
 
 def test_the_audit_is_clean_only_when_every_package_was_checked(capsys):
     audit = _audit_script()
-    partial = audit.summarize("pypi", {"dependencies": [
-        {"name": "httpx", "version": "0.28.1", "vulns": []},
-        {"name": "django", "skip_reason": _NOT_FOUND.format("django", "5.2.19")}]})
+    partial = audit.summarize(
+        "pypi",
+        {
+            "dependencies": [
+                {"name": "httpx", "version": "0.28.1", "vulns": []},
+                {"name": "django", "skip_reason": _NOT_FOUND.format("django", "5.2.19")},
+            ]
+        },
+    )
     assert audit.report([partial]) == audit.INCOMPLETE
-    full = audit.summarize("osv", {"dependencies": [
-        {"name": "httpx", "version": "0.28.1", "vulns": []},
-        {"name": "django", "version": "5.2.19", "vulns": []}]})
+    full = audit.summarize(
+        "osv",
+        {
+            "dependencies": [
+                {"name": "httpx", "version": "0.28.1", "vulns": []},
+                {"name": "django", "version": "5.2.19", "vulns": []},
+            ]
+        },
+    )
     capsys.readouterr()
     assert audit.report([partial, full]) == audit.CLEAN
     assert "OK: no known vulnerabilities in 2 packages (vulnerability data: osv)" in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )

@@ -48,8 +48,9 @@ def people(django_user_model):
 def rollout(principals, people, django_capture_on_commit_callbacks) -> Rollout:
     default_template()
     alias, v1, v2 = alias_with_two_versions("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
-    created = services.rollout_create(actor=people[2], alias=alias, stable_version=v1,
-                                      candidate_version=v2, min_requests=10)
+    created = services.rollout_create(
+        actor=people[2], alias=alias, stable_version=v1, candidate_version=v2, min_requests=10
+    )
     with django_capture_on_commit_callbacks(execute=True):
         services.rollout_start(actor=people[2], rollout=created)
     return created
@@ -60,8 +61,11 @@ def item(rollout: Rollout, text_start: str) -> ChecklistItem:
 
 
 def status(rollout: Rollout, text_start: str) -> checks.ItemStatus:
-    found = [s for s in checks.checklist_status(Checklist.objects.get(rollout=rollout))
-             if s.item.text.startswith(text_start)]
+    found = [
+        s
+        for s in checks.checklist_status(Checklist.objects.get(rollout=rollout))
+        if s.item.text.startswith(text_start)
+    ]
     assert len(found) == 1
     return found[0]
 
@@ -71,8 +75,12 @@ def sign_all_pre_items(rollout: Rollout, people) -> None:
     for entry in rollout.checklist.items.filter(phase=Phase.PRE, automatic_check=""):
         for person in (ada, ben)[: entry.required_signoffs]:
             services.checklist_item_sign_off(actor=person, item=entry)
-    services.checklist_record_load_test(actor=ada, checklist=rollout.checklist, passed=True,
-                                        summary="k6, 2x peak (400 rps) for 10 min, p95 1.2 s")
+    services.checklist_record_load_test(
+        actor=ada,
+        checklist=rollout.checklist,
+        passed=True,
+        summary="k6, 2x peak (400 rps) for 10 min, p95 1.2 s",
+    )
 
 
 def test_a_rollout_gets_a_copy_of_the_seed_checklist(rollout):
@@ -82,8 +90,10 @@ def test_a_rollout_gets_a_copy_of_the_seed_checklist(rollout):
     automatic = {i.text: i.automatic_check for i in items if i.automatic_check}
     assert automatic["Monitor error rates (target < 0.5%)"] == AutomaticCheck.ERROR_RATE_BELOW
     assert automatic["Monitor latency (target < 5s P95)"] == AutomaticCheck.P95_LATENCY_BELOW
-    assert automatic["Load test passed (can handle 2x peak traffic)"] == \
-        AutomaticCheck.LOAD_TEST_RECORDED
+    assert (
+        automatic["Load test passed (can handle 2x peak traffic)"]
+        == AutomaticCheck.LOAD_TEST_RECORDED
+    )
     # Editing the template later does not change the rollout's copy.
     template = default_template()
     template.items.filter(text__startswith="Code reviewed").update(text="Reviewed once")
@@ -109,7 +119,7 @@ def test_automatic_items_cannot_be_signed_by_hand(rollout, people):
 
 
 def test_open_pre_deployment_items_hold_a_canary_at_its_first_stage(rollout, people):
-    ada, ben, olivia = people
+    ada, _ben, olivia = people
     with pytest.raises(services.RolloutGated) as gated:
         services.rollout_advance(actor=ada, rollout=rollout)
     assert "Code reviewed by 2 engineers" in str(gated.value)
@@ -121,8 +131,11 @@ def test_open_pre_deployment_items_hold_a_canary_at_its_first_stage(rollout, peo
         services.rollout_advance(actor=ada, rollout=rollout, override_reason="urgent fix")
     with pytest.raises(services.RolloutGated):
         services.rollout_advance(actor=olivia, rollout=rollout, override_reason="   ")
-    services.rollout_advance(actor=olivia, rollout=rollout,
-                             override_reason="Security fix; review done in the incident call")
+    services.rollout_advance(
+        actor=olivia,
+        rollout=rollout,
+        override_reason="Security fix; review done in the incident call",
+    )
     rollout.refresh_from_db()
     assert rollout.candidate_percent == 25
     assert rollout.gate_overridden_by == "user:olivia"
@@ -140,8 +153,9 @@ def test_a_canary_advances_once_the_pre_deployment_items_are_done(rollout, peopl
 
 
 def test_a_failed_load_test_keeps_its_item_open(rollout, people):
-    services.checklist_record_load_test(actor=people[0], checklist=rollout.checklist,
-                                        passed=False, summary="fell over at 1.4x peak")
+    services.checklist_record_load_test(
+        actor=people[0], checklist=rollout.checklist, passed=False, summary="fell over at 1.4x peak"
+    )
     load = status(rollout, "Load test passed")
     assert not load.done and "FAILED" in load.detail and "1.4x" in load.detail
 
@@ -149,8 +163,9 @@ def test_a_failed_load_test_keeps_its_item_open(rollout, people):
 def test_a_blue_green_switch_is_gated_like_a_second_stage(principals, people):
     default_template()
     alias, v1, v2 = alias_with_two_versions("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
-    rollout = services.rollout_create(actor=people[2], alias=alias, stable_version=v1,
-                                      candidate_version=v2, strategy="blue_green")
+    rollout = services.rollout_create(
+        actor=people[2], alias=alias, stable_version=v1, candidate_version=v2, strategy="blue_green"
+    )
     with pytest.raises(services.RolloutGated):
         services.rollout_start(actor=people[0], rollout=rollout)
     assert Rollout.objects.get(pk=rollout.pk).state == Rollout.State.PENDING
@@ -158,8 +173,7 @@ def test_a_blue_green_switch_is_gated_like_a_second_stage(principals, people):
 
 def test_error_rate_and_latency_items_are_computed_from_usage_records(rollout, principals):
     tenant = principals.tenant_a
-    assert status(rollout, "Monitor error rates").detail == \
-        "0 of at least 10 requests measured"
+    assert status(rollout, "Monitor error rates").detail == "0 of at least 10 requests measured"
     usage_rows(tenant, "default", "v2", 299, latency_ms=1200)
     usage_rows(tenant, "default", "v2", 1, status=502, latency_ms=300)
     usage_rows(tenant, "default", "v1", 50, status=502)  # the stable version's errors: not ours
@@ -173,8 +187,9 @@ def test_error_rate_and_latency_items_are_computed_from_usage_records(rollout, p
     assert not status(rollout, "Monitor latency").done
 
 
-def test_cost_per_hour_is_compared_with_the_same_hours_a_week_before(rollout, principals,
-                                                                     time_machine):
+def test_cost_per_hour_is_compared_with_the_same_hours_a_week_before(
+    rollout, principals, time_machine
+):
     tenant = principals.tenant_a
     cost = status(rollout, "Monitor costs")
     assert not cost.done and "waiting" in cost.detail
@@ -199,6 +214,7 @@ def test_deployment_items_follow_the_rollout(rollout, people, time_machine):
 
 # --- the admin page --------------------------------------------------------------------------
 
+
 def test_the_rollout_page_shows_the_checklist_and_takes_sign_offs(admin_client, rollout):
     url = f"/admin/rollouts/rollout/{rollout.pk}/change/"
     page = admin_client.get(url).content.decode()
@@ -217,16 +233,19 @@ def test_an_officer_overrides_the_gate_with_a_reason_from_the_page(admin_client,
     refused = admin_client.post(act, follow=True).content.decode()
     assert "required pre-deployment item(s) are open" in refused
     assert Rollout.objects.get(pk=rollout.pk).candidate_percent == 5
-    done = admin_client.post(act, {"reason": "Hotfix approved by the CTO"},
-                             follow=True).content.decode()
+    done = admin_client.post(
+        act, {"reason": "Hotfix approved by the CTO"}, follow=True
+    ).content.decode()
     assert "Advanced" in done and "Checklist gate overridden by user:admin" in done
     assert Rollout.objects.get(pk=rollout.pk).candidate_percent == 25
 
 
 def test_the_load_test_result_is_attached_on_the_page(admin_client, rollout):
-    response = admin_client.post(f"/admin/rollouts/rollout/{rollout.pk}/load-test/",
-                                 {"passed": "1", "summary": "locust 2x peak, 0 errors"},
-                                 follow=True)
+    response = admin_client.post(
+        f"/admin/rollouts/rollout/{rollout.pk}/load-test/",
+        {"passed": "1", "summary": "locust 2x peak, 0 errors"},
+        follow=True,
+    )
     assert "Load test result recorded" in response.content.decode()
     assert status(rollout, "Load test passed").done
 
@@ -235,13 +254,25 @@ def test_the_template_is_edited_in_the_admin_and_audited(admin_client):
     template = default_template()
     page = admin_client.get(f"/admin/rollouts/checklisttemplate/{template.pk}/change/")
     assert page.status_code == 200 and "Code reviewed by 2 engineers" in page.content.decode()
-    response = admin_client.post("/admin/rollouts/checklisttemplate/add/", {
-        "name": "Hotfix", "description": "", "is_default": "",
-        "items-TOTAL_FORMS": "1", "items-INITIAL_FORMS": "0", "items-MIN_NUM_FORMS": "0",
-        "items-MAX_NUM_FORMS": "1000", "items-0-position": "10", "items-0-phase": "pre",
-        "items-0-text": "Incident ticket linked", "items-0-required": "on",
-        "items-0-required_signoffs": "1", "items-0-automatic_check": "",
-        "items-0-check_params": "{}"})
+    response = admin_client.post(
+        "/admin/rollouts/checklisttemplate/add/",
+        {
+            "name": "Hotfix",
+            "description": "",
+            "is_default": "",
+            "items-TOTAL_FORMS": "1",
+            "items-INITIAL_FORMS": "0",
+            "items-MIN_NUM_FORMS": "0",
+            "items-MAX_NUM_FORMS": "1000",
+            "items-0-position": "10",
+            "items-0-phase": "pre",
+            "items-0-text": "Incident ticket linked",
+            "items-0-required": "on",
+            "items-0-required_signoffs": "1",
+            "items-0-automatic_check": "",
+            "items-0-check_params": "{}",
+        },
+    )
     assert response.status_code == 302
     assert AuditEvent.objects.filter(action="admin.checklisttemplate.add").exists()
     assert AuditEvent.objects.filter(action="admin.checklisttemplateitem.add").exists()

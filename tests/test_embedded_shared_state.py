@@ -127,7 +127,8 @@ def test_a_store_does_not_wait_long_for_another_process_holding_the_file(tmp_pat
 
 
 def test_a_routing_change_saved_by_another_process_is_followed_without_redis(
-        tmp_path: Path, settings, monkeypatch):
+    tmp_path: Path, settings, monkeypatch
+):
     settings.REDIS_URL = None
     settings.LLMP_SHARED_CACHE_PATH = tmp_path / "responses.sqlite3"
     other_process = cache.SqliteResponseCache(str(tmp_path / "responses.sqlite3"))
@@ -156,16 +157,22 @@ def test_invalidate_routing_bumps_the_shared_counter_without_redis(tmp_path: Pat
 
 
 def _connection(folder: Path) -> Connection:
-    options = {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-               "control_folder": str(folder / "control"), "polling_interval": 0.01}
+    options = {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "control_folder": str(folder / "control"),
+        "polling_interval": 0.01,
+    }
     for name in ("queue", "control"):
         (folder / name).mkdir(parents=True, exist_ok=True)
-    return Connection("filesystem://localhost/", transport="llmplatform.broker:FilesystemTransport",
-                      transport_options=options)
+    return Connection(
+        "filesystem://localhost/",
+        transport="llmplatform.broker:FilesystemTransport",
+        transport_options=options,
+    )
 
 
-def test_no_message_is_read_half_written_or_twice_with_two_producers_and_a_consumer(
-        tmp_path: Path):
+def test_no_message_is_read_half_written_or_twice_with_two_producers_and_a_consumer(tmp_path: Path):
     queue = Queue("tasks", Exchange("tasks", type="direct"), routing_key="tasks")
     per_producer = 300
     received: list[int] = []
@@ -177,9 +184,12 @@ def test_no_message_is_read_half_written_or_twice_with_two_producers_and_a_consu
                 producer = Producer(conn.default_channel)
                 for i in range(per_producer):
                     # Large enough that a write is not one page: a reader could see it half done.
-                    producer.publish({"n": offset + i, "pad": "x" * 20_000},
-                                     exchange=queue.exchange, routing_key="tasks",
-                                     declare=[queue])
+                    producer.publish(
+                        {"n": offset + i, "pad": "x" * 20_000},
+                        exchange=queue.exchange,
+                        routing_key="tasks",
+                        declare=[queue],
+                    )
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -211,7 +221,8 @@ def test_no_message_is_read_half_written_or_twice_with_two_producers_and_a_consu
 
 
 def test_the_embedded_default_queues_tasks_for_a_worker_and_never_runs_them_in_process(
-        tmp_path: Path):
+    tmp_path: Path,
+):
     """Settings with nothing configured: the file broker, not eager. Queued from this process,
     the task waits as a file for a worker."""
     script = (
@@ -226,14 +237,20 @@ def test_the_embedded_default_queues_tasks_for_a_worker_and_never_runs_them_in_p
         " None}))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=settings.BASE_DIR, capture_output=True, text=True,
+        [sys.executable, "-c", script],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
         env=minimal_env(LLMP_DATA_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="llmplatform.settings"),
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"eager": False, "transport": "llmplatform.broker:FilesystemTransport",
-                      "ran": False}
+    assert result == {
+        "eager": False,
+        "transport": "llmplatform.broker:FilesystemTransport",
+        "ran": False,
+    }
     queued = [p for p in (tmp_path / "broker" / "queue").iterdir() if p.suffix == ".msg"]
     assert len(queued) == 1 and "llmplatform.heartbeat" in queued[0].read_text()
 
@@ -252,8 +269,9 @@ def test_the_restart_policy_backs_off_resets_when_healthy_and_caps_starts_per_mi
 
 
 def _status(path: Path, state: str, pid: int | None, started: float | None) -> None:
-    write_status(path, {"state": state, "pid": pid, "restarts": 0, "last_exit": "",
-                        "started": started})
+    write_status(
+        path, {"state": state, "pid": pid, "restarts": 0, "last_exit": "", "started": started}
+    )
 
 
 def test_readiness_of_a_celery_process(tmp_path: Path, settings):

@@ -40,8 +40,16 @@ STARTUP_TIMEOUT = 180.0
 def standin() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("standin_model_server.py")),
-         "--port", str(port), "--alias", "gemma-3-270m", "--cpu", "standin"],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("standin_model_server.py")),
+            "--port",
+            str(port),
+            "--alias",
+            "gemma-3-270m",
+            "--cpu",
+            "standin",
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/v1"
@@ -99,16 +107,27 @@ def _checks(platform: RunningPlatform) -> dict[str, dict[str, Any]]:
     return httpx.get(f"{platform.base_url}/readyz", timeout=10).json()["checks"]
 
 
-def _chat(platform: RunningPlatform, *, model: str = "default", user: str | None = None,
-          temperature: float | None = None) -> httpx.Response:
-    body: dict[str, Any] = {"model": model,
-                            "messages": [{"role": "user", "content": "Hello there"}]}
+def _chat(
+    platform: RunningPlatform,
+    *,
+    model: str = "default",
+    user: str | None = None,
+    temperature: float | None = None,
+) -> httpx.Response:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Hello there"}],
+    }
     if user is not None:
         body["user"] = user
     if temperature is not None:
         body["temperature"] = temperature
-    return httpx.post(f"{platform.base_url}/v1/chat/completions", json=body, timeout=30,
-                      headers={"Authorization": f"Bearer {platform.key}"})
+    return httpx.post(
+        f"{platform.base_url}/v1/chat/completions",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {platform.key}"},
+    )
 
 
 def _printed(output: str, tag: str) -> int:
@@ -127,17 +146,22 @@ def _worker_log(platform: RunningPlatform) -> str:
 
 
 def test_the_banner_names_the_worker_and_beat_and_readyz_shows_their_heartbeat(
-        platform: RunningPlatform):
+    platform: RunningPlatform,
+):
     banner = "\n".join(platform.output)
-    assert re.search(r"Tasks +Celery worker and beat \(worker pid \d+, beat pid \d+; file broker",
-                     banner), banner
+    assert re.search(
+        r"Tasks +Celery worker and beat \(worker pid \d+, beat pid \d+; file broker", banner
+    ), banner
     assert {"celery worker", "celery beat"} <= platform.child_pids.keys()
 
     # Beat sends a heartbeat every 2 s, the worker runs it, /readyz reads its age.
     checks = _wait_for(
         "a heartbeat in /readyz",
-        lambda: (c := _checks(platform))["celery_worker"]["ok"]
-        and "last heartbeat" in c["celery_worker"]["detail"] and c,
+        lambda: (
+            (c := _checks(platform))["celery_worker"]["ok"]
+            and "last heartbeat" in c["celery_worker"]["detail"]
+            and c
+        ),
         timeout=30,
     )
     assert checks["celery_beat"]["ok"]
@@ -179,9 +203,11 @@ def test_a_record_past_its_ttl_is_gone_within_one_purge_interval(platform: Runni
     assert "created" in platform.manage("shell", "-c", _RECORDS)
     written = time.monotonic()
 
-    _wait_for("the expired record purged",
-              lambda: _count(platform, _CONVERSATIONS, "expired-subject") == 0,
-              timeout=PURGE_SECONDS + 15)
+    _wait_for(
+        "the expired record purged",
+        lambda: _count(platform, _CONVERSATIONS, "expired-subject") == 0,
+        timeout=PURGE_SECONDS + 15,
+    )
 
     assert time.monotonic() - written < PURGE_SECONDS + 15
     assert _count(platform, _CONVERSATIONS, "current-subject") == 1  # not yet expired: kept
@@ -214,46 +240,73 @@ print("REQUEST", request.pk, request.state)
 def _admin_session(platform: RunningPlatform) -> httpx.Client:
     client = httpx.Client(base_url=platform.base_url, timeout=30, follow_redirects=True)
     client.get("/admin/login/")
-    signed_in = client.post("/admin/login/?next=/admin/", data={
-        "username": "admin", "password": ADMIN_PASSWORD,
-        "csrfmiddlewaretoken": client.cookies["csrftoken"], "next": "/admin/",
-    }, headers={"Referer": f"{platform.base_url}/admin/login/"})
+    signed_in = client.post(
+        "/admin/login/?next=/admin/",
+        data={
+            "username": "admin",
+            "password": ADMIN_PASSWORD,
+            "csrfmiddlewaretoken": client.cookies["csrftoken"],
+            "next": "/admin/",
+        },
+        headers={"Referer": f"{platform.base_url}/admin/login/"},
+    )
     assert signed_in.status_code == 200 and "Log out" in signed_in.text, signed_in.text[:2000]
     return client
 
 
 def test_an_erasure_approved_in_the_admin_removes_records_and_cached_answers(
-        platform: RunningPlatform):
+    platform: RunningPlatform,
+):
     assert "consented" in platform.manage("shell", "-c", _CONSENT)
     first = _chat(platform, user="erin", temperature=0)
     second = _chat(platform, user="erin", temperature=0)
     assert (first.status_code, second.status_code) == (200, 200), first.text
     assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
-    _wait_for("erin's conversation record", lambda: _count(platform, _CONVERSATIONS, "erin") >= 1,
-              timeout=15)
+    _wait_for(
+        "erin's conversation record",
+        lambda: _count(platform, _CONVERSATIONS, "erin") >= 1,
+        timeout=15,
+    )
 
     request_id = _printed(platform.manage("shell", "-c", _ERASURE_REQUEST), "REQUEST")
     admin = _admin_session(platform)
     try:
         page = admin.get("/admin/privacy/subjectrequest/")
         assert page.status_code == 200
-        approved = admin.post("/admin/privacy/subjectrequest/", data={
-            "action": "approve", "_selected_action": str(request_id), "index": "0",
-            "csrfmiddlewaretoken": admin.cookies["csrftoken"],
-        }, headers={"Referer": f"{platform.base_url}/admin/privacy/subjectrequest/"})
+        approved = admin.post(
+            "/admin/privacy/subjectrequest/",
+            data={
+                "action": "approve",
+                "_selected_action": str(request_id),
+                "index": "0",
+                "csrfmiddlewaretoken": admin.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{platform.base_url}/admin/privacy/subjectrequest/"},
+        )
     finally:
         admin.close()
     assert approved.status_code == 200 and "Approved 1 request" in approved.text
 
     # The worker carries it out: the records go, and the web process no longer serves the
     # subject's cached answer (the cache is one file that both processes use).
-    _wait_for("the erasure completed", lambda: _count(
-        platform, "SELECT count(*) FROM privacy_subjectrequest WHERE id = ? AND state = ?",
-        request_id, "completed") == 1, timeout=30)
+    _wait_for(
+        "the erasure completed",
+        lambda: (
+            _count(
+                platform,
+                "SELECT count(*) FROM privacy_subjectrequest WHERE id = ? AND state = ?",
+                request_id,
+                "completed",
+            )
+            == 1
+        ),
+        timeout=30,
+    )
     assert _count(platform, _CONVERSATIONS, "erin") == 0
     assert _chat(platform, user="erin", temperature=0).headers["X-Cache"] == "MISS"
-    receipt = _count(platform, "SELECT count(*) FROM privacy_erasurereceipt WHERE request_id = ?",
-                     request_id)
+    receipt = _count(
+        platform, "SELECT count(*) FROM privacy_erasurereceipt WHERE request_id = ?", request_id
+    )
     assert receipt == 1
 
 
@@ -288,15 +341,20 @@ _WEIGHTS = (
 
 
 def test_a_canary_whose_candidate_fails_is_rolled_back_by_beat_and_the_worker(
-        platform: RunningPlatform):
-    rollout_id = _printed(platform.manage(
-        "shell", "-c", _CANARY.replace("{stable}", platform.model_url)), "ROLLOUT")
+    platform: RunningPlatform,
+):
+    rollout_id = _printed(
+        platform.manage("shell", "-c", _CANARY.replace("{stable}", platform.model_url)), "ROLLOUT"
+    )
     with _db(platform) as conn:
         assert conn.execute(_WEIGHTS, ("canary",)).fetchall() == [("v1", 50), ("v2", 50)]
 
     # Saved by another process: the gateway follows within a second (no Redis to tell it).
-    _wait_for("the new alias routed", lambda: _chat(
-        platform, model="canary", user="probe").status_code != 404, timeout=3)
+    _wait_for(
+        "the new alias routed",
+        lambda: _chat(platform, model="canary", user="probe").status_code != 404,
+        timeout=3,
+    )
 
     # Real traffic: about half of it goes to the candidate, whose upstream refuses connections.
     failures = 0
@@ -306,42 +364,64 @@ def test_a_canary_whose_candidate_fails_is_rolled_back_by_beat_and_the_worker(
     assert failures >= 5
 
     # Nobody calls the evaluation: beat sends it every 15 s and the worker rolls back.
-    _wait_for("the rollout rolled back", lambda: _count(
-        platform, "SELECT count(*) FROM rollouts_rollout WHERE id = ? AND state = ?",
-        rollout_id, "rolled_back") == 1, timeout=45)
+    _wait_for(
+        "the rollout rolled back",
+        lambda: (
+            _count(
+                platform,
+                "SELECT count(*) FROM rollouts_rollout WHERE id = ? AND state = ?",
+                rollout_id,
+                "rolled_back",
+            )
+            == 1
+        ),
+        timeout=45,
+    )
     with _db(platform) as conn:
         assert conn.execute(_WEIGHTS, ("canary",)).fetchall() == [("v1", 100), ("v2", 0)]
     # The gateway follows the rollback within a second: every answer from v1.
     time.sleep(1.5)
-    served = {_chat(platform, model="canary", user=f"after-{i}").headers.get(
-        "x-llmp-model-version") for i in range(10)}
+    served = {
+        _chat(platform, model="canary", user=f"after-{i}").headers.get("x-llmp-model-version")
+        for i in range(10)
+    }
     assert served == {"v1"}
 
 
 # --- A dead worker or beat: named by /readyz, restarted by the launcher -------------------------
 
 
-@pytest.mark.parametrize("name,check", [("celery worker", "celery_worker"),
-                                        ("celery beat", "celery_beat")])
+@pytest.mark.parametrize(
+    "name,check", [("celery worker", "celery_worker"), ("celery beat", "celery_beat")]
+)
 def test_a_killed_celery_process_is_named_by_readyz_and_restarted(
-        platform: RunningPlatform, name: str, check: str):
+    platform: RunningPlatform, name: str, check: str
+):
     pid = platform.child_pids[name]
     # Hold the launcher so the gap cannot close before /readyz is asked.
     os.kill(platform.process.pid, signal.SIGSTOP)
     try:
         os.killpg(pid, signal.SIGKILL)
-        status = _wait_for(f"/readyz naming the {name}", lambda: (
-            (r := httpx.get(f"{platform.base_url}/readyz", timeout=10)).status_code == 503
-            and not r.json()["checks"][check]["ok"] and r), timeout=15)
+        status = _wait_for(
+            f"/readyz naming the {name}",
+            lambda: (
+                (r := httpx.get(f"{platform.base_url}/readyz", timeout=10)).status_code == 503
+                and not r.json()["checks"][check]["ok"]
+                and r
+            ),
+            timeout=15,
+        )
         assert f"pid {pid} is gone" in status.json()["checks"][check]["detail"]
     finally:
         os.kill(platform.process.pid, signal.SIGCONT)
 
     _wait_for(f"the {name} restarted", lambda: platform.child_pids[name] != pid, timeout=20)
     assert any(f"{name} (pid {pid}) was killed by SIGKILL" in line for line in platform.output)
-    checks = _wait_for(f"/readyz with the {name} back", lambda: (
-        (c := _checks(platform))[check]["ok"] and "restarts 1" in c[check]["detail"] and c),
-        timeout=20)
+    checks = _wait_for(
+        f"/readyz with the {name} back",
+        lambda: (c := _checks(platform))[check]["ok"] and "restarts 1" in c[check]["detail"] and c,
+        timeout=20,
+    )
     assert checks[check]["detail"].startswith("running")
 
 

@@ -22,9 +22,11 @@ def _fresh_auth():
 
 def test_an_oversized_body_is_refused_before_it_is_read_whole(gateway_server, key_a, settings):
     settings.LLMP_MAX_BODY_BYTES = 2048
-    response = httpx.post(f"{gateway_server}/v1/chat/completions",
-                          headers={"Authorization": f"Bearer {key_a}"},
-                          content=b'{"model": "default", "messages": [' + b" " * 10_000 + b"]}")
+    response = httpx.post(
+        f"{gateway_server}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key_a}"},
+        content=b'{"model": "default", "messages": [' + b" " * 10_000 + b"]}",
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
 
@@ -35,10 +37,11 @@ def test_usage_records_are_written_in_batches_shortly_after(gateway_server, key_
         route_alias("default", upstream.base_url)
         ids = []
         for _ in range(5):
-            response = httpx.post(f"{gateway_server}/v1/chat/completions",
-                                  headers={"Authorization": f"Bearer {key_a}"},
-                                  json={"model": "default",
-                                        "messages": [{"role": "user", "content": "hi"}]})
+            response = httpx.post(
+                f"{gateway_server}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key_a}"},
+                json={"model": "default", "messages": [{"role": "user", "content": "hi"}]},
+            )
             assert response.status_code == 200
             ids.append(response.headers["X-Request-ID"])
     # Answered before their records were written ...
@@ -48,8 +51,9 @@ def test_usage_records_are_written_in_batches_shortly_after(gateway_server, key_
         assert time.monotonic() < deadline, "usage records were not written"
         time.sleep(0.05)
     # ... and then written, every one, with its figures.
-    assert set(UsageRecord.objects.filter(request_id__in=ids).values_list("status_code",
-                                                                          flat=True)) == {200}
+    assert set(
+        UsageRecord.objects.filter(request_id__in=ids).values_list("status_code", flat=True)
+    ) == {200}
 
 
 def _exists_while_written(queryset) -> bool:
@@ -67,20 +71,25 @@ def _exists_while_written(queryset) -> bool:
 
 
 def test_a_client_that_goes_away_mid_stream_is_metered_and_the_upstream_released(
-        gateway_server, key_a):
+    gateway_server, key_a
+):
     with OpenAIUpstream() as upstream:
         upstream.behaviour = "stream_stall"
         upstream.hang_seconds = 5
         route_alias("default", upstream.base_url)
         host, port = gateway_server.removeprefix("http://").split(":")
-        body = (b'{"model": "default", "stream": true, '
-                b'"messages": [{"role": "user", "content": "tell me a long story"}]}')
+        body = (
+            b'{"model": "default", "stream": true, '
+            b'"messages": [{"role": "user", "content": "tell me a long story"}]}'
+        )
         with socket.create_connection((host, int(port))) as sock:
             sock.sendall(
                 b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                 + f"Authorization: Bearer {key_a}\r\n".encode()
                 + b"Content-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             assert b"200 OK" in sock.recv(65536)
         deadline = time.monotonic() + 4
         while not _exists_while_written(UsageRecord.objects.filter(status_code=499)):
@@ -90,8 +99,7 @@ def test_a_client_that_goes_away_mid_stream_is_metered_and_the_upstream_released
     assert record.error_code == "client_closed_request" and record.streamed
 
 
-def test_more_concurrent_streams_than_httpx_default_pool_all_succeed(gateway_server, key_a,
-                                                                   tier):
+def test_more_concurrent_streams_than_httpx_default_pool_all_succeed(gateway_server, key_a, tier):
     """Each open stream holds an upstream connection; 150 at once exceed httpx's default pool
     of 100, which would make the rest wait for the pool and time out."""
     import asyncio
@@ -109,8 +117,12 @@ def test_more_concurrent_streams_than_httpx_default_pool_all_succeed(gateway_ser
             response = await client.post(
                 f"{gateway_server}/v1/chat/completions",
                 headers={"Authorization": f"Bearer {key_a}"},
-                json={"model": "default", "stream": True,
-                      "messages": [{"role": "user", "content": "go"}]})
+                json={
+                    "model": "default",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "go"}],
+                },
+            )
             return response.status_code
 
         async def many() -> tuple[int, list[int]]:

@@ -43,28 +43,139 @@ FUZZ = settings(
 # Plain random text rarely looks like PII or an attack; these fragments make the fuzzer spend
 # its examples near the edges the recognisers and rules care about.
 PII_FRAGMENTS = [
-    "jane.doe@example.com", "a@b.co", "@", "@@", "x@y", ".", "-", "+", "(", ")", "/", ":", " ",
-    "\n", "\t", "+1 415 867 5309", "(415) 867-5309", "415-867-5309", "536-22-8726",
-    "219 09 9999", "4111 1111 1111 1111", "4111-1111-1111-1111", "5500005555555559",
-    "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "203.0.113.42", "10.0.0.1/8",
-    "2001:db8::8a2e:370:7334", "::1", "AKIAIOSFODNN7EXAMPLE",
-    "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "password: ", "pw=", "postgres://u:p@h/db",
-    "-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----", "born on ", "14 March 1987",
-    "03/07/1991", "passport ", "533380006", "Mr. ", "Dr. ", "Ms. ", "my name is ", "Margaret",
-    "Thornton", "lena andersson", "Smith", "12 Main Street", "Hauptstraße 12", "Avenue",
-    "Springfield", "call me on ", "SSN ", "card ", "iban ", "x", "ext. 12", "0", "1", "9",
-    "12", "123", "1234", "00", "'", "%", "_", "İ", "ẞ", "ﬁ", "\u200b", "\u202e", "<EMAIL_1>",
-    "<PHONE_2>", "<", ">", "Ä", "é", "ß", "中文", "😀",
+    "jane.doe@example.com",
+    "a@b.co",
+    "@",
+    "@@",
+    "x@y",
+    ".",
+    "-",
+    "+",
+    "(",
+    ")",
+    "/",
+    ":",
+    " ",
+    "\n",
+    "\t",
+    "+1 415 867 5309",
+    "(415) 867-5309",
+    "415-867-5309",
+    "536-22-8726",
+    "219 09 9999",
+    "4111 1111 1111 1111",
+    "4111-1111-1111-1111",
+    "5500005555555559",
+    "DE89 3704 0044 0532 0130 00",
+    "GB82WEST12345698765432",
+    "203.0.113.42",
+    "10.0.0.1/8",
+    "2001:db8::8a2e:370:7334",
+    "::1",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+    "password: ",
+    "pw=",
+    "postgres://u:p@h/db",
+    "-----BEGIN PRIVATE KEY-----",
+    "-----END PRIVATE KEY-----",
+    "born on ",
+    "14 March 1987",
+    "03/07/1991",
+    "passport ",
+    "533380006",
+    "Mr. ",
+    "Dr. ",
+    "Ms. ",
+    "my name is ",
+    "Margaret",
+    "Thornton",
+    "lena andersson",
+    "Smith",
+    "12 Main Street",
+    "Hauptstraße 12",
+    "Avenue",
+    "Springfield",
+    "call me on ",
+    "SSN ",
+    "card ",
+    "iban ",
+    "x",
+    "ext. 12",
+    "0",
+    "1",
+    "9",
+    "12",
+    "123",
+    "1234",
+    "00",
+    "'",
+    "%",
+    "_",
+    "İ",
+    "ẞ",
+    "ﬁ",
+    "\u200b",
+    "\u202e",
+    "<EMAIL_1>",
+    "<PHONE_2>",
+    "<",
+    ">",
+    "Ä",
+    "é",
+    "ß",
+    "中文",
+    "😀",
 ]
 ATTACK_FRAGMENTS = [
-    "ignore all previous instructions", "IGNORE", "system prompt", "you are now DAN",
-    "disregard", "reveal", "print your instructions", "jailbreak", "developer mode",
-    "i g n o r e", "1gn0re", "ıgnore", "іgnore", "ignore\u200b", "\u200b", "\u200d", "\u202e",
-    "\U000e0069\U000e0067", "ＩＧＮＯＲＥ", "🅸🅶🅽🅾🆁🅴", "snoitcurtsni suoiverp erongi",
-    "vtaber nyy cerivbhf vafgehpgvbaf", base64.b64encode(b"ignore all previous instructions")
-    .decode(), "69676e6f726520616c6c", "[", "]", "{", "}", "(", ")", "#", "*", "-", "!", " ",
-    "\n", "a", "A", "0", "=", "/", "+", "```", "<|im_start|>", "</s>", "### Instruction:",
+    "ignore all previous instructions",
+    "IGNORE",
+    "system prompt",
+    "you are now DAN",
+    "disregard",
+    "reveal",
+    "print your instructions",
+    "jailbreak",
+    "developer mode",
+    "i g n o r e",
+    "1gn0re",
+    "ıgnore",
+    "іgnore",
+    "ignore\u200b",
+    "\u200b",
+    "\u200d",
+    "\u202e",
+    "\U000e0069\U000e0067",
+    "ＩＧＮＯＲＥ",
+    "🅸🅶🅽🅾🆁🅴",
+    "snoitcurtsni suoiverp erongi",
+    "vtaber nyy cerivbhf vafgehpgvbaf",
+    base64.b64encode(b"ignore all previous instructions").decode(),
+    "69676e6f726520616c6c",
+    "[",
+    "]",
+    "{",
+    "}",
+    "(",
+    ")",
+    "#",
+    "*",
+    "-",
+    "!",
+    " ",
+    "\n",
+    "a",
+    "A",
+    "0",
+    "=",
+    "/",
+    "+",
+    "```",
+    "<|im_start|>",
+    "</s>",
+    "### Instruction:",
 ]
+
 
 def _mixed(fragments: list[str], max_size: int) -> st.SearchStrategy[str]:
     piece = st.one_of(st.sampled_from(fragments), st.text(max_size=12))
@@ -196,8 +307,10 @@ def test_pseudonymisation_round_trips_and_hides_every_detected_value(texts):
 
 
 @FUZZ
-@given(value=st.one_of(st.none(), st.integers(), st.binary(max_size=20), st.lists(st.text())),
-       types=st.sampled_from([None, ["EMAIL"], ["NOT_A_TYPE"], []]))
+@given(
+    value=st.one_of(st.none(), st.integers(), st.binary(max_size=20), st.lists(st.text())),
+    types=st.sampled_from([None, ["EMAIL"], ["NOT_A_TYPE"], []]),
+)
 def test_the_detector_fails_only_with_its_own_error_on_bad_arguments(value, types):
     with pytest.raises(DetectorError):
         detect(value, types)
@@ -206,24 +319,38 @@ def test_the_detector_fails_only_with_its_own_error_on_bad_arguments(value, type
 # --- the request parser -----------------------------------------------------------------------
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=30),
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 message = st.fixed_dictionaries(
     {"role": st.one_of(st.sampled_from(ROLES), json_values)},
     optional={
         "content": st.one_of(
-            st.text(max_size=60), json_values,
-            st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]),
-                                            "text": st.one_of(st.text(max_size=20),
-                                                              json_values)}), max_size=3)),
-        "name": json_values, "tool_call_id": json_values, "tool_calls": json_values,
+            st.text(max_size=60),
+            json_values,
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "type": st.sampled_from(["text", "image_url"]),
+                        "text": st.one_of(st.text(max_size=20), json_values),
+                    }
+                ),
+                max_size=3,
+            ),
+        ),
+        "name": json_values,
+        "tool_call_id": json_values,
+        "tool_calls": json_values,
     },
 )
 chat_bodies = st.fixed_dictionaries(
@@ -231,10 +358,18 @@ chat_bodies = st.fixed_dictionaries(
     optional={
         "model": st.one_of(st.text(max_size=70), json_values),
         "messages": st.one_of(st.lists(message, max_size=4), json_values),
-        "temperature": json_values, "top_p": json_values, "max_tokens": json_values,
-        "max_completion_tokens": json_values, "stop": json_values, "n": json_values,
-        "user": json_values, "stream": json_values, "stream_options": json_values,
-        "seed": json_values, "tools": json_values, "frobnicate": json_values,
+        "temperature": json_values,
+        "top_p": json_values,
+        "max_tokens": json_values,
+        "max_completion_tokens": json_values,
+        "stop": json_values,
+        "n": json_values,
+        "user": json_values,
+        "stream": json_values,
+        "stream_options": json_values,
+        "seed": json_values,
+        "tools": json_values,
+        "frobnicate": json_values,
     },
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -265,12 +400,11 @@ def _parse(body: dict):
 
 
 @FUZZ
-@given(body=st.one_of(chat_bodies, st.dictionaries(st.text(max_size=12), json_values,
-                                                    max_size=6)))
-@example(body={"model": "m", "messages": [{"role": "user", "content": "hi"}],
-               "max_tokens": 2**64 - 1})
-@example(body={"model": "m", "messages": [{"role": "user", "content": "hi"}],
-               "temperature": "nan"})
+@given(body=st.one_of(chat_bodies, st.dictionaries(st.text(max_size=12), json_values, max_size=6)))
+@example(
+    body={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2**64 - 1}
+)
+@example(body={"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "nan"})
 @example(body={"model": "m", "messages": [{"role": "assistant", "tool_calls": [{}]}]})
 @example(body={"model": "m", "messages": [{"role": "jane.doe@example.com", "content": "x"}]})
 def test_the_parser_accepts_or_refuses_with_a_typed_error(body):
@@ -278,8 +412,11 @@ def test_the_parser_accepts_or_refuses_with_a_typed_error(body):
         parsed = _parse(body)
     except InvalidRequest as exc:
         error = exc.body()["error"]
-        assert exc.status == 400 and error["code"] in {"invalid_value", "unknown_parameter",
-                                                        "invalid_json"}
+        assert exc.status == 400 and error["code"] in {
+            "invalid_value",
+            "unknown_parameter",
+            "invalid_json",
+        }
         assert isinstance(error["message"], str) and error["message"]
         # The message names the field, never the text that was sent in it.
         names = set(_keys(body)) | {"messages", "content", "role", "model", "text", "type"}
@@ -301,18 +438,21 @@ def test_the_parser_accepts_or_refuses_with_a_typed_error(body):
         assert math.isfinite(parsed.top_p) and 0 <= parsed.top_p <= 1
     if parsed.max_tokens is not None:
         assert isinstance(parsed.max_tokens, int) and parsed.max_tokens >= 1
-    assert parsed.stop is None or (isinstance(parsed.stop, list)
-                                   and all(isinstance(s, str) for s in parsed.stop))
+    assert parsed.stop is None or (
+        isinstance(parsed.stop, list) and all(isinstance(s, str) for s in parsed.stop)
+    )
 
 
 @FUZZ
-@given(raw=st.one_of(
-    st.binary(max_size=200),
-    st.text(max_size=200).map(lambda s: s.encode("utf-8", "surrogatepass")),
-    json_values.map(lambda v: orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS)),
-    st.integers(1, 3000).map(lambda depth: b"[" * depth + b"]" * depth),
-    st.integers(1, 3000).map(lambda depth: b'{"a":' * depth + b"1" + b"}" * depth),
-))
+@given(
+    raw=st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=200).map(lambda s: s.encode("utf-8", "surrogatepass")),
+        json_values.map(lambda v: orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS)),
+        st.integers(1, 3000).map(lambda depth: b"[" * depth + b"]" * depth),
+        st.integers(1, 3000).map(lambda depth: b'{"a":' * depth + b"1" + b"}" * depth),
+    )
+)
 @example(raw=b"\xed\xa0\x80")  # a lone surrogate, encoded
 @example(raw=b'{"model": "\\ud800"}')  # a lone surrogate, escaped
 @example(raw=b"\xef\xbb\xbf{}")  # a byte-order mark
@@ -320,7 +460,6 @@ def test_the_body_parser_accepts_objects_only_and_refuses_the_rest_with_a_typed_
     try:
         data = parse_json_body(raw)
     except ApiError as exc:
-        assert exc.status == 400 and exc.body()["error"]["code"] in {"invalid_json",
-                                                                      "invalid_utf8"}
+        assert exc.status == 400 and exc.body()["error"]["code"] in {"invalid_json", "invalid_utf8"}
         return
     assert isinstance(data, dict)

@@ -159,23 +159,42 @@ def api_world(principals, django_capture_on_commit_callbacks):
         ]:
             _, keys[actor] = gateway_services.api_key_create(
                 actor=principals.alice if tenant == principals.tenant_a else principals.charlie,
-                tenant=tenant, name=f"{actor}-app", scopes=scopes)
+                tenant=tenant,
+                name=f"{actor}-app",
+                scopes=scopes,
+            )
         # Tenant A's data: a subject with consent and an email, a request about them, and a
         # cached answer.
-        subject = privacy_services.subject_get_or_create(tenant=principals.tenant_a,
-                                                        external_id=A_SUBJECT)
-        privacy_services.consent_set(actor="test", subject=subject, purpose="store_conversations",
-                                     granted=True, source="api")
-        privacy_services.subject_register_email(actor="test", tenant=principals.tenant_a,
-                                                external_id=A_SUBJECT, email=A_EMAIL)
+        subject = privacy_services.subject_get_or_create(
+            tenant=principals.tenant_a, external_id=A_SUBJECT
+        )
+        privacy_services.consent_set(
+            actor="test", subject=subject, purpose="store_conversations", granted=True, source="api"
+        )
+        privacy_services.subject_register_email(
+            actor="test", tenant=principals.tenant_a, external_id=A_SUBJECT, email=A_EMAIL
+        )
         request = subject_requests.subject_request_create(
-            tenant=principals.tenant_a, kind="access", law="gdpr", source="api",
-            external_id=A_SUBJECT, actor="test")
-        world = ApiWorld(keys=keys, tenant_a=principals.tenant_a, tenant_b=principals.tenant_b,
-                         upstream=upstream, a_request_id=subject_requests.public_id(request),
-                         cached_body={"model": "default", "temperature": 0, "messages": [
-                             {"role": "user", "content": "What does tenant A cache?"}]},
-                         on_commit=django_capture_on_commit_callbacks)
+            tenant=principals.tenant_a,
+            kind="access",
+            law="gdpr",
+            source="api",
+            external_id=A_SUBJECT,
+            actor="test",
+        )
+        world = ApiWorld(
+            keys=keys,
+            tenant_a=principals.tenant_a,
+            tenant_b=principals.tenant_b,
+            upstream=upstream,
+            a_request_id=subject_requests.public_id(request),
+            cached_body={
+                "model": "default",
+                "temperature": 0,
+                "messages": [{"role": "user", "content": "What does tenant A cache?"}],
+            },
+            on_commit=django_capture_on_commit_callbacks,
+        )
         first = world.chat(ALICE, world.cached_body)
         assert first.status_code == 200 and first.headers["X-Cache"] == "MISS"
         assert world.chat(ALICE, world.cached_body).headers["X-Cache"] == "HIT"
@@ -218,8 +237,13 @@ def api_cached_answer(world: ApiWorld, actor: str, expected: str) -> None:
         assert len(world.upstream.requests) == calls
         return
     # Tenant A's cached answer is not served to tenant B: a miss, like a request never seen.
-    never_seen = world.chat(actor, {**world.cached_body, "messages": [
-        {"role": "user", "content": "Something nobody asked before"}]})
+    never_seen = world.chat(
+        actor,
+        {
+            **world.cached_body,
+            "messages": [{"role": "user", "content": "Something nobody asked before"}],
+        },
+    )
     assert response.headers["X-Cache"] == never_seen.headers["X-Cache"] == "MISS"
     assert len(world.upstream.requests) == calls + 2
 
@@ -356,9 +380,18 @@ def test_every_api_route_has_a_row_in_the_policy():
     names = {p.name for p in api_urls.urlpatterns}
     # /chat and /chat-stream are thin aliases of /v1/chat/completions (same pipeline, same
     # cache namespace); the chat rows stand for them.
-    covered = {"models", "chat-completions", "embeddings", "cache-invalidate", "privacy-consent",
-               "privacy-subject", "privacy-subject-requests", "privacy-request", "simple-chat",
-               "simple-chat-stream"}
+    covered = {
+        "models",
+        "chat-completions",
+        "embeddings",
+        "cache-invalidate",
+        "privacy-consent",
+        "privacy-subject",
+        "privacy-subject-requests",
+        "privacy-request",
+        "simple-chat",
+        "simple-chat-stream",
+    }
     assert names == covered
     assert set(API_CHECKS) == {route for route, _ in API_POLICY}
 
@@ -411,19 +444,31 @@ class PortalWorld:
     def state(self) -> tuple:
         key = ApiKey.objects.get(pk=self.key.pk)
         account = ServiceAccount.objects.get(pk=self.account.pk)
-        return (key.revoked_at, key.replaced_by_id, account.disabled_at,
-                ApiKey.objects.filter(tenant=self.principals.tenant_a).count(),
-                ServiceAccount.objects.filter(tenant=self.principals.tenant_a).count())
+        return (
+            key.revoked_at,
+            key.replaced_by_id,
+            account.disabled_at,
+            ApiKey.objects.filter(tenant=self.principals.tenant_a).count(),
+            ServiceAccount.objects.filter(tenant=self.principals.tenant_a).count(),
+        )
 
 
 @pytest.fixture
 def portal_world(principals):
-    key, _ = gateway_services.api_key_create(actor=principals.alice, tenant=principals.tenant_a,
-                                             name="a-portal-key")
-    account = gateway_services.service_account_create(actor=principals.alice,
-                                                      tenant=principals.tenant_a, name="a-etl")
-    UsageRecord.objects.create(tenant=principals.tenant_a, api_key=key, request_id="req_a",
-                               route="chat.completions", status_code=200, prompt_tokens=11)
+    key, _ = gateway_services.api_key_create(
+        actor=principals.alice, tenant=principals.tenant_a, name="a-portal-key"
+    )
+    account = gateway_services.service_account_create(
+        actor=principals.alice, tenant=principals.tenant_a, name="a-etl"
+    )
+    UsageRecord.objects.create(
+        tenant=principals.tenant_a,
+        api_key=key,
+        request_id="req_a",
+        route="chat.completions",
+        status_code=200,
+        prompt_tokens=11,
+    )
     return PortalWorld(principals, key, account)
 
 
@@ -445,39 +490,59 @@ def _portal_data(world: PortalWorld, data: dict | None, account_id: int | None) 
 PORTAL_REQUESTS: dict[tuple[str, str], PortalRequest] = {
     ("keys", "list"): PortalRequest("get", "/portal/t/{slug}/keys/"),
     ("keys/new", "create"): PortalRequest(
-        "post", "/portal/t/{slug}/keys/new/", {"name": "made-by-test", "scopes": ["chat"]},
-        success_status=200),  # the new key is shown on this response
+        "post",
+        "/portal/t/{slug}/keys/new/",
+        {"name": "made-by-test", "scopes": ["chat"]},
+        success_status=200,
+    ),  # the new key is shown on this response
     ("keys/new with a service account", "create"): PortalRequest(
-        "post", "/portal/t/{slug}/keys/new/",
+        "post",
+        "/portal/t/{slug}/keys/new/",
         {"name": "sa-key", "scopes": ["chat"], "service_account": "{account}"},
-        object_kind="account", success_status=200),
-    ("keys/<id>/secret", "read"): PortalRequest("get", "/portal/t/{slug}/keys/{id}/secret/",
-                                                object_kind="key"),
-    ("keys/<id>/rotate", "read"): PortalRequest("get", "/portal/t/{slug}/keys/{id}/rotate/",
-                                                object_kind="key"),
+        object_kind="account",
+        success_status=200,
+    ),
+    ("keys/<id>/secret", "read"): PortalRequest(
+        "get", "/portal/t/{slug}/keys/{id}/secret/", object_kind="key"
+    ),
+    ("keys/<id>/rotate", "read"): PortalRequest(
+        "get", "/portal/t/{slug}/keys/{id}/rotate/", object_kind="key"
+    ),
     ("keys/<id>/rotate", "change"): PortalRequest(
-        "post", "/portal/t/{slug}/keys/{id}/rotate/", {"overlap_hours": 1}, object_kind="key",
-        success_status=200),
-    ("keys/<id>/revoke", "read"): PortalRequest("get", "/portal/t/{slug}/keys/{id}/revoke/",
-                                                object_kind="key"),
+        "post",
+        "/portal/t/{slug}/keys/{id}/rotate/",
+        {"overlap_hours": 1},
+        object_kind="key",
+        success_status=200,
+    ),
+    ("keys/<id>/revoke", "read"): PortalRequest(
+        "get", "/portal/t/{slug}/keys/{id}/revoke/", object_kind="key"
+    ),
     ("keys/<id>/revoke", "delete"): PortalRequest(
-        "post", "/portal/t/{slug}/keys/{id}/revoke/", {}, object_kind="key", success_status=302),
+        "post", "/portal/t/{slug}/keys/{id}/revoke/", {}, object_kind="key", success_status=302
+    ),
     ("usage", "list"): PortalRequest("get", "/portal/t/{slug}/usage/"),
     ("tier", "read"): PortalRequest("get", "/portal/t/{slug}/tier/"),
     ("service-accounts", "list"): PortalRequest("get", "/portal/t/{slug}/service-accounts/"),
     ("service-accounts", "create"): PortalRequest(
-        "post", "/portal/t/{slug}/service-accounts/", {"name": "made-by-test"},
-        success_status=302),
+        "post", "/portal/t/{slug}/service-accounts/", {"name": "made-by-test"}, success_status=302
+    ),
     ("service-accounts/<id>/disable", "read"): PortalRequest(
-        "get", "/portal/t/{slug}/service-accounts/{id}/disable/", object_kind="account"),
+        "get", "/portal/t/{slug}/service-accounts/{id}/disable/", object_kind="account"
+    ),
     ("service-accounts/<id>/disable", "delete"): PortalRequest(
-        "post", "/portal/t/{slug}/service-accounts/{id}/disable/", {}, object_kind="account",
-        success_status=302),
+        "post",
+        "/portal/t/{slug}/service-accounts/{id}/disable/",
+        {},
+        object_kind="account",
+        success_status=302,
+    ),
 }
 
 
-def _portal_call(world: PortalWorld, client: Client, spec: PortalRequest, slug: str,
-                 object_id: int | None):
+def _portal_call(
+    world: PortalWorld, client: Client, spec: PortalRequest, slug: str, object_id: int | None
+):
     path = spec.path.format(slug=slug, id=object_id)
     account = object_id if spec.object_kind == "account" else world.account.pk
     data = _portal_data(world, spec.data, account)
@@ -518,9 +583,18 @@ def test_every_portal_page_has_a_row_in_the_policy():
 
     tenant_pages = {p.name for p in portal_urls.urlpatterns if "<slug:slug>" in str(p.pattern)}
     # "tenant" only redirects to "keys"; "key-create" and "key-secret" are rows of their own.
-    assert tenant_pages == {"tenant", "keys", "key-create", "key-secret", "key-rotate",
-                            "key-revoke", "usage", "tier", "service-accounts",
-                            "service-account-disable"}
+    assert tenant_pages == {
+        "tenant",
+        "keys",
+        "key-create",
+        "key-secret",
+        "key-rotate",
+        "key-revoke",
+        "usage",
+        "tier",
+        "service-accounts",
+        "service-account-disable",
+    }
     assert set(PORTAL_REQUESTS) == set(PORTAL_POLICY)
 
 
@@ -565,10 +639,18 @@ def test_portal_matrix(portal_world, route, action, actor, expected):
 
 # Every admin view holding tenant data (the deployments apps are not covered yet).
 ADMIN_MODELS = [
-    "llmplatform.tenant", "llmplatform.auditevent", "gateway.serviceaccount", "gateway.apikey",
-    "gateway.usagerecord", "gateway.securityevent", "privacy.privacypolicy",
-    "privacy.datasubject", "privacy.consentrecord", "privacy.conversation",
-    "privacy.subjectrequest", "privacy.erasurereceipt",
+    "llmplatform.tenant",
+    "llmplatform.auditevent",
+    "gateway.serviceaccount",
+    "gateway.apikey",
+    "gateway.usagerecord",
+    "gateway.securityevent",
+    "privacy.privacypolicy",
+    "privacy.datasubject",
+    "privacy.consentrecord",
+    "privacy.conversation",
+    "privacy.subjectrequest",
+    "privacy.erasurereceipt",
 ]
 ADMIN_ACTIONS = ("list", "read", "change", "delete")
 # Tenant users are not staff: every action sends them to the admin's sign-in, as anonymous
@@ -576,15 +658,21 @@ ADMIN_ACTIONS = ("list", "read", "change", "delete")
 # what an officer may change or delete is the admin's own tests' business (None: not here).
 ADMIN_POLICY: dict[tuple[str, str], tuple[str, str, str, str | None]] = {
     (model, action): (SIGN_IN, SIGN_IN, SIGN_IN, ALLOWED if action in ("list", "read") else None)
-    for model in ADMIN_MODELS for action in ADMIN_ACTIONS
+    for model in ADMIN_MODELS
+    for action in ADMIN_ACTIONS
 }
 ADMIN_ACTORS = (ALICE, BOB, CHARLIE, "officer")
 
 
 def _erasure_receipt(principals) -> ErasureReceipt:
     erased = subject_requests.subject_request_create(
-        tenant=principals.tenant_a, kind="erasure", law="gdpr", source="api",
-        external_id="u-erased", actor="test")
+        tenant=principals.tenant_a,
+        kind="erasure",
+        law="gdpr",
+        source="api",
+        external_id="u-erased",
+        actor="test",
+    )
     subject_requests.subject_request_approve(actor=principals.alice, request=erased)
     subject_requests.subject_request_execute(erased.pk)
     return ErasureReceipt.objects.get(request=erased)
@@ -596,16 +684,23 @@ def _conversation(principals) -> Conversation:
     policy.store_conversations = True
     policy.save()
     subject = privacy_services.subject_get_or_create(tenant=tenant, external_id=A_SUBJECT)
-    privacy_services.consent_set(actor="test", subject=subject, purpose="store_conversations",
-                                 granted=True, source="api")
+    privacy_services.consent_set(
+        actor="test", subject=subject, purpose="store_conversations", granted=True, source="api"
+    )
     return privacy_services.conversation_store(
-        tenant=tenant, external_id=A_SUBJECT, alias="default", request_id="req_conv",
-        prompt="hello", response="hi")
+        tenant=tenant,
+        external_id=A_SUBJECT,
+        alias="default",
+        request_id="req_conv",
+        prompt="hello",
+        response="hi",
+    )
 
 
 def _a_key(principals) -> ApiKey:
-    return gateway_services.api_key_create(actor=principals.alice, tenant=principals.tenant_a,
-                                           name="a-key")[0]
+    return gateway_services.api_key_create(
+        actor=principals.alice, tenant=principals.tenant_a, name="a-key"
+    )[0]
 
 
 # How to make one record of tenant A for each admin view above.
@@ -613,26 +708,41 @@ A_RECORDS: dict[str, Callable] = {
     "llmplatform.tenant": lambda p: p.tenant_a,
     "llmplatform.auditevent": lambda p: AuditEvent.objects.filter(tenant=p.tenant_a).first(),
     "gateway.serviceaccount": lambda p: gateway_services.service_account_create(
-        actor=p.alice, tenant=p.tenant_a, name="a-etl"),
+        actor=p.alice, tenant=p.tenant_a, name="a-etl"
+    ),
     "gateway.apikey": _a_key,
     "gateway.usagerecord": lambda p: UsageRecord.objects.create(
-        tenant=p.tenant_a, api_key=_a_key(p), request_id="req_a", route="chat.completions",
-        status_code=200),
+        tenant=p.tenant_a,
+        api_key=_a_key(p),
+        request_id="req_a",
+        route="chat.completions",
+        status_code=200,
+    ),
     "gateway.securityevent": lambda p: SecurityEvent.objects.create(
-        tenant=p.tenant_a, api_key=_a_key(p), kind="prompt_injection", action="blocked",
-        score=0.9),
+        tenant=p.tenant_a, api_key=_a_key(p), kind="prompt_injection", action="blocked", score=0.9
+    ),
     "privacy.privacypolicy": lambda p: privacy_services.privacy_policy_get_or_create(
-        tenant=p.tenant_a),
+        tenant=p.tenant_a
+    ),
     "privacy.datasubject": lambda p: privacy_services.subject_get_or_create(
-        tenant=p.tenant_a, external_id=A_SUBJECT),
+        tenant=p.tenant_a, external_id=A_SUBJECT
+    ),
     "privacy.consentrecord": lambda p: privacy_services.consent_set(
-        actor="test", source="api", purpose="analytics", granted=True,
-        subject=privacy_services.subject_get_or_create(tenant=p.tenant_a,
-                                                       external_id=A_SUBJECT)),
+        actor="test",
+        source="api",
+        purpose="analytics",
+        granted=True,
+        subject=privacy_services.subject_get_or_create(tenant=p.tenant_a, external_id=A_SUBJECT),
+    ),
     "privacy.conversation": _conversation,
     "privacy.subjectrequest": lambda p: subject_requests.subject_request_create(
-        tenant=p.tenant_a, kind="erasure", law="gdpr", source="api", external_id=A_SUBJECT,
-        actor="test"),
+        tenant=p.tenant_a,
+        kind="erasure",
+        law="gdpr",
+        source="api",
+        external_id=A_SUBJECT,
+        actor="test",
+    ),
     "privacy.erasurereceipt": _erasure_receipt,
 }
 
@@ -657,18 +767,22 @@ def test_every_admin_view_with_tenant_data_has_a_row_in_the_policy():
     def holds_tenant_data(model) -> bool:
         if model is Tenant:
             return True
-        return any(f.is_relation and f.related_model in (Tenant, DataSubject, SubjectRequest)
-                   for f in model._meta.fields)
+        return any(
+            f.is_relation and f.related_model in (Tenant, DataSubject, SubjectRequest)
+            for f in model._meta.fields
+        )
 
     registered = {
-        f"{m._meta.app_label}.{m._meta.model_name}" for m in admin.site._registry
+        f"{m._meta.app_label}.{m._meta.model_name}"
+        for m in admin.site._registry
         if holds_tenant_data(m) and m.__module__.split(".")[0] != "deployments"
     }
     assert registered == set(ADMIN_MODELS) == set(A_RECORDS)
 
 
-@pytest.mark.parametrize(("route", "action", "actor", "expected"),
-                         _matrix(ADMIN_POLICY, ADMIN_ACTORS))
+@pytest.mark.parametrize(
+    ("route", "action", "actor", "expected"), _matrix(ADMIN_POLICY, ADMIN_ACTORS)
+)
 def test_admin_matrix(request, principals, route, action, actor, expected):
     obj = A_RECORDS[route](principals)
     assert obj is not None and obj.pk is not None
@@ -706,11 +820,13 @@ def test_the_conversation_plaintext_view_sends_tenant_users_to_sign_in(principal
 
 
 @pytest.mark.parametrize("actor", ACTORS)
-def test_a_tenant_user_cannot_sign_in_to_the_admin_with_the_right_password(client, principals,
-                                                                           actor):
+def test_a_tenant_user_cannot_sign_in_to_the_admin_with_the_right_password(
+    client, principals, actor
+):
     password = f"{actor}-pass-123"
-    response = client.post("/admin/login/", {"username": actor, "password": password,
-                                             "otp_token": ""})
+    response = client.post(
+        "/admin/login/", {"username": actor, "password": password, "otp_token": ""}
+    )
     assert response.status_code == 200  # the form again, with an error
     assert "for a staff account" in response.content.decode()
     assert isinstance(response.wsgi_request.user, AnonymousUser)

@@ -22,10 +22,12 @@ def models(client, key, **extra):
 
 
 def test_a_rotated_key_and_its_replacement_both_work_until_the_overlap_ends(
-        client, principals, key_a):
+    client, principals, key_a
+):
     old = ApiKey.objects.get(name="a-key")
-    new, new_plaintext = services.api_key_rotate(actor=principals.alice, key=old,
-                                                 overlap=timedelta(hours=2))
+    new, new_plaintext = services.api_key_rotate(
+        actor=principals.alice, key=old, overlap=timedelta(hours=2)
+    )
     assert new_plaintext != key_a and new.name == old.name and new.scopes == old.scopes
     old.refresh_from_db()
     assert old.replaced_by == new
@@ -37,8 +39,9 @@ def test_a_rotated_key_and_its_replacement_both_work_until_the_overlap_ends(
         assert models(client, key_a).status_code == 401
         assert models(client, new_plaintext).status_code == 200
 
-    actions = list(AuditEvent.objects.filter(object_id=str(old.pk)).values_list("action",
-                                                                                 flat=True))
+    actions = list(
+        AuditEvent.objects.filter(object_id=str(old.pk)).values_list("action", flat=True)
+    )
     assert "api_key.rotate" in actions
 
 
@@ -52,12 +55,16 @@ def test_a_key_cannot_be_rotated_twice_or_after_revocation(principals, key_a):
     with pytest.raises(ValueError, match="revoked or expired"):
         services.api_key_rotate(actor=principals.alice, key=revoked)
     with pytest.raises(ValueError, match="overlap"):
-        services.api_key_rotate(actor=principals.alice, key=ApiKey.objects.get(
-            name="a-key", replaced_by__isnull=True), overlap=timedelta(days=31))
+        services.api_key_rotate(
+            actor=principals.alice,
+            key=ApiKey.objects.get(name="a-key", replaced_by__isnull=True),
+            overlap=timedelta(days=31),
+        )
 
 
-def test_a_revoked_key_stops_working_within_the_auth_cache_lifetime(client, principals, key_a,
-                                                                    settings):
+def test_a_revoked_key_stops_working_within_the_auth_cache_lifetime(
+    client, principals, key_a, settings
+):
     settings.LLMP_AUTH_CACHE_SECONDS = 0
     assert models(client, key_a).status_code == 200
     services.api_key_revoke(actor=principals.alice, key=ApiKey.objects.get(name="a-key"))
@@ -67,22 +74,29 @@ def test_a_revoked_key_stops_working_within_the_auth_cache_lifetime(client, prin
 
 
 def test_scopes_limit_what_a_key_may_call(client, principals):
-    _, models_only = services.api_key_create(actor=None, tenant=principals.tenant_a,
-                                             name="reader", scopes=["models:read"])
+    _, models_only = services.api_key_create(
+        actor=None, tenant=principals.tenant_a, name="reader", scopes=["models:read"]
+    )
     assert models(client, models_only).status_code == 200
-    response = client.post("/v1/chat/completions", data="{}", content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {models_only}")
+    response = client.post(
+        "/v1/chat/completions",
+        data="{}",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {models_only}",
+    )
     assert response.status_code == 403
     assert "'chat' scope" in response.json()["error"]["message"]
     with pytest.raises(ValueError, match="Unknown scopes"):
-        services.api_key_create(actor=None, tenant=principals.tenant_a, name="bad",
-                                scopes=["root"])
+        services.api_key_create(actor=None, tenant=principals.tenant_a, name="bad", scopes=["root"])
 
 
 def test_a_key_limited_to_ip_ranges_is_refused_elsewhere(client, principals):
     key, plaintext = services.api_key_create(
-        actor=None, tenant=principals.tenant_a, name="office",
-        allowed_ips=["10.1.0.0/16", "2001:db8::/32", "192.168.7.7"])
+        actor=None,
+        tenant=principals.tenant_a,
+        name="office",
+        allowed_ips=["10.1.0.0/16", "2001:db8::/32", "192.168.7.7"],
+    )
     assert key.allowed_ips == ["10.1.0.0/16", "2001:db8::/32", "192.168.7.7/32"]
     assert models(client, plaintext, REMOTE_ADDR="10.1.2.3").status_code == 200
     assert models(client, plaintext, REMOTE_ADDR="2001:db8::5").status_code == 200
@@ -91,33 +105,45 @@ def test_a_key_limited_to_ip_ranges_is_refused_elsewhere(client, principals):
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "ip_not_allowed"
     with pytest.raises(ValueError, match="not an IP address"):
-        services.api_key_create(actor=None, tenant=principals.tenant_a, name="bad",
-                                allowed_ips=["10.0.0.0/33"])
+        services.api_key_create(
+            actor=None, tenant=principals.tenant_a, name="bad", allowed_ips=["10.0.0.0/33"]
+        )
 
 
 def test_forwarded_addresses_count_only_behind_trusted_proxies(client, principals, settings):
-    _, plaintext = services.api_key_create(actor=None, tenant=principals.tenant_a, name="office",
-                                           allowed_ips=["10.1.0.0/16"])
-    spoofed = models(client, plaintext, REMOTE_ADDR="203.0.113.9",
-                     HTTP_X_FORWARDED_FOR="10.1.0.1")
+    _, plaintext = services.api_key_create(
+        actor=None, tenant=principals.tenant_a, name="office", allowed_ips=["10.1.0.0/16"]
+    )
+    spoofed = models(client, plaintext, REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="10.1.0.1")
     assert spoofed.status_code == 403
     settings.LLMP_TRUSTED_PROXY_HOPS = 1
     authenticate.clear_cache()
     # One proxy: the right-most forwarded address is the client's; a left-most one the client
     # wrote itself is ignored.
-    assert models(client, plaintext, REMOTE_ADDR="172.16.0.2",
-                  HTTP_X_FORWARDED_FOR="6.6.6.6, 10.1.0.1").status_code == 200
-    assert models(client, plaintext, REMOTE_ADDR="172.16.0.2",
-                  HTTP_X_FORWARDED_FOR="10.1.0.1, 6.6.6.6").status_code == 403
+    assert (
+        models(
+            client, plaintext, REMOTE_ADDR="172.16.0.2", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.1.0.1"
+        ).status_code
+        == 200
+    )
+    assert (
+        models(
+            client, plaintext, REMOTE_ADDR="172.16.0.2", HTTP_X_FORWARDED_FOR="10.1.0.1, 6.6.6.6"
+        ).status_code
+        == 403
+    )
 
 
-def test_a_service_account_holds_keys_and_disabling_it_cuts_them_all_off(client, principals,
-                                                                         settings):
+def test_a_service_account_holds_keys_and_disabling_it_cuts_them_all_off(
+    client, principals, settings
+):
     settings.LLMP_AUTH_CACHE_SECONDS = 0
-    account = services.service_account_create(actor=principals.alice,
-                                              tenant=principals.tenant_a, name="billing-svc")
-    key, plaintext = services.api_key_create(actor=principals.alice, tenant=principals.tenant_a,
-                                             name="billing", service_account=account)
+    account = services.service_account_create(
+        actor=principals.alice, tenant=principals.tenant_a, name="billing-svc"
+    )
+    key, plaintext = services.api_key_create(
+        actor=principals.alice, tenant=principals.tenant_a, name="billing", service_account=account
+    )
     assert key.service_account == account
     assert models(client, plaintext).status_code == 200
 
@@ -126,15 +152,17 @@ def test_a_service_account_holds_keys_and_disabling_it_cuts_them_all_off(client,
     key.refresh_from_db()
     assert key.revoked_at is not None
     with pytest.raises(ValueError, match="disabled"):
-        services.api_key_create(actor=None, tenant=principals.tenant_a, name="again",
-                                service_account=account)
-    assert AuditEvent.objects.filter(action="service_account.disable",
-                                     object_id=str(account.pk)).exists()
+        services.api_key_create(
+            actor=None, tenant=principals.tenant_a, name="again", service_account=account
+        )
+    assert AuditEvent.objects.filter(
+        action="service_account.disable", object_id=str(account.pk)
+    ).exists()
 
 
 def test_a_service_account_of_another_tenant_cannot_hold_a_key(principals):
-    foreign = services.service_account_create(actor=None, tenant=principals.tenant_b,
-                                              name="theirs")
+    foreign = services.service_account_create(actor=None, tenant=principals.tenant_b, name="theirs")
     with pytest.raises(ValueError, match="another tenant"):
-        services.api_key_create(actor=None, tenant=principals.tenant_a, name="k",
-                                service_account=foreign)
+        services.api_key_create(
+            actor=None, tenant=principals.tenant_a, name="k", service_account=foreign
+        )

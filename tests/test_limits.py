@@ -32,25 +32,33 @@ def upstream():
 
 
 def chat(client, key, *, content="hello there", user=None, max_tokens=10, stream=False):
-    body = {"model": "default", "messages": [{"role": "user", "content": content}],
-            "max_tokens": max_tokens}
+    body = {
+        "model": "default",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+    }
     if user is not None:
         body["user"] = user
     if stream:
         body["stream"] = True
-    return client.post("/v1/chat/completions", data=json.dumps(body),
-                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
 
 
 def expensive(alias_name: str = "default") -> None:
     """Prices of 1 and 2 USD per 1,000 tokens, so budgets are in whole cents."""
     ProviderDeployment.objects.filter(name=f"{alias_name}-deployment").update(
-        input_price_per_1k=Decimal("1"), output_price_per_1k=Decimal("2"))
-
+        input_price_per_1k=Decimal("1"), output_price_per_1k=Decimal("2")
+    )
 
 
 def test_a_key_over_its_per_minute_limit_gets_429_with_retry_after_and_headers(
-        client, principals, key_a, upstream):
+    client, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     set_tier(principals, key_requests_per_minute=2)
     _, other_key = services.api_key_create(actor=None, tenant=principals.tenant_a, name="other")
@@ -75,7 +83,8 @@ def test_a_key_over_its_per_minute_limit_gets_429_with_retry_after_and_headers(
 
 
 def test_end_users_are_limited_one_by_one_and_the_tenant_over_all_its_keys(
-        client, principals, key_a, upstream):
+    client, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     set_tier(principals, user_requests_per_minute=1, requests_per_hour=3)
     assert chat(client, key_a, user="u1").status_code == 200
@@ -108,8 +117,9 @@ def test_a_refused_request_counts_nowhere(client, principals, key_a, key_b, upst
     assert len(upstream.requests) == 3
 
 
-def test_tokens_are_reserved_up_front_and_corrected_to_actual_use(client, principals, key_a,
-                                                                  upstream):
+def test_tokens_are_reserved_up_front_and_corrected_to_actual_use(
+    client, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     set_tier(principals, tokens_per_minute=300, max_output_tokens=0)
     # The reservation is the prompt's estimate plus max_tokens; what stays counted is the
@@ -138,22 +148,27 @@ def test_a_failed_request_gives_its_reservation_back(client, principals, key_a, 
     assert chat(client, key_a, max_tokens=500).status_code == 200
 
 
-def test_streams_are_corrected_to_what_was_streamed(gateway_server, principals, key_a,
-                                                   upstream):
+def test_streams_are_corrected_to_what_was_streamed(gateway_server, principals, key_a, upstream):
     route_alias("default", upstream.base_url)
     set_tier(principals, tokens_per_minute=300, max_output_tokens=0)
-    body = {"model": "default", "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 250, "stream": True}
+    body = {
+        "model": "default",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 250,
+        "stream": True,
+    }
     headers = {"Authorization": f"Bearer {key_a}"}
     for _ in range(3):
-        response = httpx.post(f"{gateway_server}/v1/chat/completions", json=body,
-                              headers=headers, timeout=10)
+        response = httpx.post(
+            f"{gateway_server}/v1/chat/completions", json=body, headers=headers, timeout=10
+        )
         assert response.status_code == 200
         assert response.text.endswith("data: [DONE]\n\n")
 
 
-def test_the_tenant_daily_budget_refuses_requests_that_could_exceed_it(client, principals,
-                                                                       key_a, upstream):
+def test_the_tenant_daily_budget_refuses_requests_that_could_exceed_it(
+    client, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     expensive()
     plan = principals.tenant_a.plan
@@ -196,16 +211,18 @@ def redis_down(settings):
     set_breaker_store(None)
 
 
-def test_redis_down_by_default_lets_rate_limited_requests_through(client, principals, key_a,
-                                                                 upstream, redis_down):
+def test_redis_down_by_default_lets_rate_limited_requests_through(
+    client, principals, key_a, upstream, redis_down
+):
     route_alias("default", upstream.base_url)
     set_tier(principals, requests_per_minute=1)
     assert chat(client, key_a).status_code == 200
     assert chat(client, key_a).status_code == 200  # fail open: the limit cannot be counted
 
 
-def test_redis_down_by_default_refuses_requests_under_a_budget(client, principals, key_a,
-                                                             upstream, redis_down):
+def test_redis_down_by_default_refuses_requests_under_a_budget(
+    client, principals, key_a, upstream, redis_down
+):
     route_alias("default", upstream.base_url)
     set_tier(principals, daily_budget=Decimal("10"))
     refused = chat(client, key_a)
@@ -215,15 +232,23 @@ def test_redis_down_by_default_refuses_requests_under_a_budget(client, principal
     assert upstream.requests == []
 
 
-def test_redis_down_settings_can_invert_both(client, principals, key_a, upstream, redis_down,
-                                            settings):
+def test_redis_down_settings_can_invert_both(
+    client, principals, key_a, upstream, redis_down, settings
+):
     route_alias("default", upstream.base_url)
     settings.LLMP_LIMITS_REDIS_DOWN_REQUESTS = "closed"
     settings.LLMP_LIMITS_REDIS_DOWN_BUDGETS = "open"
     set_tier(principals, requests_per_minute=100)
     assert chat(client, key_a).status_code == 503
-    set_tier(principals, requests_per_minute=0, requests_per_hour=0, requests_per_day=0,
-             tokens_per_minute=0, tokens_per_day=0, daily_budget=Decimal("10"))
+    set_tier(
+        principals,
+        requests_per_minute=0,
+        requests_per_hour=0,
+        requests_per_day=0,
+        tokens_per_minute=0,
+        tokens_per_day=0,
+        daily_budget=Decimal("10"),
+    )
     from gateway.pipeline import authenticate
 
     authenticate.clear_cache()
@@ -232,8 +257,12 @@ def test_redis_down_settings_can_invert_both(client, principals, key_a, upstream
 
 def _fire(urls: list[str], key: str, count: int, body: dict) -> list[int]:
     def one(i: int) -> int:
-        response = httpx.post(f"{urls[i % len(urls)]}/v1/chat/completions", json=body,
-                              headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        response = httpx.post(
+            f"{urls[i % len(urls)]}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
         return response.status_code
 
     with ThreadPoolExecutor(max_workers=count) as pool:
@@ -244,7 +273,8 @@ def _fire(urls: list[str], key: str, count: int, body: dict) -> list[int]:
 @pytest.mark.redis
 @pytest.mark.slow
 def test_two_gateway_processes_sharing_redis_admit_exactly_the_limit(
-        transactional_db, principals, key_a, upstream):
+    transactional_db, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     set_tier(principals, requests_per_minute=10, tokens_per_minute=0, tokens_per_day=0)
     upstream.on_request = lambda request: time.sleep(0.3)
@@ -266,10 +296,18 @@ def test_two_gateway_processes_sharing_redis_admit_exactly_the_limit(
 @pytest.mark.redis
 @pytest.mark.slow
 def test_a_spend_budget_holds_under_concurrent_load_on_two_processes(
-        transactional_db, principals, key_a, upstream):
+    transactional_db, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
-    set_tier(principals, requests_per_minute=0, requests_per_hour=0, requests_per_day=0,
-             tokens_per_minute=0, tokens_per_day=0, max_output_tokens=0)
+    set_tier(
+        principals,
+        requests_per_minute=0,
+        requests_per_hour=0,
+        requests_per_day=0,
+        tokens_per_minute=0,
+        tokens_per_day=0,
+        max_output_tokens=0,
+    )
     expensive()
     plan = principals.tenant_a.plan
     # Each request reserves 3*0.001 + 100*0.002 = 0.203 USD: 5 fit in 1.02.
@@ -279,8 +317,11 @@ def test_a_spend_budget_holds_under_concurrent_load_on_two_processes(
     first, url_a = start_gateway_process()
     second, url_b = start_gateway_process()
     try:
-        body = {"model": "default", "messages": [{"role": "user", "content": "hi"}],
-                "max_tokens": 100}
+        body = {
+            "model": "default",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 100,
+        }
         statuses = _fire([url_a, url_b], key_a, 30, body)
     finally:
         for process in (first, second):
@@ -293,20 +334,22 @@ def test_a_spend_budget_holds_under_concurrent_load_on_two_processes(
     assert 0 < spent <= plan.daily_budget
 
 
-def test_batched_corrections_reach_the_counters(gateway_server, principals, key_a, upstream,
-                                                settings):
+def test_batched_corrections_reach_the_counters(
+    gateway_server, principals, key_a, upstream, settings
+):
     """In production corrections are gathered for a few milliseconds and sent together."""
     settings.LLMP_USAGE_FLUSH_MS = 50
     route_alias("default", upstream.base_url)
     set_tier(principals, tokens_per_minute=1000, max_output_tokens=0)
-    body = {"model": "default", "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 600}
+    body = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 600}
     headers = {"Authorization": f"Bearer {key_a}"}
-    first = httpx.post(f"{gateway_server}/v1/chat/completions", json=body, headers=headers,
-                       timeout=10)
+    first = httpx.post(
+        f"{gateway_server}/v1/chat/completions", json=body, headers=headers, timeout=10
+    )
     assert first.status_code == 200
     time.sleep(0.3)  # the correction is sent within CorrectionBuffer.CORRECTION_MS
-    second = httpx.post(f"{gateway_server}/v1/chat/completions", json=body, headers=headers,
-                        timeout=10)
+    second = httpx.post(
+        f"{gateway_server}/v1/chat/completions", json=body, headers=headers, timeout=10
+    )
     assert second.status_code == 200, "the first reservation of 601 tokens was corrected"
     assert int(second.headers["x-ratelimit-remaining-tokens"]) >= 1000 - 601 - 10

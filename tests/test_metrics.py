@@ -31,23 +31,38 @@ def test_metrics_count_requests_tokens_cache_and_overhead(gateway_server, key_a)
         upstream.reply = "four words of reply"
         route_alias("default", upstream.base_url)
         before = httpx.get(f"{gateway_server}/metrics").text
-        body = {"model": "default", "temperature": 0,
-                "messages": [{"role": "user", "content": "count my words"}]}
+        body = {
+            "model": "default",
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "count my words"}],
+        }
         headers = {"Authorization": f"Bearer {key_a}"}
         for _ in range(2):
-            response = httpx.post(f"{gateway_server}/v1/chat/completions", json=body,
-                                  headers=headers)
+            response = httpx.post(
+                f"{gateway_server}/v1/chat/completions", json=body, headers=headers
+            )
             assert response.status_code == 200
             assert float(response.headers["x-llmp-overhead-ms"]) >= 0
-        httpx.post(f"{gateway_server}/v1/chat/completions", json={"model": "nope",
-                   "messages": body["messages"]}, headers=headers)
+        httpx.post(
+            f"{gateway_server}/v1/chat/completions",
+            json={"model": "nope", "messages": body["messages"]},
+            headers=headers,
+        )
         after = httpx.get(f"{gateway_server}/metrics").text
 
     def delta(name, **labels):
         return _sample(after, name, **labels) - _sample(before, name, **labels)
 
-    assert delta("llmp_requests_total", route="chat.completions", status="200", alias="default",
-                 tier="pro") == 2
+    assert (
+        delta(
+            "llmp_requests_total",
+            route="chat.completions",
+            status="200",
+            alias="default",
+            tier="pro",
+        )
+        == 2
+    )
     assert delta("llmp_requests_total", status="404") == 1
     assert delta("llmp_tokens_total", alias="default", kind="completion") == 8
     assert delta("llmp_cache_requests_total", result="miss") == 1
@@ -66,10 +81,17 @@ def test_logs_are_json_with_a_request_id_and_never_a_body_or_key(client, key_a, 
         route_alias("default", upstream.base_url)
         with caplog.at_level(logging.DEBUG):
             response = client.post(
-                "/v1/chat/completions", content_type="application/json",
-                data=json.dumps({"model": "default", "messages": [
-                    {"role": "user", "content": "my secret diary entry"}]}),
-                HTTP_AUTHORIZATION=f"Bearer {key_a}", HTTP_X_REQUEST_ID="trace-abc-123")
+                "/v1/chat/completions",
+                content_type="application/json",
+                data=json.dumps(
+                    {
+                        "model": "default",
+                        "messages": [{"role": "user", "content": "my secret diary entry"}],
+                    }
+                ),
+                HTTP_AUTHORIZATION=f"Bearer {key_a}",
+                HTTP_X_REQUEST_ID="trace-abc-123",
+            )
     assert response.status_code == 502
     # Our own id, with the client's kept beside it and marked as the client's.
     ours = response["X-Request-ID"]
@@ -91,22 +113,25 @@ pytestmark = pytest.mark.django_db
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_metrics_add_up_every_worker_of_a_multi_worker_server(transactional_db, key_a,
-                                                             tmp_path):
+def test_metrics_add_up_every_worker_of_a_multi_worker_server(transactional_db, key_a, tmp_path):
     from .conftest import start_gateway_process
 
     authenticate.clear_cache()
     with OpenAIUpstream() as upstream:
         route_alias("default", upstream.base_url)
         process, base_url = start_gateway_process(
-            workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+            workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+        )
         try:
             body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
             # New connections are spread over both workers by the kernel.
             for _ in range(40):
                 with httpx.Client() as fresh:
-                    response = fresh.post(f"{base_url}/v1/chat/completions", json=body,
-                                          headers={"Authorization": f"Bearer {key_a}"})
+                    response = fresh.post(
+                        f"{base_url}/v1/chat/completions",
+                        json=body,
+                        headers={"Authorization": f"Bearer {key_a}"},
+                    )
                     assert response.status_code == 200
             text = httpx.get(f"{base_url}/metrics").text
         finally:

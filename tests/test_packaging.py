@@ -35,8 +35,9 @@ APP_SERVICES = {"web", "worker", "beat", "migrate"}
 
 
 def _load_healthcheck():
-    spec = importlib.util.spec_from_file_location("llmp_healthcheck",
-                                                  ROOT / "deploy" / "healthcheck.py")
+    spec = importlib.util.spec_from_file_location(
+        "llmp_healthcheck", ROOT / "deploy" / "healthcheck.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -81,17 +82,21 @@ def pyproject() -> dict:
 
 # --- The Dockerfile -------------------------------------------------------------------------------
 
+
 def test_the_dockerfile_builds_on_python_311_slim_and_runs_as_a_non_root_user():
     instructions = dockerfile_instructions()
-    base = next(args for word, args in instructions
-                if word == "ARG" and args.startswith("PYTHON_IMAGE="))
+    base = next(
+        args for word, args in instructions if word == "ARG" and args.startswith("PYTHON_IMAGE=")
+    )
     assert base.split("=", 1)[1].startswith("python:3.11-slim")
-    assert all(args.split()[0] == "${PYTHON_IMAGE}" for word, args in instructions
-               if word == "FROM")
+    assert all(
+        args.split()[0] == "${PYTHON_IMAGE}" for word, args in instructions if word == "FROM"
+    )
     users = [args for word, args in instructions if word == "USER"]
     assert users and users[-1] not in {"root", "0"}
-    assert any("useradd" in args and users[-1] in args for word, args in instructions
-               if word == "RUN")
+    assert any(
+        "useradd" in args and users[-1] in args for word, args in instructions if word == "RUN"
+    )
 
 
 def test_what_the_dockerfile_copies_and_runs_exists_in_the_repository():
@@ -111,8 +116,9 @@ def test_what_the_dockerfile_copies_and_runs_exists_in_the_repository():
 
 def test_the_dependency_layer_installs_the_projects_packages_and_its_optional_extra():
     project = pyproject()
-    run = next(args for word, args in dockerfile_instructions()
-               if word == "RUN" and "pip install" in args)
+    run = next(
+        args for word, args in dockerfile_instructions() if word == "RUN" and "pip install" in args
+    )
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert set(re.search(r"mkdir ([\w ]+?) &&", run).group(1).split()) == packages
     extra = re.search(r'"\.\[([\w-]+)\]"', run).group(1)
@@ -121,35 +127,60 @@ def test_the_dependency_layer_installs_the_projects_packages_and_its_optional_ex
 
 
 def test_the_image_context_keeps_what_the_image_needs():
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
-    needed = ["manage.py", "pyproject.toml", "constraints.txt", "templates/admin",
-              "deploy/docker-entrypoint.sh", "deploy/healthcheck.py",
-              "deploy/config.example.yaml", "llmplatform/settings.py", "gateway/models.py",
-              "privacy/models.py", "deployments/dashboard.py"]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    needed = [
+        "manage.py",
+        "pyproject.toml",
+        "constraints.txt",
+        "templates/admin",
+        "deploy/docker-entrypoint.sh",
+        "deploy/healthcheck.py",
+        "deploy/config.example.yaml",
+        "llmplatform/settings.py",
+        "gateway/models.py",
+        "privacy/models.py",
+        "deployments/dashboard.py",
+    ]
     for path in needed:
         parts = path.split("/")
         prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
-        assert not any(fnmatch.fnmatch(p, pattern) for p in prefixes for pattern in patterns), (
-            path)
+        assert not any(fnmatch.fnmatch(p, pattern) for p in prefixes for pattern in patterns), path
     assert any(fnmatch.fnmatch("deploy/compose.env", p) for p in patterns)  # secrets stay out
 
 
 @pytest.mark.slow
 def test_the_collectstatic_step_leaves_only_static_files_in_the_data_directory(tmp_path):
-    run = next(args for word, args in dockerfile_instructions()
-               if word == "RUN" and "collectstatic" in args)
+    run = next(
+        args
+        for word, args in dockerfile_instructions()
+        if word == "RUN" and "collectstatic" in args
+    )
     collect, remove = [part.strip() for part in run.split("&&")[:2]]
     data_dir = tmp_path / "var"
     command = f"{collect} && {remove.replace('/app/var', str(data_dir))}"
-    env = {**os.environ, "LLMP_DATA_DIR": str(data_dir),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    for name in ("SECRET_KEY", "LLMP_API_KEY_PEPPER", "LLMP_SUBJECT_HMAC_KEY", "LLMP_MASTER_KEY",
-                 "LLMP_ENV", "DATABASE_URL", "REDIS_URL"):
+    env = {
+        **os.environ,
+        "LLMP_DATA_DIR": str(data_dir),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    for name in (
+        "SECRET_KEY",
+        "LLMP_API_KEY_PEPPER",
+        "LLMP_SUBJECT_HMAC_KEY",
+        "LLMP_MASTER_KEY",
+        "LLMP_ENV",
+        "DATABASE_URL",
+        "REDIS_URL",
+    ):
         env.pop(name, None)
 
-    subprocess.run(["sh", "-c", command], cwd=ROOT, env=env, check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run(
+        ["sh", "-c", command], cwd=ROOT, env=env, check=True, timeout=120, capture_output=True
+    )
 
     assert [p.name for p in data_dir.iterdir()] == ["static"]  # no generated secret kept
     assert (data_dir / "static" / "admin" / "css" / "base.css").exists()
@@ -157,6 +188,7 @@ def test_the_collectstatic_step_leaves_only_static_files_in_the_data_directory(t
 
 
 # --- compose.yaml ---------------------------------------------------------------------------------
+
 
 def test_compose_runs_web_worker_beat_migrations_postgres_and_redis_with_health_checks():
     services = compose()["services"]
@@ -185,8 +217,11 @@ def test_compose_runs_web_worker_beat_migrations_postgres_and_redis_with_health_
 def test_the_postgres_server_is_no_newer_than_the_images_pg_dump():
     # Backups run pg_dump from the image's postgresql-client, which refuses newer servers.
     client_major = {"bookworm": 15, "trixie": 17}
-    base = next(args for word, args in dockerfile_instructions()
-                if word == "ARG" and args.startswith("PYTHON_IMAGE="))
+    base = next(
+        args
+        for word, args in dockerfile_instructions()
+        if word == "ARG" and args.startswith("PYTHON_IMAGE=")
+    )
     debian = re.search(r"slim-(\w+)", base).group(1)
     server = compose()["services"]["postgres"]["image"]
     assert int(re.search(r"postgres:(\d+)", server).group(1)) <= client_major[debian]
@@ -195,15 +230,20 @@ def test_the_postgres_server_is_no_newer_than_the_images_pg_dump():
 def test_every_variable_of_the_env_example_is_read_by_the_platform():
     values = env_example()
     sources = "\n".join(
-        path.read_text() for pattern in ("llmplatform/**/*.py", "gateway/**/*.py",
-                                         "privacy/**/*.py", "deployments/**/*.py")
-        for path in ROOT.glob(pattern))
+        path.read_text()
+        for pattern in (
+            "llmplatform/**/*.py",
+            "gateway/**/*.py",
+            "privacy/**/*.py",
+            "deployments/**/*.py",
+        )
+        for path in ROOT.glob(pattern)
+    )
     sources += ENTRYPOINT.read_text()
     postgres_image = {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD"}
     for name in set(values) - postgres_image:
         assert f'"{name}"' in sources or f"${{{name}" in sources, name
-    user, password, db = (values[k] for k in ("POSTGRES_USER", "POSTGRES_PASSWORD",
-                                              "POSTGRES_DB"))
+    user, password, db = (values[k] for k in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))
     assert values["DATABASE_URL"] == f"postgres://{user}:{password}@postgres:5432/{db}"
     assert "deploy/compose.env" in (ROOT / ".gitignore").read_text().splitlines()
 
@@ -221,8 +261,10 @@ def test_compose_publishes_web_on_loopback_only_since_it_trusts_the_proxy_hop():
 
 def _compose_cli() -> list[str] | None:
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"],
-                                 capture_output=True).returncode == 0:
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
         return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     return [legacy] if legacy else None
@@ -236,8 +278,13 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     (tmp_path / "deploy").mkdir()
     shutil.copy(ENV_EXAMPLE, tmp_path / "deploy" / "compose.env")
 
-    result = subprocess.run([*cli, "-f", "compose.yaml", "config"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*cli, "-f", "compose.yaml", "config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)["services"]
@@ -246,10 +293,14 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
 
 # --- The health checks ----------------------------------------------------------------------------
 
+
 def test_the_web_check_sends_a_host_that_allowed_hosts_accepts(monkeypatch):
-    for allowed, host in [("llm.example.com,other", "llm.example.com"),
-                          (".example.com", "health.example.com"), ("*", "localhost"),
-                          ("", "localhost")]:
+    for allowed, host in [
+        ("llm.example.com,other", "llm.example.com"),
+        (".example.com", "health.example.com"),
+        ("*", "localhost"),
+        ("", "localhost"),
+    ]:
         monkeypatch.setenv("ALLOWED_HOSTS", allowed)
         assert healthcheck.health_host() == host
 
@@ -277,21 +328,27 @@ def test_one_shot_roles_are_healthy_and_the_recorded_role_is_checked(tmp_path, m
 
 # --- The roles, run for real ----------------------------------------------------------------------
 
+
 def production_env(tmp_path: Path, **extra: str | None) -> dict[str, str]:
     """The environment a container gets from deploy/compose.env.example, with real secrets, a
     local data directory and this venv on PATH; ``extra`` overrides (None removes)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_", "PROMETHEUS_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_", "PROMETHEUS_"))
+    }
     env.update(env_example())
-    env.update({
-        "SECRET_KEY": base64.b64encode(os.urandom(48)).decode(),
-        "LLMP_API_KEY_PEPPER": base64.b64encode(os.urandom(32)).decode(),
-        "LLMP_SUBJECT_HMAC_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "LLMP_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "LLMP_DATA_DIR": str(tmp_path / "var"),
-        "LLMP_ROLE_FILE": str(tmp_path / "role"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    })
+    env.update(
+        {
+            "SECRET_KEY": base64.b64encode(os.urandom(48)).decode(),
+            "LLMP_API_KEY_PEPPER": base64.b64encode(os.urandom(32)).decode(),
+            "LLMP_SUBJECT_HMAC_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "LLMP_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "LLMP_DATA_DIR": str(tmp_path / "var"),
+            "LLMP_ROLE_FILE": str(tmp_path / "role"),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+    )
     for name, value in extra.items():
         if value is None:
             env.pop(name, None)
@@ -302,8 +359,14 @@ def production_env(tmp_path: Path, **extra: str | None) -> dict[str, str]:
 
 def start_role(role: str, env: dict[str, str], tmp_path: Path) -> subprocess.Popen:
     with open(tmp_path / f"{role}.log", "wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(["sh", str(ENTRYPOINT), role], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            ["sh", str(ENTRYPOINT), role],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -317,12 +380,18 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def run_check(role: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "deploy" / "healthcheck.py"), role],
-                          env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "healthcheck.py"), role],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
-def wait_healthy(role: str, env: dict[str, str], process: subprocess.Popen,
-                 timeout: float = 90) -> None:
+def wait_healthy(
+    role: str, env: dict[str, str], process: subprocess.Popen, timeout: float = 90
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         result = run_check(role, env)
@@ -337,9 +406,14 @@ def wait_healthy(role: str, env: dict[str, str], process: subprocess.Popen,
 def test_the_example_configuration_passes_djangos_deployment_checks(tmp_path):
     env = production_env(tmp_path)
 
-    result = subprocess.run(["sh", str(ENTRYPOINT), "manage", "check", "--deploy",
-                             "--fail-level", "WARNING"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["sh", str(ENTRYPOINT), "manage", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "role").read_text().strip() == "manage"
@@ -348,8 +422,12 @@ def test_the_example_configuration_passes_djangos_deployment_checks(tmp_path):
 @pytest.mark.slow
 def test_the_web_role_in_production_mode_is_seen_healthy_behind_its_tls_proxy(tmp_path):
     port = free_port()
-    env = production_env(tmp_path, LLMP_PORT=str(port), LLMP_WORKERS="2",
-                         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"))
+    env = production_env(
+        tmp_path,
+        LLMP_PORT=str(port),
+        LLMP_WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+    )
     (tmp_path / "prometheus").mkdir()
     (tmp_path / "prometheus" / "stale.db").write_bytes(b"from an earlier start")
     assert run_check("web", env).returncode == 1  # nothing listens yet
@@ -358,8 +436,9 @@ def test_the_web_role_in_production_mode_is_seen_healthy_behind_its_tls_proxy(tm
         wait_healthy("web", env, web)
         # Production mode is on: plain HTTP is redirected to HTTPS (the health endpoints
         # excepted), and a Host outside ALLOWED_HOSTS is refused.
-        plain = httpx.get(f"http://127.0.0.1:{port}/admin/login/",
-                          headers={"Host": "llm.example.com"})
+        plain = httpx.get(
+            f"http://127.0.0.1:{port}/admin/login/", headers={"Host": "llm.example.com"}
+        )
         assert plain.status_code == 301
         assert plain.headers["location"] == "https://llm.example.com/admin/login/"
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 400
@@ -373,10 +452,15 @@ def test_the_web_role_in_production_mode_is_seen_healthy_behind_its_tls_proxy(tm
 @pytest.mark.slow
 @pytest.mark.redis
 def test_the_worker_answers_its_health_check_and_beat_writes_its_schedule(tmp_path):
-    env = production_env(tmp_path, CELERY_BROKER_URL=settings.REDIS_URL,
-                         REDIS_URL=settings.REDIS_URL, LLMP_ENV="embedded", DATABASE_URL=None,
-                         CELERY_BEAT_SCHEDULE=str(tmp_path / "celerybeat-schedule"),
-                         CELERY_CONCURRENCY="1")
+    env = production_env(
+        tmp_path,
+        CELERY_BROKER_URL=settings.REDIS_URL,
+        REDIS_URL=settings.REDIS_URL,
+        LLMP_ENV="embedded",
+        DATABASE_URL=None,
+        CELERY_BEAT_SCHEDULE=str(tmp_path / "celerybeat-schedule"),
+        CELERY_CONCURRENCY="1",
+    )
     worker = start_role("worker", env, tmp_path)
     beat = None
     try:
@@ -391,8 +475,9 @@ def test_the_worker_answers_its_health_check_and_beat_writes_its_schedule(tmp_pa
 
         # Beat may have queued periodic tasks; no other test consumes them.
         client = sync_redis()
-        keys = [k for pattern in ("celery", "_kombu.*", "unacked*")
-                for k in client.scan_iter(pattern)]
+        keys = [
+            k for pattern in ("celery", "_kombu.*", "unacked*") for k in client.scan_iter(pattern)
+        ]
         if keys:
             client.delete(*keys)
     assert worker.returncode == 0

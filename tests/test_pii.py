@@ -4,6 +4,7 @@ arguments), the ``detect_pii`` command, and hostile input."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from io import StringIO
@@ -114,7 +115,7 @@ def test_entities_are_sorted_and_do_not_overlap():
     assert [e.type for e in entities] == [
         "PERSON", "EMAIL", "PHONE", "STREET_ADDRESS", "CREDIT_CARD", "US_SSN",
     ]  # fmt: skip
-    for before, after in zip(entities, entities[1:], strict=False):
+    for before, after in itertools.pairwise(entities):
         assert before.end <= after.start
 
 

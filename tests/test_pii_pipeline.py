@@ -31,8 +31,12 @@ def policy(principals, **fields) -> PrivacyPolicy:
 
 def chat(client, key, content, **extra):
     body = {"model": "default", "messages": [{"role": "user", "content": content}], **extra}
-    return client.post("/v1/chat/completions", data=json.dumps(body),
-                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
 
 
 def test_by_default_prompts_go_upstream_unchanged(client, principals, key_a, upstream):
@@ -64,19 +68,33 @@ def test_pseudonymisation_is_reversed_in_the_reply(client, principals, key_a, up
 
 
 def test_pseudonymisation_is_reversed_in_streams_and_cached_without_values(
-        gateway_server, principals, key_a, upstream):
+    gateway_server, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     policy(principals, upstream_pii="pseudonymize")
-    body = {"model": "default", "stream": True, "temperature": 0,
-            "messages": [{"role": "user", "content": PROMPT}]}
+    body = {
+        "model": "default",
+        "stream": True,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": PROMPT}],
+    }
     texts = []
     for _ in range(2):  # the second is a cache hit, replayed
-        response = httpx.post(f"{gateway_server}/v1/chat/completions", json=body,
-                              headers={"Authorization": f"Bearer {key_a}"}, timeout=10)
+        response = httpx.post(
+            f"{gateway_server}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key_a}"},
+            timeout=10,
+        )
         assert response.status_code == 200
         events = [e.removeprefix("data: ") for e in response.text.strip().split("\n\n")][:-1]
-        texts.append("".join(json.loads(e)["choices"][0]["delta"].get("content") or ""
-                             for e in events if json.loads(e)["choices"]))
+        texts.append(
+            "".join(
+                json.loads(e)["choices"][0]["delta"].get("content") or ""
+                for e in events
+                if json.loads(e)["choices"]
+            )
+        )
         assert "<EMAIL_1>" not in response.text
     assert texts == [PROMPT, PROMPT]
     assert response.headers["X-Cache"] == "HIT"
@@ -89,14 +107,25 @@ def test_tool_call_arguments_are_pseudonymised_too(client, principals, key_a, up
     arguments = json.dumps({"to": "jane.doe@example.com"})
     body_messages = [
         {"role": "user", "content": "Email jane.doe@example.com please"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "c1", "type": "function",
-             "function": {"name": "send_email", "arguments": arguments}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "send_email", "arguments": arguments},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "sent to jane.doe@example.com"},
     ]
-    response = client.post("/v1/chat/completions", data=json.dumps(
-        {"model": "default", "messages": body_messages}), content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {key_a}")
+    response = client.post(
+        "/v1/chat/completions",
+        data=json.dumps({"model": "default", "messages": body_messages}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key_a}",
+    )
     assert response.status_code == 200
     sent = json.dumps(upstream.requests[-1].json)
     assert "jane.doe@example.com" not in sent
@@ -104,8 +133,9 @@ def test_tool_call_arguments_are_pseudonymised_too(client, principals, key_a, up
     assert json.loads(sent_args["arguments"]) == {"to": "<EMAIL_1>"}
 
 
-def test_blocked_pii_types_are_refused_naming_the_type_not_the_value(client, principals, key_a,
-                                                                     upstream):
+def test_blocked_pii_types_are_refused_naming_the_type_not_the_value(
+    client, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     policy(principals, block_pii_types=["US_SSN", "CREDIT_CARD"])
     response = chat(client, key_a, "My SSN is 219-09-9999, can you file my taxes?")
@@ -117,8 +147,9 @@ def test_blocked_pii_types_are_refused_naming_the_type_not_the_value(client, pri
     assert chat(client, key_a, PROMPT).status_code == 200  # other types pass
 
 
-def test_a_failing_detector_fails_the_request_closed(client, principals, key_a, upstream,
-                                                     monkeypatch):
+def test_a_failing_detector_fails_the_request_closed(
+    client, principals, key_a, upstream, monkeypatch
+):
     route_alias("default", upstream.base_url)
     policy(principals, upstream_pii="mask")
 

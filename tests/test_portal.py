@@ -22,7 +22,6 @@ from gateway import services
 from gateway.models import ApiKey, UsageRecord
 from gateway.portal.views import NEW_KEY_SESSION, THROTTLED
 from llmplatform.models import AuditEvent, Membership
-from tests.browser import browser, page  # noqa: F401  (fixtures)
 
 PASSWORD_BACKEND = "django.contrib.auth.backends.ModelBackend"
 PASSWORDS = {"alice": "alice-pass-123", "bob": "bob-pass-123", "charlie": "charlie-pass-123"}
@@ -66,7 +65,7 @@ def key_url(slug: str, key_id: int, action: str) -> str:
 
 
 def test_an_owner_creates_copies_uses_rotates_and_revokes_a_key(
-    page,  # noqa: F811  (the fixture from tests.browser)
+    page,
     live_server,
     principals,
     settings,
@@ -151,7 +150,7 @@ def test_an_owner_creates_copies_uses_rotates_and_revokes_a_key(
 
 
 def test_a_member_sees_the_keys_but_cannot_change_them(
-    page,  # noqa: F811  (the fixture from tests.browser)
+    page,
     live_server,
     principals,
     key_a,
@@ -206,7 +205,7 @@ def _usage(
 
 
 def test_the_usage_page_charts_the_tenants_usage_records(
-    page,  # noqa: F811  (the fixture from tests.browser)
+    page,
     live_server,
     principals,
 ):

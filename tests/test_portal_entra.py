@@ -12,9 +12,13 @@ from gateway.portal.oidc import SignInRefused, require_verified_email
 
 pytestmark = pytest.mark.django_db
 
-CLAIMS = {"oid": "6f1c2d3e-0000-4000-8000-00000000abcd", "tid": "tenant-guid",
-          "preferred_username": "alice@contoso.com", "email": "alice@contoso.com",
-          "name": "Alice"}
+CLAIMS = {
+    "oid": "6f1c2d3e-0000-4000-8000-00000000abcd",
+    "tid": "tenant-guid",
+    "preferred_username": "alice@contoso.com",
+    "email": "alice@contoso.com",
+    "name": "Alice",
+}
 
 
 def backend(rf):

@@ -23,7 +23,6 @@ from social_core.backends.open_id_connect import OpenIdConnectAuth
 from social_django.models import UserSocialAuth
 
 from gateway.portal.oidc import NO_ACCESS
-from tests.browser import browser, page  # noqa: F401  (fixtures)
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,7 +151,7 @@ def sign_in_at_provider(tab, base_url: str, provider: Provider, username: str) -
 
 @pytest.mark.slow
 def test_a_member_signs_in_through_the_identity_provider(
-    page,  # noqa: F811  (the fixture from tests.browser)
+    page,
     live_server,
     principals,
     oidc_settings,
@@ -185,7 +184,7 @@ def test_a_member_signs_in_through_the_identity_provider(
 
 @pytest.mark.slow
 def test_someone_without_a_membership_is_refused(
-    page,  # noqa: F811  (the fixture from tests.browser)
+    page,
     live_server,
     principals,
     oidc_settings,
@@ -208,7 +207,7 @@ def test_someone_without_a_membership_is_refused(
 
 @pytest.mark.slow
 def test_an_unverified_email_is_not_matched_to_an_account(
-    page,  # noqa: F811  (the fixture from tests.browser)
+    page,
     live_server,
     principals,
     oidc_settings,
@@ -251,6 +250,8 @@ def test_an_unreachable_provider_is_a_message_not_a_500(settings, principals):
     assert "OIDC could not be reached" in response.content.decode()
     # The callback is limited per address too. (django-ratelimit's windows start on the
     # clock's minute: a few more calls than the rate are needed when one starts midway.)
-    pages = [client.get("/oauth/complete/oidc/?code=x&state=y", follow=True).content.decode()
-             for _ in range(5)]
+    pages = [
+        client.get("/oauth/complete/oidc/?code=x&state=y", follow=True).content.decode()
+        for _ in range(5)
+    ]
     assert any("Too many sign-in attempts" in text for text in pages)

@@ -43,22 +43,29 @@ def test_apps_set_and_read_consent_and_register_an_email(client, principals, key
     assert empty.status_code == 200
     assert empty.json()["consent"]["store_conversations"]["granted"] is False
 
-    granted = api(client, "post", path, key_a,
-                  {"purpose": "store_conversations", "granted": True, "policy_version": "2"})
+    granted = api(
+        client,
+        "post",
+        path,
+        key_a,
+        {"purpose": "store_conversations", "granted": True, "policy_version": "2"},
+    )
     assert granted.status_code == 200
     state = granted.json()["consent"]["store_conversations"]
     assert state["granted"] is True and state["policy_version"] == "2"
     assert state["source"] == "api"
 
-    withdrawn = api(client, "post", path, key_a, {"consents": {"store_conversations": False,
-                                                               "analytics": True}})
+    withdrawn = api(
+        client, "post", path, key_a, {"consents": {"store_conversations": False, "analytics": True}}
+    )
     assert withdrawn.json()["consent"]["store_conversations"]["granted"] is False
     assert withdrawn.json()["consent"]["analytics"]["granted"] is True
     subject = DataSubject.objects.get(external_id="user-42")
     assert subject.consents.count() == 3  # the full history is kept
 
-    registered = api(client, "put", "/v1/privacy/subjects/user-42", key_a,
-                     {"email": "Person@Example.org"})
+    registered = api(
+        client, "put", "/v1/privacy/subjects/user-42", key_a, {"email": "Person@Example.org"}
+    )
     assert registered.json() == {"user": "user-42", "email_registered": True}
     subject.refresh_from_db()
     assert b"example.org" not in bytes(subject.email_ciphertext).lower()
@@ -76,40 +83,60 @@ def test_bad_consent_input_is_a_typed_400(client, principals, key_a):
     assert bad.json()["error"]["code"] == "invalid_value"
     assert "unknown purpose" in bad.json()["error"]["message"].lower()
     assert api(client, "post", path, key_a, {"purpose": "analytics"}).status_code == 400
-    assert api(client, "put", "/v1/privacy/subjects/u1", key_a,
-               {"email": "not-an-email"}).status_code == 400
+    assert (
+        api(client, "put", "/v1/privacy/subjects/u1", key_a, {"email": "not-an-email"}).status_code
+        == 400
+    )
     assert api(client, "delete", path, key_a).status_code == 405
 
 
 @pytest.mark.parametrize("source", ["public_page", "portal", "gpc", "admin"])
 def test_an_app_cannot_label_its_consent_as_coming_from_the_platforms_own_pages(
-        client, principals, key_a, source):
+    client, principals, key_a, source
+):
     path = "/v1/privacy/subjects/u1/consent"
-    refused = api(client, "post", path, key_a,
-                  {"purpose": "store_conversations", "granted": True, "source": source})
+    refused = api(
+        client,
+        "post",
+        path,
+        key_a,
+        {"purpose": "store_conversations", "granted": True, "source": source},
+    )
     assert refused.status_code == 400
     assert 'source must be "api"' in refused.json()["error"]["message"].lower()
     assert not ConsentRecord.objects.filter(subject__external_id="u1").exists()
-    recorded = api(client, "post", path, key_a,
-                   {"purpose": "store_conversations", "granted": True, "source": "api"})
+    recorded = api(
+        client,
+        "post",
+        path,
+        key_a,
+        {"purpose": "store_conversations", "granted": True, "source": "api"},
+    )
     assert recorded.json()["consent"]["store_conversations"]["source"] == "api"
 
 
 def test_a_key_without_the_privacy_scope_is_refused(client, principals):
-    _, chat_only = services.api_key_create(actor=None, tenant=principals.tenant_a, name="c",
-                                           scopes=["chat"])
+    _, chat_only = services.api_key_create(
+        actor=None, tenant=principals.tenant_a, name="c", scopes=["chat"]
+    )
     response = api(client, "get", "/v1/privacy/subjects/u1/consent", chat_only)
     assert response.status_code == 403
 
 
 def test_conversations_are_stored_only_with_consent_redacted_and_encrypted(
-        client, principals, key_a, upstream):
+    client, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     assert chat(client, key_a, "alice-user").status_code == 200
     assert not Conversation.objects.exists()  # no consent on record: nothing kept
 
-    api(client, "post", "/v1/privacy/subjects/alice-user/consent", key_a,
-        {"purpose": "store_conversations", "granted": True})
+    api(
+        client,
+        "post",
+        "/v1/privacy/subjects/alice-user/consent",
+        key_a,
+        {"purpose": "store_conversations", "granted": True},
+    )
     assert chat(client, key_a, "alice-user").status_code == 200
     record = Conversation.objects.get()
     assert record.tenant == principals.tenant_a and record.alias == "default"
@@ -120,30 +147,48 @@ def test_conversations_are_stored_only_with_consent_redacted_and_encrypted(
     assert "jane.doe@example.com" not in plain["prompt"] + plain["response"]
     assert "<EMAIL>" in plain["prompt"] and "<EMAIL>" in plain["response"]
 
-    api(client, "post", "/v1/privacy/subjects/alice-user/consent", key_a,
-        {"purpose": "store_conversations", "granted": False})
+    api(
+        client,
+        "post",
+        "/v1/privacy/subjects/alice-user/consent",
+        key_a,
+        {"purpose": "store_conversations", "granted": False},
+    )
     assert chat(client, key_a, "alice-user").status_code == 200
     assert Conversation.objects.count() == 1  # withdrawn: nothing more kept
     assert chat(client, key_a, None).status_code == 200  # no end user named: nothing kept
     assert Conversation.objects.count() == 1
 
 
-def test_sec_gpc_on_a_chat_request_opts_its_user_out_of_sale_and_sharing(client, principals,
-                                                                         key_a, upstream):
+def test_sec_gpc_on_a_chat_request_opts_its_user_out_of_sale_and_sharing(
+    client, principals, key_a, upstream
+):
     route_alias("default", upstream.base_url)
     assert chat(client, key_a, "gpc-user", HTTP_SEC_GPC="1").status_code == 200
     consent = api(client, "get", "/v1/privacy/subjects/gpc-user/consent", key_a).json()
     assert consent["do_not_sell"] is True
     assert consent["consent"]["sale_sharing"]["source"] == "gpc"
-    refused = api(client, "post", "/v1/privacy/subjects/gpc-user/consent", key_a,
-                  {"purpose": "sale_sharing", "granted": True}, HTTP_SEC_GPC="1")
+    refused = api(
+        client,
+        "post",
+        "/v1/privacy/subjects/gpc-user/consent",
+        key_a,
+        {"purpose": "sale_sharing", "granted": True},
+        HTTP_SEC_GPC="1",
+    )
     assert refused.status_code == 400
 
 
-def test_apps_file_requests_for_their_users_and_only_see_their_own(client, principals, key_a,
-                                                                   key_b):
-    created = api(client, "post", "/v1/privacy/subjects/user-7/requests", key_a,
-                  {"kind": "erasure", "law": "gdpr"})
+def test_apps_file_requests_for_their_users_and_only_see_their_own(
+    client, principals, key_a, key_b
+):
+    created = api(
+        client,
+        "post",
+        "/v1/privacy/subjects/user-7/requests",
+        key_a,
+        {"kind": "erasure", "law": "gdpr"},
+    )
     assert created.status_code == 202
     body = created.json()
     assert body["kind"] == "erasure" and body["state"] == "verified"  # vouched for by the app

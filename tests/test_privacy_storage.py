@@ -37,8 +37,10 @@ from privacy.pii import DetectorError, detect
 Purpose = ConsentRecord.Purpose
 Source = ConsentRecord.Source
 
-PII_PROMPT = ("Hi, I am Jane Doe, mail me at jane.doe@example.org or call +1 415 867 5309; "
-              "my SSN is 123-45-6789. What is a banana split?")
+PII_PROMPT = (
+    "Hi, I am Jane Doe, mail me at jane.doe@example.org or call +1 415 867 5309; "
+    "my SSN is 123-45-6789. What is a banana split?"
+)
 PII_RESPONSE = "Sure Jane, I will write to jane.doe@example.org. A banana split is a dessert."
 
 
@@ -56,17 +58,29 @@ def _local_keys(settings) -> Iterator[None]:
     crypto.data_key_cache.clear()
 
 
-def consent(subject: DataSubject, purpose: str = Purpose.STORE_CONVERSATIONS,
-            granted: bool = True, source: str = Source.API) -> ConsentRecord:
-    return services.consent_set(actor="test-app", subject=subject, purpose=purpose,
-                                granted=granted, source=source)
+def consent(
+    subject: DataSubject,
+    purpose: str = Purpose.STORE_CONVERSATIONS,
+    granted: bool = True,
+    source: str = Source.API,
+) -> ConsentRecord:
+    return services.consent_set(
+        actor="test-app", subject=subject, purpose=purpose, granted=granted, source=source
+    )
 
 
-def store(tenant, user: str = "u-1", prompt: str = PII_PROMPT, response: str = PII_RESPONSE,
-          **kwargs) -> Conversation | None:
-    return services.conversation_store(tenant=tenant, external_id=user, alias="chat",
-                                       request_id=f"req-{uuid.uuid4().hex[:8]}", prompt=prompt,
-                                       response=response, **kwargs)
+def store(
+    tenant, user: str = "u-1", prompt: str = PII_PROMPT, response: str = PII_RESPONSE, **kwargs
+) -> Conversation | None:
+    return services.conversation_store(
+        tenant=tenant,
+        external_id=user,
+        alias="chat",
+        request_id=f"req-{uuid.uuid4().hex[:8]}",
+        prompt=prompt,
+        response=response,
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -104,8 +118,9 @@ def test_consent_for_another_purpose_does_not_allow_storage(principals, subject_
 
 def test_a_tenant_policy_without_storage_stores_nothing(principals, subject_a):
     consent(subject_a)
-    PrivacyPolicy.objects.update_or_create(tenant=principals.tenant_a,
-                                           defaults={"store_conversations": False})
+    PrivacyPolicy.objects.update_or_create(
+        tenant=principals.tenant_a, defaults={"store_conversations": False}
+    )
     assert store(principals.tenant_a) is None
 
 
@@ -140,10 +155,15 @@ def test_withdrawing_sale_sharing_is_the_ccpa_opt_out(principals, subject_a):
 def test_consent_changes_are_audited(principals, subject_a):
     consent(subject_a)
     consent(subject_a, granted=False)
-    actions = list(AuditEvent.objects.filter(action__startswith="privacy.consent.")
-                   .order_by("id").values_list("action", "tenant_id"))
-    assert actions == [("privacy.consent.grant", principals.tenant_a.pk),
-                       ("privacy.consent.withdraw", principals.tenant_a.pk)]
+    actions = list(
+        AuditEvent.objects.filter(action__startswith="privacy.consent.")
+        .order_by("id")
+        .values_list("action", "tenant_id")
+    )
+    assert actions == [
+        ("privacy.consent.grant", principals.tenant_a.pk),
+        ("privacy.consent.withdraw", principals.tenant_a.pk),
+    ]
 
 
 # --------------------------------------------------------------------------- what is stored
@@ -164,7 +184,8 @@ def test_a_stored_record_holds_no_detected_pii_and_its_ciphertext_hides_the_text
         assert b"banana" not in raw and b"jane" not in raw.lower() and b"EMAIL" not in raw
     assert conversation.key_id == crypto.ciphertext_key_id(conversation.prompt_ciphertext)
     assert conversation.expires_at - conversation.created_at == pytest.approx(
-        timedelta(days=30), abs=timedelta(seconds=5))
+        timedelta(days=30), abs=timedelta(seconds=5)
+    )
 
 
 def test_retention_follows_the_tenant_policy(principals, subject_a):
@@ -239,8 +260,9 @@ def test_a_key_destroyed_by_another_process_is_refused_despite_this_process_cach
 ):
     blob = crypto.encrypt(subject_a, "hello", aad=b"k")
     # Another process wipes the key: this process still has it cached.
-    SubjectKey.objects.filter(subject=subject_a).update(wrapped_key=None,
-                                                        destroyed_at=timezone.now())
+    SubjectKey.objects.filter(subject=subject_a).update(
+        wrapped_key=None, destroyed_at=timezone.now()
+    )
     with pytest.raises(crypto.KeyDestroyed):
         crypto.decrypt(subject_a, blob, aad=b"k")
 
@@ -426,9 +448,15 @@ def test_reading_plaintext_needs_the_permission_and_is_audited(principals, subje
 def make_conversations(subject: DataSubject, count: int, *, expires_in: timedelta) -> None:
     expires_at = timezone.now() + expires_in
     Conversation.objects.bulk_create(
-        Conversation(tenant_id=subject.tenant_id, subject=subject, alias="chat",
-                     prompt_ciphertext=b"x", response_ciphertext=b"y", key_id="dk:0",
-                     expires_at=expires_at)
+        Conversation(
+            tenant_id=subject.tenant_id,
+            subject=subject,
+            alias="chat",
+            prompt_ciphertext=b"x",
+            response_ciphertext=b"y",
+            key_id="dk:0",
+            expires_at=expires_at,
+        )
         for _ in range(count)
     )
 
@@ -437,8 +465,9 @@ def test_the_purge_deletes_only_expired_rows_in_batches_and_is_idempotent(subjec
     make_conversations(subject_a, 7, expires_in=-timedelta(minutes=1))
     make_conversations(subject_a, 3, expires_in=timedelta(days=1))
     batches: list[int] = []
-    run = services.purge_expired_conversations(batch_size=3,
-                                               on_batch=lambda n, s: batches.append(n))
+    run = services.purge_expired_conversations(
+        batch_size=3, on_batch=lambda n, s: batches.append(n)
+    )
     assert (run.deleted, run.batches) == (7, 3)
     assert batches == [3, 3, 1]
     assert run.finished_at is not None and run.error == ""
@@ -475,8 +504,9 @@ def test_a_purge_that_finds_another_running_steps_aside(subject_a):
 
     make_conversations(subject_a, 4, expires_in=-timedelta(minutes=1))
     db = connection.settings_dict
-    other = psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"],
-                            dbname=db["NAME"], autocommit=True)
+    other = psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"], autocommit=True
+    )
     try:
         other.execute("SELECT pg_advisory_lock(%s)", [services.PURGE_LOCK_KEY])
         assert services.purge_expired_conversations(batch_size=2) is None
@@ -496,41 +526,60 @@ def test_the_consent_api_sets_and_reads_consent(principals):
     assert empty["consent"]["store_conversations"]["granted"] is False
     assert DataSubject.objects.count() == 0  # reading creates nothing
 
-    reply = handlers.set_consent(tenant_id, "u-9", {"consents": {"store_conversations": True,
-                                                                  "analytics": False}},
-                                 actor="apikey:test", gpc=False, request_id="r1")
+    reply = handlers.set_consent(
+        tenant_id,
+        "u-9",
+        {"consents": {"store_conversations": True, "analytics": False}},
+        actor="apikey:test",
+        gpc=False,
+        request_id="r1",
+    )
     assert reply["consent"]["store_conversations"]["granted"] is True
     assert reply["consent"]["store_conversations"]["source"] == "api"
     assert reply["consent"]["analytics"]["policy_version"] == "1"
     assert store(principals.tenant_a, user="u-9") is not None
 
-    reply = handlers.set_consent(tenant_id, "u-9", {"purpose": "store_conversations",
-                                                    "granted": False, "source": "api"},
-                                 actor="apikey:test", gpc=False)
+    reply = handlers.set_consent(
+        tenant_id,
+        "u-9",
+        {"purpose": "store_conversations", "granted": False, "source": "api"},
+        actor="apikey:test",
+        gpc=False,
+    )
     assert reply["consent"]["store_conversations"] == {
-        **reply["consent"]["store_conversations"], "granted": False, "source": "api"}
+        **reply["consent"]["store_conversations"],
+        "granted": False,
+        "source": "api",
+    }
     assert store(principals.tenant_a, user="u-9") is None
 
 
 def test_another_tenant_sees_nothing_of_a_subject(principals):
-    handlers.set_consent(principals.tenant_a.pk, "u-9",
-                         {"purpose": "store_conversations", "granted": True},
-                         actor="apikey:a", gpc=False)
+    handlers.set_consent(
+        principals.tenant_a.pk,
+        "u-9",
+        {"purpose": "store_conversations", "granted": True},
+        actor="apikey:a",
+        gpc=False,
+    )
     reply = handlers.get_consent(principals.tenant_b.pk, "u-9")
     assert reply["consent"]["store_conversations"]["granted"] is False
     assert store(principals.tenant_b, user="u-9") is None
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ([], "JSON object"),
-    ({"purpose": "marketing", "granted": True}, "unknown purpose"),
-    ({"purpose": "analytics", "granted": "yes"}, "true or false"),
-    ({"purpose": "analytics"}, "required"),
-    ({"purpose": "analytics", "granted": True, "source": "gpc"}, "source must be"),
-    ({"purpose": "analytics", "granted": True, "policy_version": 3}, "policy_version"),
-    ({"purpose": "analytics", "granted": True, "extra": 1}, "unknown field"),
-    ({"consents": {}}, "non-empty"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "JSON object"),
+        ({"purpose": "marketing", "granted": True}, "unknown purpose"),
+        ({"purpose": "analytics", "granted": "yes"}, "true or false"),
+        ({"purpose": "analytics"}, "required"),
+        ({"purpose": "analytics", "granted": True, "source": "gpc"}, "source must be"),
+        ({"purpose": "analytics", "granted": True, "policy_version": 3}, "policy_version"),
+        ({"purpose": "analytics", "granted": True, "extra": 1}, "unknown field"),
+        ({"consents": {}}, "non-empty"),
+    ],
+)
 def test_the_consent_api_rejects_bad_input_clearly(principals, body, message):
     with pytest.raises(ValueError, match=message):
         handlers.set_consent(principals.tenant_a.pk, "u-9", body, actor="a", gpc=False)
@@ -538,25 +587,37 @@ def test_the_consent_api_rejects_bad_input_clearly(principals, body, message):
 
 
 def test_the_consent_api_honours_gpc(principals):
-    reply = handlers.set_consent(principals.tenant_a.pk, "u-9",
-                                 {"purpose": "analytics", "granted": True},
-                                 actor="a", gpc=True)
+    reply = handlers.set_consent(
+        principals.tenant_a.pk,
+        "u-9",
+        {"purpose": "analytics", "granted": True},
+        actor="a",
+        gpc=True,
+    )
     assert reply["do_not_sell"] is True
     assert reply["consent"]["sale_sharing"]["source"] == "gpc"
     with pytest.raises(ValueError, match="Sec-GPC"):
-        handlers.set_consent(principals.tenant_a.pk, "u-9",
-                             {"purpose": "sale_sharing", "granted": True}, actor="a", gpc=True)
+        handlers.set_consent(
+            principals.tenant_a.pk,
+            "u-9",
+            {"purpose": "sale_sharing", "granted": True},
+            actor="a",
+            gpc=True,
+        )
 
 
 def test_registering_an_email_stores_it_encrypted_and_never_logs_it(principals):
-    reply = handlers.register_subject(principals.tenant_a.pk, "u-9",
-                                      {"email": "Jane.Doe@Example.org"}, actor="apikey:a")
+    reply = handlers.register_subject(
+        principals.tenant_a.pk, "u-9", {"email": "Jane.Doe@Example.org"}, actor="apikey:a"
+    )
     assert reply == {"user": "u-9", "email_registered": True}
     subject = DataSubject.objects.get(external_id="u-9")
     assert b"jane" not in bytes(subject.email_ciphertext).lower()
     assert subject.email_hmac == crypto.hmac_email("jane.doe@example.org")
-    assert crypto.decrypt(subject, subject.email_ciphertext,
-                          aad=crypto.record_aad(subject, "email")) == "Jane.Doe@Example.org"
+    assert (
+        crypto.decrypt(subject, subject.email_ciphertext, aad=crypto.record_aad(subject, "email"))
+        == "Jane.Doe@Example.org"
+    )
     event = AuditEvent.objects.get(action="privacy.subject.register_email")
     assert "jane" not in (str(event.before) + str(event.after) + event.object_repr).lower()
     with pytest.raises(ValueError, match="valid address"):
@@ -603,10 +664,12 @@ def stored(principals, subject_a) -> Conversation:
 
 
 def test_the_admin_never_shows_plaintext_in_lists_or_forms(admin_client, stored):
-    for url in (reverse("admin:privacy_conversation_changelist"),
-                reverse("admin:privacy_conversation_change", args=[stored.pk]),
-                reverse("admin:privacy_datasubject_changelist"),
-                reverse("admin:privacy_datasubject_change", args=[stored.subject_id])):
+    for url in (
+        reverse("admin:privacy_conversation_changelist"),
+        reverse("admin:privacy_conversation_change", args=[stored.pk]),
+        reverse("admin:privacy_datasubject_changelist"),
+        reverse("admin:privacy_datasubject_change", args=[stored.subject_id]),
+    ):
         body = admin_client.get(url).content.decode()
         assert "banana" not in body and "EMAIL" not in body, url
     assert not AuditEvent.objects.filter(action="privacy.conversation.read_plaintext").exists()
@@ -640,16 +703,21 @@ def test_the_admin_reveals_plaintext_only_by_post_and_audits_it(admin_client, st
     assert response.status_code == 200
     assert b"banana split" in response.content
     assert "no-store" in response["Cache-Control"]
-    assert AuditEvent.objects.filter(action="privacy.conversation.read_plaintext",
-                                     object_id=str(stored.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="privacy.conversation.read_plaintext", object_id=str(stored.pk)
+        ).count()
+        == 1
+    )
 
 
 def test_staff_without_the_permission_cannot_reveal(client, stored, django_user_model):
     from django_otp import DEVICE_ID_SESSION_KEY
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    staff = django_user_model.objects.create_user("officer", password="x-officer-123",
-                                                  is_staff=True)
+    staff = django_user_model.objects.create_user(
+        "officer", password="x-officer-123", is_staff=True
+    )
     staff.user_permissions.add(Permission.objects.get(codename="view_conversation"))
     device = TOTPDevice.objects.create(user=staff, name="t", confirmed=True)
     client.force_login(staff)
@@ -674,19 +742,28 @@ def test_purge_runs_are_listed_in_the_admin(admin_client, subject_a):
 
 # --------------------------------------------------------------------------- settings
 
-_PRODUCTION = {"LLMP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
-               "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
-               "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48), "ALLOWED_HOSTS": "example.org"}
+_PRODUCTION = {
+    "LLMP_ENV": "production",
+    "SECRET_KEY": secrets.token_urlsafe(48),
+    "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
+    "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
+    "ALLOWED_HOSTS": "example.org",
+}
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({**_PRODUCTION}, "LLMP_MASTER_KEY (or LLMP_MASTER_KEY_FILE) must be set"),
-    ({"LLMP_MASTER_KEY": "c2hvcnQ="}, "LLMP_MASTER_KEY must be 32 bytes in base64"),
-    ({"LLMP_KEY_PROVIDER": "vault"}, "LLMP_KEY_PROVIDER must be 'local' or 'kms'"),
-    ({"LLMP_KEY_PROVIDER": "kms"}, "LLMP_KMS_KEY_ID must be set"),
-    ({**_PRODUCTION, "LLMP_MASTER_KEY": new_master_key(), "LLMP_SUBJECT_HMAC_KEY": ""},
-     "LLMP_SUBJECT_HMAC_KEY (or LLMP_SUBJECT_HMAC_KEY_FILE) must be set"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({**_PRODUCTION}, "LLMP_MASTER_KEY (or LLMP_MASTER_KEY_FILE) must be set"),
+        ({"LLMP_MASTER_KEY": "c2hvcnQ="}, "LLMP_MASTER_KEY must be 32 bytes in base64"),
+        ({"LLMP_KEY_PROVIDER": "vault"}, "LLMP_KEY_PROVIDER must be 'local' or 'kms'"),
+        ({"LLMP_KEY_PROVIDER": "kms"}, "LLMP_KMS_KEY_ID must be set"),
+        (
+            {**_PRODUCTION, "LLMP_MASTER_KEY": new_master_key(), "LLMP_SUBJECT_HMAC_KEY": ""},
+            "LLMP_SUBJECT_HMAC_KEY (or LLMP_SUBJECT_HMAC_KEY_FILE) must be set",
+        ),
+    ],
+)
 def test_bad_key_settings_stop_the_start_with_a_clear_message(tmp_path, env, message):
     from tests.test_audit_and_settings import _manage
 

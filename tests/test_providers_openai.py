@@ -248,7 +248,8 @@ async def test_a_consumer_can_stop_a_stream_early(upstream, make_adapter):
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
 @pytest.mark.parametrize("piece", [None, 1, 7])
 async def test_a_stream_is_read_whatever_its_line_endings_and_read_sizes(
-        upstream, make_adapter, newline, piece):
+    upstream, make_adapter, newline, piece
+):
     # The SSE spec allows LF, CRLF and CR; a server may flush mid-line or between CR and LF.
     upstream.reply = "line endings do not matter"
     upstream.sse_newline, upstream.sse_piece = newline, piece

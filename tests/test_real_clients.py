@@ -295,8 +295,7 @@ def test_embeddings_come_back_as_the_model_made_them(sdk, upstream):
 def test_base64_embeddings_are_little_endian_float32(gateway):
     response = httpx.post(
         f"{gateway.url}/v1/embeddings",
-        json={"model": "default", "input": "Bonjour", "dimensions": 4,
-              "encoding_format": "base64"},
+        json={"model": "default", "input": "Bonjour", "dimensions": 4, "encoding_format": "base64"},
         headers={"Authorization": f"Bearer {gateway.key}"},
         timeout=10,
     )
@@ -315,8 +314,13 @@ def azure(gateway_server, principals, key_a):
     from openai import OpenAI
 
     with AzureUpstream() as upstream:
-        route_alias("azure-gpt", upstream.base_url, kind="azure", model="gpt-4o-eu",
-                    api_version=upstream.api_version)
+        route_alias(
+            "azure-gpt",
+            upstream.base_url,
+            kind="azure",
+            model="gpt-4o-eu",
+            api_version=upstream.api_version,
+        )
         sdk = OpenAI(base_url=f"{gateway_server}/v1", api_key=key_a, max_retries=0, timeout=30)
         yield sdk, upstream
 
@@ -376,8 +380,8 @@ def get_weather(city: str) -> str:
 
 def test_langchain_bound_tools_return_the_call_with_its_arguments(gateway, upstream):
     upstream.tool_call = {"name": "get_weather", "arguments": PARIS}
-    message = langchain_chat(gateway).bind_tools([get_weather]).invoke(
-        "What is the weather in Paris?"
+    message = (
+        langchain_chat(gateway).bind_tools([get_weather]).invoke("What is the weather in Paris?")
     )
 
     [call] = message.tool_calls
@@ -397,9 +401,7 @@ def test_langchain_structured_output_by_function_calling_gives_the_model(gateway
         temperature_c: int
 
     upstream.tool_call = {"name": "Weather", "arguments": {"city": "Paris", "temperature_c": 18}}
-    structured = langchain_chat(gateway).with_structured_output(
-        Weather, method="function_calling"
-    )
+    structured = langchain_chat(gateway).with_structured_output(Weather, method="function_calling")
 
     result = structured.invoke("What is the weather in Paris?")
 
@@ -444,7 +446,7 @@ def run_client(command: list[str], gateway: Gateway, *, base_url: str) -> dict[s
         "NO_PROXY": "127.0.0.1,localhost",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-    done = subprocess.run(  # noqa: S603 - fixed commands from this repository
+    done = subprocess.run(
         command,
         input=json.dumps(spec),
         capture_output=True,

@@ -37,8 +37,20 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import redis
 
         deadline = time.monotonic() + 10
@@ -73,22 +85,31 @@ def upstream():
 
 
 def ask(url: str, key: str, content: str, *, temperature: float = 0) -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", timeout=20,
-                      headers={"Authorization": f"Bearer {key}"},
-                      json={"model": "default", "temperature": temperature, "max_tokens": 5,
-                            "messages": [{"role": "user", "content": content}]})
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=20,
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": "default",
+            "temperature": temperature,
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": content}],
+        },
+    )
 
 
 def test_limits_and_cache_degrade_while_redis_is_down_and_recover_when_it_returns(
-        transactional_db, principals, key_a, upstream, private_redis):
+    transactional_db, principals, key_a, upstream, private_redis
+):
     route_alias("default", upstream.base_url)
     tier = principals.tenant_a.plan.tier
     tier.requests_per_minute, tier.requests_per_hour, tier.requests_per_day = 500, 5000, 50000
     tier.key_requests_per_minute = tier.user_requests_per_minute = 0
     tier.daily_budget = tier.monthly_budget = Decimal("0")
     tier.save()
-    process, url = start_gateway_process(env={"REDIS_URL": private_redis.url,
-                                              "LLMP_AUTH_CACHE_SECONDS": "1"})
+    process, url = start_gateway_process(
+        env={"REDIS_URL": private_redis.url, "LLMP_AUTH_CACHE_SECONDS": "1"}
+    )
     try:
         assert ask(url, key_a, "warm").headers["X-Cache"] == "MISS"
         assert ask(url, key_a, "warm").headers["X-Cache"] == "HIT"

@@ -68,13 +68,26 @@ _names = itertools.count()
 def target(upstream: OpenAIUpstream, *, read_timeout: float = 30.0, **policy) -> Target:
     """A target on ``upstream`` with a name of its own (adapters and breakers are per name)."""
     name = f"dep-{next(_names)}-{uuid.uuid4().hex[:6]}"
-    provider = ProviderConfig(name=f"{name}-provider", kind="openai",
-                              base_url=upstream.base_url, connect_timeout=2.0,
-                              read_timeout=read_timeout)
-    return Target(alias="default", version="v1", deployment=name, model="upstream-model",
-                  provider=provider, weight=100, system_prompt="", params={},
-                  input_price_per_1k=Decimal(0), output_price_per_1k=Decimal(0),
-                  policy=ResiliencePolicy(**{**FAST, **policy}))
+    provider = ProviderConfig(
+        name=f"{name}-provider",
+        kind="openai",
+        base_url=upstream.base_url,
+        connect_timeout=2.0,
+        read_timeout=read_timeout,
+    )
+    return Target(
+        alias="default",
+        version="v1",
+        deployment=name,
+        model="upstream-model",
+        provider=provider,
+        weight=100,
+        system_prompt="",
+        params={},
+        input_price_per_1k=Decimal(0),
+        output_price_per_1k=Decimal(0),
+        policy=ResiliencePolicy(**{**FAST, **policy}),
+    )
 
 
 def plan(*targets: Target, breaker, **kwargs) -> DispatchPlan:
@@ -153,10 +166,11 @@ async def test_a_429_is_retried_no_sooner_than_its_retry_after(primary, breaker,
 
 
 async def test_a_retry_after_longer_than_accepted_moves_to_the_fallback_at_once(
-        primary, secondary, breaker, waits):
+    primary, secondary, breaker, waits
+):
     primary.behaviour, primary.retry_after = "rate_limited", "30"
     first, second = target(primary, retry_after_max=2), target(secondary)
-    served, elapsed = await timed(dispatch.complete(plan(first, second, breaker=breaker)))
+    served, _elapsed = await timed(dispatch.complete(plan(first, second, breaker=breaker)))
     assert served.result.content == "from the secondary"
     assert served.target == second and served.deployment == second.deployment
     assert served.fallback_reason == "upstream_unavailable"
@@ -174,11 +188,12 @@ async def test_a_connection_reset_is_retried_up_to_max_attempts(primary, breaker
 
 
 @pytest.mark.parametrize("behaviour", ["malformed_json", "wrong_content_type"])
-async def test_a_malformed_answer_is_not_retried_but_fails_over(primary, secondary, breaker,
-                                                                 behaviour, waits):
+async def test_a_malformed_answer_is_not_retried_but_fails_over(
+    primary, secondary, breaker, behaviour, waits
+):
     primary.behaviour = behaviour
     first, second = target(primary), target(secondary)
-    served, elapsed = await timed(dispatch.complete(plan(first, second, breaker=breaker)))
+    served, _elapsed = await timed(dispatch.complete(plan(first, second, breaker=breaker)))
     assert served.result.content == "from the secondary" and served.target == second
     assert served.fallback_reason == "upstream_bad_response"
     assert (len(primary.requests), len(secondary.requests), served.attempts) == (1, 1, 2)
@@ -190,7 +205,8 @@ async def test_a_malformed_answer_is_not_retried_but_fails_over(primary, seconda
 
 
 async def test_a_refused_request_is_neither_retried_nor_failed_over_nor_counted(
-        primary, secondary, breaker):
+    primary, secondary, breaker
+):
     primary.behaviour = "bad_request"  # 400 context_length_exceeded: the request's fault
     first = target(primary, failure_threshold=1)
     with pytest.raises(UpstreamFailure) as caught:
@@ -245,8 +261,7 @@ async def test_read_timeouts_are_retried_within_the_total_timeout(primary, break
     assert 0.6 + sum(waits) <= caught.value.elapsed < HANG
 
 
-async def test_a_slow_first_token_fails_over_before_any_byte_is_sent(primary, secondary,
-                                                                     breaker):
+async def test_a_slow_first_token_fails_over_before_any_byte_is_sent(primary, secondary, breaker):
     primary.on_request = lambda _: time.sleep(1.5)  # then answers normally: too late
     first = target(primary, first_token_timeout=0.3, max_attempts=1)
     second = target(secondary)
@@ -258,7 +273,8 @@ async def test_a_slow_first_token_fails_over_before_any_byte_is_sent(primary, se
 
 
 async def test_a_stream_that_stalls_midway_ends_at_the_idle_timeout_without_retry(
-        primary, secondary, breaker):
+    primary, secondary, breaker
+):
     primary.behaviour, primary.reply = "stream_stall", "one two three four"
     first = target(primary, idle_timeout=0.3)
     served = await dispatch.open_stream(plan(first, target(secondary), breaker=breaker))
@@ -275,8 +291,7 @@ async def test_a_stream_that_stalls_midway_ends_at_the_idle_timeout_without_retr
 
 async def test_a_stream_that_breaks_midway_is_not_retried(primary, secondary, breaker):
     primary.behaviour, primary.reply = "stream_break", "one two three four"
-    served = await dispatch.open_stream(plan(target(primary), target(secondary),
-                                             breaker=breaker))
+    served = await dispatch.open_stream(plan(target(primary), target(secondary), breaker=breaker))
     with pytest.raises(UpstreamBadResponse):
         await read_all(served)
     assert (len(primary.requests), len(secondary.requests)) == (1, 0)
@@ -303,9 +318,13 @@ async def _serve_many(n: int, make_plan) -> list[tuple[object, float]]:
 
 @pytest.mark.parametrize("store", ["process", pytest.param("redis", marks=pytest.mark.redis)])
 async def test_with_the_primary_failing_every_call_all_clients_succeed_and_an_open_breaker_adds_no_latency(  # noqa: E501
-        primary, secondary, store):
-    breaker = (InProcessBreaker(on_transition=None) if store == "process" else
-               RedisBreaker(prefix=f"test:{uuid.uuid4().hex}:", on_transition=None))
+    primary, secondary, store
+):
+    breaker = (
+        InProcessBreaker(on_transition=None)
+        if store == "process"
+        else RedisBreaker(prefix=f"test:{uuid.uuid4().hex}:", on_transition=None)
+    )
     primary.behaviour = "hang"  # each call to it costs its whole total timeout
     first = target(primary, total_timeout=0.3, max_attempts=1, failure_threshold=3)
     second = target(secondary)
@@ -320,7 +339,8 @@ async def test_with_the_primary_failing_every_call_all_clients_succeed_and_an_op
     # 17 later requests each took less than the primary's timeout.
     assert all(elapsed < 0.3 for _, elapsed in results[3:])
     assert [s.fallback_reason for s, _ in results] == ["upstream_timeout"] * 3 + [
-        "breaker_open"] * 17
+        "breaker_open"
+    ] * 17
     if store == "redis":
         breaker.clear()
 
@@ -337,8 +357,9 @@ async def test_an_open_breaker_stops_retries_midway(primary, secondary, breaker)
 
 async def test_an_open_breaker_answers_at_once_while_the_primary_hangs(primary, breaker):
     primary.behaviour = "hang"
-    only = target(primary, total_timeout=0.3, max_attempts=1, failure_threshold=1,
-                  recovery_seconds=30)
+    only = target(
+        primary, total_timeout=0.3, max_attempts=1, failure_threshold=1, recovery_seconds=30
+    )
     with pytest.raises(UpstreamFailure):
         await dispatch.complete(plan(only, breaker=breaker))
     gc.collect()
@@ -368,21 +389,20 @@ async def test_after_recovery_one_probe_closes_the_breaker(primary, secondary, b
 
 
 async def test_a_forced_open_breaker_is_skipped_and_a_forced_closed_one_is_called(
-        primary, secondary, breaker):
+    primary, secondary, breaker
+):
     forced_open = target(primary, override="forced_open")
     served = await dispatch.complete(plan(forced_open, target(secondary), breaker=breaker))
     assert served.fallback_reason == "breaker_open" and len(primary.requests) == 0
 
     primary.behaviour = "error500"
-    forced_closed = target(primary, override="forced_closed", failure_threshold=1,
-                           max_attempts=1)
+    forced_closed = target(primary, override="forced_closed", failure_threshold=1, max_attempts=1)
     for _ in range(3):
         await dispatch.complete(plan(forced_closed, target(secondary), breaker=breaker))
     assert len(primary.requests) == 3  # called every time, whatever its failures
 
 
-async def test_when_every_deployment_fails_the_cached_answer_is_served(primary, secondary,
-                                                                       breaker):
+async def test_when_every_deployment_fails_the_cached_answer_is_served(primary, secondary, breaker):
     primary.behaviour = secondary.behaviour = "error500"
     calls = []
 
@@ -390,8 +410,12 @@ async def test_when_every_deployment_fails_the_cached_answer_is_served(primary, 
         calls.append(1)
         return ChatResult.text("an answer from yesterday", "stop", Usage(3, 4))
 
-    chain = plan(target(primary, max_attempts=1), target(secondary, max_attempts=1),
-                 breaker=breaker, cached_answer=cached_answer)
+    chain = plan(
+        target(primary, max_attempts=1),
+        target(secondary, max_attempts=1),
+        breaker=breaker,
+        cached_answer=cached_answer,
+    )
     served = await dispatch.complete(chain)
     assert (served.source, served.result.content) == ("cache", "an answer from yesterday")
     assert served.target is None and served.deployment == "cache"
@@ -405,13 +429,15 @@ async def test_when_every_deployment_fails_the_cached_answer_is_served(primary, 
 async def test_the_degraded_reply_or_error_when_nothing_else_answers(primary, breaker):
     primary.behaviour = "error500"
     message = Degraded("message", "I'm temporarily unavailable. Please try again later.")
-    served = await dispatch.complete(plan(target(primary, max_attempts=1), breaker=breaker,
-                                          degraded=message))
+    served = await dispatch.complete(
+        plan(target(primary, max_attempts=1), breaker=breaker, degraded=message)
+    )
     assert served.degraded and served.deployment == "degraded"
     assert served.result.content == message.message
 
-    streamed = await dispatch.open_stream(plan(target(primary, max_attempts=1),
-                                               breaker=breaker, degraded=message))
+    streamed = await dispatch.open_stream(
+        plan(target(primary, max_attempts=1), breaker=breaker, degraded=message)
+    )
     assert streamed.degraded and await read_all(streamed) == message.message
 
     with pytest.raises(UpstreamFailure) as caught:  # mode "error": the last failure's error
@@ -421,8 +447,6 @@ async def test_the_degraded_reply_or_error_when_nothing_else_answers(primary, br
 
 # ---------------------------------------------------------------------------------------------
 # Through the API (the views call dispatch.complete(plan) / open_stream(plan))
-
-
 
 
 @pytest.fixture
@@ -439,61 +463,75 @@ def _chain(primary_url: str, secondary_url: str, **deployment_fields) -> None:
     alias = route_alias("default", primary_url)
     ProviderDeployment.objects.filter(name="default-deployment").update(**deployment_fields)
     backup = route_alias("backup", secondary_url)
-    AliasFallback.objects.create(alias=alias, deployment=backup.versions.get().deployment,
-                                 position=1)
+    AliasFallback.objects.create(
+        alias=alias, deployment=backup.versions.get().deployment, position=1
+    )
 
 
 def _post(client, key, body, path="/v1/chat/completions"):
-    return client.post(path, data=json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client.post(
+        path,
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key}",
+    )
 
 
 @pytest.mark.django_db
 def test_api_with_the_primary_failing_every_call_clients_see_only_successes(
-        client, key_a, primary, secondary, _fresh_state):
+    client, key_a, primary, secondary, _fresh_state
+):
     primary.behaviour = "error500"
     _chain(primary.base_url, secondary.base_url, max_attempts=1, breaker_failure_threshold=3)
     body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
     responses = [_post(client, key_a, body) for _ in range(10)]
     assert [r.status_code for r in responses] == [200] * 10
     assert {r["x-llmp-deployment"] for r in responses} == {"backup-deployment"}
-    assert all(r.json()["choices"][0]["message"]["content"] == "from the secondary"
-               for r in responses)
+    assert all(
+        r.json()["choices"][0]["message"]["content"] == "from the secondary" for r in responses
+    )
     assert len(primary.requests) == 3 and len(secondary.requests) == 10
     records = list(UsageRecord.objects.order_by("created_at"))
     assert {r.deployment for r in records} == {"backup-deployment"}
     assert [r.fallback_reason for r in records] == ["upstream_server_error"] * 3 + [
-        "breaker_open"] * 7
+        "breaker_open"
+    ] * 7
     assert [r.upstream_attempts for r in records] == [2] * 3 + [1] * 7
 
 
 @pytest.mark.django_db(transaction=True)
-def test_api_a_stream_fails_over_before_its_first_byte(gateway_server, key_a, primary,
-                                                       secondary, _fresh_state):
+def test_api_a_stream_fails_over_before_its_first_byte(
+    gateway_server, key_a, primary, secondary, _fresh_state
+):
     primary.behaviour = "hang"
     _chain(primary.base_url, secondary.base_url, first_token_timeout=0.3, max_attempts=1)
     started = time.perf_counter()
-    response = httpx.post(f"{gateway_server}/v1/chat/completions", timeout=10,
-                          headers={"Authorization": f"Bearer {key_a}"},
-                          json={"model": "default", "stream": True,
-                                "messages": [{"role": "user", "content": "hi"}]})
+    response = httpx.post(
+        f"{gateway_server}/v1/chat/completions",
+        timeout=10,
+        headers={"Authorization": f"Bearer {key_a}"},
+        json={"model": "default", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 200 and response.headers["x-llmp-deployment"] == (
-        "backup-deployment")
+        "backup-deployment"
+    )
     assert "from" in response.text and response.text.rstrip().endswith("data: [DONE]")
     assert time.perf_counter() - started < 1.5
     assert (len(primary.requests), len(secondary.requests)) == (1, 1)
 
 
 @pytest.mark.django_db
-def test_api_degraded_mode_answers_with_the_message_marked_degraded(client, key_a, primary,
-                                                                    _fresh_state):
+def test_api_degraded_mode_answers_with_the_message_marked_degraded(
+    client, key_a, primary, _fresh_state
+):
     primary.behaviour = "error500"
     alias = route_alias("default", primary.base_url)
     alias.degraded_mode = "message"
     alias.save()
     ProviderDeployment.objects.update(max_attempts=1)
-    response = _post(client, key_a, {"model": "default",
-                                     "messages": [{"role": "user", "content": "hi"}]})
+    response = _post(
+        client, key_a, {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "degraded"
@@ -504,8 +542,9 @@ def test_api_degraded_mode_answers_with_the_message_marked_degraded(client, key_
 
 
 @pytest.mark.django_db
-def test_api_an_open_breaker_gives_503_circuit_open_without_calling(client, key_a, primary,
-                                                                    _fresh_state):
+def test_api_an_open_breaker_gives_503_circuit_open_without_calling(
+    client, key_a, primary, _fresh_state
+):
     primary.behaviour = "error500"
     route_alias("default", primary.base_url)
     ProviderDeployment.objects.update(max_attempts=1, breaker_failure_threshold=1)

@@ -45,29 +45,35 @@ def unlimited(tier: Tier) -> Tier:
 @pytest.fixture
 def officer(django_user_model):
     user = django_user_model.objects.create_user("olivia", email="olivia@example.org")
-    grant(user, "receive_rollout_alerts", "override_checklist_gate", "change_rollout",
-          "add_signoff")
+    grant(
+        user, "receive_rollout_alerts", "override_checklist_gate", "change_rollout", "add_signoff"
+    )
     return user
 
 
 @pytest.fixture
 def upstreams():
-    with OpenAIUpstream(reply="from stable") as stable, \
-            OpenAIUpstream(reply="from candidate") as candidate:
+    with (
+        OpenAIUpstream(reply="from stable") as stable,
+        OpenAIUpstream(reply="from candidate") as candidate,
+    ):
         yield stable, candidate
 
 
 def _canary(officer, alias, stable, candidate, **fields) -> Rollout:
     fields.setdefault("with_checklist", False)
-    return services.rollout_create(actor=officer, alias=alias, stable_version=stable,
-                                   candidate_version=candidate, **fields)
+    return services.rollout_create(
+        actor=officer, alias=alias, stable_version=stable, candidate_version=candidate, **fields
+    )
 
 
 # --- the live gateway -------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_a_canary_whose_candidate_fails_rolls_itself_back_and_traffic_returns_to_stable(
-        gateway_server, principals, key_a, unlimited, officer, upstreams):
+    gateway_server, principals, key_a, unlimited, officer, upstreams
+):
     stable_up, candidate_up = upstreams
     candidate_up.behaviour = "error500"
     alias, v1, v2 = alias_with_two_versions(stable_up.base_url, candidate_up.base_url)
@@ -112,12 +118,12 @@ def test_a_canary_whose_candidate_fails_rolls_itself_back_and_traffic_returns_to
 
 @pytest.mark.slow
 def test_blue_green_switches_and_switches_back_on_the_next_request(
-        gateway_server, principals, key_a, unlimited, officer, upstreams):
+    gateway_server, principals, key_a, unlimited, officer, upstreams
+):
     stable_up, candidate_up = upstreams
     alias, v1, v2 = alias_with_two_versions(stable_up.base_url, candidate_up.base_url)
     rollout = _canary(officer, alias, v1, v2, strategy=Rollout.Strategy.BLUE_GREEN)
-    assert chat(gateway_server, key_a).json()["choices"][0]["message"]["content"] == \
-        "from stable"
+    assert chat(gateway_server, key_a).json()["choices"][0]["message"]["content"] == "from stable"
 
     services.rollout_start(actor=officer, rollout=rollout)
     # The green slot answered a health probe before it got any traffic.
@@ -133,14 +139,18 @@ def test_blue_green_switches_and_switches_back_on_the_next_request(
     rollout.refresh_from_db()
     assert rollout.state == Rollout.State.ROLLED_BACK
     assert list(rollout.steps.values_list("action", flat=True)) == [
-        Action.CREATED, Action.HEALTH_PROBE, Action.STARTED, Action.SWITCHED_BACK]
-    assert AuditEvent.objects.filter(action="rollout.switched_back",
-                                     actor="user:olivia").exists()
+        Action.CREATED,
+        Action.HEALTH_PROBE,
+        Action.STARTED,
+        Action.SWITCHED_BACK,
+    ]
+    assert AuditEvent.objects.filter(action="rollout.switched_back", actor="user:olivia").exists()
 
 
 @pytest.mark.slow
 def test_a_version_change_bumps_the_cache_namespace(
-        gateway_server, principals, key_a, unlimited, officer, upstreams):
+    gateway_server, principals, key_a, unlimited, officer, upstreams
+):
     stable_up, candidate_up = upstreams
     alias, v1, v2 = alias_with_two_versions(stable_up.base_url, candidate_up.base_url)
     rollout = _canary(officer, alias, v1, v2, strategy=Rollout.Strategy.BLUE_GREEN)
@@ -161,7 +171,8 @@ def test_a_version_change_bumps_the_cache_namespace(
 
 @pytest.mark.slow
 def test_a_canary_split_keeps_each_user_on_one_version(
-        gateway_server, principals, key_a, unlimited, officer, upstreams):
+    gateway_server, principals, key_a, unlimited, officer, upstreams
+):
     stable_up, candidate_up = upstreams
     alias, v1, v2 = alias_with_two_versions(stable_up.base_url, candidate_up.base_url)
     rollout = _canary(officer, alias, v1, v2, stages=[25, 50, 100])
@@ -169,8 +180,9 @@ def test_a_canary_split_keeps_each_user_on_one_version(
     users = [f"user-{i}" for i in range(30)]
 
     def versions() -> dict[str, str]:
-        return {u: chat(gateway_server, key_a, user=u).headers["x-llmp-model-version"]
-                for u in users}
+        return {
+            u: chat(gateway_server, key_a, user=u).headers["x-llmp-model-version"] for u in users
+        }
 
     at_25 = versions()
     assert versions() == at_25  # the same user lands on the same version every time
@@ -184,7 +196,8 @@ def test_a_canary_split_keeps_each_user_on_one_version(
 
 
 def test_a_candidate_that_fails_its_health_probe_gets_no_traffic(
-        transactional_db, principals, officer, upstreams):
+    transactional_db, principals, officer, upstreams
+):
     stable_up, candidate_up = upstreams
     candidate_up.behaviour = "error500"
     alias, v1, v2 = alias_with_two_versions(stable_up.base_url, candidate_up.base_url)
@@ -198,6 +211,7 @@ def test_a_candidate_that_fails_its_health_probe_gets_no_traffic(
 
 
 # --- the guard and the schedule, from usage records ---------------------------------------------
+
 
 @pytest.fixture
 def live_canary(db, principals, officer, django_capture_on_commit_callbacks):
@@ -219,9 +233,9 @@ def test_the_guard_waits_for_the_minimum_number_of_candidate_requests(live_canar
 def test_a_candidate_within_the_threshold_keeps_its_traffic(live_canary, principals):
     tenant = principals.tenant_a
     usage_rows(tenant, "default", "v1", 98)
-    usage_rows(tenant, "default", "v1", 2, status=503)      # stable: 2 % errors
+    usage_rows(tenant, "default", "v1", 2, status=503)  # stable: 2 % errors
     usage_rows(tenant, "default", "v2", 96)
-    usage_rows(tenant, "default", "v2", 4, status=504)      # candidate: 4 %, 2 points above
+    usage_rows(tenant, "default", "v2", 4, status=504)  # candidate: 4 %, 2 points above
     # Client-side outcomes and plain cache hits do not count against a version.
     usage_rows(tenant, "default", "v2", 30, status=429)
     usage_rows(tenant, "default", "v2", 30, status=200, cache_hit=True)
@@ -236,8 +250,7 @@ def test_a_candidate_within_the_threshold_keeps_its_traffic(live_canary, princip
 
 
 def test_errors_outside_the_window_are_forgotten(live_canary, principals):
-    Rollout.objects.filter(pk=live_canary.pk).update(
-        started_at=timezone.now() - timedelta(hours=1))
+    Rollout.objects.filter(pk=live_canary.pk).update(started_at=timezone.now() - timedelta(hours=1))
     old = timezone.now() - timedelta(minutes=6)
     usage_rows(principals.tenant_a, "default", "v2", 50, status=502, at=old)
     usage_rows(principals.tenant_a, "default", "v2", 50)
@@ -254,10 +267,18 @@ def test_the_latency_guard_rolls_back_a_slow_candidate(live_canary, principals):
 
 
 def test_a_scheduled_canary_advances_only_with_enough_healthy_traffic(
-        db, principals, officer, time_machine, django_capture_on_commit_callbacks):
+    db, principals, officer, time_machine, django_capture_on_commit_callbacks
+):
     alias, v1, v2 = alias_with_two_versions("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
-    rollout = _canary(officer, alias, v1, v2, stages=[10, 100], min_requests=10,
-                      advance_every=timedelta(minutes=30))
+    rollout = _canary(
+        officer,
+        alias,
+        v1,
+        v2,
+        stages=[10, 100],
+        min_requests=10,
+        advance_every=timedelta(minutes=30),
+    )
     with django_capture_on_commit_callbacks(execute=True):
         services.rollout_start(actor=officer, rollout=rollout)
     usage_rows(principals.tenant_a, "default", "v2", 10)
@@ -274,7 +295,9 @@ def test_a_scheduled_canary_advances_only_with_enough_healthy_traffic(
     rollout.refresh_from_db()
     assert rollout.state == Rollout.State.COMPLETED
     assert list(rollout.steps.values_list("actor", flat=True))[-2:] == [
-        services.SCHEDULE_ACTOR, services.SCHEDULE_ACTOR]
+        services.SCHEDULE_ACTOR,
+        services.SCHEDULE_ACTOR,
+    ]
 
 
 def test_the_management_command_evaluates_once(live_canary, principals, capsys):
@@ -294,8 +317,9 @@ def test_a_stale_rollout_cannot_be_moved_twice(live_canary, officer):
 
 def test_only_one_unfinished_rollout_per_alias(live_canary, officer):
     with pytest.raises(services.RolloutError, match="unfinished rollout"):
-        _canary(officer, live_canary.alias, live_canary.stable_version,
-                live_canary.candidate_version)
+        _canary(
+            officer, live_canary.alias, live_canary.stable_version, live_canary.candidate_version
+        )
 
 
 def test_rollouts_in_progress_lists_live_rollouts_only(live_canary, officer):
@@ -309,25 +333,41 @@ def test_rollouts_in_progress_lists_live_rollouts_only(live_canary, officer):
 
 # --- usage records: the version served, PII redactions -----------------------------------------
 
+
 def test_usage_records_name_the_version_and_count_pii_redactions(
-        client, principals, key_a, upstreams):
+    client, principals, key_a, upstreams
+):
     import json
 
     stable_up, candidate_up = upstreams
     alias_with_two_versions(stable_up.base_url, candidate_up.base_url)
-    PrivacyPolicy.objects.update_or_create(tenant=principals.tenant_a,
-                                           defaults={"upstream_pii": "mask"})
-    body = {"model": "default", "messages": [{"role": "user", "content":
-            "Mail jane.doe@example.com or john@example.org, or call +1 415 555 0132."}]}
-    response = client.post("/v1/chat/completions", data=json.dumps(body),
-                           content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {key_a}")
+    PrivacyPolicy.objects.update_or_create(
+        tenant=principals.tenant_a, defaults={"upstream_pii": "mask"}
+    )
+    body = {
+        "model": "default",
+        "messages": [
+            {
+                "role": "user",
+                "content": (
+                    "Mail jane.doe@example.com or john@example.org, or call +1 415 555 0132."
+                ),
+            }
+        ],
+    }
+    response = client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key_a}",
+    )
     assert response.status_code == 200
     record = UsageRecord.objects.get(request_id=response["X-Request-ID"])
     assert (record.version, record.pii_redactions) == ("v1", 3)
 
 
 # --- the admin ----------------------------------------------------------------------------------
+
 
 def _list_queries(admin_client) -> int:
     with CaptureQueriesContext(connection) as queries:
@@ -337,10 +377,12 @@ def _list_queries(admin_client) -> int:
 
 
 def test_the_rollout_list_runs_a_fixed_number_of_queries(
-        admin_client, principals, officer, django_capture_on_commit_callbacks):
+    admin_client, principals, officer, django_capture_on_commit_callbacks
+):
     def live_rollout(name: str) -> None:
-        alias, v1, v2 = alias_with_two_versions("http://127.0.0.1:9/v1",
-                                                "http://127.0.0.1:9/v1", name=name)
+        alias, v1, v2 = alias_with_two_versions(
+            "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1", name=name
+        )
         rollout = _canary(officer, alias, v1, v2)
         with django_capture_on_commit_callbacks(execute=True):
             services.rollout_start(actor=officer, rollout=rollout)
@@ -360,40 +402,57 @@ def test_an_officer_runs_a_rollout_from_its_page(admin_client, live_canary):
     assert "Timeline" in page and "Started" in page and "Roll back" in page
     response = admin_client.post(
         f"/admin/rollouts/rollout/{live_canary.pk}/act/rollback/",
-        {"reason": "latency complaints"}, follow=True)
+        {"reason": "latency complaints"},
+        follow=True,
+    )
     assert "Rolled back to the stable version" in response.content.decode()
     live_canary.refresh_from_db()
     assert live_canary.state == Rollout.State.ROLLED_BACK
     step = live_canary.steps.get(action=Action.ROLLED_BACK)
     assert (step.actor, step.reason) == ("user:admin", "latency complaints")
-    refused = admin_client.post(f"/admin/rollouts/rollout/{live_canary.pk}/act/advance/",
-                                follow=True)
+    refused = admin_client.post(
+        f"/admin/rollouts/rollout/{live_canary.pk}/act/advance/", follow=True
+    )
     assert "Only a rollout in progress can advance" in refused.content.decode()
 
 
 def test_an_officer_creates_a_rollout_in_the_admin(admin_client, principals):
     alias, v1, v2 = alias_with_two_versions("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
-    form = {"alias": alias.pk, "stable_version": v1.pk, "candidate_version": v1.pk,
-            "strategy": "canary", "stages": "[5, 25, 50, 100]", "max_error_rate_increase": "2",
-            "min_requests": "50", "window": "00:05:00", "p95_latency_limit_ms": "5000",
-            "advance_every": "", "executor_kind": "gateway", "executor_config": "{}",
-            "template": ""}
+    form = {
+        "alias": alias.pk,
+        "stable_version": v1.pk,
+        "candidate_version": v1.pk,
+        "strategy": "canary",
+        "stages": "[5, 25, 50, 100]",
+        "max_error_rate_increase": "2",
+        "min_requests": "50",
+        "window": "00:05:00",
+        "p95_latency_limit_ms": "5000",
+        "advance_every": "",
+        "executor_kind": "gateway",
+        "executor_config": "{}",
+        "template": "",
+    }
     invalid = admin_client.post("/admin/rollouts/rollout/add/", form)
     assert invalid.status_code == 200 and "Choose another version" in invalid.content.decode()
-    response = admin_client.post("/admin/rollouts/rollout/add/",
-                                 {**form, "candidate_version": v2.pk})
+    response = admin_client.post(
+        "/admin/rollouts/rollout/add/", {**form, "candidate_version": v2.pk}
+    )
     assert response.status_code == 302
     rollout = Rollout.objects.get()
-    assert (rollout.state, rollout.stages, rollout.created_by) == ("pending", [5, 25, 50, 100],
-                                                                 "user:admin")
+    assert (rollout.state, rollout.stages, rollout.created_by) == (
+        "pending",
+        [5, 25, 50, 100],
+        "user:admin",
+    )
     assert AuditEvent.objects.filter(action="rollout.created", actor="user:admin").exists()
 
 
-def test_people_without_the_permission_cannot_act(client, live_canary, principals,
-                                                  django_user_model):
+def test_people_without_the_permission_cannot_act(
+    client, live_canary, principals, django_user_model
+):
     client.force_login(principals.charlie)  # a tenant owner, not staff
     assert client.get("/admin/rollouts/rollout/").status_code == 302
-    assert client.post(f"/admin/rollouts/rollout/{live_canary.pk}/act/rollback/"
-                       ).status_code == 302
+    assert client.post(f"/admin/rollouts/rollout/{live_canary.pk}/act/rollback/").status_code == 302
     live_canary.refresh_from_db()
     assert live_canary.state == Rollout.State.IN_PROGRESS

@@ -17,10 +17,16 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 
 def served_by(url: str, key: str) -> str:
-    response = httpx.post(f"{url}/v1/chat/completions", timeout=20,
-                          headers={"Authorization": f"Bearer {key}"},
-                          json={"model": "default", "temperature": 0.5,
-                                "messages": [{"role": "user", "content": "which one?"}]})
+    response = httpx.post(
+        f"{url}/v1/chat/completions",
+        timeout=20,
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": "default",
+            "temperature": 0.5,
+            "messages": [{"role": "user", "content": "which one?"}],
+        },
+    )
     assert response.status_code == 200, response.text
     return response.json()["choices"][0]["message"]["content"]
 
@@ -36,13 +42,14 @@ def switch(*, to: str) -> None:
 def test_a_switch_and_a_switch_back_reach_other_processes_at_once(transactional_db, key_a):
     with OpenAIUpstream(reply="blue") as blue, OpenAIUpstream(reply="green") as green:
         alias = route_alias("default", blue.base_url)
-        provider = Provider.objects.create(name="green-provider", kind="openai",
-                                           base_url=green.base_url)
-        deployment = ProviderDeployment.objects.create(name="green-deployment",
-                                                       provider=provider, model="m")
+        provider = Provider.objects.create(
+            name="green-provider", kind="openai", base_url=green.base_url
+        )
+        deployment = ProviderDeployment.objects.create(
+            name="green-deployment", provider=provider, model="m"
+        )
         ModelVersion.objects.create(alias=alias, version="v2", deployment=deployment, weight=0)
-        processes = [start_gateway_process(env={"LLMP_AUTH_CACHE_SECONDS": "60"})
-                     for _ in range(2)]
+        processes = [start_gateway_process(env={"LLMP_AUTH_CACHE_SECONDS": "60"}) for _ in range(2)]
         try:
             urls = [url for _, url in processes]
             assert [served_by(url, key_a) for url in urls] == ["blue", "blue"]

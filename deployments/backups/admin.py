@@ -45,10 +45,13 @@ def measured_figures() -> dict[str, object]:
     drill = selectors.last_restore_drill()
     age = selectors.last_good_backup_age()
     return {
-        "rpo": _duration(conf.rpo), "rto": _duration(conf.rto),
-        "backup": backup, "backup_age": _duration(age),
+        "rpo": _duration(conf.rpo),
+        "rto": _duration(conf.rto),
+        "backup": backup,
+        "backup_age": _duration(age),
         "backup_within_rpo": age is not None and age <= conf.rpo,
-        "drill": drill, "drill_duration": _duration(drill.duration_seconds) if drill else "—",
+        "drill": drill,
+        "drill_duration": _duration(drill.duration_seconds) if drill else "—",
         "drill_met_rto": drill is not None and drill.met_rto,
         "configured": conf.configured,
     }
@@ -57,15 +60,41 @@ def measured_figures() -> dict[str, object]:
 @admin.register(Backup)
 class BackupAdmin(ReadOnlyAdmin):
     change_list_template = "admin/backups/backup/change_list.html"
-    list_display = ["started", "state", "trigger", "mode", "engine", "age", "duration_display",
-                    "size", "key_id"]
+    list_display = [
+        "started",
+        "state",
+        "trigger",
+        "mode",
+        "engine",
+        "age",
+        "duration_display",
+        "size",
+        "key_id",
+    ]
     list_filter = ["state", "trigger", "mode"]
     search_fields = ["uuid", "storage_key"]
     actions = ["drill_selected"]
-    fields = ["uuid", "state", "trigger", "mode", "engine", "requested_by", "created_at",
-              "started_at", "finished_at", "duration_display", "worker", "size", "dump_size",
-              "sha256", "storage_key", "encryption_key_id", "table_counts", "checksums",
-              "error"]
+    fields = [
+        "uuid",
+        "state",
+        "trigger",
+        "mode",
+        "engine",
+        "requested_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration_display",
+        "worker",
+        "size",
+        "dump_size",
+        "sha256",
+        "storage_key",
+        "encryption_key_id",
+        "table_counts",
+        "checksums",
+        "error",
+    ]
     readonly_fields = fields
 
     @admin.display(description="data from", ordering="started_at")
@@ -95,18 +124,28 @@ class BackupAdmin(ReadOnlyAdmin):
 
     def get_urls(self):
         back_up_now = requires(BACK_UP_PERMISSION)(self.back_up_now)
-        return [path("back-up-now/", self.admin_site.admin_view(back_up_now),
-                     name="backups_backup_back_up_now"), *super().get_urls()]
+        return [
+            path(
+                "back-up-now/",
+                self.admin_site.admin_view(back_up_now),
+                name="backups_backup_back_up_now",
+            ),
+            *super().get_urls(),
+        ]
 
     def _may_back_up(self, request: HttpRequest) -> bool:
         return request.user.has_perm(BACK_UP_PERMISSION)
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, {
-            **(extra_context or {}), "figures": measured_figures(),
-            "may_back_up": self._may_back_up(request),
-            "back_up_now_url": reverse("admin:backups_backup_back_up_now"),
-        })
+        return super().changelist_view(
+            request,
+            {
+                **(extra_context or {}),
+                "figures": measured_figures(),
+                "may_back_up": self._may_back_up(request),
+                "back_up_now_url": reverse("admin:backups_backup_back_up_now"),
+            },
+        )
 
     def back_up_now(self, request: HttpRequest):
         if request.method != "POST":
@@ -114,20 +153,23 @@ class BackupAdmin(ReadOnlyAdmin):
         if not self._may_back_up(request):
             raise PermissionDenied
         if not backup_conf.get().configured:
-            self.message_user(request, "Backups are not configured (LLMP_BACKUP_BUCKET).",
-                              messages.ERROR)
+            self.message_user(
+                request, "Backups are not configured (LLMP_BACKUP_BUCKET).", messages.ERROR
+            )
         else:
             backup = services.backup_request_now(actor=request.user)
             backup.refresh_from_db()
-            self.message_user(request, f"Backup {str(backup.uuid)[:8]} requested: "
-                              f"{backup.state}.", messages.SUCCESS)
+            self.message_user(
+                request,
+                f"Backup {str(backup.uuid)[:8]} requested: {backup.state}.",
+                messages.SUCCESS,
+            )
         return HttpResponseRedirect(reverse("admin:backups_backup_changelist"))
 
     def has_drill_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(DRILL_PERMISSION)
 
-    @admin.action(description="Run a restore drill of the selected backups",
-                  permissions=["drill"])
+    @admin.action(description="Run a restore drill of the selected backups", permissions=["drill"])
     def drill_selected(self, request, queryset):
         requested = 0
         for backup in queryset:
@@ -138,20 +180,46 @@ class BackupAdmin(ReadOnlyAdmin):
             else:
                 requested += 1
         if requested:
-            self.message_user(request, f"Requested {requested} restore drill(s); results appear "
-                              "under Restore drills.", messages.SUCCESS)
+            self.message_user(
+                request,
+                f"Requested {requested} restore drill(s); results appear under Restore drills.",
+                messages.SUCCESS,
+            )
 
 
 @admin.register(RestoreDrill)
 class RestoreDrillAdmin(ReadOnlyAdmin):
     change_list_template = "admin/backups/restoredrill/change_list.html"
-    list_display = ["finished_at", "kind", "backup_short", "result", "duration_vs_rto",
-                    "rows", "checksums_verified", "erasures_replayed", "target_database"]
+    list_display = [
+        "finished_at",
+        "kind",
+        "backup_short",
+        "result",
+        "duration_vs_rto",
+        "rows",
+        "checksums_verified",
+        "erasures_replayed",
+        "target_database",
+    ]
     list_filter = ["kind", "result"]
-    fields = ["kind", "backup", "backup_uuid", "actor", "started_at", "finished_at",
-              "duration_vs_rto", "target_database", "tables_compared", "rows_compared",
-              "rows_verified", "checksums_verified", "mismatches", "erasures_replayed",
-              "result", "error"]
+    fields = [
+        "kind",
+        "backup",
+        "backup_uuid",
+        "actor",
+        "started_at",
+        "finished_at",
+        "duration_vs_rto",
+        "target_database",
+        "tables_compared",
+        "rows_compared",
+        "rows_verified",
+        "checksums_verified",
+        "mismatches",
+        "erasures_replayed",
+        "result",
+        "error",
+    ]
     readonly_fields = fields
 
     @admin.display(description="backup")
@@ -168,8 +236,9 @@ class RestoreDrillAdmin(ReadOnlyAdmin):
         return f"{obj.rows_verified:,} / {obj.rows_compared:,}"
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(request, {**(extra_context or {}),
-                                                 "figures": measured_figures()})
+        return super().changelist_view(
+            request, {**(extra_context or {}), "figures": measured_figures()}
+        )
 
 
 @admin.register(ErasureLedgerEntry)
@@ -179,8 +248,7 @@ class ErasureLedgerEntryAdmin(ReadOnlyAdmin):
     list_display = ["erased_at", "tenant_id", "hash_prefix", "uploaded_at"]
     list_filter = [("uploaded_at", admin.EmptyFieldListFilter)]
     show_full_result_count = False
-    fields = ["erased_at", "tenant_id", "subject_hash", "storage_key", "created_at",
-              "uploaded_at"]
+    fields = ["erased_at", "tenant_id", "subject_hash", "storage_key", "created_at", "uploaded_at"]
     readonly_fields = fields
 
     @admin.display(description="subject (keyed hash)")

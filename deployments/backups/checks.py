@@ -25,20 +25,39 @@ def within_rpo() -> Evidence:
     rpo = conf.rpo.total_seconds()
     backup = selectors.last_good_backup()
     if backup is None or backup.started_at is None:
-        why = "" if conf.configured else (
-            " Backups are not configured (LLMP_BACKUP_RDS_INSTANCE)." if conf.mode == "rds"
-            else " Backups are not configured (LLMP_BACKUP_BUCKET).")
-        return Evidence(False, "No backup has succeeded yet." + why,
-                        {"rpo_seconds": rpo, "configured": conf.configured})
+        why = (
+            ""
+            if conf.configured
+            else (
+                " Backups are not configured (LLMP_BACKUP_RDS_INSTANCE)."
+                if conf.mode == "rds"
+                else " Backups are not configured (LLMP_BACKUP_BUCKET)."
+            )
+        )
+        return Evidence(
+            False,
+            "No backup has succeeded yet." + why,
+            {"rpo_seconds": rpo, "configured": conf.configured},
+        )
     age = (timezone.now() - backup.started_at).total_seconds()
     ok = age <= rpo
-    summary = (f"The last good backup is {_minutes(age)} old (RPO {_minutes(rpo)}): "
-               f"{'within' if ok else 'OUTSIDE'} the RPO.")
-    return Evidence(ok, summary, {
-        "backup": str(backup.uuid), "started_at": backup.started_at.isoformat(),
-        "age_seconds": round(age), "rpo_seconds": rpo, "mode": backup.mode,
-        "size_bytes": backup.size_bytes, "encrypted_with": backup.encryption_key_id or None,
-    })
+    summary = (
+        f"The last good backup is {_minutes(age)} old (RPO {_minutes(rpo)}): "
+        f"{'within' if ok else 'OUTSIDE'} the RPO."
+    )
+    return Evidence(
+        ok,
+        summary,
+        {
+            "backup": str(backup.uuid),
+            "started_at": backup.started_at.isoformat(),
+            "age_seconds": round(age),
+            "rpo_seconds": rpo,
+            "mode": backup.mode,
+            "size_bytes": backup.size_bytes,
+            "encrypted_with": backup.encryption_key_id or None,
+        },
+    )
 
 
 @register("backups.restore_drill_recent", "Restore drill within the last 90 days")
@@ -50,20 +69,34 @@ def restore_drill_recent() -> Evidence:
     latest = selectors.last_restore_drill()
     if drill is None:
         failed = " The last one failed." if latest is not None else ""
-        return Evidence(False, "No restore drill has succeeded." + failed,
-                        {"rto_seconds": rto, "max_age_days": conf.drill_max_age.days})
+        return Evidence(
+            False,
+            "No restore drill has succeeded." + failed,
+            {"rto_seconds": rto, "max_age_days": conf.drill_max_age.days},
+        )
     age = (timezone.now() - drill.finished_at).total_seconds()
     recent = age <= max_age
     met_rto = drill.duration_seconds <= rto
-    summary = (f"Last successful {drill.kind} {_minutes(age)} ago "
-               f"({'within' if recent else 'OLDER than'} {conf.drill_max_age.days} days); it took "
-               f"{_minutes(drill.duration_seconds)} against an RTO of {_minutes(rto)}: "
-               f"{'met' if met_rto else 'NOT met'}.")
+    summary = (
+        f"Last successful {drill.kind} {_minutes(age)} ago "
+        f"({'within' if recent else 'OLDER than'} {conf.drill_max_age.days} days); it took "
+        f"{_minutes(drill.duration_seconds)} against an RTO of {_minutes(rto)}: "
+        f"{'met' if met_rto else 'NOT met'}."
+    )
     if latest is not None and latest.pk != drill.pk:
         summary += f" A later {latest.kind} failed ({latest.finished_at:%Y-%m-%d})."
-    return Evidence(recent, summary, {
-        "drill": drill.pk, "backup": str(drill.backup_uuid),
-        "finished_at": drill.finished_at.isoformat(), "age_days": round(age / 86400, 1),
-        "duration_seconds": drill.duration_seconds, "rto_seconds": rto, "met_rto": met_rto,
-        "rows_verified": drill.rows_verified, "erasures_replayed": drill.erasures_replayed,
-    })
+    return Evidence(
+        recent,
+        summary,
+        {
+            "drill": drill.pk,
+            "backup": str(drill.backup_uuid),
+            "finished_at": drill.finished_at.isoformat(),
+            "age_days": round(age / 86400, 1),
+            "duration_seconds": drill.duration_seconds,
+            "rto_seconds": rto,
+            "met_rto": met_rto,
+            "rows_verified": drill.rows_verified,
+            "erasures_replayed": drill.erasures_replayed,
+        },
+    )

@@ -46,8 +46,13 @@ from llmplatform.env import env_int, env_list, env_str, env_url
 
 MODES = ("dump", "rds")
 DEFAULT_CHECKSUM_TABLES = [
-    "llmplatform_tenant", "llmplatform_membership", "auth_user", "gateway_apikey",
-    "privacy_datasubject", "privacy_subjectkey", "privacy_consentrecord",
+    "llmplatform_tenant",
+    "llmplatform_membership",
+    "auth_user",
+    "gateway_apikey",
+    "privacy_datasubject",
+    "privacy_subjectkey",
+    "privacy_consentrecord",
 ]
 
 
@@ -105,8 +110,9 @@ def _compress_level() -> int:
 def get() -> BackupSettings:
     mode = env_str("LLMP_BACKUP_MODE", "dump")
     if mode not in MODES:
-        raise ImproperlyConfigured(f"LLMP_BACKUP_MODE must be one of {', '.join(MODES)}, "
-                                   f"not {mode!r}")
+        raise ImproperlyConfigured(
+            f"LLMP_BACKUP_MODE must be one of {', '.join(MODES)}, not {mode!r}"
+        )
     prefix = env_str("LLMP_BACKUP_PREFIX", "llmplatform/") or ""
     if prefix and not prefix.endswith("/"):
         prefix += "/"

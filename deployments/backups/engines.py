@@ -26,7 +26,7 @@ from deployments.backups.conf import BackupSettings
 POSTGRES = "postgresql"
 SQLITE = "sqlite"
 _ENGINES = {"django.db.backends.postgresql": POSTGRES, "django.db.backends.sqlite3": SQLITE}
-_MOD = 2 ** 256
+_MOD = 2**256
 
 
 class EngineError(Exception):
@@ -41,8 +41,9 @@ class TargetNotEmpty(EngineError):
 def engine_of(settings_dict: dict[str, Any]) -> str:
     engine = _ENGINES.get(settings_dict.get("ENGINE", ""))
     if engine is None:
-        raise EngineError("backups support PostgreSQL and SQLite, not "
-                          f"{settings_dict.get('ENGINE')}")
+        raise EngineError(
+            f"backups support PostgreSQL and SQLite, not {settings_dict.get('ENGINE')}"
+        )
     return engine
 
 
@@ -81,7 +82,7 @@ def _checksum(cursor: Any, table: str) -> str:
     for the same rows, whatever order the database returns them in. Rows are fetched in
     batches (from a server-side cursor on PostgreSQL), so a large table is not held in
     memory."""
-    cursor.execute(f"SELECT * FROM {_quote(table)}")
+    cursor.execute(f"SELECT * FROM {_quote(table)}")  # noqa: S608 - a quoted model table name
     total = 0
     while True:
         rows = cursor.fetchmany(2000)
@@ -89,18 +90,20 @@ def _checksum(cursor: Any, table: str) -> str:
             break
         for row in rows:
             values = tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
-            total = (total + int.from_bytes(hashlib.sha256(repr(values).encode()).digest(),
-                                            "big")) % _MOD
+            total = (
+                total + int.from_bytes(hashlib.sha256(repr(values).encode()).digest(), "big")
+            ) % _MOD
     return f"{total:064x}"
 
 
-def _stats(cursor: Any, tables: list[str], checksum_tables: tuple[str, ...],
-           stream: Any = None) -> tuple[dict[str, int], dict[str, str]]:
+def _stats(
+    cursor: Any, tables: list[str], checksum_tables: tuple[str, ...], stream: Any = None
+) -> tuple[dict[str, int], dict[str, str]]:
     """Row counts of ``tables`` and checksums of ``checksum_tables``; ``stream()`` opens the
     cursor the checksums read through (default: ``cursor``)."""
     counts: dict[str, int] = {}
     for table in tables:
-        cursor.execute(f"SELECT count(*) FROM {_quote(table)}")
+        cursor.execute(f"SELECT count(*) FROM {_quote(table)}")  # noqa: S608 - a quoted model table name
         counts[table] = int(cursor.fetchone()[0])
     checksums: dict[str, str] = {}
     for table in checksum_tables:
@@ -119,22 +122,26 @@ def _pg_stream(connection: Any) -> Any:
 
 
 def _pg_tables(cursor: Any) -> list[str]:
-    cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                   "ORDER BY tablename")
+    cursor.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+    )
     return [row[0] for row in cursor.fetchall()]
 
 
 def _sqlite_tables(cursor: Any) -> list[str]:
-    cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
-                   "AND name NOT LIKE 'sqlite_%' ORDER BY name")
+    cursor.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+    )
     return [row[0] for row in cursor.fetchall()]
 
 
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _pg_conninfo(settings_dict: dict[str, Any], dbname: str | None = None
-                 ) -> tuple[str, dict[str, str]]:
+def _pg_conninfo(
+    settings_dict: dict[str, Any], dbname: str | None = None
+) -> tuple[str, dict[str, str]]:
     """A libpq connection string without the password, and the environment carrying it."""
     from psycopg.conninfo import make_conninfo
 
@@ -153,17 +160,23 @@ def _pg_conninfo(settings_dict: dict[str, Any], dbname: str | None = None
     return make_conninfo(**{k: v for k, v in params.items() if v}), env
 
 
-def _pg_connect(settings_dict: dict[str, Any], *, dbname: str | None = None,
-                autocommit: bool = False) -> Any:
+def _pg_connect(
+    settings_dict: dict[str, Any], *, dbname: str | None = None, autocommit: bool = False
+) -> Any:
     import psycopg
 
     conninfo, _ = _pg_conninfo(settings_dict, dbname)
     try:
-        connection = psycopg.connect(conninfo, password=settings_dict.get("PASSWORD") or None,
-                                     autocommit=autocommit, connect_timeout=10)
+        connection = psycopg.connect(
+            conninfo,
+            password=settings_dict.get("PASSWORD") or None,
+            autocommit=autocommit,
+            connect_timeout=10,
+        )
     except psycopg.OperationalError as exc:
-        raise EngineError(f"cannot connect to {describe(settings_dict)}: "
-                          f"{str(exc).strip().splitlines()[-1]}") from None
+        raise EngineError(
+            f"cannot connect to {describe(settings_dict)}: {str(exc).strip().splitlines()[-1]}"
+        ) from None
     connection.execute("SET TIME ZONE 'UTC'")
     if not autocommit:
         connection.commit()
@@ -203,14 +216,22 @@ def postgres_dump(settings_dict: dict[str, Any], conf: BackupSettings) -> Iterat
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_export_snapshot()")
             snapshot = cursor.fetchone()[0]
-            counts, checksums = _stats(cursor, _pg_tables(cursor), conf.checksum_tables,
-                                       _pg_stream(connection))
+            counts, checksums = _stats(
+                cursor, _pg_tables(cursor), conf.checksum_tables, _pg_stream(connection)
+            )
         with tempfile.TemporaryFile() as stderr:
-            process = subprocess.Popen(
-                [conf.pg_dump, "--format=custom", f"--compress={conf.pg_compress}",
-                 f"--snapshot={snapshot}", "--no-password",
-                 f"--dbname={conninfo}"],
-                stdout=subprocess.PIPE, stderr=stderr, env=env,
+            process = subprocess.Popen(  # noqa: S603 - pg_dump with a fixed argv, no shell
+                [
+                    conf.pg_dump,
+                    "--format=custom",
+                    f"--compress={conf.pg_compress}",
+                    f"--snapshot={snapshot}",
+                    "--no-password",
+                    f"--dbname={conninfo}",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
             )
             try:
                 yield DumpSource(POSTGRES, process.stdout, counts, checksums)
@@ -243,17 +264,29 @@ def _pg_restore(settings_dict: dict[str, Any], dump: Path, conf: BackupSettings)
         raise EngineError("pg_restore was not found (set LLMP_BACKUP_PG_RESTORE)")
     conninfo, env = _pg_conninfo(settings_dict)
     with tempfile.TemporaryFile() as stderr:
-        result = subprocess.run(
-            [conf.pg_restore, "--no-owner", "--no-privileges", "--exit-on-error",
-             f"--jobs={conf.restore_jobs}", "--no-password", f"--dbname={conninfo}", str(dump)],
-            stdout=subprocess.DEVNULL, stderr=stderr, env=env, check=False,
+        result = subprocess.run(  # noqa: S603 - pg_restore with a fixed argv, no shell
+            [
+                conf.pg_restore,
+                "--no-owner",
+                "--no-privileges",
+                "--exit-on-error",
+                f"--jobs={conf.restore_jobs}",
+                "--no-password",
+                f"--dbname={conninfo}",
+                str(dump),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            check=False,
         )
         if result.returncode != 0:
             raise EngineError(f"pg_restore failed: {_tail(stderr)}")
 
 
-def _pg_stats(settings_dict: dict[str, Any], checksum_tables: tuple[str, ...]
-              ) -> tuple[dict[str, int], dict[str, str]]:
+def _pg_stats(
+    settings_dict: dict[str, Any], checksum_tables: tuple[str, ...]
+) -> tuple[dict[str, int], dict[str, str]]:
     with _pg_connect(settings_dict) as connection, connection.cursor() as cursor:
         return _stats(cursor, _pg_tables(cursor), checksum_tables, _pg_stream(connection))
 
@@ -263,8 +296,11 @@ def create_scratch_database(settings_dict: dict[str, Any]) -> dict[str, Any]:
     name = f"llmp_drill_{secrets.token_hex(4)}"
     with _pg_connect(settings_dict, dbname="postgres", autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {_quote(name)}")
-    return {**settings_dict, "NAME": name, "OPTIONS": {
-        k: v for k, v in (settings_dict.get("OPTIONS") or {}).items() if k != "pool"}}
+    return {
+        **settings_dict,
+        "NAME": name,
+        "OPTIONS": {k: v for k, v in (settings_dict.get("OPTIONS") or {}).items() if k != "pool"},
+    }
 
 
 def drop_database(settings_dict: dict[str, Any]) -> None:
@@ -296,8 +332,9 @@ def sqlite_dump(conf: BackupSettings) -> Iterator[DumpSource]:
             target.close()
         copy = sqlite3.connect(path)
         try:
-            counts, checksums = _stats(copy.cursor(), _sqlite_tables(copy.cursor()),
-                                       conf.checksum_tables)
+            counts, checksums = _stats(
+                copy.cursor(), _sqlite_tables(copy.cursor()), conf.checksum_tables
+            )
         finally:
             copy.close()
         with path.open("rb") as stream:
@@ -337,8 +374,9 @@ def _sqlite_restore(settings_dict: dict[str, Any], dump: Path) -> None:
         target.close()
 
 
-def _sqlite_stats(settings_dict: dict[str, Any], checksum_tables: tuple[str, ...]
-                  ) -> tuple[dict[str, int], dict[str, str]]:
+def _sqlite_stats(
+    settings_dict: dict[str, Any], checksum_tables: tuple[str, ...]
+) -> tuple[dict[str, int], dict[str, str]]:
     connection = _sqlite_connect(settings_dict["NAME"])
     try:
         return _stats(connection.cursor(), _sqlite_tables(connection.cursor()), checksum_tables)
@@ -372,8 +410,9 @@ def load(settings_dict: dict[str, Any], dump_path: Path, conf: BackupSettings) -
         _sqlite_restore(settings_dict, dump_path)
 
 
-def stats(settings_dict: dict[str, Any], checksum_tables: tuple[str, ...]
-          ) -> tuple[dict[str, int], dict[str, str]]:
+def stats(
+    settings_dict: dict[str, Any], checksum_tables: tuple[str, ...]
+) -> tuple[dict[str, int], dict[str, str]]:
     if engine_of(settings_dict) == POSTGRES:
         return _pg_stats(settings_dict, checksum_tables)
     return _sqlite_stats(settings_dict, checksum_tables)
@@ -387,7 +426,10 @@ def same_database(a: dict[str, Any], b: dict[str, Any]) -> bool:
             return str(a["NAME"]) == str(b["NAME"])
         return Path(str(a["NAME"])).resolve() == Path(str(b["NAME"])).resolve()
     return (str(a["NAME"]), a.get("HOST") or "localhost", str(a.get("PORT") or 5432)) == (
-        str(b["NAME"]), b.get("HOST") or "localhost", str(b.get("PORT") or 5432))
+        str(b["NAME"]),
+        b.get("HOST") or "localhost",
+        str(b.get("PORT") or 5432),
+    )
 
 
 @contextlib.contextmanager
@@ -403,8 +445,9 @@ def as_default_database(settings_dict: dict[str, Any]) -> Iterator[None]:
         yield
         return
     prepared = {**current.settings_dict, **settings_dict}
-    prepared["OPTIONS"] = {k: v for k, v in (settings_dict.get("OPTIONS") or {}).items()
-                           if k != "pool"}
+    prepared["OPTIONS"] = {
+        k: v for k, v in (settings_dict.get("OPTIONS") or {}).items() if k != "pool"
+    }
     prepared.setdefault("TIME_ZONE", None)
     prepared["CONN_MAX_AGE"] = 0
     prepared["CONN_HEALTH_CHECKS"] = False

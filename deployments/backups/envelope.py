@@ -55,8 +55,9 @@ def new_data_key(backup_uuid: str) -> tuple[bytes, bytes, str]:
 
 
 def unwrap_data_key(wrapped: bytes, master_key_id: str, backup_uuid: str) -> bytes:
-    provider = (crypto.LocalKeyProvider() if master_key_id.startswith("local:")
-                else crypto.KmsKeyProvider())
+    provider = (
+        crypto.LocalKeyProvider() if master_key_id.startswith("local:") else crypto.KmsKeyProvider()
+    )
     return provider.unwrap(wrapped, master_key_id, _context(backup_uuid))
 
 
@@ -143,11 +144,11 @@ def decrypt_stream(read: Callable[[int], bytes], key: bytes, out: BinaryIO) -> t
         return b"".join(parts)
 
     header = exact(HEADER_BYTES)
-    if len(header) != HEADER_BYTES or header[:len(MAGIC)] != MAGIC:
+    if len(header) != HEADER_BYTES or header[: len(MAGIC)] != MAGIC:
         raise BackupDecryptionFailed("not an encrypted llmplatform backup")
     if header[len(MAGIC)] != VERSION:
         raise BackupDecryptionFailed(f"unknown backup format version {header[len(MAGIC)]}")
-    prefix = header[len(MAGIC) + 1:]
+    prefix = header[len(MAGIC) + 1 :]
     aead = AESGCM(key)
     digest, size, index = hashlib.sha256(), 0, 0
     while True:

@@ -49,8 +49,7 @@ MARGIN = timedelta(hours=24)
 _KEY = re.compile(r"^ledger/(\d{8}T\d{12}Z)-(\d+)-([0-9a-f]{64})\.json$")
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 
-_replaying: contextvars.ContextVar[bool] = contextvars.ContextVar("ledger_replaying",
-                                                                  default=False)
+_replaying: contextvars.ContextVar[bool] = contextvars.ContextVar("ledger_replaying", default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,28 +75,33 @@ def parse_ledger_key(key: str) -> LedgerRecord | None:
 # --------------------------------------------------------------------------- writing
 
 
-def on_subject_erased(sender: Any, *, tenant_id: int, subject_hash: str, erased_at: datetime,
-                      **kwargs: Any) -> None:
+def on_subject_erased(
+    sender: Any, *, tenant_id: int, subject_hash: str, erased_at: datetime, **kwargs: Any
+) -> None:
     """Receiver of ``privacy.signals.subject_erased``."""
     erasure_ledger_append(tenant_id=tenant_id, subject_hash=subject_hash, erased_at=erased_at)
 
 
-def erasure_ledger_append(*, tenant_id: int, subject_hash: str,
-                          erased_at: datetime) -> ErasureLedgerEntry | None:
+def erasure_ledger_append(
+    *, tenant_id: int, subject_hash: str, erased_at: datetime
+) -> ErasureLedgerEntry | None:
     """Write the entry in the caller's (the erasure's) transaction; upload it after the commit.
     Erasures replayed from the ledger are not written again."""
     if _replaying.get():
         return None
     entry = ErasureLedgerEntry.objects.create(
-        storage_key=ledger_key(tenant_id, subject_hash, erased_at), tenant_id=tenant_id,
-        subject_hash=subject_hash, erased_at=erased_at,
+        storage_key=ledger_key(tenant_id, subject_hash, erased_at),
+        tenant_id=tenant_id,
+        subject_hash=subject_hash,
+        erased_at=erased_at,
     )
     transaction.on_commit(lambda: erasure_ledger_upload(entry_ids=[entry.pk]), robust=True)
     return entry
 
 
-def erasure_ledger_upload(*, entry_ids: list[int] | None = None,
-                          store: BackupStore | None = None) -> int:
+def erasure_ledger_upload(
+    *, entry_ids: list[int] | None = None, store: BackupStore | None = None
+) -> int:
     """Upload pending entries (the given ones, or all). Returns how many were uploaded. Without
     a configured bucket they stay pending. Safe to run twice: the key is the entry's."""
     if store is None:
@@ -110,12 +114,18 @@ def erasure_ledger_upload(*, entry_ids: list[int] | None = None,
         pending = pending.filter(pk__in=entry_ids)
     uploaded = 0
     for entry in pending.order_by("erased_at"):
-        store.put_json(entry.storage_key, {
-            "format": "llmplatform.erasure-ledger/1", "tenant_id": entry.tenant_id,
-            "subject_hash": entry.subject_hash, "erased_at": entry.erased_at.isoformat(),
-        })
+        store.put_json(
+            entry.storage_key,
+            {
+                "format": "llmplatform.erasure-ledger/1",
+                "tenant_id": entry.tenant_id,
+                "subject_hash": entry.subject_hash,
+                "erased_at": entry.erased_at.isoformat(),
+            },
+        )
         ErasureLedgerEntry.objects.filter(pk=entry.pk, uploaded_at__isnull=True).update(
-            uploaded_at=timezone.now())
+            uploaded_at=timezone.now()
+        )
         uploaded += 1
     return uploaded
 
@@ -135,8 +145,12 @@ def erasure_ledger_since(since: datetime, *, store: BackupStore | None) -> list[
                 records[record.storage_key] = record
     try:
         for entry in ErasureLedgerEntry.objects.filter(erased_at__gte=since):
-            records.setdefault(entry.storage_key, LedgerRecord(
-                entry.storage_key, entry.tenant_id, entry.subject_hash, entry.erased_at))
+            records.setdefault(
+                entry.storage_key,
+                LedgerRecord(
+                    entry.storage_key, entry.tenant_id, entry.subject_hash, entry.erased_at
+                ),
+            )
     except DatabaseError:
         # The platform's database is the one being restored (empty, or not migrated yet): the
         # store is the whole ledger.
@@ -154,8 +168,9 @@ class ReplayResult:
     absent: int = 0
 
 
-def erasure_ledger_replay(records: list[LedgerRecord], *,
-                          actor: str = REPLAY_ACTOR) -> ReplayResult:
+def erasure_ledger_replay(
+    records: list[LedgerRecord], *, actor: str = REPLAY_ACTOR
+) -> ReplayResult:
     """Erase again, in the current database, every subject of ``records`` that is live there.
     Each erasure runs the whole data map in one transaction with its audit row."""
     from privacy import crypto
@@ -170,8 +185,9 @@ def erasure_ledger_replay(records: list[LedgerRecord], *,
         for tenant_id, wanted in by_tenant.items():
             tenant = Tenant.objects.filter(pk=tenant_id).first()
             found: dict[str, str] = {}
-            live = (DataSubject.objects.filter(tenant_id=tenant_id, erased_at__isnull=True)
-                    .values_list("external_id", flat=True))
+            live = DataSubject.objects.filter(
+                tenant_id=tenant_id, erased_at__isnull=True
+            ).values_list("external_id", flat=True)
             for external_id in live.iterator(chunk_size=5000):
                 hashed = crypto.subject_hmac(external_id, purpose="external_id")
                 if hashed in wanted:
@@ -184,8 +200,10 @@ def erasure_ledger_replay(records: list[LedgerRecord], *,
                 with transaction.atomic():
                     counts = datamap.erase_all(tenant_id, external_id)
                     audit_record(
-                        actor=actor, action="backups.erasure_ledger.replay",
-                        object_type="privacy.DataSubject", object_id="",
+                        actor=actor,
+                        action="backups.erasure_ledger.replay",
+                        object_type="privacy.DataSubject",
+                        object_id="",
                         object_repr=f"subject {subject_hash[:12]}… of tenant {tenant_id}",
                         tenant=tenant,
                         after={"erased_at": record.erased_at.isoformat(), "counts": counts},
@@ -201,9 +219,16 @@ def erasure_ledger_record_locally(records: list[LedgerRecord]) -> int:
     admin lists them all)."""
     now = timezone.now()
     created = ErasureLedgerEntry.objects.bulk_create(
-        [ErasureLedgerEntry(storage_key=r.storage_key, tenant_id=r.tenant_id,
-                            subject_hash=r.subject_hash, erased_at=r.erased_at, uploaded_at=now)
-         for r in records],
+        [
+            ErasureLedgerEntry(
+                storage_key=r.storage_key,
+                tenant_id=r.tenant_id,
+                subject_hash=r.subject_hash,
+                erased_at=r.erased_at,
+                uploaded_at=now,
+            )
+            for r in records
+        ],
         ignore_conflicts=True,
     )
     return len(created)
@@ -212,8 +237,9 @@ def erasure_ledger_record_locally(records: list[LedgerRecord]) -> int:
 # --------------------------------------------------------------------------- pruning
 
 
-def erasure_ledger_prune(*, before: datetime, store: BackupStore | None,
-                         actor: str = "system:backups") -> int:
+def erasure_ledger_prune(
+    *, before: datetime, store: BackupStore | None, actor: str = "system:backups"
+) -> int:
     """Delete entries erased before ``before`` (no kept backup is older), in the store and the
     table. One audit row per run."""
     keys: list[str] = []
@@ -230,15 +256,17 @@ def erasure_ledger_prune(*, before: datetime, store: BackupStore | None,
     with transaction.atomic():
         # Pending rows (never uploaded) are kept whatever their age: they are the only copy.
         deleted, _ = ErasureLedgerEntry.objects.filter(
-            erased_at__lt=before, uploaded_at__isnull=False).delete()
+            erased_at__lt=before, uploaded_at__isnull=False
+        ).delete()
         count = max(len(keys), deleted)
         if count:
-            audit_record(actor=actor, action="backups.erasure_ledger.prune",
-                         object_type="backups.ErasureLedgerEntry",
-                         object_repr=f"{count} ledger entries erased before "
-                                     f"{before:%Y-%m-%d %H:%M}",
-                         after={"before": before.isoformat(), "store_objects": len(keys),
-                                "rows": deleted})
+            audit_record(
+                actor=actor,
+                action="backups.erasure_ledger.prune",
+                object_type="backups.ErasureLedgerEntry",
+                object_repr=f"{count} ledger entries erased before {before:%Y-%m-%d %H:%M}",
+                after={"before": before.isoformat(), "store_objects": len(keys), "rows": deleted},
+            )
     return count
 
 

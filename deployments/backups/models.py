@@ -29,30 +29,40 @@ class Backup(models.Model):
         RDS = "rds", "RDS snapshot"
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING,
-                             db_index=True)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.PENDING, db_index=True
+    )
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     # The scheduled run's window of half the RPO ("2025-01-31T13:30"): a second delivery of the
     # same beat tick finds the same row instead of taking a second backup.
     slot = models.CharField(max_length=32, null=True, blank=True, unique=True)
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.DUMP)
-    engine = models.CharField(max_length=16, blank=True,
-                              help_text="postgresql, sqlite, or the RDS engine")
+    engine = models.CharField(
+        max_length=16, blank=True, help_text="postgresql, sqlite, or the RDS engine"
+    )
     requested_by = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True, db_index=True,
-                                      help_text="The moment the data is from (the snapshot).")
+    started_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="The moment the data is from (the snapshot).",
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="Who claimed the run")
-    size_bytes = models.BigIntegerField(null=True, blank=True,
-                                        help_text="Size in the store (encrypted)")
+    size_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="Size in the store (encrypted)"
+    )
     dump_bytes = models.BigIntegerField(null=True, blank=True, help_text="Plaintext dump size")
     sha256 = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the plaintext dump")
-    storage_key = models.CharField(max_length=500, blank=True,
-                                   help_text="Object key in the bucket, or the RDS snapshot id")
+    storage_key = models.CharField(
+        max_length=500, blank=True, help_text="Object key in the bucket, or the RDS snapshot id"
+    )
     encryption_key_id = models.CharField(
-        max_length=300, blank=True,
-        help_text="The master key (local:… or a KMS key ARN) that wrapped the data key")
+        max_length=300,
+        blank=True,
+        help_text="The master key (local:… or a KMS key ARN) that wrapped the data key",
+    )
     wrapped_key = models.BinaryField(null=True, blank=True, editable=False)
     table_counts = models.JSONField(default=dict, blank=True)
     checksums = models.JSONField(default=dict, blank=True)
@@ -85,8 +95,9 @@ class RestoreDrill(models.Model):
         SUCCEEDED = "succeeded", "succeeded"
         FAILED = "failed", "failed"
 
-    backup = models.ForeignKey(Backup, null=True, blank=True, on_delete=models.SET_NULL,
-                               related_name="drills")
+    backup = models.ForeignKey(
+        Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="drills"
+    )
     # Frozen: the backup row goes when the retention deletes it; the drill stays as evidence.
     backup_uuid = models.UUIDField()
     kind = models.CharField(max_length=8, choices=Kind.choices)
@@ -97,10 +108,10 @@ class RestoreDrill(models.Model):
     rto_seconds = models.PositiveIntegerField(help_text="The RTO at the time of the drill")
     target_database = models.CharField(max_length=300, help_text="Without its password")
     tables_compared = models.PositiveIntegerField(default=0)
-    rows_compared = models.BigIntegerField(default=0, help_text="Rows in the source at backup "
-                                           "time")
-    rows_verified = models.BigIntegerField(default=0, help_text="Rows found again after the "
-                                           "restore")
+    rows_compared = models.BigIntegerField(default=0, help_text="Rows in the source at backup time")
+    rows_verified = models.BigIntegerField(
+        default=0, help_text="Rows found again after the restore"
+    )
     checksums_verified = models.PositiveIntegerField(default=0)
     mismatches = models.JSONField(default=list, blank=True)
     erasures_replayed = models.PositiveIntegerField(default=0)
@@ -111,8 +122,10 @@ class RestoreDrill(models.Model):
         ordering = ["-finished_at", "-id"]
 
     def __str__(self) -> str:
-        return (f"{self.kind} of backup {str(self.backup_uuid)[:8]} "
-                f"at {self.finished_at:%Y-%m-%d %H:%M}")
+        return (
+            f"{self.kind} of backup {str(self.backup_uuid)[:8]} "
+            f"at {self.finished_at:%Y-%m-%d %H:%M}"
+        )
 
     @property
     def met_rto(self) -> bool:

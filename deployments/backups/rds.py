@@ -29,9 +29,14 @@ def _client(conf: BackupSettings) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client("rds", region_name=conf.region, endpoint_url=conf.endpoint_url,
-                        config=Config(connect_timeout=5, read_timeout=30,
-                                      retries={"max_attempts": 5, "mode": "standard"}))
+    return boto3.client(
+        "rds",
+        region_name=conf.region,
+        endpoint_url=conf.endpoint_url,
+        config=Config(
+            connect_timeout=5, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}
+        ),
+    )
 
 
 def _call(client: Any, operation: str, **kwargs: Any) -> dict:
@@ -46,8 +51,9 @@ def _call(client: Any, operation: str, **kwargs: Any) -> dict:
         raise RdsError(f"RDS {operation} failed ({type(exc).__name__})") from None
 
 
-def _wait(client: Any, describe: str, key: str, identifier: str, list_key: str,
-          deadline: float) -> dict:
+def _wait(
+    client: Any, describe: str, key: str, identifier: str, list_key: str, deadline: float
+) -> dict:
     while True:
         item = _call(client, describe, **{key: identifier})[list_key][0]
         status = item.get("Status") or item.get("DBInstanceStatus")
@@ -70,15 +76,26 @@ def snapshot_take(backup: Backup, conf: BackupSettings) -> dict[str, Any]:
     client = _client(conf)
     assert backup.started_at is not None
     snapshot_id = f"{SNAPSHOT_PREFIX}{backup.started_at:%Y%m%d%H%M%S}-{str(backup.uuid)[:8]}"
-    _call(client, "create_db_snapshot", DBSnapshotIdentifier=snapshot_id,
-          DBInstanceIdentifier=conf.rds_instance,
-          Tags=[{"Key": "llmplatform-backup", "Value": str(backup.uuid)}])
-    snapshot = _wait(client, "describe_db_snapshots", "DBSnapshotIdentifier", snapshot_id,
-                     "DBSnapshots", time.monotonic() + conf.rds_wait.total_seconds())
+    _call(
+        client,
+        "create_db_snapshot",
+        DBSnapshotIdentifier=snapshot_id,
+        DBInstanceIdentifier=conf.rds_instance,
+        Tags=[{"Key": "llmplatform-backup", "Value": str(backup.uuid)}],
+    )
+    snapshot = _wait(
+        client,
+        "describe_db_snapshots",
+        "DBSnapshotIdentifier",
+        snapshot_id,
+        "DBSnapshots",
+        time.monotonic() + conf.rds_wait.total_seconds(),
+    )
     return {
-        "engine": str(snapshot.get("Engine", "rds"))[:16], "finished_at": timezone.now(),
+        "engine": str(snapshot.get("Engine", "rds"))[:16],
+        "finished_at": timezone.now(),
         "storage_key": snapshot_id,
-        "size_bytes": int(snapshot.get("AllocatedStorage") or 0) * 1024 ** 3,
+        "size_bytes": int(snapshot.get("AllocatedStorage") or 0) * 1024**3,
         "encryption_key_id": snapshot.get("KmsKeyId", "") if snapshot.get("Encrypted") else "",
     }
 
@@ -93,37 +110,56 @@ def snapshot_delete(snapshot_id: str, conf: BackupSettings) -> None:
             raise RdsError("RDS delete_db_snapshot failed") from None
 
 
-def snapshots_older_than(cutoff: datetime, conf: BackupSettings, *,
-                         keep: Backup | None) -> list[str]:
+def snapshots_older_than(
+    cutoff: datetime, conf: BackupSettings, *, keep: Backup | None
+) -> list[str]:
     """This app's snapshots of the instance taken before ``cutoff`` (except ``keep``'s)."""
     client = _client(conf)
     found, marker = [], None
     while True:
-        kwargs: dict[str, Any] = {"DBInstanceIdentifier": conf.rds_instance,
-                                  "SnapshotType": "manual"}
+        kwargs: dict[str, Any] = {
+            "DBInstanceIdentifier": conf.rds_instance,
+            "SnapshotType": "manual",
+        }
         if marker:
             kwargs["Marker"] = marker
         page = _call(client, "describe_db_snapshots", **kwargs)
         for snapshot in page.get("DBSnapshots", []):
             identifier = snapshot["DBSnapshotIdentifier"]
             created = snapshot.get("SnapshotCreateTime")
-            if (identifier.startswith(SNAPSHOT_PREFIX) and created is not None
-                    and created < cutoff and (keep is None or identifier != keep.storage_key)):
+            if (
+                identifier.startswith(SNAPSHOT_PREFIX)
+                and created is not None
+                and created < cutoff
+                and (keep is None or identifier != keep.storage_key)
+            ):
                 found.append(identifier)
         marker = page.get("Marker")
         if not marker:
             return found
 
 
-def instance_restore(snapshot_id: str, instance_id: str, conf: BackupSettings,
-                     *, wait: bool = True) -> dict[str, Any]:
+def instance_restore(
+    snapshot_id: str, instance_id: str, conf: BackupSettings, *, wait: bool = True
+) -> dict[str, Any]:
     """A new DB instance from the snapshot (RDS restores only into a new instance, so the
     target is empty by construction). Returns its description (endpoint)."""
     client = _client(conf)
-    _call(client, "restore_db_instance_from_db_snapshot", DBInstanceIdentifier=instance_id,
-          DBSnapshotIdentifier=snapshot_id)
+    _call(
+        client,
+        "restore_db_instance_from_db_snapshot",
+        DBInstanceIdentifier=instance_id,
+        DBSnapshotIdentifier=snapshot_id,
+    )
     if not wait:
-        return _call(client, "describe_db_instances",
-                     DBInstanceIdentifier=instance_id)["DBInstances"][0]
-    return _wait(client, "describe_db_instances", "DBInstanceIdentifier", instance_id,
-                 "DBInstances", time.monotonic() + conf.rds_wait.total_seconds())
+        return _call(client, "describe_db_instances", DBInstanceIdentifier=instance_id)[
+            "DBInstances"
+        ][0]
+    return _wait(
+        client,
+        "describe_db_instances",
+        "DBInstanceIdentifier",
+        instance_id,
+        "DBInstances",
+        time.monotonic() + conf.rds_wait.total_seconds(),
+    )

@@ -86,11 +86,14 @@ def find_manifest(store: BackupStore, reference: str) -> tuple[dict[str, Any], B
     row = _row(reference)
     if row is not None:
         if row.mode == Backup.Mode.RDS:
-            raise RestoreRefused(f"{row} is an RDS snapshot ({row.storage_key}): restore it with "
-                                 "--rds-instance NEW_INSTANCE_ID")
+            raise RestoreRefused(
+                f"{row} is an RDS snapshot ({row.storage_key}): restore it with "
+                "--rds-instance NEW_INSTANCE_ID"
+            )
         if row.state != Backup.State.SUCCEEDED:
-            raise RestoreRefused(f"{row} is {row.state}: only a backup that succeeded can be "
-                                 "restored")
+            raise RestoreRefused(
+                f"{row} is {row.state}: only a backup that succeeded can be restored"
+            )
         backup_uuid = str(row.uuid)
     else:
         try:
@@ -98,19 +101,22 @@ def find_manifest(store: BackupStore, reference: str) -> tuple[dict[str, Any], B
         except ValueError:
             raise RestoreRefused(
                 f"no backup {reference!r} in this database; name it by its uuid "
-                "(`manage.py restore_backup --list` lists the backups in the store)") from None
+                "(`manage.py restore_backup --list` lists the backups in the store)"
+            ) from None
     suffix = f"-{backup_uuid}/{MANIFEST_NAME}"
     for item in store.list("backups/"):
         if item.key.endswith(suffix):
             return store.get_json(item.key), row
-    raise RestoreRefused(f"backup {backup_uuid} is not in the store (deleted by the retention, "
-                         "or never finished)")
+    raise RestoreRefused(
+        f"backup {backup_uuid} is not in the store (deleted by the retention, or never finished)"
+    )
 
 
 def _download(store: BackupStore, manifest: dict[str, Any], path: Path) -> None:
     encryption = manifest["encryption"]
-    key = envelope.unwrap_data_key(base64.b64decode(encryption["wrapped_key"]),
-                                   encryption["master_key_id"], manifest["uuid"])
+    key = envelope.unwrap_data_key(
+        base64.b64decode(encryption["wrapped_key"]), encryption["master_key_id"], manifest["uuid"]
+    )
     body = store.open(manifest["dump_key"])
     try:
         with path.open("wb") as out:
@@ -118,12 +124,17 @@ def _download(store: BackupStore, manifest: dict[str, Any], path: Path) -> None:
     finally:
         body.close()
     if digest != manifest["sha256"] or size != manifest["dump_bytes"]:
-        raise RestoreError("the decrypted dump does not match the SHA-256 in its manifest; "
-                           "nothing was restored")
+        raise RestoreError(
+            "the decrypted dump does not match the SHA-256 in its manifest; nothing was restored"
+        )
 
 
-def _compare(report: RestoreReport, manifest: dict[str, Any], counts: dict[str, int],
-             checksums: dict[str, str]) -> None:
+def _compare(
+    report: RestoreReport,
+    manifest: dict[str, Any],
+    counts: dict[str, int],
+    checksums: dict[str, str],
+) -> None:
     expected_counts: dict[str, int] = manifest["table_counts"]
     report.tables_compared = len(expected_counts)
     report.rows_compared = sum(expected_counts.values())
@@ -132,8 +143,9 @@ def _compare(report: RestoreReport, manifest: dict[str, Any], counts: dict[str, 
         if found == expected:
             report.rows_verified += expected
         else:
-            report.mismatches.append({"table": table, "rows_expected": expected,
-                                      "rows_found": found})
+            report.mismatches.append(
+                {"table": table, "rows_expected": expected, "rows_found": found}
+            )
     for table, expected in sorted(manifest["checksums"].items()):
         if checksums.get(table) == expected:
             report.checksums_verified += 1
@@ -141,44 +153,68 @@ def _compare(report: RestoreReport, manifest: dict[str, Any], counts: dict[str, 
             report.mismatches.append({"table": table, "checksum": "differs"})
 
 
-def _record(report: RestoreReport, *, actor: Any, started_at: datetime,
-            error: str = "") -> RestoreDrill | None:
+def _record(
+    report: RestoreReport, *, actor: Any, started_at: datetime, error: str = ""
+) -> RestoreDrill | None:
     """The drill's row and audit, in the platform's database (after a restore into it, the
     restored one). Skipped, with a warning, if that database has no such table."""
     from llmplatform.audit import actor_label, audit_record
 
-    result = (RestoreDrill.Result.SUCCEEDED if not error and report.verified
-              else RestoreDrill.Result.FAILED)
+    result = (
+        RestoreDrill.Result.SUCCEEDED
+        if not error and report.verified
+        else RestoreDrill.Result.FAILED
+    )
     try:
         with transaction.atomic():
             drill = RestoreDrill.objects.create(
                 backup=Backup.objects.filter(uuid=report.backup_uuid).first(),
-                backup_uuid=report.backup_uuid, kind=report.kind,
-                actor=actor_label(actor)[:200], started_at=started_at,
-                finished_at=timezone.now(), duration_seconds=round(report.duration_seconds, 3),
-                rto_seconds=report.rto_seconds, target_database=report.target[:300],
-                tables_compared=report.tables_compared, rows_compared=report.rows_compared,
+                backup_uuid=report.backup_uuid,
+                kind=report.kind,
+                actor=actor_label(actor)[:200],
+                started_at=started_at,
+                finished_at=timezone.now(),
+                duration_seconds=round(report.duration_seconds, 3),
+                rto_seconds=report.rto_seconds,
+                target_database=report.target[:300],
+                tables_compared=report.tables_compared,
+                rows_compared=report.rows_compared,
                 rows_verified=report.rows_verified,
-                checksums_verified=report.checksums_verified, mismatches=report.mismatches,
-                erasures_replayed=report.replay.erased, result=result, error=error[:2000],
+                checksums_verified=report.checksums_verified,
+                mismatches=report.mismatches,
+                erasures_replayed=report.replay.erased,
+                result=result,
+                error=error[:2000],
             )
             audit_record(
-                actor=actor, action=f"backups.{report.kind}.run", obj=drill,
-                after={"backup": report.backup_uuid, "result": result,
-                       "duration_seconds": drill.duration_seconds,
-                       "rto_seconds": report.rto_seconds, "met_rto": drill.met_rto,
-                       "target": report.target, "mismatches": len(report.mismatches),
-                       "erasures_replayed": report.replay.erased, "error": error[:300]},
+                actor=actor,
+                action=f"backups.{report.kind}.run",
+                obj=drill,
+                after={
+                    "backup": report.backup_uuid,
+                    "result": result,
+                    "duration_seconds": drill.duration_seconds,
+                    "rto_seconds": report.rto_seconds,
+                    "met_rto": drill.met_rto,
+                    "target": report.target,
+                    "mismatches": len(report.mismatches),
+                    "erasures_replayed": report.replay.erased,
+                    "error": error[:300],
+                },
             )
     except DatabaseError as exc:
-        logger.warning("the %s was not recorded: the platform's database has no table for it "
-                       "(%s)", report.kind, type(exc).__name__)
+        logger.warning(
+            "the %s was not recorded: the platform's database has no table for it (%s)",
+            report.kind,
+            type(exc).__name__,
+        )
         return None
     return drill
 
 
-def backup_restore(*, actor: Any, reference: str, target_url: str | None = None,
-                   drill: bool = False) -> RestoreReport:
+def backup_restore(
+    *, actor: Any, reference: str, target_url: str | None = None, drill: bool = False
+) -> RestoreReport:
     """Restore backup ``reference`` (its id here, or its uuid) into an empty database: the one
     at ``target_url``, else the platform's own. With ``drill``, into a scratch database
     (created and dropped here unless ``target_url`` names one) and the platform's database is
@@ -198,29 +234,38 @@ def backup_restore(*, actor: Any, reference: str, target_url: str | None = None,
     elif drill:
         if manifest["engine"] == engines.POSTGRES:
             if engines.engine_of(platform) != engines.POSTGRES:
-                raise RestoreRefused("a drill of a PostgreSQL backup needs a PostgreSQL server: "
-                                     "give --target-url of an empty database")
+                raise RestoreRefused(
+                    "a drill of a PostgreSQL backup needs a PostgreSQL server: "
+                    "give --target-url of an empty database"
+                )
             scratch = target = engines.create_scratch_database(platform)
         else:
             scratch_dir = tempfile.TemporaryDirectory(prefix="llmp-drill-")
-            scratch = target = {"ENGINE": "django.db.backends.sqlite3",
-                                "NAME": str(Path(scratch_dir.name) / "drill.sqlite3")}
+            scratch = target = {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": str(Path(scratch_dir.name) / "drill.sqlite3"),
+            }
     else:
         target = platform
-    report = RestoreReport(backup_uuid=manifest["uuid"],
-                           kind=RestoreDrill.Kind.DRILL if drill else RestoreDrill.Kind.RESTORE,
-                           target=engines.describe(target),
-                           rto_seconds=int(conf.rto.total_seconds()))
+    report = RestoreReport(
+        backup_uuid=manifest["uuid"],
+        kind=RestoreDrill.Kind.DRILL if drill else RestoreDrill.Kind.RESTORE,
+        target=engines.describe(target),
+        rto_seconds=int(conf.rto.total_seconds()),
+    )
     started_at = timezone.now()
     clock = time.monotonic()
     try:
         if engines.engine_of(target) != manifest["engine"]:
-            raise RestoreRefused(f"backup {manifest['uuid']} is a {manifest['engine']} dump; the "
-                                 f"target {report.target} is {engines.engine_of(target)}")
+            raise RestoreRefused(
+                f"backup {manifest['uuid']} is a {manifest['engine']} dump; the "
+                f"target {report.target} is {engines.engine_of(target)}"
+            )
         if not engines.is_empty(target):
             raise RestoreRefused(
                 f"the target database {report.target} is not empty: a restore only goes into an "
-                "empty database (create a new one, or give --target-url of an empty one)")
+                "empty database (create a new one, or give --target-url of an empty one)"
+            )
         try:
             with tempfile.TemporaryDirectory(prefix="llmp-restore-") as directory:
                 dump_path = Path(directory) / "dump"
@@ -265,9 +310,12 @@ def backup_restore_rds(*, actor: Any, reference: str, instance_id: str) -> dict[
     row = _row(reference)
     if row is None or row.mode != Backup.Mode.RDS or row.state != Backup.State.SUCCEEDED:
         raise RestoreRefused(f"no succeeded RDS snapshot backup {reference!r}")
-    report = RestoreReport(backup_uuid=str(row.uuid), kind=RestoreDrill.Kind.RESTORE,
-                           target=f"rds://{instance_id}",
-                           rto_seconds=int(conf.rto.total_seconds()))
+    report = RestoreReport(
+        backup_uuid=str(row.uuid),
+        kind=RestoreDrill.Kind.RESTORE,
+        target=f"rds://{instance_id}",
+        rto_seconds=int(conf.rto.total_seconds()),
+    )
     started_at = timezone.now()
     clock = time.monotonic()
     try:

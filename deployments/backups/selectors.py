@@ -12,8 +12,11 @@ from deployments.backups.models import Backup, RestoreDrill
 
 def last_good_backup() -> Backup | None:
     """The newest backup that succeeded (by the moment its data is from), or None."""
-    return (Backup.objects.filter(state=Backup.State.SUCCEEDED, started_at__isnull=False)
-            .order_by("-started_at", "-id").first())
+    return (
+        Backup.objects.filter(state=Backup.State.SUCCEEDED, started_at__isnull=False)
+        .order_by("-started_at", "-id")
+        .first()
+    )
 
 
 def last_good_backup_age(*, now: datetime | None = None) -> timedelta | None:
@@ -30,8 +33,12 @@ def last_restore_drill() -> RestoreDrill | None:
 
 
 def last_successful_restore_drill() -> RestoreDrill | None:
-    return (RestoreDrill.objects.select_related("backup")
-            .filter(result=RestoreDrill.Result.SUCCEEDED).order_by("-finished_at", "-id").first())
+    return (
+        RestoreDrill.objects.select_related("backup")
+        .filter(result=RestoreDrill.Result.SUCCEEDED)
+        .order_by("-finished_at", "-id")
+        .first()
+    )
 
 
 def backup_for_reference(reference: str) -> Backup | None:

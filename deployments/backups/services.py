@@ -52,10 +52,16 @@ def _worker() -> str:
 
 
 def _snapshot(backup: Backup) -> dict[str, Any]:
-    return {"state": backup.state, "mode": backup.mode, "engine": backup.engine,
-            "size_bytes": backup.size_bytes, "sha256": backup.sha256,
-            "storage_key": backup.storage_key, "encryption_key_id": backup.encryption_key_id,
-            "error": backup.error[:300]}
+    return {
+        "state": backup.state,
+        "mode": backup.mode,
+        "engine": backup.engine,
+        "size_bytes": backup.size_bytes,
+        "sha256": backup.sha256,
+        "storage_key": backup.storage_key,
+        "encryption_key_id": backup.encryption_key_id,
+        "error": backup.error[:300],
+    }
 
 
 # --------------------------------------------------------------------------- requesting
@@ -69,22 +75,30 @@ def scheduled_slot(now: datetime, rpo: timedelta) -> str:
     return f"{now:%Y-%m-%d}T{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def backup_request(*, actor: Any, trigger: str = Backup.Trigger.MANUAL,
-                   slot: str | None = None) -> Backup:
+def backup_request(
+    *, actor: Any, trigger: str = Backup.Trigger.MANUAL, slot: str | None = None
+) -> Backup:
     """A pending backup (audited). With ``slot``, the one of that slot if it exists already."""
     conf = backup_conf.get()
     requested_by = actor_label(actor)[:200]
     with transaction.atomic():
         if slot is not None:
-            backup, created = Backup.objects.get_or_create(slot=slot, defaults={
-                "trigger": trigger, "mode": conf.mode, "requested_by": requested_by})
+            backup, created = Backup.objects.get_or_create(
+                slot=slot,
+                defaults={"trigger": trigger, "mode": conf.mode, "requested_by": requested_by},
+            )
         else:
-            backup = Backup.objects.create(trigger=trigger, mode=conf.mode,
-                                           requested_by=requested_by)
+            backup = Backup.objects.create(
+                trigger=trigger, mode=conf.mode, requested_by=requested_by
+            )
             created = True
         if created:
-            audit_record(actor=actor, action="backups.backup.request", obj=backup,
-                         after={"trigger": trigger, "mode": conf.mode, "slot": slot})
+            audit_record(
+                actor=actor,
+                action="backups.backup.request",
+                obj=backup,
+                after={"trigger": trigger, "mode": conf.mode, "slot": slot},
+            )
     return backup
 
 
@@ -109,12 +123,17 @@ def backup_run(backup_id: int) -> bool:
     worker = _worker()
     with transaction.atomic():
         claimed = Backup.objects.filter(pk=backup_id, state=State.PENDING).update(
-            state=State.RUNNING, started_at=now, worker=worker)
+            state=State.RUNNING, started_at=now, worker=worker
+        )
         if not claimed:
             return False
         backup = Backup.objects.get(pk=backup_id)
-        audit_record(actor=SYSTEM_ACTOR, action="backups.backup.start", obj=backup,
-                     after={"worker": worker, "mode": backup.mode})
+        audit_record(
+            actor=SYSTEM_ACTOR,
+            action="backups.backup.start",
+            obj=backup,
+            after={"worker": worker, "mode": backup.mode},
+        )
     conf = backup_conf.get()
     try:
         if backup.mode == Backup.Mode.RDS:
@@ -128,17 +147,24 @@ def backup_run(backup_id: int) -> bool:
         logger.error("backup %s failed: %s", backup.uuid, error)
         with transaction.atomic():
             Backup.objects.filter(pk=backup.pk, state=State.RUNNING, worker=worker).update(
-                state=State.FAILED, finished_at=timezone.now(), error=error)
+                state=State.FAILED, finished_at=timezone.now(), error=error
+            )
             backup.refresh_from_db()
-            audit_record(actor=SYSTEM_ACTOR, action="backups.backup.fail", obj=backup,
-                         after=_snapshot(backup))
+            audit_record(
+                actor=SYSTEM_ACTOR,
+                action="backups.backup.fail",
+                obj=backup,
+                after=_snapshot(backup),
+            )
         return True
     with transaction.atomic():
         Backup.objects.filter(pk=backup.pk, state=State.RUNNING, worker=worker).update(
-            state=State.SUCCEEDED, error="", **fields)
+            state=State.SUCCEEDED, error="", **fields
+        )
         backup.refresh_from_db()
-        audit_record(actor=SYSTEM_ACTOR, action="backups.backup.succeed", obj=backup,
-                     after=_snapshot(backup))
+        audit_record(
+            actor=SYSTEM_ACTOR, action="backups.backup.succeed", obj=backup, after=_snapshot(backup)
+        )
     return True
 
 
@@ -168,23 +194,41 @@ def _take_dump(backup: Backup, conf: backup_conf.BackupSettings) -> dict[str, An
         raise
     finished = timezone.now()
     fields = {
-        "engine": source.engine, "finished_at": finished,
-        "size_bytes": reader.ciphertext_bytes, "dump_bytes": reader.plaintext_bytes,
-        "sha256": reader.sha256.hexdigest(), "storage_key": directory + DUMP_NAME,
-        "encryption_key_id": master_key_id, "wrapped_key": wrapped,
-        "table_counts": source.counts, "checksums": source.checksums,
+        "engine": source.engine,
+        "finished_at": finished,
+        "size_bytes": reader.ciphertext_bytes,
+        "dump_bytes": reader.plaintext_bytes,
+        "sha256": reader.sha256.hexdigest(),
+        "storage_key": directory + DUMP_NAME,
+        "encryption_key_id": master_key_id,
+        "wrapped_key": wrapped,
+        "table_counts": source.counts,
+        "checksums": source.checksums,
     }
-    store.put_json(directory + MANIFEST_NAME, {
-        "format": MANIFEST_FORMAT, "uuid": backup_uuid, "mode": Backup.Mode.DUMP,
-        "trigger": backup.trigger, "requested_by": backup.requested_by,
-        "engine": source.engine, "started_at": backup.started_at.isoformat(),
-        "finished_at": finished.isoformat(), "dump_key": directory + DUMP_NAME,
-        "size_bytes": reader.ciphertext_bytes, "dump_bytes": reader.plaintext_bytes,
-        "sha256": fields["sha256"],
-        "encryption": {"scheme": ENCRYPTION_SCHEME, "master_key_id": master_key_id,
-                       "wrapped_key": base64.b64encode(wrapped).decode()},
-        "table_counts": source.counts, "checksums": source.checksums,
-    })
+    store.put_json(
+        directory + MANIFEST_NAME,
+        {
+            "format": MANIFEST_FORMAT,
+            "uuid": backup_uuid,
+            "mode": Backup.Mode.DUMP,
+            "trigger": backup.trigger,
+            "requested_by": backup.requested_by,
+            "engine": source.engine,
+            "started_at": backup.started_at.isoformat(),
+            "finished_at": finished.isoformat(),
+            "dump_key": directory + DUMP_NAME,
+            "size_bytes": reader.ciphertext_bytes,
+            "dump_bytes": reader.plaintext_bytes,
+            "sha256": fields["sha256"],
+            "encryption": {
+                "scheme": ENCRYPTION_SCHEME,
+                "master_key_id": master_key_id,
+                "wrapped_key": base64.b64encode(wrapped).decode(),
+            },
+            "table_counts": source.counts,
+            "checksums": source.checksums,
+        },
+    )
     return fields
 
 
@@ -197,10 +241,15 @@ def backups_fail_stalled(*, now: datetime | None = None) -> int:
     for backup in Backup.objects.filter(state=State.RUNNING, started_at__lt=now - conf.stall):
         with transaction.atomic():
             if Backup.objects.filter(pk=backup.pk, state=State.RUNNING).update(
-                    state=State.FAILED, finished_at=now, error="stalled: its worker stopped"):
+                state=State.FAILED, finished_at=now, error="stalled: its worker stopped"
+            ):
                 backup.refresh_from_db()
-                audit_record(actor=SYSTEM_ACTOR, action="backups.backup.fail", obj=backup,
-                             after=_snapshot(backup))
+                audit_record(
+                    actor=SYSTEM_ACTOR,
+                    action="backups.backup.fail",
+                    obj=backup,
+                    after=_snapshot(backup),
+                )
                 failed += 1
     return failed
 
@@ -210,13 +259,16 @@ def backup_scheduled(*, now: datetime | None = None) -> Backup | None:
     backups are not configured."""
     conf = backup_conf.get()
     if not conf.configured:
-        logger.warning("scheduled backup skipped: %s is not set",
-                       "LLMP_BACKUP_RDS_INSTANCE" if conf.mode == "rds" else "LLMP_BACKUP_BUCKET")
+        logger.warning(
+            "scheduled backup skipped: %s is not set",
+            "LLMP_BACKUP_RDS_INSTANCE" if conf.mode == "rds" else "LLMP_BACKUP_BUCKET",
+        )
         return None
     now = now or timezone.now()
     backups_fail_stalled(now=now)
-    backup = backup_request(actor=SYSTEM_ACTOR, trigger=Backup.Trigger.SCHEDULED,
-                            slot=scheduled_slot(now, conf.rpo))
+    backup = backup_request(
+        actor=SYSTEM_ACTOR, trigger=Backup.Trigger.SCHEDULED, slot=scheduled_slot(now, conf.rpo)
+    )
     backup_run(backup.pk)
     backup.refresh_from_db()
     return backup
@@ -234,8 +286,7 @@ class PruneResult:
 
 def _dir_time(directory: str) -> datetime | None:
     try:
-        return datetime.strptime(directory.split("/")[1][:16], "%Y%m%dT%H%M%SZ").replace(
-            tzinfo=UTC)
+        return datetime.strptime(directory.split("/")[1][:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except (IndexError, ValueError):
         return None
 
@@ -248,9 +299,15 @@ def _delete_row(backup: Backup | None, *, backup_uuid: str, reason: str, actor: 
             Backup.objects.filter(pk=backup.pk).delete()
         else:
             before, repr_ = {"in_database": False}, f"backup {backup_uuid[:8]}"
-        audit_record(actor=actor, action="backups.backup.delete", object_type="backups.Backup",
-                     object_id=str(backup.pk) if backup else "", object_repr=repr_,
-                     before={**before, "uuid": backup_uuid}, after={"reason": reason})
+        audit_record(
+            actor=actor,
+            action="backups.backup.delete",
+            object_type="backups.Backup",
+            object_id=str(backup.pk) if backup else "",
+            object_repr=repr_,
+            before={**before, "uuid": backup_uuid},
+            after={"reason": reason},
+        )
 
 
 def backups_prune(*, actor: Any = SYSTEM_ACTOR, now: datetime | None = None) -> PruneResult:
@@ -265,8 +322,9 @@ def backups_prune(*, actor: Any = SYSTEM_ACTOR, now: datetime | None = None) -> 
     backups_fail_stalled(now=now)
     kept = selectors.last_good_backup()
     kept_uuid = str(kept.uuid) if kept else None
-    result.kept_last_good = kept_uuid if kept and kept.started_at and kept.started_at < cutoff \
-        else None
+    result.kept_last_good = (
+        kept_uuid if kept and kept.started_at and kept.started_at < cutoff else None
+    )
     store = BackupStore(conf) if conf.bucket else None
     reason = f"older than the retention ({conf.retention.days} days)"
 
@@ -280,17 +338,16 @@ def backups_prune(*, actor: Any = SYSTEM_ACTOR, now: datetime | None = None) -> 
             backup_uuid = directory.rstrip("/").split("/")[1][17:]
             if started is None or started >= cutoff or backup_uuid == kept_uuid:
                 continue
-            row = Backup.objects.filter(uuid=backup_uuid).first() if _is_uuid(backup_uuid) \
-                else None
+            row = Backup.objects.filter(uuid=backup_uuid).first() if _is_uuid(backup_uuid) else None
             if row is not None and row.state == State.RUNNING:
                 continue
             store.delete(keys)
             _delete_row(row, backup_uuid=backup_uuid, reason=reason, actor=actor)
             result.deleted.append(backup_uuid)
 
-    expired = (Backup.objects.filter(Q(started_at__lt=cutoff)
-                                     | Q(started_at__isnull=True, created_at__lt=cutoff))
-               .exclude(state=State.RUNNING))
+    expired = Backup.objects.filter(
+        Q(started_at__lt=cutoff) | Q(started_at__isnull=True, created_at__lt=cutoff)
+    ).exclude(state=State.RUNNING)
     if kept is not None:
         expired = expired.exclude(pk=kept.pk)
     for backup in expired:
@@ -312,8 +369,12 @@ def backups_prune(*, actor: Any = SYSTEM_ACTOR, now: datetime | None = None) -> 
             _delete_row(None, backup_uuid=snapshot_id, reason=reason, actor=actor)
             result.deleted.append(snapshot_id)
 
-    oldest = (Backup.objects.filter(state=State.SUCCEEDED).order_by("started_at")
-              .values_list("started_at", flat=True).first())
+    oldest = (
+        Backup.objects.filter(state=State.SUCCEEDED)
+        .order_by("started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
     horizon = min(oldest or cutoff, cutoff) - ledger.MARGIN
     result.ledger_entries = ledger.erasure_ledger_prune(before=horizon, store=store, actor=actor)
     return result
@@ -343,32 +404,49 @@ def backups_reconcile(*, store: BackupStore, actor: Any = SYSTEM_ACTOR) -> dict[
             continue
         stored.add(manifest["uuid"])
         fields = {
-            "state": State.SUCCEEDED, "mode": manifest["mode"], "engine": manifest["engine"],
+            "state": State.SUCCEEDED,
+            "mode": manifest["mode"],
+            "engine": manifest["engine"],
             "started_at": datetime.fromisoformat(manifest["started_at"]),
             "finished_at": datetime.fromisoformat(manifest["finished_at"]),
-            "size_bytes": manifest["size_bytes"], "dump_bytes": manifest["dump_bytes"],
-            "sha256": manifest["sha256"], "storage_key": manifest["dump_key"],
+            "size_bytes": manifest["size_bytes"],
+            "dump_bytes": manifest["dump_bytes"],
+            "sha256": manifest["sha256"],
+            "storage_key": manifest["dump_key"],
             "encryption_key_id": manifest["encryption"]["master_key_id"],
             "wrapped_key": base64.b64decode(manifest["encryption"]["wrapped_key"]),
-            "table_counts": manifest["table_counts"], "checksums": manifest["checksums"],
+            "table_counts": manifest["table_counts"],
+            "checksums": manifest["checksums"],
             "error": "",
         }
         row = Backup.objects.filter(uuid=manifest["uuid"]).first()
         if row is None:
-            Backup.objects.create(uuid=manifest["uuid"], trigger=manifest.get("trigger", "manual"),
-                                  requested_by=manifest.get("requested_by", SYSTEM_ACTOR),
-                                  **fields)
+            Backup.objects.create(
+                uuid=manifest["uuid"],
+                trigger=manifest.get("trigger", "manual"),
+                requested_by=manifest.get("requested_by", SYSTEM_ACTOR),
+                **fields,
+            )
             created += 1
         elif row.state != State.SUCCEEDED:
             Backup.objects.filter(pk=row.pk).update(**fields)
             updated += 1
-    interrupted = (Backup.objects.filter(state__in=[State.PENDING, State.RUNNING],
-                                         mode=Backup.Mode.DUMP)
-                   .exclude(uuid__in=list(stored))
-                   .update(state=State.FAILED, finished_at=timezone.now(),
-                           error="interrupted: the database was restored from a backup taken "
-                                 "while this run was pending or running"))
+    interrupted = (
+        Backup.objects.filter(state__in=[State.PENDING, State.RUNNING], mode=Backup.Mode.DUMP)
+        .exclude(uuid__in=list(stored))
+        .update(
+            state=State.FAILED,
+            finished_at=timezone.now(),
+            error="interrupted: the database was restored from a backup taken "
+            "while this run was pending or running",
+        )
+    )
     counts = {"created": created, "updated": updated, "interrupted": interrupted}
-    audit_record(actor=actor, action="backups.backup.reconcile", object_type="backups.Backup",
-                 object_repr="backups table after a restore", after=counts)
+    audit_record(
+        actor=actor,
+        action="backups.backup.reconcile",
+        object_type="backups.Backup",
+        object_repr="backups table after a restore",
+        after=counts,
+    )
     return counts

@@ -45,9 +45,15 @@ def _client(conf: BackupSettings) -> Any:
     # resolve bucket subdomains.
     s3 = {"addressing_style": "path"} if conf.endpoint_url else {}
     return boto3.client(
-        "s3", region_name=conf.region, endpoint_url=conf.endpoint_url,
-        config=Config(connect_timeout=5, read_timeout=60, s3=s3,
-                      retries={"max_attempts": 5, "mode": "standard"}),
+        "s3",
+        region_name=conf.region,
+        endpoint_url=conf.endpoint_url,
+        config=Config(
+            connect_timeout=5,
+            read_timeout=60,
+            s3=s3,
+            retries={"max_attempts": 5, "mode": "standard"},
+        ),
     )
 
 
@@ -82,11 +88,19 @@ class BackupStore:
         from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
 
-        transfer = TransferConfig(multipart_threshold=self.conf.part_bytes,
-                                  multipart_chunksize=self.conf.part_bytes, max_concurrency=4)
+        transfer = TransferConfig(
+            multipart_threshold=self.conf.part_bytes,
+            multipart_chunksize=self.conf.part_bytes,
+            max_concurrency=4,
+        )
         try:
-            self.client.upload_fileobj(stream, self.bucket, self.key(relative), Config=transfer,
-                                       ExtraArgs={"ContentType": "application/octet-stream"})
+            self.client.upload_fileobj(
+                stream,
+                self.bucket,
+                self.key(relative),
+                Config=transfer,
+                ExtraArgs={"ContentType": "application/octet-stream"},
+            )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
             raise BackupStorageError(f"S3 upload failed ({code})") from None
@@ -95,8 +109,7 @@ class BackupStore:
 
     def put_json(self, relative: str, document: dict[str, Any]) -> None:
         body = json.dumps(document, sort_keys=True, indent=1).encode()
-        self._call("put_object", Key=self.key(relative), Body=body,
-                   ContentType="application/json")
+        self._call("put_object", Key=self.key(relative), Body=body, ContentType="application/json")
 
     def get_json(self, relative: str) -> dict[str, Any]:
         response = self._call("get_object", Key=self.key(relative))
@@ -117,8 +130,9 @@ class BackupStore:
             raise BackupStorageError("S3 head_object failed") from None
         return int(head["ContentLength"])
 
-    def list(self, relative_prefix: str, *, start_after: str | None = None
-             ) -> Iterator[StoredObject]:
+    def list(
+        self, relative_prefix: str, *, start_after: str | None = None
+    ) -> Iterator[StoredObject]:
         """Objects under a prefix, in key order; keys are returned relative to the store's
         prefix."""
         kwargs: dict[str, Any] = {"Prefix": self.key(relative_prefix)}
@@ -127,18 +141,23 @@ class BackupStore:
         while True:
             page = self._call("list_objects_v2", **kwargs)
             for item in page.get("Contents", []):
-                yield StoredObject(item["Key"][len(self.conf.prefix):], int(item["Size"]),
-                                   item["LastModified"])
+                yield StoredObject(
+                    item["Key"][len(self.conf.prefix) :], int(item["Size"]), item["LastModified"]
+                )
             if not page.get("IsTruncated"):
                 return
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
     def delete(self, relatives: list[str]) -> None:
         for start in range(0, len(relatives), 1000):  # DeleteObjects takes 1000 keys at most
-            batch = relatives[start:start + 1000]
-            response = self._call("delete_objects", Delete={
-                "Objects": [{"Key": self.key(relative)} for relative in batch], "Quiet": True,
-            })
+            batch = relatives[start : start + 1000]
+            response = self._call(
+                "delete_objects",
+                Delete={
+                    "Objects": [{"Key": self.key(relative)} for relative in batch],
+                    "Quiet": True,
+                },
+            )
             if response.get("Errors"):
                 codes = sorted({error.get("Code", "error") for error in response["Errors"]})
                 raise BackupStorageError(f"S3 delete_objects failed ({', '.join(codes)})")

@@ -37,14 +37,23 @@ def _check_choices(current: str = "") -> list[tuple[str, str]]:
 class ComplianceItemForm(forms.ModelForm):
     class Meta:
         model = ComplianceItem
-        fields = ["framework", "code", "text", "reference", "kind", "check_code", "guidance",
-                  "order"]
+        fields = [
+            "framework",
+            "code",
+            "text",
+            "reference",
+            "kind",
+            "check_code",
+            "guidance",
+            "order",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if "check_code" in self.fields:
             self.fields["check_code"] = forms.ChoiceField(
-                choices=_check_choices(self.instance.check_code or ""), required=False,
+                choices=_check_choices(self.instance.check_code or ""),
+                required=False,
                 help_text="Live items: the check that evidences them.",
             )
 
@@ -66,8 +75,9 @@ class ComplianceFrameworkAdmin(AuditedModelAdmin):
 
     @admin.display(description="report")
     def report(self, obj: ComplianceFramework):
-        return format_html('<a href="{}">{} report</a>',
-                           reverse("compliance:report", args=[obj.code]), obj.name)
+        return format_html(
+            '<a href="{}">{} report</a>', reverse("compliance:report", args=[obj.code]), obj.name
+        )
 
 
 class ComplianceStateFilter(admin.SimpleListFilter):
@@ -83,15 +93,27 @@ class ComplianceStateFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() not in selectors.STATES:
             return queryset
-        return queryset.filter(pk__in=[s.item.pk for s in selectors.item_statuses(items=queryset)
-                                       if s.state == self.value()])
+        return queryset.filter(
+            pk__in=[
+                s.item.pk
+                for s in selectors.item_statuses(items=queryset)
+                if s.state == self.value()
+            ]
+        )
 
 
 @admin.register(ComplianceItem)
 class ComplianceItemAdmin(AuditedModelAdmin):
     form = ComplianceItemForm
-    list_display = ["text", "framework", "kind", "check_code", "state", "last_evidence",
-                    "last_checked"]
+    list_display = [
+        "text",
+        "framework",
+        "kind",
+        "check_code",
+        "state",
+        "last_evidence",
+        "last_checked",
+    ]
     list_filter = [ComplianceStateFilter, "framework", "kind"]
     list_select_related = ["framework"]
     search_fields = ["text", "code", "check_code", "reference"]
@@ -101,8 +123,12 @@ class ComplianceItemAdmin(AuditedModelAdmin):
         changelist = super().get_changelist_instance(request)
         rows = list(changelist.result_list)
         # One pass for the page's rows: their states and newest evidence (three queries).
-        statuses = {s.item.pk: s for s in selectors.item_statuses(
-            items=ComplianceItem.objects.filter(pk__in=[r.pk for r in rows]))}
+        statuses = {
+            s.item.pk: s
+            for s in selectors.item_statuses(
+                items=ComplianceItem.objects.filter(pk__in=[r.pk for r in rows])
+            )
+        }
         for row in rows:
             row.compliance_status = statuses.get(row.pk)
         return changelist
@@ -137,9 +163,13 @@ class ComplianceItemAdmin(AuditedModelAdmin):
 
 
 class AttestationForm(forms.ModelForm):
-    file = forms.FileField(required=False, help_text=(
-        f"Optional evidence file ({', '.join(services.ALLOWED_EVIDENCE_EXTENSIONS)}; at most "
-        f"{services.MAX_EVIDENCE_FILE_BYTES // 1048576} MB). Kept in the database."))
+    file = forms.FileField(
+        required=False,
+        help_text=(
+            f"Optional evidence file ({', '.join(services.ALLOWED_EVIDENCE_EXTENSIONS)}; at most "
+            f"{services.MAX_EVIDENCE_FILE_BYTES // 1048576} MB). Kept in the database."
+        ),
+    )
 
     class Meta:
         model = Attestation
@@ -148,9 +178,9 @@ class AttestationForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if "item" in self.fields:
-            self.fields["item"].queryset = (ComplianceItem.objects
-                                            .filter(kind=ComplianceItem.Kind.MANUAL)
-                                            .select_related("framework"))
+            self.fields["item"].queryset = ComplianceItem.objects.filter(
+                kind=ComplianceItem.Kind.MANUAL
+            ).select_related("framework")
 
     def clean_file(self):
         upload = self.cleaned_data.get("file")
@@ -166,23 +196,38 @@ class AttestationForm(forms.ModelForm):
 
 
 class WithdrawForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
-                             max_length=2000)
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 4, "cols": 60}), max_length=2000)
 
 
 @admin.register(Attestation)
 class AttestationAdmin(admin.ModelAdmin):
     form = AttestationForm
-    list_display = ["item", "framework", "attested_by", "attested_at", "expires_at",
-                    "file_name", "withdrawn_at"]
+    list_display = [
+        "item",
+        "framework",
+        "attested_by",
+        "attested_at",
+        "expires_at",
+        "file_name",
+        "withdrawn_at",
+    ]
     list_filter = ["item__framework", ("withdrawn_at", admin.EmptyFieldListFilter)]
     list_select_related = ["item__framework"]
     search_fields = ["item__text", "attested_by", "note", "file_name"]
     date_hierarchy = "attested_at"
     actions = ["withdraw"]
-    detail_fields = ["item", "note", "evidence_file", "file_sha256", "attested_by",
-                     "attested_at", "expires_at", "withdrawn_at", "withdrawn_by",
-                     "withdrawal_reason"]
+    detail_fields = [
+        "item",
+        "note",
+        "evidence_file",
+        "file_sha256",
+        "attested_by",
+        "attested_at",
+        "expires_at",
+        "withdrawn_at",
+        "withdrawn_by",
+        "withdrawal_reason",
+    ]
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("file_data")
@@ -195,9 +240,13 @@ class AttestationAdmin(admin.ModelAdmin):
     def evidence_file(self, obj: Attestation):
         if not obj.file_name:
             return "—"
-        return format_html('<a href="{}">{}</a> ({} bytes, {})',
-                           reverse("compliance:attestation_file", args=[obj.pk]),
-                           obj.file_name, obj.file_size, obj.file_content_type)
+        return format_html(
+            '<a href="{}">{}</a> ({} bytes, {})',
+            reverse("compliance:attestation_file", args=[obj.pk]),
+            obj.file_name,
+            obj.file_size,
+            obj.file_content_type,
+        )
 
     def get_fields(self, request, obj=None):
         return self.detail_fields if obj is not None else ["item", "note", "file", "expires_at"]
@@ -213,48 +262,68 @@ class AttestationAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         created = services.attestation_create(
-            actor=request.user, item=form.cleaned_data["item"],
-            note=form.cleaned_data.get("note") or "", file=form.cleaned_data.get("file"),
+            actor=request.user,
+            item=form.cleaned_data["item"],
+            note=form.cleaned_data.get("note") or "",
+            file=form.cleaned_data.get("file"),
             expires_at=form.cleaned_data.get("expires_at"),
         )
-        obj.pk, obj.attested_at, obj.attested_by = created.pk, created.attested_at, \
-            created.attested_by
+        obj.pk, obj.attested_at, obj.attested_by = (
+            created.pk,
+            created.attested_at,
+            created.attested_by,
+        )
 
     def save_related(self, request, form, formsets, change):
         pass  # no relations beyond the item; the service saved everything
 
-    @admin.action(description="Withdraw selected attestations (with a reason)",
-                  permissions=["add"])
+    @admin.action(description="Withdraw selected attestations (with a reason)", permissions=["add"])
     def withdraw(self, request, queryset):
         form = WithdrawForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
             done = 0
             for attestation in queryset.filter(withdrawn_at__isnull=True):
-                services.attestation_withdraw(actor=request.user, attestation=attestation,
-                                              reason=form.cleaned_data["reason"])
+                services.attestation_withdraw(
+                    actor=request.user, attestation=attestation, reason=form.cleaned_data["reason"]
+                )
                 done += 1
             self.message_user(request, f"Withdrew {done} attestation(s).", messages.SUCCESS)
             return None
-        return TemplateResponse(request, "admin/compliance/attestation/withdraw.html", {
-            **self.admin_site.each_context(request),
-            "title": "Withdraw attestations", "form": form, "queryset": queryset,
-            "opts": self.model._meta, "action": request.POST.get("action"),
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        })
+        return TemplateResponse(
+            request,
+            "admin/compliance/attestation/withdraw.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Withdraw attestations",
+                "form": form,
+                "queryset": queryset,
+                "opts": self.model._meta,
+                "action": request.POST.get("action"),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
 
 @admin.register(EvidenceCheck)
 class EvidenceCheckAdmin(ReadOnlyAdmin):
     """Every run of every live check, newest first; nothing here is changed or deleted."""
 
-    list_display = ["checked_at", "check_code", "ok", "summary", "trigger", "actor",
-                    "duration_ms"]
+    list_display = ["checked_at", "check_code", "ok", "summary", "trigger", "actor", "duration_ms"]
     list_filter = ["ok", "trigger", "check_code"]
     search_fields = ["check_code", "summary"]
     date_hierarchy = "checked_at"
     show_full_result_count = False
-    fields = ["check_code", "title", "ok", "summary", "details_pretty", "checked_at",
-              "duration_ms", "trigger", "actor"]
+    fields = [
+        "check_code",
+        "title",
+        "ok",
+        "summary",
+        "details_pretty",
+        "checked_at",
+        "duration_ms",
+        "trigger",
+        "actor",
+    ]
     readonly_fields = fields
 
     @admin.display(description="details")

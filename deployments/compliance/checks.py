@@ -57,12 +57,14 @@ def _plural(count: int, word: str) -> str:
 
 # --- Encryption ---------------------------------------------------------------------------------
 
+
 def generated_development_key() -> bytes | None:
     """The master key the embedded mode generated into ``LLMP_DATA_DIR/master_key`` (used when
     ``LLMP_MASTER_KEY`` is not given), if there is one."""
     try:
-        return base64.b64decode((settings.DATA_DIR / "master_key").read_text().strip(),
-                                validate=True)
+        return base64.b64decode(
+            (settings.DATA_DIR / "master_key").read_text().strip(), validate=True
+        )
     except (OSError, binascii.Error, ValueError):
         return None
 
@@ -71,9 +73,11 @@ def development_key_reason(key: bytes) -> str | None:
     """Why ``key`` (a local master key) is a development key, or None: it is the generated
     embedded-mode key, or an obviously weak one."""
     if key == generated_development_key():
-        return (f"the master key is the development key generated into "
-                f"{settings.DATA_DIR / 'master_key'} (give LLMP_MASTER_KEY or "
-                "LLMP_MASTER_KEY_FILE)")
+        return (
+            f"the master key is the development key generated into "
+            f"{settings.DATA_DIR / 'master_key'} (give LLMP_MASTER_KEY or "
+            "LLMP_MASTER_KEY_FILE)"
+        )
     if len(set(key)) < 16:
         return f"the master key is weak ({len(set(key))} distinct bytes of 32)"
     return None
@@ -94,8 +98,9 @@ def conversation_encryption() -> Evidence:
             return Evidence(False, "No master key: LLMP_MASTER_KEY is not set.", details)
         key = base64.b64decode(settings.LLMP_MASTER_KEY)
         current = crypto.local_key_id(key)
-        readable = {current} | {crypto.local_key_id(base64.b64decode(v))
-                                for v in settings.LLMP_MASTER_KEYS_PREVIOUS}
+        readable = {current} | {
+            crypto.local_key_id(base64.b64decode(v)) for v in settings.LLMP_MASTER_KEYS_PREVIOUS
+        }
         details["master_key_id"] = current
         reason = development_key_reason(key)
         if reason:
@@ -121,46 +126,64 @@ def conversation_encryption() -> Evidence:
 
     # Every live data key is wrapped by a master key that is configured (else its records are
     # unreadable), and none by the development key.
-    by_master = dict(SubjectKey.objects.filter(destroyed_at__isnull=True)
-                     .values("master_key_id").annotate(n=Count("id"))
-                     .values_list("master_key_id", "n"))
+    by_master = dict(
+        SubjectKey.objects.filter(destroyed_at__isnull=True)
+        .values("master_key_id")
+        .annotate(n=Count("id"))
+        .values_list("master_key_id", "n")
+    )
     details["data_keys_by_master_key"] = by_master
     data_keys = sum(by_master.values())
-    unreadable = sum(n for mk, n in by_master.items() if mk.startswith("local:")
-                     and mk not in readable)
+    unreadable = sum(
+        n for mk, n in by_master.items() if mk.startswith("local:") and mk not in readable
+    )
     if unreadable:
-        problems.append(f"{_plural(unreadable, 'data key')} wrapped by a master key that is "
-                        "not configured")
+        problems.append(
+            f"{_plural(unreadable, 'data key')} wrapped by a master key that is not configured"
+        )
     on_development = sum(n for mk, n in by_master.items() if mk in development_ids)
     if on_development:
-        problems.append(f"{_plural(on_development, 'data key')} wrapped by the development key "
-                        "(rotate_master_key)")
+        problems.append(
+            f"{_plural(on_development, 'data key')} wrapped by the development key "
+            "(rotate_master_key)"
+        )
 
     # The stored records are ciphertext in the platform's format, made with a subject's key.
-    sample = list(Conversation.objects.order_by("-id")
-                  .values_list("prompt_ciphertext", "response_ciphertext", "key_id")
-                  [:ENCRYPTION_SAMPLE])
+    sample = list(
+        Conversation.objects.order_by("-id").values_list(
+            "prompt_ciphertext", "response_ciphertext", "key_id"
+        )[:ENCRYPTION_SAMPLE]
+    )
     not_encrypted = 0
     for prompt, response, key_id in sample:
         try:
-            if not (crypto.ciphertext_key_id(prompt) == key_id
-                    and crypto.ciphertext_key_id(response) == key_id):
+            if not (
+                crypto.ciphertext_key_id(prompt) == key_id
+                and crypto.ciphertext_key_id(response) == key_id
+            ):
                 not_encrypted += 1
         except crypto.CryptoError:
             not_encrypted += 1
     details.update(records_sampled=len(sample), records_not_encrypted=not_encrypted)
     if not_encrypted:
-        problems.append(f"{not_encrypted} of the newest {len(sample)} conversation records "
-                        "are not in the encrypted format")
+        problems.append(
+            f"{not_encrypted} of the newest {len(sample)} conversation records "
+            "are not in the encrypted format"
+        )
 
     if problems:
         return Evidence(False, _sentence(problems), details)
-    return Evidence(True, f"{key_label} (AES-256-GCM envelope) wraps and unwraps; "
-                          f"{_plural(data_keys, 'data key')} all wrapped by configured keys; "
-                          f"the newest {_plural(len(sample), 'record')} encrypted.", details)
+    return Evidence(
+        True,
+        f"{key_label} (AES-256-GCM envelope) wraps and unwraps; "
+        f"{_plural(data_keys, 'data key')} all wrapped by configured keys; "
+        f"the newest {_plural(len(sample), 'record')} encrypted.",
+        details,
+    )
 
 
 # --- Audit log ----------------------------------------------------------------------------------
+
 
 class _ProbeAccepted(Exception):
     """Raised to roll back a probe UPDATE that the database accepted."""
@@ -177,14 +200,23 @@ def _trigger_guards(vendor: str, table: str) -> tuple[bool, str, dict[str, Any]]
                 [table],
             )
             rows = cursor.fetchall()
-            catalog = {"triggers": [
-                {"name": name, "enabled": str(enabled), "tgtype": tgtype, "function": func}
-                for name, enabled, tgtype, func in rows]}
+            catalog = {
+                "triggers": [
+                    {"name": name, "enabled": str(enabled), "tgtype": tgtype, "function": func}
+                    for name, enabled, tgtype, func in rows
+                ]
+            }
             # tgtype bits: ROW 1, BEFORE 2, DELETE 8, UPDATE 16. 'O' and 'A' fire in normal
             # sessions; 'D' is disabled and 'R' fires only on replicas.
-            guard = [name for name, enabled, tgtype, _ in rows
-                     if str(enabled) in {"O", "A"} and tgtype & 1 and tgtype & 2
-                     and tgtype & 8 and tgtype & 16]
+            guard = [
+                name
+                for name, enabled, tgtype, _ in rows
+                if str(enabled) in {"O", "A"}
+                and tgtype & 1
+                and tgtype & 2
+                and tgtype & 8
+                and tgtype & 16
+            ]
             if guard:
                 return True, f"trigger {guard[0]} refuses UPDATE and DELETE", catalog
             return False, "no enabled trigger refuses UPDATE and DELETE (pg_trigger)", catalog
@@ -198,8 +230,14 @@ def _trigger_guards(vendor: str, table: str) -> tuple[bool, str, dict[str, Any]]
             guard = [name for name, sql in rows if "BEFORE UPDATE" in (sql or "").upper()]
             if not guard:
                 return False, "no trigger refuses UPDATE (sqlite_master)", catalog
-            return True, (f"SQLite: trigger {guard[0]} refuses UPDATE; DELETE is refused by the "
-                          "application only"), catalog
+            return (
+                True,
+                (
+                    f"SQLite: trigger {guard[0]} refuses UPDATE; DELETE is refused by the "
+                    "application only"
+                ),
+                catalog,
+            )
     return False, f"no append-only guard is known for {vendor}", {}
 
 
@@ -221,8 +259,10 @@ def audit_log() -> Evidence:
         quoted = connection.ops.quote_name(table)
         try:
             with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(f"UPDATE {quoted} SET action = action WHERE id = %s",  # noqa: S608
-                               [newest])
+                cursor.execute(
+                    f"UPDATE {quoted} SET action = action WHERE id = %s",  # noqa: S608
+                    [newest],
+                )
                 raise _ProbeAccepted
         except _ProbeAccepted:
             details["probe"] = "accepted"
@@ -237,8 +277,11 @@ def audit_log() -> Evidence:
     others = AuditEvent.objects.exclude(action__startswith=OWN_AUDIT_PREFIX)
     last = others.order_by("-created_at", "-id").values_list("created_at", "action").first()
     recent = others.filter(created_at__gte=since).count()
-    details.update(events_last_24h=recent, last_event_at=last[0].isoformat() if last else None,
-                   last_event_action=last[1] if last else None)
+    details.update(
+        events_last_24h=recent,
+        last_event_at=last[0].isoformat() if last else None,
+        last_event_action=last[1] if last else None,
+    )
     if last is None or last[0] < since:
         problems.append("nothing written in the last 24 h")
 
@@ -246,11 +289,11 @@ def audit_log() -> Evidence:
     if problems:
         return Evidence(False, _sentence(problems, f" ({written})"), details)
     probe = " (a probe UPDATE was refused)" if details.get("probe") == "refused" else ""
-    return Evidence(True, f"{guard_text[0].upper()}{guard_text[1:]}{probe}; {written}.",
-                    details)
+    return Evidence(True, f"{guard_text[0].upper()}{guard_text[1:]}{probe}; {written}.", details)
 
 
 # --- Retention purge ----------------------------------------------------------------------------
+
 
 @register(RETENTION_PURGE, "Retention purge ran in the last 24 h")
 def retention_purge() -> Evidence:
@@ -259,8 +302,11 @@ def retention_purge() -> Evidence:
     now = timezone.now()
     since = now - timedelta(hours=24)
     latest = PurgeRun.objects.order_by("-started_at", "-id").first()
-    good = (PurgeRun.objects.filter(finished_at__isnull=False, error="")
-            .order_by("-finished_at", "-id").first())
+    good = (
+        PurgeRun.objects.filter(finished_at__isnull=False, error="")
+        .order_by("-finished_at", "-id")
+        .first()
+    )
     overdue = Conversation.objects.filter(expires_at__lt=now - PURGE_GRACE).count()
     details: dict[str, Any] = {
         "last_run_started_at": latest.started_at.isoformat() if latest else None,
@@ -272,21 +318,31 @@ def retention_purge() -> Evidence:
     if latest is None:
         problems.append("the retention purge has never run")
     elif latest.error and latest.finished_at is not None:
-        problems.append(f"the last purge ({utc(latest.started_at)}) failed: "
-                        f"{latest.error.strip().splitlines()[-1][:200]}")
+        problems.append(
+            f"the last purge ({utc(latest.started_at)}) failed: "
+            f"{latest.error.strip().splitlines()[-1][:200]}"
+        )
     if latest is not None and (good is None or good.finished_at < since):
-        problems.append("no successful purge in the last 24 h "
-                        f"(last {utc(good and good.finished_at)})")
+        problems.append(
+            f"no successful purge in the last 24 h (last {utc(good and good.finished_at)})"
+        )
     if overdue:
-        problems.append(f"{_plural(overdue, 'record')} expired more than "
-                        f"{PURGE_GRACE.seconds // 3600} h ago still stored")
+        problems.append(
+            f"{_plural(overdue, 'record')} expired more than "
+            f"{PURGE_GRACE.seconds // 3600} h ago still stored"
+        )
     if problems:
         return Evidence(False, _sentence(problems), details)
-    return Evidence(True, f"Last purge {utc(good.finished_at)}, {good.deleted} deleted; "
-                          "no record kept past its retention.", details)
+    return Evidence(
+        True,
+        f"Last purge {utc(good.finished_at)}, {good.deleted} deleted; "
+        "no record kept past its retention.",
+        details,
+    )
 
 
 # --- Data-subject requests ----------------------------------------------------------------------
+
 
 @register(SUBJECT_REQUESTS, "Data-subject requests: none overdue")
 def subject_requests() -> Evidence:
@@ -298,13 +354,22 @@ def subject_requests() -> Evidence:
         effective_due=subject_requests.effective_due_expression()
     ).filter(state__in=subject_requests.OPEN_STATES)
     total = open_requests.count()
-    overdue = list(open_requests.filter(subject_requests.overdue_q(now))
-                   .order_by("effective_due", "id")
-                   .values("id", "tenant__slug", "kind", "law", "state", "effective_due")[:20])
-    overdue_count = (len(overdue) if len(overdue) < 20
-                     else open_requests.filter(subject_requests.overdue_q(now)).count())
-    upcoming = (open_requests.filter(effective_due__gte=now).order_by("effective_due")
-                .values_list("effective_due", flat=True).first())
+    overdue = list(
+        open_requests.filter(subject_requests.overdue_q(now))
+        .order_by("effective_due", "id")
+        .values("id", "tenant__slug", "kind", "law", "state", "effective_due")[:20]
+    )
+    overdue_count = (
+        len(overdue)
+        if len(overdue) < 20
+        else open_requests.filter(subject_requests.overdue_q(now)).count()
+    )
+    upcoming = (
+        open_requests.filter(effective_due__gte=now)
+        .order_by("effective_due")
+        .values_list("effective_due", flat=True)
+        .first()
+    )
     details = {
         "open": total,
         "overdue": overdue_count,
@@ -316,14 +381,18 @@ def subject_requests() -> Evidence:
     head = f"{overdue_count} of {_plural(total, 'open request')} overdue"
     if overdue_count:
         first = overdue[0]
-        return Evidence(False, f"{head}; the oldest, #{first['id']} ({first['kind']}, "
-                               f"{first['tenant__slug']}), was due {utc(first['effective_due'])}.",
-                        details)
+        return Evidence(
+            False,
+            f"{head}; the oldest, #{first['id']} ({first['kind']}, "
+            f"{first['tenant__slug']}), was due {utc(first['effective_due'])}.",
+            details,
+        )
     tail = f"; next due {utc(upcoming)}" if upcoming else ""
     return Evidence(True, f"{head}{tail}.", details)
 
 
 # --- Staff second factor ------------------------------------------------------------------------
+
 
 @register(STAFF_SECOND_FACTOR, "Second factor enforced for all staff")
 def staff_second_factor() -> Evidence:
@@ -340,9 +409,12 @@ def staff_second_factor() -> Evidence:
     names = list(without.values_list(user_model.USERNAME_FIELD, flat=True)[:20])
     missing = len(names) if len(names) < 20 else without.count()
     enforced = second_factor_required() and isinstance(admin.site, GovernanceAdminSite)
-    details = {"staff": total, "without_second_factor": missing,
-               "staff_without_second_factor": names,
-               "admin_requires_2fa": enforced}
+    details = {
+        "staff": total,
+        "without_second_factor": missing,
+        "staff_without_second_factor": names,
+        "admin_requires_2fa": enforced,
+    }
     problems = []
     if not second_factor_required():
         problems.append("LLMP_ADMIN_REQUIRE_2FA is off: the admin does not ask for a code")
@@ -358,6 +430,7 @@ def staff_second_factor() -> Evidence:
 
 # --- TLS ----------------------------------------------------------------------------------------
 
+
 @register(TLS_REQUIRED, "TLS required in production settings")
 def tls_required() -> Evidence:
     hsts = int(getattr(settings, "SECURE_HSTS_SECONDS", 0) or 0)
@@ -367,19 +440,27 @@ def tls_required() -> Evidence:
         "SESSION_COOKIE_SECURE": bool(getattr(settings, "SESSION_COOKIE_SECURE", False)),
         "CSRF_COOKIE_SECURE": bool(getattr(settings, "CSRF_COOKIE_SECURE", False)),
         "SECURE_HSTS_SECONDS": hsts,
-        "SECURE_PROXY_SSL_HEADER": list(getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
-                                        or []),
+        "SECURE_PROXY_SSL_HEADER": list(getattr(settings, "SECURE_PROXY_SSL_HEADER", None) or []),
         "LLMP_ENV": settings.LLMP_ENV,
     }
-    problems = [f"{name} off" for name in
-                ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE")
-                if not values[name]]
+    problems = [
+        f"{name} off"
+        for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE")
+        if not values[name]
+    ]
     if hsts <= 0:
         problems.append("SECURE_HSTS_SECONDS is 0")
     if values["DEBUG"]:
         problems.insert(0, "DEBUG is on")
     if problems:
-        return Evidence(False, f"TLS is not required (LLMP_ENV={settings.LLMP_ENV}): "
-                               f"{', '.join(problems)}.", values)
-    return Evidence(True, f"HTTP redirects to HTTPS; session and CSRF cookies are Secure; "
-                          f"HSTS {hsts} s (LLMP_ENV={settings.LLMP_ENV}).", values)
+        return Evidence(
+            False,
+            f"TLS is not required (LLMP_ENV={settings.LLMP_ENV}): {', '.join(problems)}.",
+            values,
+        )
+    return Evidence(
+        True,
+        f"HTTP redirects to HTTPS; session and CSRF cookies are Secure; "
+        f"HSTS {hsts} s (LLMP_ENV={settings.LLMP_ENV}).",
+        values,
+    )

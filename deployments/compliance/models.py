@@ -15,15 +15,15 @@ from django.db.models import Q
 class ComplianceFramework(models.Model):
     code = models.SlugField(max_length=32, unique=True)
     name = models.CharField(max_length=100)
-    scope = models.CharField(max_length=200, blank=True,
-                             help_text="Who it applies to, e.g. 'EU users'.")
+    scope = models.CharField(
+        max_length=200, blank=True, help_text="Who it applies to, e.g. 'EU users'."
+    )
     order = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["order", "name"]
         permissions = [
-            ("view_compliance_report",
-             "Can view compliance reports and the record of processing"),
+            ("view_compliance_report", "Can view compliance reports and the record of processing"),
             ("run_evidence_checks", "Can re-run the live compliance checks"),
         ]
 
@@ -37,16 +37,19 @@ class ComplianceItem(models.Model):
         MANUAL = "manual", "manual"
         LIVE = "live", "live"
 
-    framework = models.ForeignKey(ComplianceFramework, on_delete=models.CASCADE,
-                                  related_name="items")
+    framework = models.ForeignKey(
+        ComplianceFramework, on_delete=models.CASCADE, related_name="items"
+    )
     code = models.SlugField(max_length=64, help_text="Unique within the framework.")
     text = models.CharField(max_length=300)
-    reference = models.CharField(max_length=100, blank=True,
-                                 help_text="Where it comes from, e.g. 'GDPR Art. 17'.")
+    reference = models.CharField(
+        max_length=100, blank=True, help_text="Where it comes from, e.g. 'GDPR Art. 17'."
+    )
     guidance = models.TextField(blank=True, help_text="What evidence satisfies it.")
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.MANUAL)
     check_code = models.CharField(
-        max_length=100, blank=True,
+        max_length=100,
+        blank=True,
         help_text="Live items: the code of the live check (see the evidence history).",
     )
     order = models.PositiveSmallIntegerField(default=0)
@@ -79,8 +82,7 @@ class Attestation(models.Model):
     withdrawn is the item's current evidence; it lapses at ``expires_at``. The file is kept in
     the database, so it is in the database backups and every web process can serve it."""
 
-    item = models.ForeignKey(ComplianceItem, on_delete=models.PROTECT,
-                             related_name="attestations")
+    item = models.ForeignKey(ComplianceItem, on_delete=models.PROTECT, related_name="attestations")
     note = models.TextField(blank=True)
     file_name = models.CharField(max_length=200, blank=True)
     file_content_type = models.CharField(max_length=100, blank=True)

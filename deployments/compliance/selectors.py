@@ -59,8 +59,9 @@ class ItemStatus:
     @property
     def stale(self) -> bool:
         """A live item whose newest run is older than the hourly schedule explains."""
-        return (self.evidence is not None and self.evidence.checked_at
-                < timezone.now() - timedelta(hours=STALE_AFTER_HOURS))
+        return self.evidence is not None and self.evidence.checked_at < timezone.now() - timedelta(
+            hours=STALE_AFTER_HOURS
+        )
 
     @property
     def css_state(self) -> str:
@@ -68,18 +69,25 @@ class ItemStatus:
 
 
 def _items_with_evidence_ids(items: QuerySet[ComplianceItem]) -> QuerySet[ComplianceItem]:
-    newest_check = (EvidenceCheck.objects.filter(check_code=OuterRef("check_code"))
-                    .order_by("-checked_at", "-id").values("pk")[:1])
-    newest_attestation = (Attestation.objects.filter(item=OuterRef("pk"),
-                                                     withdrawn_at__isnull=True)
-                          .order_by("-attested_at", "-id").values("pk")[:1])
+    newest_check = (
+        EvidenceCheck.objects.filter(check_code=OuterRef("check_code"))
+        .order_by("-checked_at", "-id")
+        .values("pk")[:1]
+    )
+    newest_attestation = (
+        Attestation.objects.filter(item=OuterRef("pk"), withdrawn_at__isnull=True)
+        .order_by("-attested_at", "-id")
+        .values("pk")[:1]
+    )
     return items.annotate(
         evidence_id=Subquery(newest_check), attestation_id=Subquery(newest_attestation)
     )
 
 
 def item_statuses(
-    framework: ComplianceFramework | None = None, *, now: datetime | None = None,
+    framework: ComplianceFramework | None = None,
+    *,
+    now: datetime | None = None,
     items: QuerySet[ComplianceItem] | None = None,
 ) -> list[ItemStatus]:
     """Every item (of ``framework``, or of ``items``) with its state and current evidence, in
@@ -89,13 +97,17 @@ def item_statuses(
         items = ComplianceItem.objects.all()
     if framework is not None:
         items = items.filter(framework=framework)
-    rows = list(_items_with_evidence_ids(items.select_related("framework"))
-                .order_by("framework__order", "framework__name", "order", "id"))
-    checks = EvidenceCheck.objects.in_bulk([r.evidence_id for r in rows
-                                            if r.kind == ComplianceItem.Kind.LIVE
-                                            and r.evidence_id])
+    rows = list(
+        _items_with_evidence_ids(items.select_related("framework")).order_by(
+            "framework__order", "framework__name", "order", "id"
+        )
+    )
+    checks = EvidenceCheck.objects.in_bulk(
+        [r.evidence_id for r in rows if r.kind == ComplianceItem.Kind.LIVE and r.evidence_id]
+    )
     attestations = Attestation.objects.defer("file_data").in_bulk(
-        [r.attestation_id for r in rows if r.attestation_id])
+        [r.attestation_id for r in rows if r.attestation_id]
+    )
     statuses = []
     for item in rows:
         if item.kind == ComplianceItem.Kind.LIVE:
@@ -134,20 +146,29 @@ def frameworks_with_counts() -> list[tuple[ComplianceFramework, dict[str, int]]]
     by_framework: dict[int, list[ItemStatus]] = {}
     for status in statuses:
         by_framework.setdefault(status.item.framework_id, []).append(status)
-    return [(framework, state_counts(by_framework.get(framework.pk, [])))
-            for framework in ComplianceFramework.objects.all()]
+    return [
+        (framework, state_counts(by_framework.get(framework.pk, [])))
+        for framework in ComplianceFramework.objects.all()
+    ]
 
 
 def evidence_history(check_code: str, limit: int = 20) -> list[EvidenceCheck]:
-    return list(EvidenceCheck.objects.filter(check_code=check_code)
-                .order_by("-checked_at", "-id")[:limit])
+    return list(
+        EvidenceCheck.objects.filter(check_code=check_code).order_by("-checked_at", "-id")[:limit]
+    )
 
 
 def attestation_history(item: ComplianceItem, limit: int = 20) -> list[Attestation]:
-    return list(Attestation.objects.filter(item=item).defer("file_data")
-                .order_by("-attested_at", "-id")[:limit])
+    return list(
+        Attestation.objects.filter(item=item)
+        .defer("file_data")
+        .order_by("-attested_at", "-id")[:limit]
+    )
 
 
 def attestation_with_file(attestation_id: int) -> Attestation | None:
-    return (Attestation.objects.select_related("item__framework")
-            .filter(~Q(file_name=""), pk=attestation_id).first())
+    return (
+        Attestation.objects.select_related("item__framework")
+        .filter(~Q(file_name=""), pk=attestation_id)
+        .first()
+    )

@@ -22,8 +22,20 @@ Trigger = EvidenceCheck.Trigger
 #: Largest evidence file kept (bytes). Evidence is a policy PDF or a signed agreement, not a
 #: data dump; the file lives in the database (and so in its backups).
 MAX_EVIDENCE_FILE_BYTES = 10 * 1024 * 1024
-ALLOWED_EVIDENCE_EXTENSIONS = ("pdf", "png", "jpg", "jpeg", "txt", "md", "csv", "json", "docx",
-                               "xlsx", "odt", "ods")
+ALLOWED_EVIDENCE_EXTENSIONS = (
+    "pdf",
+    "png",
+    "jpg",
+    "jpeg",
+    "txt",
+    "md",
+    "csv",
+    "json",
+    "docx",
+    "xlsx",
+    "odt",
+    "ods",
+)
 
 
 def check_codes_in_use() -> list[str]:
@@ -47,13 +59,17 @@ def _run_one(code: str) -> tuple[evidence.Evidence, float]:
             with transaction.atomic():
                 result = check.run()
         except Exception as exc:  # a broken check fails its items; the others still run
-            result = evidence.Evidence(False, f"The check failed to run: "
-                                              f"{type(exc).__name__}: {exc}")
+            result = evidence.Evidence(
+                False, f"The check failed to run: {type(exc).__name__}: {exc}"
+            )
     return result, (time.monotonic() - started) * 1000
 
 
 def evidence_checks_run(
-    *, actor: Any = None, trigger: str = Trigger.SCHEDULE, codes: Iterable[str] | None = None,
+    *,
+    actor: Any = None,
+    trigger: str = Trigger.SCHEDULE,
+    codes: Iterable[str] | None = None,
 ) -> list[EvidenceCheck]:
     """Run live checks (all in use, or ``codes``) and keep each result as an EvidenceCheck.
     A run an officer or operator asked for is audited with what it found; the hourly run is
@@ -62,23 +78,30 @@ def evidence_checks_run(
     titles = {code: check.title for code, check in evidence.registered().items()}
     results = [(code, *_run_one(code)) for code in codes]
     with transaction.atomic():
-        rows = EvidenceCheck.objects.bulk_create([
-            EvidenceCheck(
-                check_code=code, title=titles.get(code, "")[:200], ok=result.ok,
-                summary=result.summary[:500], details=_jsonable(result.details),
-                checked_at=result.checked_at, duration_ms=round(duration, 2), trigger=trigger,
-                actor=actor_label(actor)[:200] if actor is not None else "",
-            )
-            for code, result, duration in results
-        ])
+        rows = EvidenceCheck.objects.bulk_create(
+            [
+                EvidenceCheck(
+                    check_code=code,
+                    title=titles.get(code, "")[:200],
+                    ok=result.ok,
+                    summary=result.summary[:500],
+                    details=_jsonable(result.details),
+                    checked_at=result.checked_at,
+                    duration_ms=round(duration, 2),
+                    trigger=trigger,
+                    actor=actor_label(actor)[:200] if actor is not None else "",
+                )
+                for code, result, duration in results
+            ]
+        )
         if trigger != Trigger.SCHEDULE:
             audit_record(
-                actor=actor, action="compliance.evidence_recheck",
+                actor=actor,
+                action="compliance.evidence_recheck",
                 object_type="compliance.EvidenceCheck",
                 object_id=",".join(str(row.pk) for row in rows if row.pk)[:64],
                 object_repr=f"{len(rows)} live checks ({trigger})",
-                after={"trigger": trigger,
-                       "results": {row.check_code: row.ok for row in rows}},
+                after={"trigger": trigger, "results": {row.check_code: row.ok for row in rows}},
             )
     return rows
 
@@ -106,20 +129,26 @@ def validate_evidence_file(name: str, size: int) -> None:
     if size > MAX_EVIDENCE_FILE_BYTES:
         raise ValidationError(
             f"The file is {size / 1048576:.1f} MB; evidence files are at most "
-            f"{MAX_EVIDENCE_FILE_BYTES // 1048576} MB.", code="file_size",
+            f"{MAX_EVIDENCE_FILE_BYTES // 1048576} MB.",
+            code="file_size",
         )
 
 
 def attestation_create(
-    *, actor: Any, item: ComplianceItem, note: str = "", file: Any = None,
+    *,
+    actor: Any,
+    item: ComplianceItem,
+    note: str = "",
+    file: Any = None,
     expires_at: datetime | None = None,
 ) -> Attestation:
     """A person attests a manual item, with a note, a file (an uploaded file: name, size,
     content type, ``chunks()``), or both."""
     note = (note or "").strip()
     if item.kind != ComplianceItem.Kind.MANUAL:
-        raise ValidationError("Live items are evidenced by their check, not by attestation.",
-                              code="live_item")
+        raise ValidationError(
+            "Live items are evidenced by their check, not by attestation.", code="live_item"
+        )
     if not note and file is None:
         raise ValidationError("Give a note, a file, or both.", code="empty")
     now = timezone.now()
@@ -130,21 +159,35 @@ def attestation_create(
         name = (getattr(file, "name", "") or "evidence").rsplit("/", 1)[-1][:200]
         validate_evidence_file(name, file.size)
         data = b"".join(file.chunks())
-        fields = {"file_name": name, "file_size": len(data), "file_data": data,
-                  "file_sha256": hashlib.sha256(data).hexdigest(),
-                  "file_content_type": (getattr(file, "content_type", "") or
-                                        "application/octet-stream")[:100]}
+        fields = {
+            "file_name": name,
+            "file_size": len(data),
+            "file_data": data,
+            "file_sha256": hashlib.sha256(data).hexdigest(),
+            "file_content_type": (getattr(file, "content_type", "") or "application/octet-stream")[
+                :100
+            ],
+        }
     with transaction.atomic():
         attestation = Attestation.objects.create(
-            item=item, note=note, attested_by=actor_label(actor)[:200], attested_at=now,
-            expires_at=expires_at, **fields,
+            item=item,
+            note=note,
+            attested_by=actor_label(actor)[:200],
+            attested_at=now,
+            expires_at=expires_at,
+            **fields,
         )
         audit_record(
-            actor=actor, action="compliance.attestation_create", obj=attestation,
-            after={"item": f"{item.framework.code}/{item.code}", "note": note[:1000],
-                   "file_name": fields.get("file_name", ""),
-                   "file_sha256": fields.get("file_sha256", ""),
-                   "expires_at": expires_at.isoformat() if expires_at else None},
+            actor=actor,
+            action="compliance.attestation_create",
+            obj=attestation,
+            after={
+                "item": f"{item.framework.code}/{item.code}",
+                "note": note[:1000],
+                "file_name": fields.get("file_name", ""),
+                "file_sha256": fields.get("file_sha256", ""),
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
         )
     return attestation
 
@@ -155,15 +198,22 @@ def attestation_withdraw(*, actor: Any, attestation: Attestation, reason: str) -
     if not reason:
         raise ValidationError("Say why the attestation is withdrawn.", code="reason")
     with transaction.atomic():
-        locked = Attestation.objects.select_for_update().select_related(
-            "item__framework").get(pk=attestation.pk)
+        locked = (
+            Attestation.objects.select_for_update()
+            .select_related("item__framework")
+            .get(pk=attestation.pk)
+        )
         if locked.withdrawn_at is not None:
             return locked
         locked.withdrawn_at = timezone.now()
         locked.withdrawn_by = actor_label(actor)[:200]
         locked.withdrawal_reason = reason
         locked.save(update_fields=["withdrawn_at", "withdrawn_by", "withdrawal_reason"])
-        audit_record(actor=actor, action="compliance.attestation_withdraw", obj=locked,
-                     before={"withdrawn_at": None},
-                     after={"withdrawn_at": locked.withdrawn_at.isoformat(), "reason": reason})
+        audit_record(
+            actor=actor,
+            action="compliance.attestation_withdraw",
+            obj=locked,
+            before={"withdrawn_at": None},
+            after={"withdrawn_at": locked.withdrawn_at.isoformat(), "reason": reason},
+        )
     return locked

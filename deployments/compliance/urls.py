@@ -16,10 +16,12 @@ def _admin(view):
 
 urlpatterns = [
     path("", _admin(views.overview), name="overview"),
-    path("record-of-processing/", _admin(views.record_of_processing),
-         name="record_of_processing"),
+    path("record-of-processing/", _admin(views.record_of_processing), name="record_of_processing"),
     path("recheck/", _admin(views.recheck), name="recheck"),
-    path("attestations/<int:attestation_id>/file/", _admin(views.attestation_file),
-         name="attestation_file"),
+    path(
+        "attestations/<int:attestation_id>/file/",
+        _admin(views.attestation_file),
+        name="attestation_file",
+    ),
     path("<slug:code>/", _admin(views.framework_report), name="report"),
 ]

@@ -49,11 +49,16 @@ def _context(request: HttpRequest, title: str, **extra) -> dict:
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
     _require(request, VIEW_PERMISSION)
-    return TemplateResponse(request, "compliance/overview.html", _context(
-        request, "Compliance",
-        frameworks=selectors.frameworks_with_counts(),
-        failing=selectors.failing_items(),
-    ))
+    return TemplateResponse(
+        request,
+        "compliance/overview.html",
+        _context(
+            request,
+            "Compliance",
+            frameworks=selectors.frameworks_with_counts(),
+            failing=selectors.failing_items(),
+        ),
+    )
 
 
 @requires(VIEW_PERMISSION)
@@ -62,10 +67,17 @@ def framework_report(request: HttpRequest, code: str) -> HttpResponse:
     _require(request, VIEW_PERMISSION)
     framework = get_object_or_404(ComplianceFramework, code=code)
     statuses = selectors.item_statuses(framework)
-    return TemplateResponse(request, "compliance/report.html", _context(
-        request, f"{framework.name} compliance report",
-        framework=framework, statuses=statuses, counts=selectors.state_counts(statuses),
-    ))
+    return TemplateResponse(
+        request,
+        "compliance/report.html",
+        _context(
+            request,
+            f"{framework.name} compliance report",
+            framework=framework,
+            statuses=statuses,
+            counts=selectors.state_counts(statuses),
+        ),
+    )
 
 
 @requires(VIEW_PERMISSION)
@@ -74,9 +86,15 @@ def record_of_processing(request: HttpRequest) -> HttpResponse:
     from deployments.compliance.processing_record import record_of_processing as build
 
     _require(request, VIEW_PERMISSION)
-    return TemplateResponse(request, "compliance/record_of_processing.html", _context(
-        request, "Record of processing activities (GDPR Art. 30)", record=build(),
-    ))
+    return TemplateResponse(
+        request,
+        "compliance/record_of_processing.html",
+        _context(
+            request,
+            "Record of processing activities (GDPR Art. 30)",
+            record=build(),
+        ),
+    )
 
 
 @requires(RUN_PERMISSION)
@@ -87,12 +105,14 @@ def recheck(request: HttpRequest) -> HttpResponse:
     rows = services.evidence_checks_run(actor=request.user, trigger=services.Trigger.MANUAL)
     failing = sum(1 for row in rows if not row.ok)
     messages.add_message(
-        request, messages.WARNING if failing else messages.SUCCESS,
+        request,
+        messages.WARNING if failing else messages.SUCCESS,
         f"Re-checked {len(rows)} live checks: {failing} failing.",
     )
     target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = reverse("compliance:overview")
     return redirect(target)
 
@@ -104,14 +124,13 @@ def attestation_file(request: HttpRequest, attestation_id: int) -> HttpResponse:
     attestation = selectors.attestation_with_file(attestation_id)
     if attestation is None:
         raise Http404
-    response = HttpResponse(bytes(attestation.file_data or b""),
-                            content_type=attestation.file_content_type or
-                            "application/octet-stream")
+    response = HttpResponse(
+        bytes(attestation.file_data or b""),
+        content_type=attestation.file_content_type or "application/octet-stream",
+    )
     # Always a download, never rendered in the platform's origin (an uploaded HTML or SVG
     # must not run as a page of the admin).
-    response["Content-Disposition"] = (
-        f"attachment; filename*=UTF-8''{quote(attestation.file_name)}"
-    )
+    response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(attestation.file_name)}"
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "no-store"
     return response

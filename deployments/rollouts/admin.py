@@ -38,8 +38,11 @@ class OpenFilter(admin.SimpleListFilter):
     parameter_name = "open"
 
     def lookups(self, request, model_admin):
-        return [("live", "taking traffic (in progress or paused)"),
-                ("open", "not finished"), ("finished", "finished")]
+        return [
+            ("live", "taking traffic (in progress or paused)"),
+            ("open", "not finished"),
+            ("finished", "finished"),
+        ]
 
     def queryset(self, request, queryset):
         if self.value() == "live":
@@ -53,31 +56,45 @@ class OpenFilter(admin.SimpleListFilter):
 
 class RolloutCreateForm(forms.ModelForm):
     template = forms.ModelChoiceField(
-        ChecklistTemplate.objects.all(), required=False,
+        ChecklistTemplate.objects.all(),
+        required=False,
         help_text="The deployment checklist copied into this rollout (empty: the default "
-        "template).")
+        "template).",
+    )
     executor_kind = forms.ChoiceField(choices=executor_choices, initial=GATEWAY)
 
     class Meta:
         model = Rollout
-        fields = ["alias", "stable_version", "candidate_version", "strategy", "stages",
-                  "max_error_rate_increase", "min_requests", "window", "p95_latency_limit_ms",
-                  "advance_every", "executor_kind", "executor_config"]
+        fields = [
+            "alias",
+            "stable_version",
+            "candidate_version",
+            "strategy",
+            "stages",
+            "max_error_rate_increase",
+            "min_requests",
+            "window",
+            "p95_latency_limit_ms",
+            "advance_every",
+            "executor_kind",
+            "executor_config",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        versions = ModelVersion.objects.select_related("alias").order_by("alias__name",
-                                                                         "version")
+        versions = ModelVersion.objects.select_related("alias").order_by("alias__name", "version")
         self.fields["stable_version"].queryset = versions
         self.fields["candidate_version"].queryset = versions
         self.fields["stages"].required = False
-        self.fields["template"].initial = ChecklistTemplate.objects.filter(
-            is_default=True).first()
+        self.fields["template"].initial = ChecklistTemplate.objects.filter(is_default=True).first()
 
     def clean(self):
         data = super().clean()
-        alias, stable, candidate = (data.get("alias"), data.get("stable_version"),
-                                    data.get("candidate_version"))
+        alias, stable, candidate = (
+            data.get("alias"),
+            data.get("stable_version"),
+            data.get("candidate_version"),
+        )
         if alias and stable and stable.alias_id != alias.pk:
             self.add_error("stable_version", "This version belongs to another alias.")
         if alias and candidate and candidate.alias_id != alias.pk:
@@ -90,15 +107,16 @@ class RolloutCreateForm(forms.ModelForm):
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(max_length=2000, required=False,
-                             widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+    reason = forms.CharField(
+        max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60})
+    )
 
 
 class LoadTestForm(forms.Form):
-    passed = forms.TypedChoiceField(choices=[("1", "passed"), ("0", "failed")],
-                                    coerce=lambda v: v == "1")
-    summary = forms.CharField(max_length=5000,
-                              widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+    passed = forms.TypedChoiceField(
+        choices=[("1", "passed"), ("0", "failed")], coerce=lambda v: v == "1"
+    )
+    summary = forms.CharField(max_length=5000, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
 
 
 # name -> (service call, success message, needs a reason)
@@ -110,25 +128,40 @@ def _advance(request, rollout, reason):
     return services.rollout_advance(actor=request.user, rollout=rollout, override_reason=reason)
 
 
-LABELS = {"start": "Start", "advance": "Advance to the next stage", "pause": "Pause",
-          "resume": "Resume", "switch_back": "Switch back", "rollback": "Roll back",
-          "complete": "Complete"}
+LABELS = {
+    "start": "Start",
+    "advance": "Advance to the next stage",
+    "pause": "Pause",
+    "resume": "Resume",
+    "switch_back": "Switch back",
+    "rollback": "Roll back",
+    "complete": "Complete",
+}
 
 ACTIONS = {
     "start": (_start, "Started"),
     "advance": (_advance, "Advanced"),
-    "pause": (lambda r, o, reason: services.rollout_pause(actor=r.user, rollout=o,
-                                                           reason=reason), "Paused"),
-    "resume": (lambda r, o, reason: services.rollout_resume(actor=r.user, rollout=o),
-               "Resumed"),
-    "switch_back": (lambda r, o, reason: services.rollout_switch_back(
-        actor=r.user, rollout=o, reason=reason or "switched back from the admin"),
-        "Switched back to the stable version"),
-    "rollback": (lambda r, o, reason: services.rollout_rollback(
-        actor=r.user, rollout=o, reason=reason or "rolled back from the admin"),
-        "Rolled back to the stable version"),
-    "complete": (lambda r, o, reason: services.rollout_complete(actor=r.user, rollout=o),
-                 "Completed"),
+    "pause": (
+        lambda r, o, reason: services.rollout_pause(actor=r.user, rollout=o, reason=reason),
+        "Paused",
+    ),
+    "resume": (lambda r, o, reason: services.rollout_resume(actor=r.user, rollout=o), "Resumed"),
+    "switch_back": (
+        lambda r, o, reason: services.rollout_switch_back(
+            actor=r.user, rollout=o, reason=reason or "switched back from the admin"
+        ),
+        "Switched back to the stable version",
+    ),
+    "rollback": (
+        lambda r, o, reason: services.rollout_rollback(
+            actor=r.user, rollout=o, reason=reason or "rolled back from the admin"
+        ),
+        "Rolled back to the stable version",
+    ),
+    "complete": (
+        lambda r, o, reason: services.rollout_complete(actor=r.user, rollout=o),
+        "Completed",
+    ),
 }
 
 
@@ -146,8 +179,9 @@ def available_actions(rollout: Rollout) -> list[str]:
     if state in LIVE_STATES:
         if rollout.candidate_percent == 100:
             result.append("complete")
-        result.append("switch_back" if rollout.strategy == Rollout.Strategy.BLUE_GREEN
-                      else "rollback")
+        result.append(
+            "switch_back" if rollout.strategy == Rollout.Strategy.BLUE_GREEN else "rollback"
+        )
     return result
 
 
@@ -159,13 +193,37 @@ class RolloutAdmin(admin.ModelAdmin):
     search_fields = ["alias__name", "stable_version__version", "candidate_version__version"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-    actions = ["start_selected", "advance_selected", "pause_selected", "switch_back_selected",
-               "rollback_selected", "complete_selected"]
-    readonly_fields = ["alias", "stable_version", "candidate_version", "strategy", "stages",
-                       "state", "split", "stage", "guard_settings", "advance_every",
-                       "next_advance_at", "executor_kind", "executor_config", "live_split",
-                       "gate_overridden_by", "gate_override_reason", "created_by",
-                       "created_at", "started_at", "finished_at", "last_evaluated_at"]
+    actions = [
+        "start_selected",
+        "advance_selected",
+        "pause_selected",
+        "switch_back_selected",
+        "rollback_selected",
+        "complete_selected",
+    ]
+    readonly_fields = [
+        "alias",
+        "stable_version",
+        "candidate_version",
+        "strategy",
+        "stages",
+        "state",
+        "split",
+        "stage",
+        "guard_settings",
+        "advance_every",
+        "next_advance_at",
+        "executor_kind",
+        "executor_config",
+        "live_split",
+        "gate_overridden_by",
+        "gate_override_reason",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "last_evaluated_at",
+    ]
     change_form_template = "admin/rollouts/rollout/change_form.html"
 
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -175,8 +233,11 @@ class RolloutAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return [*RolloutCreateForm.Meta.fields[:5], "template",
-                    *RolloutCreateForm.Meta.fields[5:]]
+            return [
+                *RolloutCreateForm.Meta.fields[:5],
+                "template",
+                *RolloutCreateForm.Meta.fields[5:],
+            ]
         return self.readonly_fields
 
     def get_readonly_fields(self, request, obj=None):
@@ -196,15 +257,21 @@ class RolloutAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         try:
             created = services.rollout_create(
-                actor=request.user, alias=data["alias"], stable_version=data["stable_version"],
-                candidate_version=data["candidate_version"], strategy=data["strategy"],
-                stages=data.get("stages") or None, template=data.get("template"),
+                actor=request.user,
+                alias=data["alias"],
+                stable_version=data["stable_version"],
+                candidate_version=data["candidate_version"],
+                strategy=data["strategy"],
+                stages=data.get("stages") or None,
+                template=data.get("template"),
                 executor_kind=data["executor_kind"],
                 executor_config=data.get("executor_config") or {},
                 max_error_rate_increase=data["max_error_rate_increase"],
-                min_requests=data["min_requests"], window=data["window"],
+                min_requests=data["min_requests"],
+                window=data["window"],
                 p95_latency_limit_ms=data.get("p95_latency_limit_ms"),
-                advance_every=data.get("advance_every"))
+                advance_every=data.get("advance_every"),
+            )
         except services.RolloutError as exc:
             # clean() checks what a form can; a race (another rollout created meanwhile) ends
             # here and is shown, not raised.
@@ -217,8 +284,10 @@ class RolloutAdmin(admin.ModelAdmin):
 
     @admin.display(description="split")
     def split(self, obj: Rollout) -> str:
-        return (f"{obj.stable_version.version} {100 - obj.candidate_percent}% / "
-                f"{obj.candidate_version.version} {obj.candidate_percent}%")
+        return (
+            f"{obj.stable_version.version} {100 - obj.candidate_percent}% / "
+            f"{obj.candidate_version.version} {obj.candidate_percent}%"
+        )
 
     @admin.display(description="stage")
     def stage(self, obj: Rollout) -> str:
@@ -233,16 +302,19 @@ class RolloutAdmin(admin.ModelAdmin):
         if not candidate or not stable:
             return "—"
         p95 = candidate.get("p95_ms")
-        return (f"errors {candidate['error_rate']}% vs {stable['error_rate']}% "
-                f"({candidate['requests']} req); P95 {p95 if p95 is not None else '—'} ms")
+        return (
+            f"errors {candidate['error_rate']}% vs {stable['error_rate']}% "
+            f"({candidate['requests']} req); P95 {p95 if p95 is not None else '—'} ms"
+        )
 
     @admin.display(description="guard settings")
     def guard_settings(self, obj: Rollout) -> str:
-        latency = (f"; P95 over {obj.p95_latency_limit_ms} ms" if obj.p95_latency_limit_ms
-                   else "")
-        return (f"roll back when the candidate's error rate exceeds the stable one's by more "
-                f"than {obj.max_error_rate_increase:g} points{latency}, with at least "
-                f"{obj.min_requests} candidate requests in {obj.window}")
+        latency = f"; P95 over {obj.p95_latency_limit_ms} ms" if obj.p95_latency_limit_ms else ""
+        return (
+            f"roll back when the candidate's error rate exceeds the stable one's by more "
+            f"than {obj.max_error_rate_increase:g} points{latency}, with at least "
+            f"{obj.min_requests} candidate requests in {obj.window}"
+        )
 
     @admin.display(description="split as the executor reports it")
     def live_split(self, obj: Rollout):
@@ -262,43 +334,66 @@ class RolloutAdmin(admin.ModelAdmin):
         if rollout is not None:
             checklist = getattr(rollout, "checklist", None)
             statuses = checks.checklist_status(checklist) if checklist is not None else []
-            gate_open = [s for s in statuses if s.item.phase == "pre" and s.item.required
-                         and not s.done] if not rollout.gate_overridden_by else []
+            gate_open = (
+                [s for s in statuses if s.item.phase == "pre" and s.item.required and not s.done]
+                if not rollout.gate_overridden_by
+                else []
+            )
             may_change = request.user.has_perm(CHANGE_PERMISSION)
             names = available_actions(rollout) if may_change else []
             # The action the checklist holds back: a blue-green start, or a canary's advance
             # past its first stage.
-            gate_action = next((n for n in names if n == "advance" or (
-                n == "start" and rollout.strategy == Rollout.Strategy.BLUE_GREEN)), None)
-            extra.update({
-                "rollout": rollout,
-                "steps": rollout.steps.all(),
-                "checklist": checklist,
-                "statuses": statuses,
-                "phases": [(code, label, [s for s in statuses if s.item.phase == code])
-                           for code, label in ChecklistItem._meta.get_field("phase").choices],
-                "gate_open": gate_open,
-                "actions": [(name, LABELS[name]) for name in names],
-                "gate_action": gate_action,
-                "may_change": may_change,
-                "may_override": request.user.has_perm(services.OVERRIDE_PERMISSION),
-                "may_sign": request.user.has_perm(SIGN_OFF_PERMISSION),
-                "reason_form": ReasonForm(),
-                "load_test_form": LoadTestForm(),
-                "user_name": request.user.get_username(),
-            })
+            gate_action = next(
+                (
+                    n
+                    for n in names
+                    if n == "advance"
+                    or (n == "start" and rollout.strategy == Rollout.Strategy.BLUE_GREEN)
+                ),
+                None,
+            )
+            extra.update(
+                {
+                    "rollout": rollout,
+                    "steps": rollout.steps.all(),
+                    "checklist": checklist,
+                    "statuses": statuses,
+                    "phases": [
+                        (code, label, [s for s in statuses if s.item.phase == code])
+                        for code, label in ChecklistItem._meta.get_field("phase").choices
+                    ],
+                    "gate_open": gate_open,
+                    "actions": [(name, LABELS[name]) for name in names],
+                    "gate_action": gate_action,
+                    "may_change": may_change,
+                    "may_override": request.user.has_perm(services.OVERRIDE_PERMISSION),
+                    "may_sign": request.user.has_perm(SIGN_OFF_PERMISSION),
+                    "reason_form": ReasonForm(),
+                    "load_test_form": LoadTestForm(),
+                    "user_name": request.user.get_username(),
+                }
+            )
         return super().change_view(request, object_id, form_url, extra)
 
     def get_urls(self):
         wrap = self.admin_site.admin_view
         change, sign_off = requires(CHANGE_PERMISSION), requires(SIGN_OFF_PERMISSION)
         return [
-            path("<int:pk>/act/<str:name>/", wrap(change(self.action_view)),
-                 name="rollouts_rollout_act"),
-            path("<int:pk>/sign-off/<int:item_pk>/", wrap(sign_off(self.sign_off_view)),
-                 name="rollouts_rollout_sign_off"),
-            path("<int:pk>/load-test/", wrap(change(self.load_test_view)),
-                 name="rollouts_rollout_load_test"),
+            path(
+                "<int:pk>/act/<str:name>/",
+                wrap(change(self.action_view)),
+                name="rollouts_rollout_act",
+            ),
+            path(
+                "<int:pk>/sign-off/<int:item_pk>/",
+                wrap(sign_off(self.sign_off_view)),
+                name="rollouts_rollout_sign_off",
+            ),
+            path(
+                "<int:pk>/load-test/",
+                wrap(change(self.load_test_view)),
+                name="rollouts_rollout_load_test",
+            ),
             *super().get_urls(),
         ]
 
@@ -310,8 +405,9 @@ class RolloutAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm(CHANGE_PERMISSION) or name not in ACTIONS:
             raise PermissionDenied
-        rollout = get_object_or_404(Rollout.objects.select_related(
-            "alias", "stable_version", "candidate_version"), pk=pk)
+        rollout = get_object_or_404(
+            Rollout.objects.select_related("alias", "stable_version", "candidate_version"), pk=pk
+        )
         form = ReasonForm(request.POST)
         reason = form.cleaned_data["reason"] if form.is_valid() else ""
         call, done = ACTIONS[name]
@@ -320,8 +416,11 @@ class RolloutAdmin(admin.ModelAdmin):
         except services.RolloutError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
-            self.message_user(request, f"{done}: {rollout} — the candidate takes "
-                              f"{rollout.candidate_percent}% of traffic.", messages.SUCCESS)
+            self.message_user(
+                request,
+                f"{done}: {rollout} — the candidate takes {rollout.candidate_percent}% of traffic.",
+                messages.SUCCESS,
+            )
         return self._back(pk)
 
     def sign_off_view(self, request: HttpRequest, pk: int, item_pk: int):
@@ -329,19 +428,26 @@ class RolloutAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not request.user.has_perm(SIGN_OFF_PERMISSION):
             raise PermissionDenied
-        item = get_object_or_404(ChecklistItem.objects.select_related("checklist__rollout"),
-                                 pk=item_pk, checklist__rollout_id=pk)
+        item = get_object_or_404(
+            ChecklistItem.objects.select_related("checklist__rollout"),
+            pk=item_pk,
+            checklist__rollout_id=pk,
+        )
         try:
-            created = services.checklist_item_sign_off(actor=request.user, item=item,
-                                                       note=request.POST.get("note", ""))
+            created = services.checklist_item_sign_off(
+                actor=request.user, item=item, note=request.POST.get("note", "")
+            )
         except services.RolloutError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
             if created:
                 self.message_user(request, f"Signed off: {item.text}.", messages.SUCCESS)
             else:
-                self.message_user(request, f"You signed “{item.text}” off already; the same "
-                                  "person counts once.", messages.WARNING)
+                self.message_user(
+                    request,
+                    f"You signed “{item.text}” off already; the same person counts once.",
+                    messages.WARNING,
+                )
         return self._back(pk)
 
     def load_test_view(self, request: HttpRequest, pk: int):
@@ -355,12 +461,16 @@ class RolloutAdmin(admin.ModelAdmin):
         if checklist is None:
             self.message_user(request, "This rollout has no checklist.", messages.ERROR)
         elif not form.is_valid():
-            self.message_user(request, "Give the result (passed or failed) and a summary.",
-                              messages.ERROR)
+            self.message_user(
+                request, "Give the result (passed or failed) and a summary.", messages.ERROR
+            )
         else:
             services.checklist_record_load_test(
-                actor=request.user, checklist=checklist, passed=form.cleaned_data["passed"],
-                summary=form.cleaned_data["summary"])
+                actor=request.user,
+                checklist=checklist,
+                passed=form.cleaned_data["passed"],
+                summary=form.cleaned_data["summary"],
+            )
             self.message_user(request, "Load test result recorded.", messages.SUCCESS)
         return self._back(pk)
 
@@ -376,30 +486,35 @@ class RolloutAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{rollout}: {exc}", messages.WARNING)
             else:
                 succeeded += 1
-        self.message_user(request, f"{done}: {succeeded} rollout(s).",
-                          messages.SUCCESS if succeeded else messages.WARNING)
+        self.message_user(
+            request,
+            f"{done}: {succeeded} rollout(s).",
+            messages.SUCCESS if succeeded else messages.WARNING,
+        )
 
     @admin.action(description="Start selected rollouts", permissions=["change"])
     def start_selected(self, request, queryset):
         self._run(request, queryset, "start")
 
-    @admin.action(description="Advance selected canaries to their next stage",
-                  permissions=["change"])
+    @admin.action(
+        description="Advance selected canaries to their next stage", permissions=["change"]
+    )
     def advance_selected(self, request, queryset):
         self._run(request, queryset, "advance")
 
-    @admin.action(description="Pause selected rollouts (stop scheduled advancing)",
-                  permissions=["change"])
+    @admin.action(
+        description="Pause selected rollouts (stop scheduled advancing)", permissions=["change"]
+    )
     def pause_selected(self, request, queryset):
         self._run(request, queryset, "pause")
 
-    @admin.action(description="Switch back selected blue-green rollouts",
-                  permissions=["change"])
+    @admin.action(description="Switch back selected blue-green rollouts", permissions=["change"])
     def switch_back_selected(self, request, queryset):
         self._run(request, queryset, "switch_back")
 
-    @admin.action(description="Roll back selected rollouts (all traffic to stable)",
-                  permissions=["change"])
+    @admin.action(
+        description="Roll back selected rollouts (all traffic to stable)", permissions=["change"]
+    )
     def rollback_selected(self, request, queryset):
         self._run(request, queryset, "rollback")
 
@@ -411,8 +526,15 @@ class RolloutAdmin(admin.ModelAdmin):
 class ChecklistTemplateItemInline(admin.TabularInline):
     model = ChecklistTemplateItem
     extra = 0
-    fields = ["position", "phase", "text", "required", "required_signoffs", "automatic_check",
-              "check_params"]
+    fields = [
+        "position",
+        "phase",
+        "text",
+        "required",
+        "required_signoffs",
+        "automatic_check",
+        "check_params",
+    ]
     ordering = ["position", "id"]
 
 
@@ -427,4 +549,3 @@ class ChecklistTemplateAdmin(AuditedModelAdmin):
     @admin.display(description="items", ordering="item_total")
     def item_count(self, obj) -> int:
         return obj.item_total
-

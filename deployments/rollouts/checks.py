@@ -67,8 +67,11 @@ class _Context:
             rollout = self.rollout
             until = rollout.finished_at or self.now
             self._since_start = selectors.version_figures(
-                rollout.alias.name, rollout.candidate_version.version,
-                rollout.started_at or until, until)
+                rollout.alias.name,
+                rollout.candidate_version.version,
+                rollout.started_at or until,
+                until,
+            )
         return self._since_start
 
 
@@ -79,7 +82,8 @@ def _load_test(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
     verdict = "passed" if checklist.load_test_passed else "FAILED"
     return bool(checklist.load_test_passed), (
         f"{verdict}, recorded by {checklist.load_test_recorded_by}: "
-        f"{checklist.load_test_summary[:200]}")
+        f"{checklist.load_test_summary[:200]}"
+    )
 
 
 def _canary_started(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
@@ -104,7 +108,8 @@ def _monitored_for(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
 def _full_rollout(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
     rollout = ctx.rollout
     done = rollout.state != Rollout.State.ROLLED_BACK and (
-        rollout.candidate_percent == 100 or rollout.state == Rollout.State.COMPLETED)
+        rollout.candidate_percent == 100 or rollout.state == Rollout.State.COMPLETED
+    )
     return done, f"candidate at {rollout.candidate_percent}% ({rollout.get_state_display()})"
 
 
@@ -125,7 +130,8 @@ def _error_rate(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
         return False, waiting
     return figures.error_rate < limit, (
         f"{figures.error_rate:.2f}% ({figures.errors} of {figures.requests} requests; "
-        f"target < {limit:g}%)")
+        f"target < {limit:g}%)"
+    )
 
 
 def _p95(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
@@ -134,8 +140,7 @@ def _p95(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
     if waiting:
         return False, waiting
     p95 = figures.p95_ms or 0.0
-    return p95 < limit, f"P95 {p95:.0f} ms over {figures.requests} requests (target < " \
-                        f"{limit:g} ms)"
+    return p95 < limit, f"P95 {p95:.0f} ms over {figures.requests} requests (target < {limit:g} ms)"
 
 
 def _cost_band(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
@@ -150,8 +155,9 @@ def _cost_band(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
     since = until - timedelta(hours=hours)
     alias = rollout.alias.name
     current = selectors.alias_cost(alias, since, until) / Decimal(str(hours))
-    baseline = selectors.alias_cost(alias, selectors.week_before(since),
-                                    selectors.week_before(until)) / Decimal(str(hours))
+    baseline = selectors.alias_cost(
+        alias, selectors.week_before(since), selectors.week_before(until)
+    ) / Decimal(str(hours))
     figures = f"${current:.4f}/h vs ${baseline:.4f}/h the week before"
     if baseline == 0:
         return current == 0, f"{figures}: no baseline to compare with" if current else figures
@@ -170,8 +176,9 @@ _CHECKS = {
 }
 
 
-def checklist_status(checklist: Checklist, now: datetime | None = None, *,
-                     phase: str | None = None) -> list[ItemStatus]:
+def checklist_status(
+    checklist: Checklist, now: datetime | None = None, *, phase: str | None = None
+) -> list[ItemStatus]:
     """Every item (of ``phase``) with its state, in the checklist's order (a few queries, not
     one per item: sign-offs are prefetched; automatic items share their measurements)."""
     ctx = _Context(checklist, now or timezone.now())
@@ -190,21 +197,32 @@ def checklist_status(checklist: Checklist, now: datetime | None = None, *,
             continue
         signers = [s.user.get_username() for s in item.signoffs.all()]
         needed = item.required_signoffs
-        result.append(ItemStatus(item, len(signers) >= needed,
-                                 f"{len(signers)} of {needed} sign-off(s)", signers))
+        result.append(
+            ItemStatus(
+                item, len(signers) >= needed, f"{len(signers)} of {needed} sign-off(s)", signers
+            )
+        )
     return result
 
 
-def open_pre_deployment_items(checklist: Checklist | None,
-                              now: datetime | None = None) -> list[ItemStatus]:
+def open_pre_deployment_items(
+    checklist: Checklist | None, now: datetime | None = None
+) -> list[ItemStatus]:
     """Required pre-deployment items not done: they hold a rollout at its first stage."""
     if checklist is None:
         return []
-    return [s for s in checklist_status(checklist, now, phase=Phase.PRE)
-            if s.item.required and not s.done]
+    return [
+        s
+        for s in checklist_status(checklist, now, phase=Phase.PRE)
+        if s.item.required and not s.done
+    ]
 
 
 def summary(statuses: list[ItemStatus]) -> dict[str, Any]:
-    return {phase: {"done": sum(1 for s in statuses if s.item.phase == phase and s.done),
-                    "total": sum(1 for s in statuses if s.item.phase == phase)}
-            for phase in Phase.values}
+    return {
+        phase: {
+            "done": sum(1 for s in statuses if s.item.phase == phase and s.done),
+            "total": sum(1 for s in statuses if s.item.phase == phase),
+        }
+        for phase in Phase.values
+    }

@@ -7,6 +7,7 @@ admin's timeline) and in the audit log. Rows change only through ``services``.
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,11 +23,12 @@ DEFAULT_CANARY_STAGES = [5, 25, 50, 100]
 def validate_stages(value) -> None:
     """Candidate percentages, strictly increasing, each 1-100, ending at 100."""
     if not isinstance(value, list) or not value:
-        raise ValidationError("Stages must be a non-empty list of percentages, e.g. "
-                              "[5, 25, 50, 100].")
+        raise ValidationError(
+            "Stages must be a non-empty list of percentages, e.g. [5, 25, 50, 100]."
+        )
     if any(not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 100 for v in value):
         raise ValidationError("Each stage must be a whole percentage from 1 to 100.")
-    if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(value)):
         raise ValidationError("Stages must increase.")
     if value[-1] != 100:
         raise ValidationError("The last stage must be 100 (all traffic on the candidate).")
@@ -46,42 +48,62 @@ class Rollout(models.Model):
 
     alias = models.ForeignKey(ModelAlias, on_delete=models.PROTECT, related_name="rollouts")
     stable_version = models.ForeignKey(
-        ModelVersion, on_delete=models.PROTECT, related_name="+",
-        help_text="The version serving now (blue); traffic returns here on rollback.")
+        ModelVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The version serving now (blue); traffic returns here on rollback.",
+    )
     candidate_version = models.ForeignKey(
-        ModelVersion, on_delete=models.PROTECT, related_name="+",
-        help_text="The new version (green / canary).")
-    strategy = models.CharField(max_length=16, choices=Strategy.choices,
-                                default=Strategy.CANARY)
+        ModelVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The new version (green / canary).",
+    )
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.CANARY)
     stages = models.JSONField(
-        default=list, blank=True, validators=[validate_stages],
+        default=list,
+        blank=True,
+        validators=[validate_stages],
         help_text="Canary: the candidate's percentage at each stage (default 5, 25, 50, 100). "
-        "Blue-green: always [100].")
+        "Blue-green: always [100].",
+    )
     stage_index = models.SmallIntegerField(
-        default=-1, help_text="Index into stages of the split in force; -1 before the start.")
+        default=-1, help_text="Index into stages of the split in force; -1 before the start."
+    )
     candidate_percent = models.PositiveSmallIntegerField(default=0)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING,
-                             db_index=True)
+    state = models.CharField(
+        max_length=16, choices=State.choices, default=State.PENDING, db_index=True
+    )
     # Guard (automatic rollback).
     max_error_rate_increase = models.FloatField(
-        default=2.0, validators=[MinValueValidator(0.0), MaxValueValidator(100.0)],
+        default=2.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(100.0)],
         help_text="Percentage points: roll back when the candidate's error rate exceeds the "
-        "stable version's by more than this (the seed: 2).")
+        "stable version's by more than this (the seed: 2).",
+    )
     min_requests = models.PositiveIntegerField(
-        default=50, validators=[MinValueValidator(1)],
+        default=50,
+        validators=[MinValueValidator(1)],
         help_text="Candidate requests in the window before the guard judges (and before a "
-        "scheduled stage advances).")
+        "scheduled stage advances).",
+    )
     window = models.DurationField(
         default=timedelta(minutes=5),
-        help_text="The window error rates and P95 latency are measured over.")
+        help_text="The window error rates and P95 latency are measured over.",
+    )
     p95_latency_limit_ms = models.PositiveIntegerField(
-        null=True, blank=True, default=5000,
+        null=True,
+        blank=True,
+        default=5000,
         help_text="Roll back when the candidate's P95 latency exceeds this (ms); empty = no "
-        "latency guard (the seed: 5 s).")
+        "latency guard (the seed: 5 s).",
+    )
     advance_every = models.DurationField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="Advance a healthy canary to its next stage this long after the last change; "
-        "empty = by hand only.")
+        "empty = by hand only.",
+    )
     next_advance_at = models.DateTimeField(null=True, blank=True)
     # Where the split is carried out (see executors/).
     executor_kind = models.CharField(max_length=32, default="gateway")
@@ -91,8 +113,9 @@ class Rollout(models.Model):
     gate_override_reason = models.TextField(blank=True)
     # Bumped on every transition: services claim a rollout with a conditional UPDATE on it.
     revision = models.PositiveIntegerField(default=0)
-    last_figures = models.JSONField(default=dict, blank=True,
-                                    help_text="The guard's last measurement.")
+    last_figures = models.JSONField(
+        default=dict, blank=True, help_text="The guard's last measurement."
+    )
     last_evaluated_at = models.DateTimeField(null=True, blank=True)
     created_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -108,14 +131,17 @@ class Rollout(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(
-                fields=["alias"], condition=models.Q(state__in=["pending", "in_progress",
-                                                                "paused"]),
-                name="one_open_rollout_per_alias"),
+                fields=["alias"],
+                condition=models.Q(state__in=["pending", "in_progress", "paused"]),
+                name="one_open_rollout_per_alias",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.alias.name}: {self.stable_version.version} -> " \
-               f"{self.candidate_version.version} ({self.get_strategy_display()})"
+        return (
+            f"{self.alias.name}: {self.stable_version.version} -> "
+            f"{self.candidate_version.version} ({self.get_strategy_display()})"
+        )
 
     @property
     def is_open(self) -> bool:
@@ -172,6 +198,7 @@ class RolloutStep(models.Model):
 
 # --- Deployment checklists ------------------------------------------------------------------
 
+
 class Phase(models.TextChoices):
     PRE = "pre", "pre-deployment"
     DEPLOY = "deploy", "deployment"
@@ -195,14 +222,18 @@ class ChecklistTemplate(models.Model):
     name = models.CharField(max_length=100, unique=True)
     description = models.CharField(max_length=300, blank=True)
     is_default = models.BooleanField(
-        default=False, help_text="Used for new rollouts (only one template can be the default).")
+        default=False, help_text="Used for new rollouts (only one template can be the default)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True),
-                                    name="one_default_checklist_template"),
+            models.UniqueConstraint(
+                fields=["is_default"],
+                condition=models.Q(is_default=True),
+                name="one_default_checklist_template",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -214,18 +245,27 @@ class ItemFields(models.Model):
     position = models.PositiveSmallIntegerField(default=0)
     text = models.CharField(max_length=300)
     required = models.BooleanField(
-        default=True, help_text="Open required pre-deployment items hold the rollout at its "
-        "first stage.")
+        default=True,
+        help_text="Open required pre-deployment items hold the rollout at its first stage.",
+    )
     required_signoffs = models.PositiveSmallIntegerField(
-        default=1, validators=[MaxValueValidator(10)],
-        help_text="Distinct people who must sign off (manual items).")
+        default=1,
+        validators=[MaxValueValidator(10)],
+        help_text="Distinct people who must sign off (manual items).",
+    )
     automatic_check = models.CharField(
-        max_length=32, choices=AutomaticCheck.choices, blank=True, default="",
-        help_text="Automatic items are computed from the rollout and usage records, not signed.")
+        max_length=32,
+        choices=AutomaticCheck.choices,
+        blank=True,
+        default="",
+        help_text="Automatic items are computed from the rollout and usage records, not signed.",
+    )
     check_params = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text='Limits of an automatic check, e.g. {"max_percent": 0.5}, {"max_ms": 5000}, '
-        '{"band_percent": 50}, {"minutes": 30}.')
+        '{"band_percent": 50}, {"minutes": 30}.',
+    )
 
     class Meta:
         abstract = True
@@ -235,15 +275,15 @@ class ItemFields(models.Model):
 
     def clean(self) -> None:
         if not self.automatic_check and self.required_signoffs < 1:
-            raise ValidationError({"required_signoffs": "A manual item needs at least one "
-                                                        "sign-off."})
+            raise ValidationError(
+                {"required_signoffs": "A manual item needs at least one sign-off."}
+            )
         if not isinstance(self.check_params, dict):
             raise ValidationError({"check_params": "Must be a JSON object."})
 
 
 class ChecklistTemplateItem(ItemFields):
-    template = models.ForeignKey(ChecklistTemplate, on_delete=models.CASCADE,
-                                 related_name="items")
+    template = models.ForeignKey(ChecklistTemplate, on_delete=models.CASCADE, related_name="items")
 
     class Meta:
         ordering = ["template", "position", "id"]
@@ -274,8 +314,7 @@ class ChecklistItem(ItemFields):
 
 class SignOff(models.Model):
     item = models.ForeignKey(ChecklistItem, on_delete=models.CASCADE, related_name="signoffs")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                             related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

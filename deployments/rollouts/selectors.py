@@ -29,19 +29,23 @@ from gateway.models import UsageRecord
 
 ERROR_Q = Q(status_code__gte=500) | ~Q(fallback_reason="") | Q(degraded=True)
 NOT_COUNTED_Q = Q(cache_hit=True, fallback_reason="", degraded=False) | Q(
-    status_code__gte=400, status_code__lt=500)
+    status_code__gte=400, status_code__lt=500
+)
 
 
 def rollouts_in_progress() -> QuerySet[Rollout]:
     """Rollouts taking traffic now (in progress or paused), newest first (the dashboard's)."""
-    return (Rollout.objects.filter(state__in=LIVE_STATES)
-            .select_related("alias", "stable_version", "candidate_version")
-            .order_by("-started_at", "-id"))
+    return (
+        Rollout.objects.filter(state__in=LIVE_STATES)
+        .select_related("alias", "stable_version", "candidate_version")
+        .order_by("-started_at", "-id")
+    )
 
 
 def get_rollout(rollout_id: int) -> Rollout:
-    return Rollout.objects.select_related(
-        "alias", "stable_version", "candidate_version").get(pk=rollout_id)
+    return Rollout.objects.select_related("alias", "stable_version", "candidate_version").get(
+        pk=rollout_id
+    )
 
 
 @dataclass(frozen=True)
@@ -57,19 +61,22 @@ class VersionFigures:
         return 100.0 * self.errors / self.requests if self.requests else 0.0
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "error_rate": round(self.error_rate, 3),
-                "p95_ms": round(self.p95_ms, 1) if self.p95_ms is not None else None}
+        return {
+            **asdict(self),
+            "error_rate": round(self.error_rate, 3),
+            "p95_ms": round(self.p95_ms, 1) if self.p95_ms is not None else None,
+        }
 
 
-def counted_usage(alias: str, version: str, since: datetime, until: datetime
-                  ) -> QuerySet[UsageRecord]:
-    return (UsageRecord.objects
-            .filter(alias=alias, version=version, created_at__gte=since, created_at__lte=until)
-            .exclude(NOT_COUNTED_Q))
+def counted_usage(
+    alias: str, version: str, since: datetime, until: datetime
+) -> QuerySet[UsageRecord]:
+    return UsageRecord.objects.filter(
+        alias=alias, version=version, created_at__gte=since, created_at__lte=until
+    ).exclude(NOT_COUNTED_Q)
 
 
-def version_figures(alias: str, version: str, since: datetime, until: datetime
-                    ) -> VersionFigures:
+def version_figures(alias: str, version: str, since: datetime, until: datetime) -> VersionFigures:
     rows = counted_usage(alias, version, since, until)
     totals = rows.aggregate(requests=Count("id"), errors=Count("id", filter=ERROR_Q))
     requests = totals["requests"] or 0
@@ -88,8 +95,12 @@ class RolloutFigures:
     candidate: VersionFigures
 
     def as_dict(self) -> dict:
-        return {"since": self.since.isoformat(), "until": self.until.isoformat(),
-                "stable": self.stable.as_dict(), "candidate": self.candidate.as_dict()}
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "stable": self.stable.as_dict(),
+            "candidate": self.candidate.as_dict(),
+        }
 
 
 def rollout_figures(rollout: Rollout, now: datetime | None = None) -> RolloutFigures:
@@ -100,9 +111,11 @@ def rollout_figures(rollout: Rollout, now: datetime | None = None) -> RolloutFig
         since = rollout.started_at
     alias = rollout.alias.name
     return RolloutFigures(
-        since, until,
+        since,
+        until,
         version_figures(alias, rollout.stable_version.version, since, until),
-        version_figures(alias, rollout.candidate_version.version, since, until))
+        version_figures(alias, rollout.candidate_version.version, since, until),
+    )
 
 
 def guard_breach(rollout: Rollout, figures: RolloutFigures) -> str | None:
@@ -112,19 +125,27 @@ def guard_breach(rollout: Rollout, figures: RolloutFigures) -> str | None:
         return None
     limit = stable.error_rate + rollout.max_error_rate_increase
     if candidate.error_rate > limit:
-        return (f"candidate error rate {candidate.error_rate:.2f}% ({candidate.errors} of "
-                f"{candidate.requests}) exceeds the stable version's {stable.error_rate:.2f}% "
-                f"by more than {rollout.max_error_rate_increase:g} points")
-    if (rollout.p95_latency_limit_ms is not None and candidate.p95_ms is not None
-            and candidate.p95_ms > rollout.p95_latency_limit_ms):
-        return (f"candidate P95 latency {candidate.p95_ms:.0f} ms exceeds the limit of "
-                f"{rollout.p95_latency_limit_ms} ms ({candidate.requests} requests)")
+        return (
+            f"candidate error rate {candidate.error_rate:.2f}% ({candidate.errors} of "
+            f"{candidate.requests}) exceeds the stable version's {stable.error_rate:.2f}% "
+            f"by more than {rollout.max_error_rate_increase:g} points"
+        )
+    if (
+        rollout.p95_latency_limit_ms is not None
+        and candidate.p95_ms is not None
+        and candidate.p95_ms > rollout.p95_latency_limit_ms
+    ):
+        return (
+            f"candidate P95 latency {candidate.p95_ms:.0f} ms exceeds the limit of "
+            f"{rollout.p95_latency_limit_ms} ms ({candidate.requests} requests)"
+        )
     return None
 
 
 def alias_cost(alias: str, since: datetime, until: datetime) -> Decimal:
-    total = (UsageRecord.objects.filter(alias=alias, created_at__gte=since, created_at__lt=until)
-             .aggregate(cost=Sum("cost"))["cost"])
+    total = UsageRecord.objects.filter(
+        alias=alias, created_at__gte=since, created_at__lt=until
+    ).aggregate(cost=Sum("cost"))["cost"]
     return total or Decimal(0)
 
 

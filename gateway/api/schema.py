@@ -50,9 +50,11 @@ class ErrorObjectSerializer(serializers.Serializer):
     message = serializers.CharField(help_text="What went wrong, for a human.")
     type = serializers.CharField(
         help_text="invalid_request_error, permission_error, requests, insufficient_quota, "
-                  "api_error or server_error.")
-    param = serializers.CharField(allow_null=True,
-                                  help_text="The offending field (e.g. messages[1].role), if any.")
+        "api_error or server_error."
+    )
+    param = serializers.CharField(
+        allow_null=True, help_text="The offending field (e.g. messages[1].role), if any."
+    )
     code = serializers.CharField(allow_null=True, help_text="A stable, machine-readable code.")
 
 
@@ -68,24 +70,29 @@ def _error(codes: str) -> OpenApiResponse:
 
 _BODY_ERRORS = "`invalid_json`, `invalid_utf8`, `invalid_value`, `unknown_parameter`"
 _AUTH_ERRORS = {
-    401: _error("`invalid_api_key` (missing, malformed, unknown, wrong, expired or revoked key; "
-                "all alike)"),
-    403: _error("`insufficient_permissions` (the key lacks the route's scope), "
-                "`ip_not_allowed`"),
+    401: _error(
+        "`invalid_api_key` (missing, malformed, unknown, wrong, expired or revoked key; all alike)"
+    ),
+    403: _error("`insufficient_permissions` (the key lacks the route's scope), `ip_not_allowed`"),
 }
 _UNAVAILABLE = _error("`database_unavailable` (retry after `Retry-After` seconds)")
 _TOO_LARGE = _error("`request_too_large` (over `LLMP_MAX_BODY_BYTES`)")
 _CHAT_ERRORS = {
-    400: _error(f"{_BODY_ERRORS}, `prompt_too_large`, `max_tokens_too_large`, "
-                "`prompt_injection_detected`, `pii_detected`"),
+    400: _error(
+        f"{_BODY_ERRORS}, `prompt_too_large`, `max_tokens_too_large`, "
+        "`prompt_injection_detected`, `pii_detected`"
+    ),
     **_AUTH_ERRORS,
     404: _error("`model_not_found` (unknown alias, or one the tier does not allow)"),
     413: _TOO_LARGE,
-    429: _error("`rate_limit_exceeded`, `tokens_rate_limit_exceeded`, `budget_exceeded` "
-                "(see `Retry-After`)"),
+    429: _error(
+        "`rate_limit_exceeded`, `tokens_rate_limit_exceeded`, `budget_exceeded` (see `Retry-After`)"
+    ),
     502: _error("`upstream_bad_response`, `upstream_server_error`, `upstream_auth_failed`"),
-    503: _error("`upstream_unavailable`, `circuit_open`, `limits_unavailable`, "
-                "`pii_detector_unavailable`, `database_unavailable`"),
+    503: _error(
+        "`upstream_unavailable`, `circuit_open`, `limits_unavailable`, "
+        "`pii_detector_unavailable`, `database_unavailable`"
+    ),
     504: _error("`upstream_timeout`"),
 }
 
@@ -99,33 +106,78 @@ class ContentFieldExtension(OpenApiSerializerFieldExtension):
         return {
             "oneOf": [
                 {"type": "string"},
-                {"type": "array", "items": {"oneOf": [
-                    {"type": "object", "required": ["type", "text"], "properties": {
-                        "type": {"type": "string", "enum": ["text"]},
-                        "text": {"type": "string"}}},
-                    {"type": "object", "required": ["type", "image_url"], "properties": {
-                        "type": {"type": "string", "enum": ["image_url"]},
-                        "image_url": {"type": "object", "required": ["url"], "properties": {
-                            "url": {"type": "string",
-                                    "description": "An http(s) URL or a data:image/ URL."},
-                            "detail": {"type": "string", "enum": ["auto", "low", "high"]}}}}},
-                    {"type": "object", "required": ["type", "input_audio"], "properties": {
-                        "type": {"type": "string", "enum": ["input_audio"]},
-                        "input_audio": {"type": "object", "required": ["data", "format"],
+                {
+                    "type": "array",
+                    "items": {
+                        "oneOf": [
+                            {
+                                "type": "object",
+                                "required": ["type", "text"],
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["text"]},
+                                    "text": {"type": "string"},
+                                },
+                            },
+                            {
+                                "type": "object",
+                                "required": ["type", "image_url"],
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["image_url"]},
+                                    "image_url": {
+                                        "type": "object",
+                                        "required": ["url"],
+                                        "properties": {
+                                            "url": {
+                                                "type": "string",
+                                                "description": (
+                                                    "An http(s) URL or a data:image/ URL."
+                                                ),
+                                            },
+                                            "detail": {
+                                                "type": "string",
+                                                "enum": ["auto", "low", "high"],
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                            {
+                                "type": "object",
+                                "required": ["type", "input_audio"],
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["input_audio"]},
+                                    "input_audio": {
+                                        "type": "object",
+                                        "required": ["data", "format"],
                                         "properties": {
                                             "data": {"type": "string"},
-                                            "format": {"type": "string",
-                                                       "enum": ["wav", "mp3"]}}}}},
-                    {"type": "object", "required": ["type", "file"], "properties": {
-                        "type": {"type": "string", "enum": ["file"]},
-                        "file": {"type": "object", "properties": {
-                            "file_data": {"type": "string"}, "file_id": {"type": "string"},
-                            "filename": {"type": "string"}}}}},
-                ]}},
+                                            "format": {"type": "string", "enum": ["wav", "mp3"]},
+                                        },
+                                    },
+                                },
+                            },
+                            {
+                                "type": "object",
+                                "required": ["type", "file"],
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["file"]},
+                                    "file": {
+                                        "type": "object",
+                                        "properties": {
+                                            "file_data": {"type": "string"},
+                                            "file_id": {"type": "string"},
+                                            "filename": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        ]
+                    },
+                },
             ],
             "description": "A string, or an array of content parts. Image, audio and file "
-                           "parts are accepted in user messages only, by providers that take "
-                           "them (others: 400 `unsupported_by_provider` naming the part).",
+            "parts are accepted in user messages only, by providers that take "
+            "them (others: 400 `unsupported_by_provider` naming the part).",
         }
 
 
@@ -133,10 +185,12 @@ class StopFieldExtension(OpenApiSerializerFieldExtension):
     target_class = "gateway.pipeline.validate.StopField"
 
     def map_serializer_field(self, auto_schema, direction):
-        return {"oneOf": [
-            {"type": "string"},
-            {"type": "array", "items": {"type": "string"}, "maxItems": 4},
-        ]}
+        return {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+            ]
+        }
 
 
 class _RequestMeta:
@@ -145,14 +199,20 @@ class _RequestMeta:
 
 # The validating serializer plus the OpenAI parameters it lets through uninterpreted.
 ChatCompletionRequestSerializer = type(
-    "ChatCompletionRequestSerializer", (ChatCompletionSerializer,), {
+    "ChatCompletionRequestSerializer",
+    (ChatCompletionSerializer,),
+    {
         "__doc__": "OpenAI's chat completion request. The OpenAI parameters the gateway does "
-                   "not interpret are passed through to OpenAI-compatible upstreams as given.",
+        "not interpret are passed through to OpenAI-compatible upstreams as given.",
         "Meta": _RequestMeta,
-        **{name: serializers.JSONField(required=False,
-                                       help_text="Passed through to OpenAI-compatible upstreams.")
-           for name in sorted(PASSTHROUGH_PARAMS)},
-    })
+        **{
+            name: serializers.JSONField(
+                required=False, help_text="Passed through to OpenAI-compatible upstreams."
+            )
+            for name in sorted(PASSTHROUGH_PARAMS)
+        },
+    },
+)
 
 
 class UsageSerializer(serializers.Serializer):
@@ -183,8 +243,7 @@ class ChoiceSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     message = AssistantMessageSerializer()
     logprobs = serializers.JSONField(allow_null=True)
-    finish_reason = serializers.CharField(
-        help_text="stop, length, tool_calls or content_filter.")
+    finish_reason = serializers.CharField(help_text="stop, length, tool_calls or content_filter.")
 
 
 class ChatCompletionSerializerOut(serializers.Serializer):
@@ -196,9 +255,10 @@ class ChatCompletionSerializerOut(serializers.Serializer):
     usage = UsageSerializer()
     system_fingerprint = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(
-        choices=["degraded"], required=False,
-        help_text="Present when every provider failed and the alias's degraded answer was "
-                  "served.")
+        choices=["degraded"],
+        required=False,
+        help_text="Present when every provider failed and the alias's degraded answer was served.",
+    )
 
     class Meta:
         ref_name = "ChatCompletion"
@@ -208,7 +268,8 @@ class EmbeddingsRequestSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=64)
     input = serializers.JSONField(
         help_text="A string or a list of up to 2048 strings (token arrays are refused: "
-                  "400 `unsupported_input`).")
+        "400 `unsupported_input`)."
+    )
     dimensions = serializers.IntegerField(required=False, min_value=1, max_value=16384)
     encoding_format = serializers.ChoiceField(choices=["float", "base64"], required=False)
     user = serializers.CharField(required=False, max_length=256)
@@ -222,7 +283,8 @@ class EmbeddingSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     embedding = serializers.JSONField(
         help_text="A list of floats, or base64 of little-endian float32 with "
-                  "encoding_format=base64.")
+        "encoding_format=base64."
+    )
 
 
 class EmbeddingsUsageSerializer(serializers.Serializer):
@@ -244,8 +306,7 @@ class SimpleChatRequestSerializer(serializers.Serializer):
     prompt = serializers.CharField(help_text="Sent as one user message.")
     model = serializers.CharField(required=False, default="default", max_length=64)
     user = serializers.CharField(required=False, allow_blank=True, max_length=256)
-    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0,
-                                         max_value=2)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
 
     class Meta:
@@ -265,8 +326,9 @@ class SimpleChatResponseSerializer(serializers.Serializer):
 class ServerSentEventSerializer(serializers.Serializer):
     """One server-sent event (OpenAPI before 3.2 describes an event stream per event)."""
 
-    data = serializers.CharField(allow_blank=True,
-                                 help_text="One JSON document, or `[DONE]` at the end.")
+    data = serializers.CharField(
+        allow_blank=True, help_text="One JSON document, or `[DONE]` at the end."
+    )
     event = serializers.CharField(required=False)
 
     class Meta:
@@ -276,23 +338,33 @@ class ServerSentEventSerializer(serializers.Serializer):
 _SSE_OPENAI = OpenApiResponse(
     ServerSentEventSerializer,
     description='With `"stream": true`: server-sent events, each `data: <chat.completion.chunk '
-                'JSON>`, then `data: [DONE]`. A failure after the stream started is a final '
-                '`data: {"error": {...}}` event.')
+    "JSON>`, then `data: [DONE]`. A failure after the stream started is a final "
+    '`data: {"error": {...}}` event.',
+)
 _SSE_SIMPLE = OpenApiResponse(
     ServerSentEventSerializer,
     description='Server-sent events `data: {"delta": {"text": "..."}}`, then '
-                '`data: {"finish_reason": ..., "usage": {...}}` and `data: [DONE]`.')
+    '`data: {"finish_reason": ..., "usage": {...}}` and `data: [DONE]`.',
+)
 _GPC = OpenApiParameter(
-    "Sec-GPC", str, OpenApiParameter.HEADER, required=False, enum=["1"],
+    "Sec-GPC",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    enum=["1"],
     description="Global Privacy Control: with `user` set, records that user's opt-out of "
-                "sale and sharing.")
+    "sale and sharing.",
+)
 _CACHE_CONTROL = OpenApiParameter(
     # An HTTP field value (RFC 9110): visible ASCII, spaces and tabs. The server refuses a
     # header with other bytes (NUL, line breaks) before any view sees it.
-    "Cache-Control", {"type": "string", "pattern": "^[\t\x20-\x7e]*$"},
-    OpenApiParameter.HEADER, required=False,
+    "Cache-Control",
+    {"type": "string", "pattern": "^[\t\x20-\x7e]*$"},
+    OpenApiParameter.HEADER,
+    required=False,
     description="`no-cache` skips the response cache lookup, `no-store` also keeps the answer "
-                "out of it.")
+    "out of it.",
+)
 
 # --- models and cache ------------------------------------------------------------------------
 
@@ -316,8 +388,11 @@ class ModelListSerializer(serializers.Serializer):
 
 
 class CacheInvalidationRequestSerializer(serializers.Serializer):
-    model = serializers.CharField(required=False, allow_null=True,
-                                  help_text="One alias; omitted: all of the tenant's aliases.")
+    model = serializers.CharField(
+        required=False,
+        allow_null=True,
+        help_text="One alias; omitted: all of the tenant's aliases.",
+    )
 
     class Meta:
         ref_name = "CacheInvalidationRequest"
@@ -414,8 +489,7 @@ class SubjectRegisteredSerializer(serializers.Serializer):
 
 class SubjectRequestCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=SubjectRequest.Kind.values)
-    law = serializers.ChoiceField(choices=SubjectRequest.Law.values, required=False,
-                                  default="gdpr")
+    law = serializers.ChoiceField(choices=SubjectRequest.Law.values, required=False, default="gdpr")
 
     class Meta:
         ref_name = "SubjectRequestCreate"
@@ -437,9 +511,12 @@ class SubjectRequestSerializer(serializers.Serializer):
 
 
 _USER = OpenApiParameter(
-    "user", {"type": "string", "minLength": 1, "maxLength": 256}, OpenApiParameter.PATH,
+    "user",
+    {"type": "string", "minLength": 1, "maxLength": 256},
+    OpenApiParameter.PATH,
     description="The tenant app's id of its end user (the chat API's `user`), 1-256 "
-                "characters, no `/`.")
+    "characters, no `/`.",
+)
 _PRIVACY_ERRORS = {**_AUTH_ERRORS, 503: _UNAVAILABLE}
 _PRIVACY_BODY_ERRORS = {
     400: _error(f"{_BODY_ERRORS} (e.g. an unknown purpose, an invalid email)"),
@@ -462,8 +539,12 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     name = API_KEY_SCHEME
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "bearerFormat": "llmp_<lookup>_<secret>",
-                "description": "A tenant API key: `Authorization: Bearer llmp_...`."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "llmp_<lookup>_<secret>",
+            "description": "A tenant API key: `Authorization: Bearer llmp_...`.",
+        }
 
 
 class _Described(APIView):
@@ -481,134 +562,201 @@ def _scope(scope: str) -> str:
 
 class ChatCompletionsDescription(_Described):
     @extend_schema(
-        operation_id="createChatCompletion", tags=["chat"],
+        operation_id="createChatCompletion",
+        tags=["chat"],
         summary="Create a chat completion (OpenAI-compatible; JSON or SSE)",
-        description=_scope(ApiKey.Scope.CHAT.value), request=ChatCompletionRequestSerializer,
+        description=_scope(ApiKey.Scope.CHAT.value),
+        request=ChatCompletionRequestSerializer,
         parameters=[_GPC, _CACHE_CONTROL],
-        examples=[OpenApiExample("Say hello", request_only=True, value={
-            "model": "default", "messages": [{"role": "user", "content": "Say hello"}]})],
-        responses={(200, JSON): OpenApiResponse(ChatCompletionSerializerOut, "The answer."),
-                   (200, SSE): _SSE_OPENAI,
-                   **_CHAT_ERRORS})
+        examples=[
+            OpenApiExample(
+                "Say hello",
+                request_only=True,
+                value={"model": "default", "messages": [{"role": "user", "content": "Say hello"}]},
+            )
+        ],
+        responses={
+            (200, JSON): OpenApiResponse(ChatCompletionSerializerOut, "The answer."),
+            (200, SSE): _SSE_OPENAI,
+            **_CHAT_ERRORS,
+        },
+    )
     def post(self, request):  # pragma: no cover
         raise NotImplementedError
 
 
 class EmbeddingsDescription(_Described):
     @extend_schema(
-        operation_id="createEmbedding", tags=["embeddings"],
+        operation_id="createEmbedding",
+        tags=["embeddings"],
         summary="Create embeddings (OpenAI-compatible)",
-        description=_scope(ApiKey.Scope.EMBEDDINGS.value), request=EmbeddingsRequestSerializer,
+        description=_scope(ApiKey.Scope.EMBEDDINGS.value),
+        request=EmbeddingsRequestSerializer,
         parameters=[_CACHE_CONTROL],
-        responses={200: OpenApiResponse(EmbeddingsResponseSerializer, "The vectors."),
-                   **_CHAT_ERRORS})
+        responses={
+            200: OpenApiResponse(EmbeddingsResponseSerializer, "The vectors."),
+            **_CHAT_ERRORS,
+        },
+    )
     def post(self, request):  # pragma: no cover
         raise NotImplementedError
 
 
 class ModelsDescription(_Described):
     @extend_schema(
-        operation_id="listModels", tags=["models"], summary="The aliases this key may use",
+        operation_id="listModels",
+        tags=["models"],
+        summary="The aliases this key may use",
         description=_scope(ApiKey.Scope.MODELS_READ.value),
-        responses={200: OpenApiResponse(ModelListSerializer, "The aliases, by name."),
-                   **_AUTH_ERRORS, 503: _UNAVAILABLE})
+        responses={
+            200: OpenApiResponse(ModelListSerializer, "The aliases, by name."),
+            **_AUTH_ERRORS,
+            503: _UNAVAILABLE,
+        },
+    )
     def get(self, request):  # pragma: no cover
         raise NotImplementedError
 
 
 class CacheInvalidateDescription(_Described):
     @extend_schema(
-        operation_id="invalidateCache", tags=["cache"],
+        operation_id="invalidateCache",
+        tags=["cache"],
         summary="Stop serving the tenant's cached answers (one alias or all)",
         description="Needs the `admin` scope. The body may be empty.",
         request=CacheInvalidationRequestSerializer,
-        responses={200: OpenApiResponse(CacheInvalidationSerializer, "Invalidated."),
-                   400: _error(_BODY_ERRORS),
-                   **_AUTH_ERRORS, 413: _TOO_LARGE, 503: _UNAVAILABLE})
+        responses={
+            200: OpenApiResponse(CacheInvalidationSerializer, "Invalidated."),
+            400: _error(_BODY_ERRORS),
+            **_AUTH_ERRORS,
+            413: _TOO_LARGE,
+            503: _UNAVAILABLE,
+        },
+    )
     def post(self, request):  # pragma: no cover
         raise NotImplementedError
 
 
 class ConsentDescription(_Described):
     @extend_schema(
-        operation_id="getConsent", tags=["privacy"], summary="An end user's consent state",
-        description=_scope(ApiKey.Scope.PRIVACY.value), parameters=[_USER],
-        responses={200: OpenApiResponse(ConsentStateSerializer, "The consent state."),
-                   400: _error("`invalid_value` (an invalid user id)"), **_PRIVACY_ERRORS})
+        operation_id="getConsent",
+        tags=["privacy"],
+        summary="An end user's consent state",
+        description=_scope(ApiKey.Scope.PRIVACY.value),
+        parameters=[_USER],
+        responses={
+            200: OpenApiResponse(ConsentStateSerializer, "The consent state."),
+            400: _error("`invalid_value` (an invalid user id)"),
+            **_PRIVACY_ERRORS,
+        },
+    )
     def get(self, request, user):  # pragma: no cover
         raise NotImplementedError
 
     @extend_schema(
-        operation_id="setConsent", tags=["privacy"],
+        operation_id="setConsent",
+        tags=["privacy"],
         summary="Record consent decisions (grant or withdraw)",
         description=_scope(ApiKey.Scope.PRIVACY.value) + " One purpose (`purpose`, "
         "`granted`) or several (`consents`), not both. With `Sec-GPC: 1` the sale/sharing "
         "opt-out is recorded and a grant of `sale_sharing` is refused.",
-        parameters=[_USER, _GPC], request=_CONSENT_REQUEST,
-        responses={200: OpenApiResponse(ConsentStateSerializer, "The consent state after it."),
-                   **_PRIVACY_BODY_ERRORS})
+        parameters=[_USER, _GPC],
+        request=_CONSENT_REQUEST,
+        responses={
+            200: OpenApiResponse(ConsentStateSerializer, "The consent state after it."),
+            **_PRIVACY_BODY_ERRORS,
+        },
+    )
     def post(self, request, user):  # pragma: no cover
         raise NotImplementedError
 
 
 class SubjectRegisterDescription(_Described):
     @extend_schema(
-        operation_id="registerSubject", tags=["privacy"],
+        operation_id="registerSubject",
+        tags=["privacy"],
         summary="Register an end user's contact email",
-        description=_scope(ApiKey.Scope.PRIVACY.value), parameters=[_USER],
+        description=_scope(ApiKey.Scope.PRIVACY.value),
+        parameters=[_USER],
         request=SubjectRegisterRequestSerializer,
-        responses={200: OpenApiResponse(SubjectRegisteredSerializer, "Registered."),
-                   **_PRIVACY_BODY_ERRORS})
+        responses={
+            200: OpenApiResponse(SubjectRegisteredSerializer, "Registered."),
+            **_PRIVACY_BODY_ERRORS,
+        },
+    )
     def put(self, request, user):  # pragma: no cover
         raise NotImplementedError
 
 
 class SubjectRequestCreateDescription(_Described):
     @extend_schema(
-        operation_id="createSubjectRequest", tags=["privacy"],
+        operation_id="createSubjectRequest",
+        tags=["privacy"],
         summary="Open a data-subject request (access, erasure, opt-out) for an end user",
         description=_scope(ApiKey.Scope.PRIVACY.value) + " It waits for an officer's approval.",
-        parameters=[_USER], request=SubjectRequestCreateSerializer,
-        responses={202: OpenApiResponse(SubjectRequestSerializer, "Received."),
-                   **_PRIVACY_BODY_ERRORS})
+        parameters=[_USER],
+        request=SubjectRequestCreateSerializer,
+        responses={
+            202: OpenApiResponse(SubjectRequestSerializer, "Received."),
+            **_PRIVACY_BODY_ERRORS,
+        },
+    )
     def post(self, request, user):  # pragma: no cover
         raise NotImplementedError
 
 
 class SubjectRequestStatusDescription(_Described):
     @extend_schema(
-        operation_id="getSubjectRequest", tags=["privacy"],
+        operation_id="getSubjectRequest",
+        tags=["privacy"],
         summary="State and deadlines of one of the tenant's data-subject requests",
         description=_scope(ApiKey.Scope.PRIVACY.value),
-        parameters=[OpenApiParameter("request_id", str, OpenApiParameter.PATH,
-                                     description="The id returned when it was created.")],
-        responses={200: OpenApiResponse(SubjectRequestSerializer, "The request."),
-                   **_PRIVACY_ERRORS,
-                   404: _error("`not_found` (missing, or another tenant's: alike)")})
+        parameters=[
+            OpenApiParameter(
+                "request_id",
+                str,
+                OpenApiParameter.PATH,
+                description="The id returned when it was created.",
+            )
+        ],
+        responses={
+            200: OpenApiResponse(SubjectRequestSerializer, "The request."),
+            **_PRIVACY_ERRORS,
+            404: _error("`not_found` (missing, or another tenant's: alike)"),
+        },
+    )
     def get(self, request, request_id):  # pragma: no cover
         raise NotImplementedError
 
 
 class SimpleChatDescription(_Described):
     @extend_schema(
-        operation_id="createSimpleChat", tags=["chat"],
+        operation_id="createSimpleChat",
+        tags=["chat"],
         summary="The seed's simple chat shape over the same pipeline",
-        description=_scope(ApiKey.Scope.CHAT.value), request=SimpleChatRequestSerializer,
+        description=_scope(ApiKey.Scope.CHAT.value),
+        request=SimpleChatRequestSerializer,
         parameters=[_GPC, _CACHE_CONTROL],
         examples=[OpenApiExample("Say hello", request_only=True, value={"prompt": "Say hello"})],
-        responses={200: OpenApiResponse(SimpleChatResponseSerializer, "The answer."),
-                   **_CHAT_ERRORS})
+        responses={
+            200: OpenApiResponse(SimpleChatResponseSerializer, "The answer."),
+            **_CHAT_ERRORS,
+        },
+    )
     def post(self, request):  # pragma: no cover
         raise NotImplementedError
 
 
 class SimpleChatStreamDescription(_Described):
     @extend_schema(
-        operation_id="createSimpleChatStream", tags=["chat"],
+        operation_id="createSimpleChatStream",
+        tags=["chat"],
         summary="The seed's simple streaming chat shape",
-        description=_scope(ApiKey.Scope.CHAT.value), request=SimpleChatRequestSerializer,
+        description=_scope(ApiKey.Scope.CHAT.value),
+        request=SimpleChatRequestSerializer,
         parameters=[_GPC, _CACHE_CONTROL],
-        responses={(200, SSE): _SSE_SIMPLE, **_CHAT_ERRORS})
+        responses={(200, SSE): _SSE_SIMPLE, **_CHAT_ERRORS},
+    )
     def post(self, request):  # pragma: no cover
         raise NotImplementedError
 
@@ -628,9 +776,16 @@ DESCRIPTIONS: dict[str, type[APIView]] = {
 }
 
 # Request bodies the views check for unknown fields: documented as closed objects.
-CLOSED_OBJECTS = ("ChatCompletionRequest", "EmbeddingsRequest", "SimpleChatRequest",
-                  "ConsentDecisionRequest", "ConsentDecisionsRequest", "ConsentFlags",
-                  "SubjectRegisterRequest", "SubjectRequestCreate")
+CLOSED_OBJECTS = (
+    "ChatCompletionRequest",
+    "EmbeddingsRequest",
+    "SimpleChatRequest",
+    "ConsentDecisionRequest",
+    "ConsentDecisionsRequest",
+    "ConsentFlags",
+    "SubjectRegisterRequest",
+    "SubjectRequestCreate",
+)
 
 
 def described_patterns() -> list[URLPattern]:
@@ -643,7 +798,8 @@ def described_patterns() -> list[URLPattern]:
         if view is None:
             raise ImproperlyConfigured(
                 f"API route {pattern.pattern} ({pattern.name}) has no description in "
-                "gateway.api.schema.DESCRIPTIONS")
+                "gateway.api.schema.DESCRIPTIONS"
+            )
         patterns.append(URLPattern(pattern.pattern, view.as_view(), name=pattern.name))
     return patterns
 

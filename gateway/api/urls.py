@@ -9,13 +9,16 @@ urlpatterns = [
     path("v1/embeddings", views.embeddings, name="embeddings"),
     path("v1/models", views.list_models, name="models"),
     path("v1/cache/invalidate", views.invalidate_cache, name="cache-invalidate"),
-    path("v1/privacy/subjects/<str:user>/consent", views.subject_consent,
-         name="privacy-consent"),
-    path("v1/privacy/subjects/<str:user>/requests", views.subject_request_create,
-         name="privacy-subject-requests"),
+    path("v1/privacy/subjects/<str:user>/consent", views.subject_consent, name="privacy-consent"),
+    path(
+        "v1/privacy/subjects/<str:user>/requests",
+        views.subject_request_create,
+        name="privacy-subject-requests",
+    ),
     path("v1/privacy/subjects/<str:user>", views.subject_register, name="privacy-subject"),
-    path("v1/privacy/requests/<str:request_id>", views.subject_request_status,
-         name="privacy-request"),
+    path(
+        "v1/privacy/requests/<str:request_id>", views.subject_request_status, name="privacy-request"
+    ),
     path("chat", views.simple_chat, name="simple-chat"),
     path("chat-stream", views.simple_chat_stream, name="simple-chat-stream"),
 ]

@@ -63,20 +63,25 @@ def api_view(*methods: str) -> Callable[[View], View]:
             try:
                 if request.method not in methods:
                     # RFC 9110: a 405 names the methods the route has.
-                    raise MethodNotAllowed(f"Use {' or '.join(methods)} for this route.",
-                                           headers={"Allow": ", ".join(methods)})
+                    raise MethodNotAllowed(
+                        f"Use {' or '.join(methods)} for this route.",
+                        headers={"Allow": ", ".join(methods)},
+                    )
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
                 return exc.response()
             except (OperationalError, InterfaceError):
                 log.exception("database_unavailable", path=request.path)
-                return ServiceUnavailable("The service is temporarily unavailable; retry shortly.",
-                                          code="database_unavailable",
-                                          headers={"Retry-After": "1"}).response()
+                return ServiceUnavailable(
+                    "The service is temporarily unavailable; retry shortly.",
+                    code="database_unavailable",
+                    headers={"Retry-After": "1"},
+                ).response()
             except Exception:
                 log.exception("unhandled_error", path=request.path)
                 return InternalError(
-                    "The server had an error while processing your request.").response()
+                    "The server had an error while processing your request."
+                ).response()
 
         wrapper.__name__ = view.__name__
         return wrapper
@@ -105,8 +110,9 @@ def _refuse_nul(value, param: str):
     of failing in the database. Walks JSON bodies; returns the value."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise InvalidRequest(f"'{param}' must not contain NUL characters.", param=param,
-                                 code="invalid_value")
+            raise InvalidRequest(
+                f"'{param}' must not contain NUL characters.", param=param, code="invalid_value"
+            )
     elif isinstance(value, dict):
         for key, item in value.items():
             _refuse_nul(item, f"{param}.{key}" if param else str(key))
@@ -121,9 +127,13 @@ def _request_id(request: HttpRequest) -> str:
 
 
 def _request_info(request: HttpRequest, route: str, started: float) -> RequestInfo:
-    return RequestInfo(request_id=_request_id(request), route=route, started=started,
-                       cache_control=request.headers.get("Cache-Control", ""),
-                       gpc=request.headers.get("Sec-GPC") == "1")
+    return RequestInfo(
+        request_id=_request_id(request),
+        route=route,
+        started=started,
+        cache_control=request.headers.get("Cache-Control", ""),
+        gpc=request.headers.get("Sec-GPC") == "1",
+    )
 
 
 def _usage_json(usage: Usage) -> dict:
@@ -142,8 +152,11 @@ def _sse(data: dict | str) -> bytes:
 def _logprobs_json(logprobs: dict | None) -> dict | None:
     if not logprobs:
         return None
-    return {"content": logprobs.get("content"), "refusal": logprobs.get("refusal"),
-            **{k: v for k, v in logprobs.items() if k not in ("content", "refusal")}}
+    return {
+        "content": logprobs.get("content"),
+        "refusal": logprobs.get("refusal"),
+        **{k: v for k, v in logprobs.items() if k not in ("content", "refusal")},
+    }
 
 
 # --- rendering: OpenAI's chat completion and chunk shapes, and the seed's simple ones --------
@@ -153,7 +166,8 @@ def _message_json(choice: Choice) -> dict[str, Any]:
     """The assistant message whole, as OpenAI writes it."""
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": choice.content if choice.content or not (choice.tool_calls or choice.refusal)
+        "content": choice.content
+        if choice.content or not (choice.tool_calls or choice.refusal)
         else None,
         "refusal": choice.refusal,
     }
@@ -168,12 +182,15 @@ def _openai_completion(call: ChatCall, result: ChatResult) -> dict:
         "object": "chat.completion",
         "created": call.created,
         "model": call.parsed.alias,
-        "choices": [{
-            "index": choice.index,
-            "message": _message_json(choice),
-            "logprobs": _logprobs_json(choice.logprobs),
-            "finish_reason": choice.finish_reason,
-        } for choice in result.choices],
+        "choices": [
+            {
+                "index": choice.index,
+                "message": _message_json(choice),
+                "logprobs": _logprobs_json(choice.logprobs),
+                "finish_reason": choice.finish_reason,
+            }
+            for choice in result.choices
+        ],
         "usage": _usage_json(result.usage),
         "system_fingerprint": None,
     }
@@ -183,8 +200,11 @@ def _openai_completion(call: ChatCall, result: ChatResult) -> dict:
 
 
 def _simple_completion(call: ChatCall, result: ChatResult) -> dict:
-    body = {"response": result.content, "model": call.parsed.alias,
-            "usage": _usage_json(result.usage)}
+    body = {
+        "response": result.content,
+        "model": call.parsed.alias,
+        "usage": _usage_json(result.usage),
+    }
     if call.meter.degraded:
         body["status"] = "degraded"  # the seed's degraded reply (best practices 2.4)
     return body
@@ -206,12 +226,20 @@ class OpenAIChunks:
         self.include_usage = call.parsed.include_usage
         self.opened: set[int] = set()
 
-    def _chunk(self, index: int, delta: dict, finish: str | None,
-               logprobs: dict | None = None) -> bytes:
-        chunk = {**self.base, "choices": [
-            {"index": index, "delta": delta, "logprobs": _logprobs_json(logprobs),
-             "finish_reason": finish}
-        ]}
+    def _chunk(
+        self, index: int, delta: dict, finish: str | None, logprobs: dict | None = None
+    ) -> bytes:
+        chunk = {
+            **self.base,
+            "choices": [
+                {
+                    "index": index,
+                    "delta": delta,
+                    "logprobs": _logprobs_json(logprobs),
+                    "finish_reason": finish,
+                }
+            ],
+        }
         if self.include_usage:
             chunk["usage"] = None
         return _sse(chunk)
@@ -221,8 +249,9 @@ class OpenAIChunks:
         index = delta.index
         if index not in self.opened:
             self.opened.add(index)
-            events.append(self._chunk(index, {"role": "assistant", "content": "",
-                                              "refusal": None}, None))
+            events.append(
+                self._chunk(index, {"role": "assistant", "content": "", "refusal": None}, None)
+            )
         body: dict[str, Any] = {}
         if delta.content:
             body["content"] = delta.content
@@ -259,8 +288,10 @@ class SimpleChunks:
         return [_sse({"delta": {"text": delta.content}})] if delta.content else []
 
     def finish(self, usage: Usage) -> list[bytes]:
-        return [_sse({"finish_reason": self.finish_reason, "usage": _usage_json(usage)}),
-                _sse("[DONE]")]
+        return [
+            _sse({"finish_reason": self.finish_reason, "usage": _usage_json(usage)}),
+            _sse("[DONE]"),
+        ]
 
 
 async def _rendered(reply: Reply, render) -> AsyncIterator[bytes]:
@@ -288,8 +319,9 @@ def _sse_response(reply: Reply, events: AsyncIterator[bytes]) -> StreamingHttpRe
 
 
 async def _authenticated(request: HttpRequest, scope: str) -> Principal:
-    principal = await authenticate(request.headers.get("Authorization", ""),
-                                   client_ip(request.META))
+    principal = await authenticate(
+        request.headers.get("Authorization", ""), client_ip(request.META)
+    )
     principal.require_scope(scope)
     return principal
 
@@ -303,8 +335,15 @@ async def _refused(call, exc: ApiError) -> HttpResponse:
     return response
 
 
-async def _run_chat(request: HttpRequest, principal: Principal, parsed: ParsedChat,
-                    route: str, started: float, render_plain, render_stream) -> HttpResponse:
+async def _run_chat(
+    request: HttpRequest,
+    principal: Principal,
+    parsed: ParsedChat,
+    route: str,
+    started: float,
+    render_plain,
+    render_stream,
+) -> HttpResponse:
     call = ChatCall(_request_info(request, route, started), principal, parsed)
     try:
         reply = await call.answer()
@@ -321,19 +360,24 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
     parsed = parse_chat_request(_read_json(request))
-    return await _run_chat(request, principal, parsed, "chat.completions", started,
-                           _openai_completion, OpenAIChunks)
+    return await _run_chat(
+        request, principal, parsed, "chat.completions", started, _openai_completion, OpenAIChunks
+    )
 
 
 def _parse_simple(data: dict, *, stream: bool) -> ParsedChat:
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidRequest("'prompt' must be a non-empty string.", param="prompt",
-                             code="invalid_value")
+        raise InvalidRequest(
+            "'prompt' must be a non-empty string.", param="prompt", code="invalid_value"
+        )
     unknown = sorted(set(data) - {"prompt", "model", "user", "temperature", "max_tokens"})
     if unknown:
-        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}",
-                             param=unknown[0], code="unknown_parameter")
+        raise InvalidRequest(
+            f"Unrecognized request argument supplied: {unknown[0]}",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
     body = {
         "model": data.get("model", "default"),
         "messages": [{"role": "user", "content": prompt}],
@@ -348,8 +392,9 @@ async def simple_chat(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
     parsed = _parse_simple(_read_json(request), stream=False)
-    return await _run_chat(request, principal, parsed, "chat", started, _simple_completion,
-                           lambda call: SimpleChunks())
+    return await _run_chat(
+        request, principal, parsed, "chat", started, _simple_completion, lambda call: SimpleChunks()
+    )
 
 
 @api_view("POST")
@@ -357,8 +402,15 @@ async def simple_chat_stream(request: HttpRequest) -> HttpResponse:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
     parsed = _parse_simple(_read_json(request), stream=True)
-    return await _run_chat(request, principal, parsed, "chat-stream", started,
-                           _simple_completion, lambda call: SimpleChunks())
+    return await _run_chat(
+        request,
+        principal,
+        parsed,
+        "chat-stream",
+        started,
+        _simple_completion,
+        lambda call: SimpleChunks(),
+    )
 
 
 def _vector_json(vector: list[float], encoding: str) -> list[float] | str:
@@ -381,12 +433,19 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
         return await _refused(call, exc)
     body = {
         "object": "list",
-        "data": [{"object": "embedding", "index": index,
-                  "embedding": _vector_json(vector, parsed.encoding_format)}
-                 for index, vector in enumerate(result.vectors)],
+        "data": [
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": _vector_json(vector, parsed.encoding_format),
+            }
+            for index, vector in enumerate(result.vectors)
+        ],
         "model": parsed.alias,
-        "usage": {"prompt_tokens": result.usage.prompt_tokens,
-                  "total_tokens": result.usage.prompt_tokens},
+        "usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "total_tokens": result.usage.prompt_tokens,
+        },
     }
     return _json(body, headers=call.headers())
 
@@ -423,11 +482,13 @@ def _invalidate_for_tenant(principal: Principal, alias: str | None) -> None:
     from llmplatform.models import Tenant
 
     tenant = Tenant.objects.get(pk=principal.tenant_id)
-    services.cache_invalidate_tenant(actor=f"api_key:{principal.key_name}#{principal.key_id}",
-                                     tenant=tenant, alias_name=alias)
+    services.cache_invalidate_tenant(
+        actor=f"api_key:{principal.key_name}#{principal.key_id}", tenant=tenant, alias_name=alias
+    )
 
 
 # --- the privacy API: consent and subject registration for tenants' apps --------------------
+
 
 def _privacy_call(handler, *args, **kwargs) -> dict:
     from django.core.exceptions import ValidationError
@@ -445,16 +506,24 @@ def _consent(principal: Principal, method: str, user: str, body, gpc: bool, requ
 
     if method == "GET":
         return _privacy_call(handlers.get_consent, principal.tenant_id, user)
-    return _privacy_call(handlers.set_consent, principal.tenant_id, user, body,
-                         actor=principal.actor, gpc=gpc, request_id=request_id)
+    return _privacy_call(
+        handlers.set_consent,
+        principal.tenant_id,
+        user,
+        body,
+        actor=principal.actor,
+        gpc=gpc,
+        request_id=request_id,
+    )
 
 
 @fresh_db
 def _register(principal: Principal, user: str, body):
     from privacy.api import handlers
 
-    return _privacy_call(handlers.register_subject, principal.tenant_id, user, body,
-                         actor=principal.actor)
+    return _privacy_call(
+        handlers.register_subject, principal.tenant_id, user, body, actor=principal.actor
+    )
 
 
 @api_view("GET", "POST")
@@ -463,9 +532,14 @@ async def subject_consent(request: HttpRequest, user: str) -> HttpResponse:
     principal = await _authenticated(request, "privacy")
     _refuse_nul(user, "user")
     body = _refuse_nul(_read_json(request), "") if request.method == "POST" else None
-    result = await sync_to_async(_consent)(principal, request.method, user, body,
-                                           request.headers.get("Sec-GPC") == "1",
-                                           _request_id(request))
+    result = await sync_to_async(_consent)(
+        principal,
+        request.method,
+        user,
+        body,
+        request.headers.get("Sec-GPC") == "1",
+        _request_id(request),
+    )
     return _json(result)
 
 
@@ -474,8 +548,7 @@ async def subject_register(request: HttpRequest, user: str) -> HttpResponse:
     """``PUT /v1/privacy/subjects/<user>`` ``{"email": ...}``: register the contact email."""
     principal = await _authenticated(request, "privacy")
     _refuse_nul(user, "user")
-    result = await sync_to_async(_register)(principal, user,
-                                            _refuse_nul(_read_json(request), ""))
+    result = await sync_to_async(_register)(principal, user, _refuse_nul(_read_json(request), ""))
     return _json(result)
 
 
@@ -489,10 +562,10 @@ def _request_json(request) -> dict:
         "law": request.law,
         "state": request.state,
         "received_at": request.received_at.isoformat(),
-        "acknowledge_by": request.acknowledge_by.isoformat() if request.acknowledge_by
-        else None,
+        "acknowledge_by": request.acknowledge_by.isoformat() if request.acknowledge_by else None,
         "due_at": (request.extended_due_at or request.due_at).isoformat()
-        if (request.extended_due_at or request.due_at) else None,
+        if (request.extended_due_at or request.due_at)
+        else None,
         "completed_at": request.completed_at.isoformat() if request.completed_at else None,
     }
 
@@ -507,20 +580,34 @@ def _create_subject_request(principal: Principal, user: str, body) -> dict:
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_value")
     unknown = sorted(set(body) - {"kind", "law"})
     if unknown:
-        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}",
-                             param=unknown[0], code="unknown_parameter")
+        raise InvalidRequest(
+            f"Unrecognized request argument supplied: {unknown[0]}",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
     kind, law = body.get("kind"), body.get("law", "gdpr")
     if kind not in SubjectRequest.Kind.values:
-        raise InvalidRequest(f"'kind' must be one of {', '.join(SubjectRequest.Kind.values)}.",
-                             param="kind", code="invalid_value")
+        raise InvalidRequest(
+            f"'kind' must be one of {', '.join(SubjectRequest.Kind.values)}.",
+            param="kind",
+            code="invalid_value",
+        )
     if law not in SubjectRequest.Law.values:
-        raise InvalidRequest(f"'law' must be one of {', '.join(SubjectRequest.Law.values)}.",
-                             param="law", code="invalid_value")
+        raise InvalidRequest(
+            f"'law' must be one of {', '.join(SubjectRequest.Law.values)}.",
+            param="law",
+            code="invalid_value",
+        )
     # A user id the privacy app refuses (too long, blank) is the caller's error, not ours.
     created = _privacy_call(
         subject_requests.subject_request_create,
-        tenant=Tenant.objects.get(pk=principal.tenant_id), kind=kind, law=law,
-        source=SubjectRequest.Source.API, external_id=user, actor=principal.actor)
+        tenant=Tenant.objects.get(pk=principal.tenant_id),
+        kind=kind,
+        law=law,
+        source=SubjectRequest.Source.API,
+        external_id=user,
+        actor=principal.actor,
+    )
     return _request_json(created)
 
 
@@ -541,8 +628,9 @@ async def subject_request_create(request: HttpRequest, user: str) -> HttpRespons
     verified by the tenant and waits for an officer's approval."""
     principal = await _authenticated(request, "privacy")
     _refuse_nul(user, "user")
-    result = await sync_to_async(_create_subject_request)(principal, user,
-                                                          _refuse_nul(_read_json(request), ""))
+    result = await sync_to_async(_create_subject_request)(
+        principal, user, _refuse_nul(_read_json(request), "")
+    )
     return _json(result, status=202)
 
 

@@ -90,8 +90,9 @@ class LeakMatcher:
     """Finds the canary (plain, spaced out, any case, base64 or hex) or a long run of the
     system prompt in a reply, whole or streamed."""
 
-    def __init__(self, canary: str, system_prompt: str = "", *,
-                 min_run_words: int = DEFAULT_MIN_RUN_WORDS) -> None:
+    def __init__(
+        self, canary: str, system_prompt: str = "", *, min_run_words: int = DEFAULT_MIN_RUN_WORDS
+    ) -> None:
         if not canary:
             raise ValueError("The canary must not be empty.")
         self.canary = canary
@@ -103,8 +104,9 @@ class LeakMatcher:
         self._min_run = 0
         self._starts: frozenset[str] = frozenset()
         if len(words) >= MIN_PROMPT_WORDS:
-            self._shingles = {tuple(words[i:i + SHINGLE_WORDS])
-                              for i in range(len(words) - SHINGLE_WORDS + 1)}
+            self._shingles = {
+                tuple(words[i : i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)
+            }
             self._starts = frozenset(shingle[0] for shingle in self._shingles)
             self._min_run = max(SHINGLE_WORDS, min(min_run_words, round(len(words) * 0.6)))
 
@@ -112,14 +114,18 @@ class LeakMatcher:
 
     def find(self, text: str) -> Leak | None:
         """The first leak in ``text``, or None."""
-        leaks = [leak for leak in (self.find_token(text), self._find_prompt_run(text))
-                 if leak is not None]
+        leaks = [
+            leak
+            for leak in (self.find_token(text), self._find_prompt_run(text))
+            if leak is not None
+        ]
         return min(leaks, key=lambda leak: leak.start) if leaks else None
 
     def find_token(self, text: str) -> Leak | None:
         """The first canary in ``text``, plain or encoded, or None."""
-        leaks = [leak for leak in (self._find_canary(text), self._find_encoded(text))
-                 if leak is not None]
+        leaks = [
+            leak for leak in (self._find_canary(text), self._find_encoded(text)) if leak is not None
+        ]
         return min(leaks, key=lambda leak: leak.start) if leaks else None
 
     def without_tokens(self, text: str) -> str:
@@ -128,7 +134,7 @@ class LeakMatcher:
             leak = self.find_token(text)
             if leak is None:
                 break
-            text = text[:leak.start] + text[leak.end:]
+            text = text[: leak.start] + text[leak.end :]
         return text
 
     def in_prompt(self, shingle: tuple[str, ...]) -> bool:
@@ -145,8 +151,10 @@ class LeakMatcher:
 
     def _find_encoded(self, text: str) -> Leak | None:
         for match in _ENCODED_RUN.finditer(text):
-            if any(self._target in _letters(decoded.decode("latin-1"))
-                   for decoded in _decodings(match.group())):
+            if any(
+                self._target in _letters(decoded.decode("latin-1"))
+                for decoded in _decodings(match.group())
+            ):
                 return Leak(match.start(), match.end(), "canary_encoded")
         return None
 
@@ -157,7 +165,7 @@ class LeakMatcher:
         starts, shingles, size = self._starts, self._shingles, SHINGLE_WORDS
         run_start, matched = 0, 0
         for i in range(len(words) - size + 1):
-            if words[i] in starts and tuple(words[i:i + size]) in shingles:
+            if words[i] in starts and tuple(words[i : i + size]) in shingles:
                 if matched == 0:
                     run_start = i
                 matched += 1
@@ -186,9 +194,11 @@ class LeakMatcher:
             if len(letters) >= len(self._target):
                 break
             if char.lower() == self._target[0] and self._target.startswith(
-                    "".join(reversed(letters))):
+                "".join(reversed(letters))
+            ):
                 hold_from = min(hold_from, i)
         return hold_from
+
 
 class WordRun:
     """A stream's words, one chunk at a time: how many consecutive words so far reproduce the
@@ -210,9 +220,8 @@ class WordRun:
         if words and not final and text[-1:].isalnum():
             self._partial = words.pop()  # may go on in the next chunk
         for word in words:
-            self._recent = [*self._recent[-(SHINGLE_WORDS - 1):], word]
-            if len(self._recent) == SHINGLE_WORDS and self._matcher.in_prompt(
-                    tuple(self._recent)):
+            self._recent = [*self._recent[-(SHINGLE_WORDS - 1) :], word]
+            if len(self._recent) == SHINGLE_WORDS and self._matcher.in_prompt(tuple(self._recent)):
                 self._matched += 1
                 if self._matched + SHINGLE_WORDS - 1 >= self._matcher.min_run:
                     return True

@@ -58,8 +58,9 @@ def _leading_words(pattern: str) -> set[tuple[str, bool]] | None:
                 return True  # [^\w...]
             return all(
                 (kind is _sre.LITERAL and not _is_word_char(chr(value)))
-                or (kind is _sre.CATEGORY
-                    and value in (_sre.CATEGORY_NOT_WORD, _sre.CATEGORY_SPACE))
+                or (
+                    kind is _sre.CATEGORY and value in (_sre.CATEGORY_NOT_WORD, _sre.CATEGORY_SPACE)
+                )
                 for kind, value in arg
             )
         if op is _sre.SUBPATTERN:
@@ -75,10 +76,10 @@ def _leading_words(pattern: str) -> set[tuple[str, bool]] | None:
             if op is _sre.LITERAL and _is_word_char(chr(arg)):
                 prefix += chr(arg)
             elif op is _sre.BRANCH:
-                rest = items[index + 1:]
+                rest = items[index + 1 :]
                 return set().union(*(starts(list(branch) + rest, prefix) for branch in arg[1]))
             elif op is _sre.SUBPATTERN:
-                return starts(list(arg[3]) + items[index + 1:], prefix)
+                return starts(list(arg[3]) + items[index + 1 :], prefix)
             else:
                 return {(prefix, separates(items[index:]))}
         return {(prefix, True)}
@@ -118,8 +119,10 @@ class _Index:
         # One entry per rule and key, with all its first words (str.startswith takes a
         # tuple), so a rule is tried once where "ignore" begins, not once per "ignor*" form.
         def entries(table: dict[str, dict[Rule, list[str]]]) -> dict[str, list[_Entry]]:
-            return {key: [(tuple(words), rule) for rule, words in by_rule.items()]
-                    for key, by_rule in table.items()}
+            return {
+                key: [(tuple(words), rule) for rule, words in by_rule.items()]
+                for key, by_rule in table.items()
+            }
 
         self.long = entries(long)
         self.short_words = entries(short_words)
@@ -143,7 +146,7 @@ def _guard_allows(rule: Rule, text: str, start: int) -> bool:
     """False for a guarded rule right after a negation or a third-person subject."""
     if not rule.guarded or not start or not text[start - 1].isspace():
         return True
-    before = text[max(0, start - 24):start].split()
+    before = text[max(0, start - 24) : start].split()
     if not before:
         return True
     word = before[-1].lstrip("([{\"'“‘")
@@ -155,8 +158,12 @@ def _scan(rule: Rule, text: str) -> bool:
     while (match := rule.pattern.search(text, position)) is not None:
         start = match.start()
         position = start + 1
-        if (rule.word_start and start and _is_word_char(text[start - 1])
-                and _is_word_char(text[start])):
+        if (
+            rule.word_start
+            and start
+            and _is_word_char(text[start - 1])
+            and _is_word_char(text[start])
+        ):
             continue
         if _guard_allows(rule, text, start):
             return True
@@ -191,13 +198,19 @@ def signals(folded: str) -> dict[str, float]:
         for prefixes, rule in rules:
             if not folded.startswith(prefixes, start) or id(rule) in matched:
                 continue
-            if (_needed(best, rule) and _guard_allows(rule, folded, start)
-                    and rule.pattern.match(folded, start)):
+            if (
+                _needed(best, rule)
+                and _guard_allows(rule, folded, start)
+                and rule.pattern.match(folded, start)
+            ):
                 matched.add(id(rule))
                 _record(best, rule)
     for rule in _INDEX.scanned:
-        if (_needed(best, rule) and any(map(folded.__contains__, rule.anchors))
-                and _scan(rule, folded)):
+        if (
+            _needed(best, rule)
+            and any(map(folded.__contains__, rule.anchors))
+            and _scan(rule, folded)
+        ):
             _record(best, rule)
     return {code: top[0] + SECOND_RULE_FACTOR * sum(top[1:]) for code, top in best.items()}
 
@@ -234,7 +247,8 @@ UNSAFE_WORDS = 3
 
 def _unsafe_vocabulary(folded: str) -> float:
     found = [  # whole words only (not "nonviolent")
-        (match.start(), match.group()) for match in _UNSAFE_WORDS_RE.finditer(folded)
+        (match.start(), match.group())
+        for match in _UNSAFE_WORDS_RE.finditer(folded)
         if not match.start() or not folded[match.start() - 1].isalnum()
     ]
     if len({word for _, word in found}) < UNSAFE_WORDS:
@@ -290,14 +304,69 @@ _PERSONA_STATEMENT_RE = re.compile(
     r"(?<![^\W\d_])([^\W\d_]{2,20})\s++(?:will|can|must|never|always|should|won\W?t"
     r"|doesn\W?t|does\s+not|has\s+no|is\s+(?:an?|not|free|able|completely|always|never))\b"
 )
-_NOT_A_PERSONA = frozenset({
-    "you", "he", "she", "it", "they", "we", "i", "this", "that", "there", "which", "who",
-    "what", "one", "everyone", "someone", "anyone", "nobody", "user", "users", "function",
-    "method", "code", "system", "model", "program", "script", "app", "application", "data",
-    "file", "server", "class", "value", "output", "input", "result", "page", "team", "time",
-    "person", "people", "company", "customer", "player", "game", "text", "story", "answer",
-    "response", "world", "here", "also", "and", "or", "but", "so", "then", "now",
-})
+_NOT_A_PERSONA = frozenset(
+    {
+        "you",
+        "he",
+        "she",
+        "it",
+        "they",
+        "we",
+        "i",
+        "this",
+        "that",
+        "there",
+        "which",
+        "who",
+        "what",
+        "one",
+        "everyone",
+        "someone",
+        "anyone",
+        "nobody",
+        "user",
+        "users",
+        "function",
+        "method",
+        "code",
+        "system",
+        "model",
+        "program",
+        "script",
+        "app",
+        "application",
+        "data",
+        "file",
+        "server",
+        "class",
+        "value",
+        "output",
+        "input",
+        "result",
+        "page",
+        "team",
+        "time",
+        "person",
+        "people",
+        "company",
+        "customer",
+        "player",
+        "game",
+        "text",
+        "story",
+        "answer",
+        "response",
+        "world",
+        "here",
+        "also",
+        "and",
+        "or",
+        "but",
+        "so",
+        "then",
+        "now",
+    }
+)
 PERSONA_STATEMENTS = 4
 PERSONA_WEIGHT = 1.0
 
@@ -323,8 +392,10 @@ def _persona_statements(normalized: Normalized) -> float:
             continue
         found = positions.setdefault(name, [])
         found.append(match.start())
-        if (len(found) >= PERSONA_STATEMENTS
-                and found[-1] - found[-PERSONA_STATEMENTS] <= DENSITY_WINDOW):
+        if (
+            len(found) >= PERSONA_STATEMENTS
+            and found[-1] - found[-PERSONA_STATEMENTS] <= DENSITY_WINDOW
+        ):
             if _written_as_a_name(name, normalized.decoding_source):
                 return PERSONA_WEIGHT
             rejected.add(name)
@@ -347,8 +418,9 @@ def text_signals(normalized: Normalized, depth: int = 0) -> dict[str, float]:
         return found
     for kind, decoded in encoded_payloads(normalized):
         inner = text_signals(normalize(decoded), depth + 1)
-        attack = {code: weight for code, weight in inner.items()
-                  if not code.startswith("obfuscation:")}
+        attack = {
+            code: weight for code, weight in inner.items() if not code.startswith("obfuscation:")
+        }
         if not attack:
             continue
         top = max(attack, key=attack.__getitem__).rpartition(":")[2]

@@ -57,8 +57,11 @@ def screen_text(text: str) -> ScreenResult:
     tokens = classifier.tokenize(normalized.folded)
     classifier_logit = classifier.evidence(_MODEL, tokens)
     weight = _CLASSIFIER_SHORT if len(tokens) <= classifier.SHORT_TOKENS else _CLASSIFIER_LONG
-    z = (_INTERCEPT + weight * max(classifier_logit, _CLASSIFIER_FLOOR)
-         + _HEURISTICS_WEIGHT * sum(found.values()))
+    z = (
+        _INTERCEPT
+        + weight * max(classifier_logit, _CLASSIFIER_FLOOR)
+        + _HEURISTICS_WEIGHT * sum(found.values())
+    )
     reasons = sorted(found, key=found.__getitem__, reverse=True)
     if classifier_logit > 0:
         reasons.append("classifier")

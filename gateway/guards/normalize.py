@@ -30,18 +30,15 @@ _INVISIBLE = (
     "\u2068\u2069\u206a\u206b\u206c\u206d\u206e\u206f\u3164\ufeff\uffa0"
 )
 _VARIATION_SELECTORS = "".join(chr(c) for c in range(0xFE00, 0xFE10))
-_INVISIBLE_RE = re.compile(
-    f"[{_INVISIBLE}{_VARIATION_SELECTORS}\U000e0100-\U000e01ef]+"
-)
+_INVISIBLE_RE = re.compile(f"[{_INVISIBLE}{_VARIATION_SELECTORS}\U000e0100-\U000e01ef]+")
 # A zero-width character between two Latin letters splits a word to dodge a filter. Scripts
 # that use ZWJ/ZWNJ/ZWSP legitimately (Persian, Indic, Khmer) do not put them between ASCII.
-_INVISIBLE_IN_WORD_RE = re.compile(
-    f"[A-Za-z][{_INVISIBLE}{_VARIATION_SELECTORS}]+[A-Za-z]"
-)
+_INVISIBLE_IN_WORD_RE = re.compile(f"[A-Za-z][{_INVISIBLE}{_VARIATION_SELECTORS}]+[A-Za-z]")
 # Unicode "tag" characters mirror ASCII invisibly (U+E0020..U+E007E): decode, don't drop.
 _TAG_RE = re.compile("[\U000e0000-\U000e007f]")
-_TAG_TABLE = {cp: (cp - 0xE0000 if 0xE0020 <= cp <= 0xE007E else None)
-              for cp in range(0xE0000, 0xE0080)}
+_TAG_TABLE = {
+    cp: (cp - 0xE0000 if 0xE0020 <= cp <= 0xE007E else None) for cp in range(0xE0000, 0xE0080)
+}
 _COMPAT_LETTERS_RE = re.compile("[\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\u24b6-\u24e9]")
 
 
@@ -50,12 +47,25 @@ def _build_latin_table() -> dict[int, str]:
     table: dict[int, str] = {}
     for cp in range(0xC0, 0x250):
         char = chr(cp)
-        base = "".join(c for c in unicodedata.normalize("NFKD", char)
-                       if not unicodedata.combining(c))
+        base = "".join(
+            c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)
+        )
         if base != char and base.isascii() and base.isalpha():
             table[cp] = base.lower()
-    table.update({0xDF: "ss", 0xE6: "ae", 0xF8: "o", 0x153: "oe", 0x131: "i", 0x142: "l",
-                  0x111: "d", 0xF0: "d", 0x127: "h", 0x261: "g"})
+    table.update(
+        {
+            0xDF: "ss",
+            0xE6: "ae",
+            0xF8: "o",
+            0x153: "oe",
+            0x131: "i",
+            0x142: "l",
+            0x111: "d",
+            0xF0: "d",
+            0x127: "h",
+            0x261: "g",
+        }
+    )
     small_caps = "ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘꞯʀꜱᴛᴜᴠᴡxʏᴢ"
     for letter, char in zip("abcdefghijklmnopqrstuvwxyz", small_caps, strict=True):
         if char != "x":
@@ -75,17 +85,46 @@ _LATIN_TABLE = _build_latin_table()
 # Cyrillic, Greek and Armenian letters that look like Latin ones. Folded only inside a word
 # that also has Latin letters, so Russian or Greek text keeps its meaning.
 _HOMOGLYPHS = {
-    **dict.fromkeys("аɑα", "a"), **dict.fromkeys("АΑ", "A"), "в": "b", **dict.fromkeys("ВΒ", "B"),
-    **dict.fromkeys("сϲ", "c"), **dict.fromkeys("СϹ", "C"), "ԁ": "d", **dict.fromkeys("еє", "e"),
-    **dict.fromkeys("ЕΕ", "E"), "ɡ": "g", "һ": "h", **dict.fromkeys("НΗ", "H"),
-    **dict.fromkeys("іιӏ", "i"), **dict.fromkeys("ІΙӀ", "I"), "ј": "j", "Ј": "J",
-    **dict.fromkeys("кκ", "k"), **dict.fromkeys("КΚ", "K"), "м": "m", **dict.fromkeys("МΜ", "M"),
-    **dict.fromkeys("ոп", "n"), "Ν": "N", **dict.fromkeys("оοօ", "o"),
-    **dict.fromkeys("ОΟՕ", "O"), **dict.fromkeys("рρ", "p"), **dict.fromkeys("РΡ", "P"),
-    "ԛ": "q", "г": "r", **dict.fromkeys("ѕ", "s"), "Ѕ": "S", **dict.fromkeys("тτ", "t"),
-    **dict.fromkeys("ТΤ", "T"), **dict.fromkeys("սυ", "u"), **dict.fromkeys("νѵ", "v"),
-    **dict.fromkeys("ԝω", "w"), **dict.fromkeys("хχ", "x"), **dict.fromkeys("ХΧ", "X"),
-    **dict.fromkeys("уγ", "y"), **dict.fromkeys("УΥ", "Y"), "Ζ": "Z",
+    **dict.fromkeys("аɑα", "a"),
+    **dict.fromkeys("АΑ", "A"),
+    "в": "b",
+    **dict.fromkeys("ВΒ", "B"),
+    **dict.fromkeys("сϲ", "c"),
+    **dict.fromkeys("СϹ", "C"),
+    "ԁ": "d",
+    **dict.fromkeys("еє", "e"),
+    **dict.fromkeys("ЕΕ", "E"),
+    "ɡ": "g",
+    "һ": "h",
+    **dict.fromkeys("НΗ", "H"),
+    **dict.fromkeys("іιӏ", "i"),
+    **dict.fromkeys("ІΙӀ", "I"),
+    "ј": "j",
+    "Ј": "J",
+    **dict.fromkeys("кκ", "k"),
+    **dict.fromkeys("КΚ", "K"),
+    "м": "m",
+    **dict.fromkeys("МΜ", "M"),
+    **dict.fromkeys("ոп", "n"),
+    "Ν": "N",
+    **dict.fromkeys("оοօ", "o"),
+    **dict.fromkeys("ОΟՕ", "O"),
+    **dict.fromkeys("рρ", "p"),
+    **dict.fromkeys("РΡ", "P"),
+    "ԛ": "q",
+    "г": "r",
+    **dict.fromkeys("ѕ", "s"),
+    "Ѕ": "S",
+    **dict.fromkeys("тτ", "t"),
+    **dict.fromkeys("ТΤ", "T"),
+    **dict.fromkeys("սυ", "u"),
+    **dict.fromkeys("νѵ", "v"),
+    **dict.fromkeys("ԝω", "w"),
+    **dict.fromkeys("хχ", "x"),
+    **dict.fromkeys("ХΧ", "X"),
+    **dict.fromkeys("уγ", "y"),
+    **dict.fromkeys("УΥ", "Y"),
+    "Ζ": "Z",
 }
 _HOMOGLYPH_TABLE = str.maketrans(_HOMOGLYPHS)
 _HOMOGLYPH_RE = re.compile("[" + "".join(_HOMOGLYPHS) + "]")
@@ -184,10 +223,27 @@ _HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2}:?+){12,}+")
 _WHITESPACE_RE = re.compile(r"\s+")
 # rot13 of common English words (the, and, you, your, ignore, instructions, previous, system,
 # prompt, all, with, this, that, for, what, are, not). Three of them mark a rot13 text.
-_ROT13_MARKERS = frozenset({
-    "gur", "naq", "lbh", "lbhe", "vtaber", "vafgehpgvbaf", "cerivbhf", "flfgrz", "cebzcg", "nyy",
-    "jvgu", "guvf", "gung", "sbe", "jung", "ner", "abg",
-})
+_ROT13_MARKERS = frozenset(
+    {
+        "gur",
+        "naq",
+        "lbh",
+        "lbhe",
+        "vtaber",
+        "vafgehpgvbaf",
+        "cerivbhf",
+        "flfgrz",
+        "cebzcg",
+        "nyy",
+        "jvgu",
+        "guvf",
+        "gung",
+        "sbe",
+        "jung",
+        "ner",
+        "abg",
+    }
+)
 _REVERSED_MARKERS = ("snoitcurtsni", "erongi", "tpmorp", "suoiverp", "dragersid")
 _PRINTABLE_RE = re.compile(r"[\x20-\x7e\t\n\r\u00a0-\uffff]")
 _LETTER_RE = re.compile(r"[^\W\d_]")
@@ -199,11 +255,7 @@ def _plausible_text(decoded: str) -> bool:
         return False
     printable = len(_PRINTABLE_RE.findall(decoded))
     letters = len(_LETTER_RE.findall(decoded))
-    return (
-        printable >= 0.95 * len(decoded)
-        and letters >= 0.5 * len(decoded)
-        and " " in decoded
-    )
+    return printable >= 0.95 * len(decoded) and letters >= 0.5 * len(decoded) and " " in decoded
 
 
 def _utf8_prefix(raw: bytes) -> str | None:

@@ -8,157 +8,331 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('llmplatform', '0001_initial'),
+        ("llmplatform", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModelAlias',
+            name="ModelAlias",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=64, unique=True)),
-                ('description', models.CharField(blank=True, max_length=200)),
-                ('enabled', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=64, unique=True)),
+                ("description", models.CharField(blank=True, max_length=200)),
+                ("enabled", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name_plural': 'model aliases',
-                'ordering': ['name'],
+                "verbose_name_plural": "model aliases",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Provider',
+            name="Provider",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=64, unique=True)),
-                ('kind', models.CharField(choices=[('openai', 'OpenAI-compatible HTTP'), ('azure', 'Azure OpenAI'), ('bedrock', 'AWS Bedrock')], max_length=16)),
-                ('base_url', models.URLField(blank=True, max_length=500)),
-                ('api_key_ref', models.CharField(blank=True, help_text='Secret reference: env:NAME, file:/path, or aws-sm:SECRET_ID[#json_key].', max_length=300)),
-                ('api_version', models.CharField(blank=True, help_text='Azure OpenAI api-version', max_length=32)),
-                ('region', models.CharField(blank=True, help_text='AWS region for Bedrock', max_length=32)),
-                ('connect_timeout', models.FloatField(blank=True, null=True)),
-                ('read_timeout', models.FloatField(blank=True, null=True)),
-                ('extra', models.JSONField(blank=True, default=dict)),
-                ('enabled', models.BooleanField(default=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=64, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("openai", "OpenAI-compatible HTTP"),
+                            ("azure", "Azure OpenAI"),
+                            ("bedrock", "AWS Bedrock"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("base_url", models.URLField(blank=True, max_length=500)),
+                (
+                    "api_key_ref",
+                    models.CharField(
+                        blank=True,
+                        help_text="Secret reference: env:NAME, file:/path, or aws-sm:SECRET_ID[#json_key].",
+                        max_length=300,
+                    ),
+                ),
+                (
+                    "api_version",
+                    models.CharField(
+                        blank=True, help_text="Azure OpenAI api-version", max_length=32
+                    ),
+                ),
+                (
+                    "region",
+                    models.CharField(blank=True, help_text="AWS region for Bedrock", max_length=32),
+                ),
+                ("connect_timeout", models.FloatField(blank=True, null=True)),
+                ("read_timeout", models.FloatField(blank=True, null=True)),
+                ("extra", models.JSONField(blank=True, default=dict)),
+                ("enabled", models.BooleanField(default=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('lookup', models.CharField(max_length=16, unique=True)),
-                ('secret_hash', models.CharField(max_length=64)),
-                ('pepper_id', models.CharField(max_length=16)),
-                ('last_four', models.CharField(max_length=4)),
-                ('scopes', models.JSONField(default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.CharField(blank=True, max_length=200)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_keys', to='llmplatform.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("lookup", models.CharField(max_length=16, unique=True)),
+                ("secret_hash", models.CharField(max_length=64)),
+                ("pepper_id", models.CharField(max_length=16)),
+                ("last_four", models.CharField(max_length=4)),
+                ("scopes", models.JSONField(default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("created_by", models.CharField(blank=True, max_length=200)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_keys",
+                        to="llmplatform.tenant",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['-created_at'],
+                "verbose_name": "API key",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ProviderDeployment',
+            name="ProviderDeployment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=64, unique=True)),
-                ('model', models.CharField(help_text='Upstream model id or Azure deployment', max_length=200)),
-                ('input_price_per_1k', models.DecimalField(decimal_places=6, default=Decimal('0'), help_text='USD per 1,000 tokens', max_digits=12)),
-                ('output_price_per_1k', models.DecimalField(decimal_places=6, default=Decimal('0'), help_text='USD per 1,000 tokens', max_digits=12)),
-                ('enabled', models.BooleanField(default=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('provider', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deployments', to='gateway.provider')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=64, unique=True)),
+                (
+                    "model",
+                    models.CharField(
+                        help_text="Upstream model id or Azure deployment", max_length=200
+                    ),
+                ),
+                (
+                    "input_price_per_1k",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=Decimal("0"),
+                        help_text="USD per 1,000 tokens",
+                        max_digits=12,
+                    ),
+                ),
+                (
+                    "output_price_per_1k",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=Decimal("0"),
+                        help_text="USD per 1,000 tokens",
+                        max_digits=12,
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "provider",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="deployments",
+                        to="gateway.provider",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Tier',
+            name="Tier",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=32, unique=True)),
-                ('description', models.CharField(blank=True, max_length=200)),
-                ('requests_per_minute', models.PositiveIntegerField(default=60)),
-                ('requests_per_hour', models.PositiveIntegerField(default=1000)),
-                ('requests_per_day', models.PositiveIntegerField(default=10000)),
-                ('tokens_per_minute', models.PositiveIntegerField(default=40000)),
-                ('tokens_per_day', models.PositiveIntegerField(default=1000000)),
-                ('daily_budget', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=12)),
-                ('monthly_budget', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=12)),
-                ('max_prompt_chars', models.PositiveIntegerField(default=32000, validators=[django.core.validators.MinValueValidator(1)])),
-                ('max_output_tokens', models.PositiveIntegerField(default=4096)),
-                ('allowed_aliases', models.ManyToManyField(blank=True, help_text='Empty means every enabled alias.', to='gateway.modelalias')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=32, unique=True)),
+                ("description", models.CharField(blank=True, max_length=200)),
+                ("requests_per_minute", models.PositiveIntegerField(default=60)),
+                ("requests_per_hour", models.PositiveIntegerField(default=1000)),
+                ("requests_per_day", models.PositiveIntegerField(default=10000)),
+                ("tokens_per_minute", models.PositiveIntegerField(default=40000)),
+                ("tokens_per_day", models.PositiveIntegerField(default=1000000)),
+                (
+                    "daily_budget",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=12),
+                ),
+                (
+                    "monthly_budget",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=12),
+                ),
+                (
+                    "max_prompt_chars",
+                    models.PositiveIntegerField(
+                        default=32000, validators=[django.core.validators.MinValueValidator(1)]
+                    ),
+                ),
+                ("max_output_tokens", models.PositiveIntegerField(default=4096)),
+                (
+                    "allowed_aliases",
+                    models.ManyToManyField(
+                        blank=True,
+                        help_text="Empty means every enabled alias.",
+                        to="gateway.modelalias",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='TenantPlan',
+            name="TenantPlan",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tenant', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='plan', to='llmplatform.tenant')),
-                ('tier', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='plans', to='gateway.tier')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="plan",
+                        to="llmplatform.tenant",
+                    ),
+                ),
+                (
+                    "tier",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="plans",
+                        to="gateway.tier",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.CharField(max_length=64)),
-                ('weight', models.PositiveIntegerField(default=100)),
-                ('system_prompt', models.TextField(blank=True)),
-                ('params', models.JSONField(blank=True, default=dict, help_text='Default request parameters')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('alias', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='gateway.modelalias')),
-                ('deployment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='gateway.providerdeployment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.CharField(max_length=64)),
+                ("weight", models.PositiveIntegerField(default=100)),
+                ("system_prompt", models.TextField(blank=True)),
+                (
+                    "params",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Default request parameters"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "alias",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="versions",
+                        to="gateway.modelalias",
+                    ),
+                ),
+                (
+                    "deployment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="gateway.providerdeployment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['alias', 'version'],
-                'constraints': [models.UniqueConstraint(fields=('alias', 'version'), name='uniq_alias_version')],
+                "ordering": ["alias", "version"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("alias", "version"), name="uniq_alias_version")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='UsageRecord',
+            name="UsageRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('request_id', models.CharField(max_length=128)),
-                ('route', models.CharField(max_length=64)),
-                ('alias', models.CharField(blank=True, max_length=64)),
-                ('deployment', models.CharField(blank=True, max_length=64)),
-                ('status_code', models.PositiveSmallIntegerField()),
-                ('error_code', models.CharField(blank=True, max_length=64)),
-                ('prompt_tokens', models.PositiveIntegerField(default=0)),
-                ('completion_tokens', models.PositiveIntegerField(default=0)),
-                ('cost', models.DecimalField(decimal_places=8, default=Decimal('0'), max_digits=14)),
-                ('latency_ms', models.FloatField(default=0)),
-                ('upstream_latency_ms', models.FloatField(default=0)),
-                ('streamed', models.BooleanField(default=False)),
-                ('api_key', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='gateway.apikey')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='usage_records', to='llmplatform.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("request_id", models.CharField(max_length=128)),
+                ("route", models.CharField(max_length=64)),
+                ("alias", models.CharField(blank=True, max_length=64)),
+                ("deployment", models.CharField(blank=True, max_length=64)),
+                ("status_code", models.PositiveSmallIntegerField()),
+                ("error_code", models.CharField(blank=True, max_length=64)),
+                ("prompt_tokens", models.PositiveIntegerField(default=0)),
+                ("completion_tokens", models.PositiveIntegerField(default=0)),
+                (
+                    "cost",
+                    models.DecimalField(decimal_places=8, default=Decimal("0"), max_digits=14),
+                ),
+                ("latency_ms", models.FloatField(default=0)),
+                ("upstream_latency_ms", models.FloatField(default=0)),
+                ("streamed", models.BooleanField(default=False)),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="gateway.apikey",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="usage_records",
+                        to="llmplatform.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['tenant', 'created_at'], name='gateway_usa_tenant__828e38_idx')],
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(
+                        fields=["tenant", "created_at"], name="gateway_usa_tenant__828e38_idx"
+                    )
+                ],
             },
         ),
     ]

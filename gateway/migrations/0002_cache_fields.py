@@ -4,20 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0001_initial'),
+        ("gateway", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tenantplan',
-            name='cache_nonzero_temperature',
-            field=models.BooleanField(default=False, help_text='Serve repeats from the response cache even for temperature > 0 (by default only deterministic, temperature 0, requests are cached).'),
+            model_name="tenantplan",
+            name="cache_nonzero_temperature",
+            field=models.BooleanField(
+                default=False,
+                help_text="Serve repeats from the response cache even for temperature > 0 (by default only deterministic, temperature 0, requests are cached).",
+            ),
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='cache_hit',
+            model_name="usagerecord",
+            name="cache_hit",
             field=models.BooleanField(default=False),
         ),
     ]

@@ -8,144 +8,296 @@ import gateway.resilience.policy
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0002_cache_fields'),
+        ("gateway", "0002_cache_fields"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BreakerEvent',
+            name="BreakerEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('deployment', models.CharField(db_index=True, max_length=64)),
-                ('kind', models.CharField(choices=[('opened', 'opened'), ('half_open', 'half-open (probing)'), ('closed', 'closed'), ('forced_open', 'forced open'), ('forced_closed', 'forced closed'), ('auto', 'override removed'), ('reset', 'reset')], max_length=16)),
-                ('error_code', models.CharField(blank=True, max_length=64)),
-                ('actor', models.CharField(blank=True, max_length=200)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("deployment", models.CharField(db_index=True, max_length=64)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("opened", "opened"),
+                            ("half_open", "half-open (probing)"),
+                            ("closed", "closed"),
+                            ("forced_open", "forced open"),
+                            ("forced_closed", "forced closed"),
+                            ("auto", "override removed"),
+                            ("reset", "reset"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("error_code", models.CharField(blank=True, max_length=64)),
+                ("actor", models.CharField(blank=True, max_length=200)),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='DeploymentBreaker',
-            fields=[
-            ],
+            name="DeploymentBreaker",
+            fields=[],
             options={
-                'verbose_name': 'circuit breaker',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "circuit breaker",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('gateway.providerdeployment',),
+            bases=("gateway.providerdeployment",),
         ),
         migrations.AddField(
-            model_name='modelalias',
-            name='degraded_message',
-            field=models.CharField(default="I'm temporarily unavailable. Please try again later.", help_text='The reply in degraded mode (marked status: degraded).', max_length=500),
+            model_name="modelalias",
+            name="degraded_message",
+            field=models.CharField(
+                default="I'm temporarily unavailable. Please try again later.",
+                help_text="The reply in degraded mode (marked status: degraded).",
+                max_length=500,
+            ),
         ),
         migrations.AddField(
-            model_name='modelalias',
-            name='degraded_mode',
-            field=models.CharField(choices=[('error', 'an error (502/503/504)'), ('message', 'a degraded reply')], default='error', help_text='What clients get when every deployment of the chain failed and no cached answer exists.', max_length=16),
+            model_name="modelalias",
+            name="degraded_mode",
+            field=models.CharField(
+                choices=[("error", "an error (502/503/504)"), ("message", "a degraded reply")],
+                default="error",
+                help_text="What clients get when every deployment of the chain failed and no cached answer exists.",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='modelalias',
-            name='resilience',
-            field=models.JSONField(blank=True, default=dict, help_text="Overrides of the deployments' settings for this alias: total_timeout, first_token_timeout, idle_timeout, max_attempts, backoff_base, backoff_max, retry_after_max.", validators=[gateway.resilience.policy.validate_overrides]),
+            model_name="modelalias",
+            name="resilience",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text="Overrides of the deployments' settings for this alias: total_timeout, first_token_timeout, idle_timeout, max_attempts, backoff_base, backoff_max, retry_after_max.",
+                validators=[gateway.resilience.policy.validate_overrides],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='backoff_base',
-            field=models.FloatField(default=0.5, help_text='Seconds before the first retry; doubles each retry, plus jitter.', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(60)]),
+            model_name="providerdeployment",
+            name="backoff_base",
+            field=models.FloatField(
+                default=0.5,
+                help_text="Seconds before the first retry; doubles each retry, plus jitter.",
+                validators=[
+                    django.core.validators.MinValueValidator(0),
+                    django.core.validators.MaxValueValidator(60),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='backoff_max',
-            field=models.FloatField(default=8.0, help_text='Seconds: the longest backoff.', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(600)]),
+            model_name="providerdeployment",
+            name="backoff_max",
+            field=models.FloatField(
+                default=8.0,
+                help_text="Seconds: the longest backoff.",
+                validators=[
+                    django.core.validators.MinValueValidator(0),
+                    django.core.validators.MaxValueValidator(600),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='breaker_failure_rate',
-            field=models.FloatField(default=0.5, help_text='Failure rate (0-1) over the window that opens the breaker; 0 = off.', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(1)]),
+            model_name="providerdeployment",
+            name="breaker_failure_rate",
+            field=models.FloatField(
+                default=0.5,
+                help_text="Failure rate (0-1) over the window that opens the breaker; 0 = off.",
+                validators=[
+                    django.core.validators.MinValueValidator(0),
+                    django.core.validators.MaxValueValidator(1),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='breaker_failure_threshold',
-            field=models.PositiveSmallIntegerField(default=5, help_text='Consecutive failures that open the circuit breaker.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)]),
+            model_name="providerdeployment",
+            name="breaker_failure_threshold",
+            field=models.PositiveSmallIntegerField(
+                default=5,
+                help_text="Consecutive failures that open the circuit breaker.",
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(1000),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='breaker_min_requests',
-            field=models.PositiveIntegerField(default=20, help_text='Requests in the window before the failure rate counts.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000000)]),
+            model_name="providerdeployment",
+            name="breaker_min_requests",
+            field=models.PositiveIntegerField(
+                default=20,
+                help_text="Requests in the window before the failure rate counts.",
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(1000000),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='breaker_override',
-            field=models.CharField(choices=[('auto', 'automatic'), ('forced_open', 'forced open'), ('forced_closed', 'forced closed')], default='auto', help_text="Set by an officer's breaker action (audited); not by the config file.", max_length=16),
+            model_name="providerdeployment",
+            name="breaker_override",
+            field=models.CharField(
+                choices=[
+                    ("auto", "automatic"),
+                    ("forced_open", "forced open"),
+                    ("forced_closed", "forced closed"),
+                ],
+                default="auto",
+                help_text="Set by an officer's breaker action (audited); not by the config file.",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='breaker_recovery_seconds',
-            field=models.FloatField(default=60.0, help_text='Seconds an open breaker waits before letting one probe request through.', validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(86400)]),
+            model_name="providerdeployment",
+            name="breaker_recovery_seconds",
+            field=models.FloatField(
+                default=60.0,
+                help_text="Seconds an open breaker waits before letting one probe request through.",
+                validators=[
+                    django.core.validators.MinValueValidator(0.1),
+                    django.core.validators.MaxValueValidator(86400),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='breaker_window_seconds',
-            field=models.FloatField(default=60.0, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(86400)]),
+            model_name="providerdeployment",
+            name="breaker_window_seconds",
+            field=models.FloatField(
+                default=60.0,
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(86400),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='first_token_timeout',
-            field=models.FloatField(default=60.0, help_text='Seconds: streams, from sending the request to the first token.', validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(3600)]),
+            model_name="providerdeployment",
+            name="first_token_timeout",
+            field=models.FloatField(
+                default=60.0,
+                help_text="Seconds: streams, from sending the request to the first token.",
+                validators=[
+                    django.core.validators.MinValueValidator(0.1),
+                    django.core.validators.MaxValueValidator(3600),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='idle_timeout',
-            field=models.FloatField(default=60.0, help_text='Seconds: streams, the longest gap between two chunks.', validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(3600)]),
+            model_name="providerdeployment",
+            name="idle_timeout",
+            field=models.FloatField(
+                default=60.0,
+                help_text="Seconds: streams, the longest gap between two chunks.",
+                validators=[
+                    django.core.validators.MinValueValidator(0.1),
+                    django.core.validators.MaxValueValidator(3600),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='max_attempts',
-            field=models.PositiveSmallIntegerField(default=3, help_text='Calls per request, the first included; only connect errors, timeouts, 429 and 5xx are retried.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(10)]),
+            model_name="providerdeployment",
+            name="max_attempts",
+            field=models.PositiveSmallIntegerField(
+                default=3,
+                help_text="Calls per request, the first included; only connect errors, timeouts, 429 and 5xx are retried.",
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(10),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='retry_after_max',
-            field=models.FloatField(default=10.0, help_text='Seconds: the longest Retry-After waited for; a longer one moves on to the next deployment of the fallback chain.', validators=[django.core.validators.MinValueValidator(0), django.core.validators.MaxValueValidator(600)]),
+            model_name="providerdeployment",
+            name="retry_after_max",
+            field=models.FloatField(
+                default=10.0,
+                help_text="Seconds: the longest Retry-After waited for; a longer one moves on to the next deployment of the fallback chain.",
+                validators=[
+                    django.core.validators.MinValueValidator(0),
+                    django.core.validators.MaxValueValidator(600),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='providerdeployment',
-            name='total_timeout',
-            field=models.FloatField(default=180.0, help_text='Seconds: the most one request may spend on this deployment, retries included (for a stream: until its first token).', validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(3600)]),
+            model_name="providerdeployment",
+            name="total_timeout",
+            field=models.FloatField(
+                default=180.0,
+                help_text="Seconds: the most one request may spend on this deployment, retries included (for a stream: until its first token).",
+                validators=[
+                    django.core.validators.MinValueValidator(0.1),
+                    django.core.validators.MaxValueValidator(3600),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='degraded',
+            model_name="usagerecord",
+            name="degraded",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='fallback_reason',
-            field=models.CharField(blank=True, help_text="Why the alias's routed deployment did not answer (breaker_open, upstream_timeout...); empty when it did.", max_length=64),
+            model_name="usagerecord",
+            name="fallback_reason",
+            field=models.CharField(
+                blank=True,
+                help_text="Why the alias's routed deployment did not answer (breaker_open, upstream_timeout...); empty when it did.",
+                max_length=64,
+            ),
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='upstream_attempts',
-            field=models.PositiveSmallIntegerField(default=0, help_text='Upstream calls made, retries and fallbacks included.'),
+            model_name="usagerecord",
+            name="upstream_attempts",
+            field=models.PositiveSmallIntegerField(
+                default=0, help_text="Upstream calls made, retries and fallbacks included."
+            ),
         ),
         migrations.CreateModel(
-            name='AliasFallback',
+            name="AliasFallback",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('alias', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='fallbacks', to='gateway.modelalias')),
-                ('deployment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='fallback_for', to='gateway.providerdeployment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "alias",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="fallbacks",
+                        to="gateway.modelalias",
+                    ),
+                ),
+                (
+                    "deployment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="fallback_for",
+                        to="gateway.providerdeployment",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['alias', 'position', 'id'],
-                'constraints': [models.UniqueConstraint(fields=('alias', 'deployment'), name='uniq_alias_fallback')],
+                "ordering": ["alias", "position", "id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("alias", "deployment"), name="uniq_alias_fallback"
+                    )
+                ],
             },
         ),
     ]

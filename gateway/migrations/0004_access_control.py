@@ -6,151 +6,255 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0003_resilience'),
-        ('llmplatform', '0002_audit_append_only_triggers'),
+        ("gateway", "0003_resilience"),
+        ("llmplatform", "0002_audit_append_only_triggers"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='apikey',
-            name='allowed_ips',
-            field=models.JSONField(blank=True, default=list, help_text='CIDR ranges (IPv4 or IPv6) the key may be used from; empty = anywhere.'),
+            model_name="apikey",
+            name="allowed_ips",
+            field=models.JSONField(
+                blank=True,
+                default=list,
+                help_text="CIDR ranges (IPv4 or IPv6) the key may be used from; empty = anywhere.",
+            ),
         ),
         migrations.AddField(
-            model_name='apikey',
-            name='daily_budget',
+            model_name="apikey",
+            name="daily_budget",
             field=models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True),
         ),
         migrations.AddField(
-            model_name='apikey',
-            name='monthly_budget',
+            model_name="apikey",
+            name="monthly_budget",
             field=models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True),
         ),
         migrations.AddField(
-            model_name='apikey',
-            name='replaced_by',
-            field=models.ForeignKey(blank=True, help_text='Set by rotation: the new key. This one keeps working until expires_at.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='replaces', to='gateway.apikey'),
+            model_name="apikey",
+            name="replaced_by",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Set by rotation: the new key. This one keeps working until expires_at.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="replaces",
+                to="gateway.apikey",
+            ),
         ),
         migrations.AddField(
-            model_name='tenantplan',
-            name='daily_budget',
+            model_name="tenantplan",
+            name="daily_budget",
             field=models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True),
         ),
         migrations.AddField(
-            model_name='tenantplan',
-            name='leak_mode',
-            field=models.CharField(blank=True, choices=[('block', 'block'), ('flag', 'flag'), ('off', 'off')], max_length=8),
+            model_name="tenantplan",
+            name="leak_mode",
+            field=models.CharField(
+                blank=True,
+                choices=[("block", "block"), ("flag", "flag"), ("off", "off")],
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='tenantplan',
-            name='monthly_budget',
+            model_name="tenantplan",
+            name="monthly_budget",
             field=models.DecimalField(blank=True, decimal_places=4, max_digits=12, null=True),
         ),
         migrations.AddField(
-            model_name='tenantplan',
-            name='screening_mode',
-            field=models.CharField(blank=True, choices=[('block', 'block'), ('flag', 'flag'), ('off', 'off')], max_length=8),
+            model_name="tenantplan",
+            name="screening_mode",
+            field=models.CharField(
+                blank=True,
+                choices=[("block", "block"), ("flag", "flag"), ("off", "off")],
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='tenantplan',
-            name='screening_threshold',
-            field=models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)]),
+            model_name="tenantplan",
+            name="screening_threshold",
+            field=models.FloatField(
+                blank=True,
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(0.0),
+                    django.core.validators.MaxValueValidator(1.0),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='tenantplan',
-            name='store_flagged_text',
-            field=models.BooleanField(default=False, help_text='Keep the text of blocked or flagged prompts in security events (by default only a hash is kept).'),
+            model_name="tenantplan",
+            name="store_flagged_text",
+            field=models.BooleanField(
+                default=False,
+                help_text="Keep the text of blocked or flagged prompts in security events (by default only a hash is kept).",
+            ),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='key_requests_per_day',
+            model_name="tier",
+            name="key_requests_per_day",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='key_requests_per_hour',
+            model_name="tier",
+            name="key_requests_per_hour",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='key_requests_per_minute',
+            model_name="tier",
+            name="key_requests_per_minute",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='leak_mode',
-            field=models.CharField(choices=[('block', 'block'), ('flag', 'flag'), ('off', 'off')], default='block', help_text="A reply that reveals the system prompt's canary: block, flag or off.", max_length=8),
+            model_name="tier",
+            name="leak_mode",
+            field=models.CharField(
+                choices=[("block", "block"), ("flag", "flag"), ("off", "off")],
+                default="block",
+                help_text="A reply that reveals the system prompt's canary: block, flag or off.",
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='screening_mode',
-            field=models.CharField(choices=[('block', 'block'), ('flag', 'flag'), ('off', 'off')], default='block', help_text='block: refuse with 400 prompt_injection_detected; flag: serve and record a security event; off: no screening.', max_length=8),
+            model_name="tier",
+            name="screening_mode",
+            field=models.CharField(
+                choices=[("block", "block"), ("flag", "flag"), ("off", "off")],
+                default="block",
+                help_text="block: refuse with 400 prompt_injection_detected; flag: serve and record a security event; off: no screening.",
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='screening_threshold',
-            field=models.FloatField(default=0.5, help_text='Score (0-1) from which a prompt is blocked or flagged.', validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)]),
+            model_name="tier",
+            name="screening_threshold",
+            field=models.FloatField(
+                default=0.5,
+                help_text="Score (0-1) from which a prompt is blocked or flagged.",
+                validators=[
+                    django.core.validators.MinValueValidator(0.0),
+                    django.core.validators.MaxValueValidator(1.0),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='user_requests_per_day',
+            model_name="tier",
+            name="user_requests_per_day",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='user_requests_per_hour',
+            model_name="tier",
+            name="user_requests_per_hour",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='user_requests_per_minute',
+            model_name="tier",
+            name="user_requests_per_minute",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.CreateModel(
-            name='ServiceAccount',
+            name="ServiceAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=64)),
-                ('description', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.CharField(blank=True, max_length=200)),
-                ('disabled_at', models.DateTimeField(blank=True, null=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='service_accounts', to='llmplatform.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=64)),
+                ("description", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("created_by", models.CharField(blank=True, max_length=200)),
+                ("disabled_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="service_accounts",
+                        to="llmplatform.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant', 'name'],
+                "ordering": ["tenant", "name"],
             },
         ),
         migrations.AddField(
-            model_name='apikey',
-            name='service_account',
-            field=models.ForeignKey(blank=True, help_text='The service account holding this key; empty for a tenant key.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='api_keys', to='gateway.serviceaccount'),
+            model_name="apikey",
+            name="service_account",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The service account holding this key; empty for a tenant key.",
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="api_keys",
+                to="gateway.serviceaccount",
+            ),
         ),
         migrations.CreateModel(
-            name='SecurityEvent',
+            name="SecurityEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('request_id', models.CharField(blank=True, max_length=128)),
-                ('kind', models.CharField(choices=[('prompt_injection', 'prompt injection'), ('system_prompt_leak', 'system prompt leak')], max_length=32)),
-                ('action', models.CharField(choices=[('blocked', 'blocked'), ('flagged', 'flagged')], max_length=16)),
-                ('alias', models.CharField(blank=True, max_length=64)),
-                ('score', models.FloatField(default=0)),
-                ('reasons', models.JSONField(blank=True, default=list)),
-                ('text_sha256', models.CharField(blank=True, max_length=64)),
-                ('text', models.TextField(blank=True, help_text='Only when the tenant opted in.')),
-                ('api_key', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='gateway.apikey')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='security_events', to='llmplatform.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("request_id", models.CharField(blank=True, max_length=128)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("prompt_injection", "prompt injection"),
+                            ("system_prompt_leak", "system prompt leak"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[("blocked", "blocked"), ("flagged", "flagged")], max_length=16
+                    ),
+                ),
+                ("alias", models.CharField(blank=True, max_length=64)),
+                ("score", models.FloatField(default=0)),
+                ("reasons", models.JSONField(blank=True, default=list)),
+                ("text_sha256", models.CharField(blank=True, max_length=64)),
+                ("text", models.TextField(blank=True, help_text="Only when the tenant opted in.")),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="gateway.apikey",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="security_events",
+                        to="llmplatform.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['tenant', 'created_at'], name='gateway_sec_tenant__1c3809_idx')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["tenant", "created_at"], name="gateway_sec_tenant__1c3809_idx"
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='serviceaccount',
-            constraint=models.UniqueConstraint(fields=('tenant', 'name'), name='uniq_service_account_name'),
+            model_name="serviceaccount",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "name"), name="uniq_service_account_name"
+            ),
         ),
     ]

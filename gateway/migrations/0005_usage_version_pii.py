@@ -4,25 +4,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0004_access_control'),
-        ('llmplatform', '0002_audit_append_only_triggers'),
+        ("gateway", "0004_access_control"),
+        ("llmplatform", "0002_audit_append_only_triggers"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='usagerecord',
-            name='pii_redactions',
-            field=models.PositiveIntegerField(default=0, help_text='PII values masked or pseudonymised before the provider saw the prompt.'),
+            model_name="usagerecord",
+            name="pii_redactions",
+            field=models.PositiveIntegerField(
+                default=0,
+                help_text="PII values masked or pseudonymised before the provider saw the prompt.",
+            ),
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='version',
-            field=models.CharField(blank=True, help_text="The alias's model version routed to (rollouts compare versions by it).", max_length=64),
+            model_name="usagerecord",
+            name="version",
+            field=models.CharField(
+                blank=True,
+                help_text="The alias's model version routed to (rollouts compare versions by it).",
+                max_length=64,
+            ),
         ),
         migrations.AddIndex(
-            model_name='usagerecord',
-            index=models.Index(fields=['alias', 'version', 'created_at'], name='usage_alias_version_time'),
+            model_name="usagerecord",
+            index=models.Index(
+                fields=["alias", "version", "created_at"], name="usage_alias_version_time"
+            ),
         ),
     ]

@@ -5,31 +5,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0005_usage_version_pii'),
-        ('privacy', '0001_privacy_records'),
+        ("gateway", "0005_usage_version_pii"),
+        ("privacy", "0001_privacy_records"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='securityevent',
-            name='subject',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='privacy.datasubject'),
+            model_name="securityevent",
+            name="subject",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="privacy.datasubject",
+            ),
         ),
         migrations.AddField(
-            model_name='securityevent',
-            name='text_ciphertext',
+            model_name="securityevent",
+            name="text_ciphertext",
             field=models.BinaryField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='securityevent',
-            name='text_expires_at',
+            model_name="securityevent",
+            name="text_expires_at",
             field=models.DateTimeField(blank=True, db_index=True, null=True),
         ),
         migrations.AlterField(
-            model_name='securityevent',
-            name='text',
-            field=models.TextField(blank=True, help_text='Redacted text (requests naming no user).'),
+            model_name="securityevent",
+            name="text",
+            field=models.TextField(
+                blank=True, help_text="Redacted text (requests naming no user)."
+            ),
         ),
     ]

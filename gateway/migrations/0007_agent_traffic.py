@@ -5,35 +5,52 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0006_security_hardening'),
+        ("gateway", "0006_security_hardening"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='tier',
-            name='max_choices',
-            field=models.PositiveSmallIntegerField(default=4, help_text="The largest 'n' (choices per request) a request may ask for.", validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(128)]),
+            model_name="tier",
+            name="max_choices",
+            field=models.PositiveSmallIntegerField(
+                default=4,
+                help_text="The largest 'n' (choices per request) a request may ask for.",
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(128),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='max_media_part_chars',
-            field=models.PositiveIntegerField(default=3000000, help_text='Characters of one image, audio or file part (a data URL or base64 data).'),
+            model_name="tier",
+            name="max_media_part_chars",
+            field=models.PositiveIntegerField(
+                default=3000000,
+                help_text="Characters of one image, audio or file part (a data URL or base64 data).",
+            ),
         ),
         migrations.AddField(
-            model_name='tier',
-            name='max_media_parts',
-            field=models.PositiveSmallIntegerField(default=8, help_text='Images, audio clips and files per request (0: none allowed).'),
+            model_name="tier",
+            name="max_media_parts",
+            field=models.PositiveSmallIntegerField(
+                default=8, help_text="Images, audio clips and files per request (0: none allowed)."
+            ),
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='content_kinds',
-            field=models.CharField(blank=True, help_text='What the request carried, never its bodies: text, image_url, input_audio, file, tool_calls, tool_results, embeddings.', max_length=100),
+            model_name="usagerecord",
+            name="content_kinds",
+            field=models.CharField(
+                blank=True,
+                help_text="What the request carried, never its bodies: text, image_url, input_audio, file, tool_calls, tool_results, embeddings.",
+                max_length=100,
+            ),
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='tool_calls',
-            field=models.PositiveIntegerField(default=0, help_text='Tool calls in the reply (all choices).'),
+            model_name="usagerecord",
+            name="tool_calls",
+            field=models.PositiveIntegerField(
+                default=0, help_text="Tool calls in the reply (all choices)."
+            ),
         ),
     ]

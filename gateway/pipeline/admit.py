@@ -58,21 +58,29 @@ def check_limits(principal: Principal, parsed: ParsedChat) -> None:
     if parsed.n > tier.max_choices:
         raise InvalidRequest(
             f"n is {parsed.n}; the '{tier.name}' tier allows at most {tier.max_choices} choices "
-            "per request.", code="too_many_choices", param="n")
+            "per request.",
+            code="too_many_choices",
+            param="n",
+        )
     media = parsed.media()
     if len(media) > tier.max_media_parts:
         raise InvalidRequest(
             f"The request carries {len(media)} image, audio or file parts; the '{tier.name}' "
-            f"tier allows at most {tier.max_media_parts}.", code="too_many_media_parts",
-            param=media[tier.max_media_parts][0] if tier.max_media_parts < len(media)
-            else "messages")
+            f"tier allows at most {tier.max_media_parts}.",
+            code="too_many_media_parts",
+            param=media[tier.max_media_parts][0]
+            if tier.max_media_parts < len(media)
+            else "messages",
+        )
     for param, part in media:
         size = media_size(part)
         if size > tier.max_media_part_chars:
             raise InvalidRequest(
                 f"'{param}' is {size} characters; the '{tier.name}' tier allows at most "
                 f"{tier.max_media_part_chars} per image, audio or file part.",
-                code="media_part_too_large", param=param)
+                code="media_part_too_large",
+                param=param,
+            )
 
 
 class RateLimitExceeded(ApiError):
@@ -109,8 +117,7 @@ def _nano_cost(target: Target, prompt_tokens: int, completion_tokens: int) -> in
     return int(target.cost(prompt_tokens, completion_tokens) * limits.NANO)
 
 
-def estimate(request: ChatRequest | EmbeddingRequest,
-             principal: Principal) -> tuple[int, int]:
+def estimate(request: ChatRequest | EmbeddingRequest, principal: Principal) -> tuple[int, int]:
     """(prompt tokens, completion tokens) to reserve."""
     if isinstance(request, EmbeddingRequest):
         return chars_to_tokens(sum(len(text) for text in request.inputs)), 0
@@ -122,15 +129,30 @@ def estimate(request: ChatRequest | EmbeddingRequest,
     return prompt, (completion or DEFAULT_COMPLETION_RESERVE) * choices
 
 
-def counters(principal: Principal, user: str | None, target: Target,
-             request: ChatRequest | EmbeddingRequest, now: float) -> list[Counter]:
+def counters(
+    principal: Principal,
+    user: str | None,
+    target: Target,
+    request: ChatRequest | EmbeddingRequest,
+    now: float,
+) -> list[Counter]:
     tenant = principal.tenant_id
     result = []
 
     def add(kind: str, scope: str, owner: str, window: str, limit: int, amount: int) -> None:
         if limit > 0:
-            result.append(limits.counter(kind=kind, scope=scope, owner=owner, window=window,
-                                         limit=limit, amount=amount, tenant_id=tenant, now=now))
+            result.append(
+                limits.counter(
+                    kind=kind,
+                    scope=scope,
+                    owner=owner,
+                    window=window,
+                    limit=limit,
+                    amount=amount,
+                    tenant_id=tenant,
+                    now=now,
+                )
+            )
 
     owners = {"tenant": "-", "key": str(principal.key_id)}
     for scope, window, limit in principal.tier.request_limits:
@@ -156,8 +178,9 @@ _WINDOW_WORD = {"minute": "per-minute", "hour": "hourly", "day": "daily", "month
 _SCOPE_WORD = {"tenant": "tenant's", "key": "API key's", "user": "end user's"}
 
 
-async def admit(principal: Principal, user: str | None, target: Target,
-                request: ChatRequest | EmbeddingRequest) -> Admission:
+async def admit(
+    principal: Principal, user: str | None, target: Target, request: ChatRequest | EmbeddingRequest
+) -> Admission:
     now = time.time()
     wanted = counters(principal, user, target, request, now)
     try:
@@ -184,7 +207,8 @@ async def admit(principal: Principal, user: str | None, target: Target,
         raise RateLimitExceeded(
             f"Rate limit reached: the {what} limit is {denied.limit} tokens and this request "
             f"may need {denied.amount}. Try again in {_duration(retry_after)}.",
-            code="tokens_rate_limit_exceeded", headers=headers,
+            code="tokens_rate_limit_exceeded",
+            headers=headers,
         )
     raise RateLimitExceeded(
         f"Rate limit reached: the {what} limit is {denied.limit} requests. Try again in "

@@ -138,8 +138,9 @@ def clear_cache() -> None:
 @fresh_db
 def _load(lookup: str, secret: str) -> Principal | None:
     key = (
-        ApiKey.objects.select_related("tenant", "tenant__plan__tier", "tenant__privacy",
-                                      "service_account")
+        ApiKey.objects.select_related(
+            "tenant", "tenant__plan__tier", "tenant__privacy", "service_account"
+        )
         .filter(lookup=lookup)
         .first()
     )
@@ -174,8 +175,11 @@ def _load(lookup: str, secret: str) -> Principal | None:
             tokens_per_minute=tier.tokens_per_minute,
             tokens_per_day=tier.tokens_per_day,
             screening_mode=plan.screening_mode or tier.screening_mode,
-            screening_threshold=(plan.screening_threshold if plan.screening_threshold is not None
-                                 else tier.screening_threshold),
+            screening_threshold=(
+                plan.screening_threshold
+                if plan.screening_threshold is not None
+                else tier.screening_threshold
+            ),
             leak_mode=plan.leak_mode or tier.leak_mode,
             max_choices=tier.max_choices,
             max_media_parts=tier.max_media_parts,
@@ -185,10 +189,12 @@ def _load(lookup: str, secret: str) -> Principal | None:
         last_used_at=key.last_used_at,
         cache_nonzero_temperature=plan.cache_nonzero_temperature,
         budgets=Budgets(
-            tenant_daily=_nano(plan.daily_budget if plan.daily_budget is not None
-                               else tier.daily_budget),
-            tenant_monthly=_nano(plan.monthly_budget if plan.monthly_budget is not None
-                                 else tier.monthly_budget),
+            tenant_daily=_nano(
+                plan.daily_budget if plan.daily_budget is not None else tier.daily_budget
+            ),
+            tenant_monthly=_nano(
+                plan.monthly_budget if plan.monthly_budget is not None else tier.monthly_budget
+            ),
             key_daily=_nano(key.daily_budget),
             key_monthly=_nano(key.monthly_budget),
         ),
@@ -250,4 +256,3 @@ async def _authenticate(authorization: str) -> Principal:
         principal.last_used_at = now
         background.spawn(sync_to_async(_touch)(principal.key_id, now))
     return principal
-

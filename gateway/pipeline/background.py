@@ -71,12 +71,12 @@ async def _durably(make_job: Callable[[int], Coroutine[Any, Any, Any]], event: s
         log.exception(event)
 
 
-async def after_answer_durably(make_job: Callable[[int], Coroutine[Any, Any, Any]], *,
-                               event: str) -> None:
+async def after_answer_durably(
+    make_job: Callable[[int], Coroutine[Any, Any, Any]], *, event: str
+) -> None:
     """``make_job(attempt)`` builds the write; from the second attempt on it must check whether
     an earlier attempt committed (a connection can drop after the commit)."""
     if settings.LLMP_USAGE_FLUSH_MS <= 0:
         await _logged(make_job(1), event)
     else:
         spawn(_durably(make_job, event))
-

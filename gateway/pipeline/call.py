@@ -38,7 +38,9 @@ class PipelineCall:
         cached answer (or None); raises the admission's refusal."""
         admission, cached = await asyncio.gather(
             admit.admit(self.principal, user, target, request),
-            self.lookup_cache(target, request), return_exceptions=True)
+            self.lookup_cache(target, request),
+            return_exceptions=True,
+        )
         if isinstance(admission, BaseException):
             raise admission
         self.admission = self.meter.admission = admission
@@ -49,8 +51,9 @@ class PipelineCall:
     async def lookup_cache(self, target, request) -> response_cache.CachedAnswer | None:
         raise NotImplementedError
 
-    async def cached(self, key: response_cache.CacheKey,
-                     usable) -> response_cache.CachedAnswer | None:
+    async def cached(
+        self, key: response_cache.CacheKey, usable
+    ) -> response_cache.CachedAnswer | None:
         """The tenant's cached answer under ``key`` if ``usable(answer)``; a cache outage is a
         bypass, never a failure."""
         self.cache_key = key
@@ -82,6 +85,7 @@ class PipelineCall:
 
     async def fail(self, exc: ApiError) -> dict[str, str]:
         """A request refused before its answer began: metered; the headers to send."""
-        await self.meter.record(status=exc.status, now=time.perf_counter(),
-                                error_code=exc.code or "")
+        await self.meter.record(
+            status=exc.status, now=time.perf_counter(), error_code=exc.code or ""
+        )
         return self.headers()

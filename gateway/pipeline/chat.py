@@ -66,23 +66,39 @@ def _record_gpc(tenant_id: int, user: str, request_id: str) -> None:
     if subject is None:
         from llmplatform.models import Tenant
 
-        subject = services.subject_get_or_create(tenant=Tenant.objects.get(pk=tenant_id),
-                                                 external_id=user)
+        subject = services.subject_get_or_create(
+            tenant=Tenant.objects.get(pk=tenant_id), external_id=user
+        )
     services.consent_apply_gpc(subject=subject, request_id=request_id)
 
 
 @fresh_db
-def _store_conversation(tenant_id: int, user: str, alias: str, request_id: str, prompt: str,
-                        response: str, attempt: int = 1) -> None:
+def _store_conversation(
+    tenant_id: int,
+    user: str,
+    alias: str,
+    request_id: str,
+    prompt: str,
+    response: str,
+    attempt: int = 1,
+) -> None:
     from llmplatform.models import Tenant
     from privacy.models import Conversation
     from privacy.services import conversation_store
 
-    if attempt > 1 and Conversation.objects.filter(tenant_id=tenant_id,
-                                                   request_id=request_id).exists():
+    if (
+        attempt > 1
+        and Conversation.objects.filter(tenant_id=tenant_id, request_id=request_id).exists()
+    ):
         return  # an earlier attempt committed before its connection dropped
-    conversation_store(tenant=Tenant.objects.get(pk=tenant_id), external_id=user, alias=alias,
-                       request_id=request_id, prompt=prompt, response=response)
+    conversation_store(
+        tenant=Tenant.objects.get(pk=tenant_id),
+        external_id=user,
+        alias=alias,
+        request_id=request_id,
+        prompt=prompt,
+        response=response,
+    )
 
 
 def conversation_text(result: ChatResult) -> str:
@@ -117,9 +133,19 @@ class ChatCall(PipelineCall):
     """One chat request going through the pipeline, for plain and streamed answers."""
 
     def __init__(self, info: RequestInfo, principal: Principal, parsed: ParsedChat) -> None:
-        super().__init__(info, principal, Meter(
-            info.request_id, info.route, principal, info.started, alias="",
-            streamed=parsed.stream, content_kinds=tuple(parsed.content_kinds())))
+        super().__init__(
+            info,
+            principal,
+            Meter(
+                info.request_id,
+                info.route,
+                principal,
+                info.started,
+                alias="",
+                streamed=parsed.stream,
+                content_kinds=tuple(parsed.content_kinds()),
+            ),
+        )
         self.parsed = parsed
         self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
@@ -155,7 +181,8 @@ class ChatCall(PipelineCall):
         principal, parsed = self.principal, self.parsed
         if not principal.may_use(parsed.alias):
             raise ModelNotFound(
-                "The model does not exist or you do not have access to it.", param="model",
+                "The model does not exist or you do not have access to it.",
+                param="model",
             )
         self.route_plan = await routing_table.plan(parsed.alias, parsed.user)
         target = self.meter.target = self.route_plan.primary
@@ -167,18 +194,21 @@ class ChatCall(PipelineCall):
         except UpstreamError as exc:
             raise dispatch.as_api_error(exc) from exc
         if principal.tier.leak_mode != "off" and (
-                target.system_prompt or any(m.role in guard.SYSTEM_ROLES for m in parsed.messages)):
+            target.system_prompt or any(m.role in guard.SYSTEM_ROLES for m in parsed.messages)
+        ):
             self.leak_guard = self._new_leak_guard(target)
         request = upstream_request(target, parsed, principal)
         # PII policy first (over everything the client sent, not the route's own system
         # prompt), then the canary, so masking can never touch it.
-        protected, self.restorer = pii.protect(principal, request,
-                                               keep=1 if target.system_prompt else 0)
+        protected, self.restorer = pii.protect(
+            principal, request, keep=1 if target.system_prompt else 0
+        )
         if protected is not request:
             self.meter.pii_redactions = count_redactions(request.messages, protected.messages)
         if self.leak_guard is not None:
             protected = dataclasses.replace(
-                protected, messages=guard.add_canary(protected.messages, self.leak_guard.canary))
+                protected, messages=guard.add_canary(protected.messages, self.leak_guard.canary)
+            )
         request = protected
         self.upstream_messages, self.upstream_extra = request.messages, protected.extra
         # Admission comes before the screen, so screened-out prompts still count against the
@@ -197,8 +227,13 @@ class ChatCall(PipelineCall):
         return guard.LeakGuard(
             guard.canary_for(self.principal, target.alias, target.version),
             self.principal.tier.leak_mode,
-            system_prompt="\n".join([target.system_prompt or "", *(
-                m.content for m in self.parsed.messages if m.role in guard.SYSTEM_ROLES)]))
+            system_prompt="\n".join(
+                [
+                    target.system_prompt or "",
+                    *(m.content for m in self.parsed.messages if m.role in guard.SYSTEM_ROLES),
+                ]
+            ),
+        )
 
     async def dispatch(self, target, request):
         """Stage 6: the first delta, the rest, and the request that was sent (a fallback's, if
@@ -223,8 +258,9 @@ class ChatCall(PipelineCall):
             self.meter.overhead_ms = self.meter.overhead_now(now)
         return first, rest, served.request
 
-    async def relay(self, first: ChatDelta, deltas: AsyncIterator[ChatDelta],
-                    request) -> AsyncIterator[ChatDelta]:
+    async def relay(
+        self, first: ChatDelta, deltas: AsyncIterator[ChatDelta], request
+    ) -> AsyncIterator[ChatDelta]:
         """Stage 7 over every delta, then stage 8, also when the client goes away or the
         upstream breaks mid-stream (an ``ApiError`` is raised for the door to send as an
         error event)."""
@@ -262,25 +298,29 @@ class ChatCall(PipelineCall):
             self.meter.upstream_ms = (time.perf_counter() - self._upstream_started) * 1000
         usage = out.usage
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
-            usage = Usage(chars_to_tokens(inputs.request_chars(request)),
-                          estimate_tokens(out.written_text()))
+            usage = Usage(
+                chars_to_tokens(inputs.request_chars(request)), estimate_tokens(out.written_text())
+            )
         self.usage = usage
         self.meter.tool_calls = out.tool_call_count
         if out.leaked:
             await self.leak_detected(out.leak_kind, out.blocking)
         elif status == 200 and self.meter.upstream_called and self.cacheable:
             # The cache keeps what the provider wrote: placeholders, never restored values.
-            await self.remember(out.result(raw=True, usage=usage),
-                                eligible=self.cache_status == "MISS")
-        record = self.meter.record(status=status, now=time.perf_counter(), usage=usage,
-                                   error_code=error_code)
+            await self.remember(
+                out.result(raw=True, usage=usage), eligible=self.cache_status == "MISS"
+            )
+        record = self.meter.record(
+            status=status, now=time.perf_counter(), usage=usage, error_code=error_code
+        )
         if self.parsed.stream:
             await record  # the client has had every byte already
         else:
             await background.after_answer(record, event="usage_record_failed")
         if status == 200:
             await self.keep_conversation(
-                lambda: conversation_text(out.result(raw=False, usage=usage)))
+                lambda: conversation_text(out.result(raw=False, usage=usage))
+            )
 
     # Guard input -----------------------------------------------------------------------------
 
@@ -291,11 +331,15 @@ class ChatCall(PipelineCall):
         result = verdict.result
         blocked = verdict.action == "block"
         await guard.record_event(
-            principal=self.principal, request_id=self.request_id,
+            principal=self.principal,
+            request_id=self.request_id,
             kind=SecurityEvent.Kind.PROMPT_INJECTION,
             action=SecurityEvent.Action.BLOCKED if blocked else SecurityEvent.Action.FLAGGED,
-            alias=self.parsed.alias, score=result.score, reasons=list(result.reasons),
-            text=verdict.text, user=self.parsed.user,
+            alias=self.parsed.alias,
+            score=result.score,
+            reasons=list(result.reasons),
+            text=verdict.text,
+            user=self.parsed.user,
         )
         if blocked:
             # The score and the rules that fired stay in the security event and the log: an
@@ -312,8 +356,9 @@ class ChatCall(PipelineCall):
         if not self.info.gpc or not self.parsed.user:
             return
         await background.after_answer(
-            sync_to_async(_record_gpc)(self.principal.tenant_id, self.parsed.user,
-                                       self.request_id), event="gpc_record_failed")
+            sync_to_async(_record_gpc)(self.principal.tenant_id, self.parsed.user, self.request_id),
+            event="gpc_record_failed",
+        )
 
     # Settle ----------------------------------------------------------------------------------
 
@@ -325,23 +370,35 @@ class ChatCall(PipelineCall):
         user = self.parsed.user
         if not user or not self.principal.privacy.store_conversations:
             return
-        prompt = "\n".join(f"{m.role}: {m.content}" for m in self.parsed.messages
-                           if m.role in CONVERSATION_ROLES and m.content)
+        prompt = "\n".join(
+            f"{m.role}: {m.content}"
+            for m in self.parsed.messages
+            if m.role in CONVERSATION_ROLES and m.content
+        )
         reply = response()
         tenant_id, alias, request_id = self.principal.tenant_id, self.parsed.alias, self.request_id
         await background.after_answer_durably(
             lambda attempt: sync_to_async(_store_conversation)(
-                tenant_id, user, alias, request_id, prompt, reply, attempt),
-            event="conversation_store_failed")
+                tenant_id, user, alias, request_id, prompt, reply, attempt
+            ),
+            event="conversation_store_failed",
+        )
 
     async def leak_detected(self, kind: str, blocking: bool) -> None:
         await guard.record_event(
-            principal=self.principal, request_id=self.request_id,
+            principal=self.principal,
+            request_id=self.request_id,
             kind=SecurityEvent.Kind.SYSTEM_PROMPT_LEAK,
             action=SecurityEvent.Action.BLOCKED if blocking else SecurityEvent.Action.FLAGGED,
-            alias=self.parsed.alias, score=1.0,
-            reasons=[{"canary": "canary_in_reply", "canary_encoded": "encoded_canary_in_reply",
-                      "system_prompt": "system_prompt_in_reply"}.get(kind, "canary_in_reply")],
+            alias=self.parsed.alias,
+            score=1.0,
+            reasons=[
+                {
+                    "canary": "canary_in_reply",
+                    "canary_encoded": "encoded_canary_in_reply",
+                    "system_prompt": "system_prompt_in_reply",
+                }.get(kind, "canary_in_reply")
+            ],
             text="",
         )
 
@@ -360,8 +417,9 @@ class ChatCall(PipelineCall):
         """A fallback's request: the routed version's messages and fields as protected (the
         same system prompt, canary and PII policy), with the fallback's model and params."""
         request = upstream_request(target, self.parsed, self.principal)
-        return dataclasses.replace(request, messages=self.upstream_messages,
-                                   extra=self.upstream_extra)
+        return dataclasses.replace(
+            request, messages=self.upstream_messages, extra=self.upstream_extra
+        )
 
     async def fallback_answer(self):
         if self.cache_key is None:
@@ -386,11 +444,15 @@ class ChatCall(PipelineCall):
         """An eligible request (temperature 0, or the tenant opted in) is answered from the
         tenant's cache when the same request was answered before."""
         key = response_cache.make_key(
-            tenant_id=self.principal.tenant_id, alias=target.alias, version=target.version,
-            deployment=target.deployment, request=request,
+            tenant_id=self.principal.tenant_id,
+            alias=target.alias,
+            version=target.version,
+            deployment=target.deployment,
+            request=request,
         )
         eligible = response_cache.is_eligible(
-            request, nonzero_temperature_allowed=self.principal.cache_nonzero_temperature,
+            request,
+            nonzero_temperature_allowed=self.principal.cache_nonzero_temperature,
         )
         if not eligible or "no-cache" in self.info.cache_control or not self.store_answers:
             self.cache_status = "BYPASS"
@@ -402,21 +464,26 @@ class ChatCall(PipelineCall):
         """Store a fresh answer. An eligible one is stored before answering (one round trip),
         so the client's next identical request is a hit; others are kept only as a fallback
         for when every provider fails, and go through the write-behind buffer."""
-        if self.cache_key is None or self.meter.target is None or any(
-                c.finish_reason not in {"stop", "length", "tool_calls"} for c in result.choices):
+        if (
+            self.cache_key is None
+            or self.meter.target is None
+            or any(c.finish_reason not in {"stop", "length", "tool_calls"} for c in result.choices)
+        ):
             return
         target = self.meter.target
-        answer = response_cache.CachedAnswer.of(result, target.deployment, target.version,
-                                                eligible)
+        answer = response_cache.CachedAnswer.of(result, target.deployment, target.version, eligible)
         try:
             if eligible:
                 await response_cache.response_cache().store(
-                    self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds())
+                    self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds()
+                )
             else:
                 response_cache.response_cache().store_later(
-                    self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds())
+                    self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds()
+                )
         except Exception:
             log.warning("cache_store_failed", exc_info=True)
+
 
 async def _replay(deltas: list[ChatDelta]) -> AsyncIterator[ChatDelta]:
     for delta in deltas:

@@ -78,8 +78,12 @@ def as_api_error(exc: UpstreamError) -> ApiError:
         headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER)
     # The client learns what kind of failure it was, never which provider, deployment or
     # secret reference was involved: that detail goes to the log, under the request id.
-    log.warning("upstream_failed", error_code=exc.code, upstream_status=exc.upstream_status,
-                detail=exc.message)
+    log.warning(
+        "upstream_failed",
+        error_code=exc.code,
+        upstream_status=exc.upstream_status,
+        detail=exc.message,
+    )
     message = PUBLIC_MESSAGES.get(exc.code, "The model's provider failed.")
     if exc.upstream_code and exc.upstream_status in REQUEST_FAULT_STATUSES:
         message += f" The provider's error code: {exc.upstream_code}."
@@ -91,9 +95,9 @@ PUBLIC_MESSAGES = {
     "upstream_unavailable": "The model is unavailable right now; retry shortly.",
     "upstream_server_error": "The model's provider failed.",
     "upstream_bad_response": "The model's provider refused the request or gave an answer the "
-                             "gateway could not read.",
+    "gateway could not read.",
     "upstream_auth_failed": "The gateway could not authenticate with the model's provider; "
-                            "an administrator has to fix its configuration.",
+    "an administrator has to fix its configuration.",
 }
 
 
@@ -129,15 +133,19 @@ class DispatchPlan:
     targets: tuple[Target, ...]
     request_for: Callable[[Target], ChatRequest]
     cached_answer: Callable[[], Awaitable[ChatResult | None]] | None = None
-    degraded: Degraded = Degraded()
+    degraded: Degraded = field(default_factory=Degraded)
     breaker: CircuitBreaker | None = None  # None: the process's store
 
     @classmethod
-    def from_route(cls, route: RoutePlan, *, request_for: Callable[[Target], ChatRequest],
-                   cached_answer: Callable[[], Awaitable[ChatResult | None]] | None = None,
-                   breaker: CircuitBreaker | None = None) -> DispatchPlan:
-        return cls(route.alias, route.targets, request_for, cached_answer, route.degraded,
-                   breaker)
+    def from_route(
+        cls,
+        route: RoutePlan,
+        *,
+        request_for: Callable[[Target], ChatRequest],
+        cached_answer: Callable[[], Awaitable[ChatResult | None]] | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> DispatchPlan:
+        return cls(route.alias, route.targets, request_for, cached_answer, route.degraded, breaker)
 
 
 @dataclass(slots=True)
@@ -235,18 +243,21 @@ async def _through_chain(plan: DispatchPlan, call: Call) -> tuple[_Walk, int | N
         except _Refused as refused:
             wait = refused.admission.retry_after
             if wait is not None:
-                walk.retry_after = wait if walk.retry_after is None else min(walk.retry_after,
-                                                                             wait)
-            walk.reason = walk.reason or (walk.last_error.code if walk.last_error
-                                          else BREAKER_OPEN)
+                walk.retry_after = wait if walk.retry_after is None else min(walk.retry_after, wait)
+            walk.reason = walk.reason or (walk.last_error.code if walk.last_error else BREAKER_OPEN)
             continue
         except UpstreamError as exc:
             if not is_deployment_fault(exc):
                 raise as_api_error(exc) from exc
             walk.last_error = exc
             walk.reason = walk.reason or exc.code
-            log.warning("deployment_failed", alias=plan.alias, deployment=target.deployment,
-                        error_code=exc.code, next=_next_name(plan, index))
+            log.warning(
+                "deployment_failed",
+                alias=plan.alias,
+                deployment=target.deployment,
+                error_code=exc.code,
+                next=_next_name(plan, index),
+            )
             continue
         if index > 0:
             metrics.record_fallback(plan.alias, walk.reason)
@@ -258,19 +269,22 @@ def _next_name(plan: DispatchPlan, index: int) -> str:
     return plan.targets[index + 1].deployment if index + 1 < len(plan.targets) else "none"
 
 
-async def _call_with_retries(walk: _Walk, target: Target, request: ChatRequest,
-                             call: Call) -> Any:
+async def _call_with_retries(walk: _Walk, target: Target, request: ChatRequest, call: Call) -> Any:
     policy, breaker, name = target.policy, walk.breaker, target.deployment
     loop = asyncio.get_running_loop()
     deadline = loop.time() + policy.total_timeout
     admission = await breaker.admit(name, policy)
     if not admission.allowed:
         raise _Refused(admission)
-    retrying = AsyncRetrying(**retry_policy(
-        policy, deadline=deadline, clock=loop.time,
-        max_attempts=1 if admission.probe else policy.max_attempts,
-        before_sleep=lambda state: _before_retry(state, name),
-    ))
+    retrying = AsyncRetrying(
+        **retry_policy(
+            policy,
+            deadline=deadline,
+            clock=loop.time,
+            max_attempts=1 if admission.probe else policy.max_attempts,
+            before_sleep=lambda state: _before_retry(state, name),
+        )
+    )
     async for attempt in retrying:
         with attempt:
             if attempt.retry_state.attempt_number > 1:
@@ -298,9 +312,13 @@ async def _call_with_retries(walk: _Walk, target: Target, request: ChatRequest,
 def _before_retry(state: RetryCallState, deployment: str) -> None:
     metrics.record_retry(deployment)
     exc = state.outcome.exception() if state.outcome else None
-    log.info("upstream_retry", deployment=deployment, attempt=state.attempt_number + 1,
-             wait_seconds=round(state.upcoming_sleep, 3),
-             error_code=getattr(exc, "code", ""))
+    log.info(
+        "upstream_retry",
+        deployment=deployment,
+        attempt=state.attempt_number + 1,
+        wait_seconds=round(state.upcoming_sleep, 3),
+        error_code=getattr(exc, "code", ""),
+    )
 
 
 async def _after_chain(walk: _Walk, *, degraded_ok: bool = True) -> tuple[str, Any]:
@@ -325,7 +343,9 @@ async def _after_chain(walk: _Walk, *, degraded_ok: bool = True) -> tuple[str, A
         headers["Retry-After"] = str(max(1, int(walk.retry_after + 0.999)))
     raise CircuitOpen(
         f"The model '{plan.alias}' is temporarily unavailable (its providers' circuit breakers "
-        "are open). Please try again later.", headers=headers)
+        "are open). Please try again later.",
+        headers=headers,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,13 +361,15 @@ async def _within_budget(target: Target, budget: float, call: Callable[[], Await
         if scope.expired():
             raise UpstreamTimeout(
                 f"deployment '{target.deployment}' did not answer within its total timeout "
-                f"({target.policy.total_timeout:g}s)") from None
+                f"({target.policy.total_timeout:g}s)"
+            ) from None
         raise
 
 
 async def _complete_once(target: Target, request: ChatRequest, budget: float) -> ChatResult:
-    return await _within_budget(target, budget,
-                                lambda: get_adapter(target.provider).complete(request))
+    return await _within_budget(
+        target, budget, lambda: get_adapter(target.provider).complete(request)
+    )
 
 
 async def _served(plan: DispatchPlan, call: Call, *, degraded_ok: bool = True) -> Served:
@@ -367,10 +389,8 @@ async def complete(plan: DispatchPlan) -> Served:
 # Embeddings
 
 
-async def _embed_once(target: Target, request: EmbeddingRequest,
-                      budget: float) -> EmbeddingResult:
-    return await _within_budget(target, budget,
-                                lambda: get_adapter(target.provider).embed(request))
+async def _embed_once(target: Target, request: EmbeddingRequest, budget: float) -> EmbeddingResult:
+    return await _within_budget(target, budget, lambda: get_adapter(target.provider).embed(request))
 
 
 async def embed(plan: DispatchPlan) -> Served:
@@ -384,8 +404,9 @@ async def embed(plan: DispatchPlan) -> Served:
 # Streams
 
 
-async def _first_delta(target: Target, request: ChatRequest,
-                       budget: float) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
+async def _first_delta(
+    target: Target, request: ChatRequest, budget: float
+) -> tuple[ChatDelta, AsyncIterator[ChatDelta]]:
     """Start the stream and wait for its first delta, within the first-token timeout."""
     policy = target.policy
     wait = min(policy.first_token_timeout, budget)
@@ -415,8 +436,9 @@ async def _close(deltas: AsyncIterator[ChatDelta]) -> None:
             await aclose()
 
 
-async def _rest_of_stream(deltas: AsyncIterator[ChatDelta], target: Target,
-                          breaker: CircuitBreaker) -> AsyncIterator[ChatDelta]:
+async def _rest_of_stream(
+    deltas: AsyncIterator[ChatDelta], target: Target, breaker: CircuitBreaker
+) -> AsyncIterator[ChatDelta]:
     """The deltas after the first, each within the idle timeout. A failure here is the
     deployment's (counted by its breaker) but is not retried: the client has bytes already."""
     policy = target.policy
@@ -431,7 +453,8 @@ async def _rest_of_stream(deltas: AsyncIterator[ChatDelta], target: Target,
                 if scope.expired():
                     raise UpstreamTimeout(
                         f"deployment '{target.deployment}' sent nothing for "
-                        f"{policy.idle_timeout:g}s mid-stream") from None
+                        f"{policy.idle_timeout:g}s mid-stream"
+                    ) from None
                 raise
             yield delta
     except UpstreamError as exc:
@@ -452,8 +475,11 @@ async def open_stream(plan: DispatchPlan) -> StreamServed:
     walk, index, answer = await _through_chain(plan, _first_delta)
     if index is not None:
         first, deltas = answer
-        return StreamServed(**walk.outcome_fields(index), first=first,
-                            deltas=_rest_of_stream(deltas, plan.targets[index], walk.breaker))
+        return StreamServed(
+            **walk.outcome_fields(index),
+            first=first,
+            deltas=_rest_of_stream(deltas, plan.targets[index], walk.breaker),
+        )
     source, result = await _after_chain(walk)
     first, *rest = as_deltas(result)
     return StreamServed(**walk.outcome_fields(None, source), first=first, deltas=_replay(rest))

@@ -39,9 +39,18 @@ log = structlog.get_logger("gateway.api")
 
 class EmbeddingsCall(PipelineCall):
     def __init__(self, info: RequestInfo, principal: Principal, parsed: ParsedEmbeddings) -> None:
-        super().__init__(info, principal, Meter(info.request_id, info.route, principal,
-                                                info.started, alias="",
-                                                content_kinds=("embeddings",)))
+        super().__init__(
+            info,
+            principal,
+            Meter(
+                info.request_id,
+                info.route,
+                principal,
+                info.started,
+                alias="",
+                content_kinds=("embeddings",),
+            ),
+        )
         self.parsed = parsed
 
     async def answer(self) -> EmbeddingResult:
@@ -49,7 +58,8 @@ class EmbeddingsCall(PipelineCall):
         principal, parsed = self.principal, self.parsed
         if not principal.may_use(parsed.alias):
             raise ModelNotFound(
-                "The model does not exist or you do not have access to it.", param="model")
+                "The model does not exist or you do not have access to it.", param="model"
+            )
         route_plan = await routing_table.plan(parsed.alias, parsed.user)
         target = self.meter.target = route_plan.primary
         self.meter.alias = parsed.alias
@@ -74,8 +84,11 @@ class EmbeddingsCall(PipelineCall):
         if usage.prompt_tokens == 0:
             usage = Usage(chars_to_tokens(sum(len(text) for text in inputs)), 0)
             result.usage = usage
-        if self.cache_key is not None and self.meter.target is not None \
-                and not self.meter.fallback_reason:
+        if (
+            self.cache_key is not None
+            and self.meter.target is not None
+            and not self.meter.fallback_reason
+        ):
             await self.remember(result)
         await self.settle(usage)
         return result
@@ -88,17 +101,23 @@ class EmbeddingsCall(PipelineCall):
             raise InvalidRequest(
                 f"The request sends {size} characters; the '{tier.name}' tier allows at most "
                 f"{tier.max_prompt_chars}. The largest input is {len(inputs[largest])} "
-                "characters.", code="prompt_too_large",
-                param=f"input[{largest}]" if len(inputs) > 1 else "input")
+                "characters.",
+                code="prompt_too_large",
+                param=f"input[{largest}]" if len(inputs) > 1 else "input",
+            )
 
-    async def dispatch(self, target: Target, request: EmbeddingRequest,
-                       route_plan) -> EmbeddingResult:
+    async def dispatch(
+        self, target: Target, request: EmbeddingRequest, route_plan
+    ) -> EmbeddingResult:
         self.meter.upstream_called = True
         started = time.perf_counter()
 
         def request_for(t: Target) -> EmbeddingRequest:
-            return request if t is target else EmbeddingRequest(
-                t.model, request.inputs, request.dimensions, request.user)
+            return (
+                request
+                if t is target
+                else EmbeddingRequest(t.model, request.inputs, request.dimensions, request.user)
+            )
 
         async def cached_answer():
             if self.cache_key is None:
@@ -108,8 +127,9 @@ class EmbeddingsCall(PipelineCall):
                 return None
             return EmbeddingResult(answer.vectors, answer.usage)
 
-        plan = dispatch.DispatchPlan.from_route(route_plan, request_for=request_for,
-                                                cached_answer=cached_answer)
+        plan = dispatch.DispatchPlan.from_route(
+            route_plan, request_for=request_for, cached_answer=cached_answer
+        )
         try:
             served = await dispatch.embed(plan)
         finally:
@@ -121,15 +141,20 @@ class EmbeddingsCall(PipelineCall):
         self.served_by = served.deployment
         return served.result  # type: ignore[return-value]
 
-    async def lookup_cache(self, target: Target,
-                           request: EmbeddingRequest) -> response_cache.CachedAnswer | None:
+    async def lookup_cache(
+        self, target: Target, request: EmbeddingRequest
+    ) -> response_cache.CachedAnswer | None:
         cache_control = self.info.cache_control
         if "no-store" in cache_control:
             self.cache_status = "BYPASS"
             return None
         key = response_cache.make_embedding_key(
-            tenant_id=self.principal.tenant_id, alias=target.alias, version=target.version,
-            deployment=target.deployment, request=request)
+            tenant_id=self.principal.tenant_id,
+            alias=target.alias,
+            version=target.version,
+            deployment=target.deployment,
+            request=request,
+        )
         if "no-cache" in cache_control:
             self.cache_key, self.cache_status = key, "BYPASS"
             return None
@@ -138,15 +163,24 @@ class EmbeddingsCall(PipelineCall):
     async def remember(self, result: EmbeddingResult) -> None:
         target = self.meter.target
         assert target is not None and self.cache_key is not None
-        answer = response_cache.CachedAnswer("", "stop", result.usage, target.deployment,
-                                             target.version, True, vectors=result.vectors)
+        answer = response_cache.CachedAnswer(
+            "",
+            "stop",
+            result.usage,
+            target.deployment,
+            target.version,
+            True,
+            vectors=result.vectors,
+        )
         try:
             await response_cache.response_cache().store(
-                self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds())
+                self.cache_key, self.cache_namespace, answer, response_cache.ttl_seconds()
+            )
         except Exception:
             log.warning("cache_store_failed", exc_info=True)
 
     async def settle(self, usage: Usage) -> None:
         await background.after_answer(
             self.meter.record(status=200, now=time.perf_counter(), usage=usage),
-            event="usage_record_failed")
+            event="usage_record_failed",
+        )

@@ -38,10 +38,18 @@ log = structlog.get_logger("gateway.guard")
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 # What no app writes in its own instructions (see screen_input).
-SYSTEM_ATTACK_RULES = frozenset({
-    "override_instructions", "no_restrictions", "role_play_jailbreak", "role_injection",
-    "encoded_instructions", "exfiltrate", "homoglyph", "zero_width",
-})
+SYSTEM_ATTACK_RULES = frozenset(
+    {
+        "override_instructions",
+        "no_restrictions",
+        "role_play_jailbreak",
+        "role_injection",
+        "encoded_instructions",
+        "exfiltrate",
+        "homoglyph",
+        "zero_width",
+    }
+)
 
 
 class PromptInjectionDetected(ApiError):
@@ -104,9 +112,10 @@ def add_canary(messages: list[ChatMessage], canary: str) -> list[ChatMessage]:
     without one gets none (there is no system prompt to leak)."""
     for i, message in enumerate(messages):
         if message.role in SYSTEM_ROLES:
-            marked = ChatMessage(role=message.role, content=with_canary(message.content, canary),
-                                 name=message.name)
-            return [*messages[:i], marked, *messages[i + 1:]]
+            marked = ChatMessage(
+                role=message.role, content=with_canary(message.content, canary), name=message.name
+            )
+            return [*messages[:i], marked, *messages[i + 1 :]]
     return messages
 
 
@@ -117,25 +126,50 @@ def _write_event(*, text: str, store_text: bool, user: str | None, **fields) -> 
     SecurityEvent.objects.create(**fields)
 
 
-async def record_event(*, principal: Principal, request_id: str, kind: str, action: str,
-                       alias: str, score: float, reasons: list[str], text: str,
-                       user: str | None = None) -> None:
+async def record_event(
+    *,
+    principal: Principal,
+    request_id: str,
+    kind: str,
+    action: str,
+    alias: str,
+    score: float,
+    reasons: list[str],
+    text: str,
+    user: str | None = None,
+) -> None:
     """Write a security event (a block before answering; a flag after, off the answer's
     path)."""
     metrics.record_security_event(kind, action)
-    log.warning("security_event", kind=kind, action=action, tenant=principal.tenant_slug,
-                key_id=principal.key_id, score=round(score, 3), reasons=reasons)
+    log.warning(
+        "security_event",
+        kind=kind,
+        action=action,
+        tenant=principal.tenant_slug,
+        key_id=principal.key_id,
+        score=round(score, 3),
+        reasons=reasons,
+    )
     fields = dict(
-        tenant_id=principal.tenant_id, api_key_id=principal.key_id, request_id=request_id,
-        kind=kind, action=action, alias=alias[:64], score=score, reasons=reasons,
+        tenant_id=principal.tenant_id,
+        api_key_id=principal.key_id,
+        request_id=request_id,
+        kind=kind,
+        action=action,
+        alias=alias[:64],
+        score=score,
+        reasons=reasons,
         text_sha256=hashlib.sha256(text.encode()).hexdigest(),
-        text=text, store_text=principal.store_flagged_text, user=user,
+        text=text,
+        store_text=principal.store_flagged_text,
+        user=user,
     )
     if action == SecurityEvent.Action.BLOCKED:
         await sync_to_async(_write_event)(**fields)
         return
-    await background.after_answer(sync_to_async(_write_event)(**fields),
-                                  event="security_event_write_failed")
+    await background.after_answer(
+        sync_to_async(_write_event)(**fields), event="security_event_write_failed"
+    )
 
 
 class LeakGuard:
@@ -167,7 +201,7 @@ class LeakGuard:
         if leak is None:
             return text
         self._leak(leak.kind)
-        return text[:leak.start] if self.blocking else self._matcher.without_tokens(text)
+        return text[: leak.start] if self.blocking else self._matcher.without_tokens(text)
 
     def feed(self, chunk: str) -> str:
         """A stream's next chunk: returns the text that may be sent now."""
@@ -178,7 +212,7 @@ class LeakGuard:
         if leak is not None:
             self._leak(leak.kind)
             self._held = ""
-            return text[:leak.start] if self.blocking else self._matcher.without_tokens(text)
+            return text[: leak.start] if self.blocking else self._matcher.without_tokens(text)
         if self._words.feed(chunk):
             self._leak("system_prompt")
             if self.blocking:
@@ -197,5 +231,5 @@ class LeakGuard:
             self._leak("system_prompt")
         if leak is not None:
             self._leak(leak.kind)
-            return held[:leak.start] if self.blocking else self._matcher.without_tokens(held)
+            return held[: leak.start] if self.blocking else self._matcher.without_tokens(held)
         return "" if (self.leaked and self.blocking) else held

@@ -113,27 +113,39 @@ def check_shape(extra: dict[str, Any]) -> None:
         if not isinstance(tools, list):
             raise InvalidRequest("'tools' must be a list.", param="tools", code="invalid_value")
         if len(tools) > MAX_TOOLS:
-            raise InvalidRequest(f"'tools' holds {len(tools)} tools; at most {MAX_TOOLS}.",
-                                 param="tools", code="invalid_value")
+            raise InvalidRequest(
+                f"'tools' holds {len(tools)} tools; at most {MAX_TOOLS}.",
+                param="tools",
+                code="invalid_value",
+            )
     metadata = extra.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            raise InvalidRequest("'metadata' must map strings to strings.", param="metadata",
-                                 code="invalid_value")
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
+            raise InvalidRequest(
+                "'metadata' must map strings to strings.", param="metadata", code="invalid_value"
+            )
         if len(metadata) > MAX_METADATA_PAIRS:
-            raise InvalidRequest(f"'metadata' holds at most {MAX_METADATA_PAIRS} pairs.",
-                                 param="metadata", code="invalid_value")
+            raise InvalidRequest(
+                f"'metadata' holds at most {MAX_METADATA_PAIRS} pairs.",
+                param="metadata",
+                code="invalid_value",
+            )
         for key, value in metadata.items():
             if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
                 raise InvalidRequest(
                     f"'metadata' keys are at most {MAX_METADATA_KEY} characters and values at "
-                    f"most {MAX_METADATA_VALUE}.", param="metadata", code="invalid_value")
+                    f"most {MAX_METADATA_VALUE}.",
+                    param="metadata",
+                    code="invalid_value",
+                )
 
 
 def transform_fields(extra: dict[str, Any], text_fn: Callable[[str], str]) -> dict[str, Any]:
     """The pass-through fields with ``text_fn`` applied to every string value (not keys: a
     schema's property names are structure). Used to mask PII the same way as in messages."""
+
     def walk(value: Any) -> Any:
         if isinstance(value, str):
             return text_fn(value) if value else value

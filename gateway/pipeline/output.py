@@ -33,9 +33,16 @@ def as_deltas(result: ChatResult) -> list[ChatDelta]:
         calls = None
         if choice.tool_calls:
             calls = [{"index": n, **call} for n, call in enumerate(choice.tool_calls)]
-        deltas.append(ChatDelta(content=choice.content, finish_reason=choice.finish_reason,
-                                index=choice.index, tool_calls=calls, refusal=choice.refusal,
-                                logprobs=choice.logprobs))
+        deltas.append(
+            ChatDelta(
+                content=choice.content,
+                finish_reason=choice.finish_reason,
+                index=choice.index,
+                tool_calls=calls,
+                refusal=choice.refusal,
+                logprobs=choice.logprobs,
+            )
+        )
     if deltas:
         deltas[-1].usage = result.usage
     return deltas
@@ -44,8 +51,13 @@ def as_deltas(result: ChatResult) -> list[ChatDelta]:
 class Channel:
     """One text of a reply through the leak guard, then the restorer."""
 
-    def __init__(self, leak: guard.LeakGuard | None, restorer: pii.Restorer | None,
-                 *, json_string: bool = False) -> None:
+    def __init__(
+        self,
+        leak: guard.LeakGuard | None,
+        restorer: pii.Restorer | None,
+        *,
+        json_string: bool = False,
+    ) -> None:
         self.leak = leak
         self.restorer = restorer
         self.json_string = json_string
@@ -93,14 +105,19 @@ class _Assembly:
     def choice(self, raw: bool, *, logprobs: bool = True) -> Choice:
         texts = self.raw if raw else self.shown
         arguments = self.raw_arguments if raw else self.shown_arguments
-        calls = [{**call, "function": {**call["function"],
-                                       "arguments": "".join(arguments.get(n, []))}}
-                 for n, call in sorted(self.calls.items())]
+        calls = [
+            {**call, "function": {**call["function"], "arguments": "".join(arguments.get(n, []))}}
+            for n, call in sorted(self.calls.items())
+        ]
         refusal = "".join(texts[REFUSAL])
-        return Choice(index=self.index, content="".join(texts[CONTENT]),
-                      finish_reason=self.finish or "stop", tool_calls=calls or None,
-                      refusal=refusal or None,
-                      logprobs=dict(self.logprobs) if logprobs and self.logprobs else None)
+        return Choice(
+            index=self.index,
+            content="".join(texts[CONTENT]),
+            finish_reason=self.finish or "stop",
+            tool_calls=calls or None,
+            refusal=refusal or None,
+            logprobs=dict(self.logprobs) if logprobs and self.logprobs else None,
+        )
 
 
 class Output:
@@ -109,8 +126,13 @@ class Output:
     ``finish`` returns what is left at the end. ``whole`` marks a plain answer, whose texts
     are checked whole."""
 
-    def __init__(self, new_leak_guard: Callable[[], guard.LeakGuard] | None,
-                 restorer: pii.Restorer | None, *, whole: bool = False) -> None:
+    def __init__(
+        self,
+        new_leak_guard: Callable[[], guard.LeakGuard] | None,
+        restorer: pii.Restorer | None,
+        *,
+        whole: bool = False,
+    ) -> None:
         self._new_leak_guard = new_leak_guard
         self.restorer = restorer
         self.whole = whole
@@ -134,8 +156,9 @@ class Output:
         channel = self.channels.get(key)
         if channel is None:
             leak = self._new_leak_guard() if self._new_leak_guard is not None else None
-            channel = self.channels[key] = Channel(leak, self.restorer,
-                                                   json_string=kind == "arguments")
+            channel = self.channels[key] = Channel(
+                leak, self.restorer, json_string=kind == "arguments"
+            )
         return channel
 
     def _pass(self, channel: Channel, text: str) -> str:
@@ -158,8 +181,9 @@ class Output:
         choice = self._assembly(index)
         # Logprobs carry the tokens themselves: with a leak guard on they are held until the
         # choice ends, and dropped if it ends in a blocked leak.
-        out = ChatDelta(index=index,
-                        logprobs=delta.logprobs if self._new_leak_guard is None else None)
+        out = ChatDelta(
+            index=index, logprobs=delta.logprobs if self._new_leak_guard is None else None
+        )
         for kind in (CONTENT, REFUSAL):
             text = getattr(delta, kind)
             if not text:
@@ -190,15 +214,20 @@ class Output:
             if call is None:
                 function = fragment.get("function") or {}
                 call = choice.calls[tool] = {
-                    "id": fragment.get("id", ""), "type": "function",
-                    "function": {"name": function.get("name", "")}}
+                    "id": fragment.get("id", ""),
+                    "type": "function",
+                    "function": {"name": function.get("name", "")},
+                }
             function = fragment.get("function") or {}
             shown = {**fragment, "function": {**function}} if function else dict(fragment)
             arguments = function.get("arguments") or ""
             if arguments:
                 choice.raw_arguments.setdefault(tool, []).append(arguments)
-                text = (self._pass(self._channel(choice.index, "arguments", tool), arguments)
-                        if self.active else arguments)
+                text = (
+                    self._pass(self._channel(choice.index, "arguments", tool), arguments)
+                    if self.active
+                    else arguments
+                )
                 choice.shown_arguments.setdefault(tool, []).append(text)
                 shown["function"]["arguments"] = text
             if self.stopped:
@@ -270,16 +299,20 @@ class Output:
 
     def result(self, *, raw: bool, usage: Usage) -> ChatResult:
         """The reply assembled: as the provider wrote it (``raw``), or as the client saw it."""
-        choices = [c.choice(raw, logprobs=raw or not (self.leaked and self.blocking))
-                   for c in sorted(self.choices.values(), key=lambda c: c.index)]
+        choices = [
+            c.choice(raw, logprobs=raw or not (self.leaked and self.blocking))
+            for c in sorted(self.choices.values(), key=lambda c: c.index)
+        ]
         return ChatResult(choices or [Choice()], usage)
 
     def written_text(self) -> str:
         """Everything the provider wrote, for a token estimate when it reported none."""
-        return "".join(text for choice in self.choices.values()
-                       for texts in (choice.raw[CONTENT], choice.raw[REFUSAL],
-                                     *choice.raw_arguments.values())
-                       for text in texts)
+        return "".join(
+            text
+            for choice in self.choices.values()
+            for texts in (choice.raw[CONTENT], choice.raw[REFUSAL], *choice.raw_arguments.values())
+            for text in texts
+        )
 
     @property
     def tool_call_count(self) -> int:

@@ -30,6 +30,7 @@ from privacy.pii import DetectorError, Pseudonymizer, detect, redact
 
 log = structlog.get_logger("gateway.pii")
 
+
 class PIIDetected(ApiError):
     status = 400
     code = "pii_detected"
@@ -76,7 +77,8 @@ def _check_blocked(principal: Principal, request: ChatRequest, keep: int) -> Non
             "The request was refused: it contains personal data of types this tenant does not "
             f"send to models ({', '.join(sorted(found))}).",
             # Indexes count the client's messages (the route's system prompt is not one).
-            param=params[0] if params else "messages")
+            param=params[0] if params else "messages",
+        )
 
 
 def _transform(messages: list[ChatMessage], text_fn, keep: int = 0) -> list[ChatMessage]:
@@ -87,21 +89,33 @@ def _transform(messages: list[ChatMessage], text_fn, keep: int = 0) -> list[Chat
             tool_calls = [_tool_call(call, text_fn) for call in tool_calls]
         if message.parts:
             # Text parts are transformed one by one; images, audio and files pass as given.
-            parts = tuple({**p, "text": text_fn(p["text"])} if p.get("type") == "text"
-                          and p.get("text") else p for p in message.parts)
+            parts = tuple(
+                {**p, "text": text_fn(p["text"])}
+                if p.get("type") == "text" and p.get("text")
+                else p
+                for p in message.parts
+            )
             content = "".join(p["text"] for p in parts if p.get("type") == "text")
-            result.append(dataclasses.replace(message, content=content, parts=parts,
-                                              tool_calls=tool_calls))
+            result.append(
+                dataclasses.replace(message, content=content, parts=parts, tool_calls=tool_calls)
+            )
             continue
-        result.append(dataclasses.replace(
-            message, content=text_fn(message.content) if message.content else message.content,
-            tool_calls=tool_calls))
+        result.append(
+            dataclasses.replace(
+                message,
+                content=text_fn(message.content) if message.content else message.content,
+                tool_calls=tool_calls,
+            )
+        )
     return result
 
 
 def _transform_request(request: ChatRequest, text_fn, keep: int) -> ChatRequest:
-    return dataclasses.replace(request, messages=_transform(request.messages, text_fn, keep),
-                               extra=inputs.transform_fields(request.extra, text_fn))
+    return dataclasses.replace(
+        request,
+        messages=_transform(request.messages, text_fn, keep),
+        extra=inputs.transform_fields(request.extra, text_fn),
+    )
 
 
 def _tool_call(call: dict, text_fn) -> dict:
@@ -111,8 +125,12 @@ def _tool_call(call: dict, text_fn) -> dict:
     return {**call, "function": {**function, "arguments": text_fn(function["arguments"])}}
 
 
-def protect(principal: Principal, request: ChatRequest, *, keep: int = 0,
-            ) -> tuple[ChatRequest, Restorer | None]:
+def protect(
+    principal: Principal,
+    request: ChatRequest,
+    *,
+    keep: int = 0,
+) -> tuple[ChatRequest, Restorer | None]:
     """The request as the provider may see it, and what restores the reply (or None).
 
     Every part the client sent is checked and transformed (messages of every role including
@@ -137,7 +155,8 @@ def protect(principal: Principal, request: ChatRequest, *, keep: int = 0,
         log.error("pii_detector_failed", error=type(exc).__name__)
         raise PIIDetectorUnavailable(
             "Personal data could not be checked; the request was not sent. Retry shortly.",
-            headers={"Retry-After": "1"}) from exc
+            headers={"Retry-After": "1"},
+        ) from exc
     return request, None
 
 
@@ -157,7 +176,8 @@ def protect_texts(principal: Principal, texts: list[str], param: str = "input") 
                     raise PIIDetected(
                         "The request was refused: it contains personal data of types this "
                         f"tenant does not send to models ({', '.join(sorted(types))}).",
-                        param=f"{param}[{index}]" if len(texts) > 1 else param)
+                        param=f"{param}[{index}]" if len(texts) > 1 else param,
+                    )
         if policy.upstream_pii == "mask":
             return [redact(text) for text in texts]
         if policy.upstream_pii == "pseudonymize":
@@ -167,5 +187,6 @@ def protect_texts(principal: Principal, texts: list[str], param: str = "input") 
         log.error("pii_detector_failed", error=type(exc).__name__)
         raise PIIDetectorUnavailable(
             "Personal data could not be checked; the request was not sent. Retry shortly.",
-            headers={"Retry-After": "1"}) from exc
+            headers={"Retry-After": "1"},
+        ) from exc
     return texts

@@ -116,15 +116,17 @@ class AliasRoute:
         targets = [primary]
         for fallback in self.fallbacks:
             if fallback.deployment != primary.deployment:
-                targets.append(dataclasses.replace(
-                    primary,
-                    deployment=fallback.deployment,
-                    model=fallback.model,
-                    provider=fallback.provider,
-                    input_price_per_1k=fallback.input_price_per_1k,
-                    output_price_per_1k=fallback.output_price_per_1k,
-                    policy=fallback.policy,
-                ))
+                targets.append(
+                    dataclasses.replace(
+                        primary,
+                        deployment=fallback.deployment,
+                        model=fallback.model,
+                        provider=fallback.provider,
+                        input_price_per_1k=fallback.input_price_per_1k,
+                        output_price_per_1k=fallback.output_price_per_1k,
+                        policy=fallback.policy,
+                    )
+                )
         return RoutePlan(self.name, tuple(targets), self.degraded)
 
     def pick(self, user: str | None = None) -> Target:
@@ -159,8 +161,12 @@ def _provider_config(provider) -> ProviderConfig:
 
 
 def _policy(deployment, provider: ProviderConfig, alias) -> ResiliencePolicy:
-    return policy_for(deployment, connect_timeout=provider.connect_timeout,
-                      read_timeout=provider.read_timeout, alias_overrides=alias.resilience)
+    return policy_for(
+        deployment,
+        connect_timeout=provider.connect_timeout,
+        read_timeout=provider.read_timeout,
+        alias_overrides=alias.resilience,
+    )
 
 
 @fresh_db
@@ -208,14 +214,16 @@ def _build() -> dict[str, AliasRoute]:
     for f in fallbacks:
         deployment = f.deployment
         provider = provider_config(deployment.provider)
-        chains.setdefault(f.alias.name, []).append(Fallback(
-            deployment=deployment.name,
-            model=deployment.model,
-            provider=provider,
-            input_price_per_1k=deployment.input_price_per_1k,
-            output_price_per_1k=deployment.output_price_per_1k,
-            policy=_policy(deployment, provider, f.alias),
-        ))
+        chains.setdefault(f.alias.name, []).append(
+            Fallback(
+                deployment=deployment.name,
+                model=deployment.model,
+                provider=provider,
+                input_price_per_1k=deployment.input_price_per_1k,
+                output_price_per_1k=deployment.output_price_per_1k,
+                policy=_policy(deployment, provider, f.alias),
+            )
+        )
     table = {}
     for name, targets in by_alias.items():
         alias = aliases[name]
@@ -262,8 +270,9 @@ class RoutingTable:
         while True:
             # Its own connection: the shared client's 1 s socket timeout is for commands, and
             # a subscription waits for messages. Health-check pings find a dead connection.
-            client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1.0,
-                                             health_check_interval=10)
+            client = aioredis.Redis.from_url(
+                settings.REDIS_URL, socket_connect_timeout=1.0, health_check_interval=10
+            )
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(_channel())
@@ -325,7 +334,8 @@ class RoutingTable:
         if route is None:
             # The message does not repeat the name: it is whatever the client sent.
             raise ModelNotFound(
-                "The model does not exist or you do not have access to it.", param="model",
+                "The model does not exist or you do not have access to it.",
+                param="model",
             )
         return route
 
@@ -353,8 +363,6 @@ def invalidate_routing(**_: Any) -> None:
         log.warning("routing_publish_failed", error=type(exc).__name__)
 
 
-
-
 def upstream_request(target: Target, parsed: Any, principal: Any) -> ChatRequest:
     """The request a target's provider gets (a ``ParsedChat`` from a ``Principal``): the
     version's system prompt first, the client's sampling parameters over the version's own,
@@ -370,7 +378,8 @@ def upstream_request(target: Target, parsed: Any, principal: Any) -> ChatRequest
     return ChatRequest(
         model=target.model,
         messages=messages,
-        temperature=parsed.temperature if parsed.temperature is not None
+        temperature=parsed.temperature
+        if parsed.temperature is not None
         else params.get("temperature"),
         top_p=parsed.top_p if parsed.top_p is not None else params.get("top_p"),
         max_tokens=max_tokens,

@@ -58,7 +58,7 @@ class UsageWriter:
 
     async def flush(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH:]
+            batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
             try:
                 await sync_to_async(self._write)(batch)
             except Exception:
@@ -75,8 +75,9 @@ class UsageWriter:
         connection = connections[UsageRecord.objects.db]
         now = timezone.now()
         fields = _usage_columns()
-        defaults = {f.attname: now if f.attname == "created_at" else f.get_default()
-                    for f in fields}
+        defaults = {
+            f.attname: now if f.attname == "created_at" else f.get_default() for f in fields
+        }
         columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
         table = connection.ops.quote_name(UsageRecord._meta.db_table)
         with connection.cursor() as cursor:
@@ -89,10 +90,15 @@ class UsageWriter:
                     for record in batch:
                         copy.write_row([record.get(name, defaults[name]) for name in names])
                 return
-            rows = [[f.get_db_prep_save(record.get(f.attname, defaults[f.attname]), connection)
-                     for f in fields] for record in batch]
+            rows = [
+                [
+                    f.get_db_prep_save(record.get(f.attname, defaults[f.attname]), connection)
+                    for f in fields
+                ]
+                for record in batch
+            ]
             marks = ", ".join(["%s"] * len(fields))
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)  # noqa: S608
 
 
 @functools.cache
@@ -162,11 +168,15 @@ class Meter:
         """What the gateway itself has spent so far: elapsed time minus time spent upstream."""
         return max((now - self.started) * 1000 - self.upstream_ms, 0.0)
 
-    async def record(self, *, status: int, now: float, usage: Usage | None = None,
-                     error_code: str = "") -> None:
+    async def record(
+        self, *, status: int, now: float, usage: Usage | None = None, error_code: str = ""
+    ) -> None:
         usage = usage or Usage()
-        cost = (self.target.cost(usage.prompt_tokens, usage.completion_tokens)
-                if self.target and not self.cache_hit else Decimal(0))
+        cost = (
+            self.target.cost(usage.prompt_tokens, usage.completion_tokens)
+            if self.target and not self.cache_hit
+            else Decimal(0)
+        )
         overhead = self.overhead_ms if self.overhead_ms is not None else self.overhead_now(now)
         if self.admission is not None and self.admission.counters:
             # Tokens as used upstream (none for a cache hit), cost as charged; a failure gives
@@ -179,42 +189,58 @@ class Meter:
             else:
                 limits.corrections.add(admission, actual)
         metrics.record_request(
-            route=self.route, status=status, tier=self.principal.tier.name, alias=self.alias,
-            seconds=now - self.started, overhead=overhead / 1000,
+            route=self.route,
+            status=status,
+            tier=self.principal.tier.name,
+            alias=self.alias,
+            seconds=now - self.started,
+            overhead=overhead / 1000,
             upstream=self.upstream_ms / 1000 if self.upstream_called else None,
             deployment=self.target.deployment if self.target else "",
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cost=float(cost), content_kinds=self.content_kinds, tool_calls=self.tool_calls,
-        )
-        log.info(
-            "request_finished", route=self.route, tenant=self.principal.tenant_slug,
-            key_id=self.principal.key_id, alias=self.alias,
-            deployment=self.target.deployment if self.target else "", status=status,
-            error_code=error_code or None, cache_hit=self.cache_hit,
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            latency_ms=round((now - self.started) * 1000, 2), overhead_ms=round(overhead, 2),
-        )
-        await usage_writer.add(dict(
-            tenant_id=self.principal.tenant_id,
-            api_key_id=self.principal.key_id,
-            request_id=self.request_id,
-            route=self.route,
-            alias=self.alias[:64],
-            version=(self.version or (self.target.version if self.target else ""))[:64],
-            deployment=self.target.deployment if self.target else "",
-            status_code=status,
-            error_code=error_code[:64],
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
-            cost=cost,
-            latency_ms=(now - self.started) * 1000,
-            upstream_latency_ms=self.upstream_ms,
-            streamed=self.streamed,
-            cache_hit=self.cache_hit,
-            upstream_attempts=min(self.upstream_attempts, 32767),
-            fallback_reason=self.fallback_reason[:64],
-            degraded=self.degraded,
-            pii_redactions=self.pii_redactions,
+            cost=float(cost),
+            content_kinds=self.content_kinds,
             tool_calls=self.tool_calls,
-            content_kinds=",".join(self.content_kinds)[:100],
-        ))
+        )
+        log.info(
+            "request_finished",
+            route=self.route,
+            tenant=self.principal.tenant_slug,
+            key_id=self.principal.key_id,
+            alias=self.alias,
+            deployment=self.target.deployment if self.target else "",
+            status=status,
+            error_code=error_code or None,
+            cache_hit=self.cache_hit,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            latency_ms=round((now - self.started) * 1000, 2),
+            overhead_ms=round(overhead, 2),
+        )
+        await usage_writer.add(
+            dict(
+                tenant_id=self.principal.tenant_id,
+                api_key_id=self.principal.key_id,
+                request_id=self.request_id,
+                route=self.route,
+                alias=self.alias[:64],
+                version=(self.version or (self.target.version if self.target else ""))[:64],
+                deployment=self.target.deployment if self.target else "",
+                status_code=status,
+                error_code=error_code[:64],
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost=cost,
+                latency_ms=(now - self.started) * 1000,
+                upstream_latency_ms=self.upstream_ms,
+                streamed=self.streamed,
+                cache_hit=self.cache_hit,
+                upstream_attempts=min(self.upstream_attempts, 32767),
+                fallback_reason=self.fallback_reason[:64],
+                degraded=self.degraded,
+                pii_redactions=self.pii_redactions,
+                tool_calls=self.tool_calls,
+                content_kinds=",".join(self.content_kinds)[:100],
+            )
+        )

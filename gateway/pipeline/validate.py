@@ -22,11 +22,27 @@ from gateway.providers.base import MEDIA_KINDS, ChatMessage
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # OpenAI parameters the gateway accepts and passes through to OpenAI-compatible upstreams.
-PASSTHROUGH_PARAMS = frozenset({
-    "frequency_penalty", "presence_penalty", "seed", "logit_bias", "response_format",
-    "tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs", "metadata",
-    "store", "service_tier", "reasoning_effort", "modalities", "prediction", "audio",
-})
+PASSTHROUGH_PARAMS = frozenset(
+    {
+        "frequency_penalty",
+        "presence_penalty",
+        "seed",
+        "logit_bias",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "logprobs",
+        "top_logprobs",
+        "metadata",
+        "store",
+        "service_tier",
+        "reasoning_effort",
+        "modalities",
+        "prediction",
+        "audio",
+    }
+)
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -48,7 +64,8 @@ def _check_part(index: int, part: Any) -> None:
         return
     if kind not in MEDIA_KINDS:
         raise serializers.ValidationError(
-            f"content[{index}].type must be one of text, {', '.join(MEDIA_KINDS)}")
+            f"content[{index}].type must be one of text, {', '.join(MEDIA_KINDS)}"
+        )
     body = part.get(kind)
     if not isinstance(body, dict):
         raise serializers.ValidationError(f"content[{index}].{kind} must be an object")
@@ -56,18 +73,22 @@ def _check_part(index: int, part: Any) -> None:
         url = body.get("url")
         if not isinstance(url, str) or not url.startswith(("https://", "http://", "data:image/")):
             raise serializers.ValidationError(
-                f"content[{index}].image_url.url must be an http(s) URL or a data:image/ URL")
+                f"content[{index}].image_url.url must be an http(s) URL or a data:image/ URL"
+            )
         if body.get("detail") not in (None, *_IMAGE_DETAIL):
             raise serializers.ValidationError(
-                f"content[{index}].image_url.detail must be one of {', '.join(_IMAGE_DETAIL)}")
+                f"content[{index}].image_url.detail must be one of {', '.join(_IMAGE_DETAIL)}"
+            )
     elif kind == "input_audio":
         if not isinstance(body.get("data"), str) or body.get("format") not in _AUDIO_FORMATS:
             raise serializers.ValidationError(
                 f"content[{index}].input_audio needs base64 'data' and a 'format' of "
-                f"{' or '.join(_AUDIO_FORMATS)}")
+                f"{' or '.join(_AUDIO_FORMATS)}"
+            )
     elif not any(isinstance(body.get(k), str) for k in ("file_data", "file_id")):
         raise serializers.ValidationError(
-            f"content[{index}].file needs 'file_data' (base64) or 'file_id'")
+            f"content[{index}].file needs 'file_data' (base64) or 'file_id'"
+        )
 
 
 def media_size(part: dict[str, Any]) -> int:
@@ -100,12 +121,14 @@ class ContentField(serializers.Field):
 class MessageSerializer(serializers.Serializer):
     # DRF's own message repeats the value sent; error messages never carry the request's text.
     role = serializers.ChoiceField(
-        choices=ROLES, error_messages={"invalid_choice": f"must be one of {', '.join(ROLES)}"})
+        choices=ROLES, error_messages={"invalid_choice": f"must be one of {', '.join(ROLES)}"}
+    )
     content = ContentField(required=False, allow_null=True)
     name = serializers.CharField(required=False, max_length=64)
     tool_call_id = serializers.CharField(required=False, max_length=128)
-    tool_calls = serializers.ListField(child=serializers.DictField(), required=False,
-                                       max_length=128)
+    tool_calls = serializers.ListField(
+        child=serializers.DictField(), required=False, max_length=128
+    )
 
     def validate(self, attrs: dict) -> dict:
         role = attrs["role"]
@@ -117,7 +140,8 @@ class MessageSerializer(serializers.Serializer):
         if isinstance(content, list) and role != "user":
             # OpenAI takes images, audio and files in user messages only.
             raise serializers.ValidationError(
-                f"only user messages may carry {', '.join(MEDIA_KINDS)} parts")
+                f"only user messages may carry {', '.join(MEDIA_KINDS)} parts"
+            )
         return attrs
 
 
@@ -142,12 +166,10 @@ class StreamOptionsSerializer(serializers.Serializer):
 class ChatCompletionSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=64)
     messages = MessageSerializer(many=True, allow_empty=False, max_length=2048)
-    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0,
-                                         max_value=2)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
     top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True,
-                                                     min_value=1)
+    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     stop = StopField(required=False, allow_null=True)
     n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
     user = serializers.CharField(required=False, allow_blank=True, max_length=256)
@@ -183,8 +205,11 @@ class ParsedChat:
 
     def media(self) -> list[tuple[str, dict[str, Any]]]:
         """(param, part) of every image, audio and file part the client sent."""
-        return [(f"messages[{i}].content[{j}]", part) for i, m in enumerate(self.messages)
-                for j, part in m.media()]
+        return [
+            (f"messages[{i}].content[{j}]", part)
+            for i, m in enumerate(self.messages)
+            for j, part in m.media()
+        ]
 
     def content_kinds(self) -> list[str]:
         """Which kinds of content the request carried, sorted (for usage records and metrics;
@@ -256,13 +281,17 @@ def parse_chat_request(data: dict) -> ParsedChat:
     check_shape(extra)
     unknown = sorted(set(data) - _KNOWN_FIELDS)
     if unknown:
-        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}",
-                             param=unknown[0], code="unknown_parameter")
+        raise InvalidRequest(
+            f"Unrecognized request argument supplied: {unknown[0]}",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
     serializer = _validate(data)
     if serializer.errors:
         param, message = _first_error(serializer.errors)
-        raise InvalidRequest(f"Invalid value for '{param}': {message}", param=param,
-                             code="invalid_value")
+        raise InvalidRequest(
+            f"Invalid value for '{param}': {message}", param=param, code="invalid_value"
+        )
     v = serializer.validated_data
     messages = [_message(m) for m in v["messages"]]
     n = v.get("n") or 1
@@ -290,8 +319,9 @@ def _message(m: dict[str, Any]) -> ChatMessage:
     parts = None
     if isinstance(content, list):
         # Text parts are cleaned like any text; media parts pass as given.
-        parts = tuple({**p, "text": clean_text(p["text"])} if p["type"] == "text" else p
-                      for p in content)
+        parts = tuple(
+            {**p, "text": clean_text(p["text"])} if p["type"] == "text" else p for p in content
+        )
         content = "".join(p["text"] for p in parts if p["type"] == "text")
     return ChatMessage(
         # Developer messages go upstream as developer messages (OpenAI's newer name for system
@@ -327,8 +357,11 @@ def _invalid(message: str, param: str) -> InvalidRequest:
 def parse_embeddings_request(data: dict) -> ParsedEmbeddings:
     unknown = sorted(set(data) - EMBEDDING_FIELDS)
     if unknown:
-        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}",
-                             param=unknown[0], code="unknown_parameter")
+        raise InvalidRequest(
+            f"Unrecognized request argument supplied: {unknown[0]}",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
     model = data.get("model")
     if not isinstance(model, str) or not 0 < len(model) <= 64 or "\x00" in model:
         raise _invalid("'model' must be a model name of at most 64 characters.", "model")
@@ -341,22 +374,28 @@ def parse_embeddings_request(data: dict) -> ParsedEmbeddings:
     inputs = []
     for index, item in enumerate(items):
         param = "input" if isinstance(raw, str) else f"input[{index}]"
-        if isinstance(item, int) or (isinstance(item, list) and all(
-                isinstance(t, int) for t in item)):
+        if isinstance(item, int) or (
+            isinstance(item, list) and all(isinstance(t, int) for t in item)
+        ):
             # Token ids cannot be screened for personal data or cached by text: the gateway
             # takes text. (LangChain's OpenAIEmbeddings: check_embedding_ctx_length=False.)
             raise InvalidRequest(
                 "'input' must be text: token arrays are not accepted, because the gateway "
-                "applies the privacy policy to the text it sends.", param=param,
-                code="unsupported_input")
+                "applies the privacy policy to the text it sends.",
+                param=param,
+                code="unsupported_input",
+            )
         if not isinstance(item, str) or not item.strip():
             raise _invalid(f"'{param}' must be a non-empty string.", param)
         if "\x00" in item:
             raise _invalid(f"'{param}' must not contain NUL characters.", param)
         inputs.append(clean_text(item))
     dimensions = data.get("dimensions")
-    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(
-            dimensions, int) or not 1 <= dimensions <= 16384):
+    if dimensions is not None and (
+        isinstance(dimensions, bool)
+        or not isinstance(dimensions, int)
+        or not 1 <= dimensions <= 16384
+    ):
         raise _invalid("'dimensions' must be an integer from 1 to 16384.", "dimensions")
     encoding = data.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):

@@ -33,9 +33,12 @@ class PortalAuthenticationForm(AuthenticationForm):
     sign-in for the lockouts."""
 
     otp_token = forms.CharField(
-        label="Authenticator code", required=False, max_length=8,
+        label="Authenticator code",
+        required=False,
+        max_length=8,
         help_text="Only if you set up an authenticator.",
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}))
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
 
     otp_device: Any = None
 
@@ -48,16 +51,20 @@ class PortalAuthenticationForm(AuthenticationForm):
             token = (self.cleaned_data.get("otp_token") or "").strip()
             if not (token.isdigit() and device.verify_token(token)):
                 user_login_failed.send(
-                    sender=__name__, request=self.request,
-                    credentials={"username": self.cleaned_data.get("username")})
+                    sender=__name__,
+                    request=self.request,
+                    credentials={"username": self.cleaned_data.get("username")},
+                )
                 raise self.get_invalid_login_error()
             self.otp_device = device
 
 
 class TotpConfirmForm(forms.Form):
     code = forms.CharField(
-        label="Code from your authenticator", max_length=8,
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}))
+        label="Code from your authenticator",
+        max_length=8,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )
 
     def __init__(self, *args: Any, device: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

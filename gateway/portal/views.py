@@ -174,8 +174,11 @@ class TenantView(View):
         self.is_owner = self.membership.role == Membership.Role.OWNER
         if self.is_owner and self.tenant.require_owner_2fa and not request.user.is_verified():
             # The tenant requires its owners to confirm each session with an authenticator.
-            messages.info(request, f"{self.tenant.name} requires owners to confirm their "
-                                   "sign-in with an authenticator code.")
+            messages.info(
+                request,
+                f"{self.tenant.name} requires owners to confirm their "
+                "sign-in with an authenticator code.",
+            )
             return redirect(f"{reverse('portal:security')}?{urlencode({'next': request.path})}")
         if self.owner_only and not self.is_owner:
             raise PermissionDenied("Only an owner of the tenant may do this.")
@@ -197,13 +200,20 @@ def _show_once(view: TenantView, key: ApiKey, plaintext: str) -> HttpResponse:
     """The new key's plaintext, in this response only: not kept in the session (or anywhere
     else) for a later page, and marked not to be stored by the browser or a proxy. A reload
     asks to submit the form again, which the browser warns about."""
-    response = render(view.request, KeySecretView.template_name, {
-        "tenant": view.tenant, "is_owner": view.is_owner, "section": "keys",
-        "memberships": selectors.memberships_for_user(view.request.user),
-        "key": key, "plaintext": plaintext,
-        "replaced": selectors.api_keys_for_tenant(view.tenant).filter(replaced_by=key).first(),
-        "api_base": view.request.build_absolute_uri("/v1"),
-    })
+    response = render(
+        view.request,
+        KeySecretView.template_name,
+        {
+            "tenant": view.tenant,
+            "is_owner": view.is_owner,
+            "section": "keys",
+            "memberships": selectors.memberships_for_user(view.request.user),
+            "key": key,
+            "plaintext": plaintext,
+            "replaced": selectors.api_keys_for_tenant(view.tenant).filter(replaced_by=key).first(),
+            "api_base": view.request.build_absolute_uri("/v1"),
+        },
+    )
     response["Cache-Control"] = "no-store"
     return response
 
@@ -272,8 +282,14 @@ class KeySecretView(TenantView):
         # The plaintext was on the response that created the key; never again.
         key = selectors.get_api_key_for_tenant(self.tenant, key_id)
         replaced = selectors.api_keys_for_tenant(self.tenant).filter(replaced_by=key).first()
-        return self.page({"key": key, "plaintext": None, "replaced": replaced,
-                          "api_base": request.build_absolute_uri("/v1")})
+        return self.page(
+            {
+                "key": key,
+                "plaintext": None,
+                "replaced": replaced,
+                "api_base": request.build_absolute_uri("/v1"),
+            }
+        )
 
 
 class KeyRotateView(TenantView):
@@ -545,8 +561,9 @@ PORTAL_ENROLMENT_SESSION = "portal_totp_enrolment"
 
 def _safe_next(request: HttpRequest) -> str:
     target = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                       require_https=request.is_secure()):
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         return target
     return reverse("portal:home")
 
@@ -573,21 +590,35 @@ class SecurityView(View):
         if request.user.is_staff:
             return staff_signin.enrolment_grant(request.user)
         device_id = request.session.get(PORTAL_ENROLMENT_SESSION)
-        device = (TOTPDevice.objects.filter(pk=device_id, user=request.user, confirmed=False)
-                  .first() if device_id else None)
+        device = (
+            TOTPDevice.objects.filter(pk=device_id, user=request.user, confirmed=False).first()
+            if device_id
+            else None
+        )
         if device is None:
             device = staff_signin.totp_device_start(user=request.user)
             request.session[PORTAL_ENROLMENT_SESSION] = device.pk
         return device
 
-    def _page(self, request: HttpRequest, device: TOTPDevice | None, *, form: Any = None,
-              status: int = 200, error: str = "") -> HttpResponse:
+    def _page(
+        self,
+        request: HttpRequest,
+        device: TOTPDevice | None,
+        *,
+        form: Any = None,
+        status: int = 200,
+        error: str = "",
+    ) -> HttpResponse:
         """``device`` is the confirmed authenticator, or the one being set up."""
         confirmed = device is not None and device.confirmed
         context: dict[str, Any] = {
-            "form": form or TotpConfirmForm(device=device), "device": device if confirmed else None,
-            "next": _safe_next(request), "verified": request.user.is_verified(), "error": error,
-            "needs_grant": device is None}
+            "form": form or TotpConfirmForm(device=device),
+            "device": device if confirmed else None,
+            "next": _safe_next(request),
+            "verified": request.user.is_verified(),
+            "error": error,
+            "needs_grant": device is None,
+        }
         if device is not None and not confirmed:
             context.update(staff_signin.enrolment_display(device))
         return render(request, self.template_name, context, status=status)
@@ -604,10 +635,15 @@ class SecurityView(View):
             if pending is None:
                 return self._page(request, None, status=403)
             confirmed = staff_signin.totp_device_confirm(
-                actor=request.user, device=pending, token=request.POST.get("code", ""))
+                actor=request.user, device=pending, token=request.POST.get("code", "")
+            )
             if confirmed is None:
-                return self._page(request, pending, status=400,
-                                  error="That code is not right. Enter the current one.")
+                return self._page(
+                    request,
+                    pending,
+                    status=400,
+                    error="That code is not right. Enter the current one.",
+                )
             request.session.pop(PORTAL_ENROLMENT_SESSION, None)
             otp_login(request, confirmed)
             messages.success(request, "Your authenticator is set up.")

@@ -25,8 +25,10 @@ class AzureOpenAIAdapter(OpenAICompatibleAdapter):
 
     def embeddings_url(self, request: EmbeddingRequest) -> str:
         deployment = quote(request.model, safe="")
-        return (f"{self.base_url}/openai/deployments/{deployment}/embeddings"
-                f"?{self._api_version_query()}")
+        return (
+            f"{self.base_url}/openai/deployments/{deployment}/embeddings"
+            f"?{self._api_version_query()}"
+        )
 
     def models_url(self) -> str:
         return f"{self.base_url}/openai/models?{self._api_version_query()}"

@@ -94,8 +94,13 @@ class ChatResult:
     upstream_model: str = ""
 
     @classmethod
-    def text(cls, content: str, finish_reason: str = "stop", usage: Usage | None = None,
-             upstream_model: str = "") -> ChatResult:
+    def text(
+        cls,
+        content: str,
+        finish_reason: str = "stop",
+        usage: Usage | None = None,
+        upstream_model: str = "",
+    ) -> ChatResult:
         return cls([Choice(0, content, finish_reason)], usage or Usage(), upstream_model)
 
     @property
@@ -164,8 +169,14 @@ class UpstreamError(Exception):
     code = "upstream_error"
     retryable = False
 
-    def __init__(self, message: str, *, upstream_status: int | None = None,
-                 retry_after: float | None = None, upstream_code: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+        upstream_code: str = "",
+    ) -> None:
         super().__init__(message)
         # For logs and operators: names the provider (and may name a secret reference).
         self.message = message

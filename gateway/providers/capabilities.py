@@ -16,8 +16,16 @@ from typing import Any
 
 from gateway.providers.base import ChatMessage, ProviderConfig, UnsupportedByProvider
 
-FEATURES = ("tools", "image_url", "input_audio", "file", "n", "logprobs", "response_format",
-            "embeddings")
+FEATURES = (
+    "tools",
+    "image_url",
+    "input_audio",
+    "file",
+    "n",
+    "logprobs",
+    "response_format",
+    "embeddings",
+)
 # What the embedded model does not do (bootstrap_demo declares it on the "local" provider).
 LOCAL_MODEL_UNSUPPORTED = ["tools", "image_url", "input_audio", "file", "n", "embeddings"]
 
@@ -38,8 +46,9 @@ def unsupported(config: ProviderConfig) -> frozenset[str]:
     return frozenset(value) if isinstance(value, list) else frozenset()
 
 
-def refuse_unsupported(config: ProviderConfig, messages: list[ChatMessage],
-                       extra: dict[str, Any]) -> None:
+def refuse_unsupported(
+    config: ProviderConfig, messages: list[ChatMessage], extra: dict[str, Any]
+) -> None:
     """Raise ``UnsupportedByProvider`` for the first part of a request the provider does not
     accept (``messages`` indexed as the client sent them)."""
     missing = unsupported(config)
@@ -48,21 +57,23 @@ def refuse_unsupported(config: ProviderConfig, messages: list[ChatMessage],
     if "tools" in missing and extra.get("tools"):
         raise UnsupportedByProvider(
             "This model does not support tool calling; send the request without 'tools'.",
-            param="tools")
+            param="tools",
+        )
     if "n" in missing and (extra.get("n") or 1) > 1:
-        raise UnsupportedByProvider("This model makes one choice per request; send n=1.",
-                                    param="n")
+        raise UnsupportedByProvider("This model makes one choice per request; send n=1.", param="n")
     if "logprobs" in missing and extra.get("logprobs"):
         raise UnsupportedByProvider("This model does not return logprobs.", param="logprobs")
     if "response_format" in missing and extra.get("response_format"):
-        raise UnsupportedByProvider("This model does not support 'response_format'.",
-                                    param="response_format")
+        raise UnsupportedByProvider(
+            "This model does not support 'response_format'.", param="response_format"
+        )
     for i, message in enumerate(messages):
         for j, part in message.media():
             if part["type"] in missing:
                 raise UnsupportedByProvider(
                     f"This model does not accept {part['type']} content parts.",
-                    param=f"messages[{i}].content[{j}]")
+                    param=f"messages[{i}].content[{j}]",
+                )
 
 
 def refuse_embeddings(config: ProviderConfig) -> None:

@@ -137,8 +137,13 @@ def _tool_calls(value: Any) -> list[dict[str, Any]] | None:
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = json.dumps(arguments if arguments is not None else {})
-        calls.append({"id": str(call.get("id") or ""), "type": "function",
-                      "function": {"name": function["name"], "arguments": arguments}})
+        calls.append(
+            {
+                "id": str(call.get("id") or ""),
+                "type": "function",
+                "function": {"name": function["name"], "arguments": arguments},
+            }
+        )
     return calls or None
 
 
@@ -283,13 +288,20 @@ class OpenAICompatibleAdapter:
             # Streams hold their connection for the whole answer: the pool must be as large as
             # the concurrent streams the gateway allows, or the next one would wait for a slot.
             connector = aiohttp.TCPConnector(
-                limit=settings.LLMP_UPSTREAM_MAX_CONNECTIONS, limit_per_host=0,
-                ssl=_tls_context(), keepalive_timeout=5.0)
+                limit=settings.LLMP_UPSTREAM_MAX_CONNECTIONS,
+                limit_per_host=0,
+                ssl=_tls_context(),
+                keepalive_timeout=5.0,
+            )
             self._client = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, trust_env=_proxies_in_environment(),
+                connector=connector,
+                timeout=self._timeout,
+                trust_env=_proxies_in_environment(),
                 # Nothing the upstream sets is sent back to it (nor to another provider).
-                cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
-                auto_decompress=True)
+                cookie_jar=aiohttp.DummyCookieJar(),
+                raise_for_status=False,
+                auto_decompress=True,
+            )
             self._client_loop = loop
         return self._client
 
@@ -322,11 +334,15 @@ class OpenAICompatibleAdapter:
             raise UpstreamUnavailable(f"{self._label} has an invalid base URL") from exc
         if target.scheme not in ("http", "https") or not target.host:
             raise UpstreamUnavailable(f"{self._label} has an invalid base URL")
-        headers = {"Accept": "application/json, text/event-stream",
-                   "Content-Type": "application/json", **self.auth_headers(key)}
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+            **self.auth_headers(key),
+        }
         try:
-            return await self._http().post(target, data=body, headers=headers,
-                                           allow_redirects=False)
+            return await self._http().post(
+                target, data=body, headers=headers, allow_redirects=False
+            )
         except aiohttp.InvalidURL as exc:
             raise UpstreamUnavailable(f"{self._label} has an invalid base URL") from exc
         except TimeoutError as exc:
@@ -378,8 +394,9 @@ class OpenAICompatibleAdapter:
                 f"{self._label} failed ({detail})", upstream_status=status, retry_after=retry_after
             )
         raise UpstreamBadResponse(
-            f"{self._label} refused the request ({detail})", upstream_status=status,
-            upstream_code=code
+            f"{self._label} refused the request ({detail})",
+            upstream_status=status,
+            upstream_code=code,
         )
 
     async def _error_code(self, response: aiohttp.ClientResponse) -> str:
@@ -463,14 +480,16 @@ class OpenAICompatibleAdapter:
             index = choice.get("index")
             refusal = message.get("refusal")
             logprobs = choice.get("logprobs")
-            parsed.append(Choice(
-                index=index if isinstance(index, int) and index >= 0 else position,
-                content=content,
-                finish_reason=_finish_reason(choice.get("finish_reason")),
-                tool_calls=tool_calls,
-                refusal=refusal if isinstance(refusal, str) else None,
-                logprobs=logprobs if isinstance(logprobs, dict) else None,
-            ))
+            parsed.append(
+                Choice(
+                    index=index if isinstance(index, int) and index >= 0 else position,
+                    content=content,
+                    finish_reason=_finish_reason(choice.get("finish_reason")),
+                    tool_calls=tool_calls,
+                    refusal=refusal if isinstance(refusal, str) else None,
+                    logprobs=logprobs if isinstance(logprobs, dict) else None,
+                )
+            )
         model = data.get("model")
         return ChatResult(
             choices=sorted(parsed, key=lambda c: c.index),
@@ -551,7 +570,7 @@ class OpenAICompatibleAdapter:
                 if b"\r" in pending:
                     # A CR at the very end may be the first half of a CRLF: wait for more.
                     tail = b"\r" if pending.endswith(b"\r") else b""
-                    pending = pending[:len(pending) - len(tail)]
+                    pending = pending[: len(pending) - len(tail)]
                     pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
                 *complete, pending = pending.split(b"\n")
                 for raw in complete:
@@ -581,8 +600,11 @@ class OpenAICompatibleAdapter:
         """``POST /embeddings``; vectors always asked for as floats (the door encodes them as
         the client asked)."""
         refuse_embeddings(self.config)
-        body: dict[str, Any] = {"model": request.model, "input": request.inputs,
-                                "encoding_format": "float"}
+        body: dict[str, Any] = {
+            "model": request.model,
+            "input": request.inputs,
+            "encoding_format": "float",
+        }
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
         if request.user is not None:
@@ -593,17 +615,23 @@ class OpenAICompatibleAdapter:
             items = sorted(data["data"], key=lambda item: item["index"])
             vectors = [[float(x) for x in item["embedding"]] for item in items]
         except (KeyError, TypeError, ValueError):
-            raise UpstreamBadResponse(f"{self._label} answered with malformed embeddings",
-                                      upstream_status=response.status) from None
+            raise UpstreamBadResponse(
+                f"{self._label} answered with malformed embeddings", upstream_status=response.status
+            ) from None
         if len(vectors) != len(request.inputs):
-            raise UpstreamBadResponse(f"{self._label} answered with {len(vectors)} embeddings "
-                                      f"for {len(request.inputs)} inputs",
-                                      upstream_status=response.status)
+            raise UpstreamBadResponse(
+                f"{self._label} answered with {len(vectors)} embeddings "
+                f"for {len(request.inputs)} inputs",
+                upstream_status=response.status,
+            )
         usage = data.get("usage") if isinstance(data, dict) else None
         prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         model = data.get("model")
-        return EmbeddingResult(vectors, Usage(prompt if isinstance(prompt, int) else 0, 0),
-                               model if isinstance(model, str) else "")
+        return EmbeddingResult(
+            vectors,
+            Usage(prompt if isinstance(prompt, int) else 0, 0),
+            model if isinstance(model, str) else "",
+        )
 
     async def check(self) -> bool:
         # A provider configured to answer faster than the probe's budget is not waited for
@@ -613,8 +641,11 @@ class OpenAICompatibleAdapter:
             self._refuse_disallowed_host(self.models_url())
             headers = self.auth_headers(await self._api_key())
             async with self._http().get(
-                    URL(self.models_url(), encoded=True), headers=headers, allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                URL(self.models_url(), encoded=True),
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
                 return 200 <= response.status < 300
         except (UpstreamError, ValueError, *_TRANSPORT_ERRORS):
             return False

@@ -82,11 +82,13 @@ async def record_transition_event(deployment: str, kind: str, error_code: str) -
     from gateway.models import BreakerEvent
 
     try:
-        await BreakerEvent.objects.acreate(deployment=deployment, kind=kind,
-                                           error_code=error_code[:64])
+        await BreakerEvent.objects.acreate(
+            deployment=deployment, kind=kind, error_code=error_code[:64]
+        )
     except Exception as exc:  # a lost history row must not fail the request
-        log.warning("breaker_event_not_saved", deployment=deployment, kind=kind,
-                    error=type(exc).__name__)
+        log.warning(
+            "breaker_event_not_saved", deployment=deployment, kind=kind, error=type(exc).__name__
+        )
 
 
 class CircuitBreaker(ABC):
@@ -106,12 +108,14 @@ class CircuitBreaker(ABC):
     async def _admit(self, deployment: str, policy: ResiliencePolicy) -> Admission: ...
 
     @abstractmethod
-    async def record_success(self, deployment: str, policy: ResiliencePolicy,
-                             admission: Admission) -> None: ...
+    async def record_success(
+        self, deployment: str, policy: ResiliencePolicy, admission: Admission
+    ) -> None: ...
 
     @abstractmethod
-    async def record_failure(self, deployment: str, policy: ResiliencePolicy,
-                             admission: Admission, code: str) -> None: ...
+    async def record_failure(
+        self, deployment: str, policy: ResiliencePolicy, admission: Admission, code: str
+    ) -> None: ...
 
     @abstractmethod
     async def release(self, deployment: str, admission: Admission) -> None:
@@ -163,8 +167,7 @@ class _Circuit:
         size = _bucket_seconds(policy)
         for start in [s for s in self.buckets if s + size <= now - policy.window_seconds]:
             del self.buckets[start]
-        return (sum(b[0] for b in self.buckets.values()),
-                sum(b[1] for b in self.buckets.values()))
+        return (sum(b[0] for b in self.buckets.values()), sum(b[1] for b in self.buckets.values()))
 
 
 def _bucket_seconds(policy: ResiliencePolicy) -> float:
@@ -177,8 +180,12 @@ class InProcessBreaker(CircuitBreaker):
 
     backend = "process"
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 on_transition: OnTransition | None = record_transition_event) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_transition: OnTransition | None = record_transition_event,
+    ) -> None:
         super().__init__(on_transition=on_transition)
         self._clock = clock
         self._lock = threading.Lock()
@@ -214,8 +221,9 @@ class InProcessBreaker(CircuitBreaker):
             circuit = self._circuits.setdefault(deployment, _Circuit())
         return circuit
 
-    async def record_success(self, deployment: str, policy: ResiliencePolicy,
-                             admission: Admission) -> None:
+    async def record_success(
+        self, deployment: str, policy: ResiliencePolicy, admission: Admission
+    ) -> None:
         transition = None
         with self._lock:
             now = self._clock()
@@ -232,8 +240,9 @@ class InProcessBreaker(CircuitBreaker):
         if transition:
             await self._transitioned(deployment, transition)
 
-    async def record_failure(self, deployment: str, policy: ResiliencePolicy,
-                             admission: Admission, code: str) -> None:
+    async def record_failure(
+        self, deployment: str, policy: ResiliencePolicy, admission: Admission, code: str
+    ) -> None:
         transition = None
         with self._lock:
             now = self._clock()
@@ -272,7 +281,12 @@ class InProcessBreaker(CircuitBreaker):
                 if circuit.state == OPEN:
                     retry_in = max(0.0, circuit.opened_at + policy.recovery_seconds - now)
                 out[name] = BreakerSnapshot(
-                    name, circuit.state, circuit.fails, requests, failures, retry_in,
+                    name,
+                    circuit.state,
+                    circuit.fails,
+                    requests,
+                    failures,
+                    retry_in,
                     probe_in_flight=circuit.probe_until > now,
                     recent_failures=tuple(
                         (datetime.fromtimestamp(at, UTC), code) for at, code in circuit.recent
@@ -297,8 +311,11 @@ class InProcessBreaker(CircuitBreaker):
 def _should_open(fails: int, requests: int, failures: int, policy: ResiliencePolicy) -> bool:
     if fails >= policy.failure_threshold:
         return True
-    return (policy.failure_rate > 0 and requests >= policy.min_requests
-            and failures >= policy.failure_rate * requests)
+    return (
+        policy.failure_rate > 0
+        and requests >= policy.min_requests
+        and failures >= policy.failure_rate * requests
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,8 +60,11 @@ class ResiliencePolicy:
         keeps out of the database) are ignored rather than breaking the routing table."""
         if not isinstance(overrides, Mapping) or not overrides:
             return self
-        changes = {key: LIMITS[key][0](value) for key, value in overrides.items()
-                   if key in ALIAS_KEYS and number_error(key, value) is None}
+        changes = {
+            key: LIMITS[key][0](value)
+            for key, value in overrides.items()
+            if key in ALIAS_KEYS and number_error(key, value) is None
+        }
         return dataclasses.replace(self, **changes)
 
     @property
@@ -138,8 +141,13 @@ def validate_overrides(value: Any) -> None:
         raise ValidationError(errors)
 
 
-def policy_for(deployment: Any, *, connect_timeout: float, read_timeout: float,
-               alias_overrides: Mapping[str, Any] | None = None) -> ResiliencePolicy:
+def policy_for(
+    deployment: Any,
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    alias_overrides: Mapping[str, Any] | None = None,
+) -> ResiliencePolicy:
     """The policy of a ``ProviderDeployment`` row (and its provider's client timeouts), with an
     alias's overrides on top."""
     policy = ResiliencePolicy(

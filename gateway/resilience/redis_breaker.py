@@ -103,7 +103,9 @@ local fails = tonumber(redis.call('HGET', key, 'fails') or '0')
 """
 
 # -> {state, fails, retry_in_ms, verdict (0 refused, 1 allowed, 2 probe), transition}
-_LUA_ADMIT = _LUA_PRELUDE + """
+_LUA_ADMIT = (
+    _LUA_PRELUDE
+    + """
 local transition = ''
 if flush > 0 then
   count(flush, 0)
@@ -126,10 +128,13 @@ if state == 'half_open' then
 end
 return {state, fails, 0, 1, ''}
 """
+)
 
 _LUA_ADMIT = _LUA_ADMIT.replace("PROBE_RETRY_HINT_MS", str(int(PROBE_RETRY_HINT * 1000)))
 
-_LUA_SUCCESS = _LUA_PRELUDE + """
+_LUA_SUCCESS = (
+    _LUA_PRELUDE
+    + """
 local transition = ''
 count(flush + 1, 0)
 if probe then
@@ -152,8 +157,11 @@ local wait = 0
 if state == 'open' then wait = retry_in() end
 return {state, fails, wait, 1, transition}
 """
+)
 
-_LUA_FAILURE = _LUA_PRELUDE + """
+_LUA_FAILURE = (
+    _LUA_PRELUDE
+    + """
 local transition = ''
 redis.call('LPUSH', recent_key, now .. ' ' .. code)
 redis.call('LTRIM', recent_key, 0, RECENT_MAX)
@@ -179,6 +187,7 @@ local wait = 0
 if state == 'open' then wait = retry_in() end
 return {state, fails, wait, 0, transition}
 """.replace("RECENT_MAX", str(RECENT_FAILURES - 1))
+)
 
 
 @dataclass(slots=True)
@@ -206,9 +215,15 @@ class _LoopClient:
 class RedisBreaker(CircuitBreaker):
     backend = "redis"
 
-    def __init__(self, *, url: str | None = None, prefix: str = "llmp:breaker:",
-                 state_ttl: float = 1.0, redis_timeout: float = 0.25,
-                 on_transition: OnTransition | None = record_transition_event) -> None:
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        prefix: str = "llmp:breaker:",
+        state_ttl: float = 1.0,
+        redis_timeout: float = 0.25,
+        on_transition: OnTransition | None = record_transition_event,
+    ) -> None:
         super().__init__(on_transition=on_transition)
         self.url = url or settings.REDIS_URL
         self.prefix = prefix
@@ -235,17 +250,28 @@ class RedisBreaker(CircuitBreaker):
         entry = self._clients.get(loop)
         if entry is None:
             client = aioredis.Redis.from_url(
-                self.url, socket_connect_timeout=self.redis_timeout,
+                self.url,
+                socket_connect_timeout=self.redis_timeout,
                 socket_timeout=self.redis_timeout,
             )
-            entry = _LoopClient(client, client.register_script(_LUA_ADMIT),
-                                client.register_script(_LUA_SUCCESS),
-                                client.register_script(_LUA_FAILURE))
+            entry = _LoopClient(
+                client,
+                client.register_script(_LUA_ADMIT),
+                client.register_script(_LUA_SUCCESS),
+                client.register_script(_LUA_FAILURE),
+            )
             self._clients[loop] = entry
         return entry
 
-    async def _run(self, which: str, deployment: str, policy: ResiliencePolicy, *,
-                   probe: bool = False, code: str = "") -> list:
+    async def _run(
+        self,
+        which: str,
+        deployment: str,
+        policy: ResiliencePolicy,
+        *,
+        probe: bool = False,
+        code: str = "",
+    ) -> list:
         if time.monotonic() < self._down_until:
             raise _RedisDown
         flush = self._successes.pop(deployment, 0)
@@ -276,8 +302,9 @@ class RedisBreaker(CircuitBreaker):
         transition = transition.decode() if isinstance(transition, bytes) else transition
         now = time.monotonic()
         previous = self._seen.get(deployment)
-        self._seen[deployment] = _Seen(state, int(fails), now + self.state_ttl,
-                                       now + int(wait_ms) / 1000)
+        self._seen[deployment] = _Seen(
+            state, int(fails), now + self.state_ttl, now + int(wait_ms) / 1000
+        )
         if previous is None or previous.state != state:
             metrics.set_breaker_state(deployment, state)
         if transition:
@@ -287,8 +314,12 @@ class RedisBreaker(CircuitBreaker):
     def _went_down(self, exc: BaseException) -> None:
         if not self._down_until:
             # Loud: breakers are now per process until Redis answers again.
-            log.error("breaker_redis_unavailable", error=type(exc).__name__,
-                      fallback="in-process breaker", retry_in_seconds=REDIS_RETRY_SECONDS)
+            log.error(
+                "breaker_redis_unavailable",
+                error=type(exc).__name__,
+                fallback="in-process breaker",
+                retry_in_seconds=REDIS_RETRY_SECONDS,
+            )
         self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
 
     # -- the interface --
@@ -312,8 +343,9 @@ class RedisBreaker(CircuitBreaker):
             return Admission(True, probe=True, state=HALF_OPEN)
         return Admission(False, state=state, retry_after=wait)
 
-    async def record_success(self, deployment: str, policy: ResiliencePolicy,
-                             admission: Admission) -> None:
+    async def record_success(
+        self, deployment: str, policy: ResiliencePolicy, admission: Admission
+    ) -> None:
         seen = self._seen.get(deployment)
         if not admission.probe and (seen is None or seen.fails == 0):
             # The hot path: nothing to reset, so only count it, for the next write.
@@ -324,11 +356,11 @@ class RedisBreaker(CircuitBreaker):
         except _RedisDown:
             await self.local.record_success(deployment, policy, admission)
 
-    async def record_failure(self, deployment: str, policy: ResiliencePolicy,
-                             admission: Admission, code: str) -> None:
+    async def record_failure(
+        self, deployment: str, policy: ResiliencePolicy, admission: Admission, code: str
+    ) -> None:
         try:
-            await self._run("failure", deployment, policy, probe=admission.probe,
-                            code=code)
+            await self._run("failure", deployment, policy, probe=admission.probe, code=code)
         except _RedisDown:
             await self.local.record_failure(deployment, policy, admission, code)
 
@@ -367,9 +399,10 @@ class RedisBreaker(CircuitBreaker):
         now_ms = seconds * 1000 + micros // 1000
         out = {}
         for index, name in enumerate(names):
-            data, probing, recent = results[1 + 3 * index: 4 + 3 * index]
-            out[name] = _snapshot_from_hash(name, policies[name], data, bool(probing), recent,
-                                            now_ms, self.backend)
+            data, probing, recent = results[1 + 3 * index : 4 + 3 * index]
+            out[name] = _snapshot_from_hash(
+                name, policies[name], data, bool(probing), recent, now_ms, self.backend
+            )
         return out
 
     def reset(self, deployment: str) -> None:
@@ -390,8 +423,15 @@ class RedisBreaker(CircuitBreaker):
                 client.delete(*keys)
 
 
-def _snapshot_from_hash(name: str, policy: ResiliencePolicy, data: dict, probing: bool,
-                        recent: Iterable[bytes], now_ms: int, backend: str) -> BreakerSnapshot:
+def _snapshot_from_hash(
+    name: str,
+    policy: ResiliencePolicy,
+    data: dict,
+    probing: bool,
+    recent: Iterable[bytes],
+    now_ms: int,
+    backend: str,
+) -> BreakerSnapshot:
     fields = {k.decode(): v.decode() for k, v in data.items()}
     state = fields.get("state", CLOSED)
     window_ms = policy.window_seconds * 1000
@@ -412,5 +452,14 @@ def _snapshot_from_hash(name: str, policy: ResiliencePolicy, data: dict, probing
     for item in recent:
         at, _, code = item.decode().partition(" ")
         failures_seen.append((datetime.fromtimestamp(int(at) / 1000, UTC), code))
-    return BreakerSnapshot(name, state, int(fields.get("fails", "0")), requests, failures,
-                           retry_in, probing, tuple(failures_seen), backend)
+    return BreakerSnapshot(
+        name,
+        state,
+        int(fields.get("fails", "0")),
+        requests,
+        failures,
+        retry_in,
+        probing,
+        tuple(failures_seen),
+        backend,
+    )

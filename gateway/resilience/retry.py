@@ -33,9 +33,13 @@ class BackoffWait:
 
     def __init__(self, policy: ResiliencePolicy) -> None:
         self.policy = policy
-        self.backoff = wait_exponential_jitter(
-            multiplier=policy.backoff_base, max=policy.backoff_max, jitter=policy.backoff_base
-        ) if policy.backoff_base > 0 else None
+        self.backoff = (
+            wait_exponential_jitter(
+                multiplier=policy.backoff_base, max=policy.backoff_max, jitter=policy.backoff_base
+            )
+            if policy.backoff_base > 0
+            else None
+        )
 
     def __call__(self, state: RetryCallState) -> float:
         wait = self.backoff(state) if self.backoff is not None else 0.0
@@ -49,8 +53,14 @@ class StopRetrying:
     """Stop after ``max_attempts`` calls, when the upstream asks for a longer wait than we
     accept, or when the next attempt could not start before the deadline."""
 
-    def __init__(self, policy: ResiliencePolicy, *, max_attempts: int, deadline: float,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        policy: ResiliencePolicy,
+        *,
+        max_attempts: int,
+        deadline: float,
+        clock: Callable[[], float],
+    ) -> None:
         self.policy = policy
         self.max_attempts = max_attempts
         self.deadline = deadline
@@ -65,9 +75,14 @@ class StopRetrying:
         return self.clock() + state.upcoming_sleep >= self.deadline
 
 
-def retry_policy(policy: ResiliencePolicy, *, deadline: float, clock: Callable[[], float],
-                 max_attempts: int, before_sleep: Callable[[RetryCallState], None] | None = None,
-                 ) -> dict[str, Any]:
+def retry_policy(
+    policy: ResiliencePolicy,
+    *,
+    deadline: float,
+    clock: Callable[[], float],
+    max_attempts: int,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> dict[str, Any]:
     """Keyword arguments for ``tenacity.AsyncRetrying``."""
     return {
         "retry": retry_if_exception(is_retryable),

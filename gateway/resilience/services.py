@@ -18,8 +18,9 @@ from gateway.resilience.policy import OVERRIDES, policy_for
 from llmplatform.audit import actor_label, audit_record
 
 
-def breaker_force(*, actor: Any, deployment: ProviderDeployment,
-                  override: str) -> ProviderDeployment:
+def breaker_force(
+    *, actor: Any, deployment: ProviderDeployment, override: str
+) -> ProviderDeployment:
     """Force a deployment's breaker open or closed, or give it back to its failures
     (``auto``)."""
     if override not in OVERRIDES:
@@ -31,10 +32,16 @@ def breaker_force(*, actor: Any, deployment: ProviderDeployment,
             return row
         row.breaker_override = override
         row.save(update_fields=["breaker_override", "updated_at"])
-        audit_record(actor=actor, action="breaker.force", obj=row,
-                     before={"breaker_override": before}, after={"breaker_override": override})
-        BreakerEvent.objects.create(deployment=row.name, kind=override,
-                                    actor=actor_label(actor)[:200])
+        audit_record(
+            actor=actor,
+            action="breaker.force",
+            obj=row,
+            before={"breaker_override": before},
+            after={"breaker_override": override},
+        )
+        BreakerEvent.objects.create(
+            deployment=row.name, kind=override, actor=actor_label(actor)[:200]
+        )
     return row
 
 
@@ -44,11 +51,15 @@ def breaker_reset(*, actor: Any, deployment: ProviderDeployment) -> None:
     policy = policy_for(deployment, connect_timeout=0, read_timeout=0)
     before = store.snapshot({deployment.name: policy})[deployment.name]
     with transaction.atomic():
-        audit_record(actor=actor, action="breaker.reset", obj=deployment,
-                     before={"state": before.state,
-                             "consecutive_failures": before.consecutive_failures},
-                     after={"state": "closed"})
-        BreakerEvent.objects.create(deployment=deployment.name, kind=BreakerEvent.Kind.RESET,
-                                    actor=actor_label(actor)[:200])
+        audit_record(
+            actor=actor,
+            action="breaker.reset",
+            obj=deployment,
+            before={"state": before.state, "consecutive_failures": before.consecutive_failures},
+            after={"state": "closed"},
+        )
+        BreakerEvent.objects.create(
+            deployment=deployment.name, kind=BreakerEvent.Kind.RESET, actor=actor_label(actor)[:200]
+        )
         # Last: if the store cannot be reached, the audit rows roll back with the failure.
         store.reset(deployment.name)

@@ -13,8 +13,11 @@ from llmplatform import staff_signin
 class StaffUserCommand(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
-        parser.add_argument("--actor", default="system:manage.py",
-                            help="who asked, for the audit log (default: system:manage.py)")
+        parser.add_argument(
+            "--actor",
+            default="system:manage.py",
+            help="who asked, for the audit log (default: system:manage.py)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         user = staff_signin.user_by_username(options["username"])

@@ -8,11 +8,11 @@ def restore_sqlite_trigger(apps, schema_editor):
         schema_editor.execute("DROP TRIGGER IF EXISTS llmp_audit_no_update;")
         schema_editor.execute(
             """CREATE TRIGGER llmp_audit_no_update BEFORE UPDATE ON llmplatform_auditevent
-               BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;""")
+               BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"""
+        )
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("llmplatform", "0002_audit_append_only_triggers"),
     ]
@@ -30,7 +30,7 @@ class Migration(migrations.Migration):
             field=models.BooleanField(
                 default=False,
                 help_text="Owners reach the tenant's portal pages only in a session confirmed "
-                          "with an authenticator code (TOTP); members may set one up.",
+                "with an authenticator code (TOTP); members may set one up.",
                 verbose_name="owners must use an authenticator",
             ),
         ),

@@ -96,23 +96,24 @@ def _decisions(body: dict) -> list[tuple[str, bool]]:
         decisions = [(body["purpose"], body["granted"])]
     for purpose, granted in decisions:
         if purpose not in Purpose.values:
-            raise ValueError(
-                f"unknown purpose {purpose!r}; one of {', '.join(Purpose.values)}"
-            )
+            raise ValueError(f"unknown purpose {purpose!r}; one of {', '.join(Purpose.values)}")
         if not isinstance(granted, bool):
             raise ValueError(f"granted for {purpose} must be true or false")
     return decisions
 
 
-def set_consent(tenant_id: int, external_id: str, body: Any, *, actor: Any, gpc: bool,
-                request_id: str = "") -> dict:
+def set_consent(
+    tenant_id: int, external_id: str, body: Any, *, actor: Any, gpc: bool, request_id: str = ""
+) -> dict:
     """Record consent decisions for the subject (see the module docstring)."""
     body = _body(body, {"purpose", "granted", "consents", "policy_version", "source"})
     decisions = _decisions(body)
     source = body.get("source", Source.API)
     if source not in API_SOURCES:
-        raise ValueError('source must be "api": consent recorded through the API is recorded as '
-                         "coming from the API")
+        raise ValueError(
+            'source must be "api": consent recorded through the API is recorded as '
+            "coming from the API"
+        )
     policy_version = body.get("policy_version")
     if policy_version is not None and (
         not isinstance(policy_version, str) or not 0 < len(policy_version) <= 32
@@ -122,9 +123,15 @@ def set_consent(tenant_id: int, external_id: str, body: Any, *, actor: Any, gpc:
         raise ValueError("granting sale_sharing conflicts with the request's Sec-GPC: 1 signal")
     subject = services.subject_get_or_create(tenant=_tenant(tenant_id), external_id=external_id)
     for purpose, granted in decisions:
-        services.consent_set(actor=actor, subject=subject, purpose=purpose, granted=granted,
-                             source=source, policy_version=policy_version,
-                             request_id=request_id)
+        services.consent_set(
+            actor=actor,
+            subject=subject,
+            purpose=purpose,
+            granted=granted,
+            source=source,
+            policy_version=policy_version,
+            request_id=request_id,
+        )
     if gpc:
         services.consent_apply_gpc(subject=subject, request_id=request_id)
     return get_consent(tenant_id, external_id)
@@ -135,6 +142,7 @@ def register_subject(tenant_id: int, external_id: str, body: Any, *, actor: Any)
     body = _body(body, {"email"})
     if "email" not in body:
         raise ValueError("email is required")
-    services.subject_register_email(actor=actor, tenant=_tenant(tenant_id),
-                                    external_id=external_id, email=body["email"])
+    services.subject_register_email(
+        actor=actor, tenant=_tenant(tenant_id), external_id=external_id, email=body["email"]
+    )
     return {"user": external_id, "email_registered": True}

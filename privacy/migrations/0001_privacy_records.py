@@ -6,156 +6,394 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('llmplatform', '0002_audit_append_only_triggers'),
+        ("llmplatform", "0002_audit_append_only_triggers"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PurgeRun',
+            name="PurgeRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('started_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('deleted', models.PositiveIntegerField(default=0)),
-                ('batches', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("started_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("deleted", models.PositiveIntegerField(default=0)),
+                ("batches", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
             ],
             options={
-                'ordering': ['-started_at'],
+                "ordering": ["-started_at"],
             },
         ),
         migrations.CreateModel(
-            name='DataSubject',
+            name="DataSubject",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(help_text="The apps' `user` value", max_length=256)),
-                ('email_ciphertext', models.BinaryField(blank=True, null=True)),
-                ('email_hmac', models.CharField(blank=True, db_index=True, editable=False, max_length=64)),
-                ('do_not_sell', models.BooleanField(default=False, help_text='CCPA opt-out of sale/sharing')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('erased_at', models.DateTimeField(blank=True, null=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='data_subjects', to='llmplatform.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(help_text="The apps' `user` value", max_length=256),
+                ),
+                ("email_ciphertext", models.BinaryField(blank=True, null=True)),
+                (
+                    "email_hmac",
+                    models.CharField(blank=True, db_index=True, editable=False, max_length=64),
+                ),
+                (
+                    "do_not_sell",
+                    models.BooleanField(default=False, help_text="CCPA opt-out of sale/sharing"),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("erased_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="data_subjects",
+                        to="llmplatform.tenant",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('alias', models.CharField(max_length=64)),
-                ('request_id', models.CharField(blank=True, max_length=128)),
-                ('prompt_ciphertext', models.BinaryField()),
-                ('response_ciphertext', models.BinaryField()),
-                ('key_id', models.CharField(help_text='The data key that encrypted it', max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField(db_index=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to='llmplatform.tenant')),
-                ('subject', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to='privacy.datasubject')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("alias", models.CharField(max_length=64)),
+                ("request_id", models.CharField(blank=True, max_length=128)),
+                ("prompt_ciphertext", models.BinaryField()),
+                ("response_ciphertext", models.BinaryField()),
+                (
+                    "key_id",
+                    models.CharField(help_text="The data key that encrypted it", max_length=64),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField(db_index=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to="llmplatform.tenant",
+                    ),
+                ),
+                (
+                    "subject",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to="privacy.datasubject",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'permissions': [('read_conversation_plaintext', 'Can read conversation plaintext')],
+                "ordering": ["-created_at"],
+                "permissions": [("read_conversation_plaintext", "Can read conversation plaintext")],
             },
         ),
         migrations.CreateModel(
-            name='ConsentRecord',
+            name="ConsentRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('purpose', models.CharField(choices=[('store_conversations', 'store conversations'), ('analytics', 'analytics'), ('sale_sharing', 'sale or sharing of personal information (CCPA)')], max_length=32)),
-                ('granted', models.BooleanField()),
-                ('policy_version', models.CharField(max_length=32)),
-                ('source', models.CharField(choices=[('api', 'API'), ('portal', 'portal'), ('public_page', 'public page'), ('gpc', 'Global Privacy Control signal'), ('admin', 'admin')], max_length=16)),
-                ('actor', models.CharField(blank=True, max_length=200)),
-                ('request_id', models.CharField(blank=True, max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('subject', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='consents', to='privacy.datasubject')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "purpose",
+                    models.CharField(
+                        choices=[
+                            ("store_conversations", "store conversations"),
+                            ("analytics", "analytics"),
+                            ("sale_sharing", "sale or sharing of personal information (CCPA)"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("granted", models.BooleanField()),
+                ("policy_version", models.CharField(max_length=32)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("api", "API"),
+                            ("portal", "portal"),
+                            ("public_page", "public page"),
+                            ("gpc", "Global Privacy Control signal"),
+                            ("admin", "admin"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("actor", models.CharField(blank=True, max_length=200)),
+                ("request_id", models.CharField(blank=True, max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "subject",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="consents",
+                        to="privacy.datasubject",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='PrivacyPolicy',
+            name="PrivacyPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('store_conversations', models.BooleanField(default=True, help_text='Keep conversation records (encrypted, redacted) for subjects who consented.')),
-                ('retention_days', models.PositiveIntegerField(default=30, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(3650)])),
-                ('policy_version', models.CharField(default='1', help_text='The privacy-policy version consent is given to.', max_length=32)),
-                ('upstream_pii', models.CharField(choices=[('off', 'off: send prompts as they are'), ('mask', 'mask: replace PII with <TYPE> before the provider sees it'), ('pseudonymize', 'pseudonymise: <TYPE_n> placeholders, restored in replies')], default='off', max_length=16)),
-                ('block_pii_types', models.JSONField(blank=True, default=list, help_text='PII types (e.g. US_SSN, CREDIT_CARD) that make a prompt be refused.')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('tenant', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='privacy', to='llmplatform.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "store_conversations",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Keep conversation records (encrypted, redacted) for subjects who consented.",
+                    ),
+                ),
+                (
+                    "retention_days",
+                    models.PositiveIntegerField(
+                        default=30,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(3650),
+                        ],
+                    ),
+                ),
+                (
+                    "policy_version",
+                    models.CharField(
+                        default="1",
+                        help_text="The privacy-policy version consent is given to.",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "upstream_pii",
+                    models.CharField(
+                        choices=[
+                            ("off", "off: send prompts as they are"),
+                            ("mask", "mask: replace PII with <TYPE> before the provider sees it"),
+                            (
+                                "pseudonymize",
+                                "pseudonymise: <TYPE_n> placeholders, restored in replies",
+                            ),
+                        ],
+                        default="off",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "block_pii_types",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="PII types (e.g. US_SSN, CREDIT_CARD) that make a prompt be refused.",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "tenant",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="privacy",
+                        to="llmplatform.tenant",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'privacy policies',
+                "verbose_name_plural": "privacy policies",
             },
         ),
         migrations.CreateModel(
-            name='SubjectKey',
+            name="SubjectKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('wrapped_key', models.BinaryField(null=True)),
-                ('master_key_id', models.CharField(help_text='Which master key wrapped it', max_length=300)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('rewrapped_at', models.DateTimeField(blank=True, null=True)),
-                ('destroyed_at', models.DateTimeField(blank=True, null=True)),
-                ('subject', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='key', to='privacy.datasubject')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("wrapped_key", models.BinaryField(null=True)),
+                (
+                    "master_key_id",
+                    models.CharField(help_text="Which master key wrapped it", max_length=300),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("rewrapped_at", models.DateTimeField(blank=True, null=True)),
+                ("destroyed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "subject",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="key",
+                        to="privacy.datasubject",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='SubjectRequest',
+            name="SubjectRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('access', 'access (export)'), ('erasure', 'erasure'), ('opt_out', 'opt-out of sale/sharing')], max_length=16)),
-                ('law', models.CharField(choices=[('gdpr', 'GDPR'), ('ccpa', 'CCPA')], default='gdpr', max_length=8)),
-                ('source', models.CharField(choices=[('api', "API (the tenant's app)"), ('public_page', 'public page')], max_length=16)),
-                ('state', models.CharField(choices=[('received', 'received'), ('verified', 'identity verified'), ('approved', 'approved'), ('in_progress', 'in progress'), ('completed', 'completed'), ('rejected', 'rejected'), ('failed', 'failed')], db_index=True, default='received', max_length=16)),
-                ('email_hmac', models.CharField(blank=True, editable=False, max_length=64)),
-                ('code_hash', models.CharField(blank=True, editable=False, max_length=64)),
-                ('code_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('code_attempts', models.PositiveSmallIntegerField(default=0)),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('verified_at', models.DateTimeField(blank=True, null=True)),
-                ('acknowledge_by', models.DateTimeField(blank=True, help_text='CCPA: 10 business days', null=True)),
-                ('due_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('extended_due_at', models.DateTimeField(blank=True, null=True)),
-                ('extension_reason', models.TextField(blank=True)),
-                ('decided_by', models.CharField(blank=True, max_length=200)),
-                ('rejection_reason', models.TextField(blank=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('last_error', models.CharField(blank=True, max_length=300)),
-                ('export_ciphertext', models.BinaryField(blank=True, null=True)),
-                ('export_downloaded_at', models.DateTimeField(blank=True, null=True)),
-                ('subject', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='requests', to='privacy.datasubject')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='subject_requests', to='llmplatform.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("access", "access (export)"),
+                            ("erasure", "erasure"),
+                            ("opt_out", "opt-out of sale/sharing"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "law",
+                    models.CharField(
+                        choices=[("gdpr", "GDPR"), ("ccpa", "CCPA")], default="gdpr", max_length=8
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("api", "API (the tenant's app)"), ("public_page", "public page")],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("received", "received"),
+                            ("verified", "identity verified"),
+                            ("approved", "approved"),
+                            ("in_progress", "in progress"),
+                            ("completed", "completed"),
+                            ("rejected", "rejected"),
+                            ("failed", "failed"),
+                        ],
+                        db_index=True,
+                        default="received",
+                        max_length=16,
+                    ),
+                ),
+                ("email_hmac", models.CharField(blank=True, editable=False, max_length=64)),
+                ("code_hash", models.CharField(blank=True, editable=False, max_length=64)),
+                ("code_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("code_attempts", models.PositiveSmallIntegerField(default=0)),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                ("verified_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "acknowledge_by",
+                    models.DateTimeField(blank=True, help_text="CCPA: 10 business days", null=True),
+                ),
+                ("due_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                ("extended_due_at", models.DateTimeField(blank=True, null=True)),
+                ("extension_reason", models.TextField(blank=True)),
+                ("decided_by", models.CharField(blank=True, max_length=200)),
+                ("rejection_reason", models.TextField(blank=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("last_error", models.CharField(blank=True, max_length=300)),
+                ("export_ciphertext", models.BinaryField(blank=True, null=True)),
+                ("export_downloaded_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "subject",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="requests",
+                        to="privacy.datasubject",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="subject_requests",
+                        to="llmplatform.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-received_at'],
+                "ordering": ["-received_at"],
             },
         ),
         migrations.CreateModel(
-            name='ErasureReceipt',
+            name="ErasureReceipt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('subject_ref', models.CharField(help_text='Keyed hash of the subject id', max_length=64)),
-                ('counts', models.JSONField(default=dict)),
-                ('started_at', models.DateTimeField()),
-                ('finished_at', models.DateTimeField()),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='llmplatform.tenant')),
-                ('request', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='receipt', to='privacy.subjectrequest')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "subject_ref",
+                    models.CharField(help_text="Keyed hash of the subject id", max_length=64),
+                ),
+                ("counts", models.JSONField(default=dict)),
+                ("started_at", models.DateTimeField()),
+                ("finished_at", models.DateTimeField()),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="llmplatform.tenant",
+                    ),
+                ),
+                (
+                    "request",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="receipt",
+                        to="privacy.subjectrequest",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='datasubject',
-            constraint=models.UniqueConstraint(fields=('tenant', 'external_id'), name='uniq_subject'),
+            model_name="datasubject",
+            constraint=models.UniqueConstraint(
+                fields=("tenant", "external_id"), name="uniq_subject"
+            ),
         ),
         migrations.AddIndex(
-            model_name='consentrecord',
-            index=models.Index(fields=['subject', 'purpose', '-created_at'], name='privacy_con_subject_78c6fd_idx'),
+            model_name="consentrecord",
+            index=models.Index(
+                fields=["subject", "purpose", "-created_at"], name="privacy_con_subject_78c6fd_idx"
+            ),
         ),
     ]

@@ -110,8 +110,9 @@ FIND_CHARS_PER_SCANNED_CHAR = 400
 _GAP_JOIN = "\x00"  # joins the gaps for str.find (a value holding it is looked for on its own)
 
 
-def add_repeats(text: str, taken: list[Entity], found: list[Entity],
-                values: dict[str, tuple[str, float]]) -> list[Entity]:
+def add_repeats(
+    text: str, taken: list[Entity], found: list[Entity], values: dict[str, tuple[str, float]]
+) -> list[Entity]:
     """``found`` plus an entity for occurrences in ``text`` of the keys of ``values`` (mapped
     to their type and score) where no entity of ``taken`` (every recognised entity, also of
     types not asked for) is, so that after redaction no occurrence is left whole. Sorted by
@@ -140,8 +141,9 @@ def add_repeats(text: str, taken: list[Entity], found: list[Entity],
         return found
     gap_chars = sum(end - start for start, end in gaps)
     find_cost = len(values) * gap_chars
-    automaton_cost = (FIND_CHARS_PER_BUILT_CHAR * sum(map(len, values))
-                      + FIND_CHARS_PER_SCANNED_CHAR * gap_chars)
+    automaton_cost = (
+        FIND_CHARS_PER_BUILT_CHAR * sum(map(len, values)) + FIND_CHARS_PER_SCANNED_CHAR * gap_chars
+    )
     if find_cost > automaton_cost:
         _offer_by_automaton(text, gaps, list(values), take)
     else:
@@ -153,7 +155,8 @@ def add_repeats(text: str, taken: list[Entity], found: list[Entity],
 
 def _whole_word(text: str, start: int, end: int) -> bool:
     return (start == 0 or not text[start - 1].isalnum()) and (
-        end == len(text) or not text[end].isalnum())
+        end == len(text) or not text[end].isalnum()
+    )
 
 
 def _gaps(covered: bytearray, shortest: int) -> list[tuple[int, int]]:
@@ -174,8 +177,9 @@ def _gaps(covered: bytearray, shortest: int) -> list[tuple[int, int]]:
 Take = Callable[[int, int, str], bool]
 
 
-def _offer_by_find(text: str, gaps: list[tuple[int, int]], values: list[str],
-                   covered: bytearray, take: Take) -> None:
+def _offer_by_find(
+    text: str, gaps: list[tuple[int, int]], values: list[str], covered: bytearray, take: Take
+) -> None:
     joinable = [v for v in values if _GAP_JOIN not in v]
     whole = [v for v in values if _GAP_JOIN in v]
     joined = _GAP_JOIN.join(text[start:end] for start, end in gaps)
@@ -204,8 +208,9 @@ def _offer_by_find(text: str, gaps: list[tuple[int, int]], values: list[str],
         take(start, end, value)
 
 
-def _offer_by_automaton(text: str, gaps: list[tuple[int, int]], values: list[str],
-                        take: Take) -> None:
+def _offer_by_automaton(
+    text: str, gaps: list[tuple[int, int]], values: list[str], take: Take
+) -> None:
     # The automaton: a trie of the values with failure links (the longest proper suffix of a
     # node's string that is also in the trie) and output links (the longest such suffix that
     # is a whole value). Built in time linear in the values' total length.

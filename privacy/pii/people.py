@@ -138,7 +138,7 @@ def find_people(text: str) -> Iterator[Entity]:
         value = run.group()
         if " " not in value:
             # Most runs are one ordinary word starting a sentence: decide those fast.
-            if len(value) <= 2 and not value[:1].isalpha() or value.lower() in _NOT_NAMES:
+            if (len(value) <= 2 and not value[:1].isalpha()) or value.lower() in _NOT_NAMES:
                 continue
             if value in capitalised and (value not in first or len(value) <= 2):
                 if title_ends is None:

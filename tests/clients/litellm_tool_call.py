@@ -17,7 +17,7 @@ from typing import Any
 # LiteLLM fetches a price list from GitHub at import unless told to use its bundled copy.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import litellm  # noqa: E402
+import litellm
 
 
 def plain_call(spec: dict[str, Any]) -> dict[str, Any]:

@@ -7,83 +7,204 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ErasureLedgerEntry',
+            name="ErasureLedgerEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('storage_key', models.CharField(max_length=300, unique=True)),
-                ('tenant_id', models.BigIntegerField()),
-                ('subject_hash', models.CharField(max_length=64)),
-                ('erased_at', models.DateTimeField(db_index=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('uploaded_at', models.DateTimeField(blank=True, db_index=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("storage_key", models.CharField(max_length=300, unique=True)),
+                ("tenant_id", models.BigIntegerField()),
+                ("subject_hash", models.CharField(max_length=64)),
+                ("erased_at", models.DateTimeField(db_index=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("uploaded_at", models.DateTimeField(blank=True, db_index=True, null=True)),
             ],
             options={
-                'verbose_name_plural': 'erasure ledger entries',
-                'ordering': ['-erased_at'],
+                "verbose_name_plural": "erasure ledger entries",
+                "ordering": ["-erased_at"],
             },
         ),
         migrations.CreateModel(
-            name='Backup',
+            name="Backup",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uuid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('state', models.CharField(choices=[('pending', 'pending'), ('running', 'running'), ('succeeded', 'succeeded'), ('failed', 'failed')], db_index=True, default='pending', max_length=16)),
-                ('trigger', models.CharField(choices=[('scheduled', 'scheduled'), ('manual', 'manual')], max_length=16)),
-                ('slot', models.CharField(blank=True, max_length=32, null=True, unique=True)),
-                ('mode', models.CharField(choices=[('dump', 'encrypted dump to S3'), ('rds', 'RDS snapshot')], default='dump', max_length=8)),
-                ('engine', models.CharField(blank=True, help_text='postgresql, sqlite, or the RDS engine', max_length=16)),
-                ('requested_by', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, db_index=True, help_text='The moment the data is from (the snapshot).', null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('worker', models.CharField(blank=True, help_text='Who claimed the run', max_length=200)),
-                ('size_bytes', models.BigIntegerField(blank=True, help_text='Size in the store (encrypted)', null=True)),
-                ('dump_bytes', models.BigIntegerField(blank=True, help_text='Plaintext dump size', null=True)),
-                ('sha256', models.CharField(blank=True, help_text='SHA-256 of the plaintext dump', max_length=64)),
-                ('storage_key', models.CharField(blank=True, help_text='Object key in the bucket, or the RDS snapshot id', max_length=500)),
-                ('encryption_key_id', models.CharField(blank=True, help_text='The master key (local:… or a KMS key ARN) that wrapped the data key', max_length=300)),
-                ('wrapped_key', models.BinaryField(blank=True, null=True)),
-                ('table_counts', models.JSONField(blank=True, default=dict)),
-                ('checksums', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("uuid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("running", "running"),
+                            ("succeeded", "succeeded"),
+                            ("failed", "failed"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[("scheduled", "scheduled"), ("manual", "manual")], max_length=16
+                    ),
+                ),
+                ("slot", models.CharField(blank=True, max_length=32, null=True, unique=True)),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[("dump", "encrypted dump to S3"), ("rds", "RDS snapshot")],
+                        default="dump",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "engine",
+                    models.CharField(
+                        blank=True, help_text="postgresql, sqlite, or the RDS engine", max_length=16
+                    ),
+                ),
+                ("requested_by", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "started_at",
+                    models.DateTimeField(
+                        blank=True,
+                        db_index=True,
+                        help_text="The moment the data is from (the snapshot).",
+                        null=True,
+                    ),
+                ),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "worker",
+                    models.CharField(blank=True, help_text="Who claimed the run", max_length=200),
+                ),
+                (
+                    "size_bytes",
+                    models.BigIntegerField(
+                        blank=True, help_text="Size in the store (encrypted)", null=True
+                    ),
+                ),
+                (
+                    "dump_bytes",
+                    models.BigIntegerField(blank=True, help_text="Plaintext dump size", null=True),
+                ),
+                (
+                    "sha256",
+                    models.CharField(
+                        blank=True, help_text="SHA-256 of the plaintext dump", max_length=64
+                    ),
+                ),
+                (
+                    "storage_key",
+                    models.CharField(
+                        blank=True,
+                        help_text="Object key in the bucket, or the RDS snapshot id",
+                        max_length=500,
+                    ),
+                ),
+                (
+                    "encryption_key_id",
+                    models.CharField(
+                        blank=True,
+                        help_text="The master key (local:… or a KMS key ARN) that wrapped the data key",
+                        max_length=300,
+                    ),
+                ),
+                ("wrapped_key", models.BinaryField(blank=True, null=True)),
+                ("table_counts", models.JSONField(blank=True, default=dict)),
+                ("checksums", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True)),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['state', '-started_at'], name='backups_bac_state_dd38ed_idx')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["state", "-started_at"], name="backups_bac_state_dd38ed_idx"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='RestoreDrill',
+            name="RestoreDrill",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('backup_uuid', models.UUIDField()),
-                ('kind', models.CharField(choices=[('drill', 'drill (scratch database)'), ('restore', 'restore')], max_length=8)),
-                ('actor', models.CharField(max_length=200)),
-                ('started_at', models.DateTimeField()),
-                ('finished_at', models.DateTimeField(db_index=True)),
-                ('duration_seconds', models.FloatField()),
-                ('rto_seconds', models.PositiveIntegerField(help_text='The RTO at the time of the drill')),
-                ('target_database', models.CharField(help_text='Without its password', max_length=300)),
-                ('tables_compared', models.PositiveIntegerField(default=0)),
-                ('rows_compared', models.BigIntegerField(default=0, help_text='Rows in the source at backup time')),
-                ('rows_verified', models.BigIntegerField(default=0, help_text='Rows found again after the restore')),
-                ('checksums_verified', models.PositiveIntegerField(default=0)),
-                ('mismatches', models.JSONField(blank=True, default=list)),
-                ('erasures_replayed', models.PositiveIntegerField(default=0)),
-                ('result', models.CharField(choices=[('succeeded', 'succeeded'), ('failed', 'failed')], max_length=16)),
-                ('error', models.TextField(blank=True)),
-                ('backup', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='drills', to='backups.backup')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("backup_uuid", models.UUIDField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("drill", "drill (scratch database)"), ("restore", "restore")],
+                        max_length=8,
+                    ),
+                ),
+                ("actor", models.CharField(max_length=200)),
+                ("started_at", models.DateTimeField()),
+                ("finished_at", models.DateTimeField(db_index=True)),
+                ("duration_seconds", models.FloatField()),
+                (
+                    "rto_seconds",
+                    models.PositiveIntegerField(help_text="The RTO at the time of the drill"),
+                ),
+                (
+                    "target_database",
+                    models.CharField(help_text="Without its password", max_length=300),
+                ),
+                ("tables_compared", models.PositiveIntegerField(default=0)),
+                (
+                    "rows_compared",
+                    models.BigIntegerField(
+                        default=0, help_text="Rows in the source at backup time"
+                    ),
+                ),
+                (
+                    "rows_verified",
+                    models.BigIntegerField(
+                        default=0, help_text="Rows found again after the restore"
+                    ),
+                ),
+                ("checksums_verified", models.PositiveIntegerField(default=0)),
+                ("mismatches", models.JSONField(blank=True, default=list)),
+                ("erasures_replayed", models.PositiveIntegerField(default=0)),
+                (
+                    "result",
+                    models.CharField(
+                        choices=[("succeeded", "succeeded"), ("failed", "failed")], max_length=16
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                (
+                    "backup",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="drills",
+                        to="backups.backup",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-finished_at', '-id'],
+                "ordering": ["-finished_at", "-id"],
             },
         ),
     ]

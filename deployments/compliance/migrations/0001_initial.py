@@ -5,96 +5,186 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ComplianceFramework',
+            name="ComplianceFramework",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(max_length=32, unique=True)),
-                ('name', models.CharField(max_length=100)),
-                ('scope', models.CharField(blank=True, help_text="Who it applies to, e.g. 'EU users'.", max_length=200)),
-                ('order', models.PositiveSmallIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.SlugField(max_length=32, unique=True)),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "scope",
+                    models.CharField(
+                        blank=True, help_text="Who it applies to, e.g. 'EU users'.", max_length=200
+                    ),
+                ),
+                ("order", models.PositiveSmallIntegerField(default=0)),
             ],
             options={
-                'ordering': ['order', 'name'],
-                'permissions': [('view_compliance_report', 'Can view compliance reports and the record of processing'), ('run_evidence_checks', 'Can re-run the live compliance checks')],
+                "ordering": ["order", "name"],
+                "permissions": [
+                    (
+                        "view_compliance_report",
+                        "Can view compliance reports and the record of processing",
+                    ),
+                    ("run_evidence_checks", "Can re-run the live compliance checks"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ComplianceItem',
+            name="ComplianceItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(help_text='Unique within the framework.', max_length=64)),
-                ('text', models.CharField(max_length=300)),
-                ('reference', models.CharField(blank=True, help_text="Where it comes from, e.g. 'GDPR Art. 17'.", max_length=100)),
-                ('guidance', models.TextField(blank=True, help_text='What evidence satisfies it.')),
-                ('kind', models.CharField(choices=[('manual', 'manual'), ('live', 'live')], default='manual', max_length=8)),
-                ('check_code', models.CharField(blank=True, help_text='Live items: the code of the live check (see the evidence history).', max_length=100)),
-                ('order', models.PositiveSmallIntegerField(default=0)),
-                ('framework', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='compliance.complianceframework')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.SlugField(help_text="Unique within the framework.", max_length=64)),
+                ("text", models.CharField(max_length=300)),
+                (
+                    "reference",
+                    models.CharField(
+                        blank=True,
+                        help_text="Where it comes from, e.g. 'GDPR Art. 17'.",
+                        max_length=100,
+                    ),
+                ),
+                ("guidance", models.TextField(blank=True, help_text="What evidence satisfies it.")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("manual", "manual"), ("live", "live")],
+                        default="manual",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "check_code",
+                    models.CharField(
+                        blank=True,
+                        help_text="Live items: the code of the live check (see the evidence history).",
+                        max_length=100,
+                    ),
+                ),
+                ("order", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "framework",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="compliance.complianceframework",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['framework__order', 'order', 'id'],
+                "ordering": ["framework__order", "order", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Attestation',
+            name="Attestation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('note', models.TextField(blank=True)),
-                ('file_name', models.CharField(blank=True, max_length=200)),
-                ('file_content_type', models.CharField(blank=True, max_length=100)),
-                ('file_size', models.PositiveIntegerField(default=0)),
-                ('file_sha256', models.CharField(blank=True, max_length=64)),
-                ('file_data', models.BinaryField(blank=True, null=True)),
-                ('attested_by', models.CharField(max_length=200)),
-                ('attested_at', models.DateTimeField(db_index=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('withdrawn_at', models.DateTimeField(blank=True, null=True)),
-                ('withdrawn_by', models.CharField(blank=True, max_length=200)),
-                ('withdrawal_reason', models.TextField(blank=True)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='attestations', to='compliance.complianceitem')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("note", models.TextField(blank=True)),
+                ("file_name", models.CharField(blank=True, max_length=200)),
+                ("file_content_type", models.CharField(blank=True, max_length=100)),
+                ("file_size", models.PositiveIntegerField(default=0)),
+                ("file_sha256", models.CharField(blank=True, max_length=64)),
+                ("file_data", models.BinaryField(blank=True, null=True)),
+                ("attested_by", models.CharField(max_length=200)),
+                ("attested_at", models.DateTimeField(db_index=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("withdrawn_at", models.DateTimeField(blank=True, null=True)),
+                ("withdrawn_by", models.CharField(blank=True, max_length=200)),
+                ("withdrawal_reason", models.TextField(blank=True)),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="attestations",
+                        to="compliance.complianceitem",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-attested_at', '-id'],
+                "ordering": ["-attested_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='EvidenceCheck',
+            name="EvidenceCheck",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('check_code', models.CharField(max_length=100)),
-                ('title', models.CharField(blank=True, max_length=200)),
-                ('ok', models.BooleanField()),
-                ('summary', models.CharField(max_length=500)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('checked_at', models.DateTimeField(db_index=True)),
-                ('duration_ms', models.FloatField(default=0)),
-                ('trigger', models.CharField(choices=[('schedule', 'schedule (Celery beat)'), ('command', 'manage.py run_compliance_checks'), ('manual', 're-check now (officer)')], max_length=16)),
-                ('actor', models.CharField(blank=True, max_length=200)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("check_code", models.CharField(max_length=100)),
+                ("title", models.CharField(blank=True, max_length=200)),
+                ("ok", models.BooleanField()),
+                ("summary", models.CharField(max_length=500)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("checked_at", models.DateTimeField(db_index=True)),
+                ("duration_ms", models.FloatField(default=0)),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[
+                            ("schedule", "schedule (Celery beat)"),
+                            ("command", "manage.py run_compliance_checks"),
+                            ("manual", "re-check now (officer)"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("actor", models.CharField(blank=True, max_length=200)),
             ],
             options={
-                'verbose_name': 'evidence check',
-                'ordering': ['-checked_at', '-id'],
-                'indexes': [models.Index(fields=['check_code', '-checked_at', '-id'], name='compliance__check_c_6e5259_idx')],
+                "verbose_name": "evidence check",
+                "ordering": ["-checked_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["check_code", "-checked_at", "-id"],
+                        name="compliance__check_c_6e5259_idx",
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='complianceitem',
-            constraint=models.UniqueConstraint(fields=('framework', 'code'), name='uniq_compliance_item'),
+            model_name="complianceitem",
+            constraint=models.UniqueConstraint(
+                fields=("framework", "code"), name="uniq_compliance_item"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='complianceitem',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'live'), models.Q(('check_code', ''), _negated=True)), models.Q(('kind', 'manual'), ('check_code', '')), _connector='OR'), name='compliance_item_live_has_check'),
+            model_name="complianceitem",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind", "live"), models.Q(("check_code", ""), _negated=True)),
+                    models.Q(("kind", "manual"), ("check_code", "")),
+                    _connector="OR",
+                ),
+                name="compliance_item_live_has_check",
+            ),
         ),
         migrations.AddIndex(
-            model_name='attestation',
-            index=models.Index(fields=['item', '-attested_at', '-id'], name='compliance__item_id_17a993_idx'),
+            model_name="attestation",
+            index=models.Index(
+                fields=["item", "-attested_at", "-id"], name="compliance__item_id_17a993_idx"
+            ),
         ),
     ]

@@ -461,7 +461,7 @@ def _validated(config: Any) -> dict[str, Any]:
     missing = [k for k in _REQUIRED if config.get(k) in (None, "")]
     if missing:
         raise ExecutorError(f"aws_ecs_alb config is missing: {', '.join(missing)}")
-    for key in _REQUIRED + ("endpoint_url", "rule_arn"):
+    for key in (*_REQUIRED, "endpoint_url", "rule_arn"):
         if config.get(key) is not None and not isinstance(config[key], str):
             raise ExecutorError(f"aws_ecs_alb config {key} must be a string")
 

@@ -61,8 +61,9 @@ class GatewayExecutor:
             before = self._weights(lock=True)
             missing = {stable, candidate} - set(before)
             if missing:
-                raise ExecutorError(f"Alias {self.alias!r} has no version "
-                                    f"{', '.join(sorted(missing))}.")
+                raise ExecutorError(
+                    f"Alias {self.alias!r} has no version {', '.join(sorted(missing))}."
+                )
             after = dict.fromkeys(before, 0)
             after[stable] = 100 - candidate_percent
             after[candidate] = candidate_percent
@@ -72,7 +73,8 @@ class GatewayExecutor:
                     # update(), not save(): the save signals would bump the cache namespace on
                     # every weight change; here it is bumped only when a version comes or goes.
                     ModelVersion.objects.filter(alias__name=self.alias, version=version).update(
-                        weight=weight, updated_at=now)
+                        weight=weight, updated_at=now
+                    )
         if after == before:
             return
         versions_changed = _serving(before) != _serving(after)
@@ -91,8 +93,11 @@ class GatewayExecutor:
     def health_probe(self, *, candidate: str) -> tuple[bool, str]:
         """The candidate's deployment is enabled, its circuit breaker is not open, and it
         answers a one-token chat request."""
-        version = (ModelVersion.objects.select_related("deployment__provider")
-                   .filter(alias__name=self.alias, version=candidate).first())
+        version = (
+            ModelVersion.objects.select_related("deployment__provider")
+            .filter(alias__name=self.alias, version=candidate)
+            .first()
+        )
         if version is None:
             return False, f"{self.alias}@{candidate} does not exist"
         deployment: ProviderDeployment = version.deployment
@@ -107,8 +112,11 @@ class GatewayExecutor:
         # A fresh adapter: cached ones belong to the web process's event loop.
         adapter = build_adapter(route._provider_config(deployment.provider))
         timeout = min(deployment.total_timeout, PROBE_TIMEOUT_SECONDS)
-        request = ChatRequest(model=deployment.model,
-                              messages=[ChatMessage(role="user", content="ping")], max_tokens=1)
+        request = ChatRequest(
+            model=deployment.model,
+            messages=[ChatMessage(role="user", content="ping")],
+            max_tokens=1,
+        )
 
         async def probe() -> tuple[bool, str]:
             try:

@@ -21,10 +21,14 @@ AWS_ECS_ALB = "aws_ecs_alb"
 
 #: kind -> (dotted path of the class, label for forms). Each class takes one ``config`` dict.
 EXECUTORS: dict[str, tuple[str, str]] = {
-    GATEWAY: ("deployments.rollouts.executors.gateway.GatewayExecutor",
-              "the gateway's own routing (model version weights)"),
-    AWS_ECS_ALB: ("deployments.rollouts.executors.aws.EcsAlbExecutor",
-                  "AWS ECS services behind ALB weighted target groups"),
+    GATEWAY: (
+        "deployments.rollouts.executors.gateway.GatewayExecutor",
+        "the gateway's own routing (model version weights)",
+    ),
+    AWS_ECS_ALB: (
+        "deployments.rollouts.executors.aws.EcsAlbExecutor",
+        "AWS ECS services behind ALB weighted target groups",
+    ),
 }
 
 

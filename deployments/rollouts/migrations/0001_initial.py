@@ -11,152 +11,475 @@ import deployments.rollouts.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('gateway', '0005_usage_version_pii'),
+        ("gateway", "0005_usage_version_pii"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Checklist',
+            name="Checklist",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('template_name', models.CharField(blank=True, max_length=100)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('load_test_passed', models.BooleanField(blank=True, null=True)),
-                ('load_test_summary', models.TextField(blank=True)),
-                ('load_test_recorded_by', models.CharField(blank=True, max_length=200)),
-                ('load_test_recorded_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("template_name", models.CharField(blank=True, max_length=100)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("load_test_passed", models.BooleanField(blank=True, null=True)),
+                ("load_test_summary", models.TextField(blank=True)),
+                ("load_test_recorded_by", models.CharField(blank=True, max_length=200)),
+                ("load_test_recorded_at", models.DateTimeField(blank=True, null=True)),
             ],
         ),
         migrations.CreateModel(
-            name='ChecklistItem',
+            name="ChecklistItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('phase', models.CharField(choices=[('pre', 'pre-deployment'), ('deploy', 'deployment'), ('post', 'post-deployment')], max_length=8)),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('text', models.CharField(max_length=300)),
-                ('required', models.BooleanField(default=True, help_text='Open required pre-deployment items hold the rollout at its first stage.')),
-                ('required_signoffs', models.PositiveSmallIntegerField(default=1, help_text='Distinct people who must sign off (manual items).', validators=[django.core.validators.MaxValueValidator(10)])),
-                ('automatic_check', models.CharField(blank=True, choices=[('', 'manual (sign-offs)'), ('load_test_recorded', 'a passing load test result is recorded'), ('canary_started', 'the candidate took its first stage of traffic'), ('monitored_for', 'the candidate served for N minutes without rollback'), ('full_rollout', 'all traffic on the candidate'), ('error_rate_below', 'candidate error rate below a limit'), ('p95_latency_below', 'candidate P95 latency below a limit'), ('cost_within_band', 'cost per hour within a band of the week before')], default='', help_text='Automatic items are computed from the rollout and usage records, not signed.', max_length=32)),
-                ('check_params', models.JSONField(blank=True, default=dict, help_text='Limits of an automatic check, e.g. {"max_percent": 0.5}, {"max_ms": 5000}, {"band_percent": 50}, {"minutes": 30}.')),
-                ('checklist', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='rollouts.checklist')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "phase",
+                    models.CharField(
+                        choices=[
+                            ("pre", "pre-deployment"),
+                            ("deploy", "deployment"),
+                            ("post", "post-deployment"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                ("text", models.CharField(max_length=300)),
+                (
+                    "required",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Open required pre-deployment items hold the rollout at its first stage.",
+                    ),
+                ),
+                (
+                    "required_signoffs",
+                    models.PositiveSmallIntegerField(
+                        default=1,
+                        help_text="Distinct people who must sign off (manual items).",
+                        validators=[django.core.validators.MaxValueValidator(10)],
+                    ),
+                ),
+                (
+                    "automatic_check",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "manual (sign-offs)"),
+                            ("load_test_recorded", "a passing load test result is recorded"),
+                            ("canary_started", "the candidate took its first stage of traffic"),
+                            (
+                                "monitored_for",
+                                "the candidate served for N minutes without rollback",
+                            ),
+                            ("full_rollout", "all traffic on the candidate"),
+                            ("error_rate_below", "candidate error rate below a limit"),
+                            ("p95_latency_below", "candidate P95 latency below a limit"),
+                            ("cost_within_band", "cost per hour within a band of the week before"),
+                        ],
+                        default="",
+                        help_text="Automatic items are computed from the rollout and usage records, not signed.",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "check_params",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='Limits of an automatic check, e.g. {"max_percent": 0.5}, {"max_ms": 5000}, {"band_percent": 50}, {"minutes": 30}.',
+                    ),
+                ),
+                (
+                    "checklist",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="rollouts.checklist",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['checklist', 'position', 'id'],
+                "ordering": ["checklist", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='ChecklistTemplate',
+            name="ChecklistTemplate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('description', models.CharField(blank=True, max_length=300)),
-                ('is_default', models.BooleanField(default=False, help_text='Used for new rollouts (only one template can be the default).')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("description", models.CharField(blank=True, max_length=300)),
+                (
+                    "is_default",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Used for new rollouts (only one template can be the default).",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_default', True)), fields=('is_default',), name='one_default_checklist_template')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_default", True)),
+                        fields=("is_default",),
+                        name="one_default_checklist_template",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ChecklistTemplateItem',
+            name="ChecklistTemplateItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('phase', models.CharField(choices=[('pre', 'pre-deployment'), ('deploy', 'deployment'), ('post', 'post-deployment')], max_length=8)),
-                ('position', models.PositiveSmallIntegerField(default=0)),
-                ('text', models.CharField(max_length=300)),
-                ('required', models.BooleanField(default=True, help_text='Open required pre-deployment items hold the rollout at its first stage.')),
-                ('required_signoffs', models.PositiveSmallIntegerField(default=1, help_text='Distinct people who must sign off (manual items).', validators=[django.core.validators.MaxValueValidator(10)])),
-                ('automatic_check', models.CharField(blank=True, choices=[('', 'manual (sign-offs)'), ('load_test_recorded', 'a passing load test result is recorded'), ('canary_started', 'the candidate took its first stage of traffic'), ('monitored_for', 'the candidate served for N minutes without rollback'), ('full_rollout', 'all traffic on the candidate'), ('error_rate_below', 'candidate error rate below a limit'), ('p95_latency_below', 'candidate P95 latency below a limit'), ('cost_within_band', 'cost per hour within a band of the week before')], default='', help_text='Automatic items are computed from the rollout and usage records, not signed.', max_length=32)),
-                ('check_params', models.JSONField(blank=True, default=dict, help_text='Limits of an automatic check, e.g. {"max_percent": 0.5}, {"max_ms": 5000}, {"band_percent": 50}, {"minutes": 30}.')),
-                ('template', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='rollouts.checklisttemplate')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "phase",
+                    models.CharField(
+                        choices=[
+                            ("pre", "pre-deployment"),
+                            ("deploy", "deployment"),
+                            ("post", "post-deployment"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("position", models.PositiveSmallIntegerField(default=0)),
+                ("text", models.CharField(max_length=300)),
+                (
+                    "required",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Open required pre-deployment items hold the rollout at its first stage.",
+                    ),
+                ),
+                (
+                    "required_signoffs",
+                    models.PositiveSmallIntegerField(
+                        default=1,
+                        help_text="Distinct people who must sign off (manual items).",
+                        validators=[django.core.validators.MaxValueValidator(10)],
+                    ),
+                ),
+                (
+                    "automatic_check",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "manual (sign-offs)"),
+                            ("load_test_recorded", "a passing load test result is recorded"),
+                            ("canary_started", "the candidate took its first stage of traffic"),
+                            (
+                                "monitored_for",
+                                "the candidate served for N minutes without rollback",
+                            ),
+                            ("full_rollout", "all traffic on the candidate"),
+                            ("error_rate_below", "candidate error rate below a limit"),
+                            ("p95_latency_below", "candidate P95 latency below a limit"),
+                            ("cost_within_band", "cost per hour within a band of the week before"),
+                        ],
+                        default="",
+                        help_text="Automatic items are computed from the rollout and usage records, not signed.",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "check_params",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='Limits of an automatic check, e.g. {"max_percent": 0.5}, {"max_ms": 5000}, {"band_percent": 50}, {"minutes": 30}.',
+                    ),
+                ),
+                (
+                    "template",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="rollouts.checklisttemplate",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['template', 'position', 'id'],
+                "ordering": ["template", "position", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Rollout',
+            name="Rollout",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('strategy', models.CharField(choices=[('blue_green', 'blue-green'), ('canary', 'canary')], default='canary', max_length=16)),
-                ('stages', models.JSONField(blank=True, default=list, help_text="Canary: the candidate's percentage at each stage (default 5, 25, 50, 100). Blue-green: always [100].", validators=[deployments.rollouts.models.validate_stages])),
-                ('stage_index', models.SmallIntegerField(default=-1, help_text='Index into stages of the split in force; -1 before the start.')),
-                ('candidate_percent', models.PositiveSmallIntegerField(default=0)),
-                ('state', models.CharField(choices=[('pending', 'pending'), ('in_progress', 'in progress'), ('paused', 'paused'), ('completed', 'completed'), ('rolled_back', 'rolled back')], db_index=True, default='pending', max_length=16)),
-                ('max_error_rate_increase', models.FloatField(default=2.0, help_text="Percentage points: roll back when the candidate's error rate exceeds the stable version's by more than this (the seed: 2).", validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(100.0)])),
-                ('min_requests', models.PositiveIntegerField(default=50, help_text='Candidate requests in the window before the guard judges (and before a scheduled stage advances).', validators=[django.core.validators.MinValueValidator(1)])),
-                ('window', models.DurationField(default=datetime.timedelta(seconds=300), help_text='The window error rates and P95 latency are measured over.')),
-                ('p95_latency_limit_ms', models.PositiveIntegerField(blank=True, default=5000, help_text="Roll back when the candidate's P95 latency exceeds this (ms); empty = no latency guard (the seed: 5 s).", null=True)),
-                ('advance_every', models.DurationField(blank=True, help_text='Advance a healthy canary to its next stage this long after the last change; empty = by hand only.', null=True)),
-                ('next_advance_at', models.DateTimeField(blank=True, null=True)),
-                ('executor_kind', models.CharField(default='gateway', max_length=32)),
-                ('executor_config', models.JSONField(blank=True, default=dict)),
-                ('gate_overridden_by', models.CharField(blank=True, max_length=200)),
-                ('gate_override_reason', models.TextField(blank=True)),
-                ('revision', models.PositiveIntegerField(default=0)),
-                ('last_figures', models.JSONField(blank=True, default=dict, help_text="The guard's last measurement.")),
-                ('last_evaluated_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('stage_started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('alias', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='rollouts', to='gateway.modelalias')),
-                ('candidate_version', models.ForeignKey(help_text='The new version (green / canary).', on_delete=django.db.models.deletion.PROTECT, related_name='+', to='gateway.modelversion')),
-                ('stable_version', models.ForeignKey(help_text='The version serving now (blue); traffic returns here on rollback.', on_delete=django.db.models.deletion.PROTECT, related_name='+', to='gateway.modelversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "strategy",
+                    models.CharField(
+                        choices=[("blue_green", "blue-green"), ("canary", "canary")],
+                        default="canary",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "stages",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text="Canary: the candidate's percentage at each stage (default 5, 25, 50, 100). Blue-green: always [100].",
+                        validators=[deployments.rollouts.models.validate_stages],
+                    ),
+                ),
+                (
+                    "stage_index",
+                    models.SmallIntegerField(
+                        default=-1,
+                        help_text="Index into stages of the split in force; -1 before the start.",
+                    ),
+                ),
+                ("candidate_percent", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending"),
+                            ("in_progress", "in progress"),
+                            ("paused", "paused"),
+                            ("completed", "completed"),
+                            ("rolled_back", "rolled back"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "max_error_rate_increase",
+                    models.FloatField(
+                        default=2.0,
+                        help_text="Percentage points: roll back when the candidate's error rate exceeds the stable version's by more than this (the seed: 2).",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(100.0),
+                        ],
+                    ),
+                ),
+                (
+                    "min_requests",
+                    models.PositiveIntegerField(
+                        default=50,
+                        help_text="Candidate requests in the window before the guard judges (and before a scheduled stage advances).",
+                        validators=[django.core.validators.MinValueValidator(1)],
+                    ),
+                ),
+                (
+                    "window",
+                    models.DurationField(
+                        default=datetime.timedelta(seconds=300),
+                        help_text="The window error rates and P95 latency are measured over.",
+                    ),
+                ),
+                (
+                    "p95_latency_limit_ms",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        default=5000,
+                        help_text="Roll back when the candidate's P95 latency exceeds this (ms); empty = no latency guard (the seed: 5 s).",
+                        null=True,
+                    ),
+                ),
+                (
+                    "advance_every",
+                    models.DurationField(
+                        blank=True,
+                        help_text="Advance a healthy canary to its next stage this long after the last change; empty = by hand only.",
+                        null=True,
+                    ),
+                ),
+                ("next_advance_at", models.DateTimeField(blank=True, null=True)),
+                ("executor_kind", models.CharField(default="gateway", max_length=32)),
+                ("executor_config", models.JSONField(blank=True, default=dict)),
+                ("gate_overridden_by", models.CharField(blank=True, max_length=200)),
+                ("gate_override_reason", models.TextField(blank=True)),
+                ("revision", models.PositiveIntegerField(default=0)),
+                (
+                    "last_figures",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="The guard's last measurement."
+                    ),
+                ),
+                ("last_evaluated_at", models.DateTimeField(blank=True, null=True)),
+                ("created_by", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("stage_started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "alias",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="rollouts",
+                        to="gateway.modelalias",
+                    ),
+                ),
+                (
+                    "candidate_version",
+                    models.ForeignKey(
+                        help_text="The new version (green / canary).",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="gateway.modelversion",
+                    ),
+                ),
+                (
+                    "stable_version",
+                    models.ForeignKey(
+                        help_text="The version serving now (blue); traffic returns here on rollback.",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="gateway.modelversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'permissions': [('override_checklist_gate', 'Can advance a rollout past open pre-deployment items'), ('receive_rollout_alerts', 'Receives rollout alerts (automatic rollbacks) by email')],
+                "ordering": ["-created_at", "-id"],
+                "permissions": [
+                    (
+                        "override_checklist_gate",
+                        "Can advance a rollout past open pre-deployment items",
+                    ),
+                    (
+                        "receive_rollout_alerts",
+                        "Receives rollout alerts (automatic rollbacks) by email",
+                    ),
+                ],
             },
         ),
         migrations.AddField(
-            model_name='checklist',
-            name='rollout',
-            field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='checklist', to='rollouts.rollout'),
+            model_name="checklist",
+            name="rollout",
+            field=models.OneToOneField(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="checklist",
+                to="rollouts.rollout",
+            ),
         ),
         migrations.CreateModel(
-            name='RolloutStep',
+            name="RolloutStep",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('actor', models.CharField(max_length=200)),
-                ('action', models.CharField(choices=[('created', 'created'), ('health_probe', 'health probe'), ('started', 'started'), ('advanced', 'advanced'), ('paused', 'paused'), ('resumed', 'resumed'), ('gate_overridden', 'checklist gate overridden'), ('switched_back', 'switched back'), ('rolled_back', 'rolled back'), ('auto_rolled_back', 'rolled back automatically'), ('completed', 'completed'), ('signed_off', 'checklist item signed off'), ('load_test', 'load test result recorded')], max_length=32)),
-                ('from_percent', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('to_percent', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('reason', models.TextField(blank=True)),
-                ('figures', models.JSONField(blank=True, default=dict)),
-                ('rollout', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='steps', to='rollouts.rollout')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("actor", models.CharField(max_length=200)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("created", "created"),
+                            ("health_probe", "health probe"),
+                            ("started", "started"),
+                            ("advanced", "advanced"),
+                            ("paused", "paused"),
+                            ("resumed", "resumed"),
+                            ("gate_overridden", "checklist gate overridden"),
+                            ("switched_back", "switched back"),
+                            ("rolled_back", "rolled back"),
+                            ("auto_rolled_back", "rolled back automatically"),
+                            ("completed", "completed"),
+                            ("signed_off", "checklist item signed off"),
+                            ("load_test", "load test result recorded"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("from_percent", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("to_percent", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("reason", models.TextField(blank=True)),
+                ("figures", models.JSONField(blank=True, default=dict)),
+                (
+                    "rollout",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="steps",
+                        to="rollouts.rollout",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='SignOff',
+            name="SignOff",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('note', models.CharField(blank=True, max_length=300)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='signoffs', to='rollouts.checklistitem')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("note", models.CharField(blank=True, max_length=300)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="signoffs",
+                        to="rollouts.checklistitem",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='rollout',
-            constraint=models.UniqueConstraint(condition=models.Q(('state__in', ['pending', 'in_progress', 'paused'])), fields=('alias',), name='one_open_rollout_per_alias'),
+            model_name="rollout",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("state__in", ["pending", "in_progress", "paused"])),
+                fields=("alias",),
+                name="one_open_rollout_per_alias",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='signoff',
-            constraint=models.UniqueConstraint(fields=('item', 'user'), name='one_signoff_per_person'),
+            model_name="signoff",
+            constraint=models.UniqueConstraint(
+                fields=("item", "user"), name="one_signoff_per_person"
+            ),
         ),
     ]

@@ -19,12 +19,23 @@ ITEMS = [
     ("deploy", "Deploy to canary (5% traffic)", True, 0, "canary_started", {}),
     ("deploy", "Monitor for 30 minutes", True, 0, "monitored_for", {"minutes": 30}),
     ("deploy", "Gradually roll out to 100%", True, 0, "full_rollout", {}),
-    ("post", "Monitor error rates (target < 0.5%)", True, 0, "error_rate_below",
-     {"max_percent": 0.5}),
-    ("post", "Monitor latency (target < 5s P95)", True, 0, "p95_latency_below",
-     {"max_ms": 5000}),
-    ("post", "Monitor costs (no unexpected spikes)", True, 0, "cost_within_band",
-     {"band_percent": 50, "hours": 1}),
+    (
+        "post",
+        "Monitor error rates (target < 0.5%)",
+        True,
+        0,
+        "error_rate_below",
+        {"max_percent": 0.5},
+    ),
+    ("post", "Monitor latency (target < 5s P95)", True, 0, "p95_latency_below", {"max_ms": 5000}),
+    (
+        "post",
+        "Monitor costs (no unexpected spikes)",
+        True,
+        0,
+        "cost_within_band",
+        {"band_percent": 50, "hours": 1},
+    ),
     ("post", "Collect user feedback", True, 1, "", {}),
     ("post", "Document any issues", True, 1, "", {}),
     ("post", "Celebrate successful deployment", False, 1, "", {}),
@@ -37,13 +48,25 @@ def create(apps, schema_editor):
     if Template.objects.filter(name=NAME).exists():
         return
     template = Template.objects.create(
-        name=NAME, is_default=not Template.objects.filter(is_default=True).exists(),
-        description="The seed's deployment checklist (section 4.3).")
-    Item.objects.bulk_create([
-        Item(template=template, phase=phase, position=(index + 1) * 10, text=text,
-             required=required, required_signoffs=signoffs, automatic_check=check,
-             check_params=params)
-        for index, (phase, text, required, signoffs, check, params) in enumerate(ITEMS)])
+        name=NAME,
+        is_default=not Template.objects.filter(is_default=True).exists(),
+        description="The seed's deployment checklist (section 4.3).",
+    )
+    Item.objects.bulk_create(
+        [
+            Item(
+                template=template,
+                phase=phase,
+                position=(index + 1) * 10,
+                text=text,
+                required=required,
+                required_signoffs=signoffs,
+                automatic_check=check,
+                check_params=params,
+            )
+            for index, (phase, text, required, signoffs, check, params) in enumerate(ITEMS)
+        ]
+    )
 
 
 def remove(apps, schema_editor):

@@ -122,13 +122,18 @@ def _ensure_catalogue(result: BootstrapResult) -> Tier:
     # What the embedded model does not do is declared, so such requests get a clear 400.
     extra = {"unsupported": LOCAL_MODEL_UNSUPPORTED}
     provider = _create_audited(
-        Provider, {"name": "local"},
-        {"kind": Provider.Kind.OPENAI, "base_url": url, "extra": extra}, result
+        Provider,
+        {"name": "local"},
+        {"kind": Provider.Kind.OPENAI, "base_url": url, "extra": extra},
+        result,
     )
     assert isinstance(provider, Provider)
-    changes = {name: value for name, value in (("base_url", url), ("extra", extra))
-               if name == "base_url" and provider.base_url != value
-               or name == "extra" and "unsupported" not in provider.extra}
+    changes = {
+        name: value
+        for name, value in (("base_url", url), ("extra", extra))
+        if (name == "base_url" and provider.base_url != value)
+        or (name == "extra" and "unsupported" not in provider.extra)
+    }
     if changes:
         with transaction.atomic():
             before = {name: getattr(provider, name) for name in changes}

@@ -29,8 +29,9 @@ def verdict_for(score: float, *, block_threshold: float, flag_threshold: float) 
     return "allow"
 
 
-def screen_line(line: str, number: int, *, block_threshold: float,
-                flag_threshold: float) -> dict[str, Any]:
+def screen_line(
+    line: str, number: int, *, block_threshold: float, flag_threshold: float
+) -> dict[str, Any]:
     """The output record for one input line."""
     try:
         record = json.loads(line)
@@ -45,8 +46,9 @@ def screen_line(line: str, number: int, *, block_threshold: float,
     result = screen_texts([text])
     return {
         "id": record_id,
-        "verdict": verdict_for(result.score, block_threshold=block_threshold,
-                               flag_threshold=flag_threshold),
+        "verdict": verdict_for(
+            result.score, block_threshold=block_threshold, flag_threshold=flag_threshold
+        ),
         "score": round(result.score, 4),
         "reasons": list(result.reasons),
     }
@@ -61,11 +63,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="the JSON lines file, or - for standard input")
         parser.add_argument(
-            "--threshold", type=float, default=DEFAULT_BLOCK_THRESHOLD,
+            "--threshold",
+            type=float,
+            default=DEFAULT_BLOCK_THRESHOLD,
             help="block at or above this score (default: %(default)s)",
         )
         parser.add_argument(
-            "--flag-threshold", type=float, default=DEFAULT_FLAG_THRESHOLD,
+            "--flag-threshold",
+            type=float,
+            default=DEFAULT_FLAG_THRESHOLD,
             help="flag at or above this score, below the block threshold (default: %(default)s)",
         )
         parser.add_argument("--output", help="write here instead of standard output")
@@ -73,9 +79,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         block_threshold, flag_threshold = options["threshold"], options["flag_threshold"]
         if not 0.0 <= flag_threshold <= block_threshold <= 1.0:
-            raise CommandError(
-                "Thresholds must satisfy 0 <= --flag-threshold <= --threshold <= 1."
-            )
+            raise CommandError("Thresholds must satisfy 0 <= --flag-threshold <= --threshold <= 1.")
         counts = {"block": 0, "flag": 0, "allow": 0, "error": 0}
         with ExitStack() as stack:
             source = self._open_input(options["file"], stack)
@@ -85,8 +89,9 @@ class Command(BaseCommand):
             for number, line in enumerate(source, start=1):
                 if not line.strip():
                     continue
-                record = screen_line(line, number, block_threshold=block_threshold,
-                                     flag_threshold=flag_threshold)
+                record = screen_line(
+                    line, number, block_threshold=block_threshold, flag_threshold=flag_threshold
+                )
                 counts[record.get("verdict", "error")] += 1
                 out = json.dumps(record, ensure_ascii=False)
                 if sink is None:

@@ -17,5 +17,7 @@ class Command(StaffUserCommand):
 
     def act(self, user: Any, actor: str) -> str:
         staff_signin.enrolment_allow(actor=actor, user=user)
-        return (f"{user.get_username()} may set up an authenticator at their next sign-in to "
-                f"/admin/ (within {settings.LLMP_ENROLMENT_GRANT_HOURS} hours).")
+        return (
+            f"{user.get_username()} may set up an authenticator at their next sign-in to "
+            f"/admin/ (within {settings.LLMP_ENROLMENT_GRANT_HOURS} hours)."
+        )

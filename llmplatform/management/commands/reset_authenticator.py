@@ -15,5 +15,7 @@ class Command(StaffUserCommand):
     def act(self, user: Any, actor: str) -> str:
         removed = staff_signin.totp_devices_reset(actor=actor, user=user)
         staff_signin.enrolment_allow(actor=actor, user=user)
-        return (f"Removed {removed} authenticator(s) of {user.get_username()}. They set up a new "
-                "one at their next sign-in to /admin/.")
+        return (
+            f"Removed {removed} authenticator(s) of {user.get_username()}. They set up a new "
+            "one at their next sign-in to /admin/."
+        )

@@ -233,18 +233,29 @@ class Command(BaseCommand):
             (
                 "celery worker",
                 [
-                    *celery, "worker", "--loglevel", "INFO", "--concurrency", str(concurrency),
+                    *celery,
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    str(concurrency),
                     # Gossip, mingle and broker heartbeats are broadcasts between workers: one
                     # worker here, and no broadcast over the embedded file broker.
-                    "--without-gossip", "--without-mingle", "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
                 ],
                 "celery-worker",
             ),
             (
                 "celery beat",
                 [
-                    *celery, "beat", "--loglevel", "INFO",
-                    "--schedule", str(run_dir / "celerybeat-schedule"),
+                    *celery,
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--schedule",
+                    str(run_dir / "celerybeat-schedule"),
                     # No pid file: a stale one left by a killed beat would stop its restart.
                     "--pidfile=",
                 ],
@@ -254,7 +265,9 @@ class Command(BaseCommand):
         started = []
         for name, argv, slug in specs:
             child = RestartedChild(
-                supervisor, name, argv,
+                supervisor,
+                name,
+                argv,
                 status_path=run_dir / f"{slug}.json",
                 log_path=logs / f"{slug}.log",
                 cwd=settings.BASE_DIR,

@@ -17,9 +17,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            result = master_key_rotate(actor="command:rotate_master_key",
-                                       batch_size=options["batch_size"])
+            result = master_key_rotate(
+                actor="command:rotate_master_key", batch_size=options["batch_size"]
+            )
         except CryptoError as exc:
             raise CommandError(f"rotation stopped: {exc}") from None
-        self.stdout.write(f"re-wrapped {result.rewrapped} data keys in {result.batches} "
-                          f"batches with {result.master_key_id}")
+        self.stdout.write(
+            f"re-wrapped {result.rewrapped} data keys in {result.batches} "
+            f"batches with {result.master_key_id}"
+        )

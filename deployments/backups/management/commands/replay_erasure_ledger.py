@@ -20,8 +20,7 @@ class Command(BaseCommand):
         group = parser.add_mutually_exclusive_group(required=True)
         group.add_argument("--backup", help="the restored backup (id or uuid)")
         group.add_argument("--since", help="ISO time: replay erasures from then on")
-        parser.add_argument("--target-url", help="the restored database (default: the "
-                            "platform's)")
+        parser.add_argument("--target-url", help="the restored database (default: the platform's)")
 
     def handle(self, *args, **options):
         if options["backup"]:
@@ -48,5 +47,7 @@ class Command(BaseCommand):
         else:
             with engines.as_default_database(target):
                 result = ledger.erasure_ledger_replay(records)
-        self.stdout.write(f"{result.entries} ledger entries since {since.isoformat()}: "
-                          f"{result.erased} subjects erased again, {result.absent} already gone")
+        self.stdout.write(
+            f"{result.entries} ledger entries since {since.isoformat()}: "
+            f"{result.erased} subjects erased again, {result.absent} already gone"
+        )

@@ -28,10 +28,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("backup", nargs="?", help="backup id or uuid")
-        parser.add_argument("--target-url", help="an empty database (postgres://… or "
-                            "sqlite:////path); default: the platform's own database")
-        parser.add_argument("--drill", action="store_true",
-                            help="restore into a scratch database, verify, drop it")
+        parser.add_argument(
+            "--target-url",
+            help="an empty database (postgres://… or "
+            "sqlite:////path); default: the platform's own database",
+        )
+        parser.add_argument(
+            "--drill", action="store_true", help="restore into a scratch database, verify, drop it"
+        )
         parser.add_argument("--list", action="store_true", help="list the backups in the store")
         parser.add_argument("--rds-instance", help="RDS snapshot backups: the new instance id")
 
@@ -43,18 +47,23 @@ class Command(BaseCommand):
             if not options["backup"]:
                 raise CommandError("name a backup (its id or uuid), or use --list")
             if options["rds_instance"]:
-                instance = restore.backup_restore_rds(actor=actor, reference=options["backup"],
-                                                      instance_id=options["rds_instance"])
+                instance = restore.backup_restore_rds(
+                    actor=actor, reference=options["backup"], instance_id=options["rds_instance"]
+                )
                 endpoint = instance.get("Endpoint") or {}
                 self.stdout.write(
                     f"RDS instance {options['rds_instance']} restored "
                     f"({endpoint.get('Address', '?')}:{endpoint.get('Port', '?')}). Now run: "
                     "manage.py replay_erasure_ledger --backup "
-                    f"{options['backup']} --target-url postgres://…")
+                    f"{options['backup']} --target-url postgres://…"
+                )
                 return None
-            report = restore.backup_restore(actor=actor, reference=options["backup"],
-                                            target_url=options["target_url"],
-                                            drill=options["drill"])
+            report = restore.backup_restore(
+                actor=actor,
+                reference=options["backup"],
+                target_url=options["target_url"],
+                drill=options["drill"],
+            )
         except (restore.RestoreError, BackupStorageError) as exc:
             raise CommandError(str(exc)) from None
         rto = report.rto_seconds
@@ -64,7 +73,8 @@ class Command(BaseCommand):
             f"{'met' if report.met_rto else 'NOT met'}); {report.tables_compared} tables, "
             f"{report.rows_verified:,}/{report.rows_compared:,} rows and "
             f"{report.checksums_verified} table checksums verified; erasures replayed: "
-            f"{report.replay.erased} ({report.replay.absent} already gone)")
+            f"{report.replay.erased} ({report.replay.absent} already gone)"
+        )
         if report.mismatches:
             for mismatch in report.mismatches:
                 self.stderr.write(f"mismatch: {mismatch}")
@@ -79,4 +89,5 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{manifest['uuid']}  {manifest['started_at']}  {manifest['engine']:<10} "
                 f"{manifest['size_bytes']:>14,} bytes  "
-                f"key {manifest['encryption']['master_key_id']}")
+                f"key {manifest['encryption']['master_key_id']}"
+            )

@@ -13,8 +13,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if not conf.get().configured:
-            raise CommandError("backups are not configured: set LLMP_BACKUP_BUCKET (or "
-                               "LLMP_BACKUP_MODE=rds and LLMP_BACKUP_RDS_INSTANCE)")
+            raise CommandError(
+                "backups are not configured: set LLMP_BACKUP_BUCKET (or "
+                "LLMP_BACKUP_MODE=rds and LLMP_BACKUP_RDS_INSTANCE)"
+            )
         backup = services.backup_request(actor="command:run_backup")
         services.backup_run(backup.pk)
         backup.refresh_from_db()
@@ -25,4 +27,5 @@ class Command(BaseCommand):
             f"backup {backup.pk} ({backup.uuid}) succeeded in {duration:.1f} s: "
             f"{backup.engine}, {backup.size_bytes or 0:,} bytes in the store "
             f"({backup.dump_bytes or 0:,} dumped), key {backup.encryption_key_id}, "
-            f"{backup.storage_key}")
+            f"{backup.storage_key}"
+        )

@@ -16,8 +16,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("codes", nargs="*", help="Only these checks (default: all).")
-        parser.add_argument("--strict", action="store_true",
-                            help="Exit with status 1 if any check fails.")
+        parser.add_argument(
+            "--strict", action="store_true", help="Exit with status 1 if any check fails."
+        )
 
     def handle(self, *args, codes: list[str], strict: bool, **options) -> None:
         try:
@@ -25,7 +26,8 @@ class Command(BaseCommand):
         except (KeyError, OSError):
             user = "unknown"
         rows = services.evidence_checks_run(
-            actor=f"command:run_compliance_checks ({user})", trigger=services.Trigger.COMMAND,
+            actor=f"command:run_compliance_checks ({user})",
+            trigger=services.Trigger.COMMAND,
             codes=codes or None,
         )
         width = max([len(row.check_code) for row in rows] + [5])
@@ -33,8 +35,9 @@ class Command(BaseCommand):
         for row in rows:
             state = "ok" if row.ok else "FAILING"
             style = self.style.SUCCESS if row.ok else self.style.ERROR
-            self.stdout.write(f"{row.check_code.ljust(width)}  {style(state.ljust(7))}  "
-                              f"{row.summary}")
+            self.stdout.write(
+                f"{row.check_code.ljust(width)}  {style(state.ljust(7))}  {row.summary}"
+            )
         failing = sum(1 for row in rows if not row.ok)
         self.stdout.write(f"{len(rows)} checks, {failing} failing; stored as evidence.")
         if strict and failing:
