@@ -8,7 +8,7 @@ CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
 NODE_CLIENT := tests/clients/node
 NODE_CLIENT_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: install run test lint audit constraints chromium qemu compose local-model-rebuild clients
+.PHONY: install run test check lint audit constraints chromium qemu compose local-model-rebuild clients
 
 install: $(STAMP)
 
@@ -82,6 +82,17 @@ compose:
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Everything that must hold before a commit (CI runs it before the tests): lint, one format,
+# types (mypy with Django's and DRF's stubs; strict where pyproject.toml says), Django's system
+# checks and no model change without its migration. The fast part runs as pre-commit hooks
+# (.pre-commit-config.yaml).
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python manage.py check --fail-level WARNING
+	$(VENV)/bin/python manage.py makemigrations --check --dry-run
 
 # Known vulnerabilities in the installed packages (pip-audit against PyPI's JSON API, then OSV).
 # Needs the network; not part of `make test`. Exit 2 says the audit could not be done here.
