@@ -396,9 +396,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = LLMP_MAX_BODY_BYTES
 # Largest request body of the staff pages (/admin/, /deployments/), which take evidence files of
 # up to 10 MiB. Every route's body is capped before Django reads it (llmplatform.fastpath).
 LLMP_MAX_UPLOAD_BYTES = env_int("LLMP_MAX_UPLOAD_BYTES", 11 * 1024 * 1024, minimum=1024)
-# Usage records are written in batches every this many milliseconds (0: each before the
-# response completes). A crash loses at most this window of records.
+# Usage records are written in batches every this many milliseconds (0: each on its own, as
+# soon as it is made). A crash loses at most this window of records.
 LLMP_USAGE_FLUSH_MS = env_int("LLMP_USAGE_FLUSH_MS", 200, minimum=0)
+# What a request does after its answer (its usage record and limit corrections, a consented
+# conversation record, a GPC opt-out, a fallback copy in the cache) runs in the background, off
+# the answer's path. On: all of it runs before the response completes, so whoever sent the
+# request can read its effects at once. For tests and debugging; production leaves it off.
+LLMP_AFTER_ANSWER_INLINE = env_bool("LLMP_AFTER_ANSWER_INLINE", False)
 # Response cache: how long an answer is kept (seconds).
 LLMP_CACHE_TTL_SECONDS = env_int("LLMP_CACHE_TTL_SECONDS", 3600, minimum=1)
 # The secrets resolver's cache lifetime for AWS Secrets Manager values.

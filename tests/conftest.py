@@ -145,10 +145,13 @@ def admin_client(client, admin_user):
 
 
 @pytest.fixture(autouse=True)
-def _usage_written_at_once(settings):
-    """Tests read usage records right after a response: write each one before it completes
-    (tests of the batching writer set their own interval)."""
-    settings.LLMP_USAGE_FLUSH_MS = 0
+def _after_answer_inline(settings):
+    """Most tests read what a request did (its usage record, a security event, a conversation
+    record) right after its response, and Django's test client ends its event loop with the
+    response: the work after an answer runs before the response completes. Production runs it
+    in the background; tests/test_after_answer_in_background.py covers that mode end to end, and
+    tests of the batching writer set their own switches."""
+    settings.LLMP_AFTER_ANSWER_INLINE = True
 
 
 def free_port() -> int:
@@ -290,7 +293,7 @@ def start_gateway_process(*, workers: int = 1, env: dict[str, str] | None = None
         "LLMP_DATA_DIR": str(settings.DATA_DIR),
         "LLMP_API_KEY_PEPPER": settings.API_KEY_PEPPER,
         "SECRET_KEY": settings.SECRET_KEY,
-        "LLMP_USAGE_FLUSH_MS": "0",
+        "LLMP_AFTER_ANSWER_INLINE": "true",
         **(env or {}),
     }
     process = subprocess.Popen(

@@ -12,7 +12,7 @@ from gateway.pipeline import background
 
 @pytest.fixture
 def deferred(settings, monkeypatch):
-    settings.LLMP_USAGE_FLUSH_MS = 50  # background mode, as in production
+    settings.LLMP_AFTER_ANSWER_INLINE = False  # background mode, as in production
     # Keep the backoff short; the policy (which errors, how long) is the real one.
     monkeypatch.setattr(background, "wait_exponential_jitter", lambda **_: lambda retry_state: 0.01)
 

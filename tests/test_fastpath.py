@@ -32,6 +32,7 @@ def test_an_oversized_body_is_refused_before_it_is_read_whole(gateway_server, ke
 
 
 def test_usage_records_are_written_in_batches_shortly_after(gateway_server, key_a, settings):
+    settings.LLMP_AFTER_ANSWER_INLINE = False
     settings.LLMP_USAGE_FLUSH_MS = 300
     with OpenAIUpstream() as upstream:
         route_alias("default", upstream.base_url)

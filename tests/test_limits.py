@@ -338,6 +338,7 @@ def test_batched_corrections_reach_the_counters(
     gateway_server, principals, key_a, upstream, settings
 ):
     """In production corrections are gathered for a few milliseconds and sent together."""
+    settings.LLMP_AFTER_ANSWER_INLINE = False
     settings.LLMP_USAGE_FLUSH_MS = 50
     route_alias("default", upstream.base_url)
     set_tier(principals, tokens_per_minute=1000, max_output_tokens=0)

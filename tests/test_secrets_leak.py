@@ -395,7 +395,7 @@ def test_nothing_leaks_from_a_gateway_process(
         "LLMP_DATA_DIR": str(settings.DATA_DIR),
         "LLMP_API_KEY_PEPPER": settings.API_KEY_PEPPER,
         "SECRET_KEY": settings.SECRET_KEY,
-        "LLMP_USAGE_FLUSH_MS": "0",
+        "LLMP_AFTER_ANSWER_INLINE": "true",
         "LOG_LEVEL": "DEBUG",
         "LLMP_UPSTREAM_READ_TIMEOUT": "5",
         PROVIDER_KEY_ENV: provider_key,

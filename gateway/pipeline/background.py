@@ -2,9 +2,9 @@
 entry kept for the fallback chain, a conversation record, ``last_used_at``).
 
 ``spawn`` keeps a reference to each task, so it is not collected before it ends. ``after_answer``
-is for work that must not be lost silently: it runs at once when usage records are written at
-once (``LLMP_USAGE_FLUSH_MS=0``, as the tests do), else in the background; a failure is logged,
-never raised into an answer that was already given.
+is for work that must not be lost silently: it runs in the background (before the response
+completes only with ``LLMP_AFTER_ANSWER_INLINE``, as most tests set); a failure is logged, never
+raised into an answer that was already given.
 
 ``after_answer_durably`` is for records the client was promised (a consented conversation):
 while the database is unreachable (a restart, a failover) the write is retried with backoff for
@@ -48,7 +48,7 @@ async def _logged(job: Coroutine[Any, Any, Any], event: str) -> None:
 
 
 async def after_answer(job: Coroutine[Any, Any, Any], *, event: str) -> None:
-    if settings.LLMP_USAGE_FLUSH_MS <= 0:
+    if settings.LLMP_AFTER_ANSWER_INLINE:
         await _logged(job, event)
     else:
         spawn(_logged(job, event))
@@ -61,7 +61,7 @@ async def _durably(make_job: Callable[[int], Coroutine[Any, Any, Any]], event: s
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type((OperationalError, InterfaceError)),
-            wait=wait_exponential_jitter(initial=0.5, max=10.0),
+            wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
             stop=stop_after_delay(DURABLE_RETRY_SECONDS),
             reraise=True,
         ):
@@ -76,7 +76,7 @@ async def after_answer_durably(
 ) -> None:
     """``make_job(attempt)`` builds the write; from the second attempt on it must check whether
     an earlier attempt committed (a connection can drop after the commit)."""
-    if settings.LLMP_USAGE_FLUSH_MS <= 0:
+    if settings.LLMP_AFTER_ANSWER_INLINE:
         await _logged(make_job(1), event)
     else:
         spawn(_durably(make_job, event))

@@ -455,10 +455,23 @@ class ChatCall(PipelineCall):
             nonzero_temperature_allowed=self.principal.cache_nonzero_temperature,
         )
         if not eligible or "no-cache" in self.info.cache_control or not self.store_answers:
+            if self.store_answers:
+                await self.learn_namespace(key)
             self.cache_status = "BYPASS"
-            self.cache_key = key if self.store_answers else None
             return None
         return await self.cached(key, lambda answer: answer.eligible)
+
+    async def learn_namespace(self, key: response_cache.CacheKey) -> None:
+        """A request the cache does not answer still leaves a copy of its answer for when every
+        provider fails. The copy goes under the tenant's namespace as it is now, before the
+        answer (an invalidation or an erasure meanwhile must make it unreachable): looked up
+        here, in the same round trip as the admission."""
+        try:
+            self.cache_namespace, _ = await response_cache.response_cache().lookup(key)
+        except Exception:  # a cache outage must not fail the request: keep no copy
+            log.warning("cache_lookup_failed", exc_info=True)
+            return
+        self.cache_key = key
 
     async def remember(self, result: ChatResult, eligible: bool) -> None:
         """Store a fresh answer. An eligible one is stored before answering (one round trip),

@@ -32,8 +32,8 @@ class UsageWriter:
     every ``LLMP_USAGE_FLUSH_MS`` (one COPY on PostgreSQL, one multi-row INSERT elsewhere, from
     one thread with one database connection). On shutdown (ASGI lifespan) the rest is
     written. If the database fails, the batch is kept and retried with the next one, up to
-    ``MAX_PENDING`` records. With
-    ``LLMP_USAGE_FLUSH_MS=0`` each record is written before the response completes.
+    ``MAX_PENDING`` records. With ``LLMP_USAGE_FLUSH_MS=0`` or ``LLMP_AFTER_ANSWER_INLINE``
+    each record is written at once.
     """
 
     MAX_BATCH = 500
@@ -45,7 +45,7 @@ class UsageWriter:
 
     async def add(self, record: dict) -> None:
         interval = settings.LLMP_USAGE_FLUSH_MS
-        if interval <= 0:
+        if interval <= 0 or settings.LLMP_AFTER_ANSWER_INLINE:
             await sync_to_async(self._write)([record])
             return
         self._pending.append(record)
@@ -184,7 +184,7 @@ class Meter:
             tokens = 0 if self.cache_hit else usage.total_tokens
             actual = {TOKENS: tokens, SPEND: int(cost * limits.NANO)}
             admission, self.admission = self.admission, None
-            if settings.LLMP_USAGE_FLUSH_MS <= 0:
+            if settings.LLMP_AFTER_ANSWER_INLINE:
                 await limits.correct(admission, actual)
             else:
                 limits.corrections.add(admission, actual)
