@@ -27,7 +27,7 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from llmplatform.admin_dashboard import Figure, Level, Panel, Row
+from llmplatform.admin_dashboard import Figure, Level, Panel, PanelBuilder, Row
 
 log = structlog.get_logger("deployments.dashboard")
 
@@ -292,6 +292,7 @@ def backups_panel(request: HttpRequest, clock: Clock) -> Panel:
             note=f"RPO {duration_text(targets.rpo)}",
         )
     else:
+        assert backup.started_at is not None  # last_good_backup finds only started backups
         age = clock.now - backup.started_at
         backup_figure = Figure(
             key="last_good_backup",
@@ -465,7 +466,7 @@ def spend_panel(request: HttpRequest, clock: Clock) -> Panel:
 
 #: The dashboard's panels, in order; each is computed on its own, so one that fails (shown as
 #: unavailable by the kernel) leaves the others standing.
-PANELS = (
+PANELS: tuple[tuple[str, Callable[[HttpRequest, Clock], Panel]], ...] = (
     ("subject_requests", subject_requests_panel),
     ("operations", compliance_and_change_panel),
     ("guards", guards_panel),
@@ -474,8 +475,13 @@ PANELS = (
 )
 
 
+def _builder(build: Callable[[HttpRequest, Clock], Panel]) -> PanelBuilder:
+    """The kernel's builder for one of the panels: built at the moment of each request."""
+    return lambda request: [build(request, Clock.current())]
+
+
 def register() -> None:
     from llmplatform.admin_dashboard import register_panels
 
     for name, build in PANELS:
-        register_panels(name, lambda request, build=build: [build(request, Clock.current())])
+        register_panels(name, _builder(build))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
@@ -28,6 +29,9 @@ from gateway.secrets import validate_provider_secret_ref
 from llmplatform.admin import ReadOnlyAdmin, TenantAdmin
 from llmplatform.admin_audit import AuditedModelAdmin
 from llmplatform.models import Tenant
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 
 class TenantPlanInline(admin.StackedInline):
@@ -148,6 +152,12 @@ class ServiceAccountStateFilter(admin.SimpleListFilter):
         return queryset
 
 
+class _KeyCount(TypedDict):
+    """What ``ServiceAccountAdmin.get_queryset`` adds to each account."""
+
+    active_key_count: int
+
+
 @admin.register(ServiceAccount)
 class ServiceAccountAdmin(admin.ModelAdmin):
     """Machine identities of tenants. Created through the service (audited); disabling one
@@ -178,7 +188,7 @@ class ServiceAccountAdmin(admin.ModelAdmin):
         )
 
     @admin.display(description="active keys", ordering="active_key_count")
-    def active_keys(self, obj: ServiceAccount) -> int:
+    def active_keys(self, obj: WithAnnotations[ServiceAccount, _KeyCount]) -> int:
         return obj.active_key_count
 
     def get_readonly_fields(self, request, obj=None):
@@ -223,7 +233,8 @@ class IpRangesField(forms.CharField):
 
     widget = forms.Textarea(attrs={"rows": 3})
 
-    def to_python(self, value) -> list[str]:
+    # A list, not CharField's str: django-stubs pins to_python to the parent's value type.
+    def to_python(self, value) -> list[str]:  # type: ignore[override]
         text = super().to_python(value) or ""
         try:
             return services.normalize_ip_ranges(text.replace(",", "\n").splitlines())

@@ -90,7 +90,7 @@ class DeploymentBreakerAdmin(admin.ModelAdmin):
         "recent_failures",
         "history",
     ]
-    fields = readonly_fields
+    fields = readonly_fields  # type: ignore[assignment]  # django-stubs: invariant list types
 
     list_display = [
         "name",

@@ -29,8 +29,8 @@ class GatewayConfig(AppConfig):
         for model in (models.ModelAlias, models.ModelVersion):
             post_save.connect(cache.safe_invalidate_alias, sender=model, weak=False)
             post_delete.connect(cache.safe_invalidate_alias, sender=model, weak=False)
-        for model in (models.ApiKey, models.Tier, models.TenantPlan):
-            post_save.connect(lambda **_: authenticate.clear_cache(), sender=model, weak=False)
+        for auth_model in (models.ApiKey, models.Tier, models.TenantPlan):
+            post_save.connect(lambda **_: authenticate.clear_cache(), sender=auth_model, weak=False)
         from privacy.models import PrivacyPolicy
 
         post_save.connect(lambda **_: authenticate.clear_cache(), sender=PrivacyPolicy, weak=False)

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -218,8 +218,10 @@ class RedisResponseCache:
     def purge_subject(self, tenant_id: int, subject: str) -> int:
         client = sync_redis()
         index = subject_index_key(tenant_id, subject)
-        entries = list(client.smembers(index))
-        removed = client.delete(*entries) if entries else 0
+        # redis-py types every command for both clients (``Awaitable[T] | T``); the synchronous
+        # client returns the value itself: a set of member names, and the count deleted.
+        entries = list(cast(set[bytes], client.smembers(index)))
+        removed = cast(int, client.delete(*entries)) if entries else 0
         client.delete(index)
         return int(removed)
 

@@ -89,6 +89,7 @@ import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -525,7 +526,7 @@ class _Parser:
                 "name": lambda: self.text(data, "name", path, max_length=32, slug=True),
                 "description": lambda: self.text(data, "description", path),
                 **{
-                    key: (lambda key=key: self.integer(data, key, path, getattr(defaults, key)))
+                    key: partial(self.integer, data, key, path, getattr(defaults, key))
                     for key in counters
                 },
                 "max_prompt_chars": lambda: self.integer(
@@ -650,10 +651,7 @@ class _Parser:
         timeouts_path = f"{path}.timeouts"
         data = self.mapping(value, timeouts_path, {"connect", "read"}, set())
         values = self.fields(
-            {
-                key: (lambda key=key: self.seconds(data, key, timeouts_path))
-                for key in ("connect", "read")
-            }
+            {key: partial(self.seconds, data, key, timeouts_path) for key in ("connect", "read")}
         )
         return values["connect"], values["read"]
 
@@ -792,7 +790,7 @@ class _Parser:
         data = self.mapping(value, price_path, {"input_per_1k", "output_per_1k"}, set())
         values = self.fields(
             {
-                key: (lambda key=key: self.decimal(data, key, price_path, places=6, digits=12))
+                key: partial(self.decimal, data, key, price_path, places=6, digits=12)
                 for key in ("input_per_1k", "output_per_1k")
             }
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.db import models, transaction
 
@@ -31,6 +31,8 @@ from gateway.models import (
     Tier,
 )
 from llmplatform.audit import audit_record
+
+_M = TypeVar("_M", bound=models.Model)
 
 KINDS = ("provider", "deployment", "alias", "version", "tier")
 CREATED, UPDATED, UNCHANGED, DISABLED = "created", "updated", "unchanged", "disabled"
@@ -112,31 +114,31 @@ def _same(current: Any, desired: Any) -> bool:
     return current == desired
 
 
-class OrderedRelation:
-    """An ordered list of names kept in rows of another table."""
+class OrderedRelation(Generic[_M]):
+    """An ordered list of names kept in rows of another table, for objects of model ``_M``."""
 
     names: list[str]
 
-    def read(self, obj: models.Model) -> list[str]:
+    def read(self, obj: _M) -> list[str]:
         raise NotImplementedError
 
-    def write(self, obj: models.Model) -> None:
+    def write(self, obj: _M) -> None:
         raise NotImplementedError
 
 
-class _FallbackChain(OrderedRelation):
+class _FallbackChain(OrderedRelation[ModelAlias]):
     def __init__(self, names: tuple[str, ...], deployments: dict[str, ProviderDeployment]) -> None:
         self.names = list(names)
         self.deployments = deployments
 
-    def read(self, obj: models.Model) -> list[str]:
+    def read(self, obj: ModelAlias) -> list[str]:
         return list(
             AliasFallback.objects.filter(alias=obj)
             .order_by("position", "id")
             .values_list("deployment__name", flat=True)
         )
 
-    def write(self, obj: models.Model) -> None:
+    def write(self, obj: ModelAlias) -> None:
         AliasFallback.objects.filter(alias=obj).delete()
         AliasFallback.objects.bulk_create(
             AliasFallback(alias=obj, deployment=self.deployments[name], position=position)
@@ -152,22 +154,23 @@ class _Applier:
     def upsert(
         self,
         kind: str,
-        model: type[models.Model],
+        model: type[_M],
         lookup: dict[str, Any],
         desired: dict[str, Any],
         name: str,
         *,
         many: dict[str, list[models.Model]] | None = None,
-        ordered: dict[str, OrderedRelation] | None = None,
-    ) -> Any:
+        ordered: dict[str, OrderedRelation[_M]] | None = None,
+    ) -> _M:
         """Create the row, or update exactly the fields that differ; one audit row either way.
         ``many`` holds many-to-many fields, compared by the related objects' names;
         ``ordered`` holds ordered lists of names kept in other rows (fallback chains)."""
         many = many or {}
         ordered = ordered or {}
-        obj = model.objects.select_for_update().filter(**lookup).first()
+        # The default manager: ``objects`` on every model here (Django's way to name it for any).
+        obj = model._default_manager.select_for_update().filter(**lookup).first()
         if obj is None:
-            obj = model.objects.create(**lookup, **desired)
+            obj = model._default_manager.create(**lookup, **desired)
             for key, related in many.items():
                 getattr(obj, key).set(related)
             for relation in ordered.values():
@@ -265,8 +268,8 @@ class _Applier:
             spec.name,
             ordered={"fallbacks": fallbacks},
         )
-        for version in spec.versions:
-            self.version(alias, version, deployments[version.deployment])
+        for version_spec in spec.versions:
+            self.version(alias, version_spec, deployments[version_spec.deployment])
         if prune:
             listed = {v.version for v in spec.versions}
             stale = (

@@ -191,6 +191,7 @@ async def admit(counters: list[Counter], now: float | None = None) -> Admission:
         ok, values, index = local_store.admit(counters, now)
         if ok:
             return Admission(True, counters, values)
+        assert index is not None  # a refusal names the counter without room
         return Admission(False, [counters[index]], values, denied=counters[index])
     packed = ",".join(f"{c.limit},{c.amount},{int(c.reset_at - now) + 60}" for c in counters)
     try:

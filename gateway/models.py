@@ -64,7 +64,9 @@ class Tier(models.Model):
         default=3_000_000,
         help_text="Characters of one image, audio or file part (a data URL or base64 data).",
     )
-    allowed_aliases = models.ManyToManyField(
+    # Annotated: the stubs' plugin cannot type a relation to a model named by a string
+    # (typeddjango/django-stubs#1802); the through model is Django's generated one.
+    allowed_aliases: models.ManyToManyField[ModelAlias, models.Model] = models.ManyToManyField(
         "ModelAlias", blank=True, help_text="Empty means every enabled alias."
     )
     # Prompt-injection screening (a tenant's plan may override).

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 from django.conf import settings
@@ -17,6 +17,9 @@ from gateway import keys
 from gateway.models import ApiKey, SecurityEvent, ServiceAccount, TenantPlan, Tier
 from llmplatform.audit import actor_label, audit_record
 from llmplatform.models import Tenant
+
+if TYPE_CHECKING:
+    from privacy.models import DataSubject
 
 logger = structlog.get_logger("gateway.services")
 
@@ -58,7 +61,7 @@ def _key_state(key: ApiKey) -> dict[str, Any]:
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
         "allowed_ips": key.allowed_ips,
-        "service_account": key.service_account.name if key.service_account_id else None,
+        "service_account": key.service_account.name if key.service_account is not None else None,
         "daily_budget": str(key.daily_budget) if key.daily_budget is not None else None,
         "monthly_budget": str(key.monthly_budget) if key.monthly_budget is not None else None,
     }
@@ -268,7 +271,16 @@ def cache_invalidate_tenant(*, actor: Any, tenant: Tenant, alias_name: str | Non
         transaction.on_commit(lambda: cache.invalidate_tenant(tenant.pk, alias_name))
 
 
-def security_event_text(tenant_id: int, user: str | None, text: str) -> dict:
+class SecurityEventText(TypedDict, total=False):
+    """The fields of a ``SecurityEvent`` that keep its flagged text (none when nothing is)."""
+
+    subject: DataSubject
+    text_ciphertext: bytes
+    text: str
+    text_expires_at: datetime
+
+
+def security_event_text(tenant_id: int, user: str | None, text: str) -> SecurityEventText:
     """The fields that keep a flagged text: encrypted with the end user's data key when the
     request named one, else redacted of personal data; either way only for
     ``LLMP_SECURITY_TEXT_DAYS``. A detector that fails keeps nothing (fail closed)."""
@@ -293,7 +305,7 @@ def security_event_text(tenant_id: int, user: str | None, text: str) -> dict:
         return {}
 
 
-def security_event_text_purge(*, now=None) -> int:
+def security_event_text_purge(*, now: datetime | None = None) -> int:
     """Forget the text kept with security events whose retention has passed (the event, its
     score and the hash of the text stay). Returns how many events lost their text."""
     now = now or timezone.now()
@@ -302,15 +314,17 @@ def security_event_text_purge(*, now=None) -> int:
     )
 
 
-def security_events_find(tenant_id: int, external_id: str) -> list[dict]:
+def security_events_find(tenant_id: int, external_id: str) -> list[dict[str, Any]]:
     """The subject's security events with the text kept for them, decrypted (data map)."""
     from privacy import crypto, selectors
 
     subject = selectors.subject_for(tenant_id, external_id)
     if subject is None:
         return []
-    out = []
+    out: list[dict[str, Any]] = []
     for event in SecurityEvent.objects.filter(subject=subject).order_by("created_at", "id"):
+        # An event keeps its subject only with the encrypted text (security_event_text).
+        assert event.text_ciphertext is not None
         try:
             text = crypto.decrypt(
                 subject,

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 from axes.admin import AccessAttemptAdmin as AxesAccessAttemptAdmin
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.db import transaction
+from django.contrib.auth.models import User
+from django.db import models, transaction
+from django.http import HttpRequest, HttpResponse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from llmplatform import staff_signin
@@ -14,15 +19,27 @@ from llmplatform.admin_audit import AuditedModelAdmin
 from llmplatform.audit import audit_record
 from llmplatform.models import AuditEvent, Membership, Tenant
 
+if TYPE_CHECKING:
+    # Generic only in django-stubs; at runtime these classes take no type arguments.
+    _MembershipInline = admin.TabularInline[Membership, Tenant]
+    _TenantAdmin = admin.ModelAdmin[Tenant]
+    # A base for the admin of any model (Any: each subclass narrows its model).
+    _AnyModelAdmin = admin.ModelAdmin[Any]
+    _UserAdmin = UserAdmin[User]
+else:
+    _MembershipInline = admin.TabularInline
+    _TenantAdmin = _AnyModelAdmin = admin.ModelAdmin
+    _UserAdmin = UserAdmin
 
-class MembershipInline(admin.TabularInline):
+
+class MembershipInline(_MembershipInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(_TenantAdmin):
     list_display = ["name", "slug", "is_active", "require_owner_2fa", "created_at"]
     list_filter = ["is_active", "require_owner_2fa"]
     search_fields = ["name", "slug"]
@@ -30,16 +47,16 @@ class TenantAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(_AnyModelAdmin):
     """A log officers read but nobody adds to, changes or deletes from here."""
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return False
 
 
@@ -76,20 +93,20 @@ class AuthenticatorAdmin(AuditedModelAdmin):
         "throttling_failure_count",
         "throttling_failure_timestamp",
     ]
-    readonly_fields = fields
+    readonly_fields = cast("list[str]", fields)  # the list above: field names only
     audit_exclude = ("key",)
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: TOTPDevice | None = None) -> bool:
         return False
 
 
-class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):
+class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):  # type: ignore[misc]  # axes is untyped
     """django-axes' failed-login records. Deleting one lifts a lockout: audited."""
 
-    def _audit_unlock(self, request, attempt: AccessAttempt) -> None:
+    def _audit_unlock(self, request: HttpRequest, attempt: AccessAttempt) -> None:
         audit_record(
             actor=request.user,
             action="auth.unlock",
@@ -102,14 +119,16 @@ class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):
             },
         )
 
-    def delete_model(self, request, obj):
+    def delete_model(self, request: HttpRequest, obj: AccessAttempt) -> None:
         with transaction.atomic():
             self._audit_unlock(request, obj)
             super().delete_model(request, obj)
 
     # axes declares this action without a permission; it deletes records, so it needs delete.
     @admin.action(description="Clean up expired attempts", permissions=["delete"])
-    def cleanup_expired_attempts(self, request, queryset):
+    def cleanup_expired_attempts(
+        self, request: HttpRequest, queryset: models.QuerySet[AccessAttempt]
+    ) -> None:
         with transaction.atomic():
             count = self.handler.clean_expired_user_attempts(request=request)
             audit_record(
@@ -117,14 +136,16 @@ class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):
             )
         self.message_user(request, f"Cleaned up {count} expired access attempts.")
 
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(
+        self, request: HttpRequest, queryset: models.QuerySet[AccessAttempt]
+    ) -> None:
         with transaction.atomic():
             for attempt in queryset:
                 self._audit_unlock(request, attempt)
             super().delete_queryset(request, queryset)
 
 
-class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
+class AuditedUserAdmin(AuditedModelAdmin, _UserAdmin):
     """Django's user admin; who made whom staff or superuser, and password resets, are in the
     audit log (never the password or its hash)."""
 
@@ -134,7 +155,7 @@ class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
     @admin.action(
         description="Allow authenticator enrolment at the next sign-in", permissions=["superuser"]
     )
-    def allow_enrolment(self, request, queryset):
+    def allow_enrolment(self, request: HttpRequest, queryset: models.QuerySet[User]) -> None:
         for user in queryset:
             staff_signin.enrolment_allow(actor=request.user, user=user)
         self.message_user(
@@ -144,16 +165,21 @@ class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
             " hours).",
         )
 
-    def has_superuser_permission(self, request) -> bool:
+    def has_superuser_permission(self, request: HttpRequest) -> bool:
         return request.user.is_active and request.user.is_superuser
 
-    def user_change_password(self, request, id, form_url=""):
+    def user_change_password(
+        self, request: HttpRequest, id: str, form_url: str = ""
+    ) -> HttpResponse:
         with transaction.atomic():
             return super().user_change_password(request, id, form_url)
 
-    def log_change(self, request, obj, message):
+    def log_change(
+        self, request: HttpRequest, obj: User, message: str | list[dict[str, Any]]
+    ) -> LogEntry:
         match = request.resolver_match
-        if match is not None and match.url_name.endswith("_password_change"):
+        # cast: every admin URL has a name.
+        if match is not None and cast(str, match.url_name).endswith("_password_change"):
             audit_record(
                 actor=request.user,
                 action="admin.user.set_password",

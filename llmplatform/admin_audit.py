@@ -3,16 +3,38 @@ transaction as the change (the admin's change views run inside ``transaction.ato
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from django.contrib import admin
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
-from django.forms.models import model_to_dict
+from django.forms import BaseModelForm, ModelForm
+from django.forms.models import BaseInlineFormSet, model_to_dict
+from django.http import HttpRequest
 
 from llmplatform.audit import audit_record
 
 _encoder = DjangoJSONEncoder()
+
+if TYPE_CHECKING:
+    # Generic only in django-stubs (at runtime they take no type arguments): a base for the
+    # admin of any model (Any: each subclass narrows its model), and an inline's formset.
+    _ModelAdmin = admin.ModelAdmin[Any]
+    _InlineFormSet = BaseInlineFormSet[models.Model, models.Model, ModelForm[models.Model]]
+else:
+    _ModelAdmin = admin.ModelAdmin
+
+
+class _WithObjects(Protocol):
+    """A model class whose manager is ``objects``, as every model admin'd here has one."""
+
+    objects: ClassVar[models.Manager[models.Model]]
+
+
+class _AuditedRequest(Protocol):
+    """A request after ``save_model``: the object's snapshot before the change."""
+
+    _llmp_audit_before: dict[str, Any] | None
 
 
 def snapshot(obj: models.Model, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -34,24 +56,38 @@ def snapshot(obj: models.Model, exclude: tuple[str, ...] = ()) -> dict[str, Any]
     return out
 
 
-class AuditedModelAdmin(admin.ModelAdmin):
+class AuditedModelAdmin(_ModelAdmin):
     #: fields never copied into the audit log (hashes, secrets)
     audit_exclude: tuple[str, ...] = ()
 
     def _action(self, verb: str) -> str:
         return f"admin.{self.model._meta.model_name}.{verb}"
 
-    def save_model(self, request, obj, form, change):
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: models.Model,
+        form: BaseModelForm[models.Model],
+        change: bool,
+    ) -> None:
         before = None
         if change and obj.pk:
-            old = type(obj).objects.filter(pk=obj.pk).first()
+            model = cast("type[_WithObjects]", type(obj))  # each model admin'd here has objects
+            old = model.objects.filter(pk=obj.pk).first()
             before = snapshot(old, self.audit_exclude) if old else None
         super().save_model(request, obj, form, change)
-        request._llmp_audit_before = before
+        # cast: the attribute is set here, for save_related.
+        cast(_AuditedRequest, request)._llmp_audit_before = before
 
-    def save_related(self, request, form, formsets, change):
+    def save_related(
+        self,
+        request: HttpRequest,
+        form: BaseModelForm[models.Model],
+        formsets: list[_InlineFormSet],
+        change: bool,
+    ) -> None:
         super().save_related(request, form, formsets, change)
-        before = getattr(request, "_llmp_audit_before", None)
+        before: dict[str, Any] | None = getattr(request, "_llmp_audit_before", None)
         obj = form.instance
         after = snapshot(obj, self.audit_exclude)
         if before != after or not change:
@@ -63,9 +99,17 @@ class AuditedModelAdmin(admin.ModelAdmin):
                 after=after,
             )
 
-    def save_formset(self, request, form, formset, change):
+    def save_formset(
+        self,
+        request: HttpRequest,
+        form: BaseModelForm[models.Model],
+        formset: _InlineFormSet,
+        change: bool,
+    ) -> None:
         befores = {
-            f.instance.pk: snapshot(type(f.instance).objects.get(pk=f.instance.pk))
+            f.instance.pk: snapshot(
+                cast("type[_WithObjects]", type(f.instance)).objects.get(pk=f.instance.pk)
+            )  # cast: each model admin'd here has objects
             for f in formset.forms
             if f.instance.pk and f.has_changed()
         }
@@ -98,12 +142,14 @@ class AuditedModelAdmin(admin.ModelAdmin):
     def _inline_action(obj: models.Model, verb: str) -> str:
         return f"admin.{obj._meta.model_name}.{verb}"
 
-    def delete_model(self, request, obj):
+    def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
         before = snapshot(obj, self.audit_exclude)
         audit_record(actor=request.user, action=self._action("delete"), obj=obj, before=before)
         super().delete_model(request, obj)
 
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(
+        self, request: HttpRequest, queryset: models.QuerySet[models.Model]
+    ) -> None:
         for obj in queryset:
             audit_record(
                 actor=request.user,

@@ -38,10 +38,12 @@ def requires(*permissions: str) -> Callable[[Callable[..., Any]], Callable[..., 
 def required_permissions(view: Callable[..., Any]) -> tuple[str, ...] | None:
     """What a view (through Django's wrappers: admin_view, csrf, never_cache) declared."""
     seen = set()
-    while view is not None and id(view) not in seen:
-        seen.add(id(view))
-        declared = getattr(view, REQUIRED_PERMISSIONS_ATTR, None)
+    current: Callable[..., Any] | None = view
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # What ``requires`` set, or None.
+        declared: tuple[str, ...] | None = getattr(current, REQUIRED_PERMISSIONS_ATTR, None)
         if declared is not None:
             return declared
-        view = getattr(view, "__wrapped__", None) or getattr(view, "__func__", None)
+        current = getattr(current, "__wrapped__", None) or getattr(current, "__func__", None)
     return None

@@ -14,7 +14,7 @@ password, so the form does not tell a guesser that the password was right.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol, cast
 
 from django import forms
 from django.conf import settings
@@ -23,11 +23,12 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import REDIRECT_FIELD_NAME, get_user_model
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.signals import user_login_failed
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
@@ -49,6 +50,19 @@ ENROLLMENT_SECONDS = 600
 
 def second_factor_required() -> bool:
     return settings.LLMP_ADMIN_REQUIRE_2FA
+
+
+class _VerifiedUser(Protocol):
+    """A user whose second factor was checked: django-otp's ``user_logged_in`` receiver keeps
+    ``otp_device`` in the session."""
+
+    otp_device: TOTPDevice
+
+
+class _AuthenticatedUser(Protocol):
+    """A user ``authenticate()`` returned: it names the backend that accepted the password."""
+
+    backend: str
 
 
 class StaffAuthenticationForm(AdminAuthenticationForm):
@@ -91,8 +105,9 @@ class StaffAuthenticationForm(AdminAuthenticationForm):
                 reason="second_factor",
             )
             raise self.get_invalid_login_error()
-        # django-otp's user_logged_in receiver stores this device in the session.
-        user.otp_device = device
+        # django-otp's user_logged_in receiver stores this device in the session (cast: the
+        # attribute it reads is set here).
+        cast(_VerifiedUser, user).otp_device = device
         return cleaned
 
 
@@ -107,14 +122,16 @@ class EnrollmentForm(forms.Form):
 
 
 class StaffLoginView(LoginView):
-    def form_valid(self, form: StaffAuthenticationForm) -> HttpResponse:
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        assert isinstance(form, StaffAuthenticationForm)  # the site's login_form
         if form.enrollment_needed:
             user = form.get_user()
             # A new session id, as a login would get: the page behind it shows a secret.
             self.request.session.cycle_key()
             self.request.session[ENROLLMENT_SESSION_KEY] = {
                 "user_id": user.pk,
-                "backend": user.backend,
+                # cast: the form's user is the one authenticate() returned.
+                "backend": cast(_AuthenticatedUser, user).backend,
                 "started_at": time.time(),
                 "next": self.get_success_url(),
                 "device_id": None,
@@ -140,17 +157,21 @@ class GovernanceAdminSite(admin.AdminSite):
         is_verified = getattr(request.user, "is_verified", None)
         return bool(is_verified and is_verified())
 
-    def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    def index(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> TemplateResponse:
         context = {"dashboard_panels": admin_dashboard.panels(request), **(extra_context or {})}
         return super().index(request, context)
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLResolver | URLPattern]:
         setup = login_not_required(never_cache(csrf_protect(self.otp_setup)))
         return [path("otp/setup/", setup, name="otp_setup"), *super().get_urls()]
 
     @method_decorator(never_cache)
     @login_not_required
-    def login(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    def login(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         """Django's admin login, with the view that sends a staff member without an
         authenticator to the enrolment page instead of logging them in."""
         if request.method == "GET" and self.has_permission(request):
@@ -167,11 +188,13 @@ class GovernanceAdminSite(admin.AdminSite):
             context[REDIRECT_FIELD_NAME] = reverse("admin:index", current_app=self.name)
         context.update(extra_context or {})
         request.current_app = self.name
-        return StaffLoginView.as_view(
+        response = StaffLoginView.as_view(
             extra_context=context,
             authentication_form=self.login_form,
             template_name=self.login_template,
         )(request)
+        # cast: LoginView answers with its page or a redirect, both HttpResponses.
+        return cast(HttpResponse, response)
 
     def _enrollment_user(self, request: HttpRequest) -> Any | None:
         """The staff member whose enrolment this session is in, or None if there is none, it
@@ -182,7 +205,8 @@ class GovernanceAdminSite(admin.AdminSite):
             or time.time() - state.get("started_at", 0) > ENROLLMENT_SECONDS
         ):
             return None
-        user = get_user_model()._default_manager.filter(pk=state.get("user_id")).first()
+        # Django takes pk=None (no row matches); the stubs' lookup type leaves None out.
+        user = get_user_model()._default_manager.filter(pk=state.get("user_id")).first()  # type: ignore[misc]
         if user is None or not (user.is_active and user.is_staff):
             return None
         if staff_signin.confirmed_totp_device(user) is not None:

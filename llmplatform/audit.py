@@ -33,8 +33,8 @@ def audit_record(
     object_id: str = "",
     object_repr: str = "",
     tenant: Tenant | None = None,
-    before: dict | None = None,
-    after: dict | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
 ) -> AuditEvent:
     if obj is not None:
         object_type = object_type or obj._meta.label

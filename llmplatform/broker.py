@@ -18,14 +18,26 @@ import contextlib
 import fcntl
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import Empty
 from time import time_ns
+from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
-from kombu.utils.encoding import bytes_to_str, str_to_bytes
-from kombu.utils.json import dumps, loads
+from kombu.utils import encoding as kombu_encoding
+from kombu.utils import json as kombu_json
+
+# kombu ships py.typed but leaves most of its functions unannotated: calls to its Channel's own
+# methods say so where they are made, and these helpers get their types as used here.
+str_to_bytes: Callable[[str], bytes] = kombu_encoding.str_to_bytes
+bytes_to_str: Callable[[bytes], str] = kombu_encoding.bytes_to_str
+dumps: Callable[[object], str] = kombu_json.dumps
+loads: Callable[[str], Any] = kombu_json.loads
+
+#: A message as kombu's virtual transport hands it over: its body, headers and properties.
+Payload = dict[str, Any]
 
 
 def _write_whole(path: Path, data: bytes) -> None:
@@ -41,7 +53,7 @@ def _write_whole(path: Path, data: bytes) -> None:
 
 class Channel(filesystem.Channel):
     @contextlib.contextmanager
-    def _tables_locked(self):  # type: ignore[no-untyped-def]
+    def _tables_locked(self) -> Iterator[None]:
         self.control_folder.mkdir(parents=True, exist_ok=True)
         with open(self.control_folder / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -50,11 +62,12 @@ class Channel(filesystem.Channel):
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def get_table(self, exchange: str) -> list:  # type: ignore[type-arg]
+    def get_table(self, exchange: str) -> list[filesystem.exchange_queue_t]:
         """The exchange's bindings: the shared file's, and this process's own. (kombu keeps one
         binding state per process: a thread that finds a queue already bound there skips the
         file, and could publish before another thread has written it.)"""
-        table = super().get_table(exchange)
+        table: list[filesystem.exchange_queue_t]
+        table = super().get_table(exchange)  # type: ignore[no-untyped-call]  # kombu's, unannotated
         try:
             own = self.state.exchanges[exchange].get("table", [])
         except KeyError:
@@ -67,10 +80,12 @@ class Channel(filesystem.Channel):
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
-        file = self._exchange_file(exchange)
+        # kombu's, unannotated: the exchange's table file under control_folder.
+        file: Path = self._exchange_file(exchange)  # type: ignore[no-untyped-call]
         try:
             with self._tables_locked():
-                queues = filesystem.Channel.get_table(self, exchange)
+                # kombu's, unannotated: the file's table, without this process's bindings.
+                queues = filesystem.Channel.get_table(self, exchange)  # type: ignore[no-untyped-call]
                 if entry not in queues:
                     _write_whole(file, str_to_bytes(dumps([entry, *queues])))
         except OSError as exc:
@@ -86,19 +101,24 @@ class Channel(filesystem.Channel):
         **kwargs: object,
     ) -> None:
         virtual_channel_delete = super(filesystem.Channel, self)._delete
-        virtual_channel_delete(queue, exchange, routing_key, pattern, *args, **kwargs)
+        # kombu's, unannotated.
+        virtual_channel_delete(queue, exchange, routing_key, pattern, *args, **kwargs)  # type: ignore[no-untyped-call]
         entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
-        file = self._exchange_file(exchange)
+        # kombu's, unannotated: the exchange's table file under control_folder.
+        file: Path = self._exchange_file(exchange)  # type: ignore[no-untyped-call]
         try:
             with self._tables_locked():
-                queues = filesystem.Channel.get_table(self, exchange)
+                # kombu's, unannotated: the file's table, without this process's bindings.
+                queues = filesystem.Channel.get_table(self, exchange)  # type: ignore[no-untyped-call]
                 if entry in queues:
                     queues.remove(entry)
                     _write_whole(file, str_to_bytes(dumps(queues)))
         except OSError as exc:
             raise ChannelError(f"Cannot write {file}") from exc
 
-    def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
+    # The signature of kombu's filesystem.Channel._put, which (like this one) differs from its
+    # base's in the name of the payload and the **kwargs.
+    def _put(self, queue: str, payload: Payload, **kwargs: object) -> None:  # type: ignore[override]
         # Sorted by name, so the name starts with the time (nanoseconds since the epoch: one
         # order for every process, also across a reboot, unlike kombu's monotonic clock).
         name = f"{time_ns():020d}_{uuid.uuid4()}.{queue}.msg"
@@ -108,7 +128,9 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"Cannot add a message to {folder!r}") from exc
 
-    def _get(self, queue: str) -> dict:
+    # The signature of kombu's filesystem.Channel._get, which (like this one) takes no timeout
+    # (kombu never passes one).
+    def _get(self, queue: str) -> Payload:  # type: ignore[override]
         suffix = f".{queue}.msg"
         taken_folder = Path(self.data_folder_in).parent / "taken"
         taken_folder.mkdir(exist_ok=True)
@@ -125,7 +147,8 @@ class Channel(filesystem.Channel):
                 taken.unlink()
             except OSError as exc:
                 raise ChannelError(f"Cannot read the message {name!r}") from exc
-            return loads(bytes_to_str(payload))
+            message: Payload = loads(bytes_to_str(payload))
+            return message
         raise Empty()
 
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from csp.middleware import CSPMiddleware, PolicyParts
 from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
 
 # Sign-in providers whose authorization endpoints are at fixed, well-known origins.
 _FIXED_ORIGINS = {
@@ -31,7 +32,9 @@ def identity_provider_origins() -> list[str]:
 
 
 class ContentSecurityPolicyMiddleware(CSPMiddleware):
-    def get_policy_parts(self, request, response, report_only: bool = False) -> PolicyParts:
+    def get_policy_parts(
+        self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False
+    ) -> PolicyParts:
         parts = super().get_policy_parts(request, response, report_only)
         origins = identity_provider_origins()
         if origins:

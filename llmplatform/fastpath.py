@@ -18,17 +18,26 @@ import asyncio
 import contextlib
 import gc
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import structlog
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+from django.http import HttpRequest, HttpResponseBase
 
 from llmplatform.middleware import begin_request, tag_response
 
 log = structlog.get_logger("llmplatform.fastpath")
 
-View = Callable[..., Awaitable]
+# ASGI's callables (the spec's shapes, as Django's handler takes them: the scope is the server's
+# dict, and events are read here, never changed).
+Scope = dict[str, Any]
+Message = Mapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+View = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 _routes: dict[str, View] = {}
 _shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
 _startup_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -65,7 +74,7 @@ class PlatformApplication:
     def __init__(self, django_app: ASGIHandler) -> None:
         self.django_app = django_app
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             view = _routes.get(scope["path"])
             if view is not None:
@@ -78,7 +87,7 @@ class PlatformApplication:
             return
         await self.django_app(scope, receive, send)
 
-    async def _serve_capped(self, scope, receive, send) -> None:
+    async def _serve_capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every other route through Django, with its body capped before Django reads it
         (Django spools a large body to a temporary file before any middleware runs): a
         ``Content-Length`` over the cap is refused at once, and a body without one is counted
@@ -97,7 +106,7 @@ class PlatformApplication:
         over = False
         started = False
 
-        async def capped_receive():
+        async def capped_receive() -> Message:
             nonlocal received, over
             message = await receive()
             if message["type"] == "http.request":
@@ -107,7 +116,7 @@ class PlatformApplication:
                     return {"type": "http.disconnect"}
             return message
 
-        async def tracked_send(message):
+        async def tracked_send(message: Message) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -116,7 +125,7 @@ class PlatformApplication:
         if over and not started:
             await _refuse(send, path, 413, "The request body is too large.")
 
-    async def _lifespan(self, receive, send) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -136,7 +145,7 @@ class PlatformApplication:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _read_body(self, receive) -> bytes | _TooLarge | None:
+    async def _read_body(self, receive: Receive) -> bytes | _TooLarge | None:
         """The whole body; ``TOO_LARGE`` over the limit; None if the client went away."""
         limit = settings.LLMP_MAX_BODY_BYTES
         parts: list[bytes] = []
@@ -153,11 +162,11 @@ class PlatformApplication:
             if not message.get("more_body", False):
                 return b"".join(parts)
 
-    async def _serve(self, view: View, scope, receive, send) -> None:
+    async def _serve(self, view: View, scope: Scope, receive: Receive, send: Send) -> None:
         body = await self._read_body(receive)
         if body is None:
             return
-        if body is TOO_LARGE:
+        if isinstance(body, _TooLarge):  # TOO_LARGE, its only instance
             await self._send_plain(send, 413, _TOO_LARGE)
             return
         request = ASGIRequest(scope, io.BytesIO(body))
@@ -181,14 +190,14 @@ class PlatformApplication:
             log.warning("stream_send_failed", error=type(sender.exception()).__name__)
 
     @staticmethod
-    async def _wait_for_disconnect(receive) -> None:
+    async def _wait_for_disconnect(receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
 
     @staticmethod
-    async def _send_plain(send, status: int, body: bytes) -> None:
+    async def _send_plain(send: Send, status: int, body: bytes) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -215,14 +224,15 @@ def body_limit(path: str) -> int:
     return settings.LLMP_MAX_BODY_BYTES
 
 
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
+def _header(scope: Scope, name: bytes) -> str | None:
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", [])
+    for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1").strip()
     return None
 
 
-async def _refuse(send, path: str, status: int, message: str) -> None:
+async def _refuse(send: Send, path: str, status: int, message: str) -> None:
     """An API route's typed error JSON, or plain text for pages."""
     if path.startswith(("/v1/", "/api/")):
         code = "request_too_large" if status == 413 else "invalid_request"

@@ -12,7 +12,7 @@ from pathlib import Path
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 
 from llmplatform.observability import may_observe
 
@@ -24,7 +24,7 @@ def register_readiness_probe(name: str, probe: ReadinessProbe) -> None:
     _probes[name] = probe
 
 
-async def healthz(request):
+async def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
@@ -45,7 +45,7 @@ def _check_cache() -> tuple[bool, str]:
         return False, type(exc).__name__
 
 
-async def readyz(request):
+async def readyz(request: HttpRequest) -> JsonResponse:
     checks: dict[str, dict[str, object]] = {}
     db_ok, db_detail = await sync_to_async(_check_database)()
     checks["database"] = {"ok": db_ok, "detail": db_detail}

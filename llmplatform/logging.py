@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import structlog
+from structlog.typing import Processor
 
 # No log line of ours writes where it was called from, nor the thread or process names:
 # looking them up for every record (``findCaller`` walks the stack) is most of what stdlib
@@ -16,7 +17,7 @@ logging.logThreads = False
 logging.logProcesses = False
 logging.logMultiprocessing = False
 
-_shared = [
+_shared: list[Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
@@ -54,4 +55,5 @@ def json_formatter() -> logging.Formatter:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+    # structlog.get_logger, typed for the stdlib configuration above.
+    return structlog.stdlib.get_logger(name)

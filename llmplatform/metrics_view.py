@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -17,7 +17,7 @@ from prometheus_client import (
 from llmplatform.observability import may_observe
 
 
-def metrics(request):
+def metrics(request: HttpRequest) -> HttpResponse:
     if not may_observe(request):
         return JsonResponse(
             {
@@ -28,7 +28,8 @@ def metrics(request):
         )
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        # prometheus_client leaves MultiProcessCollector's __init__ unannotated.
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

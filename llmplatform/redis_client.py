@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import weakref
 from functools import lru_cache
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.commands.core import AsyncScript
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
     weakref.WeakKeyDictionary()
@@ -29,8 +29,10 @@ def async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
+        url = settings.REDIS_URL
+        assert url is not None  # hot-path code asks for Redis only when redis_configured()
         client = aioredis.Redis.from_url(
-            settings.REDIS_URL,
+            url,
             socket_connect_timeout=1.0,
             socket_timeout=1.0,
             health_check_interval=30,
@@ -39,10 +41,12 @@ def async_redis() -> aioredis.Redis:
     return client
 
 
-_scripts: weakref.WeakKeyDictionary[aioredis.Redis, dict[str, Any]] = weakref.WeakKeyDictionary()
+_scripts: weakref.WeakKeyDictionary[aioredis.Redis, dict[str, AsyncScript]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def async_script(source: str):
+def async_script(source: str) -> AsyncScript:
     """``async_redis().register_script(source)``, made once per client: registering hashes the
     script, which every request would otherwise pay for."""
     client = async_redis()

@@ -9,14 +9,19 @@ PostgreSQL, Redis as cache and broker, and Celery workers in their own container
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from llmplatform.env import env_bool, env_float, env_int, env_list, env_str, env_url
+
+if TYPE_CHECKING:
+    from rest_framework.settings import DefaultsSettings  # stub-only: DRF's settings keys
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("LLMP_DATA_DIR", str(BASE_DIR / "var")))
@@ -173,8 +178,14 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = env_url("DATABASE_URL", None, schemes=("postgres", "postgresql", "sqlite", "pgsql"))
+# Django's own type for the setting (django-stubs' global_settings): NAME may be a Path.
+DATABASES: dict[str, dict[str, Any]]
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    # cast: parse's DBConfig is a TypedDict, which mypy keeps apart from dict[str, Any]; it is a
+    # plain dict at runtime, and Django reads it as one.
+    DATABASES = {
+        "default": cast("dict[str, Any]", dj_database_url.parse(DATABASE_URL, conn_max_age=0))
+    }
     # A connection pool: ASGI requests run their ORM calls in per-request threads, so without
     # a pool every request would open a new PostgreSQL connection.
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
@@ -293,10 +304,11 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True  # serve admin assets without a collectstatic step in the demo
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: DefaultsSettings = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
-    "UNAUTHENTICATED_USER": None,
+    # DRF documents None here (no user model needed); its stubs allow only a class path.
+    "UNAUTHENTICATED_USER": None,  # type: ignore[typeddict-item]
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -372,9 +384,7 @@ if LLMP_OBSERVABILITY_TOKEN and PRODUCTION:
     _check_secret("LLMP_OBSERVABILITY_TOKEN", LLMP_OBSERVABILITY_TOKEN)
 
 
-def _networks(name: str, default: list[str]) -> list:
-    import ipaddress
-
+def _networks(name: str, default: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     networks = []
     for value in env_list(name, default):
         try:
@@ -557,9 +567,11 @@ if _all_or_none("LLMP_OIDC_GOOGLE_CLIENT_ID", "LLMP_OIDC_GOOGLE_CLIENT_SECRET"):
 # URL, without /.well-known/openid-configuration. Its email claim must come with
 # email_verified=true unless LLMP_OIDC_TRUST_EMAIL says the provider verifies every address.
 if _all_or_none("LLMP_OIDC_ENDPOINT", "LLMP_OIDC_CLIENT_ID", "LLMP_OIDC_CLIENT_SECRET"):
-    SOCIAL_AUTH_OIDC_OIDC_ENDPOINT = env_url(
+    _oidc_endpoint = env_url(
         "LLMP_OIDC_ENDPOINT", None, schemes=("https",) if PRODUCTION else ("https", "http")
-    ).rstrip("/")
+    )
+    assert _oidc_endpoint is not None  # _all_or_none found it set
+    SOCIAL_AUTH_OIDC_OIDC_ENDPOINT = _oidc_endpoint.rstrip("/")
     SOCIAL_AUTH_OIDC_KEY = env_str("LLMP_OIDC_CLIENT_ID")
     SOCIAL_AUTH_OIDC_SECRET = env_str("LLMP_OIDC_CLIENT_SECRET")
     SOCIAL_AUTH_OIDC_USE_PKCE = True

@@ -161,6 +161,7 @@ def totp_devices_reset(*, actor: Any, user: Any) -> int:
     """Remove a user's authenticators (a lost phone); audited. A staff member then needs an
     enrolment grant (``enrolment_allow``) to set up a new one."""
     with transaction.atomic():
+        removed: int  # QuerySet.delete(): (rows deleted, per model); django-otp is untyped
         removed, _ = TOTPDevice.objects.filter(user=user).delete()
         audit_record(
             actor=actor,
@@ -203,7 +204,7 @@ def record_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: 
 
 
 def record_login_failure(
-    sender: Any, credentials: dict, request: HttpRequest | None = None, **kwargs: Any
+    sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **kwargs: Any
 ) -> None:
     # Only the username is copied: Django masks the password in ``credentials``, but nothing
     # else of what was typed belongs in the log.

@@ -11,7 +11,7 @@ from django.core.cache import cache
 HEARTBEAT_KEY = "llmp:celery:heartbeat"
 
 
-@shared_task(name="llmplatform.heartbeat", ignore_result=True)
+@shared_task(name="llmplatform.heartbeat", ignore_result=True)  # type: ignore[untyped-decorator]  # celery is untyped
 def heartbeat() -> float:
     """Sent by beat every ``HEARTBEAT_SECONDS``, run by a worker: the time it ran is kept in the
     shared cache, where ``/readyz`` reads it (so a beat that stopped sending, or a worker that

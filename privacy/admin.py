@@ -40,7 +40,7 @@ class PrivacyPolicyAdmin(AuditedModelAdmin):
 class ConsentInline(admin.TabularInline):
     model = ConsentRecord
     fields = ["created_at", "purpose", "granted", "policy_version", "source", "actor", "request_id"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: invariant list types
     extra = 0
     can_delete = False
     ordering = ["-created_at", "-id"]
@@ -68,7 +68,7 @@ class DataSubjectAdmin(ReadOnlyAdmin):
     list_select_related = ["tenant"]
     search_fields = ["=external_id"]
     fields = ["tenant", "external_id", "email_registered", "do_not_sell", "created_at", "erased_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: invariant list types
     inlines = [ConsentInline]
     show_full_result_count = False
 
@@ -110,7 +110,7 @@ class ConversationAdmin(ReadOnlyAdmin):
     list_select_related = ["tenant", "subject__tenant"]
     search_fields = ["=request_id", "=subject__external_id"]
     fields = ["tenant", "subject", "alias", "request_id", "key_id", "created_at", "expires_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: invariant list types
     show_full_result_count = False
     change_form_template = "admin/privacy/conversation/change_form.html"
 

@@ -6,7 +6,8 @@ Imported by ``privacy/admin.py``."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
@@ -18,7 +19,16 @@ from django.template.response import TemplateResponse
 from privacy import requests
 from privacy.models import ErasureReceipt, SubjectRequest
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
 State = SubjectRequest.State
+
+
+class _Due(TypedDict):
+    """What ``SubjectRequestAdmin.get_queryset`` adds to each request."""
+
+    effective_due: datetime | None
 
 
 class OverdueFilter(admin.SimpleListFilter):
@@ -106,7 +116,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
         "code_attempts",
         "export_downloaded_at",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: invariant list types
 
     def get_queryset(self, request):
         return (
@@ -116,7 +126,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
         )
 
     @admin.display(description="due", ordering="effective_due")
-    def due(self, obj: SubjectRequest):
+    def due(self, obj: WithAnnotations[SubjectRequest, _Due]) -> datetime | None:
         return obj.effective_due
 
     @admin.display(description="overdue", boolean=True)

@@ -501,6 +501,8 @@ def master_key_rotate(*, actor: Any, batch_size: int = 500) -> RotationResult:
             sources: dict[str, int] = {}
             now = timezone.now()
             for subject_key in batch:
+                # The query above excludes keys without a wrapped key.
+                assert subject_key.wrapped_key is not None
                 wrapped, new_id = provider.rewrap(
                     bytes(subject_key.wrapped_key),
                     subject_key.master_key_id,

@@ -3,6 +3,7 @@ subject, for access requests (find) and erasure (erase). Both are idempotent."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from privacy import crypto, selectors, services
@@ -22,6 +23,7 @@ def find_conversations(tenant_id: int, external_id: str) -> list[dict[str, Any]]
         .select_related("subject__tenant")
         .order_by("created_at", "id")
     ):
+        content: Mapping[str, str | None]
         try:
             content = services.conversation_decrypt(conversation)
         except crypto.KeyDestroyed:

@@ -243,11 +243,12 @@ def _notify_on_commit(
 
 
 def _kind_phrase(request: SubjectRequest) -> str:
-    return {
+    phrases: dict[str, str] = {
         Kind.ACCESS: "access (copy of your data)",
         Kind.ERASURE: "erasure",
         Kind.OPT_OUT: "opt-out of sale or sharing",
-    }[request.kind]
+    }
+    return phrases[request.kind]
 
 
 # --- Creating and verifying -----------------------------------------------------------------
@@ -901,6 +902,9 @@ def subject_request_export_download(*, token: str) -> tuple[SubjectRequest, dict
             .first()
         )
         try:
+            # _check_export refused a request without an export, and a completed access request
+            # has a subject; were either missing, this fails as an unreadable export.
+            assert request.subject is not None and request.export_ciphertext is not None
             plaintext = crypto.decrypt(
                 request.subject, bytes(request.export_ciphertext), aad=export_aad(request)
             )

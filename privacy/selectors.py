@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypedDict
 
 from privacy.models import ConsentRecord, DataSubject, PrivacyPolicy
 
 Purpose = ConsentRecord.Purpose
+
+
+class ConsentState(TypedDict):
+    """A purpose's current state (all None/False when the subject never decided)."""
+
+    granted: bool
+    policy_version: str | None
+    source: str | None
+    updated_at: str | None
+
+
+class ConsentDecision(TypedDict):
+    """One recorded consent decision, as exported."""
+
+    purpose: str
+    granted: bool
+    policy_version: str
+    source: str
+    actor: str
+    request_id: str
+    at: str | None
 
 
 def subject_for(tenant_id: int, external_id: str) -> DataSubject | None:
@@ -41,10 +63,10 @@ def consent_current(subject: DataSubject | None, purpose: str) -> bool:
     return bool(record and record.granted)
 
 
-def consent_state(subject: DataSubject | None) -> dict[str, dict]:
+def consent_state(subject: DataSubject | None) -> dict[str, ConsentState]:
     """Each purpose's current state: granted, policy version, source and time of the newest
     decision (all None/False when there was none). One query."""
-    state: dict[str, dict] = {
+    state: dict[str, ConsentState] = {
         purpose: {"granted": False, "policy_version": None, "source": None, "updated_at": None}
         for purpose in Purpose.values
     }
@@ -68,7 +90,7 @@ def consent_state(subject: DataSubject | None) -> dict[str, dict]:
     return state
 
 
-def consent_history(subject: DataSubject) -> list[dict]:
+def consent_history(subject: DataSubject) -> list[ConsentDecision]:
     """Every consent decision of the subject, oldest first (the proof of GDPR Art. 7(1))."""
     return [
         {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 Purpose = ConsentRecord.Purpose
 Source = ConsentRecord.Source
 
-MAX_EXTERNAL_ID = DataSubject._meta.get_field("external_id").max_length
+_external_id_max_length = DataSubject._meta.get_field("external_id").max_length
+assert _external_id_max_length is not None  # external_id is a CharField: it has a max_length
+MAX_EXTERNAL_ID: int = _external_id_max_length
 PLAINTEXT_PERMISSION = "privacy.read_conversation_plaintext"
 
 
@@ -258,7 +260,7 @@ def conversation_store(
         )
         return None
     subject = selectors.subject_for(tenant.pk, external_id)
-    if not _storage_allowed(policy, subject):
+    if subject is None or not _storage_allowed(policy, subject):
         return None
     try:
         prompt_redacted = redact(prompt)
@@ -337,7 +339,9 @@ def _is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _delete_batch_postgres(now, floor, batch_size: int) -> tuple[int, Any]:
+def _delete_batch_postgres(
+    now: datetime, floor: datetime, batch_size: int
+) -> tuple[int, datetime | None]:
     table = connection.ops.quote_name(Conversation._meta.db_table)
     # Walks the expires_at index from where the last batch stopped (``floor``), so each batch
     # reads only its own rows, not the dead index entries of earlier batches. Those cannot be
@@ -358,7 +362,9 @@ def _delete_batch_postgres(now, floor, batch_size: int) -> tuple[int, Any]:
     return count, newest
 
 
-def _delete_batch_generic(now, floor, batch_size: int) -> tuple[int, Any]:
+def _delete_batch_generic(
+    now: datetime, floor: datetime, batch_size: int
+) -> tuple[int, datetime | None]:
     rows = list(
         Conversation.objects.filter(expires_at__lt=now, expires_at__gte=floor)
         .order_by("expires_at")
@@ -398,7 +404,9 @@ def purge_expired_conversations(
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [PURGE_LOCK_KEY])
 
 
-def _purge(batch_size: int, on_batch, postgres: bool) -> PurgeRun:
+def _purge(
+    batch_size: int, on_batch: Callable[[int, float], None] | None, postgres: bool
+) -> PurgeRun:
     delete_batch = _delete_batch_postgres if postgres else _delete_batch_generic
     run = PurgeRun.objects.create()
     now = timezone.now()
@@ -418,6 +426,7 @@ def _purge(batch_size: int, on_batch, postgres: bool) -> PurgeRun:
                 on_batch(deleted, time.monotonic() - started)
             if deleted < batch_size:
                 break
+            assert newest is not None  # a full batch deleted rows, so it has a newest one
             floor = newest
     except Exception as exc:
         # Database errors name no conversation content (the rows are ciphertext anyway).

@@ -95,7 +95,7 @@ class BackupAdmin(ReadOnlyAdmin):
         "checksums",
         "error",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: invariant list types
 
     @admin.display(description="data from", ordering="started_at")
     def started(self, obj: Backup):
@@ -220,7 +220,7 @@ class RestoreDrillAdmin(ReadOnlyAdmin):
         "result",
         "error",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: invariant list types
 
     @admin.display(description="backup")
     def backup_short(self, obj: RestoreDrill) -> str:
@@ -249,7 +249,7 @@ class ErasureLedgerEntryAdmin(ReadOnlyAdmin):
     list_filter = [("uploaded_at", admin.EmptyFieldListFilter)]
     show_full_result_count = False
     fields = ["erased_at", "tenant_id", "subject_hash", "storage_key", "created_at", "uploaded_at"]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: invariant list types
 
     @admin.display(description="subject (keyed hash)")
     def hash_prefix(self, obj: ErasureLedgerEntry) -> str:

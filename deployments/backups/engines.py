@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from deployments.backups.conf import BackupSettings
+from deployments.backups.storage import ByteStream
 
 POSTGRES = "postgresql"
 SQLITE = "sqlite"
@@ -51,7 +52,9 @@ def parse_url(url: str) -> dict[str, Any]:
     import dj_database_url
 
     try:
-        parsed = dj_database_url.parse(url)
+        # A plain settings dict, as every function here takes (the library types it as a
+        # TypedDict of the keys it sets).
+        parsed: dict[str, Any] = dict(dj_database_url.parse(url))
     except ValueError as exc:
         raise EngineError(f"not a database URL: {exc}") from None
     engine_of(parsed)
@@ -195,7 +198,7 @@ class DumpSource:
     moment."""
 
     engine: str
-    stream: BinaryIO
+    stream: ByteStream
     counts: dict[str, int] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
 
@@ -233,6 +236,7 @@ def postgres_dump(settings_dict: dict[str, Any], conf: BackupSettings) -> Iterat
                 stderr=stderr,
                 env=env,
             )
+            assert process.stdout is not None  # stdout=PIPE
             try:
                 yield DumpSource(POSTGRES, process.stdout, counts, checksums)
             except BaseException:

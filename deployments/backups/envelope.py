@@ -30,6 +30,7 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from deployments.backups.storage import ByteStream
 from privacy import crypto
 
 MAGIC = b"LLMPBAK"
@@ -65,7 +66,7 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + struct.pack(">I", index) + (b"\x01" if last else b"\x00")
 
 
-def _read_full(source: BinaryIO, size: int) -> bytes:
+def _read_full(source: ByteStream, size: int) -> bytes:
     """Up to ``size`` bytes, fewer only at the end (pipes return short reads)."""
     parts, missing = [], size
     while missing:
@@ -82,7 +83,7 @@ class EncryptingReader:
     ``upload_fileobj`` (which reads a non-seekable stream part by part). Counts and hashes the
     plaintext on the way (``sha256``, ``plaintext_bytes``)."""
 
-    def __init__(self, source: BinaryIO, key: bytes, *, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, source: ByteStream, key: bytes, *, chunk_bytes: int = CHUNK_BYTES) -> None:
         self._source = source
         self._aead = AESGCM(key)
         self._chunk_bytes = chunk_bytes

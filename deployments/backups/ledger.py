@@ -188,10 +188,10 @@ def erasure_ledger_replay(
             live = DataSubject.objects.filter(
                 tenant_id=tenant_id, erased_at__isnull=True
             ).values_list("external_id", flat=True)
-            for external_id in live.iterator(chunk_size=5000):
-                hashed = crypto.subject_hmac(external_id, purpose="external_id")
+            for live_id in live.iterator(chunk_size=5000):
+                hashed = crypto.subject_hmac(live_id, purpose="external_id")
                 if hashed in wanted:
-                    found[hashed] = external_id
+                    found[hashed] = live_id
             for subject_hash, record in wanted.items():
                 external_id = found.get(subject_hash)
                 if external_id is None:

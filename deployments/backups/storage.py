@@ -14,10 +14,10 @@ Keys start with the time, so a listing is in time order and ``StartAfter`` skips
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from deployments.backups.conf import BackupSettings
 
@@ -28,6 +28,13 @@ MANIFEST_NAME = "manifest.json"
 class BackupStorageError(Exception):
     """The backup store refused or could not be reached (the message names the operation and
     the error code, never credentials)."""
+
+
+class ByteStream(Protocol):
+    """A stream read part by part, as ``upload_stream`` reads it: a pipe, a file, or
+    ``envelope.EncryptingReader``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +90,7 @@ class BackupStore:
         except BotoCoreError as exc:
             raise BackupStorageError(f"S3 {operation} failed ({type(exc).__name__})") from None
 
-    def upload_stream(self, relative: str, stream: BinaryIO) -> None:
+    def upload_stream(self, relative: str, stream: ByteStream) -> None:
         """Upload a stream of unknown length (multipart above one part)."""
         from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
@@ -148,7 +155,7 @@ class BackupStore:
                 return
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
-    def delete(self, relatives: list[str]) -> None:
+    def delete(self, relatives: Sequence[str]) -> None:
         for start in range(0, len(relatives), 1000):  # DeleteObjects takes 1000 keys at most
             batch = relatives[start : start + 1000]
             response = self._call(

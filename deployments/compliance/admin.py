@@ -324,7 +324,7 @@ class EvidenceCheckAdmin(ReadOnlyAdmin):
         "trigger",
         "actor",
     ]
-    readonly_fields = fields
+    readonly_fields = fields  # type: ignore[assignment]  # django-stubs: invariant list types
 
     @admin.display(description="details")
     def details_pretty(self, obj: EvidenceCheck):

@@ -307,10 +307,12 @@ def retention_purge() -> Evidence:
         .order_by("-finished_at", "-id")
         .first()
     )
+    # Set whenever there is a good run (the query above finds only finished ones).
+    good_finished_at = good.finished_at if good else None
     overdue = Conversation.objects.filter(expires_at__lt=now - PURGE_GRACE).count()
     details: dict[str, Any] = {
         "last_run_started_at": latest.started_at.isoformat() if latest else None,
-        "last_success_finished_at": good.finished_at.isoformat() if good else None,
+        "last_success_finished_at": good_finished_at.isoformat() if good_finished_at else None,
         "last_success_deleted": good.deleted if good else None,
         "records_past_retention": overdue,
     }
@@ -322,10 +324,8 @@ def retention_purge() -> Evidence:
             f"the last purge ({utc(latest.started_at)}) failed: "
             f"{latest.error.strip().splitlines()[-1][:200]}"
         )
-    if latest is not None and (good is None or good.finished_at < since):
-        problems.append(
-            f"no successful purge in the last 24 h (last {utc(good and good.finished_at)})"
-        )
+    if latest is not None and (good_finished_at is None or good_finished_at < since):
+        problems.append(f"no successful purge in the last 24 h (last {utc(good_finished_at)})")
     if overdue:
         problems.append(
             f"{_plural(overdue, 'record')} expired more than "
@@ -333,9 +333,11 @@ def retention_purge() -> Evidence:
         )
     if problems:
         return Evidence(False, _sentence(problems), details)
+    # No problems: the purge has run (latest), and so has a good one in the last 24 h.
+    assert good is not None
     return Evidence(
         True,
-        f"Last purge {utc(good.finished_at)}, {good.deleted} deleted; "
+        f"Last purge {utc(good_finished_at)}, {good.deleted} deleted; "
         "no record kept past its retention.",
         details,
     )

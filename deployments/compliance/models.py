@@ -8,8 +8,13 @@ that no longer holds is withdrawn (who, when, why), and a newer one takes its pl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django.db.models import Q
+
+if TYPE_CHECKING:
+    from deployments.compliance.selectors import ItemStatus
 
 
 class ComplianceFramework(models.Model):
@@ -53,6 +58,10 @@ class ComplianceItem(models.Model):
         help_text="Live items: the code of the live check (see the evidence history).",
     )
     order = models.PositiveSmallIntegerField(default=0)
+
+    if TYPE_CHECKING:
+        #: Set by ``ComplianceItemAdmin`` on the items it shows; absent otherwise.
+        compliance_status: ItemStatus | None
 
     class Meta:
         ordering = ["framework__order", "order", "id"]

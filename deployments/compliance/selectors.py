@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -23,6 +24,9 @@ from deployments.compliance.models import (
     ComplianceItem,
     EvidenceCheck,
 )
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 PASSING = "passing"
 FAILING = "failing"
@@ -68,7 +72,16 @@ class ItemStatus:
         return self.state.replace(" ", "-")
 
 
-def _items_with_evidence_ids(items: QuerySet[ComplianceItem]) -> QuerySet[ComplianceItem]:
+class _EvidenceIds(TypedDict):
+    """The pks of an item's newest check run and of its newest attestation not withdrawn."""
+
+    evidence_id: int | None
+    attestation_id: int | None
+
+
+def _items_with_evidence_ids(
+    items: QuerySet[ComplianceItem],
+) -> QuerySet[WithAnnotations[ComplianceItem, _EvidenceIds]]:
     newest_check = (
         EvidenceCheck.objects.filter(check_code=OuterRef("check_code"))
         .order_by("-checked_at", "-id")

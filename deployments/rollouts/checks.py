@@ -17,6 +17,7 @@ Automatic checks (``ChecklistItem.automatic_check`` and its ``check_params``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -165,7 +166,8 @@ def _cost_band(item: ChecklistItem, ctx: _Context) -> tuple[bool, str]:
     return abs(change) <= band, f"{figures} ({change:+.0f}%; band ±{band:g}%)"
 
 
-_CHECKS = {
+# Keyed by ``ChecklistItem.automatic_check``, a plain string (an AutomaticCheck value).
+_CHECKS: dict[str, Callable[[ChecklistItem, _Context], tuple[bool, str]]] = {
     AutomaticCheck.LOAD_TEST_RECORDED: _load_test,
     AutomaticCheck.CANARY_STARTED: _canary_started,
     AutomaticCheck.MONITORED_FOR: _monitored_for,

@@ -20,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
@@ -60,7 +61,7 @@ class VersionFigures:
         """Percent of counted requests that failed (0 with no requests)."""
         return 100.0 * self.errors / self.requests if self.requests else 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
             "error_rate": round(self.error_rate, 3),
@@ -94,7 +95,7 @@ class RolloutFigures:
     stable: VersionFigures
     candidate: VersionFigures
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "since": self.since.isoformat(),
             "until": self.until.isoformat(),

@@ -110,11 +110,11 @@ def _step(
     *,
     actor: Any,
     action: str,
-    before: dict | None = None,
+    before: dict[str, Any] | None = None,
     from_percent: int | None = None,
     to_percent: int | None = None,
     reason: str = "",
-    figures: dict | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> RolloutStep:
     step = RolloutStep.objects.create(
         rollout=rollout,
@@ -407,7 +407,7 @@ def rollout_rollback(
     actor: Any,
     rollout: Rollout,
     reason: str = "",
-    figures: dict | None = None,
+    figures: dict[str, Any] | None = None,
     automatic: bool = False,
     action: str | None = None,
 ) -> Rollout:
@@ -570,7 +570,7 @@ def _alert_recipients() -> list[str]:
 
 
 def _notify_officers(
-    rollout: Rollout, reason: str, figures: dict | None, recipients: list[str]
+    rollout: Rollout, reason: str, figures: dict[str, Any] | None, recipients: list[str]
 ) -> None:
     if not recipients:
         log.warning("rollout_alert_no_recipients", rollout_id=rollout.pk)

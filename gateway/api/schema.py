@@ -294,7 +294,8 @@ class EmbeddingsUsageSerializer(serializers.Serializer):
 
 class EmbeddingsResponseSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["list"])
-    data = EmbeddingSerializer(many=True)
+    # A declared field (DRF's metaclass takes it off the class); the stubs see Serializer.data.
+    data = EmbeddingSerializer(many=True)  # type: ignore[assignment]
     model = serializers.CharField()
     usage = EmbeddingsUsageSerializer()
 
@@ -326,7 +327,8 @@ class SimpleChatResponseSerializer(serializers.Serializer):
 class ServerSentEventSerializer(serializers.Serializer):
     """One server-sent event (OpenAPI before 3.2 describes an event stream per event)."""
 
-    data = serializers.CharField(
+    # A declared field (DRF's metaclass takes it off the class); the stubs see Serializer.data.
+    data = serializers.CharField(  # type: ignore[assignment]
         allow_blank=True, help_text="One JSON document, or `[DONE]` at the end."
     )
     event = serializers.CharField(required=False)
@@ -381,7 +383,8 @@ class ModelSerializer(serializers.Serializer):
 
 class ModelListSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["list"])
-    data = ModelSerializer(many=True)
+    # A declared field (DRF's metaclass takes it off the class); the stubs see Serializer.data.
+    data = ModelSerializer(many=True)  # type: ignore[assignment]
 
     class Meta:
         ref_name = "ModelList"
@@ -416,7 +419,8 @@ _API_SOURCES = ["api"]
 class ConsentDecisionSerializer(serializers.Serializer):
     granted = serializers.BooleanField()
     policy_version = serializers.CharField(allow_null=True)
-    source = serializers.CharField(allow_null=True)
+    # A declared field (DRF's metaclass takes it off the class); the stubs see Field.source.
+    source = serializers.CharField(allow_null=True)  # type: ignore[assignment]
     updated_at = serializers.DateTimeField(allow_null=True)
 
 
@@ -441,7 +445,8 @@ class ConsentOneSerializer(serializers.Serializer):
     purpose = serializers.ChoiceField(choices=_PURPOSES)
     granted = serializers.BooleanField()
     policy_version = serializers.CharField(required=False, min_length=1, max_length=32)
-    source = serializers.ChoiceField(choices=_API_SOURCES, required=False)
+    # A declared field (DRF's metaclass takes it off the class); the stubs see Field.source.
+    source = serializers.ChoiceField(choices=_API_SOURCES, required=False)  # type: ignore[assignment]
 
     class Meta:
         ref_name = "ConsentDecisionRequest"
@@ -459,7 +464,8 @@ class ConsentFlagsSerializer(serializers.Serializer):
 class ConsentManySerializer(serializers.Serializer):
     consents = ConsentFlagsSerializer(help_text="purpose: true/false, at least one.")
     policy_version = serializers.CharField(required=False, min_length=1, max_length=32)
-    source = serializers.ChoiceField(choices=_API_SOURCES, required=False)
+    # A declared field (DRF's metaclass takes it off the class); the stubs see Field.source.
+    source = serializers.ChoiceField(choices=_API_SOURCES, required=False)  # type: ignore[assignment]
 
     class Meta:
         ref_name = "ConsentDecisionsRequest"
@@ -794,7 +800,7 @@ def described_patterns() -> list[URLPattern]:
 
     patterns = []
     for pattern in urls.urlpatterns:
-        view = DESCRIPTIONS.get(pattern.name)
+        view = DESCRIPTIONS.get(pattern.name) if pattern.name is not None else None
         if view is None:
             raise ImproperlyConfigured(
                 f"API route {pattern.pattern} ({pattern.name}) has no description in "

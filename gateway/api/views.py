@@ -14,7 +14,7 @@ import functools
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ import structlog
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from gateway.errors import (
@@ -50,7 +50,7 @@ from llmplatform.request_context import client_ip
 
 log = structlog.get_logger("gateway.api")
 
-View = Callable[..., Awaitable[HttpResponse]]
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
@@ -59,7 +59,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
     def decorate(view: View) -> View:
         @csrf_exempt
         @functools.wraps(view)
-        async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             try:
                 if request.method not in methods:
                     # RFC 9110: a 405 names the methods the route has.
@@ -343,7 +343,7 @@ async def _run_chat(
     started: float,
     render_plain,
     render_stream,
-) -> HttpResponse:
+) -> HttpResponseBase:
     call = ChatCall(_request_info(request, route, started), principal, parsed)
     try:
         reply = await call.answer()
@@ -356,7 +356,7 @@ async def _run_chat(
 
 
 @api_view("POST")
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
     parsed = parse_chat_request(_read_json(request))
@@ -388,7 +388,7 @@ def _parse_simple(data: dict, *, stream: bool) -> ParsedChat:
 
 
 @api_view("POST")
-async def simple_chat(request: HttpRequest) -> HttpResponse:
+async def simple_chat(request: HttpRequest) -> HttpResponseBase:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
     parsed = _parse_simple(_read_json(request), stream=False)
@@ -398,7 +398,7 @@ async def simple_chat(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("POST")
-async def simple_chat_stream(request: HttpRequest) -> HttpResponse:
+async def simple_chat_stream(request: HttpRequest) -> HttpResponseBase:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
     parsed = _parse_simple(_read_json(request), stream=True)
@@ -529,6 +529,7 @@ def _register(principal: Principal, user: str, body):
 @api_view("GET", "POST")
 async def subject_consent(request: HttpRequest, user: str) -> HttpResponse:
     """``GET``/``POST /v1/privacy/subjects/<user>/consent`` (see privacy.api.handlers)."""
+    assert request.method is not None  # api_view let only GET and POST through
     principal = await _authenticated(request, "privacy")
     _refuse_nul(user, "user")
     body = _refuse_nul(_read_json(request), "") if request.method == "POST" else None

@@ -20,8 +20,9 @@ from gateway.guards.normalize import Normalized, encoded_payloads, normalize
 from gateway.guards.rules import GUARD_ENDINGS, GUARD_WORDS, RULES, TRICK_WEIGHTS, Rule
 
 try:  # the regex parser, to read each rule's first words (private, so guarded; 3.11 and 3.12)
-    from re import _constants as _sre
-    from re import _parser as _sre_parser
+    # typeshed stubs these private modules only under their deprecated names (sre_*).
+    from re import _constants as _sre  # type: ignore[attr-defined]
+    from re import _parser as _sre_parser  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover
     _sre = _sre_parser = None
 

@@ -21,6 +21,7 @@ import binascii
 import codecs
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Characters that render as nothing, or reorder text, and have no place inside a word.
@@ -300,6 +301,10 @@ def _decode_hex(candidate: str) -> str | None:
     return decoded if decoded and _plausible_text(decoded) else None
 
 
+# (candidate pattern, kind, decoder returning the decoded text or None)
+_Decoder = tuple[re.Pattern[str], str, Callable[[str], str | None]]
+
+
 def encoded_payloads(normalized: Normalized) -> list[tuple[str, str]]:
     """The decoded payloads in a text, as (kind, decoded text): kind is base64, hex, rot13 or
     reversed. At most ``MAX_PAYLOADS``, each at most ``MAX_PAYLOAD_CHARS`` long."""
@@ -307,6 +312,7 @@ def encoded_payloads(normalized: Normalized) -> list[tuple[str, str]]:
     source = normalized.decoding_source
     # Base64 and hex payloads are long unbroken runs; most texts have none, and a split is
     # much cheaper than the regexes.
+    decoders: tuple[_Decoder, ...]
     if max(map(len, source.split()), default=0) < 16:
         decoders = ()
     else:

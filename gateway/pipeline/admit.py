@@ -192,6 +192,7 @@ async def admit(
     if admission.allowed:
         return admission
     denied = admission.denied
+    assert denied is not None  # a refused admission names the counter without room
     metrics.record_limited(denied.kind, denied.scope, denied.window)
     retry_after = max(math.ceil(denied.reset_at - now), 1)
     headers = rate_limit_headers(admission, now)

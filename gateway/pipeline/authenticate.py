@@ -21,11 +21,14 @@ from django.utils import timezone
 
 from gateway import keys
 from gateway.errors import AuthenticationFailed, PermissionDenied
-from gateway.models import ApiKey
+from gateway.models import ApiKey, Tier
 from gateway.pipeline import background
 from llmplatform.db import fresh_db
+from llmplatform.models import Tenant
 
 LAST_USED_INTERVAL = timedelta(minutes=1)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,7 @@ class PrivacySettings:
     store_conversations: bool = True
 
 
-def _privacy(tenant) -> PrivacySettings:
+def _privacy(tenant: Tenant) -> PrivacySettings:
     policy = getattr(tenant, "privacy", None)
     if policy is None:
         return PrivacySettings()
@@ -80,8 +83,8 @@ def _nano(amount: Decimal | None) -> int:
     return int(Decimal(amount) * 1_000_000_000) if amount else 0
 
 
-def _request_limits(tier) -> tuple[tuple[str, str, int], ...]:
-    limits = []
+def _request_limits(tier: Tier) -> tuple[tuple[str, str, int], ...]:
+    limits: list[tuple[str, str, int]] = []
     for scope, prefix in (("tenant", ""), ("key", "key_"), ("user", "user_")):
         for window in ("minute", "hour", "day"):
             value = getattr(tier, f"{prefix}requests_per_{window}")
@@ -102,7 +105,7 @@ class Principal:
     last_used_at: datetime | None
     cache_nonzero_temperature: bool = False
     budgets: Budgets = field(default_factory=Budgets)
-    allowed_networks: tuple = ()  # ip_network objects; empty = anywhere
+    allowed_networks: tuple[IPNetwork, ...] = ()  # empty = anywhere
     service_account: str = ""
     store_flagged_text: bool = False
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
@@ -153,7 +156,7 @@ def _load(lookup: str, secret: str) -> Principal | None:
         return None
     if not key.tenant.is_active:
         return None
-    if key.service_account_id is not None and key.service_account.disabled_at is not None:
+    if key.service_account is not None and key.service_account.disabled_at is not None:
         return None
     plan = getattr(key.tenant, "plan", None)
     if plan is None:
@@ -199,7 +202,7 @@ def _load(lookup: str, secret: str) -> Principal | None:
             key_monthly=_nano(key.monthly_budget),
         ),
         allowed_networks=tuple(ipaddress.ip_network(n, strict=False) for n in key.allowed_ips),
-        service_account=key.service_account.name if key.service_account_id else "",
+        service_account=key.service_account.name if key.service_account is not None else "",
         store_flagged_text=plan.store_flagged_text,
         privacy=_privacy(key.tenant),
     )
@@ -236,6 +239,7 @@ async def _authenticate(authorization: str) -> Principal:
     now_mono = time.monotonic()
     cached = _cache.get(digest)
     now = timezone.now()
+    principal: Principal | None
     if cached is not None and cached[0] > now_mono:
         principal = cached[1]
         if principal.expires_at is not None and principal.expires_at <= now:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from django.conf import settings
@@ -30,10 +30,12 @@ from tenacity import (
 
 log = structlog.get_logger("gateway.background")
 
-_tasks: set[asyncio.Task] = set()
+_T = TypeVar("_T")
+
+_tasks: set[asyncio.Task[object]] = set()
 
 
-def spawn(job: Coroutine[Any, Any, Any]) -> asyncio.Task:
+def spawn(job: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
     task = asyncio.get_running_loop().create_task(job)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)

@@ -6,21 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import structlog
 
 from gateway import cache as response_cache
 from gateway import metrics
 from gateway.errors import ApiError
+from gateway.limits import Admission
 from gateway.pipeline import admit
 from gateway.pipeline.authenticate import Principal
+from gateway.pipeline.route import Target
 from gateway.pipeline.settle import Meter
+from gateway.providers.base import ChatRequest, EmbeddingRequest
+
+if TYPE_CHECKING:
+    from gateway.pipeline.chat import RequestInfo
 
 log = structlog.get_logger("gateway.api")
 
+# What the call sends upstream: a ChatRequest (chat) or an EmbeddingRequest (embeddings).
+RequestT = TypeVar("RequestT", ChatRequest, EmbeddingRequest)
 
-class PipelineCall:
-    def __init__(self, info, principal: Principal, meter: Meter) -> None:
+
+class PipelineCall(Generic[RequestT]):
+    def __init__(self, info: RequestInfo, principal: Principal, meter: Meter) -> None:
         self.info = info
         self.principal = principal
         self.request_id = info.request_id
@@ -31,9 +42,11 @@ class PipelineCall:
         self.cache_key: response_cache.CacheKey | None = None
         self.cache_namespace = ""
         self.served_by = ""  # x-llmp-deployment when no deployment answered: cache | degraded
-        self.admission = None
+        self.admission: Admission | None = None
 
-    async def admit_and_look_up(self, user: str | None, target, request):
+    async def admit_and_look_up(
+        self, user: str | None, target: Target, request: RequestT
+    ) -> response_cache.CachedAnswer | None:
         """Stages "admit" and "cache": independent Redis round trips, made at once. Returns the
         cached answer (or None); raises the admission's refusal."""
         admission, cached = await asyncio.gather(
@@ -48,11 +61,15 @@ class PipelineCall:
             raise cached
         return cached
 
-    async def lookup_cache(self, target, request) -> response_cache.CachedAnswer | None:
+    async def lookup_cache(
+        self, target: Target, request: RequestT
+    ) -> response_cache.CachedAnswer | None:
         raise NotImplementedError
 
     async def cached(
-        self, key: response_cache.CacheKey, usable
+        self,
+        key: response_cache.CacheKey,
+        usable: Callable[[response_cache.CachedAnswer], bool],
     ) -> response_cache.CachedAnswer | None:
         """The tenant's cached answer under ``key`` if ``usable(answer)``; a cache outage is a
         bypass, never a failure."""

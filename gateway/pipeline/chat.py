@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from asgiref.sync import sync_to_async
@@ -33,11 +34,19 @@ from gateway.models import SecurityEvent
 from gateway.pipeline import admit, background, dispatch, guard, inputs, output, pii
 from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.call import PipelineCall
-from gateway.pipeline.route import routing_table, upstream_request
+from gateway.pipeline.dispatch import DispatchPlan, Outcome, Served, StreamServed
+from gateway.pipeline.route import Target, routing_table, upstream_request
 from gateway.pipeline.settle import Meter, chars_to_tokens, count_redactions, estimate_tokens
 from gateway.pipeline.validate import ParsedChat
 from gateway.providers import capabilities
-from gateway.providers.base import ChatDelta, ChatResult, UpstreamError, Usage
+from gateway.providers.base import (
+    ChatDelta,
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    UpstreamError,
+    Usage,
+)
 from llmplatform.db import fresh_db
 
 log = structlog.get_logger("gateway.api")
@@ -129,7 +138,7 @@ class Reply:
         return self.call.headers()
 
 
-class ChatCall(PipelineCall):
+class ChatCall(PipelineCall[ChatRequest]):
     """One chat request going through the pipeline, for plain and streamed answers."""
 
     def __init__(self, info: RequestInfo, principal: Principal, parsed: ParsedChat) -> None:
@@ -154,8 +163,8 @@ class ChatCall(PipelineCall):
         self.leak_guard: guard.LeakGuard | None = None
         self.restorer: pii.Restorer | None = None
         # The messages as the provider may see them (PII masked or pseudonymised).
-        self.upstream_messages = None
-        self.upstream_extra: dict = {}
+        self.upstream_messages: list[ChatMessage] | None = None
+        self.upstream_extra: dict[str, Any] = {}
         self._upstream_started = 0.0
 
     # The stages ------------------------------------------------------------------------------
@@ -177,7 +186,7 @@ class ChatCall(PipelineCall):
             pass  # a plain answer: the same stage, drained here
         return Reply(self, result=self.out.result(raw=False, usage=self.usage))
 
-    async def prepare(self):
+    async def prepare(self) -> tuple[Target, ChatRequest, response_cache.CachedAnswer | None]:
         principal, parsed = self.principal, self.parsed
         if not principal.may_use(parsed.alias):
             raise ModelNotFound(
@@ -221,7 +230,7 @@ class ChatCall(PipelineCall):
         self.out = output.Output(new_guard, self.restorer, whole=not parsed.stream)
         return target, request, cached
 
-    def _new_leak_guard(self, target) -> guard.LeakGuard:
+    def _new_leak_guard(self, target: Target) -> guard.LeakGuard:
         """A leak guard for one text of the reply (each choice's content, each tool call's
         arguments has its own)."""
         return guard.LeakGuard(
@@ -235,13 +244,16 @@ class ChatCall(PipelineCall):
             ),
         )
 
-    async def dispatch(self, target, request):
+    async def dispatch(
+        self, target: Target, request: ChatRequest
+    ) -> tuple[ChatDelta, AsyncIterator[ChatDelta], ChatRequest]:
         """Stage 6: the first delta, the rest, and the request that was sent (a fallback's, if
         one answered). A plain answer is asked for as a plain call (the provider's JSON
         answer) and passed on as one delta per choice."""
         self._upstream_started = time.perf_counter()
         self.meter.upstream_called = True
         plan = self.dispatch_plan(target, request)
+        served: StreamServed | Served[ChatRequest, ChatResult]
         try:
             if self.parsed.stream:
                 served = await dispatch.open_stream(plan)
@@ -259,7 +271,7 @@ class ChatCall(PipelineCall):
         return first, rest, served.request
 
     async def relay(
-        self, first: ChatDelta, deltas: AsyncIterator[ChatDelta], request
+        self, first: ChatDelta, deltas: AsyncIterator[ChatDelta], request: ChatRequest
     ) -> AsyncIterator[ChatDelta]:
         """Stage 7 over every delta, then stage 8, also when the client goes away or the
         upstream breaks mid-stream (an ``ApiError`` is raised for the door to send as an
@@ -290,7 +302,7 @@ class ChatCall(PipelineCall):
         finally:
             await self.settle(status, error_code, request)
 
-    async def settle(self, status: int, error_code: str, request) -> None:
+    async def settle(self, status: int, error_code: str, request: ChatRequest) -> None:
         """Stage 8: cache the provider's answer, meter it, keep the conversation. ``request``
         is what was sent (a fallback's, if one answered)."""
         out = self.out
@@ -329,6 +341,7 @@ class ChatCall(PipelineCall):
         if verdict.action == "allow":
             return
         result = verdict.result
+        assert result is not None  # a flag or a block comes with the score behind it
         blocked = verdict.action == "block"
         await guard.record_event(
             principal=self.principal,
@@ -404,7 +417,9 @@ class ChatCall(PipelineCall):
 
     # Dispatch --------------------------------------------------------------------------------
 
-    def dispatch_plan(self, target, request) -> dispatch.DispatchPlan:
+    def dispatch_plan(
+        self, target: Target, request: ChatRequest
+    ) -> DispatchPlan[ChatRequest, ChatResult]:
         """The routed target, then the alias's fallbacks; the response cache's answer to the
         same request (even one not served normally) if all of them fail."""
         return dispatch.DispatchPlan.from_route(
@@ -413,21 +428,22 @@ class ChatCall(PipelineCall):
             cached_answer=self.fallback_answer,
         )
 
-    def fallback_request(self, target):
+    def fallback_request(self, target: Target) -> ChatRequest:
         """A fallback's request: the routed version's messages and fields as protected (the
         same system prompt, canary and PII policy), with the fallback's model and params."""
         request = upstream_request(target, self.parsed, self.principal)
+        assert self.upstream_messages is not None  # set by prepare, before any dispatch
         return dataclasses.replace(
             request, messages=self.upstream_messages, extra=self.upstream_extra
         )
 
-    async def fallback_answer(self):
+    async def fallback_answer(self) -> ChatResult | None:
         if self.cache_key is None:
             return None
         _, answer = await response_cache.response_cache().lookup(self.cache_key)
         return answer.to_result() if answer is not None else None
 
-    def served(self, outcome: dispatch.Outcome) -> None:
+    def served(self, outcome: Outcome[ChatRequest]) -> None:
         """Who answered: for the headers and the usage record."""
         self.meter.target = outcome.target  # None for a cached or degraded answer: cost 0
         self.meter.cache_hit = outcome.source == dispatch.CACHE
@@ -440,7 +456,9 @@ class ChatCall(PipelineCall):
 
     # Cache -----------------------------------------------------------------------------------
 
-    async def lookup_cache(self, target, request) -> response_cache.CachedAnswer | None:
+    async def lookup_cache(
+        self, target: Target, request: ChatRequest
+    ) -> response_cache.CachedAnswer | None:
         """An eligible request (temperature 0, or the tenant opted in) is answered from the
         tenant's cache when the same request was answered before."""
         key = response_cache.make_key(

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypedDict, TypeVar, cast
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState
@@ -59,6 +59,14 @@ BREAKER_OPEN = "breaker_open"
 # Upstream answers that refuse this request (too long, invalid...): another deployment would
 # likely refuse it too, and the deployment is healthy, so neither fallback nor breaker count.
 REQUEST_FAULT_STATUSES = frozenset({400, 413, 422})
+
+
+# What a plan sends (ChatRequest, EmbeddingRequest), what it answers with (ChatResult,
+# EmbeddingResult), and what one upstream call returns (a result, or a stream's first delta).
+RequestT = TypeVar("RequestT")
+ResultT = TypeVar("ResultT")
+AnswerT = TypeVar("AnswerT")
+_T = TypeVar("_T")
 
 
 # Retry-After for a 503 whose upstream gave no hint (it could not be reached at all): a model
@@ -121,7 +129,7 @@ def is_deployment_fault(exc: UpstreamError) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class DispatchPlan:
+class DispatchPlan(Generic[RequestT, ResultT]):
     """What to try, in order, and what to fall back on.
 
     ``request_for`` builds the upstream request for a target (model ids differ between
@@ -131,8 +139,8 @@ class DispatchPlan:
 
     alias: str
     targets: tuple[Target, ...]
-    request_for: Callable[[Target], ChatRequest]
-    cached_answer: Callable[[], Awaitable[ChatResult | None]] | None = None
+    request_for: Callable[[Target], RequestT]
+    cached_answer: Callable[[], Awaitable[ResultT | None]] | None = None
     degraded: Degraded = field(default_factory=Degraded)
     breaker: CircuitBreaker | None = None  # None: the process's store
 
@@ -141,15 +149,15 @@ class DispatchPlan:
         cls,
         route: RoutePlan,
         *,
-        request_for: Callable[[Target], ChatRequest],
-        cached_answer: Callable[[], Awaitable[ChatResult | None]] | None = None,
+        request_for: Callable[[Target], RequestT],
+        cached_answer: Callable[[], Awaitable[ResultT | None]] | None = None,
         breaker: CircuitBreaker | None = None,
-    ) -> DispatchPlan:
+    ) -> DispatchPlan[RequestT, ResultT]:
         return cls(route.alias, route.targets, request_for, cached_answer, route.degraded, breaker)
 
 
 @dataclass(slots=True)
-class Outcome:
+class Outcome(Generic[RequestT]):
     """Who answered and how. ``target`` is the deployment that answered (None when the answer
     came from the cache or is the degraded reply); ``attempts`` counts upstream calls made,
     retries and fallbacks included; ``fallback_reason`` says why the routed deployment did
@@ -158,7 +166,7 @@ class Outcome:
 
     target: Target | None
     attempts: int
-    request: ChatRequest
+    request: RequestT
     source: str = UPSTREAM
     fallback_reason: str = ""
 
@@ -173,12 +181,12 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class Served(Outcome):
-    result: ChatResult = field(default_factory=lambda: ChatResult.text(""))
+class Served(Outcome[RequestT], Generic[RequestT, ResultT]):
+    result: ResultT = field(kw_only=True)
 
 
 @dataclass(slots=True)
-class StreamServed(Outcome):
+class StreamServed(Outcome[ChatRequest]):
     """``first`` is the first delta (already received); ``deltas`` the rest, each awaited
     within the idle timeout."""
 
@@ -202,22 +210,32 @@ class _Refused(Exception):
         self.admission = admission
 
 
+class _OutcomeFields(TypedDict, Generic[RequestT]):
+    """The fields of an ``Outcome``, as a walk knows them."""
+
+    target: Target | None
+    attempts: int
+    request: RequestT
+    source: str
+    fallback_reason: str
+
+
 @dataclass(slots=True)
-class _Walk:
-    plan: DispatchPlan
+class _Walk(Generic[RequestT, ResultT]):
+    plan: DispatchPlan[RequestT, ResultT]
     breaker: CircuitBreaker
     attempts: int = 0
     reason: str = ""
     last_error: UpstreamError | None = None
     retry_after: float | None = None
-    requests: dict[int, ChatRequest] = field(default_factory=dict)
+    requests: dict[int, RequestT] = field(default_factory=dict)
 
-    def request(self, index: int) -> ChatRequest:
+    def request(self, index: int) -> RequestT:
         if index not in self.requests:
             self.requests[index] = self.plan.request_for(self.plan.targets[index])
         return self.requests[index]
 
-    def outcome_fields(self, index: int | None, source: str = UPSTREAM) -> dict[str, Any]:
+    def outcome_fields(self, index: int | None, source: str = UPSTREAM) -> _OutcomeFields[RequestT]:
         target = self.plan.targets[index] if index is not None else None
         return {
             "target": target,
@@ -228,10 +246,13 @@ class _Walk:
         }
 
 
-Call = Callable[[Target, ChatRequest, float], Awaitable[Any]]
+# One upstream call: (target, its request, seconds left of its total timeout) -> its answer.
+Call = Callable[[Target, RequestT, float], Awaitable[AnswerT]]
 
 
-async def _through_chain(plan: DispatchPlan, call: Call) -> tuple[_Walk, int | None, Any]:
+async def _through_chain(
+    plan: DispatchPlan[RequestT, ResultT], call: Call[RequestT, AnswerT]
+) -> tuple[_Walk[RequestT, ResultT], int | None, AnswerT | None]:
     """Try each target in order; (walk, index of the target that answered, its answer), or
     (walk, None, None) when none did."""
     if not plan.targets:
@@ -265,11 +286,16 @@ async def _through_chain(plan: DispatchPlan, call: Call) -> tuple[_Walk, int | N
     return walk, None, None
 
 
-def _next_name(plan: DispatchPlan, index: int) -> str:
+def _next_name(plan: DispatchPlan[RequestT, ResultT], index: int) -> str:
     return plan.targets[index + 1].deployment if index + 1 < len(plan.targets) else "none"
 
 
-async def _call_with_retries(walk: _Walk, target: Target, request: ChatRequest, call: Call) -> Any:
+async def _call_with_retries(
+    walk: _Walk[RequestT, ResultT],
+    target: Target,
+    request: RequestT,
+    call: Call[RequestT, AnswerT],
+) -> AnswerT:
     policy, breaker, name = target.policy, walk.breaker, target.deployment
     loop = asyncio.get_running_loop()
     deadline = loop.time() + policy.total_timeout
@@ -321,7 +347,9 @@ def _before_retry(state: RetryCallState, deployment: str) -> None:
     )
 
 
-async def _after_chain(walk: _Walk, *, degraded_ok: bool = True) -> tuple[str, Any]:
+async def _after_chain(
+    walk: _Walk[RequestT, ResultT], *, degraded_ok: bool = True
+) -> tuple[str, ResultT | ChatResult]:
     """Every deployment failed: the cached answer or the degraded reply, or raise."""
     plan = walk.plan
     if plan.cached_answer is not None:
@@ -352,7 +380,7 @@ async def _after_chain(walk: _Walk, *, degraded_ok: bool = True) -> tuple[str, A
 # Plain answers
 
 
-async def _within_budget(target: Target, budget: float, call: Callable[[], Awaitable[Any]]):
+async def _within_budget(target: Target, budget: float, call: Callable[[], Awaitable[_T]]) -> _T:
     """``call()`` within what is left of the deployment's total timeout."""
     try:
         async with asyncio.timeout(budget) as scope:
@@ -372,15 +400,26 @@ async def _complete_once(target: Target, request: ChatRequest, budget: float) ->
     )
 
 
-async def _served(plan: DispatchPlan, call: Call, *, degraded_ok: bool = True) -> Served:
+async def _served(
+    plan: DispatchPlan[RequestT, ResultT],
+    call: Call[RequestT, ResultT],
+    *,
+    degraded_ok: bool = True,
+) -> Served[RequestT, ResultT]:
     walk, index, answer = await _through_chain(plan, call)
     if index is not None:
+        assert answer is not None  # the target at ``index`` answered
         return Served(**walk.outcome_fields(index), result=answer)
-    source, result = await _after_chain(walk, degraded_ok=degraded_ok)
-    return Served(**walk.outcome_fields(None, source), result=result)
+    # Bound first, then unpacked: unpacking the call directly makes mypy solve ResultT from
+    # the targets instead of from ``walk``.
+    fallback = await _after_chain(walk, degraded_ok=degraded_ok)
+    source, result = fallback
+    # The degraded reply (a ChatResult) comes only with degraded_ok, which only chat plans
+    # (ResultT = ChatResult) leave on; anything else is the plan's own cached answer.
+    return Served(**walk.outcome_fields(None, source), result=cast(ResultT, result))
 
 
-async def complete(plan: DispatchPlan) -> Served:
+async def complete(plan: DispatchPlan[ChatRequest, ChatResult]) -> Served[ChatRequest, ChatResult]:
     """A plain answer through the plan's chain; raises ``ApiError``."""
     return await _served(plan, _complete_once)
 
@@ -393,7 +432,9 @@ async def _embed_once(target: Target, request: EmbeddingRequest, budget: float) 
     return await _within_budget(target, budget, lambda: get_adapter(target.provider).embed(request))
 
 
-async def embed(plan: DispatchPlan) -> Served:
+async def embed(
+    plan: DispatchPlan[EmbeddingRequest, EmbeddingResult],
+) -> Served[EmbeddingRequest, EmbeddingResult]:
     """Embeddings through the plan's chain (timeouts, retries, breakers, fallbacks, then the
     cached answer); there is no degraded reply for vectors. ``result`` is an
     ``EmbeddingResult``."""
@@ -470,10 +511,11 @@ async def _replay(deltas: list[ChatDelta]) -> AsyncIterator[ChatDelta]:
         yield delta
 
 
-async def open_stream(plan: DispatchPlan) -> StreamServed:
+async def open_stream(plan: DispatchPlan[ChatRequest, ChatResult]) -> StreamServed:
     """A stream through the plan's chain, its first delta received; raises ``ApiError``."""
     walk, index, answer = await _through_chain(plan, _first_delta)
     if index is not None:
+        assert answer is not None  # the target at ``index`` answered
         first, deltas = answer
         return StreamServed(
             **walk.outcome_fields(index),

@@ -28,7 +28,7 @@ from gateway.pipeline import background, dispatch, pii
 from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.call import PipelineCall
 from gateway.pipeline.chat import RequestInfo
-from gateway.pipeline.route import Target, routing_table
+from gateway.pipeline.route import RoutePlan, Target, routing_table
 from gateway.pipeline.settle import Meter, chars_to_tokens, count_new_placeholders
 from gateway.pipeline.validate import ParsedEmbeddings
 from gateway.providers import capabilities
@@ -37,7 +37,7 @@ from gateway.providers.base import EmbeddingRequest, EmbeddingResult, UpstreamEr
 log = structlog.get_logger("gateway.api")
 
 
-class EmbeddingsCall(PipelineCall):
+class EmbeddingsCall(PipelineCall[EmbeddingRequest]):
     def __init__(self, info: RequestInfo, principal: Principal, parsed: ParsedEmbeddings) -> None:
         super().__init__(
             info,
@@ -107,7 +107,7 @@ class EmbeddingsCall(PipelineCall):
             )
 
     async def dispatch(
-        self, target: Target, request: EmbeddingRequest, route_plan
+        self, target: Target, request: EmbeddingRequest, route_plan: RoutePlan
     ) -> EmbeddingResult:
         self.meter.upstream_called = True
         started = time.perf_counter()
@@ -119,7 +119,7 @@ class EmbeddingsCall(PipelineCall):
                 else EmbeddingRequest(t.model, request.inputs, request.dimensions, request.user)
             )
 
-        async def cached_answer():
+        async def cached_answer() -> EmbeddingResult | None:
             if self.cache_key is None:
                 return None
             _, answer = await response_cache.response_cache().lookup(self.cache_key)
@@ -139,7 +139,7 @@ class EmbeddingsCall(PipelineCall):
         self.meter.upstream_attempts = served.attempts
         self.meter.fallback_reason = served.fallback_reason
         self.served_by = served.deployment
-        return served.result  # type: ignore[return-value]
+        return served.result
 
     async def lookup_cache(
         self, target: Target, request: EmbeddingRequest

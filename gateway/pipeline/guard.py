@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import structlog
 from asgiref.sync import sync_to_async
@@ -119,11 +120,36 @@ def add_canary(messages: list[ChatMessage], canary: str) -> list[ChatMessage]:
     return messages
 
 
+class _EventRow(TypedDict):
+    """The fields of the SecurityEvent row that ``record_event`` writes."""
+
+    tenant_id: int
+    api_key_id: int
+    request_id: str
+    kind: str
+    action: str
+    alias: str
+    score: float
+    reasons: list[str]
+    text_sha256: str
+
+
+class _EventWrite(_EventRow):
+    """What ``_write_event`` takes: the row, and what decides whether its text is kept."""
+
+    text: str
+    store_text: bool
+    user: str | None
+
+
 @fresh_db
-def _write_event(*, text: str, store_text: bool, user: str | None, **fields) -> None:
+def _write_event(
+    *, text: str, store_text: bool, user: str | None, **fields: Unpack[_EventRow]
+) -> None:
+    row: dict[str, object] = {**fields}
     if store_text and text:
-        fields.update(services.security_event_text(fields["tenant_id"], user, text))
-    SecurityEvent.objects.create(**fields)
+        row.update(services.security_event_text(fields["tenant_id"], user, text))
+    SecurityEvent.objects.create(**row)
 
 
 async def record_event(
@@ -150,7 +176,7 @@ async def record_event(
         score=round(score, 3),
         reasons=reasons,
     )
-    fields = dict(
+    fields: _EventWrite = dict(
         tenant_id=principal.tenant_id,
         api_key_id=principal.key_id,
         request_id=request_id,

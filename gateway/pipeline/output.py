@@ -206,7 +206,9 @@ class Output:
             events.extend(self._close(choice))
         return events
 
-    def _tool_calls(self, choice: _Assembly, fragments: list[dict[str, Any]]) -> list[dict]:
+    def _tool_calls(
+        self, choice: _Assembly, fragments: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         shown_fragments = []
         for fragment in fragments:
             tool = fragment.get("index", 0)

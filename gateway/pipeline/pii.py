@@ -19,6 +19,8 @@ sent unscreened because the screen broke.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -26,9 +28,11 @@ from gateway.errors import ApiError
 from gateway.pipeline import inputs
 from gateway.pipeline.authenticate import Principal
 from gateway.providers.base import ChatMessage, ChatRequest
-from privacy.pii import DetectorError, Pseudonymizer, detect, redact
+from privacy.pii import DetectorError, Pseudonymizer, StreamRestorer, detect, redact
 
 log = structlog.get_logger("gateway.pii")
+
+TextFn = Callable[[str], str]  # one text to its masked or pseudonymized form
 
 
 class PIIDetected(ApiError):
@@ -54,7 +58,7 @@ class Restorer:
             return self.pseudonymizer.restore_json(text)
         return self.pseudonymizer.restore(text)
 
-    def stream(self, *, json_string: bool = False):
+    def stream(self, *, json_string: bool = False) -> StreamRestorer:
         """A restorer for one streamed text (``feed`` / ``flush``)."""
         return self.pseudonymizer.stream_restorer(json_string=json_string)
 
@@ -81,7 +85,7 @@ def _check_blocked(principal: Principal, request: ChatRequest, keep: int) -> Non
         )
 
 
-def _transform(messages: list[ChatMessage], text_fn, keep: int = 0) -> list[ChatMessage]:
+def _transform(messages: list[ChatMessage], text_fn: TextFn, keep: int = 0) -> list[ChatMessage]:
     result = list(messages[:keep])
     for message in messages[keep:]:  # every role the client wrote
         tool_calls = message.tool_calls
@@ -110,7 +114,7 @@ def _transform(messages: list[ChatMessage], text_fn, keep: int = 0) -> list[Chat
     return result
 
 
-def _transform_request(request: ChatRequest, text_fn, keep: int) -> ChatRequest:
+def _transform_request(request: ChatRequest, text_fn: TextFn, keep: int) -> ChatRequest:
     return dataclasses.replace(
         request,
         messages=_transform(request.messages, text_fn, keep),
@@ -118,7 +122,7 @@ def _transform_request(request: ChatRequest, text_fn, keep: int) -> ChatRequest:
     )
 
 
-def _tool_call(call: dict, text_fn) -> dict:
+def _tool_call(call: dict[str, Any], text_fn: TextFn) -> dict[str, Any]:
     function = call.get("function")
     if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
         return call

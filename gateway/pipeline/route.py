@@ -18,7 +18,7 @@ import random
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from asgiref.sync import sync_to_async
@@ -26,7 +26,7 @@ from django.conf import settings
 
 from gateway import cache as response_cache
 from gateway.errors import ModelNotFound
-from gateway.models import AliasFallback, ModelVersion
+from gateway.models import AliasFallback, ModelAlias, ModelVersion, Provider, ProviderDeployment
 from gateway.providers.base import ChatMessage, ChatRequest, ProviderConfig
 from gateway.resilience.policy import (
     DEFAULT_DEGRADED_MESSAGE,
@@ -36,6 +36,10 @@ from gateway.resilience.policy import (
 )
 from llmplatform.db import fresh_db
 from llmplatform.redis_client import redis_configured, sync_redis
+
+if TYPE_CHECKING:
+    from gateway.pipeline.authenticate import Principal
+    from gateway.pipeline.validate import ParsedChat
 
 log = structlog.get_logger("gateway.route")
 
@@ -145,7 +149,7 @@ class AliasRoute:
         return self.targets[-1]
 
 
-def _provider_config(provider) -> ProviderConfig:
+def _provider_config(provider: Provider) -> ProviderConfig:
     return ProviderConfig(
         name=provider.name,
         kind=provider.kind,
@@ -160,7 +164,9 @@ def _provider_config(provider) -> ProviderConfig:
     )
 
 
-def _policy(deployment, provider: ProviderConfig, alias) -> ResiliencePolicy:
+def _policy(
+    deployment: ProviderDeployment, provider: ProviderConfig, alias: ModelAlias
+) -> ResiliencePolicy:
     return policy_for(
         deployment,
         connect_timeout=provider.connect_timeout,
@@ -183,10 +189,10 @@ def _build() -> dict[str, AliasRoute]:
         .order_by("alias__name", "position", "id")
     )
     by_alias: dict[str, list[Target]] = {}
-    aliases: dict[str, object] = {}
+    aliases: dict[str, ModelAlias] = {}
     providers: dict[int, ProviderConfig] = {}
 
-    def provider_config(provider) -> ProviderConfig:
+    def provider_config(provider: Provider) -> ProviderConfig:
         if provider.pk not in providers:
             providers[provider.pk] = _provider_config(provider)
         return providers[provider.pk]
@@ -242,15 +248,17 @@ def _build() -> dict[str, AliasRoute]:
 def _channel() -> str:
     # Pub/sub channels are not per Redis database: the database's URL keeps platforms that
     # share one server apart.
-    return "llmp:routing:changed:" + hashlib.sha256(settings.REDIS_URL.encode()).hexdigest()[:12]
+    url = settings.REDIS_URL
+    assert url is not None  # pub/sub is used only with Redis configured
+    return "llmp:routing:changed:" + hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
 class RoutingTable:
     def __init__(self) -> None:
         self._table: dict[str, AliasRoute] | None = None
         self._loaded_at = 0.0
-        self._refreshing: asyncio.Task | None = None
-        self._listener: asyncio.Task | None = None
+        self._refreshing: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._generation: int | None = None
         self._generation_checked = 0.0
 
@@ -268,10 +276,12 @@ class RoutingTable:
         import redis.asyncio as aioredis
 
         while True:
+            url = settings.REDIS_URL
+            assert url is not None  # started only with Redis configured
             # Its own connection: the shared client's 1 s socket timeout is for commands, and
             # a subscription waits for messages. Health-check pings find a dead connection.
             client = aioredis.Redis.from_url(
-                settings.REDIS_URL, socket_connect_timeout=1.0, health_check_interval=10
+                url, socket_connect_timeout=1.0, health_check_interval=10
             )
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -363,7 +373,7 @@ def invalidate_routing(**_: Any) -> None:
         log.warning("routing_publish_failed", error=type(exc).__name__)
 
 
-def upstream_request(target: Target, parsed: Any, principal: Any) -> ChatRequest:
+def upstream_request(target: Target, parsed: ParsedChat, principal: Principal) -> ChatRequest:
     """The request a target's provider gets (a ``ParsedChat`` from a ``Principal``): the
     version's system prompt first, the client's sampling parameters over the version's own,
     and the reply's length within the tier's cap."""

@@ -7,10 +7,12 @@ import functools
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, TypedDict
 
 import structlog
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db.models import Field
 
 from gateway import limits, metrics
 from gateway.limits import SPEND, TOKENS, Admission
@@ -22,6 +24,34 @@ from llmplatform.db import fresh_db
 from privacy.pii import ENTITY_TYPES
 
 log = structlog.get_logger("gateway.request")
+
+
+class UsageRow(TypedDict):
+    """A usage record as a request records it: ``UsageRecord`` column values by attname (the
+    other columns take their defaults)."""
+
+    tenant_id: int
+    api_key_id: int
+    request_id: str
+    route: str
+    alias: str
+    version: str
+    deployment: str
+    status_code: int
+    error_code: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    latency_ms: float
+    upstream_latency_ms: float
+    streamed: bool
+    cache_hit: bool
+    upstream_attempts: int
+    fallback_reason: str
+    degraded: bool
+    pii_redactions: int
+    tool_calls: int
+    content_kinds: str
 
 
 class UsageWriter:
@@ -40,10 +70,10 @@ class UsageWriter:
     MAX_PENDING = 50_000
 
     def __init__(self) -> None:
-        self._pending: list[dict] = []
-        self._flusher: asyncio.Task | None = None
+        self._pending: list[UsageRow] = []
+        self._flusher: asyncio.Task[None] | None = None
 
-    async def add(self, record: dict) -> None:
+    async def add(self, record: UsageRow) -> None:
         interval = settings.LLMP_USAGE_FLUSH_MS
         if interval <= 0 or settings.LLMP_AFTER_ANSWER_INLINE:
             await sync_to_async(self._write)([record])
@@ -68,7 +98,7 @@ class UsageWriter:
 
     @staticmethod
     @fresh_db
-    def _write(batch: list[dict]) -> None:
+    def _write(batch: list[UsageRow]) -> None:
         from django.db import connections
         from django.utils import timezone
 
@@ -102,7 +132,7 @@ class UsageWriter:
 
 
 @functools.cache
-def _usage_columns() -> list:
+def _usage_columns() -> list[Field[Any, Any]]:  # each field's own value types
     return [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 
 

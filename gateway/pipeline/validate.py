@@ -97,11 +97,15 @@ def media_size(part: dict[str, Any]) -> int:
     return sum(len(v) for v in body.values() if isinstance(v, str))
 
 
-class ContentField(serializers.Field):
+# A message's content once validated: its text, its content parts, or None (absent).
+MessageContent = str | list[dict[str, Any]] | None
+
+
+class ContentField(serializers.Field[MessageContent, Any, MessageContent, Any]):
     """A message's content: a string, or a list of parts (text, image_url, input_audio, file).
     Text only: the text. With a non-text part: the parts as given (validated)."""
 
-    def to_internal_value(self, data: Any) -> str | list | None:
+    def to_internal_value(self, data: Any) -> MessageContent:
         if data is None:
             return None
         if isinstance(data, str):
@@ -114,11 +118,15 @@ class ContentField(serializers.Field):
             return list(data) if media else "".join(p["text"] for p in data)
         raise serializers.ValidationError("content must be a string or a list of content parts")
 
-    def to_representation(self, value: Any) -> Any:
+    def to_representation(self, value: MessageContent) -> MessageContent:
         return value
 
 
-class MessageSerializer(serializers.Serializer):
+# The serializers below only validate input: the instance they would represent is the
+# validated mapping.
+
+
+class MessageSerializer(serializers.Serializer[dict[str, Any]]):
     # DRF's own message repeats the value sent; error messages never carry the request's text.
     role = serializers.ChoiceField(
         choices=ROLES, error_messages={"invalid_choice": f"must be one of {', '.join(ROLES)}"}
@@ -130,7 +138,7 @@ class MessageSerializer(serializers.Serializer):
         child=serializers.DictField(), required=False, max_length=128
     )
 
-    def validate(self, attrs: dict) -> dict:
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         role = attrs["role"]
         if role == "tool" and not attrs.get("tool_call_id"):
             raise serializers.ValidationError("a 'tool' message needs 'tool_call_id'")
@@ -145,7 +153,7 @@ class MessageSerializer(serializers.Serializer):
         return attrs
 
 
-class StopField(serializers.Field):
+class StopField(serializers.Field[list[str] | None, Any, list[str] | None, Any]):
     def to_internal_value(self, data: Any) -> list[str] | None:
         if data is None:
             return None
@@ -155,17 +163,20 @@ class StopField(serializers.Field):
             return data
         raise serializers.ValidationError("stop must be a string or a list of up to 4 strings")
 
-    def to_representation(self, value: Any) -> Any:
+    def to_representation(self, value: list[str] | None) -> list[str] | None:
         return value
 
 
-class StreamOptionsSerializer(serializers.Serializer):
+class StreamOptionsSerializer(serializers.Serializer[dict[str, Any]]):
     include_usage = serializers.BooleanField(required=False, default=False)
 
 
-class ChatCompletionSerializer(serializers.Serializer):
+class ChatCompletionSerializer(serializers.Serializer[dict[str, Any]]):
     model = serializers.CharField(max_length=64)
-    messages = MessageSerializer(many=True, allow_empty=False, max_length=2048)
+    # With many=True DRF hands max_length to the ListSerializer; the stubs leave it out.
+    messages = MessageSerializer(  # type: ignore[call-arg]
+        many=True, allow_empty=False, max_length=2048
+    )
     temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
     top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
@@ -224,7 +235,7 @@ class ParsedChat:
         return sorted(kinds)
 
 
-def parse_json_body(body: bytes) -> dict:
+def parse_json_body(body: bytes) -> dict[str, Any]:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -265,7 +276,7 @@ _local = threading.local()
 _KNOWN_FIELDS = frozenset(ChatCompletionSerializer().fields)
 
 
-def _validate(data: dict) -> ChatCompletionSerializer:
+def _validate(data: dict[str, Any]) -> ChatCompletionSerializer:
     serializer = getattr(_local, "serializer", None)
     if serializer is None:
         serializer = _local.serializer = ChatCompletionSerializer()
@@ -276,7 +287,7 @@ def _validate(data: dict) -> ChatCompletionSerializer:
     return serializer
 
 
-def parse_chat_request(data: dict) -> ParsedChat:
+def parse_chat_request(data: dict[str, Any]) -> ParsedChat:
     extra = {k: data.pop(k) for k in list(data) if k in PASSTHROUGH_PARAMS}
     check_shape(extra)
     unknown = sorted(set(data) - _KNOWN_FIELDS)
@@ -354,7 +365,7 @@ def _invalid(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(message, param=param, code="invalid_value")
 
 
-def parse_embeddings_request(data: dict) -> ParsedEmbeddings:
+def parse_embeddings_request(data: dict[str, Any]) -> ParsedEmbeddings:
     unknown = sorted(set(data) - EMBEDDING_FIELDS)
     if unknown:
         raise InvalidRequest(

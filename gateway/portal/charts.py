@@ -57,7 +57,7 @@ def bar_chart(
     key: str,
     title: str,
     points: Sequence[tuple[date, Number]],
-    fmt: Callable[[Number], str],
+    fmt: Callable[[float | Decimal], str],  # values, and axis ticks (half an int is a float)
 ) -> BarChart:
     """One bar per day, scaled to the largest value; each bar carries its day and value."""
     plot_w = WIDTH - LEFT - RIGHT

@@ -124,9 +124,9 @@ class ApiKeyCreateForm(forms.Form):
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["service_account"].queryset = selectors.enabled_service_accounts_for_tenant(
-            tenant
-        )
+        service_account = self.fields["service_account"]
+        assert isinstance(service_account, forms.ModelChoiceField)  # declared above
+        service_account.queryset = selectors.enabled_service_accounts_for_tenant(tenant)
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()

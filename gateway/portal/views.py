@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, cast
 
 import requests
 import structlog
@@ -19,7 +19,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -61,6 +61,20 @@ log = structlog.get_logger("gateway.portal")
 # it; that page removes it, and so does any other portal page.
 NEW_KEY_SESSION = "portal_new_key"
 THROTTLED = "Too many sign-in attempts from your address. Wait a minute and try again."
+
+
+class _OtpUser(Protocol):
+    """``request.user`` as django_otp's ``OTPMiddleware`` leaves it."""
+
+    def is_verified(self) -> bool:
+        """Whether this session was confirmed with a second factor."""
+        ...
+
+
+def _otp_user(request: HttpRequest) -> _OtpUser:
+    # OTPMiddleware (in settings.MIDDLEWARE, after the authentication middleware) gives every
+    # request's user, anonymous or not, an ``is_verified()``; Django's types do not know it.
+    return cast(_OtpUser, request.user)
 
 
 # --- Sign-in --------------------------------------------------------------------------------
@@ -166,13 +180,13 @@ class TenantView(View):
     membership: Membership
     is_owner: bool
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         self.membership = selectors.get_membership_for_user(request.user, kwargs.pop("slug"))
         self.tenant = self.membership.tenant
         self.is_owner = self.membership.role == Membership.Role.OWNER
-        if self.is_owner and self.tenant.require_owner_2fa and not request.user.is_verified():
+        if self.is_owner and self.tenant.require_owner_2fa and not _otp_user(request).is_verified():
             # The tenant requires its owners to confirm each session with an authenticator.
             messages.info(
                 request,
@@ -578,7 +592,7 @@ class SecurityView(View):
 
     template_name = "portal/security.html"
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         return super().dispatch(request, *args, **kwargs)
@@ -615,7 +629,7 @@ class SecurityView(View):
             "form": form or TotpConfirmForm(device=device),
             "device": device if confirmed else None,
             "next": _safe_next(request),
-            "verified": request.user.is_verified(),
+            "verified": _otp_user(request).is_verified(),
             "error": error,
             "needs_grant": device is None,
         }

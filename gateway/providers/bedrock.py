@@ -348,7 +348,7 @@ class BedrockAdapter:
         choice = Choice(
             index=0,
             content="".join(texts),
-            finish_reason=_STOP_REASONS.get(response.get("stopReason"), "stop"),
+            finish_reason=_STOP_REASONS.get(response.get("stopReason", ""), "stop"),
             tool_calls=tool_calls or None,
         )
         return ChatResult([choice], self._usage(response.get("usage")) or Usage(), request.model)
@@ -387,7 +387,8 @@ class BedrockAdapter:
         usage: Usage | None = None
         # contentBlockIndex -> the tool call's position among the answer's tool calls (OpenAI's
         # "index"): a text block before the calls takes a content block index, not a call's.
-        tool_calls: dict[int, int] = {}
+        # None: an event that came without its contentBlockIndex.
+        tool_calls: dict[int | None, int] = {}
         # Tool calls whose arguments have not begun yet.
         without_arguments: set[int] = set()
         try:
@@ -419,12 +420,14 @@ class BedrockAdapter:
                             without_arguments.discard(position)
                             yield ChatDelta(tool_calls=[_arguments_fragment(position, piece)])
                 elif "contentBlockStop" in value:
-                    position = tool_calls.get(value["contentBlockStop"].get("contentBlockIndex"))
-                    if position in without_arguments:
+                    stopped_call = tool_calls.get(
+                        value["contentBlockStop"].get("contentBlockIndex")
+                    )
+                    if stopped_call is not None and stopped_call in without_arguments:
                         # A call without arguments streams no input at all; "" is not JSON,
                         # and clients parse the arguments they have put together.
-                        without_arguments.discard(position)
-                        yield ChatDelta(tool_calls=[_arguments_fragment(position, "{}")])
+                        without_arguments.discard(stopped_call)
+                        yield ChatDelta(tool_calls=[_arguments_fragment(stopped_call, "{}")])
                 elif "messageStop" in value:
                     reason = value["messageStop"].get("stopReason")
                     finish_reason = _STOP_REASONS.get(reason, "stop")
@@ -441,7 +444,7 @@ class BedrockAdapter:
                 stopped.set()
                 _interrupt(events)
 
-    def _tool_position(self, tool_calls: dict[int, int], event: dict[str, Any]) -> int:
+    def _tool_position(self, tool_calls: dict[int | None, int], event: dict[str, Any]) -> int:
         position = tool_calls.get(event.get("contentBlockIndex"))
         if position is None:
             raise UpstreamBadResponse(

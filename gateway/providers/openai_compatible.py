@@ -16,7 +16,7 @@ import math
 import re
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
@@ -103,7 +103,7 @@ def _encode(body: dict[str, Any]) -> bytes:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _decode(raw: bytes) -> Any:
+def _decode(raw: bytes | str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -559,7 +559,7 @@ class OpenAICompatibleAdapter:
             )
         return chunk
 
-    async def _sse_data(self, response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    async def _sse_data(self, response: aiohttp.ClientResponse) -> AsyncGenerator[str, None]:
         """The ``data`` of each server-sent event (multi-line data joined, as the spec says).
         Lines end in LF, CRLF or CR; a line may be any length (a whole answer in one event)."""
         lines: list[str] = []

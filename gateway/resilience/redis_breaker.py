@@ -249,6 +249,7 @@ class RedisBreaker(CircuitBreaker):
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None:
+            assert self.url is not None, "RedisBreaker needs a URL or settings.REDIS_URL"
             client = aioredis.Redis.from_url(
                 self.url,
                 socket_connect_timeout=self.redis_timeout,

@@ -168,13 +168,13 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
     for position in keyword_starts(text, _CUE_KEYWORDS):
         if position < previous_end:
             continue
-        m = _CUE_RE.match(text, position)
-        if m:
-            end = _cue_end(text, m.end())
-            found = text[m.end() : end]
+        cue = _CUE_RE.match(text, position)
+        if cue:
+            end = _cue_end(text, cue.end())
+            found = text[cue.end() : end]
             # An address has a number and a name: "moved to 10:30" is a time.
             if any(c.isdigit() for c in found) and any(c.isalpha() for c in found):
-                spans.append((m.end(), end, 0.6))
+                spans.append((cue.end(), end, 0.6))
                 previous_end = end
     if not spans:
         return

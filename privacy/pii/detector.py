@@ -248,7 +248,11 @@ def _offer_by_automaton(
             # Values ending here, longest first, until one is taken.
             node = state if value_at[state] is not None else output[state]
             end = position + 1
-            while node and not take(end - len(value_at[node]), end, value_at[node]):
+            while node:
+                ending = value_at[node]
+                assert ending is not None  # state and output links lead to nodes ending a value
+                if take(end - len(ending), end, ending):
+                    break
                 node = output[node]
 
 

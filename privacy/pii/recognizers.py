@@ -452,15 +452,15 @@ def find_secrets(text: str) -> Iterator[Entity]:
     for position in keyword_starts(text, _SECRET_KEYWORDS):
         if position < previous_end:
             continue
-        m = _ASSIGNED_SECRET_RE.match(text, position)
-        if m and _looks_like_secret_value(m.group(1)):
-            yield Entity(SECRET, m.start(1), m.end(1), 0.8)
-            previous_end = m.end()
+        match = _ASSIGNED_SECRET_RE.match(text, position)
+        if match and _looks_like_secret_value(match.group(1)):
+            yield Entity(SECRET, match.start(1), match.end(1), 0.8)
+            previous_end = match.end()
             continue
-        m = _BEARER_RE.match(text, position)
-        if m:
-            yield Entity(SECRET, m.start(1), m.end(1), 0.9)
-            previous_end = m.end()
+        match = _BEARER_RE.match(text, position)
+        if match:
+            yield Entity(SECRET, match.start(1), match.end(1), 0.9)
+            previous_end = match.end()
     if "://" in text:
         for m in _URL_CREDENTIALS_RE.finditer(text):
             yield Entity(SECRET, m.start(1), m.end(2), 0.95)

@@ -14,7 +14,7 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -96,15 +96,19 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Decimal | models.Model) else value
 
 
+_M = TypeVar("_M", bound=models.Model)
+
+
 def _create_audited(
-    model: type[models.Model],
+    model: type[_M],
     lookup: dict[str, Any],
     defaults: dict[str, Any],
     result: BootstrapResult,
-) -> models.Model:
+) -> _M:
     """``get_or_create`` that writes the audit row when it creates."""
     with transaction.atomic():
-        obj, created = model.objects.get_or_create(**lookup, defaults=defaults)
+        # The default manager: ``objects`` on every model here (Django's way to name it for any).
+        obj, created = model._default_manager.get_or_create(**lookup, defaults=defaults)
         if created:
             after = {k: _plain(v) for k, v in {**lookup, **defaults}.items()}
             audit_record(

@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
 from types import FrameType
@@ -29,7 +30,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from llmplatform.env import env_int
@@ -60,7 +61,7 @@ STOP_TIMEOUT = 10.0
 class Command(BaseCommand):
     help = "Run the whole platform on this machine (what `make run` runs)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--skip-bootstrap",
             action="store_true",
@@ -87,7 +88,7 @@ class Command(BaseCommand):
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _request_stop(self, supervisor: Supervisor):
+    def _request_stop(self, supervisor: Supervisor) -> Callable[[int, FrameType | None], None]:
         def handler(signum: int, frame: FrameType | None) -> None:
             supervisor.stop_requested.set()
 

@@ -13,14 +13,19 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
-from typing import Any, TextIO
+from typing import IO, TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from privacy.pii import ENTITY_TYPES, DetectorError, detect, redact
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
-def detect_lines(lines: Iterable[str], types: frozenset[str] | None = None) -> Iterator[dict]:
+
+def detect_lines(
+    lines: Iterable[str], types: frozenset[str] | None = None
+) -> Iterator[dict[str, Any]]:
     """One result object per non-blank input line."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -76,12 +81,12 @@ class Command(BaseCommand):
             if unknown:
                 raise CommandError(f"Unknown entity types: {', '.join(sorted(unknown))}")
         with ExitStack() as stack:
-            source: TextIO = (
+            source: Iterable[str] = (
                 sys.stdin
                 if options["file"] == "-"
                 else stack.enter_context(self._open(options["file"], "r"))
             )
-            sink: TextIO = (
+            sink: SupportsWrite[str] = (
                 self.stdout
                 if options["output"] == "-"
                 else stack.enter_context(self._open(options["output"], "w"))
@@ -94,7 +99,7 @@ class Command(BaseCommand):
         self.stderr.write(f"{lines} line(s), {errors} with errors.")
 
     @staticmethod
-    def _open(path: str, mode: str) -> TextIO:
+    def _open(path: str, mode: str) -> IO[str]:
         try:
             return open(path, mode, encoding="utf-8", newline="\n" if mode == "w" else None)
         except OSError as exc:
