@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -341,14 +342,19 @@ def test_a_killed_model_server_is_restarted_and_meanwhile_the_api_says_503(
 
 
 def _chat_until_it_answers(platform: RunningPlatform, *, timeout: float):
+    """An answer from the model itself: a question not asked before, so no copy of an earlier
+    answer (which the gateway serves while every provider is down) can stand in for it."""
     import openai
 
+    question = [{"role": "user", "content": f"Say hello to visitor {uuid.uuid4().hex[:6]}."}]
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return _client(platform).chat.completions.create(
-                model="default", messages=HELLO, max_tokens=24
+            reply = _client(platform).chat.completions.with_raw_response.create(
+                model="default", messages=question, max_tokens=24
             )
+            assert reply.headers.get("x-llmp-deployment") != "cache"
+            return reply.parse()
         except openai.APIStatusError as exc:
             assert exc.status_code == 503, exc
             assert time.monotonic() < deadline, "the platform did not answer again in time"
