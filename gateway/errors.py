@@ -107,7 +107,3 @@ class UpstreamFailure(ApiError):
     """A provider failure, as the client sees it (502, 503 or 504)."""
 
     type = "api_error"
-
-
-def error_response(exc: ApiError) -> HttpResponse:
-    return exc.response()

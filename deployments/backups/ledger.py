@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from deployments.backups import conf as backup_conf
 from deployments.backups.models import ErasureLedgerEntry
-from deployments.backups.storage import BackupStorageError, BackupStore
+from deployments.backups.storage import BackupStore
 from llmplatform import datamap
 from llmplatform.audit import audit_record
 from llmplatform.models import Tenant
@@ -268,11 +268,3 @@ def erasure_ledger_prune(
                 after={"before": before.isoformat(), "store_objects": len(keys), "rows": deleted},
             )
     return count
-
-
-def upload_pending_quietly() -> None:
-    """Upload pending entries; a store failure is logged, not raised (the next run retries)."""
-    try:
-        erasure_ledger_upload()
-    except BackupStorageError as exc:
-        logger.warning("erasure ledger upload failed: %s", exc)

@@ -165,20 +165,6 @@ def frameworks_with_counts() -> list[tuple[ComplianceFramework, dict[str, int]]]
     ]
 
 
-def evidence_history(check_code: str, limit: int = 20) -> list[EvidenceCheck]:
-    return list(
-        EvidenceCheck.objects.filter(check_code=check_code).order_by("-checked_at", "-id")[:limit]
-    )
-
-
-def attestation_history(item: ComplianceItem, limit: int = 20) -> list[Attestation]:
-    return list(
-        Attestation.objects.filter(item=item)
-        .defer("file_data")
-        .order_by("-attested_at", "-id")[:limit]
-    )
-
-
 def attestation_with_file(attestation_id: int) -> Attestation | None:
     return (
         Attestation.objects.select_related("item__framework")
