@@ -31,13 +31,28 @@ RequestT = TypeVar("RequestT", ChatRequest, EmbeddingRequest)
 
 
 class PipelineCall(Generic[RequestT]):
-    def __init__(self, info: RequestInfo, principal: Principal, meter: Meter) -> None:
+    def __init__(
+        self,
+        info: RequestInfo,
+        principal: Principal,
+        *,
+        content_kinds: tuple[str, ...],
+        streamed: bool = False,
+    ) -> None:
         self.info = info
         self.principal = principal
         self.request_id = info.request_id
         # The alias is metered (metrics label, log line, usage record) once it is routed: an
         # unknown "model" is whatever the client sent (an email, a pasted key), never a label.
-        self.meter = meter
+        self.meter = Meter(
+            info.request_id,
+            info.route,
+            principal,
+            info.started,
+            alias="",
+            streamed=streamed,
+            content_kinds=content_kinds,
+        )
         self.cache_status: str | None = None  # HIT | MISS | BYPASS
         self.cache_key: response_cache.CacheKey | None = None
         self.cache_namespace = ""

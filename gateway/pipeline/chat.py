@@ -36,7 +36,7 @@ from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.call import PipelineCall
 from gateway.pipeline.dispatch import DispatchPlan, Outcome, Served, StreamServed
 from gateway.pipeline.route import Target, routing_table, upstream_request
-from gateway.pipeline.settle import Meter, chars_to_tokens, count_redactions, estimate_tokens
+from gateway.pipeline.settle import chars_to_tokens, count_redactions, estimate_tokens
 from gateway.pipeline.validate import ParsedChat
 from gateway.providers import capabilities
 from gateway.providers.base import (
@@ -145,15 +145,8 @@ class ChatCall(PipelineCall[ChatRequest]):
         super().__init__(
             info,
             principal,
-            Meter(
-                info.request_id,
-                info.route,
-                principal,
-                info.started,
-                alias="",
-                streamed=parsed.stream,
-                content_kinds=tuple(parsed.content_kinds()),
-            ),
+            streamed=parsed.stream,
+            content_kinds=tuple(parsed.content_kinds()),
         )
         self.parsed = parsed
         self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"

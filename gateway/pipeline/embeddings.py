@@ -29,7 +29,7 @@ from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.call import PipelineCall
 from gateway.pipeline.chat import RequestInfo
 from gateway.pipeline.route import RoutePlan, Target, routing_table
-from gateway.pipeline.settle import Meter, chars_to_tokens, count_new_placeholders
+from gateway.pipeline.settle import chars_to_tokens, count_new_placeholders
 from gateway.pipeline.validate import ParsedEmbeddings
 from gateway.providers import capabilities
 from gateway.providers.base import EmbeddingRequest, EmbeddingResult, UpstreamError, Usage
@@ -39,18 +39,7 @@ log = structlog.get_logger("gateway.api")
 
 class EmbeddingsCall(PipelineCall[EmbeddingRequest]):
     def __init__(self, info: RequestInfo, principal: Principal, parsed: ParsedEmbeddings) -> None:
-        super().__init__(
-            info,
-            principal,
-            Meter(
-                info.request_id,
-                info.route,
-                principal,
-                info.started,
-                alias="",
-                content_kinds=("embeddings",),
-            ),
-        )
+        super().__init__(info, principal, content_kinds=("embeddings",))
         self.parsed = parsed
 
     async def answer(self) -> EmbeddingResult:
