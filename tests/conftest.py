@@ -274,6 +274,22 @@ def gateway_server(transactional_db) -> Iterator[str]:
     thread.join(timeout=10)
 
 
+def gateway_process_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a gateway process that shares this test's PostgreSQL database, Redis,
+    data directory and secrets (after-answer work inline, as in every test), plus ``env``."""
+    db = settings.DATABASES["default"]
+    return {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL or "",
+        "LLMP_DATA_DIR": str(settings.DATA_DIR),
+        "LLMP_API_KEY_PEPPER": settings.API_KEY_PEPPER,
+        "SECRET_KEY": settings.SECRET_KEY,
+        "LLMP_AFTER_ANSWER_INLINE": "true",
+        **(env or {}),
+    }
+
+
 def start_gateway_process(*, workers: int = 1, env: dict[str, str] | None = None):
     """Another gateway *process* (uvicorn in a subprocess) sharing this test's PostgreSQL
     database and Redis. Returns (process, base URL); the caller terminates it."""
@@ -286,16 +302,7 @@ def start_gateway_process(*, workers: int = 1, env: dict[str, str] | None = None
     if db["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip("a second process needs a shared server database")
     port = free_port()
-    full_env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL or "",
-        "LLMP_DATA_DIR": str(settings.DATA_DIR),
-        "LLMP_API_KEY_PEPPER": settings.API_KEY_PEPPER,
-        "SECRET_KEY": settings.SECRET_KEY,
-        "LLMP_AFTER_ANSWER_INLINE": "true",
-        **(env or {}),
-    }
+    full_env = gateway_process_env(env)
     process = subprocess.Popen(
         [
             sys.executable,

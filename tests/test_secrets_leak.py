@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import secrets
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from llmplatform.models import AuditEvent
 from privacy import services as privacy_services
 from privacy.models import ConsentRecord, Conversation, DataSubject, PrivacyPolicy, SubjectRequest
 
-from .conftest import free_port, route_alias
+from .conftest import free_port, gateway_process_env, route_alias
 from .upstreams import OpenAIUpstream
 
 pytestmark = pytest.mark.slow
@@ -386,20 +385,10 @@ def test_nothing_leaks_from_a_gateway_in_this_process(
 def test_nothing_leaks_from_a_gateway_process(
     setup, admin_client, provider_key, upstream, tmp_path
 ):
-    db = settings.DATABASES["default"]
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL or "",
-        "LLMP_DATA_DIR": str(settings.DATA_DIR),
-        "LLMP_API_KEY_PEPPER": settings.API_KEY_PEPPER,
-        "SECRET_KEY": settings.SECRET_KEY,
-        "LLMP_AFTER_ANSWER_INLINE": "true",
-        "LOG_LEVEL": "DEBUG",
-        "LLMP_UPSTREAM_READ_TIMEOUT": "5",
-        PROVIDER_KEY_ENV: provider_key,
-    }
+    env = gateway_process_env(
+        {"LOG_LEVEL": "DEBUG", "LLMP_UPSTREAM_READ_TIMEOUT": "5", PROVIDER_KEY_ENV: provider_key}
+    )
     stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
     base_url = f"http://127.0.0.1:{port}"
     with stdout.open("wb") as out, stderr.open("wb") as err:
