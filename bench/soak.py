@@ -194,7 +194,8 @@ import json
 from datetime import timedelta
 from django.utils import timezone
 from llmplatform.models import Tenant
-from privacy import crypto, requests, services
+from privacy import crypto, services
+from privacy.subject_requests import services as request_services
 from privacy.models import Conversation, SubjectRequest
 tenant = Tenant.objects.get(slug="soak")
 ids = []
@@ -207,7 +208,7 @@ for external_id in %s:
                      key_id=crypto.ciphertext_key_id(ciphertext),
                      expires_at=timezone.now() + timedelta(days=30))
         for i in range(%d)], batch_size=1000)
-    request = requests.subject_request_create(
+    request = request_services.subject_request_create(
         tenant=tenant, kind=SubjectRequest.Kind.ERASURE, law="gdpr",
         source=SubjectRequest.Source.API, external_id=external_id, actor="soak")
     ids.append(request.pk)
@@ -215,10 +216,10 @@ print("SOAKERASURES " + json.dumps(ids))
 """
 
 _APPROVE = """
-from privacy import requests
+from privacy.subject_requests import services as request_services
 from privacy.models import SubjectRequest
 for request in SubjectRequest.objects.filter(pk__in=%s):
-    requests.subject_request_approve(actor="soak-officer", request=request)
+    request_services.subject_request_approve(actor="soak-officer", request=request)
 """
 
 

@@ -118,14 +118,14 @@ def usd(amount: Decimal) -> str:
 
 
 def subject_requests_panel(request: HttpRequest, clock: Clock) -> Panel:
-    from privacy import requests as subject_requests
     from privacy.models import SubjectRequest
+    from privacy.subject_requests import deadlines
 
     counts = SubjectRequest.objects.annotate(
-        effective_due=subject_requests.effective_due_expression()
+        effective_due=deadlines.effective_due_expression()
     ).aggregate(
-        overdue=Count("pk", filter=subject_requests.overdue_q(clock.now)),
-        due_soon=Count("pk", filter=subject_requests.due_soon_q(7, clock.now)),
+        overdue=Count("pk", filter=deadlines.overdue_q(clock.now)),
+        due_soon=Count("pk", filter=deadlines.due_soon_q(7, clock.now)),
     )
     return Panel(
         key="subject_requests",

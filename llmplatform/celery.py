@@ -53,7 +53,7 @@ app.conf.beat_schedule = {
         "schedule": HEARTBEAT_SECONDS,
         "options": {"expires": max(1.0, HEARTBEAT_SECONDS - 1)},
     },
-    # Data-subject requests (privacy.requests): restart lost, failed and stalled executions,
+    # Data-subject requests (privacy.subject_requests): restart lost, failed and stalled executions,
     # close public requests never verified, delete exports whose link expired.
     "privacy-resume-subject-requests": {
         "task": "privacy.resume_stalled_subject_requests",

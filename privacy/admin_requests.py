@@ -16,8 +16,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from privacy import requests
 from privacy.models import ErasureReceipt, SubjectRequest
+from privacy.subject_requests import deadlines
+from privacy.subject_requests import services as request_services
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -40,9 +41,9 @@ class OverdueFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "overdue":
-            return queryset.filter(requests.overdue_q())
+            return queryset.filter(deadlines.overdue_q())
         if self.value() == "due7":
-            return queryset.filter(requests.due_soon_q(7))
+            return queryset.filter(deadlines.due_soon_q(7))
         return queryset
 
 
@@ -55,9 +56,9 @@ class OpenFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
-            return queryset.filter(state__in=requests.OPEN_STATES)
+            return queryset.filter(state__in=deadlines.OPEN_STATES)
         if self.value() == "no":
-            return queryset.exclude(state__in=requests.OPEN_STATES)
+            return queryset.exclude(state__in=deadlines.OPEN_STATES)
         return queryset
 
 
@@ -68,7 +69,7 @@ class ReasonForm(forms.Form):
 class ExtendForm(ReasonForm):
     months = forms.TypedChoiceField(
         coerce=int,
-        initial=requests.GDPR_MAX_EXTENSION_MONTHS,
+        initial=deadlines.GDPR_MAX_EXTENSION_MONTHS,
         choices=[(1, "1 month"), (2, "2 months")],
     )
 
@@ -122,7 +123,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .annotate(effective_due=requests.effective_due_expression())
+            .annotate(effective_due=deadlines.effective_due_expression())
         )
 
     @admin.display(description="due", ordering="effective_due")
@@ -131,7 +132,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
 
     @admin.display(description="overdue", boolean=True)
     def overdue(self, obj: SubjectRequest) -> bool:
-        return requests.is_overdue(obj)
+        return deadlines.is_overdue(obj)
 
     def has_add_permission(self, request):
         return False
@@ -149,12 +150,14 @@ class SubjectRequestAdmin(admin.ModelAdmin):
     def approve(self, request: HttpRequest, queryset: QuerySet[SubjectRequest]) -> None:
         approved, skipped = 0, 0
         for subject_request in queryset:
-            if subject_request.state not in requests.APPROVABLE_STATES:
+            if subject_request.state not in request_services.APPROVABLE_STATES:
                 skipped += 1
                 continue
             try:
-                requests.subject_request_approve(actor=request.user, request=subject_request)
-            except requests.SubjectRequestError:  # changed state since the list was shown
+                request_services.subject_request_approve(
+                    actor=request.user, request=subject_request
+                )
+            except request_services.SubjectRequestError:  # changed state since the list was shown
                 skipped += 1
             else:
                 approved += 1
@@ -174,7 +177,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
             for subject_request in queryset:
                 try:
                     apply(subject_request, form.cleaned_data)
-                except requests.SubjectRequestError as exc:
+                except request_services.SubjectRequestError as exc:
                     refused += 1
                     self.message_user(
                         request, f"{subject_request}: {exc.messages[0]}", messages.WARNING
@@ -209,7 +212,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
             form_class=ReasonForm,
             title="Reject requests",
             verb="Rejected",
-            apply=lambda r, data: requests.subject_request_reject(
+            apply=lambda r, data: request_services.subject_request_reject(
                 actor=request.user, request=r, reason=data["reason"]
             ),
         )
@@ -225,7 +228,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
             form_class=ExtendForm,
             title="Extend deadlines",
             verb="Extended",
-            apply=lambda r, data: requests.subject_request_extend(
+            apply=lambda r, data: request_services.subject_request_extend(
                 actor=request.user, request=r, reason=data["reason"], months=data["months"]
             ),
         )

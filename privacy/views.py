@@ -23,8 +23,10 @@ from django_ratelimit.core import is_ratelimited
 
 from llmplatform.models import Tenant
 from llmplatform.request_context import client_network
-from privacy import requests
 from privacy.models import SubjectRequest
+from privacy.subject_requests import deadlines, export
+from privacy.subject_requests import selectors as request_selectors
+from privacy.subject_requests import services as request_services
 
 RATE_GROUP = "privacy.request"
 PUBLIC_ACTOR = "public_page"
@@ -100,9 +102,9 @@ def request_start(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             if data["tenant"] is None:
                 return HttpResponseRedirect(
-                    reverse("privacy:request-verify", args=[requests.decoy_public_id()])
+                    reverse("privacy:request-verify", args=[request_selectors.decoy_public_id()])
                 )
-            subject_request = requests.subject_request_create(
+            subject_request = request_services.subject_request_create(
                 tenant=data["tenant"],
                 kind=data["kind"],
                 law=data["law"],
@@ -112,7 +114,9 @@ def request_start(request: HttpRequest) -> HttpResponse:
                 actor=PUBLIC_ACTOR,
             )
             return HttpResponseRedirect(
-                reverse("privacy:request-verify", args=[requests.public_id(subject_request)])
+                reverse(
+                    "privacy:request-verify", args=[request_selectors.public_id(subject_request)]
+                )
             )
     return render(request, "privacy/request_form.html", {"form": form})
 
@@ -121,9 +125,9 @@ def request_start(request: HttpRequest) -> HttpResponse:
 @csrf_protect
 @require_http_methods(["GET", "POST"])
 def request_verify(request: HttpRequest, public_id: str) -> HttpResponse:
-    subject_request = requests.request_for_public_id(public_id)
+    subject_request = request_selectors.request_for_public_id(public_id)
     if subject_request is None:
-        if requests.is_decoy_public_id(public_id):
+        if request_selectors.is_decoy_public_id(public_id):
             return _decoy_verify(request)
         return _not_found(request)
     status_url = reverse("privacy:request-status", args=[public_id])
@@ -134,10 +138,10 @@ def request_verify(request: HttpRequest, public_id: str) -> HttpResponse:
         if _rate_limited(request):
             return _too_many(request)
         if form.is_valid():
-            result = requests.subject_request_verify(
+            result = request_services.subject_request_verify(
                 request=subject_request, code=form.cleaned_data["code"]
             )
-            if result is requests.VerifyResult.WRONG:
+            if result is request_services.VerifyResult.WRONG:
                 form.add_error("code", "That code is wrong or has expired.")
             else:
                 return HttpResponseRedirect(status_url)
@@ -147,7 +151,7 @@ def request_verify(request: HttpRequest, public_id: str) -> HttpResponse:
         {
             "form": form,
             "subject_request": subject_request,
-            "minutes": int(requests.CODE_LIFETIME.total_seconds() // 60),
+            "minutes": int(request_services.CODE_LIFETIME.total_seconds() // 60),
         },
     )
 
@@ -164,14 +168,14 @@ def _decoy_verify(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "privacy/verify.html",
-        {"form": form, "minutes": int(requests.CODE_LIFETIME.total_seconds() // 60)},
+        {"form": form, "minutes": int(request_services.CODE_LIFETIME.total_seconds() // 60)},
     )
 
 
 @never_cache
 @require_http_methods(["GET"])
 def request_status(request: HttpRequest, public_id: str) -> HttpResponse:
-    subject_request = requests.request_for_public_id(public_id)
+    subject_request = request_selectors.request_for_public_id(public_id)
     if subject_request is None:
         return _not_found(request)
     return render(
@@ -180,7 +184,7 @@ def request_status(request: HttpRequest, public_id: str) -> HttpResponse:
         {
             "subject_request": subject_request,
             "public_id": public_id,
-            "due": requests.effective_due(subject_request),
+            "due": deadlines.effective_due(subject_request),
         },
     )
 
@@ -196,13 +200,13 @@ def export_download(request: HttpRequest, token: str) -> HttpResponse:
     browser prefetch that opens the link does not spend the one download."""
     try:
         if request.method == "GET":
-            subject_request = requests.export_link_check(token)
+            subject_request = export.export_link_check(token)
             return render(request, "privacy/export.html", {"subject_request": subject_request})
         fmt = request.GET.get("format") or request.POST.get("format") or "zip"
         if fmt not in EXPORT_FORMATS:
             fmt = "zip"
-        subject_request, document = requests.subject_request_export_download(token=token)
-    except requests.ExportUnavailable as exc:
+        subject_request, document = export.subject_request_export_download(token=token)
+    except export.ExportUnavailable as exc:
         return render(request, "privacy/export_gone.html", {"reason": exc.reason}, status=410)
     name = f"{subject_request.tenant.slug}-data-export"
     if fmt == "json":
@@ -211,10 +215,10 @@ def export_download(request: HttpRequest, token: str) -> HttpResponse:
         )
         filename = f"{name}.json"
     elif fmt == "csv":
-        response = HttpResponse(requests.export_csv(document), content_type="text/csv")
+        response = HttpResponse(export.export_csv(document), content_type="text/csv")
         filename = f"{name}.csv"
     else:
-        response = HttpResponse(requests.export_zip(document), content_type="application/zip")
+        response = HttpResponse(export.export_zip(document), content_type="application/zip")
         filename = f"{name}.zip"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -227,10 +227,10 @@ print("consented")
 """
 
 _ERASURE_REQUEST = """
-from privacy import requests
+from privacy.subject_requests import services as request_services
 from privacy.models import SubjectRequest as SR
 from llmplatform.models import Tenant
-request = requests.subject_request_create(
+request = request_services.subject_request_create(
     tenant=Tenant.objects.get(slug="demo"), kind=SR.Kind.ERASURE, law=SR.Law.GDPR,
     source=SR.Source.API, external_id="erin", actor="test")
 print("REQUEST", request.pk, request.state)

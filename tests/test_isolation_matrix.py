@@ -39,7 +39,6 @@ from django.test import Client
 from gateway import services as gateway_services
 from gateway.models import ApiKey, ModelAlias, SecurityEvent, ServiceAccount, Tier, UsageRecord
 from llmplatform.models import AuditEvent, Tenant
-from privacy import requests as subject_requests
 from privacy import services as privacy_services
 from privacy.models import (
     Conversation,
@@ -47,6 +46,9 @@ from privacy.models import (
     ErasureReceipt,
     SubjectRequest,
 )
+from privacy.subject_requests import execution
+from privacy.subject_requests import selectors as request_selectors
+from privacy.subject_requests import services as request_services
 
 from .conftest import route_alias
 from .upstreams import OpenAIUpstream
@@ -174,7 +176,7 @@ def api_world(principals, django_capture_on_commit_callbacks):
         privacy_services.subject_register_email(
             actor="test", tenant=principals.tenant_a, external_id=A_SUBJECT, email=A_EMAIL
         )
-        request = subject_requests.subject_request_create(
+        request = request_services.subject_request_create(
             tenant=principals.tenant_a,
             kind="access",
             law="gdpr",
@@ -187,7 +189,7 @@ def api_world(principals, django_capture_on_commit_callbacks):
             tenant_a=principals.tenant_a,
             tenant_b=principals.tenant_b,
             upstream=upstream,
-            a_request_id=subject_requests.public_id(request),
+            a_request_id=request_selectors.public_id(request),
             cached_body={
                 "model": "default",
                 "temperature": 0,
@@ -352,7 +354,7 @@ def api_request_status(world: ApiWorld, actor: str, expected: str) -> None:
         assert response.status_code == 200 and response.json()["kind"] == "access"
         return
     # A well-signed id of a request that does not exist, and one that is not an id at all.
-    no_such = signing.Signer(salt=subject_requests.PUBLIC_ID_SALT).sign_object(10**9)
+    no_such = signing.Signer(salt=request_selectors.PUBLIC_ID_SALT).sign_object(10**9)
     for missing_id in (no_such, "not-an-id"):
         missing = world.call(actor, "get", f"/v1/privacy/requests/{missing_id}")
         assert response.status_code == missing.status_code == 404
@@ -665,7 +667,7 @@ ADMIN_ACTORS = (ALICE, BOB, CHARLIE, "officer")
 
 
 def _erasure_receipt(principals) -> ErasureReceipt:
-    erased = subject_requests.subject_request_create(
+    erased = request_services.subject_request_create(
         tenant=principals.tenant_a,
         kind="erasure",
         law="gdpr",
@@ -673,8 +675,8 @@ def _erasure_receipt(principals) -> ErasureReceipt:
         external_id="u-erased",
         actor="test",
     )
-    subject_requests.subject_request_approve(actor=principals.alice, request=erased)
-    subject_requests.subject_request_execute(erased.pk)
+    request_services.subject_request_approve(actor=principals.alice, request=erased)
+    execution.subject_request_execute(erased.pk)
     return ErasureReceipt.objects.get(request=erased)
 
 
@@ -735,7 +737,7 @@ A_RECORDS: dict[str, Callable] = {
         subject=privacy_services.subject_get_or_create(tenant=p.tenant_a, external_id=A_SUBJECT),
     ),
     "privacy.conversation": _conversation,
-    "privacy.subjectrequest": lambda p: subject_requests.subject_request_create(
+    "privacy.subjectrequest": lambda p: request_services.subject_request_create(
         tenant=p.tenant_a,
         kind="erasure",
         law="gdpr",

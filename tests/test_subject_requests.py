@@ -22,10 +22,13 @@ from django.urls import reverse
 import privacy.admin_requests  # noqa: F401
 from llmplatform import datamap
 from llmplatform.models import AuditEvent
-from privacy import crypto, requests, services
+from privacy import crypto, services
 from privacy.models import ConsentRecord, Conversation, DataSubject, ErasureReceipt, SubjectKey
 from privacy.models import SubjectRequest as SR
 from privacy.request_tasks import execute_subject_request, resume_stalled_subject_requests
+from privacy.subject_requests import deadlines, execution, export
+from privacy.subject_requests import selectors as request_selectors
+from privacy.subject_requests import services as request_services
 
 EMAIL = "Jane.Subject@example.org"
 USER = "user-42"
@@ -90,7 +93,7 @@ def _code(message) -> str:
 def _public_request(principals, *, kind=SR.Kind.ERASURE, law=SR.Law.GDPR, email=EMAIL) -> SR:
     # Emails go out when the transaction commits.
     with TestCase.captureOnCommitCallbacks(execute=True):
-        request = requests.subject_request_create(
+        request = request_services.subject_request_create(
             tenant=principals.tenant_a,
             kind=kind,
             law=law,
@@ -106,15 +109,15 @@ def _verified(principals, subject, **kwargs) -> SR:
     mail.outbox.clear()
     request = _public_request(principals, **kwargs)
     assert (
-        requests.subject_request_verify(request=request, code=_code(mail.outbox[-1]))
-        is requests.VerifyResult.VERIFIED
+        request_services.subject_request_verify(request=request, code=_code(mail.outbox[-1]))
+        is request_services.VerifyResult.VERIFIED
     )
     return request
 
 
 def _approve(request: SR, actor, django_capture_on_commit_callbacks) -> SR:
     with django_capture_on_commit_callbacks(execute=True):  # enqueues (and runs) the task
-        requests.subject_request_approve(actor=actor, request=request)
+        request_services.subject_request_approve(actor=actor, request=request)
     request.refresh_from_db()
     return request
 
@@ -137,23 +140,23 @@ def test_the_right_code_verifies_and_the_subject_gets_an_acknowledgement(princip
     with time_machine.travel(datetime(2027, 1, 1, 9, tzinfo=UTC), tick=False):
         request = _public_request(principals, law=SR.Law.CCPA)
         with TestCase.captureOnCommitCallbacks(execute=True):
-            result = requests.subject_request_verify(
+            result = request_services.subject_request_verify(
                 request=request, code=f" {_code(mail.outbox[-1])} "
             )
-    assert result is requests.VerifyResult.VERIFIED
+    assert result is request_services.VerifyResult.VERIFIED
     assert request.state == State.VERIFIED and request.code_hash == ""
     assert mail.outbox[-1].to == [EMAIL] and "answer by 2027-02-15" in mail.outbox[-1].body
 
 
 def test_an_unverified_request_cannot_be_approved_or_executed(principals, subject):
     request = _public_request(principals)
-    with pytest.raises(requests.SubjectRequestError):
-        requests.subject_request_approve(actor=principals.alice, request=request)
-    outcome = requests.subject_request_execute(request.pk)
+    with pytest.raises(request_services.SubjectRequestError):
+        request_services.subject_request_approve(actor=principals.alice, request=request)
+    outcome = execution.subject_request_execute(request.pk)
     assert outcome.ran is False
     # Even a row forced to "approved" by hand is refused without a verification.
     SR.objects.filter(pk=request.pk).update(state=State.APPROVED)
-    assert requests.subject_request_execute(request.pk).state == State.FAILED
+    assert execution.subject_request_execute(request.pk).state == State.FAILED
     request.refresh_from_db()
     assert request.last_error == "start: SubjectRequestError"
     assert Conversation.objects.filter(subject=subject).count() == 2
@@ -165,14 +168,16 @@ def test_wrong_codes_are_limited_and_then_the_request_is_closed(principals, subj
     right = _code(mail.outbox[-1])
     wrong = f"{(int(right) + 1) % 10**6:06d}"
     results = [
-        requests.subject_request_verify(request=request, code=wrong)
-        for _ in range(requests.MAX_CODE_ATTEMPTS)
+        request_services.subject_request_verify(request=request, code=wrong)
+        for _ in range(request_services.MAX_CODE_ATTEMPTS)
     ]
-    assert results[:-1] == [requests.VerifyResult.WRONG] * (requests.MAX_CODE_ATTEMPTS - 1)
-    assert results[-1] is requests.VerifyResult.LOCKED
+    assert results[:-1] == [request_services.VerifyResult.WRONG] * (
+        request_services.MAX_CODE_ATTEMPTS - 1
+    )
+    assert results[-1] is request_services.VerifyResult.LOCKED
     assert (
-        requests.subject_request_verify(request=request, code=right)
-        is requests.VerifyResult.NOT_PENDING
+        request_services.subject_request_verify(request=request, code=right)
+        is request_services.VerifyResult.NOT_PENDING
     )
     request.refresh_from_db()
     assert request.state == State.REJECTED and request.verified_at is None
@@ -188,10 +193,10 @@ def test_an_expired_code_is_refused(principals, subject):
     with time_machine.travel(datetime(2027, 3, 1, 12, tzinfo=UTC), tick=False) as clock:
         request = _public_request(principals)
         code = _code(mail.outbox[-1])
-        clock.shift(requests.CODE_LIFETIME + timedelta(seconds=1))
+        clock.shift(request_services.CODE_LIFETIME + timedelta(seconds=1))
         assert (
-            requests.subject_request_verify(request=request, code=code)
-            is requests.VerifyResult.WRONG
+            request_services.subject_request_verify(request=request, code=code)
+            is request_services.VerifyResult.WRONG
         )
 
 
@@ -202,8 +207,8 @@ def test_a_request_for_an_unknown_email_sends_nothing_and_never_verifies(princip
     # Whatever code is tried (even a lucky guess of the unsent one) it stays unverified.
     for code in ("000000", "123456"):
         assert (
-            requests.subject_request_verify(request=request, code=code)
-            is requests.VerifyResult.WRONG
+            request_services.subject_request_verify(request=request, code=code)
+            is request_services.VerifyResult.WRONG
         )
 
 
@@ -266,7 +271,7 @@ def test_the_page_answers_the_same_for_registered_and_unknown_emails(client, pri
 
 def test_the_public_id_is_signed_and_a_forged_one_is_not_found(client, principals, subject):
     request = _public_request(principals)
-    public_id = requests.public_id(request)
+    public_id = request_selectors.public_id(request)
     assert str(request.pk) != public_id
     assert client.get(reverse("privacy:request-status", args=[public_id])).status_code == 200
     forged = f"{public_id.split(':')[0]}:forged"
@@ -296,7 +301,7 @@ def test_the_public_form_needs_a_csrf_token(principals):
 
 
 def test_a_request_from_the_tenants_app_counts_as_verified(principals, subject):
-    request = requests.subject_request_create(
+    request = request_services.subject_request_create(
         tenant=principals.tenant_a,
         kind=SR.Kind.ACCESS,
         law=SR.Law.GDPR,
@@ -333,50 +338,54 @@ def test_a_gdpr_deadline_is_extended_once_by_at_most_two_months_with_a_reason(pr
     with time_machine.travel(datetime(2027, 1, 10, 9, tzinfo=UTC), tick=False) as clock:
         request = _verified(principals, subject)
         for bad in ({"reason": ""}, {"reason": "complex", "months": 3}):
-            with pytest.raises(requests.SubjectRequestError):
-                requests.subject_request_extend(actor=principals.alice, request=request, **bad)
+            with pytest.raises(request_services.SubjectRequestError):
+                request_services.subject_request_extend(
+                    actor=principals.alice, request=request, **bad
+                )
         clock.shift(timedelta(days=20))
         mail.outbox.clear()
-        requests.subject_request_extend(
+        request_services.subject_request_extend(
             actor=principals.alice, request=request, reason="many systems to search"
         )
         assert request.extended_due_at == datetime(2027, 4, 10, 9, tzinfo=UTC)
         assert request.extension_reason == "many systems to search"
-        with pytest.raises(requests.SubjectRequestError, match="only once"):
-            requests.subject_request_extend(actor=principals.alice, request=request, reason="again")
-    assert requests.effective_due(request) == request.extended_due_at
+        with pytest.raises(request_services.SubjectRequestError, match="only once"):
+            request_services.subject_request_extend(
+                actor=principals.alice, request=request, reason="again"
+            )
+    assert deadlines.effective_due(request) == request.extended_due_at
     event = AuditEvent.objects.get(action="subject_request.extend")
     assert event.after["reason"] == "many systems to search"
 
 
 def test_ccpa_requests_and_late_extensions_are_refused(principals, subject):
     ccpa = _verified(principals, subject, law=SR.Law.CCPA)
-    with pytest.raises(requests.SubjectRequestError, match="only GDPR"):
-        requests.subject_request_extend(actor=principals.alice, request=ccpa, reason="x")
+    with pytest.raises(request_services.SubjectRequestError, match="only GDPR"):
+        request_services.subject_request_extend(actor=principals.alice, request=ccpa, reason="x")
     gdpr = _verified(principals, subject)
     with (
         time_machine.travel(gdpr.due_at + timedelta(minutes=1), tick=False),
-        pytest.raises(requests.SubjectRequestError, match="before the deadline"),
+        pytest.raises(request_services.SubjectRequestError, match="before the deadline"),
     ):
-        requests.subject_request_extend(actor=principals.alice, request=gdpr, reason="x")
+        request_services.subject_request_extend(actor=principals.alice, request=gdpr, reason="x")
 
 
 def test_a_rejection_needs_a_reason_and_tells_the_subject(
     principals, subject, django_capture_on_commit_callbacks
 ):
     request = _verified(principals, subject)
-    with pytest.raises(requests.SubjectRequestError):
-        requests.subject_request_reject(actor=principals.alice, request=request, reason=" ")
+    with pytest.raises(request_services.SubjectRequestError):
+        request_services.subject_request_reject(actor=principals.alice, request=request, reason=" ")
     mail.outbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        requests.subject_request_reject(
+        request_services.subject_request_reject(
             actor=principals.alice, request=request, reason="legal hold on these records"
         )
     assert request.state == State.REJECTED and request.decided_by == "user:alice"
     assert mail.outbox[0].to == [EMAIL]
     assert "legal hold on these records" in mail.outbox[0].body
-    with pytest.raises(requests.SubjectRequestError):
-        requests.subject_request_approve(actor=principals.alice, request=request)
+    with pytest.raises(request_services.SubjectRequestError):
+        request_services.subject_request_approve(actor=principals.alice, request=request)
 
 
 # --- Execution ------------------------------------------------------------------------------
@@ -409,7 +418,7 @@ def test_erasure_removes_records_key_and_cache_entries_and_leaves_a_receipt(
         "privacy.conversations": 2,
         "privacy.subject": 1,
     }
-    assert receipt.subject_ref == requests.subject_ref(principals.tenant_a.pk, USER)
+    assert receipt.subject_ref == execution.subject_ref(principals.tenant_a.pk, USER)
     stored = json.dumps([receipt.counts, receipt.subject_ref, str(receipt)])
     assert USER not in stored and EMAIL.lower() not in stored.lower()
     assert receipt.started_at <= receipt.finished_at
@@ -440,7 +449,7 @@ def test_executing_twice_does_not_run_twice(
     )
     counts = ErasureReceipt.objects.get(request=request).counts
     assert execute_subject_request.delay(request.pk).get() == State.COMPLETED
-    assert requests.subject_request_execute(request.pk).ran is False
+    assert execution.subject_request_execute(request.pk).ran is False
     request.refresh_from_db()
     assert request.attempts == 1
     assert ErasureReceipt.objects.filter(request=request).count() == 1
@@ -457,7 +466,7 @@ def test_a_request_stuck_in_progress_is_resumed(principals, subject, settings):
     now = datetime.now(UTC)
     # A worker claimed it and died before doing anything.
     SR.objects.filter(pk=request.pk).update(state=State.IN_PROGRESS, started_at=now, attempts=1)
-    assert requests.subject_request_execute(request.pk).ran is False  # not stalled yet
+    assert execution.subject_request_execute(request.pk).ran is False  # not stalled yet
     assert resume_stalled_subject_requests()["resumed"] == 0
     with time_machine.travel(now + timedelta(minutes=settings.LLMP_PRIVACY_STALL_MINUTES + 1)):
         assert resume_stalled_subject_requests()["resumed"] == 1
@@ -512,7 +521,7 @@ def test_an_access_request_yields_an_export_downloadable_once(
     assert response["Content-Type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(response.content))
     document = json.loads(archive.read("export.json"))
-    assert document["format"] == requests.EXPORT_FORMAT and document["user"] == USER
+    assert document["format"] == export.EXPORT_FORMAT and document["user"] == USER
     prompts = [c["prompt"] for c in document["data"]["privacy.conversations"]]
     assert prompts == ["question 0", "question 1"]
     assert document["data"]["privacy.subject"]["email"] == EMAIL
@@ -538,7 +547,7 @@ def test_an_export_in_csv_and_expired_or_forged_links_are_refused(
         principals.alice,
         django_capture_on_commit_callbacks,
     )
-    path = reverse("privacy:export-download", args=[requests.export_token(request)])
+    path = reverse("privacy:export-download", args=[export.export_token(request)])
     assert client.post(path[:-1] + "x/", {"format": "csv"}).status_code == 410
     later = start + timedelta(days=settings.LLMP_PRIVACY_EXPORT_LINK_DAYS, hours=1)
     with time_machine.travel(later):
@@ -554,7 +563,7 @@ def test_an_export_in_csv_and_expired_or_forged_links_are_refused(
         django_capture_on_commit_callbacks,
     )
     response = client.post(
-        reverse("privacy:export-download", args=[requests.export_token(fresh)]) + "?format=csv"
+        reverse("privacy:export-download", args=[export.export_token(fresh)]) + "?format=csv"
     )
     assert response.status_code == 200 and response["Content-Type"] == "text/csv"
     assert response.content.decode().splitlines()[0] == "section,field,value"
@@ -579,8 +588,8 @@ def test_public_requests_never_verified_are_closed(principals, subject):
     request = _public_request(principals)
     later = (
         datetime.now(UTC)
-        + requests.CODE_LIFETIME
-        + requests.UNVERIFIED_GRACE
+        + request_services.CODE_LIFETIME
+        + request_services.UNVERIFIED_GRACE
         + timedelta(minutes=1)
     )
     with time_machine.travel(later):
@@ -687,7 +696,8 @@ def test_an_erasure_from_the_public_page_leaves_nothing_readable(
     status_url = page.url
 
     request = SR.objects.get(kind=SR.Kind.ERASURE)
-    requests.subject_request_approve(actor=principals.alice, request=request)  # runs the task
+    # runs the task
+    request_services.subject_request_approve(actor=principals.alice, request=request)
     page.goto(status_url)
     assert page.inner_text("[data-testid=request-state]") == "completed"
 
@@ -726,7 +736,7 @@ def test_the_csv_export_never_hands_a_spreadsheet_a_formula():
         ],
         "@section": {"-field": "\tcmd"},
     }
-    rows = list(csv.reader(io.StringIO(requests.export_csv(document))))
+    rows = list(csv.reader(io.StringIO(export.export_csv(document))))
     cells = [cell for row in rows[1:] for cell in row]
 
     for cell in cells:

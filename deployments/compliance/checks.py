@@ -348,23 +348,23 @@ def retention_purge() -> Evidence:
 
 @register(SUBJECT_REQUESTS, "Data-subject requests: none overdue")
 def subject_requests() -> Evidence:
-    from privacy import requests as subject_requests
     from privacy.models import SubjectRequest
+    from privacy.subject_requests import deadlines
 
     now = timezone.now()
     open_requests = SubjectRequest.objects.annotate(
-        effective_due=subject_requests.effective_due_expression()
-    ).filter(state__in=subject_requests.OPEN_STATES)
+        effective_due=deadlines.effective_due_expression()
+    ).filter(state__in=deadlines.OPEN_STATES)
     total = open_requests.count()
     overdue = list(
-        open_requests.filter(subject_requests.overdue_q(now))
+        open_requests.filter(deadlines.overdue_q(now))
         .order_by("effective_due", "id")
         .values("id", "tenant__slug", "kind", "law", "state", "effective_due")[:20]
     )
     overdue_count = (
         len(overdue)
         if len(overdue) < 20
-        else open_requests.filter(subject_requests.overdue_q(now)).count()
+        else open_requests.filter(deadlines.overdue_q(now)).count()
     )
     upcoming = (
         open_requests.filter(effective_due__gte=now)

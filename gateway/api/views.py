@@ -554,11 +554,11 @@ async def subject_register(request: HttpRequest, user: str) -> HttpResponse:
 
 
 def _request_json(request) -> dict:
-    from privacy import requests as subject_requests
+    from privacy.subject_requests import selectors as request_selectors
 
     return {
         "object": "privacy.subject_request",
-        "id": subject_requests.public_id(request),
+        "id": request_selectors.public_id(request),
         "kind": request.kind,
         "law": request.law,
         "state": request.state,
@@ -574,8 +574,8 @@ def _request_json(request) -> dict:
 @fresh_db
 def _create_subject_request(principal: Principal, user: str, body) -> dict:
     from llmplatform.models import Tenant
-    from privacy import requests as subject_requests
     from privacy.models import SubjectRequest
+    from privacy.subject_requests import services as request_services
 
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_value")
@@ -601,7 +601,7 @@ def _create_subject_request(principal: Principal, user: str, body) -> dict:
         )
     # A user id the privacy app refuses (too long, blank) is the caller's error, not ours.
     created = _privacy_call(
-        subject_requests.subject_request_create,
+        request_services.subject_request_create,
         tenant=Tenant.objects.get(pk=principal.tenant_id),
         kind=kind,
         law=law,
@@ -614,9 +614,9 @@ def _create_subject_request(principal: Principal, user: str, body) -> dict:
 
 @fresh_db
 def _subject_request_status(principal: Principal, request_id: str) -> dict | None:
-    from privacy import requests as subject_requests
+    from privacy.subject_requests import selectors as request_selectors
 
-    found = subject_requests.request_for_public_id(request_id)
+    found = request_selectors.request_for_public_id(request_id)
     if found is None or found.tenant_id != principal.tenant_id:
         return None
     return _request_json(found)
