@@ -1,6 +1,6 @@
 """The compliance officer's dashboard: the figures on the admin index (issue 6).
 
-Registered in the kernel's dashboard (``llmplatform.admin_dashboard``) by ``DeploymentsConfig``.
+Registered in the kernel's dashboard (``llmplatform.adminsite.dashboard``) by ``DeploymentsConfig``.
 Every figure is counted by the same definition as the admin list it links to, and the link uses
 that list's own filters (``?deadline=overdue`` on subject requests, ``?state=failing`` on
 compliance items, ``?live_state=open`` on breakers, the date hierarchy for "today"), so the
@@ -27,7 +27,7 @@ from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from llmplatform.admin_dashboard import Figure, Level, Panel, PanelBuilder, Row
+from llmplatform.adminsite.dashboard import Figure, Level, Panel, PanelBuilder, Row
 
 log = structlog.get_logger("deployments.dashboard")
 
@@ -212,7 +212,7 @@ def rollouts_figure(request: HttpRequest) -> Figure:
 
 
 def breakers_figure(request: HttpRequest) -> Figure:
-    from gateway.admin_resilience import open_breaker_ids
+    from gateway.admin.resilience import open_breaker_ids
     from gateway.models import DeploymentBreaker
 
     count = len(open_breaker_ids(DeploymentBreaker.objects.all()))
@@ -481,7 +481,7 @@ def _builder(build: Callable[[HttpRequest, Clock], Panel]) -> PanelBuilder:
 
 
 def register() -> None:
-    from llmplatform.admin_dashboard import register_panels
+    from llmplatform.adminsite.dashboard import register_panels
 
     for name, build in PANELS:
         register_panels(name, _builder(build))

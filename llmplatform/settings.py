@@ -106,7 +106,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     # django.contrib.admin, with the admin site that asks staff for a second factor.
-    "llmplatform.admin_apps.GovernanceAdminConfig",
+    "llmplatform.adminsite.apps.GovernanceAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -14,8 +14,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from llmplatform.admin import ReadOnlyAdmin
-from llmplatform.admin_audit import AuditedModelAdmin
-from llmplatform.admin_permissions import requires
+from llmplatform.admin.audit import AuditedModelAdmin
+from llmplatform.admin.permissions import requires
 from privacy import services
 from privacy.crypto import CryptoError
 from privacy.models import ConsentRecord, Conversation, DataSubject, PrivacyPolicy, PurgeRun

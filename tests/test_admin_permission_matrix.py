@@ -17,7 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from gateway import services
 from gateway.models import ApiKey
-from llmplatform.admin_permissions import required_permissions
+from llmplatform.admin.permissions import required_permissions
 from llmplatform.models import AuditEvent
 
 KEY = re.compile(r"llmp_[A-Za-z0-9]{12}_[A-Za-z0-9]{40}")

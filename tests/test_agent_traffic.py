@@ -448,7 +448,7 @@ def test_what_the_provider_does_not_take_is_a_clear_400(
     ],
 )
 def test_the_admin_validates_what_a_provider_declares_unsupported(extra, valid, settings):
-    from gateway.admin import ProviderForm
+    from gateway.admin.providers import ProviderForm
 
     settings.LLMP_UPSTREAM_HOSTS = ("api.openai.com",)
     form = ProviderForm(

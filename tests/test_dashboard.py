@@ -34,8 +34,8 @@ from gateway.models import (
 from gateway.resilience import services as breaker_services
 from gateway.resilience.breaker import breaker_store
 from gateway.resilience.policy import policy_for
-from llmplatform import admin_dashboard
-from llmplatform.admin_dashboard import Figure
+from llmplatform.adminsite import dashboard as admin_dashboard
+from llmplatform.adminsite.dashboard import Figure
 from privacy.models import SubjectRequest
 
 from .conftest import route_alias

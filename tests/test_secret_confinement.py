@@ -8,7 +8,7 @@ import os
 import pytest
 from django.core.management import CommandError, call_command
 
-from gateway.admin import ProviderForm
+from gateway.admin.providers import ProviderForm
 from gateway.models import Provider
 from gateway.providers.base import (
     ChatMessage,

@@ -17,8 +17,8 @@ from django.utils import timezone
 from deployments.backups import conf as backup_conf
 from deployments.backups import restore, selectors, services
 from deployments.backups.models import Backup, ErasureLedgerEntry, RestoreDrill
-from llmplatform.admin import ReadOnlyAdmin
-from llmplatform.admin_permissions import requires
+from llmplatform.admin.permissions import requires
+from llmplatform.admin.readonly import ReadOnlyAdmin
 
 BACK_UP_PERMISSION = "backups.add_backup"
 DRILL_PERMISSION = "backups.add_restoredrill"

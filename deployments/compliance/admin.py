@@ -21,8 +21,8 @@ from deployments.compliance.models import (
     ComplianceItem,
     EvidenceCheck,
 )
-from llmplatform.admin import ReadOnlyAdmin
-from llmplatform.admin_audit import AuditedModelAdmin
+from llmplatform.admin.audit import AuditedModelAdmin
+from llmplatform.admin.readonly import ReadOnlyAdmin
 
 
 def _check_choices(current: str = "") -> list[tuple[str, str]]:

@@ -400,7 +400,7 @@ def subject_requests() -> Evidence:
 def staff_second_factor() -> Evidence:
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    from llmplatform.admin_site import GovernanceAdminSite, second_factor_required
+    from llmplatform.adminsite.site import GovernanceAdminSite, second_factor_required
 
     user_model = get_user_model()
     staff = user_model._default_manager.filter(is_active=True, is_staff=True)

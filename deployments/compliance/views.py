@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from deployments.compliance import selectors, services
 from deployments.compliance.models import ComplianceFramework
-from llmplatform.admin_permissions import requires
+from llmplatform.admin.permissions import requires
 
 VIEW_PERMISSION = "compliance.view_compliance_report"
 RUN_PERMISSION = "compliance.run_evidence_checks"

@@ -25,8 +25,8 @@ from deployments.rollouts.models import (
     Rollout,
 )
 from gateway.models import ModelVersion
-from llmplatform.admin_audit import AuditedModelAdmin
-from llmplatform.admin_permissions import requires
+from llmplatform.admin.audit import AuditedModelAdmin
+from llmplatform.admin.permissions import requires
 
 State = Rollout.State
 CHANGE_PERMISSION = "rollouts.change_rollout"

@@ -34,7 +34,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from llmplatform import admin_dashboard, staff_signin
+from llmplatform import staff_signin
+from llmplatform.adminsite import dashboard as admin_dashboard
 
 #: Session key of an enrolment in progress: the user whose password was right, the backend that
 #: accepted it, when, where to go afterwards and the unconfirmed device.
@@ -146,7 +147,8 @@ class GovernanceAdminSite(admin.AdminSite):
     login_form = StaffAuthenticationForm
     login_template = "llmplatform/admin/login.html"
     enrollment_template = "llmplatform/admin/otp_setup.html"
-    # The officer's dashboard above the app list; the apps fill it (llmplatform.admin_dashboard).
+    # The officer's dashboard above the app list; the apps fill it
+    # (llmplatform.adminsite.dashboard).
     index_template = "llmplatform/admin/index.html"
 
     def has_permission(self, request: HttpRequest) -> bool:

@@ -2,8 +2,8 @@
 
 Listed in INSTALLED_APPS instead of ``django.contrib.admin`` (Django's documented way to replace
 the default site), so every ``admin.register``/``admin.site.register`` in the apps lands on the
-site that asks for a second factor. Kept apart from ``llmplatform.admin_site`` because an
-AppConfig module is imported before models can be.
+site that asks for a second factor. Kept apart from ``llmplatform.admin`` (whose import
+registers ModelAdmins) because an AppConfig module is imported before models can be.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class GovernanceAdminConfig(AdminConfig):
-    default_site = "llmplatform.admin_site.GovernanceAdminSite"
+    default_site = "llmplatform.adminsite.site.GovernanceAdminSite"
 
     def ready(self) -> None:
         super().ready()

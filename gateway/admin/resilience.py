@@ -2,7 +2,7 @@
 and reset actions, audited through ``gateway.resilience.services``), their history, and the
 aliases' fallback chains.
 
-Imported at the end of ``gateway.admin``: it adds the fallback inline to ``ModelAliasAdmin``.
+Imported after ``gateway.admin.providers``: it adds the fallback inline to ``ModelAliasAdmin``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from gateway.admin import ModelAliasAdmin
+from gateway.admin.providers import ModelAliasAdmin
 from gateway.models import AliasFallback, BreakerEvent, DeploymentBreaker
 from gateway.resilience import services
 from gateway.resilience.breaker import BreakerSnapshot, breaker_store
 from gateway.resilience.policy import AUTO, FORCED_CLOSED, FORCED_OPEN, policy_for
-from llmplatform.admin import ReadOnlyAdmin
+from llmplatform.admin.readonly import ReadOnlyAdmin
 
 _STATE_LABELS = {"closed": "closed", "open": "OPEN", "half_open": "half-open (probing)"}
 

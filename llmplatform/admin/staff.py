@@ -1,3 +1,6 @@
+"""Staff accounts and their sign-in: Django's users and the admin records of django-otp and
+django-axes, each replacing the admin its app registered, audited."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
@@ -15,61 +18,14 @@ from django.http import HttpRequest, HttpResponse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from llmplatform import staff_signin
-from llmplatform.admin_audit import AuditedModelAdmin
+from llmplatform.admin.audit import AuditedModelAdmin
 from llmplatform.audit import audit_record
-from llmplatform.models import AuditEvent, Membership, Tenant
 
 if TYPE_CHECKING:
-    # Generic only in django-stubs; at runtime these classes take no type arguments.
-    _MembershipInline = admin.TabularInline[Membership, Tenant]
-    _TenantAdmin = admin.ModelAdmin[Tenant]
-    # A base for the admin of any model (Any: each subclass narrows its model).
-    _AnyModelAdmin = admin.ModelAdmin[Any]
+    # Generic only in django-stubs; at runtime it takes no type arguments.
     _UserAdmin = UserAdmin[User]
 else:
-    _MembershipInline = admin.TabularInline
-    _TenantAdmin = _AnyModelAdmin = admin.ModelAdmin
     _UserAdmin = UserAdmin
-
-
-class MembershipInline(_MembershipInline):
-    model = Membership
-    extra = 0
-    autocomplete_fields = ["user"]
-
-
-@admin.register(Tenant)
-class TenantAdmin(_TenantAdmin):
-    list_display = ["name", "slug", "is_active", "require_owner_2fa", "created_at"]
-    list_filter = ["is_active", "require_owner_2fa"]
-    search_fields = ["name", "slug"]
-    prepopulated_fields = {"slug": ["name"]}
-    inlines = [MembershipInline]
-
-
-class ReadOnlyAdmin(_AnyModelAdmin):
-    """A log officers read but nobody adds to, changes or deletes from here."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
-        return False
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
-    """Read-only: the audit log cannot be changed or deleted, not even here."""
-
-    list_display = ["created_at", "actor", "action", "object_type", "object_repr", "tenant"]
-    list_filter = ["action", "object_type"]
-    search_fields = ["actor", "object_repr", "object_id", "request_id", "client_request_id"]
-    list_select_related = ["tenant"]
-    date_hierarchy = "created_at"
-    show_full_result_count = False
 
 
 # --- Staff sign-in: the admin records of django-otp and django-axes, audited ----------------

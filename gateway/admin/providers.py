@@ -1,0 +1,101 @@
+"""Providers, their deployments, and the model aliases routed to them."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+
+from gateway import services
+from gateway.egress import validate_upstream_url
+from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment
+from gateway.providers.capabilities import check_declaration
+from gateway.secrets import validate_provider_secret_ref
+from llmplatform.admin.audit import AuditedModelAdmin
+
+
+class ProviderForm(forms.ModelForm):
+    base_url = forms.URLField(max_length=500, required=False, assume_scheme="https")
+
+    class Meta:
+        model = Provider
+        fields = [
+            "name",
+            "kind",
+            "base_url",
+            "api_key_ref",
+            "api_version",
+            "region",
+            "connect_timeout",
+            "read_timeout",
+            "extra",
+            "enabled",
+        ]
+
+    def _checked(self, name: str, check):
+        """The field's value once ``check`` accepts it; its ValueError as the form's error."""
+        value = self.cleaned_data[name]
+        try:
+            check(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        return value
+
+    def clean_api_key_ref(self) -> str:
+        return self._checked("api_key_ref", validate_provider_secret_ref)
+
+    def clean_base_url(self) -> str:
+        return self._checked("base_url", validate_upstream_url)
+
+    def clean_extra(self) -> dict:
+        def check(extra) -> None:
+            if not isinstance(extra, dict):
+                raise ValueError("Enter a JSON object.")
+            if "unsupported" in extra:
+                try:
+                    check_declaration(extra["unsupported"])
+                except ValueError as exc:
+                    raise ValueError(f"'unsupported' {exc}.") from exc
+
+        return self._checked("extra", check)
+
+
+@admin.register(Provider)
+class ProviderAdmin(AuditedModelAdmin):
+    form = ProviderForm
+    list_display = ["name", "kind", "base_url", "enabled", "updated_at"]
+    list_filter = ["kind", "enabled"]
+
+
+@admin.register(ProviderDeployment)
+class ProviderDeploymentAdmin(AuditedModelAdmin):
+    list_display = [
+        "name",
+        "provider",
+        "model",
+        "input_price_per_1k",
+        "output_price_per_1k",
+        "enabled",
+    ]
+    list_select_related = ["provider"]
+    list_filter = ["provider", "enabled"]
+
+
+class ModelVersionInline(admin.TabularInline):
+    model = ModelVersion
+    extra = 0
+    fields = ["version", "deployment", "weight", "system_prompt", "params"]
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(AuditedModelAdmin):
+    list_display = ["name", "description", "enabled", "updated_at"]
+    inlines = [ModelVersionInline]
+    actions = ["invalidate_cache"]
+
+    @admin.action(
+        description="Invalidate the response cache of selected aliases", permissions=["change"]
+    )
+    def invalidate_cache(self, request, queryset):
+        for alias in queryset:
+            services.cache_invalidate_alias(actor=request.user, alias_name=alias.name)
+        self.message_user(request, f"Invalidated the cache of {queryset.count()} alias(es).")
