@@ -18,8 +18,8 @@ from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-# Registers the admin (privacy/admin.py imports it too; a second import is a no-op).
-import privacy.admin_requests  # noqa: F401
+# Registers the subject-request admin (``privacy.admin`` imports it too: a no-op here).
+import privacy.admin.subject_requests  # noqa: F401
 from llmplatform import datamap
 from llmplatform.models import AuditEvent
 from privacy import crypto, services

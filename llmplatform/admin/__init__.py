@@ -17,7 +17,4 @@ from llmplatform.admin import staff
 
 # isort: on
 
-from llmplatform.admin.readonly import ReadOnlyAdmin
-
-# ReadOnlyAdmin: still importable as ``llmplatform.admin.ReadOnlyAdmin`` (privacy's admin).
-__all__ = ["ReadOnlyAdmin", "audit_log", "staff", "tenants"]
+__all__ = ["audit_log", "staff", "tenants"]

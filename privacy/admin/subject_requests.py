@@ -1,8 +1,6 @@
 """Admin for data-subject requests: officers see what is overdue or due soon and approve,
 reject or extend requests (each through its service, so each step is audited). Requests and
-receipts are read-only here: they change only through those actions.
-
-Imported by ``privacy/admin.py``."""
+receipts are read-only here: they change only through those actions."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from llmplatform.admin import ReadOnlyAdmin
 from llmplatform.admin.audit import AuditedModelAdmin
 from llmplatform.admin.permissions import requires
+from llmplatform.admin.readonly import ReadOnlyAdmin
 from privacy import services
 from privacy.crypto import CryptoError
 from privacy.models import ConsentRecord, Conversation, DataSubject, PrivacyPolicy, PurgeRun
@@ -180,7 +180,3 @@ class PurgeRunAdmin(ReadOnlyAdmin):
     @admin.display(boolean=True, description="failed")
     def failed(self, obj: PurgeRun) -> bool:
         return bool(obj.error)
-
-
-# Data-subject requests and erasure receipts have their own module (registered on import).
-from privacy import admin_requests  # noqa: E402, F401
