@@ -9,7 +9,7 @@ auth), migrates it with the production settings, inserts ``--rows`` usage record
 last 8 days across four aliases, of which ``--window-rows`` fall in the guard's 5-minute window
 for each of the rolled-out alias's two versions (with 1 % and 5 % errors), starts a canary
 rollout, then times ``services.rollout_evaluate`` (the guard: both versions' error rates and
-P95 latency) and ``checks.checklist_status`` (the seed checklist's automatic items), each the
+P95 latency) and ``checks.checklist_status`` (the default checklist's automatic items), each the
 median of 5 runs after one warm-up. The database is dropped afterwards.
 """
 

@@ -1,4 +1,4 @@
-"""The compliance officer's dashboard: the figures on the admin index (issue 6).
+"""The compliance officer's dashboard: the figures on the admin index, each linked to its list.
 
 Registered in the kernel's dashboard (``llmplatform.adminsite.dashboard``) by ``DeploymentsConfig``.
 Every figure is counted by the same definition as the admin list it links to, and the link uses

@@ -25,7 +25,8 @@ class GatewayConfig(AppConfig):
         ):
             post_save.connect(route.invalidate_routing, sender=model, weak=False)
             post_delete.connect(route.invalidate_routing, sender=model, weak=False)
-        # A changed alias or version gets a fresh response-cache namespace (seed §3.1).
+        # A changed alias or version gets a fresh response-cache namespace: answers cached for the
+        # old model or system prompt are not served again.
         for model in (models.ModelAlias, models.ModelVersion):
             post_save.connect(cache.safe_invalidate_alias, sender=model, weak=False)
             post_delete.connect(cache.safe_invalidate_alias, sender=model, weak=False)

@@ -95,14 +95,28 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.backends.base.operations import BaseDatabaseOperations
 
 from gateway.egress import validate_upstream_url
+from gateway.models import (
+    ModelAlias,
+    ModelVersion,
+    Provider,
+    ProviderDeployment,
+    ScreeningMode,
+    Tier,
+)
 from gateway.providers.capabilities import check_declaration
 from gateway.resilience.policy import DEFAULT_DEGRADED_MESSAGE, DEFAULTS, number_error
 from gateway.secrets import validate_provider_secret_ref
 
-PROVIDER_KINDS = ("openai", "azure", "bedrock")
-DEGRADED_MODES = ("error", "message")
+PROVIDER_KINDS = tuple(Provider.Kind.values)
+DEGRADED_MODES = tuple(ModelAlias.DegradedMode.values)
+SCREENING_MODES = tuple(ScreeningMode.values)
+# ModelVersion.system_prompt is a TextField (no length in the model): the file's own cap.
+SYSTEM_PROMPT_MAX_CHARS = 100_000
 # The resilience sections: file key -> ResiliencePolicy key.
 TIMEOUT_KEYS = {
     "total": "total_timeout",
@@ -137,6 +151,45 @@ _CREDENTIAL_WORDS = (
     "access_key",
     "credential",
 )
+
+
+def _model_field(model: type[models.Model], name: str) -> models.Field:
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field), f"{model.__name__}.{name} is not a column"
+    return field
+
+
+# The limits below are read from the model fields the file's values are written to, so the
+# file cannot accept what the database (or the admin's validation) would refuse.
+
+
+def _max_length(model: type[models.Model], name: str) -> int:
+    """A character field's ``max_length``."""
+    length = _model_field(model, name).max_length
+    assert length is not None, f"{model.__name__}.{name} has no max_length"
+    return length
+
+
+def _int_range(model: type[models.Model], name: str) -> tuple[int, int]:
+    """(least, most) an integer field accepts: its type's range on every supported database
+    (``BaseDatabaseOperations.integer_field_ranges``; 0..2147483647 for a
+    PositiveIntegerField), narrowed by its Min/MaxValueValidators."""
+    field = _model_field(model, name)
+    least, most = BaseDatabaseOperations.integer_field_ranges[field.get_internal_type()]
+    for validator in field.validators:
+        if isinstance(validator, MinValueValidator):
+            least = max(least, validator.limit_value)
+        elif isinstance(validator, MaxValueValidator):
+            most = min(most, validator.limit_value)
+    return least, most
+
+
+def _decimal_shape(model: type[models.Model], name: str) -> tuple[int, int]:
+    """A decimal field's (max_digits, decimal_places)."""
+    field = _model_field(model, name)
+    assert isinstance(field, models.DecimalField), f"{model.__name__}.{name} is not a decimal"
+    assert field.max_digits is not None and field.decimal_places is not None
+    return field.max_digits, field.decimal_places
 
 
 class ConfigError(ValueError):
@@ -355,7 +408,7 @@ class _Parser:
         key: str,
         path: str,
         *,
-        max_length: int = 200,
+        max_length: int,
         required: bool = False,
         slug: bool = False,
     ) -> str:
@@ -379,9 +432,10 @@ class _Parser:
         path: str,
         default: int,
         *,
-        minimum: int = 0,
-        maximum: int = 2_147_483_647,
-    ) -> int:  # PositiveIntegerField's range
+        bounds: tuple[int, int],
+    ) -> int:
+        """An integer within ``bounds`` (least, most), as ``_int_range`` reads from the model."""
+        minimum, maximum = bounds
         value = data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(f"{path}.{key}", f"must be an integer, not {_type_name(value)}")
@@ -391,7 +445,9 @@ class _Parser:
             raise self.fail(f"{path}.{key}", f"is too large (at most {maximum})")
         return value
 
-    def decimal(self, data: dict, key: str, path: str, *, places: int, digits: int) -> Decimal:
+    def decimal(self, data: dict, key: str, path: str, *, shape: tuple[int, int]) -> Decimal:
+        """A decimal >= 0 that fits ``shape`` (max_digits, decimal_places)."""
+        digits, places = shape
         value = data.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise self.fail(f"{path}.{key}", f"must be a number, not {_type_name(value)}")
@@ -523,30 +579,33 @@ class _Parser:
         defaults = TierSpec(name="")
         values = self.fields(
             {
-                "name": lambda: self.text(data, "name", path, max_length=32, slug=True),
-                "description": lambda: self.text(data, "description", path),
+                "name": lambda: self.text(
+                    data, "name", path, max_length=_max_length(Tier, "name"), slug=True
+                ),
+                "description": lambda: self.text(
+                    data, "description", path, max_length=_max_length(Tier, "description")
+                ),
                 **{
-                    key: partial(self.integer, data, key, path, getattr(defaults, key))
-                    for key in counters
+                    key: partial(
+                        self.integer,
+                        data,
+                        key,
+                        path,
+                        getattr(defaults, key),
+                        bounds=_int_range(Tier, key),
+                    )
+                    for key in (
+                        *counters,
+                        "max_prompt_chars",
+                        "max_choices",
+                        "max_media_parts",
+                        "max_media_part_chars",
+                    )
                 },
-                "max_prompt_chars": lambda: self.integer(
-                    data, "max_prompt_chars", path, defaults.max_prompt_chars, minimum=1
-                ),
-                "max_choices": lambda: self.integer(
-                    data, "max_choices", path, defaults.max_choices, minimum=1, maximum=128
-                ),
-                "max_media_parts": lambda: self.integer(
-                    data, "max_media_parts", path, defaults.max_media_parts, maximum=32767
-                ),
-                "max_media_part_chars": lambda: self.integer(
-                    data, "max_media_part_chars", path, defaults.max_media_part_chars
-                ),
-                "daily_budget": lambda: self.decimal(
-                    data, "daily_budget", path, places=4, digits=12
-                ),
-                "monthly_budget": lambda: self.decimal(
-                    data, "monthly_budget", path, places=4, digits=12
-                ),
+                **{
+                    key: partial(self.decimal, data, key, path, shape=_decimal_shape(Tier, key))
+                    for key in ("daily_budget", "monthly_budget")
+                },
                 "allowed_aliases": lambda: self.names(data, "allowed_aliases", path),
                 "screening_mode": lambda: self.mode(data, "screening_mode", path),
                 "leak_mode": lambda: self.mode(data, "leak_mode", path),
@@ -559,8 +618,8 @@ class _Parser:
 
     def mode(self, data: dict, key: str, path: str) -> str:
         value = data.get(key, "block")
-        if value not in {"block", "flag", "off"}:
-            raise self.fail(f"{path}.{key}", "must be one of block, flag, off")
+        if value not in SCREENING_MODES:
+            raise self.fail(f"{path}.{key}", f"must be one of {', '.join(SCREENING_MODES)}")
         return value
 
     def fraction(self, data: dict, key: str, path: str, default: float) -> float:
@@ -587,12 +646,16 @@ class _Parser:
             data = {**data, "api_version": data["api_version"].isoformat()}
         values = self.fields(
             {
-                "name": lambda: self.text(data, "name", path, max_length=64, slug=True),
+                "name": lambda: self.text(
+                    data, "name", path, max_length=_max_length(Provider, "name"), slug=True
+                ),
                 "kind": lambda: self.kind(data, path),
                 "base_url": lambda: self.url(data, path),
                 "api_key_ref": lambda: self.secret_ref(data, path),
-                "api_version": lambda: self.text(data, "api_version", path, max_length=32),
-                "region": lambda: self.text(data, "region", path, max_length=32),
+                **{
+                    key: partial(self.text, data, key, path, max_length=_max_length(Provider, key))
+                    for key in ("api_version", "region")
+                },
                 "timeouts": lambda: self.timeouts(data, path),
                 "extra": lambda: self.extra(data, path),  # noqa: S610 - not QuerySet.extra
                 "enabled": lambda: self.boolean(data, "enabled", path),
@@ -607,7 +670,7 @@ class _Parser:
         return ProviderSpec(**values, connect_timeout=connect_timeout, read_timeout=read_timeout)
 
     def kind(self, data: dict, path: str) -> str:
-        value = self.text(data, "kind", path, max_length=16)
+        value = self.text(data, "kind", path, max_length=_max_length(Provider, "kind"))
         if value not in PROVIDER_KINDS:
             raise self.fail(
                 f"{path}.kind", f"must be one of {', '.join(PROVIDER_KINDS)}, not {value!r}"
@@ -615,7 +678,7 @@ class _Parser:
         return value
 
     def url(self, data: dict, path: str) -> str:
-        value = self.text(data, "base_url", path, max_length=500)
+        value = self.text(data, "base_url", path, max_length=_max_length(Provider, "base_url"))
         if value:
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -689,9 +752,23 @@ class _Parser:
         )
         values = self.fields(
             {
-                "name": lambda: self.text(data, "name", path, max_length=64, slug=True),
-                "provider": lambda: self.text(data, "provider", path, max_length=64, required=True),
-                "model": lambda: self.text(data, "model", path, required=True),
+                "name": lambda: self.text(
+                    data,
+                    "name",
+                    path,
+                    max_length=_max_length(ProviderDeployment, "name"),
+                    slug=True,
+                ),
+                "provider": lambda: self.text(
+                    data, "provider", path, max_length=_max_length(Provider, "name"), required=True
+                ),
+                "model": lambda: self.text(
+                    data,
+                    "model",
+                    path,
+                    max_length=_max_length(ProviderDeployment, "model"),
+                    required=True,
+                ),
                 "price": lambda: self.price(data, path),
                 "enabled": lambda: self.boolean(data, "enabled", path),
                 "timeouts": lambda: self.settings(data, "timeouts", path, TIMEOUT_KEYS),
@@ -748,7 +825,12 @@ class _Parser:
                 f"{degraded_path}.mode", f"must be one of {', '.join(DEGRADED_MODES)}, not {mode!r}"
             )
         message = (
-            self.text(section, "message", degraded_path, max_length=500)
+            self.text(
+                section,
+                "message",
+                degraded_path,
+                max_length=_max_length(ModelAlias, "degraded_message"),
+            )
             if section.get("message") is not None
             else DEFAULT_DEGRADED_MESSAGE
         )
@@ -788,10 +870,17 @@ class _Parser:
             return Decimal("0"), Decimal("0")
         price_path = f"{path}.price"
         data = self.mapping(value, price_path, {"input_per_1k", "output_per_1k"}, set())
+        columns = {"input_per_1k": "input_price_per_1k", "output_per_1k": "output_price_per_1k"}
         values = self.fields(
             {
-                key: partial(self.decimal, data, key, price_path, places=6, digits=12)
-                for key in ("input_per_1k", "output_per_1k")
+                key: partial(
+                    self.decimal,
+                    data,
+                    key,
+                    price_path,
+                    shape=_decimal_shape(ProviderDeployment, column),
+                )
+                for key, column in columns.items()
             }
         )
         return values["input_per_1k"], values["output_per_1k"]
@@ -810,8 +899,12 @@ class _Parser:
         versions_path = f"{path}.versions"
         values = self.fields(
             {
-                "name": lambda: self.text(data, "name", path, max_length=64, required=True),
-                "description": lambda: self.text(data, "description", path),
+                "name": lambda: self.text(
+                    data, "name", path, max_length=_max_length(ModelAlias, "name"), required=True
+                ),
+                "description": lambda: self.text(
+                    data, "description", path, max_length=_max_length(ModelAlias, "description")
+                ),
                 "enabled": lambda: self.boolean(data, "enabled", path),
                 "versions": lambda: self.versions(data, versions_path),
                 "fallbacks": lambda: self.fallbacks(data, path),
@@ -837,12 +930,26 @@ class _Parser:
         data = self.mapping(raw, path, allowed, {"version", "deployment"})
         values = self.fields(
             {
-                "version": lambda: self.text(data, "version", path, max_length=64, required=True),
-                "deployment": lambda: self.text(
-                    data, "deployment", path, max_length=64, required=True
+                "version": lambda: self.text(
+                    data,
+                    "version",
+                    path,
+                    max_length=_max_length(ModelVersion, "version"),
+                    required=True,
                 ),
-                "weight": lambda: self.integer(data, "weight", path, 100),
-                "system_prompt": lambda: self.text(data, "system_prompt", path, max_length=100_000),
+                "deployment": lambda: self.text(
+                    data,
+                    "deployment",
+                    path,
+                    max_length=_max_length(ProviderDeployment, "name"),
+                    required=True,
+                ),
+                "weight": lambda: self.integer(
+                    data, "weight", path, 100, bounds=_int_range(ModelVersion, "weight")
+                ),
+                "system_prompt": lambda: self.text(
+                    data, "system_prompt", path, max_length=SYSTEM_PROMPT_MAX_CHARS
+                ),
                 "params": lambda: self.json_object(data, "params", path),
             }
         )

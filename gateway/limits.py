@@ -179,8 +179,9 @@ class LocalStore:
 local_store = LocalStore()
 
 
-class LimitsUnavailable(Exception):
-    """Redis could not be reached and the setting says to fail closed."""
+class LimitsRedisDown(Exception):
+    """Redis could not be reached and the setting says to fail closed. Internal: the admit
+    stage turns it into the API's 503 (``gateway.pipeline.admit.LimitsUnavailable``)."""
 
 
 async def admit(counters: list[Counter], now: float | None = None) -> Admission:
@@ -216,7 +217,7 @@ def _redis_down(counters: list[Counter], exc: Exception) -> Admission:
         "limits_redis_unavailable", fail=("closed" if closed else "open"), error=type(exc).__name__
     )
     if closed:
-        raise LimitsUnavailable() from exc
+        raise LimitsRedisDown() from exc
     return Admission(True, degraded=True)
 
 

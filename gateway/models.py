@@ -127,7 +127,7 @@ class TenantPlan(models.Model):
 
 
 class ServiceAccount(models.Model):
-    """An API-to-API principal of a tenant (the seed's option C): a named machine identity that
+    """An API-to-API principal of a tenant (not a person's key): a named machine identity that
     holds its own keys, so a service's access can be reviewed and cut off on its own."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="service_accounts")

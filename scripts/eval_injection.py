@@ -1,10 +1,10 @@
-"""Measure the prompt-injection screen, beside the seed document's regex list.
+"""Measure the prompt-injection screen, beside a baseline regex blocklist.
 
     python scripts/eval_injection.py [--data-dir ../shared/data/eval] [--threshold 0.5]
                                      [--runs 2000] [--output results.md]
 
 Prints the data split, then a markdown table: per dataset n, precision, recall, false-positive
-rate and balanced accuracy, for the seed's regex list and for our screen, counting as detected
+rate and balanced accuracy, for the baseline regex list and for our screen, counting as detected
 either a block (score >= threshold) or a block or flag (score >= flag threshold); then the
 latency of ``screen_texts`` per prompt, on one core.
 
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import train_injection  # noqa: E402  (scripts/train_injection.py: the jailbreak split)
 
-from gateway.guards.injection import screen_texts  # noqa: E402
+from gateway.screening.injection import screen_texts  # noqa: E402
 
 # The defaults of ``manage.py screen_prompts`` (kept here so the script needs no Django).
 DEFAULT_BLOCK_THRESHOLD = 0.5
@@ -48,8 +48,8 @@ DEFAULT_FLAG_THRESHOLD = 0.35
 
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "eval"
 
-# The seed document's blocklist (best-practices-llm-deployments.md, section 1.2), applied as
-# it is there: re.search on the lower-cased prompt.
+# The baseline regex blocklist (from the deployment guide this project follows), applied as
+# the guide applies it: re.search on the lower-cased prompt.
 SEED_PATTERNS = [r"ignore.*instructions", r"system prompt", r"reveal secret", r"forget.*previous"]
 _SEED_COMPILED = [re.compile(pattern) for pattern in SEED_PATTERNS]
 

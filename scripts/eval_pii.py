@@ -1,5 +1,5 @@
-"""Measure the PII detector on Presidio's synthetic evaluation sets, beside the seed document's
-regular expressions.
+"""Measure the PII detector on Presidio's synthetic evaluation sets, beside a baseline of
+regular expressions (the remove_pii() of the deployment guide this project follows).
 
     .venv/bin/python scripts/eval_pii.py [--data DIR] [--split test|dev|all] [--errors TYPE]
 
@@ -84,7 +84,7 @@ def load_rows(data_dir: Path) -> tuple[list[Row], Counter[str]]:
     return rows, unscored
 
 
-# --- the seed document's remove_pii(), as regexes applied in its order ------------------------
+# --- the baseline: the deployment guide's remove_pii(), its regexes applied in its order ------
 
 SEED_PATTERNS = (
     ("EMAIL", re.compile(r"[\w\.-]+@[\w\.-]+")),
@@ -95,7 +95,7 @@ SEED_PATTERNS = (
 
 
 def seed_detect(text: str) -> list[Span]:
-    """What the seed's successive ``re.sub`` calls replace: a later pattern cannot match text
+    """What the baseline's successive ``re.sub`` calls replace: a later pattern cannot match text
     an earlier one already replaced (its replacement has no digits or '@')."""
     found: list[Span] = []
     for label, pattern in SEED_PATTERNS:

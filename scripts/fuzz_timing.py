@@ -35,8 +35,8 @@ django.setup()
 import orjson  # noqa: E402
 
 from gateway.errors import ApiError  # noqa: E402
-from gateway.guards.injection import screen_texts  # noqa: E402
 from gateway.pipeline.validate import parse_chat_request, parse_json_body  # noqa: E402
+from gateway.screening.injection import screen_texts  # noqa: E402
 from privacy.pii import detect  # noqa: E402
 from privacy.pii import warm_up as pii_warm_up  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Train the prompt-injection classifier shipped in gateway/guards/data/.
+"""Train the prompt-injection classifier shipped in gateway/screening/data/.
 
     python scripts/train_injection.py [--data-dir ../shared/data/eval] [--output FILE]
 
@@ -53,8 +53,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gateway.guards import classifier, heuristics  # noqa: E402
-from gateway.guards.normalize import normalize  # noqa: E402
+from gateway.screening import classifier, heuristics  # noqa: E402
+from gateway.screening.normalize import normalize  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "eval"
 BENIGN_WRITTEN = REPO / "scripts" / "data" / "injection_benign.txt"
@@ -71,7 +71,7 @@ MAX_ITERATIONS = 1000
 TOLERANCE = 1e-7
 DIGITS = 4
 BASE_RATE = 0.05  # traffic through a gateway is mostly benign
-CLASSIFIER_FLOOR = 0.0  # only evidence for an injection counts, see gateway/guards/injection.py
+CLASSIFIER_FLOOR = 0.0  # only evidence for an injection counts, see gateway/screening/injection.py
 CALIBRATION_RIDGE = 1.0
 PRESIDIO_EVERY = 12
 NEAR_DUPLICATE_JACCARD = 0.5

@@ -120,8 +120,8 @@ def grant(user, *codenames: str) -> None:
 
 
 def default_template():
-    """The seed's template as the data migration creates it (transactional tests empty the
-    tables, so it is created again when missing)."""
+    """The default checklist template as the data migration creates it (transactional tests
+    empty the tables, so it is created again when missing)."""
     template_model = apps.get_model("rollouts", "ChecklistTemplate")
     migration = importlib.import_module(
         "deployments.rollouts.migrations.0002_default_checklist_template"

@@ -19,7 +19,7 @@ from gateway.models import BreakerEvent, DeploymentBreaker, ModelAlias, Provider
 from gateway.resilience import services
 from gateway.resilience.breaker import (
     ALLOW,
-    Admission,
+    BreakerAdmission,
     InProcessBreaker,
     breaker_store,
     set_breaker_store,
@@ -376,5 +376,5 @@ def test_alias_overrides_are_validated():
 
 
 def test_admission_defaults():
-    assert Admission(True) == ALLOW and not ALLOW.probe
+    assert BreakerAdmission(True) == ALLOW and not ALLOW.probe
     assert breaker_store() is breaker_store()

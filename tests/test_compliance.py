@@ -126,7 +126,7 @@ def test_the_default_checklists_hold_the_seeds_items_mapped_to_live_checks_or_at
     frameworks = {f.code: f for f in ComplianceFramework.objects.all()}
     assert set(frameworks) == {"gdpr", "hipaa", "soc2", "ccpa"}
     texts = {f: [i.text for i in frameworks[f].items.all()] for f in frameworks}
-    # The seed's checklist, each item present.
+    # The default checklist, each item present.
     for framework, start in [
         ("gdpr", "Privacy policy updated"),
         ("gdpr", "Data deletion implemented"),

@@ -1,4 +1,4 @@
-"""Deployment checklists: the seed's template copied into each rollout, sign-offs by N distinct
+"""Deployment checklists: the default template copied into each rollout, sign-offs by N distinct
 people, automatic items computed from usage records, and the gate that holds a canary at its
 first stage until the pre-deployment items are done (or an officer overrides, audited)."""
 

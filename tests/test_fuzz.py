@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from rest_framework import fields as drf_fields
 
 from gateway.errors import ApiError, InvalidRequest
-from gateway.guards.injection import ScreenResult, screen_texts
 from gateway.pipeline import validate as validate_module
 from gateway.pipeline.validate import ROLES, parse_chat_request, parse_json_body
+from gateway.screening.injection import ScreenResult, screen_texts
 from privacy.pii import ENTITY_TYPES, DetectorError, Pseudonymizer, detect, detector, redact
 
 _MESSAGE_SOURCES = inspect.getsource(validate_module) + inspect.getsource(drf_fields)

@@ -1,4 +1,4 @@
-"""The prompt-injection screen (gateway.guards): obfuscated attacks are caught, innocent
+"""The prompt-injection screen (gateway.screening): obfuscated attacks are caught, innocent
 questions that merely mention trigger words are not, every user-controlled text counts, the
 canary is found even when a stream splits it, and ``manage.py screen_prompts`` writes one line
 per input. All examples here are written for these tests, none come from the evaluation sets."""
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from gateway.guards import classifier
-from gateway.guards.canary import make_canary, with_canary
-from gateway.guards.injection import ScreenResult, screen_texts
 from gateway.pipeline.guard import LeakGuard
+from gateway.screening import classifier
+from gateway.screening.canary import make_canary, with_canary
+from gateway.screening.injection import ScreenResult, screen_texts
 
 BLOCK = 0.5
 REPO = Path(__file__).resolve().parents[1]

@@ -79,7 +79,7 @@ class Rollout(models.Model):
         default=2.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(100.0)],
         help_text="Percentage points: roll back when the candidate's error rate exceeds the "
-        "stable version's by more than this (the seed: 2).",
+        "stable version's by more than this (default 2).",
     )
     min_requests = models.PositiveIntegerField(
         default=50,
@@ -96,7 +96,7 @@ class Rollout(models.Model):
         blank=True,
         default=5000,
         help_text="Roll back when the candidate's P95 latency exceeds this (ms); empty = no "
-        "latency guard (the seed: 5 s).",
+        "latency guard (default 5 s).",
     )
     advance_every = models.DurationField(
         null=True,

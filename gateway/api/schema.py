@@ -739,7 +739,7 @@ class SimpleChatDescription(_Described):
     @extend_schema(
         operation_id="createSimpleChat",
         tags=["chat"],
-        summary="The seed's simple chat shape over the same pipeline",
+        summary="A simple chat shape over the same pipeline",
         description=_scope(ApiKey.Scope.CHAT.value),
         request=SimpleChatRequestSerializer,
         parameters=[_GPC, _CACHE_CONTROL],
@@ -757,7 +757,7 @@ class SimpleChatStreamDescription(_Described):
     @extend_schema(
         operation_id="createSimpleChatStream",
         tags=["chat"],
-        summary="The seed's simple streaming chat shape",
+        summary="A simple streaming chat shape over the same pipeline",
         description=_scope(ApiKey.Scope.CHAT.value),
         request=SimpleChatRequestSerializer,
         parameters=[_GPC, _CACHE_CONTROL],

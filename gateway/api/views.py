@@ -1,5 +1,5 @@
 """The API's doors: OpenAI-compatible ``/v1/chat/completions``, ``/v1/embeddings`` and
-``/v1/models``, the seed's simple ``/chat`` and ``/chat-stream`` shapes, cache invalidation and
+``/v1/models``, the simple ``/chat`` and ``/chat-stream`` shapes, cache invalidation and
 the privacy API.
 
 A door only reads HTTP (the key, the JSON body, a few headers) into the pipeline's types and
@@ -159,7 +159,7 @@ def _logprobs_json(logprobs: dict | None) -> dict | None:
     }
 
 
-# --- rendering: OpenAI's chat completion and chunk shapes, and the seed's simple ones --------
+# --- rendering: OpenAI's chat completion and chunk shapes, and the simple ones -------------
 
 
 def _message_json(choice: Choice) -> dict[str, Any]:
@@ -206,7 +206,7 @@ def _simple_completion(call: ChatCall, result: ChatResult) -> dict:
         "usage": _usage_json(result.usage),
     }
     if call.meter.degraded:
-        body["status"] = "degraded"  # the seed's degraded reply (best practices 2.4)
+        body["status"] = "degraded"  # the alias's fixed reply, marked so clients can tell
     return body
 
 
@@ -274,7 +274,7 @@ class OpenAIChunks:
 
 
 class SimpleChunks:
-    """Renders deltas as the seed's simple ``{"delta": {"text": ...}}`` events (the first
+    """Renders deltas as the simple ``{"delta": {"text": ...}}`` events (the first
     choice's text)."""
 
     def __init__(self) -> None:

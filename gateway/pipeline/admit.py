@@ -96,6 +96,8 @@ class BudgetExceeded(ApiError):
 
 
 class LimitsUnavailable(ApiError):
+    """The client's 503 when the limits cannot be checked (``limits.LimitsRedisDown``)."""
+
     status = 503
     type = "server_error"
     code = "limits_unavailable"
@@ -185,7 +187,7 @@ async def admit(
     wanted = counters(principal, user, target, request, now)
     try:
         admission = await limits.admit(wanted, now)
-    except limits.LimitsUnavailable as exc:
+    except limits.LimitsRedisDown as exc:
         raise LimitsUnavailable(
             "Limits cannot be checked right now; retry shortly.", headers={"Retry-After": "1"}
         ) from exc

@@ -1,5 +1,5 @@
 """One chat request through the pipeline, whatever door it came in by (OpenAI chat completions,
-the seed's ``/chat`` and ``/chat-stream``):
+the simple ``/chat`` and ``/chat-stream``):
 
 1. **authenticate** (the door, with the request's key: ``authenticate.authenticate``);
 2. **route**: the alias to a version and its fallbacks (``route``); the upstream request;

@@ -49,7 +49,7 @@ from gateway.providers.base import (
     Usage,
 )
 from gateway.providers.registry import get_adapter
-from gateway.resilience.breaker import Admission, CircuitBreaker, breaker_store
+from gateway.resilience.breaker import BreakerAdmission, CircuitBreaker, breaker_store
 from gateway.resilience.retry import retry_policy
 
 log = structlog.get_logger("gateway.dispatch")
@@ -206,7 +206,7 @@ async def _no_deltas() -> AsyncIterator[ChatDelta]:
 class _Refused(Exception):
     """The breaker refused a call (before the first attempt or between retries)."""
 
-    def __init__(self, admission: Admission) -> None:
+    def __init__(self, admission: BreakerAdmission) -> None:
         self.admission = admission
 
 
@@ -500,7 +500,9 @@ async def _rest_of_stream(
             yield delta
     except UpstreamError as exc:
         if is_deployment_fault(exc):
-            await breaker.record_failure(target.deployment, policy, Admission(True), exc.code)
+            await breaker.record_failure(
+                target.deployment, policy, BreakerAdmission(True), exc.code
+            )
         raise
     finally:
         await _close(deltas)

@@ -2,7 +2,7 @@
 
 Input: everything the client sends that reaches the model (``gateway.pipeline.inputs``: every
 message role, tool-call arguments, tool definitions, pass-through fields; so a pasted document or
-a tool result carrying an indirect injection is screened too) is scored by ``gateway.guards``.
+a tool result carrying an indirect injection is screened too) is scored by ``gateway.screening``.
 By the tenant's policy (its plan, else its tier) a score at or above the threshold is blocked
 (400 ``prompt_injection_detected``) or flagged (served, recorded), or screening is off.
 
@@ -27,12 +27,12 @@ from django.conf import settings
 
 from gateway import metrics, services
 from gateway.errors import ApiError
-from gateway.guards.canary import WordRun, leak_matcher, with_canary
-from gateway.guards.injection import ScreenResult, screen_text
 from gateway.models import ScreeningMode, SecurityEvent
 from gateway.pipeline import background, inputs
 from gateway.pipeline.authenticate import Principal
 from gateway.providers.base import ChatMessage
+from gateway.screening.canary import WordRun, leak_matcher, with_canary
+from gateway.screening.injection import ScreenResult, screen_text
 from llmplatform.db import fresh_db
 
 log = structlog.get_logger("gateway.guard")
@@ -200,7 +200,7 @@ async def record_event(
 
 class LeakGuard:
     """Watches a reply for the canary (in any case, spaced out, base64 or hex) and for a long run
-    of the system prompt itself (``gateway.guards.canary.LeakMatcher``). For streams it holds
+    of the system prompt itself (``gateway.screening.canary.LeakMatcher``). For streams it holds
     back only what could still become the canary, so no part of it reaches the client; a run
     of the prompt is caught as it grows, and the stream is stopped there."""
 

@@ -49,7 +49,7 @@ OnTransition = Callable[[str, str, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
-class Admission:
+class BreakerAdmission:
     """May a call to the deployment be made now? ``probe`` marks the half-open probe, whose
     outcome decides the breaker; ``retry_after`` (when refused) is when a probe may go."""
 
@@ -59,7 +59,7 @@ class Admission:
     retry_after: float | None = None
 
 
-ALLOW = Admission(True)
+ALLOW = BreakerAdmission(True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,28 +97,28 @@ class CircuitBreaker(ABC):
     def __init__(self, *, on_transition: OnTransition | None = record_transition_event) -> None:
         self.on_transition = on_transition
 
-    async def admit(self, deployment: str, policy: ResiliencePolicy) -> Admission:
+    async def admit(self, deployment: str, policy: ResiliencePolicy) -> BreakerAdmission:
         if policy.override == FORCED_OPEN:
-            return Admission(False, state=FORCED_OPEN)
+            return BreakerAdmission(False, state=FORCED_OPEN)
         if policy.override == FORCED_CLOSED:
             return ALLOW
         return await self._admit(deployment, policy)
 
     @abstractmethod
-    async def _admit(self, deployment: str, policy: ResiliencePolicy) -> Admission: ...
+    async def _admit(self, deployment: str, policy: ResiliencePolicy) -> BreakerAdmission: ...
 
     @abstractmethod
     async def record_success(
-        self, deployment: str, policy: ResiliencePolicy, admission: Admission
+        self, deployment: str, policy: ResiliencePolicy, admission: BreakerAdmission
     ) -> None: ...
 
     @abstractmethod
     async def record_failure(
-        self, deployment: str, policy: ResiliencePolicy, admission: Admission, code: str
+        self, deployment: str, policy: ResiliencePolicy, admission: BreakerAdmission, code: str
     ) -> None: ...
 
     @abstractmethod
-    async def release(self, deployment: str, admission: Admission) -> None:
+    async def release(self, deployment: str, admission: BreakerAdmission) -> None:
         """A call ended without a verdict on the deployment (cancelled, or the request's own
         fault): give a probe's slot back."""
 
@@ -191,7 +191,7 @@ class InProcessBreaker(CircuitBreaker):
         self._lock = threading.Lock()
         self._circuits: dict[str, _Circuit] = {}
 
-    async def _admit(self, deployment: str, policy: ResiliencePolicy) -> Admission:
+    async def _admit(self, deployment: str, policy: ResiliencePolicy) -> BreakerAdmission:
         circuit = self._circuits.get(deployment)
         if circuit is None or circuit.state == CLOSED:
             return ALLOW
@@ -201,14 +201,16 @@ class InProcessBreaker(CircuitBreaker):
             if circuit.state == OPEN:
                 wait = circuit.opened_at + policy.recovery_seconds - now
                 if wait > 0:
-                    return Admission(False, state=OPEN, retry_after=wait)
+                    return BreakerAdmission(False, state=OPEN, retry_after=wait)
                 circuit.state = transition = HALF_OPEN
             if circuit.state == HALF_OPEN:
                 if circuit.probe_until <= now:
                     circuit.probe_until = now + policy.probe_ttl
-                    admission = Admission(True, probe=True, state=HALF_OPEN)
+                    admission = BreakerAdmission(True, probe=True, state=HALF_OPEN)
                 else:
-                    admission = Admission(False, state=HALF_OPEN, retry_after=PROBE_RETRY_HINT)
+                    admission = BreakerAdmission(
+                        False, state=HALF_OPEN, retry_after=PROBE_RETRY_HINT
+                    )
             else:
                 admission = ALLOW
         if transition:
@@ -222,7 +224,7 @@ class InProcessBreaker(CircuitBreaker):
         return circuit
 
     async def record_success(
-        self, deployment: str, policy: ResiliencePolicy, admission: Admission
+        self, deployment: str, policy: ResiliencePolicy, admission: BreakerAdmission
     ) -> None:
         transition = None
         with self._lock:
@@ -241,7 +243,7 @@ class InProcessBreaker(CircuitBreaker):
             await self._transitioned(deployment, transition)
 
     async def record_failure(
-        self, deployment: str, policy: ResiliencePolicy, admission: Admission, code: str
+        self, deployment: str, policy: ResiliencePolicy, admission: BreakerAdmission, code: str
     ) -> None:
         transition = None
         with self._lock:
@@ -262,7 +264,7 @@ class InProcessBreaker(CircuitBreaker):
         if transition:
             await self._transitioned(deployment, transition, code)
 
-    async def release(self, deployment: str, admission: Admission) -> None:
+    async def release(self, deployment: str, admission: BreakerAdmission) -> None:
         if admission.probe:
             with self._lock:
                 self._circuit(deployment).probe_until = 0.0

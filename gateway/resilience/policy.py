@@ -24,7 +24,8 @@ from django.core.exceptions import ValidationError
 
 AUTO, FORCED_OPEN, FORCED_CLOSED = "auto", "forced_open", "forced_closed"
 OVERRIDES = (AUTO, FORCED_OPEN, FORCED_CLOSED)
-# The seed's degraded reply (best practices §2.4), the default of ``ModelAlias``.
+# What clients get in degraded mode when every deployment failed (``ModelAlias``'s default):
+# a fixed reply, marked degraded, instead of an error.
 DEFAULT_DEGRADED_MESSAGE = "I'm temporarily unavailable. Please try again later."
 
 

@@ -25,7 +25,7 @@ from gateway.resilience.breaker import (
     OPEN,
     PROBE_RETRY_HINT,
     RECENT_FAILURES,
-    Admission,
+    BreakerAdmission,
     BreakerSnapshot,
     CircuitBreaker,
     InProcessBreaker,
@@ -325,7 +325,7 @@ class RedisBreaker(CircuitBreaker):
 
     # -- the interface --
 
-    async def _admit(self, deployment: str, policy: ResiliencePolicy) -> Admission:
+    async def _admit(self, deployment: str, policy: ResiliencePolicy) -> BreakerAdmission:
         seen = self._seen.get(deployment)
         if seen is not None:
             now = time.monotonic()
@@ -333,7 +333,9 @@ class RedisBreaker(CircuitBreaker):
                 if seen.state == CLOSED:
                     return ALLOW
                 if now < seen.retry_at:
-                    return Admission(False, state=seen.state, retry_after=seen.retry_at - now)
+                    return BreakerAdmission(
+                        False, state=seen.state, retry_after=seen.retry_at - now
+                    )
         try:
             state, _, wait, verdict = await self._run("admit", deployment, policy)
         except _RedisDown:
@@ -341,11 +343,11 @@ class RedisBreaker(CircuitBreaker):
         if verdict == 1:
             return ALLOW
         if verdict == 2:
-            return Admission(True, probe=True, state=HALF_OPEN)
-        return Admission(False, state=state, retry_after=wait)
+            return BreakerAdmission(True, probe=True, state=HALF_OPEN)
+        return BreakerAdmission(False, state=state, retry_after=wait)
 
     async def record_success(
-        self, deployment: str, policy: ResiliencePolicy, admission: Admission
+        self, deployment: str, policy: ResiliencePolicy, admission: BreakerAdmission
     ) -> None:
         seen = self._seen.get(deployment)
         if not admission.probe and (seen is None or seen.fails == 0):
@@ -358,14 +360,14 @@ class RedisBreaker(CircuitBreaker):
             await self.local.record_success(deployment, policy, admission)
 
     async def record_failure(
-        self, deployment: str, policy: ResiliencePolicy, admission: Admission, code: str
+        self, deployment: str, policy: ResiliencePolicy, admission: BreakerAdmission, code: str
     ) -> None:
         try:
             await self._run("failure", deployment, policy, probe=admission.probe, code=code)
         except _RedisDown:
             await self.local.record_failure(deployment, policy, admission, code)
 
-    async def release(self, deployment: str, admission: Admission) -> None:
+    async def release(self, deployment: str, admission: BreakerAdmission) -> None:
         if not admission.probe:
             return
         await self.local.release(deployment, admission)

@@ -5,7 +5,7 @@ candidate's percentage); an executor makes it so somewhere:
 
 - ``gateway``: the gateway itself is the router; the split is written to the alias's
   ``gateway.ModelVersion.weight`` rows (deployments -> gateway is an allowed import).
-- ``aws_ecs_alb``: for teams that run the app itself as containers (the seed's ECS commands):
+- ``aws_ecs_alb``: for teams that run the app itself as containers on ECS:
   ECS services scaled and an ALB listener's weighted target groups shifted through boto3
   (``deployments/rollouts/executors/aws.py``).
 

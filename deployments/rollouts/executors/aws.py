@@ -1,6 +1,6 @@
 """Rollouts on AWS: ECS services behind an Application Load Balancer with weighted target groups.
 
-For teams that run the app itself as containers (the seed's ECS commands, sections 4.1-4.2): the
+For teams that run the app itself as containers on ECS (a blue/green or canary shift): the
 stable and candidate versions are two ECS services, each registered in its own target group, and
 one ALB listener (its default action, or one listener rule) forwards to both with weights.
 
@@ -13,7 +13,7 @@ What each call does:
   changes and an ``ExecutorError`` says why, so the same call succeeds once the tasks are up.
   Then the forward action's weights become ``stable: 100 - p, candidate: p`` in one
   ``modify_listener`` / ``modify_rule`` call. The stable service is never scaled: at 100 % it
-  keeps running with weight 0, so switching back is instant (seed 4.1 step 4); scaling it down
+  keeps running with weight 0, so switching back is instant (nothing to start); scaling it down
   later is a deliberate step outside the rollout.
 - ``apply_split(candidate_percent=0)``: all traffic back to stable first; then, when this took
   traffic away from the candidate (a rollback), the candidate is scaled to 0 as CodeDeploy does

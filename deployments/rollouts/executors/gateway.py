@@ -5,7 +5,8 @@ versions 0; the total stays 100, so the gateway's sticky pick per end user moves
 from stable to candidate as ``p`` grows). It runs inside the caller's transaction; once that
 commits, this process's routing table is dropped (the next request here routes by the new
 weights) and, when the set of versions taking traffic changed, the alias's response-cache
-namespace is bumped (the seed's rule: a version change invalidates cached answers). Other
+namespace is bumped (answers cached from the old versions must not be served for the new
+ones). Other
 web processes are told through Redis pub/sub (``route.invalidate_routing``) and route by the new
 weights on their next request; without Redis they rebuild within ``route.REFRESH_SECONDS``.
 """

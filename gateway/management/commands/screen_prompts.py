@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from gateway.guards.injection import screen_texts
+from gateway.screening.injection import screen_texts
 
 DEFAULT_BLOCK_THRESHOLD = 0.5
 DEFAULT_FLAG_THRESHOLD = 0.35

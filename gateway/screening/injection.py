@@ -24,8 +24,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.guards import classifier, heuristics
-from gateway.guards.normalize import normalize
+from gateway.screening import classifier, heuristics
+from gateway.screening.normalize import normalize
 
 # The shipped weights load at import, so the first request does not pay for it.
 _MODEL, _CALIBRATION = classifier.load()

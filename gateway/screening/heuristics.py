@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from gateway.guards.normalize import Normalized, encoded_payloads, normalize
-from gateway.guards.rules import GUARD_ENDINGS, GUARD_WORDS, RULES, TRICK_WEIGHTS, Rule
+from gateway.screening.normalize import Normalized, encoded_payloads, normalize
+from gateway.screening.rules import GUARD_ENDINGS, GUARD_WORDS, RULES, TRICK_WEIGHTS, Rule
 
 try:  # the regex parser, to read each rule's first words (private, so guarded; 3.11 and 3.12)
     # typeshed stubs these private modules only under their deprecated names (sre_*).
