@@ -9,16 +9,18 @@ import base64
 import codecs
 import io
 import json
+import secrets
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from gateway.pipeline.guard import LeakGuard
+from gateway.pipeline.guard import LeakGuard, canary_for
 from gateway.screening import classifier
-from gateway.screening.canary import make_canary, with_canary
+from gateway.screening.canary import with_canary
 from gateway.screening.injection import ScreenResult, screen_texts
 
 BLOCK = 0.5
@@ -349,12 +351,28 @@ def test_the_jailbreak_split_keeps_near_duplicates_together_and_halves_the_file(
 # --- canary ------------------------------------------------------------------------------------
 
 
-def test_canaries_are_unpredictable_tokens():
-    canaries = {make_canary() for _ in range(100)}
-    assert len(canaries) == 100
+def make_canary() -> str:
+    """A canary as the pipeline makes one (``guard.canary_for``), for a random tenant."""
+    return canary_for(SimpleNamespace(tenant_id=secrets.randbelow(10**9)), "default", "v1")
+
+
+def test_canaries_differ_by_tenant_model_version_and_server_secret(settings):
+    tenant_a, tenant_b = SimpleNamespace(tenant_id=1), SimpleNamespace(tenant_id=2)
+    canaries = {
+        canary_for(tenant_a, "default", "v1"),
+        canary_for(tenant_b, "default", "v1"),
+        canary_for(tenant_a, "other", "v1"),
+        canary_for(tenant_a, "default", "v2"),
+    }
+    assert len(canaries) == 4
     assert all(
         c.startswith("llmp-canary-") and len(c) == len("llmp-canary-") + 16 for c in canaries
     )
+    # Stable for one model version (cached answers stay valid), unguessable without the key.
+    assert canary_for(tenant_a, "default", "v1") == canary_for(tenant_a, "default", "v1")
+    before = canary_for(tenant_a, "default", "v1")
+    settings.SECRET_KEY = "another-server-secret-" + "x" * 40
+    assert canary_for(tenant_a, "default", "v1") != before
 
 
 def test_the_canary_is_added_to_the_system_prompt_or_makes_one():

@@ -24,7 +24,6 @@ import binascii
 import contextlib
 import functools
 import re
-import secrets
 from dataclasses import dataclass
 
 CANARY_PREFIX = "llmp-canary-"
@@ -36,11 +35,6 @@ MIN_PROMPT_WORDS = 16  # shorter prompts are guarded by the canary alone
 _ENCODED_RUN = re.compile(r"[A-Za-z0-9+/=_-]{16,}")
 _ENCODED_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-")
 _WORD = re.compile(r"[^\W_]+")
-
-
-def make_canary() -> str:
-    """A fresh, unpredictable token: ``llmp-canary-`` and 16 hex digits (64 random bits)."""
-    return f"{CANARY_PREFIX}{secrets.token_hex(8)}"
 
 
 def with_canary(system_prompt: str, canary: str) -> str:
