@@ -201,6 +201,11 @@ class RedisResponseCache:
         namespace = namespace.decode() if isinstance(namespace, bytes) else namespace
         return namespace, (_decode(raw) if raw else None)
 
+    async def namespace(self, key: CacheKey) -> str:
+        """The namespace ``lookup`` would use, without reading the entry (one MGET)."""
+        counters = await async_redis().mget(key.ns_keys)
+        return ".".join(value.decode() if value else "0" for value in counters)
+
     async def store(self, key: CacheKey, namespace: str, answer: CachedAnswer, ttl: int) -> None:
         client = async_redis()
         entry = key.entry_key(namespace)
@@ -309,6 +314,15 @@ class SqliteResponseCache:
             .fetchone()
         )
         return namespace, (_decode(raw) if raw is not None else None)
+
+    async def namespace(self, key: CacheKey) -> str:
+        """The namespace ``lookup`` would use, without reading the entry."""
+        counters = dict(
+            self._connection()
+            .execute("SELECT key, value FROM counters WHERE key IN (?, ?, ?)", tuple(key.ns_keys))
+            .fetchall()
+        )
+        return ".".join(str(counters.get(name, 0)) for name in key.ns_keys)
 
     async def store(self, key: CacheKey, namespace: str, answer: CachedAnswer, ttl: int) -> None:
         """Store at once: the next identical request is a hit."""

@@ -190,3 +190,17 @@ def test_entries_live_in_redis_shared_by_every_process(
     other = ask(second_gateway, key_a)
     assert other.status_code == 200 and other.headers["X-Cache"] == "HIT"
     assert len(upstream.requests) == 1
+
+
+async def test_the_namespace_alone_is_the_one_a_lookup_uses():
+    # A request the cache does not answer reads only the namespace (for the fallback copy of its
+    # answer): it must be the namespace a later lookup of the same key uses, after any bumps.
+    cache = response_cache.response_cache()
+    key = response_cache.CacheKey(tenant_id=424242, alias="ns-probe", digest="d" * 64, subject=None)
+    assert await cache.namespace(key) == (await cache.lookup(key))[0]
+    cache.bump(key.ns_keys[1])
+    cache.bump(key.ns_keys[2])
+    cache.bump(key.ns_keys[2])
+    namespace = await cache.namespace(key)
+    assert namespace == (await cache.lookup(key))[0]
+    assert namespace.split(".")[1:] != ["0", "0"]

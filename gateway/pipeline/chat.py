@@ -478,7 +478,7 @@ class ChatCall(PipelineCall[ChatRequest]):
         answer (an invalidation or an erasure meanwhile must make it unreachable): looked up
         here, in the same round trip as the admission."""
         try:
-            self.cache_namespace, _ = await response_cache.response_cache().lookup(key)
+            self.cache_namespace = await response_cache.response_cache().namespace(key)
         except Exception:  # a cache outage must not fail the request: keep no copy
             log.warning("cache_lookup_failed", exc_info=True)
             return
