@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from django.db import OperationalError
 
 from gateway.models import ModelVersion, SecurityEvent, UsageRecord
 from gateway.pipeline import authenticate
@@ -37,10 +38,14 @@ def upstream():
 
 
 def eventually(check: Callable[[], Any], seconds: float = 10.0) -> Any:
-    """``check()``'s first truthy value within ``seconds``."""
+    """``check()``'s first truthy value within ``seconds``. On SQLite's shared in-memory test
+    database a read can meet the server thread's write ("table is locked"): it is read again."""
     deadline = time.monotonic() + seconds
     while True:
-        value = check()
+        try:
+            value = check()
+        except OperationalError:
+            value = None
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
@@ -68,13 +73,12 @@ def test_usage_records_of_plain_and_streamed_answers_arrive_after_the_answer(
     assert plain.status_code == streamed.status_code == 200
 
     ids = [plain.headers["X-Request-ID"], streamed.headers["X-Request-ID"]]
-    records = eventually(
-        lambda: (
-            list(UsageRecord.objects.filter(request_id__in=ids))
-            if UsageRecord.objects.filter(request_id__in=ids).count() == 2
-            else None
-        )
-    )
+
+    def both_recorded():
+        records = list(UsageRecord.objects.filter(request_id__in=ids))
+        return records if len(records) == 2 else None
+
+    records = eventually(both_recorded)
     assert records, "the usage records never arrived"
     by_id = {record.request_id: record for record in records}
     assert by_id[ids[0]].streamed is False and by_id[ids[1]].streamed is True
