@@ -184,27 +184,47 @@ def _decode(raw: bytes) -> CachedAnswer:
     )
 
 
-# Reads the three namespace counters and the entry in one round trip; returns {namespace, raw}.
-_LOOKUP = """
-local ns = (redis.call('GET', KEYS[1]) or '0') .. '.' .. (redis.call('GET', KEYS[2]) or '0')
-    .. '.' .. (redis.call('GET', KEYS[3]) or '0')
-return {ns, redis.call('GET', ARGV[1] .. ns .. ':' .. ARGV[2])}
+# Reads the three namespace counters and, unless ``digest`` is empty, the entry under that
+# namespace; returns {namespace} or {namespace, raw}. A Lua function, so a script that does
+# more in the same round trip (the admit stage also admits the request) can call it.
+READ_FUNCTION = """
+local function cache_read(ns_alias, ns_tenant, ns_tenant_alias, prefix, digest)
+  local ns = (redis.call('GET', ns_alias) or '0') .. '.' .. (redis.call('GET', ns_tenant) or '0')
+      .. '.' .. (redis.call('GET', ns_tenant_alias) or '0')
+  if digest == '' then
+    return {ns}
+  end
+  return {ns, redis.call('GET', prefix .. ns .. ':' .. digest)}
+end
 """
+_LOOKUP = READ_FUNCTION + "return cache_read(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])\n"
+
+
+def read_args(key: CacheKey, *, entry: bool) -> list[str]:
+    """The read's arguments after the namespace keys: the entry prefix and the digest (empty:
+    the namespace alone)."""
+    return [f"{PREFIX}:e:{key.tenant_id}:", key.digest if entry else ""]
+
+
+def read_result(reply: list[bytes | None]) -> tuple[str, CachedAnswer | None]:
+    """The read's reply: (namespace, the cached answer or None)."""
+    namespace = reply[0]
+    assert namespace is not None  # the script always returns the namespace
+    raw = reply[1] if len(reply) > 1 else None
+    return namespace.decode(), (_decode(raw) if raw else None)
 
 
 class RedisResponseCache:
     async def lookup(self, key: CacheKey) -> tuple[str, CachedAnswer | None]:
-        prefix = f"{PREFIX}:e:{key.tenant_id}:"
         # EVALSHA (the script is sent once per connection pool, then called by its hash).
         script = async_script(_LOOKUP)
-        namespace, raw = await script(keys=key.ns_keys, args=[prefix, key.digest])
-        namespace = namespace.decode() if isinstance(namespace, bytes) else namespace
-        return namespace, (_decode(raw) if raw else None)
+        return read_result(await script(keys=key.ns_keys, args=read_args(key, entry=True)))
 
     async def namespace(self, key: CacheKey) -> str:
-        """The namespace ``lookup`` would use, without reading the entry (one MGET)."""
-        counters = await async_redis().mget(key.ns_keys)
-        return ".".join(value.decode() if value else "0" for value in counters)
+        """The namespace ``lookup`` would use, without reading the entry."""
+        script = async_script(_LOOKUP)
+        reply = await script(keys=key.ns_keys, args=read_args(key, entry=False))
+        return read_result(reply)[0]
 
     async def store(self, key: CacheKey, namespace: str, answer: CachedAnswer, ttl: int) -> None:
         client = async_redis()
@@ -226,7 +246,7 @@ class RedisResponseCache:
         # redis-py types every command for both clients (``Awaitable[T] | T``); the synchronous
         # client returns the value itself: a set of member names, and the count deleted.
         entries = list(cast(set[bytes], client.smembers(index)))
-        removed = cast(int, client.delete(*entries)) if entries else 0
+        removed = client.delete(*entries) if entries else 0
         client.delete(index)
         return int(removed)
 

@@ -110,30 +110,47 @@ class Admission:
 
 # Check every counter; only if all have room, add to all. Returns {1, v1, v2, ...} (the values
 # after adding) or {0, i, v} (the 1-based index of the first counter without room, its value).
-# ARGV[1]: "limit,amount,ttl,limit,amount,ttl,..." for the keys in order (one argument: fewer to
-# encode on every request).
-_ADMIT = """
-local args = {}
-for value in string.gmatch(ARGV[1], '[^,]+') do
-  args[#args + 1] = tonumber(value)
-end
-for i, key in ipairs(KEYS) do
-  local current = tonumber(redis.call('GET', key) or '0')
-  if current + args[i * 3 - 1] > args[i * 3 - 2] then
-    return {0, i, current}
+# ``packed``: "limit,amount,ttl,limit,amount,ttl,..." for the keys in order (one argument: fewer
+# to encode on every request). A Lua function, so a script that does more in the same round
+# trip (the admit stage also reads the response cache) can call it: ``ADMIT_FUNCTION``.
+ADMIT_FUNCTION = """
+local function admit(keys, packed)
+  local args = {}
+  for value in string.gmatch(packed, '[^,]+') do
+    args[#args + 1] = tonumber(value)
   end
-end
-local result = {1}
-for i, key in ipairs(KEYS) do
-  local amount = args[i * 3 - 1]
-  local value = redis.call('INCRBY', key, amount)
-  if value == amount then
-    redis.call('EXPIRE', key, args[i * 3])
+  for i, key in ipairs(keys) do
+    local current = tonumber(redis.call('GET', key) or '0')
+    if current + args[i * 3 - 1] > args[i * 3 - 2] then
+      return {0, i, current}
+    end
   end
-  result[i + 1] = value
+  local result = {1}
+  for i, key in ipairs(keys) do
+    local amount = args[i * 3 - 1]
+    local value = redis.call('INCRBY', key, amount)
+    if value == amount then
+      redis.call('EXPIRE', key, args[i * 3])
+    end
+    result[i + 1] = value
+  end
+  return result
 end
-return result
 """
+_ADMIT = ADMIT_FUNCTION + "return admit(KEYS, ARGV[1])\n"
+
+
+def pack(counters: list[Counter], now: float) -> str:
+    """The admission script's argument for ``counters``."""
+    return ",".join(f"{c.limit},{c.amount},{int(c.reset_at - now) + 60}" for c in counters)
+
+
+def admission_of(counters: list[Counter], reply: list[int | bytes]) -> Admission:
+    """The admission script's reply as an ``Admission``."""
+    if int(reply[0]) == 1:
+        return Admission(True, counters, [int(v) for v in reply[1:]])
+    denied = counters[int(reply[1]) - 1]
+    return Admission(False, [denied], [int(reply[2])], denied=denied)
 
 
 class LocalStore:
@@ -194,19 +211,17 @@ async def admit(counters: list[Counter], now: float | None = None) -> Admission:
             return Admission(True, counters, values)
         assert index is not None  # a refusal names the counter without room
         return Admission(False, [counters[index]], values, denied=counters[index])
-    packed = ",".join(f"{c.limit},{c.amount},{int(c.reset_at - now) + 60}" for c in counters)
     try:
         script = async_script(_ADMIT)
-        result = await script(keys=[c.key for c in counters], args=[packed])
+        result = await script(keys=[c.key for c in counters], args=[pack(counters, now)])
     except Exception as exc:
-        return _redis_down(counters, exc)
-    if int(result[0]) == 1:
-        return Admission(True, counters, [int(v) for v in result[1:]])
-    denied = counters[int(result[1]) - 1]
-    return Admission(False, [denied], [int(result[2])], denied=denied)
+        return redis_down(counters, exc)
+    return admission_of(counters, result)
 
 
-def _redis_down(counters: list[Counter], exc: Exception) -> Admission:
+def redis_down(counters: list[Counter], exc: Exception) -> Admission:
+    """What an admission is when Redis could not be reached: let through (degraded) or
+    ``LimitsRedisDown``, as the settings say for the kinds of counter involved."""
     budgets_closed = settings.LLMP_LIMITS_REDIS_DOWN_BUDGETS == "closed"
     requests_closed = settings.LLMP_LIMITS_REDIS_DOWN_REQUESTS == "closed"
     has_budget = any(c.is_budget for c in counters)

@@ -499,6 +499,21 @@ def test_embeddings_are_served_metered_and_cached_per_tenant(
     assert records[0].content_kinds == "embeddings"
 
 
+def test_embeddings_asked_with_no_cache_leave_their_answer_for_the_next_request(
+    client, principals, key_a, upstream
+):
+    # no-cache: not answered from the cache, but the fresh answer is kept under the tenant's
+    # namespace, so the next request without the header is a hit.
+    route_alias("embed", upstream.base_url)
+    body = {"model": "embed", "input": "kept for later"}
+    fresh = embed(client, key_a, body, HTTP_CACHE_CONTROL="no-cache")
+    assert fresh.status_code == 200 and fresh["X-Cache"] == "BYPASS"
+    again = embed(client, key_a, body)
+    assert again["X-Cache"] == "HIT"
+    assert again.json()["data"] == fresh.json()["data"]
+    assert len(upstream.requests) == 1
+
+
 def test_base64_embeddings_decode_to_the_float_vectors(client, principals, key_a, upstream):
     route_alias("embed", upstream.base_url)
     floats = embed(

@@ -13,6 +13,7 @@ import math
 import time
 from decimal import Decimal
 
+from gateway import cache as response_cache
 from gateway import limits, metrics
 from gateway.errors import ApiError, InvalidRequest
 from gateway.limits import REQUESTS, SPEND, TOKENS, Admission, Counter
@@ -22,6 +23,7 @@ from gateway.pipeline.route import Target
 from gateway.pipeline.settle import chars_to_tokens
 from gateway.pipeline.validate import ParsedChat, media_size
 from gateway.providers.base import ChatRequest, EmbeddingRequest
+from llmplatform.redis_client import async_script
 
 # When neither the request nor the tier bounds the reply, reserve this many tokens for it.
 DEFAULT_COMPLETION_RESERVE = 1024
@@ -180,17 +182,74 @@ _WINDOW_WORD = {"minute": "per-minute", "hour": "hourly", "day": "daily", "month
 _SCOPE_WORD = {"tenant": "tenant's", "key": "API key's", "user": "end user's"}
 
 
-async def admit(
-    principal: Principal, user: str | None, target: Target, request: ChatRequest | EmbeddingRequest
-) -> Admission:
-    now = time.time()
-    wanted = counters(principal, user, target, request, now)
+def unavailable() -> LimitsUnavailable:
+    return LimitsUnavailable(
+        "Limits cannot be checked right now; retry shortly.", headers={"Retry-After": "1"}
+    )
+
+
+async def admit(counters: list[Counter], now: float) -> Admission:
+    """Reserve ``counters`` (``counters()``); raises the refusal."""
     try:
-        admission = await limits.admit(wanted, now)
+        admission = await limits.admit(counters, now)
     except limits.LimitsRedisDown as exc:
-        raise LimitsUnavailable(
-            "Limits cannot be checked right now; retry shortly.", headers={"Retry-After": "1"}
-        ) from exc
+        raise unavailable() from exc
+    return decide(admission, now)
+
+
+# The admission and the response cache's read in one script: one round trip instead of two
+# (both are Redis scripts; the read only reads). A refused request reads nothing.
+# KEYS: the counters' keys, then the three namespace keys. ARGV: how many counters, the
+# admission's packed argument, then the read's two arguments.
+_ADMIT_AND_READ = (
+    limits.ADMIT_FUNCTION
+    + response_cache.READ_FUNCTION
+    + """
+local n = tonumber(ARGV[1])
+local keys = {}
+for i = 1, n do
+  keys[i] = KEYS[i]
+end
+local admitted = admit(keys, ARGV[2])
+if admitted[1] == 0 then
+  return {admitted}
+end
+return {admitted, cache_read(KEYS[n + 1], KEYS[n + 2], KEYS[n + 3], ARGV[3], ARGV[4])}
+"""
+)
+
+# The cache's read: (namespace, the cached answer or None), or why it failed.
+CacheFound = tuple[str, response_cache.CachedAnswer | None] | BaseException
+
+
+async def admit_and_read(
+    counters: list[Counter], now: float, key: response_cache.CacheKey, *, entry: bool
+) -> tuple[Admission, CacheFound]:
+    """``admit`` and the Redis cache's read of ``key`` (the entry, or only its namespace), in
+    one round trip. Raises the refusal; a failed read is returned (a cache outage is a bypass,
+    never a failure)."""
+    try:
+        script = async_script(_ADMIT_AND_READ)
+        reply = await script(
+            keys=[c.key for c in counters] + key.ns_keys,
+            args=[
+                len(counters),
+                limits.pack(counters, now),
+                *response_cache.read_args(key, entry=entry),
+            ],
+        )
+    except Exception as exc:
+        try:
+            admission = limits.redis_down(counters, exc)
+        except limits.LimitsRedisDown as down:
+            raise unavailable() from down
+        return decide(admission, now), exc
+    admission = decide(limits.admission_of(counters, reply[0]), now)
+    return admission, response_cache.read_result(reply[1])
+
+
+def decide(admission: Admission, now: float) -> Admission:
+    """The admission if it was allowed; otherwise the refusal it means, raised."""
     if admission.allowed:
         return admission
     denied = admission.denied

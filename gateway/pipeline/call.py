@@ -4,9 +4,9 @@ before the answer is metered."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import structlog
@@ -20,6 +20,7 @@ from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.route import Target
 from gateway.pipeline.settle import Meter
 from gateway.providers.base import ChatRequest, EmbeddingRequest
+from llmplatform.redis_client import redis_configured
 
 if TYPE_CHECKING:
     from gateway.pipeline.chat import RequestInfo
@@ -28,6 +29,29 @@ log = structlog.get_logger("gateway.api")
 
 # What the call sends upstream: a ChatRequest (chat) or an EmbeddingRequest (embeddings).
 RequestT = TypeVar("RequestT", ChatRequest, EmbeddingRequest)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRead:
+    """What the cache stage reads for a request: the tenant's entry under ``key`` (a lookup:
+    ``usable`` says whether a found answer may answer this request), or, with ``usable`` None,
+    only the tenant's namespace, for a fresh answer to be kept under."""
+
+    key: response_cache.CacheKey
+    usable: Callable[[response_cache.CachedAnswer], bool] | None
+
+
+async def _read(read: CacheRead | None) -> admit.CacheFound | None:
+    """The cache's read on its own: what it found, or why it failed."""
+    if read is None:
+        return None
+    cache = response_cache.response_cache()
+    try:
+        if read.usable is None:
+            return await cache.namespace(read.key), None
+        return await cache.lookup(read.key)
+    except Exception as exc:
+        return exc
 
 
 class PipelineCall(Generic[RequestT]):
@@ -62,41 +86,44 @@ class PipelineCall(Generic[RequestT]):
     async def admit_and_look_up(
         self, user: str | None, target: Target, request: RequestT
     ) -> response_cache.CachedAnswer | None:
-        """Stages "admit" and "cache": independent Redis round trips, made at once. Returns the
-        cached answer (or None); raises the admission's refusal."""
-        admission, cached = await asyncio.gather(
-            admit.admit(self.principal, user, target, request),
-            self.lookup_cache(target, request),
-            return_exceptions=True,
-        )
-        if isinstance(admission, BaseException):
-            raise admission
-        self.admission = self.meter.admission = admission
-        if isinstance(cached, BaseException):
-            raise cached
-        return cached
+        """Stages "admit" and "cache": the reservation, then the cache's read; with Redis, both
+        in one round trip. Returns the cached answer (or None); raises the admission's
+        refusal."""
+        read = self.cache_read(target, request)
+        now = time.time()
+        wanted = admit.counters(self.principal, user, target, request, now)
+        found: admit.CacheFound | None
+        if read is not None and wanted and redis_configured():
+            self.admission, found = await admit.admit_and_read(
+                wanted, now, read.key, entry=read.usable is not None
+            )
+        else:  # one of them has nothing to do, or neither goes to Redis
+            self.admission = await admit.admit(wanted, now)
+            found = await _read(read)
+        self.meter.admission = self.admission
+        if read is None or found is None:
+            return None
+        return self._found(read, found)
 
-    async def lookup_cache(
-        self, target: Target, request: RequestT
-    ) -> response_cache.CachedAnswer | None:
+    def cache_read(self, target: Target, request: RequestT) -> CacheRead | None:
+        """What the cache stage reads for this request (None: nothing)."""
         raise NotImplementedError
 
-    async def cached(
-        self,
-        key: response_cache.CacheKey,
-        usable: Callable[[response_cache.CachedAnswer], bool],
+    def _found(
+        self, read: CacheRead, found: admit.CacheFound
     ) -> response_cache.CachedAnswer | None:
-        """The tenant's cached answer under ``key`` if ``usable(answer)``; a cache outage is a
+        """The cached answer if the read found one this request may use; a cache outage is a
         bypass, never a failure."""
-        self.cache_key = key
-        try:
-            self.cache_namespace, answer = await response_cache.response_cache().lookup(key)
-        except Exception:  # a cache outage must not fail the request: serve from upstream
-            log.warning("cache_lookup_failed", exc_info=True)
-            self.cache_key = None
-            self.cache_status = "BYPASS"
+        if isinstance(found, BaseException):
+            log.warning("cache_lookup_failed", exc_info=found)
+            if read.usable is not None:
+                self.cache_status = "BYPASS"
             return None
-        hit = answer is not None and usable(answer)
+        self.cache_key = read.key
+        self.cache_namespace, answer = found
+        if read.usable is None:
+            return None
+        hit = answer is not None and read.usable(answer)
         self.cache_status = "HIT" if hit else "MISS"
         metrics.record_cache(self.cache_status.lower())
         return answer if hit else None

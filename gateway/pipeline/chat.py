@@ -33,7 +33,7 @@ from gateway.errors import ModelNotFound
 from gateway.models import SecurityEvent
 from gateway.pipeline import admit, background, dispatch, guard, inputs, output, pii
 from gateway.pipeline.authenticate import Principal
-from gateway.pipeline.call import PipelineCall
+from gateway.pipeline.call import CacheRead, PipelineCall
 from gateway.pipeline.dispatch import DispatchPlan, Outcome, Served, StreamServed
 from gateway.pipeline.route import Target, routing_table, upstream_request
 from gateway.pipeline.settle import chars_to_tokens, count_redactions, estimate_tokens
@@ -449,11 +449,12 @@ class ChatCall(PipelineCall[ChatRequest]):
 
     # Cache -----------------------------------------------------------------------------------
 
-    async def lookup_cache(
-        self, target: Target, request: ChatRequest
-    ) -> response_cache.CachedAnswer | None:
+    def cache_read(self, target: Target, request: ChatRequest) -> CacheRead | None:
         """An eligible request (temperature 0, or the tenant opted in) is answered from the
-        tenant's cache when the same request was answered before."""
+        tenant's cache when the same request was answered before. Any other request still
+        leaves a copy of its answer for when every provider fails: under the tenant's namespace
+        as it is now, before the answer (an invalidation or an erasure meanwhile must make it
+        unreachable), so only the namespace is read."""
         key = response_cache.make_key(
             tenant_id=self.principal.tenant_id,
             alias=target.alias,
@@ -466,23 +467,9 @@ class ChatCall(PipelineCall[ChatRequest]):
             nonzero_temperature_allowed=self.principal.cache_nonzero_temperature,
         )
         if not eligible or "no-cache" in self.info.cache_control or not self.store_answers:
-            if self.store_answers:
-                await self.learn_namespace(key)
             self.cache_status = "BYPASS"
-            return None
-        return await self.cached(key, lambda answer: answer.eligible)
-
-    async def learn_namespace(self, key: response_cache.CacheKey) -> None:
-        """A request the cache does not answer still leaves a copy of its answer for when every
-        provider fails. The copy goes under the tenant's namespace as it is now, before the
-        answer (an invalidation or an erasure meanwhile must make it unreachable): looked up
-        here, in the same round trip as the admission."""
-        try:
-            self.cache_namespace = await response_cache.response_cache().namespace(key)
-        except Exception:  # a cache outage must not fail the request: keep no copy
-            log.warning("cache_lookup_failed", exc_info=True)
-            return
-        self.cache_key = key
+            return CacheRead(key, None) if self.store_answers else None
+        return CacheRead(key, _answered_eligibly)
 
     async def remember(self, result: ChatResult, eligible: bool) -> None:
         """Store a fresh answer. An eligible one is stored before answering (one round trip),
@@ -507,6 +494,10 @@ class ChatCall(PipelineCall[ChatRequest]):
                 )
         except Exception:
             log.warning("cache_store_failed", exc_info=True)
+
+
+def _answered_eligibly(answer: response_cache.CachedAnswer) -> bool:
+    return answer.eligible
 
 
 async def _replay(deltas: list[ChatDelta]) -> AsyncIterator[ChatDelta]:

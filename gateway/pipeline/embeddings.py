@@ -26,7 +26,7 @@ from gateway import cache as response_cache
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.pipeline import background, dispatch, pii
 from gateway.pipeline.authenticate import Principal
-from gateway.pipeline.call import PipelineCall
+from gateway.pipeline.call import CacheRead, PipelineCall
 from gateway.pipeline.chat import RequestInfo
 from gateway.pipeline.route import RoutePlan, Target, routing_table
 from gateway.pipeline.settle import chars_to_tokens, count_new_placeholders
@@ -130,9 +130,9 @@ class EmbeddingsCall(PipelineCall[EmbeddingRequest]):
         self.served_by = served.deployment
         return served.result
 
-    async def lookup_cache(
-        self, target: Target, request: EmbeddingRequest
-    ) -> response_cache.CachedAnswer | None:
+    def cache_read(self, target: Target, request: EmbeddingRequest) -> CacheRead | None:
+        """The tenant's cached vectors for the same input; with ``no-cache`` only the namespace,
+        for the fresh answer to be kept under (``no-store``: nothing)."""
         cache_control = self.info.cache_control
         if "no-store" in cache_control:
             self.cache_status = "BYPASS"
@@ -145,9 +145,9 @@ class EmbeddingsCall(PipelineCall[EmbeddingRequest]):
             request=request,
         )
         if "no-cache" in cache_control:
-            self.cache_key, self.cache_status = key, "BYPASS"
-            return None
-        return await self.cached(key, lambda answer: answer.vectors is not None)
+            self.cache_status = "BYPASS"
+            return CacheRead(key, None)
+        return CacheRead(key, _has_vectors)
 
     async def remember(self, result: EmbeddingResult) -> None:
         target = self.meter.target
@@ -173,3 +173,7 @@ class EmbeddingsCall(PipelineCall[EmbeddingRequest]):
             self.meter.record(status=200, now=time.perf_counter(), usage=usage),
             event="usage_record_failed",
         )
+
+
+def _has_vectors(answer: response_cache.CachedAnswer) -> bool:
+    return answer.vectors is not None
