@@ -12,6 +12,7 @@ from gateway.resilience.policy import (
     validate_overrides,
 )
 from llmplatform.models import Tenant
+from llmplatform.tenancy import TenantOwned
 
 
 def _bounded(key: str) -> list:
@@ -96,7 +97,7 @@ class Tier(models.Model):
         return self.name
 
 
-class TenantPlan(models.Model):
+class TenantPlan(TenantOwned):
     """The tier a tenant is on. Kept in the gateway so the kernel's Tenant knows nothing of
     tiers (imports point down: gateway -> llmplatform)."""
 
@@ -126,7 +127,7 @@ class TenantPlan(models.Model):
         return f"{self.tenant} on {self.tier}"
 
 
-class ServiceAccount(models.Model):
+class ServiceAccount(TenantOwned):
     """An API-to-API principal of a tenant (not a person's key): a named machine identity that
     holds its own keys, so a service's access can be reviewed and cut off on its own."""
 
@@ -147,7 +148,7 @@ class ServiceAccount(models.Model):
         return f"{self.tenant.slug}/{self.name}"
 
 
-class ApiKey(models.Model):
+class ApiKey(TenantOwned):
     """A tenant API key: ``llmp_<lookup>_<secret>``. Only an HMAC of the secret is stored."""
 
     class Scope(models.TextChoices):
@@ -432,7 +433,7 @@ class ModelVersion(models.Model):
         return f"{self.alias.name}@{self.version}"
 
 
-class UsageRecord(models.Model):
+class UsageRecord(TenantOwned):
     """One API request, metered. Never holds message bodies."""
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -498,7 +499,7 @@ class UsageRecord(models.Model):
         return self.prompt_tokens + self.completion_tokens
 
 
-class SecurityEvent(models.Model):
+class SecurityEvent(TenantOwned):
     """A prompt blocked or flagged by the injection screen, or a reply that leaked the system
     prompt's canary. Holds a hash of the text, the text itself only if the tenant opted in."""
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 from django.conf import settings
 from django.db import models
+
+from llmplatform.tenancy import TenantOwned, TenantOwnedQuerySet
 
 
 class Tenant(models.Model):
@@ -27,7 +29,7 @@ class Tenant(models.Model):
         return self.name
 
 
-class Membership(models.Model):
+class Membership(TenantOwned):
     class Role(models.TextChoices):
         OWNER = "owner", "Owner"
         MEMBER = "member", "Member"
@@ -46,7 +48,7 @@ class Membership(models.Model):
         return f"{self.user} in {self.tenant} ({self.role})"
 
 
-class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+class AuditEventQuerySet(TenantOwnedQuerySet["AuditEvent"]):
     def update(self, **kwargs: Any) -> NoReturn:
         raise PermissionError("The audit log is append-only")
 
@@ -54,7 +56,10 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
         raise PermissionError("The audit log is append-only")
 
 
-class AuditEvent(models.Model):
+AuditEventManager = models.Manager.from_queryset(AuditEventQuerySet)
+
+
+class AuditEvent(TenantOwned):
     """Append-only record of a privileged action. Actor and object are frozen strings so the
     row still says who did what after the user or object is gone."""
 
@@ -73,7 +78,8 @@ class AuditEvent(models.Model):
     # The id the client sent with the request, if any: its own label, never ours.
     client_request_id = models.CharField(max_length=128, blank=True)
 
-    objects = AuditEventQuerySet.as_manager()
+    # Replaces TenantOwned's manager; typed as a ClassVar as the stubs type the base's.
+    objects: ClassVar[AuditEventManager[AuditEvent]] = AuditEventManager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

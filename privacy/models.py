@@ -12,9 +12,10 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from llmplatform.models import Tenant
+from llmplatform.tenancy import TenantOwned
 
 
-class PrivacyPolicy(models.Model):
+class PrivacyPolicy(TenantOwned):
     """A tenant's privacy settings."""
 
     class UpstreamPII(models.TextChoices):
@@ -50,7 +51,7 @@ class PrivacyPolicy(models.Model):
         return f"privacy policy of {self.tenant}"
 
 
-class DataSubject(models.Model):
+class DataSubject(TenantOwned):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="data_subjects")
     external_id = models.CharField(max_length=256, help_text="The apps' `user` value")
     # The contact email, encrypted with the subject's data key; and a keyed hash (HMAC) of its
@@ -118,7 +119,7 @@ class ConsentRecord(models.Model):
         return f"{self.purpose} {'granted' if self.granted else 'withdrawn'}"
 
 
-class Conversation(models.Model):
+class Conversation(TenantOwned):
     """One stored exchange: redacted prompt and response, encrypted with the subject's key."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="conversations")
@@ -155,7 +156,7 @@ class PurgeRun(models.Model):
         return f"purge {self.started_at:%Y-%m-%d %H:%M} ({self.deleted} deleted)"
 
 
-class SubjectRequest(models.Model):
+class SubjectRequest(TenantOwned):
     """A data-subject request (GDPR Art. 15, 17, 20; CCPA)."""
 
     class Kind(models.TextChoices):
@@ -218,7 +219,7 @@ class SubjectRequest(models.Model):
         return f"{self.get_kind_display()} request #{self.pk} ({self.state})"
 
 
-class ErasureReceipt(models.Model):
+class ErasureReceipt(TenantOwned):
     """Proof that an erasure ran: counts and times, no personal data."""
 
     request = models.OneToOneField(SubjectRequest, on_delete=models.PROTECT, related_name="receipt")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
+from llmplatform.tenancy import tenant_pk
 from privacy.models import ConsentRecord, DataSubject, PrivacyPolicy
+
+if TYPE_CHECKING:
+    from llmplatform.models import Tenant
 
 Purpose = ConsentRecord.Purpose
 
@@ -31,19 +35,20 @@ class ConsentDecision(TypedDict):
     at: str | None
 
 
-def subject_for(tenant_id: int, external_id: str) -> DataSubject | None:
-    """The (not erased) data subject ``external_id`` of a tenant, or None."""
+def subject_for(tenant: Tenant | int, external_id: str) -> DataSubject | None:
+    """The (not erased) data subject ``external_id`` of a tenant (or its id), or None."""
     return (
-        DataSubject.objects.select_related("tenant")
-        .filter(tenant_id=tenant_id, external_id=external_id, erased_at__isnull=True)
+        DataSubject.objects.for_tenant(tenant)
+        .select_related("tenant")
+        .filter(external_id=external_id, erased_at__isnull=True)
         .first()
     )
 
 
-def privacy_policy_for(tenant_id: int) -> PrivacyPolicy:
+def privacy_policy_for(tenant: Tenant | int) -> PrivacyPolicy:
     """The tenant's policy, or an unsaved one with the defaults if it has none yet."""
-    policy = PrivacyPolicy.objects.filter(tenant_id=tenant_id).first()
-    return policy if policy is not None else PrivacyPolicy(tenant_id=tenant_id)
+    policy = PrivacyPolicy.objects.for_tenant(tenant).first()
+    return policy if policy is not None else PrivacyPolicy(tenant_id=tenant_pk(tenant))
 
 
 def consent_latest(subject: DataSubject | None, purpose: str) -> ConsentRecord | None:

@@ -19,7 +19,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from gateway import services
-from gateway.models import ApiKey, UsageRecord
+from gateway.models import ApiKey, ServiceAccount, UsageRecord
 from gateway.portal.views import NEW_KEY_SESSION, THROTTLED
 from llmplatform.models import AuditEvent, Membership
 
@@ -336,6 +336,32 @@ def test_charlie_cannot_see_or_change_tenant_a(principals, key_a):
     key.refresh_from_db()
     account.refresh_from_db()
     assert key.revoked_at is None and key.replaced_by_id is None and account.disabled_at is None
+
+
+def test_a_tenants_own_pages_show_nothing_of_another_tenant(principals, key_a):
+    a_key = ApiKey.objects.get(tenant=principals.tenant_a)
+    services.service_account_create(
+        actor=principals.alice, tenant=principals.tenant_a, name="a-etl"
+    )
+    _usage(principals.tenant_a, timezone.now(), prompt=4321, completion=1234, cost="98.7654")
+    charlie = signed_in(principals.charlie)
+
+    assert a_key.display not in charlie.get("/portal/t/tenant-b/keys/").content.decode()
+    assert "a-etl" not in charlie.get("/portal/t/tenant-b/service-accounts/").content.decode()
+    usage = charlie.get("/portal/t/tenant-b/usage/").content.decode()
+    total = re.search(r'data-day="total">(.*?)</tr>', usage, re.S)
+    assert total is not None
+    assert re.findall(r"<td>([^<]*)</td>", total.group(1)) == ["0"] * 5 + ["$0.0000"]
+    tier = charlie.get("/portal/t/tenant-b/tier/").content.decode()
+    compact = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", tier))
+    assert "spent today (UTC) $0.0000" in compact and "spent this month $0.0000" in compact
+
+    # A name tenant A uses is free in tenant B; taking it leaves A's account alone.
+    response = charlie.post("/portal/t/tenant-b/service-accounts/", {"name": "a-etl"})
+    assert response.status_code == 302
+    assert sorted(
+        ServiceAccount.objects.filter(name="a-etl").values_list("tenant__slug", flat=True)
+    ) == ["tenant-a", "tenant-b"]
 
 
 def test_a_member_gets_403_for_every_owner_action(principals, key_a):

@@ -129,6 +129,20 @@ def test_consent_of_one_tenants_user_does_not_count_for_another_tenant(principal
     assert store(principals.tenant_b, user="u-1") is None
 
 
+def test_a_retried_store_keeps_one_record_and_leaves_other_tenants_alone(principals, subject_a):
+    from gateway.pipeline.chat import _store_conversation
+
+    subject_b = services.subject_get_or_create(tenant=principals.tenant_b, external_id="u-1")
+    consent(subject_a)
+    consent(subject_b)
+    a, b = principals.tenant_a.pk, principals.tenant_b.pk
+    # Request ids are the clients' to choose: two tenants may send the same one.
+    _store_conversation(a, "u-1", "chat", "req-same", "hi", "hello", attempt=1)
+    _store_conversation(a, "u-1", "chat", "req-same", "hi", "hello", attempt=2)
+    _store_conversation(b, "u-1", "chat", "req-same", "hi", "hello", attempt=2)
+    assert sorted(Conversation.objects.values_list("tenant_id", flat=True)) == sorted([a, b])
+
+
 def test_a_gpc_signal_opts_out_and_nothing_is_stored(principals, subject_a):
     consent(subject_a)
     assert store(principals.tenant_a, gpc=True) is None

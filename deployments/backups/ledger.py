@@ -185,9 +185,11 @@ def erasure_ledger_replay(
         for tenant_id, wanted in by_tenant.items():
             tenant = Tenant.objects.filter(pk=tenant_id).first()
             found: dict[str, str] = {}
-            live = DataSubject.objects.filter(
-                tenant_id=tenant_id, erased_at__isnull=True
-            ).values_list("external_id", flat=True)
+            live = (
+                DataSubject.objects.for_tenant(tenant_id)
+                .filter(erased_at__isnull=True)
+                .values_list("external_id", flat=True)
+            )
             for live_id in live.iterator(chunk_size=5000):
                 hashed = crypto.subject_hmac(live_id, purpose="external_id")
                 if hashed in wanted:

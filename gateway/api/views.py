@@ -616,10 +616,8 @@ def _create_subject_request(principal: Principal, user: str, body) -> dict:
 def _subject_request_status(principal: Principal, request_id: str) -> dict | None:
     from privacy.subject_requests import selectors as request_selectors
 
-    found = request_selectors.request_for_public_id(request_id)
-    if found is None or found.tenant_id != principal.tenant_id:
-        return None
-    return _request_json(found)
+    found = request_selectors.tenant_request_for_public_id(principal.tenant_id, request_id)
+    return None if found is None else _request_json(found)
 
 
 @api_view("POST")

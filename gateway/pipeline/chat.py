@@ -97,7 +97,7 @@ def _store_conversation(
 
     if (
         attempt > 1
-        and Conversation.objects.filter(tenant_id=tenant_id, request_id=request_id).exists()
+        and Conversation.objects.for_tenant(tenant_id).filter(request_id=request_id).exists()
     ):
         return  # an earlier attempt committed before its connection dropped
     conversation_store(

@@ -184,6 +184,6 @@ class ServiceAccountCreateForm(forms.Form):
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
-        if ServiceAccount.objects.filter(tenant=self.tenant, name=name).exists():
+        if ServiceAccount.objects.for_tenant(self.tenant).filter(name=name).exists():
             raise forms.ValidationError("A service account with this name exists already.")
         return name

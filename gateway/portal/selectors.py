@@ -1,5 +1,6 @@
 """Reads of the portal. Every tenant-owned object is read through the tenant that the signed-in
-user's membership gives; a foreign object and a missing one raise the same ``Http404``."""
+user's membership gives (``for_tenant``); a foreign object and a missing one raise the same
+``Http404``."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def get_membership_for_user(user: Any, slug: str) -> Membership:
 
 def api_keys_for_tenant(tenant: Tenant) -> QuerySet[ApiKey]:
     return (
-        ApiKey.objects.filter(tenant=tenant)
+        ApiKey.objects.for_tenant(tenant)
         .select_related("service_account", "replaced_by")
         .order_by("-created_at", "-id")
     )
@@ -66,25 +67,27 @@ def service_accounts_for_tenant(tenant: Tenant) -> QuerySet[ServiceAccount]:
         Q(api_keys__expires_at__isnull=True) | Q(api_keys__expires_at__gt=now)
     )
     return (
-        ServiceAccount.objects.filter(tenant=tenant)
+        ServiceAccount.objects.for_tenant(tenant)
         .annotate(live_keys=Count("api_keys", filter=live))
         .order_by("name")
     )
 
 
 def enabled_service_accounts_for_tenant(tenant: Tenant) -> QuerySet[ServiceAccount]:
-    return ServiceAccount.objects.filter(tenant=tenant, disabled_at__isnull=True).order_by("name")
+    return (
+        ServiceAccount.objects.for_tenant(tenant).filter(disabled_at__isnull=True).order_by("name")
+    )
 
 
 def get_service_account_for_tenant(tenant: Tenant, account_id: int) -> ServiceAccount:
-    return get_object_or_404(ServiceAccount.objects.filter(tenant=tenant), pk=account_id)
+    return get_object_or_404(ServiceAccount.objects.for_tenant(tenant), pk=account_id)
 
 
 def get_plan_for_tenant(tenant: Tenant) -> TenantPlan | None:
     return (
-        TenantPlan.objects.select_related("tier")
+        TenantPlan.objects.for_tenant(tenant)
+        .select_related("tier")
         .prefetch_related("tier__allowed_aliases")
-        .filter(tenant=tenant)
         .first()
     )
 
@@ -115,8 +118,8 @@ def usage_by_day_for_tenant(
     today = today or timezone.now().astimezone(UTC).date()
     first = today - timedelta(days=days - 1)
     rows = (
-        UsageRecord.objects.filter(
-            tenant=tenant,
+        UsageRecord.objects.for_tenant(tenant)
+        .filter(
             created_at__gte=_start_of_day(first),
             created_at__lt=_start_of_day(today + timedelta(days=1)),
         )
@@ -160,8 +163,10 @@ def spend_for_tenant(tenant: Tenant, *, now: datetime | None = None) -> Spend:
     now = (now or timezone.now()).astimezone(UTC)
     day_start = _start_of_day(now.date())
     month_start = day_start.replace(day=1)
-    totals = UsageRecord.objects.filter(tenant=tenant, created_at__gte=month_start).aggregate(
-        month=Sum("cost"), today=Sum("cost", filter=Q(created_at__gte=day_start))
+    totals = (
+        UsageRecord.objects.for_tenant(tenant)
+        .filter(created_at__gte=month_start)
+        .aggregate(month=Sum("cost"), today=Sum("cost", filter=Q(created_at__gte=day_start)))
     )
     return Spend(
         today=Decimal(str(totals["today"] or 0)), this_month=Decimal(str(totals["month"] or 0))

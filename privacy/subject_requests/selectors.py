@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import signing
@@ -13,6 +14,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from privacy.models import SubjectRequest
+
+if TYPE_CHECKING:
+    from llmplatform.models import Tenant
 
 State = SubjectRequest.State
 
@@ -28,12 +32,34 @@ def public_id(request: SubjectRequest) -> str:
     return signing.Signer(salt=PUBLIC_ID_SALT).sign_object(request.pk)
 
 
-def request_for_public_id(value: str) -> SubjectRequest | None:
+def _pk_of_public_id(value: str) -> Any:
     try:
-        pk = signing.Signer(salt=PUBLIC_ID_SALT).unsign_object(value)
+        return signing.Signer(salt=PUBLIC_ID_SALT).unsign_object(value)
     except signing.BadSignature:
         return None
+
+
+def request_for_public_id(value: str) -> SubjectRequest | None:
+    """The request a public id names, whichever tenant's: the signed id is what the subject's
+    pages hold, not a tenant."""
+    pk = _pk_of_public_id(value)
+    if pk is None:
+        return None
     return SubjectRequest.objects.select_related("tenant", "subject").filter(pk=pk).first()
+
+
+def tenant_request_for_public_id(tenant: Tenant | int, value: str) -> SubjectRequest | None:
+    """One of the tenant's requests by its public id; None for another tenant's request, as for
+    a missing one or an id that is not one."""
+    pk = _pk_of_public_id(value)
+    if pk is None:
+        return None
+    return (
+        SubjectRequest.objects.for_tenant(tenant)
+        .select_related("tenant", "subject")
+        .filter(pk=pk)
+        .first()
+    )
 
 
 DECOY_SALT = "privacy.decoy-request"

@@ -210,7 +210,8 @@ def _ensure_admin(result: BootstrapResult) -> None:
 def _ensure_demo_key(tenant: Tenant, result: BootstrapResult) -> None:
     now = timezone.now()
     existing = (
-        ApiKey.objects.filter(tenant=tenant, name=DEMO_KEY_NAME, revoked_at__isnull=True)
+        ApiKey.objects.for_tenant(tenant)
+        .filter(name=DEMO_KEY_NAME, revoked_at__isnull=True)
         .exclude(expires_at__lte=now)
         .first()
     )
