@@ -43,6 +43,7 @@ from gateway.pipeline.validate import (
     parse_chat_request,
     parse_embeddings_request,
     parse_json_body,
+    refuse_unknown_fields,
 )
 from gateway.providers.base import ChatDelta, ChatResult, Choice, Usage
 from llmplatform.db import fresh_db
@@ -371,13 +372,7 @@ def _parse_simple(data: dict, *, stream: bool) -> ParsedChat:
         raise InvalidRequest(
             "'prompt' must be a non-empty string.", param="prompt", code="invalid_value"
         )
-    unknown = sorted(set(data) - {"prompt", "model", "user", "temperature", "max_tokens"})
-    if unknown:
-        raise InvalidRequest(
-            f"Unrecognized request argument supplied: {unknown[0]}",
-            param=unknown[0],
-            code="unknown_parameter",
-        )
+    refuse_unknown_fields(data, {"prompt", "model", "user", "temperature", "max_tokens"})
     body = {
         "model": data.get("model", "default"),
         "messages": [{"role": "user", "content": prompt}],
@@ -579,13 +574,7 @@ def _create_subject_request(principal: Principal, user: str, body) -> dict:
 
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_value")
-    unknown = sorted(set(body) - {"kind", "law"})
-    if unknown:
-        raise InvalidRequest(
-            f"Unrecognized request argument supplied: {unknown[0]}",
-            param=unknown[0],
-            code="unknown_parameter",
-        )
+    refuse_unknown_fields(body, {"kind", "law"})
     kind, law = body.get("kind"), body.get("law", "gdpr")
     if kind not in SubjectRequest.Kind.values:
         raise InvalidRequest(
