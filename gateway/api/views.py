@@ -602,10 +602,10 @@ def _create_subject_request(principal: Principal, user: str, body) -> dict:
 
 
 @fresh_db
-def _subject_request_status(principal: Principal, request_id: str) -> dict | None:
+def _subject_request_status(principal: Principal, public_id: str) -> dict | None:
     from privacy.subject_requests import selectors as request_selectors
 
-    found = request_selectors.request_for_public_id(request_id)
+    found = request_selectors.request_for_public_id(public_id)
     if found is None or found.tenant_id != principal.tenant_id:
         return None
     return _request_json(found)
@@ -625,11 +625,11 @@ async def subject_request_create(request: HttpRequest, user: str) -> HttpRespons
 
 
 @api_view("GET")
-async def subject_request_status(request: HttpRequest, request_id: str) -> HttpResponse:
+async def subject_request_status(request: HttpRequest, public_id: str) -> HttpResponse:
     """``GET /v1/privacy/requests/<id>``: the state and deadlines of one of the tenant's
     requests (another tenant's request is not found, like a missing one)."""
     principal = await _authenticated(request, "privacy")
-    result = await sync_to_async(_subject_request_status)(principal, request_id)
+    result = await sync_to_async(_subject_request_status)(principal, public_id)
     if result is None:
         raise NotFound("No such request.", param="id")
     return _json(result)
