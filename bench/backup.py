@@ -23,48 +23,29 @@ moto and removes its temporary files.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psycopg
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from purge import BASE_DIR, admin_execute
+from run import PLATFORM_ENV_PREFIXES, free_port, production_settings
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "llmp_bench_backup"
-
-
-def admin_execute(sql: str) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def production_env(data_dir: str, endpoint: str, bucket: str) -> None:
     for name in list(os.environ):
-        if name.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_", "AWS_")):
+        if name.startswith((*PLATFORM_ENV_PREFIXES, "AWS_")):
             del os.environ[name]
     os.environ.update(
         {
-            "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
-            "LLMP_ENV": "production",
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
-            "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
-            "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            **production_settings(),
             "ALLOWED_HOSTS": "127.0.0.1",
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
             "DATABASE_POOL": "false",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -29,11 +28,7 @@ import run as bench
 
 
 def embedded_env(data_dir: Path, src: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_"))
-    }
+    env = bench.environ_without_platform()
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "llmplatform.settings",

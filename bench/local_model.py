@@ -35,14 +35,14 @@ PROMPT = (
 
 def child(cpu: str, model: str, tokens: int, runs: int) -> None:
     sys.path.insert(0, str(ROOT))
-    from llmplatform.local_model_server import _threads, llama_lib_dir, load_cpu_backend
+    from llmplatform.local_model_server import llama_lib_dir, load_cpu_backend, thread_count
 
     lib_dir = llama_lib_dir()
     assert lib_dir is not None
     variant = load_cpu_backend(lib_dir, cpu)
     from llama_cpp import Llama
 
-    threads = _threads()
+    threads = thread_count()
     llm = Llama(
         model_path=model, n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False
     )

@@ -15,10 +15,8 @@ expired rows went, and drops the database.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -26,6 +24,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from run import PLATFORM_ENV_PREFIXES, production_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -39,16 +38,11 @@ def admin_execute(sql: str) -> None:
 
 def production_env(data_dir: str) -> None:
     for name in list(os.environ):
-        if name.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_")):
+        if name.startswith(PLATFORM_ENV_PREFIXES):
             del os.environ[name]
     os.environ.update(
         {
-            "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
-            "LLMP_ENV": "production",
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
-            "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
-            "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            **production_settings(),
             "ALLOWED_HOSTS": "127.0.0.1",
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
             "LLMP_DATA_DIR": data_dir,

@@ -414,20 +414,32 @@ def flush_redis() -> None:
         redis.Redis.from_url(REDIS_URL, socket_timeout=2).flushdb()
 
 
-def gateway_env(data_dir: Path, db_pool: bool) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LLMP_", "DATABASE_", "REDIS_", "CELERY_"))
+# The platform's own settings: a bench drops what the calling shell has of them and sets its own.
+PLATFORM_ENV_PREFIXES = ("LLMP_", "DATABASE_", "REDIS_", "CELERY_")
+
+
+def environ_without_platform() -> dict[str, str]:
+    """This process's environment without the platform's settings (``PLATFORM_ENV_PREFIXES``)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(PLATFORM_ENV_PREFIXES)}
+
+
+def production_settings() -> dict[str, str]:
+    """The production shape (``LLMP_ENV=production``) with fresh secrets, new for each run."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
+        "LLMP_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
+        "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
+        "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
+
+
+def gateway_env(data_dir: Path, db_pool: bool) -> dict[str, str]:
+    env = environ_without_platform()
     env.update(
         {
-            "DJANGO_SETTINGS_MODULE": "llmplatform.settings",
-            "LLMP_ENV": "production",
-            "SECRET_KEY": secrets.token_urlsafe(48),
-            "LLMP_API_KEY_PEPPER": secrets.token_urlsafe(48),
-            "LLMP_SUBJECT_HMAC_KEY": secrets.token_urlsafe(48),
-            "LLMP_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            **production_settings(),
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             # Plain HTTP on loopback: TLS would end at a proxy in front in production.
             "SECURE_SSL_REDIRECT": "false",

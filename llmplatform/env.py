@@ -9,13 +9,16 @@ Kubernetes secrets are mounted.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, overload
+from typing import Literal, TypeVar, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+_Number = TypeVar("_Number", int, float)
 
 
 def _raw(name: str) -> str | None:
@@ -61,26 +64,27 @@ def env_bool(name: str, default: bool = False) -> bool:
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    value = _raw(name)
-    if value is None or value.strip() == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from exc
-    if minimum is not None and number < minimum:
-        raise ImproperlyConfigured(f"{name}={number} must be at least {minimum}")
-    return number
+    return _env_number(name, default, int, "an integer", minimum)
 
 
 def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    return _env_number(name, default, float, "a number", minimum)
+
+
+def _env_number(
+    name: str,
+    default: _Number,
+    parse: Callable[[str], _Number],
+    kind: str,
+    minimum: _Number | None,
+) -> _Number:
     value = _raw(name)
     if value is None or value.strip() == "":
         return default
     try:
-        number = float(value)
+        number = parse(value)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from exc
+        raise ImproperlyConfigured(f"{name}={value!r} is not {kind}") from exc
     if minimum is not None and number < minimum:
         raise ImproperlyConfigured(f"{name}={number} must be at least {minimum}")
     return number

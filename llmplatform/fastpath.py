@@ -129,19 +129,11 @@ class PlatformApplication:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                for hook in _startup_hooks:
-                    try:
-                        await hook()
-                    except Exception:
-                        log.exception("startup_hook_failed")
+                await _run_hooks(_startup_hooks, "startup_hook_failed")
                 _freeze_startup_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for hook in _shutdown_hooks:
-                    try:
-                        await hook()
-                    except Exception:
-                        log.exception("shutdown_hook_failed")
+                await _run_hooks(_shutdown_hooks, "shutdown_hook_failed")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -206,6 +198,15 @@ class PlatformApplication:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+async def _run_hooks(hooks: list[Callable[[], Awaitable[None]]], failure_event: str) -> None:
+    """Every hook runs, even after one fails: a failed hook is logged, not raised."""
+    for hook in hooks:
+        try:
+            await hook()
+        except Exception:
+            log.exception(failure_event)
 
 
 def _freeze_startup_heap() -> None:

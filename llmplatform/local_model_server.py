@@ -276,7 +276,7 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
 # --- Entry point ------------------------------------------------------------------------------
 
 
-def _threads() -> int:
+def thread_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     register_dialogue_format()
-    threads = _threads()
+    threads = thread_count()
     app = create_app(
         server_settings=ServerSettings(
             host=args.host,

@@ -39,7 +39,7 @@ PLAINTEXT_PERMISSION = "privacy.read_conversation_plaintext"
 # --------------------------------------------------------------------------- subjects
 
 
-def _check_external_id(external_id: str) -> str:
+def check_external_id(external_id: str) -> str:
     if not isinstance(external_id, str) or not external_id.strip():
         raise ValueError("the subject's user id must be a non-empty string")
     if len(external_id) > MAX_EXTERNAL_ID:
@@ -55,7 +55,7 @@ def privacy_policy_get_or_create(*, tenant: Tenant) -> PrivacyPolicy:
 def subject_get_or_create(*, tenant: Tenant, external_id: str) -> DataSubject:
     """The tenant's data subject ``external_id`` (the apps' ``user`` value). Holds no personal
     data beyond that id, so it is not audited."""
-    _check_external_id(external_id)
+    check_external_id(external_id)
     subject, _ = DataSubject.objects.select_related("tenant").get_or_create(
         tenant=tenant, external_id=external_id
     )

@@ -45,6 +45,7 @@ import random
 import re
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,22 +117,17 @@ def near_duplicate_groups(texts: list[str]) -> list[int]:
     for index, found in enumerate(shingles):
         for shingle in found:
             holders[shingle].append(index)
-    parent = list(range(len(texts)))
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    def similar() -> Iterator[tuple[int, int]]:
+        for i, found in enumerate(shingles):
+            shared: Counter[int] = Counter()
+            for shingle in found:
+                shared.update(j for j in holders[shingle] if j > i)
+            for j, count in sorted(shared.items()):
+                if count / (len(found) + len(shingles[j]) - count) >= NEAR_DUPLICATE_JACCARD:
+                    yield i, j
 
-    for i, found in enumerate(shingles):
-        shared: Counter[int] = Counter()
-        for shingle in found:
-            shared.update(j for j in holders[shingle] if j > i)
-        for j, count in sorted(shared.items()):
-            if count / (len(found) + len(shingles[j]) - count) >= NEAR_DUPLICATE_JACCARD:
-                parent[find(i)] = find(j)
-    return [find(i) for i in range(len(texts))]
+    return _connected_groups(len(texts), similar())
 
 
 def jailbreak_split(texts: list[str]) -> list[str]:
@@ -154,7 +150,21 @@ def load_jailbreaks(data_dir: Path) -> tuple[list[str], list[str]]:
 def containment_groups(texts: list[str]) -> list[int]:
     """A group id per row: rows that contain one another (deepset glues earlier rows together
     into longer ones) share one."""
-    parent = list(range(len(texts)))
+    stripped = [text.strip().lower() for text in texts]
+    contained = (
+        (i, j)
+        for i, small in enumerate(stripped)
+        if len(small) >= 20
+        for j, large in enumerate(stripped)
+        if i != j and small in large
+    )
+    return _connected_groups(len(texts), contained)
+
+
+def _connected_groups(count: int, links: Iterable[tuple[int, int]]) -> list[int]:
+    """A group id per item (0 to ``count`` - 1): items that ``links`` join, directly or through
+    others, share one (union-find, joined in the order given)."""
+    parent = list(range(count))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -162,14 +172,9 @@ def containment_groups(texts: list[str]) -> list[int]:
             i = parent[i]
         return i
 
-    stripped = [text.strip().lower() for text in texts]
-    for i, small in enumerate(stripped):
-        if len(small) < 20:
-            continue
-        for j, large in enumerate(stripped):
-            if i != j and small in large:
-                parent[find(i)] = find(j)
-    return [find(i) for i in range(len(texts))]
+    for i, j in links:
+        parent[find(i)] = find(j)
+    return [find(i) for i in range(count)]
 
 
 def read_written_benign(path: Path = BENIGN_WRITTEN) -> tuple[list[str], list[str]]:

@@ -72,7 +72,7 @@ def test_key_creation_and_revocation_are_audited_in_the_same_transaction(princip
     assert events[0].tenant == principals.tenant_a
 
 
-def _manage(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+def run_manage(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
     clean = {
         k: v
         for k, v in os.environ.items()
@@ -106,7 +106,7 @@ def _manage(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.
     ],
 )
 def test_bad_settings_stop_the_start_with_a_clear_message(tmp_path, env, message):
-    result = _manage(["check"], env, tmp_path)
+    result = run_manage(["check"], env, tmp_path)
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert message in result.stderr
@@ -139,25 +139,25 @@ def _production(**overrides: str) -> dict[str, str]:
     ],
 )
 def test_production_refuses_a_guessable_secret_naming_the_variable(tmp_path, name, value, why):
-    result = _manage(["check"], _production(**{name: value}), tmp_path)
+    result = run_manage(["check"], _production(**{name: value}), tmp_path)
     assert result.returncode != 0
     assert f"{name} {why}" in result.stderr
     assert value not in result.stderr  # the value itself is never echoed
 
 
 def test_production_starts_with_random_secrets(tmp_path):
-    result = _manage(["check"], _production(), tmp_path)
+    result = run_manage(["check"], _production(), tmp_path)
     assert result.returncode == 0, result.stderr
 
 
 def test_the_embedded_default_is_sqlite_in_wal_mode_with_generated_secrets(tmp_path):
-    result = _manage(["migrate", "-v0"], {}, tmp_path)
+    result = run_manage(["migrate", "-v0"], {}, tmp_path)
     assert result.returncode == 0, result.stderr
     code = (
         "from django.db import connection; c = connection.cursor(); "
         "c.execute('PRAGMA journal_mode'); print(connection.vendor, c.fetchone()[0])"
     )
-    result = _manage(["shell", "--no-imports", "-c", code], {}, tmp_path)
+    result = run_manage(["shell", "--no-imports", "-c", code], {}, tmp_path)
     assert result.stdout.split() == ["sqlite", "wal"], result.stderr
     for name in ("secret_key", "api_key_pepper"):
         secret = tmp_path / name

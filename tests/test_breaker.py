@@ -291,9 +291,9 @@ def test_forcing_a_breaker_is_audited_and_reaches_the_routing_table(admin_user, 
     assert event.actor == "user:admin"
     assert BreakerEvent.objects.get().kind == "forced_open"
 
-    from gateway.pipeline.route import _build
+    from gateway.pipeline.route import build_routes
 
-    assert _build()["default"].plan().primary.policy.override == "forced_open"
+    assert build_routes()["default"].plan().primary.policy.override == "forced_open"
 
     services.breaker_force(actor=admin_user, deployment=deployment, override="auto")
     assert AuditEvent.objects.filter(action="breaker.force").count() == 2

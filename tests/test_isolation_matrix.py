@@ -115,7 +115,7 @@ class ApiWorld:
     tenant_a: Tenant
     tenant_b: Tenant
     upstream: OpenAIUpstream
-    a_request_id: str  # public id of a subject request of tenant A
+    a_subject_request_id: str  # public id of a subject request of tenant A
     cached_body: dict  # a request tenant A's cache answers
     on_commit: Callable  # pytest-django's django_capture_on_commit_callbacks
 
@@ -189,7 +189,7 @@ def api_world(principals, django_capture_on_commit_callbacks):
             tenant_a=principals.tenant_a,
             tenant_b=principals.tenant_b,
             upstream=upstream,
-            a_request_id=request_selectors.public_id(request),
+            a_subject_request_id=request_selectors.public_id(request),
             cached_body={
                 "model": "default",
                 "temperature": 0,
@@ -349,7 +349,7 @@ def api_request_create(world: ApiWorld, actor: str, expected: str) -> None:
 
 
 def api_request_status(world: ApiWorld, actor: str, expected: str) -> None:
-    response = world.call(actor, "get", f"/v1/privacy/requests/{world.a_request_id}")
+    response = world.call(actor, "get", f"/v1/privacy/requests/{world.a_subject_request_id}")
     if expected == ALLOWED:
         assert response.status_code == 200 and response.json()["kind"] == "access"
         return

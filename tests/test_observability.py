@@ -57,8 +57,8 @@ def test_loopback_is_allowed_by_default_but_not_a_client_behind_the_proxy(db, cl
 
 
 def test_a_bad_network_setting_stops_the_start(tmp_path):
-    from tests.test_audit_and_settings import _manage
+    from tests.test_audit_and_settings import run_manage
 
-    result = _manage(["check"], {"LLMP_OBSERVABILITY_NETWORKS": "10.0.0.0/33"}, tmp_path)
+    result = run_manage(["check"], {"LLMP_OBSERVABILITY_NETWORKS": "10.0.0.0/33"}, tmp_path)
     assert result.returncode != 0
     assert "LLMP_OBSERVABILITY_NETWORKS: '10.0.0.0/33' is not a network" in result.stderr

@@ -779,19 +779,19 @@ _PRODUCTION = {
     ],
 )
 def test_bad_key_settings_stop_the_start_with_a_clear_message(tmp_path, env, message):
-    from tests.test_audit_and_settings import _manage
+    from tests.test_audit_and_settings import run_manage
 
-    result = _manage(["check"], env, tmp_path)
+    result = run_manage(["check"], env, tmp_path)
     assert result.returncode != 0
     assert message in result.stderr
 
 
 def test_the_embedded_default_generates_a_master_key_once(tmp_path):
-    from tests.test_audit_and_settings import _manage
+    from tests.test_audit_and_settings import run_manage
 
     code = "from django.conf import settings; print(settings.LLMP_MASTER_KEY)"
-    first = _manage(["shell", "--no-imports", "-c", code], {}, tmp_path)
-    second = _manage(["shell", "--no-imports", "-c", code], {}, tmp_path)
+    first = run_manage(["shell", "--no-imports", "-c", code], {}, tmp_path)
+    second = run_manage(["shell", "--no-imports", "-c", code], {}, tmp_path)
     assert first.returncode == 0, first.stderr
     key = first.stdout.strip().splitlines()[-1]
     assert len(base64.b64decode(key)) == 32

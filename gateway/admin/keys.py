@@ -234,16 +234,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "revoked_at",
         "last_used_at",
     ]
-    create_fields = [
-        "tenant",
-        "service_account",
-        "name",
-        "scopes",
-        "expires_at",
-        "allowed_ips",
-        "daily_budget",
-        "monthly_budget",
-    ]
+    create_fields = ApiKeyCreateForm.Meta.fields
     #: how long a rotated key keeps working next to its replacement
     rotation_overlap = timedelta(hours=24)
 

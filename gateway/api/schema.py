@@ -719,7 +719,7 @@ class SubjectRequestStatusDescription(_Described):
         description=_scope(ApiKey.Scope.PRIVACY.value),
         parameters=[
             OpenApiParameter(
-                "request_id",
+                "public_id",
                 str,
                 OpenApiParameter.PATH,
                 description="The id returned when it was created.",
@@ -731,7 +731,7 @@ class SubjectRequestStatusDescription(_Described):
             404: _error("`not_found` (missing, or another tenant's: alike)"),
         },
     )
-    def get(self, request, request_id):  # pragma: no cover
+    def get(self, request, public_id):  # pragma: no cover
         raise NotImplementedError
 
 

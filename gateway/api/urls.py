@@ -17,7 +17,7 @@ urlpatterns = [
     ),
     path("v1/privacy/subjects/<str:user>", views.subject_register, name="privacy-subject"),
     path(
-        "v1/privacy/requests/<str:request_id>", views.subject_request_status, name="privacy-request"
+        "v1/privacy/requests/<str:public_id>", views.subject_request_status, name="privacy-request"
     ),
     path("chat", views.simple_chat, name="simple-chat"),
     path("chat-stream", views.simple_chat_stream, name="simple-chat-stream"),

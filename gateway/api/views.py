@@ -43,6 +43,7 @@ from gateway.pipeline.validate import (
     parse_chat_request,
     parse_embeddings_request,
     parse_json_body,
+    refuse_unknown_fields,
 )
 from gateway.providers.base import ChatDelta, ChatResult, Choice, Usage
 from llmplatform.db import fresh_db
@@ -371,13 +372,7 @@ def _parse_simple(data: dict, *, stream: bool) -> ParsedChat:
         raise InvalidRequest(
             "'prompt' must be a non-empty string.", param="prompt", code="invalid_value"
         )
-    unknown = sorted(set(data) - {"prompt", "model", "user", "temperature", "max_tokens"})
-    if unknown:
-        raise InvalidRequest(
-            f"Unrecognized request argument supplied: {unknown[0]}",
-            param=unknown[0],
-            code="unknown_parameter",
-        )
+    refuse_unknown_fields(data, {"prompt", "model", "user", "temperature", "max_tokens"})
     body = {
         "model": data.get("model", "default"),
         "messages": [{"role": "user", "content": prompt}],
@@ -579,13 +574,7 @@ def _create_subject_request(principal: Principal, user: str, body) -> dict:
 
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_value")
-    unknown = sorted(set(body) - {"kind", "law"})
-    if unknown:
-        raise InvalidRequest(
-            f"Unrecognized request argument supplied: {unknown[0]}",
-            param=unknown[0],
-            code="unknown_parameter",
-        )
+    refuse_unknown_fields(body, {"kind", "law"})
     kind, law = body.get("kind"), body.get("law", "gdpr")
     if kind not in SubjectRequest.Kind.values:
         raise InvalidRequest(
@@ -613,10 +602,10 @@ def _create_subject_request(principal: Principal, user: str, body) -> dict:
 
 
 @fresh_db
-def _subject_request_status(principal: Principal, request_id: str) -> dict | None:
+def _subject_request_status(principal: Principal, public_id: str) -> dict | None:
     from privacy.subject_requests import selectors as request_selectors
 
-    found = request_selectors.tenant_request_for_public_id(principal.tenant_id, request_id)
+    found = request_selectors.tenant_request_for_public_id(principal.tenant_id, public_id)
     return None if found is None else _request_json(found)
 
 
@@ -634,11 +623,11 @@ async def subject_request_create(request: HttpRequest, user: str) -> HttpRespons
 
 
 @api_view("GET")
-async def subject_request_status(request: HttpRequest, request_id: str) -> HttpResponse:
+async def subject_request_status(request: HttpRequest, public_id: str) -> HttpResponse:
     """``GET /v1/privacy/requests/<id>``: the state and deadlines of one of the tenant's
     requests (another tenant's request is not found, like a missing one)."""
     principal = await _authenticated(request, "privacy")
-    result = await sync_to_async(_subject_request_status)(principal, request_id)
+    result = await sync_to_async(_subject_request_status)(principal, public_id)
     if result is None:
         raise NotFound("No such request.", param="id")
     return _json(result)

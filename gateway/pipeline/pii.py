@@ -63,6 +63,15 @@ class Restorer:
         return self.pseudonymizer.stream_restorer(json_string=json_string)
 
 
+def _detector_unavailable(exc: DetectorError) -> PIIDetectorUnavailable:
+    """The client's 503 when the detector fails: the request is not sent unchecked."""
+    log.error("pii_detector_failed", error=type(exc).__name__)
+    return PIIDetectorUnavailable(
+        "Personal data could not be checked; the request was not sent. Retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def _check_blocked(principal: Principal, request: ChatRequest, keep: int) -> None:
     blocked = principal.privacy.block_pii_types
     if not blocked:
@@ -156,11 +165,7 @@ def protect(
                 return request, None
             return protected, Restorer(pseudonymizer)
     except DetectorError as exc:
-        log.error("pii_detector_failed", error=type(exc).__name__)
-        raise PIIDetectorUnavailable(
-            "Personal data could not be checked; the request was not sent. Retry shortly.",
-            headers={"Retry-After": "1"},
-        ) from exc
+        raise _detector_unavailable(exc) from exc
     return request, None
 
 
@@ -188,9 +193,5 @@ def protect_texts(principal: Principal, texts: list[str], param: str = "input") 
             pseudonymizer = Pseudonymizer()
             return [pseudonymizer.pseudonymize(text) for text in texts]
     except DetectorError as exc:
-        log.error("pii_detector_failed", error=type(exc).__name__)
-        raise PIIDetectorUnavailable(
-            "Personal data could not be checked; the request was not sent. Retry shortly.",
-            headers={"Retry-After": "1"},
-        ) from exc
+        raise _detector_unavailable(exc) from exc
     return texts

@@ -149,7 +149,8 @@ class AliasRoute:
         return self.targets[-1]
 
 
-def _provider_config(provider: Provider) -> ProviderConfig:
+def provider_config_for(provider: Provider) -> ProviderConfig:
+    """What an adapter needs of a ``Provider`` row (unset timeouts: the settings' defaults)."""
     return ProviderConfig(
         name=provider.name,
         kind=provider.kind,
@@ -176,7 +177,9 @@ def _policy(
 
 
 @fresh_db
-def _build() -> dict[str, AliasRoute]:
+def build_routes() -> dict[str, AliasRoute]:
+    """The routing table as the database has it now: every enabled alias's versions and
+    fallbacks on enabled deployments of enabled providers."""
     live = {"deployment__enabled": True, "deployment__provider__enabled": True}
     versions = (
         ModelVersion.objects.select_related("alias", "deployment__provider")
@@ -194,7 +197,7 @@ def _build() -> dict[str, AliasRoute]:
 
     def provider_config(provider: Provider) -> ProviderConfig:
         if provider.pk not in providers:
-            providers[provider.pk] = _provider_config(provider)
+            providers[provider.pk] = provider_config_for(provider)
         return providers[provider.pk]
 
     for v in versions:
@@ -321,7 +324,7 @@ class RoutingTable:
         if not redis_configured():
             self._follow_shared_generation()
         if self._table is None:
-            self._table = await sync_to_async(_build)()
+            self._table = await sync_to_async(build_routes)()
             self._loaded_at = time.monotonic()
         elif time.monotonic() - self._loaded_at > REFRESH_SECONDS and (
             self._refreshing is None or self._refreshing.done()
@@ -334,7 +337,7 @@ class RoutingTable:
 
     async def _refresh(self) -> None:
         try:
-            self._table = await sync_to_async(_build)()
+            self._table = await sync_to_async(build_routes)()
         except Exception:
             self._loaded_at = 0.0  # try again on the next request
             log.warning("routing_refresh_failed", exc_info=True)

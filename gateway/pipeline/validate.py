@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -251,6 +252,17 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     return data
 
 
+def refuse_unknown_fields(data: dict[str, Any], known: Collection[str]) -> None:
+    """OpenAI's 400 for a field the endpoint does not take (the first, alphabetically)."""
+    unknown = sorted(set(data).difference(known))
+    if unknown:
+        raise InvalidRequest(
+            f"Unrecognized request argument supplied: {unknown[0]}",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
+
+
 def _first_error(errors: Any, path: str = "") -> tuple[str, str]:
     """The first (param path, message) of DRF's nested error structure."""
     if isinstance(errors, dict):
@@ -290,13 +302,7 @@ def _validate(data: dict[str, Any]) -> ChatCompletionSerializer:
 def parse_chat_request(data: dict[str, Any]) -> ParsedChat:
     extra = {k: data.pop(k) for k in list(data) if k in PASSTHROUGH_PARAMS}
     check_shape(extra)
-    unknown = sorted(set(data) - _KNOWN_FIELDS)
-    if unknown:
-        raise InvalidRequest(
-            f"Unrecognized request argument supplied: {unknown[0]}",
-            param=unknown[0],
-            code="unknown_parameter",
-        )
+    refuse_unknown_fields(data, _KNOWN_FIELDS)
     serializer = _validate(data)
     if serializer.errors:
         param, message = _first_error(serializer.errors)
@@ -366,13 +372,7 @@ def _invalid(message: str, param: str) -> InvalidRequest:
 
 
 def parse_embeddings_request(data: dict[str, Any]) -> ParsedEmbeddings:
-    unknown = sorted(set(data) - EMBEDDING_FIELDS)
-    if unknown:
-        raise InvalidRequest(
-            f"Unrecognized request argument supplied: {unknown[0]}",
-            param=unknown[0],
-            code="unknown_parameter",
-        )
+    refuse_unknown_fields(data, EMBEDDING_FIELDS)
     model = data.get("model")
     if not isinstance(model, str) or not 0 < len(model) <= 64 or "\x00" in model:
         raise _invalid("'model' must be a model name of at most 64 characters.", "model")

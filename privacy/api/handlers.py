@@ -71,7 +71,7 @@ def _body(body: Any, allowed: set[str]) -> dict:
 
 def get_consent(tenant_id: int, external_id: str) -> dict:
     """The subject's current consent (see the module docstring). Creates nothing."""
-    services._check_external_id(external_id)
+    services.check_external_id(external_id)
     subject = selectors.subject_for(tenant_id, external_id)
     return {
         "user": external_id,

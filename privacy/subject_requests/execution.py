@@ -19,9 +19,9 @@ from llmplatform.audit import SYSTEM_ACTOR, audit_record
 from privacy import crypto, services
 from privacy.models import ConsentRecord, ErasureReceipt, SubjectRequest
 from privacy.subject_requests.export import build_export, export_aad, export_url
-from privacy.subject_requests.mail import _notify_on_commit, _registered_email
-from privacy.subject_requests.selectors import _claimable
-from privacy.subject_requests.services import SubjectRequestError, _snapshot
+from privacy.subject_requests.mail import notify_on_commit, registered_email
+from privacy.subject_requests.selectors import claimable_q
+from privacy.subject_requests.services import SubjectRequestError, audit_snapshot
 
 State = SubjectRequest.State
 Kind = SubjectRequest.Kind
@@ -48,14 +48,17 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
     now = timezone.now()
     claimed = (
         SubjectRequest.objects.filter(pk=request_id)
-        .filter(_claimable(now))
+        .filter(claimable_q(now))
         .update(state=State.IN_PROGRESS, started_at=now, attempts=F("attempts") + 1, last_error="")
     )
     request = SubjectRequest.objects.select_related("tenant", "subject").get(pk=request_id)
     if not claimed:
         return ExecutionOutcome(ran=False, state=request.state)
     audit_record(
-        actor=SYSTEM_ACTOR, action="subject_request.start", obj=request, after=_snapshot(request)
+        actor=SYSTEM_ACTOR,
+        action="subject_request.start",
+        obj=request,
+        after=audit_snapshot(request),
     )
     step = "start"
     try:
@@ -86,7 +89,7 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
                 actor=SYSTEM_ACTOR,
                 action="subject_request.fail",
                 obj=request,
-                after={**_snapshot(request), "error": error},
+                after={**audit_snapshot(request), "error": error},
             )
         return ExecutionOutcome(ran=True, state=State.FAILED)
     return ExecutionOutcome(ran=True, state=State.COMPLETED)
@@ -107,7 +110,7 @@ def _complete(request: SubjectRequest, *, after: dict[str, Any] | None = None) -
         actor=SYSTEM_ACTOR,
         action="subject_request.complete",
         obj=request,
-        after={**_snapshot(request), **(after or {})},
+        after={**audit_snapshot(request), **(after or {})},
     )
 
 
@@ -128,7 +131,7 @@ def _execute_erasure(request: SubjectRequest) -> None:
     subject = request.subject
     assert subject is not None
     # Read the address before the key that encrypts it is destroyed.
-    address = _registered_email(subject)
+    address = registered_email(subject)
     started = request.started_at or timezone.now()
     # One transaction: the conversation rows, the data key and the receipt go together, so a
     # crash leaves nothing half-done in the database and the rerun reports the real counts.
@@ -148,7 +151,7 @@ def _execute_erasure(request: SubjectRequest) -> None:
             finished_at=timezone.now(),
         )
         _complete(request, after={"counts": counts, "receipt": receipt.pk})
-        _notify_on_commit(
+        notify_on_commit(
             request,
             f"Your privacy request to {request.tenant.name} is complete",
             f"Your erasure request is complete: the data {request.tenant.name} held about you "
@@ -170,7 +173,7 @@ def _execute_opt_out(request: SubjectRequest) -> None:
             source=_consent_source(request),
         )
         _complete(request, after={"do_not_sell": True})
-        _notify_on_commit(
+        notify_on_commit(
             request,
             f"Your privacy request to {request.tenant.name} is complete",
             f"{request.tenant.name} will no longer sell or share your personal information "
@@ -198,7 +201,7 @@ def _execute_access(request: SubjectRequest) -> None:
         )
         _complete(request, after={"export": "ready"})
         days = settings.LLMP_PRIVACY_EXPORT_LINK_DAYS
-        _notify_on_commit(
+        notify_on_commit(
             request,
             f"Your data from {request.tenant.name} is ready",
             f"Download a copy of your data (JSON and CSV in a zip file) here:\n\n"

@@ -13,7 +13,7 @@ from privacy.models import DataSubject, SubjectRequest
 Kind = SubjectRequest.Kind
 
 
-def _registered_email(subject: DataSubject | None) -> str | None:
+def registered_email(subject: DataSubject | None) -> str | None:
     """The subject's contact address, decrypted, or None (none registered, or key destroyed)."""
     if subject is None or not subject.email_ciphertext:
         return None
@@ -25,7 +25,7 @@ def _registered_email(subject: DataSubject | None) -> str | None:
         return None
 
 
-def _notify(address: str | None, subject_line: str, body: str) -> bool:
+def notify(address: str | None, subject_line: str, body: str) -> bool:
     """Send one email to the subject. A failed send is not a failed request: the audit row says
     whether the subject was told."""
     if not address:
@@ -37,17 +37,17 @@ def _notify(address: str | None, subject_line: str, body: str) -> bool:
     return True
 
 
-def _notify_on_commit(
+def notify_on_commit(
     request: SubjectRequest, subject_line: str, body: str, address: str | None = None
 ) -> None:
     """Email after the transaction commits (never for a change that was rolled back); the
     address is read now, while the subject's key is sure to exist."""
-    address = address or _registered_email(request.subject)
+    address = address or registered_email(request.subject)
     if address:
-        transaction.on_commit(lambda: _notify(address, subject_line, body))
+        transaction.on_commit(lambda: notify(address, subject_line, body))
 
 
-def _kind_phrase(request: SubjectRequest) -> str:
+def kind_phrase(request: SubjectRequest) -> str:
     phrases: dict[str, str] = {
         Kind.ACCESS: "access (copy of your data)",
         Kind.ERASURE: "erasure",

@@ -80,7 +80,7 @@ def is_decoy_public_id(value: str) -> bool:
     return True
 
 
-def _claimable(now: datetime) -> Q:
+def claimable_q(now: datetime) -> Q:
     stalled_before = now - timedelta(minutes=settings.LLMP_PRIVACY_STALL_MINUTES)
     return (
         Q(state=State.APPROVED)
@@ -93,7 +93,7 @@ def claimable_request_ids(*, now: datetime | None = None, limit: int = 100) -> l
     """Requests the resume task should (re)start: approved ones whose task was lost, failed
     ones with retries left, and in-progress ones whose worker died."""
     return list(
-        SubjectRequest.objects.filter(_claimable(now or timezone.now()))
+        SubjectRequest.objects.filter(claimable_q(now or timezone.now()))
         .order_by("pk")
         .values_list("pk", flat=True)[:limit]
     )

@@ -26,10 +26,10 @@ from privacy.subject_requests.deadlines import (
     effective_due,
 )
 from privacy.subject_requests.mail import (
-    _kind_phrase,
-    _notify,
-    _notify_on_commit,
-    _registered_email,
+    kind_phrase,
+    notify,
+    notify_on_commit,
+    registered_email,
 )
 
 State = SubjectRequest.State
@@ -57,7 +57,7 @@ def _code_hash(request: SubjectRequest, code: str) -> str:
     ).hexdigest()
 
 
-def _snapshot(request: SubjectRequest) -> dict[str, Any]:
+def audit_snapshot(request: SubjectRequest) -> dict[str, Any]:
     """What audit rows record of a request: state and dates, no personal data."""
 
     def iso(value: datetime | None) -> str | None:
@@ -129,7 +129,7 @@ def subject_request_create(
             request.state, request.verified_at = State.VERIFIED, now
         request.save(update_fields=["acknowledge_by", "due_at", "state", "verified_at"])
         audit_record(
-            actor=actor, action="subject_request.create", obj=request, after=_snapshot(request)
+            actor=actor, action="subject_request.create", obj=request, after=audit_snapshot(request)
         )
         if source == Source.PUBLIC_PAGE:
             subject_request_send_code(request=request)
@@ -167,7 +167,7 @@ def subject_request_issue_code(request_id: int) -> bool:
         and bool(request.email_hmac)
         and constant_time_compare(subject.email_hmac, request.email_hmac)
     )
-    address = _registered_email(subject) if registered else None
+    address = registered_email(subject) if registered else None
     with transaction.atomic():
         request.code_hash = _code_hash(request, code)
         request.code_expires_at = timezone.now() + CODE_LIFETIME
@@ -183,11 +183,11 @@ def subject_request_issue_code(request_id: int) -> bool:
     if not address:
         return False
     minutes = int(CODE_LIFETIME.total_seconds() // 60)
-    return _notify(
+    return notify(
         address,
         f"Your code for your privacy request to {request.tenant.name}",
         f"Your code is {code}. It expires in {minutes} minutes.\n\n"
-        f"Enter it on the page where you made your {_kind_phrase(request)} request. "
+        f"Enter it on the page where you made your {kind_phrase(request)} request. "
         "If you did not make this request, ignore this email.",
     )
 
@@ -212,7 +212,7 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
         )
         fresh = locked.code_expires_at is not None and now < locked.code_expires_at
         if matches and fresh and locked.subject_id is not None:
-            before = _snapshot(locked)
+            before = audit_snapshot(locked)
             locked.state, locked.verified_at, locked.code_hash = State.VERIFIED, now, ""
             locked.save(update_fields=["state", "verified_at", "code_hash"])
             audit_record(
@@ -220,13 +220,13 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
                 action="subject_request.verify",
                 obj=locked,
                 before=before,
-                after=_snapshot(locked),
+                after=audit_snapshot(locked),
             )
             # The acknowledgement (CCPA: within 10 business days) with the date of the answer.
-            _notify_on_commit(
+            notify_on_commit(
                 locked,
                 f"Your privacy request to {locked.tenant.name} is confirmed",
-                f"We confirmed your {_kind_phrase(locked)} request. "
+                f"We confirmed your {kind_phrase(locked)} request. "
                 f"We will answer by {effective_due(locked):%Y-%m-%d}.",
             )
             result = VerifyResult.VERIFIED
@@ -275,7 +275,7 @@ def subject_request_approve(
             raise SubjectRequestError(
                 f"only a verified (or failed) request can be approved, not a {locked.state} one"
             )
-        before = _snapshot(locked)
+        before = audit_snapshot(locked)
         locked.state, locked.attempts, locked.last_error = State.APPROVED, 0, ""
         locked.decided_by = audit_actor(actor)
         locked.save(update_fields=["state", "attempts", "last_error", "decided_by"])
@@ -284,7 +284,7 @@ def subject_request_approve(
             action="subject_request.approve",
             obj=locked,
             before=before,
-            after={**_snapshot(locked), "reason": reason},
+            after={**audit_snapshot(locked), "reason": reason},
         )
         request_id = locked.pk
         transaction.on_commit(lambda: execute_subject_request.delay(request_id))
@@ -301,7 +301,7 @@ def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) 
         locked = _locked(request)
         if locked.state not in REJECTABLE_STATES:
             raise SubjectRequestError(f"a {locked.state} request cannot be rejected")
-        before = _snapshot(locked)
+        before = audit_snapshot(locked)
         locked.state, locked.rejection_reason = State.REJECTED, reason
         locked.decided_by, locked.code_hash = audit_actor(actor), ""
         locked.save(update_fields=["state", "rejection_reason", "decided_by", "code_hash"])
@@ -310,13 +310,13 @@ def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) 
             action="subject_request.reject",
             obj=locked,
             before=before,
-            after={**_snapshot(locked), "reason": reason},
+            after={**audit_snapshot(locked), "reason": reason},
         )
         if locked.verified_at:  # an unverified requester is not told anything about the subject
-            _notify_on_commit(
+            notify_on_commit(
                 locked,
                 f"Your privacy request to {locked.tenant.name} was refused",
-                f"Your {_kind_phrase(locked)} request was refused for this reason:\n\n{reason}\n\n"
+                f"Your {kind_phrase(locked)} request was refused for this reason:\n\n{reason}\n\n"
                 "You may lodge a complaint with a supervisory authority.",
             )
     request.refresh_from_db()
@@ -343,7 +343,7 @@ def subject_request_extend(
             raise SubjectRequestError(f"a {locked.state} request cannot be extended")
         if locked.due_at is None or timezone.now() >= locked.due_at:
             raise SubjectRequestError("the extension must be decided before the deadline")
-        before = _snapshot(locked)
+        before = audit_snapshot(locked)
         locked.extended_due_at = add_months(locked.due_at, months)
         locked.extension_reason = reason
         locked.save(update_fields=["extended_due_at", "extension_reason"])
@@ -352,13 +352,13 @@ def subject_request_extend(
             action="subject_request.extend",
             obj=locked,
             before=before,
-            after={**_snapshot(locked), "reason": reason},
+            after={**audit_snapshot(locked), "reason": reason},
         )
         if locked.verified_at:
-            _notify_on_commit(
+            notify_on_commit(
                 locked,
                 f"Your privacy request to {locked.tenant.name} needs more time",
-                f"We need more time for your {_kind_phrase(locked)} request. We will answer by "
+                f"We need more time for your {kind_phrase(locked)} request. We will answer by "
                 f"{locked.extended_due_at:%Y-%m-%d}. The reason:\n\n{reason}",
             )
     request.refresh_from_db()

@@ -111,7 +111,7 @@ class GatewayExecutor:
         if state == "open":
             return False, f"the circuit breaker of {deployment.name} is open"
         # A fresh adapter: cached ones belong to the web process's event loop.
-        adapter = build_adapter(route._provider_config(deployment.provider))
+        adapter = build_adapter(route.provider_config_for(deployment.provider))
         timeout = min(deployment.total_timeout, PROBE_TIMEOUT_SECONDS)
         request = ChatRequest(
             model=deployment.model,
