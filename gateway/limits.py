@@ -16,6 +16,7 @@ budgets, default ``closed``).
 from __future__ import annotations
 
 import calendar
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,14 @@ class Counter:
 
 
 def _month_bounds(now: float) -> tuple[str, float]:
-    moment = datetime.fromtimestamp(now, UTC)
+    return _month_bounds_of_day(int(now // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _month_bounds_of_day(day: int) -> tuple[str, float]:
+    """The month's (id, end) for a day (days since the epoch, UTC): worked out once a day,
+    not for every counter of every request."""
+    moment = datetime.fromtimestamp(day * 86400, UTC)
     days = calendar.monthrange(moment.year, moment.month)[1]
     end = datetime(moment.year, moment.month, days, tzinfo=UTC).timestamp() + 86400
     return f"{moment.year:04d}{moment.month:02d}", end
