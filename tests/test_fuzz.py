@@ -290,6 +290,7 @@ def test_repeats_of_thousands_of_distinct_values_are_all_redacted():
 @FUZZ
 @given(texts=st.lists(pii_texts, min_size=1, max_size=3))
 @example(texts=["<EMAIL_1> is mine, jane.doe@example.com is hers"])
+@example(texts=["jane.doe@example.com", "<EMAIL_1>", "again <EMAIL_1> and jane.doe@example.com"])
 @example(texts=["mail jane.doe@example.com", "xjane.doe@example.com"])
 @example(texts=["Dr. Al Smith", "Also Al and Smithers"])
 def test_pseudonymisation_round_trips_and_hides_every_detected_value(texts):

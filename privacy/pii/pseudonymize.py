@@ -9,7 +9,7 @@ import re
 from collections.abc import Collection
 
 from .detector import add_repeats, detect
-from .entities import ENTITY_TYPES, DetectorError
+from .entities import ENTITY_TYPES, DetectorError, Entity
 
 _PLACEHOLDER_RE = re.compile(r"<([A-Z]+(?:_[A-Z]+)*)_([1-9]\d{0,5})>")
 # In JSON text a serializer may write "<" and ">" as \u003c and \u003e.
@@ -22,6 +22,10 @@ _PARTIAL_RE = re.compile(r"<[A-Z_]*\d*")
 _JSON_PARTIAL_RE = re.compile(
     r"(?:<|\\u003[cC])[A-Z_]*\d*(?:\\(?:u(?:0(?:0(?:3)?)?)?)?)?|\\(?:u(?:0(?:0(?:3)?)?)?)?"
 )
+
+
+def _overlaps(entity: Entity, spans: list[Entity]) -> bool:
+    return any(entity.start < span.end and span.start < entity.end for span in spans)
 
 
 class Pseudonymizer:
@@ -53,6 +57,19 @@ class Pseudonymizer:
             m.group() for m in _PLACEHOLDER_RE.finditer(text) if m.group() not in self.mapping
         )
         entities = detect(text, self.types)
+        clashes = [
+            Entity(m.group(1), m.start(), m.end(), 1.0)
+            for m in _PLACEHOLDER_RE.finditer(text)
+            if m.group() in self.mapping
+        ]
+        if clashes:
+            # Placeholder-shaped text the caller wrote that an earlier message's value already
+            # stands for (``<EMAIL_1>`` typed after an address became ``<EMAIL_1>``) goes
+            # upstream as a placeholder of its own, restored to the text as written.
+            entities = sorted(
+                [*clashes, *(e for e in entities if not _overlaps(e, clashes))],
+                key=lambda e: e.start,
+            )
         if self._placeholders:
             # A value found in an earlier message of the request is replaced here too, even
             # where this message's context did not make it recognisable.
