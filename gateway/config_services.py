@@ -30,6 +30,7 @@ from gateway.models import (
     ProviderDeployment,
     Tier,
 )
+from llmplatform.actors import Actor
 from llmplatform.audit import audit_record
 
 _M = TypeVar("_M", bound=models.Model)
@@ -64,7 +65,7 @@ class ConfigApplyResult:
 
 
 def config_apply(
-    *, actor: Any, config: GatewayConfig, prune: bool = False, dry_run: bool = False
+    *, actor: Actor, config: GatewayConfig, prune: bool = False, dry_run: bool = False
 ) -> ConfigApplyResult:
     """Create or update every object the file declares, in one transaction.
 
@@ -147,7 +148,7 @@ class _FallbackChain(OrderedRelation[ModelAlias]):
 
 
 class _Applier:
-    def __init__(self, actor: Any, result: ConfigApplyResult) -> None:
+    def __init__(self, actor: Actor, result: ConfigApplyResult) -> None:
         self.actor = actor
         self.result = result
 

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from gateway import keys
 from gateway.models import ApiKey, SecurityEvent, ServiceAccount, TenantPlan, Tier
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import audit_record
 from llmplatform.models import Tenant
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def _key_state(key: ApiKey) -> dict[str, Any]:
 
 def api_key_create(
     *,
-    actor: Any,
+    actor: Actor,
     tenant: Tenant,
     name: str,
     scopes: list[str] | None = None,
@@ -104,21 +105,21 @@ def api_key_create(
     return key, plaintext
 
 
-def _new_key(*, actor: Any, **fields: Any) -> tuple[ApiKey, str]:
+def _new_key(*, actor: Actor, **fields: Any) -> tuple[ApiKey, str]:
     new = keys.generate()
     key = ApiKey.objects.create(
         lookup=new.lookup,
         secret_hash=new.secret_hash,
         pepper_id=new.pepper_id,
         last_four=new.last_four,
-        created_by=actor_label(actor),
+        created_by=actor.label,
         **fields,
     )
     return key, new.plaintext
 
 
 def api_key_rotate(
-    *, actor: Any, key: ApiKey, overlap: timedelta = DEFAULT_ROTATION_OVERLAP
+    *, actor: Actor, key: ApiKey, overlap: timedelta = DEFAULT_ROTATION_OVERLAP
 ) -> tuple[ApiKey, str]:
     """Replace a key with a new one of the same name, scopes, IP ranges, budgets and service
     account. The old key keeps working for ``overlap`` (so deployments can switch over), then
@@ -165,11 +166,11 @@ def api_key_rotate(
 
 
 def service_account_create(
-    *, actor: Any, tenant: Tenant, name: str, description: str = ""
+    *, actor: Actor, tenant: Tenant, name: str, description: str = ""
 ) -> ServiceAccount:
     with transaction.atomic():
         account = ServiceAccount.objects.create(
-            tenant=tenant, name=name, description=description, created_by=actor_label(actor)
+            tenant=tenant, name=name, description=description, created_by=actor.label
         )
         audit_record(
             actor=actor,
@@ -180,7 +181,7 @@ def service_account_create(
     return account
 
 
-def service_account_disable(*, actor: Any, account: ServiceAccount) -> ServiceAccount:
+def service_account_disable(*, actor: Actor, account: ServiceAccount) -> ServiceAccount:
     """Disable a service account and revoke every key it holds."""
     with transaction.atomic():
         account = ServiceAccount.objects.select_for_update().get(pk=account.pk)
@@ -199,7 +200,7 @@ def service_account_disable(*, actor: Any, account: ServiceAccount) -> ServiceAc
     return account
 
 
-def api_key_revoke(*, actor: Any, key: ApiKey) -> ApiKey:
+def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
     with transaction.atomic():
         key = ApiKey.objects.select_for_update().get(pk=key.pk)
         if key.revoked_at is not None:
@@ -213,7 +214,7 @@ def api_key_revoke(*, actor: Any, key: ApiKey) -> ApiKey:
     return key
 
 
-def tenant_create(*, actor: Any, name: str, slug: str, tier: Tier) -> Tenant:
+def tenant_create(*, actor: Actor, name: str, slug: str, tier: Tier) -> Tenant:
     with transaction.atomic():
         tenant = Tenant.objects.create(name=name, slug=slug)
         TenantPlan.objects.create(tenant=tenant, tier=tier)
@@ -226,7 +227,7 @@ def tenant_create(*, actor: Any, name: str, slug: str, tier: Tier) -> Tenant:
     return tenant
 
 
-def tenant_set_tier(*, actor: Any, tenant: Tenant, tier: Tier) -> TenantPlan:
+def tenant_set_tier(*, actor: Actor, tenant: Tenant, tier: Tier) -> TenantPlan:
     with transaction.atomic():
         plan, created = TenantPlan.objects.select_for_update().get_or_create(
             tenant=tenant, defaults={"tier": tier}
@@ -245,7 +246,7 @@ def tenant_set_tier(*, actor: Any, tenant: Tenant, tier: Tier) -> TenantPlan:
     return plan
 
 
-def cache_invalidate_alias(*, actor: Any, alias_name: str) -> None:
+def cache_invalidate_alias(*, actor: Actor, alias_name: str) -> None:
     """Every tenant's cached answers for an alias stop being served (namespace bump)."""
     from gateway import cache
 
@@ -260,7 +261,7 @@ def cache_invalidate_alias(*, actor: Any, alias_name: str) -> None:
         transaction.on_commit(lambda: cache.invalidate_alias(alias_name))
 
 
-def cache_invalidate_tenant(*, actor: Any, tenant: Tenant, alias_name: str | None = None) -> None:
+def cache_invalidate_tenant(*, actor: Actor, tenant: Tenant, alias_name: str | None = None) -> None:
     """One tenant's cached answers (for one alias, or all) stop being served."""
     from gateway import cache
 

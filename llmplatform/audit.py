@@ -6,27 +6,14 @@ from typing import Any
 
 from django.db import models
 
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent, Tenant
 from llmplatform.request_context import client_request_id_var, request_id_var
-
-SYSTEM_ACTOR = "system"
-
-
-def actor_label(actor: Any) -> str:
-    """A frozen description of who acted: a user, a named system component, or ``system``."""
-    if actor is None:
-        return SYSTEM_ACTOR
-    if isinstance(actor, str):
-        return actor
-    username = getattr(actor, "get_username", None)
-    if callable(username):
-        return f"user:{username()}"
-    return str(actor)
 
 
 def audit_record(
     *,
-    actor: Any,
+    actor: Actor,
     action: str,
     obj: models.Model | None = None,
     object_type: str = "",
@@ -36,6 +23,8 @@ def audit_record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    if not isinstance(actor, Actor):
+        raise TypeError(f"the audit actor must be an Actor, not {type(actor).__name__}")
     if obj is not None:
         object_type = object_type or obj._meta.label
         object_id = object_id or str(obj.pk)
@@ -43,7 +32,7 @@ def audit_record(
         if tenant is None:
             tenant = obj if isinstance(obj, Tenant) else getattr(obj, "tenant", None)
     return AuditEvent.objects.create(
-        actor=actor_label(actor)[:200],
+        actor=actor.label,
         action=action,
         object_type=object_type,
         object_id=object_id,

@@ -24,12 +24,13 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from llmplatform.actors import Actor
 from llmplatform.audit import audit_record
 from llmplatform.models import AuditEvent
 from llmplatform.request_context import client_ip as request_client_ip
 from llmplatform.request_context import client_network as request_client_network
 
-ANONYMOUS_ACTOR = "anonymous"
+ANONYMOUS_ACTOR = Actor.anonymous()
 DEVICE_NAME = "authenticator"
 
 
@@ -105,7 +106,7 @@ def enrolment_grant(user: Any) -> TOTPDevice | None:
     )
 
 
-def enrolment_allow(*, actor: Any, user: Any) -> TOTPDevice:
+def enrolment_allow(*, actor: Actor, user: Any) -> TOTPDevice:
     """Let a staff member enrol an authenticator at their next sign-in (a superuser's action,
     or ``manage.py allow_enrolment`` on the server). Audited; replaces an earlier grant."""
     with transaction.atomic():
@@ -130,7 +131,7 @@ def totp_device_start(*, user: Any) -> TOTPDevice:
         return TOTPDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=False)
 
 
-def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDevice | None:
+def totp_device_confirm(*, actor: Actor, device: TOTPDevice, token: str) -> TOTPDevice | None:
     """Confirm an enrolment with one code from the new authenticator; audited. None if the
     code is wrong (or the device is gone or already confirmed)."""
     token = (token or "").strip()
@@ -157,7 +158,7 @@ def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDe
     return device
 
 
-def totp_devices_reset(*, actor: Any, user: Any) -> int:
+def totp_devices_reset(*, actor: Actor, user: Any) -> int:
     """Remove a user's authenticators (a lost phone); audited. A staff member then needs an
     enrolment grant (``enrolment_allow``) to set up a new one."""
     with transaction.atomic():
@@ -189,7 +190,7 @@ def _channel(request: HttpRequest | None) -> str:
 def record_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     device = getattr(user, "otp_device", None)
     audit_record(
-        actor=user,
+        actor=Actor.for_user(user),
         action="auth.login",
         object_type=_user_label(),
         object_id=str(user.pk),

@@ -42,6 +42,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from llmplatform.actors import SYSTEM, Actor
 from llmplatform.audit import audit_record
 
 if TYPE_CHECKING:
@@ -443,7 +444,7 @@ def decrypt(subject: DataSubject, blob: bytes, *, aad: bytes) -> str:
     return data.decode()
 
 
-def subject_key_destroy(subject: DataSubject, *, actor: Any = "system") -> bool:
+def subject_key_destroy(subject: DataSubject, *, actor: Actor = SYSTEM) -> bool:
     """Crypto-shred the subject's data: wipe the wrapped data key. Returns whether a key was
     destroyed now (False if there was none or it already was). Idempotent."""
     from privacy.models import SubjectKey
@@ -477,7 +478,7 @@ class RotationResult:
     batches: int = 0
 
 
-def master_key_rotate(*, actor: Any, batch_size: int = 500) -> RotationResult:
+def master_key_rotate(*, actor: Actor, batch_size: int = 500) -> RotationResult:
     """Re-wrap every live data key that the current master key did not wrap. Records are not
     touched (they are encrypted with the data keys, which do not change). Runs in batches, each
     in its own transaction with its audit row; safe to re-run after an interruption."""

@@ -6,14 +6,14 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
 from django.utils import timezone
 
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import audit_record
 from llmplatform.models import Tenant
 from privacy import crypto, selectors, signals
 from privacy.models import (
@@ -34,6 +34,8 @@ _external_id_max_length = DataSubject._meta.get_field("external_id").max_length
 assert _external_id_max_length is not None  # external_id is a CharField: it has a max_length
 MAX_EXTERNAL_ID: int = _external_id_max_length
 PLAINTEXT_PERMISSION = "privacy.read_conversation_plaintext"
+# A browser's Sec-GPC: 1 header, honoured as the subject's opt-out.
+GPC_ACTOR = Actor.system("gpc-signal")
 
 
 # --------------------------------------------------------------------------- subjects
@@ -63,7 +65,7 @@ def subject_get_or_create(*, tenant: Tenant, external_id: str) -> DataSubject:
 
 
 def subject_register_email(
-    *, actor: Any, tenant: Tenant, external_id: str, email: str
+    *, actor: Actor, tenant: Tenant, external_id: str, email: str
 ) -> DataSubject:
     """Record the subject's contact email (encrypted with their data key, plus a keyed hash to
     find them by it), so they can later prove who they are on the public request page."""
@@ -96,7 +98,7 @@ def subject_register_email(
     return subject
 
 
-def subject_erase(*, actor: Any, subject: DataSubject) -> int:
+def subject_erase(*, actor: Actor, subject: DataSubject) -> int:
     """Erase a subject (GDPR Art. 17): delete their stored conversations, destroy their data key
     (crypto-shredding: anything still encrypted with it, backups and exports included, becomes
     unreadable), wipe the contact email and its hash, and retire the subject's id.
@@ -150,7 +152,7 @@ def subject_erase(*, actor: Any, subject: DataSubject) -> int:
 
 def consent_set(
     *,
-    actor: Any,
+    actor: Actor,
     subject: DataSubject,
     purpose: str,
     granted: bool,
@@ -180,7 +182,7 @@ def consent_set(
             granted=granted,
             policy_version=policy_version,
             source=source,
-            actor=actor_label(actor)[:200],
+            actor=actor.label,
             request_id=request_id[:128],
         )
         if purpose == Purpose.SALE_SHARING and subject.do_not_sell == granted:
@@ -209,7 +211,7 @@ def consent_apply_gpc(*, subject: DataSubject, request_id: str = "") -> ConsentR
     if subject.do_not_sell:
         return None
     return consent_set(
-        actor="gpc-signal",
+        actor=GPC_ACTOR,
         subject=subject,
         purpose=Purpose.SALE_SHARING,
         granted=False,
@@ -308,11 +310,10 @@ def conversation_decrypt(conversation: Conversation) -> dict[str, str]:
     }
 
 
-def conversation_read_plaintext(*, actor: Any, conversation: Conversation) -> dict[str, str]:
+def conversation_read_plaintext(*, actor: Actor, conversation: Conversation) -> dict[str, str]:
     """The record's (redacted) prompt and response, for a person allowed to read them: needs
     the ``privacy.read_conversation_plaintext`` permission; every read is audited."""
-    has_perm = getattr(actor, "has_perm", None)
-    if not callable(has_perm) or not has_perm(PLAINTEXT_PERMISSION):
+    if not actor.has_perm(PLAINTEXT_PERMISSION):
         raise PermissionDenied(
             f"reading conversation plaintext needs the {PLAINTEXT_PERMISSION} permission"
         )

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from gateway import services
+from llmplatform.actors import SYSTEM
 from privacy.models import ConsentRecord, Conversation, DataSubject
 from privacy.services import conversation_decrypt
 
@@ -117,7 +118,7 @@ def test_an_app_cannot_label_its_consent_as_coming_from_the_platforms_own_pages(
 
 def test_a_key_without_the_privacy_scope_is_refused(client, principals):
     _, chat_only = services.api_key_create(
-        actor=None, tenant=principals.tenant_a, name="c", scopes=["chat"]
+        actor=SYSTEM, tenant=principals.tenant_a, name="c", scopes=["chat"]
     )
     response = api(client, "get", "/v1/privacy/subjects/u1/consent", chat_only)
     assert response.status_code == 403

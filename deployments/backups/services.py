@@ -33,12 +33,13 @@ from deployments.backups.storage import (
     BackupStore,
     backup_dir,
 )
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
 State = Backup.State
-SYSTEM_ACTOR = "system:backups"
+SYSTEM_ACTOR = Actor.system("system:backups")
 MANIFEST_FORMAT = "llmplatform.backup/1"
 ENCRYPTION_SCHEME = "llmp-stream-aes256gcm/1"
 
@@ -76,11 +77,11 @@ def scheduled_slot(now: datetime, rpo: timedelta) -> str:
 
 
 def backup_request(
-    *, actor: Any, trigger: str = Backup.Trigger.MANUAL, slot: str | None = None
+    *, actor: Actor, trigger: str = Backup.Trigger.MANUAL, slot: str | None = None
 ) -> Backup:
     """A pending backup (audited). With ``slot``, the one of that slot if it exists already."""
     conf = backup_conf.get()
-    requested_by = actor_label(actor)[:200]
+    requested_by = actor.label
     with transaction.atomic():
         if slot is not None:
             backup, created = Backup.objects.get_or_create(
@@ -102,7 +103,7 @@ def backup_request(
     return backup
 
 
-def backup_request_now(*, actor: Any) -> Backup:
+def backup_request_now(*, actor: Actor) -> Backup:
     """The admin's "back up now": a pending manual backup (audited), run by a worker after the
     commit (at once, in this process, when Celery runs tasks eagerly)."""
     from deployments.backups import tasks
@@ -291,7 +292,7 @@ def _dir_time(directory: str) -> datetime | None:
         return None
 
 
-def _delete_row(backup: Backup | None, *, backup_uuid: str, reason: str, actor: Any) -> None:
+def _delete_row(backup: Backup | None, *, backup_uuid: str, reason: str, actor: Actor) -> None:
     with transaction.atomic():
         if backup is not None:
             before = _snapshot(backup)
@@ -310,7 +311,7 @@ def _delete_row(backup: Backup | None, *, backup_uuid: str, reason: str, actor: 
         )
 
 
-def backups_prune(*, actor: Any = SYSTEM_ACTOR, now: datetime | None = None) -> PruneResult:
+def backups_prune(*, actor: Actor = SYSTEM_ACTOR, now: datetime | None = None) -> PruneResult:
     """Delete backups started before the retention (default 7 days), in the store (or RDS) and
     in the table, each deletion audited. The newest good backup is kept whatever its age: a
     backup job that stopped plus the retention must never leave nothing to restore. Then the
@@ -393,7 +394,7 @@ def _is_uuid(value: str) -> bool:
 # --------------------------------------------------------------------------- after a restore
 
 
-def backups_reconcile(*, store: BackupStore, actor: Any = SYSTEM_ACTOR) -> dict[str, int]:
+def backups_reconcile(*, store: BackupStore, actor: Actor = SYSTEM_ACTOR) -> dict[str, int]:
     """After a restore, make the table agree with the store: rows for every backup in the store
     (taken after the restored one, or the restored one itself, which the dump caught while it
     ran), and runs the dump caught unfinished marked failed."""
@@ -424,7 +425,7 @@ def backups_reconcile(*, store: BackupStore, actor: Any = SYSTEM_ACTOR) -> dict[
             Backup.objects.create(
                 uuid=manifest["uuid"],
                 trigger=manifest.get("trigger", "manual"),
-                requested_by=manifest.get("requested_by", SYSTEM_ACTOR),
+                requested_by=manifest.get("requested_by", SYSTEM_ACTOR.label),
                 **fields,
             )
             created += 1

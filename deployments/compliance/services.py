@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from deployments import evidence
 from deployments.compliance.models import Attestation, ComplianceItem, EvidenceCheck
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import SYSTEM, Actor
+from llmplatform.audit import audit_record
 
 Trigger = EvidenceCheck.Trigger
 
@@ -67,7 +68,7 @@ def _run_one(code: str) -> tuple[evidence.Evidence, float]:
 
 def evidence_checks_run(
     *,
-    actor: Any = None,
+    actor: Actor | None = None,
     trigger: str = Trigger.SCHEDULE,
     codes: Iterable[str] | None = None,
 ) -> list[EvidenceCheck]:
@@ -89,14 +90,14 @@ def evidence_checks_run(
                     checked_at=result.checked_at,
                     duration_ms=round(duration, 2),
                     trigger=trigger,
-                    actor=actor_label(actor)[:200] if actor is not None else "",
+                    actor=actor.label if actor is not None else "",
                 )
                 for code, result, duration in results
             ]
         )
         if trigger != Trigger.SCHEDULE:
             audit_record(
-                actor=actor,
+                actor=actor if actor is not None else SYSTEM,
                 action="compliance.evidence_recheck",
                 object_type="compliance.EvidenceCheck",
                 object_id=",".join(str(row.pk) for row in rows if row.pk)[:64],
@@ -136,7 +137,7 @@ def validate_evidence_file(name: str, size: int) -> None:
 
 def attestation_create(
     *,
-    actor: Any,
+    actor: Actor,
     item: ComplianceItem,
     note: str = "",
     file: Any = None,
@@ -172,7 +173,7 @@ def attestation_create(
         attestation = Attestation.objects.create(
             item=item,
             note=note,
-            attested_by=actor_label(actor)[:200],
+            attested_by=actor.label,
             attested_at=now,
             expires_at=expires_at,
             **fields,
@@ -192,7 +193,7 @@ def attestation_create(
     return attestation
 
 
-def attestation_withdraw(*, actor: Any, attestation: Attestation, reason: str) -> Attestation:
+def attestation_withdraw(*, actor: Actor, attestation: Attestation, reason: str) -> Attestation:
     """An attestation that no longer holds is withdrawn (kept as history, with why)."""
     reason = (reason or "").strip()
     if not reason:
@@ -206,7 +207,7 @@ def attestation_withdraw(*, actor: Any, attestation: Attestation, reason: str) -
         if locked.withdrawn_at is not None:
             return locked
         locked.withdrawn_at = timezone.now()
-        locked.withdrawn_by = actor_label(actor)[:200]
+        locked.withdrawn_by = actor.label
         locked.withdrawal_reason = reason
         locked.save(update_fields=["withdrawn_at", "withdrawn_by", "withdrawal_reason"])
         audit_record(

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from gateway import services
 from gateway.models import ApiKey, ServiceAccount
+from llmplatform.actors import Actor
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -89,7 +90,7 @@ class ServiceAccountAdmin(admin.ModelAdmin):
         if change:
             return
         account = services.service_account_create(
-            actor=request.user,
+            actor=Actor.for_user(request.user),
             tenant=form.cleaned_data["tenant"],
             name=form.cleaned_data["name"],
             description=form.cleaned_data["description"],
@@ -104,7 +105,9 @@ class ServiceAccountAdmin(admin.ModelAdmin):
         count = 0
         with transaction.atomic():
             for account in queryset.filter(disabled_at__isnull=True):
-                services.service_account_disable(actor=request.user, account=account)
+                services.service_account_disable(
+                    actor=Actor.for_user(request.user), account=account
+                )
                 count += 1
         self.message_user(request, f"Disabled {count} service account(s) and revoked their keys.")
 
@@ -277,7 +280,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return
         data = form.cleaned_data
         key, plaintext = services.api_key_create(
-            actor=request.user,
+            actor=Actor.for_user(request.user),
             tenant=data["tenant"],
             name=data["name"],
             scopes=list(data["scopes"]),
@@ -315,7 +318,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return response
 
     def delete_model(self, request, obj):
-        services.api_key_revoke(actor=request.user, key=obj)
+        services.api_key_revoke(actor=Actor.for_user(request.user), key=obj)
 
     def delete_queryset(self, request, queryset):
         self.revoke(request, queryset)
@@ -329,7 +332,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             try:
                 new, plaintext = services.api_key_rotate(
-                    actor=request.user, key=key, overlap=self.rotation_overlap
+                    actor=Actor.for_user(request.user), key=key, overlap=self.rotation_overlap
                 )
             except ValueError as exc:
                 errors.append(f"{key.display} was not rotated: {exc}")
@@ -346,6 +349,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         with transaction.atomic():
             count = 0
             for key in queryset.filter(revoked_at__isnull=True):
-                services.api_key_revoke(actor=request.user, key=key)
+                services.api_key_revoke(actor=Actor.for_user(request.user), key=key)
                 count += 1
         self.message_user(request, f"Revoked {count} key(s).")

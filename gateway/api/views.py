@@ -482,9 +482,7 @@ def _invalidate_for_tenant(principal: Principal, alias: str | None) -> None:
     from llmplatform.models import Tenant
 
     tenant = Tenant.objects.get(pk=principal.tenant_id)
-    services.cache_invalidate_tenant(
-        actor=f"api_key:{principal.key_name}#{principal.key_id}", tenant=tenant, alias_name=alias
-    )
+    services.cache_invalidate_tenant(actor=principal.actor, tenant=tenant, alias_name=alias)
 
 
 # --- the privacy API: consent and subject registration for tenants' apps --------------------

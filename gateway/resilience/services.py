@@ -8,18 +8,17 @@ second see the reset within a second.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
 
 from gateway.models import BreakerEvent, ProviderDeployment
 from gateway.resilience.breaker import breaker_store
 from gateway.resilience.policy import OVERRIDES, policy_for
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import audit_record
 
 
 def breaker_force(
-    *, actor: Any, deployment: ProviderDeployment, override: str
+    *, actor: Actor, deployment: ProviderDeployment, override: str
 ) -> ProviderDeployment:
     """Force a deployment's breaker open or closed, or give it back to its failures
     (``auto``)."""
@@ -39,13 +38,11 @@ def breaker_force(
             before={"breaker_override": before},
             after={"breaker_override": override},
         )
-        BreakerEvent.objects.create(
-            deployment=row.name, kind=override, actor=actor_label(actor)[:200]
-        )
+        BreakerEvent.objects.create(deployment=row.name, kind=override, actor=actor.label)
     return row
 
 
-def breaker_reset(*, actor: Any, deployment: ProviderDeployment) -> None:
+def breaker_reset(*, actor: Actor, deployment: ProviderDeployment) -> None:
     """Close a deployment's breaker and forget its counts (its recent failures stay listed)."""
     store = breaker_store()
     policy = policy_for(deployment, connect_timeout=0, read_timeout=0)
@@ -59,7 +56,7 @@ def breaker_reset(*, actor: Any, deployment: ProviderDeployment) -> None:
             after={"state": "closed"},
         )
         BreakerEvent.objects.create(
-            deployment=deployment.name, kind=BreakerEvent.Kind.RESET, actor=actor_label(actor)[:200]
+            deployment=deployment.name, kind=BreakerEvent.Kind.RESET, actor=actor.label
         )
         # Last: if the store cannot be reached, the audit rows roll back with the failure.
         store.reset(deployment.name)

@@ -12,6 +12,7 @@ from django.forms import BaseModelForm, ModelForm
 from django.forms.models import BaseInlineFormSet, model_to_dict
 from django.http import HttpRequest
 
+from llmplatform.actors import Actor
 from llmplatform.audit import audit_record
 
 _encoder = DjangoJSONEncoder()
@@ -92,7 +93,7 @@ class AuditedModelAdmin(_ModelAdmin):
         after = snapshot(obj, self.audit_exclude)
         if before != after or not change:
             audit_record(
-                actor=request.user,
+                actor=Actor.for_user(request.user),
                 action=self._action("change" if change else "add"),
                 obj=obj,
                 before=before,
@@ -116,7 +117,7 @@ class AuditedModelAdmin(_ModelAdmin):
         for f in formset.deleted_forms:
             if f.instance.pk:
                 audit_record(
-                    actor=request.user,
+                    actor=Actor.for_user(request.user),
                     action=self._inline_action(f.instance, "delete"),
                     obj=f.instance,
                     before=snapshot(f.instance),
@@ -124,14 +125,14 @@ class AuditedModelAdmin(_ModelAdmin):
         super().save_formset(request, form, formset, change)
         for obj in formset.new_objects:
             audit_record(
-                actor=request.user,
+                actor=Actor.for_user(request.user),
                 action=self._inline_action(obj, "add"),
                 obj=obj,
                 after=snapshot(obj),
             )
         for obj, _fields in formset.changed_objects:
             audit_record(
-                actor=request.user,
+                actor=Actor.for_user(request.user),
                 action=self._inline_action(obj, "change"),
                 obj=obj,
                 before=befores.get(obj.pk),
@@ -144,7 +145,12 @@ class AuditedModelAdmin(_ModelAdmin):
 
     def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
         before = snapshot(obj, self.audit_exclude)
-        audit_record(actor=request.user, action=self._action("delete"), obj=obj, before=before)
+        audit_record(
+            actor=Actor.for_user(request.user),
+            action=self._action("delete"),
+            obj=obj,
+            before=before,
+        )
         super().delete_model(request, obj)
 
     def delete_queryset(
@@ -152,7 +158,7 @@ class AuditedModelAdmin(_ModelAdmin):
     ) -> None:
         for obj in queryset:
             audit_record(
-                actor=request.user,
+                actor=Actor.for_user(request.user),
                 action=self._action("delete"),
                 obj=obj,
                 before=snapshot(obj, self.audit_exclude),

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmplatform.actors import Actor
 from llmplatform.models import Tenant
 from privacy import selectors, services
 from privacy.models import ConsentRecord
@@ -103,7 +104,7 @@ def _decisions(body: dict) -> list[tuple[str, bool]]:
 
 
 def set_consent(
-    tenant_id: int, external_id: str, body: Any, *, actor: Any, gpc: bool, request_id: str = ""
+    tenant_id: int, external_id: str, body: Any, *, actor: Actor, gpc: bool, request_id: str = ""
 ) -> dict:
     """Record consent decisions for the subject (see the module docstring)."""
     body = _body(body, {"purpose", "granted", "consents", "policy_version", "source"})
@@ -137,7 +138,7 @@ def set_consent(
     return get_consent(tenant_id, external_id)
 
 
-def register_subject(tenant_id: int, external_id: str, body: Any, *, actor: Any) -> dict:
+def register_subject(tenant_id: int, external_id: str, body: Any, *, actor: Actor) -> dict:
     """Register the subject's contact email (see the module docstring)."""
     body = _body(body, {"email"})
     if "email" not in body:

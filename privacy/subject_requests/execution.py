@@ -15,7 +15,8 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from llmplatform import datamap
-from llmplatform.audit import SYSTEM_ACTOR, audit_record
+from llmplatform.actors import SYSTEM
+from llmplatform.audit import audit_record
 from privacy import crypto, services
 from privacy.models import ConsentRecord, ErasureReceipt, SubjectRequest
 from privacy.subject_requests.export import build_export, export_aad, export_url
@@ -55,7 +56,7 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
     if not claimed:
         return ExecutionOutcome(ran=False, state=request.state)
     audit_record(
-        actor=SYSTEM_ACTOR, action="subject_request.start", obj=request, after=_snapshot(request)
+        actor=SYSTEM, action="subject_request.start", obj=request, after=_snapshot(request)
     )
     step = "start"
     try:
@@ -83,7 +84,7 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
             ).update(state=State.FAILED, last_error=error)
             request.refresh_from_db()
             audit_record(
-                actor=SYSTEM_ACTOR,
+                actor=SYSTEM,
                 action="subject_request.fail",
                 obj=request,
                 after={**_snapshot(request), "error": error},
@@ -104,7 +105,7 @@ def _complete(request: SubjectRequest, *, after: dict[str, Any] | None = None) -
         raise ClaimLost()
     request.state, request.completed_at = State.COMPLETED, finished
     audit_record(
-        actor=SYSTEM_ACTOR,
+        actor=SYSTEM,
         action="subject_request.complete",
         obj=request,
         after={**_snapshot(request), **(after or {})},
@@ -163,7 +164,7 @@ def _execute_opt_out(request: SubjectRequest) -> None:
     with transaction.atomic():
         # Withdrawing sale_sharing also sets do_not_sell (privacy.services.consent_set).
         services.consent_set(
-            actor=SYSTEM_ACTOR,
+            actor=SYSTEM,
             subject=subject,
             purpose=ConsentRecord.Purpose.SALE_SHARING,
             granted=False,

@@ -14,7 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from llmplatform.audit import SYSTEM_ACTOR, audit_record
+from llmplatform.actors import SYSTEM, Actor
+from llmplatform.audit import audit_record
 from llmplatform.models import Tenant
 from privacy import crypto, services
 from privacy.models import DataSubject, SubjectRequest
@@ -85,7 +86,7 @@ def subject_request_create(
     source: str,
     external_id: str | None = None,
     email: str | None = None,
-    actor: Any,
+    actor: Actor,
 ) -> SubjectRequest:
     """Record a request.
 
@@ -175,7 +176,7 @@ def subject_request_issue_code(request_id: int) -> bool:
         # The audit row does not say whether a code went out: that would tell who is registered
         # to anyone who can read the tenant's audit log, which the officers do not need.
         audit_record(
-            actor=SYSTEM_ACTOR,
+            actor=SYSTEM,
             action="subject_request.code_issued",
             obj=request,
             after={"expires_at": request.code_expires_at.isoformat()},
@@ -216,7 +217,7 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
             locked.state, locked.verified_at, locked.code_hash = State.VERIFIED, now, ""
             locked.save(update_fields=["state", "verified_at", "code_hash"])
             audit_record(
-                actor=SYSTEM_ACTOR,
+                actor=SYSTEM,
                 action="subject_request.verify",
                 obj=locked,
                 before=before,
@@ -237,12 +238,12 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
             if locked.code_attempts >= MAX_CODE_ATTEMPTS:
                 locked.state, locked.code_hash = State.REJECTED, ""
                 locked.rejection_reason = "too many wrong identity codes"
-                locked.decided_by = SYSTEM_ACTOR
+                locked.decided_by = SYSTEM.label
                 fields += ["state", "code_hash", "rejection_reason", "decided_by"]
                 result = VerifyResult.LOCKED
             locked.save(update_fields=fields)
             audit_record(
-                actor=SYSTEM_ACTOR,
+                actor=SYSTEM,
                 action="subject_request.verify_failed",
                 obj=locked,
                 after={"attempts": locked.code_attempts, "state": locked.state},
@@ -264,7 +265,7 @@ def _locked(request: SubjectRequest) -> SubjectRequest:
 
 
 def subject_request_approve(
-    *, actor: Any, request: SubjectRequest, reason: str = ""
+    *, actor: Actor, request: SubjectRequest, reason: str = ""
 ) -> SubjectRequest:
     """Approve a verified request (or approve a failed one again) and enqueue its execution."""
     from privacy.request_tasks import execute_subject_request
@@ -277,7 +278,7 @@ def subject_request_approve(
             )
         before = _snapshot(locked)
         locked.state, locked.attempts, locked.last_error = State.APPROVED, 0, ""
-        locked.decided_by = audit_actor(actor)
+        locked.decided_by = actor.label
         locked.save(update_fields=["state", "attempts", "last_error", "decided_by"])
         audit_record(
             actor=actor,
@@ -292,7 +293,7 @@ def subject_request_approve(
     return request
 
 
-def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) -> SubjectRequest:
+def subject_request_reject(*, actor: Actor, request: SubjectRequest, reason: str) -> SubjectRequest:
     """Refuse a request with a reason, which the subject is told (GDPR Art. 12(4))."""
     reason = (reason or "").strip()
     if not reason:
@@ -303,7 +304,7 @@ def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) 
             raise SubjectRequestError(f"a {locked.state} request cannot be rejected")
         before = _snapshot(locked)
         locked.state, locked.rejection_reason = State.REJECTED, reason
-        locked.decided_by, locked.code_hash = audit_actor(actor), ""
+        locked.decided_by, locked.code_hash = actor.label, ""
         locked.save(update_fields=["state", "rejection_reason", "decided_by", "code_hash"])
         audit_record(
             actor=actor,
@@ -324,7 +325,7 @@ def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) 
 
 
 def subject_request_extend(
-    *, actor: Any, request: SubjectRequest, reason: str, months: int = GDPR_MAX_EXTENSION_MONTHS
+    *, actor: Actor, request: SubjectRequest, reason: str, months: int = GDPR_MAX_EXTENSION_MONTHS
 ) -> SubjectRequest:
     """GDPR Art. 12(3): extend the one-month deadline once, by at most two further months,
     with a reason, before the first month has passed. CCPA requests are not extended here."""
@@ -365,12 +366,6 @@ def subject_request_extend(
     return request
 
 
-def audit_actor(actor: Any) -> str:
-    from llmplatform.audit import actor_label
-
-    return actor_label(actor)[:200]
-
-
 def subject_requests_close_unverified(*, now: datetime | None = None) -> int:
     """Reject public requests whose code was never entered (GDPR Art. 12(2): the controller
     could not identify the requester). Returns how many were closed."""
@@ -384,13 +379,13 @@ def subject_requests_close_unverified(*, now: datetime | None = None) -> int:
             ).update(
                 state=State.REJECTED,
                 code_hash="",
-                decided_by=SYSTEM_ACTOR,
+                decided_by=SYSTEM.label,
                 rejection_reason="identity was not verified in time",
             )
             if updated:
                 closed += 1
                 audit_record(
-                    actor=SYSTEM_ACTOR,
+                    actor=SYSTEM,
                     action="subject_request.expire",
                     obj=SubjectRequest.objects.get(pk=request.pk),
                     after={"state": State.REJECTED},

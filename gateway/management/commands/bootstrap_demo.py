@@ -24,12 +24,13 @@ from django.utils import timezone
 from gateway import services
 from gateway.models import ApiKey, ModelAlias, ModelVersion, Provider, ProviderDeployment, Tier
 from gateway.providers.capabilities import LOCAL_MODEL_UNSUPPORTED
+from llmplatform.actors import Actor
 from llmplatform.audit import audit_record
 from llmplatform.launcher import LOCAL_MODEL_ID, local_model_url
 from llmplatform.models import Tenant
 
 LOCAL_BREAKER_RECOVERY_SECONDS = 5.0
-ACTOR = "system:bootstrap_demo"
+ACTOR = Actor.system("system:bootstrap_demo")
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "demo"
 ADMIN_USERNAME = "admin"

@@ -10,14 +10,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from gateway import services
+from llmplatform.actors import Actor
 from llmplatform.models import Tenant
 
 
-def _cli_actor() -> str:
+def _cli_actor() -> Actor:
     try:
-        return f"cli:{getpass.getuser()}"
+        return Actor.system(f"cli:{getpass.getuser()}")
     except (KeyError, OSError):  # no passwd entry, as in some containers
-        return "cli"
+        return Actor.system("cli")
 
 
 class Command(BaseCommand):
