@@ -16,7 +16,7 @@ from django.utils import timezone
 from gateway import keys
 from gateway.models import ApiKey, SecurityEvent, ServiceAccount, TenantPlan, Tier
 from llmplatform.actors import Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import Tenant
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def api_key_create(
             monthly_budget=monthly_budget,
             actor=actor,
         )
-        audit_record(actor=actor, action="api_key.create", obj=key, after=_key_state(key))
+        audit_record(actor=actor, action=AuditAction.API_KEY_CREATE, obj=key, after=_key_state(key))
     return key, plaintext
 
 
@@ -151,14 +151,14 @@ def api_key_rotate(
         old.save(update_fields=["expires_at", "replaced_by"])
         audit_record(
             actor=actor,
-            action="api_key.rotate",
+            action=AuditAction.API_KEY_ROTATE,
             obj=old,
             before=before,
             after={**_key_state(old), "replaced_by": new.display},
         )
         audit_record(
             actor=actor,
-            action="api_key.create",
+            action=AuditAction.API_KEY_CREATE,
             obj=new,
             after={**_key_state(new), "rotated_from": old.display},
         )
@@ -174,7 +174,7 @@ def service_account_create(
         )
         audit_record(
             actor=actor,
-            action="service_account.create",
+            action=AuditAction.SERVICE_ACCOUNT_CREATE,
             obj=account,
             after={"name": name, "description": description},
         )
@@ -193,7 +193,7 @@ def service_account_disable(*, actor: Actor, account: ServiceAccount) -> Service
         revoked = account.api_keys.filter(revoked_at__isnull=True).update(revoked_at=now)
         audit_record(
             actor=actor,
-            action="service_account.disable",
+            action=AuditAction.SERVICE_ACCOUNT_DISABLE,
             obj=account,
             after={"keys_revoked": revoked},
         )
@@ -209,7 +209,11 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
         audit_record(
-            actor=actor, action="api_key.revoke", obj=key, before=before, after=_key_state(key)
+            actor=actor,
+            action=AuditAction.API_KEY_REVOKE,
+            obj=key,
+            before=before,
+            after=_key_state(key),
         )
     return key
 
@@ -220,7 +224,7 @@ def tenant_create(*, actor: Actor, name: str, slug: str, tier: Tier) -> Tenant:
         TenantPlan.objects.create(tenant=tenant, tier=tier)
         audit_record(
             actor=actor,
-            action="tenant.create",
+            action=AuditAction.TENANT_CREATE,
             obj=tenant,
             after={"name": name, "slug": slug, "tier": tier.name},
         )
@@ -238,7 +242,7 @@ def tenant_set_tier(*, actor: Actor, tenant: Tenant, tier: Tier) -> TenantPlan:
             plan.save(update_fields=["tier"])
         audit_record(
             actor=actor,
-            action="tenant.set_tier",
+            action=AuditAction.TENANT_SET_TIER,
             obj=tenant,
             before=before,
             after={"tier": tier.name},
@@ -253,7 +257,7 @@ def cache_invalidate_alias(*, actor: Actor, alias_name: str) -> None:
     with transaction.atomic():
         audit_record(
             actor=actor,
-            action="cache.invalidate_alias",
+            action=AuditAction.CACHE_INVALIDATE_ALIAS,
             object_type="gateway.ModelAlias",
             object_id=alias_name,
             object_repr=alias_name,
@@ -267,7 +271,10 @@ def cache_invalidate_tenant(*, actor: Actor, tenant: Tenant, alias_name: str | N
 
     with transaction.atomic():
         audit_record(
-            actor=actor, action="cache.invalidate_tenant", obj=tenant, after={"alias": alias_name}
+            actor=actor,
+            action=AuditAction.CACHE_INVALIDATE_TENANT,
+            obj=tenant,
+            after={"alias": alias_name},
         )
         transaction.on_commit(lambda: cache.invalidate_tenant(tenant.pk, alias_name))
 

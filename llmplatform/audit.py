@@ -7,14 +7,17 @@ from typing import Any
 from django.db import models
 
 from llmplatform.actors import Actor
+from llmplatform.audit_actions import AuditAction
 from llmplatform.models import AuditEvent, Tenant
 from llmplatform.request_context import client_request_id_var, request_id_var
+
+__all__ = ["AuditAction", "audit_record"]
 
 
 def audit_record(
     *,
     actor: Actor,
-    action: str,
+    action: AuditAction,
     obj: models.Model | None = None,
     object_type: str = "",
     object_id: str = "",
@@ -23,6 +26,8 @@ def audit_record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    if not isinstance(action, AuditAction):
+        raise TypeError(f"the audit action must be an AuditAction, not {action!r}")
     if not isinstance(actor, Actor):
         raise TypeError(f"the audit actor must be an Actor, not {type(actor).__name__}")
     if obj is not None:
@@ -33,7 +38,7 @@ def audit_record(
             tenant = obj if isinstance(obj, Tenant) else getattr(obj, "tenant", None)
     return AuditEvent.objects.create(
         actor=actor.label,
-        action=action,
+        action=action.value,
         object_type=object_type,
         object_id=object_id,
         object_repr=object_repr[:300],

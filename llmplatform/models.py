@@ -5,6 +5,8 @@ from typing import Any, NoReturn
 from django.conf import settings
 from django.db import models
 
+from llmplatform.audit_actions import audit_action_choices
+
 
 class Tenant(models.Model):
     """An organisation whose apps call the gateway. Everything a tenant owns points here."""
@@ -60,7 +62,7 @@ class AuditEvent(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.CharField(max_length=200)
-    action = models.CharField(max_length=100, db_index=True)
+    action = models.CharField(max_length=100, db_index=True, choices=audit_action_choices)
     object_type = models.CharField(max_length=100)
     object_id = models.CharField(max_length=64, blank=True)
     object_repr = models.CharField(max_length=300, blank=True)

@@ -25,7 +25,7 @@ from django.utils.safestring import mark_safe
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from llmplatform.actors import Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import AuditEvent
 from llmplatform.request_context import client_ip as request_client_ip
 from llmplatform.request_context import client_network as request_client_network
@@ -114,7 +114,7 @@ def enrolment_allow(*, actor: Actor, user: Any) -> TOTPDevice:
         device = TOTPDevice.objects.create(user=user, name=ENROLMENT_GRANT, confirmed=False)
         audit_record(
             actor=actor,
-            action="otp_device.enrolment_allowed",
+            action=AuditAction.OTP_DEVICE_ENROLMENT_ALLOWED,
             object_type=_user_label(),
             object_id=str(user.pk),
             object_repr=user.get_username(),
@@ -149,7 +149,7 @@ def totp_device_confirm(*, actor: Actor, device: TOTPDevice, token: str) -> TOTP
         username = device.user.get_username()
         audit_record(
             actor=actor,
-            action="otp_device.enroll",
+            action=AuditAction.OTP_DEVICE_ENROLL,
             object_type="otp_totp.TOTPDevice",
             object_id=str(device.pk),
             object_repr=f"{username}: {device.name}",
@@ -166,7 +166,7 @@ def totp_devices_reset(*, actor: Actor, user: Any) -> int:
         removed, _ = TOTPDevice.objects.filter(user=user).delete()
         audit_record(
             actor=actor,
-            action="otp_device.reset",
+            action=AuditAction.OTP_DEVICE_RESET,
             object_type=_user_label(),
             object_id=str(user.pk),
             object_repr=user.get_username(),
@@ -191,7 +191,7 @@ def record_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: 
     device = getattr(user, "otp_device", None)
     audit_record(
         actor=Actor.for_user(user),
-        action="auth.login",
+        action=AuditAction.AUTH_LOGIN,
         object_type=_user_label(),
         object_id=str(user.pk),
         object_repr=user.get_username(),
@@ -212,7 +212,7 @@ def record_login_failure(
     username = str(credentials.get(get_user_model().USERNAME_FIELD) or "")[:150]
     audit_record(
         actor=ANONYMOUS_ACTOR,
-        action="auth.login_failed",
+        action=AuditAction.AUTH_LOGIN_FAILED,
         object_type=_user_label(),
         object_repr=username,
         after={
@@ -237,7 +237,7 @@ def record_lockout(
     ip_address = ip_address or ""
     lock_started = timezone.now() - timedelta(minutes=settings.LLMP_SIGNIN_LOCKOUT_MINUTES)
     if AuditEvent.objects.filter(
-        action="auth.lockout",
+        action=AuditAction.AUTH_LOCKOUT,
         object_repr=username,
         after__ip_address=ip_address,
         created_at__gte=lock_started,
@@ -245,7 +245,7 @@ def record_lockout(
         return
     audit_record(
         actor=ANONYMOUS_ACTOR,
-        action="auth.lockout",
+        action=AuditAction.AUTH_LOCKOUT,
         object_type=_user_label(),
         object_repr=username,
         after={

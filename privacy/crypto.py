@@ -43,7 +43,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from llmplatform.actors import SYSTEM, Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 
 if TYPE_CHECKING:
     from privacy.models import DataSubject, SubjectKey
@@ -458,7 +458,7 @@ def subject_key_destroy(subject: DataSubject, *, actor: Actor = SYSTEM) -> bool:
         subject_key.save(update_fields=["wrapped_key", "destroyed_at"])
         audit_record(
             actor=actor,
-            action="privacy.subject_key.destroy",
+            action=AuditAction.PRIVACY_SUBJECT_KEY_DESTROY,
             obj=subject_key,
             tenant=subject.tenant,
             before={"master_key_id": subject_key.master_key_id},
@@ -516,7 +516,7 @@ def master_key_rotate(*, actor: Actor, batch_size: int = 500) -> RotationResult:
             SubjectKey.objects.bulk_update(batch, ["wrapped_key", "master_key_id", "rewrapped_at"])
             audit_record(
                 actor=actor,
-                action="privacy.master_key.rotate",
+                action=AuditAction.PRIVACY_MASTER_KEY_ROTATE,
                 object_type="privacy.SubjectKey",
                 object_id=f"{batch[0].pk}-{batch[-1].pk}",
                 object_repr=f"{len(batch)} data keys",

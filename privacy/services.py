@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from llmplatform.actors import Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import Tenant
 from privacy import crypto, selectors, signals
 from privacy.models import (
@@ -90,7 +90,7 @@ def subject_register_email(
         # Never the address itself.
         audit_record(
             actor=actor,
-            action="privacy.subject.register_email",
+            action=AuditAction.PRIVACY_SUBJECT_REGISTER_EMAIL,
             obj=subject,
             before=before,
             after={"email_registered": True},
@@ -130,7 +130,7 @@ def subject_erase(*, actor: Actor, subject: DataSubject) -> int:
         subject.save(update_fields=["external_id", "email_ciphertext", "email_hmac", "erased_at"])
         audit_record(
             actor=actor,
-            action="privacy.subject.erase",
+            action=AuditAction.PRIVACY_SUBJECT_ERASE,
             obj=subject,
             before=before,
             after={
@@ -190,7 +190,11 @@ def consent_set(
             DataSubject.objects.filter(pk=subject.pk).update(do_not_sell=subject.do_not_sell)
         audit_record(
             actor=actor,
-            action=f"privacy.consent.{'grant' if granted else 'withdraw'}",
+            action=(
+                AuditAction.PRIVACY_CONSENT_GRANT
+                if granted
+                else AuditAction.PRIVACY_CONSENT_WITHDRAW
+            ),
             obj=record,
             tenant=subject.tenant,
             object_repr=f"{purpose} of {subject}",
@@ -321,7 +325,7 @@ def conversation_read_plaintext(*, actor: Actor, conversation: Conversation) -> 
         plaintext = conversation_decrypt(conversation)
         audit_record(
             actor=actor,
-            action="privacy.conversation.read_plaintext",
+            action=AuditAction.PRIVACY_CONVERSATION_READ_PLAINTEXT,
             obj=conversation,
             tenant=conversation.tenant,
             after={"subject_id": conversation.subject_id, "request_id": conversation.request_id},

@@ -10,7 +10,7 @@ from django.db import transaction
 from gateway import services
 from gateway.models import ApiKey
 from llmplatform.actors import SYSTEM, Actor, ActorKind
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import AuditEvent
 
 
@@ -64,5 +64,38 @@ def test_an_actor_given_as_a_bare_user_or_string_is_refused(principals):
     before = AuditEvent.objects.count()
     for actor in (principals.alice, "user:alice", None):
         with pytest.raises(TypeError, match="Actor"), transaction.atomic():
-            audit_record(actor=actor, action="tenant.create", obj=principals.tenant_a)
+            audit_record(actor=actor, action=AuditAction.TENANT_CREATE, obj=principals.tenant_a)
     assert AuditEvent.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_an_action_that_is_not_an_audit_action_is_refused(principals):
+    before = AuditEvent.objects.count()
+    for action in ("tenant.create", "tenant.renamed", None):
+        with pytest.raises(TypeError, match="AuditAction"), transaction.atomic():
+            audit_record(actor=SYSTEM, action=action, obj=principals.tenant_a)
+    assert AuditEvent.objects.count() == before
+
+
+def test_every_audited_admin_names_only_audit_actions():
+    from django.contrib import admin
+
+    from llmplatform.admin.audit import AuditedModelAdmin
+
+    audited = [m for m in admin.site._registry.values() if isinstance(m, AuditedModelAdmin)]
+    assert audited
+    assert [message for model_admin in audited for message in model_admin.check()] == []
+
+
+def test_an_audited_admin_with_an_action_missing_from_the_enum_fails_the_system_check():
+    from django.contrib import admin
+    from django.contrib.admin.models import LogEntry
+
+    from llmplatform.admin.audit import AuditedModelAdmin
+
+    class LogEntryAdmin(AuditedModelAdmin):
+        pass
+
+    errors = LogEntryAdmin(LogEntry, admin.site).check()
+    assert [e.id for e in errors] == ["llmplatform.E001"]
+    assert "admin.logentry.add" in errors[0].msg

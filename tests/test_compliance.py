@@ -32,8 +32,8 @@ from deployments.compliance.models import (
 )
 from deployments.compliance.tasks import run_evidence_checks
 from gateway.models import Provider, ProviderDeployment
-from llmplatform.actors import Actor
-from llmplatform.audit import audit_record
+from llmplatform.actors import SYSTEM, Actor
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import AuditEvent, Tenant
 from privacy import crypto
 from privacy import services as privacy_services
@@ -250,12 +250,17 @@ def test_encryption_with_kms_passes_while_the_key_works_and_fails_when_it_does_n
         crypto.clear_kms_clients()
 
 
+def _write_an_audit_row() -> None:
+    with transaction.atomic():
+        audit_record(actor=SYSTEM, action=AuditAction.CACHE_INVALIDATE_ALIAS, object_type="x")
+
+
 @pytest.mark.django_db
 def test_audit_log_check_needs_an_event_in_the_last_24_hours():
     result = evidence.run(checks.AUDIT_LOG)
     assert not result.ok and "nothing written in the last 24 h" in result.summary.lower()
 
-    audit_record(actor=Actor.system("system"), action="test.something", object_type="x")
+    _write_an_audit_row()
     result = evidence.run(checks.AUDIT_LOG)
     assert result.ok, result.summary
     assert "1 event in the last 24 h" in result.summary
@@ -273,7 +278,7 @@ def test_audit_log_check_needs_an_event_in_the_last_24_hours():
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_audit_log_check_reads_the_postgres_trigger_and_fails_when_it_is_disabled():
-    audit_record(actor=Actor.system("system"), action="test.something", object_type="x")
+    _write_an_audit_row()
     result = evidence.run(checks.AUDIT_LOG)
     assert result.ok, result.summary
     assert result.summary.startswith("Trigger llmp_audit_no_update refuses UPDATE and DELETE")
@@ -286,14 +291,14 @@ def test_audit_log_check_reads_the_postgres_trigger_and_fails_when_it_is_disable
     assert not result.ok
     assert "No enabled trigger refuses UPDATE and DELETE" in result.summary
     assert "the database accepted an UPDATE of an audit row" in result.summary
-    assert AuditEvent.objects.get().action == "test.something"  # the probe changed nothing
+    assert AuditEvent.objects.get().action == "cache.invalidate_alias"  # the probe changed nothing
 
 
 @pytest.mark.django_db
 def test_audit_log_check_on_sqlite_says_what_holds_and_fails_without_the_trigger(settings):
     if connection.vendor != "sqlite":
         pytest.skip("the SQLite catalog (the PostgreSQL one has its own test)")
-    audit_record(actor=Actor.system("system"), action="test.something", object_type="x")
+    _write_an_audit_row()
     result = evidence.run(checks.AUDIT_LOG)
     assert result.ok
     assert (

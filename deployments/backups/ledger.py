@@ -37,7 +37,7 @@ from deployments.backups.models import ErasureLedgerEntry
 from deployments.backups.storage import BackupStore
 from llmplatform import datamap
 from llmplatform.actors import Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def erasure_ledger_replay(
                     counts = datamap.erase_all(tenant_id, external_id)
                     audit_record(
                         actor=actor,
-                        action="backups.erasure_ledger.replay",
+                        action=AuditAction.ERASURE_LEDGER_REPLAY,
                         object_type="privacy.DataSubject",
                         object_id="",
                         object_repr=f"subject {subject_hash[:12]}… of tenant {tenant_id}",
@@ -264,7 +264,7 @@ def erasure_ledger_prune(
         if count:
             audit_record(
                 actor=actor,
-                action="backups.erasure_ledger.prune",
+                action=AuditAction.ERASURE_LEDGER_PRUNE,
                 object_type="backups.ErasureLedgerEntry",
                 object_repr=f"{count} ledger entries erased before {before:%Y-%m-%d %H:%M}",
                 after={"before": before.isoformat(), "store_objects": len(keys), "rows": deleted},

@@ -159,7 +159,7 @@ def _record(
 ) -> RestoreDrill | None:
     """The drill's row and audit, in the platform's database (after a restore into it, the
     restored one). Skipped, with a warning, if that database has no such table."""
-    from llmplatform.audit import audit_record
+    from llmplatform.audit import AuditAction, audit_record
 
     result = (
         RestoreDrill.Result.SUCCEEDED
@@ -189,7 +189,11 @@ def _record(
             )
             audit_record(
                 actor=actor,
-                action=f"backups.{report.kind}.run",
+                action=(
+                    AuditAction.BACKUP_DRILL_RUN
+                    if report.kind == RestoreDrill.Kind.DRILL
+                    else AuditAction.BACKUP_RESTORE_RUN
+                ),
                 obj=drill,
                 after={
                     "backup": report.backup_uuid,
@@ -333,11 +337,11 @@ def backup_restore_rds(*, actor: Actor, reference: str, instance_id: str) -> dic
 def restore_drill_request(*, actor: Actor, backup: Backup) -> None:
     """Ask a worker for a drill of ``backup`` (audited now; the drill audits its result)."""
     from deployments.backups import tasks
-    from llmplatform.audit import audit_record
+    from llmplatform.audit import AuditAction, audit_record
 
     if backup.state != Backup.State.SUCCEEDED or backup.mode != Backup.Mode.DUMP:
         raise RestoreRefused(f"{backup} cannot be drilled: only a succeeded dump can")
     label, user_id = actor.label, actor.user.pk if actor.user is not None else None
     with transaction.atomic():
-        audit_record(actor=actor, action="backups.drill.request", obj=backup)
+        audit_record(actor=actor, action=AuditAction.BACKUP_DRILL_REQUEST, obj=backup)
         transaction.on_commit(lambda: tasks.run_restore_drill.delay(backup.pk, label, user_id))

@@ -34,7 +34,7 @@ from deployments.backups.storage import (
     backup_dir,
 )
 from llmplatform.actors import Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def backup_request(
         if created:
             audit_record(
                 actor=actor,
-                action="backups.backup.request",
+                action=AuditAction.BACKUP_REQUEST,
                 obj=backup,
                 after={"trigger": trigger, "mode": conf.mode, "slot": slot},
             )
@@ -131,7 +131,7 @@ def backup_run(backup_id: int) -> bool:
         backup = Backup.objects.get(pk=backup_id)
         audit_record(
             actor=SYSTEM_ACTOR,
-            action="backups.backup.start",
+            action=AuditAction.BACKUP_START,
             obj=backup,
             after={"worker": worker, "mode": backup.mode},
         )
@@ -153,7 +153,7 @@ def backup_run(backup_id: int) -> bool:
             backup.refresh_from_db()
             audit_record(
                 actor=SYSTEM_ACTOR,
-                action="backups.backup.fail",
+                action=AuditAction.BACKUP_FAIL,
                 obj=backup,
                 after=_snapshot(backup),
             )
@@ -164,7 +164,10 @@ def backup_run(backup_id: int) -> bool:
         )
         backup.refresh_from_db()
         audit_record(
-            actor=SYSTEM_ACTOR, action="backups.backup.succeed", obj=backup, after=_snapshot(backup)
+            actor=SYSTEM_ACTOR,
+            action=AuditAction.BACKUP_SUCCEED,
+            obj=backup,
+            after=_snapshot(backup),
         )
     return True
 
@@ -247,7 +250,7 @@ def backups_fail_stalled(*, now: datetime | None = None) -> int:
                 backup.refresh_from_db()
                 audit_record(
                     actor=SYSTEM_ACTOR,
-                    action="backups.backup.fail",
+                    action=AuditAction.BACKUP_FAIL,
                     obj=backup,
                     after=_snapshot(backup),
                 )
@@ -302,7 +305,7 @@ def _delete_row(backup: Backup | None, *, backup_uuid: str, reason: str, actor: 
             before, repr_ = {"in_database": False}, f"backup {backup_uuid[:8]}"
         audit_record(
             actor=actor,
-            action="backups.backup.delete",
+            action=AuditAction.BACKUP_DELETE,
             object_type="backups.Backup",
             object_id=str(backup.pk) if backup else "",
             object_repr=repr_,
@@ -445,7 +448,7 @@ def backups_reconcile(*, store: BackupStore, actor: Actor = SYSTEM_ACTOR) -> dic
     counts = {"created": created, "updated": updated, "interrupted": interrupted}
     audit_record(
         actor=actor,
-        action="backups.backup.reconcile",
+        action=AuditAction.BACKUP_RECONCILE,
         object_type="backups.Backup",
         object_repr="backups table after a restore",
         after=counts,

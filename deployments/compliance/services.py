@@ -16,7 +16,7 @@ from django.utils import timezone
 from deployments import evidence
 from deployments.compliance.models import Attestation, ComplianceItem, EvidenceCheck
 from llmplatform.actors import SYSTEM, Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 
 Trigger = EvidenceCheck.Trigger
 
@@ -98,7 +98,7 @@ def evidence_checks_run(
         if trigger != Trigger.SCHEDULE:
             audit_record(
                 actor=actor if actor is not None else SYSTEM,
-                action="compliance.evidence_recheck",
+                action=AuditAction.COMPLIANCE_EVIDENCE_RECHECK,
                 object_type="compliance.EvidenceCheck",
                 object_id=",".join(str(row.pk) for row in rows if row.pk)[:64],
                 object_repr=f"{len(rows)} live checks ({trigger})",
@@ -180,7 +180,7 @@ def attestation_create(
         )
         audit_record(
             actor=actor,
-            action="compliance.attestation_create",
+            action=AuditAction.COMPLIANCE_ATTESTATION_CREATE,
             obj=attestation,
             after={
                 "item": f"{item.framework.code}/{item.code}",
@@ -212,7 +212,7 @@ def attestation_withdraw(*, actor: Actor, attestation: Attestation, reason: str)
         locked.save(update_fields=["withdrawn_at", "withdrawn_by", "withdrawal_reason"])
         audit_record(
             actor=actor,
-            action="compliance.attestation_withdraw",
+            action=AuditAction.COMPLIANCE_ATTESTATION_WITHDRAW,
             obj=locked,
             before={"withdrawn_at": None},
             after={"withdrawn_at": locked.withdrawn_at.isoformat(), "reason": reason},

@@ -41,7 +41,7 @@ from deployments.rollouts.models import (
 )
 from gateway.models import ModelAlias, ModelVersion
 from llmplatform.actors import Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 
 log = structlog.get_logger("rollouts")
 
@@ -52,6 +52,22 @@ ALERT_PERMISSION = "rollouts.receive_rollout_alerts"
 
 State = Rollout.State
 Action = RolloutStep.Action
+# Each step of the timeline is audited as rollout.<step>.
+STEP_AUDIT_ACTIONS = {
+    Action.CREATED: AuditAction.ROLLOUT_CREATED,
+    Action.HEALTH_PROBE: AuditAction.ROLLOUT_HEALTH_PROBE,
+    Action.STARTED: AuditAction.ROLLOUT_STARTED,
+    Action.ADVANCED: AuditAction.ROLLOUT_ADVANCED,
+    Action.PAUSED: AuditAction.ROLLOUT_PAUSED,
+    Action.RESUMED: AuditAction.ROLLOUT_RESUMED,
+    Action.GATE_OVERRIDDEN: AuditAction.ROLLOUT_GATE_OVERRIDDEN,
+    Action.SWITCHED_BACK: AuditAction.ROLLOUT_SWITCHED_BACK,
+    Action.ROLLED_BACK: AuditAction.ROLLOUT_ROLLED_BACK,
+    Action.AUTO_ROLLED_BACK: AuditAction.ROLLOUT_AUTO_ROLLED_BACK,
+    Action.COMPLETED: AuditAction.ROLLOUT_COMPLETED,
+    Action.SIGNED_OFF: AuditAction.ROLLOUT_SIGNED_OFF,
+    Action.LOAD_TEST: AuditAction.ROLLOUT_LOAD_TEST,
+}
 
 
 class RolloutError(Exception):
@@ -131,7 +147,13 @@ def _step(
         after["reason"] = reason
     if figures:
         after["figures"] = figures
-    audit_record(actor=actor, action=f"rollout.{action}", obj=rollout, before=before, after=after)
+    audit_record(
+        actor=actor,
+        action=STEP_AUDIT_ACTIONS[Action(action)],
+        obj=rollout,
+        before=before,
+        after=after,
+    )
     return step
 
 

@@ -14,7 +14,7 @@ from gateway.models import BreakerEvent, ProviderDeployment
 from gateway.resilience.breaker import breaker_store
 from gateway.resilience.policy import OVERRIDES, policy_for
 from llmplatform.actors import Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 
 
 def breaker_force(
@@ -33,7 +33,7 @@ def breaker_force(
         row.save(update_fields=["breaker_override", "updated_at"])
         audit_record(
             actor=actor,
-            action="breaker.force",
+            action=AuditAction.BREAKER_FORCE,
             obj=row,
             before={"breaker_override": before},
             after={"breaker_override": override},
@@ -50,7 +50,7 @@ def breaker_reset(*, actor: Actor, deployment: ProviderDeployment) -> None:
     with transaction.atomic():
         audit_record(
             actor=actor,
-            action="breaker.reset",
+            action=AuditAction.BREAKER_RESET,
             obj=deployment,
             before={"state": before.state, "consecutive_failures": before.consecutive_failures},
             after={"state": "closed"},

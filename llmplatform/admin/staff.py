@@ -20,7 +20,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from llmplatform import staff_signin
 from llmplatform.actors import Actor
 from llmplatform.admin.audit import AuditedModelAdmin
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 
 if TYPE_CHECKING:
     # Generic only in django-stubs; at runtime it takes no type arguments.
@@ -66,7 +66,7 @@ class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):  # type: ignore[misc]  
     def _audit_unlock(self, request: HttpRequest, attempt: AccessAttempt) -> None:
         audit_record(
             actor=Actor.for_user(request.user),
-            action="auth.unlock",
+            action=AuditAction.AUTH_UNLOCK,
             obj=attempt,
             object_repr=attempt.username or "",
             before={
@@ -90,7 +90,7 @@ class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):  # type: ignore[misc]  
             count = self.handler.clean_expired_user_attempts(request=request)
             audit_record(
                 actor=Actor.for_user(request.user),
-                action="auth.cleanup_expired_attempts",
+                action=AuditAction.AUTH_CLEANUP_EXPIRED_ATTEMPTS,
                 after={"deleted": count},
             )
         self.message_user(request, f"Cleaned up {count} expired access attempts.")
@@ -141,7 +141,7 @@ class AuditedUserAdmin(AuditedModelAdmin, _UserAdmin):
         if match is not None and cast(str, match.url_name).endswith("_password_change"):
             audit_record(
                 actor=Actor.for_user(request.user),
-                action="admin.user.set_password",
+                action=AuditAction.ADMIN_USER_SET_PASSWORD,
                 obj=obj,
                 after={"usable_password": obj.has_usable_password()},
             )

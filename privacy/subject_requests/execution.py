@@ -16,7 +16,7 @@ from django.utils.crypto import salted_hmac
 
 from llmplatform import datamap
 from llmplatform.actors import SYSTEM
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 from privacy import crypto, services
 from privacy.models import ConsentRecord, ErasureReceipt, SubjectRequest
 from privacy.subject_requests.export import build_export, export_aad, export_url
@@ -56,7 +56,10 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
     if not claimed:
         return ExecutionOutcome(ran=False, state=request.state)
     audit_record(
-        actor=SYSTEM, action="subject_request.start", obj=request, after=_snapshot(request)
+        actor=SYSTEM,
+        action=AuditAction.SUBJECT_REQUEST_START,
+        obj=request,
+        after=_snapshot(request),
     )
     step = "start"
     try:
@@ -85,7 +88,7 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
             request.refresh_from_db()
             audit_record(
                 actor=SYSTEM,
-                action="subject_request.fail",
+                action=AuditAction.SUBJECT_REQUEST_FAIL,
                 obj=request,
                 after={**_snapshot(request), "error": error},
             )
@@ -106,7 +109,7 @@ def _complete(request: SubjectRequest, *, after: dict[str, Any] | None = None) -
     request.state, request.completed_at = State.COMPLETED, finished
     audit_record(
         actor=SYSTEM,
-        action="subject_request.complete",
+        action=AuditAction.SUBJECT_REQUEST_COMPLETE,
         obj=request,
         after={**_snapshot(request), **(after or {})},
     )

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from llmplatform import datamap
 from llmplatform.actors import SYSTEM
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 from privacy import crypto
 from privacy.models import SubjectRequest
 
@@ -177,7 +177,7 @@ def subject_request_export_download(*, token: str) -> tuple[SubjectRequest, dict
             raise ExportUnavailable("used")
         audit_record(
             actor=SYSTEM,
-            action="subject_request.export_download",
+            action=AuditAction.SUBJECT_REQUEST_EXPORT_DOWNLOAD,
             obj=request,
             after={"downloaded": True},
         )
@@ -199,7 +199,7 @@ def subject_request_exports_expire(*, now: datetime | None = None) -> int:
                 expired += 1
                 audit_record(
                     actor=SYSTEM,
-                    action="subject_request.export_expire",
+                    action=AuditAction.SUBJECT_REQUEST_EXPORT_EXPIRE,
                     obj=SubjectRequest.objects.get(pk=pk),
                     after={"deleted": True},
                 )

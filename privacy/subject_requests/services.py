@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from llmplatform.actors import SYSTEM, Actor
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import Tenant
 from privacy import crypto, services
 from privacy.models import DataSubject, SubjectRequest
@@ -130,7 +130,10 @@ def subject_request_create(
             request.state, request.verified_at = State.VERIFIED, now
         request.save(update_fields=["acknowledge_by", "due_at", "state", "verified_at"])
         audit_record(
-            actor=actor, action="subject_request.create", obj=request, after=_snapshot(request)
+            actor=actor,
+            action=AuditAction.SUBJECT_REQUEST_CREATE,
+            obj=request,
+            after=_snapshot(request),
         )
         if source == Source.PUBLIC_PAGE:
             subject_request_send_code(request=request)
@@ -177,7 +180,7 @@ def subject_request_issue_code(request_id: int) -> bool:
         # to anyone who can read the tenant's audit log, which the officers do not need.
         audit_record(
             actor=SYSTEM,
-            action="subject_request.code_issued",
+            action=AuditAction.SUBJECT_REQUEST_CODE_ISSUED,
             obj=request,
             after={"expires_at": request.code_expires_at.isoformat()},
         )
@@ -218,7 +221,7 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
             locked.save(update_fields=["state", "verified_at", "code_hash"])
             audit_record(
                 actor=SYSTEM,
-                action="subject_request.verify",
+                action=AuditAction.SUBJECT_REQUEST_VERIFY,
                 obj=locked,
                 before=before,
                 after=_snapshot(locked),
@@ -244,7 +247,7 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
             locked.save(update_fields=fields)
             audit_record(
                 actor=SYSTEM,
-                action="subject_request.verify_failed",
+                action=AuditAction.SUBJECT_REQUEST_VERIFY_FAILED,
                 obj=locked,
                 after={"attempts": locked.code_attempts, "state": locked.state},
             )
@@ -282,7 +285,7 @@ def subject_request_approve(
         locked.save(update_fields=["state", "attempts", "last_error", "decided_by"])
         audit_record(
             actor=actor,
-            action="subject_request.approve",
+            action=AuditAction.SUBJECT_REQUEST_APPROVE,
             obj=locked,
             before=before,
             after={**_snapshot(locked), "reason": reason},
@@ -308,7 +311,7 @@ def subject_request_reject(*, actor: Actor, request: SubjectRequest, reason: str
         locked.save(update_fields=["state", "rejection_reason", "decided_by", "code_hash"])
         audit_record(
             actor=actor,
-            action="subject_request.reject",
+            action=AuditAction.SUBJECT_REQUEST_REJECT,
             obj=locked,
             before=before,
             after={**_snapshot(locked), "reason": reason},
@@ -350,7 +353,7 @@ def subject_request_extend(
         locked.save(update_fields=["extended_due_at", "extension_reason"])
         audit_record(
             actor=actor,
-            action="subject_request.extend",
+            action=AuditAction.SUBJECT_REQUEST_EXTEND,
             obj=locked,
             before=before,
             after={**_snapshot(locked), "reason": reason},
@@ -386,7 +389,7 @@ def subject_requests_close_unverified(*, now: datetime | None = None) -> int:
                 closed += 1
                 audit_record(
                     actor=SYSTEM,
-                    action="subject_request.expire",
+                    action=AuditAction.SUBJECT_REQUEST_EXPIRE,
                     obj=SubjectRequest.objects.get(pk=request.pk),
                     after={"state": State.REJECTED},
                 )
