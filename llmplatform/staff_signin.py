@@ -189,19 +189,22 @@ def _channel(request: HttpRequest | None) -> str:
 
 def record_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     device = getattr(user, "otp_device", None)
-    audit_record(
-        actor=Actor.for_user(user),
-        action=AuditAction.AUTH_LOGIN,
-        object_type=_user_label(),
-        object_id=str(user.pk),
-        object_repr=user.get_username(),
-        after={
-            "channel": _channel(request),
-            "ip_address": client_ip(request),
-            "second_factor": "totp" if device is not None else None,
-            "is_staff": user.is_staff,
-        },
-    )
+    # A sign-in changes no row of ours: its audit row is the record, in a transaction of its
+    # own (or the caller's). The same holds for a failure and a lockout below.
+    with transaction.atomic():
+        audit_record(
+            actor=Actor.for_user(user),
+            action=AuditAction.AUTH_LOGIN,
+            object_type=_user_label(),
+            object_id=str(user.pk),
+            object_repr=user.get_username(),
+            after={
+                "channel": _channel(request),
+                "ip_address": client_ip(request),
+                "second_factor": "totp" if device is not None else None,
+                "is_staff": user.is_staff,
+            },
+        )
 
 
 def record_login_failure(
@@ -210,18 +213,19 @@ def record_login_failure(
     # Only the username is copied: Django masks the password in ``credentials``, but nothing
     # else of what was typed belongs in the log.
     username = str(credentials.get(get_user_model().USERNAME_FIELD) or "")[:150]
-    audit_record(
-        actor=ANONYMOUS_ACTOR,
-        action=AuditAction.AUTH_LOGIN_FAILED,
-        object_type=_user_label(),
-        object_repr=username,
-        after={
-            "username": username,
-            "channel": _channel(request),
-            "ip_address": client_ip(request),
-            "reason": kwargs.get("reason", "credentials"),
-        },
-    )
+    with transaction.atomic():
+        audit_record(
+            actor=ANONYMOUS_ACTOR,
+            action=AuditAction.AUTH_LOGIN_FAILED,
+            object_type=_user_label(),
+            object_repr=username,
+            after={
+                "username": username,
+                "channel": _channel(request),
+                "ip_address": client_ip(request),
+                "reason": kwargs.get("reason", "credentials"),
+            },
+        )
 
 
 def record_lockout(
@@ -236,26 +240,27 @@ def record_lockout(
     username = str(username or "")[:150]
     ip_address = ip_address or ""
     lock_started = timezone.now() - timedelta(minutes=settings.LLMP_SIGNIN_LOCKOUT_MINUTES)
-    if AuditEvent.objects.filter(
-        action=AuditAction.AUTH_LOCKOUT,
-        object_repr=username,
-        after__ip_address=ip_address,
-        created_at__gte=lock_started,
-    ).exists():
-        return
-    audit_record(
-        actor=ANONYMOUS_ACTOR,
-        action=AuditAction.AUTH_LOCKOUT,
-        object_type=_user_label(),
-        object_repr=username,
-        after={
-            "username": username,
-            "ip_address": ip_address,
-            "channel": _channel(request),
-            "failure_limit": settings.AXES_FAILURE_LIMIT,
-            "cooloff_minutes": settings.LLMP_SIGNIN_LOCKOUT_MINUTES,
-        },
-    )
+    with transaction.atomic():
+        if AuditEvent.objects.filter(
+            action=AuditAction.AUTH_LOCKOUT,
+            object_repr=username,
+            after__ip_address=ip_address,
+            created_at__gte=lock_started,
+        ).exists():
+            return
+        audit_record(
+            actor=ANONYMOUS_ACTOR,
+            action=AuditAction.AUTH_LOCKOUT,
+            object_type=_user_label(),
+            object_repr=username,
+            after={
+                "username": username,
+                "ip_address": ip_address,
+                "channel": _channel(request),
+                "failure_limit": settings.AXES_FAILURE_LIMIT,
+                "cooloff_minutes": settings.LLMP_SIGNIN_LOCKOUT_MINUTES,
+            },
+        )
 
 
 def connect_audit_receivers() -> None:

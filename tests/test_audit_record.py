@@ -10,7 +10,7 @@ from django.db import transaction
 from gateway import services
 from gateway.models import ApiKey
 from llmplatform.actors import SYSTEM, Actor, ActorKind
-from llmplatform.audit import AuditAction, audit_record
+from llmplatform.audit import AuditAction, AuditOutsideTransaction, audit_record
 from llmplatform.models import AuditEvent
 
 
@@ -99,3 +99,22 @@ def test_an_audited_admin_with_an_action_missing_from_the_enum_fails_the_system_
     errors = LogEntryAdmin(LogEntry, admin.site).check()
     assert [e.id for e in errors] == ["llmplatform.E001"]
     assert "admin.logentry.add" in errors[0].msg
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_audit_row_outside_a_transaction_is_refused(principals):
+    before = AuditEvent.objects.count()
+    with pytest.raises(AuditOutsideTransaction, match=r"transaction\.atomic"):
+        audit_record(actor=SYSTEM, action=AuditAction.TENANT_CREATE, obj=principals.tenant_a)
+    assert AuditEvent.objects.count() == before
+    with transaction.atomic():
+        audit_record(actor=SYSTEM, action=AuditAction.TENANT_CREATE, obj=principals.tenant_a)
+    assert AuditEvent.objects.count() == before + 1
+
+
+@pytest.mark.django_db
+def test_the_test_cases_own_transaction_does_not_count_as_the_callers(principals):
+    # The db fixture wraps the test in a transaction; a service that forgot its own would
+    # still fail here, as it would in production.
+    with pytest.raises(AuditOutsideTransaction):
+        audit_record(actor=SYSTEM, action=AuditAction.TENANT_CREATE, obj=principals.tenant_a)

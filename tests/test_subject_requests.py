@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core import mail
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -490,6 +490,38 @@ def test_a_request_stuck_in_progress_is_resumed(principals, subject, settings):
     request.refresh_from_db()
     assert request.state == State.COMPLETED and request.attempts == 2
     assert ErasureReceipt.objects.get(request=request).counts["privacy.conversations"] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_whose_audit_row_cannot_be_written_is_not_taken(principals, subject, monkeypatch):
+    request = request_services.subject_request_create(
+        tenant=principals.tenant_a,
+        kind=SR.Kind.ERASURE,
+        law=SR.Law.GDPR,
+        source=SR.Source.API,
+        external_id=USER,
+        actor=Actor.system("api-key:a"),
+    )
+    SR.objects.filter(pk=request.pk).update(state=State.APPROVED)  # as an approval leaves it
+
+    def audit_log_unavailable(**fields):
+        raise DatabaseError("the audit log is unavailable")
+
+    monkeypatch.setattr(execution, "audit_record", audit_log_unavailable)
+    with pytest.raises(DatabaseError):
+        execution.subject_request_execute(request.pk)
+    request.refresh_from_db()
+    # Not claimed: no other run is kept out, no attempt is spent, nothing was erased.
+    assert (request.state, request.attempts, request.started_at) == (State.APPROVED, 0, None)
+    assert Conversation.objects.filter(subject=subject).count() == 2
+
+    monkeypatch.undo()
+    assert execution.subject_request_execute(request.pk).state == State.COMPLETED
+    request.refresh_from_db()
+    assert request.attempts == 1
+    assert AuditEvent.objects.filter(
+        action="subject_request.start", object_id=str(request.pk)
+    ).exists()
 
 
 def test_a_failed_erasure_keeps_no_personal_data_in_the_error_and_is_retried(

@@ -401,56 +401,57 @@ def backups_reconcile(*, store: BackupStore, actor: Actor = SYSTEM_ACTOR) -> dic
     """After a restore, make the table agree with the store: rows for every backup in the store
     (taken after the restored one, or the restored one itself, which the dump caught while it
     ran), and runs the dump caught unfinished marked failed."""
-    stored: set[str] = set()
+    # The store is read first: no network wait inside the transaction, which holds the
+    # table's rows and the audit row together.
+    manifests = [m for m in store.manifests() if m.get("format") == MANIFEST_FORMAT]
+    stored = {manifest["uuid"] for manifest in manifests}
     created = updated = 0
-    for manifest in store.manifests():
-        if manifest.get("format") != MANIFEST_FORMAT:
-            continue
-        stored.add(manifest["uuid"])
-        fields = {
-            "state": State.SUCCEEDED,
-            "mode": manifest["mode"],
-            "engine": manifest["engine"],
-            "started_at": datetime.fromisoformat(manifest["started_at"]),
-            "finished_at": datetime.fromisoformat(manifest["finished_at"]),
-            "size_bytes": manifest["size_bytes"],
-            "dump_bytes": manifest["dump_bytes"],
-            "sha256": manifest["sha256"],
-            "storage_key": manifest["dump_key"],
-            "encryption_key_id": manifest["encryption"]["master_key_id"],
-            "wrapped_key": base64.b64decode(manifest["encryption"]["wrapped_key"]),
-            "table_counts": manifest["table_counts"],
-            "checksums": manifest["checksums"],
-            "error": "",
-        }
-        row = Backup.objects.filter(uuid=manifest["uuid"]).first()
-        if row is None:
-            Backup.objects.create(
-                uuid=manifest["uuid"],
-                trigger=manifest.get("trigger", "manual"),
-                requested_by=manifest.get("requested_by", SYSTEM_ACTOR.label),
-                **fields,
+    with transaction.atomic():
+        for manifest in manifests:
+            fields = {
+                "state": State.SUCCEEDED,
+                "mode": manifest["mode"],
+                "engine": manifest["engine"],
+                "started_at": datetime.fromisoformat(manifest["started_at"]),
+                "finished_at": datetime.fromisoformat(manifest["finished_at"]),
+                "size_bytes": manifest["size_bytes"],
+                "dump_bytes": manifest["dump_bytes"],
+                "sha256": manifest["sha256"],
+                "storage_key": manifest["dump_key"],
+                "encryption_key_id": manifest["encryption"]["master_key_id"],
+                "wrapped_key": base64.b64decode(manifest["encryption"]["wrapped_key"]),
+                "table_counts": manifest["table_counts"],
+                "checksums": manifest["checksums"],
+                "error": "",
+            }
+            row = Backup.objects.filter(uuid=manifest["uuid"]).first()
+            if row is None:
+                Backup.objects.create(
+                    uuid=manifest["uuid"],
+                    trigger=manifest.get("trigger", "manual"),
+                    requested_by=manifest.get("requested_by", SYSTEM_ACTOR.label),
+                    **fields,
+                )
+                created += 1
+            elif row.state != State.SUCCEEDED:
+                Backup.objects.filter(pk=row.pk).update(**fields)
+                updated += 1
+        interrupted = (
+            Backup.objects.filter(state__in=[State.PENDING, State.RUNNING], mode=Backup.Mode.DUMP)
+            .exclude(uuid__in=list(stored))
+            .update(
+                state=State.FAILED,
+                finished_at=timezone.now(),
+                error="interrupted: the database was restored from a backup taken "
+                "while this run was pending or running",
             )
-            created += 1
-        elif row.state != State.SUCCEEDED:
-            Backup.objects.filter(pk=row.pk).update(**fields)
-            updated += 1
-    interrupted = (
-        Backup.objects.filter(state__in=[State.PENDING, State.RUNNING], mode=Backup.Mode.DUMP)
-        .exclude(uuid__in=list(stored))
-        .update(
-            state=State.FAILED,
-            finished_at=timezone.now(),
-            error="interrupted: the database was restored from a backup taken "
-            "while this run was pending or running",
         )
-    )
-    counts = {"created": created, "updated": updated, "interrupted": interrupted}
-    audit_record(
-        actor=actor,
-        action=AuditAction.BACKUP_RECONCILE,
-        object_type="backups.Backup",
-        object_repr="backups table after a restore",
-        after=counts,
-    )
+        counts = {"created": created, "updated": updated, "interrupted": interrupted}
+        audit_record(
+            actor=actor,
+            action=AuditAction.BACKUP_RECONCILE,
+            object_type="backups.Backup",
+            object_repr="backups table after a restore",
+            after=counts,
+        )
     return counts

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 from django.contrib import admin
 from django.core import checks
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import models, transaction
 from django.forms import BaseModelForm, ModelForm
 from django.forms.models import BaseInlineFormSet, model_to_dict
 from django.http import HttpRequest
@@ -186,11 +186,13 @@ class AuditedModelAdmin(_ModelAdmin):
     def delete_queryset(
         self, request: HttpRequest, queryset: models.QuerySet[models.Model]
     ) -> None:
-        for obj in queryset:
-            audit_record(
-                actor=Actor.for_user(request.user),
-                action=self._action("delete"),
-                obj=obj,
-                before=snapshot(obj, self.audit_exclude),
-            )
-        super().delete_queryset(request, queryset)
+        # The "delete selected" action runs outside the change views' transaction.
+        with transaction.atomic():
+            for obj in queryset:
+                audit_record(
+                    actor=Actor.for_user(request.user),
+                    action=self._action("delete"),
+                    obj=obj,
+                    before=snapshot(obj, self.audit_exclude),
+                )
+            super().delete_queryset(request, queryset)

@@ -47,20 +47,25 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
     retries left, or stalled in progress -> in_progress); if another run holds it or it is done,
     returns without doing anything."""
     now = timezone.now()
-    claimed = (
-        SubjectRequest.objects.filter(pk=request_id)
-        .filter(_claimable(now))
-        .update(state=State.IN_PROGRESS, started_at=now, attempts=F("attempts") + 1, last_error="")
-    )
-    request = SubjectRequest.objects.select_related("tenant", "subject").get(pk=request_id)
-    if not claimed:
-        return ExecutionOutcome(ran=False, state=request.state)
-    audit_record(
-        actor=SYSTEM,
-        action=AuditAction.SUBJECT_REQUEST_START,
-        obj=request,
-        after=_snapshot(request),
-    )
+    # The claim and its audit row commit together: no run starts without its row, and a
+    # failed audit write leaves the request claimable.
+    with transaction.atomic():
+        claimed = (
+            SubjectRequest.objects.filter(pk=request_id)
+            .filter(_claimable(now))
+            .update(
+                state=State.IN_PROGRESS, started_at=now, attempts=F("attempts") + 1, last_error=""
+            )
+        )
+        request = SubjectRequest.objects.select_related("tenant", "subject").get(pk=request_id)
+        if not claimed:
+            return ExecutionOutcome(ran=False, state=request.state)
+        audit_record(
+            actor=SYSTEM,
+            action=AuditAction.SUBJECT_REQUEST_START,
+            obj=request,
+            after=_snapshot(request),
+        )
     step = "start"
     try:
         if request.verified_at is None or request.subject is None:
