@@ -17,6 +17,7 @@ from gateway import keys
 from gateway.models import ApiKey, SecurityEvent, ServiceAccount, TenantPlan, Tier
 from llmplatform.actors import Actor
 from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import Conflict, InvalidInput
 from llmplatform.models import Tenant
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ MAX_ROTATION_OVERLAP = timedelta(days=30)
 
 
 def normalize_ip_ranges(ranges: list[str] | None) -> list[str]:
-    """CIDR ranges in canonical form (``10.0.0.7`` -> ``10.0.0.7/32``); ValueError on a bad one."""
+    """CIDR ranges in canonical form (``10.0.0.7`` -> ``10.0.0.7/32``); InvalidInput on a bad
+    one."""
     result = []
     for raw in ranges or []:
         text = str(raw).strip()
@@ -44,14 +46,16 @@ def normalize_ip_ranges(ranges: list[str] | None) -> list[str]:
         try:
             result.append(str(ipaddress.ip_network(text, strict=False)))
         except ValueError as exc:
-            raise ValueError(f"'{text}' is not an IP address or CIDR range") from exc
+            raise InvalidInput(
+                f"'{text}' is not an IP address or CIDR range", param="allowed_ips"
+            ) from exc
     return result
 
 
 def _check_scopes(scopes: list[str]) -> None:
     unknown = set(scopes) - set(ApiKey.Scope.values)
     if unknown:
-        raise ValueError(f"Unknown scopes: {', '.join(sorted(unknown))}")
+        raise InvalidInput(f"Unknown scopes: {', '.join(sorted(unknown))}", param="scopes")
 
 
 def _key_state(key: ApiKey) -> dict[str, Any]:
@@ -86,9 +90,11 @@ def api_key_create(
     allowed_ips = normalize_ip_ranges(allowed_ips)
     if service_account is not None:
         if service_account.tenant_id != tenant.pk:
-            raise ValueError("The service account belongs to another tenant")
+            raise InvalidInput(
+                "The service account belongs to another tenant", param="service_account"
+            )
         if ServiceAccount.objects.filter(pk=service_account.pk, disabled_at__isnull=False).exists():
-            raise ValueError("The service account is disabled")
+            raise Conflict("The service account is disabled", param="service_account")
     with transaction.atomic():
         key, plaintext = _new_key(
             tenant=tenant,
@@ -125,14 +131,14 @@ def api_key_rotate(
     account. The old key keeps working for ``overlap`` (so deployments can switch over), then
     expires. Returns the new key and its plaintext."""
     if overlap < timedelta(0) or overlap > MAX_ROTATION_OVERLAP:
-        raise ValueError("The overlap must be between 0 and 30 days")
+        raise InvalidInput("The overlap must be between 0 and 30 days", param="overlap")
     with transaction.atomic():
         old = ApiKey.objects.select_for_update().get(pk=key.pk)
         now = timezone.now()
         if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
-            raise ValueError("A revoked or expired key cannot be rotated")
+            raise Conflict("A revoked or expired key cannot be rotated")
         if old.replaced_by_id is not None:
-            raise ValueError("This key was already rotated")
+            raise Conflict("This key was already rotated")
         before = _key_state(old)
         new, plaintext = _new_key(
             tenant=old.tenant,

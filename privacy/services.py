@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from llmplatform.actors import Actor
 from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import Conflict, InvalidInput
 from llmplatform.models import Tenant
 from privacy import crypto, selectors, signals
 from privacy.models import (
@@ -43,9 +44,11 @@ GPC_ACTOR = Actor.system("gpc-signal")
 
 def _check_external_id(external_id: str) -> str:
     if not isinstance(external_id, str) or not external_id.strip():
-        raise ValueError("the subject's user id must be a non-empty string")
+        raise InvalidInput("the subject's user id must be a non-empty string", param="user")
     if len(external_id) > MAX_EXTERNAL_ID:
-        raise ValueError(f"the subject's user id must be at most {MAX_EXTERNAL_ID} characters")
+        raise InvalidInput(
+            f"the subject's user id must be at most {MAX_EXTERNAL_ID} characters", param="user"
+        )
     return external_id
 
 
@@ -70,12 +73,12 @@ def subject_register_email(
     """Record the subject's contact email (encrypted with their data key, plus a keyed hash to
     find them by it), so they can later prove who they are on the public request page."""
     if not isinstance(email, str):
-        raise ValueError("email must be a string")
+        raise InvalidInput("email must be a string", param="email")
     email = email.strip()
     try:
         validate_email(email)
     except ValidationError:
-        raise ValueError("email is not a valid address") from None
+        raise InvalidInput("email is not a valid address", param="email") from None
     subject = subject_get_or_create(tenant=tenant, external_id=external_id)
     # Encrypted before the transaction: making the data key may call KMS.
     ciphertext = crypto.encrypt(subject, email, aad=crypto.record_aad(subject, "email"))
@@ -163,17 +166,21 @@ def consent_set(
     """Append a consent decision (granting and withdrawing are the same call). Withdrawing
     ``sale_sharing`` is the CCPA opt-out and sets ``do_not_sell``; granting it clears it."""
     if purpose not in Purpose.values:
-        raise ValueError(f"unknown purpose {purpose!r}; one of {', '.join(Purpose.values)}")
+        raise InvalidInput(
+            f"unknown purpose {purpose!r}; one of {', '.join(Purpose.values)}", param="purpose"
+        )
     if not isinstance(granted, bool):
-        raise ValueError("granted must be true or false")
+        raise InvalidInput("granted must be true or false", param="granted")
     if source not in Source.values:
-        raise ValueError(f"unknown source {source!r}")
+        raise InvalidInput(f"unknown source {source!r}", param="source")
     if subject.erased_at is not None:
-        raise ValueError("the subject was erased")
+        raise Conflict("the subject was erased")
     if policy_version is None:
         policy_version = selectors.privacy_policy_for(subject.tenant_id).policy_version
     if not isinstance(policy_version, str) or not 0 < len(policy_version) <= 32:
-        raise ValueError("policy_version must be a string of 1 to 32 characters")
+        raise InvalidInput(
+            "policy_version must be a string of 1 to 32 characters", param="policy_version"
+        )
     with transaction.atomic():
         previous = selectors.consent_latest(subject, purpose)
         record = ConsentRecord.objects.create(

@@ -9,8 +9,10 @@ import pytest
 from django.utils import timezone
 
 from gateway import services
+from gateway.errors import api_error_for
 from gateway.models import ApiKey
 from gateway.pipeline import authenticate
+from llmplatform import errors
 from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 
@@ -272,3 +274,29 @@ def test_upstream_errors_name_no_provider_deployment_or_secret_reference(
         ):
             assert internal not in body, (internal, body)
     assert "context_length_exceeded" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status", "kind", "code"),
+    [
+        (
+            errors.InvalidInput("the overlap is too long", param="overlap"),
+            400,
+            "invalid_request_error",
+            "invalid_value",
+        ),
+        (errors.Conflict("this key was already rotated"), 409, "invalid_request_error", "conflict"),
+        (errors.NotFound("no such request"), 404, "invalid_request_error", "not_found"),
+        (
+            errors.Forbidden("only an owner may"),
+            403,
+            "permission_error",
+            "insufficient_permissions",
+        ),
+    ],
+)
+def test_each_kind_of_service_refusal_has_its_status_and_code(refusal, status, kind, code):
+    error = api_error_for(refusal).body()["error"]
+    assert api_error_for(refusal).status == status
+    assert (error["type"], error["code"], error["param"]) == (kind, code, refusal.param)
+    assert error["message"] == refusal.message[:1].upper() + refusal.message[1:]

@@ -13,6 +13,7 @@ from gateway import services
 from gateway.models import ApiKey
 from gateway.pipeline import authenticate
 from llmplatform.actors import SYSTEM, Actor
+from llmplatform.errors import Conflict, InvalidInput
 from llmplatform.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -49,13 +50,13 @@ def test_a_rotated_key_and_its_replacement_both_work_until_the_overlap_ends(
 def test_a_key_cannot_be_rotated_twice_or_after_revocation(principals, key_a):
     old = ApiKey.objects.get(name="a-key")
     services.api_key_rotate(actor=Actor.for_user(principals.alice), key=old)
-    with pytest.raises(ValueError, match="already rotated"):
+    with pytest.raises(Conflict, match="already rotated"):
         services.api_key_rotate(actor=Actor.for_user(principals.alice), key=old)
     _, _ = services.api_key_create(actor=SYSTEM, tenant=principals.tenant_a, name="x")
     revoked = services.api_key_revoke(actor=SYSTEM, key=ApiKey.objects.get(name="x"))
-    with pytest.raises(ValueError, match="revoked or expired"):
+    with pytest.raises(Conflict, match="revoked or expired"):
         services.api_key_rotate(actor=Actor.for_user(principals.alice), key=revoked)
-    with pytest.raises(ValueError, match="overlap"):
+    with pytest.raises(InvalidInput, match="overlap"):
         services.api_key_rotate(
             actor=Actor.for_user(principals.alice),
             key=ApiKey.objects.get(name="a-key", replaced_by__isnull=True),
@@ -89,7 +90,7 @@ def test_scopes_limit_what_a_key_may_call(client, principals):
     )
     assert response.status_code == 403
     assert "'chat' scope" in response.json()["error"]["message"]
-    with pytest.raises(ValueError, match="Unknown scopes"):
+    with pytest.raises(InvalidInput, match="Unknown scopes"):
         services.api_key_create(
             actor=SYSTEM, tenant=principals.tenant_a, name="bad", scopes=["root"]
         )
@@ -109,7 +110,7 @@ def test_a_key_limited_to_ip_ranges_is_refused_elsewhere(client, principals):
     refused = models(client, plaintext, REMOTE_ADDR="10.2.0.1")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "ip_not_allowed"
-    with pytest.raises(ValueError, match="not an IP address"):
+    with pytest.raises(InvalidInput, match="not an IP address"):
         services.api_key_create(
             actor=SYSTEM, tenant=principals.tenant_a, name="bad", allowed_ips=["10.0.0.0/33"]
         )
@@ -159,7 +160,7 @@ def test_a_service_account_holds_keys_and_disabling_it_cuts_them_all_off(
     assert models(client, plaintext).status_code == 401
     key.refresh_from_db()
     assert key.revoked_at is not None
-    with pytest.raises(ValueError, match="disabled"):
+    with pytest.raises(Conflict, match="disabled"):
         services.api_key_create(
             actor=SYSTEM, tenant=principals.tenant_a, name="again", service_account=account
         )
@@ -172,7 +173,7 @@ def test_a_service_account_of_another_tenant_cannot_hold_a_key(principals):
     foreign = services.service_account_create(
         actor=SYSTEM, tenant=principals.tenant_b, name="theirs"
     )
-    with pytest.raises(ValueError, match="another tenant"):
+    with pytest.raises(InvalidInput, match="another tenant"):
         services.api_key_create(
             actor=SYSTEM, tenant=principals.tenant_a, name="k", service_account=foreign
         )

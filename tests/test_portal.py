@@ -458,6 +458,22 @@ def test_bad_key_input_gives_form_errors_not_a_500(principals):
     assert ApiKey.objects.count() == 1
 
 
+def test_an_unexpected_failure_of_a_key_action_shows_no_detail(principals, monkeypatch):
+    key, _ = services.api_key_create(
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="k"
+    )
+
+    def broken(**fields):
+        raise ValueError("pepper p-4471 could not be read")
+
+    monkeypatch.setattr(services, "api_key_rotate", broken)
+    alice = signed_in(principals.alice)
+    alice.raise_request_exception = False
+    response = alice.post(key_url("tenant-a", key.pk, "rotate"), {"overlap_hours": "1"})
+    assert response.status_code == 500
+    assert "p-4471" not in response.content.decode()
+
+
 def test_portal_forms_need_a_csrf_token(principals):
     client = Client(enforce_csrf_checks=True)
     response = client.post("/portal/login/", {"username": "alice", "password": "alice-pass-123"})

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from llmplatform import datamap
 from llmplatform.actors import Actor
+from llmplatform.errors import InvalidInput
 from llmplatform.models import AuditEvent
 from privacy import crypto, selectors, services
 from privacy.api import handlers
@@ -592,7 +593,7 @@ def test_another_tenant_sees_nothing_of_a_subject(principals):
     ],
 )
 def test_the_consent_api_rejects_bad_input_clearly(principals, body, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InvalidInput, match=message):
         handlers.set_consent(
             principals.tenant_a.pk, "u-9", body, actor=Actor.system("a"), gpc=False
         )
@@ -609,7 +610,7 @@ def test_the_consent_api_honours_gpc(principals):
     )
     assert reply["do_not_sell"] is True
     assert reply["consent"]["sale_sharing"]["source"] == "gpc"
-    with pytest.raises(ValueError, match="Sec-GPC"):
+    with pytest.raises(InvalidInput, match="Sec-GPC"):
         handlers.set_consent(
             principals.tenant_a.pk,
             "u-9",
@@ -636,7 +637,7 @@ def test_registering_an_email_stores_it_encrypted_and_never_logs_it(principals):
     )
     event = AuditEvent.objects.get(action="privacy.subject.register_email")
     assert "jane" not in (str(event.before) + str(event.after) + event.object_repr).lower()
-    with pytest.raises(ValueError, match="valid address"):
+    with pytest.raises(InvalidInput, match="valid address"):
         handlers.register_subject(
             principals.tenant_a.pk, "u-9", {"email": "nope"}, actor=Actor.system("a")
         )

@@ -30,6 +30,7 @@ from deployments.backups import engines, envelope, ledger, selectors, services
 from deployments.backups.models import Backup, RestoreDrill
 from deployments.backups.storage import MANIFEST_NAME, BackupStore
 from llmplatform.actors import Actor
+from llmplatform.errors import Conflict
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class RestoreError(Exception):
     """The restore could not be done (the message says why, for the operator)."""
 
 
-class RestoreRefused(RestoreError):
+class RestoreRefused(RestoreError, Conflict):
     """Refused before anything was written: unknown backup, wrong engine, non-empty target."""
 
 

@@ -42,6 +42,7 @@ from deployments.rollouts.models import (
 from gateway.models import ModelAlias, ModelVersion
 from llmplatform.actors import Actor
 from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import Conflict, DomainError
 
 log = structlog.get_logger("rollouts")
 
@@ -70,11 +71,11 @@ STEP_AUDIT_ACTIONS = {
 }
 
 
-class RolloutError(Exception):
+class RolloutError(DomainError):
     """A rollout action that cannot be done; the message is safe to show an officer."""
 
 
-class RolloutConflict(RolloutError):
+class RolloutConflict(RolloutError, Conflict):
     """The rollout changed since it was loaded (another officer or the guard acted first)."""
 
 

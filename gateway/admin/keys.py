@@ -15,6 +15,7 @@ from django.utils import timezone
 from gateway import services
 from gateway.models import ApiKey, ServiceAccount
 from llmplatform.actors import Actor
+from llmplatform.errors import DomainError, InvalidInput
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -123,8 +124,8 @@ class IpRangesField(forms.CharField):
         text = super().to_python(value) or ""
         try:
             return services.normalize_ip_ranges(text.replace(",", "\n").splitlines())
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.message) from exc
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -334,8 +335,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 new, plaintext = services.api_key_rotate(
                     actor=Actor.for_user(request.user), key=key, overlap=self.rotation_overlap
                 )
-            except ValueError as exc:
-                errors.append(f"{key.display} was not rotated: {exc}")
+            except DomainError as exc:
+                errors.append(f"{key.display} was not rotated: {exc.message}")
                 continue
             rotated.append({"key": new, "plaintext": plaintext, "replaces": key})
         if not rotated:

@@ -54,6 +54,7 @@ from gateway.portal.oidc import SignInRefused
 from gateway.portal.throttle import rate_exceeded
 from llmplatform import staff_signin
 from llmplatform.actors import Actor
+from llmplatform.errors import DomainError
 from llmplatform.models import Membership, Tenant
 
 log = structlog.get_logger("gateway.portal")
@@ -280,8 +281,8 @@ class KeyCreateView(TenantView):
                     daily_budget=data["daily_budget"],
                     monthly_budget=data["monthly_budget"],
                 )
-            except ValueError as exc:
-                form.add_error(None, str(exc))
+            except DomainError as exc:
+                form.add_error(None, exc.message)
             else:
                 return _show_once(self, key, plaintext)
         return self.page({"form": form})
@@ -325,8 +326,8 @@ class KeyRotateView(TenantView):
                 new, plaintext = services.api_key_rotate(
                     actor=Actor.for_user(request.user), key=key, overlap=overlap
                 )
-            except ValueError as exc:
-                form.add_error(None, str(exc))
+            except DomainError as exc:
+                form.add_error(None, exc.message)
             else:
                 return _show_once(self, new, plaintext)
         return self.page({"key": key, "form": form})
@@ -539,8 +540,8 @@ class ServiceAccountListView(TenantView):
                 )
             except IntegrityError:  # created concurrently under the same name
                 form.add_error("name", "A service account with this name exists already.")
-            except ValueError as exc:
-                form.add_error(None, str(exc))
+            except DomainError as exc:
+                form.add_error(None, exc.message)
             else:
                 messages.success(request, f"Service account {account.name} is created.")
                 return redirect("portal:service-accounts", slug=self.tenant.slug)

@@ -15,6 +15,7 @@ from gateway.resilience.breaker import breaker_store
 from gateway.resilience.policy import OVERRIDES, policy_for
 from llmplatform.actors import Actor
 from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import InvalidInput
 
 
 def breaker_force(
@@ -23,7 +24,7 @@ def breaker_force(
     """Force a deployment's breaker open or closed, or give it back to its failures
     (``auto``)."""
     if override not in OVERRIDES:
-        raise ValueError(f"override must be one of {', '.join(OVERRIDES)}")
+        raise InvalidInput(f"override must be one of {', '.join(OVERRIDES)}", param="override")
     with transaction.atomic():
         row = ProviderDeployment.objects.select_for_update().get(pk=deployment.pk)
         before = row.breaker_override

@@ -179,7 +179,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
                 except request_services.SubjectRequestError as exc:
                     refused += 1
                     self.message_user(
-                        request, f"{subject_request}: {exc.messages[0]}", messages.WARNING
+                        request, f"{subject_request}: {exc.message}", messages.WARNING
                     )
                 else:
                     done += 1

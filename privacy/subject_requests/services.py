@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from llmplatform.actors import SYSTEM, Actor
 from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import DomainError
 from llmplatform.models import Tenant
 from privacy import crypto, services
 from privacy.models import DataSubject, SubjectRequest
@@ -48,8 +48,11 @@ REJECTABLE_STATES = (State.RECEIVED, State.VERIFIED, State.APPROVED, State.FAILE
 APPROVABLE_STATES = (State.VERIFIED, State.FAILED)
 
 
-class SubjectRequestError(ValidationError):
-    """A request cannot make the asked transition (wrong state, missing reason, ...)."""
+class SubjectRequestError(DomainError):
+    """A request cannot make the asked transition (wrong state, missing reason, ...); the
+    message is shown to the officer, or to the app that asked."""
+
+    code = "invalid_value"
 
 
 def _code_hash(request: SubjectRequest, code: str) -> str:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from gateway import services
 from llmplatform.actors import Actor
+from llmplatform.errors import DomainError
 from llmplatform.models import Tenant
 
 
@@ -57,8 +58,8 @@ class Command(BaseCommand):
                 scopes=scopes,
                 expires_at=expires_at,
             )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
         if options["json"]:
             self.stdout.write(
                 json.dumps(
