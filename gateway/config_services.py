@@ -30,11 +30,27 @@ from gateway.models import (
     ProviderDeployment,
     Tier,
 )
-from llmplatform.audit import audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
 
 _M = TypeVar("_M", bound=models.Model)
 
 KINDS = ("provider", "deployment", "alias", "version", "tier")
+# What the audit row of a created or an updated object of each kind says was done.
+CREATE_ACTIONS = {
+    "provider": AuditAction.CONFIG_PROVIDER_CREATE,
+    "deployment": AuditAction.CONFIG_DEPLOYMENT_CREATE,
+    "alias": AuditAction.CONFIG_ALIAS_CREATE,
+    "version": AuditAction.CONFIG_VERSION_CREATE,
+    "tier": AuditAction.CONFIG_TIER_CREATE,
+}
+UPDATE_ACTIONS = {
+    "provider": AuditAction.CONFIG_PROVIDER_UPDATE,
+    "deployment": AuditAction.CONFIG_DEPLOYMENT_UPDATE,
+    "alias": AuditAction.CONFIG_ALIAS_UPDATE,
+    "version": AuditAction.CONFIG_VERSION_UPDATE,
+    "tier": AuditAction.CONFIG_TIER_UPDATE,
+}
 CREATED, UPDATED, UNCHANGED, DISABLED = "created", "updated", "unchanged", "disabled"
 
 
@@ -64,7 +80,7 @@ class ConfigApplyResult:
 
 
 def config_apply(
-    *, actor: Any, config: GatewayConfig, prune: bool = False, dry_run: bool = False
+    *, actor: Actor, config: GatewayConfig, prune: bool = False, dry_run: bool = False
 ) -> ConfigApplyResult:
     """Create or update every object the file declares, in one transaction.
 
@@ -147,7 +163,7 @@ class _FallbackChain(OrderedRelation[ModelAlias]):
 
 
 class _Applier:
-    def __init__(self, actor: Any, result: ConfigApplyResult) -> None:
+    def __init__(self, actor: Actor, result: ConfigApplyResult) -> None:
         self.actor = actor
         self.result = result
 
@@ -178,7 +194,7 @@ class _Applier:
             after = {k: _plain(v) for k, v in {**lookup, **desired}.items()}
             after.update({k: _names(related) for k, related in many.items()})
             after.update({k: relation.names for k, relation in ordered.items() if relation.names})
-            audit_record(actor=self.actor, action=f"config.{kind}.create", obj=obj, after=after)
+            audit_record(actor=self.actor, action=CREATE_ACTIONS[kind], obj=obj, after=after)
             self.result.changes.append(ConfigChange(kind, name, CREATED))
             return obj
 
@@ -208,7 +224,7 @@ class _Applier:
         after.update({k: _names(many[k]) for k in changed_many})
         after.update({k: ordered[k].names for k in changed_ordered})
         audit_record(
-            actor=self.actor, action=f"config.{kind}.update", obj=obj, before=before, after=after
+            actor=self.actor, action=UPDATE_ACTIONS[kind], obj=obj, before=before, after=after
         )
         self.result.changes.append(
             ConfigChange(kind, name, UPDATED, (*changed, *changed_many, *changed_ordered))
@@ -283,7 +299,7 @@ class _Applier:
                 self.save(version, ["weight"])
                 audit_record(
                     actor=self.actor,
-                    action="config.version.update",
+                    action=AuditAction.CONFIG_VERSION_UPDATE,
                     obj=version,
                     before=before,
                     after={"weight": 0},
@@ -351,7 +367,7 @@ class _Applier:
             self.save(alias, ["enabled"])
             audit_record(
                 actor=self.actor,
-                action="config.alias.disable",
+                action=AuditAction.CONFIG_ALIAS_DISABLE,
                 obj=alias,
                 before={"enabled": True},
                 after={"enabled": False},

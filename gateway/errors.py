@@ -6,6 +6,8 @@ from __future__ import annotations
 import orjson
 from django.http import HttpResponse
 
+from llmplatform import errors as domain
+
 
 class ApiError(Exception):
     status = 400
@@ -80,6 +82,11 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
+
+
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"
@@ -107,3 +114,19 @@ class UpstreamFailure(ApiError):
     """A provider failure, as the client sees it (502, 503 or 504)."""
 
     type = "api_error"
+
+
+# A service's refusal (llmplatform.errors) as the client sees it: the status of its kind, its
+# code and its message, which was written to be shown.
+_DOMAIN_ERRORS: tuple[tuple[type[domain.DomainError], type[ApiError]], ...] = (
+    (domain.InvalidInput, InvalidRequest),
+    (domain.Conflict, Conflict),
+    (domain.NotFound, NotFound),
+    (domain.Forbidden, PermissionDenied),
+)
+
+
+def api_error_for(exc: domain.DomainError) -> ApiError:
+    error = next((api for kind, api in _DOMAIN_ERRORS if isinstance(exc, kind)), InvalidRequest)
+    message = exc.message[:1].upper() + exc.message[1:]
+    return error(message, code=exc.code, param=exc.param)

@@ -15,7 +15,9 @@ from django.utils import timezone
 
 from gateway import keys
 from gateway.models import ApiKey, SecurityEvent, ServiceAccount, TenantPlan, Tier
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import Conflict, InvalidInput
 from llmplatform.models import Tenant
 
 if TYPE_CHECKING:
@@ -34,7 +36,8 @@ MAX_ROTATION_OVERLAP = timedelta(days=30)
 
 
 def normalize_ip_ranges(ranges: list[str] | None) -> list[str]:
-    """CIDR ranges in canonical form (``10.0.0.7`` -> ``10.0.0.7/32``); ValueError on a bad one."""
+    """CIDR ranges in canonical form (``10.0.0.7`` -> ``10.0.0.7/32``); InvalidInput on a bad
+    one."""
     result = []
     for raw in ranges or []:
         text = str(raw).strip()
@@ -43,14 +46,16 @@ def normalize_ip_ranges(ranges: list[str] | None) -> list[str]:
         try:
             result.append(str(ipaddress.ip_network(text, strict=False)))
         except ValueError as exc:
-            raise ValueError(f"'{text}' is not an IP address or CIDR range") from exc
+            raise InvalidInput(
+                f"'{text}' is not an IP address or CIDR range", param="allowed_ips"
+            ) from exc
     return result
 
 
 def _check_scopes(scopes: list[str]) -> None:
     unknown = set(scopes) - set(ApiKey.Scope.values)
     if unknown:
-        raise ValueError(f"Unknown scopes: {', '.join(sorted(unknown))}")
+        raise InvalidInput(f"Unknown scopes: {', '.join(sorted(unknown))}", param="scopes")
 
 
 def _key_state(key: ApiKey) -> dict[str, Any]:
@@ -69,7 +74,7 @@ def _key_state(key: ApiKey) -> dict[str, Any]:
 
 def api_key_create(
     *,
-    actor: Any,
+    actor: Actor,
     tenant: Tenant,
     name: str,
     scopes: list[str] | None = None,
@@ -85,9 +90,11 @@ def api_key_create(
     allowed_ips = normalize_ip_ranges(allowed_ips)
     if service_account is not None:
         if service_account.tenant_id != tenant.pk:
-            raise ValueError("The service account belongs to another tenant")
+            raise InvalidInput(
+                "The service account belongs to another tenant", param="service_account"
+            )
         if ServiceAccount.objects.filter(pk=service_account.pk, disabled_at__isnull=False).exists():
-            raise ValueError("The service account is disabled")
+            raise Conflict("The service account is disabled", param="service_account")
     with transaction.atomic():
         key, plaintext = _new_key(
             tenant=tenant,
@@ -100,38 +107,38 @@ def api_key_create(
             monthly_budget=monthly_budget,
             actor=actor,
         )
-        audit_record(actor=actor, action="api_key.create", obj=key, after=_key_state(key))
+        audit_record(actor=actor, action=AuditAction.API_KEY_CREATE, obj=key, after=_key_state(key))
     return key, plaintext
 
 
-def _new_key(*, actor: Any, **fields: Any) -> tuple[ApiKey, str]:
+def _new_key(*, actor: Actor, **fields: Any) -> tuple[ApiKey, str]:
     new = keys.generate()
     key = ApiKey.objects.create(
         lookup=new.lookup,
         secret_hash=new.secret_hash,
         pepper_id=new.pepper_id,
         last_four=new.last_four,
-        created_by=actor_label(actor),
+        created_by=actor.label,
         **fields,
     )
     return key, new.plaintext
 
 
 def api_key_rotate(
-    *, actor: Any, key: ApiKey, overlap: timedelta = DEFAULT_ROTATION_OVERLAP
+    *, actor: Actor, key: ApiKey, overlap: timedelta = DEFAULT_ROTATION_OVERLAP
 ) -> tuple[ApiKey, str]:
     """Replace a key with a new one of the same name, scopes, IP ranges, budgets and service
     account. The old key keeps working for ``overlap`` (so deployments can switch over), then
     expires. Returns the new key and its plaintext."""
     if overlap < timedelta(0) or overlap > MAX_ROTATION_OVERLAP:
-        raise ValueError("The overlap must be between 0 and 30 days")
+        raise InvalidInput("The overlap must be between 0 and 30 days", param="overlap")
     with transaction.atomic():
         old = ApiKey.objects.select_for_update().get(pk=key.pk)
         now = timezone.now()
         if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
-            raise ValueError("A revoked or expired key cannot be rotated")
+            raise Conflict("A revoked or expired key cannot be rotated")
         if old.replaced_by_id is not None:
-            raise ValueError("This key was already rotated")
+            raise Conflict("This key was already rotated")
         before = _key_state(old)
         new, plaintext = _new_key(
             tenant=old.tenant,
@@ -150,14 +157,14 @@ def api_key_rotate(
         old.save(update_fields=["expires_at", "replaced_by"])
         audit_record(
             actor=actor,
-            action="api_key.rotate",
+            action=AuditAction.API_KEY_ROTATE,
             obj=old,
             before=before,
             after={**_key_state(old), "replaced_by": new.display},
         )
         audit_record(
             actor=actor,
-            action="api_key.create",
+            action=AuditAction.API_KEY_CREATE,
             obj=new,
             after={**_key_state(new), "rotated_from": old.display},
         )
@@ -165,22 +172,22 @@ def api_key_rotate(
 
 
 def service_account_create(
-    *, actor: Any, tenant: Tenant, name: str, description: str = ""
+    *, actor: Actor, tenant: Tenant, name: str, description: str = ""
 ) -> ServiceAccount:
     with transaction.atomic():
         account = ServiceAccount.objects.create(
-            tenant=tenant, name=name, description=description, created_by=actor_label(actor)
+            tenant=tenant, name=name, description=description, created_by=actor.label
         )
         audit_record(
             actor=actor,
-            action="service_account.create",
+            action=AuditAction.SERVICE_ACCOUNT_CREATE,
             obj=account,
             after={"name": name, "description": description},
         )
     return account
 
 
-def service_account_disable(*, actor: Any, account: ServiceAccount) -> ServiceAccount:
+def service_account_disable(*, actor: Actor, account: ServiceAccount) -> ServiceAccount:
     """Disable a service account and revoke every key it holds."""
     with transaction.atomic():
         account = ServiceAccount.objects.select_for_update().get(pk=account.pk)
@@ -192,14 +199,14 @@ def service_account_disable(*, actor: Any, account: ServiceAccount) -> ServiceAc
         revoked = account.api_keys.filter(revoked_at__isnull=True).update(revoked_at=now)
         audit_record(
             actor=actor,
-            action="service_account.disable",
+            action=AuditAction.SERVICE_ACCOUNT_DISABLE,
             obj=account,
             after={"keys_revoked": revoked},
         )
     return account
 
 
-def api_key_revoke(*, actor: Any, key: ApiKey) -> ApiKey:
+def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
     with transaction.atomic():
         key = ApiKey.objects.select_for_update().get(pk=key.pk)
         if key.revoked_at is not None:
@@ -208,25 +215,29 @@ def api_key_revoke(*, actor: Any, key: ApiKey) -> ApiKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
         audit_record(
-            actor=actor, action="api_key.revoke", obj=key, before=before, after=_key_state(key)
+            actor=actor,
+            action=AuditAction.API_KEY_REVOKE,
+            obj=key,
+            before=before,
+            after=_key_state(key),
         )
     return key
 
 
-def tenant_create(*, actor: Any, name: str, slug: str, tier: Tier) -> Tenant:
+def tenant_create(*, actor: Actor, name: str, slug: str, tier: Tier) -> Tenant:
     with transaction.atomic():
         tenant = Tenant.objects.create(name=name, slug=slug)
         TenantPlan.objects.create(tenant=tenant, tier=tier)
         audit_record(
             actor=actor,
-            action="tenant.create",
+            action=AuditAction.TENANT_CREATE,
             obj=tenant,
             after={"name": name, "slug": slug, "tier": tier.name},
         )
     return tenant
 
 
-def tenant_set_tier(*, actor: Any, tenant: Tenant, tier: Tier) -> TenantPlan:
+def tenant_set_tier(*, actor: Actor, tenant: Tenant, tier: Tier) -> TenantPlan:
     with transaction.atomic():
         plan, created = TenantPlan.objects.select_for_update().get_or_create(
             tenant=tenant, defaults={"tier": tier}
@@ -237,7 +248,7 @@ def tenant_set_tier(*, actor: Any, tenant: Tenant, tier: Tier) -> TenantPlan:
             plan.save(update_fields=["tier"])
         audit_record(
             actor=actor,
-            action="tenant.set_tier",
+            action=AuditAction.TENANT_SET_TIER,
             obj=tenant,
             before=before,
             after={"tier": tier.name},
@@ -245,14 +256,14 @@ def tenant_set_tier(*, actor: Any, tenant: Tenant, tier: Tier) -> TenantPlan:
     return plan
 
 
-def cache_invalidate_alias(*, actor: Any, alias_name: str) -> None:
+def cache_invalidate_alias(*, actor: Actor, alias_name: str) -> None:
     """Every tenant's cached answers for an alias stop being served (namespace bump)."""
     from gateway import cache
 
     with transaction.atomic():
         audit_record(
             actor=actor,
-            action="cache.invalidate_alias",
+            action=AuditAction.CACHE_INVALIDATE_ALIAS,
             object_type="gateway.ModelAlias",
             object_id=alias_name,
             object_repr=alias_name,
@@ -260,13 +271,16 @@ def cache_invalidate_alias(*, actor: Any, alias_name: str) -> None:
         transaction.on_commit(lambda: cache.invalidate_alias(alias_name))
 
 
-def cache_invalidate_tenant(*, actor: Any, tenant: Tenant, alias_name: str | None = None) -> None:
+def cache_invalidate_tenant(*, actor: Actor, tenant: Tenant, alias_name: str | None = None) -> None:
     """One tenant's cached answers (for one alias, or all) stop being served."""
     from gateway import cache
 
     with transaction.atomic():
         audit_record(
-            actor=actor, action="cache.invalidate_tenant", obj=tenant, after={"alias": alias_name}
+            actor=actor,
+            action=AuditAction.CACHE_INVALIDATE_TENANT,
+            obj=tenant,
+            after={"alias": alias_name},
         )
         transaction.on_commit(lambda: cache.invalidate_tenant(tenant.pk, alias_name))
 

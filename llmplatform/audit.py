@@ -1,33 +1,40 @@
-"""Writing the audit log. Call ``audit_record`` inside the same transaction as the change."""
+"""Writing the audit log. ``audit_record`` takes who acted (an ``Actor``) and what they did (an
+``AuditAction``), and runs only inside the ``transaction.atomic`` block of the change it
+records, so the change and its row commit together or not at all."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 
+from llmplatform.actors import Actor
+from llmplatform.audit_actions import AuditAction
 from llmplatform.models import AuditEvent, Tenant
 from llmplatform.request_context import client_request_id_var, request_id_var
 
-SYSTEM_ACTOR = "system"
+__all__ = ["AuditAction", "AuditOutsideTransaction", "audit_record"]
 
 
-def actor_label(actor: Any) -> str:
-    """A frozen description of who acted: a user, a named system component, or ``system``."""
-    if actor is None:
-        return SYSTEM_ACTOR
-    if isinstance(actor, str):
-        return actor
-    username = getattr(actor, "get_username", None)
-    if callable(username):
-        return f"user:{username()}"
-    return str(actor)
+class AuditOutsideTransaction(RuntimeError):
+    """An audit row written outside a transaction: it could commit without the change it
+    records, or the change without it."""
+
+
+def _in_callers_transaction() -> bool:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        return False
+    # A test case wraps each test in atomic blocks of its own (Django's TestCase, the db
+    # fixture of pytest-django); like Django's check of durable blocks, those do not count,
+    # so the tests catch a write that production would make outside a transaction.
+    return any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks)
 
 
 def audit_record(
     *,
-    actor: Any,
-    action: str,
+    actor: Actor,
+    action: AuditAction,
     obj: models.Model | None = None,
     object_type: str = "",
     object_id: str = "",
@@ -36,6 +43,15 @@ def audit_record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    if not isinstance(action, AuditAction):
+        raise TypeError(f"the audit action must be an AuditAction, not {action!r}")
+    if not isinstance(actor, Actor):
+        raise TypeError(f"the audit actor must be an Actor, not {type(actor).__name__}")
+    if not _in_callers_transaction():
+        raise AuditOutsideTransaction(
+            f"audit_record({action.value}) outside transaction.atomic: write the change and "
+            "its audit row in one atomic block"
+        )
     if obj is not None:
         object_type = object_type or obj._meta.label
         object_id = object_id or str(obj.pk)
@@ -43,8 +59,8 @@ def audit_record(
         if tenant is None:
             tenant = obj if isinstance(obj, Tenant) else getattr(obj, "tenant", None)
     return AuditEvent.objects.create(
-        actor=actor_label(actor)[:200],
-        action=action,
+        actor=actor.label,
+        action=action.value,
         object_type=object_type,
         object_id=object_id,
         object_repr=object_repr[:300],

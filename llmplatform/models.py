@@ -5,6 +5,7 @@ from typing import Any, ClassVar, NoReturn
 from django.conf import settings
 from django.db import models
 
+from llmplatform.audit_actions import audit_action_choices
 from llmplatform.tenancy import TenantOwned, TenantOwnedQuerySet
 
 
@@ -65,7 +66,7 @@ class AuditEvent(TenantOwned):
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.CharField(max_length=200)
-    action = models.CharField(max_length=100, db_index=True)
+    action = models.CharField(max_length=100, db_index=True, choices=audit_action_choices)
     object_type = models.CharField(max_length=100)
     object_id = models.CharField(max_length=64, blank=True)
     object_repr = models.CharField(max_length=300, blank=True)

@@ -24,12 +24,13 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from llmplatform.audit import audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import AuditEvent
 from llmplatform.request_context import client_ip as request_client_ip
 from llmplatform.request_context import client_network as request_client_network
 
-ANONYMOUS_ACTOR = "anonymous"
+ANONYMOUS_ACTOR = Actor.anonymous()
 DEVICE_NAME = "authenticator"
 
 
@@ -105,7 +106,7 @@ def enrolment_grant(user: Any) -> TOTPDevice | None:
     )
 
 
-def enrolment_allow(*, actor: Any, user: Any) -> TOTPDevice:
+def enrolment_allow(*, actor: Actor, user: Any) -> TOTPDevice:
     """Let a staff member enrol an authenticator at their next sign-in (a superuser's action,
     or ``manage.py allow_enrolment`` on the server). Audited; replaces an earlier grant."""
     with transaction.atomic():
@@ -113,7 +114,7 @@ def enrolment_allow(*, actor: Any, user: Any) -> TOTPDevice:
         device = TOTPDevice.objects.create(user=user, name=ENROLMENT_GRANT, confirmed=False)
         audit_record(
             actor=actor,
-            action="otp_device.enrolment_allowed",
+            action=AuditAction.OTP_DEVICE_ENROLMENT_ALLOWED,
             object_type=_user_label(),
             object_id=str(user.pk),
             object_repr=user.get_username(),
@@ -130,7 +131,7 @@ def totp_device_start(*, user: Any) -> TOTPDevice:
         return TOTPDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=False)
 
 
-def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDevice | None:
+def totp_device_confirm(*, actor: Actor, device: TOTPDevice, token: str) -> TOTPDevice | None:
     """Confirm an enrolment with one code from the new authenticator; audited. None if the
     code is wrong (or the device is gone or already confirmed)."""
     token = (token or "").strip()
@@ -148,7 +149,7 @@ def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDe
         username = device.user.get_username()
         audit_record(
             actor=actor,
-            action="otp_device.enroll",
+            action=AuditAction.OTP_DEVICE_ENROLL,
             object_type="otp_totp.TOTPDevice",
             object_id=str(device.pk),
             object_repr=f"{username}: {device.name}",
@@ -157,7 +158,7 @@ def totp_device_confirm(*, actor: Any, device: TOTPDevice, token: str) -> TOTPDe
     return device
 
 
-def totp_devices_reset(*, actor: Any, user: Any) -> int:
+def totp_devices_reset(*, actor: Actor, user: Any) -> int:
     """Remove a user's authenticators (a lost phone); audited. A staff member then needs an
     enrolment grant (``enrolment_allow``) to set up a new one."""
     with transaction.atomic():
@@ -165,7 +166,7 @@ def totp_devices_reset(*, actor: Any, user: Any) -> int:
         removed, _ = TOTPDevice.objects.filter(user=user).delete()
         audit_record(
             actor=actor,
-            action="otp_device.reset",
+            action=AuditAction.OTP_DEVICE_RESET,
             object_type=_user_label(),
             object_id=str(user.pk),
             object_repr=user.get_username(),
@@ -188,19 +189,22 @@ def _channel(request: HttpRequest | None) -> str:
 
 def record_login(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
     device = getattr(user, "otp_device", None)
-    audit_record(
-        actor=user,
-        action="auth.login",
-        object_type=_user_label(),
-        object_id=str(user.pk),
-        object_repr=user.get_username(),
-        after={
-            "channel": _channel(request),
-            "ip_address": client_ip(request),
-            "second_factor": "totp" if device is not None else None,
-            "is_staff": user.is_staff,
-        },
-    )
+    # A sign-in changes no row of ours: its audit row is the record, in a transaction of its
+    # own (or the caller's). The same holds for a failure and a lockout below.
+    with transaction.atomic():
+        audit_record(
+            actor=Actor.for_user(user),
+            action=AuditAction.AUTH_LOGIN,
+            object_type=_user_label(),
+            object_id=str(user.pk),
+            object_repr=user.get_username(),
+            after={
+                "channel": _channel(request),
+                "ip_address": client_ip(request),
+                "second_factor": "totp" if device is not None else None,
+                "is_staff": user.is_staff,
+            },
+        )
 
 
 def record_login_failure(
@@ -209,18 +213,19 @@ def record_login_failure(
     # Only the username is copied: Django masks the password in ``credentials``, but nothing
     # else of what was typed belongs in the log.
     username = str(credentials.get(get_user_model().USERNAME_FIELD) or "")[:150]
-    audit_record(
-        actor=ANONYMOUS_ACTOR,
-        action="auth.login_failed",
-        object_type=_user_label(),
-        object_repr=username,
-        after={
-            "username": username,
-            "channel": _channel(request),
-            "ip_address": client_ip(request),
-            "reason": kwargs.get("reason", "credentials"),
-        },
-    )
+    with transaction.atomic():
+        audit_record(
+            actor=ANONYMOUS_ACTOR,
+            action=AuditAction.AUTH_LOGIN_FAILED,
+            object_type=_user_label(),
+            object_repr=username,
+            after={
+                "username": username,
+                "channel": _channel(request),
+                "ip_address": client_ip(request),
+                "reason": kwargs.get("reason", "credentials"),
+            },
+        )
 
 
 def record_lockout(
@@ -235,26 +240,27 @@ def record_lockout(
     username = str(username or "")[:150]
     ip_address = ip_address or ""
     lock_started = timezone.now() - timedelta(minutes=settings.LLMP_SIGNIN_LOCKOUT_MINUTES)
-    if AuditEvent.objects.filter(
-        action="auth.lockout",
-        object_repr=username,
-        after__ip_address=ip_address,
-        created_at__gte=lock_started,
-    ).exists():
-        return
-    audit_record(
-        actor=ANONYMOUS_ACTOR,
-        action="auth.lockout",
-        object_type=_user_label(),
-        object_repr=username,
-        after={
-            "username": username,
-            "ip_address": ip_address,
-            "channel": _channel(request),
-            "failure_limit": settings.AXES_FAILURE_LIMIT,
-            "cooloff_minutes": settings.LLMP_SIGNIN_LOCKOUT_MINUTES,
-        },
-    )
+    with transaction.atomic():
+        if AuditEvent.objects.filter(
+            action=AuditAction.AUTH_LOCKOUT,
+            object_repr=username,
+            after__ip_address=ip_address,
+            created_at__gte=lock_started,
+        ).exists():
+            return
+        audit_record(
+            actor=ANONYMOUS_ACTOR,
+            action=AuditAction.AUTH_LOCKOUT,
+            object_type=_user_label(),
+            object_repr=username,
+            after={
+                "username": username,
+                "ip_address": ip_address,
+                "channel": _channel(request),
+                "failure_limit": settings.AXES_FAILURE_LIMIT,
+                "cooloff_minutes": settings.LLMP_SIGNIN_LOCKOUT_MINUTES,
+            },
+        )
 
 
 def connect_audit_receivers() -> None:

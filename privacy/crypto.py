@@ -42,7 +42,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from llmplatform.audit import audit_record
+from llmplatform.actors import SYSTEM, Actor
+from llmplatform.audit import AuditAction, audit_record
 
 if TYPE_CHECKING:
     from privacy.models import DataSubject, SubjectKey
@@ -443,7 +444,7 @@ def decrypt(subject: DataSubject, blob: bytes, *, aad: bytes) -> str:
     return data.decode()
 
 
-def subject_key_destroy(subject: DataSubject, *, actor: Any = "system") -> bool:
+def subject_key_destroy(subject: DataSubject, *, actor: Actor = SYSTEM) -> bool:
     """Crypto-shred the subject's data: wipe the wrapped data key. Returns whether a key was
     destroyed now (False if there was none or it already was). Idempotent."""
     from privacy.models import SubjectKey
@@ -457,7 +458,7 @@ def subject_key_destroy(subject: DataSubject, *, actor: Any = "system") -> bool:
         subject_key.save(update_fields=["wrapped_key", "destroyed_at"])
         audit_record(
             actor=actor,
-            action="privacy.subject_key.destroy",
+            action=AuditAction.PRIVACY_SUBJECT_KEY_DESTROY,
             obj=subject_key,
             tenant=subject.tenant,
             before={"master_key_id": subject_key.master_key_id},
@@ -477,7 +478,7 @@ class RotationResult:
     batches: int = 0
 
 
-def master_key_rotate(*, actor: Any, batch_size: int = 500) -> RotationResult:
+def master_key_rotate(*, actor: Actor, batch_size: int = 500) -> RotationResult:
     """Re-wrap every live data key that the current master key did not wrap. Records are not
     touched (they are encrypted with the data keys, which do not change). Runs in batches, each
     in its own transaction with its audit row; safe to re-run after an interruption."""
@@ -515,7 +516,7 @@ def master_key_rotate(*, actor: Any, batch_size: int = 500) -> RotationResult:
             SubjectKey.objects.bulk_update(batch, ["wrapped_key", "master_key_id", "rewrapped_at"])
             audit_record(
                 actor=actor,
-                action="privacy.master_key.rotate",
+                action=AuditAction.PRIVACY_MASTER_KEY_ROTATE,
                 object_type="privacy.SubjectKey",
                 object_id=f"{batch[0].pk}-{batch[-1].pk}",
                 object_repr=f"{len(batch)} data keys",

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from llmplatform.actors import Actor
 from privacy import crypto, selectors, services
 from privacy.models import Conversation
 
-ERASURE_ACTOR = "system:erasure"
+ERASURE_ACTOR = Actor.system("system:erasure")
 
 
 def find_conversations(tenant_id: int, external_id: str) -> list[dict[str, Any]]:

@@ -6,14 +6,15 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
 from django.utils import timezone
 
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import Conflict, InvalidInput
 from llmplatform.models import Tenant
 from privacy import crypto, selectors, signals
 from privacy.models import (
@@ -34,6 +35,8 @@ _external_id_max_length = DataSubject._meta.get_field("external_id").max_length
 assert _external_id_max_length is not None  # external_id is a CharField: it has a max_length
 MAX_EXTERNAL_ID: int = _external_id_max_length
 PLAINTEXT_PERMISSION = "privacy.read_conversation_plaintext"
+# A browser's Sec-GPC: 1 header, honoured as the subject's opt-out.
+GPC_ACTOR = Actor.system("gpc-signal")
 
 
 # --------------------------------------------------------------------------- subjects
@@ -41,9 +44,11 @@ PLAINTEXT_PERMISSION = "privacy.read_conversation_plaintext"
 
 def check_external_id(external_id: str) -> str:
     if not isinstance(external_id, str) or not external_id.strip():
-        raise ValueError("the subject's user id must be a non-empty string")
+        raise InvalidInput("the subject's user id must be a non-empty string", param="user")
     if len(external_id) > MAX_EXTERNAL_ID:
-        raise ValueError(f"the subject's user id must be at most {MAX_EXTERNAL_ID} characters")
+        raise InvalidInput(
+            f"the subject's user id must be at most {MAX_EXTERNAL_ID} characters", param="user"
+        )
     return external_id
 
 
@@ -63,17 +68,17 @@ def subject_get_or_create(*, tenant: Tenant, external_id: str) -> DataSubject:
 
 
 def subject_register_email(
-    *, actor: Any, tenant: Tenant, external_id: str, email: str
+    *, actor: Actor, tenant: Tenant, external_id: str, email: str
 ) -> DataSubject:
     """Record the subject's contact email (encrypted with their data key, plus a keyed hash to
     find them by it), so they can later prove who they are on the public request page."""
     if not isinstance(email, str):
-        raise ValueError("email must be a string")
+        raise InvalidInput("email must be a string", param="email")
     email = email.strip()
     try:
         validate_email(email)
     except ValidationError:
-        raise ValueError("email is not a valid address") from None
+        raise InvalidInput("email is not a valid address", param="email") from None
     subject = subject_get_or_create(tenant=tenant, external_id=external_id)
     # Encrypted before the transaction: making the data key may call KMS.
     ciphertext = crypto.encrypt(subject, email, aad=crypto.record_aad(subject, "email"))
@@ -88,7 +93,7 @@ def subject_register_email(
         # Never the address itself.
         audit_record(
             actor=actor,
-            action="privacy.subject.register_email",
+            action=AuditAction.PRIVACY_SUBJECT_REGISTER_EMAIL,
             obj=subject,
             before=before,
             after={"email_registered": True},
@@ -96,7 +101,7 @@ def subject_register_email(
     return subject
 
 
-def subject_erase(*, actor: Any, subject: DataSubject) -> int:
+def subject_erase(*, actor: Actor, subject: DataSubject) -> int:
     """Erase a subject (GDPR Art. 17): delete their stored conversations, destroy their data key
     (crypto-shredding: anything still encrypted with it, backups and exports included, becomes
     unreadable), wipe the contact email and its hash, and retire the subject's id.
@@ -128,7 +133,7 @@ def subject_erase(*, actor: Any, subject: DataSubject) -> int:
         subject.save(update_fields=["external_id", "email_ciphertext", "email_hmac", "erased_at"])
         audit_record(
             actor=actor,
-            action="privacy.subject.erase",
+            action=AuditAction.PRIVACY_SUBJECT_ERASE,
             obj=subject,
             before=before,
             after={
@@ -150,7 +155,7 @@ def subject_erase(*, actor: Any, subject: DataSubject) -> int:
 
 def consent_set(
     *,
-    actor: Any,
+    actor: Actor,
     subject: DataSubject,
     purpose: str,
     granted: bool,
@@ -161,17 +166,21 @@ def consent_set(
     """Append a consent decision (granting and withdrawing are the same call). Withdrawing
     ``sale_sharing`` is the CCPA opt-out and sets ``do_not_sell``; granting it clears it."""
     if purpose not in Purpose.values:
-        raise ValueError(f"unknown purpose {purpose!r}; one of {', '.join(Purpose.values)}")
+        raise InvalidInput(
+            f"unknown purpose {purpose!r}; one of {', '.join(Purpose.values)}", param="purpose"
+        )
     if not isinstance(granted, bool):
-        raise ValueError("granted must be true or false")
+        raise InvalidInput("granted must be true or false", param="granted")
     if source not in Source.values:
-        raise ValueError(f"unknown source {source!r}")
+        raise InvalidInput(f"unknown source {source!r}", param="source")
     if subject.erased_at is not None:
-        raise ValueError("the subject was erased")
+        raise Conflict("the subject was erased")
     if policy_version is None:
         policy_version = selectors.privacy_policy_for(subject.tenant_id).policy_version
     if not isinstance(policy_version, str) or not 0 < len(policy_version) <= 32:
-        raise ValueError("policy_version must be a string of 1 to 32 characters")
+        raise InvalidInput(
+            "policy_version must be a string of 1 to 32 characters", param="policy_version"
+        )
     with transaction.atomic():
         previous = selectors.consent_latest(subject, purpose)
         record = ConsentRecord.objects.create(
@@ -180,7 +189,7 @@ def consent_set(
             granted=granted,
             policy_version=policy_version,
             source=source,
-            actor=actor_label(actor)[:200],
+            actor=actor.label,
             request_id=request_id[:128],
         )
         if purpose == Purpose.SALE_SHARING and subject.do_not_sell == granted:
@@ -188,7 +197,11 @@ def consent_set(
             DataSubject.objects.filter(pk=subject.pk).update(do_not_sell=subject.do_not_sell)
         audit_record(
             actor=actor,
-            action=f"privacy.consent.{'grant' if granted else 'withdraw'}",
+            action=(
+                AuditAction.PRIVACY_CONSENT_GRANT
+                if granted
+                else AuditAction.PRIVACY_CONSENT_WITHDRAW
+            ),
             obj=record,
             tenant=subject.tenant,
             object_repr=f"{purpose} of {subject}",
@@ -209,7 +222,7 @@ def consent_apply_gpc(*, subject: DataSubject, request_id: str = "") -> ConsentR
     if subject.do_not_sell:
         return None
     return consent_set(
-        actor="gpc-signal",
+        actor=GPC_ACTOR,
         subject=subject,
         purpose=Purpose.SALE_SHARING,
         granted=False,
@@ -308,11 +321,10 @@ def conversation_decrypt(conversation: Conversation) -> dict[str, str]:
     }
 
 
-def conversation_read_plaintext(*, actor: Any, conversation: Conversation) -> dict[str, str]:
+def conversation_read_plaintext(*, actor: Actor, conversation: Conversation) -> dict[str, str]:
     """The record's (redacted) prompt and response, for a person allowed to read them: needs
     the ``privacy.read_conversation_plaintext`` permission; every read is audited."""
-    has_perm = getattr(actor, "has_perm", None)
-    if not callable(has_perm) or not has_perm(PLAINTEXT_PERMISSION):
+    if not actor.has_perm(PLAINTEXT_PERMISSION):
         raise PermissionDenied(
             f"reading conversation plaintext needs the {PLAINTEXT_PERMISSION} permission"
         )
@@ -320,7 +332,7 @@ def conversation_read_plaintext(*, actor: Any, conversation: Conversation) -> di
         plaintext = conversation_decrypt(conversation)
         audit_record(
             actor=actor,
-            action="privacy.conversation.read_plaintext",
+            action=AuditAction.PRIVACY_CONVERSATION_READ_PLAINTEXT,
             obj=conversation,
             tenant=conversation.tenant,
             after={"subject_id": conversation.subject_id, "request_id": conversation.request_id},

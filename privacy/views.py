@@ -21,6 +21,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 from django_ratelimit.core import is_ratelimited
 
+from llmplatform.actors import Actor
 from llmplatform.models import Tenant
 from llmplatform.request_context import client_network
 from privacy.models import SubjectRequest
@@ -29,7 +30,7 @@ from privacy.subject_requests import selectors as request_selectors
 from privacy.subject_requests import services as request_services
 
 RATE_GROUP = "privacy.request"
-PUBLIC_ACTOR = "public_page"
+PUBLIC_ACTOR = Actor.anonymous("public_page")
 log = structlog.get_logger("privacy.requests")
 
 

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from gateway import services as gateway_services
 from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment, Tier
+from llmplatform.actors import SYSTEM, Actor
 from llmplatform.models import Membership
 from tests.browser import browser, page  # noqa: F401 - fixtures for every test module
 
@@ -177,8 +178,8 @@ class Principals:
 @pytest.fixture
 def principals(db, tier, django_user_model) -> Principals:
     create = gateway_services.tenant_create
-    tenant_a = create(actor=None, name="Tenant A", slug="tenant-a", tier=tier)
-    tenant_b = create(actor=None, name="Tenant B", slug="tenant-b", tier=tier)
+    tenant_a = create(actor=SYSTEM, name="Tenant A", slug="tenant-a", tier=tier)
+    tenant_b = create(actor=SYSTEM, name="Tenant B", slug="tenant-b", tier=tier)
     alice = django_user_model.objects.create_user("alice", password="alice-pass-123")
     bob = django_user_model.objects.create_user("bob", password="bob-pass-123")
     charlie = django_user_model.objects.create_user("charlie", password="charlie-pass-123")
@@ -191,7 +192,7 @@ def principals(db, tier, django_user_model) -> Principals:
 @pytest.fixture
 def key_a(principals) -> str:
     _, plaintext = gateway_services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="a-key"
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="a-key"
     )
     return plaintext
 
@@ -199,7 +200,7 @@ def key_a(principals) -> str:
 @pytest.fixture
 def key_b(principals) -> str:
     _, plaintext = gateway_services.api_key_create(
-        actor=principals.charlie, tenant=principals.tenant_b, name="b-key"
+        actor=Actor.for_user(principals.charlie), tenant=principals.tenant_b, name="b-key"
     )
     return plaintext
 

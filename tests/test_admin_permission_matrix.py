@@ -17,6 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from gateway import services
 from gateway.models import ApiKey
+from llmplatform.actors import Actor
 from llmplatform.admin.permissions import required_permissions
 from llmplatform.models import AuditEvent
 
@@ -157,7 +158,7 @@ def test_view_only_staff_cannot_rotate_or_revoke_a_key_but_change_staff_can(
     principals, django_user_model, action
 ):
     key, _ = services.api_key_create(
-        actor=principals.charlie, tenant=principals.tenant_b, name="b-key"
+        actor=Actor.for_user(principals.charlie), tenant=principals.tenant_b, name="b-key"
     )
     viewer = _user(django_user_model, "viewer", perms=_model_perms(ApiKey, "view"))
     changer = _user(django_user_model, "changer", perms=_model_perms(ApiKey, "view", "change"))

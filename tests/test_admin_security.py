@@ -22,6 +22,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from gateway import services as gateway_services
 from gateway.models import ApiKey, SecurityEvent, ServiceAccount
 from llmplatform import staff_signin
+from llmplatform.actors import SYSTEM, Actor
 from llmplatform.models import AuditEvent
 
 PASSWORD = "officer-pass-4821"
@@ -55,7 +56,7 @@ def officer(db, django_user_model):
     )
     # As an administrator (or `manage.py allow_enrolment`) would: enrolment is never on a
     # password alone.
-    staff_signin.enrolment_allow(actor="test", user=user)
+    staff_signin.enrolment_allow(actor=Actor.system("test"), user=user)
     return user
 
 
@@ -199,7 +200,7 @@ def test_an_officer_enrols_an_authenticator_then_signs_in_with_password_and_code
     user = django_user_model.objects.create_user(
         "officer", password=PASSWORD, is_staff=True, is_superuser=True
     )
-    staff_signin.enrolment_allow(actor="test", user=user)
+    staff_signin.enrolment_allow(actor=Actor.system("test"), user=user)
 
     page.goto(f"{gateway_server}/admin/")
     assert "/admin/login/" in page.url
@@ -278,7 +279,7 @@ def test_wrong_codes_count_towards_the_lockout(client, officer_device):
 
 def test_the_lock_is_per_username_and_address(client, officer, django_user_model):
     other_user = django_user_model.objects.create_user("other", password=PASSWORD, is_staff=True)
-    staff_signin.enrolment_allow(actor="test", user=other_user)
+    staff_signin.enrolment_allow(actor=Actor.system("test"), user=other_user)
     for _ in range(5):
         login(client, password="wrong-guess")
 
@@ -339,10 +340,10 @@ def test_the_rotate_action_shows_the_new_key_once_and_the_old_one_keeps_working(
 
 def test_the_disable_action_revokes_the_service_accounts_keys(officer_client, principals):
     account = gateway_services.service_account_create(
-        actor=None, tenant=principals.tenant_a, name="billing"
+        actor=SYSTEM, tenant=principals.tenant_a, name="billing"
     )
     key, _ = gateway_services.api_key_create(
-        actor=None, tenant=principals.tenant_a, name="svc", service_account=account
+        actor=SYSTEM, tenant=principals.tenant_a, name="svc", service_account=account
     )
 
     officer_client.post(
@@ -364,19 +365,19 @@ def _queries(client, url: str) -> int:
 def test_the_service_account_list_runs_a_fixed_number_of_queries(officer_client, principals):
     url = "/admin/gateway/serviceaccount/"
     account = gateway_services.service_account_create(
-        actor=None, tenant=principals.tenant_a, name="svc-0"
+        actor=SYSTEM, tenant=principals.tenant_a, name="svc-0"
     )
     gateway_services.api_key_create(
-        actor=None, tenant=principals.tenant_a, name="k", service_account=account
+        actor=SYSTEM, tenant=principals.tenant_a, name="k", service_account=account
     )
     few = _queries(officer_client, url)
     for n in range(1, 8):
         tenant = principals.tenant_a if n % 2 else principals.tenant_b
         account = gateway_services.service_account_create(
-            actor=None, tenant=tenant, name=f"svc-{n}"
+            actor=SYSTEM, tenant=tenant, name=f"svc-{n}"
         )
         gateway_services.api_key_create(
-            actor=None, tenant=tenant, name="k", service_account=account
+            actor=SYSTEM, tenant=tenant, name="k", service_account=account
         )
 
     many = _queries(officer_client, url)
@@ -510,7 +511,7 @@ def test_lifting_a_lockout_in_the_admin_is_audited(officer_client, client, djang
     from axes.models import AccessAttempt
 
     clerk = django_user_model.objects.create_user("clerk", password="clerk-pass-991", is_staff=True)
-    staff_signin.enrolment_allow(actor="test", user=clerk)
+    staff_signin.enrolment_allow(actor=Actor.system("test"), user=clerk)
     for _ in range(5):
         login(client, username="clerk", password="wrong-guess")
     attempt = AccessAttempt.objects.get(username="clerk")
@@ -596,7 +597,7 @@ def test_an_enrolment_grant_expires(client, django_user_model, settings):
 
     settings.LLMP_ENROLMENT_GRANT_HOURS = 24
     user = django_user_model.objects.create_user("newcomer", password=PASSWORD, is_staff=True)
-    staff_signin.enrolment_allow(actor="test", user=user)
+    staff_signin.enrolment_allow(actor=Actor.system("test"), user=user)
     with time_machine.travel(timezone.now() + timedelta(hours=25)):
         response = login(client, username="newcomer")
     assert response.status_code == 200

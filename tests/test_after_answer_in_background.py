@@ -16,6 +16,7 @@ from django.db import OperationalError
 
 from gateway.models import ModelVersion, SecurityEvent, UsageRecord
 from gateway.pipeline import authenticate
+from llmplatform.actors import Actor
 from privacy import selectors as privacy_selectors
 from privacy import services as privacy_services
 from privacy.models import ConsentRecord, Conversation
@@ -131,7 +132,7 @@ def test_a_consented_conversation_is_stored_after_the_answer(
     route_alias("default", upstream.base_url)
     subject = privacy_services.subject_get_or_create(tenant=principals.tenant_a, external_id="u-1")
     privacy_services.consent_set(
-        actor="test-app",
+        actor=Actor.system("test-app"),
         subject=subject,
         purpose=ConsentRecord.Purpose.STORE_CONVERSATIONS,
         granted=True,

@@ -16,6 +16,7 @@ from gateway import services as gateway_services
 from gateway.models import ModelVersion, Provider, SecurityEvent, UsageRecord
 from gateway.pipeline import guard, output, pii
 from gateway.providers.base import ChatDelta, ChatResult, Choice, Usage
+from llmplatform.actors import Actor
 from privacy.models import PrivacyPolicy
 from privacy.pii import Pseudonymizer
 
@@ -540,7 +541,10 @@ def test_embeddings_apply_the_pii_policy_and_the_scope(client, principals, key_a
         "input[1]",
     )
     _, chat_only = gateway_services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="chat-only", scopes=["chat"]
+        actor=Actor.for_user(principals.alice),
+        tenant=principals.tenant_a,
+        name="chat-only",
+        scopes=["chat"],
     )
     forbidden = embed(client, chat_only, {"model": "embed", "input": "hello"})
     assert forbidden.status_code == 403

@@ -9,8 +9,11 @@ import pytest
 from django.utils import timezone
 
 from gateway import services
+from gateway.errors import api_error_for
 from gateway.models import ApiKey
 from gateway.pipeline import authenticate
+from llmplatform import errors
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 
 from .conftest import route_alias
@@ -73,14 +76,14 @@ def test_it_rejects_a_revoked_key_within_the_cache_window(client, principals, ke
     route_alias("default", "http://127.0.0.1:9/v1")
     assert post(client, {"model": "nope", "messages": CHAT["messages"]}, key_a).status_code == 404
     key = ApiKey.objects.get(tenant=principals.tenant_a)
-    services.api_key_revoke(actor=principals.alice, key=key)
+    services.api_key_revoke(actor=Actor.for_user(principals.alice), key=key)
     assert_openai_error(post(client, CHAT, key_a), 401, "invalid_api_key")
     assert AuditEvent.objects.filter(action="api_key.revoke", object_id=str(key.pk)).exists()
 
 
 def test_it_rejects_an_expired_key(client, principals):
     _, plaintext = services.api_key_create(
-        actor=principals.alice,
+        actor=Actor.for_user(principals.alice),
         tenant=principals.tenant_a,
         name="old",
         expires_at=timezone.now() - timedelta(seconds=1),
@@ -96,7 +99,10 @@ def test_it_rejects_keys_of_a_deactivated_tenant(client, principals, key_a):
 
 def test_a_key_without_the_chat_scope_cannot_chat(client, principals):
     _, plaintext = services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="ro", scopes=["models:read"]
+        actor=Actor.for_user(principals.alice),
+        tenant=principals.tenant_a,
+        name="ro",
+        scopes=["models:read"],
     )
     assert_openai_error(post(client, CHAT, plaintext), 403, "insufficient_permissions")
     response = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {plaintext}")
@@ -268,3 +274,29 @@ def test_upstream_errors_name_no_provider_deployment_or_secret_reference(
         ):
             assert internal not in body, (internal, body)
     assert "context_length_exceeded" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status", "kind", "code"),
+    [
+        (
+            errors.InvalidInput("the overlap is too long", param="overlap"),
+            400,
+            "invalid_request_error",
+            "invalid_value",
+        ),
+        (errors.Conflict("this key was already rotated"), 409, "invalid_request_error", "conflict"),
+        (errors.NotFound("no such request"), 404, "invalid_request_error", "not_found"),
+        (
+            errors.Forbidden("only an owner may"),
+            403,
+            "permission_error",
+            "insufficient_permissions",
+        ),
+    ],
+)
+def test_each_kind_of_service_refusal_has_its_status_and_code(refusal, status, kind, code):
+    error = api_error_for(refusal).body()["error"]
+    assert api_error_for(refusal).status == status
+    assert (error["type"], error["code"], error["param"]) == (kind, code, refusal.param)
+    assert error["message"] == refusal.message[:1].upper() + refusal.message[1:]

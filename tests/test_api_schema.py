@@ -15,6 +15,7 @@ from django.core.management import call_command
 from gateway import services as gateway_services
 from gateway.api import urls as api_urls
 from gateway.models import Tier
+from llmplatform.actors import Actor
 from tests.conftest import route_alias
 from tests.upstreams import OpenAIUpstream
 
@@ -80,7 +81,10 @@ def upstream():
 def fuzz_key(principals, upstream) -> str:
     route_alias("default", upstream.base_url)
     _, plaintext = gateway_services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="fuzz", scopes=ALL_SCOPES
+        actor=Actor.for_user(principals.alice),
+        tenant=principals.tenant_a,
+        name="fuzz",
+        scopes=ALL_SCOPES,
     )
     return plaintext
 
@@ -273,7 +277,10 @@ def _api(client, method: str, path: str, key: str, body=None):
 @pytest.fixture
 def privacy_key(principals) -> str:
     _, plaintext = gateway_services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="p", scopes=ALL_SCOPES
+        actor=Actor.for_user(principals.alice),
+        tenant=principals.tenant_a,
+        name="p",
+        scopes=ALL_SCOPES,
     )
     return plaintext
 

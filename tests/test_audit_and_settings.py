@@ -13,6 +13,7 @@ from django.db import DatabaseError, connection, transaction
 
 from gateway import services
 from gateway.models import ApiKey
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.django_db
 def test_the_audit_log_refuses_changes_even_through_raw_sql(principals):
-    services.api_key_create(actor=principals.alice, tenant=principals.tenant_a, name="k")
+    services.api_key_create(
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="k"
+    )
     event = AuditEvent.objects.get(action="api_key.create")
     with pytest.raises(PermissionError):
         event.save()
@@ -53,12 +56,16 @@ def test_postgres_triggers_guard_the_audit_table(principals):
 @pytest.mark.django_db
 def test_key_creation_and_revocation_are_audited_in_the_same_transaction(principals):
     with pytest.raises(RuntimeError), transaction.atomic():
-        services.api_key_create(actor=principals.alice, tenant=principals.tenant_a, name="k")
+        services.api_key_create(
+            actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="k"
+        )
         raise RuntimeError("roll back")
     assert not ApiKey.objects.exists()
     assert not AuditEvent.objects.filter(action="api_key.create").exists()
-    key, _ = services.api_key_create(actor=principals.alice, tenant=principals.tenant_a, name="k")
-    services.api_key_revoke(actor=principals.bob, key=key)
+    key, _ = services.api_key_create(
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="k"
+    )
+    services.api_key_revoke(actor=Actor.for_user(principals.bob), key=key)
     events = list(
         AuditEvent.objects.filter(object_type="gateway.ApiKey", object_id=str(key.pk)).order_by(
             "id"

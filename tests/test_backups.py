@@ -26,6 +26,7 @@ from deployments import evidence
 from deployments.backups import engines, envelope, restore, selectors, services
 from deployments.backups.models import Backup, ErasureLedgerEntry, RestoreDrill
 from llmplatform import datamap
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 from privacy import crypto
 from privacy import services as privacy_services
@@ -64,7 +65,7 @@ def _subject(tenant, external_id: str, email: str) -> DataSubject:
     """A data subject with a contact email and one stored conversation (both encrypted with
     the subject's data key)."""
     subject = privacy_services.subject_register_email(
-        actor="test", tenant=tenant, external_id=external_id, email=email
+        actor=Actor.system("test"), tenant=tenant, external_id=external_id, email=email
     )
     prompt = crypto.encrypt(
         subject, f"prompt of {external_id}", aad=crypto.record_aad(subject, "prompt")
@@ -96,7 +97,7 @@ def data(principals, key_a, key_b):
 
 
 def _take_backup() -> Backup:
-    backup = services.backup_request(actor="test")
+    backup = services.backup_request(actor=Actor.system("test"))
     assert services.backup_run(backup.pk) is True
     backup.refresh_from_db()
     assert backup.state == Backup.State.SUCCEEDED, backup.error
@@ -207,7 +208,7 @@ def test_two_concurrent_claims_of_one_backup_run_it_once(store, principals):
         # whole tables across threads: the race is run on PostgreSQL.
         pytest.skip("needs postgres for two concurrent connections")
     s3, bucket = store
-    backup = services.backup_request(actor="test")
+    backup = services.backup_request(actor=Actor.system("test"))
     barrier = threading.Barrier(2)
     results: list[bool] = []
 
@@ -406,7 +407,9 @@ def test_a_restore_drill_verifies_records_and_drops_its_scratch_database(store, 
     backup = _take_backup()
     before = psql_databases() if connection.vendor == "postgresql" else None
 
-    report = restore.backup_restore(actor="test", reference=str(backup.pk), drill=True)
+    report = restore.backup_restore(
+        actor=Actor.system("test"), reference=str(backup.pk), drill=True
+    )
 
     assert report.verified and report.rows_verified == report.rows_compared
     drill = RestoreDrill.objects.get()

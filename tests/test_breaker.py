@@ -26,6 +26,7 @@ from gateway.resilience.breaker import (
 )
 from gateway.resilience.policy import ResiliencePolicy
 from gateway.resilience.redis_breaker import RedisBreaker
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 
 from .conftest import route_alias
@@ -280,7 +281,9 @@ def local_store():
 def test_forcing_a_breaker_is_audited_and_reaches_the_routing_table(admin_user, local_store):
     route_alias("default", "http://127.0.0.1:1/v1")
     deployment = ProviderDeployment.objects.get()
-    services.breaker_force(actor=admin_user, deployment=deployment, override="forced_open")
+    services.breaker_force(
+        actor=Actor.for_user(admin_user), deployment=deployment, override="forced_open"
+    )
     deployment.refresh_from_db()
     assert deployment.breaker_override == "forced_open"
     event = AuditEvent.objects.get(action="breaker.force")
@@ -295,7 +298,7 @@ def test_forcing_a_breaker_is_audited_and_reaches_the_routing_table(admin_user, 
 
     assert build_routes()["default"].plan().primary.policy.override == "forced_open"
 
-    services.breaker_force(actor=admin_user, deployment=deployment, override="auto")
+    services.breaker_force(actor=Actor.for_user(admin_user), deployment=deployment, override="auto")
     assert AuditEvent.objects.filter(action="breaker.force").count() == 2
 
 
@@ -305,7 +308,7 @@ def test_resetting_a_breaker_is_audited_and_closes_it(admin_user, local_store):
     deployment = ProviderDeployment.objects.get()
     policy = ResiliencePolicy(failure_threshold=1)
     asyncio.run(fail(local_store, 1, policy=policy, name=deployment.name))
-    services.breaker_reset(actor=admin_user, deployment=deployment)
+    services.breaker_reset(actor=Actor.for_user(admin_user), deployment=deployment)
     assert state_of(local_store, deployment.name, policy).state == "closed"
     event = AuditEvent.objects.get(action="breaker.reset")
     assert event.before["state"] == "open" and event.after == {"state": "closed"}

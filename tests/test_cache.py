@@ -10,6 +10,7 @@ from gateway import cache as response_cache
 from gateway import services
 from gateway.models import ModelVersion, TenantPlan, UsageRecord
 from gateway.pipeline import authenticate
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 
 from .conftest import route_alias
@@ -106,7 +107,10 @@ def test_the_invalidation_api_needs_the_admin_scope_and_clears_the_tenant(
     )
     assert denied.status_code == 403
     _, admin_key = services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="ops", scopes=["admin"]
+        actor=Actor.for_user(principals.alice),
+        tenant=principals.tenant_a,
+        name="ops",
+        scopes=["admin"],
     )
     done = httpx.post(
         url, json={"model": "default"}, headers={"Authorization": f"Bearer {admin_key}"}

@@ -32,7 +32,8 @@ from deployments.compliance.models import (
 )
 from deployments.compliance.tasks import run_evidence_checks
 from gateway.models import Provider, ProviderDeployment
-from llmplatform.audit import audit_record
+from llmplatform.actors import SYSTEM, Actor
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import AuditEvent, Tenant
 from privacy import crypto
 from privacy import services as privacy_services
@@ -75,10 +76,14 @@ def production_key(settings, tmp_path):
 
 def _store_conversation(tenant, user="user-1", text="hello"):
     subject = privacy_services.subject_register_email(
-        actor="app", tenant=tenant, external_id=user, email=f"{user}@ex.org"
+        actor=Actor.system("app"), tenant=tenant, external_id=user, email=f"{user}@ex.org"
     )
     privacy_services.consent_set(
-        actor="app", subject=subject, purpose="store_conversations", granted=True, source="api"
+        actor=Actor.system("app"),
+        subject=subject,
+        purpose="store_conversations",
+        granted=True,
+        source="api",
     )
     privacy_services.conversation_store(
         tenant=tenant,
@@ -245,12 +250,17 @@ def test_encryption_with_kms_passes_while_the_key_works_and_fails_when_it_does_n
         crypto.clear_kms_clients()
 
 
+def _write_an_audit_row() -> None:
+    with transaction.atomic():
+        audit_record(actor=SYSTEM, action=AuditAction.CACHE_INVALIDATE_ALIAS, object_type="x")
+
+
 @pytest.mark.django_db
 def test_audit_log_check_needs_an_event_in_the_last_24_hours():
     result = evidence.run(checks.AUDIT_LOG)
     assert not result.ok and "nothing written in the last 24 h" in result.summary.lower()
 
-    audit_record(actor="system", action="test.something", object_type="x")
+    _write_an_audit_row()
     result = evidence.run(checks.AUDIT_LOG)
     assert result.ok, result.summary
     assert "1 event in the last 24 h" in result.summary
@@ -258,7 +268,9 @@ def test_audit_log_check_needs_an_event_in_the_last_24_hours():
 
     # The checks' own re-runs do not count as the platform writing its trail.
     with time_machine.travel(timezone.now() + timedelta(hours=25)):
-        services.evidence_checks_run(actor="someone", trigger="manual", codes=[checks.TLS_REQUIRED])
+        services.evidence_checks_run(
+            actor=Actor.system("someone"), trigger="manual", codes=[checks.TLS_REQUIRED]
+        )
         result = evidence.run(checks.AUDIT_LOG)
         assert not result.ok and "0 events in the last 24 h" in result.summary
 
@@ -266,7 +278,7 @@ def test_audit_log_check_needs_an_event_in_the_last_24_hours():
 @pytest.mark.postgres
 @pytest.mark.django_db
 def test_audit_log_check_reads_the_postgres_trigger_and_fails_when_it_is_disabled():
-    audit_record(actor="system", action="test.something", object_type="x")
+    _write_an_audit_row()
     result = evidence.run(checks.AUDIT_LOG)
     assert result.ok, result.summary
     assert result.summary.startswith("Trigger llmp_audit_no_update refuses UPDATE and DELETE")
@@ -279,14 +291,14 @@ def test_audit_log_check_reads_the_postgres_trigger_and_fails_when_it_is_disable
     assert not result.ok
     assert "No enabled trigger refuses UPDATE and DELETE" in result.summary
     assert "the database accepted an UPDATE of an audit row" in result.summary
-    assert AuditEvent.objects.get().action == "test.something"  # the probe changed nothing
+    assert AuditEvent.objects.get().action == "cache.invalidate_alias"  # the probe changed nothing
 
 
 @pytest.mark.django_db
 def test_audit_log_check_on_sqlite_says_what_holds_and_fails_without_the_trigger(settings):
     if connection.vendor != "sqlite":
         pytest.skip("the SQLite catalog (the PostgreSQL one has its own test)")
-    audit_record(actor="system", action="test.something", object_type="x")
+    _write_an_audit_row()
     result = evidence.run(checks.AUDIT_LOG)
     assert result.ok
     assert (
@@ -508,7 +520,7 @@ def test_a_manual_item_is_not_attested_then_passing_then_expired_or_withdrawn(dj
 
     assert state() == selectors.NOT_ATTESTED
     attestation = services.attestation_create(
-        actor=officer,
+        actor=Actor.for_user(officer),
         item=item,
         note="DPAs signed with both providers",
         file=SimpleUploadedFile("dpa.pdf", b"%PDF-1.4 signed", content_type="application/pdf"),
@@ -522,7 +534,9 @@ def test_a_manual_item_is_not_attested_then_passing_then_expired_or_withdrawn(dj
     with time_machine.travel(timezone.now() + timedelta(days=366)):
         assert state() == selectors.EXPIRED
 
-    services.attestation_withdraw(actor=officer, attestation=attestation, reason="DPA lapsed")
+    services.attestation_withdraw(
+        actor=Actor.for_user(officer), attestation=attestation, reason="DPA lapsed"
+    )
     assert state() == selectors.NOT_ATTESTED
     assert AuditEvent.objects.filter(action="compliance.attestation_withdraw").exists()
 
@@ -536,12 +550,14 @@ def test_attestations_refuse_live_items_empty_evidence_and_unsafe_files(django_u
     manual = ComplianceItem.objects.get(framework__code="gdpr", code="dpa-signed")
     live = ComplianceItem.objects.get(framework__code="gdpr", code="storage-limitation")
     with pytest.raises(ValidationError, match="Live items"):
-        services.attestation_create(actor=officer, item=live, note="trust me")
+        services.attestation_create(actor=Actor.for_user(officer), item=live, note="trust me")
     with pytest.raises(ValidationError, match="a note, a file"):
-        services.attestation_create(actor=officer, item=manual, note="  ")
+        services.attestation_create(actor=Actor.for_user(officer), item=manual, note="  ")
     with pytest.raises(ValidationError, match=r"not 'page\.html'"):
         services.attestation_create(
-            actor=officer, item=manual, file=SimpleUploadedFile("page.html", b"<script>")
+            actor=Actor.for_user(officer),
+            item=manual,
+            file=SimpleUploadedFile("page.html", b"<script>"),
         )
     assert not Attestation.objects.exists()
 
@@ -571,7 +587,7 @@ def test_the_report_shows_each_items_state_and_evidence(
     services.evidence_checks_run(codes=[checks.TLS_REQUIRED, checks.SUBJECT_REQUESTS])
     item = ComplianceItem.objects.get(framework__code="gdpr", code="dpa-signed")
     attestation = services.attestation_create(
-        actor=officer,
+        actor=Actor.for_user(officer),
         item=item,
         note="Signed with Acme AI on 2026-01-10",
         file=SimpleUploadedFile("dpa.pdf", b"%PDF-1.4 signed", content_type="application/pdf"),

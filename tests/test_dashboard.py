@@ -34,6 +34,7 @@ from gateway.models import (
 from gateway.resilience import services as breaker_services
 from gateway.resilience.breaker import breaker_store
 from gateway.resilience.policy import policy_for
+from llmplatform.actors import SYSTEM, Actor
 from llmplatform.adminsite import dashboard as admin_dashboard
 from llmplatform.adminsite.dashboard import Figure
 from privacy.models import SubjectRequest
@@ -169,10 +170,12 @@ def test_open_breakers_are_counted_live_and_link_to_exactly_those(
     _open_breaker(deployments["failing"])
     _open_breaker(deployments["failing-but-forced-closed"])
     breaker_services.breaker_force(
-        actor=admin_user, deployment=deployments["forced-open"], override="forced_open"
+        actor=Actor.for_user(admin_user),
+        deployment=deployments["forced-open"],
+        override="forced_open",
     )
     breaker_services.breaker_force(
-        actor=admin_user,
+        actor=Actor.for_user(admin_user),
         deployment=deployments["failing-but-forced-closed"],
         override="forced_closed",
     )
@@ -392,7 +395,7 @@ def test_spend_is_shown_against_each_tenants_budgets_with_links_to_its_usage(
     _usage(b, cost="0.50")
     # Tenant C: neither spends nor has a budget: not listed.
     gateway_services.tenant_create(
-        actor=None, name="Tenant C", slug="tenant-c", tier=Tier.objects.get(name="pro")
+        actor=SYSTEM, name="Tenant C", slug="tenant-c", tier=Tier.objects.get(name="pro")
     )
 
     response = admin_client.get("/admin/")
@@ -428,7 +431,7 @@ def _populate(tenants: int) -> None:
     tier = Tier.objects.create(name=f"budgeted-{tenants}", daily_budget=Decimal("5"))
     for index in range(tenants):
         tenant = gateway_services.tenant_create(
-            actor=None, name=f"T{tenants}-{index}", slug=f"t{tenants}-{index}", tier=tier
+            actor=SYSTEM, name=f"T{tenants}-{index}", slug=f"t{tenants}-{index}", tier=tier
         )
         _usage(tenant, cost="1", pii=1)
         _event(tenant)

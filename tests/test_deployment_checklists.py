@@ -18,6 +18,7 @@ from deployments.rollouts.models import (
     Rollout,
     RolloutStep,
 )
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 
 from .rollouts_support import (  # noqa: F401 - fast_password_hashing is an autouse fixture
@@ -49,10 +50,14 @@ def rollout(principals, people, django_capture_on_commit_callbacks) -> Rollout:
     default_template()
     alias, v1, v2 = alias_with_two_versions("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
     created = services.rollout_create(
-        actor=people[2], alias=alias, stable_version=v1, candidate_version=v2, min_requests=10
+        actor=Actor.for_user(people[2]),
+        alias=alias,
+        stable_version=v1,
+        candidate_version=v2,
+        min_requests=10,
     )
     with django_capture_on_commit_callbacks(execute=True):
-        services.rollout_start(actor=people[2], rollout=created)
+        services.rollout_start(actor=Actor.for_user(people[2]), rollout=created)
     return created
 
 
@@ -74,9 +79,9 @@ def sign_all_pre_items(rollout: Rollout, people) -> None:
     ada, ben, _ = people
     for entry in rollout.checklist.items.filter(phase=Phase.PRE, automatic_check=""):
         for person in (ada, ben)[: entry.required_signoffs]:
-            services.checklist_item_sign_off(actor=person, item=entry)
+            services.checklist_item_sign_off(actor=Actor.for_user(person), item=entry)
     services.checklist_record_load_test(
-        actor=ada,
+        actor=Actor.for_user(ada),
         checklist=rollout.checklist,
         passed=True,
         summary="k6, 2x peak (400 rps) for 10 min, p95 1.2 s",
@@ -103,11 +108,14 @@ def test_a_rollout_gets_a_copy_of_the_seed_checklist(rollout):
 def test_an_item_needs_two_distinct_people_and_the_same_person_counts_once(rollout, people):
     ada, ben, _ = people
     review = item(rollout, "Code reviewed")
-    assert services.checklist_item_sign_off(actor=ada, item=review) is True
-    assert services.checklist_item_sign_off(actor=ada, item=review) is False
+    assert services.checklist_item_sign_off(actor=Actor.for_user(ada), item=review) is True
+    assert services.checklist_item_sign_off(actor=Actor.for_user(ada), item=review) is False
     assert review.signoffs.count() == 1
     assert not status(rollout, "Code reviewed").done
-    assert services.checklist_item_sign_off(actor=ben, item=review, note="LGTM") is True
+    assert (
+        services.checklist_item_sign_off(actor=Actor.for_user(ben), item=review, note="LGTM")
+        is True
+    )
     done = status(rollout, "Code reviewed")
     assert done.done and done.signers == ["ada", "ben"] and done.detail == "2 of 2 sign-off(s)"
     assert AuditEvent.objects.filter(action="rollout.signed_off").count() == 2
@@ -115,24 +123,30 @@ def test_an_item_needs_two_distinct_people_and_the_same_person_counts_once(rollo
 
 def test_automatic_items_cannot_be_signed_by_hand(rollout, people):
     with pytest.raises(services.RolloutError, match="computed"):
-        services.checklist_item_sign_off(actor=people[0], item=item(rollout, "Monitor error"))
+        services.checklist_item_sign_off(
+            actor=Actor.for_user(people[0]), item=item(rollout, "Monitor error")
+        )
 
 
 def test_open_pre_deployment_items_hold_a_canary_at_its_first_stage(rollout, people):
     ada, _ben, olivia = people
     with pytest.raises(services.RolloutGated) as gated:
-        services.rollout_advance(actor=ada, rollout=rollout)
+        services.rollout_advance(actor=Actor.for_user(ada), rollout=rollout)
     assert "Code reviewed by 2 engineers" in str(gated.value)
     assert len(gated.value.open_items) == 6  # the optional maintenance window does not hold
     rollout.refresh_from_db()
     assert rollout.candidate_percent == 5 and weights(rollout.alias) == {"v1": 95, "v2": 5}
     # Overriding needs the permission and a reason.
     with pytest.raises(services.RolloutError, match="permission"):
-        services.rollout_advance(actor=ada, rollout=rollout, override_reason="urgent fix")
+        services.rollout_advance(
+            actor=Actor.for_user(ada), rollout=rollout, override_reason="urgent fix"
+        )
     with pytest.raises(services.RolloutGated):
-        services.rollout_advance(actor=olivia, rollout=rollout, override_reason="   ")
+        services.rollout_advance(
+            actor=Actor.for_user(olivia), rollout=rollout, override_reason="   "
+        )
     services.rollout_advance(
-        actor=olivia,
+        actor=Actor.for_user(olivia),
         rollout=rollout,
         override_reason="Security fix; review done in the incident call",
     )
@@ -147,14 +161,17 @@ def test_open_pre_deployment_items_hold_a_canary_at_its_first_stage(rollout, peo
 
 def test_a_canary_advances_once_the_pre_deployment_items_are_done(rollout, people):
     sign_all_pre_items(rollout, people)
-    services.rollout_advance(actor=people[0], rollout=rollout)
+    services.rollout_advance(actor=Actor.for_user(people[0]), rollout=rollout)
     rollout.refresh_from_db()
     assert rollout.candidate_percent == 25 and not rollout.gate_overridden_by
 
 
 def test_a_failed_load_test_keeps_its_item_open(rollout, people):
     services.checklist_record_load_test(
-        actor=people[0], checklist=rollout.checklist, passed=False, summary="fell over at 1.4x peak"
+        actor=Actor.for_user(people[0]),
+        checklist=rollout.checklist,
+        passed=False,
+        summary="fell over at 1.4x peak",
     )
     load = status(rollout, "Load test passed")
     assert not load.done and "FAILED" in load.detail and "1.4x" in load.detail
@@ -164,10 +181,14 @@ def test_a_blue_green_switch_is_gated_like_a_second_stage(principals, people):
     default_template()
     alias, v1, v2 = alias_with_two_versions("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
     rollout = services.rollout_create(
-        actor=people[2], alias=alias, stable_version=v1, candidate_version=v2, strategy="blue_green"
+        actor=Actor.for_user(people[2]),
+        alias=alias,
+        stable_version=v1,
+        candidate_version=v2,
+        strategy="blue_green",
     )
     with pytest.raises(services.RolloutGated):
-        services.rollout_start(actor=people[0], rollout=rollout)
+        services.rollout_start(actor=Actor.for_user(people[0]), rollout=rollout)
     assert Rollout.objects.get(pk=rollout.pk).state == Rollout.State.PENDING
 
 

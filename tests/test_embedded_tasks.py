@@ -176,13 +176,14 @@ from datetime import timedelta
 from django.utils import timezone
 from privacy import services
 from privacy.models import Conversation
+from llmplatform.actors import Actor
 from llmplatform.models import Tenant
 
 tenant = Tenant.objects.get(slug="demo")
 for external_id, days in (("expired-subject", -1), ("current-subject", 30)):
     subject = services.subject_get_or_create(tenant=tenant, external_id=external_id)
-    services.consent_set(actor="test", subject=subject, purpose="store_conversations",
-                         granted=True, source="api")
+    services.consent_set(actor=Actor.system("test"), subject=subject,
+                         purpose="store_conversations", granted=True, source="api")
     record = services.conversation_store(tenant=tenant, external_id=external_id, alias="default",
                                          request_id="r-" + external_id, prompt="hi",
                                          response="hello")
@@ -218,21 +219,23 @@ def test_a_record_past_its_ttl_is_gone_within_one_purge_interval(platform: Runni
 
 _CONSENT = """
 from privacy import services
+from llmplatform.actors import Actor
 from llmplatform.models import Tenant
 subject = services.subject_get_or_create(tenant=Tenant.objects.get(slug="demo"),
                                          external_id="erin")
-services.consent_set(actor="test", subject=subject, purpose="store_conversations",
-                     granted=True, source="api")
+services.consent_set(actor=Actor.system("test"), subject=subject,
+                     purpose="store_conversations", granted=True, source="api")
 print("consented")
 """
 
 _ERASURE_REQUEST = """
 from privacy.subject_requests import services as request_services
 from privacy.models import SubjectRequest as SR
+from llmplatform.actors import Actor
 from llmplatform.models import Tenant
 request = request_services.subject_request_create(
     tenant=Tenant.objects.get(slug="demo"), kind=SR.Kind.ERASURE, law=SR.Law.GDPR,
-    source=SR.Source.API, external_id="erin", actor="test")
+    source=SR.Source.API, external_id="erin", actor=Actor.system("test"))
 print("REQUEST", request.pk, request.state)
 """
 
@@ -316,6 +319,7 @@ _CANARY = """
 from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment
 from deployments.rollouts import services
 from django.contrib.auth import get_user_model
+from llmplatform.actors import Actor
 
 alias = ModelAlias.objects.create(name="canary")
 versions = []
@@ -327,6 +331,7 @@ for version, url, weight in (("v1", "{stable}", 100), ("v2", "http://127.0.0.1:9
     versions.append(ModelVersion.objects.create(alias=alias, version=version,
                                                 deployment=deployment, weight=weight))
 officer = get_user_model().objects.get(username="admin")
+officer = Actor.for_user(officer)
 rollout = services.rollout_create(actor=officer, alias=alias, stable_version=versions[0],
                                   candidate_version=versions[1], stages=[50, 100],
                                   min_requests=5, with_checklist=False)

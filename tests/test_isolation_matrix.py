@@ -38,6 +38,7 @@ from django.test import Client
 
 from gateway import services as gateway_services
 from gateway.models import ApiKey, ModelAlias, SecurityEvent, ServiceAccount, Tier, UsageRecord
+from llmplatform.actors import SYSTEM, Actor
 from llmplatform.models import AuditEvent, Tenant
 from privacy import services as privacy_services
 from privacy.models import (
@@ -151,7 +152,7 @@ def api_world(principals, django_capture_on_commit_callbacks):
         tier_b = Tier.objects.create(name="b-tier", max_prompt_chars=2000)
         tier_a.allowed_aliases.set(ModelAlias.objects.filter(name__in=["default", "a-only"]))
         tier_b.allowed_aliases.set(ModelAlias.objects.filter(name="default"))
-        gateway_services.tenant_set_tier(actor=None, tenant=principals.tenant_b, tier=tier_b)
+        gateway_services.tenant_set_tier(actor=SYSTEM, tenant=principals.tenant_b, tier=tier_b)
         every_scope = [s.value for s in ApiKey.Scope]
         keys = {}
         for actor, tenant, scopes in [
@@ -160,7 +161,9 @@ def api_world(principals, django_capture_on_commit_callbacks):
             (CHARLIE, principals.tenant_b, every_scope),
         ]:
             _, keys[actor] = gateway_services.api_key_create(
-                actor=principals.alice if tenant == principals.tenant_a else principals.charlie,
+                actor=Actor.for_user(
+                    principals.alice if tenant == principals.tenant_a else principals.charlie
+                ),
                 tenant=tenant,
                 name=f"{actor}-app",
                 scopes=scopes,
@@ -171,10 +174,17 @@ def api_world(principals, django_capture_on_commit_callbacks):
             tenant=principals.tenant_a, external_id=A_SUBJECT
         )
         privacy_services.consent_set(
-            actor="test", subject=subject, purpose="store_conversations", granted=True, source="api"
+            actor=Actor.system("test"),
+            subject=subject,
+            purpose="store_conversations",
+            granted=True,
+            source="api",
         )
         privacy_services.subject_register_email(
-            actor="test", tenant=principals.tenant_a, external_id=A_SUBJECT, email=A_EMAIL
+            actor=Actor.system("test"),
+            tenant=principals.tenant_a,
+            external_id=A_SUBJECT,
+            email=A_EMAIL,
         )
         request = request_services.subject_request_create(
             tenant=principals.tenant_a,
@@ -182,7 +192,7 @@ def api_world(principals, django_capture_on_commit_callbacks):
             law="gdpr",
             source="api",
             external_id=A_SUBJECT,
-            actor="test",
+            actor=Actor.system("test"),
         )
         world = ApiWorld(
             keys=keys,
@@ -458,10 +468,10 @@ class PortalWorld:
 @pytest.fixture
 def portal_world(principals):
     key, _ = gateway_services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="a-portal-key"
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="a-portal-key"
     )
     account = gateway_services.service_account_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="a-etl"
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="a-etl"
     )
     UsageRecord.objects.create(
         tenant=principals.tenant_a,
@@ -673,9 +683,9 @@ def _erasure_receipt(principals) -> ErasureReceipt:
         law="gdpr",
         source="api",
         external_id="u-erased",
-        actor="test",
+        actor=Actor.system("test"),
     )
-    request_services.subject_request_approve(actor=principals.alice, request=erased)
+    request_services.subject_request_approve(actor=Actor.for_user(principals.alice), request=erased)
     execution.subject_request_execute(erased.pk)
     return ErasureReceipt.objects.get(request=erased)
 
@@ -687,7 +697,11 @@ def _conversation(principals) -> Conversation:
     policy.save()
     subject = privacy_services.subject_get_or_create(tenant=tenant, external_id=A_SUBJECT)
     privacy_services.consent_set(
-        actor="test", subject=subject, purpose="store_conversations", granted=True, source="api"
+        actor=Actor.system("test"),
+        subject=subject,
+        purpose="store_conversations",
+        granted=True,
+        source="api",
     )
     return privacy_services.conversation_store(
         tenant=tenant,
@@ -701,7 +715,7 @@ def _conversation(principals) -> Conversation:
 
 def _a_key(principals) -> ApiKey:
     return gateway_services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="a-key"
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="a-key"
     )[0]
 
 
@@ -710,7 +724,7 @@ A_RECORDS: dict[str, Callable] = {
     "llmplatform.tenant": lambda p: p.tenant_a,
     "llmplatform.auditevent": lambda p: AuditEvent.objects.filter(tenant=p.tenant_a).first(),
     "gateway.serviceaccount": lambda p: gateway_services.service_account_create(
-        actor=p.alice, tenant=p.tenant_a, name="a-etl"
+        actor=Actor.for_user(p.alice), tenant=p.tenant_a, name="a-etl"
     ),
     "gateway.apikey": _a_key,
     "gateway.usagerecord": lambda p: UsageRecord.objects.create(
@@ -730,7 +744,7 @@ A_RECORDS: dict[str, Callable] = {
         tenant=p.tenant_a, external_id=A_SUBJECT
     ),
     "privacy.consentrecord": lambda p: privacy_services.consent_set(
-        actor="test",
+        actor=Actor.system("test"),
         source="api",
         purpose="analytics",
         granted=True,
@@ -743,7 +757,7 @@ A_RECORDS: dict[str, Callable] = {
         law="gdpr",
         source="api",
         external_id=A_SUBJECT,
-        actor="test",
+        actor=Actor.system("test"),
     ),
     "privacy.erasurereceipt": _erasure_receipt,
 }

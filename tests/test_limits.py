@@ -18,6 +18,7 @@ import pytest
 from gateway import services
 from gateway.models import ApiKey, ProviderDeployment, UsageRecord
 from gateway.resilience.breaker import InProcessBreaker, set_breaker_store
+from llmplatform.actors import SYSTEM
 
 from .conftest import route_alias, set_tier, start_gateway_process
 from .upstreams import OpenAIUpstream
@@ -61,7 +62,7 @@ def test_a_key_over_its_per_minute_limit_gets_429_with_retry_after_and_headers(
 ):
     route_alias("default", upstream.base_url)
     set_tier(principals, key_requests_per_minute=2)
-    _, other_key = services.api_key_create(actor=None, tenant=principals.tenant_a, name="other")
+    _, other_key = services.api_key_create(actor=SYSTEM, tenant=principals.tenant_a, name="other")
 
     first, second, third = (chat(client, key_a) for _ in range(3))
     assert first.status_code == second.status_code == 200
@@ -93,7 +94,7 @@ def test_end_users_are_limited_one_by_one_and_the_tenant_over_all_its_keys(
     assert "end user's per-minute limit" in refused.json()["error"]["message"]
     assert chat(client, key_a, user="u2").status_code == 200
 
-    _, second_key = services.api_key_create(actor=None, tenant=principals.tenant_a, name="two")
+    _, second_key = services.api_key_create(actor=SYSTEM, tenant=principals.tenant_a, name="two")
     assert chat(client, second_key).status_code == 200  # the tenant's third this hour
     tenant_refused = chat(client, second_key)
     assert tenant_refused.status_code == 429
@@ -198,7 +199,7 @@ def test_a_key_budget_applies_to_that_key_only(client, principals, key_a, upstre
     refused = chat(client, key_a, max_tokens=5)
     assert refused.status_code == 429
     assert "API key's monthly budget" in refused.json()["error"]["message"]
-    _, other = services.api_key_create(actor=None, tenant=principals.tenant_a, name="other")
+    _, other = services.api_key_create(actor=SYSTEM, tenant=principals.tenant_a, name="other")
     assert chat(client, other, max_tokens=5).status_code == 200
 
 

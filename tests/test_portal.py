@@ -21,6 +21,7 @@ from playwright.sync_api import expect
 from gateway import services
 from gateway.models import ApiKey, ServiceAccount, UsageRecord
 from gateway.portal.views import NEW_KEY_SESSION, THROTTLED
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent, Membership
 
 PASSWORD_BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -311,7 +312,7 @@ def test_the_login_rate_limit_is_per_address_and_shows_a_form_error(client, prin
 def test_charlie_cannot_see_or_change_tenant_a(principals, key_a):
     key = ApiKey.objects.get(tenant=principals.tenant_a)
     account = services.service_account_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="etl"
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="etl"
     )
     charlie = signed_in(principals.charlie)
     for page_name in ("keys", "keys/new", "usage", "tier", "service-accounts"):
@@ -367,7 +368,7 @@ def test_a_tenants_own_pages_show_nothing_of_another_tenant(principals, key_a):
 def test_a_member_gets_403_for_every_owner_action(principals, key_a):
     key = ApiKey.objects.get(tenant=principals.tenant_a)
     account = services.service_account_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="etl"
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="etl"
     )
     bob = signed_in(principals.bob)
     assert bob.get("/portal/t/tenant-a/keys/").status_code == 200
@@ -416,15 +417,20 @@ def test_the_key_list_runs_a_fixed_number_of_queries(principals):
             assert alice.get("/portal/t/tenant-a/keys/").status_code == 200
         return len(queries)
 
-    services.api_key_create(actor=principals.alice, tenant=tenant, name="one")
+    services.api_key_create(actor=Actor.for_user(principals.alice), tenant=tenant, name="one")
     count()  # warm up: first-request work (content types, template loading) is not per key
     baseline = count()
-    account = services.service_account_create(actor=principals.alice, tenant=tenant, name="svc")
+    account = services.service_account_create(
+        actor=Actor.for_user(principals.alice), tenant=tenant, name="svc"
+    )
     for index in range(4):
         key, _ = services.api_key_create(
-            actor=principals.alice, tenant=tenant, name=f"k{index}", service_account=account
+            actor=Actor.for_user(principals.alice),
+            tenant=tenant,
+            name=f"k{index}",
+            service_account=account,
         )
-    services.api_key_rotate(actor=principals.alice, key=key)
+    services.api_key_rotate(actor=Actor.for_user(principals.alice), key=key)
     assert count() == baseline
 
 
@@ -433,7 +439,7 @@ def test_the_key_list_runs_a_fixed_number_of_queries(principals):
 
 def test_bad_key_input_gives_form_errors_not_a_500(principals):
     foreign = services.service_account_create(
-        actor=principals.charlie, tenant=principals.tenant_b, name="theirs"
+        actor=Actor.for_user(principals.charlie), tenant=principals.tenant_b, name="theirs"
     )
     alice = signed_in(principals.alice)
     response = alice.post(
@@ -465,15 +471,33 @@ def test_bad_key_input_gives_form_errors_not_a_500(principals):
     )
     assert not ApiKey.objects.exists()
 
-    key, _ = services.api_key_create(actor=principals.alice, tenant=principals.tenant_a, name="k")
+    key, _ = services.api_key_create(
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="k"
+    )
     response = alice.post(key_url("tenant-a", key.pk, "rotate"), {"overlap_hours": "9999"})
     assert response.status_code == 200
     assert "less than or equal to 720" in response.content.decode()
-    services.api_key_revoke(actor=principals.alice, key=key)
+    services.api_key_revoke(actor=Actor.for_user(principals.alice), key=key)
     response = alice.post(key_url("tenant-a", key.pk, "rotate"), {"overlap_hours": "1"})
     assert response.status_code == 200
     assert "A revoked or expired key cannot be rotated" in response.content.decode()
     assert ApiKey.objects.count() == 1
+
+
+def test_an_unexpected_failure_of_a_key_action_shows_no_detail(principals, monkeypatch):
+    key, _ = services.api_key_create(
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="k"
+    )
+
+    def broken(**fields):
+        raise ValueError("pepper p-4471 could not be read")
+
+    monkeypatch.setattr(services, "api_key_rotate", broken)
+    alice = signed_in(principals.alice)
+    alice.raise_request_exception = False
+    response = alice.post(key_url("tenant-a", key.pk, "rotate"), {"overlap_hours": "1"})
+    assert response.status_code == 500
+    assert "p-4471" not in response.content.decode()
 
 
 def test_portal_forms_need_a_csrf_token(principals):

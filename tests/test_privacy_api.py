@@ -8,6 +8,8 @@ import json
 import pytest
 
 from gateway import services
+from llmplatform.actors import SYSTEM
+from privacy import services as privacy_services
 from privacy.models import ConsentRecord, Conversation, DataSubject
 from privacy.services import conversation_decrypt
 
@@ -90,6 +92,29 @@ def test_bad_consent_input_is_a_typed_400(client, principals, key_a):
     assert api(client, "delete", path, key_a).status_code == 405
 
 
+def test_a_refusal_names_its_field_and_an_unexpected_failure_tells_nothing(
+    client, principals, key_a, monkeypatch
+):
+    path = "/v1/privacy/subjects/u1"
+    refused = api(client, "put", path, key_a, {"email": "not-an-email"})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == {
+        "message": "Email is not a valid address",
+        "type": "invalid_request_error",
+        "param": "email",
+        "code": "invalid_value",
+    }
+
+    def broken(**fields):
+        raise ValueError("could not store jane.doe@example.org under data key dk-7731")
+
+    monkeypatch.setattr(privacy_services, "subject_register_email", broken)
+    failed = api(client, "put", path, key_a, {"email": "jane.doe@example.org"})
+    assert failed.status_code == 500
+    assert failed.json()["error"]["code"] == "internal_error"
+    assert "jane.doe" not in failed.content.decode() and "dk-7731" not in failed.content.decode()
+
+
 @pytest.mark.parametrize("source", ["public_page", "portal", "gpc", "admin"])
 def test_an_app_cannot_label_its_consent_as_coming_from_the_platforms_own_pages(
     client, principals, key_a, source
@@ -117,7 +142,7 @@ def test_an_app_cannot_label_its_consent_as_coming_from_the_platforms_own_pages(
 
 def test_a_key_without_the_privacy_scope_is_refused(client, principals):
     _, chat_only = services.api_key_create(
-        actor=None, tenant=principals.tenant_a, name="c", scopes=["chat"]
+        actor=SYSTEM, tenant=principals.tenant_a, name="c", scopes=["chat"]
     )
     response = api(client, "get", "/v1/privacy/subjects/u1/consent", chat_only)
     assert response.status_code == 403

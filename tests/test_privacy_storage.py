@@ -21,6 +21,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from llmplatform import datamap
+from llmplatform.actors import Actor
+from llmplatform.errors import InvalidInput
 from llmplatform.models import AuditEvent
 from privacy import crypto, selectors, services
 from privacy.api import handlers
@@ -65,7 +67,11 @@ def consent(
     source: str = Source.API,
 ) -> ConsentRecord:
     return services.consent_set(
-        actor="test-app", subject=subject, purpose=purpose, granted=granted, source=source
+        actor=Actor.system("test-app"),
+        subject=subject,
+        purpose=purpose,
+        granted=granted,
+        source=source,
     )
 
 
@@ -300,7 +306,7 @@ def test_master_key_rotation_rewraps_data_keys_without_touching_records(
         services.conversation_decrypt(conversation)
 
     settings.LLMP_MASTER_KEYS_PREVIOUS = [old_master]
-    result = crypto.master_key_rotate(actor=principals.alice)
+    result = crypto.master_key_rotate(actor=Actor.for_user(principals.alice))
     assert result.rewrapped == 1
     new_key = SubjectKey.objects.get(subject=subject_a)
     assert new_key.master_key_id == crypto.current_provider().current_key_id()
@@ -318,7 +324,7 @@ def test_master_key_rotation_rewraps_data_keys_without_touching_records(
     event = AuditEvent.objects.get(action="privacy.master_key.rotate")
     assert event.actor == "user:alice" and event.after["rewrapped"] == 1
     # A second run has nothing left to do.
-    assert crypto.master_key_rotate(actor=principals.alice).rewrapped == 0
+    assert crypto.master_key_rotate(actor=Actor.for_user(principals.alice)).rewrapped == 0
 
 
 def test_the_rotate_command_reports_what_it_did(principals, subject_a, settings, capsys):
@@ -334,7 +340,7 @@ def test_destroyed_keys_are_not_rewrapped(principals, subject_a, settings):
     crypto.subject_key_destroy(subject_a)
     settings.LLMP_MASTER_KEYS_PREVIOUS = [settings.LLMP_MASTER_KEY]
     settings.LLMP_MASTER_KEY = new_master_key()
-    assert crypto.master_key_rotate(actor="test").rewrapped == 0
+    assert crypto.master_key_rotate(actor=Actor.system("test")).rewrapped == 0
     assert SubjectKey.objects.get(subject=subject_a).wrapped_key is None
 
 
@@ -394,7 +400,7 @@ def test_kms_rotation_reencrypts_under_the_new_key(principals, subject_a, kms, s
     consent(subject_a)
     conversation = store(principals.tenant_a)
     settings.LLMP_KMS_KEY_ID = alias_2
-    assert crypto.master_key_rotate(actor="test").rewrapped == 1
+    assert crypto.master_key_rotate(actor=Actor.system("test")).rewrapped == 1
     assert SubjectKey.objects.get(subject=subject_a).master_key_id == arn_2
     # The old KMS key is disabled: records are read through the new one.
     kms.disable_key(KeyId=arn_1.rsplit("/", 1)[-1])
@@ -409,7 +415,7 @@ def test_rotation_moves_local_keys_into_kms(principals, subject_a, kms, settings
     alias, arn = new_kms_key(kms)
     settings.LLMP_KEY_PROVIDER = "kms"
     settings.LLMP_KMS_KEY_ID = alias
-    assert crypto.master_key_rotate(actor="test").rewrapped == 1
+    assert crypto.master_key_rotate(actor=Actor.system("test")).rewrapped == 1
     settings.LLMP_MASTER_KEY = None
     crypto.data_key_cache.clear()
     assert SubjectKey.objects.get(subject=subject_a).master_key_id == arn
@@ -437,18 +443,24 @@ def test_reading_plaintext_needs_the_permission_and_is_audited(principals, subje
     consent(subject_a)
     conversation = store(principals.tenant_a)
     with pytest.raises(PermissionDenied):
-        services.conversation_read_plaintext(actor=principals.bob, conversation=conversation)
+        services.conversation_read_plaintext(
+            actor=Actor.for_user(principals.bob), conversation=conversation
+        )
     with pytest.raises(PermissionDenied):
-        services.conversation_read_plaintext(actor="some-service", conversation=conversation)
+        services.conversation_read_plaintext(
+            actor=Actor.system("some-service"), conversation=conversation
+        )
     assert not AuditEvent.objects.filter(action="privacy.conversation.read_plaintext").exists()
 
     principals.bob.user_permissions.add(
         Permission.objects.get(codename="read_conversation_plaintext")
     )
     bob = type(principals.bob).objects.get(pk=principals.bob.pk)  # fresh permission cache
-    plaintext = services.conversation_read_plaintext(actor=bob, conversation=conversation)
+    plaintext = services.conversation_read_plaintext(
+        actor=Actor.for_user(bob), conversation=conversation
+    )
     assert "banana split" in plaintext["prompt"]
-    services.conversation_read_plaintext(actor=bob, conversation=conversation)
+    services.conversation_read_plaintext(actor=Actor.for_user(bob), conversation=conversation)
     events = AuditEvent.objects.filter(action="privacy.conversation.read_plaintext")
     assert events.count() == 2
     event = events.first()
@@ -544,7 +556,7 @@ def test_the_consent_api_sets_and_reads_consent(principals):
         tenant_id,
         "u-9",
         {"consents": {"store_conversations": True, "analytics": False}},
-        actor="apikey:test",
+        actor=Actor.system("apikey:test"),
         gpc=False,
         request_id="r1",
     )
@@ -557,7 +569,7 @@ def test_the_consent_api_sets_and_reads_consent(principals):
         tenant_id,
         "u-9",
         {"purpose": "store_conversations", "granted": False, "source": "api"},
-        actor="apikey:test",
+        actor=Actor.system("apikey:test"),
         gpc=False,
     )
     assert reply["consent"]["store_conversations"] == {
@@ -573,7 +585,7 @@ def test_another_tenant_sees_nothing_of_a_subject(principals):
         principals.tenant_a.pk,
         "u-9",
         {"purpose": "store_conversations", "granted": True},
-        actor="apikey:a",
+        actor=Actor.system("apikey:a"),
         gpc=False,
     )
     reply = handlers.get_consent(principals.tenant_b.pk, "u-9")
@@ -595,8 +607,10 @@ def test_another_tenant_sees_nothing_of_a_subject(principals):
     ],
 )
 def test_the_consent_api_rejects_bad_input_clearly(principals, body, message):
-    with pytest.raises(ValueError, match=message):
-        handlers.set_consent(principals.tenant_a.pk, "u-9", body, actor="a", gpc=False)
+    with pytest.raises(InvalidInput, match=message):
+        handlers.set_consent(
+            principals.tenant_a.pk, "u-9", body, actor=Actor.system("a"), gpc=False
+        )
     assert ConsentRecord.objects.count() == 0
 
 
@@ -605,24 +619,27 @@ def test_the_consent_api_honours_gpc(principals):
         principals.tenant_a.pk,
         "u-9",
         {"purpose": "analytics", "granted": True},
-        actor="a",
+        actor=Actor.system("a"),
         gpc=True,
     )
     assert reply["do_not_sell"] is True
     assert reply["consent"]["sale_sharing"]["source"] == "gpc"
-    with pytest.raises(ValueError, match="Sec-GPC"):
+    with pytest.raises(InvalidInput, match="Sec-GPC"):
         handlers.set_consent(
             principals.tenant_a.pk,
             "u-9",
             {"purpose": "sale_sharing", "granted": True},
-            actor="a",
+            actor=Actor.system("a"),
             gpc=True,
         )
 
 
 def test_registering_an_email_stores_it_encrypted_and_never_logs_it(principals):
     reply = handlers.register_subject(
-        principals.tenant_a.pk, "u-9", {"email": "Jane.Doe@Example.org"}, actor="apikey:a"
+        principals.tenant_a.pk,
+        "u-9",
+        {"email": "Jane.Doe@Example.org"},
+        actor=Actor.system("apikey:a"),
     )
     assert reply == {"user": "u-9", "email_registered": True}
     subject = DataSubject.objects.get(external_id="u-9")
@@ -634,8 +651,10 @@ def test_registering_an_email_stores_it_encrypted_and_never_logs_it(principals):
     )
     event = AuditEvent.objects.get(action="privacy.subject.register_email")
     assert "jane" not in (str(event.before) + str(event.after) + event.object_repr).lower()
-    with pytest.raises(ValueError, match="valid address"):
-        handlers.register_subject(principals.tenant_a.pk, "u-9", {"email": "nope"}, actor="a")
+    with pytest.raises(InvalidInput, match="valid address"):
+        handlers.register_subject(
+            principals.tenant_a.pk, "u-9", {"email": "nope"}, actor=Actor.system("a")
+        )
 
 
 # --------------------------------------------------------------------------- the data map
@@ -643,7 +662,9 @@ def test_registering_an_email_stores_it_encrypted_and_never_logs_it(principals):
 
 def test_the_data_map_finds_and_erases_a_subject(principals):
     tenant = principals.tenant_a
-    handlers.register_subject(tenant.pk, "u-9", {"email": "jane@example.org"}, actor="a")
+    handlers.register_subject(
+        tenant.pk, "u-9", {"email": "jane@example.org"}, actor=Actor.system("a")
+    )
     subject = DataSubject.objects.get(external_id="u-9")
     consent(subject)
     store(tenant, user="u-9")

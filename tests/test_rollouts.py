@@ -18,6 +18,7 @@ from deployments.rollouts import selectors, services, tasks
 from deployments.rollouts.models import Rollout, RolloutStep
 from gateway.models import Tier, UsageRecord
 from gateway.pipeline import authenticate
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 from privacy.models import PrivacyPolicy
 
@@ -63,7 +64,11 @@ def upstreams():
 def _canary(officer, alias, stable, candidate, **fields) -> Rollout:
     fields.setdefault("with_checklist", False)
     return services.rollout_create(
-        actor=officer, alias=alias, stable_version=stable, candidate_version=candidate, **fields
+        actor=Actor.for_user(officer),
+        alias=alias,
+        stable_version=stable,
+        candidate_version=candidate,
+        **fields,
     )
 
 
@@ -78,7 +83,7 @@ def test_a_canary_whose_candidate_fails_rolls_itself_back_and_traffic_returns_to
     candidate_up.behaviour = "error500"
     alias, v1, v2 = alias_with_two_versions(stable_up.base_url, candidate_up.base_url)
     rollout = _canary(officer, alias, v1, v2, stages=[25, 50, 100], min_requests=5)
-    services.rollout_start(actor=officer, rollout=rollout)
+    services.rollout_start(actor=Actor.for_user(officer), rollout=rollout)
     assert weights(alias) == {"v1": 75, "v2": 25}
 
     served = Counter()
@@ -101,7 +106,10 @@ def test_a_canary_whose_candidate_fails_rolls_itself_back_and_traffic_returns_to
     assert {(r.status_code, r.headers["x-llmp-model-version"]) for r in after} == {(200, "v1")}
 
     step = rollout.steps.get(action=Action.AUTO_ROLLED_BACK)
-    assert step.actor == services.GUARD_ACTOR and (step.from_percent, step.to_percent) == (25, 0)
+    assert step.actor == services.GUARD_ACTOR.label and (step.from_percent, step.to_percent) == (
+        25,
+        0,
+    )
     assert step.figures["candidate"]["errors"] == failed
     assert step.figures["candidate"]["error_rate"] == 100.0
     assert step.figures["stable"]["error_rate"] == 0.0
@@ -111,7 +119,7 @@ def test_a_canary_whose_candidate_fails_rolls_itself_back_and_traffic_returns_to
     assert alert.to == ["olivia@example.org"] and "rolled back" in alert.subject
     assert "v1" in alert.body and f"/admin/rollouts/rollout/{rollout.pk}/change/" in alert.body
     event = AuditEvent.objects.get(action="rollout.auto_rolled_back")
-    assert event.actor == services.GUARD_ACTOR and event.after["state"] == "rolled_back"
+    assert event.actor == services.GUARD_ACTOR.label and event.after["state"] == "rolled_back"
     # A second evaluation finds nothing to do.
     assert tasks.evaluate_rollouts() == {}
 
@@ -125,14 +133,16 @@ def test_blue_green_switches_and_switches_back_on_the_next_request(
     rollout = _canary(officer, alias, v1, v2, strategy=Rollout.Strategy.BLUE_GREEN)
     assert chat(gateway_server, key_a).json()["choices"][0]["message"]["content"] == "from stable"
 
-    services.rollout_start(actor=officer, rollout=rollout)
+    services.rollout_start(actor=Actor.for_user(officer), rollout=rollout)
     # The green slot answered a health probe before it got any traffic.
     assert candidate_up.requests[0].json["max_tokens"] == 1
     switched = chat(gateway_server, key_a)
     assert switched.headers["x-llmp-model-version"] == "v2"
     assert switched.json()["choices"][0]["message"]["content"] == "from candidate"
 
-    services.rollout_switch_back(actor=officer, rollout=rollout, reason="customer complaint")
+    services.rollout_switch_back(
+        actor=Actor.for_user(officer), rollout=rollout, reason="customer complaint"
+    )
     back = chat(gateway_server, key_a)
     assert back.headers["x-llmp-model-version"] == "v1"
     assert back.json()["choices"][0]["message"]["content"] == "from stable"
@@ -157,11 +167,11 @@ def test_a_version_change_bumps_the_cache_namespace(
     assert chat(gateway_server, key_a, temperature=0).headers["X-Cache"] == "MISS"
     assert chat(gateway_server, key_a, temperature=0).headers["X-Cache"] == "HIT"
 
-    services.rollout_start(actor=officer, rollout=rollout)
+    services.rollout_start(actor=Actor.for_user(officer), rollout=rollout)
     green = chat(gateway_server, key_a, temperature=0)
     assert (green.headers["X-Cache"], green.headers["x-llmp-model-version"]) == ("MISS", "v2")
 
-    services.rollout_switch_back(actor=officer, rollout=rollout)
+    services.rollout_switch_back(actor=Actor.for_user(officer), rollout=rollout)
     stable_calls = len(stable_up.requests)
     blue = chat(gateway_server, key_a, temperature=0)
     # The answer v1 gave before the switch is not served again: the namespace moved on.
@@ -176,7 +186,7 @@ def test_a_canary_split_keeps_each_user_on_one_version(
     stable_up, candidate_up = upstreams
     alias, v1, v2 = alias_with_two_versions(stable_up.base_url, candidate_up.base_url)
     rollout = _canary(officer, alias, v1, v2, stages=[25, 50, 100])
-    services.rollout_start(actor=officer, rollout=rollout)
+    services.rollout_start(actor=Actor.for_user(officer), rollout=rollout)
     users = [f"user-{i}" for i in range(30)]
 
     def versions() -> dict[str, str]:
@@ -187,7 +197,7 @@ def test_a_canary_split_keeps_each_user_on_one_version(
     at_25 = versions()
     assert versions() == at_25  # the same user lands on the same version every time
     assert set(at_25.values()) == {"v1", "v2"}
-    services.rollout_advance(actor=officer, rollout=rollout)
+    services.rollout_advance(actor=Actor.for_user(officer), rollout=rollout)
     at_50 = versions()
     moved = {u for u in users if at_25[u] != at_50[u]}
     # Growing the candidate's share moves users from stable to candidate, never back.
@@ -203,7 +213,7 @@ def test_a_candidate_that_fails_its_health_probe_gets_no_traffic(
     alias, v1, v2 = alias_with_two_versions(stable_up.base_url, candidate_up.base_url)
     rollout = _canary(officer, alias, v1, v2, strategy=Rollout.Strategy.BLUE_GREEN)
     with pytest.raises(services.RolloutError, match="health probe"):
-        services.rollout_start(actor=officer, rollout=rollout)
+        services.rollout_start(actor=Actor.for_user(officer), rollout=rollout)
     rollout.refresh_from_db()
     assert rollout.state == Rollout.State.PENDING and weights(alias) == {"v1": 100, "v2": 0}
     probe = rollout.steps.get(action=Action.HEALTH_PROBE)
@@ -218,7 +228,7 @@ def live_canary(db, principals, officer, django_capture_on_commit_callbacks):
     alias, v1, v2 = alias_with_two_versions("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
     rollout = _canary(officer, alias, v1, v2, min_requests=20)
     with django_capture_on_commit_callbacks(execute=True):
-        services.rollout_start(actor=officer, rollout=rollout)
+        services.rollout_start(actor=Actor.for_user(officer), rollout=rollout)
     return rollout
 
 
@@ -280,7 +290,7 @@ def test_a_scheduled_canary_advances_only_with_enough_healthy_traffic(
         advance_every=timedelta(minutes=30),
     )
     with django_capture_on_commit_callbacks(execute=True):
-        services.rollout_start(actor=officer, rollout=rollout)
+        services.rollout_start(actor=Actor.for_user(officer), rollout=rollout)
     usage_rows(principals.tenant_a, "default", "v2", 10)
     assert services.rollout_evaluate(rollout_id=rollout.pk) == "healthy"  # not due yet
     time_machine.move_to(timezone.now() + timedelta(minutes=31))
@@ -295,8 +305,8 @@ def test_a_scheduled_canary_advances_only_with_enough_healthy_traffic(
     rollout.refresh_from_db()
     assert rollout.state == Rollout.State.COMPLETED
     assert list(rollout.steps.values_list("actor", flat=True))[-2:] == [
-        services.SCHEDULE_ACTOR,
-        services.SCHEDULE_ACTOR,
+        services.SCHEDULE_ACTOR.label,
+        services.SCHEDULE_ACTOR.label,
     ]
 
 
@@ -309,9 +319,9 @@ def test_the_management_command_evaluates_once(live_canary, principals, capsys):
 
 def test_a_stale_rollout_cannot_be_moved_twice(live_canary, officer):
     stale = Rollout.objects.get(pk=live_canary.pk)
-    services.rollout_rollback(actor=officer, rollout=live_canary, reason="by hand")
+    services.rollout_rollback(actor=Actor.for_user(officer), rollout=live_canary, reason="by hand")
     with pytest.raises(services.RolloutError):
-        services.rollout_advance(actor=officer, rollout=stale)
+        services.rollout_advance(actor=Actor.for_user(officer), rollout=stale)
     assert live_canary.steps.filter(action=Action.ROLLED_BACK).count() == 1
 
 
@@ -324,10 +334,10 @@ def test_only_one_unfinished_rollout_per_alias(live_canary, officer):
 
 def test_rollouts_in_progress_lists_live_rollouts_only(live_canary, officer):
     assert list(selectors.rollouts_in_progress()) == [live_canary]
-    services.rollout_pause(actor=officer, rollout=live_canary)
+    services.rollout_pause(actor=Actor.for_user(officer), rollout=live_canary)
     assert list(selectors.rollouts_in_progress()) == [live_canary]
-    services.rollout_resume(actor=officer, rollout=live_canary)
-    services.rollout_rollback(actor=officer, rollout=live_canary)
+    services.rollout_resume(actor=Actor.for_user(officer), rollout=live_canary)
+    services.rollout_rollback(actor=Actor.for_user(officer), rollout=live_canary)
     assert list(selectors.rollouts_in_progress()) == []
 
 
@@ -385,7 +395,7 @@ def test_the_rollout_list_runs_a_fixed_number_of_queries(
         )
         rollout = _canary(officer, alias, v1, v2)
         with django_capture_on_commit_callbacks(execute=True):
-            services.rollout_start(actor=officer, rollout=rollout)
+            services.rollout_start(actor=Actor.for_user(officer), rollout=rollout)
 
     live_rollout("first")
     one = _list_queries(admin_client)

@@ -31,6 +31,7 @@ from django.core import serializers
 
 from gateway import services as gateway_services
 from gateway.models import ApiKey, SecurityEvent, Tier, UsageRecord
+from llmplatform.actors import Actor
 from llmplatform.logging import json_formatter
 from llmplatform.models import AuditEvent
 from privacy import services as privacy_services
@@ -135,10 +136,13 @@ def setup(transactional_db, principals, upstream, settings):
     Tier.objects.filter(name="pro").update(screening_mode="block")
     every_scope = [s.value for s in ApiKey.Scope]
     _, key_a = gateway_services.api_key_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="a-app", scopes=every_scope
+        actor=Actor.for_user(principals.alice),
+        tenant=principals.tenant_a,
+        name="a-app",
+        scopes=every_scope,
     )
     _, key_b = gateway_services.api_key_create(
-        actor=principals.charlie, tenant=principals.tenant_b, name="b-app"
+        actor=Actor.for_user(principals.charlie), tenant=principals.tenant_b, name="b-app"
     )
     PrivacyPolicy.objects.update_or_create(
         tenant=principals.tenant_a,
@@ -146,7 +150,11 @@ def setup(transactional_db, principals, upstream, settings):
     )
     subject = privacy_services.subject_get_or_create(tenant=principals.tenant_a, external_id="u-1")
     privacy_services.consent_set(
-        actor="test", subject=subject, purpose="store_conversations", granted=True, source="api"
+        actor=Actor.system("test"),
+        subject=subject,
+        purpose="store_conversations",
+        granted=True,
+        source="api",
     )
     return {"a": key_a, "b": key_b}
 

@@ -10,6 +10,7 @@ from django.test import Client
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -219,7 +220,7 @@ def test_the_portal_is_no_way_round_the_admins_enrolment_grant(principals, djang
     assert refused.status_code == 403
     assert not TOTPDevice.objects.filter(user=staff).exists()
 
-    grant = staff_signin.enrolment_allow(actor="test", user=staff)
+    grant = staff_signin.enrolment_allow(actor=Actor.system("test"), user=staff)
     page = client.get("/portal/account/security/")
     assert b'data-testid="totp-secret"' in page.content
     response = client.post(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core import mail
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -21,6 +21,7 @@ from django.urls import reverse
 # Registers the subject-request admin (``privacy.admin`` imports it too: a no-op here).
 import privacy.admin.subject_requests  # noqa: F401
 from llmplatform import datamap
+from llmplatform.actors import Actor
 from llmplatform.models import AuditEvent
 from privacy import crypto, services
 from privacy.models import ConsentRecord, Conversation, DataSubject, ErasureReceipt, SubjectKey
@@ -50,10 +51,14 @@ def subject(principals) -> DataSubject:
     """A subject of tenant A with a registered email, consent and two stored conversations."""
     tenant = principals.tenant_a
     subject = services.subject_register_email(
-        actor="app", tenant=tenant, external_id=USER, email=EMAIL
+        actor=Actor.system("app"), tenant=tenant, external_id=USER, email=EMAIL
     )
     services.consent_set(
-        actor="app", subject=subject, purpose="store_conversations", granted=True, source="api"
+        actor=Actor.system("app"),
+        subject=subject,
+        purpose="store_conversations",
+        granted=True,
+        source="api",
     )
     for n in range(2):
         services.conversation_store(
@@ -99,7 +104,7 @@ def _public_request(principals, *, kind=SR.Kind.ERASURE, law=SR.Law.GDPR, email=
             law=law,
             source=SR.Source.PUBLIC_PAGE,
             email=email,
-            actor="public_page",
+            actor=Actor.anonymous("public_page"),
         )
     request.refresh_from_db()  # the worker's task stored the code's hash
     return request
@@ -117,7 +122,7 @@ def _verified(principals, subject, **kwargs) -> SR:
 
 def _approve(request: SR, actor, django_capture_on_commit_callbacks) -> SR:
     with django_capture_on_commit_callbacks(execute=True):  # enqueues (and runs) the task
-        request_services.subject_request_approve(actor=actor, request=request)
+        request_services.subject_request_approve(actor=Actor.for_user(actor), request=request)
     request.refresh_from_db()
     return request
 
@@ -151,7 +156,9 @@ def test_the_right_code_verifies_and_the_subject_gets_an_acknowledgement(princip
 def test_an_unverified_request_cannot_be_approved_or_executed(principals, subject):
     request = _public_request(principals)
     with pytest.raises(request_services.SubjectRequestError):
-        request_services.subject_request_approve(actor=principals.alice, request=request)
+        request_services.subject_request_approve(
+            actor=Actor.for_user(principals.alice), request=request
+        )
     outcome = execution.subject_request_execute(request.pk)
     assert outcome.ran is False
     # Even a row forced to "approved" by hand is refused without a verification.
@@ -307,7 +314,7 @@ def test_a_request_from_the_tenants_app_counts_as_verified(principals, subject):
         law=SR.Law.GDPR,
         source=SR.Source.API,
         external_id=USER,
-        actor="api-key:a",
+        actor=Actor.system("api-key:a"),
     )
     assert request.state == State.VERIFIED and request.verified_at
     assert request.subject == subject
@@ -340,18 +347,18 @@ def test_a_gdpr_deadline_is_extended_once_by_at_most_two_months_with_a_reason(pr
         for bad in ({"reason": ""}, {"reason": "complex", "months": 3}):
             with pytest.raises(request_services.SubjectRequestError):
                 request_services.subject_request_extend(
-                    actor=principals.alice, request=request, **bad
+                    actor=Actor.for_user(principals.alice), request=request, **bad
                 )
         clock.shift(timedelta(days=20))
         mail.outbox.clear()
         request_services.subject_request_extend(
-            actor=principals.alice, request=request, reason="many systems to search"
+            actor=Actor.for_user(principals.alice), request=request, reason="many systems to search"
         )
         assert request.extended_due_at == datetime(2027, 4, 10, 9, tzinfo=UTC)
         assert request.extension_reason == "many systems to search"
         with pytest.raises(request_services.SubjectRequestError, match="only once"):
             request_services.subject_request_extend(
-                actor=principals.alice, request=request, reason="again"
+                actor=Actor.for_user(principals.alice), request=request, reason="again"
             )
     assert deadlines.effective_due(request) == request.extended_due_at
     event = AuditEvent.objects.get(action="subject_request.extend")
@@ -361,13 +368,17 @@ def test_a_gdpr_deadline_is_extended_once_by_at_most_two_months_with_a_reason(pr
 def test_ccpa_requests_and_late_extensions_are_refused(principals, subject):
     ccpa = _verified(principals, subject, law=SR.Law.CCPA)
     with pytest.raises(request_services.SubjectRequestError, match="only GDPR"):
-        request_services.subject_request_extend(actor=principals.alice, request=ccpa, reason="x")
+        request_services.subject_request_extend(
+            actor=Actor.for_user(principals.alice), request=ccpa, reason="x"
+        )
     gdpr = _verified(principals, subject)
     with (
         time_machine.travel(gdpr.due_at + timedelta(minutes=1), tick=False),
         pytest.raises(request_services.SubjectRequestError, match="before the deadline"),
     ):
-        request_services.subject_request_extend(actor=principals.alice, request=gdpr, reason="x")
+        request_services.subject_request_extend(
+            actor=Actor.for_user(principals.alice), request=gdpr, reason="x"
+        )
 
 
 def test_a_rejection_needs_a_reason_and_tells_the_subject(
@@ -375,17 +386,23 @@ def test_a_rejection_needs_a_reason_and_tells_the_subject(
 ):
     request = _verified(principals, subject)
     with pytest.raises(request_services.SubjectRequestError):
-        request_services.subject_request_reject(actor=principals.alice, request=request, reason=" ")
+        request_services.subject_request_reject(
+            actor=Actor.for_user(principals.alice), request=request, reason=" "
+        )
     mail.outbox.clear()
     with django_capture_on_commit_callbacks(execute=True):
         request_services.subject_request_reject(
-            actor=principals.alice, request=request, reason="legal hold on these records"
+            actor=Actor.for_user(principals.alice),
+            request=request,
+            reason="legal hold on these records",
         )
     assert request.state == State.REJECTED and request.decided_by == "user:alice"
     assert mail.outbox[0].to == [EMAIL]
     assert "legal hold on these records" in mail.outbox[0].body
     with pytest.raises(request_services.SubjectRequestError):
-        request_services.subject_request_approve(actor=principals.alice, request=request)
+        request_services.subject_request_approve(
+            actor=Actor.for_user(principals.alice), request=request
+        )
 
 
 # --- Execution ------------------------------------------------------------------------------
@@ -473,6 +490,38 @@ def test_a_request_stuck_in_progress_is_resumed(principals, subject, settings):
     request.refresh_from_db()
     assert request.state == State.COMPLETED and request.attempts == 2
     assert ErasureReceipt.objects.get(request=request).counts["privacy.conversations"] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_whose_audit_row_cannot_be_written_is_not_taken(principals, subject, monkeypatch):
+    request = request_services.subject_request_create(
+        tenant=principals.tenant_a,
+        kind=SR.Kind.ERASURE,
+        law=SR.Law.GDPR,
+        source=SR.Source.API,
+        external_id=USER,
+        actor=Actor.system("api-key:a"),
+    )
+    SR.objects.filter(pk=request.pk).update(state=State.APPROVED)  # as an approval leaves it
+
+    def audit_log_unavailable(**fields):
+        raise DatabaseError("the audit log is unavailable")
+
+    monkeypatch.setattr(execution, "audit_record", audit_log_unavailable)
+    with pytest.raises(DatabaseError):
+        execution.subject_request_execute(request.pk)
+    request.refresh_from_db()
+    # Not claimed: no other run is kept out, no attempt is spent, nothing was erased.
+    assert (request.state, request.attempts, request.started_at) == (State.APPROVED, 0, None)
+    assert Conversation.objects.filter(subject=subject).count() == 2
+
+    monkeypatch.undo()
+    assert execution.subject_request_execute(request.pk).state == State.COMPLETED
+    request.refresh_from_db()
+    assert request.attempts == 1
+    assert AuditEvent.objects.filter(
+        action="subject_request.start", object_id=str(request.pk)
+    ).exists()
 
 
 def test_a_failed_erasure_keeps_no_personal_data_in_the_error_and_is_retried(
@@ -697,7 +746,9 @@ def test_an_erasure_from_the_public_page_leaves_nothing_readable(
 
     request = SR.objects.get(kind=SR.Kind.ERASURE)
     # runs the task
-    request_services.subject_request_approve(actor=principals.alice, request=request)
+    request_services.subject_request_approve(
+        actor=Actor.for_user(principals.alice), request=request
+    )
     page.goto(status_url)
     assert page.inner_text("[data-testid=request-state]") == "completed"
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from deployments.backups import conf as backup_conf
 from deployments.backups import restore, selectors, services
 from deployments.backups.models import Backup, ErasureLedgerEntry, RestoreDrill
+from llmplatform.actors import Actor
 from llmplatform.admin.permissions import requires
 from llmplatform.admin.readonly import ReadOnlyAdmin
 
@@ -157,7 +158,7 @@ class BackupAdmin(ReadOnlyAdmin):
                 request, "Backups are not configured (LLMP_BACKUP_BUCKET).", messages.ERROR
             )
         else:
-            backup = services.backup_request_now(actor=request.user)
+            backup = services.backup_request_now(actor=Actor.for_user(request.user))
             backup.refresh_from_db()
             self.message_user(
                 request,
@@ -174,7 +175,7 @@ class BackupAdmin(ReadOnlyAdmin):
         requested = 0
         for backup in queryset:
             try:
-                restore.restore_drill_request(actor=request.user, backup=backup)
+                restore.restore_drill_request(actor=Actor.for_user(request.user), backup=backup)
             except restore.RestoreRefused as exc:
                 self.message_user(request, str(exc), messages.WARNING)
             else:

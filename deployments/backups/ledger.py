@@ -36,12 +36,14 @@ from deployments.backups import conf as backup_conf
 from deployments.backups.models import ErasureLedgerEntry
 from deployments.backups.storage import BackupStore
 from llmplatform import datamap
-from llmplatform.audit import audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.models import Tenant
 
 logger = logging.getLogger(__name__)
 
-REPLAY_ACTOR = "system:backups.erasure_ledger"
+REPLAY_ACTOR = Actor.system("system:backups.erasure_ledger")
+PRUNE_ACTOR = Actor.system("system:backups")
 # Erasures stamped up to this long before a backup started are replayed too: an erasure's
 # time is taken before its transaction commits, so one may miss a snapshot taken after it.
 # Replaying an erasure that the backup already holds finds no live subject and does nothing.
@@ -169,7 +171,7 @@ class ReplayResult:
 
 
 def erasure_ledger_replay(
-    records: list[LedgerRecord], *, actor: str = REPLAY_ACTOR
+    records: list[LedgerRecord], *, actor: Actor = REPLAY_ACTOR
 ) -> ReplayResult:
     """Erase again, in the current database, every subject of ``records`` that is live there.
     Each erasure runs the whole data map in one transaction with its audit row."""
@@ -203,7 +205,7 @@ def erasure_ledger_replay(
                     counts = datamap.erase_all(tenant_id, external_id)
                     audit_record(
                         actor=actor,
-                        action="backups.erasure_ledger.replay",
+                        action=AuditAction.ERASURE_LEDGER_REPLAY,
                         object_type="privacy.DataSubject",
                         object_id="",
                         object_repr=f"subject {subject_hash[:12]}… of tenant {tenant_id}",
@@ -240,7 +242,7 @@ def erasure_ledger_record_locally(records: list[LedgerRecord]) -> int:
 
 
 def erasure_ledger_prune(
-    *, before: datetime, store: BackupStore | None, actor: str = "system:backups"
+    *, before: datetime, store: BackupStore | None, actor: Actor = PRUNE_ACTOR
 ) -> int:
     """Delete entries erased before ``before`` (no kept backup is older), in the store and the
     table. One audit row per run."""
@@ -264,7 +266,7 @@ def erasure_ledger_prune(
         if count:
             audit_record(
                 actor=actor,
-                action="backups.erasure_ledger.prune",
+                action=AuditAction.ERASURE_LEDGER_PRUNE,
                 object_type="backups.ErasureLedgerEntry",
                 object_repr=f"{count} ledger entries erased before {before:%Y-%m-%d %H:%M}",
                 after={"before": before.isoformat(), "store_objects": len(keys), "rows": deleted},

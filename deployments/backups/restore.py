@@ -29,6 +29,8 @@ from deployments.backups import conf as backup_conf
 from deployments.backups import engines, envelope, ledger, selectors, services
 from deployments.backups.models import Backup, RestoreDrill
 from deployments.backups.storage import MANIFEST_NAME, BackupStore
+from llmplatform.actors import Actor
+from llmplatform.errors import Conflict
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class RestoreError(Exception):
     """The restore could not be done (the message says why, for the operator)."""
 
 
-class RestoreRefused(RestoreError):
+class RestoreRefused(RestoreError, Conflict):
     """Refused before anything was written: unknown backup, wrong engine, non-empty target."""
 
 
@@ -154,11 +156,11 @@ def _compare(
 
 
 def _record(
-    report: RestoreReport, *, actor: Any, started_at: datetime, error: str = ""
+    report: RestoreReport, *, actor: Actor, started_at: datetime, error: str = ""
 ) -> RestoreDrill | None:
     """The drill's row and audit, in the platform's database (after a restore into it, the
     restored one). Skipped, with a warning, if that database has no such table."""
-    from llmplatform.audit import actor_label, audit_record
+    from llmplatform.audit import AuditAction, audit_record
 
     result = (
         RestoreDrill.Result.SUCCEEDED
@@ -171,7 +173,7 @@ def _record(
                 backup=Backup.objects.filter(uuid=report.backup_uuid).first(),
                 backup_uuid=report.backup_uuid,
                 kind=report.kind,
-                actor=actor_label(actor)[:200],
+                actor=actor.label,
                 started_at=started_at,
                 finished_at=timezone.now(),
                 duration_seconds=round(report.duration_seconds, 3),
@@ -188,7 +190,11 @@ def _record(
             )
             audit_record(
                 actor=actor,
-                action=f"backups.{report.kind}.run",
+                action=(
+                    AuditAction.BACKUP_DRILL_RUN
+                    if report.kind == RestoreDrill.Kind.DRILL
+                    else AuditAction.BACKUP_RESTORE_RUN
+                ),
                 obj=drill,
                 after={
                     "backup": report.backup_uuid,
@@ -213,7 +219,7 @@ def _record(
 
 
 def backup_restore(
-    *, actor: Any, reference: str, target_url: str | None = None, drill: bool = False
+    *, actor: Actor, reference: str, target_url: str | None = None, drill: bool = False
 ) -> RestoreReport:
     """Restore backup ``reference`` (its id here, or its uuid) into an empty database: the one
     at ``target_url``, else the platform's own. With ``drill``, into a scratch database
@@ -299,7 +305,7 @@ def backup_restore(
     return report
 
 
-def backup_restore_rds(*, actor: Any, reference: str, instance_id: str) -> dict[str, Any]:
+def backup_restore_rds(*, actor: Actor, reference: str, instance_id: str) -> dict[str, Any]:
     """Restore an RDS snapshot backup into a new instance ``instance_id`` and wait until it is
     available; records the restore (its duration is the time RDS took). Returns the instance's
     description. The erasure ledger is replayed separately, once the instance's URL is known
@@ -329,14 +335,14 @@ def backup_restore_rds(*, actor: Any, reference: str, instance_id: str) -> dict[
     return instance
 
 
-def restore_drill_request(*, actor: Any, backup: Backup) -> None:
+def restore_drill_request(*, actor: Actor, backup: Backup) -> None:
     """Ask a worker for a drill of ``backup`` (audited now; the drill audits its result)."""
     from deployments.backups import tasks
-    from llmplatform.audit import actor_label, audit_record
+    from llmplatform.audit import AuditAction, audit_record
 
     if backup.state != Backup.State.SUCCEEDED or backup.mode != Backup.Mode.DUMP:
         raise RestoreRefused(f"{backup} cannot be drilled: only a succeeded dump can")
-    label = actor_label(actor)
+    label, user_id = actor.label, actor.user.pk if actor.user is not None else None
     with transaction.atomic():
-        audit_record(actor=actor, action="backups.drill.request", obj=backup)
-        transaction.on_commit(lambda: tasks.run_restore_drill.delay(backup.pk, label))
+        audit_record(actor=actor, action=AuditAction.BACKUP_DRILL_REQUEST, obj=backup)
+        transaction.on_commit(lambda: tasks.run_restore_drill.delay(backup.pk, label, user_id))

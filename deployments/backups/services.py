@@ -33,12 +33,13 @@ from deployments.backups.storage import (
     BackupStore,
     backup_dir,
 )
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
 
 logger = logging.getLogger(__name__)
 
 State = Backup.State
-SYSTEM_ACTOR = "system:backups"
+SYSTEM_ACTOR = Actor.system("system:backups")
 MANIFEST_FORMAT = "llmplatform.backup/1"
 ENCRYPTION_SCHEME = "llmp-stream-aes256gcm/1"
 
@@ -76,11 +77,11 @@ def scheduled_slot(now: datetime, rpo: timedelta) -> str:
 
 
 def backup_request(
-    *, actor: Any, trigger: str = Backup.Trigger.MANUAL, slot: str | None = None
+    *, actor: Actor, trigger: str = Backup.Trigger.MANUAL, slot: str | None = None
 ) -> Backup:
     """A pending backup (audited). With ``slot``, the one of that slot if it exists already."""
     conf = backup_conf.get()
-    requested_by = actor_label(actor)[:200]
+    requested_by = actor.label
     with transaction.atomic():
         if slot is not None:
             backup, created = Backup.objects.get_or_create(
@@ -95,14 +96,14 @@ def backup_request(
         if created:
             audit_record(
                 actor=actor,
-                action="backups.backup.request",
+                action=AuditAction.BACKUP_REQUEST,
                 obj=backup,
                 after={"trigger": trigger, "mode": conf.mode, "slot": slot},
             )
     return backup
 
 
-def backup_request_now(*, actor: Any) -> Backup:
+def backup_request_now(*, actor: Actor) -> Backup:
     """The admin's "back up now": a pending manual backup (audited), run by a worker after the
     commit (at once, in this process, when Celery runs tasks eagerly)."""
     from deployments.backups import tasks
@@ -130,7 +131,7 @@ def backup_run(backup_id: int) -> bool:
         backup = Backup.objects.get(pk=backup_id)
         audit_record(
             actor=SYSTEM_ACTOR,
-            action="backups.backup.start",
+            action=AuditAction.BACKUP_START,
             obj=backup,
             after={"worker": worker, "mode": backup.mode},
         )
@@ -152,7 +153,7 @@ def backup_run(backup_id: int) -> bool:
             backup.refresh_from_db()
             audit_record(
                 actor=SYSTEM_ACTOR,
-                action="backups.backup.fail",
+                action=AuditAction.BACKUP_FAIL,
                 obj=backup,
                 after=_snapshot(backup),
             )
@@ -163,7 +164,10 @@ def backup_run(backup_id: int) -> bool:
         )
         backup.refresh_from_db()
         audit_record(
-            actor=SYSTEM_ACTOR, action="backups.backup.succeed", obj=backup, after=_snapshot(backup)
+            actor=SYSTEM_ACTOR,
+            action=AuditAction.BACKUP_SUCCEED,
+            obj=backup,
+            after=_snapshot(backup),
         )
     return True
 
@@ -246,7 +250,7 @@ def backups_fail_stalled(*, now: datetime | None = None) -> int:
                 backup.refresh_from_db()
                 audit_record(
                     actor=SYSTEM_ACTOR,
-                    action="backups.backup.fail",
+                    action=AuditAction.BACKUP_FAIL,
                     obj=backup,
                     after=_snapshot(backup),
                 )
@@ -291,7 +295,7 @@ def _dir_time(directory: str) -> datetime | None:
         return None
 
 
-def _delete_row(backup: Backup | None, *, backup_uuid: str, reason: str, actor: Any) -> None:
+def _delete_row(backup: Backup | None, *, backup_uuid: str, reason: str, actor: Actor) -> None:
     with transaction.atomic():
         if backup is not None:
             before = _snapshot(backup)
@@ -301,7 +305,7 @@ def _delete_row(backup: Backup | None, *, backup_uuid: str, reason: str, actor: 
             before, repr_ = {"in_database": False}, f"backup {backup_uuid[:8]}"
         audit_record(
             actor=actor,
-            action="backups.backup.delete",
+            action=AuditAction.BACKUP_DELETE,
             object_type="backups.Backup",
             object_id=str(backup.pk) if backup else "",
             object_repr=repr_,
@@ -310,7 +314,7 @@ def _delete_row(backup: Backup | None, *, backup_uuid: str, reason: str, actor: 
         )
 
 
-def backups_prune(*, actor: Any = SYSTEM_ACTOR, now: datetime | None = None) -> PruneResult:
+def backups_prune(*, actor: Actor = SYSTEM_ACTOR, now: datetime | None = None) -> PruneResult:
     """Delete backups started before the retention (default 7 days), in the store (or RDS) and
     in the table, each deletion audited. The newest good backup is kept whatever its age: a
     backup job that stopped plus the retention must never leave nothing to restore. Then the
@@ -393,60 +397,61 @@ def _is_uuid(value: str) -> bool:
 # --------------------------------------------------------------------------- after a restore
 
 
-def backups_reconcile(*, store: BackupStore, actor: Any = SYSTEM_ACTOR) -> dict[str, int]:
+def backups_reconcile(*, store: BackupStore, actor: Actor = SYSTEM_ACTOR) -> dict[str, int]:
     """After a restore, make the table agree with the store: rows for every backup in the store
     (taken after the restored one, or the restored one itself, which the dump caught while it
     ran), and runs the dump caught unfinished marked failed."""
-    stored: set[str] = set()
+    # The store is read first: no network wait inside the transaction, which holds the
+    # table's rows and the audit row together.
+    manifests = [m for m in store.manifests() if m.get("format") == MANIFEST_FORMAT]
+    stored = {manifest["uuid"] for manifest in manifests}
     created = updated = 0
-    for manifest in store.manifests():
-        if manifest.get("format") != MANIFEST_FORMAT:
-            continue
-        stored.add(manifest["uuid"])
-        fields = {
-            "state": State.SUCCEEDED,
-            "mode": manifest["mode"],
-            "engine": manifest["engine"],
-            "started_at": datetime.fromisoformat(manifest["started_at"]),
-            "finished_at": datetime.fromisoformat(manifest["finished_at"]),
-            "size_bytes": manifest["size_bytes"],
-            "dump_bytes": manifest["dump_bytes"],
-            "sha256": manifest["sha256"],
-            "storage_key": manifest["dump_key"],
-            "encryption_key_id": manifest["encryption"]["master_key_id"],
-            "wrapped_key": base64.b64decode(manifest["encryption"]["wrapped_key"]),
-            "table_counts": manifest["table_counts"],
-            "checksums": manifest["checksums"],
-            "error": "",
-        }
-        row = Backup.objects.filter(uuid=manifest["uuid"]).first()
-        if row is None:
-            Backup.objects.create(
-                uuid=manifest["uuid"],
-                trigger=manifest.get("trigger", "manual"),
-                requested_by=manifest.get("requested_by", SYSTEM_ACTOR),
-                **fields,
+    with transaction.atomic():
+        for manifest in manifests:
+            fields = {
+                "state": State.SUCCEEDED,
+                "mode": manifest["mode"],
+                "engine": manifest["engine"],
+                "started_at": datetime.fromisoformat(manifest["started_at"]),
+                "finished_at": datetime.fromisoformat(manifest["finished_at"]),
+                "size_bytes": manifest["size_bytes"],
+                "dump_bytes": manifest["dump_bytes"],
+                "sha256": manifest["sha256"],
+                "storage_key": manifest["dump_key"],
+                "encryption_key_id": manifest["encryption"]["master_key_id"],
+                "wrapped_key": base64.b64decode(manifest["encryption"]["wrapped_key"]),
+                "table_counts": manifest["table_counts"],
+                "checksums": manifest["checksums"],
+                "error": "",
+            }
+            row = Backup.objects.filter(uuid=manifest["uuid"]).first()
+            if row is None:
+                Backup.objects.create(
+                    uuid=manifest["uuid"],
+                    trigger=manifest.get("trigger", "manual"),
+                    requested_by=manifest.get("requested_by", SYSTEM_ACTOR.label),
+                    **fields,
+                )
+                created += 1
+            elif row.state != State.SUCCEEDED:
+                Backup.objects.filter(pk=row.pk).update(**fields)
+                updated += 1
+        interrupted = (
+            Backup.objects.filter(state__in=[State.PENDING, State.RUNNING], mode=Backup.Mode.DUMP)
+            .exclude(uuid__in=list(stored))
+            .update(
+                state=State.FAILED,
+                finished_at=timezone.now(),
+                error="interrupted: the database was restored from a backup taken "
+                "while this run was pending or running",
             )
-            created += 1
-        elif row.state != State.SUCCEEDED:
-            Backup.objects.filter(pk=row.pk).update(**fields)
-            updated += 1
-    interrupted = (
-        Backup.objects.filter(state__in=[State.PENDING, State.RUNNING], mode=Backup.Mode.DUMP)
-        .exclude(uuid__in=list(stored))
-        .update(
-            state=State.FAILED,
-            finished_at=timezone.now(),
-            error="interrupted: the database was restored from a backup taken "
-            "while this run was pending or running",
         )
-    )
-    counts = {"created": created, "updated": updated, "interrupted": interrupted}
-    audit_record(
-        actor=actor,
-        action="backups.backup.reconcile",
-        object_type="backups.Backup",
-        object_repr="backups table after a restore",
-        after=counts,
-    )
+        counts = {"created": created, "updated": updated, "interrupted": interrupted}
+        audit_record(
+            actor=actor,
+            action=AuditAction.BACKUP_RECONCILE,
+            object_type="backups.Backup",
+            object_repr="backups table after a restore",
+            after=counts,
+        )
     return counts

@@ -5,8 +5,10 @@ scheduled one is keyed by its window (half the RPO)."""
 from __future__ import annotations
 
 from celery import shared_task
+from django.contrib.auth import get_user_model
 
 from deployments.backups import restore, services
+from llmplatform.actors import Actor
 
 
 @shared_task(name="backups.run_scheduled_backup", ignore_result=True)
@@ -29,10 +31,14 @@ def run_backup(backup_id: int) -> bool:
 
 
 @shared_task(name="backups.run_restore_drill", ignore_result=True)
-def run_restore_drill(backup_id: int, actor: str) -> bool:
-    """A restore drill requested from the admin; the result is recorded as a RestoreDrill."""
+def run_restore_drill(backup_id: int, actor: str, user_id: int | None = None) -> bool:
+    """A restore drill requested from the admin; the result is recorded as a RestoreDrill, in
+    the name of who asked (``actor``, the label the request was audited under, and the
+    person's id when a person asked)."""
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+    requester = Actor.for_user(user) if user is not None else Actor.system(actor)
     try:
-        report = restore.backup_restore(actor=actor, reference=str(backup_id), drill=True)
+        report = restore.backup_restore(actor=requester, reference=str(backup_id), drill=True)
     except restore.RestoreError:
         return False  # recorded (and audited) as a failed drill, unless refused outright
     return report.verified

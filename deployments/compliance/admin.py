@@ -21,6 +21,7 @@ from deployments.compliance.models import (
     ComplianceItem,
     EvidenceCheck,
 )
+from llmplatform.actors import Actor
 from llmplatform.admin.audit import AuditedModelAdmin
 from llmplatform.admin.readonly import ReadOnlyAdmin
 
@@ -262,7 +263,7 @@ class AttestationAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         created = services.attestation_create(
-            actor=request.user,
+            actor=Actor.for_user(request.user),
             item=form.cleaned_data["item"],
             note=form.cleaned_data.get("note") or "",
             file=form.cleaned_data.get("file"),
@@ -284,7 +285,9 @@ class AttestationAdmin(admin.ModelAdmin):
             done = 0
             for attestation in queryset.filter(withdrawn_at__isnull=True):
                 services.attestation_withdraw(
-                    actor=request.user, attestation=attestation, reason=form.cleaned_data["reason"]
+                    actor=Actor.for_user(request.user),
+                    attestation=attestation,
+                    reason=form.cleaned_data["reason"],
                 )
                 done += 1
             self.message_user(request, f"Withdrew {done} attestation(s).", messages.SUCCESS)

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from deployments import evidence
 from deployments.compliance.models import Attestation, ComplianceItem, EvidenceCheck
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import SYSTEM, Actor
+from llmplatform.audit import AuditAction, audit_record
 
 Trigger = EvidenceCheck.Trigger
 
@@ -67,7 +68,7 @@ def _run_one(code: str) -> tuple[evidence.Evidence, float]:
 
 def evidence_checks_run(
     *,
-    actor: Any = None,
+    actor: Actor | None = None,
     trigger: str = Trigger.SCHEDULE,
     codes: Iterable[str] | None = None,
 ) -> list[EvidenceCheck]:
@@ -89,15 +90,15 @@ def evidence_checks_run(
                     checked_at=result.checked_at,
                     duration_ms=round(duration, 2),
                     trigger=trigger,
-                    actor=actor_label(actor)[:200] if actor is not None else "",
+                    actor=actor.label if actor is not None else "",
                 )
                 for code, result, duration in results
             ]
         )
         if trigger != Trigger.SCHEDULE:
             audit_record(
-                actor=actor,
-                action="compliance.evidence_recheck",
+                actor=actor if actor is not None else SYSTEM,
+                action=AuditAction.COMPLIANCE_EVIDENCE_RECHECK,
                 object_type="compliance.EvidenceCheck",
                 object_id=",".join(str(row.pk) for row in rows if row.pk)[:64],
                 object_repr=f"{len(rows)} live checks ({trigger})",
@@ -136,7 +137,7 @@ def validate_evidence_file(name: str, size: int) -> None:
 
 def attestation_create(
     *,
-    actor: Any,
+    actor: Actor,
     item: ComplianceItem,
     note: str = "",
     file: Any = None,
@@ -172,14 +173,14 @@ def attestation_create(
         attestation = Attestation.objects.create(
             item=item,
             note=note,
-            attested_by=actor_label(actor)[:200],
+            attested_by=actor.label,
             attested_at=now,
             expires_at=expires_at,
             **fields,
         )
         audit_record(
             actor=actor,
-            action="compliance.attestation_create",
+            action=AuditAction.COMPLIANCE_ATTESTATION_CREATE,
             obj=attestation,
             after={
                 "item": f"{item.framework.code}/{item.code}",
@@ -192,7 +193,7 @@ def attestation_create(
     return attestation
 
 
-def attestation_withdraw(*, actor: Any, attestation: Attestation, reason: str) -> Attestation:
+def attestation_withdraw(*, actor: Actor, attestation: Attestation, reason: str) -> Attestation:
     """An attestation that no longer holds is withdrawn (kept as history, with why)."""
     reason = (reason or "").strip()
     if not reason:
@@ -206,12 +207,12 @@ def attestation_withdraw(*, actor: Any, attestation: Attestation, reason: str) -
         if locked.withdrawn_at is not None:
             return locked
         locked.withdrawn_at = timezone.now()
-        locked.withdrawn_by = actor_label(actor)[:200]
+        locked.withdrawn_by = actor.label
         locked.withdrawal_reason = reason
         locked.save(update_fields=["withdrawn_at", "withdrawn_by", "withdrawal_reason"])
         audit_record(
             actor=actor,
-            action="compliance.attestation_withdraw",
+            action=AuditAction.COMPLIANCE_ATTESTATION_WITHDRAW,
             obj=locked,
             before={"withdrawn_at": None},
             after={"withdrawn_at": locked.withdrawn_at.isoformat(), "reason": reason},

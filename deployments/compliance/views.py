@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from deployments.compliance import selectors, services
 from deployments.compliance.models import ComplianceFramework
+from llmplatform.actors import Actor
 from llmplatform.admin.permissions import requires
 
 VIEW_PERMISSION = "compliance.view_compliance_report"
@@ -102,7 +103,9 @@ def record_of_processing(request: HttpRequest) -> HttpResponse:
 def recheck(request: HttpRequest) -> HttpResponse:
     """Run every live check now (audited), then back to the page it was asked from."""
     _require(request, RUN_PERMISSION)
-    rows = services.evidence_checks_run(actor=request.user, trigger=services.Trigger.MANUAL)
+    rows = services.evidence_checks_run(
+        actor=Actor.for_user(request.user), trigger=services.Trigger.MANUAL
+    )
     failing = sum(1 for row in rows if not row.ok)
     messages.add_message(
         request,

@@ -25,6 +25,7 @@ from deployments.rollouts.models import (
     Rollout,
 )
 from gateway.models import ModelVersion
+from llmplatform.actors import Actor
 from llmplatform.admin.audit import AuditedModelAdmin
 from llmplatform.admin.permissions import requires
 
@@ -121,11 +122,15 @@ class LoadTestForm(forms.Form):
 
 # name -> (service call, success message, needs a reason)
 def _start(request, rollout, reason):
-    return services.rollout_start(actor=request.user, rollout=rollout, override_reason=reason)
+    return services.rollout_start(
+        actor=Actor.for_user(request.user), rollout=rollout, override_reason=reason
+    )
 
 
 def _advance(request, rollout, reason):
-    return services.rollout_advance(actor=request.user, rollout=rollout, override_reason=reason)
+    return services.rollout_advance(
+        actor=Actor.for_user(request.user), rollout=rollout, override_reason=reason
+    )
 
 
 LABELS = {
@@ -142,24 +147,29 @@ ACTIONS = {
     "start": (_start, "Started"),
     "advance": (_advance, "Advanced"),
     "pause": (
-        lambda r, o, reason: services.rollout_pause(actor=r.user, rollout=o, reason=reason),
+        lambda r, o, reason: services.rollout_pause(
+            actor=Actor.for_user(r.user), rollout=o, reason=reason
+        ),
         "Paused",
     ),
-    "resume": (lambda r, o, reason: services.rollout_resume(actor=r.user, rollout=o), "Resumed"),
+    "resume": (
+        lambda r, o, reason: services.rollout_resume(actor=Actor.for_user(r.user), rollout=o),
+        "Resumed",
+    ),
     "switch_back": (
         lambda r, o, reason: services.rollout_switch_back(
-            actor=r.user, rollout=o, reason=reason or "switched back from the admin"
+            actor=Actor.for_user(r.user), rollout=o, reason=reason or "switched back from the admin"
         ),
         "Switched back to the stable version",
     ),
     "rollback": (
         lambda r, o, reason: services.rollout_rollback(
-            actor=r.user, rollout=o, reason=reason or "rolled back from the admin"
+            actor=Actor.for_user(r.user), rollout=o, reason=reason or "rolled back from the admin"
         ),
         "Rolled back to the stable version",
     ),
     "complete": (
-        lambda r, o, reason: services.rollout_complete(actor=r.user, rollout=o),
+        lambda r, o, reason: services.rollout_complete(actor=Actor.for_user(r.user), rollout=o),
         "Completed",
     ),
 }
@@ -257,7 +267,7 @@ class RolloutAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         try:
             created = services.rollout_create(
-                actor=request.user,
+                actor=Actor.for_user(request.user),
                 alias=data["alias"],
                 stable_version=data["stable_version"],
                 candidate_version=data["candidate_version"],
@@ -435,7 +445,7 @@ class RolloutAdmin(admin.ModelAdmin):
         )
         try:
             created = services.checklist_item_sign_off(
-                actor=request.user, item=item, note=request.POST.get("note", "")
+                actor=Actor.for_user(request.user), item=item, note=request.POST.get("note", "")
             )
         except services.RolloutError as exc:
             self.message_user(request, str(exc), messages.ERROR)
@@ -466,7 +476,7 @@ class RolloutAdmin(admin.ModelAdmin):
             )
         else:
             services.checklist_record_load_test(
-                actor=request.user,
+                actor=Actor.for_user(request.user),
                 checklist=checklist,
                 passed=form.cleaned_data["passed"],
                 summary=form.cleaned_data["summary"],

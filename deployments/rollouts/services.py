@@ -40,24 +40,42 @@ from deployments.rollouts.models import (
     SignOff,
 )
 from gateway.models import ModelAlias, ModelVersion
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import Conflict, DomainError
 
 log = structlog.get_logger("rollouts")
 
-GUARD_ACTOR = "system:rollout-guard"
-SCHEDULE_ACTOR = "system:rollout-schedule"
+GUARD_ACTOR = Actor.system("system:rollout-guard")
+SCHEDULE_ACTOR = Actor.system("system:rollout-schedule")
 OVERRIDE_PERMISSION = "rollouts.override_checklist_gate"
 ALERT_PERMISSION = "rollouts.receive_rollout_alerts"
 
 State = Rollout.State
 Action = RolloutStep.Action
+# Each step of the timeline is audited as rollout.<step>.
+STEP_AUDIT_ACTIONS = {
+    Action.CREATED: AuditAction.ROLLOUT_CREATED,
+    Action.HEALTH_PROBE: AuditAction.ROLLOUT_HEALTH_PROBE,
+    Action.STARTED: AuditAction.ROLLOUT_STARTED,
+    Action.ADVANCED: AuditAction.ROLLOUT_ADVANCED,
+    Action.PAUSED: AuditAction.ROLLOUT_PAUSED,
+    Action.RESUMED: AuditAction.ROLLOUT_RESUMED,
+    Action.GATE_OVERRIDDEN: AuditAction.ROLLOUT_GATE_OVERRIDDEN,
+    Action.SWITCHED_BACK: AuditAction.ROLLOUT_SWITCHED_BACK,
+    Action.ROLLED_BACK: AuditAction.ROLLOUT_ROLLED_BACK,
+    Action.AUTO_ROLLED_BACK: AuditAction.ROLLOUT_AUTO_ROLLED_BACK,
+    Action.COMPLETED: AuditAction.ROLLOUT_COMPLETED,
+    Action.SIGNED_OFF: AuditAction.ROLLOUT_SIGNED_OFF,
+    Action.LOAD_TEST: AuditAction.ROLLOUT_LOAD_TEST,
+}
 
 
-class RolloutError(Exception):
+class RolloutError(DomainError):
     """A rollout action that cannot be done; the message is safe to show an officer."""
 
 
-class RolloutConflict(RolloutError):
+class RolloutConflict(RolloutError, Conflict):
     """The rollout changed since it was loaded (another officer or the guard acted first)."""
 
 
@@ -108,7 +126,7 @@ def _claim(rollout: Rollout, from_states: tuple[str, ...] | list[str], **changes
 def _step(
     rollout: Rollout,
     *,
-    actor: Any,
+    actor: Actor,
     action: str,
     before: dict[str, Any] | None = None,
     from_percent: int | None = None,
@@ -118,7 +136,7 @@ def _step(
 ) -> RolloutStep:
     step = RolloutStep.objects.create(
         rollout=rollout,
-        actor=actor_label(actor)[:200],
+        actor=actor.label,
         action=action,
         from_percent=from_percent,
         to_percent=to_percent,
@@ -130,7 +148,13 @@ def _step(
         after["reason"] = reason
     if figures:
         after["figures"] = figures
-    audit_record(actor=actor, action=f"rollout.{action}", obj=rollout, before=before, after=after)
+    audit_record(
+        actor=actor,
+        action=STEP_AUDIT_ACTIONS[Action(action)],
+        obj=rollout,
+        before=before,
+        after=after,
+    )
     return step
 
 
@@ -149,7 +173,7 @@ def _next_advance(rollout: Rollout, now: datetime) -> datetime | None:
     return now + rollout.advance_every if rollout.advance_every else None
 
 
-def _gate(*, actor: Any, rollout: Rollout, override_reason: str) -> list[checks.ItemStatus]:
+def _gate(*, actor: Actor, rollout: Rollout, override_reason: str) -> list[checks.ItemStatus]:
     """Raises RolloutGated if required pre-deployment items are open and nobody overrides; with
     a reason and the permission, returns the open items being overridden (else [])."""
     if rollout.gate_overridden_by:
@@ -160,20 +184,19 @@ def _gate(*, actor: Any, rollout: Rollout, override_reason: str) -> list[checks.
     override_reason = (override_reason or "").strip()
     if not override_reason:
         raise RolloutGated(open_items)
-    has_perm = getattr(actor, "has_perm", None)
-    if not callable(has_perm) or not has_perm(OVERRIDE_PERMISSION):
+    if not actor.has_perm(OVERRIDE_PERMISSION):
         raise RolloutError(f"Overriding the checklist needs the permission {OVERRIDE_PERMISSION}.")
     return open_items
 
 
 def _record_override(
-    *, actor: Any, rollout: Rollout, open_items: list[checks.ItemStatus], reason: str
+    *, actor: Actor, rollout: Rollout, open_items: list[checks.ItemStatus], reason: str
 ) -> None:
     before = _snapshot(rollout)
     Rollout.objects.filter(pk=rollout.pk).update(
-        gate_overridden_by=actor_label(actor)[:200], gate_override_reason=reason.strip()
+        gate_overridden_by=actor.label, gate_override_reason=reason.strip()
     )
-    rollout.gate_overridden_by = actor_label(actor)[:200]
+    rollout.gate_overridden_by = actor.label
     rollout.gate_override_reason = reason.strip()
     _step(
         rollout,
@@ -190,7 +213,7 @@ def _record_override(
 
 def rollout_create(
     *,
-    actor: Any,
+    actor: Actor,
     alias: ModelAlias,
     stable_version: ModelVersion,
     candidate_version: ModelVersion,
@@ -233,7 +256,7 @@ def rollout_create(
         window=window,
         p95_latency_limit_ms=p95_latency_limit_ms,
         advance_every=advance_every,
-        created_by=actor_label(actor)[:200],
+        created_by=actor.label,
     )
     try:
         rollout.full_clean()
@@ -269,7 +292,7 @@ def rollout_create(
     return rollout
 
 
-def rollout_start(*, actor: Any, rollout: Rollout, override_reason: str = "") -> Rollout:
+def rollout_start(*, actor: Actor, rollout: Rollout, override_reason: str = "") -> Rollout:
     """Canary: the first stage's split. Blue-green: the candidate must pass the executor's
     health probe, then takes all traffic at once (like going past a first canary stage, this
     needs the pre-deployment items done or overridden)."""
@@ -339,7 +362,7 @@ def rollout_start(*, actor: Any, rollout: Rollout, override_reason: str = "") ->
 
 
 def rollout_advance(
-    *, actor: Any, rollout: Rollout, override_reason: str = "", now: datetime | None = None
+    *, actor: Actor, rollout: Rollout, override_reason: str = "", now: datetime | None = None
 ) -> Rollout:
     """The next canary stage. Past the first stage, required pre-deployment items must be
     done, unless an officer with the override permission gives a reason (audited)."""
@@ -379,7 +402,7 @@ def rollout_advance(
     return rollout
 
 
-def rollout_pause(*, actor: Any, rollout: Rollout, reason: str = "") -> Rollout:
+def rollout_pause(*, actor: Actor, rollout: Rollout, reason: str = "") -> Rollout:
     """Stop scheduled advancing; the split stays, and so does the automatic guard."""
     with transaction.atomic():
         before = _snapshot(rollout)
@@ -388,7 +411,7 @@ def rollout_pause(*, actor: Any, rollout: Rollout, reason: str = "") -> Rollout:
     return rollout
 
 
-def rollout_resume(*, actor: Any, rollout: Rollout) -> Rollout:
+def rollout_resume(*, actor: Actor, rollout: Rollout) -> Rollout:
     now = timezone.now()
     with transaction.atomic():
         before = _snapshot(rollout)
@@ -404,7 +427,7 @@ def rollout_resume(*, actor: Any, rollout: Rollout) -> Rollout:
 
 def rollout_rollback(
     *,
-    actor: Any,
+    actor: Actor,
     rollout: Rollout,
     reason: str = "",
     figures: dict[str, Any] | None = None,
@@ -448,7 +471,7 @@ def rollout_rollback(
     return rollout
 
 
-def rollout_switch_back(*, actor: Any, rollout: Rollout, reason: str = "") -> Rollout:
+def rollout_switch_back(*, actor: Actor, rollout: Rollout, reason: str = "") -> Rollout:
     """Blue-green's instant switch back to the blue (stable) version."""
     if rollout.strategy != Rollout.Strategy.BLUE_GREEN:
         raise RolloutError("Switch back is for blue-green rollouts; roll a canary back.")
@@ -457,7 +480,7 @@ def rollout_switch_back(*, actor: Any, rollout: Rollout, reason: str = "") -> Ro
     )
 
 
-def rollout_complete(*, actor: Any, rollout: Rollout) -> Rollout:
+def rollout_complete(*, actor: Actor, rollout: Rollout) -> Rollout:
     """End a rollout whose candidate takes all traffic: the candidate is the stable version
     from now on (the old one keeps weight 0)."""
     if rollout.state not in LIVE_STATES:
@@ -606,7 +629,7 @@ def _notify_officers(
 # --- deployment checklists -----------------------------------------------------------------
 
 
-def checklist_item_sign_off(*, actor: Any, item: ChecklistItem, note: str = "") -> bool:
+def checklist_item_sign_off(*, actor: Actor, item: ChecklistItem, note: str = "") -> bool:
     """Sign a manual item off. The same person signing twice counts once: returns False and
     writes nothing the second time."""
     if item.automatic_check:
@@ -614,11 +637,11 @@ def checklist_item_sign_off(*, actor: Any, item: ChecklistItem, note: str = "") 
             "This item is computed from the rollout and its usage records; it "
             "cannot be signed off by hand."
         )
-    if not getattr(actor, "pk", None):
+    if actor.user is None:
         raise RolloutError("Only a signed-in person can sign off.")
     with transaction.atomic():
         _, created = SignOff.objects.get_or_create(
-            item=item, user=actor, defaults={"note": note[:300]}
+            item=item, user=actor.user, defaults={"note": note[:300]}
         )
         if created:
             rollout = item.checklist.rollout
@@ -634,7 +657,7 @@ def checklist_item_sign_off(*, actor: Any, item: ChecklistItem, note: str = "") 
 
 
 def checklist_record_load_test(
-    *, actor: Any, checklist: Checklist, passed: bool, summary: str
+    *, actor: Actor, checklist: Checklist, passed: bool, summary: str
 ) -> Checklist:
     """Attach the load test's result (the ``load_test_recorded`` item reads it)."""
     summary = (summary or "").strip()
@@ -643,7 +666,7 @@ def checklist_record_load_test(
     with transaction.atomic():
         checklist.load_test_passed = passed
         checklist.load_test_summary = summary[:5000]
-        checklist.load_test_recorded_by = actor_label(actor)[:200]
+        checklist.load_test_recorded_by = actor.label
         checklist.load_test_recorded_at = timezone.now()
         checklist.save(
             update_fields=[

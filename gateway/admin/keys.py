@@ -14,6 +14,8 @@ from django.utils import timezone
 
 from gateway import services
 from gateway.models import ApiKey, ServiceAccount
+from llmplatform.actors import Actor
+from llmplatform.errors import DomainError, InvalidInput
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -89,7 +91,7 @@ class ServiceAccountAdmin(admin.ModelAdmin):
         if change:
             return
         account = services.service_account_create(
-            actor=request.user,
+            actor=Actor.for_user(request.user),
             tenant=form.cleaned_data["tenant"],
             name=form.cleaned_data["name"],
             description=form.cleaned_data["description"],
@@ -104,7 +106,9 @@ class ServiceAccountAdmin(admin.ModelAdmin):
         count = 0
         with transaction.atomic():
             for account in queryset.filter(disabled_at__isnull=True):
-                services.service_account_disable(actor=request.user, account=account)
+                services.service_account_disable(
+                    actor=Actor.for_user(request.user), account=account
+                )
                 count += 1
         self.message_user(request, f"Disabled {count} service account(s) and revoked their keys.")
 
@@ -120,8 +124,8 @@ class IpRangesField(forms.CharField):
         text = super().to_python(value) or ""
         try:
             return services.normalize_ip_ranges(text.replace(",", "\n").splitlines())
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.message) from exc
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -268,7 +272,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return
         data = form.cleaned_data
         key, plaintext = services.api_key_create(
-            actor=request.user,
+            actor=Actor.for_user(request.user),
             tenant=data["tenant"],
             name=data["name"],
             scopes=list(data["scopes"]),
@@ -306,7 +310,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return response
 
     def delete_model(self, request, obj):
-        services.api_key_revoke(actor=request.user, key=obj)
+        services.api_key_revoke(actor=Actor.for_user(request.user), key=obj)
 
     def delete_queryset(self, request, queryset):
         self.revoke(request, queryset)
@@ -320,10 +324,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             try:
                 new, plaintext = services.api_key_rotate(
-                    actor=request.user, key=key, overlap=self.rotation_overlap
+                    actor=Actor.for_user(request.user), key=key, overlap=self.rotation_overlap
                 )
-            except ValueError as exc:
-                errors.append(f"{key.display} was not rotated: {exc}")
+            except DomainError as exc:
+                errors.append(f"{key.display} was not rotated: {exc.message}")
                 continue
             rotated.append({"key": new, "plaintext": plaintext, "replaces": key})
         if not rotated:
@@ -337,6 +341,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         with transaction.atomic():
             count = 0
             for key in queryset.filter(revoked_at__isnull=True):
-                services.api_key_revoke(actor=request.user, key=key)
+                services.api_key_revoke(actor=Actor.for_user(request.user), key=key)
                 count += 1
         self.message_user(request, f"Revoked {count} key(s).")

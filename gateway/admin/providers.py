@@ -10,6 +10,7 @@ from gateway.egress import validate_upstream_url
 from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment
 from gateway.providers.capabilities import check_declaration
 from gateway.secrets import validate_provider_secret_ref
+from llmplatform.actors import Actor
 from llmplatform.admin.audit import AuditedModelAdmin
 
 
@@ -97,5 +98,7 @@ class ModelAliasAdmin(AuditedModelAdmin):
     )
     def invalidate_cache(self, request, queryset):
         for alias in queryset:
-            services.cache_invalidate_alias(actor=request.user, alias_name=alias.name)
+            services.cache_invalidate_alias(
+                actor=Actor.for_user(request.user), alias_name=alias.name
+            )
         self.message_user(request, f"Invalidated the cache of {queryset.count()} alias(es).")

@@ -16,6 +16,7 @@ from gateway.models import AliasFallback, BreakerEvent, DeploymentBreaker
 from gateway.resilience import services
 from gateway.resilience.breaker import BreakerSnapshot, breaker_store
 from gateway.resilience.policy import AUTO, FORCED_CLOSED, FORCED_OPEN, policy_for
+from llmplatform.actors import Actor
 from llmplatform.admin.readonly import ReadOnlyAdmin
 
 _STATE_LABELS = {"closed": "closed", "open": "OPEN", "half_open": "half-open (probing)"}
@@ -206,7 +207,9 @@ class DeploymentBreakerAdmin(admin.ModelAdmin):
 
     def _force(self, request, queryset, override: str, label: str) -> None:
         for deployment in queryset:
-            services.breaker_force(actor=request.user, deployment=deployment, override=override)
+            services.breaker_force(
+                actor=Actor.for_user(request.user), deployment=deployment, override=override
+            )
         self.message_user(request, f"{label}: {queryset.count()} breaker(s).", messages.SUCCESS)
 
     @admin.action(description="Force open (send no traffic)", permissions=["change"])
@@ -224,7 +227,7 @@ class DeploymentBreakerAdmin(admin.ModelAdmin):
     @admin.action(description="Reset (close and clear counts)", permissions=["change"])
     def reset(self, request, queryset):
         for deployment in queryset:
-            services.breaker_reset(actor=request.user, deployment=deployment)
+            services.breaker_reset(actor=Actor.for_user(request.user), deployment=deployment)
         self.message_user(request, f"Reset {queryset.count()} breaker(s).", messages.SUCCESS)
 
 

@@ -6,6 +6,7 @@ from django.contrib import admin
 
 from gateway import services
 from gateway.models import TenantPlan, Tier
+from llmplatform.actors import Actor
 from llmplatform.admin.audit import AuditedModelAdmin
 from llmplatform.admin.tenants import TenantAdmin
 from llmplatform.models import Tenant
@@ -27,7 +28,7 @@ class GatewayTenantAdmin(AuditedModelAdmin, TenantAdmin):
     )
     def invalidate_cache(self, request, queryset):
         for tenant in queryset:
-            services.cache_invalidate_tenant(actor=request.user, tenant=tenant)
+            services.cache_invalidate_tenant(actor=Actor.for_user(request.user), tenant=tenant)
         self.message_user(request, f"Invalidated the cache of {queryset.count()} tenant(s).")
 
     list_display = [*TenantAdmin.list_display, "tier_name"]

@@ -33,6 +33,7 @@ from gateway.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    api_error_for,
 )
 from gateway.pipeline.authenticate import Principal, authenticate
 from gateway.pipeline.chat import ChatCall, Reply, RequestInfo
@@ -47,6 +48,7 @@ from gateway.pipeline.validate import (
 )
 from gateway.providers.base import ChatDelta, ChatResult, Choice, Usage
 from llmplatform.db import fresh_db
+from llmplatform.errors import DomainError
 from llmplatform.request_context import client_ip
 
 log = structlog.get_logger("gateway.api")
@@ -477,22 +479,19 @@ def _invalidate_for_tenant(principal: Principal, alias: str | None) -> None:
     from llmplatform.models import Tenant
 
     tenant = Tenant.objects.get(pk=principal.tenant_id)
-    services.cache_invalidate_tenant(
-        actor=f"api_key:{principal.key_name}#{principal.key_id}", tenant=tenant, alias_name=alias
-    )
+    services.cache_invalidate_tenant(actor=principal.actor, tenant=tenant, alias_name=alias)
 
 
 # --- the privacy API: consent and subject registration for tenants' apps --------------------
 
 
 def _privacy_call(handler, *args, **kwargs) -> dict:
-    from django.core.exceptions import ValidationError
-
+    """The privacy app's refusals as API errors. Anything else it raises is a bug of ours:
+    api_view answers it with a bare 500, never with its message."""
     try:
         return handler(*args, **kwargs)
-    except (ValueError, ValidationError) as exc:
-        message = exc.messages[0] if isinstance(exc, ValidationError) else str(exc)
-        raise InvalidRequest(message[:1].upper() + message[1:], code="invalid_value") from exc
+    except DomainError as exc:
+        raise api_error_for(exc) from exc
 
 
 @fresh_db

@@ -23,6 +23,7 @@ from gateway import keys
 from gateway.errors import AuthenticationFailed, PermissionDenied
 from gateway.models import ApiKey, Tier
 from gateway.pipeline import background
+from llmplatform.actors import Actor
 from llmplatform.db import fresh_db
 from llmplatform.models import Tenant
 
@@ -111,8 +112,8 @@ class Principal:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     @property
-    def actor(self) -> str:
-        return f"api_key:{self.key_name}#{self.key_id}"
+    def actor(self) -> Actor:
+        return Actor.for_api_key(key_id=self.key_id, name=self.key_name)
 
     def allows_ip(self, address: str) -> bool:
         if not self.allowed_networks:

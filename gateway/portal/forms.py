@@ -17,6 +17,7 @@ from django.utils import timezone
 from gateway import services
 from gateway.models import ApiKey, ServiceAccount
 from gateway.portal import selectors
+from llmplatform.errors import InvalidInput
 from llmplatform.models import Tenant
 from llmplatform.staff_signin import confirmed_totp_device
 
@@ -151,8 +152,8 @@ class ApiKeyCreateForm(forms.Form):
             raise forms.ValidationError(f"At most {MAX_IP_RANGES} ranges.")
         try:
             return services.normalize_ip_ranges(parts)
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from exc
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.message) from exc
 
     @property
     def expires_at(self) -> datetime | None:

@@ -53,6 +53,8 @@ from gateway.portal.forms import (
 from gateway.portal.oidc import SignInRefused
 from gateway.portal.throttle import rate_exceeded
 from llmplatform import staff_signin
+from llmplatform.actors import Actor
+from llmplatform.errors import DomainError
 from llmplatform.models import Membership, Tenant
 
 log = structlog.get_logger("gateway.portal")
@@ -269,7 +271,7 @@ class KeyCreateView(TenantView):
             data = form.cleaned_data
             try:
                 key, plaintext = services.api_key_create(
-                    actor=request.user,
+                    actor=Actor.for_user(request.user),
                     tenant=self.tenant,
                     name=data["name"],
                     scopes=data["scopes"],
@@ -279,8 +281,8 @@ class KeyCreateView(TenantView):
                     daily_budget=data["daily_budget"],
                     monthly_budget=data["monthly_budget"],
                 )
-            except ValueError as exc:
-                form.add_error(None, str(exc))
+            except DomainError as exc:
+                form.add_error(None, exc.message)
             else:
                 return _show_once(self, key, plaintext)
         return self.page({"form": form})
@@ -322,10 +324,10 @@ class KeyRotateView(TenantView):
             overlap = timedelta(hours=form.cleaned_data["overlap_hours"])
             try:
                 new, plaintext = services.api_key_rotate(
-                    actor=request.user, key=key, overlap=overlap
+                    actor=Actor.for_user(request.user), key=key, overlap=overlap
                 )
-            except ValueError as exc:
-                form.add_error(None, str(exc))
+            except DomainError as exc:
+                form.add_error(None, exc.message)
             else:
                 return _show_once(self, new, plaintext)
         return self.page({"key": key, "form": form})
@@ -342,7 +344,7 @@ class KeyRevokeView(TenantView):
 
     def post(self, request: HttpRequest, key_id: int) -> HttpResponse:
         key = selectors.get_api_key_for_tenant(self.tenant, key_id)
-        services.api_key_revoke(actor=request.user, key=key)
+        services.api_key_revoke(actor=Actor.for_user(request.user), key=key)
         messages.success(request, f"Key {key.name} ({key.display}) is revoked.")
         return redirect("portal:keys", slug=self.tenant.slug)
 
@@ -531,15 +533,15 @@ class ServiceAccountListView(TenantView):
         if form.is_valid():
             try:
                 account = services.service_account_create(
-                    actor=request.user,
+                    actor=Actor.for_user(request.user),
                     tenant=self.tenant,
                     name=form.cleaned_data["name"],
                     description=form.cleaned_data["description"],
                 )
             except IntegrityError:  # created concurrently under the same name
                 form.add_error("name", "A service account with this name exists already.")
-            except ValueError as exc:
-                form.add_error(None, str(exc))
+            except DomainError as exc:
+                form.add_error(None, exc.message)
             else:
                 messages.success(request, f"Service account {account.name} is created.")
                 return redirect("portal:service-accounts", slug=self.tenant.slug)
@@ -561,7 +563,7 @@ class ServiceAccountDisableView(TenantView):
 
     def post(self, request: HttpRequest, account_id: int) -> HttpResponse:
         account = selectors.get_service_account_for_tenant(self.tenant, account_id)
-        services.service_account_disable(actor=request.user, account=account)
+        services.service_account_disable(actor=Actor.for_user(request.user), account=account)
         messages.success(
             request, f"Service account {account.name} is disabled and its keys are revoked."
         )
@@ -649,7 +651,9 @@ class SecurityView(View):
             if pending is None:
                 return self._page(request, None, status=403)
             confirmed = staff_signin.totp_device_confirm(
-                actor=request.user, device=pending, token=request.POST.get("code", "")
+                actor=Actor.for_user(request.user),
+                device=pending,
+                token=request.POST.get("code", ""),
             )
             if confirmed is None:
                 return self._page(
@@ -666,7 +670,7 @@ class SecurityView(View):
         if not form.is_valid():
             return self._page(request, device, form=form, status=400)
         if action == "remove":
-            staff_signin.totp_devices_reset(actor=request.user, user=request.user)
+            staff_signin.totp_devices_reset(actor=Actor.for_user(request.user), user=request.user)
             messages.success(request, "Your authenticator was removed.")
             return redirect("portal:security")
         otp_login(request, device)

@@ -8,23 +8,23 @@ second see the reset within a second.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
 
 from gateway.models import BreakerEvent, ProviderDeployment
 from gateway.resilience.breaker import breaker_store
 from gateway.resilience.policy import OVERRIDES, policy_for
-from llmplatform.audit import actor_label, audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import InvalidInput
 
 
 def breaker_force(
-    *, actor: Any, deployment: ProviderDeployment, override: str
+    *, actor: Actor, deployment: ProviderDeployment, override: str
 ) -> ProviderDeployment:
     """Force a deployment's breaker open or closed, or give it back to its failures
     (``auto``)."""
     if override not in OVERRIDES:
-        raise ValueError(f"override must be one of {', '.join(OVERRIDES)}")
+        raise InvalidInput(f"override must be one of {', '.join(OVERRIDES)}", param="override")
     with transaction.atomic():
         row = ProviderDeployment.objects.select_for_update().get(pk=deployment.pk)
         before = row.breaker_override
@@ -34,18 +34,16 @@ def breaker_force(
         row.save(update_fields=["breaker_override", "updated_at"])
         audit_record(
             actor=actor,
-            action="breaker.force",
+            action=AuditAction.BREAKER_FORCE,
             obj=row,
             before={"breaker_override": before},
             after={"breaker_override": override},
         )
-        BreakerEvent.objects.create(
-            deployment=row.name, kind=override, actor=actor_label(actor)[:200]
-        )
+        BreakerEvent.objects.create(deployment=row.name, kind=override, actor=actor.label)
     return row
 
 
-def breaker_reset(*, actor: Any, deployment: ProviderDeployment) -> None:
+def breaker_reset(*, actor: Actor, deployment: ProviderDeployment) -> None:
     """Close a deployment's breaker and forget its counts (its recent failures stay listed)."""
     store = breaker_store()
     policy = policy_for(deployment, connect_timeout=0, read_timeout=0)
@@ -53,13 +51,13 @@ def breaker_reset(*, actor: Any, deployment: ProviderDeployment) -> None:
     with transaction.atomic():
         audit_record(
             actor=actor,
-            action="breaker.reset",
+            action=AuditAction.BREAKER_RESET,
             obj=deployment,
             before={"state": before.state, "consecutive_failures": before.consecutive_failures},
             after={"state": "closed"},
         )
         BreakerEvent.objects.create(
-            deployment=deployment.name, kind=BreakerEvent.Kind.RESET, actor=actor_label(actor)[:200]
+            deployment=deployment.name, kind=BreakerEvent.Kind.RESET, actor=actor.label
         )
         # Last: if the store cannot be reached, the audit rows roll back with the failure.
         store.reset(deployment.name)

@@ -1,20 +1,25 @@
 """Audited admin: every save and delete made in the admin writes an audit row, in the same
-transaction as the change (the admin's change views run inside ``transaction.atomic``)."""
+transaction as the change (the admin's change views run inside ``transaction.atomic``), as
+``admin.<model>.<add|change|delete>``: each of those is an ``AuditAction``, which Django's
+system checks make sure of for every audited admin and its inlines."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from django.contrib import admin
+from django.core import checks
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import models, transaction
 from django.forms import BaseModelForm, ModelForm
 from django.forms.models import BaseInlineFormSet, model_to_dict
 from django.http import HttpRequest
 
-from llmplatform.audit import audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
 
 _encoder = DjangoJSONEncoder()
+VERBS = ("add", "change", "delete")
 
 if TYPE_CHECKING:
     # Generic only in django-stubs (at runtime they take no type arguments): a base for the
@@ -56,12 +61,38 @@ def snapshot(obj: models.Model, exclude: tuple[str, ...] = ()) -> dict[str, Any]
     return out
 
 
+def admin_action(model: type[models.Model], verb: str) -> AuditAction:
+    """``admin.<model>.<verb>`` (``AuditedModelAdmin.check`` makes sure each exists)."""
+    return AuditAction(f"admin.{model._meta.model_name}.{verb}")
+
+
 class AuditedModelAdmin(_ModelAdmin):
     #: fields never copied into the audit log (hashes, secrets)
     audit_exclude: tuple[str, ...] = ()
 
-    def _action(self, verb: str) -> str:
-        return f"admin.{self.model._meta.model_name}.{verb}"
+    def _action(self, verb: str) -> AuditAction:
+        return admin_action(self.model, verb)
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors = super().check(**kwargs)
+        audited = [self.model, *(inline.model for inline in self.inlines)]
+        missing = [
+            f"admin.{model._meta.model_name}.{verb}"
+            for model in audited
+            for verb in VERBS
+            if f"admin.{model._meta.model_name}.{verb}" not in AuditAction.values
+        ]
+        if missing:
+            errors.append(
+                checks.Error(
+                    f"{type(self).__name__} audits actions that AuditAction does not name: "
+                    f"{', '.join(missing)}",
+                    hint="Add them to llmplatform/audit_actions.py.",
+                    obj=type(self),
+                    id="llmplatform.E001",
+                )
+            )
+        return errors
 
     def save_model(
         self,
@@ -92,7 +123,7 @@ class AuditedModelAdmin(_ModelAdmin):
         after = snapshot(obj, self.audit_exclude)
         if before != after or not change:
             audit_record(
-                actor=request.user,
+                actor=Actor.for_user(request.user),
                 action=self._action("change" if change else "add"),
                 obj=obj,
                 before=before,
@@ -116,7 +147,7 @@ class AuditedModelAdmin(_ModelAdmin):
         for f in formset.deleted_forms:
             if f.instance.pk:
                 audit_record(
-                    actor=request.user,
+                    actor=Actor.for_user(request.user),
                     action=self._inline_action(f.instance, "delete"),
                     obj=f.instance,
                     before=snapshot(f.instance),
@@ -124,14 +155,14 @@ class AuditedModelAdmin(_ModelAdmin):
         super().save_formset(request, form, formset, change)
         for obj in formset.new_objects:
             audit_record(
-                actor=request.user,
+                actor=Actor.for_user(request.user),
                 action=self._inline_action(obj, "add"),
                 obj=obj,
                 after=snapshot(obj),
             )
         for obj, _fields in formset.changed_objects:
             audit_record(
-                actor=request.user,
+                actor=Actor.for_user(request.user),
                 action=self._inline_action(obj, "change"),
                 obj=obj,
                 before=befores.get(obj.pk),
@@ -139,22 +170,29 @@ class AuditedModelAdmin(_ModelAdmin):
             )
 
     @staticmethod
-    def _inline_action(obj: models.Model, verb: str) -> str:
-        return f"admin.{obj._meta.model_name}.{verb}"
+    def _inline_action(obj: models.Model, verb: str) -> AuditAction:
+        return admin_action(type(obj), verb)
 
     def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
         before = snapshot(obj, self.audit_exclude)
-        audit_record(actor=request.user, action=self._action("delete"), obj=obj, before=before)
+        audit_record(
+            actor=Actor.for_user(request.user),
+            action=self._action("delete"),
+            obj=obj,
+            before=before,
+        )
         super().delete_model(request, obj)
 
     def delete_queryset(
         self, request: HttpRequest, queryset: models.QuerySet[models.Model]
     ) -> None:
-        for obj in queryset:
-            audit_record(
-                actor=request.user,
-                action=self._action("delete"),
-                obj=obj,
-                before=snapshot(obj, self.audit_exclude),
-            )
-        super().delete_queryset(request, queryset)
+        # The "delete selected" action runs outside the change views' transaction.
+        with transaction.atomic():
+            for obj in queryset:
+                audit_record(
+                    actor=Actor.for_user(request.user),
+                    action=self._action("delete"),
+                    obj=obj,
+                    before=snapshot(obj, self.audit_exclude),
+                )
+            super().delete_queryset(request, queryset)

@@ -18,8 +18,9 @@ from django.http import HttpRequest, HttpResponse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from llmplatform import staff_signin
+from llmplatform.actors import Actor
 from llmplatform.admin.audit import AuditedModelAdmin
-from llmplatform.audit import audit_record
+from llmplatform.audit import AuditAction, audit_record
 
 if TYPE_CHECKING:
     # Generic only in django-stubs; at runtime it takes no type arguments.
@@ -64,8 +65,8 @@ class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):  # type: ignore[misc]  
 
     def _audit_unlock(self, request: HttpRequest, attempt: AccessAttempt) -> None:
         audit_record(
-            actor=request.user,
-            action="auth.unlock",
+            actor=Actor.for_user(request.user),
+            action=AuditAction.AUTH_UNLOCK,
             obj=attempt,
             object_repr=attempt.username or "",
             before={
@@ -88,7 +89,9 @@ class AuditedAccessAttemptAdmin(AxesAccessAttemptAdmin):  # type: ignore[misc]  
         with transaction.atomic():
             count = self.handler.clean_expired_user_attempts(request=request)
             audit_record(
-                actor=request.user, action="auth.cleanup_expired_attempts", after={"deleted": count}
+                actor=Actor.for_user(request.user),
+                action=AuditAction.AUTH_CLEANUP_EXPIRED_ATTEMPTS,
+                after={"deleted": count},
             )
         self.message_user(request, f"Cleaned up {count} expired access attempts.")
 
@@ -113,7 +116,7 @@ class AuditedUserAdmin(AuditedModelAdmin, _UserAdmin):
     )
     def allow_enrolment(self, request: HttpRequest, queryset: models.QuerySet[User]) -> None:
         for user in queryset:
-            staff_signin.enrolment_allow(actor=request.user, user=user)
+            staff_signin.enrolment_allow(actor=Actor.for_user(request.user), user=user)
         self.message_user(
             request,
             f"{queryset.count()} user(s) may set up an authenticator at "
@@ -137,8 +140,8 @@ class AuditedUserAdmin(AuditedModelAdmin, _UserAdmin):
         # cast: every admin URL has a name.
         if match is not None and cast(str, match.url_name).endswith("_password_change"):
             audit_record(
-                actor=request.user,
-                action="admin.user.set_password",
+                actor=Actor.for_user(request.user),
+                action=AuditAction.ADMIN_USER_SET_PASSWORD,
                 obj=obj,
                 after={"usable_password": obj.has_usable_password()},
             )

@@ -35,6 +35,7 @@ from django.views.decorators.csrf import csrf_protect
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from llmplatform import staff_signin
+from llmplatform.actors import Actor
 from llmplatform.adminsite import dashboard as admin_dashboard
 
 #: Session key of an enrolment in progress: the user whose password was right, the backend that
@@ -237,7 +238,7 @@ class GovernanceAdminSite(admin.AdminSite):
         form = EnrollmentForm(request.POST if request.method == "POST" else None)
         if form.is_valid():
             confirmed = staff_signin.totp_device_confirm(
-                actor=user, device=device, token=form.cleaned_data["otp_token"]
+                actor=Actor.for_user(user), device=device, token=form.cleaned_data["otp_token"]
             )
             if confirmed is not None:
                 del request.session[ENROLLMENT_SESSION_KEY]

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from llmplatform import staff_signin
+from llmplatform.actors import Actor
 
 
 class StaffUserCommand(BaseCommand):
@@ -23,8 +24,8 @@ class StaffUserCommand(BaseCommand):
         user = staff_signin.user_by_username(options["username"])
         if user is None:
             raise CommandError(f"No user {options['username']!r}")
-        self.stdout.write(self.act(user, options["actor"]))
+        self.stdout.write(self.act(user, Actor.system(options["actor"])))
 
-    def act(self, user: Any, actor: str) -> str:
+    def act(self, user: Any, actor: Actor) -> str:
         """Do it; return what to print."""
         raise NotImplementedError

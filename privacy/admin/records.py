@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from llmplatform.actors import Actor
 from llmplatform.admin.audit import AuditedModelAdmin
 from llmplatform.admin.permissions import requires
 from llmplatform.admin.readonly import ReadOnlyAdmin
@@ -149,7 +150,7 @@ class ConversationAdmin(ReadOnlyAdmin):
         )
         try:
             plaintext = services.conversation_read_plaintext(
-                actor=request.user, conversation=conversation
+                actor=Actor.for_user(request.user), conversation=conversation
             )
         except CryptoError as exc:
             self.message_user(request, f"Cannot decrypt: {exc}", messages.ERROR)

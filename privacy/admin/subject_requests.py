@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from llmplatform.actors import Actor
 from privacy.models import ErasureReceipt, SubjectRequest
 from privacy.subject_requests import deadlines
 from privacy.subject_requests import services as request_services
@@ -153,7 +154,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
                 continue
             try:
                 request_services.subject_request_approve(
-                    actor=request.user, request=subject_request
+                    actor=Actor.for_user(request.user), request=subject_request
                 )
             except request_services.SubjectRequestError:  # changed state since the list was shown
                 skipped += 1
@@ -178,7 +179,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
                 except request_services.SubjectRequestError as exc:
                     refused += 1
                     self.message_user(
-                        request, f"{subject_request}: {exc.messages[0]}", messages.WARNING
+                        request, f"{subject_request}: {exc.message}", messages.WARNING
                     )
                 else:
                     done += 1
@@ -211,7 +212,7 @@ class SubjectRequestAdmin(admin.ModelAdmin):
             title="Reject requests",
             verb="Rejected",
             apply=lambda r, data: request_services.subject_request_reject(
-                actor=request.user, request=r, reason=data["reason"]
+                actor=Actor.for_user(request.user), request=r, reason=data["reason"]
             ),
         )
 
@@ -227,7 +228,10 @@ class SubjectRequestAdmin(admin.ModelAdmin):
             title="Extend deadlines",
             verb="Extended",
             apply=lambda r, data: request_services.subject_request_extend(
-                actor=request.user, request=r, reason=data["reason"], months=data["months"]
+                actor=Actor.for_user(request.user),
+                request=r,
+                reason=data["reason"],
+                months=data["months"],
             ),
         )
 

@@ -1,6 +1,7 @@
 """The privacy API for tenants' apps, as framework-free functions. The gateway's API layer
 authenticates the tenant's API key and calls these with the key's tenant (privacy does not
-import the gateway); it maps ``ValueError`` to 400 with the message.
+import the gateway); it maps their refusals (``llmplatform.errors``: ``InvalidInput`` is a 400)
+to its error JSON, with the message.
 
 Routes (served by the gateway):
 
@@ -44,6 +45,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmplatform.actors import Actor
+from llmplatform.errors import InvalidInput
 from llmplatform.models import Tenant
 from privacy import selectors, services
 from privacy.models import ConsentRecord
@@ -62,10 +65,10 @@ def _tenant(tenant_id: int) -> Tenant:
 
 def _body(body: Any, allowed: set[str]) -> dict:
     if not isinstance(body, dict):
-        raise ValueError("the request body must be a JSON object")
+        raise InvalidInput("the request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(unknown)}")
+        raise InvalidInput(f"unknown field(s): {', '.join(unknown)}")
     return body
 
 
@@ -85,32 +88,32 @@ def get_consent(tenant_id: int, external_id: str) -> dict:
 def _decisions(body: dict) -> list[tuple[str, bool]]:
     if "consents" in body:
         if "purpose" in body or "granted" in body:
-            raise ValueError("give either purpose and granted, or consents, not both")
+            raise InvalidInput("give either purpose and granted, or consents, not both")
         consents = body["consents"]
         if not isinstance(consents, dict) or not consents:
-            raise ValueError("consents must be a non-empty object of purpose: true/false")
+            raise InvalidInput("consents must be a non-empty object of purpose: true/false")
         decisions = list(consents.items())
     else:
         if "purpose" not in body or "granted" not in body:
-            raise ValueError("purpose and granted are required")
+            raise InvalidInput("purpose and granted are required")
         decisions = [(body["purpose"], body["granted"])]
     for purpose, granted in decisions:
         if purpose not in Purpose.values:
-            raise ValueError(f"unknown purpose {purpose!r}; one of {', '.join(Purpose.values)}")
+            raise InvalidInput(f"unknown purpose {purpose!r}; one of {', '.join(Purpose.values)}")
         if not isinstance(granted, bool):
-            raise ValueError(f"granted for {purpose} must be true or false")
+            raise InvalidInput(f"granted for {purpose} must be true or false")
     return decisions
 
 
 def set_consent(
-    tenant_id: int, external_id: str, body: Any, *, actor: Any, gpc: bool, request_id: str = ""
+    tenant_id: int, external_id: str, body: Any, *, actor: Actor, gpc: bool, request_id: str = ""
 ) -> dict:
     """Record consent decisions for the subject (see the module docstring)."""
     body = _body(body, {"purpose", "granted", "consents", "policy_version", "source"})
     decisions = _decisions(body)
     source = body.get("source", Source.API)
     if source not in API_SOURCES:
-        raise ValueError(
+        raise InvalidInput(
             'source must be "api": consent recorded through the API is recorded as '
             "coming from the API"
         )
@@ -118,9 +121,9 @@ def set_consent(
     if policy_version is not None and (
         not isinstance(policy_version, str) or not 0 < len(policy_version) <= 32
     ):
-        raise ValueError("policy_version must be a string of 1 to 32 characters")
+        raise InvalidInput("policy_version must be a string of 1 to 32 characters")
     if gpc and (Purpose.SALE_SHARING, True) in decisions:
-        raise ValueError("granting sale_sharing conflicts with the request's Sec-GPC: 1 signal")
+        raise InvalidInput("granting sale_sharing conflicts with the request's Sec-GPC: 1 signal")
     subject = services.subject_get_or_create(tenant=_tenant(tenant_id), external_id=external_id)
     for purpose, granted in decisions:
         services.consent_set(
@@ -137,11 +140,11 @@ def set_consent(
     return get_consent(tenant_id, external_id)
 
 
-def register_subject(tenant_id: int, external_id: str, body: Any, *, actor: Any) -> dict:
+def register_subject(tenant_id: int, external_id: str, body: Any, *, actor: Actor) -> dict:
     """Register the subject's contact email (see the module docstring)."""
     body = _body(body, {"email"})
     if "email" not in body:
-        raise ValueError("email is required")
+        raise InvalidInput("email is required")
     services.subject_register_email(
         actor=actor, tenant=_tenant(tenant_id), external_id=external_id, email=body["email"]
     )

@@ -15,7 +15,8 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from llmplatform import datamap
-from llmplatform.audit import SYSTEM_ACTOR, audit_record
+from llmplatform.actors import SYSTEM
+from llmplatform.audit import AuditAction, audit_record
 from privacy import crypto, services
 from privacy.models import ConsentRecord, ErasureReceipt, SubjectRequest
 from privacy.subject_requests.export import build_export, export_aad, export_url
@@ -46,20 +47,25 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
     retries left, or stalled in progress -> in_progress); if another run holds it or it is done,
     returns without doing anything."""
     now = timezone.now()
-    claimed = (
-        SubjectRequest.objects.filter(pk=request_id)
-        .filter(claimable_q(now))
-        .update(state=State.IN_PROGRESS, started_at=now, attempts=F("attempts") + 1, last_error="")
-    )
-    request = SubjectRequest.objects.select_related("tenant", "subject").get(pk=request_id)
-    if not claimed:
-        return ExecutionOutcome(ran=False, state=request.state)
-    audit_record(
-        actor=SYSTEM_ACTOR,
-        action="subject_request.start",
-        obj=request,
-        after=audit_snapshot(request),
-    )
+    # The claim and its audit row commit together: no run starts without its row, and a
+    # failed audit write leaves the request claimable.
+    with transaction.atomic():
+        claimed = (
+            SubjectRequest.objects.filter(pk=request_id)
+            .filter(claimable_q(now))
+            .update(
+                state=State.IN_PROGRESS, started_at=now, attempts=F("attempts") + 1, last_error=""
+            )
+        )
+        request = SubjectRequest.objects.select_related("tenant", "subject").get(pk=request_id)
+        if not claimed:
+            return ExecutionOutcome(ran=False, state=request.state)
+        audit_record(
+            actor=SYSTEM,
+            action=AuditAction.SUBJECT_REQUEST_START,
+            obj=request,
+            after=audit_snapshot(request),
+        )
     step = "start"
     try:
         if request.verified_at is None or request.subject is None:
@@ -86,8 +92,8 @@ def subject_request_execute(request_id: int) -> ExecutionOutcome:
             ).update(state=State.FAILED, last_error=error)
             request.refresh_from_db()
             audit_record(
-                actor=SYSTEM_ACTOR,
-                action="subject_request.fail",
+                actor=SYSTEM,
+                action=AuditAction.SUBJECT_REQUEST_FAIL,
                 obj=request,
                 after={**audit_snapshot(request), "error": error},
             )
@@ -107,8 +113,8 @@ def _complete(request: SubjectRequest, *, after: dict[str, Any] | None = None) -
         raise ClaimLost()
     request.state, request.completed_at = State.COMPLETED, finished
     audit_record(
-        actor=SYSTEM_ACTOR,
-        action="subject_request.complete",
+        actor=SYSTEM,
+        action=AuditAction.SUBJECT_REQUEST_COMPLETE,
         obj=request,
         after={**audit_snapshot(request), **(after or {})},
     )
@@ -166,7 +172,7 @@ def _execute_opt_out(request: SubjectRequest) -> None:
     with transaction.atomic():
         # Withdrawing sale_sharing also sets do_not_sell (privacy.services.consent_set).
         services.consent_set(
-            actor=SYSTEM_ACTOR,
+            actor=SYSTEM,
             subject=subject,
             purpose=ConsentRecord.Purpose.SALE_SHARING,
             granted=False,

@@ -18,7 +18,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from llmplatform import datamap
-from llmplatform.audit import SYSTEM_ACTOR, audit_record
+from llmplatform.actors import SYSTEM
+from llmplatform.audit import AuditAction, audit_record
 from privacy import crypto
 from privacy.models import SubjectRequest
 
@@ -175,8 +176,8 @@ def subject_request_export_download(*, token: str) -> tuple[SubjectRequest, dict
         if served != 1:
             raise ExportUnavailable("used")
         audit_record(
-            actor=SYSTEM_ACTOR,
-            action="subject_request.export_download",
+            actor=SYSTEM,
+            action=AuditAction.SUBJECT_REQUEST_EXPORT_DOWNLOAD,
             obj=request,
             after={"downloaded": True},
         )
@@ -197,8 +198,8 @@ def subject_request_exports_expire(*, now: datetime | None = None) -> int:
             ):
                 expired += 1
                 audit_record(
-                    actor=SYSTEM_ACTOR,
-                    action="subject_request.export_expire",
+                    actor=SYSTEM,
+                    action=AuditAction.SUBJECT_REQUEST_EXPORT_EXPIRE,
                     obj=SubjectRequest.objects.get(pk=pk),
                     after={"deleted": True},
                 )

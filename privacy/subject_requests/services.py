@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from llmplatform.audit import SYSTEM_ACTOR, audit_record
+from llmplatform.actors import SYSTEM, Actor
+from llmplatform.audit import AuditAction, audit_record
+from llmplatform.errors import DomainError
 from llmplatform.models import Tenant
 from privacy import crypto, services
 from privacy.models import DataSubject, SubjectRequest
@@ -47,8 +48,11 @@ REJECTABLE_STATES = (State.RECEIVED, State.VERIFIED, State.APPROVED, State.FAILE
 APPROVABLE_STATES = (State.VERIFIED, State.FAILED)
 
 
-class SubjectRequestError(ValidationError):
-    """A request cannot make the asked transition (wrong state, missing reason, ...)."""
+class SubjectRequestError(DomainError):
+    """A request cannot make the asked transition (wrong state, missing reason, ...); the
+    message is shown to the officer, or to the app that asked."""
+
+    code = "invalid_value"
 
 
 def _code_hash(request: SubjectRequest, code: str) -> str:
@@ -85,7 +89,7 @@ def subject_request_create(
     source: str,
     external_id: str | None = None,
     email: str | None = None,
-    actor: Any,
+    actor: Actor,
 ) -> SubjectRequest:
     """Record a request.
 
@@ -129,7 +133,10 @@ def subject_request_create(
             request.state, request.verified_at = State.VERIFIED, now
         request.save(update_fields=["acknowledge_by", "due_at", "state", "verified_at"])
         audit_record(
-            actor=actor, action="subject_request.create", obj=request, after=audit_snapshot(request)
+            actor=actor,
+            action=AuditAction.SUBJECT_REQUEST_CREATE,
+            obj=request,
+            after=audit_snapshot(request),
         )
         if source == Source.PUBLIC_PAGE:
             subject_request_send_code(request=request)
@@ -175,8 +182,8 @@ def subject_request_issue_code(request_id: int) -> bool:
         # The audit row does not say whether a code went out: that would tell who is registered
         # to anyone who can read the tenant's audit log, which the officers do not need.
         audit_record(
-            actor=SYSTEM_ACTOR,
-            action="subject_request.code_issued",
+            actor=SYSTEM,
+            action=AuditAction.SUBJECT_REQUEST_CODE_ISSUED,
             obj=request,
             after={"expires_at": request.code_expires_at.isoformat()},
         )
@@ -216,8 +223,8 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
             locked.state, locked.verified_at, locked.code_hash = State.VERIFIED, now, ""
             locked.save(update_fields=["state", "verified_at", "code_hash"])
             audit_record(
-                actor=SYSTEM_ACTOR,
-                action="subject_request.verify",
+                actor=SYSTEM,
+                action=AuditAction.SUBJECT_REQUEST_VERIFY,
                 obj=locked,
                 before=before,
                 after=audit_snapshot(locked),
@@ -237,13 +244,13 @@ def subject_request_verify(*, request: SubjectRequest, code: str) -> VerifyResul
             if locked.code_attempts >= MAX_CODE_ATTEMPTS:
                 locked.state, locked.code_hash = State.REJECTED, ""
                 locked.rejection_reason = "too many wrong identity codes"
-                locked.decided_by = SYSTEM_ACTOR
+                locked.decided_by = SYSTEM.label
                 fields += ["state", "code_hash", "rejection_reason", "decided_by"]
                 result = VerifyResult.LOCKED
             locked.save(update_fields=fields)
             audit_record(
-                actor=SYSTEM_ACTOR,
-                action="subject_request.verify_failed",
+                actor=SYSTEM,
+                action=AuditAction.SUBJECT_REQUEST_VERIFY_FAILED,
                 obj=locked,
                 after={"attempts": locked.code_attempts, "state": locked.state},
             )
@@ -264,7 +271,7 @@ def _locked(request: SubjectRequest) -> SubjectRequest:
 
 
 def subject_request_approve(
-    *, actor: Any, request: SubjectRequest, reason: str = ""
+    *, actor: Actor, request: SubjectRequest, reason: str = ""
 ) -> SubjectRequest:
     """Approve a verified request (or approve a failed one again) and enqueue its execution."""
     from privacy.request_tasks import execute_subject_request
@@ -277,11 +284,11 @@ def subject_request_approve(
             )
         before = audit_snapshot(locked)
         locked.state, locked.attempts, locked.last_error = State.APPROVED, 0, ""
-        locked.decided_by = audit_actor(actor)
+        locked.decided_by = actor.label
         locked.save(update_fields=["state", "attempts", "last_error", "decided_by"])
         audit_record(
             actor=actor,
-            action="subject_request.approve",
+            action=AuditAction.SUBJECT_REQUEST_APPROVE,
             obj=locked,
             before=before,
             after={**audit_snapshot(locked), "reason": reason},
@@ -292,7 +299,7 @@ def subject_request_approve(
     return request
 
 
-def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) -> SubjectRequest:
+def subject_request_reject(*, actor: Actor, request: SubjectRequest, reason: str) -> SubjectRequest:
     """Refuse a request with a reason, which the subject is told (GDPR Art. 12(4))."""
     reason = (reason or "").strip()
     if not reason:
@@ -303,11 +310,11 @@ def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) 
             raise SubjectRequestError(f"a {locked.state} request cannot be rejected")
         before = audit_snapshot(locked)
         locked.state, locked.rejection_reason = State.REJECTED, reason
-        locked.decided_by, locked.code_hash = audit_actor(actor), ""
+        locked.decided_by, locked.code_hash = actor.label, ""
         locked.save(update_fields=["state", "rejection_reason", "decided_by", "code_hash"])
         audit_record(
             actor=actor,
-            action="subject_request.reject",
+            action=AuditAction.SUBJECT_REQUEST_REJECT,
             obj=locked,
             before=before,
             after={**audit_snapshot(locked), "reason": reason},
@@ -324,7 +331,7 @@ def subject_request_reject(*, actor: Any, request: SubjectRequest, reason: str) 
 
 
 def subject_request_extend(
-    *, actor: Any, request: SubjectRequest, reason: str, months: int = GDPR_MAX_EXTENSION_MONTHS
+    *, actor: Actor, request: SubjectRequest, reason: str, months: int = GDPR_MAX_EXTENSION_MONTHS
 ) -> SubjectRequest:
     """GDPR Art. 12(3): extend the one-month deadline once, by at most two further months,
     with a reason, before the first month has passed. CCPA requests are not extended here."""
@@ -349,7 +356,7 @@ def subject_request_extend(
         locked.save(update_fields=["extended_due_at", "extension_reason"])
         audit_record(
             actor=actor,
-            action="subject_request.extend",
+            action=AuditAction.SUBJECT_REQUEST_EXTEND,
             obj=locked,
             before=before,
             after={**audit_snapshot(locked), "reason": reason},
@@ -365,12 +372,6 @@ def subject_request_extend(
     return request
 
 
-def audit_actor(actor: Any) -> str:
-    from llmplatform.audit import actor_label
-
-    return actor_label(actor)[:200]
-
-
 def subject_requests_close_unverified(*, now: datetime | None = None) -> int:
     """Reject public requests whose code was never entered (GDPR Art. 12(2): the controller
     could not identify the requester). Returns how many were closed."""
@@ -384,14 +385,14 @@ def subject_requests_close_unverified(*, now: datetime | None = None) -> int:
             ).update(
                 state=State.REJECTED,
                 code_hash="",
-                decided_by=SYSTEM_ACTOR,
+                decided_by=SYSTEM.label,
                 rejection_reason="identity was not verified in time",
             )
             if updated:
                 closed += 1
                 audit_record(
-                    actor=SYSTEM_ACTOR,
-                    action="subject_request.expire",
+                    actor=SYSTEM,
+                    action=AuditAction.SUBJECT_REQUEST_EXPIRE,
                     obj=SubjectRequest.objects.get(pk=request.pk),
                     after={"state": State.REJECTED},
                 )

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.config_file import ConfigError, load_config
 from gateway.config_services import KINDS, UNCHANGED, ConfigApplyResult, config_apply
+from llmplatform.actors import Actor
 
 KIND_LABELS = {
     "provider": "providers",
@@ -49,7 +50,7 @@ class Command(BaseCommand):
         except ConfigError as exc:
             raise CommandError(f"{path} is not valid, nothing was applied:\n{exc}") from None
         result = config_apply(
-            actor=options["actor"],
+            actor=Actor.system(options["actor"]),
             config=config,
             prune=options["prune"],
             dry_run=options["dry_run"],

@@ -24,12 +24,13 @@ from django.utils import timezone
 from gateway import services
 from gateway.models import ApiKey, ModelAlias, ModelVersion, Provider, ProviderDeployment, Tier
 from gateway.providers.capabilities import LOCAL_MODEL_UNSUPPORTED
-from llmplatform.audit import audit_record
+from llmplatform.actors import Actor
+from llmplatform.audit import AuditAction, audit_record
 from llmplatform.launcher import LOCAL_MODEL_ID, local_model_url
 from llmplatform.models import Tenant
 
 LOCAL_BREAKER_RECOVERY_SECONDS = 5.0
-ACTOR = "system:bootstrap_demo"
+ACTOR = Actor.system("system:bootstrap_demo")
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "demo"
 ADMIN_USERNAME = "admin"
@@ -104,6 +105,7 @@ def _create_audited(
     lookup: dict[str, Any],
     defaults: dict[str, Any],
     result: BootstrapResult,
+    action: AuditAction,
 ) -> _M:
     """``get_or_create`` that writes the audit row when it creates."""
     with transaction.atomic():
@@ -111,16 +113,14 @@ def _create_audited(
         obj, created = model._default_manager.get_or_create(**lookup, defaults=defaults)
         if created:
             after = {k: _plain(v) for k, v in {**lookup, **defaults}.items()}
-            audit_record(
-                actor=ACTOR, action=f"{model._meta.model_name}.create", obj=obj, after=after
-            )
+            audit_record(actor=ACTOR, action=action, obj=obj, after=after)
             result.created.append(f"{model._meta.verbose_name} {obj}")
     return obj
 
 
 def _ensure_catalogue(result: BootstrapResult) -> Tier:
     for name, limits in TIERS.items():
-        _create_audited(Tier, {"name": name}, limits, result)
+        _create_audited(Tier, {"name": name}, limits, result, AuditAction.TIER_CREATE)
     url = local_model_url()
     result.local_model_url = url
     # What the embedded model does not do is declared, so such requests get a clear 400.
@@ -130,6 +130,7 @@ def _ensure_catalogue(result: BootstrapResult) -> Tier:
         {"name": "local"},
         {"kind": Provider.Kind.OPENAI, "base_url": url, "extra": extra},
         result,
+        AuditAction.PROVIDER_CREATE,
     )
     assert isinstance(provider, Provider)
     changes = {
@@ -148,7 +149,7 @@ def _ensure_catalogue(result: BootstrapResult) -> Tier:
             provider.save(update_fields=[*changes, "updated_at"])
             audit_record(
                 actor=ACTOR,
-                action="provider.update",
+                action=AuditAction.PROVIDER_UPDATE,
                 obj=provider,
                 before=before,
                 after=changes,
@@ -168,18 +169,21 @@ def _ensure_catalogue(result: BootstrapResult) -> Tier:
             "breaker_recovery_seconds": LOCAL_BREAKER_RECOVERY_SECONDS,
         },
         result,
+        AuditAction.PROVIDERDEPLOYMENT_CREATE,
     )
     alias = _create_audited(
         ModelAlias,
         {"name": "default"},
         {"description": "The embedded local model (Gemma 3 270M on llama.cpp)."},
         result,
+        AuditAction.MODELALIAS_CREATE,
     )
     _create_audited(
         ModelVersion,
         {"alias": alias, "version": "v1"},
         {"deployment": deployment, "weight": 100},
         result,
+        AuditAction.MODELVERSION_CREATE,
     )
     return Tier.objects.get(name="pro")
 
@@ -194,7 +198,7 @@ def _ensure_admin(result: BootstrapResult) -> None:
         user = user_model.objects.create_superuser(ADMIN_USERNAME, email="", password=password)
         audit_record(
             actor=ACTOR,
-            action="user.create_superuser",
+            action=AuditAction.USER_CREATE_SUPERUSER,
             obj=user,
             after={"username": ADMIN_USERNAME, "is_superuser": True},
         )

@@ -10,14 +10,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from gateway import services
+from llmplatform.actors import Actor
+from llmplatform.errors import DomainError
 from llmplatform.models import Tenant
 
 
-def _cli_actor() -> str:
+def _cli_actor() -> Actor:
     try:
-        return f"cli:{getpass.getuser()}"
+        return Actor.system(f"cli:{getpass.getuser()}")
     except (KeyError, OSError):  # no passwd entry, as in some containers
-        return "cli"
+        return Actor.system("cli")
 
 
 class Command(BaseCommand):
@@ -56,8 +58,8 @@ class Command(BaseCommand):
                 scopes=scopes,
                 expires_at=expires_at,
             )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+        except DomainError as exc:
+            raise CommandError(exc.message) from exc
         if options["json"]:
             self.stdout.write(
                 json.dumps(

@@ -9,13 +9,14 @@ from typing import Any
 from django.conf import settings
 
 from llmplatform import staff_signin
+from llmplatform.actors import Actor
 from llmplatform.management.staff_command import StaffUserCommand
 
 
 class Command(StaffUserCommand):
     help = "Allow a staff member to set up a TOTP authenticator at their next admin sign-in."
 
-    def act(self, user: Any, actor: str) -> str:
+    def act(self, user: Any, actor: Actor) -> str:
         staff_signin.enrolment_allow(actor=actor, user=user)
         return (
             f"{user.get_username()} may set up an authenticator at their next sign-in to "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from llmplatform.actors import Actor
 from privacy.crypto import CryptoError, master_key_rotate
 
 
@@ -18,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             result = master_key_rotate(
-                actor="command:rotate_master_key", batch_size=options["batch_size"]
+                actor=Actor.system("command:rotate_master_key"), batch_size=options["batch_size"]
             )
         except CryptoError as exc:
             raise CommandError(f"rotation stopped: {exc}") from None

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from deployments.backups import conf, restore
 from deployments.backups.storage import BackupStorageError, BackupStore
+from llmplatform.actors import Actor
 
 
 class Command(BaseCommand):
@@ -40,7 +41,7 @@ class Command(BaseCommand):
         parser.add_argument("--rds-instance", help="RDS snapshot backups: the new instance id")
 
     def handle(self, *args, **options):
-        actor = "command:restore_backup"
+        actor = Actor.system("command:restore_backup")
         try:
             if options["list"]:
                 return self._list()

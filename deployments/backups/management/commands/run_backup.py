@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from deployments.backups import conf, services
 from deployments.backups.models import Backup
+from llmplatform.actors import Actor
 
 
 class Command(BaseCommand):
@@ -17,7 +18,7 @@ class Command(BaseCommand):
                 "backups are not configured: set LLMP_BACKUP_BUCKET (or "
                 "LLMP_BACKUP_MODE=rds and LLMP_BACKUP_RDS_INSTANCE)"
             )
-        backup = services.backup_request(actor="command:run_backup")
+        backup = services.backup_request(actor=Actor.system("command:run_backup"))
         services.backup_run(backup.pk)
         backup.refresh_from_db()
         if backup.state != Backup.State.SUCCEEDED:

@@ -9,6 +9,7 @@ import getpass
 from django.core.management.base import BaseCommand, CommandError
 
 from deployments.compliance import services
+from llmplatform.actors import Actor
 
 
 class Command(BaseCommand):
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         except (KeyError, OSError):
             user = "unknown"
         rows = services.evidence_checks_run(
-            actor=f"command:run_compliance_checks ({user})",
+            actor=Actor.system(f"command:run_compliance_checks ({user})"),
             trigger=services.Trigger.COMMAND,
             codes=codes or None,
         )
