@@ -97,7 +97,7 @@ def test_an_audited_admin_with_an_action_missing_from_the_enum_fails_the_system_
         pass
 
     errors = LogEntryAdmin(LogEntry, admin.site).check()
-    assert [e.id for e in errors] == ["llmplatform.E001"]
+    assert [e.id for e in errors] == ["llmplatform.E003"]
     assert "admin.logentry.add" in errors[0].msg
 
 

@@ -342,7 +342,7 @@ def test_charlie_cannot_see_or_change_tenant_a(principals, key_a):
 def test_a_tenants_own_pages_show_nothing_of_another_tenant(principals, key_a):
     a_key = ApiKey.objects.get(tenant=principals.tenant_a)
     services.service_account_create(
-        actor=principals.alice, tenant=principals.tenant_a, name="a-etl"
+        actor=Actor.for_user(principals.alice), tenant=principals.tenant_a, name="a-etl"
     )
     _usage(principals.tenant_a, timezone.now(), prompt=4321, completion=1234, cost="98.7654")
     charlie = signed_in(principals.charlie)

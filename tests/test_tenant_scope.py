@@ -13,13 +13,15 @@ from datetime import timedelta
 import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.db import models
+from django.db import models, transaction
 from django.test.utils import isolate_apps
 from django.utils import timezone
 
 from gateway import services as gateway_services
 from gateway.models import ApiKey, SecurityEvent, TenantPlan, UsageRecord
+from llmplatform.actors import Actor
 from llmplatform.audit import audit_record
+from llmplatform.audit_actions import AuditAction
 from llmplatform.models import AuditEvent, Membership, Tenant
 from llmplatform.tenancy import (
     TenantOwned,
@@ -31,6 +33,8 @@ from privacy import services as privacy_services
 from privacy.models import Conversation, ErasureReceipt
 from privacy.subject_requests import services as request_services
 
+TEST_ACTOR = Actor.system("test")
+
 pytestmark = pytest.mark.django_db
 
 SUBJECT = "u-same-id-in-both-tenants"
@@ -38,7 +42,12 @@ SUBJECT = "u-same-id-in-both-tenants"
 
 def _subject_request(tenant: Tenant):
     return request_services.subject_request_create(
-        tenant=tenant, kind="erasure", law="gdpr", source="api", external_id=SUBJECT, actor="test"
+        tenant=tenant,
+        kind="erasure",
+        law="gdpr",
+        source="api",
+        external_id=SUBJECT,
+        actor=TEST_ACTOR,
     )
 
 
@@ -56,7 +65,7 @@ def _conversation(tenant: Tenant) -> Conversation:
 
 
 def _api_key(tenant: Tenant) -> ApiKey:
-    key, _ = gateway_services.api_key_create(actor="test", tenant=tenant, name="k")
+    key, _ = gateway_services.api_key_create(actor=TEST_ACTOR, tenant=tenant, name="k")
     return key
 
 
@@ -73,14 +82,19 @@ def _erasure_receipt(tenant: Tenant) -> ErasureReceipt:
 
 # How to make a row of a tenant, for each TenantOwned model (by label). Rows of both tenants
 # share their names and ids where they have one, as real tenants' rows do.
+def _audit_row(tenant: Tenant) -> AuditEvent:
+    with transaction.atomic():
+        return audit_record(actor=TEST_ACTOR, action=AuditAction.TENANT_CREATE, obj=tenant)
+
+
 ROWS: dict[str, Callable[[Tenant], models.Model]] = {
     "llmplatform.Membership": lambda t: Membership.objects.create(
         user=get_user_model().objects.create_user(f"member-of-{t.slug}"), tenant=t
     ),
-    "llmplatform.AuditEvent": lambda t: audit_record(actor="test", action="test.scope", obj=t),
+    "llmplatform.AuditEvent": _audit_row,
     "gateway.TenantPlan": lambda t: TenantPlan.objects.get(tenant=t),  # tenant_create made it
     "gateway.ServiceAccount": lambda t: gateway_services.service_account_create(
-        actor="test", tenant=t, name="etl"
+        actor=TEST_ACTOR, tenant=t, name="etl"
     ),
     "gateway.ApiKey": _api_key,
     "gateway.UsageRecord": lambda t: UsageRecord.objects.create(
@@ -130,7 +144,10 @@ def test_for_tenant_gives_a_tenant_its_rows_and_none_of_anothers(principals, mod
 
 
 def test_audit_rows_of_no_tenant_are_not_any_tenants(principals):
-    platform_row = audit_record(actor="officer", action="provider.change")
+    with transaction.atomic():
+        platform_row = audit_record(
+            actor=Actor.system("officer"), action=AuditAction.ADMIN_PROVIDER_CHANGE
+        )
     assert platform_row.tenant_id is None
     for tenant in (principals.tenant_a, principals.tenant_b):
         assert not AuditEvent.objects.for_tenant(tenant).filter(pk=platform_row.pk).exists()
@@ -138,8 +155,8 @@ def test_audit_rows_of_no_tenant_are_not_any_tenants(principals):
 
 def test_the_scope_narrows_a_query_already_made(principals):
     a, b = principals.tenant_a, principals.tenant_b
-    gateway_services.api_key_create(actor="test", tenant=a, name="same-name")
-    b_key, _ = gateway_services.api_key_create(actor="test", tenant=b, name="same-name")
+    gateway_services.api_key_create(actor=TEST_ACTOR, tenant=a, name="same-name")
+    b_key, _ = gateway_services.api_key_create(actor=TEST_ACTOR, tenant=b, name="same-name")
     named = ApiKey.objects.filter(name="same-name")
     assert list(named.for_tenant(b)) == [b_key]
 

@@ -89,7 +89,7 @@ class AuditedModelAdmin(_ModelAdmin):
                     f"{', '.join(missing)}",
                     hint="Add them to llmplatform/audit_actions.py.",
                     obj=type(self),
-                    id="llmplatform.E001",
+                    id="llmplatform.E003",
                 )
             )
         return errors
