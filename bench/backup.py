@@ -97,13 +97,17 @@ def fill(usage_rows: int, conversations: int) -> dict:
     from django.db import connection
 
     from gateway.models import UsageRecord
+    from llmplatform.actors import Actor
     from llmplatform.models import Tenant
     from privacy import services as privacy_services
 
     tenant = Tenant.objects.create(name="bench", slug="bench")
     subjects = [
         privacy_services.subject_register_email(
-            actor="bench", tenant=tenant, external_id=f"user-{n}", email=f"user{n}@example.com"
+            actor=Actor.system("bench"),
+            tenant=tenant,
+            external_id=f"user-{n}",
+            email=f"user{n}@example.com",
         )
         for n in range(20)
     ]
@@ -195,6 +199,7 @@ def main() -> int:
 
         from deployments.backups import conf, restore, services
         from llmplatform import datamap
+        from llmplatform.actors import Actor
 
         deadline = time.monotonic() + 30
         while True:
@@ -219,7 +224,7 @@ def main() -> int:
         )
 
         started = time.perf_counter()
-        backup = services.backup_request(actor="bench")
+        backup = services.backup_request(actor=Actor.system("bench"))
         services.backup_run(backup.pk)
         backup_seconds = time.perf_counter() - started
         backup.refresh_from_db()
@@ -230,7 +235,9 @@ def main() -> int:
 
         datamap.erase_all(filled["tenant"].pk, "user-3")
 
-        report = restore.backup_restore(actor="bench", reference=str(backup.pk), drill=True)
+        report = restore.backup_restore(
+            actor=Actor.system("bench"), reference=str(backup.pk), drill=True
+        )
         print(f"drill: {report.duration_seconds:.1f} s", flush=True)
 
         settings = conf.get()

@@ -34,6 +34,7 @@ def populate(args: argparse.Namespace) -> None:
     from deployments.backups.models import Backup, RestoreDrill
     from gateway import services
     from gateway.models import Provider, ProviderDeployment, SecurityEvent, Tier, UsageRecord
+    from llmplatform.actors import Actor
     from privacy.models import SubjectRequest
 
     now = timezone.now()
@@ -42,7 +43,9 @@ def populate(args: argparse.Namespace) -> None:
         name="bench", daily_budget=Decimal("50"), monthly_budget=Decimal("1000")
     )
     tenants = [
-        services.tenant_create(actor=None, name=f"Tenant {i}", slug=f"tenant-{i}", tier=tier)
+        services.tenant_create(
+            actor=Actor.system("bench"), name=f"Tenant {i}", slug=f"tenant-{i}", tier=tier
+        )
         for i in range(args.tenants)
     ]
     # Every row is created now (auto_now_add): the worst case, where all of them are today's
@@ -106,7 +109,7 @@ def populate(args: argparse.Namespace) -> None:
     RestoreDrill.objects.create(
         backup_uuid="00000000-0000-0000-0000-000000000000",
         kind="drill",
-        actor="bench",
+        actor=Actor.system("bench"),
         started_at=now - timedelta(days=2),
         finished_at=now - timedelta(days=2) + timedelta(minutes=5),
         duration_seconds=300,

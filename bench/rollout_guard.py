@@ -113,6 +113,7 @@ def main() -> int:
         from deployments.rollouts import checks, services
         from deployments.rollouts.models import Rollout
         from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment
+        from llmplatform.actors import Actor
 
         call_command("migrate", verbosity=0)
         started = time.perf_counter()
@@ -127,13 +128,13 @@ def main() -> int:
         v1 = ModelVersion.objects.create(alias=alias, version="v1", deployment=deployment)
         v2 = ModelVersion.objects.create(alias=alias, version="v2", deployment=deployment, weight=0)
         rollout = services.rollout_create(
-            actor="bench",
+            actor=Actor.system("bench"),
             alias=alias,
             stable_version=v1,
             candidate_version=v2,
             max_error_rate_increase=10.0,
         )
-        services.rollout_start(actor="bench", rollout=rollout)
+        services.rollout_start(actor=Actor.system("bench"), rollout=rollout)
         Rollout.objects.filter(pk=rollout.pk).update(started_at=timezone.now() - timedelta(hours=2))
         rollout.refresh_from_db()
 

@@ -518,19 +518,22 @@ def gateway_config(fast_url: str, slow_url: str) -> dict:
 
 _TENANT_SNIPPET = """
 from gateway import services
+from llmplatform.actors import Actor
 from gateway.models import Tier
 from llmplatform.models import Tenant
 if not Tenant.objects.filter(slug="bench").exists():
-    services.tenant_create(actor="bench", name="Benchmark", slug="bench",
+    services.tenant_create(actor=Actor.system("bench"), name="Benchmark", slug="bench",
                            tier=Tier.objects.get(name="bench"))
 """
 
 _KEY_SNIPPET = """
 import json
 from gateway import services
+from llmplatform.actors import Actor
 from llmplatform.models import Tenant
-key, plaintext = services.api_key_create(actor="bench", tenant=Tenant.objects.get(slug="bench"),
-                                         name="bench")
+key, plaintext = services.api_key_create(
+    actor=Actor.system("bench"), tenant=Tenant.objects.get(slug="bench"), name="bench"
+)
 print("BENCHKEY " + plaintext)
 """
 

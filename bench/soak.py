@@ -174,13 +174,14 @@ def soak_config(primary_url: str, fallback_url: str) -> dict:
 _SETUP = """
 import json
 from gateway import services
+from llmplatform.actors import Actor
 from gateway.models import Tier
 from llmplatform.models import Tenant
 out = {}
 for slug, tier in (("soak", "soak"), ("soak-free", "soak-unbudgeted")):
     tenant = Tenant.objects.filter(slug=slug).first() or services.tenant_create(
-        actor="soak", name=slug, slug=slug, tier=Tier.objects.get(name=tier))
-    key, plaintext = services.api_key_create(actor="soak", tenant=tenant, name="soak",
+        actor=Actor.system("soak"), name=slug, slug=slug, tier=Tier.objects.get(name=tier))
+    key, plaintext = services.api_key_create(actor=Actor.system("soak"), tenant=tenant, name="soak",
                                              scopes=["chat", "models:read", "privacy"])
     out[slug] = plaintext
 print("SOAKKEYS " + json.dumps(out))
@@ -196,6 +197,7 @@ from django.utils import timezone
 from llmplatform.models import Tenant
 from privacy import crypto, services
 from privacy.subject_requests import services as request_services
+from llmplatform.actors import Actor
 from privacy.models import Conversation, SubjectRequest
 tenant = Tenant.objects.get(slug="soak")
 ids = []
@@ -210,16 +212,17 @@ for external_id in %s:
         for i in range(%d)], batch_size=1000)
     request = request_services.subject_request_create(
         tenant=tenant, kind=SubjectRequest.Kind.ERASURE, law="gdpr",
-        source=SubjectRequest.Source.API, external_id=external_id, actor="soak")
+        source=SubjectRequest.Source.API, external_id=external_id, actor=Actor.system("soak"))
     ids.append(request.pk)
 print("SOAKERASURES " + json.dumps(ids))
 """
 
 _APPROVE = """
 from privacy.subject_requests import services as request_services
+from llmplatform.actors import Actor
 from privacy.models import SubjectRequest
 for request in SubjectRequest.objects.filter(pk__in=%s):
-    request_services.subject_request_approve(actor="soak-officer", request=request)
+    request_services.subject_request_approve(actor=Actor.system("soak-officer"), request=request)
 """
 
 
