@@ -59,9 +59,9 @@ PROMPT = "Say hello to the benchmark, in one short sentence please."
 # get the same, longer allowance.
 HEALTHCHECK_SECONDS = 30
 # After a run, wait this long before the server's CPU is sampled again: the gateway writes
-# usage records in batches (LLMP_USAGE_FLUSH_MS, 200 ms by default), after the responses, and
+# usage records in batches (LLMP_USAGE_FLUSH_MS, 1,000 ms by default), after the responses, and
 # that work belongs to the run. An idle server uses next to nothing in the meantime.
-CPU_SETTLE_SECONDS = 0.5
+CPU_SETTLE_SECONDS = 1.5
 # The goal for the gateway's CPU time per request (master + workers), JSON at full load.
 CPU_MS_PER_REQUEST_GOAL = 1.0
 

@@ -408,7 +408,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = LLMP_MAX_BODY_BYTES
 LLMP_MAX_UPLOAD_BYTES = env_int("LLMP_MAX_UPLOAD_BYTES", 11 * 1024 * 1024, minimum=1024)
 # Usage records are written in batches every this many milliseconds (0: each on its own, as
 # soon as it is made). A crash loses at most this window of records.
-LLMP_USAGE_FLUSH_MS = env_int("LLMP_USAGE_FLUSH_MS", 200, minimum=0)
+LLMP_USAGE_FLUSH_MS = env_int("LLMP_USAGE_FLUSH_MS", 1000, minimum=0)
 # What a request does after its answer (its usage record and limit corrections, a consented
 # conversation record, a GPC opt-out, a fallback copy in the cache) runs in the background, off
 # the answer's path. On: all of it runs before the response completes, so whoever sent the
