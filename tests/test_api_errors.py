@@ -136,6 +136,8 @@ def test_keys_are_stored_only_as_hashes(principals, key_a):
         ({"model": "default", "messages": []}, "invalid_value"),
         ({"model": "default", "messages": "hi"}, "invalid_value"),
         ({"model": "default", "messages": [{"role": "wizard", "content": "hi"}]}, "invalid_value"),
+        ({"model": "default", "messages": [{"role": ["user"], "content": "hi"}]}, "invalid_value"),
+        ({"model": ["default"], "messages": [{"role": "user", "content": "hi"}]}, "invalid_value"),
         ({"model": "default", "messages": [{"role": "user"}]}, "invalid_value"),
         ({"model": "default", "messages": [{"role": "tool", "content": "x"}]}, "invalid_value"),
         (

@@ -57,6 +57,7 @@ _MESSAGE_EDGES = [
     {"role": "user", "content": None},
     {"role": "user", "content": [{"type": "text", "text": "hi"}]},
     {"role": 1, "content": "hi"},
+    {"role": ["user"], "content": "hi"},
     {"content": "hi", "extra": 1},
     "not a message",
 ]

@@ -342,7 +342,7 @@ def plain_chat_request(data: dict[str, Any]) -> dict[str, Any] | None:
         if type(m) is not dict or len(m) != 2:
             return None
         role, content = m.get("role"), m.get("content")
-        if type(content) is not str or role not in _PLAIN_ROLES or type(role) is not str:
+        if type(content) is not str or type(role) is not str or role not in _PLAIN_ROLES:
             return None
         plain_messages.append({"role": role, "content": content})
     v: dict[str, Any] = {"model": model, "messages": plain_messages}
