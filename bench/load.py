@@ -14,8 +14,9 @@ Two engines, the same measurements:
 - ``py`` (default): an asyncio client on uvloop with httptools' HTTP parser (both already in the
   project's venv), one keep-alive connection per concurrent client. For a stream it records the
   time to the first body chunk (first SSE event) and to the end; it checks every answer (status
-  200, ``"choices"`` in a JSON body, ``data: [DONE]`` and no error event in a stream), reads the
-  ``X-Cache`` and ``x-llmp-overhead-ms`` headers, and counts the streams open at once.
+  200, ``"choices"`` or ``--expect`` in a JSON body, ``data: [DONE]`` and no error event in a
+  stream), reads the ``X-Cache`` and ``x-llmp-overhead-ms`` headers, and counts the streams
+  open at once.
 - ``wrk``: Debian's ``wrk`` with a generated Lua script (non-streaming only: it cannot see a
   stream's first chunk). Cheaper per request, used to check how much the ``py`` engine perturbs
   the targets it shares the cores with (``cpu_us_per_request`` in the result).
@@ -105,13 +106,14 @@ class Stats:
 class HttpConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection sending one request at a time."""
 
-    def __init__(self, stats: Stats, stream: bool) -> None:
+    def __init__(self, stats: Stats, stream: bool, expect: bytes = b'"choices"') -> None:
         import httptools
 
         self._parser_error = httptools.HttpParserError
         self.parser = httptools.HttpResponseParser(self)
         self.stats = stats
         self.stream = stream
+        self.expect = expect
         self.transport: asyncio.Transport | None = None
         self.done: asyncio.Future | None = None
         self.closed = False
@@ -191,7 +193,7 @@ class HttpConnection(asyncio.Protocol):
                 return "stream_incomplete"
             if b'data: {"error"' in body:
                 return "stream_error_event"
-        elif b'"choices"' not in body:
+        elif self.expect not in body:
             return "bad_body"
         return None
 
@@ -216,7 +218,9 @@ async def run_py(args: argparse.Namespace, host: str, port: int, path: str, requ
 
     async def connect() -> HttpConnection:
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: HttpConnection(stats, args.stream), host, port),
+            loop.create_connection(
+                lambda: HttpConnection(stats, args.stream, args.expect.encode()), host, port
+            ),
             timeout=args.connect_timeout,
         )
         return protocol
@@ -426,6 +430,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--body", default="", help="request body (JSON text)")
     parser.add_argument("-H", "--header", action="append", default=[], dest="headers")
     parser.add_argument("--stream", action="store_true", help="the answers are SSE streams")
+    parser.add_argument(
+        "--expect",
+        default='"choices"',
+        help="text a good non-streamed answer contains (default: %(default)s; the Responses "
+        'API answers with "output", Anthropic\'s Messages API with "content")',
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--requests", type=int, default=10000, help="at most this many")
     parser.add_argument(

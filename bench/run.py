@@ -724,6 +724,30 @@ def body(
     return json.dumps(data)
 
 
+# The other doors' rows: (mode, path, body, what a good answer contains).
+DOORS: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "responses",
+        "/v1/responses",
+        json.dumps({"model": "default", "input": PROMPT, "temperature": 0.7}),
+        '"output"',
+    ),
+    (
+        "messages",
+        "/v1/messages",
+        json.dumps(
+            {
+                "model": "default",
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": PROMPT}],
+                "temperature": 0.7,
+            }
+        ),
+        '"content"',
+    ),
+)
+
+
 def run_load(
     target: Target,
     *,
@@ -738,6 +762,7 @@ def run_load(
     ramp: float = 0,
     engine: str = "py",
     quiet_wait: float = 0,
+    expect: str = "",
 ) -> dict:
     out = tmp / f"load-{label}.json"
     cmd = [
@@ -764,6 +789,8 @@ def run_load(
     ]
     if stream:
         cmd.append("--stream")
+    if expect:
+        cmd += ["--expect", expect]
     if ramp:
         cmd += ["--ramp", str(ramp)]
     for header in target.headers:
@@ -1406,6 +1433,43 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict, started: 
             rows.append(
                 row("llmplatform", "json cache hit", result, runs.get("json-c1", {}).get("direct"))
             )
+
+    # 7b. The other doors (OpenAI's Responses API, Anthropic's Messages API), concurrency 1,
+    # against the same upstream: what each door's translation adds beside chat completions.
+    for door, path, door_body, expect in DOORS:
+        key_name = f"{door}-c1"
+        for target in (ours, litellm):
+            if target.error or not target.url:
+                continue
+            door_target = Target(
+                target.name,
+                url=target.url.replace("/v1/chat/completions", path),
+                headers=target.headers,
+                root_pid=target.root_pid,
+            )
+            log(f"{target.name}: {door}, concurrency 1, {plan.latency_seconds:g} s")
+            try:
+                result = run_load(
+                    door_target,
+                    label=f"{target.name}-{key_name}",
+                    stream=False,
+                    concurrency=1,
+                    seconds=plan.latency_seconds,
+                    requests=20_000,
+                    tmp=tmp,
+                    request_body=door_body,
+                    quiet_wait=plan.quiet_wait,
+                    expect=expect,
+                )
+            except RuntimeError as exc:
+                rows.append(row(target.name, door, None, None, error=_short(str(exc))))
+                continue
+            runs.setdefault(key_name, {})[target.name] = result
+            if not result["ok"]:
+                error = ", ".join(f"{k}: {v}" for k, v in result["error_kinds"].items())
+                rows.append(row(target.name, door, None, None, error=_short(error)))
+                continue
+            rows.append(row(target.name, door, result, runs.get("json-c1", {}).get("direct")))
 
     # 8. 1,000 streams open at once (one chunk a second), with the gateway's memory.
     open_streams: dict = {}
