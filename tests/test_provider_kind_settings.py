@@ -128,3 +128,23 @@ def test_the_config_file_refuses_what_the_admin_refuses(tmp_path, old, new, mess
         apply(tmp_path, CONFIG.replace(old, new))
     assert message in str(caught.value)
     assert not Provider.objects.exists()
+
+
+def test_the_record_of_processing_names_where_the_new_kinds_send_data():
+    from deployments.compliance.processing_record import record_of_processing
+    from gateway.models import ProviderDeployment
+
+    for name, kind, fields in [
+        ("vertex-eu", "vertex", {"region": "europe-west4", "extra": {"project": "my-project-1"}}),
+        ("claude", "anthropic", {}),
+    ]:
+        provider = Provider.objects.create(name=name, kind=kind, **fields)
+        ProviderDeployment.objects.create(name=f"{name}-d", provider=provider, model="m")
+
+    recipients = {r.name: r for r in record_of_processing()["recipients"]}
+    vertex, claude = recipients["vertex-eu"], recipients["claude"]
+    assert vertex.endpoint == "https://europe-west4-aiplatform.googleapis.com"
+    assert vertex.location == "Google Cloud location europe-west4"
+    assert "europe-west4" in vertex.transfer
+    assert (claude.endpoint, claude.kind) == ("https://api.anthropic.com", "Anthropic")
+    assert claude.location.startswith("unknown")
