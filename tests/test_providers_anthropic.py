@@ -492,3 +492,10 @@ async def test_a_broken_stream_reaches_the_client_as_an_error_and_counts_for_the
     assert len(upstream.requests) == 1  # bytes had reached the client: not retried
     state = breaker.snapshot({first.deployment: first.policy})[first.deployment]
     assert state.consecutive_failures == 1
+
+
+async def test_the_readiness_probe_lists_models(upstream, make_adapter, monkeypatch):
+    assert await make_adapter(upstream.base_url).check()
+    assert upstream.requests[-1].path == "/v1/models"
+    monkeypatch.setenv(KEY_ENV, "sk-ant-wrong")
+    assert await make_adapter(upstream.base_url).check() is False

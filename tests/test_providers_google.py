@@ -561,3 +561,35 @@ def test_inline_data_is_base64_checked():
     with pytest.raises(UnsupportedByProvider):
         GeminiAdapter(ProviderConfig(name="g", kind="gemini")).build_body(chat(bad), stream=False)
     assert base64.b64decode(PNG)
+
+
+@pytest.mark.parametrize(
+    ("model", "signed"), [("gemini-3-pro-preview", True), ("gemini-2.5-flash", False)]
+)
+async def test_earlier_calls_carry_a_thought_signature_where_the_model_requires_one(
+    gemini, make_adapter, model, signed
+):
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"},
+    }
+    request = ChatRequest(
+        model=model,
+        messages=[
+            ChatMessage("user", "weather?"),
+            ChatMessage("assistant", "", tool_calls=[call]),
+            ChatMessage("tool", "rain", tool_call_id="call_1"),
+        ],
+        extra={"tools": [WEATHER]},
+    )
+    await make_adapter(gemini.base_url).complete(request)
+    [part] = gemini.requests[-1].json["contents"][1]["parts"]
+    assert ("thoughtSignature" in part) is signed
+
+
+async def test_readiness_probes_answer_without_spending_tokens(gemini, make_adapter, make_vertex):
+    assert await make_adapter(gemini.base_url).check()
+    assert gemini.requests[-1].method == "GET"
+    assert await make_adapter(gemini.base_url, api_key_ref="env:GEMINI_UNSET_KEY").check() is False
+    assert await make_vertex().check()

@@ -108,16 +108,16 @@ class AnthropicUpstream(_Upstream):
         handler.send_json(status, body, headers)
 
     def answer(self, handler: _Handler, request: ReceivedRequest) -> None:
+        if self.behaviour == "unauthorized" or (
+            self.required_key is not None and request.headers.get("x-api-key") != self.required_key
+        ):
+            self._error(handler, 401, "authentication_error")
+            return
         if request.method == "GET" and request.path == "/v1/models":
             handler.send_json(200, {"data": [{"id": "claude-test", "type": "model"}]})
             return
         if request.method != "POST" or request.path != "/v1/messages":
             self._error(handler, 404, "not_found_error")
-            return
-        if self.behaviour == "unauthorized" or (
-            self.required_key is not None and request.headers.get("x-api-key") != self.required_key
-        ):
-            self._error(handler, 401, "authentication_error")
             return
         if not request.headers.get("anthropic-version"):
             self._error(handler, 400, "invalid_request_error")

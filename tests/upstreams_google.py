@@ -115,15 +115,15 @@ class GeminiUpstream(_Upstream):
         if "key" in request.query:
             _error(handler, 400, "INVALID_ARGUMENT")  # the key belongs in the header
             return
+        if self.behaviour == "unauthorized" or not self.authorized(request):
+            _error(handler, 401, "UNAUTHENTICATED")
+            return
         if request.method == "GET" and request.path.endswith("/models"):
             handler.send_json(200, {"models": [{"name": "models/gemini-test"}]})
             return
         match = self.model_path.fullmatch(request.path)
         if request.method != "POST" or match is None:
             _error(handler, 404, "NOT_FOUND")
-            return
-        if self.behaviour == "unauthorized" or not self.authorized(request):
-            _error(handler, 401, "UNAUTHENTICATED")
             return
         behaviour = self.behaviour
         method = match["method"]

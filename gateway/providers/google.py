@@ -94,7 +94,8 @@ _FINISH_REASONS = {
     "IMAGE_SAFETY": "content_filter",
     "MALFORMED_FUNCTION_CALL": "stop",
 }
-_MEDIA_PREFIXES = ("image/", "audio/")
+_GEMINI_MAJOR = re.compile(r"gemini-(\d+)")
+THOUGHT_SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
 _AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
 
@@ -143,6 +144,7 @@ class GeminiAdapter(OpenAICompatibleAdapter):
         # yet answered (for results whose id matches nothing: matched by order).
         names: dict[str, str] = {}
         pending: list[str] = []
+        signed = _needs_thought_signatures(request.model)
         for i, message in enumerate(request.messages):
             if message.role in ("system", "developer"):
                 if message.content.strip():
@@ -152,6 +154,8 @@ class GeminiAdapter(OpenAICompatibleAdapter):
                 role, parts = "user", [_function_response(i, message, names, pending)]
             elif message.role == "assistant":
                 role, parts = "model", _model_parts(i, message, names, pending)
+                if signed:
+                    _sign_first_call(parts)
             else:
                 role, parts = "user", _user_parts(i, message)
             _add_to_contents(contents, role, parts)
@@ -663,6 +667,21 @@ def _call_id(candidate: int, position: int, name: str, arguments: str) -> str:
     """A call's id, the same each time the same answer is read (plain, streamed, cached)."""
     digest = hashlib.sha256(f"{candidate}:{position}:{name}:{arguments}".encode()).hexdigest()
     return f"call_{digest[:24]}"
+
+
+def _needs_thought_signatures(model: str) -> bool:
+    """Gemini 3 and later refuse a model turn whose function calls lack the thought signature
+    they were answered with. OpenAI's tool calls have no place for it, so earlier calls go with
+    the placeholder Google documents for calls it did not make itself."""
+    match = _GEMINI_MAJOR.match(model.removeprefix("models/"))
+    return match is not None and int(match[1]) >= 3
+
+
+def _sign_first_call(parts: list[dict[str, Any]]) -> None:
+    for part in parts:
+        if "functionCall" in part:
+            part["thoughtSignature"] = THOUGHT_SIGNATURE_PLACEHOLDER
+            return
 
 
 def _model_parts(
