@@ -593,3 +593,12 @@ async def test_readiness_probes_answer_without_spending_tokens(gemini, make_adap
     assert gemini.requests[-1].method == "GET"
     assert await make_adapter(gemini.base_url, api_key_ref="env:GEMINI_UNSET_KEY").check() is False
     assert await make_vertex().check()
+
+
+async def test_concurrent_calls_share_one_token_fetch(make_vertex, vertex, token_server):
+    import asyncio
+
+    adapter = make_vertex()
+    answers = await asyncio.gather(*(adapter.complete(chat()) for _ in range(5)))
+    assert [a.content for a in answers] == ["hello gemini"] * 5
+    assert token_server.grants == 1

@@ -47,6 +47,7 @@ from gateway.providers.base import (
     UnsupportedByProvider,
     UpstreamAuthError,
     UpstreamBadResponse,
+    UpstreamError,
     UpstreamServerError,
     UpstreamUnavailable,
     Usage,
@@ -428,7 +429,9 @@ class VertexAdapter(GeminiAdapter):
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self._credentials: Any = None  # google.oauth2.service_account.Credentials
-        self._refreshing = asyncio.Lock()
+        # One token fetch at a time, per event loop (an asyncio lock belongs to one loop, and
+        # like the HTTP session this adapter may be used from another: see ``_http``).
+        self._refreshing: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
     @property
     def base_url(self) -> str:
@@ -463,7 +466,13 @@ class VertexAdapter(GeminiAdapter):
         google-auth's refresh threshold), one fetch at a time."""
         from google.auth.credentials import TokenState
 
-        async with self._refreshing:
+        loop = asyncio.get_running_loop()
+        lock = self._refreshing.get(loop)
+        if lock is None:
+            # Locks of finished loops are dropped with them.
+            lock = asyncio.Lock()
+            self._refreshing = {loop: lock}
+        async with lock:
             if self._credentials is None:
                 self._credentials = await self._load_credentials()
             credentials = self._credentials
@@ -558,7 +567,7 @@ class VertexAdapter(GeminiAdapter):
     async def check(self) -> bool:
         try:
             await self._api_key()
-        except (UpstreamAuthError, UpstreamUnavailable, UpstreamBadResponse):
+        except UpstreamError:
             return False
         return True
 
