@@ -499,3 +499,17 @@ async def test_the_readiness_probe_lists_models(upstream, make_adapter, monkeypa
     assert upstream.requests[-1].path == "/v1/models"
     monkeypatch.setenv(KEY_ENV, "sk-ant-wrong")
     assert await make_adapter(upstream.base_url).check() is False
+
+
+async def test_a_stream_that_stalls_midway_ends_at_the_idle_timeout(upstream):
+    upstream.behaviour, upstream.reply = "stream_stall", "one two three four"
+    breaker = InProcessBreaker(on_transition=None)
+    first = target(upstream, idle_timeout=0.3)
+    served = await dispatch.open_stream(plan(first, breaker=breaker))
+    assert served.first.content == "one "
+    with pytest.raises(UpstreamTimeout):
+        async for _delta in served.deltas:
+            pass
+    assert len(upstream.requests) == 1
+    state = breaker.snapshot({first.deployment: first.policy})[first.deployment]
+    assert state.consecutive_failures == 1
