@@ -602,3 +602,21 @@ async def test_concurrent_calls_share_one_token_fetch(make_vertex, vertex, token
     answers = await asyncio.gather(*(adapter.complete(chat()) for _ in range(5)))
     assert [a.content for a in answers] == ["hello gemini"] * 5
     assert token_server.grants == 1
+
+
+async def test_n_choices_are_gemini_candidates_plain_and_streamed(gemini, make_adapter):
+    gemini.reply = "hi there"
+    adapter = make_adapter(gemini.base_url)
+    result = await adapter.complete(chat(extra={"n": 2}))
+    assert gemini.requests[-1].json["generationConfig"]["candidateCount"] == 2
+    assert [(c.index, c.content) for c in result.choices] == [
+        (0, "hi there"),
+        (1, "hi there (choice 1)"),
+    ]
+    deltas = await collect(adapter, chat(extra={"n": 2}))
+    texts = {i: "".join(d.content for d in deltas if d.index == i) for i in (0, 1)}
+    assert texts == {0: "hi there", 1: "hi there (choice 1)"}
+    assert sorted((d.index, d.finish_reason) for d in deltas if d.finish_reason) == [
+        (0, "stop"),
+        (1, "stop"),
+    ]

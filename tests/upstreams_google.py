@@ -18,8 +18,10 @@ Both check bodies as Gemini does (400 ``INVALID_ARGUMENT``): ``contents`` presen
 mime type. ``"ok"`` answers the last user turn's text (function responses' ``response`` as JSON
 text; ``" [saw N images]"`` for inline images), or ``reply``. ``function_call``: ``None`` or
 ``{"name", "args"}`` (or a list): when the request declares tools, the answer is those
-functionCall parts (finishReason STOP, as Gemini reports). Streams: one chunk per word, a
-function call whole in one chunk, the last chunk with finishReason and usageMetadata.
+functionCall parts (finishReason STOP, as Gemini reports). ``generationConfig.candidateCount``
+n answers n candidates (candidate i > 0 says the text with ``" (choice i)"`` appended).
+Streams: one chunk per word, a function call whole in one chunk, each candidate's chunks in
+turn, then one chunk with every candidate's finishReason and the usageMetadata.
 
 Behaviours: ``"safety"`` (a candidate finished by SAFETY, no content), ``"prompt_blocked"``
 (``promptFeedback.blockReason``, no candidates), ``"rate_limited"`` (429 RESOURCE_EXHAUSTED with
@@ -213,13 +215,19 @@ class GeminiUpstream(_Upstream):
         else:
             output = self._text(body)
             parts = [{"text": output}]
-        candidate = {
-            "content": {"role": "model", "parts": parts},
-            "finishReason": "STOP",
-            "index": 0,
-        }
+        count = (body.get("generationConfig") or {}).get("candidateCount") or 1
+        candidates = []
+        for index in range(count):
+            extra = [{"text": f" (choice {index})"}] if index and not calls else []
+            candidates.append(
+                {
+                    "content": {"role": "model", "parts": parts + extra},
+                    "finishReason": "STOP",
+                    "index": index,
+                }
+            )
         return {
-            "candidates": [candidate],
+            "candidates": candidates,
             "usageMetadata": self._usage(body, output),
             "modelVersion": model,
         }
@@ -231,21 +239,27 @@ class GeminiUpstream(_Upstream):
         if not candidates:
             chunks.append(whole)
         else:
-            candidate = candidates[0]
-            parts = candidate.get("content", {}).get("parts", [])
-            pieces: list[dict[str, Any]] = []
-            for part in parts:
-                if "text" in part:
-                    pieces += [{"text": piece} for piece in _pieces(part["text"])]
-                else:
-                    pieces.append(part)
-            for piece in pieces:
-                chunks.append(
-                    {"candidates": [{"content": {"role": "model", "parts": [piece]}, "index": 0}]}
-                )
-            last = {"candidates": [{"finishReason": candidate["finishReason"], "index": 0}]}
-            if pieces:
-                last["candidates"][0]["content"] = {"role": "model", "parts": [{"text": ""}]}
+            last: dict[str, Any] = {"candidates": []}
+            for candidate in candidates:
+                index = candidate["index"]
+                pieces: list[dict[str, Any]] = []
+                for part in candidate.get("content", {}).get("parts", []):
+                    if "text" in part:
+                        pieces += [{"text": piece} for piece in _pieces(part["text"])]
+                    else:
+                        pieces.append(part)
+                for piece in pieces:
+                    chunks.append(
+                        {
+                            "candidates": [
+                                {"content": {"role": "model", "parts": [piece]}, "index": index}
+                            ]
+                        }
+                    )
+                ending: dict[str, Any] = {"finishReason": candidate["finishReason"], "index": index}
+                if pieces:
+                    ending["content"] = {"role": "model", "parts": [{"text": ""}]}
+                last["candidates"].append(ending)
             chunks.append({**last, "usageMetadata": whole["usageMetadata"], "modelVersion": model})
         handler.start_chunked("text/event-stream")
         for n, chunk in enumerate(chunks):
