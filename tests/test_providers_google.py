@@ -468,10 +468,13 @@ async def test_an_expired_token_is_fetched_again_before_the_call(make_vertex, ve
         await adapter.complete(chat())
         clock.shift(dt.timedelta(seconds=3600 - 60))  # within the refresh margin
         await adapter.complete(chat())
-    assert token_server.grants == 2
+        clock.shift(dt.timedelta(hours=2))  # long expired (the server would refuse it too)
+        await adapter.complete(chat())
+    assert token_server.grants == 3
     assert [r.headers["authorization"] for r in vertex.requests] == [
         "Bearer token-1",
         "Bearer token-2",
+        "Bearer token-3",
     ]
 
 
