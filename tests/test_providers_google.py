@@ -623,3 +623,14 @@ async def test_n_choices_are_gemini_candidates_plain_and_streamed(gemini, make_a
         (0, "stop"),
         (1, "stop"),
     ]
+
+
+async def test_a_key_gemini_refuses_is_an_auth_error(gemini, make_adapter, monkeypatch):
+    adapter = make_adapter(gemini.base_url)
+    gemini.required_key = "AIza-rotated"
+    with pytest.raises(UpstreamAuthError) as caught:  # Gemini's 400 API_KEY_INVALID
+        await adapter.complete(chat())
+    assert caught.value.upstream_status == 400
+    monkeypatch.setenv(KEY_ENV, "AIza-rotated")
+    assert (await adapter.complete(chat())).content == "hello gemini"
+    assert gemini.requests[-1].headers["x-goog-api-key"] == "AIza-rotated"

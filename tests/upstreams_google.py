@@ -4,8 +4,9 @@ attributes: ``base_url``, ``requests``, ``behaviour``, ``reply``, ``required_key
 
 GeminiUpstream: the Generative Language API (``POST /v1beta/models/<m>:generateContent``,
 ``:streamGenerateContent?alt=sse``, ``:batchEmbedContents``, ``GET /v1beta/models``).
-``required_key`` is checked against the ``x-goog-api-key`` header; a ``key`` in the query string
-is refused (400), so a test fails if the key ever travels in the URL.
+``required_key`` is checked against the ``x-goog-api-key`` header (a wrong key gets what Gemini
+answers: 400 ``INVALID_ARGUMENT`` with an ``ErrorInfo`` of reason ``API_KEY_INVALID``); a ``key``
+in the query string is refused (400), so a test fails if the key ever travels in the URL.
 
 VertexUpstream: the same wire at ``/v1/projects/<p>/locations/<l>/publishers/google/models/<m>:
 generateContent`` (and ``:streamGenerateContent``, ``:predict`` for embeddings), authenticated
@@ -26,8 +27,9 @@ turn, then one chunk with every candidate's finishReason and the usageMetadata.
 Behaviours: ``"safety"`` (a candidate finished by SAFETY, no content), ``"prompt_blocked"``
 (``promptFeedback.blockReason``, no candidates), ``"rate_limited"`` (429 RESOURCE_EXHAUSTED with
 a ``RetryInfo`` of ``retry_delay``, default ``"1s"``, and no Retry-After header),
-``"unauthorized"`` (401), ``"error500"``, ``"malformed_json"``, ``"hang"``, ``"reset"``,
-``"stream_break"`` (two chunks, then the connection closes).
+``"unauthorized"`` (Gemini: the wrong-key 400; Vertex: 401), ``"error500"``,
+``"malformed_json"``, ``"hang"``, ``"reset"``, ``"stream_break"`` (two chunks, then the
+connection closes).
 
 GoogleTokenServer: an OAuth token endpoint (``POST /token``) taking Google's JWT-bearer grant,
 checking the assertion's RS256 signature against ``public_key`` (PEM) and its ``aud``
@@ -113,12 +115,21 @@ class GeminiUpstream(_Upstream):
             return True
         return request.headers.get("x-goog-api-key") == self.required_key
 
+    def refuse_credentials(self, handler: _Handler) -> None:
+        # What the Gemini API answers a wrong key: a 400, the reason in the details.
+        reason = {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "API_KEY_INVALID",
+            "domain": "googleapis.com",
+        }
+        _error(handler, 400, "INVALID_ARGUMENT", [reason])
+
     def answer(self, handler: _Handler, request: ReceivedRequest) -> None:
         if "key" in request.query:
             _error(handler, 400, "INVALID_ARGUMENT")  # the key belongs in the header
             return
         if self.behaviour == "unauthorized" or not self.authorized(request):
-            _error(handler, 401, "UNAUTHENTICATED")
+            self.refuse_credentials(handler)
             return
         if request.method == "GET" and request.path.endswith("/models"):
             handler.send_json(200, {"models": [{"name": "models/gemini-test"}]})
@@ -364,6 +375,9 @@ class VertexUpstream(GeminiUpstream):
     def __init__(self, tokens: GoogleTokenServer, behaviour: str = "ok") -> None:
         super().__init__(behaviour)
         self.tokens = tokens
+
+    def refuse_credentials(self, handler: _Handler) -> None:
+        _error(handler, 401, "UNAUTHENTICATED")
 
     def authorized(self, request: ReceivedRequest) -> bool:
         header = request.headers.get("authorization", "")

@@ -95,6 +95,7 @@ _FINISH_REASONS = {
     "IMAGE_SAFETY": "content_filter",
     "MALFORMED_FUNCTION_CALL": "stop",
 }
+_KEY_REFUSED = {"API_KEY_INVALID", "API_KEY_EXPIRED"}
 _GEMINI_MAJOR = re.compile(r"gemini-(\d+)")
 THOUGHT_SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
 _AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mp3"}
@@ -201,6 +202,13 @@ class GeminiAdapter(OpenAICompatibleAdapter):
         if retry_after is None:
             retry_after = _retry_delay(error.get("details"))
         detail = f"HTTP {status}" + (f", {code}" if code else "")
+        if _error_reason(error.get("details")) in _KEY_REFUSED:
+            # The Gemini API answers a wrong or expired key with a 400, not a 401: the key is
+            # read again for the next request (a rotation), and this one fails as ours.
+            self._forget_credentials()
+            raise UpstreamAuthError(
+                f"{self._label} rejected the credentials ({detail})", upstream_status=status
+            )
         if status in (429, 503):
             raise UpstreamUnavailable(
                 f"{self._label} is rate limiting us or overloaded ({detail})",
@@ -812,6 +820,15 @@ def _usage(data: Any) -> Usage | None:
         completion_tokens=(completion if isinstance(completion, int) else 0)
         + (thoughts if isinstance(thoughts, int) else 0),
     )
+
+
+def _error_reason(details: Any) -> str:
+    """``ErrorInfo.reason`` (``API_KEY_INVALID``) from an error's details."""
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("ErrorInfo"):
+            reason = detail.get("reason")
+            return reason if isinstance(reason, str) else ""
+    return ""
 
 
 def _retry_delay(details: Any) -> float | None:
