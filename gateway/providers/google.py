@@ -354,10 +354,9 @@ class GeminiAdapter(OpenAICompatibleAdapter):
                         texts, calls = self._parts(candidate, index, before, status)
                         call_counts[index] = before + len(calls)
                         fragments = [{"index": before + k, **call} for k, call in enumerate(calls)]
-                        if texts or fragments:
-                            yield ChatDelta(
-                                content="".join(texts), index=index, tool_calls=fragments or None
-                            )
+                        text = "".join(texts)
+                        if text or fragments:
+                            yield ChatDelta(content=text, index=index, tool_calls=fragments or None)
                         reason = candidate.get("finishReason")
                         if isinstance(reason, str) and reason:
                             finishes[index] = _finish_reason(reason, call_counts[index] > 0)
