@@ -132,3 +132,26 @@ def test_provider_failures_are_typed_errors_that_leak_no_credential(
     assert PROVIDER_KEY not in seen
     assert "PRIVATE KEY" not in seen and service_account[0][40:80] not in seen
     assert "token-1" not in seen
+
+
+@pytest.mark.parametrize("upstream", ["anthropic"], indirect=True)
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2}, "n"),
+        ("/v1/embeddings", {"input": "hi"}, "model"),
+    ],
+)
+def test_what_a_kind_never_carries_is_refused_before_any_call(
+    client, principals, key_a, upstream, path, body, param
+):
+    response = client.post(
+        path,
+        data=json.dumps({"model": "default", **body}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {key_a}",
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "unsupported_by_provider"
+    assert response.json()["error"]["param"] == param
+    assert upstream.requests == []
