@@ -634,3 +634,11 @@ async def test_a_key_gemini_refuses_is_an_auth_error(gemini, make_adapter, monke
     monkeypatch.setenv(KEY_ENV, "AIza-rotated")
     assert (await adapter.complete(chat())).content == "hello gemini"
     assert gemini.requests[-1].headers["x-goog-api-key"] == "AIza-rotated"
+
+
+async def test_a_token_endpoint_redirect_is_not_followed(make_vertex, vertex, token_server):
+    token_server.behaviour = "redirect"
+    with pytest.raises(UpstreamUnavailable):
+        await make_vertex().complete(chat())
+    assert [r.path for r in token_server.requests] == ["/token"]  # the grant went nowhere else
+    assert vertex.requests == []

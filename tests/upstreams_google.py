@@ -35,7 +35,7 @@ GoogleTokenServer: an OAuth token endpoint (``POST /token``) taking Google's JWT
 checking the assertion's RS256 signature against ``public_key`` (PEM) and its ``aud``
 (Google's token endpoint, which google-auth always names); it issues
 ``token-<n>`` valid for ``expires_in`` seconds (default 3600). Behaviours: ``"ok"``,
-``"refuse"`` (400 ``invalid_grant``), ``"error500"``.
+``"refuse"`` (400 ``invalid_grant``), ``"error500"``, ``"redirect"`` (307 to ``/elsewhere``).
 """
 
 from __future__ import annotations
@@ -333,6 +333,9 @@ class GoogleTokenServer(_Upstream):
 
         if self.behaviour == "error500":
             handler.send_json(500, {"error": "internal_failure"})
+            return
+        if self.behaviour == "redirect":
+            handler.send_bytes(307, "text/plain", b"", {"Location": f"{self.base_url}/elsewhere"})
             return
         form = request.json
         if (

@@ -521,10 +521,12 @@ class VertexAdapter(GeminiAdapter):
 
     def _refresh(self, credentials: Any) -> None:
         """Fetch a token (in a worker thread: google-auth's transport is synchronous)."""
+        import requests
         from google.auth import exceptions
 
         try:
-            credentials.refresh(_TokenRequest(self.config))
+            with requests.Session() as session:
+                credentials.refresh(_TokenRequest(session, self.config))
         except exceptions.RefreshError as exc:
             # The endpoint answered, and refused (or failed); its text is not repeated.
             if getattr(exc, "retryable", False):
@@ -594,12 +596,10 @@ class _TokenRequest:
     """google-auth's requests transport with the provider's timeouts, and no redirects
     followed (the grant is not re-sent wherever a token endpoint points)."""
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, session: Any, config: ProviderConfig) -> None:
         import google.auth.transport.requests
-        import requests
 
-        session = requests.Session()
-        session.max_redirects = 0
+        session.max_redirects = 0  # a redirect raises, and google-auth reports a TransportError
         self._request = google.auth.transport.requests.Request(session)
         self._timeout = (config.connect_timeout, config.read_timeout)
 
