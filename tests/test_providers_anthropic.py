@@ -6,6 +6,7 @@ providers are."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -142,13 +143,16 @@ async def test_max_tokens_comes_from_the_request_or_the_providers_default(upstre
 
 async def test_sampling_and_stop_sequences_are_sent_as_anthropic_names(upstream, make_adapter):
     await make_adapter(upstream.base_url, api_version="2024-01-01").complete(
-        chat(temperature=0.2, top_p=0.9, stop=["END"], user="user-7")
+        chat(temperature=0.2, top_p=0.9, stop=["END"], user="jane.doe@example.com")
     )
     sent = upstream.requests[-1]
     assert sent.headers["anthropic-version"] == "2024-01-01"
     body = sent.json
     assert (body["temperature"], body["top_p"], body["stop_sequences"]) == (0.2, 0.9, ["END"])
-    assert body["metadata"] == {"user_id": "user-7"}
+    # An opaque id, as Anthropic asks: the client's user may be an email address.
+    user_id = body["metadata"]["user_id"]
+    assert "jane" not in user_id and len(user_id) == 64
+    assert user_id == hashlib.sha256(b"jane.doe@example.com").hexdigest()
 
 
 @pytest.mark.parametrize(

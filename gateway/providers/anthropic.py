@@ -16,6 +16,7 @@ retries them no sooner than asked; a stream's ``error`` event maps the same way.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -128,7 +129,9 @@ class AnthropicAdapter(OpenAICompatibleAdapter):
         }
         body.update({name: value for name, value in optional.items() if value is not None})
         if request.user:
-            body["metadata"] = {"user_id": request.user}
+            # Anthropic asks for an opaque id, never a name or an email: a client's ``user``
+            # may be either, so it goes hashed (stable, so abuse reports still group by user).
+            body["metadata"] = {"user_id": hashlib.sha256(request.user.encode()).hexdigest()}
         if tools:
             body["tools"] = [
                 {
