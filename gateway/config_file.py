@@ -28,12 +28,15 @@ Shape (every section optional, but the file must not be empty)::
         leak_mode: block            # system-prompt canary in a reply: block | flag | off
     providers:
       - name: local                 # slug, unique
-        kind: openai                # openai | azure | bedrock
-        base_url: http://127.0.0.1:8081/v1   # required for openai and azure
+        kind: openai                # openai | azure | bedrock | anthropic | gemini | vertex
+        base_url: http://127.0.0.1:8081/v1   # required for openai and azure (anthropic, gemini,
+                                             # vertex: Google's / Anthropic's own by default)
         api_key: env:LOCAL_MODEL_KEY         # optional: a secret REFERENCE, never the key
                                              # env:NAME | file:/path | aws-sm:ID[#json_key]
-        api_version: "2024-10-21"   # required for azure
-        region: us-east-1           # bedrock (default: AWS_REGION)
+        api_version: "2024-10-21"   # required for azure; anthropic-version, Gemini's v1beta
+        region: us-east-1           # bedrock (default: AWS_REGION); vertex: the location
+        # vertex: api_key references the service account's JSON key; extra: {project: my-proj}
+        # anthropic: extra: {default_max_tokens: 4096} when a request sets none
         timeouts: {connect: 5, read: 120}    # seconds, > 0; omitted = the gateway's defaults
         extra: {}                   # adapter-specific options (no credentials)
         enabled: true
@@ -109,6 +112,7 @@ from gateway.models import (
     Tier,
 )
 from gateway.providers.capabilities import check_declaration
+from gateway.providers.kind_settings import ProviderFieldError, ProviderFields, check_kind_fields
 from gateway.resilience.policy import DEFAULT_DEGRADED_MESSAGE, DEFAULTS, number_error
 from gateway.secrets import validate_provider_secret_ref
 
@@ -666,6 +670,20 @@ class _Parser:
             raise self.fail(f"{path}.base_url", f"is required for kind {kind}")
         if kind == "azure" and not values["api_version"]:
             raise self.fail(f"{path}.api_version", "is required for kind azure")
+        try:
+            check_kind_fields(
+                ProviderFields(
+                    kind=kind,
+                    base_url=values["base_url"],
+                    api_key_ref=values["api_key_ref"],
+                    api_version=values["api_version"],
+                    region=values["region"],
+                    extra=values["extra"],
+                )
+            )
+        except ProviderFieldError as exc:
+            name = "api_key" if exc.field == "api_key_ref" else exc.field
+            raise self.fail(f"{path}.{name}", str(exc)) from None
         connect_timeout, read_timeout = values.pop("timeouts")
         return ProviderSpec(**values, connect_timeout=connect_timeout, read_timeout=read_timeout)
 

@@ -71,6 +71,13 @@ def host_allowed(url: str) -> bool:
     return False
 
 
+def host_listed(url: str) -> bool:
+    """True only when ``LLMP_UPSTREAM_HOSTS`` has entries and one of them allows ``url``: for
+    hosts that configuration names on its own (a service account's ``token_uri``), where an
+    empty list must not mean "anywhere"."""
+    return bool(settings.LLMP_UPSTREAM_HOSTS) and host_allowed(url)
+
+
 def validate_upstream_url(url: str) -> None:
     """Raise ``ValueError`` when a provider's URL points at a host that is not allowed."""
     if url and not host_allowed(url):

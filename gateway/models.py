@@ -215,6 +215,9 @@ class Provider(models.Model):
         OPENAI = "openai", "OpenAI-compatible HTTP"
         AZURE = "azure", "Azure OpenAI"
         BEDROCK = "bedrock", "AWS Bedrock"
+        ANTHROPIC = "anthropic", "Anthropic"
+        GEMINI = "gemini", "Google Gemini API"
+        VERTEX = "vertex", "Google Vertex AI"
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -222,10 +225,18 @@ class Provider(models.Model):
     api_key_ref = models.CharField(
         max_length=300,
         blank=True,
-        help_text="Secret reference: env:NAME, file:/path, or aws-sm:SECRET_ID[#json_key].",
+        help_text="Secret reference: env:NAME, file:/path, or aws-sm:SECRET_ID[#json_key] "
+        "(Vertex AI: to the service account's JSON key).",
     )
-    api_version = models.CharField(max_length=32, blank=True, help_text="Azure OpenAI api-version")
-    region = models.CharField(max_length=32, blank=True, help_text="AWS region for Bedrock")
+    api_version = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Azure OpenAI api-version; Anthropic's anthropic-version (default 2023-06-01); "
+        "Gemini's or Vertex AI's API version (default v1beta / v1)",
+    )
+    region = models.CharField(
+        max_length=32, blank=True, help_text="AWS region for Bedrock; location for Vertex AI"
+    )
     connect_timeout = models.FloatField(null=True, blank=True)
     read_timeout = models.FloatField(null=True, blank=True)
     extra = models.JSONField(default=dict, blank=True)

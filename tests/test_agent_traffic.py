@@ -11,6 +11,8 @@ import struct
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway import services as gateway_services
 from gateway.models import ModelVersion, Provider, SecurityEvent, UsageRecord
@@ -696,29 +698,69 @@ def aws_environment(monkeypatch, tmp_path) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.mark.parametrize("kind", ["openai", "azure", "bedrock"])
+@pytest.fixture
+def google_token_endpoint(settings, monkeypatch):
+    """A local OAuth token endpoint and a service account whose JSON key names it, in a
+    secret reference Vertex providers can use (``env:PROVIDER_AGENT_SA``)."""
+    from .test_providers_google import service_account_json
+    from .upstreams_google import GoogleTokenServer
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with GoogleTokenServer(public.decode()) as server:
+        settings.LLMP_UPSTREAM_HOSTS = ["127.0.0.1"]  # the token endpoint must be allowed
+        monkeypatch.setenv("PROVIDER_AGENT_SA", service_account_json(private, server.token_uri))
+        yield server
+
+
+@pytest.mark.parametrize("kind", ["openai", "azure", "bedrock", "anthropic", "gemini", "vertex"])
 def test_the_openai_sdk_gets_tool_calls_whole_through_every_provider_kind(
-    gateway_server, principals, key_a, aws_environment, kind
+    gateway_server, principals, key_a, aws_environment, kind, request, monkeypatch
 ):
     """The same client code, whichever provider the alias routes to: a tool call plain and
     streamed, then the tool's result answered."""
     from openai import OpenAI
 
     from .upstreams import AzureUpstream, BedrockUpstream
+    from .upstreams_anthropic import AnthropicUpstream
+    from .upstreams_google import GeminiUpstream, VertexUpstream
 
-    server_class = {"openai": OpenAIUpstream, "azure": AzureUpstream, "bedrock": BedrockUpstream}[
-        kind
-    ]
-    with server_class() as server:
+    monkeypatch.setenv("PROVIDER_AGENT_KEY", "agent-provider-key")
+    if kind == "vertex":
+        tokens = request.getfixturevalue("google_token_endpoint")
+        server = VertexUpstream(tokens)
+    else:
+        server = {
+            "openai": OpenAIUpstream,
+            "azure": AzureUpstream,
+            "bedrock": BedrockUpstream,
+            "anthropic": AnthropicUpstream,
+            "gemini": GeminiUpstream,
+        }[kind]()
+    with server:
         fields = {
             "azure": {"api_version": "2024-10-21"},
             "bedrock": {"region": "eu-west-1"},
             "openai": {},
+            "anthropic": {"api_key_ref": "env:PROVIDER_AGENT_KEY"},
+            "gemini": {"api_key_ref": "env:PROVIDER_AGENT_KEY"},
+            "vertex": {
+                "api_key_ref": "env:PROVIDER_AGENT_SA",
+                "region": "europe-west4",
+                "extra": {"project": "llmp-agent-test"},
+            },
         }[kind]
         route_alias("agent", server.base_url, kind=kind, model="the-model", **fields)
         server.tool_call = {"name": "get_weather", "arguments": {"city": "Paris"}}
-        if kind == "bedrock":
+        if kind in ("bedrock", "anthropic"):
             server.tool_use = {"name": "get_weather", "input": {"city": "Paris"}}
+        if kind in ("gemini", "vertex"):
+            server.function_call = {"name": "get_weather", "args": {"city": "Paris"}}
         client = OpenAI(base_url=f"{gateway_server}/v1", api_key=key_a, max_retries=0)
         messages = [{"role": "user", "content": "What is the weather in Paris?"}]
 
@@ -752,6 +794,10 @@ def test_the_openai_sdk_gets_tool_calls_whole_through_every_provider_kind(
         if kind == "bedrock":
             server.tool_use = None
             server.reply = "It is 18 C in Paris."
+        if kind == "anthropic":
+            server.tool_use = None
+        if kind in ("gemini", "vertex"):
+            server.function_call = None
         follow_up = [
             *messages,
             choice.message.model_dump(exclude_none=True),

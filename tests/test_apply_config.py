@@ -298,8 +298,8 @@ def test_the_shipped_example_applies_cleanly_and_idempotently():
         ),
         pytest.param(
             "kind: azure",
-            "kind: vertex",
-            "providers[1].kind: must be one of openai, azure, bedrock",
+            "kind: watsonx",
+            "providers[1].kind: must be one of openai, azure, bedrock, anthropic, gemini, vertex",
             id="unknown-kind",
         ),
         pytest.param(

@@ -45,6 +45,7 @@ def _is_local(host: str) -> bool:
 
 def _recipient(provider: Any) -> Recipient:
     from gateway.models import Provider
+    from gateway.providers.kind_settings import DEFAULT_BASE_URLS, vertex_base_url
 
     models = [f"{d.name} ({d.model})" for d in provider.enabled_deployments]
     host = _host(provider.base_url)
@@ -52,8 +53,15 @@ def _recipient(provider: Any) -> Recipient:
         region = provider.region or settings.AWS_REGION
         endpoint = provider.base_url or f"AWS Bedrock, {region}"
         location = f"AWS region {region}"
+    elif provider.kind == Provider.Kind.VERTEX:
+        endpoint = provider.base_url or vertex_base_url(provider.region)
+        location = f"Google Cloud location {provider.region}"
     elif provider.region:
         endpoint, location = provider.base_url, f"region {provider.region}"
+    elif not provider.base_url and provider.kind in DEFAULT_BASE_URLS:
+        # Anthropic's or Google's own API: where it processes is in their terms, not ours.
+        endpoint = DEFAULT_BASE_URLS[provider.kind]
+        location = "unknown: not configured (set the region)"
     elif host and _is_local(host):
         endpoint, location = provider.base_url, "this machine or the private network"
     else:

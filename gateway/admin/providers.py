@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 
@@ -9,6 +11,7 @@ from gateway import services
 from gateway.egress import validate_upstream_url
 from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment
 from gateway.providers.capabilities import check_declaration
+from gateway.providers.kind_settings import ProviderFieldError, ProviderFields, check_kind_fields
 from gateway.secrets import validate_provider_secret_ref
 from llmplatform.actors import Actor
 from llmplatform.admin.audit import AuditedModelAdmin
@@ -58,6 +61,26 @@ class ProviderForm(forms.ModelForm):
                     raise ValueError(f"'unsupported' {exc}.") from exc
 
         return self._checked("extra", check)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned  # a field already refused: its own message says what is wrong
+        try:
+            check_kind_fields(
+                ProviderFields(
+                    kind=cleaned.get("kind") or "",
+                    base_url=cleaned.get("base_url") or "",
+                    api_key_ref=cleaned.get("api_key_ref") or "",
+                    api_version=cleaned.get("api_version") or "",
+                    region=cleaned.get("region") or "",
+                    extra=cleaned.get("extra") or {},
+                )
+            )
+        except ProviderFieldError as exc:
+            field, _, key = exc.field.partition(".")
+            self.add_error(field, f"'{key}' {exc}" if key else str(exc))
+        return cleaned
 
 
 @admin.register(Provider)

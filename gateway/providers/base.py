@@ -18,7 +18,7 @@ class ProviderConfig:
     """A plain snapshot of a ``gateway.models.Provider`` row: adapters never touch the ORM."""
 
     name: str
-    kind: str  # openai | azure | bedrock
+    kind: str  # openai | azure | bedrock | anthropic | gemini | vertex
     base_url: str = ""
     api_key_ref: str = ""  # a secret reference, resolved by gateway.secrets
     api_version: str = ""

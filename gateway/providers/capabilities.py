@@ -6,8 +6,10 @@ A request that uses one of them is refused before any call with a 400 naming the
 (``UnsupportedByProvider``), never sent for the upstream to drop silently. The embedded model
 (Gemma 3 270M through llama.cpp, written as a plain dialogue) is declared this way by
 ``bootstrap_demo``: it has no tool calling, reads no images, audio or files, makes one choice
-and serves no embeddings. Adapters refuse on their own what their wire cannot carry (Bedrock:
-see ``bedrock.py``).
+and serves no embeddings. What a kind can never carry (``KIND_UNSUPPORTED``: Anthropic's single
+choice, no logprobs, audio, files or embeddings; Gemini's and Vertex's no logprobs or files) is
+added to what its operator declares. Adapters refuse on their own what their wire cannot carry,
+value by value (Bedrock: see ``bedrock.py``).
 """
 
 from __future__ import annotations
@@ -41,9 +43,21 @@ def check_declaration(value: Any) -> list[str]:
     return value
 
 
+# What a provider kind's wire cannot carry at all, whatever the operator declares (the
+# adapters refuse it too; here it is refused before admission, like a declared feature).
+# Bedrock's refusals depend on the values (a text response_format, n=1) and stay in its adapter.
+KIND_UNSUPPORTED: dict[str, frozenset[str]] = {
+    "anthropic": frozenset({"n", "logprobs", "input_audio", "file", "embeddings"}),
+    "gemini": frozenset({"logprobs", "file"}),
+    "vertex": frozenset({"logprobs", "file"}),
+}
+
+
 def unsupported(config: ProviderConfig) -> frozenset[str]:
     value = config.extra.get("unsupported") if isinstance(config.extra, dict) else None
-    return frozenset(value) if isinstance(value, list) else frozenset()
+    declared = frozenset(value) if isinstance(value, list) else frozenset()
+    inherent = KIND_UNSUPPORTED.get(config.kind)
+    return declared | inherent if inherent else declared
 
 
 def refuse_unsupported(

@@ -319,6 +319,10 @@ class OpenAICompatibleAdapter:
         except SecretNotFound as exc:
             raise UpstreamAuthError(f"{self._label}: {exc}") from None
 
+    def _forget_credentials(self) -> None:
+        """Drop what ``_api_key`` cached, so the next call resolves the secret again."""
+        invalidate_secret(self.config.api_key_ref)
+
     # Sending -------------------------------------------------------------------------------
 
     def _refuse_disallowed_host(self, url: str) -> None:
@@ -366,7 +370,7 @@ class OpenAICompatibleAdapter:
         if response.status in (401, 403):
             # The key may have been rotated since we cached it: fetch it again, once.
             response.release()
-            invalidate_secret(self.config.api_key_ref)
+            self._forget_credentials()
             response = await self._post(url, payload, await self._api_key())
             if response.status in (401, 403):
                 response.release()

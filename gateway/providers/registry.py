@@ -38,6 +38,18 @@ def build_adapter(config: ProviderConfig) -> ProviderAdapter:
         from gateway.providers.bedrock import BedrockAdapter
 
         return BedrockAdapter(config)
+    if config.kind == "anthropic":
+        from gateway.providers.anthropic import AnthropicAdapter
+
+        return AnthropicAdapter(config)
+    if config.kind == "gemini":
+        from gateway.providers.google import GeminiAdapter
+
+        return GeminiAdapter(config)
+    if config.kind == "vertex":
+        from gateway.providers.google import VertexAdapter
+
+        return VertexAdapter(config)
     raise ValueError(f"unknown provider kind {config.kind!r} (provider {config.name!r})")
 
 
