@@ -7,9 +7,11 @@ the simple ``/chat`` and ``/chat-stream``):
    canary (``guard``); the injection screen comes after admission (step 4) so a screened-out
    request still counts against the limits;
 4. **admit** and 5. **cache**: reservations and the cache lookup, gathered in one round trip;
+   then the injection screen and the pre-call external scanners (``scan``);
 6. **dispatch**: the provider, with retries, breakers and fallbacks (``dispatch``);
 7. **guard output**: leak guard and restoring placeholders over every text of the reply
-   (``output``); a plain answer is a one-chunk stream through the same stage;
+   (``output``); a plain answer is a one-chunk stream through the same stage; then the
+   post-call external scanners on the assembled reply (a stream is held until they pass it);
 8. **settle**: cache the answer, meter it, keep the conversation (``settle``).
 
 ``ChatCall.answer`` returns a ``Reply``: the filtered deltas to render, and the headers. The
