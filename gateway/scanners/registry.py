@@ -1,10 +1,13 @@
-"""One adapter per scanner revision (a saved row is a new revision; the old adapter's sessions
-close with their event loop), built without I/O."""
+"""One adapter per scanner revision (a saved row is a new revision), built without I/O. A
+replaced adapter is closed a little later, as the providers' are (requests still using it
+finish first)."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any, cast
 
+from gateway.providers.registry import _retire
 from gateway.scanners.base import ScannerAdapter, ScannerConfig
 
 _lock = threading.Lock()
@@ -35,4 +38,7 @@ def get_scanner(config: ScannerConfig) -> ScannerAdapter:
             return entry[1]
         adapter = build_scanner(config)
         _adapters[config.name] = (config.revision, adapter)
-        return adapter
+    if entry is not None:
+        # Closing needs only ``aclose``, which scanner adapters have as providers' do.
+        _retire(cast(Any, entry[1]))
+    return adapter
