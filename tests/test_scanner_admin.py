@@ -5,6 +5,8 @@ scanner takes effect on the next request without a restart."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from gateway.models import GuardrailScanner
 from gateway.scanners.policy import check_scanner, check_scanner_url
@@ -123,3 +125,25 @@ def test_an_officer_adds_a_scanner_it_is_audited_and_the_next_request_uses_it(
         )
         assert AuditEvent.objects.filter(action="guardrail_scanner.disable").count() == 1
         assert chat(client, key_a, [{"role": "user", "content": "an ATTACK"}]).status_code == 200
+
+
+def test_the_scanner_list_runs_a_fixed_number_of_queries(
+    admin_client, principals, django_assert_max_num_queries
+):
+    def add(count: int) -> None:
+        start = GuardrailScanner.objects.count()
+        for n in range(start, start + count):
+            GuardrailScanner.objects.create(
+                name=f"s{n}",
+                kind="http",
+                url="https://scanner.example.com/scan",
+                tenant=principals.tenant_a if n % 2 else principals.tenant_b,
+            )
+
+    add(2)
+    with CaptureQueriesContext(connection) as few:
+        assert admin_client.get("/admin/gateway/guardrailscanner/").status_code == 200
+    add(20)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        page = admin_client.get("/admin/gateway/guardrailscanner/")
+    assert page.status_code == 200 and b"s21" in page.content
