@@ -17,7 +17,8 @@
 
 Misbehaviours (``behaviour``), for all three: ``"error500"``, ``"malformed_json"`` (a 200 with a
 cut-off body), ``"no_action"`` (valid JSON without what the protocol needs), ``"hang"`` (no
-answer for ``hang_seconds``).
+answer for ``hang_seconds``); the HTTP scanner also ``"redirect"`` (a 302 to the metadata
+address) and ``"huge"`` (a valid answer of 200 KB).
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ class HttpScannerServer(_ScannerServer):
             return
         if self.behaviour == "no_action":
             handler.send_json(200, {"verdict": "fine"})
+        elif self.behaviour == "redirect":
+            handler.send_bytes(
+                302, "text/plain", b"", {"Location": "http://169.254.169.254/latest/meta-data/"}
+            )
+        elif self.behaviour == "huge":
+            handler.send_json(200, {"action": "allow", "padding": "x" * 200_000})
         elif (word := self.found(self.block_words, request)) is not None:
             handler.send_json(
                 200, {"action": "block", "score": 0.97, "reasons": [f"matched:{word}"]}

@@ -167,6 +167,8 @@ def test_the_http_scanner_sends_its_auth_header_from_a_secret_reference(http_sca
         ("malformed_json", ScannerBadResponse),
         ("no_action", ScannerBadResponse),
         ("hang", ScannerTimeout),
+        ("redirect", ScannerFailed),  # not followed, least of all to the metadata service
+        ("huge", ScannerBadResponse),
     ],
 )
 def test_a_misbehaving_http_scanner_is_a_typed_failure(http_scanner, behaviour, error):

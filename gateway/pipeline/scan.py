@@ -147,9 +147,12 @@ async def run(scanners: tuple[ScannerConfig, ...], request: ScanRequest) -> list
     """Every scanner at once; those not done by the deadline have timed out."""
     started = time.perf_counter()
     tasks = {asyncio.ensure_future(_one(s, request)): s for s in scanners}
-    done, pending = await asyncio.wait(tasks, timeout=settings.LLMP_SCANNERS_DEADLINE_MS / 1000)
-    for task in pending:
-        task.cancel()
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=settings.LLMP_SCANNERS_DEADLINE_MS / 1000)
+    finally:  # the deadline passed, or the client went away: nothing is left running
+        for task in tasks:
+            if not task.done():
+                task.cancel()
     late = time.perf_counter() - started
     return [
         task.result() if task in done else _failed(config, "timeout", late)

@@ -100,8 +100,12 @@ class HttpScannerBase:
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
-                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
                 status = response.status
+                raw = b""
+                async for chunk in response.content.iter_chunked(16 * 1024):
+                    raw += chunk
+                    if len(raw) > MAX_ANSWER_BYTES:
+                        break
         except TimeoutError:
             raise ScannerTimeout(f"{self._label} did not answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
