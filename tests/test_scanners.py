@@ -580,3 +580,24 @@ def test_no_scanner_configured_means_no_scanner_call(db, principals, key_a, upst
         response = chat(client, key_a, [{"role": "user", "content": "an ATTACK"}])
     assert response.status_code == 200
     assert not SecurityEvent.objects.exists()
+
+
+@pytestmark_db
+def test_the_scanners_credential_never_reaches_a_log_an_event_or_the_client(
+    client, principals, key_a, upstream, http_scanner, monkeypatch, capfd, caplog
+):
+    secret = "Bearer scanner-secret-7f3a9c1e5b"
+    monkeypatch.setenv("PROVIDER_SCANNER_TOKEN", secret)
+    http_scanner.required_key = "something-else"  # the scanner refuses it: 401
+    route_alias("default", upstream.base_url)
+    _scanner(url=http_scanner.base_url, auth_secret_ref="env:PROVIDER_SCANNER_TOKEN")
+    response = chat(client, key_a, [{"role": "user", "content": "Hello"}])
+    assert response.status_code == 503
+    assert http_scanner.requests[-1].headers["authorization"] == secret  # it was sent
+    captured = capfd.readouterr()
+    assert "scanner_failed" in caplog.text  # the failure is logged, without the value
+    event = SecurityEvent.objects.get()
+    assert event.reasons == ["scanner:guard", "phase:pre_call", "unavailable", "fail_closed"]
+    places = (response.content.decode(), captured.out, captured.err, caplog.text, event.reasons)
+    for place in map(str, places):
+        assert "scanner-secret-7f3a9c1e5b" not in place
