@@ -22,6 +22,7 @@ class GatewayConfig(AppConfig):
             models.ProviderDeployment,
             models.Provider,
             models.AliasFallback,
+            models.GuardrailScanner,  # the scanners are part of the routing snapshot
         ):
             post_save.connect(route.invalidate_routing, sender=model, weak=False)
             post_delete.connect(route.invalidate_routing, sender=model, weak=False)

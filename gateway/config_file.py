@@ -69,14 +69,33 @@ Shape (every section optional, but the file must not be empty)::
             weight: 100             # >= 0; traffic is split by weight
             system_prompt: ""
             params: {temperature: 0.7} # default request parameters
+    scanners:                       # external scanners (docs/scanners.md)
+      - name: acme-guard            # slug, unique
+        kind: http                  # http | bedrock | presidio
+        tenant: acme                # a tenant's slug (it must exist); omitted = every tenant
+        alias: default              # an alias declared in this file; omitted = every alias
+        phases: [pre_call]          # pre_call and/or post_call
+        fail_mode: closed           # closed (refuse) | open (let through) on timeout or error
+        timeout_ms: 2000            # 50-30000
+        url: https://scanner.internal/scan  # http, presidio: required; bedrock: optional endpoint
+        auth_header: Authorization  # http, presidio
+        auth_secret_ref: env:PROVIDER_SCANNER_TOKEN  # the header's value, a secret REFERENCE
+        guardrail_id: abc123        # bedrock (required), with guardrail_version: "1" | DRAFT
+        region: eu-west-1           # bedrock (default: AWS_REGION)
+        language: en                # presidio
+        score_threshold: 0.5        # presidio: findings scored at least this count
+        entities: [EMAIL_ADDRESS]   # presidio: [] = every entity type
+        on_detect: block            # bedrock, presidio: block | flag
+        enabled: true
 
 Rules:
 - Unknown keys and duplicate keys are errors, so a typo is never silently ignored.
 - The file describes each object it names completely: an omitted field takes the model's
   default (an officer's admin edit of a named object is overwritten by the next apply).
   Objects the file does not name are left alone (``--prune`` disables aliases it does not name).
-- References (``provider``, ``deployment``, ``fallbacks``, ``allowed_aliases``) must name
-  objects declared in the same file, so the file is self-contained.
+- References (``provider``, ``deployment``, ``fallbacks``, ``allowed_aliases``, a scanner's
+  ``alias``) must name objects declared in the same file, so the file is self-contained; a
+  scanner's ``tenant`` names an existing tenant (tenants are made in the admin).
 - A deployment's ``breaker_override`` (an officer forcing its breaker) is not part of the
   file: applying never undoes a forced breaker.
 - Errors name their place in the file: ``model_aliases[0].versions[1].deployment: unknown
@@ -104,6 +123,7 @@ from django.db.backends.base.operations import BaseDatabaseOperations
 
 from gateway.egress import validate_upstream_url
 from gateway.models import (
+    GuardrailScanner,
     ModelAlias,
     ModelVersion,
     Provider,
@@ -114,6 +134,7 @@ from gateway.models import (
 from gateway.providers.capabilities import check_declaration
 from gateway.providers.kind_settings import ProviderFieldError, ProviderFields, check_kind_fields
 from gateway.resilience.policy import DEFAULT_DEGRADED_MESSAGE, DEFAULTS, number_error
+from gateway.scanners.policy import check_scanner
 from gateway.secrets import validate_provider_secret_ref
 
 PROVIDER_KINDS = tuple(Provider.Kind.values)
@@ -284,11 +305,38 @@ class AliasSpec:
 
 
 @dataclass(frozen=True)
+class ScannerSpec:
+    name: str
+    kind: str
+    tenant: str = ""  # a tenant's slug; "" = every tenant
+    alias: str = ""  # "" = every alias
+    pre_call: bool = True
+    post_call: bool = False
+    fail_mode: str = "closed"
+    timeout_ms: int = 2000
+    url: str = ""
+    auth_header: str = "Authorization"
+    auth_secret_ref: str = ""
+    guardrail_id: str = ""
+    guardrail_version: str = ""
+    region: str = ""
+    language: str = "en"
+    score_threshold: float = 0.5
+    entities: tuple[str, ...] = ()
+    on_detect: str = "block"
+    enabled: bool = True
+
+
+SCANNER_PHASES = ("pre_call", "post_call")
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     tiers: tuple[TierSpec, ...] = ()
     providers: tuple[ProviderSpec, ...] = ()
     deployments: tuple[DeploymentSpec, ...] = ()
     model_aliases: tuple[AliasSpec, ...] = ()
+    scanners: tuple[ScannerSpec, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,7 +573,9 @@ class _Parser:
         if data is None:
             raise ConfigError(["the file is empty"])
         try:
-            self.mapping(data, "", {"tiers", "providers", "deployments", "model_aliases"}, set())
+            self.mapping(
+                data, "", {"tiers", "providers", "deployments", "model_aliases", "scanners"}, set()
+            )
         except _Invalid:
             raise ConfigError(self.errors) from None
 
@@ -540,6 +590,7 @@ class _Parser:
         deployments = section("deployments", "deployment", self.deployment)
         aliases = section("model_aliases", "alias", self.alias)
         tiers = section("tiers", "tier", self.tier)
+        scanners = section("scanners", "scanner", self.scanner)
         self.check_references(data)
         if self.errors:
             raise ConfigError(self.errors)
@@ -548,7 +599,123 @@ class _Parser:
             providers=tuple(providers),
             deployments=tuple(deployments),
             model_aliases=tuple(aliases),
+            scanners=tuple(scanners),
         )
+
+    def scanner(self, raw: Any, path: str) -> ScannerSpec:
+        texts = (
+            "url",
+            "auth_header",
+            "auth_secret_ref",
+            "guardrail_id",
+            "guardrail_version",
+            "region",
+            "language",
+        )
+        allowed = {
+            "name",
+            "kind",
+            "tenant",
+            "alias",
+            "phases",
+            "fail_mode",
+            "timeout_ms",
+            "score_threshold",
+            "entities",
+            "on_detect",
+            "enabled",
+            *texts,
+        }
+        data = self.mapping(raw, path, allowed, {"name", "kind"})
+        defaults = ScannerSpec(name="", kind="")
+        values = self.fields(
+            {
+                "name": lambda: self.text(
+                    data, "name", path, max_length=_max_length(GuardrailScanner, "name"), slug=True
+                ),
+                "kind": lambda: self.choice(
+                    data, "kind", path, tuple(GuardrailScanner.Kind.values), None
+                ),
+                "tenant": lambda: self.text(data, "tenant", path, max_length=64, slug=False),
+                "alias": lambda: self.text(data, "alias", path, max_length=64),
+                "phases": lambda: self.phases(data, path),
+                "fail_mode": lambda: self.choice(
+                    data, "fail_mode", path, tuple(GuardrailScanner.FailMode.values), "closed"
+                ),
+                "on_detect": lambda: self.choice(
+                    data, "on_detect", path, tuple(GuardrailScanner.OnDetect.values), "block"
+                ),
+                "timeout_ms": lambda: self.integer(
+                    data, "timeout_ms", path, defaults.timeout_ms, bounds=(50, 30_000)
+                ),
+                "score_threshold": lambda: self.fraction(
+                    data, "score_threshold", path, defaults.score_threshold
+                ),
+                "entities": lambda: self.strings(data, "entities", path),
+                "enabled": lambda: self.boolean(data, "enabled", path),
+                **{
+                    key: partial(
+                        self.text, data, key, path, max_length=_max_length(GuardrailScanner, key)
+                    )
+                    for key in texts
+                },
+            }
+        )
+        if "auth_header" not in data:
+            values["auth_header"] = defaults.auth_header
+        if "language" not in data:
+            values["language"] = defaults.language
+        pre_call, post_call = values.pop("phases")
+        try:
+            check_scanner(
+                kind=values["kind"],
+                url=values["url"],
+                timeout_ms=values["timeout_ms"],
+                auth_header=values["auth_header"],
+                auth_secret_ref=values["auth_secret_ref"],
+                guardrail_id=values["guardrail_id"],
+                guardrail_version=values["guardrail_version"],
+                region=values["region"],
+                language=values["language"],
+                score_threshold=values["score_threshold"],
+                entities=values["entities"],
+                pre_call=pre_call,
+                post_call=post_call,
+            )
+        except ValueError as exc:
+            field_name, _, message = str(exc).partition(": ")
+            if field_name == "pre_call":
+                field_name = "phases"
+            raise self.fail(f"{path}.{field_name}", message or str(exc)) from None
+        return ScannerSpec(**values, pre_call=pre_call, post_call=post_call)
+
+    def choice(
+        self, data: dict, key: str, path: str, choices: tuple[str, ...], default: str | None
+    ) -> str:
+        value = data.get(key, default)
+        if value not in choices:
+            raise self.fail(f"{path}.{key}", f"must be one of {', '.join(choices)}")
+        return str(value)
+
+    def strings(self, data: dict, key: str, path: str) -> tuple[str, ...]:
+        value = data.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(f"{path}.{key}", "must be a list of strings")
+        return tuple(value)
+
+    def phases(self, data: dict, path: str) -> tuple[bool, bool]:
+        value = data.get("phases", ["pre_call"])
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(p, str) and p in SCANNER_PHASES for p in value)
+        ):
+            raise self.fail(
+                f"{path}.phases", f"must be a non-empty list of {', '.join(SCANNER_PHASES)}"
+            )
+        return "pre_call" in value, "post_call" in value
 
     def tier(self, raw: Any, path: str) -> TierSpec:
         counters = [
@@ -1002,6 +1169,10 @@ class _Parser:
                         self.fail(
                             f"model_aliases[{index}].fallbacks", f"unknown deployment {ref!r}"
                         )
+        for index, entry in _dicts(data.get("scanners")):
+            ref = entry.get("alias")
+            if isinstance(ref, str) and ref and ref not in aliases:
+                self.fail(f"scanners[{index}].alias", f"unknown alias {ref!r}")
         for index, entry in _dicts(data.get("tiers")):
             refs = entry.get("allowed_aliases")
             if isinstance(refs, list):

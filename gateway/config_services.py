@@ -16,14 +16,17 @@ from django.db import models, transaction
 
 from gateway.config_file import (
     AliasSpec,
+    ConfigError,
     DeploymentSpec,
     GatewayConfig,
     ProviderSpec,
+    ScannerSpec,
     TierSpec,
     VersionSpec,
 )
 from gateway.models import (
     AliasFallback,
+    GuardrailScanner,
     ModelAlias,
     ModelVersion,
     Provider,
@@ -32,10 +35,11 @@ from gateway.models import (
 )
 from llmplatform.actors import Actor
 from llmplatform.audit import AuditAction, audit_record
+from llmplatform.models import Tenant
 
 _M = TypeVar("_M", bound=models.Model)
 
-KINDS = ("provider", "deployment", "alias", "version", "tier")
+KINDS = ("provider", "deployment", "alias", "version", "tier", "scanner")
 # What the audit row of a created or an updated object of each kind says was done.
 CREATE_ACTIONS = {
     "provider": AuditAction.CONFIG_PROVIDER_CREATE,
@@ -43,6 +47,7 @@ CREATE_ACTIONS = {
     "alias": AuditAction.CONFIG_ALIAS_CREATE,
     "version": AuditAction.CONFIG_VERSION_CREATE,
     "tier": AuditAction.CONFIG_TIER_CREATE,
+    "scanner": AuditAction.CONFIG_SCANNER_CREATE,
 }
 UPDATE_ACTIONS = {
     "provider": AuditAction.CONFIG_PROVIDER_UPDATE,
@@ -50,6 +55,7 @@ UPDATE_ACTIONS = {
     "alias": AuditAction.CONFIG_ALIAS_UPDATE,
     "version": AuditAction.CONFIG_VERSION_UPDATE,
     "tier": AuditAction.CONFIG_TIER_UPDATE,
+    "scanner": AuditAction.CONFIG_SCANNER_UPDATE,
 }
 CREATED, UPDATED, UNCHANGED, DISABLED = "created", "updated", "unchanged", "disabled"
 
@@ -102,11 +108,29 @@ def config_apply(
         }
         for spec in config.tiers:
             applier.tier(spec, aliases)
+        tenants = _tenants(config.scanners)
+        for scanner_spec in config.scanners:
+            applier.scanner(scanner_spec, tenants, aliases)
         if prune:
             applier.prune_aliases(keep=aliases.keys())
         if dry_run:
             transaction.set_rollback(True)
     return result
+
+
+def _tenants(scanners: tuple[ScannerSpec, ...]) -> dict[str, Tenant]:
+    """The tenants the scanners name, by slug; ``ConfigError`` naming each unknown one (nothing
+    is applied: the caller's transaction rolls back)."""
+    slugs = {spec.tenant for spec in scanners if spec.tenant}
+    found = {t.slug: t for t in Tenant.objects.filter(slug__in=slugs)}
+    unknown = [
+        f"scanners[{index}].tenant: unknown tenant {spec.tenant!r}"
+        for index, spec in enumerate(scanners)
+        if spec.tenant and spec.tenant not in found
+    ]
+    if unknown:
+        raise ConfigError(unknown)
+    return found
 
 
 def _plain(value: Any) -> Any:
@@ -251,6 +275,31 @@ class _Applier:
             "enabled": spec.enabled,
         }
         return self.upsert("provider", Provider, {"name": spec.name}, desired, spec.name)
+
+    def scanner(
+        self, spec: ScannerSpec, tenants: dict[str, Tenant], aliases: dict[str, ModelAlias]
+    ) -> GuardrailScanner:
+        desired = {
+            "kind": spec.kind,
+            "tenant": tenants[spec.tenant] if spec.tenant else None,
+            "alias": aliases[spec.alias] if spec.alias else None,
+            "pre_call": spec.pre_call,
+            "post_call": spec.post_call,
+            "fail_mode": spec.fail_mode,
+            "timeout_ms": spec.timeout_ms,
+            "url": spec.url,
+            "auth_header": spec.auth_header,
+            "auth_secret_ref": spec.auth_secret_ref,
+            "guardrail_id": spec.guardrail_id,
+            "guardrail_version": spec.guardrail_version,
+            "region": spec.region,
+            "language": spec.language,
+            "score_threshold": spec.score_threshold,
+            "entities": list(spec.entities),
+            "on_detect": spec.on_detect,
+            "enabled": spec.enabled,
+        }
+        return self.upsert("scanner", GuardrailScanner, {"name": spec.name}, desired, spec.name)
 
     def deployment(self, spec: DeploymentSpec, provider: Provider) -> ProviderDeployment:
         desired = {

@@ -63,6 +63,19 @@ SECURITY_EVENTS = Counter(
     "llmp_security_events_total", "Prompts or replies blocked or flagged", ["kind", "action"]
 )
 
+SCANNER_CHECKS = Counter(
+    "llmp_scanner_checks_total",
+    "External scanner checks by outcome (allow, flag, block, or the failure: timeout, "
+    "unavailable, bad_response, not_allowed, error)",
+    ["scanner", "phase", "outcome"],
+)
+SCANNER_LATENCY = Histogram(
+    "llmp_scanner_duration_seconds",
+    "Time an external scanner took to answer (or to fail)",
+    ["scanner"],
+    buckets=_LATENCY_BUCKETS,
+)
+
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 
@@ -88,6 +101,12 @@ def record_limits_redis_down(fail: str) -> None:
 
 def record_security_event(kind: str, action: str) -> None:
     SECURITY_EVENTS.labels(kind, action).inc()
+
+
+def record_scanner(scanner: str, phase: str, outcome: str, seconds: float) -> None:
+    # Scanner names are the officers' configuration: a bounded set, like aliases.
+    _child(SCANNER_CHECKS, scanner, phase, outcome).inc()
+    _child(SCANNER_LATENCY, scanner).observe(seconds)
 
 
 def record_cache(result: str) -> None:

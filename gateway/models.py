@@ -511,12 +511,15 @@ class UsageRecord(TenantOwned):
 
 
 class SecurityEvent(TenantOwned):
-    """A prompt blocked or flagged by the injection screen, or a reply that leaked the system
-    prompt's canary. Holds a hash of the text, the text itself only if the tenant opted in."""
+    """A prompt blocked or flagged by the injection screen or an external scanner, a reply that
+    leaked the system prompt's canary or that a scanner refused, or a scanner that failed.
+    Holds a hash of the text, the text itself only if the tenant opted in."""
 
     class Kind(models.TextChoices):
         PROMPT_INJECTION = "prompt_injection", "prompt injection"
         SYSTEM_PROMPT_LEAK = "system_prompt_leak", "system prompt leak"
+        SCANNER = "scanner", "external scanner"
+        SCANNER_ERROR = "scanner_error", "external scanner failed"
 
     class Action(models.TextChoices):
         BLOCKED = "blocked", "blocked"
@@ -549,6 +552,104 @@ class SecurityEvent(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.action} ({self.score:.2f})"
+
+
+class GuardrailScanner(TenantOwned):
+    """An external scanner an officer added (``gateway.scanners``): checked before the call (on
+    everything the client sent) and/or after it (on the reply), for one tenant or all of them,
+    one alias or all of them. Read by the request path from the routing snapshot, never per
+    request. Its auth header's value is a secret reference, never a secret."""
+
+    class Kind(models.TextChoices):
+        HTTP = "http", "HTTP scanner (the gateway's JSON contract)"
+        BEDROCK = "bedrock", "AWS Bedrock Guardrails (ApplyGuardrail)"
+        PRESIDIO = "presidio", "Presidio analyzer (POST /analyze)"
+
+    class FailMode(models.TextChoices):
+        OPEN = "open", "fail open: let the request through"
+        CLOSED = "closed", "fail closed: refuse the request"
+
+    class OnDetect(models.TextChoices):
+        BLOCK = "block", "block"
+        FLAG = "flag", "flag (record, let through)"
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    tenant = models.ForeignKey(
+        Tenant,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="guardrail_scanners",
+        help_text="Empty: every tenant.",
+    )
+    alias = models.ForeignKey(
+        "gateway.ModelAlias",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="guardrail_scanners",
+        help_text="Empty: every alias.",
+    )
+    pre_call = models.BooleanField(
+        default=True, help_text="Check what the client sends, before the provider is called."
+    )
+    post_call = models.BooleanField(
+        default=False,
+        help_text="Check the reply before the client gets it (a stream is held until checked).",
+    )
+    fail_mode = models.CharField(
+        max_length=8,
+        choices=FailMode.choices,
+        default=FailMode.CLOSED,
+        help_text="What a timeout or an error of the scanner does.",
+    )
+    timeout_ms = models.PositiveIntegerField(
+        default=2000, validators=[MinValueValidator(50), MaxValueValidator(30_000)]
+    )
+    url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="HTTP: the scanner's URL. Presidio: the analyzer's base URL. Bedrock: an "
+        "endpoint URL instead of AWS's (optional).",
+    )
+    auth_header = models.CharField(
+        max_length=64, blank=True, default="Authorization", help_text="HTTP and Presidio."
+    )
+    auth_secret_ref = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="The auth header's value, as a secret reference: env:NAME, file:/path or "
+        "aws-sm:SECRET_ID[#json_key].",
+    )
+    guardrail_id = models.CharField(max_length=128, blank=True, help_text="Bedrock.")
+    guardrail_version = models.CharField(
+        max_length=16, blank=True, help_text="Bedrock: a number or DRAFT."
+    )
+    region = models.CharField(max_length=32, blank=True, help_text="Bedrock (default AWS_REGION).")
+    language = models.CharField(max_length=8, default="en", help_text="Presidio.")
+    score_threshold = models.FloatField(
+        default=0.5,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Presidio: entities scored at least this count.",
+    )
+    entities = models.JSONField(
+        default=list, blank=True, help_text="Presidio: entity types to look for ([] = all)."
+    )
+    on_detect = models.CharField(
+        max_length=8,
+        choices=OnDetect.choices,
+        default=OnDetect.BLOCK,
+        help_text="Presidio and Bedrock: what a finding does (an HTTP scanner says itself).",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class BreakerEvent(models.Model):

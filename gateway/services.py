@@ -14,7 +14,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from gateway import keys
-from gateway.models import ApiKey, SecurityEvent, ServiceAccount, TenantPlan, Tier
+from gateway.models import (
+    ApiKey,
+    GuardrailScanner,
+    SecurityEvent,
+    ServiceAccount,
+    TenantPlan,
+    Tier,
+)
 from llmplatform.actors import Actor
 from llmplatform.audit import AuditAction, audit_record
 from llmplatform.errors import Conflict, InvalidInput
@@ -222,6 +229,29 @@ def api_key_revoke(*, actor: Actor, key: ApiKey) -> ApiKey:
             after=_key_state(key),
         )
     return key
+
+
+def guardrail_scanner_set_enabled(
+    *, actor: Actor, scanner: GuardrailScanner, enabled: bool
+) -> GuardrailScanner:
+    """Switch an external scanner on or off (every process follows within seconds: the routing
+    snapshot is rebuilt on the save)."""
+    with transaction.atomic():
+        row = GuardrailScanner.objects.select_for_update().get(pk=scanner.pk)
+        if row.enabled == enabled:
+            return row
+        row.enabled = enabled
+        row.save(update_fields=["enabled", "updated_at"])
+        audit_record(
+            actor=actor,
+            action=AuditAction.GUARDRAIL_SCANNER_ENABLE
+            if enabled
+            else AuditAction.GUARDRAIL_SCANNER_DISABLE,
+            obj=row,
+            before={"enabled": not enabled},
+            after={"enabled": enabled},
+        )
+    return row
 
 
 def tenant_create(*, actor: Actor, name: str, slug: str, tier: Tier) -> Tenant:

@@ -22,6 +22,8 @@ class AuditAction(models.TextChoices):
     CACHE_INVALIDATE_TENANT = "cache.invalidate_tenant"
     BREAKER_FORCE = "breaker.force"
     BREAKER_RESET = "breaker.reset"
+    GUARDRAIL_SCANNER_ENABLE = "guardrail_scanner.enable"
+    GUARDRAIL_SCANNER_DISABLE = "guardrail_scanner.disable"
 
     # --- gateway: configuration as code (apply_config)
     CONFIG_PROVIDER_CREATE = "config.provider.create"
@@ -35,6 +37,8 @@ class AuditAction(models.TextChoices):
     CONFIG_VERSION_UPDATE = "config.version.update"
     CONFIG_TIER_CREATE = "config.tier.create"
     CONFIG_TIER_UPDATE = "config.tier.update"
+    CONFIG_SCANNER_CREATE = "config.scanner.create"
+    CONFIG_SCANNER_UPDATE = "config.scanner.update"
 
     # --- gateway: the demo's bootstrap (bootstrap_demo)
     TIER_CREATE = "tier.create"
@@ -91,6 +95,9 @@ class AuditAction(models.TextChoices):
     ADMIN_ALIASFALLBACK_ADD = "admin.aliasfallback.add"
     ADMIN_ALIASFALLBACK_CHANGE = "admin.aliasfallback.change"
     ADMIN_ALIASFALLBACK_DELETE = "admin.aliasfallback.delete"
+    ADMIN_GUARDRAILSCANNER_ADD = "admin.guardrailscanner.add"
+    ADMIN_GUARDRAILSCANNER_CHANGE = "admin.guardrailscanner.change"
+    ADMIN_GUARDRAILSCANNER_DELETE = "admin.guardrailscanner.delete"
     ADMIN_PRIVACYPOLICY_ADD = "admin.privacypolicy.add"
     ADMIN_PRIVACYPOLICY_CHANGE = "admin.privacypolicy.change"
     ADMIN_PRIVACYPOLICY_DELETE = "admin.privacypolicy.delete"

@@ -416,6 +416,12 @@ LLMP_USAGE_FLUSH_MS = env_int("LLMP_USAGE_FLUSH_MS", 1000, minimum=0)
 LLMP_AFTER_ANSWER_INLINE = env_bool("LLMP_AFTER_ANSWER_INLINE", False)
 # Response cache: how long an answer is kept (seconds).
 LLMP_CACHE_TTL_SECONDS = env_int("LLMP_CACHE_TTL_SECONDS", 3600, minimum=1)
+# External scanners (gateway.scanners): the most a request waits for its pre-call (or its
+# post-call) scanners together, which run concurrently, each within its own timeout too. A
+# scanner still running then has timed out, and its fail mode decides.
+LLMP_SCANNERS_DEADLINE_MS = env_int("LLMP_SCANNERS_DEADLINE_MS", 5000, minimum=50)
+if LLMP_SCANNERS_DEADLINE_MS > 60_000:
+    raise ImproperlyConfigured("LLMP_SCANNERS_DEADLINE_MS must be at most 60000 (one minute)")
 # The secrets resolver's cache lifetime for AWS Secrets Manager values.
 LLMP_SECRETS_CACHE_SECONDS = env_float("LLMP_SECRETS_CACHE_SECONDS", 300.0, minimum=0)
 # Where a provider's api_key reference may point (gateway.secrets): environment variables whose

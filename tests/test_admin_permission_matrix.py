@@ -260,3 +260,60 @@ def test_view_only_staff_are_refused_the_plaintext_reveal_and_the_back_up_button
     assert viewer.post("/admin/privacy/conversation/1/plaintext/").status_code == 403
     assert viewer.post("/admin/backups/backup/back-up-now/").status_code == 403
     assert not AuditEvent.objects.filter(action__contains="plaintext").exists()
+
+
+# --- External scanners: what a guardrail may point at is only an officer's to change ----------
+
+
+@pytest.mark.parametrize("kind", ["none", "view"])
+def test_staff_without_change_permission_cannot_add_change_or_switch_a_scanner(
+    principals, django_user_model, kind
+):
+    from gateway.models import GuardrailScanner
+
+    scanner = GuardrailScanner.objects.create(
+        name="acme-guard", kind="http", url="https://scanner.example.com/scan"
+    )
+    perms = _model_perms(GuardrailScanner, "view") if kind == "view" else []
+    staff = _signed_in(_user(django_user_model, f"{kind}-staff", perms=perms))
+    form = {
+        "name": "evil",
+        "kind": "http",
+        "enabled": "on",
+        "pre_call": "on",
+        "fail_mode": "open",
+        "timeout_ms": "1000",
+        "url": "https://evil.example.com/scan",
+        "auth_header": "Authorization",
+        "language": "en",
+        "score_threshold": "0.5",
+        "entities": "[]",
+        "on_detect": "flag",
+    }
+    base = "/admin/gateway/guardrailscanner/"
+
+    assert staff.post(f"{base}add/", form).status_code == 403
+    assert staff.post(f"{base}{scanner.pk}/change/", form).status_code == 403
+    assert staff.post(f"{base}{scanner.pk}/delete/", {"post": "yes"}).status_code == 403
+    # Not offered to view-only staff (the list page again), refused to the rest: either way,
+    # nothing changes.
+    staff.post(base, {"action": "disable", "_selected_action": [str(scanner.pk)], "index": "0"})
+    scanner.refresh_from_db()
+    assert scanner.enabled and scanner.url == "https://scanner.example.com/scan"
+    assert list(GuardrailScanner.objects.values_list("name", flat=True)) == ["acme-guard"]
+    assert not AuditEvent.objects.filter(action__contains="guardrail").exists()
+    # What view-only staff may do: look.
+    expected = 200 if kind == "view" else 403
+    assert staff.get(f"{base}{scanner.pk}/change/").status_code == expected
+
+    changer = _signed_in(
+        _user(
+            django_user_model,
+            f"{kind}-changer",
+            perms=_model_perms(GuardrailScanner, "view", "change"),
+        )
+    )
+    changer.post(base, {"action": "disable", "_selected_action": [str(scanner.pk)], "index": "0"})
+    scanner.refresh_from_db()
+    assert not scanner.enabled
+    assert AuditEvent.objects.filter(action="guardrail_scanner.disable").count() == 1

@@ -37,7 +37,15 @@ from django.core import signing
 from django.test import Client
 
 from gateway import services as gateway_services
-from gateway.models import ApiKey, ModelAlias, SecurityEvent, ServiceAccount, Tier, UsageRecord
+from gateway.models import (
+    ApiKey,
+    GuardrailScanner,
+    ModelAlias,
+    SecurityEvent,
+    ServiceAccount,
+    Tier,
+    UsageRecord,
+)
 from llmplatform.actors import SYSTEM, Actor
 from llmplatform.models import AuditEvent, Tenant
 from privacy import services as privacy_services
@@ -657,6 +665,7 @@ ADMIN_MODELS = [
     "gateway.apikey",
     "gateway.usagerecord",
     "gateway.securityevent",
+    "gateway.guardrailscanner",
     "privacy.privacypolicy",
     "privacy.datasubject",
     "privacy.consentrecord",
@@ -736,6 +745,9 @@ A_RECORDS: dict[str, Callable] = {
     ),
     "gateway.securityevent": lambda p: SecurityEvent.objects.create(
         tenant=p.tenant_a, api_key=_a_key(p), kind="prompt_injection", action="blocked", score=0.9
+    ),
+    "gateway.guardrailscanner": lambda p: GuardrailScanner.objects.create(
+        name="a-guard", kind="http", tenant=p.tenant_a, url="https://scanner.example.com/scan"
     ),
     "privacy.privacypolicy": lambda p: privacy_services.privacy_policy_get_or_create(
         tenant=p.tenant_a

@@ -18,7 +18,7 @@ from django.test.utils import isolate_apps
 from django.utils import timezone
 
 from gateway import services as gateway_services
-from gateway.models import ApiKey, SecurityEvent, TenantPlan, UsageRecord
+from gateway.models import ApiKey, GuardrailScanner, SecurityEvent, TenantPlan, UsageRecord
 from llmplatform.actors import Actor
 from llmplatform.audit import audit_record
 from llmplatform.audit_actions import AuditAction
@@ -102,6 +102,9 @@ ROWS: dict[str, Callable[[Tenant], models.Model]] = {
     ),
     "gateway.SecurityEvent": lambda t: SecurityEvent.objects.create(
         tenant=t, kind="prompt_injection", action="blocked", score=0.9
+    ),
+    "gateway.GuardrailScanner": lambda t: GuardrailScanner.objects.create(
+        name=f"scanner-{t.slug}", kind="http", tenant=t, url="http://127.0.0.1:9/scan"
     ),
     "privacy.PrivacyPolicy": lambda t: privacy_services.privacy_policy_get_or_create(tenant=t),
     "privacy.DataSubject": lambda t: privacy_services.subject_get_or_create(

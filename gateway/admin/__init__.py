@@ -10,10 +10,11 @@ from gateway.admin import keys
 from gateway.admin import providers
 from gateway.admin import usage
 from gateway.admin import security
+from gateway.admin import scanners
 
 # Last: it extends ModelAliasAdmin (providers) with the fallback inline.
 from gateway.admin import resilience
 
 # isort: on
 
-__all__ = ["keys", "providers", "resilience", "security", "tenants", "usage"]
+__all__ = ["keys", "providers", "resilience", "scanners", "security", "tenants", "usage"]

@@ -143,8 +143,10 @@ class PipelineCall(Generic[RequestT]):
         return headers
 
     async def fail(self, exc: ApiError) -> dict[str, str]:
-        """A request refused before its answer began: metered; the headers to send."""
-        await self.meter.record(
-            status=exc.status, now=time.perf_counter(), error_code=exc.code or ""
-        )
+        """A request refused before its answer began: metered; the headers to send. A reply a
+        post-call scanner refused was metered when it settled (with its tokens)."""
+        if not self.meter.settled:
+            await self.meter.record(
+                status=exc.status, now=time.perf_counter(), error_code=exc.code or ""
+            )
         return self.headers()

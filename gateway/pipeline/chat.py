@@ -7,9 +7,11 @@ the simple ``/chat`` and ``/chat-stream``):
    canary (``guard``); the injection screen comes after admission (step 4) so a screened-out
    request still counts against the limits;
 4. **admit** and 5. **cache**: reservations and the cache lookup, gathered in one round trip;
+   then the injection screen and the pre-call external scanners (``scan``);
 6. **dispatch**: the provider, with retries, breakers and fallbacks (``dispatch``);
 7. **guard output**: leak guard and restoring placeholders over every text of the reply
-   (``output``); a plain answer is a one-chunk stream through the same stage;
+   (``output``); a plain answer is a one-chunk stream through the same stage; then the
+   post-call external scanners on the assembled reply (a stream is held until they pass it);
 8. **settle**: cache the answer, meter it, keep the conversation (``settle``).
 
 ``ChatCall.answer`` returns a ``Reply``: the filtered deltas to render, and the headers. The
@@ -29,9 +31,9 @@ import structlog
 from asgiref.sync import sync_to_async
 
 from gateway import cache as response_cache
-from gateway.errors import ModelNotFound
+from gateway.errors import ApiError, ModelNotFound
 from gateway.models import SecurityEvent
-from gateway.pipeline import admit, background, dispatch, guard, inputs, output, pii
+from gateway.pipeline import admit, background, dispatch, guard, inputs, output, pii, scan
 from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.call import CacheRead, PipelineCall
 from gateway.pipeline.dispatch import DispatchPlan, Outcome, Served, StreamServed
@@ -47,6 +49,7 @@ from gateway.providers.base import (
     UpstreamError,
     Usage,
 )
+from gateway.scanners.base import ScannerConfig, ScanText
 from llmplatform.db import fresh_db
 
 log = structlog.get_logger("gateway.api")
@@ -159,6 +162,7 @@ class ChatCall(PipelineCall[ChatRequest]):
         self.upstream_messages: list[ChatMessage] | None = None
         self.upstream_extra: dict[str, Any] = {}
         self._upstream_started = 0.0
+        self.post_scanners: tuple[ScannerConfig, ...] = ()
 
     # The stages ------------------------------------------------------------------------------
 
@@ -173,6 +177,11 @@ class ChatCall(PipelineCall[ChatRequest]):
         else:
             first, rest, request = await self.dispatch(target, request)
         events = self.relay(first, rest, request)
+        if self.parsed.stream and self.post_scanners:
+            # The reply is held until the scanners passed it (``relay``): a refusal is then
+            # an error answer, not an error event after a 200.
+            held = [delta async for delta in events]
+            return Reply(self, events=_replay(held))
         if self.parsed.stream:
             return Reply(self, events=events)
         async for _ in events:
@@ -217,6 +226,7 @@ class ChatCall(PipelineCall[ChatRequest]):
         # request limits.
         cached = await self.admit_and_look_up(parsed.user, target, request)
         await self.screen()
+        await self.scan_input()
         if cached is not None:
             self.meter.cache_hit = True
         new_guard = (lambda: self._new_leak_guard(target)) if self.leak_guard else None
@@ -271,11 +281,16 @@ class ChatCall(PipelineCall[ChatRequest]):
         error event)."""
         out = self.out
         status, error_code = 200, ""
+        # With post-call scanners, nothing is passed on before they have read the whole reply.
+        held: list[ChatDelta] | None = [] if self.post_scanners else None
         try:
             delta = first
             while True:
                 for event in out.feed(delta):
-                    yield event
+                    if held is None:
+                        yield event
+                    else:
+                        held.append(event)
                 if out.stopped:
                     await _close(deltas)
                     break
@@ -283,12 +298,19 @@ class ChatCall(PipelineCall[ChatRequest]):
                     delta = await deltas.__anext__()
                 except StopAsyncIteration:
                     break
-            for event in out.finish():
+            finished = out.finish()
+            if held is not None:
+                await self.scan_output()
+                finished = held + finished
+            for event in finished:
                 yield event
         except UpstreamError as exc:
             failure = dispatch.as_api_error(exc)
             status, error_code = failure.status, failure.code or ""
             raise failure from exc
+        except ApiError as refusal:  # a post-call scanner's
+            status, error_code = refusal.status, refusal.code or ""
+            raise
         except BaseException:
             status, error_code = 499, "client_closed_request"
             raise
@@ -315,6 +337,7 @@ class ChatCall(PipelineCall[ChatRequest]):
             await self.remember(
                 out.result(raw=True, usage=usage), eligible=self.cache_status == "MISS"
             )
+        self.meter.settled = True
         record = self.meter.record(
             status=status, now=time.perf_counter(), usage=usage, error_code=error_code
         )
@@ -355,6 +378,41 @@ class ChatCall(PipelineCall[ChatRequest]):
                 f"(request {self.request_id}).",
                 param=verdict.param,
             )
+
+    async def scan_input(self) -> None:
+        """Pre-call external scanners (``scan``), on what the client sent; also picks this
+        request's post-call ones."""
+        configured = self.route_plan.scanners
+        if not configured:
+            return
+        tenant_id = self.principal.tenant_id
+        self.post_scanners = scan.scanners_for(configured, tenant_id, scan.POST_CALL)
+        scanners = scan.scanners_for(configured, tenant_id, scan.PRE_CALL)
+        if scanners:
+            await scan.enforce(
+                principal=self.principal,
+                request_id=self.request_id,
+                alias=self.parsed.alias,
+                user=self.parsed.user,
+                phase=scan.PRE_CALL,
+                scanners=scanners,
+                texts=scan.request_texts(self.parsed.parts()),
+            )
+
+    async def scan_output(self) -> None:
+        """Post-call external scanners, on the reply as the client would get it."""
+        texts = tuple(
+            ScanText(param, "assistant", "reply", text) for param, text in self.out.shown_texts()
+        )
+        await scan.enforce(
+            principal=self.principal,
+            request_id=self.request_id,
+            alias=self.parsed.alias,
+            user=self.parsed.user,
+            phase=scan.POST_CALL,
+            scanners=self.post_scanners,
+            texts=texts,
+        )
 
     async def honour_gpc(self) -> None:
         """``Sec-GPC: 1`` on a request that names its end user is that user's opt-out of sale

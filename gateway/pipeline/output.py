@@ -316,6 +316,23 @@ class Output:
             for text in texts
         )
 
+    def shown_texts(self) -> list[tuple[str, str]]:
+        """Every text of the reply as the client would get it, with its place
+        (``choices[0].message.content``): what a post-call scanner reads."""
+        found = []
+        for choice in sorted(self.choices.values(), key=lambda c: c.index):
+            base = f"choices[{choice.index}].message"
+            for kind in (CONTENT, REFUSAL):
+                text = "".join(choice.shown[kind])
+                if text:
+                    found.append((f"{base}.{kind}", text))
+            for tool, call in sorted(choice.calls.items()):
+                name = call["function"].get("name", "")
+                arguments = "".join(choice.shown_arguments.get(tool, []))
+                if name or arguments:
+                    found.append((f"{base}.tool_calls[{tool}].function", f"{name}({arguments})"))
+        return found
+
     @property
     def tool_call_count(self) -> int:
         return sum(len(c.calls) for c in self.choices.values())

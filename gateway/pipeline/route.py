@@ -26,7 +26,14 @@ from django.conf import settings
 
 from gateway import cache as response_cache
 from gateway.errors import ModelNotFound
-from gateway.models import AliasFallback, ModelAlias, ModelVersion, Provider, ProviderDeployment
+from gateway.models import (
+    AliasFallback,
+    GuardrailScanner,
+    ModelAlias,
+    ModelVersion,
+    Provider,
+    ProviderDeployment,
+)
 from gateway.providers.base import ChatMessage, ChatRequest, ProviderConfig
 from gateway.resilience.policy import (
     DEFAULT_DEGRADED_MESSAGE,
@@ -34,6 +41,7 @@ from gateway.resilience.policy import (
     ResiliencePolicy,
     policy_for,
 )
+from gateway.scanners.base import ScannerConfig
 from llmplatform.db import fresh_db
 from llmplatform.redis_client import redis_configured, sync_redis
 
@@ -98,6 +106,8 @@ class RoutePlan:
     alias: str
     targets: tuple[Target, ...]
     degraded: Degraded
+    # The alias's external scanners, every tenant's: ``scan.scanners_for`` picks the caller's.
+    scanners: tuple[ScannerConfig, ...] = ()
 
     @property
     def primary(self) -> Target:
@@ -112,6 +122,7 @@ class AliasRoute:
     total_weight: int
     fallbacks: tuple[Fallback, ...] = ()
     degraded: Degraded = Degraded()
+    scanners: tuple[ScannerConfig, ...] = ()
 
     def plan(self, user: str | None = None) -> RoutePlan:
         """The picked version, then each fallback deployment (skipping the picked one) with
@@ -131,7 +142,7 @@ class AliasRoute:
                         policy=fallback.policy,
                     )
                 )
-        return RoutePlan(self.name, tuple(targets), self.degraded)
+        return RoutePlan(self.name, tuple(targets), self.degraded, self.scanners)
 
     def pick(self, user: str | None = None) -> Target:
         if len(self.targets) == 1 or self.total_weight == 0:
@@ -174,6 +185,44 @@ def _policy(
         read_timeout=provider.read_timeout,
         alias_overrides=alias.resilience,
     )
+
+
+def scanner_config_for(scanner: GuardrailScanner) -> ScannerConfig:
+    """What the request path and the adapters need of a ``GuardrailScanner`` row."""
+    return ScannerConfig(
+        name=scanner.name,
+        kind=scanner.kind,
+        tenant_id=scanner.tenant_id,
+        alias=scanner.alias.name if scanner.alias is not None else "",
+        pre_call=scanner.pre_call,
+        post_call=scanner.post_call,
+        fail_closed=scanner.fail_mode == GuardrailScanner.FailMode.CLOSED,
+        timeout=scanner.timeout_ms / 1000,
+        url=scanner.url,
+        auth_header=scanner.auth_header,
+        auth_secret_ref=scanner.auth_secret_ref,
+        guardrail_id=scanner.guardrail_id,
+        guardrail_version=scanner.guardrail_version,
+        region=scanner.region,
+        language=scanner.language,
+        score_threshold=scanner.score_threshold,
+        entities=tuple(e for e in scanner.entities or () if isinstance(e, str)),
+        on_detect=scanner.on_detect,
+        revision=f"{scanner.pk}:{scanner.updated_at.isoformat()}",
+    )
+
+
+def _scanners_by_alias() -> tuple[tuple[ScannerConfig, ...], dict[str, list[ScannerConfig]]]:
+    """Enabled scanners: those for every alias, and those of each alias."""
+    every: list[ScannerConfig] = []
+    by_alias: dict[str, list[ScannerConfig]] = {}
+    for scanner in GuardrailScanner.objects.select_related("alias").filter(enabled=True):
+        config = scanner_config_for(scanner)
+        if config.alias:
+            by_alias.setdefault(config.alias, []).append(config)
+        else:
+            every.append(config)
+    return tuple(every), by_alias
 
 
 @fresh_db
@@ -233,6 +282,7 @@ def build_routes() -> dict[str, AliasRoute]:
                 policy=_policy(deployment, provider, f.alias),
             )
         )
+    every_alias, scanners = _scanners_by_alias()
     table = {}
     for name, targets in by_alias.items():
         alias = aliases[name]
@@ -244,6 +294,7 @@ def build_routes() -> dict[str, AliasRoute]:
             sum(t.weight for t in routed),
             fallbacks=tuple(chains.get(name, ())),
             degraded=Degraded(alias.degraded_mode, alias.degraded_message),
+            scanners=(*every_alias, *scanners.get(name, ())),
         )
     return table
 

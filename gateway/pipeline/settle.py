@@ -193,6 +193,8 @@ class Meter:
     # What the request carried (``ParsedChat.content_kinds``) and the tool calls replied.
     content_kinds: tuple[str, ...] = ()
     tool_calls: int = 0
+    # Set once the answer's own record is made (a post-call refusal comes after it).
+    settled: bool = False
 
     def overhead_now(self, now: float) -> float:
         """What the gateway itself has spent so far: elapsed time minus time spent upstream."""

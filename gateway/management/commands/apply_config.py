@@ -17,12 +17,14 @@ KIND_LABELS = {
     "alias": "model aliases",
     "version": "model versions",
     "tier": "tiers",
+    "scanner": "scanners",
 }
 
 
 class Command(BaseCommand):
     help = (
-        "Create or update tiers, providers, deployments and model aliases from a YAML file. "
+        "Create or update tiers, providers, deployments, model aliases and external scanners "
+        "from a YAML file. "
         "Running it again with the same file changes nothing."
     )
 
@@ -49,12 +51,15 @@ class Command(BaseCommand):
             config = load_config(path)
         except ConfigError as exc:
             raise CommandError(f"{path} is not valid, nothing was applied:\n{exc}") from None
-        result = config_apply(
-            actor=Actor.system(options["actor"]),
-            config=config,
-            prune=options["prune"],
-            dry_run=options["dry_run"],
-        )
+        try:
+            result = config_apply(
+                actor=Actor.system(options["actor"]),
+                config=config,
+                prune=options["prune"],
+                dry_run=options["dry_run"],
+            )
+        except ConfigError as exc:  # what only the database can tell (an unknown tenant)
+            raise CommandError(f"{path} cannot be applied, nothing was applied:\n{exc}") from None
         self.report(path, result, verbosity=options["verbosity"])
 
     def report(self, path: str, result: ConfigApplyResult, *, verbosity: int) -> None:
