@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("gateway", "0007_agent_traffic"),
+        ("gateway", "0008_provider_kinds_anthropic_google"),
         ("llmplatform", "0004_auditevent_action_choices"),
     ]
 
