@@ -71,13 +71,15 @@ class GatewayConfig(AppConfig):
         )
 
         # The API routes take the lean ASGI path (no session/CSRF/page middleware).
-        from gateway.api import views
+        from gateway.api import messages, views
         from gateway.pipeline.settle import usage_writer
         from llmplatform.fastpath import register_fast_route, register_shutdown, register_startup
 
         for path, view in (
             ("/v1/chat/completions", views.chat_completions),
             ("/v1/embeddings", views.embeddings),
+            ("/v1/messages", messages.messages),
+            ("/v1/messages/count_tokens", messages.count_tokens),
             ("/v1/models", views.list_models),
             ("/v1/cache/invalidate", views.invalidate_cache),
             ("/chat", views.simple_chat),
