@@ -36,6 +36,12 @@ FIELDS = frozenset(
         "tools",
         "tool_choice",
         "thinking",
+        "output_config",
+        # Accepted and ignored, as they only tune Anthropic's own service: a prompt-caching
+        # hint (blocks' cache_control is ignored too; the gateway keeps its own response cache)
+        # and the capacity tier.
+        "cache_control",
+        "service_tier",
     }
 )
 # Fields of Anthropic's API that the platform knows and does not serve, with the reason.
@@ -44,6 +50,8 @@ UNSUPPORTED = {
     "the local model) share no top-k sampling parameter; use temperature or top_p.",
     "thinking": "Extended thinking is not supported by this gateway; omit 'thinking' or send "
     '{"type": "disabled"}.',
+    "output_config.effort": "output_config.effort is not supported by this gateway: its "
+    "providers share no effort setting.",
 }
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 MAX_STOP_SEQUENCES = 4  # what OpenAI-compatible upstreams and Bedrock both take
@@ -265,6 +273,40 @@ def refuse_unsupported(data: dict[str, Any]) -> None:
         )
 
 
+def _response_format(config: Any) -> dict[str, Any] | None:
+    """``output_config.format`` (a JSON schema the answer follows) as OpenAI's
+    ``response_format``; ``effort`` is refused."""
+    if not isinstance(config, dict):
+        raise _invalid("output_config: must be an object.", "output_config")
+    for key in config:
+        if key not in ("format", "effort"):
+            raise _invalid(
+                f"output_config.{key}: Extra inputs are not permitted.", f"output_config.{key}"
+            )
+    if config.get("effort") is not None:
+        raise InvalidRequest(
+            UNSUPPORTED["output_config.effort"],
+            param="output_config.effort",
+            code="unsupported_parameter",
+        )
+    output_format = config.get("format")
+    if output_format is None:
+        return None
+    if (
+        not isinstance(output_format, dict)
+        or output_format.get("type") != "json_schema"
+        or not isinstance(output_format.get("schema"), dict)
+    ):
+        raise _invalid(
+            'output_config.format: must be {"type": "json_schema", "schema": {...}}.',
+            "output_config.format",
+        )
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": output_format["schema"], "strict": True},
+    }
+
+
 def chat_body(data: dict[str, Any], *, require_max_tokens: bool = True) -> dict[str, Any]:
     """The OpenAI chat request an Anthropic Messages request means."""
     refuse_unsupported(data)
@@ -329,6 +371,10 @@ def chat_body(data: dict[str, Any], *, require_max_tokens: bool = True) -> dict[
                 body["parallel_tool_calls"] = False
         elif choice not in ("auto", "none"):
             raise _invalid("tool_choice: needs 'tools'.", "tool_choice")
+    if data.get("output_config") is not None:
+        response_format = _response_format(data["output_config"])
+        if response_format is not None:
+            body["response_format"] = response_format
     return body
 
 
