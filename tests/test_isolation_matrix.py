@@ -390,8 +390,9 @@ def test_every_api_route_has_a_row_in_the_policy():
     from gateway.api import urls as api_urls
 
     names = {p.name for p in api_urls.urlpatterns}
-    # /chat and /chat-stream are thin aliases of /v1/chat/completions (same pipeline, same
-    # cache namespace); the chat rows stand for them.
+    # /chat, /chat-stream and the Anthropic Messages door are other doors to the pipeline of
+    # /v1/chat/completions (same stages, same cache namespace); the chat rows stand for them
+    # (tests/test_messages_door.py checks another tenant's cached answer is not served there).
     covered = {
         "models",
         "chat-completions",
@@ -403,6 +404,8 @@ def test_every_api_route_has_a_row_in_the_policy():
         "privacy-request",
         "simple-chat",
         "simple-chat-stream",
+        "messages",
+        "messages-count-tokens",
     }
     assert names == covered
     assert set(API_CHECKS) == {route for route, _ in API_POLICY}
