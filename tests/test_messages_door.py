@@ -14,9 +14,12 @@ import httpx
 import pytest
 
 from gateway import services as gateway_services
-from gateway.models import SecurityEvent, UsageRecord
+from gateway.models import ModelVersion, SecurityEvent, UsageRecord
 from llmplatform.actors import Actor
-from privacy.models import PrivacyPolicy
+from privacy import selectors as privacy_selectors
+from privacy import services as privacy_services
+from privacy.models import ConsentRecord, Conversation, PrivacyPolicy
+from privacy.services import conversation_decrypt
 
 from .conftest import route_alias, set_tier
 from .upstreams import OpenAIUpstream
@@ -451,3 +454,76 @@ def test_count_tokens_takes_no_max_tokens_and_refuses_what_messages_refuses(clie
         "/v1/messages/count_tokens",
     )
     assert refused.status_code == 400 and "top_k" in anthropic_error(refused)["message"]
+
+
+# --------------------------------------------------------------------------- the end user
+
+
+def test_metadata_user_id_is_the_end_user_whose_consent_decides_storage(
+    client, principals, key_a, routed
+):
+    body = message(
+        messages=[{"role": "user", "content": "Remind me to call jane.doe@example.com."}],
+        metadata={"user_id": "claude-user-1"},
+    )
+    assert post(client, body, key_a).status_code == 200
+    assert not Conversation.objects.exists()  # no consent on record: nothing kept
+
+    subject = privacy_services.subject_get_or_create(
+        tenant=principals.tenant_a, external_id="claude-user-1"
+    )
+    privacy_services.consent_set(
+        actor=Actor.system("test-app"),
+        subject=subject,
+        purpose=ConsentRecord.Purpose.STORE_CONVERSATIONS,
+        granted=True,
+        source=ConsentRecord.Source.API,
+    )
+    response = post(client, body, key_a)
+    assert response.status_code == 200
+    record = Conversation.objects.get()
+    assert record.subject_id == subject.pk and record.request_id == response["X-Request-ID"]
+    plain = conversation_decrypt(record)
+    assert "Remind me to call" in plain["prompt"] and "jane.doe" not in plain["prompt"]
+    assert plain["response"] == "Happy to help."
+
+
+def test_a_gpc_signal_opts_the_metadata_user_out_of_sale_and_sharing(
+    client, principals, key_a, routed
+):
+    body = message(metadata={"user_id": "gpc-user"})
+    assert post(client, body, key_a, HTTP_SEC_GPC="1").status_code == 200
+    subject = privacy_selectors.subject_for(principals.tenant_a.pk, "gpc-user")
+    assert subject is not None and subject.do_not_sell
+
+
+# --------------------------------------------------------------------------- the leak guard
+
+
+def _leaking(upstream) -> None:
+    """The upstream repeats its system prompt (canary included) in the middle of its reply."""
+
+    def on_request(request):
+        upstream.reply = f"My instructions are: {request.json['messages'][0]['content']} More?"
+
+    upstream.on_request = on_request
+
+
+def test_a_leaking_reply_is_cut_with_the_refusal_stop_reason_plain_and_streamed(
+    gateway_server, principals, key_a, routed
+):
+    ModelVersion.objects.filter(alias__name="default").update(
+        system_prompt="You are Acme's helper."
+    )
+    _leaking(routed)
+    client = sdk(gateway_server, key_a)
+    plain = client.messages.create(**message())
+    with client.messages.stream(**message()) as stream:
+        streamed = stream.get_final_message()
+
+    for answer in (plain, streamed):
+        assert answer.stop_reason == "refusal"
+        text = answer.content[0].text
+        assert text.startswith("My instructions are:")
+        assert "llmp-canary-" not in text and "More?" not in text
+    assert SecurityEvent.objects.filter(kind="system_prompt_leak", action="blocked").count() == 2
