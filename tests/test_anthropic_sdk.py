@@ -338,3 +338,60 @@ def test_count_tokens_estimates_without_calling_a_model(door):
     bare = door.client().messages.count_tokens(model="claude-house", messages=ASK)
     assert counted.input_tokens > bare.input_tokens > 0
     assert door.upstream.requests == []
+
+
+# --------------------------------------------------------------------------- block order
+
+
+def test_text_then_a_tool_call_stream_as_two_blocks_one_after_the_other(
+    gateway_server, principals, key_a, aws_environment
+):
+    with BedrockUpstream(reply="Let me look that up.") as server:
+        route_alias("claude-house", server.base_url, kind="bedrock", region="eu-west-1")
+        server.tool_use = {"name": "get_weather", "input": PARIS}
+        door = Door(gateway_server, key_a, "bedrock", server)
+        body = {"model": "claude-house", "max_tokens": 64, "messages": ASK, "tools": [WEATHER_TOOL]}
+        _, events = raw_events(door, body)
+
+        shape = [
+            (
+                name,
+                data.get("index"),
+                (data.get("content_block") or data.get("delta") or {}).get("type"),
+            )
+            for name, data in events
+            if name.startswith("content_block")
+        ]
+        # Each block opens, takes its deltas and closes before the next one opens.
+        text = [s for s in shape if s[1] == 0]
+        tool = [s for s in shape if s[1] == 1]
+        assert shape == text + tool
+        assert text[0] == ("content_block_start", 0, "text") and text[-1][0] == "content_block_stop"
+        assert tool[0] == ("content_block_start", 1, "tool_use")
+        assert {s[2] for s in tool[1:-1]} == {"input_json_delta"}
+
+        with door.client().messages.stream(**body) as stream:
+            final = stream.get_final_message()
+        assert [block.type for block in final.content] == ["text", "tool_use"]
+        assert final.content[0].text == "Let me look that up."
+        assert final.content[1].input == PARIS and final.stop_reason == "tool_use"
+
+
+def test_parallel_tool_calls_are_separate_tool_use_blocks(gateway_server, principals, key_a):
+    lyon = {"city": "Lyon"}
+    with OpenAIUpstream() as server:
+        route_alias("claude-house", server.base_url)
+        server.tool_call = [
+            {"name": "get_weather", "arguments": PARIS},
+            {"name": "get_weather", "arguments": lyon},
+        ]
+        client = Door(gateway_server, key_a, "openai", server).client()
+        body = {"model": "claude-house", "max_tokens": 64, "messages": ASK, "tools": [WEATHER_TOOL]}
+
+        plain = client.messages.create(**body)
+        with client.messages.stream(**body) as stream:
+            streamed = stream.get_final_message()
+        for message in (plain, streamed):
+            calls = [block for block in message.content if block.type == "tool_use"]
+            assert [call.input for call in calls] == [PARIS, lyon]
+            assert len({call.id for call in calls}) == 2

@@ -84,7 +84,9 @@ def anthropic_error(response) -> dict[str, str]:
 
 
 def test_the_key_goes_in_x_api_key_or_as_a_bearer_token(gateway_server, key_a, routed):
-    by_header = sdk(gateway_server, key_a).messages.create(**message())
+    # An unknown beta is ignored; anthropic-version is sent by the SDK and accepted.
+    beta = {"anthropic-beta": "some-future-feature-2030-01-01"}
+    by_header = sdk(gateway_server, key_a, default_headers=beta).messages.create(**message())
     by_bearer = anthropic.Anthropic(
         base_url=gateway_server, api_key=None, auth_token=key_a, max_retries=0
     ).messages.create(**message())
