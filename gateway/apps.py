@@ -78,14 +78,17 @@ class GatewayConfig(AppConfig):
         for path, view in (
             ("/v1/chat/completions", views.chat_completions),
             ("/v1/embeddings", views.embeddings),
-            ("/v1/messages", messages.messages),
-            ("/v1/messages/count_tokens", messages.count_tokens),
             ("/v1/models", views.list_models),
             ("/v1/cache/invalidate", views.invalidate_cache),
             ("/chat", views.simple_chat),
             ("/chat-stream", views.simple_chat_stream),
         ):
             register_fast_route(path, view)
+        for path, view in (
+            ("/v1/messages", messages.messages),
+            ("/v1/messages/count_tokens", messages.count_tokens),
+        ):
+            register_fast_route(path, view, too_large=messages.TOO_LARGE)
         register_shutdown(usage_writer.flush)
         register_startup(route.routing_table.start_listening)
         from gateway.limits import corrections

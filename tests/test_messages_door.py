@@ -438,6 +438,27 @@ def test_a_json_schema_output_format_reaches_the_provider_as_response_format(cli
     assert "cache_control" not in sent and "service_tier" not in sent
 
 
+def test_a_body_over_the_limit_is_a_413_in_anthropics_shape(
+    gateway_server, key_a, routed, settings
+):
+    settings.LLMP_MAX_BODY_BYTES = 2048
+    big = message(messages=[{"role": "user", "content": "x" * 4096}])
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        response = httpx.post(
+            f"{gateway_server}{path}", json=big, headers={"x-api-key": key_a}, timeout=10
+        )
+        assert response.status_code == 413
+        assert anthropic_error(response)["type"] == "request_too_large"
+    chat = httpx.post(
+        f"{gateway_server}/v1/chat/completions",
+        json=big,
+        headers={"Authorization": f"Bearer {key_a}"},
+        timeout=10,
+    )
+    assert chat.status_code == 413 and chat.json()["error"]["code"] == "request_too_large"
+    assert routed.requests == []
+
+
 def test_other_methods_are_refused_in_anthropics_shape(client, key_a):
     response = client.get("/v1/messages", HTTP_X_API_KEY=key_a)
     assert response.status_code == 405 and response["Allow"] == "POST"

@@ -78,6 +78,12 @@ ERROR_TYPES = {
 
 # --- errors -----------------------------------------------------------------------------------
 
+# The 413 of a body over LLMP_MAX_BODY_BYTES, sent before the view runs (llmplatform.fastpath).
+TOO_LARGE = (
+    b'{"type": "error", "error": {"type": "request_too_large", '
+    b'"message": "The request body is too large."}}'
+)
+
 
 def error_body(exc: ApiError) -> dict[str, Any]:
     kind = ERROR_TYPES.get(
