@@ -7,6 +7,7 @@ where a client would see it; Django's test client for the many malformed bodies.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from gateway import services as gateway_services
-from gateway.models import ModelVersion, SecurityEvent, UsageRecord
+from gateway.models import ApiKey, ModelVersion, ProviderDeployment, SecurityEvent, UsageRecord
 from llmplatform.actors import Actor
 from privacy import selectors as privacy_selectors
 from privacy import services as privacy_services
@@ -153,6 +154,24 @@ def test_over_the_rate_limit_is_a_429_rate_limit_error_with_retry_after(
     assert len(routed.requests) == 1
     refused_record = UsageRecord.objects.get(status_code=429)
     assert (refused_record.route, refused_record.error_code) == ("messages", "rate_limit_exceeded")
+
+
+def test_over_the_budget_is_a_429_rate_limit_error_with_retry_after(
+    client, principals, key_a, routed
+):
+    ProviderDeployment.objects.filter(name="default-deployment").update(
+        input_price_per_1k=Decimal("1"), output_price_per_1k=Decimal("2")
+    )
+    key = ApiKey.objects.get(name="a-key")
+    key.monthly_budget = Decimal("0.05")  # a reservation for max_tokens=20 is over $0.04
+    key.save()
+    assert post(client, message(max_tokens=20), key_a).status_code == 200
+    refused = post(client, message(max_tokens=20), key_a)
+    assert refused.status_code == 429
+    error = anthropic_error(refused)
+    assert error["type"] == "rate_limit_error" and "monthly budget" in error["message"]
+    assert refused["x-llmp-error-code"] == "budget_exceeded" and int(refused["Retry-After"]) > 0
+    assert len(routed.requests) == 1
 
 
 def test_a_tiers_output_cap_refuses_a_larger_max_tokens(client, principals, key_a, routed):
