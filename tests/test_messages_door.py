@@ -314,6 +314,24 @@ def test_an_upstream_that_breaks_mid_stream_ends_with_an_error_event(gateway_ser
     assert UsageRecord.objects.get().status_code == 502
 
 
+def test_a_failing_provider_falls_back_to_the_next_deployment(client, principals, key_a):
+    from gateway.models import AliasFallback
+
+    with OpenAIUpstream() as primary, OpenAIUpstream(reply="From the backup.") as secondary:
+        primary.behaviour = "error500"
+        alias = route_alias("default", primary.base_url)
+        ProviderDeployment.objects.filter(name="default-deployment").update(max_attempts=1)
+        backup = route_alias("backup", secondary.base_url)
+        AliasFallback.objects.create(
+            alias=alias, deployment=backup.versions.get().deployment, position=1
+        )
+        response = post(client, message(), key_a)
+        assert response.status_code == 200
+        assert response.json()["content"][0]["text"] == "From the backup."
+        assert response["x-llmp-deployment"] == "backup-deployment"
+        assert UsageRecord.objects.get().fallback_reason == "upstream_server_error"
+
+
 def test_a_provider_outage_is_an_anthropic_error_with_its_status(client, key_a, routed):
     routed.behaviour = "error500"
     response = post(client, message(), key_a)
