@@ -94,6 +94,19 @@ def test_the_key_goes_in_x_api_key_or_as_a_bearer_token(gateway_server, key_a, r
     assert by_header.content[0].text == by_bearer.content[0].text == "Happy to help."
 
 
+def test_tools_that_add_a_query_string_reach_the_same_door(gateway_server, key_a, routed):
+    # Claude Code posts to /v1/messages?beta=true.
+    response = httpx.post(
+        f"{gateway_server}/v1/messages?beta=true",
+        json=message(
+            system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]
+        ),
+        headers={"x-api-key": key_a, "anthropic-version": "2023-06-01"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.json()["content"][0]["text"] == "Happy to help."
+
+
 def test_a_wrong_or_missing_key_is_an_authentication_error(gateway_server, key_a, routed):
     with pytest.raises(anthropic.AuthenticationError) as refused:
         sdk(gateway_server, key_a[:-4] + "xxxx").messages.create(**message())
