@@ -72,7 +72,7 @@ class GatewayConfig(AppConfig):
         )
 
         # The API routes take the lean ASGI path (no session/CSRF/page middleware).
-        from gateway.api import views
+        from gateway.api import messages, views
         from gateway.pipeline.settle import usage_writer
         from llmplatform.fastpath import register_fast_route, register_shutdown, register_startup
 
@@ -85,6 +85,11 @@ class GatewayConfig(AppConfig):
             ("/chat-stream", views.simple_chat_stream),
         ):
             register_fast_route(path, view)
+        for path, view in (
+            ("/v1/messages", messages.messages),
+            ("/v1/messages/count_tokens", messages.count_tokens),
+        ):
+            register_fast_route(path, view, too_large=messages.TOO_LARGE)
         register_shutdown(usage_writer.flush)
         register_startup(route.routing_table.start_listening)
         from gateway.limits import corrections

@@ -39,12 +39,17 @@ Send = Callable[[Message], Awaitable[None]]
 
 View = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 _routes: dict[str, View] = {}
+_too_large_bodies: dict[str, bytes] = {}  # a route's own 413 body, in its door's error shape
 _shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
 _startup_hooks: list[Callable[[], Awaitable[None]]] = []
 
 
-def register_fast_route(path: str, view: View) -> None:
+def register_fast_route(path: str, view: View, *, too_large: bytes | None = None) -> None:
+    """``too_large``: the JSON body of the route's 413 (refused before its view runs), when the
+    route's errors are not OpenAI's shape."""
     _routes[path] = view
+    if too_large is not None:
+        _too_large_bodies[path] = too_large
 
 
 def register_shutdown(hook: Callable[[], Awaitable[None]]) -> None:
@@ -159,7 +164,7 @@ class PlatformApplication:
         if body is None:
             return
         if isinstance(body, _TooLarge):  # TOO_LARGE, its only instance
-            await self._send_plain(send, 413, _TOO_LARGE)
+            await self._send_plain(send, 413, _too_large_bodies.get(scope["path"], _TOO_LARGE))
             return
         request = ASGIRequest(scope, io.BytesIO(body))
         begin_request(request)

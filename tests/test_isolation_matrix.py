@@ -103,6 +103,8 @@ API_POLICY: dict[tuple[str, str], tuple[str, str, str]] = {
     ("GET /v1/models", "list"):                          (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/chat/completions (tier's model)", "read"): (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/chat/completions (cached answer)", "read"): (ALLOWED, ALLOWED, AS_MISSING),
+    ("POST /v1/messages (tier's model)", "read"):       (ALLOWED, ALLOWED, AS_MISSING),
+    ("POST /v1/messages (cached answer)", "read"):      (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/embeddings (tier's model)", "read"):     (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/embeddings (cached answer)", "read"):    (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/cache/invalidate", "delete"):             (ALLOWED, DENIED, AS_MISSING),
@@ -248,6 +250,46 @@ def api_tier_model(world: ApiWorld, actor: str, expected: str) -> None:
     _same_answer(response, missing, "a-only", "no-such-model")
 
 
+def api_messages_tier_model(world: ApiWorld, actor: str, expected: str) -> None:
+    body = {"model": "a-only", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+    response = world.call(actor, "post", "/v1/messages", body)
+    count = {"model": "a-only", "messages": body["messages"]}
+    counted = world.call(actor, "post", "/v1/messages/count_tokens", count)
+    if expected == ALLOWED:
+        assert response.status_code == counted.status_code == 200
+        return
+    for path, sent in (("/v1/messages", body), ("/v1/messages/count_tokens", count)):
+        foreign = world.call(actor, "post", path, sent)
+        missing = world.call(actor, "post", path, {**sent, "model": "no-such-model"})
+        assert foreign.status_code == 404
+        _same_answer(foreign, missing, "a-only", "no-such-model")
+
+
+def api_messages_cached_answer(world: ApiWorld, actor: str, expected: str) -> None:
+    body = {
+        "model": "default",
+        "max_tokens": 16,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "What does tenant A cache here?"}],
+    }
+    world.call(ALICE, "post", "/v1/messages", body)  # tenant A's answer is in the cache
+    calls = len(world.upstream.requests)
+    response = world.call(actor, "post", "/v1/messages", body)
+    assert response.status_code == 200
+    if expected == ALLOWED:
+        assert response.headers["X-Cache"] == "HIT"
+        assert len(world.upstream.requests) == calls
+        return
+    never_seen = world.call(
+        actor,
+        "post",
+        "/v1/messages",
+        {**body, "messages": [{"role": "user", "content": "Something nobody asked before"}]},
+    )
+    assert response.headers["X-Cache"] == never_seen.headers["X-Cache"] == "MISS"
+    assert len(world.upstream.requests) == calls + 2
+
+
 def api_cached_answer(world: ApiWorld, actor: str, expected: str) -> None:
     calls = len(world.upstream.requests)
     response = world.chat(actor, world.cached_body)
@@ -383,6 +425,8 @@ API_CHECKS: dict[str, Callable[[ApiWorld, str, str], None]] = {
     "GET /v1/models": api_models_list,
     "POST /v1/chat/completions (tier's model)": api_tier_model,
     "POST /v1/chat/completions (cached answer)": api_cached_answer,
+    "POST /v1/messages (tier's model)": api_messages_tier_model,
+    "POST /v1/messages (cached answer)": api_messages_cached_answer,
     "POST /v1/embeddings (tier's model)": api_embeddings_tier_model,
     "POST /v1/embeddings (cached answer)": api_embeddings_cached,
     "POST /v1/cache/invalidate": api_cache_invalidate,
@@ -399,7 +443,8 @@ def test_every_api_route_has_a_row_in_the_policy():
 
     names = {p.name for p in api_urls.urlpatterns}
     # /chat and /chat-stream are thin aliases of /v1/chat/completions (same pipeline, same
-    # cache namespace); the chat rows stand for them.
+    # cache namespace); the chat rows stand for them. count_tokens reads nothing of a tenant's
+    # but the aliases its tier may use (the messages rows' check).
     covered = {
         "models",
         "chat-completions",
@@ -411,6 +456,8 @@ def test_every_api_route_has_a_row_in_the_policy():
         "privacy-request",
         "simple-chat",
         "simple-chat-stream",
+        "messages",
+        "messages-count-tokens",
     }
     assert names == covered
     assert set(API_CHECKS) == {route for route, _ in API_POLICY}

@@ -796,11 +796,12 @@ CLOSED_OBJECTS = (
 
 def described_patterns() -> list[URLPattern]:
     """The served API routes, each pointing at its schema-only view."""
-    from gateway.api import urls
+    from gateway.api import messages_schema, urls  # they build on this module
 
+    descriptions: dict[str, type[APIView]] = {**DESCRIPTIONS, **messages_schema.DESCRIPTIONS}
     patterns = []
     for pattern in urls.urlpatterns:
-        view = DESCRIPTIONS.get(pattern.name) if pattern.name is not None else None
+        view = descriptions.get(pattern.name) if pattern.name is not None else None
         if view is None:
             raise ImproperlyConfigured(
                 f"API route {pattern.pattern} ({pattern.name}) has no description in "
