@@ -1,0 +1,855 @@
+"""The Responses API door: ``POST /v1/responses`` (OpenAI's newer API, the default of its SDKs'
+``responses.create`` and of agent frameworks built on them).
+
+The door maps a request onto the chat request the pipeline already runs (``ParsedChat``, built
+by ``parse_chat_request`` so every bound and check of chat applies), runs it through the same
+``ChatCall`` (keys and scopes, limits and budgets, PII policy, injection screen, cache,
+dispatch with fallbacks and breakers, leak guard, metering, consented storage), and renders
+the reply back as a Response object or as the Responses API's named stream events.
+
+- ``input`` is a string or a list of items: messages (``input_text``, ``input_image``,
+  ``input_file``, ``input_audio`` parts; ``output_text`` and ``refusal`` parts in assistant
+  turns sent back), ``function_call`` and ``function_call_output`` items. ``instructions`` is
+  the first system message.
+- Stateless: nothing is kept to be read back by id. ``store`` is false; ``store: true``,
+  ``previous_response_id`` and ``conversation`` are refused (400 naming the field), as is every
+  field the gateway cannot honour (built-in tools, ``reasoning``, ``background``, ...): a
+  client never has a field silently dropped.
+- A refusal names the field as the client wrote it (``input[2].content[0]``, not the chat
+  request's ``messages[...]`` path it was checked as).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from django.http import HttpRequest, HttpResponseBase
+
+from gateway.api.views import (
+    _authenticated,
+    _json,
+    _read_json,
+    _refused,
+    _request_info,
+    _sse_response,
+    api_view,
+)
+from gateway.errors import ApiError, InvalidRequest
+from gateway.pipeline.chat import ChatCall, Reply
+from gateway.pipeline.validate import ParsedChat, parse_chat_request
+from gateway.providers.base import ChatDelta, ChatResult, Usage
+
+ROUTE = "responses"
+
+# Fields the door maps onto the chat request.
+_SUPPORTED = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "text",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "metadata",
+        "user",
+        "safety_identifier",
+        "service_tier",
+        "stream",
+        "stream_options",
+        "store",
+        "include",
+        "truncation",
+    }
+)
+# Fields of OpenAI's Responses API the gateway does not serve, and why: a 400 naming the field
+# whenever one is set (null counts as not set).
+_REFUSED = {
+    "previous_response_id": "the gateway keeps no responses; send the whole conversation as "
+    "'input' items (the earlier output items and your function_call_output items)",
+    "conversation": "the gateway keeps no conversations; send the whole conversation as 'input'",
+    "background": "background responses need stored responses, which the gateway does not keep",
+    "reasoning": "reasoning settings are not supported through this gateway",
+    "prompt": "stored prompt templates are not supported; send 'instructions' and 'input'",
+    "prompt_cache_key": "the upstream's prompt cache cannot be keyed through this gateway",
+    "prompt_cache_retention": "the upstream's prompt cache cannot be set through this gateway",
+    "max_tool_calls": "'max_tool_calls' is not supported; limit the calls in your agent loop",
+    "top_logprobs": "log probabilities are not returned by the Responses door",
+    "context_management": "server-side context management is not supported",
+}
+# Tool types of the Responses API that run on OpenAI's side: the gateway has none of them.
+_FUNCTION_TOOL_FIELDS = frozenset({"type", "name", "description", "parameters", "strict"})
+# What output items sent back as input may carry besides their content: identifiers and states
+# of the earlier response, which the model never reads.
+_ECHO_FIELDS = frozenset({"id", "status", "phase"})
+_FILE_FIELDS = frozenset({"type", "file_data", "file_id", "filename", "file_url"})
+_FUNCTION_FIELDS = ("name", "description", "parameters", "strict")
+
+
+def _refuse(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
+    return InvalidRequest(message, param=param, code=code)
+
+
+def _unsupported(field_name: str, why: str) -> InvalidRequest:
+    return _refuse(
+        f"'{field_name}' is not supported by this gateway: {why}.",
+        field_name,
+        code="unsupported_parameter",
+    )
+
+
+def _check_keys(item: dict[str, Any], allowed: frozenset[str], param: str) -> None:
+    unknown = sorted(set(item) - allowed)
+    if unknown:
+        raise _refuse(
+            f"Unknown field '{unknown[0]}' in '{param}'.",
+            f"{param}.{unknown[0]}",
+            code="unknown_parameter",
+        )
+
+
+# --- the request ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Conversation:
+    """The chat messages an ``input`` becomes, and where each came from in the request (so an
+    error about ``messages[3]`` names ``input[2]``)."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)  # chat message index -> request path
+    call_origins: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def add(self, message: dict[str, Any], origin: str) -> None:
+        self.messages.append(message)
+        self.origins.append(origin)
+
+    def add_call(self, call: dict[str, Any], origin: str) -> None:
+        """A function call: joins the assistant turn just before it (its text, or the calls
+        made in the same turn), as a chat request carries them."""
+        last = self.messages[-1] if self.messages else None
+        if last is None or last["role"] != "assistant":
+            self.add({"role": "assistant", "content": None, "tool_calls": []}, origin)
+            last = self.messages[-1]
+        calls = last.setdefault("tool_calls", [])
+        self.call_origins[(len(self.messages) - 1, len(calls))] = origin
+        calls.append(call)
+
+
+def _text_of(value: Any, param: str, kinds: tuple[str, ...]) -> str:
+    """Content that may only be text: a string, or a list of text parts of ``kinds``."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise _refuse(f"'{param}' must be a string or a list of content parts.", param)
+    texts = []
+    for index, part in enumerate(value):
+        where = f"{param}[{index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in kinds:
+            raise _refuse(f"'{where}.type' must be one of {', '.join(kinds)} here.", where)
+        key = "refusal" if kind == "refusal" else "text"
+        if not isinstance(part.get(key), str):
+            raise _refuse(f"'{where}.{key}' must be a string.", f"{where}.{key}")
+        _check_keys(part, frozenset({"type", key, "annotations", "logprobs"}), where)
+        texts.append(part[key])
+    return "".join(texts)
+
+
+def _user_part(part: Any, param: str) -> dict[str, Any]:
+    """One part of a user message, as the chat request's content part."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "input_text":
+        _check_keys(part, frozenset({"type", "text"}), param)
+        if not isinstance(part.get("text"), str):
+            raise _refuse(f"'{param}.text' must be a string.", f"{param}.text")
+        return {"type": "text", "text": part["text"]}
+    if kind == "input_image":
+        _check_keys(part, frozenset({"type", "image_url", "detail", "file_id"}), param)
+        if part.get("file_id") is not None:
+            raise _unsupported(f"{param}.file_id", "files uploaded to OpenAI cannot be read")
+        url = part.get("image_url")
+        if not isinstance(url, str):
+            raise _refuse(f"'{param}.image_url' must be a URL or a data URL.", f"{param}.image_url")
+        image: dict[str, Any] = {"url": url}
+        if part.get("detail") is not None:
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    if kind == "input_file":
+        _check_keys(part, _FILE_FIELDS, param)
+        if part.get("file_url") is not None:
+            raise _unsupported(f"{param}.file_url", "send the file's content as 'file_data'")
+        file = {k: part[k] for k in ("file_data", "file_id", "filename") if part.get(k) is not None}
+        return {"type": "file", "file": file}
+    if kind == "input_audio":
+        _check_keys(part, frozenset({"type", "input_audio"}), param)
+        return {"type": "input_audio", "input_audio": part.get("input_audio")}
+    raise _refuse(
+        f"'{param}.type' must be one of input_text, input_image, input_file, input_audio.", param
+    )
+
+
+def _message_item(item: dict[str, Any], param: str, conversation: _Conversation) -> None:
+    _check_keys(item, frozenset({"type", "role", "content"}) | _ECHO_FIELDS, param)
+    role, content = item.get("role"), item.get("content")
+    if role == "user":
+        if isinstance(content, str):
+            conversation.add({"role": "user", "content": content}, param)
+            return
+        if not isinstance(content, list):
+            raise _refuse(
+                f"'{param}.content' must be a string or a list of content parts.",
+                f"{param}.content",
+            )
+        parts = [_user_part(p, f"{param}.content[{i}]") for i, p in enumerate(content)]
+        conversation.add({"role": "user", "content": parts}, param)
+    elif role in ("system", "developer"):
+        text = _text_of(content, f"{param}.content", ("input_text",))
+        conversation.add({"role": role, "content": text}, param)
+    elif role == "assistant":
+        text = _text_of(content, f"{param}.content", ("output_text", "refusal", "input_text"))
+        conversation.add({"role": "assistant", "content": text}, param)
+    else:
+        raise _refuse(
+            f"'{param}.role' must be one of user, assistant, system, developer.", f"{param}.role"
+        )
+
+
+def _function_call_item(item: dict[str, Any], param: str, conversation: _Conversation) -> None:
+    _check_keys(item, frozenset({"type", "call_id", "name", "arguments"}) | _ECHO_FIELDS, param)
+    for name in ("call_id", "name", "arguments"):
+        if not isinstance(item.get(name), str) or (name != "arguments" and not item[name]):
+            raise _refuse(f"'{param}.{name}' must be a non-empty string.", f"{param}.{name}")
+    conversation.add_call(
+        {
+            "id": item["call_id"],
+            "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]},
+        },
+        param,
+    )
+
+
+def _function_output_item(item: dict[str, Any], param: str, conversation: _Conversation) -> None:
+    _check_keys(item, frozenset({"type", "call_id", "output"}) | _ECHO_FIELDS, param)
+    if not isinstance(item.get("call_id"), str) or not item["call_id"]:
+        raise _refuse(f"'{param}.call_id' must be a non-empty string.", f"{param}.call_id")
+    output = _text_of(item.get("output"), f"{param}.output", ("input_text", "output_text"))
+    conversation.add({"role": "tool", "tool_call_id": item["call_id"], "content": output}, param)
+
+
+def _conversation(data: dict[str, Any]) -> _Conversation:
+    conversation = _Conversation()
+    instructions = data.get("instructions")
+    if instructions is not None:
+        if not isinstance(instructions, str):
+            raise _refuse("'instructions' must be a string.", "instructions")
+        conversation.add({"role": "system", "content": instructions}, "instructions")
+    raw = data.get("input")
+    if isinstance(raw, str):
+        conversation.add({"role": "user", "content": raw}, "input")
+        return conversation
+    if not isinstance(raw, list) or not raw:
+        raise _refuse("'input' must be a string or a non-empty list of items.", "input")
+    for index, item in enumerate(raw):
+        param = f"input[{index}]"
+        if not isinstance(item, dict):
+            raise _refuse(f"'{param}' must be an object.", param)
+        kind = item.get("type", "message")  # OpenAI's easy form: a message without a type
+        if kind == "message":
+            _message_item(item, param, conversation)
+        elif kind == "function_call":
+            _function_call_item(item, param, conversation)
+        elif kind == "function_call_output":
+            _function_output_item(item, param, conversation)
+        elif kind == "item_reference":
+            raise _unsupported(f"{param}", "the gateway keeps no items to refer to")
+        else:
+            raise _refuse(
+                f"Input items of type {kind!r} are not supported; use message, function_call "
+                "and function_call_output items.",
+                f"{param}.type",
+                code="unsupported_value",
+            )
+    return conversation
+
+
+def _tools(raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise _refuse("'tools' must be a list.", "tools")
+    tools = []
+    for index, tool in enumerate(raw):
+        param = f"tools[{index}]"
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            raise _refuse(
+                f"Tools of type {kind!r} run on OpenAI's side and are not available through "
+                "this gateway; declare function tools and run them in your app.",
+                f"{param}.type",
+                code="unsupported_value",
+            )
+        _check_keys(tool, _FUNCTION_TOOL_FIELDS, param)
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _refuse(f"'{param}.name' must be a non-empty string.", f"{param}.name")
+        function = {k: tool[k] for k in _FUNCTION_FIELDS if k in tool}
+        if function.get("strict") is None:
+            function.pop("strict", None)
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def _tool_choice(raw: Any) -> Any:
+    if raw in ("auto", "none", "required"):
+        return raw
+    if isinstance(raw, dict) and raw.get("type") == "function":
+        _check_keys(raw, frozenset({"type", "name"}), "tool_choice")
+        if isinstance(raw.get("name"), str) and raw["name"]:
+            return {"type": "function", "function": {"name": raw["name"]}}
+    raise _refuse(
+        "'tool_choice' must be 'auto', 'none', 'required' or {\"type\": \"function\", "
+        '"name": ...}.',
+        "tool_choice",
+        code="unsupported_value",
+    )
+
+
+def _response_format(text: Any) -> dict[str, Any] | None:
+    """``text.format`` as the chat request's ``response_format`` (None: plain text)."""
+    if not isinstance(text, dict):
+        raise _refuse("'text' must be an object.", "text")
+    _check_keys(text, frozenset({"format", "verbosity"}), "text")
+    if text.get("verbosity") is not None:
+        raise _unsupported("text.verbosity", "the answer's length follows 'max_output_tokens'")
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        _check_keys(fmt, frozenset({"type"}), "text.format")
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        _check_keys(
+            fmt, frozenset({"type", "name", "schema", "description", "strict"}), "text.format"
+        )
+        if not isinstance(fmt.get("name"), str) or not isinstance(fmt.get("schema"), dict):
+            raise _refuse(
+                "'text.format' of type json_schema needs a 'name' and a 'schema' object.",
+                "text.format",
+            )
+        schema = {k: fmt[k] for k in ("name", "schema", "description", "strict") if k in fmt}
+        return {"type": "json_schema", "json_schema": schema}
+    raise _refuse(
+        "'text.format.type' must be text, json_object or json_schema.", "text.format.type"
+    )
+
+
+@dataclass(slots=True)
+class ResponsesRequest:
+    """A Responses API request: the chat request it runs as, what its Response object echoes,
+    and where each chat message came from."""
+
+    parsed: ParsedChat
+    echo: dict[str, Any]
+    origins: list[str]
+    call_origins: dict[tuple[int, int], str]
+
+    def client_param(self, param: str | None) -> str | None:
+        return client_param(param, self.origins, self.call_origins)
+
+
+_MESSAGE_PARAM = re.compile(r"messages\[(\d+)\](.*)")
+_CALL_PARAM = re.compile(r"\.tool_calls\[(\d+)\](?:\.function)?(.*)")
+_FIELD_PARAMS = {
+    "max_tokens": "max_output_tokens",
+    "max_completion_tokens": "max_output_tokens",
+    "response_format": "text.format",
+}
+
+
+def client_param(
+    param: str | None, origins: list[str], call_origins: dict[tuple[int, int], str]
+) -> str | None:
+    """A chat request's param path as the Responses request's."""
+    if not param:
+        return param
+    for chat_name, name in _FIELD_PARAMS.items():
+        if param == chat_name or param.startswith(f"{chat_name}."):
+            return name + param[len(chat_name) :]
+    match = _MESSAGE_PARAM.fullmatch(param)
+    if match is None or int(match[1]) >= len(origins):
+        return param
+    index, rest = int(match[1]), match[2]
+    call = _CALL_PARAM.fullmatch(rest)
+    if call is not None and (index, int(call[1])) in call_origins:
+        return call_origins[(index, int(call[1]))] + call[2]
+    if rest == ".tool_call_id":
+        rest = ".call_id"
+    origin = origins[index]
+    if origin == "instructions" or origin == "input":
+        return origin
+    return origin + ("" if rest.startswith(".tool_calls") else rest)
+
+
+def _with_client_param(exc: ApiError, request: ResponsesRequest | _Conversation) -> ApiError:
+    origins = request.origins
+    call_origins = request.call_origins
+    param = client_param(exc.param, origins, call_origins)
+    if param != exc.param and exc.param:
+        exc.message = exc.message.replace(exc.param, param or "")
+        exc.param = param
+    return exc
+
+
+def parse_responses_request(data: dict[str, Any]) -> ResponsesRequest:
+    """A Responses API body as the chat request it runs as. Raises ``InvalidRequest`` naming
+    the field as the client wrote it."""
+    for name, why in _REFUSED.items():
+        if data.get(name) not in (None, False):  # unset, or set to what it would be unset
+            raise _unsupported(name, why)
+    unknown = sorted(set(data) - _SUPPORTED - set(_REFUSED))
+    if unknown:
+        raise _refuse(
+            f"Unrecognized request argument supplied: {unknown[0]}",
+            unknown[0],
+            code="unknown_parameter",
+        )
+    if data.get("store") not in (None, False):
+        raise _unsupported(
+            "store",
+            "the gateway keeps no responses to read back (conversations are kept only under "
+            "the tenant's consent policy); omit 'store' or set it to false",
+        )
+    if data.get("truncation") not in (None, "disabled"):
+        raise _unsupported("truncation", "only 'disabled' is supported")
+    include = data.get("include")
+    # Codex-style clients ask for encrypted reasoning to carry it across stateless turns; the
+    # gateway's answers have no reasoning items, so there is nothing to include.
+    if include is not None and (
+        not isinstance(include, list)
+        or any(value != "reasoning.encrypted_content" for value in include)
+    ):
+        raise _unsupported("include", "no extra output data is available")
+    options = data.get("stream_options")
+    if options is not None and (
+        not isinstance(options, dict) or set(options) - {"include_obfuscation"}
+    ):
+        raise _refuse("'stream_options' may only carry 'include_obfuscation'.", "stream_options")
+
+    conversation = _conversation(data)
+    body: dict[str, Any] = {
+        "model": data.get("model"),
+        "messages": conversation.messages,
+        "stream": data.get("stream", False),
+    }
+    for name in ("temperature", "top_p", "service_tier", "parallel_tool_calls", "metadata"):
+        if data.get(name) is not None:
+            body[name] = data[name]
+    if data.get("max_output_tokens") is not None:
+        body["max_tokens"] = data["max_output_tokens"]
+    user = data.get("user") if data.get("user") is not None else data.get("safety_identifier")
+    if user is not None:
+        body["user"] = user
+    if data.get("tools") is not None:
+        tools = _tools(data["tools"])
+        if tools:
+            body["tools"] = tools
+    if data.get("tool_choice") is not None:
+        body["tool_choice"] = _tool_choice(data["tool_choice"])
+    if data.get("text") is not None:
+        response_format = _response_format(data["text"])
+        if response_format is not None:
+            body["response_format"] = response_format
+    try:
+        parsed = parse_chat_request(body)
+    except ApiError as exc:
+        raise _with_client_param(exc, conversation) from exc
+    text = data.get("text") if isinstance(data.get("text"), dict) else {}
+    echo = {
+        "instructions": data.get("instructions"),
+        "max_output_tokens": data.get("max_output_tokens"),
+        "metadata": data.get("metadata") or {},
+        "parallel_tool_calls": data.get("parallel_tool_calls", True),
+        "temperature": data.get("temperature"),
+        "top_p": data.get("top_p"),
+        "text": {"format": (text or {}).get("format") or {"type": "text"}},
+        "tool_choice": data.get("tool_choice") or "auto",
+        "tools": data.get("tools") or [],
+        "user": data.get("user"),
+    }
+    return ResponsesRequest(parsed, echo, conversation.origins, conversation.call_origins)
+
+
+# --- the reply -----------------------------------------------------------------------------
+
+
+def _usage_json(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+class ResponseShell:
+    """What a Response object says besides its output: its id, the request's echo, its
+    status (from the finish reason) and its usage."""
+
+    def __init__(self, request: ResponsesRequest) -> None:
+        self.id = f"resp_{uuid.uuid4().hex}"
+        self.created_at = int(time.time())
+        self.model = request.parsed.alias
+        self.echo = request.echo
+
+    def body(
+        self,
+        status: str,
+        output: list[dict[str, Any]],
+        *,
+        usage: Usage | None = None,
+        finish_reason: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        incomplete = _INCOMPLETE.get(finish_reason or "")
+        if status == "completed" and incomplete:
+            status = "incomplete"
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": False,
+            "error": error,
+            "incomplete_details": {"reason": incomplete} if status == "incomplete" else None,
+            "model": self.model,
+            "output": output,
+            "previous_response_id": None,
+            "reasoning": None,
+            "store": False,
+            "truncation": "disabled",
+            "usage": _usage_json(usage) if usage is not None else None,
+            **self.echo,
+        }
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _text_part(kind: str, text: str) -> dict[str, Any]:
+    if kind == "refusal":
+        return {"type": "refusal", "refusal": text}
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def output_items(result: ChatResult) -> list[dict[str, Any]]:
+    """A plain answer's first choice as Response output items: a message (its text, or its
+    refusal), then one function_call item per tool call."""
+    choice = result.choices[0] if result.choices else None
+    if choice is None:
+        return []
+    status = "incomplete" if choice.finish_reason in _INCOMPLETE else "completed"
+    items: list[dict[str, Any]] = []
+    parts = []
+    if choice.content or not (choice.tool_calls or choice.refusal):
+        parts.append(_text_part("output_text", choice.content))
+    if choice.refusal:
+        parts.append(_text_part("refusal", choice.refusal))
+    if parts:
+        items.append(
+            {
+                "type": "message",
+                "id": _new_id("msg"),
+                "status": status,
+                "role": "assistant",
+                "content": parts,
+            }
+        )
+    for call in choice.tool_calls or ():
+        function = call.get("function") or {}
+        items.append(
+            {
+                "type": "function_call",
+                "id": _new_id("fc"),
+                "call_id": call.get("id") or _new_id("call"),
+                "name": function.get("name", ""),
+                "arguments": function.get("arguments", ""),
+                "status": "completed",
+            }
+        )
+    return items
+
+
+def _sse_event(kind: str, sequence: int, body: dict[str, Any]) -> bytes:
+    payload = orjson.dumps({"type": kind, "sequence_number": sequence, **body})
+    return b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n"
+
+
+@dataclass(slots=True)
+class _OpenItem:
+    """The output item being streamed: a message (its parts) or a function call."""
+
+    index: int  # output_index
+    item: dict[str, Any]
+    tool_index: int | None = None  # the chat delta's tool-call index, for a function call
+    part_kind: str | None = None  # the message's open part: output_text | refusal
+    texts: list[str] = field(default_factory=list)
+
+
+class ResponseEvents:
+    """A streamed reply as the Responses API's named events, in OpenAI's order:
+    ``response.created``, ``response.in_progress``, then per output item
+    ``response.output_item.added``, its content (``response.content_part.added``,
+    ``response.output_text.delta`` ... ``.done``, ``response.content_part.done``; or
+    ``response.function_call_arguments.delta`` ... ``.done``), ``response.output_item.done``;
+    and ``response.completed`` (``response.incomplete`` when cut short, ``error`` and
+    ``response.failed`` when the upstream failed mid-way). Every event has its
+    ``sequence_number``."""
+
+    def __init__(self, shell: ResponseShell) -> None:
+        self.shell = shell
+        self.sequence = 0
+        self.output: list[dict[str, Any]] = []
+        self.open: _OpenItem | None = None
+        self.finish_reason: str | None = None
+
+    def _event(self, kind: str, **body: Any) -> bytes:
+        event = _sse_event(kind, self.sequence, body)
+        self.sequence += 1
+        return event
+
+    def start(self) -> list[bytes]:
+        snapshot = self.shell.body("in_progress", [])
+        return [
+            self._event("response.created", response=snapshot),
+            self._event("response.in_progress", response=snapshot),
+        ]
+
+    # Items -------------------------------------------------------------------------------------
+
+    def _open_message(self) -> list[bytes]:
+        item = {
+            "type": "message",
+            "id": _new_id("msg"),
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        self.open = _OpenItem(len(self.output), item)
+        self.output.append(item)
+        return [self._event("response.output_item.added", output_index=self.open.index, item=item)]
+
+    def _open_part(self, kind: str) -> list[bytes]:
+        current = self.open
+        assert current is not None
+        current.part_kind, current.texts = kind, []
+        current.item["content"].append(_text_part(kind, ""))
+        return [
+            self._event(
+                "response.content_part.added",
+                item_id=current.item["id"],
+                output_index=current.index,
+                content_index=len(current.item["content"]) - 1,
+                part=_text_part(kind, ""),
+            )
+        ]
+
+    def _close_part(self) -> list[bytes]:
+        current = self.open
+        if current is None or current.part_kind is None:
+            return []
+        kind, text = current.part_kind, "".join(current.texts)
+        content_index = len(current.item["content"]) - 1
+        part = _text_part(kind, text)
+        current.item["content"][content_index] = part
+        where = {
+            "item_id": current.item["id"],
+            "output_index": current.index,
+            "content_index": content_index,
+        }
+        done = (
+            self._event("response.refusal.done", refusal=text, **where)
+            if kind == "refusal"
+            else self._event("response.output_text.done", text=text, logprobs=[], **where)
+        )
+        current.part_kind = None
+        return [done, self._event("response.content_part.done", part=part, **where)]
+
+    def _close(self, status: str = "completed") -> list[bytes]:
+        current = self.open
+        if current is None:
+            return []
+        events = self._close_part()
+        item = current.item
+        if item["type"] == "function_call":
+            item["arguments"] = "".join(current.texts)
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=current.index,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
+            )
+        item["status"] = status
+        events.append(
+            self._event("response.output_item.done", output_index=current.index, item=item)
+        )
+        self.open = None
+        return events
+
+    def _text(self, kind: str, piece: str) -> list[bytes]:
+        events: list[bytes] = []
+        if self.open is None or self.open.item["type"] != "message":
+            events += self._close()
+            events += self._open_message()
+        current = self.open
+        assert current is not None
+        if current.part_kind != kind:
+            events += self._close_part()
+            events += self._open_part(kind)
+        current.texts.append(piece)
+        where = {
+            "item_id": current.item["id"],
+            "output_index": current.index,
+            "content_index": len(current.item["content"]) - 1,
+        }
+        if kind == "refusal":
+            events.append(self._event("response.refusal.delta", delta=piece, **where))
+        else:
+            events.append(
+                self._event("response.output_text.delta", delta=piece, logprobs=[], **where)
+            )
+        return events
+
+    def _tool_fragment(self, fragment: dict[str, Any]) -> list[bytes]:
+        events: list[bytes] = []
+        tool_index = fragment.get("index", 0)
+        function = fragment.get("function") or {}
+        current = self.open
+        if current is None or current.tool_index != tool_index:
+            events += self._close()
+            item = {
+                "type": "function_call",
+                "id": _new_id("fc"),
+                "call_id": fragment.get("id") or _new_id("call"),
+                "name": function.get("name") or "",
+                "arguments": "",
+                "status": "in_progress",
+            }
+            current = self.open = _OpenItem(len(self.output), item, tool_index=tool_index)
+            self.output.append(item)
+            events.append(
+                self._event("response.output_item.added", output_index=current.index, item=item)
+            )
+        piece = function.get("arguments") or ""
+        if piece:
+            current.texts.append(piece)
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta",
+                    item_id=current.item["id"],
+                    output_index=current.index,
+                    delta=piece,
+                )
+            )
+        return events
+
+    # The stream --------------------------------------------------------------------------------
+
+    def delta(self, delta: ChatDelta) -> list[bytes]:
+        if delta.index != 0:
+            return []  # the Responses API has one answer; the door never asks for more
+        events: list[bytes] = []
+        if delta.content:
+            events += self._text("output_text", delta.content)
+        if delta.refusal:
+            events += self._text("refusal", delta.refusal)
+        for fragment in delta.tool_calls or ():
+            events += self._tool_fragment(fragment)
+        if delta.finish_reason:
+            self.finish_reason = delta.finish_reason
+        return events
+
+    def finish(self, usage: Usage) -> list[bytes]:
+        events: list[bytes] = []
+        if not self.output:  # an empty answer is still one (empty) message, as OpenAI's is
+            events += self._open_message()
+            events += self._open_part("output_text")
+        cut_short = self.finish_reason in _INCOMPLETE
+        events += self._close("incomplete" if cut_short else "completed")
+        body = self.shell.body(
+            "completed", self.output, usage=usage, finish_reason=self.finish_reason
+        )
+        kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
+        events.append(self._event(kind, response=body))
+        return events
+
+    def fail(self, exc: ApiError) -> list[bytes]:
+        """The upstream failed after the stream began: OpenAI's ``error`` event, then the
+        response as failed."""
+        error = {"code": exc.code, "message": exc.message}
+        return [
+            self._event("error", code=exc.code, message=exc.message, param=exc.param),
+            self._event(
+                "response.failed", response=self.shell.body("failed", self.output, error=error)
+            ),
+        ]
+
+
+async def _events(reply: Reply, events: ResponseEvents) -> AsyncIterator[bytes]:
+    for event in events.start():
+        yield event
+    assert reply.events is not None
+    try:
+        async for delta in reply.events:
+            for event in events.delta(delta):
+                yield event
+    except ApiError as exc:
+        for event in events.fail(exc):
+            yield event
+        return
+    for event in events.finish(reply.call.usage):
+        yield event
+
+
+@api_view("POST")
+async def create_response(request: HttpRequest) -> HttpResponseBase:
+    """``POST /v1/responses``: one model response, plain or streamed, through the chat
+    pipeline."""
+    started = time.perf_counter()
+    principal = await _authenticated(request, "chat")
+    responses_request = parse_responses_request(_read_json(request))
+    call = ChatCall(_request_info(request, ROUTE, started), principal, responses_request.parsed)
+    try:
+        reply = await call.answer()
+    except ApiError as exc:
+        return await _refused(call, _with_client_param(exc, responses_request))
+    shell = ResponseShell(responses_request)
+    if reply.events is not None:
+        return _sse_response(reply, _events(reply, ResponseEvents(shell)))
+    assert reply.result is not None
+    result = reply.result
+    body = shell.body(
+        "completed",
+        output_items(result),
+        usage=result.usage,
+        finish_reason=result.finish_reason,
+    )
+    return _json(body, headers=reply.headers())
