@@ -274,9 +274,9 @@ def _conversation(data: dict[str, Any]) -> _Conversation:
         elif kind == "item_reference":
             raise _unsupported(f"{param}", "the gateway keeps no items to refer to")
         else:
-            raise _refuse(
-                f"Input items of type {kind!r} are not supported; use message, function_call "
-                "and function_call_output items.",
+            raise _refuse(  # the message never repeats what was sent (it may be anything)
+                "This input item type is not supported; use message, function_call and "
+                "function_call_output items.",
                 f"{param}.type",
                 code="unsupported_value",
             )
@@ -292,8 +292,8 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind != "function":
             raise _refuse(
-                f"Tools of type {kind!r} run on OpenAI's side and are not available through "
-                "this gateway; declare function tools and run them in your app.",
+                "Only function tools are available through this gateway (built-in tools run on "
+                "OpenAI's side); declare function tools and run them in your app.",
                 f"{param}.type",
                 code="unsupported_value",
             )
