@@ -417,3 +417,67 @@ def test_an_upstream_failure_mid_stream_ends_with_error_and_response_failed(open
     assert events[-1].response.status == "failed"
     assert events[-1].response.error.code == events[-2].code
     assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+# --------------------------------------------------------------------------- the same governance
+
+
+PERSONAL = "Write to jane.doe@example.com about the invoice."
+
+
+def test_pseudonymised_values_never_reach_the_provider_and_come_back_in_the_stream(
+    openai_door, principals
+):
+    from privacy.models import PrivacyPolicy
+
+    PrivacyPolicy.objects.update_or_create(
+        tenant=principals.tenant_a, defaults={"upstream_pii": "pseudonymize"}
+    )
+    input_items = [{"role": "user", "content": [{"type": "input_text", "text": PERSONAL}]}]
+    plain = openai_door.client.responses.create(model="agent", input=input_items)
+    sent = json.dumps(openai_door.sent())
+    assert "jane.doe@example.com" not in sent and "<EMAIL_1>" in sent
+    assert plain.output_text == PERSONAL  # the echo, with the value restored
+
+    events = list(openai_door.client.responses.create(model="agent", input=PERSONAL, stream=True))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == events[-1].response.output_text == PERSONAL
+
+
+def test_a_consented_users_exchange_is_kept_as_a_conversation_record(openai_door, principals):
+    from privacy import services as privacy_services
+    from privacy.models import Conversation, PrivacyPolicy
+
+    PrivacyPolicy.objects.update_or_create(
+        tenant=principals.tenant_a, defaults={"store_conversations": True}
+    )
+    subject = privacy_services.subject_get_or_create(tenant=principals.tenant_a, external_id="u-7")
+    privacy_services.consent_set(
+        actor=Actor.system("test"),
+        subject=subject,
+        purpose="store_conversations",
+        granted=True,
+        source="api",
+    )
+    openai_door.client.responses.create(model="agent", input="Keep this one.", user="u-7")
+    openai_door.client.responses.create(model="agent", input="Not this one.", user="u-8")
+
+    [record] = Conversation.objects.for_tenant(principals.tenant_a)
+    assert record.subject == subject and record.alias == "agent"
+
+
+def test_a_repeated_request_at_temperature_zero_is_answered_from_the_cache(openai_door):
+    body = {"model": "agent", "input": QUESTION, "temperature": 0}
+    first = _post(openai_door.url, openai_door.key, body)
+    second = _post(openai_door.url, openai_door.key, body)
+
+    assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
+    assert len(openai_door.server.requests) == 1
+    assert second.json()["output"][0]["content"][0]["text"] == QUESTION
+    streamed = httpx.post(
+        f"{openai_door.url}/v1/responses",
+        json={**body, "stream": True},
+        headers={"Authorization": f"Bearer {openai_door.key}"},
+    )
+    assert streamed.headers["X-Cache"] == "HIT" and len(openai_door.server.requests) == 1
+    assert "event: response.completed" in streamed.text
