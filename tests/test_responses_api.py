@@ -321,8 +321,43 @@ def test_an_injection_in_a_function_call_output_is_screened_too(openai_door):
     }
     response = _post(openai_door.url, openai_door.key, body)
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "prompt_injection_detected"
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("prompt_injection_detected", "input[2].output")
     assert openai_door.server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        ("messages[0].content", "instructions"),
+        ("messages[1].content[2].image_url.url", "input[0].content[2].image_url.url"),
+        ("messages[2].tool_calls[1].function.arguments", "input[2].arguments"),
+        ("messages[2].tool_calls[0].function.name", "input[1].name"),
+        ("messages[3].content", "input[3].output"),
+        ("messages[3].tool_call_id", "input[3].call_id"),
+        ("messages[3]", "input[3]"),
+        ("tools[1]", "tools[1]"),
+        ("max_tokens", "max_output_tokens"),
+        ("response_format", "text.format"),
+        (None, None),
+    ],
+)
+def test_an_error_names_the_field_as_the_client_wrote_it(param, expected):
+    from gateway.api.responses import parse_responses_request
+
+    request = parse_responses_request(
+        {
+            "model": "agent",
+            "instructions": "Be brief.",
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+            ],
+        }
+    )
+    assert request.client_param(param) == expected
 
 
 def test_a_key_without_the_chat_scope_is_refused(openai_door, principals):

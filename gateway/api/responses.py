@@ -126,12 +126,14 @@ class _Conversation:
     error about ``messages[3]`` names ``input[2]``)."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
-    origins: list[str] = field(default_factory=list)  # chat message index -> request path
+    # chat message index -> (the item's path, its content's path) in the request
+    origins: list[tuple[str, str]] = field(default_factory=list)
     call_origins: dict[tuple[int, int], str] = field(default_factory=dict)
 
-    def add(self, message: dict[str, Any], origin: str) -> None:
+    def add(self, message: dict[str, Any], origin: str, content: str = ".content") -> None:
+        """``content``: the item's field that becomes the message's content."""
         self.messages.append(message)
-        self.origins.append(origin)
+        self.origins.append((origin, origin + content if origin.startswith("input[") else origin))
 
     def add_call(self, call: dict[str, Any], origin: str) -> None:
         """A function call: joins the assistant turn just before it (its text, or the calls
@@ -244,7 +246,8 @@ def _function_output_item(item: dict[str, Any], param: str, conversation: _Conve
     if not isinstance(item.get("call_id"), str) or not item["call_id"]:
         raise _refuse(f"'{param}.call_id' must be a non-empty string.", f"{param}.call_id")
     output = _text_of(item.get("output"), f"{param}.output", ("input_text", "output_text"))
-    conversation.add({"role": "tool", "tool_call_id": item["call_id"], "content": output}, param)
+    message = {"role": "tool", "tool_call_id": item["call_id"], "content": output}
+    conversation.add(message, param, ".output")
 
 
 def _conversation(data: dict[str, Any]) -> _Conversation:
@@ -361,7 +364,7 @@ class ResponsesRequest:
 
     parsed: ParsedChat
     echo: dict[str, Any]
-    origins: list[str]
+    origins: list[tuple[str, str]]
     call_origins: dict[tuple[int, int], str]
 
     def client_param(self, param: str | None) -> str | None:
@@ -378,7 +381,9 @@ _FIELD_PARAMS = {
 
 
 def client_param(
-    param: str | None, origins: list[str], call_origins: dict[tuple[int, int], str]
+    param: str | None,
+    origins: list[tuple[str, str]],
+    call_origins: dict[tuple[int, int], str],
 ) -> str | None:
     """A chat request's param path as the Responses request's."""
     if not param:
@@ -393,12 +398,14 @@ def client_param(
     call = _CALL_PARAM.fullmatch(rest)
     if call is not None and (index, int(call[1])) in call_origins:
         return call_origins[(index, int(call[1]))] + call[2]
+    item, content = origins[index]
+    if rest.startswith(".content"):
+        return content + rest[len(".content") :]
     if rest == ".tool_call_id":
-        rest = ".call_id"
-    origin = origins[index]
-    if origin == "instructions" or origin == "input":
-        return origin
-    return origin + ("" if rest.startswith(".tool_calls") else rest)
+        return f"{item}.call_id"
+    if rest.startswith(".tool_calls") or not item.startswith("input["):
+        return item
+    return item + rest
 
 
 def _with_client_param(exc: ApiError, request: ResponsesRequest | _Conversation) -> ApiError:
