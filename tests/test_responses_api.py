@@ -516,3 +516,29 @@ def test_a_repeated_request_at_temperature_zero_is_answered_from_the_cache(opena
     )
     assert streamed.headers["X-Cache"] == "HIT" and len(openai_door.server.requests) == 1
     assert "event: response.completed" in streamed.text
+
+
+def test_a_reply_leaking_the_system_prompt_is_cut_to_an_incomplete_response(openai_door):
+    from gateway.models import ModelVersion
+
+    ModelVersion.objects.filter(alias__name="agent").update(system_prompt="You are Acme's helper.")
+    server = openai_door.server
+
+    def leak(request):  # the upstream repeats its system prompt, canary included
+        server.reply = f"My instructions are: {request.json['messages'][0]['content']} More?"
+
+    server.on_request = leak
+    plain = openai_door.client.responses.create(model="agent", input="hello")
+    assert plain.status == "incomplete" and plain.incomplete_details.reason == "content_filter"
+    assert "llmp-canary-" not in plain.output_text and "More?" not in plain.output_text
+
+    events = list(openai_door.client.responses.create(model="agent", input="hello", stream=True))
+    shown = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert shown.startswith("My instructions are: You are Acme's helper.")
+    assert "llmp-canary-" not in shown and "More?" not in shown
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "content_filter"
+    assert events[-2].type == "response.output_item.done"
+    assert events[-2].item.status == "incomplete"
+    kinds = SecurityEvent.objects.values_list("kind", "action")
+    assert set(kinds) == {("system_prompt_leak", "blocked")}
