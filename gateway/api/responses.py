@@ -72,7 +72,7 @@ _SUPPORTED = frozenset(
     }
 )
 # Fields of OpenAI's Responses API the gateway does not serve, and why: a 400 naming the field
-# whenever one is set (null counts as not set).
+# whenever one is set (null or false counts as not set).
 _REFUSED = {
     "previous_response_id": "the gateway keeps no responses; send the whole conversation as "
     "'input' items (the earlier output items and your function_call_output items)",
@@ -86,7 +86,7 @@ _REFUSED = {
     "top_logprobs": "log probabilities are not returned by the Responses door",
     "context_management": "server-side context management is not supported",
 }
-# Tool types of the Responses API that run on OpenAI's side: the gateway has none of them.
+# A function tool's fields (the only tool type served: the others run on OpenAI's side).
 _FUNCTION_TOOL_FIELDS = frozenset({"type", "name", "description", "parameters", "strict"})
 # What output items sent back as input may carry besides their content: identifiers and states
 # of the earlier response, which the model never reads.
