@@ -5,6 +5,7 @@ the gateway under uvicorn, against real local upstreams (OpenAI-compatible and B
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -221,3 +222,30 @@ def test_models_list_says_which_doors_each_alias_serves_to_the_key(
             f"{gateway_server}/v1/models", headers={"Authorization": f"Bearer {reader}"}
         ).json()["data"]
         assert {m["id"]: m["doors"] for m in listed} == {"chatty": ["embeddings"], "local": []}
+
+
+def test_a_stream_that_breaks_mid_way_ends_with_an_error_event(openai_door):
+    openai_door.server.behaviour = "stream_break"
+    openai_door.server.reply = "one two three four five six seven"
+    response = httpx.post(
+        f"{openai_door.url}/v1/completions",
+        json={"model": "legacy", "prompt": PROMPT, "stream": True},
+        headers={"Authorization": f"Bearer {openai_door.key}"},
+        timeout=30,
+    )
+    events = [e.removeprefix("data: ") for e in response.text.strip().split("\n\n")]
+    assert response.status_code == 200
+    assert json.loads(events[0])["object"] == "text_completion"
+    assert json.loads(events[-1])["error"]["code"] == "upstream_bad_response"
+    assert "[DONE]" not in events
+
+
+def test_an_upstream_failure_is_a_502_in_openais_error_shape(openai_door):
+    import openai
+
+    openai_door.server.behaviour = "error500"
+    with pytest.raises(openai.InternalServerError) as failed:
+        openai_door.client.completions.create(model="legacy", prompt=PROMPT)
+    assert failed.value.status_code == 502
+    assert failed.value.body["code"] == "upstream_server_error"
+    assert UsageRecord.objects.get().status_code == 502
