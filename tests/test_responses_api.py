@@ -343,7 +343,7 @@ def test_an_injection_in_a_function_call_output_is_screened_too(openai_door):
     ],
 )
 def test_an_error_names_the_field_as_the_client_wrote_it(param, expected):
-    from gateway.api.responses import parse_responses_request
+    from gateway.api.responses.request import parse_responses_request
 
     request = parse_responses_request(
         {
