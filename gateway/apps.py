@@ -72,12 +72,14 @@ class GatewayConfig(AppConfig):
         )
 
         # The API routes take the lean ASGI path (no session/CSRF/page middleware).
-        from gateway.api import messages, views
+        from gateway.api import completions, messages, responses, views
         from gateway.pipeline.settle import usage_writer
         from llmplatform.fastpath import register_fast_route, register_shutdown, register_startup
 
         for path, view in (
             ("/v1/chat/completions", views.chat_completions),
+            ("/v1/responses", responses.create_response),
+            ("/v1/completions", completions.create_completion),
             ("/v1/embeddings", views.embeddings),
             ("/v1/models", views.list_models),
             ("/v1/cache/invalidate", views.invalidate_cache),

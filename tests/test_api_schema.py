@@ -125,9 +125,9 @@ def test_a_new_api_route_without_a_description_fails_schema_generation(monkeypat
 
     from gateway.api import schema
 
-    extra = path("v1/responses", lambda request: None, name="responses")
+    extra = path("v1/batches", lambda request: None, name="batches")
     monkeypatch.setattr(api_urls, "urlpatterns", [*api_urls.urlpatterns, extra])
-    with pytest.raises(ImproperlyConfigured, match="v1/responses"):
+    with pytest.raises(ImproperlyConfigured, match="v1/batches"):
         schema.described_patterns()
 
 
@@ -255,7 +255,7 @@ def test_schemathesis_finds_no_server_error_and_every_response_as_documented(
         f"{label}: {check} ({title})\n{detail}"
         for label, check, title, detail in figures["failures"]
     )
-    assert figures["operations"] == 13
+    assert figures["operations"] == 15
     assert not any(status >= 500 for status in figures["statuses"])
     # The run reached the upstream: chat requests that were valid were answered.
     assert figures["statuses"][200] > 0 and upstream.requests
@@ -387,7 +387,7 @@ def test_streamed_answers_are_documented_event_by_event(openapi):
     # schemathesis validates each server-sent event against the stream's schema (OpenAPI < 3.2).
     schema = openapi
     event = {"$ref": "#/components/schemas/ServerSentEvent"}
-    for path in ("/v1/chat/completions", "/chat-stream"):
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/completions", "/chat-stream"):
         ok = schema["paths"][path]["post"]["responses"]["200"]["content"]
         assert ok["text/event-stream"] == {"schema": event}
     assert schema["components"]["schemas"]["ServerSentEvent"]["required"] == ["data"]

@@ -105,6 +105,9 @@ API_POLICY: dict[tuple[str, str], tuple[str, str, str]] = {
     ("POST /v1/chat/completions (cached answer)", "read"): (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/messages (tier's model)", "read"):       (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/messages (cached answer)", "read"):      (ALLOWED, ALLOWED, AS_MISSING),
+    ("POST /v1/responses (tier's model)", "read"):      (ALLOWED, ALLOWED, AS_MISSING),
+    ("POST /v1/responses (cached answer)", "read"):     (ALLOWED, ALLOWED, AS_MISSING),
+    ("POST /v1/completions (tier's model)", "read"):    (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/embeddings (tier's model)", "read"):     (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/embeddings (cached answer)", "read"):    (ALLOWED, ALLOWED, AS_MISSING),
     ("POST /v1/cache/invalidate", "delete"):             (ALLOWED, DENIED, AS_MISSING),
@@ -310,6 +313,44 @@ def api_cached_answer(world: ApiWorld, actor: str, expected: str) -> None:
     assert len(world.upstream.requests) == calls + 2
 
 
+def api_responses_tier_model(world: ApiWorld, actor: str, expected: str) -> None:
+    body = {"model": "a-only", "input": "hi"}
+    response = world.call(actor, "post", "/v1/responses", body)
+    if expected == ALLOWED:
+        assert response.status_code == 200 and response.json()["status"] == "completed"
+        return
+    missing = world.call(actor, "post", "/v1/responses", {**body, "model": "no-such-model"})
+    assert response.status_code == 404
+    _same_answer(response, missing, "a-only", "no-such-model")
+
+
+def api_responses_cached(world: ApiWorld, actor: str, expected: str) -> None:
+    body = {"model": "default", "temperature": 0, "input": "What does tenant A ask twice?"}
+    first = world.call(ALICE, "post", "/v1/responses", body)
+    assert first.status_code == 200
+    calls = len(world.upstream.requests)
+    response = world.call(actor, "post", "/v1/responses", body)
+    assert response.status_code == 200
+    if expected == ALLOWED:
+        assert response.headers["X-Cache"] == "HIT"
+        assert len(world.upstream.requests) == calls
+        return
+    # Tenant A's cached answer is not served to tenant B: a miss, answered by the provider.
+    assert response.headers["X-Cache"] == "MISS"
+    assert len(world.upstream.requests) == calls + 1
+
+
+def api_completions_tier_model(world: ApiWorld, actor: str, expected: str) -> None:
+    body = {"model": "a-only", "prompt": "hi"}
+    response = world.call(actor, "post", "/v1/completions", body)
+    if expected == ALLOWED:
+        assert response.status_code == 200 and response.json()["choices"][0]["text"]
+        return
+    missing = world.call(actor, "post", "/v1/completions", {**body, "model": "no-such-model"})
+    assert response.status_code == 404
+    _same_answer(response, missing, "a-only", "no-such-model")
+
+
 def api_embeddings_tier_model(world: ApiWorld, actor: str, expected: str) -> None:
     body = {"model": "a-only", "input": "hello"}
     response = world.call(actor, "post", "/v1/embeddings", body)
@@ -427,6 +468,9 @@ API_CHECKS: dict[str, Callable[[ApiWorld, str, str], None]] = {
     "POST /v1/chat/completions (cached answer)": api_cached_answer,
     "POST /v1/messages (tier's model)": api_messages_tier_model,
     "POST /v1/messages (cached answer)": api_messages_cached_answer,
+    "POST /v1/responses (tier's model)": api_responses_tier_model,
+    "POST /v1/responses (cached answer)": api_responses_cached,
+    "POST /v1/completions (tier's model)": api_completions_tier_model,
     "POST /v1/embeddings (tier's model)": api_embeddings_tier_model,
     "POST /v1/embeddings (cached answer)": api_embeddings_cached,
     "POST /v1/cache/invalidate": api_cache_invalidate,
@@ -448,6 +492,8 @@ def test_every_api_route_has_a_row_in_the_policy():
     covered = {
         "models",
         "chat-completions",
+        "responses",
+        "completions",
         "embeddings",
         "cache-invalidate",
         "privacy-consent",

@@ -176,6 +176,23 @@ def _traffic(base_url: str, key: str, provider_key: str) -> list[dict]:
         ),
         ("POST", "/chat", auth, {"prompt": PROMPT, "user": "u-1"}),
         ("POST", "/chat-stream", auth, {"prompt": PROMPT}),
+        ("POST", "/v1/responses", auth, {"model": "default", "user": "u-1", "input": PROMPT}),
+        (
+            "POST",
+            "/v1/responses",
+            auth,
+            {"model": "default", "input": PROMPT + " [fail500]", "stream": True},
+        ),
+        ("POST", "/v1/responses", auth, {"model": "default", "input": [{"type": EMAIL}]}),
+        ("POST", "/v1/responses", auth, {"model": "default", "input": INJECTION}),
+        (
+            "POST",
+            "/v1/responses",
+            auth,
+            {"model": "default", "input": PROMPT, "tools": [{"type": CARD}]},
+        ),
+        ("POST", "/v1/completions", auth, {"model": "default", "prompt": PROMPT, "user": "u-1"}),
+        ("POST", "/v1/completions", auth, {"model": "default", "prompt": [PROMPT, CARD]}),
         (
             "POST",
             "/v1/chat/completions",

@@ -368,6 +368,146 @@ _CACHE_CONTROL = OpenApiParameter(
     "out of it.",
 )
 
+# --- the Responses API and legacy completions -----------------------------------------------
+
+
+class ResponsesRequestSerializer(serializers.Serializer):
+    """OpenAI's Responses API request, run through the chat pipeline (stateless)."""
+
+    model = serializers.CharField(max_length=64)
+    input = serializers.JSONField(
+        help_text="A string, or a list of items: messages (`role` user, assistant, system or "
+        "developer; `input_text`, `input_image`, `input_file`, `input_audio` parts, "
+        "`output_text`/`refusal` parts in assistant turns sent back), `function_call` and "
+        "`function_call_output` items. Other item types: 400 naming the item."
+    )
+    instructions = serializers.CharField(required=False, allow_null=True)
+    tools = serializers.JSONField(
+        required=False,
+        help_text="Function tools (`{type: function, name, description, parameters, strict}`); "
+        "built-in tools (web_search, file_search, ...): 400 naming `tools[i].type`.",
+    )
+    tool_choice = serializers.JSONField(
+        required=False, help_text='auto, none, required or `{"type": "function", "name": ...}`.'
+    )
+    parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
+    text = serializers.JSONField(
+        required=False,
+        help_text="`{format: {type: text | json_object | json_schema, name, schema, strict}}`.",
+    )
+    max_output_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    metadata = serializers.JSONField(required=False, help_text="Up to 16 string pairs.")
+    user = serializers.CharField(required=False, allow_blank=True, max_length=256)
+    safety_identifier = serializers.CharField(
+        required=False, max_length=256, help_text="Taken as `user` when `user` is absent."
+    )
+    service_tier = serializers.JSONField(required=False, help_text="Passed to OpenAI upstreams.")
+    stream = serializers.BooleanField(required=False, allow_null=True)
+    stream_options = serializers.JSONField(required=False, help_text="`include_obfuscation`.")
+    store = serializers.BooleanField(
+        required=False, help_text="false (the default); true is refused (400)."
+    )
+    include = serializers.JSONField(
+        required=False, help_text='Only `["reasoning.encrypted_content"]` (a no-op).'
+    )
+    truncation = serializers.CharField(required=False, help_text="Only `disabled`.")
+    previous_response_id = serializers.CharField(
+        required=False, help_text="Refused (400): the gateway keeps no responses."
+    )
+    reasoning = serializers.JSONField(required=False, help_text="Refused (400) when set.")
+    background = serializers.BooleanField(required=False, help_text="true is refused (400).")
+
+    class Meta:
+        ref_name = "ResponsesRequest"
+
+
+class ResponseObjectSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.ChoiceField(choices=["response"])
+    created_at = serializers.IntegerField()
+    status = serializers.CharField(help_text="completed, or incomplete (see incomplete_details).")
+    model = serializers.CharField(help_text="The alias that was asked for.")
+    output = serializers.JSONField(
+        help_text="`message` items (`output_text` and `refusal` parts) and `function_call` items."
+    )
+    usage = serializers.JSONField(
+        help_text="`input_tokens`, `output_tokens`, `total_tokens` and their details."
+    )
+    incomplete_details = serializers.JSONField(allow_null=True)
+    error = serializers.JSONField(allow_null=True)
+    store = serializers.BooleanField()
+
+    class Meta:
+        ref_name = "Response"
+
+
+class CompletionsRequestSerializer(serializers.Serializer):
+    """OpenAI's legacy completions request: the prompt is sent as one user message."""
+
+    model = serializers.CharField(max_length=64)
+    prompt = serializers.JSONField(
+        help_text="A string, or a list of up to 16 strings (one request each, `n` choices per "
+        "prompt; not streamed). Token arrays: 400 `unsupported_input`."
+    )
+    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
+    top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
+    n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=128)
+    stop = serializers.JSONField(required=False, help_text="A string or up to 4 strings.")
+    user = serializers.CharField(required=False, allow_blank=True, max_length=256)
+    stream = serializers.BooleanField(required=False, allow_null=True)
+    stream_options = serializers.JSONField(required=False, help_text="`include_usage`.")
+    seed = serializers.IntegerField(required=False, allow_null=True)
+    presence_penalty = serializers.FloatField(required=False, allow_null=True)
+    frequency_penalty = serializers.FloatField(required=False, allow_null=True)
+    logit_bias = serializers.JSONField(required=False, help_text="As in chat.")
+    suffix = serializers.CharField(required=False, help_text="Refused (400) when set.")
+    echo = serializers.BooleanField(required=False, help_text="true is refused (400).")
+    best_of = serializers.IntegerField(required=False, help_text="Above 1 is refused (400).")
+    logprobs = serializers.IntegerField(required=False, help_text="Refused (400) when set.")
+
+    class Meta:
+        ref_name = "CompletionsRequest"
+
+
+class CompletionChoiceSerializer(serializers.Serializer):
+    text = serializers.CharField(allow_blank=True)
+    index = serializers.IntegerField()
+    logprobs = serializers.JSONField(allow_null=True)
+    finish_reason = serializers.CharField(help_text="stop, length or content_filter.")
+
+
+class CompletionSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.ChoiceField(choices=["text_completion"])
+    created = serializers.IntegerField()
+    model = serializers.CharField()
+    choices = CompletionChoiceSerializer(many=True)
+    usage = UsageSerializer()
+    system_fingerprint = serializers.CharField(allow_null=True)
+
+    class Meta:
+        ref_name = "Completion"
+
+
+_SSE_RESPONSES = OpenApiResponse(
+    ServerSentEventSerializer,
+    description='With `"stream": true`: named server-sent events (`event: <type>`, `data: '
+    "<JSON with type and sequence_number>`): `response.created`, `response.in_progress`, per "
+    "output item `response.output_item.added`, `response.content_part.added`, "
+    "`response.output_text.delta`... `.done`, `response.content_part.done` (or "
+    "`response.function_call_arguments.delta`... `.done`), `response.output_item.done`; then "
+    "`response.completed` (or `response.incomplete`). A failure after the stream started is "
+    "an `error` event and `response.failed`.",
+)
+_SSE_COMPLETIONS = OpenApiResponse(
+    ServerSentEventSerializer,
+    description='With `"stream": true`: `data: <text_completion chunk>` events, a usage chunk '
+    "with `stream_options.include_usage`, then `data: [DONE]`.",
+)
+
 # --- models and cache ------------------------------------------------------------------------
 
 
@@ -376,6 +516,13 @@ class ModelSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["model"])
     created = serializers.IntegerField()
     owned_by = serializers.CharField()
+    doors = serializers.ListField(
+        child=serializers.ChoiceField(
+            choices=["chat.completions", "responses", "completions", "messages", "embeddings"]
+        ),
+        help_text="The routes this key may call the alias through (by its scopes, and what "
+        "the alias's providers serve).",
+    )
 
     class Meta:
         ref_name = "Model"
@@ -591,6 +738,53 @@ class ChatCompletionsDescription(_Described):
         raise NotImplementedError
 
 
+class ResponsesDescription(_Described):
+    @extend_schema(
+        operation_id="createResponse",
+        tags=["chat"],
+        summary="Create a model response (OpenAI's Responses API, stateless; JSON or SSE)",
+        description=_scope(ApiKey.Scope.CHAT.value)
+        + " Runs through the same pipeline as chat completions.",
+        request=ResponsesRequestSerializer,
+        parameters=[_GPC, _CACHE_CONTROL],
+        examples=[
+            OpenApiExample(
+                "Say hello", request_only=True, value={"model": "default", "input": "Say hello"}
+            )
+        ],
+        responses={
+            (200, JSON): OpenApiResponse(ResponseObjectSerializer, "The response."),
+            (200, SSE): _SSE_RESPONSES,
+            **_CHAT_ERRORS,
+        },
+    )
+    def post(self, request):  # pragma: no cover
+        raise NotImplementedError
+
+
+class CompletionsDescription(_Described):
+    @extend_schema(
+        operation_id="createCompletion",
+        tags=["chat"],
+        summary="Create a legacy text completion (the prompt as one user message)",
+        description=_scope(ApiKey.Scope.CHAT.value),
+        request=CompletionsRequestSerializer,
+        parameters=[_GPC, _CACHE_CONTROL],
+        examples=[
+            OpenApiExample(
+                "Say hello", request_only=True, value={"model": "default", "prompt": "Say hello"}
+            )
+        ],
+        responses={
+            (200, JSON): OpenApiResponse(CompletionSerializer, "The completion."),
+            (200, SSE): _SSE_COMPLETIONS,
+            **_CHAT_ERRORS,
+        },
+    )
+    def post(self, request):  # pragma: no cover
+        raise NotImplementedError
+
+
 class EmbeddingsDescription(_Described):
     @extend_schema(
         operation_id="createEmbedding",
@@ -770,6 +964,8 @@ class SimpleChatStreamDescription(_Described):
 # Route name in gateway.api.urls -> its description.
 DESCRIPTIONS: dict[str, type[APIView]] = {
     "chat-completions": ChatCompletionsDescription,
+    "responses": ResponsesDescription,
+    "completions": CompletionsDescription,
     "embeddings": EmbeddingsDescription,
     "models": ModelsDescription,
     "cache-invalidate": CacheInvalidateDescription,
@@ -784,6 +980,8 @@ DESCRIPTIONS: dict[str, type[APIView]] = {
 # Request bodies the views check for unknown fields: documented as closed objects.
 CLOSED_OBJECTS = (
     "ChatCompletionRequest",
+    "ResponsesRequest",
+    "CompletionsRequest",
     "EmbeddingsRequest",
     "SimpleChatRequest",
     "ConsentDecisionRequest",

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from django.urls import path
 
-from gateway.api import messages, views
+from gateway.api import completions, messages, responses, views
 
 urlpatterns = [
     path("v1/chat/completions", views.chat_completions, name="chat-completions"),
     path("v1/messages", messages.messages, name="messages"),
     path("v1/messages/count_tokens", messages.count_tokens, name="messages-count-tokens"),
+    path("v1/responses", responses.create_response, name="responses"),
+    path("v1/completions", completions.create_completion, name="completions"),
     path("v1/embeddings", views.embeddings, name="embeddings"),
     path("v1/models", views.list_models, name="models"),
     path("v1/cache/invalidate", views.invalidate_cache, name="cache-invalidate"),

@@ -1,5 +1,6 @@
 """The API's doors: OpenAI-compatible ``/v1/chat/completions``, ``/v1/embeddings`` and
-``/v1/models``, the simple ``/chat`` and ``/chat-stream`` shapes, cache invalidation and
+``/v1/models`` (the Responses API and legacy completions are in ``responses`` and
+``completions``), the simple ``/chat`` and ``/chat-stream`` shapes, cache invalidation and
 the privacy API.
 
 A door only reads HTTP (the key, the JSON body, a few headers) into the pipeline's types and
@@ -38,7 +39,7 @@ from gateway.errors import (
 from gateway.pipeline.authenticate import Principal, authenticate
 from gateway.pipeline.chat import ChatCall, Reply, RequestInfo
 from gateway.pipeline.embeddings import EmbeddingsCall
-from gateway.pipeline.route import routing_table
+from gateway.pipeline.route import AliasRoute, routing_table
 from gateway.pipeline.validate import (
     ParsedChat,
     parse_chat_request,
@@ -46,6 +47,7 @@ from gateway.pipeline.validate import (
     parse_json_body,
     refuse_unknown_fields,
 )
+from gateway.providers import capabilities
 from gateway.providers.base import ChatDelta, ChatResult, Choice, Usage
 from llmplatform.db import fresh_db
 from llmplatform.errors import DomainError
@@ -447,12 +449,37 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
     return _json(body, headers=call.headers())
 
 
+# The doors a chat request may come in by (the Messages door is Anthropic's shape of it).
+CHAT_DOORS = ("chat.completions", "responses", "completions", "messages")
+
+
+def _doors(principal: Principal, route: AliasRoute) -> list[str]:
+    """The doors this key may call the alias through: the chat doors with the chat scope, and
+    embeddings with its scope unless one of the alias's versions declares it does not serve
+    them (a routed request to it would be refused)."""
+    granted = principal.scopes if "admin" not in principal.scopes else {"chat", "embeddings"}
+    doors = list(CHAT_DOORS) if "chat" in granted else []
+    if "embeddings" in granted and not any(
+        "embeddings" in capabilities.unsupported(target.provider) for target in route.targets
+    ):
+        doors.append("embeddings")
+    return doors
+
+
 @api_view("GET")
 async def list_models(request: HttpRequest) -> HttpResponse:
+    """``GET /v1/models``: the aliases this key may use, in OpenAI's list shape, each with the
+    doors (``doors``) it serves to this key."""
     principal = await _authenticated(request, "models:read")
     routes = await routing_table.routes()
     data = [
-        {"id": name, "object": "model", "created": route.created, "owned_by": "llmplatform"}
+        {
+            "id": name,
+            "object": "model",
+            "created": route.created,
+            "owned_by": "llmplatform",
+            "doors": _doors(principal, route),
+        }
         for name, route in sorted(routes.items())
         if principal.may_use(name)
     ]
