@@ -32,6 +32,9 @@ Shape (every section optional, but the file must not be empty)::
         base_url: http://127.0.0.1:8081/v1   # required for openai and azure
         api_key: env:LOCAL_MODEL_KEY         # optional: a secret REFERENCE, never the key
                                              # env:NAME | file:/path | aws-sm:ID[#json_key]
+                                             # | azure-kv:VAULT/NAME[#version]
+                                             # | gcp-sm:PROJECT/NAME[#version]
+                                             # | vault:MOUNT/PATH#KEY
         api_version: "2024-10-21"   # required for azure
         region: us-east-1           # bedrock (default: AWS_REGION)
         timeouts: {connect: 5, read: 120}    # seconds, > 0; omitted = the gateway's defaults

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,9 +59,9 @@ class SecretStoreConfig:
     vault_addr: str | None = None
     vault_namespace: str | None = None
     vault_auth: str = "token"
-    vault_token: str | None = None
+    vault_token: str | None = field(default=None, repr=False)
     vault_approle_role_id: str | None = None
-    vault_approle_secret_id: str | None = None
+    vault_approle_secret_id: str | None = field(default=None, repr=False)
     vault_approle_mount: str = "approle"
     vault_kubernetes_role: str | None = None
     # A path, not a password.
@@ -229,7 +230,10 @@ def _azure_credential(config: SecretStoreConfig) -> Any:
     if config.ca_bundle:
         kwargs["connection_verify"] = config.ca_bundle
     if config.azure_credential == "managed-identity":
-        return identity.ManagedIdentityCredential(**kwargs)
+        # A user-assigned identity is named by AZURE_CLIENT_ID, as DefaultAzureCredential does.
+        return identity.ManagedIdentityCredential(
+            client_id=os.environ.get("AZURE_CLIENT_ID") or None, **kwargs
+        )
     if config.azure_authority_host:
         kwargs["authority"] = config.azure_authority_host
         # A private authority is not in Microsoft's instance list: do not ask the public cloud.

@@ -552,6 +552,11 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
+        # The secret stores' SDKs log each request (headers, at INFO) and sign-in at DEBUG.
+        "azure": {"level": "WARNING"},
+        "msal": {"level": "WARNING"},
+        "google.auth": {"level": "WARNING"},
+        "hvac": {"level": "WARNING"},
     },
 }
 

@@ -7,6 +7,7 @@ operator's allow-lists, hostile store settings, and a platform secret read at st
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -519,3 +520,29 @@ def test_an_unreadable_platform_secret_stops_the_start_naming_only_the_reference
         result.stderr
     )
     assert RAW_KEY not in result.stderr + result.stdout
+
+
+# --------------------------------------------------------------------------- never logged
+
+
+def test_no_store_value_or_sign_in_credential_is_logged(azure, gcp, vault, settings, caplog):
+    caplog.set_level(logging.DEBUG)
+    azure.set_secret("openai-key", RAW_KEY)
+    gcp.add_version("llmp-test", "provider-openai", RAW_KEY)
+    vault.put("secret/llm/providers", {"openai": RAW_KEY})
+    for ref in (
+        "azure-kv:llmp-kv/openai-key",
+        "gcp-sm:llmp-test/provider-openai",
+        "vault:secret/llm/providers#openai",
+    ):
+        assert resolve_secret(ref) == RAW_KEY
+    with pytest.raises(SecretNotFound):
+        resolve_secret("vault:secret/llm/providers#absent")
+    settings.LLMP_VAULT_SECRET_ID = "wrong-secret-id"
+    with pytest.raises(SecretNotFound):
+        resolve_secret("vault:secret/llm/providers#openai")
+
+    assert caplog.records  # the libraries did log (urllib3 connections, sign-ins)
+    logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    for value in (RAW_KEY, azure.client_secret, vault.secret_id, "wrong-secret-id"):
+        assert value not in logged
