@@ -414,6 +414,25 @@ async def test_aresolve_serves_a_cached_store_value_without_a_thread(vault, monk
     assert await aresolve_secret("vault:secret/llm/providers#openai") == "sk-async"
 
 
+@pytest.mark.parametrize(
+    ("setting", "ref"),
+    [
+        ("LLMP_AZURE_KEYVAULT_URL", "azure-kv:llmp-kv/openai-key"),
+        ("LLMP_GCP_SECRETMANAGER_URL", "gcp-sm:llmp-test/provider-openai"),
+        ("LLMP_VAULT_ADDR", "vault:secret/llm/providers#openai"),
+    ],
+)
+def test_an_unreachable_store_is_a_clear_error(setting, ref, azure, gcp, vault, settings):
+    from tests.conftest import free_port
+
+    setattr(settings, setting, f"https://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    with pytest.raises(SecretNotFound, match="cannot be read") as caught:
+        resolve_secret(ref)
+    assert ref.partition(":")[2].partition("#")[0] in str(caught.value)
+    assert time.monotonic() - started < 10  # seconds, not a hung request
+
+
 # --------------------------------------------------------------------------- a provider's 401
 
 
@@ -457,8 +476,12 @@ async def test_a_provider_rejecting_a_rotated_key_gets_the_new_one_from_the_stor
 # --------------------------------------------------------------------------- platform secrets
 
 
-def _start_settings(env: dict[str, str], tmp: Path | None = None) -> subprocess.CompletedProcess:
-    """Load the settings in a new process (as a start does) and print two of them."""
+def _start_settings(
+    env: dict[str, str],
+    tmp: Path | None = None,
+    show: str = "[s.SECRET_KEY, s.LLMP_SUBJECT_HMAC_KEY]",
+) -> subprocess.CompletedProcess:
+    """Load the settings in a new process (as a start does) and print ``show`` as JSON."""
     base = {
         k: v
         for k, v in os.environ.items()
@@ -468,7 +491,7 @@ def _start_settings(env: dict[str, str], tmp: Path | None = None) -> subprocess.
         base["LLMP_DATA_DIR"] = str(tmp)
     code = (
         "import django, json; django.setup(); from django.conf import settings as s; "
-        "print(json.dumps([s.SECRET_KEY, s.LLMP_SUBJECT_HMAC_KEY]))"
+        f"print(json.dumps({show}))"
     )
     return subprocess.run(
         [sys.executable, "-c", code],
@@ -500,6 +523,37 @@ def test_platform_secrets_are_read_from_a_store_at_start_up(vault, ca, tmp_path)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [platform_key, hmac_key]
     assert not (tmp_path / "secret_key").exists()  # nothing generated or written to disk
     assert platform_key not in result.stderr
+
+
+def test_the_database_password_and_master_key_come_from_gcp_at_start_up(gcp, ca, tmp_path):
+    master_key = "Jm9kq3Yw2w7bq0o2d8S1m4nPq6rT9vXy1zA3bC5dE7g="
+    gcp.add_version("llmp-test", "database-password", "db-password-from-gcp")
+    gcp.add_version("llmp-test", "master-key", master_key)
+    env = {
+        "LLMP_GCP_SECRETMANAGER_URL": gcp.url,
+        "LLMP_GCP_CREDENTIALS_FILE": str(gcp.credentials_file),
+        "LLMP_SECRETS_CA_BUNDLE": str(ca.ca_file),
+        "DATABASE_URL": "postgres://llmp@127.0.0.1:5432/llmp",
+        "DATABASE_PASSWORD_REF": "gcp-sm:llmp-test/database-password",
+        "LLMP_MASTER_KEY_REF": "gcp-sm:llmp-test/master-key#1",
+    }
+    result = _start_settings(
+        env, tmp_path, show="[s.DATABASES['default']['PASSWORD'], s.LLMP_MASTER_KEY]"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [
+        "db-password-from-gcp",
+        master_key,
+    ]
+    assert not (tmp_path / "master_key").exists()
+
+
+def test_a_platform_secret_given_twice_stops_the_start(tmp_path):
+    result = _start_settings(
+        {"SECRET_KEY": "x" * 40, "SECRET_KEY_REF": "vault:secret/platform/llmp#k"}, tmp_path
+    )
+    assert result.returncode != 0
+    assert "set SECRET_KEY or SECRET_KEY_REF, not both" in result.stderr
 
 
 def test_an_unreadable_platform_secret_stops_the_start_naming_only_the_reference(
