@@ -120,6 +120,9 @@ class StoreCA:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, a kept-alive connection waits
+    # for the client's delayed ACK (40 ms) on every response.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
