@@ -14,6 +14,10 @@ private CA would. They speak the services' REST APIs closely enough for the real
 - ``VaultServer``: ``POST /v1/auth/approle/login``, ``POST /v1/auth/kubernetes/login`` and
   ``GET /v1/{mount}/data/{path}`` (KV version 2), tokens in ``X-Vault-Token``.
 
+- ``MetadataServer`` (plain HTTP, as the real ones are): the GCE metadata server's ping and
+  ``/computeMetadata/v1/instance/service-accounts/default/token``, and App Service's managed
+  identity endpoint (``IDENTITY_ENDPOINT``), handing out tokens the stores above accept.
+
 Common attributes: ``url``; ``requests`` (``(method, path)`` in order); ``down`` (every request
 gets a 503 while set); ``revoke_tokens()`` (issued tokens stop working: the store answers 401 or
 403 until the client signs in again); ``tokens_issued``.
@@ -166,7 +170,7 @@ Reply = tuple[int, Any, dict[str, str]]
 
 
 class SecretStoreServer:
-    def __init__(self, ca: StoreCA) -> None:
+    def __init__(self, ca: StoreCA | None) -> None:
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
         self.down = False
@@ -174,9 +178,12 @@ class SecretStoreServer:
         self.tokens_issued = 0
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.store = self
-        self._httpd.socket = ca.server_context().wrap_socket(self._httpd.socket, server_side=True)
+        if ca is not None:
+            self._httpd.socket = ca.server_context().wrap_socket(
+                self._httpd.socket, server_side=True
+            )
         self.port = self._httpd.server_address[1]
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> SecretStoreServer:
@@ -449,3 +456,60 @@ class VaultServer(SecretStoreServer):
                 {},
             )
         return 404, {"errors": []}, {}
+
+
+class MetadataServer(SecretStoreServer):
+    """What a cloud machine offers its programs: Google's metadata server and Azure's managed
+    identity endpoint, on plain HTTP."""
+
+    identity_header = "app-service-identity-header"
+
+    def __init__(self, *, gcp: GcpServer | None = None, azure: AzureServer | None = None) -> None:
+        super().__init__(None)
+        self.gcp = gcp
+        self.azure = azure
+
+    def handle(self, method, path, query, headers, body):  # type: ignore[no-untyped-def]
+        lowered = {k.lower(): v for k, v in headers.items()}
+        google = {"Metadata-Flavor": "Google"}
+        if path.startswith("/msi/token") and self.azure is not None:
+            if lowered.get("x-identity-header") != self.identity_header:
+                return 400, {"error": "invalid_request"}, {}
+            return (
+                200,
+                {
+                    "access_token": self.azure.issue_token(),
+                    "expires_on": str(int(datetime.datetime.now(datetime.UTC).timestamp()) + 3600),
+                    "resource": query.get("resource", [""])[0],
+                    "token_type": "Bearer",
+                },
+                {},
+            )
+        if self.gcp is None or lowered.get("metadata-flavor") != "Google":
+            return 403, {"error": "missing Metadata-Flavor"}, {}
+        if path == "/":
+            return 200, "ok", google
+        if path == "/computeMetadata/v1/project/project-id":
+            return 200, "llmp-test", google
+        accounts = "/computeMetadata/v1/instance/service-accounts/default"
+        if path == f"{accounts}/":
+            return (
+                200,
+                {
+                    "email": "gateway@llmp-test.iam.gserviceaccount.com",
+                    "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+                    "aliases": ["default"],
+                },
+                google,
+            )
+        if path == f"{accounts}/token":
+            return (
+                200,
+                {
+                    "access_token": self.gcp.issue_token(),
+                    "expires_in": 3600,
+                    "token_type": "Bearer",
+                },
+                google,
+            )
+        return 404, {"error": "not found"}, google

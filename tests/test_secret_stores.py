@@ -30,7 +30,7 @@ from gateway.secrets import (
 )
 from llmplatform.secret_stores import SecretStoreConfig, SecretStoreConfigError, check_service_url
 
-from .secret_store_servers import AzureServer, GcpServer, StoreCA, VaultServer
+from .secret_store_servers import AzureServer, GcpServer, MetadataServer, StoreCA, VaultServer
 from .upstreams import OpenAIUpstream
 
 RAW_KEY = "sk-live-THIS-MUST-NEVER-BE-PRINTED-1234567890"
@@ -233,6 +233,18 @@ def test_it_signs_in_to_azure_with_workload_identity(azure, settings, monkeypatc
     settings.LLMP_AZURE_CREDENTIAL = "workload-identity"
     azure.set_secret("openai-key", "sk-via-workload-identity")
     assert resolve_secret("azure-kv:llmp-kv/openai-key") == "sk-via-workload-identity"
+
+
+def test_it_signs_in_to_azure_with_a_managed_identity(azure, settings, monkeypatch):
+    with MetadataServer(azure=azure) as identity:
+        monkeypatch.delenv("AZURE_CLIENT_SECRET")
+        monkeypatch.delenv("AZURE_CLIENT_ID")
+        monkeypatch.setenv("IDENTITY_ENDPOINT", f"{identity.url}/msi/token")
+        monkeypatch.setenv("IDENTITY_HEADER", identity.identity_header)
+        settings.LLMP_AZURE_CREDENTIAL = "managed-identity"
+        azure.set_secret("openai-key", "sk-via-managed-identity")
+        assert resolve_secret("azure-kv:llmp-kv/openai-key") == "sk-via-managed-identity"
+        assert identity.requests[0][1] == "/msi/token"
 
 
 def test_a_wrong_azure_client_secret_is_a_clear_error(azure, monkeypatch):
@@ -485,7 +497,9 @@ def _start_settings(
     base = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("LLMP_", "SECRET_KEY", "DATABASE_", "VAULT_", "AZURE_"))
+        if not k.startswith(
+            ("LLMP_", "SECRET_KEY", "DATABASE_", "VAULT_", "AZURE_", "GOOGLE_", "GCE_")
+        )
     }
     if tmp is not None:
         base["LLMP_DATA_DIR"] = str(tmp)
@@ -546,6 +560,26 @@ def test_the_database_password_and_master_key_come_from_gcp_at_start_up(gcp, ca,
         master_key,
     ]
     assert not (tmp_path / "master_key").exists()
+
+
+def test_on_gcp_the_metadata_server_signs_the_platform_in_at_start_up(gcp, ca, tmp_path):
+    # google-auth reads GCE_METADATA_HOST when it is imported: a new process, as a start is.
+    gcp.add_version("llmp-test", "secret-key", "k7Q2x9-secret-key-via-the-metadata-server-0f3a")
+    with MetadataServer(gcp=gcp) as metadata:
+        env = {
+            "LLMP_GCP_SECRETMANAGER_URL": gcp.url,
+            "LLMP_SECRETS_CA_BUNDLE": str(ca.ca_file),
+            "GCE_METADATA_HOST": f"127.0.0.1:{metadata.port}",
+            "GCE_METADATA_IP": f"127.0.0.1:{metadata.port}",
+            "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud"),  # no developer credentials
+            "SECRET_KEY_REF": "gcp-sm:llmp-test/secret-key",
+        }
+        result = _start_settings(env, tmp_path, show="s.SECRET_KEY")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == (
+        "k7Q2x9-secret-key-via-the-metadata-server-0f3a"
+    )
+    assert any(path.endswith("/service-accounts/default/token") for _, path in metadata.requests)
 
 
 def test_a_platform_secret_given_twice_stops_the_start(tmp_path):
