@@ -226,7 +226,8 @@ def fetch_aws(client: Any, secret_id: str) -> str:
 def _azure_credential(config: SecretStoreConfig) -> Any:
     from azure import identity
 
-    kwargs: dict[str, Any] = {}
+    # Sign-in happens on a cache miss, on the request path: seconds, not azure-core's 300 s.
+    kwargs: dict[str, Any] = {"connection_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}
     if config.ca_bundle:
         kwargs["connection_verify"] = config.ca_bundle
     if config.azure_credential == "managed-identity":
@@ -332,6 +333,11 @@ def _gcp_session(config: SecretStoreConfig) -> Any:
                 if config.ca_bundle:
                     merged["verify"] = config.ca_bundle
                 return merged
+
+            def request(self, *args: Any, **kwargs: Any) -> Any:
+                # google-auth allows a token request 120 s; this one is on the request path.
+                kwargs["timeout"] = (CONNECT_TIMEOUT, READ_TIMEOUT)
+                return super().request(*args, **kwargs)
 
         return AuthorizedSession(  # type: ignore[no-untyped-call]
             credentials, auth_request=Request(TokenSession())

@@ -358,6 +358,16 @@ def test_it_reads_a_vault_key_signing_in_with_approle(vault):
     assert vault.requests[0] == ("POST", "/v1/auth/approle/login")
 
 
+def test_a_vault_rotation_is_picked_up_after_the_ttl(vault, settings):
+    settings.LLMP_SECRETS_CACHE_SECONDS = 0.5
+    vault.put("secret/llm/providers", {"openai": "sk-old"})
+    assert resolve_secret("vault:secret/llm/providers#openai") == "sk-old"
+    vault.put("secret/llm/providers", {"openai": "sk-new"})
+    assert resolve_secret("vault:secret/llm/providers#openai") == "sk-old"
+    time.sleep(0.6)
+    assert resolve_secret("vault:secret/llm/providers#openai") == "sk-new"
+
+
 def test_it_signs_in_to_vault_with_kubernetes_auth(vault, settings, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(vault.kubernetes_jwt)
@@ -424,6 +434,15 @@ async def test_aresolve_serves_a_cached_store_value_without_a_thread(vault, monk
 
     monkeypatch.setattr(secrets.asyncio, "to_thread", no_threads)
     assert await aresolve_secret("vault:secret/llm/providers#openai") == "sk-async"
+
+
+def test_an_unreachable_azure_authority_is_a_clear_error(azure, settings):
+    from tests.conftest import free_port
+
+    settings.LLMP_AZURE_AUTHORITY_HOST = f"https://127.0.0.1:{free_port()}"
+    azure.set_secret("openai-key", "sk-unreachable")
+    with pytest.raises(SecretNotFound, match=r"llmp-kv/openai-key cannot be read \(sign-in"):
+        resolve_secret("azure-kv:llmp-kv/openai-key")
 
 
 @pytest.mark.parametrize(
