@@ -33,6 +33,9 @@ Shape (every section optional, but the file must not be empty)::
                                              # vertex: Google's / Anthropic's own by default)
         api_key: env:LOCAL_MODEL_KEY         # optional: a secret REFERENCE, never the key
                                              # env:NAME | file:/path | aws-sm:ID[#json_key]
+                                             # | azure-kv:VAULT/NAME[#version]
+                                             # | gcp-sm:PROJECT/NAME[#version]
+                                             # | vault:MOUNT/PATH#KEY
         api_version: "2024-10-21"   # required for azure; anthropic-version, Gemini's v1beta
         region: us-east-1           # bedrock (default: AWS_REGION); vertex: the location
         # vertex: api_key references the service account's JSON key; extra: {project: my-proj}

@@ -4,14 +4,20 @@ A reference is one of:
 - ``env:NAME`` — the environment variable NAME (or the file named by ``NAME_FILE``);
 - ``file:/path`` — the content of a file (a mounted Docker/Kubernetes secret), stripped;
 - ``aws-sm:SECRET_ID`` or ``aws-sm:SECRET_ID#json_key`` — AWS Secrets Manager: the secret's
-  string, or one key of it when the string is a JSON object. SECRET_ID is a name or an ARN.
-An empty reference resolves to an empty string (an upstream that needs no key).
+  string, or one key of it when the string is a JSON object. SECRET_ID is a name or an ARN;
+- ``azure-kv:VAULT/NAME`` or ``azure-kv:VAULT/NAME#version`` — Azure Key Vault;
+- ``gcp-sm:PROJECT/NAME`` or ``gcp-sm:PROJECT/NAME#version`` — GCP Secret Manager (``latest``
+  when no version is given);
+- ``vault:MOUNT/PATH#KEY`` — one key of a HashiCorp Vault KV version 2 secret.
+An empty reference resolves to an empty string (an upstream that needs no key). The stores'
+clients are in ``llmplatform.secret_stores``.
 
-AWS values are cached in-process for ``LLMP_SECRETS_CACHE_SECONDS`` (0 disables the cache), so
-the request path does not call AWS per request; ``invalidate_secret`` drops a cached value, and
-adapters call it after an upstream 401 so a rotated key is picked up at once. Environment and
-file references are read on every call: they are local and cheap, and a rotated mounted file
-should take effect without waiting for a TTL.
+Values from the stores are cached in-process for ``LLMP_SECRETS_CACHE_SECONDS`` (0 disables the
+cache), so the request path does not call a store per request; ``invalidate_secret`` drops a
+cached value, and adapters call it after an upstream 401 or 403 so a rotated key is picked up at
+once. While a store is down, a cached value is served until its TTL ends, then the reference
+fails with an error that names it. Environment and file references are read on every call: they
+are local and cheap, and a rotated mounted file should take effect without waiting for a TTL.
 
 No message raised or logged here contains a secret value, or a malformed reference (which may be
 a key pasted where a reference belongs).
@@ -25,7 +31,11 @@ must not be able to read the server's own secrets through it):
   ``LLMP_SECRET_FILE_DIRS``, and never inside the data directory (the platform's key files),
   ``/proc``, ``/sys`` or ``/dev``;
 - ``aws-sm:`` ids (the name part of an ARN) must start with a prefix in
-  ``LLMP_SECRET_AWS_PREFIXES``; none is allowed until an operator names one.
+  ``LLMP_SECRET_AWS_PREFIXES``; none is allowed until an operator names one;
+- ``azure-kv:`` and ``gcp-sm:`` references must name a vault (project) listed in
+  ``LLMP_SECRET_AZURE_VAULTS`` (``LLMP_SECRET_GCP_PROJECTS``), or match an entry
+  ``VAULT/name-prefix`` there; ``vault:`` paths must start with a prefix in
+  ``LLMP_SECRET_VAULT_PATHS``. Each is empty, allowing nothing, until an operator fills it.
 The same check runs when a reference is saved (admin form, ``apply_config``) and again when it
 is resolved, so a row written before a setting tightened is refused too.
 """
@@ -45,12 +55,32 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-SCHEMES = ("env", "file", "aws-sm")
-REFERENCE_HELP = "env:NAME, file:/absolute/path or aws-sm:SECRET_ID[#json_key]"
+from llmplatform import secret_stores
+from llmplatform.secret_stores import SecretStoreConfig, SecretStoreError
+
+SCHEMES = ("env", "file", "aws-sm", "azure-kv", "gcp-sm", "vault")
+REMOTE_SCHEMES = ("aws-sm", "azure-kv", "gcp-sm", "vault")
+REFERENCE_HELP = (
+    "env:NAME, file:/absolute/path, aws-sm:SECRET_ID[#json_key], azure-kv:VAULT/NAME[#version], "
+    "gcp-sm:PROJECT/NAME[#version] or vault:MOUNT/PATH#KEY"
+)
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Secrets Manager names use these characters; an ARN adds ':'.
 _AWS_SECRET_ID = re.compile(r"[A-Za-z0-9/_+=.@:-]{1,2048}")
+# Key Vault: vault names 3-24 letters, digits and '-'; secret names 1-127 of the same; versions
+# are 32 hex digits.
+_AZURE_REF = re.compile(
+    r"([A-Za-z][A-Za-z0-9-]{2,23})/([A-Za-z0-9-]{1,127})(?:#([A-Za-z0-9]{1,64}))?"
+)
+# Secret Manager: a project id or number, a secret id, a version number, 'latest' or an alias.
+_GCP_REF = re.compile(
+    r"([a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{1,20})/([A-Za-z0-9_-]{1,255})"
+    r"(?:#([A-Za-z0-9_-]{1,63}))?"
+)
+# Vault: MOUNT/PATH (at least two segments, no '.' or '..' segment) and the key.
+_VAULT_SEGMENT = r"[A-Za-z0-9_@+=-][A-Za-z0-9_.@+=-]*"
+_VAULT_REF = re.compile(rf"({_VAULT_SEGMENT}(?:/{_VAULT_SEGMENT})+)#([A-Za-z0-9_.@+=-]{{1,128}})")
 _MAX_REF_LENGTH = 300  # Provider.api_key_ref's max_length
 
 
@@ -67,6 +97,18 @@ RESERVED_ENV_PREFIXES = (
     "CELERY_",
     "EMAIL_",
     "AWS_",
+    # The stores' sign-in: Azure's service principal and managed identity, Google's
+    # credentials file, Vault's token and address.
+    "AZURE_CLIENT_",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_AUTHORITY_HOST",
+    "IDENTITY_",
+    "MSI_",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "VAULT_",
     "SOCIAL_AUTH_",
     "SENTRY_",
     "OTEL_",
@@ -105,12 +147,26 @@ def validate_secret_ref(ref: str) -> None:
     elif scheme == "file":
         if not rest.startswith("/") or "\x00" in rest or any(c.isspace() for c in rest):
             raise ValueError("file: needs an absolute path without spaces")
-    else:
+    elif scheme == "aws-sm":
         secret_id, hash_sign, json_key = rest.partition("#")
         if not _AWS_SECRET_ID.fullmatch(secret_id):
             raise ValueError("aws-sm: needs a secret name or ARN (letters, digits and /_+=.@-:)")
         if hash_sign and not json_key:
             raise ValueError("aws-sm: the JSON key after '#' is empty")
+    elif scheme == "azure-kv":
+        if not _AZURE_REF.fullmatch(rest):
+            raise ValueError(
+                "azure-kv: needs VAULT/NAME[#version] (a vault name, a secret name of letters, "
+                "digits and '-', an optional version)"
+            )
+    elif scheme == "gcp-sm":
+        if not _GCP_REF.fullmatch(rest):
+            raise ValueError(
+                "gcp-sm: needs PROJECT/NAME[#version] (a project id or number, a secret id, an "
+                "optional version number, alias or 'latest')"
+            )
+    elif not _VAULT_REF.fullmatch(rest):
+        raise ValueError("vault: needs MOUNT/PATH#KEY (a KV v2 mount, the secret's path, a key)")
 
 
 def _prefixes(value: Any) -> tuple[str, ...]:
@@ -130,6 +186,14 @@ def _aws_name(secret_id: str) -> str:
         _, _, name = secret_id.partition(":secret:")
         return name
     return secret_id
+
+
+def _in_containers(container: str, name: str, entries: tuple[str, ...]) -> bool:
+    """``VAULT`` allows every secret of that vault; ``VAULT/prefix`` the names it starts."""
+    return any(
+        container == entry or ("/" in entry and f"{container}/{name}".startswith(entry))
+        for entry in entries
+    )
 
 
 def check_secret_ref_allowed(ref: str, *, resolved_path: str | None = None) -> None:
@@ -174,6 +238,24 @@ def check_secret_ref_allowed(ref: str, *, resolved_path: str | None = None) -> N
             raise ValueError(
                 f"aws-sm:{rest.partition('#')[0]} is not allowed: secret names must start with "
                 f"one of LLMP_SECRET_AWS_PREFIXES ({', '.join(allowed) or 'none set'})"
+            )
+    elif scheme in ("azure-kv", "gcp-sm"):
+        container, _, name = rest.partition("#")[0].partition("/")
+        setting = "LLMP_SECRET_AZURE_VAULTS" if scheme == "azure-kv" else "LLMP_SECRET_GCP_PROJECTS"
+        what = "vault" if scheme == "azure-kv" else "project"
+        allowed = _prefixes(getattr(settings, setting))
+        if not _in_containers(container, name, allowed):
+            raise ValueError(
+                f"{scheme}:{container}/{name} is not allowed: the {what} (or {what}/name-prefix) "
+                f"must be listed in {setting} ({', '.join(allowed) or 'none set'})"
+            )
+    elif scheme == "vault":
+        path = rest.partition("#")[0]
+        allowed = _prefixes(settings.LLMP_SECRET_VAULT_PATHS)
+        if not path.startswith(allowed):
+            raise ValueError(
+                f"vault:{path} is not allowed: paths must start with one of "
+                f"LLMP_SECRET_VAULT_PATHS ({', '.join(allowed) or 'none set'})"
             )
 
 
@@ -229,12 +311,46 @@ def _resolve_env(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# AWS Secrets Manager
+# The cache, shared by the stores
 
 _lock = threading.Lock()
 _client: Any = None
-# secret id -> (expires at on the monotonic clock, the secret's whole string)
+# document id (``scheme:id``, a secret's whole value; ``#version`` included where the reference
+# pins one) -> (expires at on the monotonic clock, the whole value: text, or Vault's JSON map)
 _cache: dict[str, tuple[float, str]] = {}
+
+
+def _cached(document_id: str) -> str | None:
+    entry = _cache.get(document_id)
+    if entry is None:
+        return None
+    expires_at, value = entry
+    if time.monotonic() >= expires_at:
+        _cache.pop(document_id, None)
+        return None
+    return value
+
+
+def _remember(document_id: str, value: str) -> None:
+    ttl = float(settings.LLMP_SECRETS_CACHE_SECONDS)
+    if ttl > 0:
+        _cache[document_id] = (time.monotonic() + ttl, value)
+
+
+def _document_id(scheme: str, rest: str) -> str:
+    """The cache key of what a reference reads: the JSON key (``aws-sm:``, ``vault:``) is not
+    part of it, so every key of one secret shares one fetch; a version is."""
+    if scheme in ("aws-sm", "vault"):
+        rest = rest.partition("#")[0]
+    return f"{scheme}:{rest}"
+
+
+def _store_config() -> SecretStoreConfig:
+    return SecretStoreConfig.from_settings(settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# AWS Secrets Manager
 
 
 def _aws_client() -> Any:
@@ -243,85 +359,99 @@ def _aws_client() -> Any:
     if _client is None:
         with _lock:
             if _client is None:
-                import boto3
-                from botocore.config import Config
-
-                _client = boto3.client(
-                    "secretsmanager",
-                    region_name=settings.AWS_REGION,
-                    endpoint_url=getattr(settings, "LLMP_AWS_ENDPOINT_URL", None) or None,
-                    # A miss happens on the request path: fail in seconds, not minutes.
-                    config=Config(
-                        connect_timeout=3,
-                        read_timeout=5,
-                        retries={"max_attempts": 3, "mode": "standard"},
-                    ),
-                )
+                _client = secret_stores.aws_client(_store_config())
     return _client
 
 
-def _cached(secret_id: str) -> str | None:
-    entry = _cache.get(secret_id)
-    if entry is None:
-        return None
-    expires_at, value = entry
-    if time.monotonic() >= expires_at:
-        _cache.pop(secret_id, None)
-        return None
-    return value
-
-
 def _fetch_aws(secret_id: str) -> str:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
-        response = _aws_client().get_secret_value(SecretId=secret_id)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        if code == "ResourceNotFoundException":
-            raise SecretNotFound(f"AWS secret {secret_id} does not exist") from None
-        raise SecretNotFound(f"AWS secret {secret_id} cannot be read ({code})") from None
-    except BotoCoreError as exc:
-        # Connection and credential errors; their messages carry no secret material.
-        raise SecretNotFound(
-            f"AWS secret {secret_id} cannot be read ({type(exc).__name__})"
-        ) from None
-    if "SecretString" in response:
-        value = response["SecretString"]
-    else:
-        try:
-            value = bytes(response["SecretBinary"]).decode()
-        except (KeyError, UnicodeDecodeError):
-            raise SecretNotFound(f"AWS secret {secret_id} has no text value") from None
-    ttl = float(settings.LLMP_SECRETS_CACHE_SECONDS)
-    if ttl > 0:
-        _cache[secret_id] = (time.monotonic() + ttl, value)
-    return value
+        return secret_stores.fetch_aws(_aws_client(), secret_id)
+    except SecretStoreError as exc:
+        raise SecretNotFound(str(exc)) from None
 
 
-def _select_json_key(secret_id: str, document: str, key: str) -> str:
+def _select_json_key(label: str, document: str, key: str) -> str:
     try:
         data = json.loads(document)
     except ValueError:
         # ``from None``: a JSONDecodeError holds the whole document, i.e. the secret.
-        raise SecretNotFound(f"AWS secret {secret_id} is not a JSON object") from None
+        raise SecretNotFound(f"{label} is not a JSON object") from None
     if not isinstance(data, dict):
-        raise SecretNotFound(f"AWS secret {secret_id} is not a JSON object")
+        raise SecretNotFound(f"{label} is not a JSON object")
     if key not in data:
-        raise SecretNotFound(f"AWS secret {secret_id} has no key {key!r}")
+        raise SecretNotFound(f"{label} has no key {key!r}")
     value = data[key]
     if not isinstance(value, str):
-        raise SecretNotFound(f"AWS secret {secret_id} key {key!r} is not a string")
+        raise SecretNotFound(f"{label} key {key!r} is not a string")
     return value
 
 
-def _resolve_aws(rest: str, *, document: str | None = None) -> str:
-    secret_id, _, key = rest.partition("#")
+# ---------------------------------------------------------------------------------------------
+# Every store
+
+
+def _fetch_document(scheme: str, rest: str, config: SecretStoreConfig) -> str:
+    """A secret's whole value from its store, uncached."""
+    if scheme == "aws-sm":
+        return _fetch_aws(rest.partition("#")[0])
+    target, _, version = rest.partition("#")
+    try:
+        if scheme == "azure-kv":
+            vault, _, name = target.partition("/")
+            return secret_stores.fetch_azure(config, vault, name, version or None)
+        if scheme == "gcp-sm":
+            project, _, name = target.partition("/")
+            return secret_stores.fetch_gcp(config, project, name, version or None)
+        return json.dumps(secret_stores.fetch_vault(config, target))
+    except SecretStoreError as exc:
+        raise SecretNotFound(str(exc)) from None
+
+
+def _from_document(scheme: str, rest: str, document: str) -> str:
+    if scheme == "aws-sm":
+        secret_id, _, key = rest.partition("#")
+        return _select_json_key(f"AWS secret {secret_id}", document, key) if key else document
+    if scheme == "vault":
+        path, _, key = rest.partition("#")
+        return _select_json_key(f"Vault secret {path}", document, key)
+    return document
+
+
+def _resolve_remote(scheme: str, rest: str, *, document: str | None = None) -> str:
+    document_id = _document_id(scheme, rest)
     if document is None:
-        document = _cached(secret_id)
+        document = _cached(document_id)
     if document is None:
-        document = _fetch_aws(secret_id)
-    return _select_json_key(secret_id, document, key) if key else document
+        document = _fetch_document(scheme, rest, _store_config())
+        _remember(document_id, document)
+    return _from_document(scheme, rest, document)
+
+
+def resolve_platform_secret(ref: str, config: SecretStoreConfig) -> str:
+    """A platform secret (``SECRET_KEY_REF`` and the like) while settings load: any kind of
+    reference, not confined by the providers' allow-lists (the operator wrote it into the
+    environment), not cached. Raises ``SecretNotFound`` naming the reference only."""
+    try:
+        validate_secret_ref(ref)
+    except ValueError as exc:
+        raise SecretNotFound(f"malformed secret reference: {exc}") from None
+    if not ref:
+        raise SecretNotFound("the secret reference is empty")
+    scheme, _, rest = ref.partition(":")
+    if scheme == "env":
+        return _resolve_env(rest)
+    if scheme == "file":
+        return _read_file(rest, what=f"secret file {rest}")
+    if scheme == "aws-sm":
+        try:
+            document = secret_stores.fetch_aws(
+                secret_stores.aws_client(config), rest.partition("#")[0]
+            )
+        except SecretStoreError as exc:
+            raise SecretNotFound(str(exc)) from None
+    else:
+        document = _fetch_document(scheme, rest, config)
+    return _from_document(scheme, rest, document)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,19 +467,19 @@ def resolve_secret(ref: str) -> str:
         return _resolve_env(rest)
     if scheme == "file":
         return _read_allowed_file(rest)
-    return _resolve_aws(rest)
+    return _resolve_remote(scheme, rest)
 
 
 async def aresolve_secret(ref: str) -> str:
     """``resolve_secret`` for the event loop: cache hits and set environment variables return
-    at once; anything that does I/O (AWS, files) runs in a worker thread."""
+    at once; anything that does I/O (the stores, files) runs in a worker thread."""
     if not ref:
         return ""
     scheme, rest = _parse(ref)
-    if scheme == "aws-sm":
-        document = _cached(rest.partition("#")[0])
+    if scheme in REMOTE_SCHEMES:
+        document = _cached(_document_id(scheme, rest))
         if document is not None:
-            return _resolve_aws(rest, document=document)
+            return _resolve_remote(scheme, rest, document=document)
     elif scheme == "env":
         value = os.environ.get(rest)
         if value is not None:
@@ -360,26 +490,35 @@ async def aresolve_secret(ref: str) -> str:
 def invalidate_secret(ref: str) -> None:
     """Forget a cached value (called after an upstream rejected it, e.g. after a rotation).
 
-    Every reference to the same AWS secret (any ``#json_key``) is refetched on next use.
+    Every reference to the same secret (any ``#json_key`` or ``#KEY``) is refetched on next use.
     Unknown or malformed references are ignored: there is nothing cached for them.
     """
     if not ref:
         return
     scheme, _, rest = ref.partition(":")
-    if scheme == "aws-sm":
-        _cache.pop(rest.partition("#")[0], None)
+    if scheme in REMOTE_SCHEMES:
+        _cache.pop(_document_id(scheme, rest), None)
 
 
 def clear_secret_cache() -> None:
-    """Forget every cached value and the AWS client (settings changed, or between tests)."""
+    """Forget every cached value and the stores' clients (settings changed, or between tests)."""
     global _client
     with _lock:
         _cache.clear()
         _client = None
+    secret_stores.clear_clients()
+
+
+_STORE_SETTINGS = {
+    "AWS_REGION",
+    "LLMP_AWS_ENDPOINT_URL",
+    "LLMP_SECRETS_CACHE_SECONDS",
+    "LLMP_SECRETS_CA_BUNDLE",
+}
 
 
 @receiver(setting_changed)
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     # Tests point the resolver at a local endpoint with override_settings / the settings fixture.
-    if setting in {"AWS_REGION", "LLMP_AWS_ENDPOINT_URL", "LLMP_SECRETS_CACHE_SECONDS"}:
+    if setting in _STORE_SETTINGS or setting.startswith(("LLMP_AZURE_", "LLMP_GCP_", "LLMP_VAULT")):
         clear_secret_cache()

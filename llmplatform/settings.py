@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -19,6 +20,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from llmplatform.env import env_bool, env_float, env_int, env_list, env_str, env_url
+from llmplatform.secret_stores import SecretStoreConfig, SecretStoreConfigError
 
 if TYPE_CHECKING:
     from rest_framework.settings import DefaultsSettings  # stub-only: DRF's settings keys
@@ -76,14 +78,76 @@ def _check_secret(name: str, value: str) -> str:
     return value
 
 
-def _local_secret(name: str, filename: str) -> str:
-    """A secret from the environment; in the embedded mode, generated once and kept in DATA_DIR.
-    In production a guessable value stops the start (``_check_secret``)."""
+# --- Secret stores ---------------------------------------------------------------------------
+# Where the platform reads secrets kept in a store: its own (``NAME_REF`` below) and providers'
+# (gateway.secrets). See docs/operations.md, "Secrets".
+AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+LLMP_AWS_ENDPOINT_URL = env_str("LLMP_AWS_ENDPOINT_URL", None)
+# A CA bundle for the stores' TLS (a private Vault CA, a proxy); empty: the system's.
+LLMP_SECRETS_CA_BUNDLE = env_str("LLMP_SECRETS_CA_BUNDLE", None)
+# Azure Key Vault: the vault URL ({vault} is the reference's vault name; other clouds:
+# https://{vault}.vault.azure.cn ...), the sign-in authority (empty: azure-identity's default,
+# or AZURE_AUTHORITY_HOST), and which azure-identity credential signs in.
+LLMP_AZURE_KEYVAULT_URL = env_str("LLMP_AZURE_KEYVAULT_URL", "https://{vault}.vault.azure.net")
+LLMP_AZURE_AUTHORITY_HOST = env_str("LLMP_AZURE_AUTHORITY_HOST", None)
+LLMP_AZURE_CREDENTIAL = env_str("LLMP_AZURE_CREDENTIAL", "default")
+# GCP Secret Manager: the API's URL, and a credentials file (a service account's key or a
+# workload identity federation config); empty: Application Default Credentials (the metadata
+# server on GCE, GKE and Cloud Run).
+LLMP_GCP_SECRETMANAGER_URL = env_str(
+    "LLMP_GCP_SECRETMANAGER_URL", "https://secretmanager.googleapis.com"
+)
+LLMP_GCP_CREDENTIALS_FILE = env_str("LLMP_GCP_CREDENTIALS_FILE", None)
+# HashiCorp Vault (KV version 2): the address (https; http only to a local agent), an optional
+# namespace, and the sign-in: token, approle (role id + secret id) or kubernetes (a role and the
+# pod's service account token).
+LLMP_VAULT_ADDR = env_str("LLMP_VAULT_ADDR", None)
+LLMP_VAULT_NAMESPACE = env_str("LLMP_VAULT_NAMESPACE", None)
+LLMP_VAULT_AUTH = env_str("LLMP_VAULT_AUTH", "token")
+LLMP_VAULT_TOKEN = env_str("LLMP_VAULT_TOKEN", None)
+LLMP_VAULT_ROLE_ID = env_str("LLMP_VAULT_ROLE_ID", None)
+LLMP_VAULT_SECRET_ID = env_str("LLMP_VAULT_SECRET_ID", None)
+LLMP_VAULT_APPROLE_MOUNT = env_str("LLMP_VAULT_APPROLE_MOUNT", "approle")
+LLMP_VAULT_KUBERNETES_ROLE = env_str("LLMP_VAULT_KUBERNETES_ROLE", None)
+LLMP_VAULT_KUBERNETES_TOKEN_FILE = env_str(
+    "LLMP_VAULT_KUBERNETES_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token"
+)
+LLMP_VAULT_KUBERNETES_MOUNT = env_str("LLMP_VAULT_KUBERNETES_MOUNT", "kubernetes")
+_SECRET_STORES = SecretStoreConfig.from_settings(sys.modules[__name__])
+try:
+    _SECRET_STORES.validate()
+except SecretStoreConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
+
+def _platform_secret(name: str) -> str | None:
+    """``NAME`` (or ``NAME_FILE``), or the secret that ``NAME_REF`` points at in a store
+    (``aws-sm:``, ``azure-kv:``, ``gcp-sm:``, ``vault:``), so a deployment needs no secret in
+    its environment. The error names the reference, never a value."""
     value = env_str(name)
+    ref = env_str(f"{name}_REF")
+    if not ref:
+        return value
+    if value:
+        raise ImproperlyConfigured(f"set {name} or {name}_REF, not both")
+    from gateway.secrets import SecretNotFound, resolve_platform_secret
+
+    try:
+        return resolve_platform_secret(ref, _SECRET_STORES) or None
+    except SecretNotFound as exc:
+        raise ImproperlyConfigured(f"{name}_REF: {exc}") from None
+
+
+def _local_secret(name: str, filename: str) -> str:
+    """A secret from the environment or a store; in the embedded mode, generated once and kept
+    in DATA_DIR. In production a guessable value stops the start (``_check_secret``)."""
+    value = _platform_secret(name)
     if value:
         return _check_secret(name, value) if PRODUCTION else value
     if PRODUCTION:
-        raise ImproperlyConfigured(f"{name} (or {name}_FILE) must be set when LLMP_ENV=production")
+        raise ImproperlyConfigured(
+            f"{name} (or {name}_FILE or {name}_REF) must be set when LLMP_ENV=production"
+        )
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     path = DATA_DIR / filename
     if not path.exists():
@@ -195,6 +259,11 @@ if DATABASE_URL:
             "min_size": 1,
             "max_size": env_int("DATABASE_POOL_MAX", 10, minimum=1),
         }
+    # The password may come apart from the URL: DATABASE_PASSWORD(_FILE), or a store's
+    # reference in DATABASE_PASSWORD_REF.
+    _database_password = _platform_secret("DATABASE_PASSWORD")
+    if _database_password:
+        DATABASES["default"]["PASSWORD"] = _database_password
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -447,6 +516,17 @@ LLMP_SECRET_FILE_DIRS = tuple(
 LLMP_SECRET_AWS_PREFIXES = tuple(
     p.strip() for p in env_str("LLMP_SECRET_AWS_PREFIXES", "").split(",") if p.strip()
 )
+# Key Vault vaults and GCP projects providers may read from ("VAULT" for all its secrets,
+# "VAULT/name-prefix" for some), and Vault KV paths (prefixes, "secret/llm/"): none by default.
+LLMP_SECRET_AZURE_VAULTS = tuple(
+    p.strip() for p in env_str("LLMP_SECRET_AZURE_VAULTS", "").split(",") if p.strip()
+)
+LLMP_SECRET_GCP_PROJECTS = tuple(
+    p.strip() for p in env_str("LLMP_SECRET_GCP_PROJECTS", "").split(",") if p.strip()
+)
+LLMP_SECRET_VAULT_PATHS = tuple(
+    p.strip() for p in env_str("LLMP_SECRET_VAULT_PATHS", "").split(",") if p.strip()
+)
 
 
 # Hosts providers may be sent to (gateway.egress): "api.openai.com", "*.openai.azure.com",
@@ -463,8 +543,6 @@ def _host_patterns(name: str) -> tuple[str, ...]:
 
 
 LLMP_UPSTREAM_HOSTS = _host_patterns("LLMP_UPSTREAM_HOSTS")
-AWS_REGION = env_str("AWS_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
-LLMP_AWS_ENDPOINT_URL = env_str("LLMP_AWS_ENDPOINT_URL", None)
 
 # --- Logging --------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
@@ -480,6 +558,11 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
+        # The secret stores' SDKs log each request (headers, at INFO) and sign-in at DEBUG.
+        "azure": {"level": "WARNING"},
+        "msal": {"level": "WARNING"},
+        "google.auth": {"level": "WARNING"},
+        "hvac": {"level": "WARNING"},
     },
 }
 
@@ -711,7 +794,7 @@ def _local_master_key() -> str | None:
     """The local master key; in the embedded mode generated once and kept in DATA_DIR."""
     import base64
 
-    value = env_str("LLMP_MASTER_KEY")
+    value = _platform_secret("LLMP_MASTER_KEY")
     if value:
         return _master_key("LLMP_MASTER_KEY", value)
     if LLMP_KEY_PROVIDER != "local":

@@ -12,7 +12,7 @@ from gateway.egress import validate_upstream_url
 from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment
 from gateway.providers.capabilities import check_declaration
 from gateway.providers.kind_settings import ProviderFieldError, ProviderFields, check_kind_fields
-from gateway.secrets import validate_provider_secret_ref
+from gateway.secrets import REFERENCE_HELP, validate_provider_secret_ref
 from llmplatform.actors import Actor
 from llmplatform.admin.audit import AuditedModelAdmin
 
@@ -34,6 +34,9 @@ class ProviderForm(forms.ModelForm):
             "extra",
             "enabled",
         ]
+        # The model's help text names the first three kinds; this one every kind (no migration
+        # for a form's wording).
+        help_texts = {"api_key_ref": f"Secret reference: {REFERENCE_HELP}."}
 
     def _checked(self, name: str, check):
         """The field's value once ``check`` accepts it; its ValueError as the form's error."""
