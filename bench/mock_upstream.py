@@ -146,6 +146,49 @@ async def _chat(request: dict, send) -> None:
     await send({"type": "http.response.body", "body": tail})
 
 
+async def _other_door(path: str, request: dict, send) -> None:
+    """A plain answer on OpenAI's Responses API or Anthropic's Messages API, for a proxy (like
+    LiteLLM's) that passes those doors through to an upstream that speaks them."""
+    model = request.get("model") if isinstance(request.get("model"), str) else "mock"
+    text = request.get("input")
+    prompt_tokens = max(1, len(text) // 4) if isinstance(text, str) else _prompt_tokens(request)
+    stamp = time.monotonic_ns()
+    if path.endswith("/responses"):
+        payload: dict = {
+            "id": f"resp_mock{stamp}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": model,
+            "output": [
+                {
+                    "type": "message",
+                    "id": f"msg_mock{stamp}",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": REPLY, "annotations": []}],
+                }
+            ],
+            "usage": {
+                "input_tokens": prompt_tokens,
+                "output_tokens": COMPLETION_TOKENS,
+                "total_tokens": prompt_tokens + COMPLETION_TOKENS,
+            },
+        }
+    else:
+        payload = {
+            "id": f"msg_mock{stamp}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": REPLY}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": COMPLETION_TOKENS},
+        }
+    await _send_json(send, 200, payload)
+
+
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         while True:
@@ -195,6 +238,12 @@ async def app(scope, receive, send) -> None:
             )
             return
         await _chat(request, send)
+    elif path.endswith(("/responses", "/messages")) and method == "POST":
+        try:
+            request = orjson.loads(await _read_body(receive))
+        except orjson.JSONDecodeError:
+            request = None
+        await _other_door(path, request if isinstance(request, dict) else {}, send)
     elif path.endswith("/models") and method == "GET":
         await _send_json(
             send,
