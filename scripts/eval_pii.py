@@ -301,7 +301,19 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, default=60)
     parser.add_argument("--throughput-mb", type=float, default=5.0)
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only measure MB/s on ordinary user prompts (the jailbreak and deepset sets)",
+    )
     args = parser.parse_args()
+
+    if args.throughput_only:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+        mbps, total = throughput(chat_texts(args.data), int(args.throughput_mb * 1e6))
+        print(f"user prompts (jailbreak + deepset sets): {mbps:.1f} MB/s over {total / 1e6:.1f} MB")
+        return
 
     if args.set:
         set_rows = load_set(args.set)
