@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from .entities import STREET_ADDRESS, Entity
 from .gazetteer import LOWER, UPPER, english_words
-from .recognizers import has_digit, keyword_starts
+from .recognizers import _DATE_RE, has_digit, keyword_starts
 
 
 # Street types written as a separate word after the name ("Clarke Avenue", "Grote Baan").
@@ -176,10 +176,42 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
             if any(c.isdigit() for c in found) and any(c.isalpha() for c in found):
                 spans.append((cue.end(), end, 0.6))
                 previous_end = end
+    for m in _NUMBER_THEN_TYPE_RE.finditer(text):
+        spans.append((m.start(), m.end(), 0.75))
+    if not text.isascii() and any(c in text for c in "〒都道府県"):
+        for m in _JAPANESE_ADDRESS_RE.finditer(text):
+            spans.append((m.start(), m.end(), 0.8))
     if not spans:
         return
     for start, end, score in _merge(spans):
+        value = text[start:end]
+        if _DATE_RE.fullmatch(value) or _DAY_MONTH_RE.match(value):
+            continue  # "2 Jan 2020" is a date
         yield Entity(STREET_ADDRESS, start, _extend_tail(text, end), score)
+
+
+# "2250 Rue Sherbrooke Ouest", "12, rue des Lilas", "1508 Avenida Paulista": a number, then a
+# street type that leads the name, then the name's words.
+_NUMBER_THEN_TYPE_RE = re.compile(
+    r"[0-9](?<![\w.,\-/:#].)[0-9]{0,4}[A-Za-z]?,? "
+    r"(?:[Rr]ue|[Aa]venue|[Aa]v\.|[Bb]oulevard|[Bb]d|[Cc]hemin|[Aa]llée|[Ii]mpasse|[Qq]uai"
+    r"|[Rr]ua|[Aa]venida|[Cc]alle|[Vv]ia|[Vv]iale|[Pp]iazza|[Cc]orso|[Tt]ravessa|[Ee]strada)"
+    rf"(?: (?:{'|'.join(sorted(_PARTICLES))}|[{UPPER}][{UPPER}{LOWER}'’.\-]{{1,30}})){{1,5}}"
+)
+# 〒150-0041 東京都渋谷区神南1-12-16: postcode, prefecture, city or ward, district, block
+# numbers; or the same without the postcode.
+_JAPANESE_ADDRESS_RE = re.compile(
+    r"(?:〒 ?[0-9]{3}-?[0-9]{4} ?)?"
+    r"[\u4e00-\u9fff]{1,4}[都道府県][\u4e00-\u9fff\u3040-\u30ff]{1,12}?[市区町村郡]"
+    r"[\u4e00-\u9fff\u3040-\u30ff]{0,12}?[0-9０-９]{1,4}(?:[-−ー－丁目番地号の][0-9０-９]{1,4}){0,4}"
+    r"[号]?"
+    r"|〒 ?[0-9]{3}-?[0-9]{4}"
+)
+_DAY_MONTH_RE = re.compile(
+    r"[0-9]{1,2}(?:st|nd|rd|th)?\.? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+    r"[a-zäé]*\.?(?: [0-9]{2,4})?$",
+    re.IGNORECASE,
+)
 
 
 def _street_start(text: str, number_start: int) -> int | None:
@@ -206,7 +238,7 @@ def _street_start(text: str, number_start: int) -> int | None:
         return start
     if (
         word[:1].isupper()
-        and lower.endswith(_TYPE_SUFFIXES)
+        and (lower.endswith(_TYPE_SUFFIXES) or word.endswith("str."))
         and len(lower) > 5
         and lower not in english_words()  # "During", "Spring"
     ):

@@ -153,7 +153,7 @@ _GROUP = r"(?:\(\d{1,5}\)|\d{1,19})"
 # accented Latin letters), not ``\w``: in Japanese or Chinese a number sits right beside
 # letters of the script ("携帯は090-1234-5678です").
 _NUMBER_RE = re.compile(
-    r"[0-9(+](?<![A-Za-z0-9_À-ɏ+\-.(/@#$€£].)(?<![0-9],.)"
+    r"[0-9(+](?<![A-Za-z0-9_À-ɏ+\-.(#$€£].)(?<![0-9],.)(?<![^/]/.)"
     # the rest of the first group, by what its first character was
     r"(?:(?<=\d)\d{0,18}|(?<=\()\d{1,5}\)|(?<=\+) ?(?:\d{1,19}|\(\d{1,5}\)))"
     r"(?:(?:[ \-./]|(?<=\)))" + _GROUP + r"){0,7}"
@@ -174,6 +174,12 @@ _CARD_SHAPE_RE = re.compile(
     r"|\d{4}([ \-])\d{4}\2\d{4}\2\d{1,3}"  # 4-4-4-1..3
     r"|\d{4}([ \-])\d{6}\3\d{4,5}"  # 4-6-5 (Amex), 4-6-4 (Diners)
 )
+# Words near an IPv4-shaped number that say it is a version ("the driver to 4.12.0.7").
+_VERSION_CONTEXT_RE = re.compile(
+    r"version|release|\bbuild|firmware|driver|\bsdk\b|\bpatch|kernel|\bbios|\bver\b|versión"
+    r"|versão|バージョン"
+)
+_VERSION_AFTER_RE = re.compile(r"[ \t]?(?:release|build|version|update|patch)")
 _VERSION_BEFORE_RE = re.compile(r"(?:\bv|version|release|\bver\.?)\s?$", re.IGNORECASE)
 
 # Words just before (or just after) a number that say it is a phone number, in several
@@ -184,6 +190,7 @@ _PHONE_CONTEXT_BEFORE = re.compile(
     r"|contato|number|n[uú]mero|numéro|nummer|answering|dial|messag|landline|hotline|\bph\b"
     r"|\b[mtf]:|(?:office|home|work|desk):|fixe|bel me|bellen|携帯|電話|연락|电话|手机"
 )
+_SINGLE_DIGIT_GROUP_RE = re.compile(r"(?<![0-9])[0-9](?![0-9])")
 _GENERIC_NUMBER_WORD = re.compile(r"number|n[uú]mero|numéro|nummer")
 _PHONE_CONTEXT_AFTER = re.compile(r"^\W{0,3}(?:office|fax|mobile|cell|home|work|desk|phone|tel)")
 # Labels of identifiers that are not phone numbers, when they come after any phone word:
@@ -236,9 +243,14 @@ def _classify_number(text: str, start: int, candidate: str) -> Iterator[Entity]:
             ipaddress.IPv4Address(address)
         except ValueError:
             return
-        if not _VERSION_BEFORE_RE.search(text, max(0, start - 9), start):
+        if not _VERSION_BEFORE_RE.search(text, max(0, start - 9), start) and not (
+            _VERSION_CONTEXT_RE.search(lowered(text), max(0, start - 30), start)
+            or _VERSION_AFTER_RE.match(lowered(text), end)
+        ):
             yield Entity(IP_ADDRESS, start, end, 0.9)
         return
+    if start and text[start - 1] in "@/":
+        return  # after "@" or "//" only an IP address: "https://user:pw@10.0.0.5/"
     ssn = _SSN_RE.fullmatch(candidate)
     if ssn:
         area, separator, group, serial = ssn.groups()
@@ -270,6 +282,8 @@ def _phone(text: str, start: int, candidate: str) -> Entity | None:
     digits = len(_NON_DIGIT_RE.sub("", body))
     if digits < 7 or digits > 15 or _DATE_SHAPE_RE.match(body):
         return None
+    if len(_SINGLE_DIGIT_GROUP_RE.findall(body)) >= 4:
+        return None  # digits spaced out one by one: find_spoken_phones takes the whole run
     end = start + len(candidate)
     formatted = not body.isdigit()
     lower = lowered(text)
@@ -351,8 +365,8 @@ _SPOKEN_PHONE_RE = re.compile(
 _SPOKEN_START_RE = re.compile(r"(?<![\w.,])" + _SPOKEN_TOKEN)
 # A read-out number is only taken after a word that says phone; those words are found first
 # with ``str.find`` (fast), and the number is looked for just after each.
-_SPOKEN_CUES = ("phon", "call", "num", "núm", "tel", "tél", "mobil", "móvil", "cel", "text",
-                "reach", "conta", "whatsapp", "ring", "llam", "appel")  # fmt: skip
+_SPOKEN_CUES = ("phon", "call", "number", "número", "numéro", "tel", "tél", "mobil",
+                "móvil", "cell", "celular", "text me", "reach me", "llam")  # fmt: skip
 _SPOKEN_WINDOW = 40
 
 

@@ -523,7 +523,7 @@ NEGATIVE: list[tuple[str, str]] = [
     ("Between 2019 and 2023 revenue rose 14.2%.", "en"),
     ("She scored 1480 on the SAT in 2016.", "en"),
     ("git tag v3.0.0-rc.2 && git push --tags", "en"),
-    ("Allocation: 10.0.0.0/8 is private address space per RFC 1918.", "en"),
+    ("Upgrade the NIC driver to 4.12.0.7 before the maintenance window.", "en"),
     ("the file is /var/log/nginx/access.log.2.gz", "en"),
     ("NPM package @scope/pkg@4.17.21 is vulnerable.", "en"),
     ("Run `pip install requests==2.31.0`", "en"),
