@@ -60,7 +60,7 @@ _TYPE_SUFFIXES = tuple(
     kaari rinne utca"""
     )
 )
-_PARTICLES = _words("de del della la di da des du do dos das van der den het y e")
+_PARTICLES = _words("de del della la di da des du do dos das van der den het y e am an im sur")
 _UNIT_WORDS = r"(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Fl\.?|Floor|Room|Rm\.?|Bldg\.?)"
 
 _CAP_WORD = rf"[{UPPER}][{UPPER}{LOWER}'’.\-]{{0,30}}"
@@ -116,13 +116,17 @@ _CUE_RE = re.compile(
 # (that is a phone number on the next line).
 _TAIL_PART_RE = re.compile(
     r"(?:[ \t]*,[ \t]*\n?|[ \t]*\n(?:[ \t]*\n)?[ \t]*(?:>|\?\?\?)?[ \t]*,?[ \t]*"
-    r"|[ \t]+(?=[0-9]|[A-Z]{2}\b))"
+    # a space before a number or a state; or a city after a postcode ("33000 Bordeaux")
+    rf"|[ \t]+(?=[0-9]|[A-Z]{{2}}\b)|(?<=[0-9][0-9][0-9][0-9])[ \t]+(?=[{UPPER}][{LOWER}]))"
     rf"(?:{_UNIT_WORDS} ?#?[0-9]{{1,6}}[A-Za-z]?"
     rf"|[{UPPER}][{UPPER}{LOWER}'’.\-]{{1,30}}"
     rf"(?: (?:{'|'.join(sorted(_PARTICLES))}|[{UPPER}][{UPPER}{LOWER}'’.\-]{{0,30}})){{0,3}}"
-    r"(?: [A-Z]{1,3})?(?: [0-9]{3,6}(?:-[0-9]{4})?| [A-Z][0-9][A-Z] ?[0-9][A-Z][0-9])?"
+    # a state, a UK postcode ("OX2 6DP"), a postcode, a Canadian postcode ("H2X 3K8")
+    r"(?: [A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}| [A-Z]{1,3})?"
+    r"(?: [0-9]{3,6}(?:-[0-9]{4})?| [A-Z][0-9][A-Z] ?[0-9][A-Z][0-9])?"
     rf"|[0-9]{{3,6}}(?:-[0-9]{{4}})?"
-    rf"(?: [A-Z]{{1,3}}| [{UPPER}][{LOWER}]{{1,30}}(?:[ \-][{UPPER}][{LOWER}]{{1,30}}){{0,2}})?"
+    rf"(?: [A-Z]{{1,3}}| [{UPPER}][{LOWER}]{{1,30}}"
+    rf"(?:[ \-](?:(?:am|an|im|sur|de|del|la|le|en) )?[{UPPER}][{LOWER}]{{1,30}}){{0,2}})?"
     r"|nan)(?![\w])(?![ \-.]?[0-9])"
 )
 # A line that is "<number> <one to four words> <number>", as in a postal block
@@ -163,7 +167,7 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
                 spans.append((m.start(), m.end(), 0.8))
     for m in _UNIT_RE.finditer(text):
         if m.start() == 0 or not text[m.start() - 1].isalnum():
-            spans.append((m.start(), m.end(), 0.5))
+            spans.append((m.start(), m.end(), _UNIT_SCORE))
     previous_end = -1
     for position in keyword_starts(text, _CUE_KEYWORDS):
         if position < previous_end:
@@ -187,7 +191,13 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
         value = text[start:end]
         if _DATE_RE.fullmatch(value) or _DAY_MONTH_RE.match(value):
             continue  # "2 Jan 2020" is a date
-        yield Entity(STREET_ADDRESS, start, _extend_tail(text, end), score)
+        tail_end = _extend_tail(text, end)
+        if score == _UNIT_SCORE and tail_end == end:
+            continue  # a unit alone ("Apartment 4B has a leak", "Room 1203") is no address
+        yield Entity(STREET_ADDRESS, start, tail_end, score)
+
+
+_UNIT_SCORE = 0.5  # the score of a span found only as a unit ("Apt. 595")
 
 
 # "2250 Rue Sherbrooke Ouest", "12, rue des Lilas", "1508 Avenida Paulista": a number, then a

@@ -124,6 +124,8 @@ def find_emails(text: str) -> Iterator[Entity]:
             continue
         if _is_placeholder_email(text[start : m.end()]):
             continue
+        if text.startswith(":", m.end()) and text[m.end() + 1 : m.end() + 2].isalnum():
+            continue  # an SSH remote, "git@github.com:acme/widgets.git"
         yield Entity(EMAIL, start, m.end(), 1.0)
 
 
@@ -158,8 +160,9 @@ _NUMBER_RE = re.compile(
     r"(?:(?<=\d)\d{0,18}|(?<=\()\d{1,5}\)|(?<=\+) ?(?:\d{1,19}|\(\d{1,5}\)))"
     r"(?:(?:[ \-./]|(?<=\)))" + _GROUP + r"){0,7}"
     r"(?: ?(?:x|ext\.?|extension) ?\d{1,6})?"
-    # not followed by a letter or digit, nor by "-B" or ".5" (an identifier or a decimal)
-    r"(?![A-Za-z0-9_À-ɏ]|-[A-Za-z0-9]|[.,/:]\d)"
+    # not followed by a letter or digit, nor by "-B", "-4" or ".5" (an identifier or a
+    # decimal); "-Office" is a label
+    r"(?![A-Za-z0-9_À-ɏ]|-[A-Za-z0-9](?![A-Za-z])|[.,/:]\d)"
 )
 _EXTENSION_RE = re.compile(r" ?(?:x|ext\.?|extension) ?\d{1,6}$")
 _NON_DIGIT_RE = re.compile(r"\D")
@@ -186,10 +189,12 @@ _VERSION_BEFORE_RE = re.compile(r"(?:\bv|version|release|\bver\.?)\s?$", re.IGNO
 # languages; matched in the lower-cased text.
 _PHONE_CONTEXT_BEFORE = re.compile(
     r"phone|\btel\b|tél|telef|teléf|mobil|móvil|cell|celular|portable|handy|\bruf|\bcall"
-    r"|llam|appel|ring|fax|whatsapp|signal|sms|text(?:ing)? me|\btext\b|reach|contact|kontakt"
+    r"|ll[aá]m|appel|\bring\b|\bfax|whatsapp|signal|sms|text(?:ing)? me|\btext\b|reach|contact"
+    r"|kontakt"
     r"|contato|number|n[uú]mero|numéro|nummer|answering|dial|messag|landline|hotline|\bph\b"
     r"|\b[mtf]:|(?:office|home|work|desk):|fixe|bel me|bellen|携帯|電話|연락|电话|手机"
 )
+_ODD_GROUPS_RE = re.compile(r"[ \-./][0-9][ \-./]")
 _SINGLE_DIGIT_GROUP_RE = re.compile(r"(?<![0-9])[0-9](?![0-9])")
 _GENERIC_NUMBER_WORD = re.compile(r"number|n[uú]mero|numéro|nummer")
 _PHONE_CONTEXT_AFTER = re.compile(r"^\W{0,3}(?:office|fax|mobile|cell|home|work|desk|phone|tel)")
@@ -201,6 +206,8 @@ _NOT_PHONE_CONTEXT = re.compile(
     r"|\bid\b|isbn|version|release|\bpo\b|shipment|parcel|package|pedido|commande|suivi"
     r"|rastreio|seguimiento|factura|fatura|facture|rechnung|bestell|sendung|vorgang|kunden"
     r"|auftrag|artikel|serien|注文|伝票|請求"
+    # "the example number 555-0142", but not a domain ("@example.com")
+    r"|(?<![@.])\b(?:example|sample|placeholder|dummy|fake)\b(?!\.)"
     # other personal identifiers, reported by their own recognisers
     r"|passport|passeport|pasaporte|passaporte|passaporto|reisepass|paspoort|旅券|licen[cs]e"
     r"|führerschein|\bssn\b|social security|\bdni\b|\bnie\b|\bnif\b|\bcpf\b|aadhaar|\bpan\b"
@@ -210,7 +217,7 @@ _CARD_CONTEXT = re.compile(
     r"card|credit|debit|\bcc\b|visa|master|amex|american express|discover|jcb|maestro|payment"
 )
 
-PHONE_REGIONS = ("US",)  # national numbers without "+" or context are checked against these
+PHONE_REGIONS = ("US", "CA")  # national numbers without "+" or context are checked against these
 # With a phone word near, or written the way a national number is (a trunk "0" and groups),
 # a national number is checked against these as well.
 CONTEXT_PHONE_REGIONS = (
@@ -302,6 +309,8 @@ def _phone(text: str, start: int, candidate: str) -> Entity | None:
         # "Part number", "Rechnungsnummer", "Tel. for order": the label of another identifier,
         # unless a phone word comes after it ("Order questions? Call 0800 ...").
         return None
+    if not context and not body.startswith(("+", "(")) and _ODD_GROUPS_RE.search(body):
+        return None  # "1.2.840.113549": a one-digit group inside is an OID or a version
     if _phone_is_valid(body, PHONE_REGIONS):
         if formatted or context:
             return Entity(PHONE, start, end, 0.9 if context else 0.75)
@@ -366,7 +375,7 @@ _SPOKEN_START_RE = re.compile(r"(?<![\w.,])" + _SPOKEN_TOKEN)
 # A read-out number is only taken after a word that says phone; those words are found first
 # with ``str.find`` (fast), and the number is looked for just after each.
 _SPOKEN_CUES = ("phon", "call", "number", "número", "numéro", "tel", "tél", "mobil",
-                "móvil", "cell", "celular", "text me", "reach me", "llam")  # fmt: skip
+                "móvil", "cell", "celular", "text me", "reach me", "llam", "llám")  # fmt: skip
 _SPOKEN_WINDOW = 40
 
 
@@ -721,7 +730,7 @@ _DATE_RE = re.compile(
     r"\d{1,2}[./\-]\d{1,2}[./\-](?:\d{4}|\d{2})"
     r"|\d{4}[./\-]\d{1,2}[./\-]\d{1,2}"
     r"|\d{4}年\d{1,2}月\d{1,2}日"
-    rf"|(?:the )?(?:{_DAY}|{_ORDINAL_WORDS})\.?(?: of| de)?[ \-]{_MONTH}"
+    rf"|(?:{_DAY}|{_ORDINAL_WORDS})\.?(?: of| de)?[ \-]{_MONTH}"
     rf"(?:[ \-,]{{1,2}}|,? de |,? del ){_YEAR}"
     rf"|{_MONTH} (?:the )?(?:{_DAY}|{_ORDINAL_WORDS}),? {_YEAR}"
     r")(?![A-Za-z0-9])",
