@@ -157,7 +157,14 @@ def test_it_finds_a_whole_postal_address_as_one_span(sentence, value):
     assert found(sentence, "STREET_ADDRESS") == [value]
 
 
+def test_an_ip_address_with_a_port_or_after_credentials_is_found():
+    assert found("the API listens on 10.4.2.17:8443 behind the VPN", "IP_ADDRESS") == ["10.4.2.17"]
+    assert found("https://ops:Xy9!pw@172.20.1.5:8080/", "IP_ADDRESS") == ["172.20.1.5"]
+
+
 HARD_NEGATIVES = [
+    "Bind the dev server to 0.0.0.0:8000 and the database to 127.0.0.1:5432.",
+    "Upgrade from v1.0.0.0 to 2.0.0.1-beta next sprint.",
     "Your order 202-5518743-9912044 left the warehouse.",
     "Track it with 1Z0X118A0324011023, it's with the courier.",
     "Invoice INV-88213-2024 is attached.",

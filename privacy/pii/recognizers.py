@@ -179,10 +179,12 @@ _CARD_SHAPE_RE = re.compile(
 )
 # Words near an IPv4-shaped number that say it is a version ("the driver to 4.12.0.7").
 _VERSION_CONTEXT_RE = re.compile(
-    r"version|release|\bbuild|firmware|driver|\bsdk\b|\bpatch|kernel|\bbios|\bver\b|versión"
+    r"version|release|\bbuild|firmware|driver|\bv\d|\bsdk\b|\bpatch|kernel|\bbios|\bver\b|versión"
     r"|versão|バージョン"
 )
-_VERSION_AFTER_RE = re.compile(r"[ \t]?(?:release|build|version|update|patch)")
+_VERSION_AFTER_RE = re.compile(
+    r"[ \t]?(?:release|build|version|update|patch)|-(?:alpha|beta|rc|dev|pre|snapshot)"
+)
 _VERSION_BEFORE_RE = re.compile(r"(?:\bv|version|release|\bver\.?)\s?$", re.IGNORECASE)
 
 # Words just before (or just after) a number that say it is a phone number, in several
@@ -236,6 +238,16 @@ def find_numbers(text: str) -> Iterator[Entity]:
         if len(candidate) < 7:  # shorter than any of them ("1.2.3.4")
             continue
         yield from _classify_number(text, m.start(), candidate)
+    if ":" in text:
+        # An address with a port ("10.4.2.17:8443"), which the number pattern leaves alone
+        # (a digit after ":" or "." is how times and decimals go on).
+        for m in _IPV4_WITH_PORT_RE.finditer(text):
+            yield from _classify_number(text, m.start(), m.group(1))
+
+
+_IPV4_WITH_PORT_RE = re.compile(
+    r"([0-9](?<![\w.\-].)[0-9]{0,2}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}):[0-9]{1,5}(?![0-9])"
+)
 
 
 def _context_before(text: str, start: int, pattern: re.Pattern[str], width: int = 40) -> bool:
@@ -247,9 +259,11 @@ def _classify_number(text: str, start: int, candidate: str) -> Iterator[Entity]:
     if _IPV4_RE.fullmatch(candidate):
         address = candidate.split("/", 1)[0]
         try:
-            ipaddress.IPv4Address(address)
+            ip = ipaddress.IPv4Address(address)
         except ValueError:
             return
+        if ip.is_loopback or ip.is_unspecified:
+            return  # 127.0.0.1, 0.0.0.0: the same on every machine, no one's address
         if not _VERSION_BEFORE_RE.search(text, max(0, start - 9), start) and not (
             _VERSION_CONTEXT_RE.search(lowered(text), max(0, start - 30), start)
             or _VERSION_AFTER_RE.match(lowered(text), end)
