@@ -162,7 +162,9 @@ _NUMBER_RE = re.compile(
     r"(?: ?(?:x|ext\.?|extension) ?\d{1,6})?"
     # not followed by a letter or digit, nor by "-B", "-4" or ".5" (an identifier or a
     # decimal); "-Office" is a label
-    r"(?![A-Za-z0-9_À-ɏ]|-[A-Za-z0-9](?![A-Za-z])|[.,/:]\d)"
+    r"(?:(?![A-Za-z0-9_À-ɏ]|-[A-Za-z0-9](?![A-Za-z])|[.,/:]\d)"
+    # or an IPv4-shaped run with a port: "10.4.2.17:8443"
+    r"|(?<=\.\d)(?=:\d)|(?<=\.\d\d)(?=:\d)|(?<=\.\d\d\d)(?=:\d))"
 )
 _EXTENSION_RE = re.compile(r" ?(?:x|ext\.?|extension) ?\d{1,6}$")
 _NON_DIGIT_RE = re.compile(r"\D")
@@ -238,16 +240,6 @@ def find_numbers(text: str) -> Iterator[Entity]:
         if len(candidate) < 7:  # shorter than any of them ("1.2.3.4")
             continue
         yield from _classify_number(text, m.start(), candidate)
-    if ":" in text:
-        # An address with a port ("10.4.2.17:8443"), which the number pattern leaves alone
-        # (a digit after ":" or "." is how times and decimals go on).
-        for m in _IPV4_WITH_PORT_RE.finditer(text):
-            yield from _classify_number(text, m.start(), m.group(1))
-
-
-_IPV4_WITH_PORT_RE = re.compile(
-    r"([0-9](?<![\w.\-].)[0-9]{0,2}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}):[0-9]{1,5}(?![0-9])"
-)
 
 
 def _context_before(text: str, start: int, pattern: re.Pattern[str], width: int = 40) -> bool:
@@ -270,8 +262,8 @@ def _classify_number(text: str, start: int, candidate: str) -> Iterator[Entity]:
         ):
             yield Entity(IP_ADDRESS, start, end, 0.9)
         return
-    if start and text[start - 1] in "@/":
-        return  # after "@" or "//" only an IP address: "https://user:pw@10.0.0.5/"
+    if (start and text[start - 1] in "@/") or text.startswith(":", end):
+        return  # after "@" or "//", or before ":port", only an IP address
     ssn = _SSN_RE.fullmatch(candidate)
     if ssn:
         area, separator, group, serial = ssn.groups()
@@ -388,8 +380,8 @@ _SPOKEN_PHONE_RE = re.compile(
 _SPOKEN_START_RE = re.compile(r"(?<![\w.,])" + _SPOKEN_TOKEN)
 # A read-out number is only taken after a word that says phone; those words are found first
 # with ``str.find`` (fast), and the number is looked for just after each.
-_SPOKEN_CUES = ("phon", "call", "number", "número", "numéro", "tel", "tél", "mobil",
-                "móvil", "cell", "celular", "text me", "reach me", "llam", "llám")  # fmt: skip
+_SPOKEN_CUES = ("phon", "call", "number", "número", "numéro", "tel", "tél", "mobil", "móvil",
+                "cell", "text me", "reach me", "llam", "llám")  # fmt: skip
 _SPOKEN_WINDOW = 40
 
 
@@ -595,20 +587,18 @@ _SECRET_TOKENS: tuple[tuple[tuple[str, ...], re.Pattern[str], float], ...] = tup
                    r"(?![A-Za-z0-9_-])", 0.95),
         ((), r"e(?<![A-Za-z0-9_-].)yJ[A-Za-z0-9_\-]{8,4096}\.eyJ[A-Za-z0-9_\-]{8,8192}"
                    r"\.[A-Za-z0-9_\-]{8,4096}(?![A-Za-z0-9_-])", 0.95),
-        # Hugging Face, SendGrid, npm, PyPI, Twilio API keys (each literal costs a pass over the
-        # text, so only common providers have a pattern; others are found by their key name)
+        # Hugging Face, SendGrid, npm (each literal costs a pass over the text, so only common
+        # providers have a pattern; others, such as Twilio's SK keys, by their key name)
         (("hf_",), r"h(?<![A-Za-z0-9_].)f_[A-Za-z0-9]{30,60}(?![A-Za-z0-9_])", 0.95),
         (("SG.",), r"S(?<![A-Za-z0-9_.-].)G\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{30,50}"
                    r"(?![A-Za-z0-9_-])", 1.0),
         (("npm_",), r"n(?<![A-Za-z0-9_].)pm_[A-Za-z0-9]{36}(?![A-Za-z0-9_])", 1.0),
-        (("pypi-",), r"p(?<![A-Za-z0-9_-].)ypi-AgE[A-Za-z0-9_\-]{50,400}(?![A-Za-z0-9_-])", 1.0),
-        (("SK",), r"S(?<![A-Za-z0-9_].)K[0-9a-f]{32}(?![A-Za-z0-9_])", 0.9),
     )
 )  # fmt: skip
 
 _SECRET_KEYWORDS = ("pass", "pw", "secret", "api", "access", "token", "bearer", "kennwort",
-                    "contraseña", "contrasena", "senha", "wachtwoord", "lösenord", "clave",
-                    "пароль", "パスワード", "密码", "credential")  # fmt: skip
+                    "contraseña", "senha", "wachtwoord", "lösenord", "clave", "пароль",
+                    "パスワード", "密码")  # fmt: skip
 # A value after a key name that says it is secret: `password: hunter2!`, `api_key="..."`,
 # `aws_secret_access_key = ...`, `mot de passe : ...`, `senha do roteador: ...`. Matched at a
 # keyword found above; only the value is reported.
@@ -764,8 +754,14 @@ _YEAR_OR_DATE_RE = re.compile(r"(?<!\d)(?:1[89]|20)\d\d(?!\d)|\d{1,2}[./\-]\d{1,
 _SENTENCE_BREAK_RE = re.compile(r"[.!?]\s+[A-Z]|\n")
 
 
+# Every date read here has four digits in a row (a year) or a digit, a separator and a digit:
+# a cheap test (the pattern starts with a digit, so the engine skips to digits), before the
+# keywords are looked for.
+_DATE_GATE_RE = re.compile(r"[0-9](?:[0-9]{3}|[./\-][0-9])")
+
+
 def find_dates_of_birth(text: str) -> Iterator[Entity]:
-    if not has_digit(text):
+    if not has_digit(text) or _DATE_GATE_RE.search(text) is None:
         return
     lower = lowered(text)
     taken_until = -1
