@@ -57,6 +57,7 @@ DATES_OF_BIRTH = [
     ("Geboren: 4. Oktober 1993 in Graz", "4. Oktober 1993"),
     ("née le 7 juillet 1961", "7 juillet 1961"),
     ("fecha de nacimiento 19 de agosto de 1983", "19 de agosto de 1983"),
+    ("F. nac.: 02/02/1962", "02/02/1962"),
     ("data de nascimento: 03/11/1970", "03/11/1970"),
     ("nata il 22 dicembre 1990 a Bari", "22 dicembre 1990"),
     ("生年月日 1979年10月8日", "1979年10月8日"),
@@ -130,6 +131,8 @@ SECRETS = [
     ("Passwort: Herbstlaub#77", "Herbstlaub#77"),
     ("mot de passe du wifi : Soleil2024!", "Soleil2024!"),
     ("a senha é Cachorro99", "Cachorro99"),
+    ("curl -H 'Authorization: Basic am9objpTM2NyZXQh' https://api.internal/",
+     "am9objpTM2NyZXQh"),
 ]  # fmt: skip
 
 
@@ -147,6 +150,8 @@ ADDRESSES = [
     ("livraison : 8 rue Victor Hugo, 33000 Bordeaux", "8 rue Victor Hugo, 33000 Bordeaux"),
     ("Our flat is 31 Clarendon Road, Oxford OX2 6DP.", "31 Clarendon Road, Oxford OX2 6DP"),
     ("〒530-0001 大阪府大阪市北区梅田3-1-3", "〒530-0001 大阪府大阪市北区梅田3-1-3"),
+    ("Deliver to Plot 17, Sector 62, Noida, Uttar Pradesh 201309",
+     "Plot 17, Sector 62, Noida, Uttar Pradesh 201309"),
     ("New address: 77 Rue Saint-Denis, Montréal, QC H2X 3K8",
      "77 Rue Saint-Denis, Montréal, QC H2X 3K8"),
 ]  # fmt: skip
@@ -188,6 +193,8 @@ HARD_NEGATIVES = [
     "Der Termin ist am 12.03.2026 um 9 Uhr.",
     "La livraison est prévue le 4 mars 2026.",
     "How long does it take to renew a passport?",
+    "Basic authentication sends credentials with every request.",
+    "Block 3 of the loop runs twice, then Sector 7 is scanned.",
 ]
 
 

@@ -96,7 +96,8 @@ _BOX_RE = re.compile(
     r"|(?:P\.? ?O\.? Box|PO Box|Post Office Box) [0-9]{1,8})(?!\w)",
 )
 _UNIT_RE = re.compile(
-    r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg)\.? ?#?[0-9]{1,6}[A-Za-z]?(?!\w)"
+    r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg|Plot|Sector|Door No"
+    r"|House No|H\.No)\.? ?#?[0-9]{1,6}[A-Za-z]?(?!\w)"
 )
 # Stems of the cue phrases below, found with ``str.find`` (one pass over the text each); the
 # phrase itself is then matched at each.
@@ -188,7 +189,7 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
             spans.append((m.start(), m.end(), 0.8))
     if not spans:
         return
-    for start, end, score in _merge(spans):
+    for start, end, score in _merge(spans, text):
         value = text[start:end]
         if _DATE_RE.fullmatch(value) or _DAY_MONTH_RE.match(value):
             continue  # "2 Jan 2020" is a date
@@ -289,11 +290,16 @@ _CUE_WORDS = _PARTICLES | {"and", "ul.", "ul", "utca", "út", "tér", "apt.", "a
                            "unit", "nan"}  # fmt: skip
 
 
-def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+def _merge(spans: list[tuple[int, int, float]], text: str) -> list[tuple[int, int, float]]:
+    """Overlapping spans, and spans with only a comma between them ("Flat 2, 14 Belsize Park
+    Gardens"), become one."""
     spans.sort()
     merged: list[tuple[int, int, float]] = []
     for start, end, score in spans:
-        if merged and start <= merged[-1][1]:
+        if merged and (
+            start <= merged[-1][1]
+            or (start - merged[-1][1] <= 3 and not text[merged[-1][1] : start].strip(", "))
+        ):
             s, e, sc = merged[-1]
             merged[-1] = (s, max(e, end), max(sc, score))
         else:

@@ -19,6 +19,7 @@ Speed and safety on hostile input (up to 1 MB):
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
@@ -596,7 +597,7 @@ _SECRET_TOKENS: tuple[tuple[tuple[str, ...], re.Pattern[str], float], ...] = tup
     )
 )  # fmt: skip
 
-_SECRET_KEYWORDS = ("pass", "pw", "secret", "api", "access", "token", "bearer", "kennwort",
+_SECRET_KEYWORDS = ("pass", "pw", "secret", "api", "access", "token", "bearer", "basic", "kennwort",
                     "contraseña", "senha", "wachtwoord", "lösenord", "clave", "пароль",
                     "パスワード", "密码")  # fmt: skip
 # A value after a key name that says it is secret: `password: hunter2!`, `api_key="..."`,
@@ -613,6 +614,19 @@ _ASSIGNED_SECRET_RE = re.compile(
     re.IGNORECASE,
 )
 _BEARER_RE = re.compile(r"bearer[ \t]{1,3}([A-Za-z0-9._~+/\-]{16,4096}=*)", re.IGNORECASE)
+# HTTP basic authentication: base64 of "user:password".
+_BASIC_AUTH_RE = re.compile(r"basic[ \t]{1,3}([A-Za-z0-9+/]{8,1024}={0,2})(?![A-Za-z0-9+/=])", re.I)
+
+
+def _is_basic_credentials(value: str) -> bool:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    _user, colon, password = decoded.partition(":")
+    return bool(colon and password) and decoded.isprintable()
+
+
 # Credentials in a URL: scheme://user:password@host (the user and password are reported,
 # or ":password" with no user), or scheme://token@host (a token-looking user alone).
 _URL_CREDENTIALS_RE = re.compile(r"://([^\s:/?#@\[\]]{0,128}):([^\s/?#@]{1,256})@")
@@ -668,6 +682,11 @@ def find_secrets(text: str) -> Iterator[Entity]:
             continue
         match = _BEARER_RE.match(text, position)
         if match:
+            yield Entity(SECRET, match.start(1), match.end(1), 0.9)
+            previous_end = match.end()
+            continue
+        match = _BASIC_AUTH_RE.match(text, position)
+        if match and _is_basic_credentials(match.group(1)):
             yield Entity(SECRET, match.start(1), match.end(1), 0.9)
             previous_end = match.end()
     if "://" in text:
@@ -742,8 +761,8 @@ _DATE_RE = re.compile(
 )
 # Words before a date that say it is a birth date (lower case; "b." only right before it).
 _DOB_KEYWORDS = (
-    "born", "birth", "dob", "d.o.b", "geb", "né ", "née", "naissance", "naci", "nací", "nasci",
-    "nato ", "nata ", "рожд", "родил", "生年月日", "誕生", "b. ",
+    "born", "birth", "dob", "d.o.b", "geb", "né ", "née", "naissance", "naci", "nací", "nac.",
+    "nasci", "nato ", "nata ", "рожд", "родил", "生年月日", "誕生", "b. ",
 )  # fmt: skip
 # ... and after it: "1995年12月3日生まれ".
 _DOB_AFTER_KEYWORDS = ("生まれ", "生")
