@@ -36,6 +36,8 @@ PHONES = [
     ("Montreal line 514 555 0187", "514 555 0187"),
     ("cell +39 333 987 6543", "+39 333 987 6543"),
     ("Tel: 0031 20 555 1234", "0031 20 555 1234"),
+    ("мой телефон 8 (495) 123-45-67", "8 (495) 123-45-67"),
+    ("رقم هاتفي 0551234567", "0551234567"),
     ("Please text me at four one five, five five five, two six seven one.",
      "four one five, five five five, two six seven one"),
     ("my cell is triple five, eight six seven, five three oh nine",
@@ -139,6 +141,25 @@ SECRETS = [
 @pytest.mark.parametrize(("sentence", "value"), SECRETS)
 def test_it_finds_provider_keys_private_keys_credentials_in_urls_and_passwords(sentence, value):
     assert found(sentence, "SECRET") == [value]
+
+
+NAMES = [
+    ("お名前：高橋 健太", "高橋 健太"),
+    ("收件人：陈静，电话 139 1234 5678", "陈静"),
+    ("中村様、いつもありがとうございます。", "中村"),
+    ("Atenciosamente, Mariana Lopes", "Mariana Lopes"),
+    ("Меня зовут Анна Кузнецова.", "Анна Кузнецова"),
+]
+
+
+@pytest.mark.parametrize(("sentence", "value"), NAMES)
+def test_it_finds_names_in_other_scripts_and_after_closings_in_other_languages(sentence, value):
+    assert found(sentence, "PERSON") == [value]
+
+
+@pytest.mark.parametrize("sentence", ["ご担当者様、お世話になっております。", "这位先生请稍等。"])
+def test_roles_before_an_honorific_are_not_names(sentence):
+    assert found(sentence, "PERSON") == []
 
 
 ADDRESSES = [

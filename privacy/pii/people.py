@@ -80,7 +80,11 @@ _NOT_NAMES = _words(
     # articles and function words of other languages, month abbreviations, payment brands
     "le les un une il lo gli el los las die das ein eine und oder mit von für bei ich du "
     "jan feb mar apr jun jul aug sep sept oct nov dec "
-    "visa mastercard amex maestro paypal iban bic swift ssn dob inhaber kunde kundin"
+    "visa mastercard amex maestro paypal iban bic swift ssn dob inhaber kunde kundin "
+    # greetings and closings of letters in other languages
+    "atenciosamente saludos cordialement cordiales salutations grüße gruß mfg saluti cordiali "
+    "distinti obrigado obrigada gracias merci danke hola bonjour hallo ciao olá buongiorno "
+    "bonsoir querido querida estimado estimada caro cara cher chère liebe lieber"
 )
 # Capitalised labels of forms and headers in other languages ("Kontakt:", "Rufnummer:"), and
 # big cities that are also in the census name lists ("Sydney", "Paris"): never a name alone.
@@ -189,6 +193,8 @@ def find_people(text: str) -> Iterator[Entity]:
             rejected.append((run.start(), run.end()))
     if rejected and found:
         found.extend(_listed_with_names(text, found, rejected))
+    if not text.isascii() and any(c in text for c in _CJK_NAME_MARKS):
+        found.extend(_cjk_names(text))
     if "name" in lowered(text) or "call me" in lowered(text):
         found.extend(_lower_case_names(text))
     yield from found
@@ -336,6 +342,40 @@ def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | 
     if names[0] in last or before.endswith(_WEAK_CUES):
         return Entity(PERSON, start, end, 0.5)
     return None
+
+
+# Chinese and Japanese names have no capitals: they are taken after a label ("氏名：", "收件人：",
+# "我叫") or before an honorific ("山田太郎様", "王伟先生"), two to four characters (a space
+# may separate family and given name).
+_CJK_NAME = r"[\u4e00-\u9fff]{1,3}(?:[ 　]?[\u4e00-\u9fff\u3040-\u309f]{1,3})?"
+_CJK_LABEL_NAME_RE = re.compile(
+    r"(?:氏名|お名前|名前|担当者?|姓名|名字|收件人|联系人|申请人|客户|我叫)[:：\s]{0,2}"
+    rf"({_CJK_NAME})(?=[\s、。，,:：(（]|です|と申します|$|様|さん|先生)"
+)
+_CJK_HONORIFIC_RE = re.compile(
+    rf"(?<![\u4e00-\u9fff])({_CJK_NAME})(?:様|さん|氏|先生|女士|小姐|殿)"
+)
+_CJK_NAME_MARKS = "名担姓收联申客我様さ氏先女小殿"
+# Words before an honorific that are roles, not names ("ご担当者様", "这位先生").
+_CJK_NOT_NAMES = _words(
+    "担当者 担当 ご担当者 客 お客 皆 各位 関係者 社長 部長 課長 会員 利用者 学生 老师 这位 那位 "
+    "先生 女士 一位 贵宾 顾客 客户 教授 医生 店長 店员"
+)
+
+
+def _cjk_names(text: str) -> Iterator[Entity]:
+    seen: set[int] = set()
+    for pattern in (_CJK_LABEL_NAME_RE, _CJK_HONORIFIC_RE):
+        for m in pattern.finditer(text):
+            name = m.group(1)
+            if (
+                m.start(1) not in seen
+                and len(name.replace(" ", "")) >= 2
+                and name not in _CJK_NOT_NAMES
+                and not any(name.endswith(w) for w in ("担当者", "担当", "会員", "様"))
+            ):
+                seen.add(m.start(1))
+                yield Entity(PERSON, m.start(1), m.end(1), 0.7)
 
 
 # A single word after these is a place far more often than a person ("geboren in Kassel").

@@ -198,6 +198,7 @@ _PHONE_CONTEXT_BEFORE = re.compile(
     r"|kontakt"
     r"|contato|number|n[uú]mero|numéro|nummer|answering|dial|messag|landline|hotline|\bph\b"
     r"|\b[mtf]:|(?:office|home|work|desk):|fixe|bel me|bellen|携帯|電話|연락|电话|手机"
+    r"|телефон|тел\.|моб|फ़ोन|फोन|मोबाइल|هاتف|جوال|رقم"
 )
 _ODD_GROUPS_RE = re.compile(r"[ \-./][0-9][ \-./]")
 _SINGLE_DIGIT_GROUP_RE = re.compile(r"(?<![0-9])[0-9](?![0-9])")
@@ -228,7 +229,7 @@ PHONE_REGIONS = ("US", "CA")  # national numbers without "+" or context are chec
 CONTEXT_PHONE_REGIONS = (
     "US", "GB", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "PT", "IE", "PL", "SE", "NO",
     "DK", "FI", "IN", "JP", "CN", "KR", "BR", "MX", "AR", "CL", "CO", "AU", "NZ", "CA", "ZA",
-    "SG", "RU",
+    "SG", "RU", "SA", "AE", "EG", "TR",
 )  # fmt: skip
 
 
