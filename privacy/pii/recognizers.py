@@ -350,7 +350,8 @@ def _national_lengths() -> dict[str, frozenset[int]]:
     lengths: dict[str, frozenset[int]] = {}
     for region in CONTEXT_PHONE_REGIONS:
         metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        possible = metadata.general_desc.possible_length if metadata else ()
+        described = metadata.general_desc if metadata else None
+        possible = described.possible_length if described else ()
         lengths[region] = frozenset(possible or range(4, 18))
     return lengths
 
