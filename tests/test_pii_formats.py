@@ -173,6 +173,10 @@ ADDRESSES = [
     ("〒530-0001 大阪府大阪市北区梅田3-1-3", "〒530-0001 大阪府大阪市北区梅田3-1-3"),
     ("Deliver to Plot 17, Sector 62, Noida, Uttar Pradesh 201309",
      "Plot 17, Sector 62, Noida, Uttar Pradesh 201309"),
+    ("Unit 3/41 Ocean St, Manly NSW 2095", "Unit 3/41 Ocean St, Manly NSW 2095"),
+    ("Av. Rebouças 1020, apto 12, Curitiba, PR 80240-000",
+     "Av. Rebouças 1020, apto 12, Curitiba, PR 80240-000"),
+    ("Envíalo a C/ de Sants 79, 08014 Barcelona", "C/ de Sants 79, 08014 Barcelona"),
     ("New address: 77 Rue Saint-Denis, Montréal, QC H2X 3K8",
      "77 Rue Saint-Denis, Montréal, QC H2X 3K8"),
 ]  # fmt: skip

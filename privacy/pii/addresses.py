@@ -50,7 +50,7 @@ _TYPE_BEFORE = _words(
     """rue avenue av avda boulevard bd bld chemin allée impasse place quai route via viale
     vicolo piazza piazzale corso largo strada calle avenida paseo plaza camino camiño carrer
     carretera ctra ronda travesía rúa rua travessa praça estrada ul ulica al aleja plac pl
-    odos leoforos calea bulevardul str ulitsa prospekt"""
+    odos leoforos calea bulevardul str ulitsa prospekt c/"""
 )
 # Endings of one-word street names ("Koskikatu", "Hammarvägen", "Brixtonlaan").
 _TYPE_SUFFIXES = tuple(
@@ -61,7 +61,10 @@ _TYPE_SUFFIXES = tuple(
     )
 )
 _PARTICLES = _words("de del della la di da des du do dos das van der den het y e am an im sur")
-_UNIT_WORDS = r"(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Fl\.?|Floor|Room|Rm\.?|Bldg\.?)"
+_UNIT_WORDS = (
+    r"(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Fl\.?|Floor|Room|Rm\.?|Bldg\.?"
+    r"|[Aa]pto\.?|[Dd]e?pto\.?|[Pp]iso|[Aa]ndar|[Bb]loco|[Éé]tage|[Ww]ohnung)"
+)
 
 _CAP_WORD = rf"[{UPPER}][{UPPER}{LOWER}'’.\-]{{0,30}}"
 
@@ -79,7 +82,8 @@ _TYPE_AFTER_ALTERNATION = "|".join(
 # "<number> <up to four capitalised words> <street type>": "24 Clarke Avenue",
 # "4589 40th Street", "320 St Marys Rd".
 _NUMBER_FIRST_RE = re.compile(
-    r"[0-9](?<![\w.,\-/:#].)[0-9]{0,5}[A-Za-z]?(?: [0-9]{1,5})? "
+    # "24", "221B", "5/22" (unit 5 at number 22, as Australians write it)
+    r"[0-9](?<![\w.,\-/:#].)[0-9]{0,5}[A-Za-z]?(?:/[0-9]{1,5}[A-Za-z]?)?(?: [0-9]{1,5})? "
     rf"(?:(?:{_CAP_WORD}|[0-9]{{1,3}}(?:st|nd|rd|th)) ){{0,4}}"
     rf"(?:{_TYPE_AFTER_ALTERNATION})(?![\w'’])"
 )
@@ -125,8 +129,8 @@ _TAIL_PART_RE = re.compile(
     rf"(?: (?:{'|'.join(sorted(_PARTICLES))}|[{UPPER}][{UPPER}{LOWER}'’.\-]{{0,30}})){{0,3}}"
     # a state, a UK postcode ("OX2 6DP"), a postcode, a Canadian postcode ("H2X 3K8")
     r"(?: [A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}| [A-Z]{1,3})?"
-    r"(?: [0-9]{3,6}(?:-[0-9]{4})?| [A-Z][0-9][A-Z] ?[0-9][A-Z][0-9])?"
-    rf"|[0-9]{{3,6}}(?:-[0-9]{{4}})?"
+    r"(?: [0-9]{3,6}(?:-[0-9]{3,4})?| [A-Z][0-9][A-Z] ?[0-9][A-Z][0-9])?"
+    rf"|[0-9]{{3,6}}(?:-[0-9]{{3,4}})?"
     rf"(?: [A-Z]{{1,3}}| [{UPPER}][{LOWER}]{{1,30}}"
     rf"(?:[ \-](?:(?:am|an|im|sur|de|del|la|le|en) )?[{UPPER}][{LOWER}]{{1,30}}){{0,2}})?"
     r"|nan)(?![\w])(?![ \-.]?[0-9])"

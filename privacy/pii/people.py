@@ -299,7 +299,8 @@ def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | 
     start, end = tokens[0][0], tokens[-1][0] + len(tokens[-1][1])
     lowered = [n.lower() for n in names]
     countries = country_names()
-    if any(n in countries for n in lowered) or " ".join(lowered) in countries:
+    joined = " ".join(lowered)
+    if any(n in countries for n in lowered) or joined in countries or joined in _CITY_NAMES:
         return None
     words = english_words()
     first = first_names()
@@ -378,6 +379,13 @@ def _cjk_names(text: str) -> Iterator[Entity]:
                 yield Entity(PERSON, m.start(1), m.end(1), 0.7)
 
 
+# Cities of more than one word that look like a first name and a surname.
+_CITY_NAMES = frozenset(
+    ("são paulo", "sao paulo", "rio de janeiro", "belo horizonte", "porto alegre", "new york",
+     "los angeles", "san francisco", "san diego", "san jose", "buenos aires", "mexico city",
+     "hong kong", "tel aviv", "kuala lumpur", "cape town", "new delhi", "santa monica",
+     "salt lake city", "las vegas", "saint louis", "st louis", "frankfurt am main")
+)  # fmt: skip
 # A single word after these is a place far more often than a person ("geboren in Kassel").
 _PLACE_PREPOSITIONS = (" in", " en", " à", " em", " aus", " nach", " near", " de")
 _SPEAKER_LINE_RE = re.compile(rf"^[{UPPER}][{LOWER}]{{1,20}}:", re.MULTILINE)
