@@ -220,6 +220,7 @@ HARD_NEGATIVES = [
     "How long does it take to renew a passport?",
     "Basic authentication sends credentials with every request.",
     "Block 3 of the loop runs twice, then Sector 7 is scanned.",
+    "El Banco Santander cerró la oficina de Buenos Aires.",
 ]
 
 

@@ -302,6 +302,8 @@ def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | 
     joined = " ".join(lowered)
     if any(n in countries for n in lowered) or joined in countries or joined in _CITY_NAMES:
         return None
+    if any(word.rstrip(".").lower() in _ORG_WORDS for _, word in tokens):
+        return None  # "Banco Santander", "Deutsche Bank AG"
     words = english_words()
     first = first_names()
     last = surnames()
@@ -379,6 +381,12 @@ def _cjk_names(text: str) -> Iterator[Entity]:
                 yield Entity(PERSON, m.start(1), m.end(1), 0.7)
 
 
+# Words of organisations' names in several languages: a run with one is not a person.
+_ORG_WORDS = _words(
+    "bank banco banque banca sparkasse gmbh ag kg sa sas sarl sl srl spa ltda cia inc ltd llc "
+    "plc corp co universidad université universität università hospital hôpital krankenhaus "
+    "grupo groupe gruppe gruppo fundación fondation stiftung bahn airlines airways telekom"
+)
 # Cities of more than one word that look like a first name and a surname.
 _CITY_NAMES = frozenset(
     ("são paulo", "sao paulo", "rio de janeiro", "belo horizonte", "porto alegre", "new york",
