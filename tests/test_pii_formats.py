@@ -221,6 +221,8 @@ HARD_NEGATIVES = [
     "Basic authentication sends credentials with every request.",
     "Block 3 of the loop runs twice, then Sector 7 is scanned.",
     "El Banco Santander cerró la oficina de Buenos Aires.",
+    "Serial: 4929-1820-7734-5565 is printed under the battery.",
+    "Chapter 3: 10 steps to 2030",
 ]
 
 

@@ -158,7 +158,9 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
     for m in _NUMBER_FIRST_RE.finditer(text):
         spans.append((m.start(), m.end(), 0.8))
     for m in _NUMBERED_LINE_RE.finditer(text):
-        spans.append((m.start(), m.end(), 0.7))
+        # a street name has a capital: "20789 Allika 46", not "10 steps to 2025"
+        if any(c.isupper() for c in m.group()):
+            spans.append((m.start(), m.end(), 0.7))
     if "St" in text or "Ave" in text or "Boulevard" in text:
         for m in _NAMED_STREET_RE.finditer(text):
             spans.append((m.start(), m.end(), 0.6))

@@ -225,6 +225,11 @@ _NOT_PHONE_CONTEXT = re.compile(
     r"|passport|passeport|pasaporte|passaporte|passaporto|reisepass|paspoort|旅券|licen[cs]e"
     r"|führerschein|\bssn\b|social security|\bdni\b|\bnie\b|\bnif\b|\bcpf\b|aadhaar|\bpan\b"
 )
+# Labels of other identifiers right before a card-shaped number: "Serial: 4532-0151-...".
+_NOT_CARD_CONTEXT = re.compile(
+    r"serial|\bsku\b|\bpart\b|track|\border|invoice|isbn|imei|\bmodel|product|\bbatch|\blot\b"
+    r"|seriennummer|sendung|bestell|commande|pedido"
+)
 _SSN_CONTEXT = re.compile(r"ssn|social security|\bss#|\bsocial\b")
 _CARD_CONTEXT = re.compile(
     r"card|credit|debit|\bcc\b|visa|master|amex|american express|discover|jcb|maestro|payment"
@@ -289,7 +294,7 @@ def _classify_number(text: str, start: int, candidate: str) -> Iterator[Entity]:
                 return
     if _CARD_SHAPE_RE.fullmatch(candidate):
         digits = _NON_DIGIT_RE.sub("", candidate)
-        if luhn_valid(digits):
+        if luhn_valid(digits) and not _context_before(text, start, _NOT_CARD_CONTEXT, 25):
             if _card_issuer_known(digits):
                 yield Entity(CREDIT_CARD, start, end, 0.95)
                 return
