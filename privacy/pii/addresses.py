@@ -142,6 +142,7 @@ _NUMBERED_LINE_RE = re.compile(
     rf"(?:(?:[{UPPER}][{LOWER}'’.\-]{{1,30}}|[{LOWER}]{{1,12}}\.?) ){{1,4}}[0-9]{{1,5}}[A-Za-z]?"
     r"(?=[ \t]*(?:\n|,|$))"
 )
+_ENDS_WITH_YEAR_RE = re.compile(r"(?<![0-9])(?:19|20)[0-9]{2}$")
 # A named street without a house number: "Marina Fort Street", "Inna Loop St.".
 _NAMED_STREET_RE = re.compile(
     rf"[{UPPER}](?<![\w'’\-].)[{LOWER}'’\-]{{1,30}}(?: [{UPPER}][{LOWER}'’\-]{{1,30}}){{0,3}}"
@@ -158,8 +159,8 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
     for m in _NUMBER_FIRST_RE.finditer(text):
         spans.append((m.start(), m.end(), 0.8))
     for m in _NUMBERED_LINE_RE.finditer(text):
-        # a street name has a capital: "20789 Allika 46", not "10 steps to 2025"
-        if any(c.isupper() for c in m.group()):
+        # "20789 Allika 46", "16 salontie 6", but not "10 steps to 2025"
+        if any(c.isupper() for c in m.group()) or not _ENDS_WITH_YEAR_RE.search(m.group()):
             spans.append((m.start(), m.end(), 0.7))
     if "St" in text or "Ave" in text or "Boulevard" in text:
         for m in _NAMED_STREET_RE.finditer(text):
