@@ -60,6 +60,11 @@ DATES_OF_BIRTH = [
     ("née le 7 juillet 1961", "7 juillet 1961"),
     ("fecha de nacimiento 19 de agosto de 1983", "19 de agosto de 1983"),
     ("F. nac.: 02/02/1962", "02/02/1962"),
+    (
+        "I was born on the ninth of April, nineteen seventy-three.",
+        "ninth of April, nineteen seventy-three",
+    ),
+    ("date of birth: 30 January two thousand and four", "30 January two thousand and four"),
     ("data de nascimento: 03/11/1970", "03/11/1970"),
     ("nata il 22 dicembre 1990 a Bari", "22 dicembre 1990"),
     ("生年月日 1979年10月8日", "1979年10月8日"),

@@ -782,7 +782,16 @@ _ORDINAL_WORDS = (
     r"|tenth|eleventh|twelfth|thirteenth|fourteenth|fifteenth|sixteenth|seventeenth"
     r"|eighteenth|nineteenth|twentieth|thirtieth"
 )
-_YEAR = r"(?:1[89]\d\d|20\d\d)"
+# A year in digits, or in English words: "nineteen eighty-two", "nineteen oh five",
+# "two thousand and one", "twenty twelve".
+_UNITS = r"(?:one|two|three|four|five|six|seven|eight|nine)"
+_TEENS = r"(?:ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen)"
+_TENS = r"(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)"
+_YEAR_WORDS = (
+    rf"(?:nineteen|twenty)[ \-](?:{_TENS}(?:[ \-]{_UNITS})?|{_TEENS}|(?:oh|o)[ \-]{_UNITS}|hundred)"
+    rf"|two thousand(?:(?: and)? (?:{_TENS}(?:[ \-]{_UNITS})?|{_TEENS}|{_UNITS}))?"
+)
+_YEAR = rf"(?:1[89]\d\d|20\d\d|{_YEAR_WORDS})"
 _DATE_RE = re.compile(
     r"(?<![A-Za-z0-9.])(?:"
     r"\d{1,2}[./\-]\d{1,2}[./\-](?:\d{4}|\d{2})"
@@ -816,7 +825,9 @@ _DATE_GATE_RE = re.compile(r"[0-9](?:[0-9]{3}|[./\-][0-9])")
 
 def find_dates_of_birth(text: str) -> Iterator[Entity]:
     if not has_digit(text) or _DATE_GATE_RE.search(text) is None:
-        return
+        lower = lowered(text)
+        if "nineteen" not in lower and "two thousand" not in lower:
+            return  # no year in digits, nor one in words
     lower = lowered(text)
     taken_until = -1
     for position in keyword_starts(text, _DOB_KEYWORDS):
