@@ -2,6 +2,7 @@
 regular expressions (the remove_pii() of the deployment guide this project follows).
 
     .venv/bin/python scripts/eval_pii.py [--data DIR] [--split test|dev|all] [--errors TYPE]
+    .venv/bin/python scripts/eval_pii.py --set scripts/data/detection/pii_dev.jsonl [--errors TYPE]
 
 Both files (``presidio_synth_dataset_v2.json``, ``presidio_generated_large.json``) are mapped to
 one label set (printed). Each row goes to ``dev`` or ``test`` by a hash of its text, so
@@ -11,6 +12,11 @@ Matching is by overlap: a predicted entity is correct if it overlaps a gold span
 type (precision); a gold span is found if a predicted entity of its type overlaps it (recall).
 Gold labels with no counterpart here (organisations, places, dates, titles ...) are not scored,
 but a prediction of a scored type that lands on one counts as a false positive.
+
+With ``--set PATH`` it scores a hand-written JSON Lines file instead (the format of
+``scripts/data/detection/``: ``{"id", "text", "spans": [{"start", "end", "type"}],
+"hard_negative", "lang"}``), every type the detector knows, the same overlap matching, plus the
+share of hard-negative rows with any detection and the MB/s over the file's texts.
 """
 
 # This script's output is its printed report.
@@ -52,6 +58,8 @@ LABEL_MAP = {
 }
 SCORED = ("EMAIL", "PHONE", "US_SSN", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "PERSON",
           "STREET_ADDRESS")  # fmt: skip
+SET_SCORED = ("EMAIL", "PHONE", "US_SSN", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SECRET",
+              "DATE_OF_BIRTH", "PASSPORT", "PERSON", "STREET_ADDRESS")  # fmt: skip
 
 Span = tuple[str, int, int]
 
@@ -62,6 +70,8 @@ class Row:
     gold: list[Span]  # scored types only
     other: list[tuple[int, int]]  # gold spans of unscored labels
     split: str
+    hard_negative: bool = False
+    lang: str = ""
 
 
 def load_rows(data_dir: Path) -> tuple[list[Row], Counter[str]]:
@@ -82,6 +92,25 @@ def load_rows(data_dir: Path) -> tuple[list[Row], Counter[str]]:
             digest = hashlib.sha256(text.encode("utf-8")).digest()
             rows.append(Row(text, gold, other, "dev" if digest[0] % 2 == 0 else "test"))
     return rows, unscored
+
+
+def load_set(path: Path) -> list[Row]:
+    """The rows of a hand-written set; a span's offsets are checked against its text."""
+    rows: list[Row] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        text = item["text"]
+        gold: list[Span] = []
+        for span in item["spans"]:
+            start, end, label = span["start"], span["end"], span["type"]
+            if label not in SET_SCORED or not 0 <= start < end <= len(text):
+                raise SystemExit(f"{path}:{number}: bad span {span}")
+            gold.append((label, start, end))
+        negative = bool(item.get("hard_negative"))
+        rows.append(Row(text, gold, [], "set", negative, item.get("lang", "")))
+    return rows
 
 
 # --- the baseline: the deployment guide's remove_pii(), its regexes applied in its order ------
@@ -125,7 +154,9 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def score(rows: Iterable[Row], detector: Callable[[str], list[Span]]) -> Tally:
+def score(
+    rows: Iterable[Row], detector: Callable[[str], list[Span]], scored: tuple[str, ...] = SCORED
+) -> Tally:
     tally = Tally()
     for row in rows:
         predicted = detector(row.text)
@@ -134,7 +165,7 @@ def score(rows: Iterable[Row], detector: Callable[[str], list[Span]]) -> Tally:
             if any(p == label and _overlaps((s, e), (ps, pe)) for p, ps, pe in predicted):
                 tally.found[label] += 1
         for label, s, e in predicted:
-            if label not in SCORED:
+            if label not in scored:
                 tally.unscored_predictions[label] += 1
                 continue
             tally.predicted[label] += 1
@@ -148,6 +179,30 @@ def prf(correct: int, predicted: int, found: int, gold: int) -> tuple[float, flo
     recall = found / gold if gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, f1
+
+
+def set_report(rows: list[Row], path: Path, throughput_mb: float) -> None:
+    """Per-type and overall figures for a hand-written set, hard negatives flagged, MB/s."""
+    ours = score(rows, ours_detect, SET_SCORED)
+    print(f"\n### Set: {path.name} ({len(rows)} texts)\n")
+    print("| type | support | P | R | F1 |")
+    print("|---|---:|---:|---:|---:|")
+    for label in SET_SCORED:
+        p, r, f = prf(ours.correct[label], ours.predicted[label], ours.found[label],
+                      ours.gold[label])  # fmt: skip
+        print(f"| {label} | {ours.gold[label]} | {p:.3f} | {r:.3f} | {f:.3f} |")
+    p, r, f = prf(sum(ours.correct.values()), sum(ours.predicted.values()),
+                  sum(ours.found.values()), sum(ours.gold.values()))  # fmt: skip
+    print(f"| **overall (micro)** | {sum(ours.gold.values())} | {p:.3f} | {r:.3f} | {f:.3f} |")
+    negatives = [row for row in rows if row.hard_negative]
+    flagged = sum(1 for row in negatives if ours_detect(row.text))
+    share = flagged / len(negatives) if negatives else 0.0
+    print(f"\nHard negatives with any detection: {flagged}/{len(negatives)} ({share:.1%})")
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    mbps, total = throughput([row.text for row in rows], int(throughput_mb * 1e6))
+    print(f"Throughput (one core, one detect() call per text): {mbps:.1f} MB/s over "
+          f"{total / 1e6:.1f} MB")  # fmt: skip
 
 
 def table(ours: Tally, seed: Tally) -> str:
@@ -214,19 +269,23 @@ def chat_texts(data_dir: Path) -> list[str]:
     return texts
 
 
+def _same(a: Span, b: Span) -> bool:
+    return a[0] == b[0] and _overlaps(a[1:], b[1:])
+
+
 def print_errors(rows: list[Row], label: str, limit: int) -> None:
     shown = 0
     for row in rows:
-        predicted = [p for p in ours_detect(row.text) if p[0] == label]
-        gold = [g for g in row.gold if g[0] == label]
-        misses = [g for g in gold if not any(_overlaps(g[1:], p[1:]) for p in predicted)]
-        wrong = [p for p in predicted if not any(_overlaps(p[1:], g[1:]) for g in gold)]
+        predicted = [p for p in ours_detect(row.text) if label in ("ALL", p[0])]
+        gold = [g for g in row.gold if label in ("ALL", g[0])]
+        misses = [g for g in gold if not any(_same(g, p) for p in predicted)]
+        wrong = [p for p in predicted if not any(_same(p, g) for g in gold)]
         if misses or wrong:
-            print(repr(row.text[:400]))
-            for _, s, e in misses:
-                print(f"    MISS {row.text[s:e]!r}")
-            for _, s, e in wrong:
-                print(f"    FP   {row.text[s:e]!r}")
+            print(f"{'[hard negative] ' if row.hard_negative else ''}{row.text[:400]!r}")
+            for kind, s, e in misses:
+                print(f"    MISS {kind} {row.text[s:e]!r}")
+            for kind, s, e in wrong:
+                print(f"    FP   {kind} {row.text[s:e]!r}")
             shown += 1
             if shown >= limit:
                 return
@@ -236,10 +295,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--split", choices=("test", "dev", "all"), action="append")
-    parser.add_argument("--errors", metavar="TYPE", help="print dev-split errors for TYPE")
+    parser.add_argument("--set", type=Path, metavar="PATH", help="score a hand-written JSONL set")
+    parser.add_argument(
+        "--errors", metavar="TYPE", help="print errors for TYPE (or ALL): of --set, or dev split"
+    )
     parser.add_argument("--limit", type=int, default=60)
     parser.add_argument("--throughput-mb", type=float, default=5.0)
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only measure MB/s on ordinary user prompts (the jailbreak and deepset sets)",
+    )
     args = parser.parse_args()
+
+    if args.throughput_only:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+        mbps, total = throughput(chat_texts(args.data), int(args.throughput_mb * 1e6))
+        print(f"user prompts (jailbreak + deepset sets): {mbps:.1f} MB/s over {total / 1e6:.1f} MB")
+        return
+
+    if args.set:
+        set_rows = load_set(args.set)
+        if args.errors:
+            print_errors(set_rows, args.errors, args.limit)
+        else:
+            set_report(set_rows, args.set, args.throughput_mb)
+        return
 
     rows, unscored = load_rows(args.data)
     if args.errors:

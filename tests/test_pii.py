@@ -319,6 +319,13 @@ HOSTILE = {
     "iban-like": "GB82 " * 200_000,
     "colons": "a:" * 500_000,
     "assignments": "password: " * 100_000,
+    "read-out digits after phone words": "call me five five " * 55_000,
+    "spaced digits after phone words": "phone 1 2 3 4 " * 70_000,
+    "passport words": "passport AB1234567 " * 52_000,
+    "birth words": "born on 1 May 1990 " * 52_000,
+    "birth words and years in words": "born on the first of May nineteen " * 30_000,
+    "URL credentials": "://a:b@" * 140_000,
+    "Japanese address-like": "東京都渋谷区1-" * 110_000,
 }
 
 

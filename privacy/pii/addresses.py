@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from .entities import STREET_ADDRESS, Entity
 from .gazetteer import LOWER, UPPER, english_words
-from .recognizers import has_digit, keyword_starts
+from .recognizers import _DATE_RE, has_digit, keyword_starts
 
 
 # Street types written as a separate word after the name ("Clarke Avenue", "Grote Baan").
@@ -50,7 +50,7 @@ _TYPE_BEFORE = _words(
     """rue avenue av avda boulevard bd bld chemin allée impasse place quai route via viale
     vicolo piazza piazzale corso largo strada calle avenida paseo plaza camino camiño carrer
     carretera ctra ronda travesía rúa rua travessa praça estrada ul ulica al aleja plac pl
-    odos leoforos calea bulevardul str ulitsa prospekt"""
+    odos leoforos calea bulevardul str ulitsa prospekt c/"""
 )
 # Endings of one-word street names ("Koskikatu", "Hammarvägen", "Brixtonlaan").
 _TYPE_SUFFIXES = tuple(
@@ -60,8 +60,11 @@ _TYPE_SUFFIXES = tuple(
     kaari rinne utca"""
     )
 )
-_PARTICLES = _words("de del della la di da des du do dos das van der den het y e")
-_UNIT_WORDS = r"(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Fl\.?|Floor|Room|Rm\.?|Bldg\.?)"
+_PARTICLES = _words("de del della la di da des du do dos das van der den het y e am an im sur")
+_UNIT_WORDS = (
+    r"(?:Apt\.?|Apartment|Suite|Ste\.?|Unit|Flat|Fl\.?|Floor|Room|Rm\.?|Bldg\.?"
+    r"|[Aa]pto\.?|[Dd]e?pto\.?|[Pp]iso|[Aa]ndar|[Bb]loco|[Éé]tage|[Ww]ohnung)"
+)
 
 _CAP_WORD = rf"[{UPPER}][{UPPER}{LOWER}'’.\-]{{0,30}}"
 
@@ -79,7 +82,8 @@ _TYPE_AFTER_ALTERNATION = "|".join(
 # "<number> <up to four capitalised words> <street type>": "24 Clarke Avenue",
 # "4589 40th Street", "320 St Marys Rd".
 _NUMBER_FIRST_RE = re.compile(
-    r"[0-9](?<![\w.,\-/:#].)[0-9]{0,5}[A-Za-z]?(?: [0-9]{1,5})? "
+    # "24", "221B", "5/22" (unit 5 at number 22, as Australians write it)
+    r"[0-9](?<![\w.,\-/:#].)[0-9]{0,5}[A-Za-z]?(?:/[0-9]{1,5}[A-Za-z]?)?(?: [0-9]{1,5})? "
     rf"(?:(?:{_CAP_WORD}|[0-9]{{1,3}}(?:st|nd|rd|th)) ){{0,4}}"
     rf"(?:{_TYPE_AFTER_ALTERNATION})(?![\w'’])"
 )
@@ -96,11 +100,13 @@ _BOX_RE = re.compile(
     r"|(?:P\.? ?O\.? Box|PO Box|Post Office Box) [0-9]{1,8})(?!\w)",
 )
 _UNIT_RE = re.compile(
-    r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg)\.? ?#?[0-9]{1,6}[A-Za-z]?(?!\w)"
+    r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Fl|Floor|Room|Rm|Bldg|Plot|Sector|Door No"
+    r"|House No|H\.No)\.? ?#?[0-9]{1,6}[A-Za-z]?(?!\w)"
 )
-_CUE_KEYWORDS = ("address", "addr.", "addr:", "live at", "lives at", "living at", "reside at",
-                 "moved to", "moving to", "send it to", "sent to", "ship to", "shipped to",
-                 "deliver", "located at", "corner of", "mail it to", "return to")  # fmt: skip
+# Stems of the cue phrases below, found with ``str.find`` (one pass over the text each); the
+# phrase itself is then matched at each.
+_CUE_KEYWORDS = ("addr", "liv", "reside", "move", "moving", "send", "sent", "ship", "deliver",
+                 "located", "corner", "mail", "return")  # fmt: skip
 _CUE_RE = re.compile(
     r"(?:(?:my |the |new |postal |mailing |home |street )?address"
     r"(?: is| to| with|(?: [a-z]{1,12}){0,4}:)?"
@@ -116,13 +122,17 @@ _CUE_RE = re.compile(
 # (that is a phone number on the next line).
 _TAIL_PART_RE = re.compile(
     r"(?:[ \t]*,[ \t]*\n?|[ \t]*\n(?:[ \t]*\n)?[ \t]*(?:>|\?\?\?)?[ \t]*,?[ \t]*"
-    r"|[ \t]+(?=[0-9]|[A-Z]{2}\b))"
+    # a space before a number or a state; or a city after a postcode ("33000 Bordeaux")
+    rf"|[ \t]+(?=[0-9]|[A-Z]{{2}}\b)|(?<=[0-9][0-9][0-9][0-9])[ \t]+(?=[{UPPER}][{LOWER}]))"
     rf"(?:{_UNIT_WORDS} ?#?[0-9]{{1,6}}[A-Za-z]?"
     rf"|[{UPPER}][{UPPER}{LOWER}'’.\-]{{1,30}}"
     rf"(?: (?:{'|'.join(sorted(_PARTICLES))}|[{UPPER}][{UPPER}{LOWER}'’.\-]{{0,30}})){{0,3}}"
-    r"(?: [A-Z]{1,3})?(?: [0-9]{3,6}(?:-[0-9]{4})?| [A-Z][0-9][A-Z] ?[0-9][A-Z][0-9])?"
-    rf"|[0-9]{{3,6}}(?:-[0-9]{{4}})?"
-    rf"(?: [A-Z]{{1,3}}| [{UPPER}][{LOWER}]{{1,30}}(?:[ \-][{UPPER}][{LOWER}]{{1,30}}){{0,2}})?"
+    # a state, a UK postcode ("OX2 6DP"), a postcode, a Canadian postcode ("H2X 3K8")
+    r"(?: [A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}| [A-Z]{1,3})?"
+    r"(?: [0-9]{3,6}(?:-[0-9]{3,4})?| [A-Z][0-9][A-Z] ?[0-9][A-Z][0-9])?"
+    rf"|[0-9]{{3,6}}(?:-[0-9]{{3,4}})?"
+    rf"(?: [A-Z]{{1,3}}| [{UPPER}][{LOWER}]{{1,30}}"
+    rf"(?:[ \-](?:(?:am|an|im|sur|de|del|la|le|en) )?[{UPPER}][{LOWER}]{{1,30}}){{0,2}})?"
     r"|nan)(?![\w])(?![ \-.]?[0-9])"
 )
 # A line that is "<number> <one to four words> <number>", as in a postal block
@@ -132,6 +142,7 @@ _NUMBERED_LINE_RE = re.compile(
     rf"(?:(?:[{UPPER}][{LOWER}'’.\-]{{1,30}}|[{LOWER}]{{1,12}}\.?) ){{1,4}}[0-9]{{1,5}}[A-Za-z]?"
     r"(?=[ \t]*(?:\n|,|$))"
 )
+_ENDS_WITH_YEAR_RE = re.compile(r"(?<![0-9])(?:19|20)[0-9]{2}$")
 # A named street without a house number: "Marina Fort Street", "Inna Loop St.".
 _NAMED_STREET_RE = re.compile(
     rf"[{UPPER}](?<![\w'’\-].)[{LOWER}'’\-]{{1,30}}(?: [{UPPER}][{LOWER}'’\-]{{1,30}}){{0,3}}"
@@ -148,7 +159,9 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
     for m in _NUMBER_FIRST_RE.finditer(text):
         spans.append((m.start(), m.end(), 0.8))
     for m in _NUMBERED_LINE_RE.finditer(text):
-        spans.append((m.start(), m.end(), 0.7))
+        # "20789 Allika 46", "16 salontie 6", but not "10 steps to 2025"
+        if any(c.isupper() for c in m.group()) or not _ENDS_WITH_YEAR_RE.search(m.group()):
+            spans.append((m.start(), m.end(), 0.7))
     if "St" in text or "Ave" in text or "Boulevard" in text:
         for m in _NAMED_STREET_RE.finditer(text):
             spans.append((m.start(), m.end(), 0.6))
@@ -163,7 +176,7 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
                 spans.append((m.start(), m.end(), 0.8))
     for m in _UNIT_RE.finditer(text):
         if m.start() == 0 or not text[m.start() - 1].isalnum():
-            spans.append((m.start(), m.end(), 0.5))
+            spans.append((m.start(), m.end(), _UNIT_SCORE))
     previous_end = -1
     for position in keyword_starts(text, _CUE_KEYWORDS):
         if position < previous_end:
@@ -176,10 +189,48 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
             if any(c.isdigit() for c in found) and any(c.isalpha() for c in found):
                 spans.append((cue.end(), end, 0.6))
                 previous_end = end
+    for m in _NUMBER_THEN_TYPE_RE.finditer(text):
+        spans.append((m.start(), m.end(), 0.75))
+    if not text.isascii() and any(c in text for c in "〒都道府県"):
+        for m in _JAPANESE_ADDRESS_RE.finditer(text):
+            spans.append((m.start(), m.end(), 0.8))
     if not spans:
         return
-    for start, end, score in _merge(spans):
-        yield Entity(STREET_ADDRESS, start, _extend_tail(text, end), score)
+    for start, end, score in _merge(spans, text):
+        value = text[start:end]
+        if _DATE_RE.fullmatch(value) or _DAY_MONTH_RE.match(value):
+            continue  # "2 Jan 2020" is a date
+        tail_end = _extend_tail(text, end)
+        if score == _UNIT_SCORE and tail_end == end:
+            continue  # a unit alone ("Apartment 4B has a leak", "Room 1203") is no address
+        yield Entity(STREET_ADDRESS, start, tail_end, score)
+
+
+_UNIT_SCORE = 0.5  # the score of a span found only as a unit ("Apt. 595")
+
+
+# "2250 Rue Sherbrooke Ouest", "12, rue des Lilas", "1508 Avenida Paulista": a number, then a
+# street type that leads the name, then the name's words.
+_NUMBER_THEN_TYPE_RE = re.compile(
+    r"[0-9](?<![\w.,\-/:#].)[0-9]{0,4}[A-Za-z]?,? "
+    r"(?:[Rr]ue|[Aa]venue|[Aa]v\.|[Bb]oulevard|[Bb]d|[Cc]hemin|[Aa]llée|[Ii]mpasse|[Qq]uai"
+    r"|[Rr]ua|[Aa]venida|[Cc]alle|[Vv]ia|[Vv]iale|[Pp]iazza|[Cc]orso|[Tt]ravessa|[Ee]strada)"
+    rf"(?: (?:{'|'.join(sorted(_PARTICLES))}|[{UPPER}][{UPPER}{LOWER}'’.\-]{{1,30}})){{1,5}}"
+)
+# 〒150-0041 東京都渋谷区神南1-12-16: postcode, prefecture, city or ward, district, block
+# numbers; or the same without the postcode.
+_JAPANESE_ADDRESS_RE = re.compile(
+    r"(?:〒 ?[0-9]{3}-?[0-9]{4} ?)?"
+    r"[\u4e00-\u9fff]{1,4}[都道府県][\u4e00-\u9fff\u3040-\u30ff]{1,12}?[市区町村郡]"
+    r"[\u4e00-\u9fff\u3040-\u30ff]{0,12}?[0-9０-９]{1,4}(?:[-−ー－丁目番地号の][0-9０-９]{1,4}){0,4}"
+    r"[号]?"
+    r"|〒 ?[0-9]{3}-?[0-9]{4}"
+)
+_DAY_MONTH_RE = re.compile(
+    r"[0-9]{1,2}(?:st|nd|rd|th)?\.? (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+    r"[a-zäé]*\.?(?: [0-9]{2,4})?$",
+    re.IGNORECASE,
+)
 
 
 def _street_start(text: str, number_start: int) -> int | None:
@@ -206,7 +257,7 @@ def _street_start(text: str, number_start: int) -> int | None:
         return start
     if (
         word[:1].isupper()
-        and lower.endswith(_TYPE_SUFFIXES)
+        and (lower.endswith(_TYPE_SUFFIXES) or word.endswith("str."))
         and len(lower) > 5
         and lower not in english_words()  # "During", "Spring"
     ):
@@ -246,11 +297,16 @@ _CUE_WORDS = _PARTICLES | {"and", "ul.", "ul", "utca", "út", "tér", "apt.", "a
                            "unit", "nan"}  # fmt: skip
 
 
-def _merge(spans: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+def _merge(spans: list[tuple[int, int, float]], text: str) -> list[tuple[int, int, float]]:
+    """Overlapping spans, and spans with only a comma between them ("Flat 2, 14 Belsize Park
+    Gardens"), become one."""
     spans.sort()
     merged: list[tuple[int, int, float]] = []
     for start, end, score in spans:
-        if merged and start <= merged[-1][1]:
+        if merged and (
+            start <= merged[-1][1]
+            or (start - merged[-1][1] <= 3 and not text[merged[-1][1] : start].strip(", "))
+        ):
             s, e, sc = merged[-1]
             merged[-1] = (s, max(e, end), max(sc, score))
         else:

@@ -31,6 +31,7 @@ from .recognizers import (
     find_numbers,
     find_passports,
     find_secrets,
+    find_spoken_phones,
     forget_text,
 )
 
@@ -44,6 +45,7 @@ RECOGNIZERS: tuple[tuple[Recognizer, frozenset[str], bool], ...] = (
     (find_emails, frozenset({EMAIL}), True),
     (find_numbers, frozenset({PHONE, US_SSN, CREDIT_CARD, IP_ADDRESS}), True),
     (find_ipv6_addresses, frozenset({IP_ADDRESS}), True),
+    (find_spoken_phones, frozenset({PHONE}), True),
     (find_ibans, frozenset({IBAN}), True),
     (find_dates_of_birth, frozenset({DATE_OF_BIRTH}), True),
     (find_passports, frozenset({PASSPORT}), True),

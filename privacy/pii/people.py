@@ -76,7 +76,32 @@ _NOT_NAMES = _words(
     "north south east west new saint st san santa los las "
     "god jesus christ allah king queen prince princess emperor pope "
     "in on at for and but or if so as by of with when while after before because since what "
-    "why how who where which is are was were do does did can could would should"
+    "why how who where which is are was were do does did can could would should "
+    # articles and function words of other languages, month abbreviations, payment brands
+    "le les un une il lo gli el los las die das ein eine und oder mit von für bei ich du "
+    "jan feb mar apr jun jul aug sep sept oct nov dec "
+    "visa mastercard amex maestro paypal iban bic swift ssn dob inhaber kunde kundin "
+    # greetings and closings of letters in other languages
+    "atenciosamente saludos cordialement cordiales salutations grüße gruß mfg saluti cordiali "
+    "distinti obrigado obrigada gracias merci danke hola bonjour hallo ciao olá buongiorno "
+    "bonsoir querido querida estimado estimada caro cara cher chère liebe lieber"
+)
+# Capitalised labels of forms and headers in other languages ("Kontakt:", "Rufnummer:"), and
+# big cities that are also in the census name lists ("Sydney", "Paris"): never a name alone.
+_LABEL_SUFFIXES = ("nummer", "adresse", "datum", "straße", "strasse", "karte", "zweck", "tag")
+_CITIES = _words(
+    "sydney paris london berlin madrid rome roma milan milano lyon nice lille marseille "
+    "toulouse bordeaux nantes kassel köln cologne hamburg münchen munich frankfurt stuttgart "
+    "dresden leipzig bremen hannover sevilla seville valencia barcelona bilbao malaga málaga "
+    "lisboa lisbon porto brasília rio recife salvador curitiba tokyo osaka kyoto yokohama "
+    "mumbai delhi chennai pune bengaluru bangalore kolkata hyderabad toronto montreal "
+    "montréal vancouver calgary ottawa melbourne brisbane perth adelaide canberra auckland "
+    "dublin cork edinburgh glasgow manchester leeds liverpool bristol birmingham chicago "
+    "boston houston dallas austin denver phoenix seattle portland atlanta miami orlando "
+    "detroit memphis nashville charlotte raleigh jackson madison lincoln columbus florence "
+    "geneva genève zürich zurich vienna wien amsterdam rotterdam brussels bruxelles antwerp "
+    "warsaw kraków prague praha budapest athens istanbul cairo lagos nairobi johannesburg "
+    "torino turin napoli naples venezia venice bologna genova"
 )
 # Phrases right before a run that introduce a name: after one of these even an unknown
 # capitalised word is taken.
@@ -90,6 +115,12 @@ _STRONG_CUES = tuple(
         "ask for", "user:", "customer:", "client:", "from:", "to:", "cc:", "thanks", "thank you",
         "under", "under my name", "i am", "i'm", "this is", "it's", "name", "your name",
         "last name", "first name", "maiden name", "full name", "my name", "people call me",
+        # people named by their role in a form or record, in several languages
+        "student:", "traveller:", "traveler:", "passenger:", "guest:", "tenant:", "applicant:",
+        "employee:", "beneficiary:", "holder:", "cardholder:", "account holder:", "inhaber",
+        "inhaber:", "kunde:", "kundin:", "name :", "nom :", "nom:", "nombre:", "nome:",
+        "je m'appelle", "je suis", "ich bin", "ich heiße", "me llamo", "soy", "sou", "mi chiamo",
+        "sono", "meu nome é", "mi nombre es", "assigned to:", "reviewer:", "owner:",
     )
 )  # fmt: skip
 # Weaker ones: enough for a capitalised word that is not an English word, mid-sentence.
@@ -138,7 +169,13 @@ def find_people(text: str) -> Iterator[Entity]:
         value = run.group()
         if " " not in value:
             # Most runs are one ordinary word starting a sentence: decide those fast.
-            if (len(value) <= 2 and not value[:1].isalpha()) or value.lower() in _NOT_NAMES:
+            lower_value = value.lower()
+            if (
+                (len(value) <= 2 and not value[:1].isalpha())
+                or lower_value in _NOT_NAMES
+                or lower_value in _CITIES
+                or lower_value.endswith(_LABEL_SUFFIXES)
+            ):
                 continue
             if value in capitalised and (value not in first or len(value) <= 2):
                 if title_ends is None:
@@ -156,6 +193,8 @@ def find_people(text: str) -> Iterator[Entity]:
             rejected.append((run.start(), run.end()))
     if rejected and found:
         found.extend(_listed_with_names(text, found, rejected))
+    if not text.isascii() and any(c in text for c in _CJK_NAME_MARKS):
+        found.extend(_cjk_names(text))
     if "name" in lowered(text) or "call me" in lowered(text):
         found.extend(_lower_case_names(text))
     yield from found
@@ -246,7 +285,7 @@ def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | 
         word = tokens[0][1].rstrip(".").lower()
         if word in TITLES:
             titled = True
-        elif word not in _NOT_NAMES:
+        elif word not in _NOT_NAMES and not word.endswith(_LABEL_SUFFIXES):
             break
         tokens.pop(0)
     # Trailing non-name words and initials end the name ("Ferko Street" -> "Ferko").
@@ -260,8 +299,11 @@ def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | 
     start, end = tokens[0][0], tokens[-1][0] + len(tokens[-1][1])
     lowered = [n.lower() for n in names]
     countries = country_names()
-    if any(n in countries for n in lowered) or " ".join(lowered) in countries:
+    joined = " ".join(lowered)
+    if any(n in countries for n in lowered) or joined in countries or joined in _CITY_NAMES:
         return None
+    if any(word.rstrip(".").lower() in _ORG_WORDS for _, word in tokens):
+        return None  # "Banco Santander", "Deutsche Bank AG"
     words = english_words()
     first = first_names()
     last = surnames()
@@ -284,8 +326,9 @@ def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | 
     if line_start and not any(n in words for n in lowered):
         if len(names) >= 2 and (end == len(text) or text[end] in "\n,"):
             return Entity(PERSON, start, end, 0.6)  # a line of its own: a signature or a list
-        if text.startswith(":", end):
-            return Entity(PERSON, start, end, 0.55)  # a speaker in a transcript, "Ubul: ..."
+        if text.startswith(":", end) and (names[0] in first or _speaker_lines(text) >= 2):
+            # A speaker in a transcript, "Ubul: ...", not a form's label ("Kontakt: ...").
+            return Entity(PERSON, start, end, 0.55)
     if len(names) >= 2:
         if names[0] in first and names[-1] in last:
             return Entity(PERSON, start, end, 0.75)
@@ -297,11 +340,68 @@ def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | 
             return Entity(PERSON, start, end, 0.55)
         return None
     # A single capitalised word that is not an English word.
-    if first_is_word or sentence_start:
+    if first_is_word or sentence_start or before.endswith(_PLACE_PREPOSITIONS):
         return None
     if names[0] in last or before.endswith(_WEAK_CUES):
         return Entity(PERSON, start, end, 0.5)
     return None
+
+
+# Chinese and Japanese names have no capitals: they are taken after a label ("氏名：", "收件人：",
+# "我叫") or before an honorific ("山田太郎様", "王伟先生"), two to four characters (a space
+# may separate family and given name).
+_CJK_NAME = r"[\u4e00-\u9fff]{1,3}(?:[ 　]?[\u4e00-\u9fff\u3040-\u309f]{1,3})?"
+_CJK_LABEL_NAME_RE = re.compile(
+    r"(?:氏名|お名前|名前|担当者?|姓名|名字|收件人|联系人|申请人|客户|我叫)[:：\s]{0,2}"
+    rf"({_CJK_NAME})(?=[\s、。，,:：(（]|です|と申します|$|様|さん|先生)"
+)
+_CJK_HONORIFIC_RE = re.compile(
+    rf"(?<![\u4e00-\u9fff])({_CJK_NAME})(?:様|さん|氏|先生|女士|小姐|殿)"
+)
+_CJK_NAME_MARKS = "名担姓收联申客我様さ氏先女小殿"
+# Words before an honorific that are roles, not names ("ご担当者様", "这位先生").
+_CJK_NOT_NAMES = _words(
+    "担当者 担当 ご担当者 客 お客 皆 各位 関係者 社長 部長 課長 会員 利用者 学生 老师 这位 那位 "
+    "先生 女士 一位 贵宾 顾客 客户 教授 医生 店長 店员"
+)
+
+
+def _cjk_names(text: str) -> Iterator[Entity]:
+    seen: set[int] = set()
+    for pattern in (_CJK_LABEL_NAME_RE, _CJK_HONORIFIC_RE):
+        for m in pattern.finditer(text):
+            name = m.group(1)
+            if (
+                m.start(1) not in seen
+                and len(name.replace(" ", "")) >= 2
+                and name not in _CJK_NOT_NAMES
+                and not any(name.endswith(w) for w in ("担当者", "担当", "会員", "様"))
+            ):
+                seen.add(m.start(1))
+                yield Entity(PERSON, m.start(1), m.end(1), 0.7)
+
+
+# Words of organisations' names in several languages: a run with one is not a person.
+_ORG_WORDS = _words(
+    "bank banco banque banca sparkasse gmbh ag kg sa sas sarl sl srl spa ltda cia inc ltd llc "
+    "plc corp co universidad université universität università hospital hôpital krankenhaus "
+    "grupo groupe gruppe gruppo fundación fondation stiftung bahn airlines airways telekom"
+)
+# Cities of more than one word that look like a first name and a surname.
+_CITY_NAMES = frozenset(
+    ("são paulo", "sao paulo", "rio de janeiro", "belo horizonte", "porto alegre", "new york",
+     "los angeles", "san francisco", "san diego", "san jose", "buenos aires", "mexico city",
+     "hong kong", "tel aviv", "kuala lumpur", "cape town", "new delhi", "santa monica",
+     "salt lake city", "las vegas", "saint louis", "st louis", "frankfurt am main")
+)  # fmt: skip
+# A single word after these is a place far more often than a person ("geboren in Kassel").
+_PLACE_PREPOSITIONS = (" in", " en", " à", " em", " aus", " nach", " near", " de")
+_SPEAKER_LINE_RE = re.compile(rf"^[{UPPER}][{LOWER}]{{1,20}}:", re.MULTILINE)
+
+
+def _speaker_lines(text: str) -> int:
+    """How many different speakers start lines ("Ubul: ...") in a transcript."""
+    return len({m.group() for m in _SPEAKER_LINE_RE.finditer(text)})
 
 
 def _is_sentence_start(text: str, start: int) -> bool:

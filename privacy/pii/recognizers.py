@@ -19,9 +19,11 @@ Speed and safety on hostile input (up to 1 MB):
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
+from functools import cache
 
 import phonenumbers
 
@@ -76,9 +78,17 @@ def forget_text() -> None:
     _last_has_digit = ("", False)
 
 
+@cache
+def _ascii_only(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    """The keywords an ASCII text can hold."""
+    return tuple(k for k in keywords if k.isascii())
+
+
 def keyword_starts(text: str, keywords: tuple[str, ...]) -> list[int]:
     """Sorted start offsets in ``text`` of the lower-case ``keywords``, found in a lower-cased
     copy with ``str.find`` (far faster than a case-insensitive regex)."""
+    if text.isascii():  # O(1) in CPython: a flag of the string
+        keywords = _ascii_only(keywords)
     lower = lowered(text)
     if len(lower) != len(text):
         # Lower-casing changed the length (a few Unicode letters do), so offsets would not line
@@ -115,11 +125,31 @@ def find_emails(text: str) -> Iterator[Entity]:
         local = text[start : m.end()].split("@", 1)[0]
         if not local or local.endswith("."):
             continue
-        # "user:password@host" inside a URL is credentials (a SECRET), not an email address.
-        before = text[max(0, start - 140) : start]
-        if "://" in before[before.rfind(" ") + 1 :] and before.endswith(":"):
+        # "user:password@host" or "token@host" inside a URL is credentials (a SECRET), not an
+        # email address.
+        before = text[max(0, start - 300) : start]
+        if "://" in before[max(before.rfind(" "), before.rfind("\n")) + 1 :]:
             continue
+        if _is_placeholder_email(text[start : m.end()]):
+            continue
+        if text.startswith(":", m.end()) and text[m.end() + 1 : m.end() + 2].isalnum():
+            continue  # an SSH remote, "git@github.com:acme/widgets.git"
         yield Entity(EMAIL, start, m.end(), 1.0)
+
+
+# Addresses written in documentation and forms as placeholders, not anyone's address.
+_PLACEHOLDER_LOCALS = frozenset(
+    ("user", "username", "you", "your", "yourname", "your.name", "youremail", "your.email",
+     "name", "email", "someone", "somebody", "foo", "bar", "baz", "test", "example", "me",
+     "firstname.lastname", "first.last", "firstname", "lastname", "info", "noreply", "no-reply")
+)  # fmt: skip
+_PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net", "domain.com", "email.com",
+                        "yourcompany.com", "company.com", "yourdomain.com", "test.com")  # fmt: skip
+
+
+def _is_placeholder_email(address: str) -> bool:
+    local, _, domain = address.lower().partition("@")
+    return local in _PLACEHOLDER_LOCALS and domain in _PLACEHOLDER_DOMAINS
 
 
 # --- numbers: phone, SSN, card, IPv4 ---------------------------------------------------------
@@ -129,13 +159,20 @@ def find_emails(text: str) -> Iterator[Entity]:
 # leading "+" and trailing extension. The separator is never optional between two digit
 # groups, so a digit run splits in exactly one way.
 _GROUP = r"(?:\(\d{1,5}\)|\d{1,19})"
+# The character before and after a number is checked against ASCII letters and digits (and
+# accented Latin letters), not ``\w``: in Japanese or Chinese a number sits right beside
+# letters of the script ("携帯は090-1234-5678です").
 _NUMBER_RE = re.compile(
-    r"[0-9(+](?<![\w+\-.(/@#$€£].)(?<![0-9],.)"
+    r"[0-9(+](?<![A-Za-z0-9_À-ɏ+\-.(#$€£].)(?<![0-9],.)(?<![^/]/.)"
     # the rest of the first group, by what its first character was
     r"(?:(?<=\d)\d{0,18}|(?<=\()\d{1,5}\)|(?<=\+) ?(?:\d{1,19}|\(\d{1,5}\)))"
     r"(?:(?:[ \-./]|(?<=\)))" + _GROUP + r"){0,7}"
     r"(?: ?(?:x|ext\.?|extension) ?\d{1,6})?"
-    r"(?!\w|-\d|[.,/:]\d)"
+    # not followed by a letter or digit, nor by "-B", "-4" or ".5" (an identifier or a
+    # decimal); "-Office" is a label
+    r"(?:(?![A-Za-z0-9_À-ɏ]|-[A-Za-z0-9](?![A-Za-z])|[.,/:]\d)"
+    # or an IPv4-shaped run with a port: "10.4.2.17:8443"
+    r"|(?<=\.\d)(?=:\d)|(?<=\.\d\d)(?=:\d)|(?<=\.\d\d\d)(?=:\d))"
 )
 _EXTENSION_RE = re.compile(r" ?(?:x|ext\.?|extension) ?\d{1,6}$")
 _NON_DIGIT_RE = re.compile(r"\D")
@@ -150,20 +187,64 @@ _CARD_SHAPE_RE = re.compile(
     r"|\d{4}([ \-])\d{4}\2\d{4}\2\d{1,3}"  # 4-4-4-1..3
     r"|\d{4}([ \-])\d{6}\3\d{4,5}"  # 4-6-5 (Amex), 4-6-4 (Diners)
 )
+# Words near an IPv4-shaped number that say it is a version ("the driver to 4.12.0.7").
+_VERSION_CONTEXT_RE = re.compile(
+    r"version|release|\bbuild|firmware|driver|\bv\d|\bsdk\b|\bpatch|kernel|\bbios|\bver\b|versión"
+    r"|versão|バージョン"
+)
+_VERSION_AFTER_RE = re.compile(
+    r"[ \t]?(?:release|build|version|update|patch)|-(?:alpha|beta|rc|dev|pre|snapshot)"
+)
 _VERSION_BEFORE_RE = re.compile(r"(?:\bv|version|release|\bver\.?)\s?$", re.IGNORECASE)
 
-# Words just before (or just after) a number that say it is a phone number.
+# Words just before (or just after) a number that say it is a phone number, in several
+# languages; matched in the lower-cased text.
 _PHONE_CONTEXT_BEFORE = re.compile(
-    r"phone|\btel\b|mobile|\bcell|call|fax|whatsapp|signal|sms|text me|reach|contact|number"
-    r"|answering|dial|messag|landline|hotline|\bph\b|\b[mtf]:|(?:office|home|work|desk):"
+    r"phone|\btel\b|tél|telef|teléf|mobil|móvil|cell|celular|portable|handy|\bruf|\bcall"
+    r"|ll[aá]m|appel|\bring\b|\bfax|whatsapp|signal|sms|text(?:ing)? me|\btext\b|reach|contact"
+    r"|kontakt"
+    r"|contato|number|n[uú]mero|numéro|nummer|answering|dial|messag|landline|hotline|\bph\b"
+    r"|\b[mtf]:|(?:office|home|work|desk):|fixe|bel me|bellen|携帯|電話|연락|电话|手机"
+    r"|телефон|тел\.|моб|फ़ोन|फोन|मोबाइल|هاتف|جوال|رقم"
 )
+_ODD_GROUPS_RE = re.compile(r"[ \-./][0-9][ \-./]")
+_SINGLE_DIGIT_GROUP_RE = re.compile(r"(?<![0-9])[0-9](?![0-9])")
+_GENERIC_NUMBER_WORD = re.compile(r"number|n[uú]mero|numéro|nummer")
 _PHONE_CONTEXT_AFTER = re.compile(r"^\W{0,3}(?:office|fax|mobile|cell|home|work|desk|phone|tel)")
+# Labels of identifiers that are not phone numbers, when they come after any phone word:
+# "Part number 8471-3020-15", "Tracking: 7749 8123 5567", "Vorgangsnummer: 2024-000184".
+_NOT_PHONE_CONTEXT = re.compile(
+    r"order|\bpart\b|track|invoice|\binv\b|ticket|serial|\bmodel|\bsku|\bref\b|referen"
+    r"|confirm|receipt|\bbatch|\blot\b|\bbuild|\bcase\b|booking|policy|account|\bacct"
+    r"|\bid\b|isbn|version|release|\bpo\b|shipment|parcel|package|pedido|commande|suivi"
+    r"|rastreio|seguimiento|factura|fatura|facture|rechnung|bestell|sendung|vorgang|kunden"
+    r"|auftrag|artikel|serien|注文|伝票|請求"
+    # "the example number 555-0142", but not a domain ("@example.com")
+    r"|(?<![@.])\b(?:example|sample|placeholder|dummy|fake)\b(?!\.)"
+    # other personal identifiers, reported by their own recognisers
+    r"|passport|passeport|pasaporte|passaporte|passaporto|reisepass|paspoort|旅券|licen[cs]e"
+    r"|führerschein|\bssn\b|social security|\bdni\b|\bnie\b|\bnif\b|\bcpf\b|aadhaar|\bpan\b"
+)
+# Labels of other identifiers right before a card-shaped number: "Serial: 4532-0151-...".
+_NOT_CARD_CONTEXT = re.compile(
+    r"serial|\bsku\b|\bpart\b|track|\border|invoice|isbn|imei|\bmodel|product|\bbatch|\blot\b"
+    r"|seriennummer|sendung|bestell|commande|pedido"
+)
 _SSN_CONTEXT = re.compile(r"ssn|social security|\bss#|\bsocial\b")
 _CARD_CONTEXT = re.compile(
     r"card|credit|debit|\bcc\b|visa|master|amex|american express|discover|jcb|maestro|payment"
 )
 
-PHONE_REGIONS = ("US",)  # national numbers without "+" are checked against these regions
+PHONE_REGIONS = ("US", "CA")  # national numbers without "+" or context are checked against these
+# With a phone word near, or written the way a national number is (a trunk "0" and groups),
+# a national number is checked against these as well.
+CONTEXT_PHONE_REGIONS = (
+    "US", "CA", "GB", "DE", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "PT", "IE", "IN", "JP",
+    "CN", "BR", "MX", "AU", "RU", "SA", "AE",
+)  # fmt: skip
+# Kept to about twenty: each region's metadata is a dozen regular expressions, and beyond the
+# 512 that Python's regex cache holds, every check would compile them again (measured: the
+# PII-dense eval texts ran at half the speed with 38 regions).
 
 
 def find_numbers(text: str) -> Iterator[Entity]:
@@ -186,12 +267,19 @@ def _classify_number(text: str, start: int, candidate: str) -> Iterator[Entity]:
     if _IPV4_RE.fullmatch(candidate):
         address = candidate.split("/", 1)[0]
         try:
-            ipaddress.IPv4Address(address)
+            ip = ipaddress.IPv4Address(address)
         except ValueError:
             return
-        if not _VERSION_BEFORE_RE.search(text, max(0, start - 9), start):
+        if ip.is_loopback or ip.is_unspecified:
+            return  # 127.0.0.1, 0.0.0.0: the same on every machine, no one's address
+        if not _VERSION_BEFORE_RE.search(text, max(0, start - 9), start) and not (
+            _VERSION_CONTEXT_RE.search(lowered(text), max(0, start - 30), start)
+            or _VERSION_AFTER_RE.match(lowered(text), end)
+        ):
             yield Entity(IP_ADDRESS, start, end, 0.9)
         return
+    if (start and text[start - 1] in "@/") or text.startswith(":", end):
+        return  # after "@" or "//", or before ":port", only an IP address
     ssn = _SSN_RE.fullmatch(candidate)
     if ssn:
         area, separator, group, serial = ssn.groups()
@@ -206,7 +294,7 @@ def _classify_number(text: str, start: int, candidate: str) -> Iterator[Entity]:
                 return
     if _CARD_SHAPE_RE.fullmatch(candidate):
         digits = _NON_DIGIT_RE.sub("", candidate)
-        if luhn_valid(digits):
+        if luhn_valid(digits) and not _context_before(text, start, _NOT_CARD_CONTEXT, 25):
             if _card_issuer_known(digits):
                 yield Entity(CREDIT_CARD, start, end, 0.95)
                 return
@@ -223,22 +311,57 @@ def _phone(text: str, start: int, candidate: str) -> Entity | None:
     digits = len(_NON_DIGIT_RE.sub("", body))
     if digits < 7 or digits > 15 or _DATE_SHAPE_RE.match(body):
         return None
+    if len(_SINGLE_DIGIT_GROUP_RE.findall(body)) >= 4:
+        return None  # digits spaced out one by one: find_spoken_phones takes the whole run
     end = start + len(candidate)
     formatted = not body.isdigit()
     lower = lowered(text)
-    context = (
-        _PHONE_CONTEXT_BEFORE.search(lower, max(0, start - 40), start) is not None
-        or _PHONE_CONTEXT_AFTER.match(lower[end : end + 12]) is not None
-    )
-    if _phone_is_valid(body):
+    window = max(0, start - 40)
+    context = False
+    strong_at = -1  # where the last phone word other than "number" ends
+    for m in _PHONE_CONTEXT_BEFORE.finditer(lower, window, start):
+        context = True
+        if not _GENERIC_NUMBER_WORD.fullmatch(m.group()):
+            strong_at = m.end()
+    context = context or _PHONE_CONTEXT_AFTER.match(lower[end : end + 12]) is not None
+    not_phone_at = -1
+    for m in _NOT_PHONE_CONTEXT.finditer(lower, max(0, start - 30), start):
+        not_phone_at = m.end()
+    if not_phone_at >= 0 and strong_at < not_phone_at:
+        # "Part number", "Rechnungsnummer", "Tel. for order": the label of another identifier,
+        # unless a phone word comes after it ("Order questions? Call 0800 ...").
+        return None
+    if not context and not body.startswith(("+", "(")) and _ODD_GROUPS_RE.search(body):
+        return None  # "1.2.840.113549": a one-digit group inside is an OID or a version
+    if _phone_is_valid(body, PHONE_REGIONS):
         if formatted or context:
             return Entity(PHONE, start, end, 0.9 if context else 0.75)
-    elif context and formatted:
+        return None
+    # Written as a national number (a trunk "0", groups, nine digits or more: "030 12345678",
+    # "(02) 9876 5432"), which a postcode ("01304-001") is not.
+    national = (
+        digits >= 9 and body.startswith(("0", "(0")) and not body.startswith("00") and formatted
+    )
+    if (context or national) and _phone_is_valid(body, CONTEXT_PHONE_REGIONS):
+        return Entity(PHONE, start, end, 0.85 if context else 0.7)
+    if context and formatted:
         return Entity(PHONE, start, end, 0.6)
     return None
 
 
-def _phone_is_valid(candidate: str) -> bool:
+@cache
+def _national_lengths() -> dict[str, frozenset[int]]:
+    """For each region checked, the lengths its national numbers can have (metadata)."""
+    lengths: dict[str, frozenset[int]] = {}
+    for region in CONTEXT_PHONE_REGIONS:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        described = metadata.general_desc if metadata else None
+        possible = described.possible_length if described else ()
+        lengths[region] = frozenset(possible or range(4, 18))
+    return lengths
+
+
+def _phone_is_valid(candidate: str, regions: tuple[str, ...]) -> bool:
     try:
         if candidate.startswith("+"):
             return phonenumbers.is_valid_number(phonenumbers.parse(candidate, None))
@@ -246,12 +369,102 @@ def _phone_is_valid(candidate: str) -> bool:
             return phonenumbers.is_valid_number(phonenumbers.parse("+" + candidate[2:], None))
         # is_valid_number_for_region checks one region's metadata; is_valid_number would
         # first look for the region among all that share the country code (25 for +1).
+        digits = len(_NON_DIGIT_RE.sub("", candidate))
+        lengths = _national_lengths()
         return any(
             phonenumbers.is_valid_number_for_region(phonenumbers.parse(candidate, region), region)
-            for region in PHONE_REGIONS
+            for region in regions
+            # a cheap test first: the number's length, without a trunk "0", fits the region
+            if digits in lengths[region] or digits - 1 in lengths[region]
         )
     except phonenumbers.NumberParseException:
         return False
+
+
+# --- phone numbers read out: "five five five, two one eight ...", "2 0 6 - 5 5 5 ..." ---------
+
+# Digit words in English, Spanish, French, German, Portuguese and Italian, and what they add.
+_DIGIT_WORDS: dict[str, str] = {
+    **dict.fromkeys(("zero", "oh", "cero", "zéro", "null", "zero"), "0"),
+    **dict.fromkeys(("one", "uno", "un", "eins", "um", "una"), "1"),
+    **dict.fromkeys(("two", "dos", "deux", "zwei", "zwo", "dois", "due"), "2"),
+    **dict.fromkeys(("three", "tres", "trois", "drei", "três", "tre"), "3"),
+    **dict.fromkeys(("four", "cuatro", "quatre", "vier", "quatro", "quattro"), "4"),
+    **dict.fromkeys(("five", "cinco", "cinq", "fünf", "cinque"), "5"),
+    **dict.fromkeys(("six", "seis", "sechs", "sei"), "6"),
+    **dict.fromkeys(("seven", "siete", "sept", "sieben", "sete", "sette"), "7"),
+    **dict.fromkeys(("eight", "ocho", "huit", "acht", "oito", "otto"), "8"),
+    **dict.fromkeys(("nine", "nueve", "neuf", "neun", "nove"), "9"),
+    **dict.fromkeys(("hundred",), "00"),  # "nine hundred" read for 900
+}
+_REPEAT_WORDS = {"double": 2, "triple": 3}
+_SPOKEN_TOKEN = (
+    "(?:" + "|".join(sorted({*_DIGIT_WORDS, *_REPEAT_WORDS}, key=len, reverse=True)) + r"|\d)"
+)
+# Seven or more digit words or single digits, separated by spaces, commas, dashes or dots.
+_SPOKEN_PHONE_RE = re.compile(
+    r"(?<![\w.,])"
+    + _SPOKEN_TOKEN
+    + r"(?:(?:[ \t]{0,2}[,\-–.][ \t]{0,2}|[ \t]{1,2})"
+    + _SPOKEN_TOKEN
+    + r"){5,40}(?![\w]|[.,]\d)"
+)
+_SPOKEN_START_RE = re.compile(r"(?<![\w.,])" + _SPOKEN_TOKEN)
+# A read-out number is only taken after a word that says phone; those words are found first
+# with ``str.find`` (fast), and the number is looked for just after each.
+_SPOKEN_CUES = ("phon", "call", "number", "número", "numéro", "tel", "tél", "mobil", "móvil",
+                "cell", "text me", "reach me", "llam", "llám")  # fmt: skip
+_SPOKEN_WINDOW = 40
+
+
+def find_spoken_phones(text: str) -> Iterator[Entity]:
+    """Phone numbers written out in words or as spaced digits, after a word that says phone."""
+    lower = lowered(text)
+    if len(lower) != len(text):
+        return
+    searched_until = -1
+    for position in keyword_starts(text, _SPOKEN_CUES):
+        if lower[position] in "tc" and (
+            (position and lower[position - 1].isalpha()) or lower.startswith("tell", position)
+        ):
+            continue  # "hotel", "recall", "tell": not a phone word (and the common case)
+        start = max(position, searched_until)
+        stop = min(len(text), position + _SPOKEN_WINDOW)
+        if start >= stop:
+            continue
+        searched_until = stop
+        # Candidate starts are looked for in the window only; the number may run past it.
+        for first in _SPOKEN_START_RE.finditer(lower, start, stop):
+            m = _SPOKEN_PHONE_RE.match(lower, first.start())
+            if m is None:
+                continue
+            digits = _spoken_digits(m.group())
+            if digits is not None and 7 <= len(digits) <= 15:
+                yield Entity(PHONE, m.start(), m.end(), 0.8)
+                searched_until = m.end()
+                break
+
+
+_SPOKEN_SPLIT_RE = re.compile(r"[\s,\-–.]+")
+
+
+def _spoken_digits(spoken: str) -> str | None:
+    """The digits a read-out number stands for, or None if it is not one (all words must be
+    digit words or repeats; at least half of them digit words or digits)."""
+    digits: list[str] = []
+    repeat = 1
+    for token in _SPOKEN_SPLIT_RE.split(spoken):
+        if not token:
+            continue
+        if token in _REPEAT_WORDS:
+            repeat = _REPEAT_WORDS[token]
+            continue
+        value = token if token.isdigit() else _DIGIT_WORDS.get(token)
+        if value is None:
+            return None
+        digits.append(value[0] * repeat + value[1:] if repeat > 1 else value)
+        repeat = 1
+    return "".join(digits)
 
 
 # Issuer prefixes (IIN ranges) and the lengths each uses; a Luhn-valid number outside them is
@@ -410,30 +623,74 @@ _SECRET_TOKENS: tuple[tuple[tuple[str, ...], re.Pattern[str], float], ...] = tup
                    r"(?![A-Za-z0-9_-])", 0.95),
         ((), r"e(?<![A-Za-z0-9_-].)yJ[A-Za-z0-9_\-]{8,4096}\.eyJ[A-Za-z0-9_\-]{8,8192}"
                    r"\.[A-Za-z0-9_\-]{8,4096}(?![A-Za-z0-9_-])", 0.95),
+        # Hugging Face, SendGrid, npm (each literal costs a pass over the text, so only common
+        # providers have a pattern; others, such as Twilio's SK keys, by their key name)
+        (("hf_",), r"h(?<![A-Za-z0-9_].)f_[A-Za-z0-9]{30,60}(?![A-Za-z0-9_])", 0.95),
+        (("SG.",), r"S(?<![A-Za-z0-9_.-].)G\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{30,50}"
+                   r"(?![A-Za-z0-9_-])", 1.0),
+        (("npm_",), r"n(?<![A-Za-z0-9_].)pm_[A-Za-z0-9]{36}(?![A-Za-z0-9_])", 1.0),
     )
 )  # fmt: skip
 
-_SECRET_KEYWORDS = ("pass", "pwd", "secret", "api_key", "api-key", "apikey", "api key",
-                    "access_key", "access key", "token", "bearer")  # fmt: skip
+_SECRET_KEYWORDS = ("pass", "pw", "secret", "api", "access", "token", "bearer", "basic", "kennwort",
+                    "contraseña", "senha", "wachtwoord", "lösenord", "clave", "пароль",
+                    "パスワード", "密码")  # fmt: skip
 # A value after a key name that says it is secret: `password: hunter2!`, `api_key="..."`,
-# `aws_secret_access_key = ...`. Matched at a keyword found above; only the value is reported.
+# `aws_secret_access_key = ...`, `mot de passe : ...`, `senha do roteador: ...`. Matched at a
+# keyword found above; only the value is reported.
 _ASSIGNED_SECRET_RE = re.compile(
-    r"(?:pass(?:word|wd|phrase)?|pwd|secret(?:[_\- ]?(?:access[_\- ]?)?key)?"
-    r"|api[_\- ]?key|access[_\- ]?key|token)"
-    r"[\"']?[ \t]{0,3}(?:[:=]|(?:is|was)\b)[ \t]{0,3}[\"'`]?([^\s\"'`,;]{6,256})",
+    r"(?:pass(?:word|wd|phrase|wort|e)?|pwd|pw|secret(?:[_\- ]?(?:access[_\- ]?)?key)?"
+    r"|api[_\- ]?key|access[_\- ]?key|token|kennwort|contrase[ñn]a|senha|wachtwoord|lösenord"
+    r"|clave|пароль|パスワード|密码|credentials?)"
+    # a few short words between: "senha do roteador:", "password for the wifi is"
+    r"(?:[ \t][\w\-]{1,12}){0,3}?"
+    r"[\"']?[ \t]{0,3}(?:[:=：]|(?:is|was|es|est|ist|é|è)\b)[ \t]{0,3}[\"'`]?"
+    r"([^\s\"'`,;]{6,256})",
     re.IGNORECASE,
 )
 _BEARER_RE = re.compile(r"bearer[ \t]{1,3}([A-Za-z0-9._~+/\-]{16,4096}=*)", re.IGNORECASE)
-# Credentials in a URL: scheme://user:password@host. The user and password are reported.
-_URL_CREDENTIALS_RE = re.compile(r"://([^\s:/?#@\[\]]{1,128}):([^\s/?#@]{1,256})@")
+# HTTP basic authentication: base64 of "user:password".
+_BASIC_AUTH_RE = re.compile(r"basic[ \t]{1,3}([A-Za-z0-9+/]{8,1024}={0,2})(?![A-Za-z0-9+/=])", re.I)
+
+
+def _is_basic_credentials(value: str) -> bool:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    _user, colon, password = decoded.partition(":")
+    return bool(colon and password) and decoded.isprintable()
+
+
+# Credentials in a URL: scheme://user:password@host (the user and password are reported,
+# or ":password" with no user), or scheme://token@host (a token-looking user alone).
+_URL_CREDENTIALS_RE = re.compile(r"://([^\s:/?#@\[\]]{0,128}):([^\s/?#@]{1,256})@")
+_URL_TOKEN_RE = re.compile(r"://([A-Za-z0-9_\-.~]{20,256})@")
 _PRIVATE_KEY_BEGIN_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]{0,40})PRIVATE KEY( BLOCK)?-----")
+# Values that documentation and templates put where a secret goes.
+_PLACEHOLDER_RE = re.compile(
+    r"your|here|xxxx|\*\*\*|\.\.\.|changeme|change_me|placeholder|redacted|example|dummy"
+    r"|<|\{\{|\$\{|replace|insert|todo|fixme|secret_key$|password$",
+    re.IGNORECASE,
+)
+_REPEATED_RUN_RE = re.compile(r"(.)\1{5,}")
+
+
+def _is_placeholder_secret(value: str) -> bool:
+    return _PLACEHOLDER_RE.search(value) is not None or _REPEATED_RUN_RE.search(value) is not None
 
 
 def _looks_like_secret_value(value: str) -> bool:
     if value.startswith(("<", "{", "$", "%", "*")) or len(set(value)) < 4:
         return False  # a template variable, or "********"
-    if "(" in value or value.startswith(("os.", "process.", "env.", "self.", "settings.")):
+    if (
+        "(" in value
+        or "[" in value
+        or value.startswith(("os.", "process.", "env.", "self.", "settings.", "config."))
+    ):
         return False  # code that reads the secret: `api_key = os.environ.get(...)`
+    if _is_placeholder_secret(value):
+        return False
     if len(value) >= 12:
         return True
     has_digit = any(c.isdigit() for c in value)
@@ -447,7 +704,8 @@ def find_secrets(text: str) -> Iterator[Entity]:
         if literals and not any(literal in text for literal in literals):
             continue
         for m in pattern.finditer(text):
-            yield Entity(SECRET, m.start(), m.end(), score)
+            if not _REPEATED_RUN_RE.search(m.group()) and "your" not in m.group().lower():
+                yield Entity(SECRET, m.start(), m.end(), score)
     previous_end = -1
     for position in keyword_starts(text, _SECRET_KEYWORDS):
         if position < previous_end:
@@ -461,9 +719,19 @@ def find_secrets(text: str) -> Iterator[Entity]:
         if match:
             yield Entity(SECRET, match.start(1), match.end(1), 0.9)
             previous_end = match.end()
+            continue
+        match = _BASIC_AUTH_RE.match(text, position)
+        if match and _is_basic_credentials(match.group(1)):
+            yield Entity(SECRET, match.start(1), match.end(1), 0.9)
+            previous_end = match.end()
     if "://" in text:
         for m in _URL_CREDENTIALS_RE.finditer(text):
-            yield Entity(SECRET, m.start(1), m.end(2), 0.95)
+            if not _is_placeholder_secret(m.group(2)):
+                yield Entity(SECRET, m.start(1), m.end(2), 0.95)
+        for m in _URL_TOKEN_RE.finditer(text):
+            token = m.group(1)
+            if any(c.isdigit() for c in token) and any(c.isalpha() for c in token):
+                yield Entity(SECRET, m.start(1), m.end(1), 0.9)
     if "-----BEGIN" in text:
         yield from _find_private_key_blocks(text)
 
@@ -492,49 +760,171 @@ def _find_private_key_blocks(text: str) -> Iterator[Entity]:
 
 # --- dates of birth --------------------------------------------------------------------------
 
+# Month names and abbreviations in English, German, French, Spanish, Portuguese, Italian and
+# Dutch (matched case-insensitively).
 _MONTH = (
-    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
-    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+    r"(?:jan(?:uary|uar|vier|eiro)?|ene(?:ro)?|genn(?:aio)?|janv\.?"
+    r"|feb(?:ruary|ruar|rero|braio)?|fév(?:rier)?|fev(?:ereiro)?|févr\.?"
+    r"|mar(?:ch|zo|ço|s)?|märz|mär|maart"
+    r"|apr(?:il|ile)?|avr(?:il)?|abr(?:il)?"
+    r"|may|mai|mayo|maio|maggio|mei"
+    r"|jun(?:e|i|io|ho)?|juin|giu(?:gno)?"
+    r"|jul(?:y|i|io|ho)?|juil(?:let)?|lug(?:lio)?"
+    r"|aug(?:ust|ustus)?|août|ago(?:sto)?"
+    r"|sep(?:t(?:ember|iembre|embre)?)?|set(?:embro|tembre)?"
+    r"|oct(?:ober|obre|ubre)?|okt(?:ober)?|out(?:ubro)?|ott(?:obre)?"
+    r"|nov(?:ember|embre|iembre|embro)?"
+    r"|dec(?:ember)?|dez(?:ember|embro)?|déc(?:embre)?|dic(?:iembre|embre)?)\.?"
 )
-_DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?"
-_YEAR = r"(?:1[89]\d\d|20\d\d)"
-_DATE = (
-    r"(?:\d{1,2}[./\-]\d{1,2}[./\-](?:\d{4}|\d{2})"
+_DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th|er|º|°)?"
+_ORDINAL_WORDS = (
+    r"(?:(?:twenty|thirty)[- ]?)?(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth)"
+    r"|tenth|eleventh|twelfth|thirteenth|fourteenth|fifteenth|sixteenth|seventeenth"
+    r"|eighteenth|nineteenth|twentieth|thirtieth"
+)
+# A year in digits, or in English words: "nineteen eighty-two", "nineteen oh five",
+# "two thousand and one", "twenty twelve".
+_UNITS = r"(?:one|two|three|four|five|six|seven|eight|nine)"
+_TEENS = r"(?:ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen)"
+_TENS = r"(?:twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety)"
+_YEAR_WORDS = (
+    rf"(?:nineteen|twenty)[ \-](?:{_TENS}(?:[ \-]{_UNITS})?|{_TEENS}|(?:oh|o)[ \-]{_UNITS}|hundred)"
+    rf"|two thousand(?:(?: and)? (?:{_TENS}(?:[ \-]{_UNITS})?|{_TEENS}|{_UNITS}))?"
+)
+_YEAR = rf"(?:1[89]\d\d|20\d\d|{_YEAR_WORDS})"
+_DATE_RE = re.compile(
+    r"(?<![A-Za-z0-9.])(?:"
+    r"\d{1,2}[./\-]\d{1,2}[./\-](?:\d{4}|\d{2})"
     r"|\d{4}[./\-]\d{1,2}[./\-]\d{1,2}"
-    rf"|{_DAY}(?: of)?[ \-]{_MONTH}[ \-,]{{1,2}}{_YEAR}"
-    rf"|{_MONTH} {_DAY},? {_YEAR})"
-)
-_DOB_KEYWORDS = ("born", "birth", "dob", "d.o.b", "geboren", "né")
-_DOB_RE = re.compile(
-    r"(?:(?:born|birth(?: ?date|day)?|dob|geboren|née?)\b|d\.o\.b\.?)"
-    r"[ \t:,\-]{0,4}(?:(?:is|was|on|of|the|in|:)[ \t,]{1,3}){0,3}"
-    rf"({_DATE})(?!\d)",
+    r"|\d{4}年\d{1,2}月\d{1,2}日"
+    rf"|(?:{_DAY}|{_ORDINAL_WORDS})\.?(?: of| de)?[ \-]{_MONTH}"
+    rf"(?:[ \-,]{{1,2}}|,? de |,? del ){_YEAR}"
+    rf"|{_MONTH} (?:the )?(?:{_DAY}|{_ORDINAL_WORDS}),? {_YEAR}"
+    r")(?![A-Za-z0-9])",
     re.IGNORECASE,
 )
+# Words before a date that say it is a birth date (lower case; "b." only right before it).
+_DOB_KEYWORDS = (
+    "born", "birth", "dob", "d.o.b", "geb", "né ", "née", "naissance", "naci", "nací", "nac.",
+    "nasci", "nato ", "nata ", "рожд", "родил", "生年月日", "誕生", "b. ",
+)  # fmt: skip
+# ... and after it: "1995年12月3日生まれ".
+_DOB_AFTER_KEYWORDS = ("生まれ", "生")
+_DOB_WINDOW = 40
+
+
+_YEAR_OR_DATE_RE = re.compile(r"(?<!\d)(?:1[89]|20)\d\d(?!\d)|\d{1,2}[./\-]\d{1,2}[./\-]")
+_SENTENCE_BREAK_RE = re.compile(r"[.!?]\s+[A-Z]|\n")
+
+
+# Every date read here has four digits in a row (a year) or a digit, a separator and a digit:
+# a cheap test (the pattern starts with a digit, so the engine skips to digits), before the
+# keywords are looked for.
+_DATE_GATE_RE = re.compile(r"[0-9](?:[0-9]{3}|[./\-][0-9])")
 
 
 def find_dates_of_birth(text: str) -> Iterator[Entity]:
-    if not has_digit(text):
-        return
+    if not has_digit(text) or _DATE_GATE_RE.search(text) is None:
+        lower = lowered(text)
+        if "nineteen" not in lower and "two thousand" not in lower:
+            return  # no year in digits, nor one in words
+    lower = lowered(text)
+    taken_until = -1
     for position in keyword_starts(text, _DOB_KEYWORDS):
-        m = _DOB_RE.match(text, position)
-        if m:
-            yield Entity(DATE_OF_BIRTH, m.start(1), m.end(1), 0.85)
+        if position < taken_until or (position and lower[position - 1].isalpha()):
+            continue  # inside a word: "stubborn"
+        right_after = lower.startswith("b. ", position)  # "b. 19 Aug 1944", nothing between
+        limit = min(len(text), position + (3 if right_after else _DOB_WINDOW))
+        m = _DATE_RE.search(text, position, limit + 40)
+        if m is None or m.start() > limit or not _plausible_birth_year(m.group()):
+            continue
+        between = text[position : m.start()]
+        if _SENTENCE_BREAK_RE.search(between) or _YEAR_OR_DATE_RE.search(between):
+            continue  # another sentence, or an earlier date or year ("born in 1990, moved on")
+        yield Entity(DATE_OF_BIRTH, m.start(), m.end(), 0.85)
+        taken_until = m.end()
+    for keyword in _DOB_AFTER_KEYWORDS:
+        position = lower.find(keyword)
+        while position >= 0:
+            last = None
+            for last in _DATE_RE.finditer(text, max(0, position - 30), position):  # noqa: B007
+                pass
+            if (
+                last is not None
+                and position - last.end() <= 2
+                and last.start() >= taken_until
+                and _plausible_birth_year(last.group())
+            ):
+                yield Entity(DATE_OF_BIRTH, last.start(), last.end(), 0.8)
+                taken_until = last.end()
+            position = lower.find(keyword, position + 1)
+
+
+_YEAR_IN_DATE_RE = re.compile(r"(?<!\d)(\d{4}|\d{2})(?!\d)")
+
+
+def _plausible_birth_year(date: str) -> bool:
+    """A birth date is not in the future: "born ... 2031" is something else."""
+    years = [int(y) for y in _YEAR_IN_DATE_RE.findall(date) if len(y) == 4]
+    return not years or max(years) <= _this_year()
+
+
+def _this_year() -> int:
+    import datetime
+
+    return datetime.datetime.now(tz=datetime.UTC).year
 
 
 # --- passport numbers ------------------------------------------------------------------------
 
-_PASSPORT_RE = re.compile(
-    r"(?i:passport)(?i:[ \t]?(?:no\.?|number|num\.?|nr\.?|#|id))?"
-    r"[ \t]{0,3}(?i:is|:|#|=)?[ \t]{0,3}"
-    r"(?<![A-Za-z0-9])([A-Z0-9]{6,9})(?![A-Za-z0-9])"
+# "passport" in English, French, Spanish, Portuguese, Italian, German, Dutch, Polish, Russian,
+# Japanese and Chinese (lower case).
+_PASSPORT_KEYWORDS = ("pas", "паспорт", "旅券", "パスポート", "护照", "護照", "여권")
+# "pas" is found fast and then checked: passport, passeport, pasaporte, passaporte, passaporto,
+# (reise)pass, pass-nr, passnummer, paspoort, paszport.
+_PASSPORT_WORD_RE = re.compile(
+    r"pas(?:s(?:port|eport|aporte|aporto|-?n(?:r|o|umm)|nummer|\b)|aporte|zport|poort)",
+    re.IGNORECASE,
 )
+# Passport numbers by their shapes: US (9 digits, or a letter and 8), UK (9 digits), Germany
+# (9 of C-Z without vowels and digits), France (2 digits, 2 letters, 5 digits), Spain (3
+# letters and 6 digits), India (a letter and 7), Japan (2 letters and 7), Brazil and Canada (2
+# letters and 6), Australia (1-2 letters and 7), Italy (2 letters and 7), the Netherlands (9,
+# letters and digits), China (E or G and 8). One pattern covers them: 6 to 9 upper-case letters
+# and digits with at least two digits and a digit among the last four characters.
+_PASSPORT_VALUE_RE = re.compile(
+    r"(?<![A-Za-z0-9\-/.])(?=[A-Z0-9]*[0-9][A-Z0-9]*[0-9])[A-Z0-9]{6,9}(?![A-Za-z0-9\-/])"
+    r"(?![.,]\d)"
+)
+_PASSPORT_WINDOW = 45
 
 
 def find_passports(text: str) -> Iterator[Entity]:
     if not has_digit(text):
         return
-    for position in keyword_starts(text, ("passport",)):
-        m = _PASSPORT_RE.match(text, position)
-        if m and sum(c.isdigit() for c in m.group(1)) >= 5:
-            yield Entity(PASSPORT, m.start(1), m.end(1), 0.8)
+    taken_until = -1
+    for position in keyword_starts(text, _PASSPORT_KEYWORDS):
+        if position < taken_until:
+            continue
+        if text[position] in "pP" and _PASSPORT_WORD_RE.match(text, position) is None:
+            continue
+        # The number follows within a few words ("passport no.", "the number is"); further
+        # ones in the same stretch ("512904837 (USA) / 118203746 (UK)") are passports too.
+        limit = min(len(text), position + _PASSPORT_WINDOW)
+        search_from = position
+        while True:
+            m = _PASSPORT_VALUE_RE.search(text, search_from, limit + 9)
+            if m is None or m.start() > limit:
+                break
+            between = text[search_from : m.start()]
+            if _SENTENCE_BREAK_RE.search(between):
+                break
+            value = m.group()
+            if not _looks_like_date_or_year(value):
+                yield Entity(PASSPORT, m.start(), m.end(), 0.8)
+            taken_until = search_from = m.end()
+            limit = min(len(text), m.end() + 20)
+
+
+def _looks_like_date_or_year(value: str) -> bool:
+    return value.isdigit() and len(value) in (6, 8) and value[:2] in ("19", "20")
