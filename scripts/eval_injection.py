@@ -2,6 +2,14 @@
 
     python scripts/eval_injection.py [--data-dir ../shared/data/eval] [--threshold 0.5]
                                      [--runs 2000] [--output results.md]
+    python scripts/eval_injection.py --set scripts/data/detection/injection_dev.jsonl
+
+With ``--set PATH`` it scores one labelled JSON-lines file in the detection format
+(``scripts/data/detection/README.md``: ``id``, ``text``, ``label``, ``kind``, ``lang``,
+``role``), each row screened in its role (a ``tool`` row as a tool result): balanced accuracy,
+precision, recall, the share of hard benign rows blocked, recall per attack kind and per
+language, the benign pass rate per language, and the median latency per 1,000 characters on
+the set's own texts. The public sets are then not read.
 
 Prints the data split, then a markdown table: per dataset n, precision, recall, false-positive
 rate and balanced accuracy, for the baseline regex list and for our screen, counting as detected
@@ -40,7 +48,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import train_injection  # noqa: E402  (scripts/train_injection.py: the jailbreak split)
 
-from gateway.screening.injection import screen_texts  # noqa: E402
+from gateway.screening.injection import screen_text, screen_texts  # noqa: E402
 
 # The defaults of ``manage.py screen_prompts`` (kept here so the script needs no Django).
 DEFAULT_BLOCK_THRESHOLD = 0.5
@@ -267,6 +275,95 @@ def latency_table(datasets: list[Dataset], runs: int) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class LabelledRow:
+    id: str
+    text: str
+    label: int
+    kind: str
+    lang: str
+    role: str
+
+
+def load_labelled_set(path: Path) -> list[LabelledRow]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        try:
+            rows.append(
+                LabelledRow(
+                    id=str(record["id"]),
+                    text=str(record["text"]),
+                    label=int(record["label"]),
+                    kind=str(record["kind"]),
+                    lang=str(record.get("lang", "en")),
+                    role=str(record.get("role", "user")),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SystemExit(f"{path}:{number}: not a labelled row ({exc})") from None
+    return rows
+
+
+def _share(hits: int, total: int) -> str:
+    return f"{hits}/{total} = {hits / total:.3f}" if total else "–"
+
+
+def set_report(path: Path, threshold: float, runs: int) -> list[str]:
+    """The figures of one labelled set (see the module's docstring)."""
+    rows = load_labelled_set(path)
+    blocked = {row.id: screen_text(row.text, role=row.role).score >= threshold for row in rows}
+    predictions = [blocked[row.id] for row in rows]
+    m = metrics(predictions, [row.label for row in rows])
+    hard = [row for row in rows if row.kind == "hard_benign"]
+    lines = [
+        f"## {path.name}: {len(rows)} rows, block at {threshold}",
+        "",
+        f"balanced accuracy {_fmt(m['balanced'])}, precision {_fmt(m['precision'])}, "
+        f"recall {_fmt(m['recall'])}, benign blocked (FPR) {_fmt(m['fpr'])}, "
+        f"hard benign blocked {_share(sum(blocked[r.id] for r in hard), len(hard))}",
+        "",
+        "| attack kind | caught |",
+        "|---|---|",
+    ]
+    attacks = [row for row in rows if row.label == 1]
+    for kind in sorted({row.kind for row in attacks}):
+        of_kind = [row for row in attacks if row.kind == kind]
+        lines.append(f"| {kind} | {_share(sum(blocked[r.id] for r in of_kind), len(of_kind))} |")
+    lines += ["", "| language | attacks caught | benign passed |", "|---|---|---|"]
+    for lang in sorted({row.lang for row in rows}):
+        caught = [row for row in attacks if row.lang == lang]
+        passed = [row for row in rows if row.label == 0 and row.lang == lang]
+        lines.append(
+            f"| {lang} | {_share(sum(blocked[r.id] for r in caught), len(caught))} | "
+            f"{_share(sum(not blocked[r.id] for r in passed), len(passed))} |"
+        )
+    missed = [row.id for row in attacks if not blocked[row.id]]
+    wrong = [row.id for row in rows if row.label == 0 and blocked[row.id]]
+    lines += ["", f"missed: {' '.join(missed) or '–'}", f"blocked benign: {' '.join(wrong) or '–'}"]
+    if runs:
+        per_k: list[float] = []
+        rounds = max(1, runs // len(rows))
+        for row in rows:
+            screen_text(row.text, role=row.role)  # warm
+        for _ in range(rounds):
+            for row in rows:
+                start = time.perf_counter()
+                screen_text(row.text, role=row.role)
+                elapsed_ms = (time.perf_counter() - start) * 1e3
+                per_k.append(elapsed_ms * 1_000 / max(len(row.text), 1))
+        per_k.sort()
+        lines += [
+            "",
+            f"latency per 1,000 characters, one core: median {statistics.median(per_k):.3f} ms, "
+            f"p95 {per_k[int(len(per_k) * 0.95)]:.3f} ms ({len(per_k):,} calls; "
+            f"mean text {statistics.fmean(len(r.text) for r in rows):.0f} chars)",
+        ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -275,10 +372,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2_000, help="timed calls per length")
     parser.add_argument("--output", type=Path, help="also write the tables to this file")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--set", type=Path, help="score this labelled JSON-lines file instead")
     args = parser.parse_args(argv)
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    if args.set:
+        runs = 0 if args.skip_latency else args.runs
+        text = "\n".join(set_report(args.set, args.threshold, runs)) + "\n"
+        sys.stdout.write(text)
+        if args.output:
+            args.output.write_text(text, encoding="utf-8")
+        return 0
     datasets, sizes = load_datasets(args.data_dir)
     out = [
         "## Data",

@@ -50,7 +50,7 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def screen_text(text: str) -> ScreenResult:
+def screen_text(text: str, role: str = "user") -> ScreenResult:
     """Score one text."""
     normalized = normalize(text)
     found = heuristics.text_signals(normalized)
