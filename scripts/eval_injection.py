@@ -16,14 +16,13 @@ rate and balanced accuracy, for the baseline regex list and for our screen, coun
 either a block (score >= threshold) or a block or flag (score >= flag threshold); then the
 latency of ``screen_texts`` per prompt, on one core.
 
-Headline figures come from data the screen was not trained or tuned on: deepset ``test``, the
-``test`` half of the in-the-wild jailbreak prompts (split by ``train_injection.jailbreak_split``:
-near-duplicates kept together, about 50/50 by a hash) and NotInject (benign prompts full of
-trigger words, used for measuring over-defence only). deepset ``train`` and the jailbreak
-``dev`` half are training data and are shown as such; so is the whole jailbreak file. A last
-set, the README texts of the Python packages installed beside this script (their package
-metadata), checks that long ordinary documents are not blocked; it was never trained on, but
-it varies with the environment.
+None of the public sets is trained or tuned on any more (the screen has no trained part; its
+rules were set on the hand-written development set, ``--set`` below), so all of them are test
+data: deepset (both splits), the in-the-wild jailbreak prompts, and NotInject (benign prompts
+full of trigger words, for over-defence). A last set, the README texts of the Python packages
+installed beside this script (their package metadata), checks that long ordinary documents are
+not blocked; it varies with the environment. They are a second opinion: what the screen is
+judged on is a hand-written held-out set in the detection format.
 Writes nothing unless ``--output`` is given.
 """
 
@@ -44,9 +43,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-import train_injection  # noqa: E402  (scripts/train_injection.py: the jailbreak split)
 
 from gateway.screening.injection import screen_text, screen_texts  # noqa: E402
 
@@ -89,7 +85,9 @@ def load_datasets(data_dir: Path) -> tuple[list[Dataset], dict[str, int]]:
     csv.field_size_limit(1 << 24)
     with (data_dir / "deepset_prompt_injections.csv").open(newline="", encoding="utf-8") as f:
         deepset = list(csv.DictReader(f))
-    jailbreak, halves = train_injection.load_jailbreaks(data_dir)
+    path = data_dir / "jailbreak_prompts_2023_12_25.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        jailbreak = [row["prompt"] for row in csv.DictReader(f)]
     notinject = json.loads((data_dir / "notinject_benign_trigger_words.json").read_text("utf-8"))
 
     def split(name: str) -> tuple[list[str], list[int]]:
@@ -98,26 +96,22 @@ def load_datasets(data_dir: Path) -> tuple[list[Dataset], dict[str, int]]:
 
     train_texts, train_labels = split("train")
     test_texts, test_labels = split("test")
-    jb_dev = [text for text, half in zip(jailbreak, halves, strict=True) if half == "dev"]
-    jb_test = [text for text, half in zip(jailbreak, halves, strict=True) if half == "test"]
     readmes = _installed_package_readmes()
     sizes = {
         "deepset train": len(train_texts),
         "deepset test": len(test_texts),
-        "jailbreak dev half": len(jb_dev),
-        "jailbreak test half": len(jb_test),
+        "jailbreak prompts": len(jailbreak),
         "NotInject": len(notinject),
         "package READMEs": len(readmes),
     }
     datasets = [
-        Dataset("deepset train (training data)", train_texts, train_labels),
-        Dataset("jailbreak dev half (training data)", jb_dev, [1] * len(jb_dev)),
+        Dataset("deepset train", train_texts, train_labels),
         Dataset("deepset test", test_texts, test_labels),
-        Dataset("jailbreak test half", jb_test, [1] * len(jb_test)),
+        Dataset("jailbreak prompts", jailbreak, [1] * len(jailbreak)),
         Dataset(
-            "**deepset test + jailbreak test half**",
-            test_texts + jb_test,
-            test_labels + [1] * len(jb_test),
+            "**deepset test + jailbreak prompts**",
+            test_texts + jailbreak,
+            test_labels + [1] * len(jailbreak),
             headline=True,
         ),
         Dataset(
@@ -126,15 +120,7 @@ def load_datasets(data_dir: Path) -> tuple[list[Dataset], dict[str, int]]:
             [0] * len(notinject),
             headline=True,
         ),
-        Dataset("jailbreak, whole file (half is training data)", jailbreak, [1] * len(jailbreak)),
-        Dataset(
-            "deepset test + whole jailbreak file (includes training data)",
-            test_texts + jailbreak,
-            test_labels + [1] * len(jailbreak),
-        ),
-        Dataset(
-            "package READMEs (long benign documents, never trained on)", readmes, [0] * len(readmes)
-        ),
+        Dataset("package READMEs (long benign documents)", readmes, [0] * len(readmes)),
     ]
     return datasets, sizes
 
@@ -207,9 +193,9 @@ def headline(datasets: list[Dataset], threshold: float) -> list[str]:
     m = metrics(predictions(combined), combined.labels)
     fpr = metrics(predictions(notinject), notinject.labels)["fpr"]
     return [
-        f"Headline (block at {threshold}): balanced accuracy {_fmt(m['balanced'])} on deepset "
-        f"test + jailbreak test half (target >= 0.90; recall {_fmt(m['recall'])}, FPR "
-        f"{_fmt(m['fpr'])}); NotInject FPR {_fmt(fpr)} (target <= 0.05)."
+        f"Public sets (block at {threshold}): balanced accuracy {_fmt(m['balanced'])} on deepset "
+        f"test + jailbreak prompts (recall {_fmt(m['recall'])}, FPR "
+        f"{_fmt(m['fpr'])}); NotInject FPR {_fmt(fpr)}."
     ]
 
 
@@ -243,8 +229,8 @@ def _time_per_call(prompts: list[str], runs: int, screen: Callable[[str], object
 
 
 def latency_table(datasets: list[Dataset], runs: int) -> list[str]:
-    """On real wording: deepset test, the jailbreak test half and NotInject, cut to length."""
-    wanted = ("deepset test", "jailbreak test half", "NotInject (benign, trigger words)")
+    """On real wording: deepset test, the jailbreak prompts and NotInject, cut to length."""
+    wanted = ("deepset test", "jailbreak prompts", "NotInject (benign, trigger words)")
     texts = [t for d in datasets if d.name in wanted for t in d.texts]
     lines = [
         "| prompt length | method | median µs | p95 µs | mean µs | calls |",
@@ -388,8 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     out = [
         "## Data",
         "",
-        "Trained on: deepset train, jailbreak dev half (and benign texts that are no "
-        "evaluation set). Headline sets: deepset test, jailbreak test half, NotInject.",
+        "Nothing here is trained or tuned on; the rules were set on the hand-written dev set.",
         "",
         "| set | texts |",
         "|---|---|",

@@ -394,7 +394,11 @@ RULES: tuple[Rule, ...] = (
         rf"\b(?:ignore|ignoring|disregard(?:ing)?|forget|(?:do\W+not|don\W?t)\W+follow)\b"
         rf"(?:{_S}(?:all|everything|anything|the|that|this|what|was|is|you|were|been|told"
         rf"|said|written|text|of|stuff|things|content|mentioned|stated)){{0,3}}"
-        rf"{_S}{_alt('above', 'before', 'previously', 'earlier', 'beforehand')}\b",
+        rf"{_S}{_alt('above', 'before', 'previously', 'earlier', 'beforehand')}\b"
+        # "forget the earlier list": the user's own earlier message, not the instructions
+        rf"(?!{_S}(?:list|message|email|mail|version|one|file|draft|numbers?|question|point"
+        r"|typo|part|example|link|attachment|request|answer|reply|comment|text|paragraph"
+        r"|sentence|line|code|query|figures?|dates?|order|address|plan)\b)",
         ("ignor", "disregard", "forget", "follow"),
         guarded=True,
     ),
@@ -604,6 +608,7 @@ RULES: tuple[Rule, ...] = (
         rf"\b(?:reveal|leak|dump|expose|disclose|extract|exfiltrate|verrate){_gap(4)}"
         rf"{_SECRET_QUALIFIERS}{_S}(?:{_W}{_S})?{_PROMPT_WORDS}\b",
         ("reveal", "leak", "dump", "expose", "disclose", "extract", "exfiltrate", "verrat"),
+        guarded=True,
     ),
     _rule(
         "reveal_system_prompt",
@@ -1607,5 +1612,6 @@ TRICK_WEIGHTS: dict[str, float] = {
     "homoglyph": 1.5,
     "spaced_letters": 1.0,
     "leetspeak": 0.5,
+    "leetspeak_dense": 1.0,
     "compat_letters": 0.5,
 }
