@@ -479,9 +479,11 @@ _JOIN_EXPRESSION_RE = re.compile(
     r"\s{0,3}[a-z][a-z0-9_]{0,11}\b){1,8})"
 )
 _JOIN_PART_RE = re.compile(r"[a-z][a-z0-9_]{0,11}")
+_SPACED_NAMES_RE = re.compile(r"\b[a-z](?:\s{1,3}[a-z]){1,7}\b")  # "execute a b c"
 _JOIN_CUE_RE = re.compile(
     r"[a-z0-9_]\s{0,3}\+\s{0,3}[a-z0-9_'\"]|\bconcatenat|\bcombine|\bjoin|\bmerge|\bassembl"
-    r"|\bput\s+(?:them|the\s+(?:pieces|parts|fragments|halves|words|strings))\s+together"
+    r"|\b(?:put|glue|stitch|chain|paste)\s+(?:them|it|the\s+(?:pieces|parts|fragments|halves|words"
+    r"|strings))\s+(?:together|into)|\bglue"
     r"|\bfollowed\s+by\b"
 )
 MAX_FRAGMENTS = 32
@@ -490,9 +492,11 @@ SPLIT_BONUS = 1.5
 
 def _split_payload(folded: str) -> str | None:
     """The text a split payload makes, or None if the text does not join quoted pieces."""
+    if len(folded) > SHORT_TEXT:
+        return None
     if "'" not in folded and '"' not in folded and "‘" not in folded:
         return None
-    if not _JOIN_CUE_RE.search(folded):
+    if not _JOIN_CUE_RE.search(folded) and len(_ASSIGNED_RE.findall(folded, 0, 2_000)) < 3:
         return None
     fragments = [
         next(group for group in match.groups() if group is not None)
@@ -512,7 +516,16 @@ def _split_payload(folded: str) -> str | None:
             return match.group()
         return "".join(values[name] for name in names)
 
-    substituted = _JOIN_EXPRESSION_RE.sub(substitute, folded[:20_000]) if values else ""
+    def substitute_spaced(match: re.Match[str]) -> str:
+        names = match.group().split()
+        return (
+            "".join(values[n] for n in names) if all(n in values for n in names) else match.group()
+        )
+
+    substituted = ""
+    if values:
+        substituted = _JOIN_EXPRESSION_RE.sub(substitute, folded[:20_000])
+        substituted = _SPACED_NAMES_RE.sub(substitute_spaced, substituted)
     if substituted == folded[:20_000]:
         substituted = ""  # no expression joined named pieces
     spaced = " ".join(fragment.strip() for fragment in fragments)
@@ -532,10 +545,13 @@ _MENTION_RE = re.compile(
     r"|sent|called|pasted|entered|tried|warning|advisory|report)\b"
 )
 QUOTED_FACTOR = 0.3
+# Quoting an attack to discuss it, and assembling one from pieces, happen in prompts, not in
+# long documents; reading a long text twice would double its cost.
+SHORT_TEXT = 3_000
 
 
 def _discount_quotations(folded: str, found: dict[str, float]) -> dict[str, float]:
-    if not any(weight > 0 for weight in found.values()):
+    if len(folded) > SHORT_TEXT or not any(weight > 0 for weight in found.values()):
         return found
     if "'" not in folded and '"' not in folded and "“" not in folded and "‘" not in folded:
         return found

@@ -188,6 +188,15 @@ def _fold_leet_any(match: re.Match[str]) -> str:
     return folded if folded.isalpha() else word
 
 
+_LEET_TABLE_L = str.maketrans("013457@$", "oleastas")
+
+
+def _fold_leet_any_l(match: re.Match[str]) -> str:
+    word = match.group()
+    folded = word.translate(_LEET_TABLE_L)
+    return folded if folded.isalpha() else word
+
+
 def _join_spaced(match: re.Match[str]) -> str:
     return _SPACED_SEPARATORS_RE.sub("", match.group())
 
@@ -226,7 +235,9 @@ def normalize(text: str) -> Normalized:
             dense = _LEET_MIXED_RE.sub(_fold_leet_any, folded)
             if dense != folded:
                 tricks.append("leetspeak_dense")
-                folded = dense
+                # "1" stands for "i" or for "l" ("ru1es"): the detectors read both.
+                as_l = _LEET_MIXED_RE.sub(_fold_leet_any_l, folded) if "1" in folded else ""
+                folded = f"{dense}\n{as_l}" if as_l and as_l != dense else dense
     if _SPACED_RE.search(folded):
         joined = _SPACED_RE.sub(_join_spaced, folded)
         if len(folded) - len(joined) >= 6:

@@ -33,6 +33,9 @@ _READER = _alt(
     r"bots",
     r"crawler",
     r"reviewer\W+(?:llms?|models?|ai)",
+    r"automated\W+(?:\w+\W+)?(?:tools?|systems?|screeners?|readers?|agents?|reviewers?)",
+    r"(?:screening|hiring|recruiting|ranking|grading)\W+(?:tools?|systems?|bots?|ai|software)",
+    r"ai\W+readers?",
 )
 _DATA = _alt(
     r"(?:the\W+|this\W+|our\W+|my\W+)?(?:full\W+|whole\W+|entire\W+)?(?:conversation|chat)"
@@ -41,7 +44,8 @@ _DATA = _alt(
     r"transcript",
     r"(?:previous|earlier|last|past|prior|user\W?s?)\W+(?:\d+\W+)?(?:messages|questions|prompts)",
     r"everything\W+(?:i|the\W+(?:previous\W+)?user|they|you)\W+(?:told|said|wrote|typed|asked)",
-    r"(?:user|customer)\W?s?\W+(?:data|details|address|email|phone|name|messages|files|card)",
+    r"(?:user|customer)\W?s?\W+(?:\w+\W+){0,2}?(?:data|details|address|email|phone|name|messages"
+    r"|files|card|history|questions|conversation|inbox|contacts)",
     r"api\W+keys?",
     r"(?:access\W+)?tokens?",
     r"passwords?",
@@ -81,9 +85,11 @@ _HARM = _alt(
     r"(?:track|stalk|spy\W+on)\W+(?:my|someone|a\W+person|her|his|their)\b",
     r"weapons?",
     r"cook\w*\W+(?:meth|crack|drugs)",
-    r"(?:activation|license|product)\W+keys",
+    r"activation\W+keys",
     r"car\W+without\W+(?:the|a)\W+key",
     r"break\W+into",
+    r"get\W+into\W+(?:a|my|someone\W?s|the|his|her|their)\W+(?:\w+\W+)?(?:wifi|wi-fi|account"
+    r"|email|phone|house|car|network)",
 )
 
 RULES: tuple[Rule, ...] = (
@@ -93,7 +99,8 @@ RULES: tuple[Rule, ...] = (
         2.5,
         rf"\b(?:note|notes|message|instructions?|notice|attention|reminder|important|warning"
         rf"|request|directive|command|p\W?s|memo|hint)\b{_S}(?:(?:to|for){_S})"
-        rf"(?:(?:the|any|all|an?|every|our|your){_S})?(?:{_READER})\b",
+        rf"(?:(?:the|any|all|an?|every|our|your){_S})?(?:{_READER})\b"
+        r"(?:\s++[a-z]++){0,3}?\s*+[:\]\)—–-]",
         (),
     ),
     _rule(
@@ -109,7 +116,7 @@ RULES: tuple[Rule, ...] = (
         3.0,
         rf"\bif{_S}(?:you{_S}are|you\W?re){_S}(?:an?{_S})?(?:\w+{_S}){{0,2}}(?:{_READER})\b"
         rf"|\b(?:if|when|once){_S}(?:an?|the|any){_S}(?:{_READER}){_S}(?:reads|sees|processes"
-        rf"|summari[sz]es|parses|is{_S}reading|finds|opens)\b"
+        rf"|summari[sz]es|parses|is{_S}reading|finds|opens){_S}(?:this|these|it|here)\b"
         rf"|\b(?:dear|hey|hello|hi|attention|psst){_S}(?:(?:the|an?){_S})?(?:\w+{_S})?"
         rf"(?:{_READER})\b",
         (),
@@ -127,7 +134,9 @@ RULES: tuple[Rule, ...] = (
         rf"\b(?:{_READER})\s*+[,:]\s*+(?:when|before|after|please|you|use|call|run|do|send"
         r"|forward|include|render|add|change|update|stop|tell|reply|respond|say|mark|ignore"
         r"|delete|open|visit|go|make|write|give|set|append|execute|from\W+now|in|if|for|as|at"
-        r"|always|never|instead|ensure|make\W+sure|state|claim|recommend|rate|rank)\b",
+        r"|always|never|instead|ensure|make\W+sure|state|claim|recommend|rate|rank|also|invite"
+        r"|now|first|then|remember|note|wire|pay|transfer|book|buy|order|approve|confirm|text"
+        r"|email|forward)\b",
         (),
     ),
     _rule("addressed_to_ai", 2.5, r"@(?:assistant|ai|bot|agent|copilot|gpt|llm)\b", ("@",)),
@@ -140,35 +149,14 @@ RULES: tuple[Rule, ...] = (
     ),
     # --- asking an agent to act: call a tool, run a command, delete ----------------------------
     _rule(
-        "tool_call_request",
-        2.0,
-        rf"\b(?:call|invoke|use|run|execute|trigger|fire){_S}(?:(?:the|your){_S})?"
-        r"(?:`?[a-z]+_[a-z_]+`?|\w+\W+(?:tool|function|plugin|action|api))\b",
-        (),
-    ),
-    _rule(
-        "tool_call_request",
-        2.0,
-        r"\b(?:send|transfer|delete|create|execute|exec|run|forward|upload|post|pay|refund"
-        r"|grant|update|remove|drop|wire)_[a-z_]*\(",
-        (),
-    ),
-    _rule(
-        "tool_call_request",
-        3.0,
-        r"\bcurl\s[^|\n]{0,200}\|\s*+(?:sudo\s++)?(?:ba|z)?sh\b|\brm\W+-rf\b|\bchmod\s+777\b",
-        ("curl", "rm", "chmod"),
-    ),
-    _rule(
         "concealment",
         2.0,
         rf"\b(?:do{_S}not|don\W?t|never|without){_S}(?:tell(?:ing)?|inform(?:ing)?"
         rf"|notify(?:ing)?|mention(?:ing)?|ask(?:ing)?|alert(?:ing)?|warn(?:ing)?"
         rf"|confirm(?:ing)?{_S}with){_S}(?:(?:this|it|the|anything){_S})?"
         rf"(?:(?:to|with){_S})?(?:the{_S})?(?:user|customer|owner|anyone|them|reader|human)"
-        rf"|\btell{_S}no{_S}one\b|\bwithout{_S}(?:the{_S}user\W?s?{_S})?(?:asking|approval"
-        rf"|confirmation|permission)\b|\bdo{_S}not{_S}mention{_S}(?:this|it|the)\b"
-        rf"|\bdon\W?t{_S}mention{_S}(?:this|it|the)\b|\bsilently\b|\bkeep{_S}(?:this|it)"
+        rf"|\btell{_S}no{_S}one\b|\bdo{_S}not{_S}mention{_S}(?:this|it|the)\b"
+        rf"|\bdon\W?t{_S}mention{_S}(?:this|it|the)\b|\bkeep{_S}(?:this|it)"
         rf"{_S}(?:secret|hidden|quiet|between{_S}us)\b",
         (),
     ),
@@ -177,10 +165,9 @@ RULES: tuple[Rule, ...] = (
         "exfiltration",
         3.5,
         rf"\b(?:append|add|attach|include|put|insert|encode|embed|concatenate|paste|place)\b"
-        rf"{_gap(8)}(?:{_DATA})\b{_gap(10)}(?:url|link|image|https?|webhook|query|parameter"
-        rf"|address\W+bar)\b"
-        rf"|\b(?:append|add|attach|concatenate)\b{_gap(3)}(?:to|into|onto){_S}(?:the{_S})?"
-        rf"(?:url|link|query|image\W+url)\b",
+        rf"{_gap(8)}(?:{_DATA})\b{_gap(3)}(?:to|into|onto|in|inside|at|as|after|on){_S}"
+        rf"(?:(?:the|this|that|an?|your|my){_S})?(?:\w+{_S})?(?:url|link|image|https?|webhook"
+        rf"|query|parameter|address\W+bar)\b",
         (),
     ),
     _rule(
@@ -197,18 +184,18 @@ RULES: tuple[Rule, ...] = (
         rf"\b{_gap(10)}(?:webhook|endpoint|https?|server|url)\b",
         (),
     ),
-    _rule("exfiltration", 1.5, r"\burl\W?encod(?:e|ed|ing)\b", ("url",)),
     _rule(
         "exfiltration",
         3.0,
         r"(?:!\[[^\]\n]{0,100}\]|\[[^\]\n]{1,100}\])\(\s*+https?://[^)\s]{1,500}[?&][^)\s=]{1,50}="
-        r"(?:[\[{<$%]|\s*+\)|[a-z_]*(?:data|secret|summary|conversation|history|prompt|message"
-        r"|password|key|token|chat|context|memory|email|session|user|card|system))",
+        r"(?:[\[{<$]|\s*+\)|(?:user|conversation|chat|secret|api|system|session|data|history"
+        r"|message|email|token|password|summary|prompt|credit|card)_[a-z_]+(?:[&)]|$)"
+        r"|[a-z]++(?:_[a-z]++){2,}+(?:[&)]|$))",
         ("](",),
     ),
     _rule(
         "exfiltration",
-        2.5,
+        1.5,
         r"https?://[^\s)]{1,300}[?&][\w-]{1,40}=(?:\s|$)",
         ("http",),
     ),
@@ -216,7 +203,8 @@ RULES: tuple[Rule, ...] = (
     _rule(
         "relax_rules",
         3.5,
-        rf"\b(?:treat|consider|regard|view|interpret|read|see|deem)\b{_gap(5)}(?:guidelines"
+        rf"\b(?:treat|consider|regard|view|interpret|read|see|deem|think{_S}of|count)\b{_gap(5)}"
+        rf"(?:guidelines"
         rf"|rules|restrictions|polic(?:y|ies)|instructions|boundaries|limits|safety\W+\w+"
         rf"|filters|caveats|guardrails|constraints|principles)\b{_gap(3)}"
         rf"(?:optional|suggestions?|advisory|non\W?binding|paused|suspended|void|outdated"
@@ -250,7 +238,7 @@ RULES: tuple[Rule, ...] = (
         rf"|lower|set\W+aside|bend|soften|remove){_S}(?:(?:your|the|all|any){_S})?"
         rf"(?:(?:usual|normal|standard|own|built\W?in|default|current){_S})?"
         rf"(?:(?:safety|content|ethical|moral){_S})?(?:caveats|rules|restrictions|boundaries"
-        rf"|filters?|guidelines|checks|polic(?:y|ies)|disclaimers|warnings|guardrails|limits"
+        rf"|filters?|guidelines|polic(?:y|ies)|disclaimers|guardrails"
         rf"|safeguards|censorship|principles)\b",
         (),
         guarded=True,
@@ -375,9 +363,9 @@ RULES: tuple[Rule, ...] = (
     _rule(
         "override_instructions",
         3.5,
-        rf"\b(?:replace|supersede|override|overrule|take{_S}precedence{_S}over){_S}"
-        rf"(?:all{_S})?(?:(?:the|of{_S}the){_S})?(?:old|previous|existing|earlier|prior"
-        rf"|original){_S}ones\b"
+        rf"\b(?:instructions|rules|guidelines|directives|prompts?)\b{_gap(2)}(?:replace"
+        rf"|supersede|override|overrule|take{_S}precedence{_S}over){_S}(?:all{_S})?"
+        rf"(?:(?:the|of{_S}the){_S})?(?:old|previous|earlier|prior|original){_S}ones\b"
         rf"|\bnever\W?mind{_S}(?:what|whatever|everything){_S}(?:the{_S})?(?:developer"
         rf"|system|operator|you{_S}were|they|above|earlier|before|your)\b",
         (),
@@ -393,7 +381,7 @@ RULES: tuple[Rule, ...] = (
     _rule(
         "override_instructions",
         3.5,
-        rf"\b(?:forget|ignore|disregard|drop|abandon){_S}(?:(?:all|of|about){_S}){{0,2}}your"
+        rf"\b(?:forget|ignore|disregard|drop|abandon|override){_S}(?:(?:all|of|about){_S}){{0,2}}your"
         rf"{_S}(?:\w+{_S})?(?:training|rules|guidelines|programming|safety|ethics|restrictions"
         rf"|filters|principles|values|conditioning|alignment)\b",
         (),
@@ -456,8 +444,7 @@ RULES: tuple[Rule, ...] = (
     _rule(
         "reveal_system_prompt",
         2.0,
-        rf"\b(?:configured|programmed|set{_S}up|initiali[sz]ed|primed|instructed|briefed)"
-        rf"{_S}with\b|\bcontext{_S}window\b|\bpre\W?prompt\b"
+        rf"\b(?:your|the){_S}context{_S}window\b|\bpre\W?prompt\b"
         rf"|\bwhat{_S}does{_S}your{_S}(?:system{_S}prompt|prompt|instructions|configuration)"
         rf"{_S}say\b",
         (),
@@ -519,7 +506,7 @@ RULES: tuple[Rule, ...] = (
     _rule(
         "addressed_to_ai",
         2.5,
-        rf"\bthe{_S}(?:{_READER}){_S}(?:has{_S}to|must|should|needs{_S}to|is{_S}to|shall"
+        rf"\b(?:{_READER}){_S}(?:has{_S}to|must|should|needs{_S}to|is{_S}to|shall"
         rf"|is{_S}required{_S}to|will{_S}have{_S}to)\b",
         (),
     ),
@@ -534,35 +521,317 @@ RULES: tuple[Rule, ...] = (
     # Text hidden from a person reading the page: a comment, zero font, white text.
     _rule(
         "hidden_text",
-        1.5,
-        r"<!--|display\W{0,3}none|font\W?size\W{0,3}0(?![.\d])|white\W+text|color\W{0,3}"
-        r"(?:white|#fff)|visibility\W{0,3}hidden|[\[(]hidden\b",
-        ("<!--", "display", "font", "white", "color", "visibility", "hidden"),
+        1.0,
+        r"display\s*:\s*none|font\W?size\s*:\s*0(?![.\d])|white\W+text|color\s*:\s*"
+        r"(?:white|#fff\b)|visibility\s*:\s*hidden|[\[(]hidden\b"
+        r"|\bhidden\W+(?:note|message|text|comment)\b",
+        ("display", "font", "white", "color", "visibility", "hidden"),
     ),
+    _rule("verbatim_request", 1.0, rf"\bword{_S}for{_S}word\b|\bverbatim\b", ()),
     # --- harm wrapped in fiction or asked "in full detail" ------------------------------------
     _rule(
         "role_play_jailbreak",
         3.0,
         rf"\b(?:step{_S}by{_S}step|exact{_S}(?:quantities|amounts|measurements|steps|recipe)"
         rf"|in{_S}(?:full{_S})?(?:working{_S})?detail|technically{_S}accurate|full{_S}working"
-        rf"|detailed{_S}instructions|working{_S}code)\b{_gap(14)}{_HARM}"
-        rf"|\b{_HARM}{_gap(14)}(?:step{_S}by{_S}step|exact{_S}(?:quantities|amounts|steps)"
-        rf"|in{_S}(?:full{_S})?(?:working{_S})?detail|technically{_S}accurate)\b",
+        rf"|detailed{_S}instructions|working{_S}code|exactly{_S}how{_S}to|all{_S}the{_S}steps"
+        rf"|every{_S}step)\b{_gap(14)}{_HARM}\b"
+        rf"|\b{_HARM}\b{_gap(14)}(?:step{_S}by{_S}step|exact{_S}(?:quantities|amounts|steps)"
+        rf"|in{_S}(?:full{_S})?(?:working{_S})?detail|technically{_S}accurate|all{_S}the{_S}steps"
+        rf"|every{_S}step)\b",
         (),
     ),
     _rule(
         "role_play_jailbreak",
         2.0,
         rf"\b(?:story|screenplay|script|novel|fiction|fictional|character|roleplay|role\W?play"
-        rf"|actor|film|movie|game|simulate|simulation|dialogue|pretend|imagine)\b{_gap(16)}"
-        rf"{_HARM}",
+        rf"|actor|film|movie|game|simulate|simulation|dialogue|pretend|imagine|thriller|chapter"
+        rf"|villain|plot|scene|narrative|tale|poem|lyrics|song|episode)\b{_gap(16)}"
+        rf"{_HARM}\b",
         (),
     ),
     _rule(
         "harmful_request",
         1.5,
         rf"\b(?:write|create|make|generate|build|give{_S}me|explain|tell{_S}me|show{_S}me)\b"
-        rf"{_gap(5)}{_HARM}",
+        rf"{_gap(5)}{_HARM}\b",
+        (),
+    ),
+    # --- generalisations: the same intents in other words -----------------------------------
+    _rule(
+        "override_instructions",
+        4.0,
+        rf"\b(?:ignore|ignoring|disregard|forget|set{_S}aside|put{_S}aside|drop|discard|throw"
+        rf"{_S}out|wipe|erase|clear|scrap|abandon|override|dismiss){_S}(?:(?:about|of){_S})?"
+        rf"(?:everything|anything|all|whatever){_S}(?:(?:that|which){_S})?(?:you\W?ve|you{_S}have"
+        rf"|you{_S}were|you{_S}had|you\W?d|they|the{_S}\w+|it|was){_S}(?:(?:been|have|has"
+        rf"|ever|just|previously|already){_S}){{0,2}}(?:told|instructed|taught|given|programmed"
+        rf"|trained|said|asked|shown|set\W?up|configured)\b",
+        (),
+        guarded=True,
+    ),
+    _rule(
+        "override_instructions",
+        4.0,
+        rf"\b(?:your|earlier|previous|prior|old|original|those|these|the|initial|system)"
+        rf"{_S}(?:\w+{_S})?(?:orders|instructions|rules|guidelines|directives|prompts?|programming"
+        rf"|restrictions|guardrails|constraints){_S}(?:don\W?t|do{_S}not|no{_S}longer|doesn\W?t"
+        rf"|won\W?t|aren\W?t|are{_S}not|are{_S}no{_S}longer|have{_S}no){_S}(?:matter|apply"
+        rf"|count|exist|hold|bind|valid|relevant|active|binding|effect|power|force)\b",
+        (),
+        guarded=True,
+    ),
+    _rule(
+        "override_instructions",
+        3.5,
+        rf"\b(?:wipe|clear|erase|reset|purge|delete|flush|remove|unlearn){_S}(?:(?:all|your"
+        rf"|the|of){_S}){{1,3}}(?:instructions|rules|guidelines|programming|prompt|memory"
+        rf"|directives|restrictions|training|conditioning)\b",
+        (),
+        guarded=True,
+    ),
+    _rule(
+        "override_instructions",
+        1.5,
+        rf"\bdo{_S}(?:(?:exactly|only|just|precisely){_S})?(?:as|what){_S}i{_S}(?:say|tell{_S}you"
+        rf"|command|order|want)\b",
+        (),
+    ),
+    _rule(
+        "relax_rules",
+        3.0,
+        rf"\bwithout{_S}(?:(?:applying|using|following|enforcing|any{_S}of|all){_S})?"
+        rf"(?:your|the|its){_S}(?:\w+{_S}){{0,2}}?(?:restrictions|rules|filters?|guidelines"
+        rf"|polic(?:y|ies)|safety{_S}\w+|caveats|censorship|limits|guardrails|safeguards)\b",
+        (),
+    ),
+    _rule(
+        "relax_rules",
+        3.0,
+        rf"\b(?:guidelines|rules|instructions|polic(?:y|ies)|restrictions|guardrails|limits)\b"
+        rf"{_gap(4)}(?:are|is)(?:{_S}(?:more{_S}like|just|only|merely|really|basically|simply"
+        rf"|kind{_S}of|actually)){{1,2}}{_S}(?:recommendations|suggestions|guidance|advice"
+        rf"|defaults|optional|a{_S}formality|soft|guidelines|placeholders)\b",
+        (),
+    ),
+    _rule(
+        "relax_rules",
+        3.0,
+        rf"\b(?:don\W?t|do{_S}not|no|never){_S}(?:(?:really|actually){_S})?(?:need|have){_S}to"
+        rf"{_S}(?:stick{_S}to|follow|obey|respect|adhere{_S}to|apply|worry{_S}about|care{_S}about"
+        rf"|bother{_S}with|comply{_S}with){_S}(?:the|your|those|any|these){_S}(?:\w+{_S})?"
+        rf"(?:polic(?:y|ies)|rules|guidelines|instructions|restrictions|filters|safety)\b",
+        (),
+    ),
+    _rule(
+        "authority_claim",
+        2.0,
+        rf"\bi{_S}(?:work|am){_S}(?:at|for|with|from|on){_S}(?:the{_S})?(?:company|team|lab|org"
+        rf"|organi[sz]ation|people|openai|anthropic|google)\b{_gap(2)}(?:that{_S}|who{_S})?"
+        rf"(?:built|made|created|trained|developed|owns|runs|designed|programmed){_S}you\b",
+        (),
+    ),
+    _rule(
+        "permission_grant",
+        1.5,
+        rf"\byou\W?(?:re|are){_S}(?:now{_S})?(?:cleared|allowed|authori[sz]ed|permitted|free"
+        rf"|licensed){_S}to{_S}(?:share|reveal|tell|disclose|ignore|skip|bypass|break|drop|leak"
+        rf"|give{_S}out|discuss{_S}internal)\b",
+        (),
+    ),
+    _rule(
+        "role_play_jailbreak",
+        3.0,
+        rf"\b(?:universe|world|reality|dimension|place|country|timeline|society|simulation)"
+        rf"{_S}(?:where|in{_S}which){_S}(?:(?:there{_S}(?:are|is)|you{_S}have|ai{_S}has)"
+        rf"{_S})?(?:no|zero){_S}(?:rules|laws|restrictions|limits|ethics|morals|filters"
+        rf"|censorship|consequences)\b|\bwhere{_S}(?:everything|anything|all{_S}information)"
+        rf"{_S}is{_S}(?:legal|allowed|permitted)\b",
+        (),
+    ),
+    _rule(
+        "no_restrictions",
+        2.5,
+        rf"\b(?:ai|assistant|model|chatbot|bot|version{_S}of{_S}you){_S}(?:with|that{_S}has"
+        rf"|having){_S}(?:no|zero|absolutely{_S}no|0){_S}(?:restrictions|filters|rules|limits"
+        rf"|ethical{_S}guidelines|guidelines|boundaries|censorship|morals)\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        3.0,
+        rf"\bwhat{_S}(?:your|the){_S}(?:developers?|creators?|operators?|company|admins?"
+        rf"|owners?|makers?|programmers?){_S}(?:told|instructed|asked|wanted|programmed|said"
+        rf"|wrote|set|gave)\b{_gap(2)}you\b"
+        rf"|\b(?:rules|instructions|guidelines|prompt|directives|restrictions){_S}(?:did|have"
+        rf"|has){_S}your{_S}(?:developers?|creators?|operators?|company|makers?|owners?){_S}"
+        rf"(?:set|give|write|put|provide|define|configure|given|written|set{_S}up)\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        2.0,
+        rf"\b(?:list|repeat|write|give|quote|print|show|copy|recite){_S}(?:every{_S}one{_S}of"
+        rf"{_S}them|all{_S}of{_S}them|each{_S}of{_S}them|them{_S}all|each{_S}one){_S}"
+        rf"(?:verbatim|word{_S}for{_S}word|exactly|in{_S}full)\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        3.0,
+        rf"\b(?:output|print|show|repeat|display|give|tell|paste|copy|quote|what{_S}(?:is|was))"
+        rf"\b{_gap(2)}(?:initial|first|opening|very{_S}first|original|earliest|hidden)"
+        rf"{_S}(?:message|prompt|text|instructions?|lines?|words)(?:{_S}(?:in|of|at){_S}"
+        rf"(?:this|the){_S}(?:conversation|chat|thread|context|session))?\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        2.5,
+        rf"\b(?:instructions|rules|guidelines|directives|prompt){_S}(?:that{_S})?"
+        rf"(?:you{_S}were|you{_S}have{_S}been|you\W?ve{_S}been){_S}(?:given|told|fed|shown"
+        rf"|configured{_S}with|set{_S}up{_S}with|programmed{_S}with|initiali[sz]ed{_S}with)\b"
+        rf"|\bthe{_S}one{_S}before{_S}mine\b|\bbefore{_S}i{_S}(?:arrived|joined|came|started"
+        rf"|wrote)\b|\bbefore{_S}(?:this|the|our){_S}(?:chat|conversation|session){_S}"
+        rf"(?:started|began)\b",
+        (),
+    ),
+    _rule(
+        "exfiltration",
+        3.0,
+        r"<img[^>]{0,200}?src\W{0,3}https?://[^\s\"'>]{1,500}[?&][^\s=]{1,50}=[\[{<$]",
+        ("<img",),
+    ),
+    _rule("exfiltration", 1.5, r"\btracking\W+pixel\b|\bweb\W?beacon\b", ("tracking", "beacon")),
+    _rule(
+        "exfiltration",
+        2.5,
+        r"\b(?:put|place|add|embed|insert|include|hide)\W+(?:them|it|this|that|these|those)"
+        r"\W+(?:in|into|inside)\W+(?:(?:an?|the)\W+)?(?:\w+\W+)?(?:image|link|url|query)\b",
+        (),
+    ),
+    # --- broader phrasings (written after a fresh check, see the dev set's README) -----------
+    _rule(
+        "override_instructions",
+        3.5,
+        rf"\b(?:ignore|disregard|forget|cancel|scrap|drop|skip|bypass|override|overrule|circumvent"
+        rf"|dismiss|abandon|ditch|discard|void|revoke|suspend|nullify|neglect|pay{_S}no{_S}attention"
+        rf"{_S}to|stop{_S}(?:following|obeying|listening{_S}to)|no{_S}longer{_S}follow|set{_S}aside"
+        rf"|put{_S}aside|throw{_S}out)\b{_gap(3)}(?:instructions|directions|directives|rules"
+        rf"|guidelines|guidance|prompt|programming|setup|configuration|polic(?:y|ies)|restrictions"
+        rf"|constraints|guardrails|orders|commands)\b{_gap(1)}(?:you{_S}(?:got|received|were"
+        rf"{_S}given|have{_S}been{_S}given|have|had|follow)|set{_S}by|given{_S}(?:to{_S}you|by)"
+        rf"|from{_S}(?:your|the){_S}(?:operator|developer|system|company|creators?))\b",
+        (),
+        guarded=True,
+    ),
+    _rule(
+        "override_instructions",
+        3.5,
+        rf"\b(?:everything|anything|all|whatever)\W+(?:(?:that|written|said)\W+)?(?:before"
+        rf"|above|prior{_S}to)\W+(?:this|my|here|the{_S}(?:line|message))\b{_gap(3)}"
+        rf"(?:no{_S}longer|doesn\W?t|does{_S}not|don\W?t|is{_S}(?:now{_S})?(?:void|cancell?ed"
+        rf"|irrelevant|null|invalid))\b",
+        (),
+    ),
+    _rule(
+        "override_instructions",
+        2.0,
+        rf"\bmy{_S}(?:word|say|instructions?|rules?|commands?){_S}(?:is|are){_S}(?:final|law"
+        rf"|absolute|what{_S}counts|the{_S}only)\b",
+        (),
+    ),
+    _rule(
+        "override_instructions",
+        3.5,
+        rf"\b(?:bypass|circumvent|evade|get{_S}around|disable|turn{_S}off|switch{_S}off|remove"
+        rf"|deactivate|strip){_S}(?:your|the|all|any|its)\W+(?:\w+\W+)?(?:filters?|guardrails"
+        rf"|safeguards|restrictions|safety(?:{_S}\w+)?|censorship|content{_S}polic(?:y|ies)"
+        rf"|moderation)\b",
+        (),
+        guarded=True,
+    ),
+    _rule(
+        "relax_rules",
+        3.0,
+        rf"\bif{_S}(?:your|the|you{_S}had{_S}no)\W+(?:\w+\W+)?(?:guidelines|rules|restrictions"
+        rf"|filters|polic(?:y|ies)|safety{_S}\w+|instructions)\W+(?:didn\W?t|did{_S}not|don\W?t"
+        rf"|do{_S}not|weren\W?t|were{_S}not)\W+(?:exist|apply|matter)\b",
+        (),
+    ),
+    _rule(
+        "relax_rules",
+        3.5,
+        rf"\bprioriti[sz]e{_S}(?:my|the{_S}user\W?s?|user)\W+(?:\w+\W+)?over\W+(?:\w+\W+){{0,3}}"
+        rf"(?:your|the)\W+(?:setup|instructions|rules|guidelines|system|prompt|configuration"
+        rf"|operator|developer|programming|polic(?:y|ies))\b",
+        (),
+    ),
+    _rule(
+        "relax_rules",
+        3.0,
+        rf"\b(?:relax|loosen|lower|drop|skip|ease|reduce|tone{_S}down){_S}(?:(?:your|the){_S})?"
+        rf"(?:(?:usual|normal|standard|own|default){_S})?(?:caution|carefulness|strictness"
+        rf"|care|vigilance|safety)\b",
+        (),
+    ),
+    _rule(
+        "authority_claim",
+        1.5,
+        rf"\bi{_S}(?:take|accept|assume|bear){_S}(?:(?:full|all|complete){_S})?(?:responsibility"
+        rf"|liability)\b|\bi\W?(?:m|am){_S}(?:a{_S})?(?:professional|researcher|doctor|expert"
+        rf"|security{_S}researcher)\b{_gap(6)}(?:so|just|therefore)\b",
+        (),
+    ),
+    _rule(
+        "role_play_jailbreak",
+        3.0,
+        rf"\b(?:ai|assistant|bot|chatbot|model|version{_S}of{_S}you|twin|persona|character)"
+        rf"{_S}(?:who|that|which){_S}(?:never|doesn\W?t|does{_S}not|won\W?t|will{_S}not|cannot"
+        rf"|can\W?t){_S}(?:refuse|refuses|say{_S}no|decline|declines|hold{_S}back|say{_S}it"
+        rf"|has{_S}(?:any|limits))\b|\banswers{_S}everything{_S}(?:my|your|the){_S}(?:\w+{_S})?"
+        rf"(?:assistant|ai|self){_S}refuses\b|\bgod{_S}mode\b{_gap(6)}(?:no|without)\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        3.5,
+        r"\b(?:exact|precise|full|verbatim|original|complete)\W+(?:wording|text|content|words"
+        r"|contents)\W+of\W+(?:the|your)\W+(?:\w+\W+)?(?:setup|system|initial|first|hidden"
+        r"|configuration|instructions|prompt|message)\b"
+        r"|\b(?:everything|all|whatever|what)\W+(?:that\W+)?(?:came|was|is|appears|comes"
+        r"|were)\W+(?:said\W+|written\W+)?(?:before|above)\W+(?:my|this|the\W+user\W?s?)"
+        r"\W+(?:first\W+)?(?:message|prompt|question|input|turn)\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        2.5,
+        r"\b(?:hidden|secret|initial|original|internal|base|confidential)\W+(?:instructions"
+        r"|prompt|system\W+prompt|rules|directives|setup)\b",
+        (),
+    ),
+    _rule(
+        "exfiltration",
+        3.0,
+        r"\bwith\W+(?:\w+\W+){0,5}?(?:conversation|chat|messages|history|questions"
+        r"|transcript)\W+(?:appended|attached|included|added|embedded|encoded)\b",
+        (),
+    ),
+    _rule(
+        "exfiltration",
+        3.0,
+        rf"\b(?:forward|send|email|copy|cc|bcc|mail)\b{_gap(4)}(?:{_DATA})\b{_gap(3)}"
+        r"(?:to|at)\W+[\w.+-]+@",
+        (),
+    ),
+    _rule(
+        "addressed_to_ai",
+        2.5,
+        rf"\bfor\W+(?:ai|llm|language\W+model|automated|bot|machine|model)s?\W+(?:\w+\W+)?"
+        rf"(?:readers|eyes|systems|agents|tools|consumption)\W+only\b"
+        rf"|\bthe{_S}following{_S}is{_S}(?:for|addressed{_S}to){_S}(?:the{_S}|any{_S})?"
+        rf"(?:{_READER})\b",
         (),
     ),
     # --- talking about attacks, not making one -----------------------------------------------
@@ -628,6 +897,48 @@ _SEND_ELSEWHERE = (
     r"|leite\w*|sende\w*|schicke\w*|envie|encaminhe|перешли|отправь|пересл\w*|перешлите"
 )
 TOOL_RULES: tuple[Rule, ...] = (
+    _rule("hidden_text", 1.0, r"<!--", ("<!--",)),
+    _rule(
+        "tool_directive",
+        1.0,
+        rf"\b(?:now|then|next|first|please|must|should|also|immediately){_S}(?:call|invoke|run"
+        rf"|execute|trigger)\b",
+        (),
+    ),
+    _rule(
+        "concealment",
+        1.5,
+        rf"\bwithout{_S}(?:the{_S}user\W?s?{_S})?(?:asking|approval|confirmation|permission)\b"
+        rf"|\bsilently\b",
+        (),
+    ),
+    _rule(
+        "tool_call_request",
+        1.5,
+        rf"\b(?:call|invoke|use|run|execute|trigger|fire){_S}(?:(?:the|your){_S})?"
+        r"(?:`?[a-z]+_[a-z_]+`?|\w+\W+(?:tool|function|plugin|action|api))\b",
+        (),
+    ),
+    _rule(
+        "tool_call_request",
+        1.5,
+        r"\b(?:send|transfer|delete|create|execute|exec|run|forward|upload|post|pay|refund"
+        r"|grant|update|remove|drop|wire)_[a-z_]*\(",
+        (),
+    ),
+    _rule(
+        "tool_call_request",
+        2.0,
+        r"\bcurl\s[^|\n]{0,200}\|\s*+(?:sudo\s++)?(?:ba|z)?sh\b|\brm\W+-rf\b|\bchmod\s+777\b",
+        ("curl", "rm", "chmod"),
+    ),
+    _rule(
+        "tool_action",
+        2.0,
+        rf"\b(?:invite|add|grant{_S}access{_S}to|share{_S}(?:\w+{_S})?with|cc|bcc)\b{_gap(3)}"
+        r"[\w.+-]+@[\w-]+\.|\b(?:reply|respond)\W+to\W+(?:all|every)\b",
+        (),
+    ),
     _rule(
         "tool_action",
         2.0,
@@ -675,12 +986,22 @@ TOOL_RULES: tuple[Rule, ...] = (
     _rule(
         "tool_action",
         2.0,
-        rf"\bpay(?:ment)?s?{_gap(3)}(?:to{_S})?(?:iban|account|wallet)\b"
+        rf"\b(?:pay(?:ment)?s?|wire|transfer){_gap(3)}(?:to{_S})?(?:iban|account|wallet)\b"
         rf"|\binstead{_S}of{_S}the{_S}(?:account|address|iban|recipient){_S}on{_S}file\b"
-        rf"|\b(?:bank|payment|account){_S}details{_S}(?:have|has){_S}changed\b"
-        rf"|\b(?:issue|grant|approve|process){_S}(?:a{_S})?(?:full{_S})?refund\b"
-        rf"|\bsaved{_S}(?:card|credit\W+card|payment(?:\W+method)?|credentials|passwords?)\b"
-        rf"|\bdelete\w*{_S}(?:all|every|the{_S}whole)\b|\bmark\w*{_S}(?:all|every)\b"
+        rf"|\b(?:bank|payment|account){_S}details{_S}(?:have|has){_S}changed\b",
+        (),
+    ),
+    _rule(
+        "tool_action",
+        2.0,
+        rf"\b(?:issue|grant|approve|process){_S}(?:a{_S})?(?:full{_S})?refund\b"
+        rf"|\bsaved{_S}(?:card|credit\W+card|payment(?:\W+method)?|credentials|passwords?)\b",
+        (),
+    ),
+    _rule(
+        "tool_action",
+        2.0,
+        rf"\bdelete\w*{_S}(?:all|every|the{_S}whole)\b|\bmark\w*{_S}(?:all|every)\b"
         rf"|\bclose{_S}the{_S}ticket\b|\badd{_S}\d+{_S}units?\b",
         (),
     ),

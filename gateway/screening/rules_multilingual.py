@@ -124,8 +124,8 @@ _ES = {
         r"desde\s+ahora",
         "simula",
     ),
-    "unrestricted": r"sin\s+(?:ningun\w*\s+|tus\s+|las\s+|sus\s+)?(?:restricciones|restriccion"
-    r"|filtros?|censura|limites|reglas|limitaciones|advertencias)\b",
+    "unrestricted": r"(?:sin|no\s+tienes)\s+(?:ningun\w*\s+|tus\s+|las\s+|sus\s+)?"
+    r"(?:restricciones|restriccion|filtros?|censura|limites|reglas|limitaciones|advertencias)\b",
     "rule_nouns": _any(
         "normas",
         "reglas",
@@ -172,6 +172,7 @@ _FR = {
         r"ne\s+(?:suis|suivez)\s+plus",
         r"laisse\s+tomber",
         r"mets\s+de\s+cote",
+        r"ne\s+respecte\w*\s+plus",
     ),
     "rules": _any(
         r"instructions?",
@@ -208,6 +209,7 @@ _FR = {
         "divulgue",
         "communique",
         "cite",
+        r"recopie\w*",
     ),
     "own_prompt": _any(
         r"(?:ton|ta|tes|votre|vos)\s+(?:\w+\s+)?(?:prompt|instructions|consignes|configuration"
@@ -228,7 +230,8 @@ _FR = {
         r"a\s+partir\s+de\s+maintenant",
         "desormais",
     ),
-    "unrestricted": r"(?:sans\s+(?:aucune?\s+|tes\s+|les\s+|ses\s+)?(?:restrictions?|filtres?"
+    "unrestricted": r"(?:(?:sans|tu\s+n\W?as\s+(?:plus\s+)?(?:aucune?|de))\s+"
+    r"(?:aucune?\s+|tes\s+|les\s+|ses\s+)?(?:restrictions?|filtres?"
     r"|censure|limites|regles|contraintes|garde\W?fous)|liber\w*\s+de\s+(?:toutes?\s+)?"
     r"(?:ses|tes|les|vos)\s+(?:regles|restrictions|contraintes|limites))\b",
     "rule_nouns": _any("regles", "consignes", "directives", "restrictions", "politiques"),
@@ -264,8 +267,10 @@ _DE = {
         r"hor\s+auf",
         r"setze?\s+dich\s+uber",
         r"kummere\s+dich\s+nicht\s+um",
+        r"halte?\s+dich\s+nicht\s+(?:mehr\s+)?an",
     ),
     "rules": _any(
+        r"(?:sicherheits|system|inhalts)?(?:regeln|richtlinien|vorgaben|anweisungen|filter)",
         r"anweisung\w*",
         "instruktionen",
         "regeln",
@@ -295,6 +300,7 @@ _DE = {
         "teile",
         "kopiere",
         "ubersetze",
+        "schreib\\w*\\s+(?:\\w+\\s+){0,3}auf",
         "offenbare",
         "enthulle",
         "liste",
@@ -360,6 +366,7 @@ _PT = {
         r"nao\s+(?:siga|sigas|obedeca|cumpra)",
         r"deixe\s+de\s+(?:seguir|obedecer)",
         r"pare\s+de\s+seguir",
+        r"nao\s+(?:respeite|obedeca)\s+mais",
         "descarte",
     ),
     "rules": _any(
@@ -412,7 +419,8 @@ _PT = {
         r"a\s+partir\s+de\s+agora",
         r"de\s+agora\s+em\s+diante",
     ),
-    "unrestricted": r"sem\s+(?:nenhuma?\s+|qualquer\s+|suas\s+|as\s+)?(?:restricoes|restricao"
+    "unrestricted": r"(?:sem|voce\s+nao\s+tem)\s+(?:nenhuma?\s+|qualquer\s+|suas\s+|as\s+)?"
+    r"(?:restricoes|restricao"
     r"|filtros?|censura|limites|regras|limitacoes)\b",
     "rule_nouns": _any("diretrizes", "regras", "normas", "politicas", "restricoes", "trate"),
     "optional": _any(
@@ -434,6 +442,7 @@ _RU = {
         r"не\s+слушай\w*",
         r"не\s+следуй\w*",
         r"не\s+выполняй\w*",
+        r"не\s+соблюдай\w*",
         r"отбрось\w*",
         r"отмени\w*",
         r"пренебреги",
@@ -474,8 +483,8 @@ _RU = {
         "отныне",
         "теперь",
     ),
-    "unrestricted": r"без\s+(?:каких\W?либо\s+|всяких\s+|любых\s+|твоих\s+)?(?:ограничени\w*"
-    r"|фильтр\w*|цензур\w*|правил\w*)",
+    "unrestricted": r"(?:у\s+тебя\s+нет|без)\s+(?:каких\W?либо\s+|всяких\s+|любых\s+|твоих\s+)?"
+    r"(?:ограничени\w*|фильтр\w*|цензур\w*|правил\w*)",
     "rule_nouns": r"(?:правил\w*|ограничени\w*|инструкци\w*|считай)",
     "optional": r"(?:необязательн\w*|не\s+действуют|не\s+применяются|отменен\w*|отключен\w*)",
     "obey_me": r"(?:слушайся|слушай|подчиняйся|выполняй)\s+(?:только|лишь)\s+(?:меня|мои)",
@@ -541,6 +550,9 @@ def _windowed() -> tuple[Rule, ...]:
         "表示", "教えて", "繰り返", "出力", "見せて", "書き出", "明かして", "開示", "翻訳"
     )
     ja_prompt = _any(
+        "最初のプロンプト",
+        "初期プロンプト",
+        "元のプロンプト",
         "システムプロンプト(?!の書き方|の作り方|について|とは|の例|を書|を作|の設計)",
         "最初に与えられた指示",
         "隠された指示",
@@ -677,7 +689,7 @@ def _windowed() -> tuple[Rule, ...]:
         _r("override_instructions", 3.5, f"{ja_rules}.{{0,15}}?{ja_override}", ()),
         _r("override_instructions", 3.5, f"{ja_override}.{{0,10}}?{ja_rules}", ()),
         _r("reveal_system_prompt", 3.5, f"{ja_prompt}.{{0,15}}?{ja_reveal}", ()),
-        _r("reveal_system_prompt", 1.5, "一字一句|そのまま繰り返", ()),
+        _r("reveal_system_prompt", 1.5, "一字一句|そのまま(?:繰り返|出力|表示|書き出)", ()),
         _r(
             "no_restrictions",
             2.0,
@@ -739,6 +751,35 @@ def _windowed() -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+def _forget_everything() -> tuple[Rule, ...]:
+    """ "Forget everything (you were told)", in each language."""
+    return (
+        _r(
+            "override_instructions",
+            3.0,
+            r"\b(?:olvida\w*\s+todo|oublie\w*\s+tout|vergiss\s+alles|esque\w+\s+tudo"
+            r"|забудь\w*\s+(?:всё|все))\b",
+        ),
+        _r(
+            "override_instructions", 3.0, "忘(?:记|掉)(?:所有|一切|之前)|(?:すべて|全部)(?:を)?忘れ"
+        ),
+        _r("override_instructions", 3.0, "انس كل|انسَ كل|सब कुछ भूल"),
+        _r(
+            "reveal_system_prompt",
+            3.0,
+            r"\b(?:(?:consignes|instructions|regles|directives)\s+qu\W?on\s+t\W?a"
+            r"|(?:instrucciones|indicaciones|reglas)\s+que\s+te\s+(?:dieron|han\s+dado|dio)"
+            r"|(?:instrucoes|regras)\s+(?:\w+\s+)?que\s+(?:te|lhe|voce)\s+(?:deram|deu|passaram"
+            r"|recebeu)"
+            r"|(?:instrucoes|regras|diretrizes|instrucciones|reglas|consignes|anweisungen|vorgaben)"
+            r"\s+(?:ocultas|secretas|internas|iniciales|originales|iniciais|originais|cachees"
+            r"|secretes|initiales|geheimen|versteckten)"
+            r"|(?:anweisungen|vorgaben)\W+die\s+(?:du|man\s+dir)\s+(?:\w+\s+){0,3}"
+            r"(?:erhalten|bekommen|gegeben))\b",
+        ),
+    )
+
+
 def _dan() -> Rule:
     return _r(
         "role_play_jailbreak",
@@ -750,5 +791,6 @@ def _dan() -> Rule:
 RULES: tuple[Rule, ...] = (
     *(rule for lang in (_ES, _FR, _DE, _PT, _RU) for rule in _spaced(lang)),
     *_windowed(),
+    *_forget_everything(),
     _dan(),
 )
