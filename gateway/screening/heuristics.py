@@ -133,6 +133,7 @@ class _Index:
                 for key, by_rule in table.items()
             }
 
+        self.gated = tuple(rule for rule in rules if rule.requires)
         self.long = entries(long)
         self.short_words = entries(short_words)
         self.short_stems = entries(short_stems)
@@ -253,7 +254,10 @@ def signals(folded: str, index: _Index = _INDEX) -> dict[str, float]:
     strongest rule's, plus half the next strongest: two different phrasings of one kind of
     attack say more than one, but not twice as much."""
     best: dict[str, list[float]] = {}
-    matched: set[int] = set()  # each rule counts once
+    # each rule counts once; a rule whose required words are absent never runs
+    matched: set[int] = {
+        id(rule) for rule in index.gated if not any(map(folded.__contains__, rule.requires))
+    }
     candidates = index.candidates
     for word in _WORD_RE.finditer(folded):
         rules = candidates(word.group())
@@ -271,7 +275,12 @@ def signals(folded: str, index: _Index = _INDEX) -> dict[str, float]:
                 matched.add(id(rule))
                 _record(best, rule)
     for rule, anchors in index.scanned:
-        if _needed(best, rule) and any(map(folded.__contains__, anchors)) and _scan(rule, folded):
+        if (
+            id(rule) not in matched
+            and _needed(best, rule)
+            and any(map(folded.__contains__, anchors))
+            and _scan(rule, folded)
+        ):
             _record(best, rule)
     return {code: top[0] + SECOND_RULE_FACTOR * sum(top[1:]) for code, top in best.items()}
 
@@ -486,6 +495,7 @@ _JOIN_CUE_RE = re.compile(
     r"|strings))\s+(?:together|into)|\bglue"
     r"|\bfollowed\s+by\b"
 )
+_JOIN_WORDS = ("concatenat", "combin", "join", "merge", "assembl", "together", "followed", "glue")
 MAX_FRAGMENTS = 32
 SPLIT_BONUS = 1.5
 
@@ -496,7 +506,12 @@ def _split_payload(folded: str) -> str | None:
         return None
     if "'" not in folded and '"' not in folded and "‘" not in folded:
         return None
-    if not _JOIN_CUE_RE.search(folded) and len(_ASSIGNED_RE.findall(folded, 0, 2_000)) < 3:
+    cue = ("+" in folded or any(map(folded.__contains__, _JOIN_WORDS))) and _JOIN_CUE_RE.search(
+        folded
+    )
+    if not cue and (
+        folded.count("=", 0, 2_000) < 3 or len(_ASSIGNED_RE.findall(folded, 0, 2_000)) < 3
+    ):
         return None
     fragments = [
         next(group for group in match.groups() if group is not None)
@@ -536,22 +551,24 @@ def _split_payload(folded: str) -> str | None:
 # "what does 'disregard the above' mean?". Evidence found only inside quotation marks, in a
 # text that talks about what was said, counts for a fraction of its weight.
 _QUOTATION_RE = re.compile(
-    r"(?<![a-z])'[^'\n]{8,300}'(?![a-z])|\"[^\"\n]{8,300}\"|“[^”\n]{8,300}”|‘[^’\n]{8,300}’"
-    r"|«[^»\n]{8,300}»"
+    r"(?<![a-z])'[^'\n]{3,300}'(?![a-z])|\"[^\"\n]{3,300}\"|“[^”\n]{3,300}”|‘[^’\n]{3,300}’"
+    r"|«[^»\n]{3,300}»"
 )
 _MENTION_RE = re.compile(
     r"\?|\b(?:typed|posted|wrote|written|said|phrase|sentence|string|such\W+as|example"
     r"|examples|attacks?|attackers?|payloads?|classify|mean|means|meaning|quoted?|told|telling"
-    r"|sent|called|pasted|entered|tried|warning|advisory|report)\b"
+    r"|sent|called|pasted|entered|tried|warning|advisory|report|explain|history|stopped"
+    r"|worked|why)\b"
 )
 QUOTED_FACTOR = 0.3
+QUOTED_TEXT = 800  # a question that quotes an attack is short
 # Quoting an attack to discuss it, and assembling one from pieces, happen in prompts, not in
 # long documents; reading a long text twice would double its cost.
 SHORT_TEXT = 3_000
 
 
 def _discount_quotations(folded: str, found: dict[str, float]) -> dict[str, float]:
-    if len(folded) > SHORT_TEXT or not any(weight > 0 for weight in found.values()):
+    if len(folded) > QUOTED_TEXT or not any(weight > 0 for weight in found.values()):
         return found
     if "'" not in folded and '"' not in folded and "“" not in folded and "‘" not in folded:
         return found
@@ -559,8 +576,11 @@ def _discount_quotations(folded: str, found: dict[str, float]) -> dict[str, floa
     if outside == folded or not _MENTION_RE.search(outside):
         return found
     kept = signals(outside)
-    return {
-        code: weight if code in kept or weight <= 0 else weight * QUOTED_FACTOR
+    return {  # what only the quotation adds counts for a fraction
+        code: weight
+        if weight <= 0
+        else min(weight, kept.get(code, 0.0))
+        + QUOTED_FACTOR * max(0.0, weight - kept.get(code, 0.0))
         for code, weight in found.items()
     }
 

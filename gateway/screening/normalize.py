@@ -182,18 +182,55 @@ _LEET_MIXED_RE = re.compile(
 )
 
 
+_LEET_TABLE_L = str.maketrans("013457@$", "oleastas")
+# "1" stands for "i" or for "l"; for these words it is "l" ("ru1es", "fi1ters", "a11").
+_L_WORDS = frozenset(
+    [
+        "rules",
+        "rule",
+        "all",
+        "filter",
+        "filters",
+        "please",
+        "tell",
+        "tool",
+        "tools",
+        "unlock",
+        "roleplay",
+        "role",
+        "help",
+        "policy",
+        "policies",
+        "only",
+        "below",
+        "follow",
+        "fully",
+        "list",
+        "leak",
+        "real",
+        "legal",
+        "illegal",
+        "model",
+        "let",
+        "limits",
+        "limit",
+        "lol",
+        "hello",
+        "self",
+        "will",
+        "kill",
+        "still",
+        "full",
+        "guidelines",
+    ]
+)
+
+
 def _fold_leet_any(match: re.Match[str]) -> str:
     word = match.group()
     folded = word.translate(_LEET_TABLE)
-    return folded if folded.isalpha() else word
-
-
-_LEET_TABLE_L = str.maketrans("013457@$", "oleastas")
-
-
-def _fold_leet_any_l(match: re.Match[str]) -> str:
-    word = match.group()
-    folded = word.translate(_LEET_TABLE_L)
+    if "1" in word and (as_l := word.translate(_LEET_TABLE_L)) in _L_WORDS:
+        return as_l
     return folded if folded.isalpha() else word
 
 
@@ -226,18 +263,15 @@ def normalize(text: str) -> Normalized:
     if not folded.isascii():
         folded = folded.translate(_LATIN_TABLE)
     if _LEET_HINT_RE.search(folded):
-        leet = _LEET_TOKEN_RE.sub(_fold_leet_word, folded)
-        if leet != folded:
-            tricks.append("leetspeak")
-            folded = leet
         mixed = len(_LEET_MIXED_RE.findall(folded, 0, 20_000))
         if mixed >= LEET_WORDS and mixed * 4 >= len(folded.split(None, 400)[:400]):
-            dense = _LEET_MIXED_RE.sub(_fold_leet_any, folded)
-            if dense != folded:
-                tricks.append("leetspeak_dense")
-                # "1" stands for "i" or for "l" ("ru1es"): the detectors read both.
-                as_l = _LEET_MIXED_RE.sub(_fold_leet_any_l, folded) if "1" in folded else ""
-                folded = f"{dense}\n{as_l}" if as_l and as_l != dense else dense
+            folded = _LEET_MIXED_RE.sub(_fold_leet_any, folded)
+            tricks += ["leetspeak", "leetspeak_dense"]
+        else:
+            leet = _LEET_TOKEN_RE.sub(_fold_leet_word, folded)
+            if leet != folded:
+                tricks.append("leetspeak")
+                folded = leet
     if _SPACED_RE.search(folded):
         joined = _SPACED_RE.sub(_join_spaced, folded)
         if len(folded) - len(joined) >= 6:
@@ -277,6 +311,13 @@ _ROT13_MARKERS = frozenset(
         "jung",
         "ner",
         "abg",
+        "erirny",
+        "uvqqra",
+        "cnffjbeq",
+        "ehyrf",
+        "sbetrg",
+        "frperg",
+        "cevag",
     }
 )
 _REVERSED_MARKERS = ("snoitcurtsni", "erongi", "tpmorp", "suoiverp", "dragersid")

@@ -50,6 +50,9 @@ class Rule:
     anchors: tuple[str, ...]  # a rule that is scanned runs only if one of these is present
     word_start: bool  # a match must start at a word boundary (checked in Python, see _rule)
     guarded: bool  # a match must not follow a negation or a third-person subject
+    # Tried only in a text that contains one of these (a cheap test that skips an expensive
+    # rule wherever its rarer words are absent); empty: always tried.
+    requires: tuple[str, ...] = ()
 
 
 def _top_level_branches(pattern: str) -> list[str]:
@@ -83,6 +86,7 @@ def _rule(
     flags: int = 0,
     *,
     guarded: bool = False,
+    requires: Iterable[str] = (),
 ) -> Rule:
     # A leading \b stops the regex engine from skipping ahead to a possible first character,
     # which makes a search about three times slower. So a pattern whose every branch starts
@@ -91,7 +95,15 @@ def _rule(
     word_start = all(branch.startswith("\\b") for branch in branches)
     if word_start:
         pattern = "|".join(branch[2:] for branch in branches)
-    return Rule(code, weight, re.compile(pattern, flags), tuple(anchors), word_start, guarded)
+    return Rule(
+        code,
+        weight,
+        re.compile(pattern, flags),
+        tuple(anchors),
+        word_start,
+        guarded,
+        tuple(requires),
+    )
 
 
 # --- vocabulary --------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ _DATA = _alt(
     r"(?:chat\W+)?history",
     r"transcript",
     r"(?:previous|earlier|last|past|prior|user\W?s?)\W+(?:\d+\W+)?(?:messages|questions|prompts)",
-    r"everything\W+(?:i|the\W+(?:previous\W+)?user|they|you)\W+(?:told|said|wrote|typed|asked)",
+    r"everything\W+(?:i|the\W+(?:previous\W+)?user|they|you)\W+(?:(?:has|have|had)\W+)?"
+    r"(?:told|said|wrote|written|typed|asked)",
     r"(?:user|customer)\W?s?\W+(?:\w+\W+){0,2}?(?:data|details|address|email|phone|name|messages"
     r"|files|card|history|questions|conversation|inbox|contacts)",
     r"api\W+keys?",
@@ -92,6 +93,40 @@ _HARM = _alt(
     r"|email|phone|house|car|network)",
 )
 
+# Words one of which any _HARM match contains: rules that need _HARM are tried only then.
+_HARM_WORDS = (
+    "meth",
+    "ransom",
+    "malware",
+    "keylog",
+    "explosive",
+    "bomb",
+    "nerve",
+    "sarin",
+    "ricin",
+    "napalm",
+    "thermite",
+    "untraceable",
+    "poison",
+    "counterfeit",
+    "fake",
+    "launder",
+    "hack",
+    "steal",
+    "phishing",
+    "credit",
+    "lock",
+    "track",
+    "stalk",
+    "spy",
+    "weapon",
+    "cook",
+    "activation",
+    "key",
+    "break",
+    "get into",
+)
+
 RULES: tuple[Rule, ...] = (
     # --- a note addressed to whatever model reads the text -------------------------------------
     _rule(
@@ -116,9 +151,7 @@ RULES: tuple[Rule, ...] = (
         3.0,
         rf"\bif{_S}(?:you{_S}are|you\W?re){_S}(?:an?{_S})?(?:\w+{_S}){{0,2}}(?:{_READER})\b"
         rf"|\b(?:if|when|once){_S}(?:an?|the|any){_S}(?:{_READER}){_S}(?:reads|sees|processes"
-        rf"|summari[sz]es|parses|is{_S}reading|finds|opens){_S}(?:this|these|it|here)\b"
-        rf"|\b(?:dear|hey|hello|hi|attention|psst){_S}(?:(?:the|an?){_S})?(?:\w+{_S})?"
-        rf"(?:{_READER})\b",
+        rf"|summari[sz]es|parses|is{_S}reading|finds|opens){_S}(?:this|these|it|here)\b",
         (),
     ),
     _rule(
@@ -136,7 +169,15 @@ RULES: tuple[Rule, ...] = (
         r"|delete|open|visit|go|make|write|give|set|append|execute|from\W+now|in|if|for|as|at"
         r"|always|never|instead|ensure|make\W+sure|state|claim|recommend|rate|rank|also|invite"
         r"|now|first|then|remember|note|wire|pay|transfer|book|buy|order|approve|confirm|text"
-        r"|email|forward)\b",
+        r"|email|forward|classify|promise|label|answer|push|grant)\b",
+        (),
+    ),
+    # "Dear AI model," in a document; "Hello, Claude" from a user is a greeting, so weak alone.
+    _rule(
+        "addressed_to_ai",
+        1.5,
+        rf"\b(?:dear|hey|hello|hi|attention|psst){_S}(?:(?:the|an?){_S})?(?:\w+{_S})?"
+        rf"(?:{_READER})\b",
         (),
     ),
     _rule("addressed_to_ai", 2.5, r"@(?:assistant|ai|bot|agent|copilot|gpt|llm)\b", ("@",)),
@@ -540,22 +581,27 @@ RULES: tuple[Rule, ...] = (
         rf"|in{_S}(?:full{_S})?(?:working{_S})?detail|technically{_S}accurate|all{_S}the{_S}steps"
         rf"|every{_S}step)\b",
         (),
+        requires=_HARM_WORDS,
     ),
     _rule(
         "role_play_jailbreak",
         2.0,
         rf"\b(?:story|screenplay|script|novel|fiction|fictional|character|roleplay|role\W?play"
         rf"|actor|film|movie|game|simulate|simulation|dialogue|pretend|imagine|thriller|chapter"
+        rf"|improv|class{_S}on|lesson"
         rf"|villain|plot|scene|narrative|tale|poem|lyrics|song|episode)\b{_gap(16)}"
         rf"{_HARM}\b",
         (),
+        requires=_HARM_WORDS,
     ),
     _rule(
         "harmful_request",
         1.5,
-        rf"\b(?:write|create|make|generate|build|give{_S}me|explain|tell{_S}me|show{_S}me)\b"
+        rf"\b(?:write|create|make|making|generate|build|give{_S}me|explain|tell{_S}me|show{_S}me"
+        rf"|teach|teaching)\b"
         rf"{_gap(5)}{_HARM}\b",
         (),
+        requires=_HARM_WORDS,
     ),
     # --- generalisations: the same intents in other words -----------------------------------
     _rule(
@@ -834,7 +880,75 @@ RULES: tuple[Rule, ...] = (
         rf"(?:{_READER})\b",
         (),
     ),
+    # --- third fresh batch ---------------------------------------------------------------------
+    _rule(
+        "override_instructions",
+        4.0,
+        r"\b(?:scratch|ignore|forget|disregard|drop|ditch|never\W?mind|skip)\W+what\W+(?:the"
+        r"|your)\W+(?:system|developer|operator|instructions|prompt|rules|company|admin|setup)"
+        r"\W+(?:said|says|told|wrote|asked|wants|say)\b"
+        r"|\bnone\W+of\W+(?:the|your)\W+(?:(?:earlier|previous|prior|original|above|old|usual"
+        r"|system)\W+)?(?:guidance|instructions|rules|guidelines|directives|restrictions|prompt)"
+        r"\W+(?:applies|apply|matters|matter|counts|count|holds)\b",
+        (),
+    ),
+    _rule(
+        "override_instructions",
+        3.5,
+        r"\b(?:quit|stop|cease)\W+(?:following|obeying|using|applying)\W+(?:your|the)\W+"
+        r"(?:\w+\W+)?(?:brief|instructions|rules|guidelines|prompt|programming|guidance"
+        r"|directives|polic(?:y|ies)|restrictions)\b",
+        (),
+        guarded=True,
+    ),
+    _rule(
+        "relax_rules",
+        3.0,
+        r"\bexempt\W+from\W+(?:(?:the|your|all|any)\W+)?(?:usual\W+)?(?:polic(?:y|ies)|rules"
+        r"|guidelines|restrictions|filters|safety|moderation)\b",
+        (),
+    ),
+    _rule(
+        "relax_rules",
+        3.0,
+        rf"\b(?:notes|rules|guidelines|instructions|polic(?:y|ies)|restrictions|guardrails)\b"
+        rf"{_gap(6)}(?:aren\W?t|are{_S}not|isn\W?t|is{_S}not|not){_S}(?:really{_S})?binding\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        3.0,
+        rf"\b(?:instructions|text|words|prompt|lines|message){_S}(?:that{_S}(?:is|are){_S})?"
+        rf"(?:sitting|written|placed|located|that{_S}came)?(?:{_S})?(?:above|before){_S}"
+        rf"(?:my|this){_S}(?:message|prompt|question|turn)\b"
+        rf"|\b(?:sentences|lines|words|text|rules|instructions){_S}did{_S}(?:the|your){_S}"
+        rf"(?:operator|developer|company|creators?|admin|owner){_S}(?:put|write|add|place"
+        rf"|include|give)\b",
+        (),
+    ),
+    _rule(
+        "verbatim_request",
+        1.0,
+        rf"\bdon\W?t{_S}paraphrase\b|\bwithout{_S}paraphrasing\b|\bexactly{_S}as{_S}written\b",
+        (),
+    ),
+    _rule(
+        "addressed_to_ai",
+        2.5,
+        rf"\b(?:{_READER}){_S}(?:answering|handling|reading|processing|summari[sz]ing|reviewing"
+        rf"|using){_S}(?:\w+{_S}){{0,4}}?(?:should|must|need{_S}to|have{_S}to|are{_S}to"
+        rf"|shall)\b",
+        (),
+    ),
     # --- talking about attacks, not making one -----------------------------------------------
+    _rule(
+        "discussion_question",
+        -2.5,
+        r"\b(?:what|why|how)\W+(?:\w+\W+){0,4}?(?:jailbreaks?|jailbreak\W+prompts"
+        r"|prompt\W+injections?|injection\W+attacks?)\W+(?:were|are|is|was|work|worked"
+        r"|stopped|happen)\b",
+        (),
+    ),
     # A question about injection or jailbreaks, a report that quotes one, a developer asking
     # how to guard a system prompt: evidence against an attack. It lowers the score, it never
     # clears a text that also carries other strong signals.
@@ -897,6 +1011,29 @@ _SEND_ELSEWHERE = (
     r"|leite\w*|sende\w*|schicke\w*|envie|encaminhe|перешли|отправь|пересл\w*|перешлите"
 )
 TOOL_RULES: tuple[Rule, ...] = (
+    # A document that greets the model reading it is talking to the agent, not to a person.
+    _rule(
+        "tool_address",
+        1.5,
+        rf"\b(?:dear|hey|hello|hi|attention|psst){_S}(?:(?:the|an?){_S})?(?:\w+{_S})?"
+        rf"(?:{_READER})\b",
+        (),
+    ),
+    _rule("tool_call_request", 1.5, r"\b(?:run|execute)\W{1,3}`[^`\n]{3,120}`", ()),
+    _rule(
+        "tool_directive",
+        1.5,
+        rf"\b(?:should|must|has{_S}to|needs{_S}to|is{_S}to){_S}(?:always{_S})?(?:claim|state"
+        rf"|pretend|insist|assert|answer{_S}that|respond{_S}that|reply{_S}that|recommend"
+        rf"|describe{_S}(?:it|this|the)|tell{_S}(?:the{_S})?(?:user|customer|reader))\b",
+        (),
+    ),
+    _rule(
+        "tool_action",
+        1.5,
+        r"\bso\W+(?:it|they|that\W+it)\W+(?:goes|go|is\W+sent|are\W+sent)\W+to\W+[\w.+-]+@",
+        (),
+    ),
     _rule("hidden_text", 1.0, r"<!--", ("<!--",)),
     _rule(
         "tool_directive",
@@ -994,7 +1131,8 @@ TOOL_RULES: tuple[Rule, ...] = (
     _rule(
         "tool_action",
         2.0,
-        rf"\b(?:issue|grant|approve|process){_S}(?:a{_S})?(?:full{_S})?refund\b"
+        rf"\b(?:issue|grant|approve|process|promise|offer|give){_S}(?:(?:a|them|the{_S}customer)"
+        rf"{_S})?(?:(?:full|100\W?){_S})?refund\b"
         rf"|\bsaved{_S}(?:card|credit\W+card|payment(?:\W+method)?|credentials|passwords?)\b",
         (),
     ),
