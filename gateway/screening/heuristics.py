@@ -493,9 +493,19 @@ _JOIN_CUE_RE = re.compile(
     r"[a-z0-9_]\s{0,3}\+\s{0,3}[a-z0-9_'\"]|\bconcatenat|\bcombine|\bjoin|\bmerge|\bassembl"
     r"|\b(?:put|glue|stitch|chain|paste)\s+(?:them|it|the\s+(?:pieces|parts|fragments|halves|words"
     r"|strings))\s+(?:together|into)|\bglue"
-    r"|\bfollowed\s+by\b"
+    r"|\bfollowed\s+by\b|\b(?:first|second|third|three|the)\s+(?:words?|parts?|pieces?)\b"
 )
-_JOIN_WORDS = ("concatenat", "combin", "join", "merge", "assembl", "together", "followed", "glue")
+_JOIN_WORDS = (
+    "concatenat",
+    "combin",
+    "join",
+    "merge",
+    "assembl",
+    "together",
+    "followed",
+    "glue",
+    " word",
+)
 MAX_FRAGMENTS = 32
 SPLIT_BONUS = 1.5
 

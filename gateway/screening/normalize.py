@@ -263,8 +263,9 @@ def normalize(text: str) -> Normalized:
     if not folded.isascii():
         folded = folded.translate(_LATIN_TABLE)
     if _LEET_HINT_RE.search(folded):
-        mixed = len(_LEET_MIXED_RE.findall(folded, 0, 20_000))
-        if mixed >= LEET_WORDS and mixed * 4 >= len(folded.split(None, 400)[:400]):
+        head = folded[:2_000]  # density over the same stretch of text
+        mixed = len(_LEET_MIXED_RE.findall(head))
+        if mixed >= LEET_WORDS and mixed * 4 >= len(head.split()):
             folded = _LEET_MIXED_RE.sub(_fold_leet_any, folded)
             tricks += ["leetspeak", "leetspeak_dense"]
         else:

@@ -469,8 +469,9 @@ RULES: tuple[Rule, ...] = (
         "override_instructions",
         2.0,
         rf"\b{_alt('ignore', 'disregard', 'bypass', 'break', 'forget')}{_S}"
-        rf"(?:all|any|every|your){_S}(?:the{_S})?rules\b",
+        rf"(?:all|any|every|your|the){_S}(?:the{_S})?rules\b",
         ("ignore", "disregard", "bypass", "break", "forget"),
+        guarded=True,
     ),
     _rule(
         "override_instructions",

@@ -36,6 +36,9 @@ _READER = _alt(
     r"automated\W+(?:\w+\W+)?(?:tools?|systems?|screeners?|readers?|agents?|reviewers?)",
     r"(?:screening|hiring|recruiting|ranking|grading)\W+(?:tools?|systems?|bots?|ai|software)",
     r"ai\W+readers?",
+    r"ai\W+helpers?",
+    r"ai\W+coding\W+(?:tools?|assistants?|agents?)",
+    r"coding\W+(?:tools?|assistants?|agents?)",
 )
 _DATA = _alt(
     r"(?:the\W+|this\W+|our\W+|my\W+)?(?:full\W+|whole\W+|entire\W+)?(?:conversation|chat)"
@@ -180,7 +183,13 @@ RULES: tuple[Rule, ...] = (
         rf"(?:{_READER})\b",
         (),
     ),
-    _rule("addressed_to_ai", 2.5, r"@(?:assistant|ai|bot|agent|copilot|gpt|llm)\b", ("@",)),
+    # "@assistant please...", not "@ai-sdk/openai" or "team@ai.example"
+    _rule(
+        "addressed_to_ai",
+        2.5,
+        r"(?<![\w.])@(?:assistant|ai|bot|agent|copilot|gpt|llm)\b(?![-./@])",
+        ("@",),
+    ),
     _rule(
         "addressed_to_ai",
         2.0,
@@ -576,6 +585,7 @@ RULES: tuple[Rule, ...] = (
         rf"\b(?:step{_S}by{_S}step|exact{_S}(?:quantities|amounts|measurements|steps|recipe)"
         rf"|in{_S}(?:full{_S})?(?:working{_S})?detail|technically{_S}accurate|full{_S}working"
         rf"|detailed{_S}instructions|working{_S}code|exactly{_S}how{_S}to|all{_S}the{_S}steps"
+        rf"|working{_S}commands|real\W+working|actual{_S}commands"
         rf"|every{_S}step)\b{_gap(14)}{_HARM}\b"
         rf"|\b{_HARM}\b{_gap(14)}(?:step{_S}by{_S}step|exact{_S}(?:quantities|amounts|steps)"
         rf"|in{_S}(?:full{_S})?(?:working{_S})?detail|technically{_S}accurate|all{_S}the{_S}steps"
@@ -940,6 +950,82 @@ RULES: tuple[Rule, ...] = (
         rf"|shall)\b",
         (),
     ),
+    # --- fifth fresh batch ----------------------------------------------------------------------
+    _rule(
+        "override_instructions",
+        3.5,
+        rf"\b(?:instructions|rules|orders|commands|directions)\W+(?:that\W+)?(?:count|matter"
+        rf"|apply)\W+(?:now\W+)?(?:are|is|come\W+from)\W+(?:mine|me|my{_S}own)\b"
+        rf"|\bwhatever\W+you\W+(?:were|are|have\W+been)\W+(?:set\W+up|told|instructed"
+        rf"|programmed|configured|asked|supposed)\W+to\W+do\W+(?:drop|forget|ignore|scrap"
+        rf"|abandon|stop|disregard)\b",
+        (),
+    ),
+    _rule(
+        "override_instructions",
+        3.0,
+        r"\b(?:earlier|previous|prior|original|system|initial|above|first)\W+(?:prompt"
+        r"|instructions|rules|message|setup)\W+(?:was|were|is|are)\W+(?:(?:just|only|all)\W+)?"
+        r"(?:a\W+)?(?:test|fake|joke|mistake|placeholder|decoy|wrong|outdated)\b"
+        rf"|\b(?:prompt|instructions|rules){_S}(?:\w+{_S}){{0,6}}?can\W+be\W+(?:thrown\W+away"
+        r"|ignored|discarded|disregarded|forgotten)\b",
+        (),
+    ),
+    _rule(
+        "relax_rules",
+        3.0,
+        r"\b(?:rules|guidelines|polic(?:y|ies)|restrictions|guardrails)\W+(?:don\W?t|do\W+not"
+        r"|doesn\W?t|does\W+not)\W+(?:really\W+)?(?:have|need)\W+to\W+apply\b"
+        r"|\b(?:allowed|free|permitted|ok|okay|fine)\W+to\W+(?:be|go)\W+(?:off\W?policy"
+        r"|unfiltered|uncensored|unrestricted|off\W+the\W+rails|off\W+script)\b",
+        (),
+    ),
+    _rule(
+        "role_play_jailbreak",
+        3.0,
+        r"\b(?:everything|anything|whatever)\W+you\W?(?:d|would)\W+(?:normally\W+|usually\W+)?"
+        r"(?:refuse|decline|not\W+do|say\W+no\W+to|never\W+do)\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        3.0,
+        r"\b(?:preamble|briefing|brief|setup\W+text|boilerplate|constraints|pre\W?instructions)"
+        r"\W+(?:that\W+)?you\W+(?:were|have\W+been)\W+(?:given|told|fed|shown)\b"
+        r"|\b(?:message|text|instructions|note|prompt)\W+(?:that\W+)?(?:the|your)\W+"
+        r"(?:developers?|operators?|company|admins?|creators?)\W+(?:wrote|gave|left|set|sent"
+        r"|put)\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        2.5,
+        r"\b(?:constraints|rules|instructions|guidelines|directives)\W+(?:in|of|from)\W+your"
+        r"\W+(?:setup|configuration|prompt|system\W+prompt|instructions|programming)\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        3.0,
+        r"\b(?:system\W+prompt|hidden\W+instructions|initial\W+prompt|secret\W+instructions)"
+        r"\W{0,3}(?:please\W+)?(?:show|print|reveal|display|output|dump|give)\W+(?:it|me"
+        r"|them)\b",
+        (),
+    ),
+    _rule(
+        "verbatim_request",
+        1.0,
+        r"\bexactly\W+as\W+(?:they|it)\W+(?:are|is)\W+written\b|\bas\W+is\W*[.!]?$"
+        r"|\bshow\W+it\W+as\W+is\b",
+        (),
+    ),
+    _rule(
+        "exfiltration",
+        2.5,
+        r"\b(?:add|put|append|attach|send)\W+(?:it|them|this|that)\W+as\W+(?:a\W+)?(?:query"
+        r"|parameter|url|query\W+string)\b",
+        (),
+    ),
     # --- talking about attacks, not making one -----------------------------------------------
     _rule(
         "discussion_question",
@@ -1011,6 +1097,27 @@ _SEND_ELSEWHERE = (
     r"|leite\w*|sende\w*|schicke\w*|envie|encaminhe|перешли|отправь|пересл\w*|перешлите"
 )
 TOOL_RULES: tuple[Rule, ...] = (
+    _rule(
+        "tool_action",
+        2.0,
+        rf"\b(?:reset|disable|remove|turn{_S}off)\W+(?:the\W+)?(?:user\W?s?\W+)?(?:2fa|mfa"
+        rf"|two\W?factor|password|security{_S}questions)\b|\b(?:backup|recovery){_S}codes\b"
+        rf"|\bclose\W+(?:all|every|the)\W+(?:\w+\W+)?tickets?\b|\bmark\W+(?:them|it|all"
+        rf"|every|these)\W+(?:\w+\W+)?as\W+(?:paid|resolved|approved|spam|verified|safe)\b",
+        (),
+    ),
+    _rule(
+        "tool_directive",
+        1.0,
+        r"\balso\W+(?:add|install|include|import|run|send|call|delete|forward|email)\b",
+        (),
+    ),
+    _rule(
+        "tool_directive",
+        1.5,
+        r"请告诉用户|告诉用户|请回复|ユーザーに伝え",
+        ("告诉用户", "请回复", "ユーザー"),
+    ),
     # A document that greets the model reading it is talking to the agent, not to a person.
     _rule(
         "tool_address",

@@ -124,8 +124,9 @@ _ES = {
         r"desde\s+ahora",
         "simula",
     ),
-    "unrestricted": r"(?:sin|no\s+tienes)\s+(?:ningun\w*\s+|tus\s+|las\s+|sus\s+)?"
-    r"(?:restricciones|restriccion|filtros?|censura|limites|reglas|limitaciones|advertencias)\b",
+    "unrestricted": r"(?:no\s+(?:hay|existen)\s+(?:reglas|restricciones|limites|filtros)|(?:sin"
+    r"|no\s+tienes)\s+(?:ningun\w*\s+|tus\s+|las\s+|sus\s+)?"
+    r"(?:restricciones|restriccion|filtros?|censura|limites|reglas|limitaciones|advertencias))\b",
     "rule_nouns": _any(
         "normas",
         "reglas",
@@ -419,9 +420,10 @@ _PT = {
         r"a\s+partir\s+de\s+agora",
         r"de\s+agora\s+em\s+diante",
     ),
-    "unrestricted": r"(?:sem|voce\s+nao\s+tem)\s+(?:nenhuma?\s+|qualquer\s+|suas\s+|as\s+)?"
+    "unrestricted": r"(?:nao\s+(?:existem|ha|tem)\s+(?:regras|restricoes|limites|filtros)|(?:sem"
+    r"|voce\s+nao\s+tem)\s+(?:nenhuma?\s+|qualquer\s+|suas\s+|as\s+)?"
     r"(?:restricoes|restricao"
-    r"|filtros?|censura|limites|regras|limitacoes)\b",
+    r"|filtros?|censura|limites|regras|limitacoes))\b",
     "rule_nouns": _any("diretrizes", "regras", "normas", "politicas", "restricoes", "trate"),
     "optional": _any(
         "opcionais", "opcional", r"nao\s+se\s+aplicam", r"nao\s+valem", "suspensas", "sugestoes"
@@ -633,6 +635,8 @@ def _windowed() -> tuple[Rule, ...]:
         "मत मानो",
         "न मानें",
         "अवहेलना",
+        "भूलकर",
+        "भूल कर",
         "छोड़ दो",
         "छोड़ो",
         "त्याग",
@@ -690,6 +694,12 @@ def _windowed() -> tuple[Rule, ...]:
             ("给", "致", "对"),
         ),
         _r("concealment", 2.0, "不要告诉用户|不要提及|别告诉|不要通知|不要让用户知道"),
+        _r(
+            "addressed_to_ai",
+            2.5,
+            "(?:ai|人工智能)(?:助手|模型)?(?:在|当|如果)(?:总结|阅读|处理|读到)",
+            ("ai", "人工智能"),
+        ),
         # Japanese
         _r("override_instructions", 3.5, f"{ja_rules}.{{0,15}}?{ja_override}", ()),
         _r("override_instructions", 3.5, f"{ja_override}.{{0,10}}?{ja_rules}", ()),

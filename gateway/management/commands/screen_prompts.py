@@ -64,8 +64,8 @@ def screen_line(
 class Command(BaseCommand):
     help = (
         'Screen prompts for injection: read JSON lines {"id", "text"} (optional "role": "tool") '
-        "and write one line per "
-        'input with "verdict" (block, flag or allow), "score" and "reasons".'
+        'and write one line per input with "verdict" (block, flag or allow), "score" and '
+        '"reasons".'
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
