@@ -92,6 +92,7 @@ _HARM = _alt(
     r"activation\W+keys",
     r"car\W+without\W+(?:the|a)\W+key",
     r"break\W+into",
+    r"(?:any|every)\W+crimes?",
     r"get\W+into\W+(?:a|my|someone\W?s|the|his|her|their)\W+(?:\w+\W+)?(?:wifi|wi-fi|account"
     r"|email|phone|house|car|network)",
 )
@@ -128,6 +129,7 @@ _HARM_WORDS = (
     "key",
     "break",
     "get into",
+    "crime",
 )
 
 RULES: tuple[Rule, ...] = (
@@ -1026,6 +1028,98 @@ RULES: tuple[Rule, ...] = (
         r"|parameter|url|query\W+string)\b",
         (),
     ),
+    # --- sixth fresh batch ----------------------------------------------------------------------
+    _rule(
+        "override_instructions",
+        4.0,
+        rf"\b(?:toss|trash|scrap|ditch|drop|discard|shed|abandon|forget|ignore|disregard"
+        rf"|let{_S}go{_S}of|throw{_S}(?:out|away)|set{_S}aside|put{_S}aside)\b{_gap(1)}"
+        rf"(?:your|the|all|those)\W+(?:(?:earlier|previous|prior|original|initial|old|existing"
+        rf"|system|default|current){_S})?(?:\w+{_S}(?:and|&){_S})?(?:guidance|instructions|rules"
+        rf"|guidelines|persona|directives|programming|setup|brief|constraints|restrictions)\b"
+        rf"{_gap(2)}(?:you{_S}(?:were|have{_S}been){_S}given|earlier|before|so{_S}far|you{_S}got"
+        rf"|from{_S}before)\b",
+        (),
+        guarded=True,
+    ),
+    _rule(
+        "override_instructions",
+        4.0,
+        r"\bwhat\W+you\W+(?:were|have\W+been|got)\W+(?:told|given|instructed|taught)\W+"
+        r"(?:\w+\W+){0,4}?(?:is|are)\W+(?:now\W+)?(?:obsolete|void|cancell?ed|irrelevant"
+        r"|invalid|outdated|null|gone|over)\b",
+        (),
+    ),
+    _rule(
+        "override_instructions",
+        3.0,
+        r"\b(?:take|accept)\W+(?:orders|instructions|commands)\W+(?:only\W+)?from\W+me\b"
+        r"|\b(?:whatever|what|anything)\W+i\W+(?:ask|say|want|tell\W+you)\W+(?:overrides?"
+        r"|trumps?|beats|supersedes?|outranks?|takes\W+precedence)\b",
+        (),
+    ),
+    _rule(
+        "relax_rules",
+        3.0,
+        r"\b(?:not\W+be\W+so|less)\W+(?:by\W+the\W+book|strict|rigid|careful|cautious)\W+"
+        r"(?:with|about)\W+(?:the|your)\W+(?:polic(?:y|ies)|rules|guidelines|restrictions"
+        r"|safety)\b|\bno\W+need\W+for\W+(?:the|your|any)\W+(?:usual\W+)?(?:restrictions"
+        r"|rules|filters|guidelines|safety|caveats|disclaimers|polic(?:y|ies)|refusals)\b",
+        (),
+    ),
+    _rule(
+        "authority_claim",
+        2.5,
+        r"\b(?:think\W+of|treat|consider|see|regard)\W+me\W+as\W+(?:the|your|an?)\W+"
+        r"(?:operator|developer|admin|administrator|creator|owner|system)\b",
+        (),
+    ),
+    _rule(
+        "role_play_jailbreak",
+        3.0,
+        rf"\b(?:ai|model|assistant|version\W+of\W+you|bot|chatbot)\W+(?:that|which|who)\W+"
+        rf"(?:was\W+|has\W+)?(?:never|wasn\W?t|was\W+not)\W+(?:been\W+)?(?:given|trained"
+        rf"|taught|aligned)\b{_gap(2)}(?:safety|ethics|rules|alignment|guidelines|restrictions)\b",
+        (),
+    ),
+    _rule(
+        "harmful_request",
+        1.5,
+        rf"\bhow\W+(?:do|can|would|could|should)\W+(?:i|we|you|one)\W+(?:\w+\W+)?{_HARM}\b",
+        (),
+        requires=_HARM_WORDS,
+    ),
+    _rule(
+        "reveal_system_prompt",
+        3.0,
+        r"\b(?:hidden|invisible|secret|unseen)\W+(?:part|portion|section|parts|bits?)\W+of\W+"
+        r"(?:this|the|our)\W+(?:conversation|chat|context|prompt)\b"
+        r"|\bsystem\W+(?:message|prompt)\W+(?:that\W+)?(?:you\W?re|you\W+are)\W+(?:running"
+        r"|operating|working)\W+(?:with|on|under)\b",
+        (),
+    ),
+    _rule(
+        "verbatim_request",
+        1.5,
+        r"\b(?:give|show|send|paste)\W+me\W+the\W+(?:full|whole|entire|complete|exact|raw)\W+"
+        r"(?:text|wording|prompt|message|thing)\b|\bcopy\W?paste\W+(?:it|them|that)\b"
+        r"|\b(?:that|which)\W+i\W+(?:can\W?t|cannot|can\W+not|don\W?t)\W+see\b",
+        (),
+    ),
+    _rule(
+        "addressed_to_ai",
+        2.5,
+        rf"\b(?:{_READER})\W+(?:is|are)\W+now\W+(?:authori[sz]ed|allowed|permitted|cleared"
+        rf"|free|required|instructed)\W+to\b",
+        (),
+    ),
+    _rule(
+        "addressed_to_ai",
+        2.0,
+        rf"\b(?:if|when|whenever|once)\W+(?:an?|the|any)\W+(?:{_READER})\W+(?:compares|ranks"
+        rf"|recommends|answers|evaluates|reviews|handles|looks|searches|suggests|is\W+asked)\b",
+        (),
+    ),
     # --- talking about attacks, not making one -----------------------------------------------
     _rule(
         "discussion_question",
@@ -1130,7 +1224,8 @@ TOOL_RULES: tuple[Rule, ...] = (
     _rule(
         "tool_directive",
         1.5,
-        rf"\b(?:should|must|has{_S}to|needs{_S}to|is{_S}to){_S}(?:always{_S})?(?:claim|state"
+        rf"\b(?:should|must|has{_S}to|needs{_S}to|is{_S}to){_S}(?:always{_S})?(?:claim|state|rank"
+        rf"|rate|label|call{_S}(?:it|them|competitors|this)"
         rf"|pretend|insist|assert|answer{_S}that|respond{_S}that|reply{_S}that|recommend"
         rf"|describe{_S}(?:it|this|the)|tell{_S}(?:the{_S})?(?:user|customer|reader))\b",
         (),

@@ -222,6 +222,7 @@ _FR = {
     ),
     "persona": _any(
         r"tu\s+es",
+        r"fais\s+comme\s+si",
         r"tu\s+seras",
         r"vous\s+etes",
         r"agis\s+comme",
@@ -231,9 +232,9 @@ _FR = {
         r"a\s+partir\s+de\s+maintenant",
         "desormais",
     ),
-    "unrestricted": r"(?:(?:sans|tu\s+n\W?as\s+(?:plus\s+)?(?:aucune?|de))\s+"
+    "unrestricted": r"(?:(?:sans|tu\s+n\W?(?:as|avais)\s+(?:plus\s+)?(?:aucune?|de|pas\s+de))\s+"
     r"(?:aucune?\s+|tes\s+|les\s+|ses\s+)?(?:restrictions?|filtres?"
-    r"|censure|limites|regles|contraintes|garde\W?fous)|liber\w*\s+de\s+(?:toutes?\s+)?"
+    r"|censure|limites?|regles?|contraintes|garde\W?fous)|liber\w*\s+de\s+(?:toutes?\s+)?"
     r"(?:ses|tes|les|vos)\s+(?:regles|restrictions|contraintes|limites))\b",
     "rule_nouns": _any("regles", "consignes", "directives", "restrictions", "politiques"),
     "optional": _any(
@@ -442,7 +443,7 @@ _RU = {
         r"забуд\w*",
         r"не\s+обращай\w*\s+внимания\s+на",
         r"не\s+слушай\w*",
-        r"не\s+следуй\w*",
+        r"не\s+следу\w*",
         r"не\s+выполняй\w*",
         r"не\s+соблюдай\w*",
         r"отбрось\w*",
@@ -547,7 +548,17 @@ def _windowed() -> tuple[Rule, ...]:
         "内部指令",
     )
     ja_override = _any(
-        "無視", "忘れ", "従わ", "破棄", "取り消", "気にしない", "守らな", "破っ", "破る", "破り"
+        "無視",
+        "忘れ",
+        "従わ",
+        "破棄",
+        "取り消",
+        "気にしない",
+        "気にせず",
+        "守らな",
+        "破っ",
+        "破る",
+        "破り",
     )
     ja_rules = _any("指示", "ルール", "命令", "プロンプト", "制限", "規則", "ガイドライン", "制約")
     ja_reveal = _any(
@@ -624,6 +635,8 @@ def _windowed() -> tuple[Rule, ...]:
         "التعليمات الأصلية",
         "رسالة النظام",
         "التعليمات السرية",
+        "التعليمات التي أعطاك",
+        "التي أعطيت لك",
     )
     hi_override = _any(
         "अनदेखा",
