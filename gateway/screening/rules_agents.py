@@ -93,6 +93,9 @@ _HARM = _alt(
     r"car\W+without\W+(?:the|a)\W+key",
     r"break\W+into",
     r"(?:any|every)\W+crimes?",
+    r"chloroform",
+    r"nitroglycerin",
+    r"mustard\W+gas",
     r"get\W+into\W+(?:a|my|someone\W?s|the|his|her|their)\W+(?:\w+\W+)?(?:wifi|wi-fi|account"
     r"|email|phone|house|car|network)",
 )
@@ -130,6 +133,9 @@ _HARM_WORDS = (
     "break",
     "get into",
     "crime",
+    "chloroform",
+    "nitroglycerin",
+    "mustard",
 )
 
 RULES: tuple[Rule, ...] = (
@@ -779,7 +785,7 @@ RULES: tuple[Rule, ...] = (
         rf"|guidelines|guidance|prompt|programming|setup|configuration|polic(?:y|ies)|restrictions"
         rf"|constraints|guardrails|orders|commands)\b{_gap(1)}(?:you{_S}(?:got|received|were"
         rf"{_S}given|have{_S}been{_S}given|have|had|follow)|set{_S}by|given{_S}(?:to{_S}you|by)"
-        rf"|from{_S}(?:your|the){_S}(?:operator|developer|system|company|creators?))\b",
+        rf"|from{_S}(?:your|the){_S}(?:operators?|developers?|system|company|creators?|admins?))\b",
         (),
         guarded=True,
     ),
@@ -1120,6 +1126,38 @@ RULES: tuple[Rule, ...] = (
         rf"|recommends|answers|evaluates|reviews|handles|looks|searches|suggests|is\W+asked)\b",
         (),
     ),
+    # --- seventh fresh batch --------------------------------------------------------------------
+    _rule(
+        "override_instructions",
+        3.5,
+        r"\byou\W+(?:now\W+)?(?:have|had)\W+no\W+(?:prior|previous|earlier|other|more|further"
+        r"|existing)\W+(?:instructions|rules|guidelines|restrictions|programming|directives)\b",
+        (),
+    ),
+    _rule("override_instructions", 1.5, r"\bwipe\W+the\W+slate\b|\bclean\W+slate\b", ()),
+    _rule(
+        "relax_rules",
+        3.0,
+        r"\b(?:skip|bypass|drop|disable|turn\W+off|ignore)\W+your\W+(?:(?:usual|normal|safety"
+        r"|content|standard)\W+)*(?:checks|filters|rules|guardrails|safeguards|restrictions)\b",
+        (),
+    ),
+    _rule(
+        "authority_claim",
+        2.0,
+        r"\b(?:given|with|because\W+of)\W+my\W+(?:admin|administrator|developer|operator|root"
+        r"|elevated|special)\W+(?:role|status|rights|access|privileges|clearance)\b",
+        (),
+    ),
+    _rule(
+        "reveal_system_prompt",
+        3.5,
+        r"\b(?:prompt|instructions|rules|guidelines|setup)\W+(?:that\W+)?(?:your|the)\W+"
+        r"(?:company|developers?|operators?|creators?|owners?|admins?)\W+(?:configured|gave"
+        r"|wrote|set\W+up|programmed|loaded)\W+(?:you|for\W+you)\b",
+        (),
+    ),
+    _rule("verbatim_request", 1.0, r"\bevery\W+(?:single\W+)?word\b", ()),
     # --- talking about attacks, not making one -----------------------------------------------
     _rule(
         "discussion_question",
@@ -1191,6 +1229,13 @@ _SEND_ELSEWHERE = (
     r"|leite\w*|sende\w*|schicke\w*|envie|encaminhe|перешли|отправь|пересл\w*|перешлите"
 )
 TOOL_RULES: tuple[Rule, ...] = (
+    _rule("tool_address", 1.5, rf"\b(?:{_READER})\s*+:", ()),
+    _rule(
+        "tool_directive",
+        1.5,
+        r"\brate\W+(?:it|this|them|him|her|the\W+\w+)\W+\d+\W*/\W*10\b|\b10\W*/\W*10\b",
+        (),
+    ),
     _rule(
         "tool_action",
         2.0,

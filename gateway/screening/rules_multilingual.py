@@ -157,7 +157,7 @@ _ES = {
 
 _FR = {
     "override": _any(
-        r"ignore\s+(?:toutes?\s+|tous\s+)?(?:les|tes|vos|ces|la|le|ce)",
+        r"ignores?\s+(?:toutes?\s+|tous\s+)?(?:les|tes|vos|ces|la|le|ce)",
         "ignorez",
         "ignorer",
         "oublie",
@@ -509,6 +509,10 @@ def _windowed() -> tuple[Rule, ...]:
         "不要理会",
         "别管",
         "不要遵守",
+        "不需要遵守",
+        "不必遵守",
+        "无需遵守",
+        "不用遵守",
         "不要遵循",
         "不再遵守",
         "抛开",
