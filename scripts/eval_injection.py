@@ -2,20 +2,27 @@
 
     python scripts/eval_injection.py [--data-dir ../shared/data/eval] [--threshold 0.5]
                                      [--runs 2000] [--output results.md]
+    python scripts/eval_injection.py --set scripts/data/detection/injection_dev.jsonl
+
+With ``--set PATH`` it scores one labelled JSON-lines file in the detection format
+(``scripts/data/detection/README.md``: ``id``, ``text``, ``label``, ``kind``, ``lang``,
+``role``), each row screened in its role (a ``tool`` row as a tool result): balanced accuracy,
+precision, recall, the share of hard benign rows blocked, recall per attack kind and per
+language, the benign pass rate per language, and the median latency per 1,000 characters on
+the set's own texts. The public sets are then not read.
 
 Prints the data split, then a markdown table: per dataset n, precision, recall, false-positive
 rate and balanced accuracy, for the baseline regex list and for our screen, counting as detected
 either a block (score >= threshold) or a block or flag (score >= flag threshold); then the
 latency of ``screen_texts`` per prompt, on one core.
 
-Headline figures come from data the screen was not trained or tuned on: deepset ``test``, the
-``test`` half of the in-the-wild jailbreak prompts (split by ``train_injection.jailbreak_split``:
-near-duplicates kept together, about 50/50 by a hash) and NotInject (benign prompts full of
-trigger words, used for measuring over-defence only). deepset ``train`` and the jailbreak
-``dev`` half are training data and are shown as such; so is the whole jailbreak file. A last
-set, the README texts of the Python packages installed beside this script (their package
-metadata), checks that long ordinary documents are not blocked; it was never trained on, but
-it varies with the environment.
+None of the public sets is trained or tuned on any more (the screen has no trained part; its
+rules were set on the hand-written development set, ``--set`` below), so all of them are test
+data: deepset (both splits), the in-the-wild jailbreak prompts, and NotInject (benign prompts
+full of trigger words, for over-defence). A last set, the README texts of the Python packages
+installed beside this script (their package metadata), checks that long ordinary documents are
+not blocked; it varies with the environment. They are a second opinion: what the screen is
+judged on is a hand-written held-out set in the detection format.
 Writes nothing unless ``--output`` is given.
 """
 
@@ -36,11 +43,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
 
-import train_injection  # noqa: E402  (scripts/train_injection.py: the jailbreak split)
-
-from gateway.screening.injection import screen_texts  # noqa: E402
+from gateway.screening.injection import screen_text, screen_texts  # noqa: E402
 
 # The defaults of ``manage.py screen_prompts`` (kept here so the script needs no Django).
 DEFAULT_BLOCK_THRESHOLD = 0.5
@@ -81,7 +85,9 @@ def load_datasets(data_dir: Path) -> tuple[list[Dataset], dict[str, int]]:
     csv.field_size_limit(1 << 24)
     with (data_dir / "deepset_prompt_injections.csv").open(newline="", encoding="utf-8") as f:
         deepset = list(csv.DictReader(f))
-    jailbreak, halves = train_injection.load_jailbreaks(data_dir)
+    path = data_dir / "jailbreak_prompts_2023_12_25.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        jailbreak = [row["prompt"] for row in csv.DictReader(f)]
     notinject = json.loads((data_dir / "notinject_benign_trigger_words.json").read_text("utf-8"))
 
     def split(name: str) -> tuple[list[str], list[int]]:
@@ -90,26 +96,22 @@ def load_datasets(data_dir: Path) -> tuple[list[Dataset], dict[str, int]]:
 
     train_texts, train_labels = split("train")
     test_texts, test_labels = split("test")
-    jb_dev = [text for text, half in zip(jailbreak, halves, strict=True) if half == "dev"]
-    jb_test = [text for text, half in zip(jailbreak, halves, strict=True) if half == "test"]
     readmes = _installed_package_readmes()
     sizes = {
         "deepset train": len(train_texts),
         "deepset test": len(test_texts),
-        "jailbreak dev half": len(jb_dev),
-        "jailbreak test half": len(jb_test),
+        "jailbreak prompts": len(jailbreak),
         "NotInject": len(notinject),
         "package READMEs": len(readmes),
     }
     datasets = [
-        Dataset("deepset train (training data)", train_texts, train_labels),
-        Dataset("jailbreak dev half (training data)", jb_dev, [1] * len(jb_dev)),
+        Dataset("deepset train", train_texts, train_labels),
         Dataset("deepset test", test_texts, test_labels),
-        Dataset("jailbreak test half", jb_test, [1] * len(jb_test)),
+        Dataset("jailbreak prompts", jailbreak, [1] * len(jailbreak)),
         Dataset(
-            "**deepset test + jailbreak test half**",
-            test_texts + jb_test,
-            test_labels + [1] * len(jb_test),
+            "**deepset test + jailbreak prompts**",
+            test_texts + jailbreak,
+            test_labels + [1] * len(jailbreak),
             headline=True,
         ),
         Dataset(
@@ -118,15 +120,7 @@ def load_datasets(data_dir: Path) -> tuple[list[Dataset], dict[str, int]]:
             [0] * len(notinject),
             headline=True,
         ),
-        Dataset("jailbreak, whole file (half is training data)", jailbreak, [1] * len(jailbreak)),
-        Dataset(
-            "deepset test + whole jailbreak file (includes training data)",
-            test_texts + jailbreak,
-            test_labels + [1] * len(jailbreak),
-        ),
-        Dataset(
-            "package READMEs (long benign documents, never trained on)", readmes, [0] * len(readmes)
-        ),
+        Dataset("package READMEs (long benign documents)", readmes, [0] * len(readmes)),
     ]
     return datasets, sizes
 
@@ -199,9 +193,9 @@ def headline(datasets: list[Dataset], threshold: float) -> list[str]:
     m = metrics(predictions(combined), combined.labels)
     fpr = metrics(predictions(notinject), notinject.labels)["fpr"]
     return [
-        f"Headline (block at {threshold}): balanced accuracy {_fmt(m['balanced'])} on deepset "
-        f"test + jailbreak test half (target >= 0.90; recall {_fmt(m['recall'])}, FPR "
-        f"{_fmt(m['fpr'])}); NotInject FPR {_fmt(fpr)} (target <= 0.05)."
+        f"Public sets (block at {threshold}): balanced accuracy {_fmt(m['balanced'])} on deepset "
+        f"test + jailbreak prompts (recall {_fmt(m['recall'])}, FPR "
+        f"{_fmt(m['fpr'])}); NotInject FPR {_fmt(fpr)}."
     ]
 
 
@@ -235,8 +229,8 @@ def _time_per_call(prompts: list[str], runs: int, screen: Callable[[str], object
 
 
 def latency_table(datasets: list[Dataset], runs: int) -> list[str]:
-    """On real wording: deepset test, the jailbreak test half and NotInject, cut to length."""
-    wanted = ("deepset test", "jailbreak test half", "NotInject (benign, trigger words)")
+    """On real wording: deepset test, the jailbreak prompts and NotInject, cut to length."""
+    wanted = ("deepset test", "jailbreak prompts", "NotInject (benign, trigger words)")
     texts = [t for d in datasets if d.name in wanted for t in d.texts]
     lines = [
         "| prompt length | method | median µs | p95 µs | mean µs | calls |",
@@ -267,6 +261,93 @@ def latency_table(datasets: list[Dataset], runs: int) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class LabelledRow:
+    id: str
+    text: str
+    label: int
+    kind: str
+    lang: str
+    role: str
+
+
+def load_labelled_set(path: Path) -> list[LabelledRow]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        try:
+            rows.append(
+                LabelledRow(
+                    id=str(record["id"]),
+                    text=str(record["text"]),
+                    label=int(record["label"]),
+                    kind=str(record["kind"]),
+                    lang=str(record.get("lang", "en")),
+                    role=str(record.get("role", "user")),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SystemExit(f"{path}:{number}: not a labelled row ({exc})") from None
+    return rows
+
+
+def _share(hits: int, total: int) -> str:
+    return f"{hits}/{total} = {hits / total:.3f}" if total else "–"
+
+
+def set_report(path: Path, threshold: float, runs: int) -> list[str]:
+    """The figures of one labelled set (see the module's docstring)."""
+    rows = load_labelled_set(path)
+    blocked = {row.id: screen_text(row.text, role=row.role).score >= threshold for row in rows}
+    predictions = [blocked[row.id] for row in rows]
+    m = metrics(predictions, [row.label for row in rows])
+    hard = [row for row in rows if row.kind == "hard_benign"]
+    lines = [
+        f"## {path.name}: {len(rows)} rows, block at {threshold}",
+        "",
+        f"balanced accuracy {_fmt(m['balanced'])}, precision {_fmt(m['precision'])}, "
+        f"recall {_fmt(m['recall'])}, benign blocked (FPR) {_fmt(m['fpr'])}, "
+        f"hard benign blocked {_share(sum(blocked[r.id] for r in hard), len(hard))}",
+        "",
+        "| attack kind | caught |",
+        "|---|---|",
+    ]
+    attacks = [row for row in rows if row.label == 1]
+    for kind in sorted({row.kind for row in attacks}):
+        of_kind = [row for row in attacks if row.kind == kind]
+        lines.append(f"| {kind} | {_share(sum(blocked[r.id] for r in of_kind), len(of_kind))} |")
+    lines += ["", "| language | attacks caught | benign passed |", "|---|---|---|"]
+    for lang in sorted({row.lang for row in rows}):
+        caught = [row for row in attacks if row.lang == lang]
+        passed = [row for row in rows if row.label == 0 and row.lang == lang]
+        lines.append(
+            f"| {lang} | {_share(sum(blocked[r.id] for r in caught), len(caught))} | "
+            f"{_share(sum(not blocked[r.id] for r in passed), len(passed))} |"
+        )
+    missed = [row.id for row in attacks if not blocked[row.id]]
+    wrong = [row.id for row in rows if row.label == 0 and blocked[row.id]]
+    lines += ["", f"missed: {' '.join(missed) or '–'}", f"blocked benign: {' '.join(wrong) or '–'}"]
+    if runs:
+        # As for the public sets: the set's own texts joined and cut to 1,000 characters, so
+        # the figure is per 1,000 characters and not dominated by the fixed cost of a short text.
+        source = [row.text for row in rows]
+        repeat = min(1_000, 1 + 200_000 // max(1, sum(map(len, source))))  # a small set, again
+        prompts = _prompts_of_length(source * repeat, 1_000, 200)
+        samples = sorted(
+            _time_per_call(prompts, runs, lambda text: screen_text(text)) if prompts else []
+        )
+        if samples:
+            lines += [
+                "",
+                f"latency per 1,000 characters (the set's texts cut to 1,000), one core: median "
+                f"{statistics.median(samples) / 1e3:.3f} ms, p95 "
+                f"{samples[int(len(samples) * 0.95)] / 1e3:.3f} ms ({len(samples):,} calls)",
+            ]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -275,16 +356,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2_000, help="timed calls per length")
     parser.add_argument("--output", type=Path, help="also write the tables to this file")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--set", type=Path, help="score this labelled JSON-lines file instead")
     args = parser.parse_args(argv)
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    if args.set:
+        runs = 0 if args.skip_latency else args.runs
+        text = "\n".join(set_report(args.set, args.threshold, runs)) + "\n"
+        sys.stdout.write(text)
+        if args.output:
+            args.output.write_text(text, encoding="utf-8")
+        return 0
     datasets, sizes = load_datasets(args.data_dir)
     out = [
         "## Data",
         "",
-        "Trained on: deepset train, jailbreak dev half (and benign texts that are no "
-        "evaluation set). Headline sets: deepset test, jailbreak test half, NotInject.",
+        "Nothing here is trained or tuned on; the rules were set on the hand-written dev set.",
         "",
         "| set | texts |",
         "|---|---|",

@@ -2,7 +2,9 @@
 
 Input: everything the client sends that reaches the model (``gateway.pipeline.inputs``: every
 message role, tool-call arguments, tool definitions, pass-through fields; so a pasted document or
-a tool result carrying an indirect injection is screened too) is scored by ``gateway.screening``.
+a tool result carrying an indirect injection is screened too) is scored by ``gateway.screening``,
+each part in its role: a ``tool`` message is screened as a tool result, where an instruction to
+the assistant or an action on the user's money or messages is suspect on its own.
 By the tenant's policy (its plan, else its tier) a score at or above the threshold is blocked
 (400 ``prompt_injection_detected``) or flagged (served, recorded), or screening is off.
 
@@ -86,7 +88,7 @@ def screen_input(principal: Principal, found: list[inputs.Part]) -> InputVerdict
         text = "\n".join(part.screened)
         if not text:
             continue
-        result = screen_text(text)
+        result = screen_text(text, role=part.role)
         if part.role in SYSTEM_ROLES and not SYSTEM_ATTACK_RULES.intersection(result.reasons):
             continue
         if best is None or result.score > best[0].score:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from gateway.screening import rules_agents, rules_multilingual
 from gateway.screening.normalize import Normalized, encoded_payloads, normalize
 from gateway.screening.rules import GUARD_ENDINGS, GUARD_WORDS, RULES, TRICK_WEIGHTS, Rule
 
@@ -104,11 +105,18 @@ class _Index:
         long: dict[str, dict[Rule, list[str]]] = defaultdict(dict)
         short_words: dict[str, dict[Rule, list[str]]] = defaultdict(dict)
         short_stems: dict[str, dict[Rule, list[str]]] = defaultdict(dict)
-        self.scanned: list[Rule] = []
+        self.scanned: list[tuple[Rule, tuple[str, ...]]] = []
         for rule in rules:
             words = _leading_words(rule.pattern.pattern) if rule.word_start else None
             if not words:
-                self.scanned.append(rule)
+                # A scanned rule runs only where one of its anchors occurs: the ones it names,
+                # else the literal words it must start with (Chinese, Arabic...).
+                anchors = rule.anchors or tuple(
+                    sorted({word for word, _ in _leading_words(rule.pattern.pattern) or ()})
+                )
+                if not anchors:
+                    raise ValueError(f"rule {rule.code} has neither a first word nor anchors")
+                self.scanned.append((rule, anchors))
                 continue
             for word, whole in sorted(words):
                 if len(word) >= 3:
@@ -125,6 +133,7 @@ class _Index:
                 for key, by_rule in table.items()
             }
 
+        self.gated = tuple(rule for rule in rules if rule.requires)
         self.long = entries(long)
         self.short_words = entries(short_words)
         self.short_stems = entries(short_stems)
@@ -139,19 +148,75 @@ class _Index:
         return found
 
 
-_INDEX = _Index(RULES)
+_INDEX = _Index(RULES + rules_agents.RULES + rules_multilingual.RULES)
+# Read only in text that came back from a tool or a retrieved document (see rules_agents).
+_TOOL_INDEX = _Index(rules_agents.TOOL_RULES)
+TOOL = "tool"
+TOOL_ROLES = frozenset({TOOL, "function"})  # OpenAI's tool results, and the legacy role
 _WORD_RE = re.compile(r"[^\W_]+")
 
 
+_QUOTES = "\"'“‘«"
+# Whose action a verb is: after "to", the word before says who is told to do it ("telling the
+# assistant to ignore its instructions" describes an attack; "I want you to ignore" is one).
+_THIRD_PARTIES = frozenset(
+    {
+        "model",
+        "models",
+        "assistant",
+        "assistants",
+        "chatbot",
+        "chatbots",
+        "bot",
+        "bots",
+        "ai",
+        "llm",
+        "llms",
+        "agent",
+        "agents",
+        "them",
+        "it",
+        "someone",
+        "people",
+        "users",
+        "recipients",
+        "employees",
+        "staff",
+        "attackers",
+        "hackers",
+        "prompts",
+        "attacks",
+        "inputs",
+        "tricks",
+        "jailbreaks",
+        "they",
+        "not",
+        "never",
+    }
+)
+# Adverbs skipped when looking for the subject: "do such prompts really bypass...".
+_ADVERBS = frozenset({"really", "actually", "sometimes", "often", "ever", "still", "usually"})
+
+
 def _guard_allows(rule: Rule, text: str, start: int) -> bool:
-    """False for a guarded rule right after a negation or a third-person subject."""
-    if not rule.guarded or not start or not text[start - 1].isspace():
+    """False for a guarded rule right after a negation or a third-person subject, or after
+    "to" whose subject is a third party ("telling the assistant to ignore...")."""
+    if not rule.guarded or not start:
         return True
-    before = text[max(0, start - 24) : start].split()
+    if not (text[start - 1].isspace() or text[start - 1] in _QUOTES):
+        return True
+    before = [w.strip(_QUOTES + "([{") for w in text[max(0, start - 48) : start].split()]
+    before = [w for w in before if w]
     if not before:
         return True
-    word = before[-1].lstrip("([{\"'“‘")
-    return word not in GUARD_WORDS and not word.endswith(GUARD_ENDINGS)
+    word = before[-1]
+    if word in _ADVERBS and len(before) > 1:
+        word = before[-2]
+    if word == "to" and len(before) > 1:
+        return before[-2] not in _THIRD_PARTIES
+    return (
+        word not in GUARD_WORDS and word not in _THIRD_PARTIES and not word.endswith(GUARD_ENDINGS)
+    )
 
 
 def _scan(rule: Rule, text: str) -> bool:
@@ -184,13 +249,16 @@ def _record(best: dict[str, list[float]], rule: Rule) -> None:
     best[rule.code] = sorted([*best.get(rule.code, ()), rule.weight], reverse=True)[:2]
 
 
-def signals(folded: str) -> dict[str, float]:
+def signals(folded: str, index: _Index = _INDEX) -> dict[str, float]:
     """The heuristic signals in a folded text: reason code -> weight. A code's weight is its
     strongest rule's, plus half the next strongest: two different phrasings of one kind of
     attack say more than one, but not twice as much."""
     best: dict[str, list[float]] = {}
-    matched: set[int] = set()  # each rule counts once
-    candidates = _INDEX.candidates
+    # each rule counts once; a rule whose required words are absent never runs
+    matched: set[int] = {
+        id(rule) for rule in index.gated if not any(map(folded.__contains__, rule.requires))
+    }
+    candidates = index.candidates
     for word in _WORD_RE.finditer(folded):
         rules = candidates(word.group())
         if not rules:
@@ -206,10 +274,11 @@ def signals(folded: str) -> dict[str, float]:
             ):
                 matched.add(id(rule))
                 _record(best, rule)
-    for rule in _INDEX.scanned:
+    for rule, anchors in index.scanned:
         if (
-            _needed(best, rule)
-            and any(map(folded.__contains__, rule.anchors))
+            id(rule) not in matched
+            and _needed(best, rule)
+            and any(map(folded.__contains__, anchors))
             and _scan(rule, folded)
         ):
             _record(best, rule)
@@ -369,7 +438,7 @@ _NOT_A_PERSONA = frozenset(
     }
 )
 PERSONA_STATEMENTS = 4
-PERSONA_WEIGHT = 1.0
+PERSONA_WEIGHT = 2.0
 
 
 def _written_as_a_name(name: str, source: str) -> bool:
@@ -403,10 +472,136 @@ def _persona_statements(normalized: Normalized) -> float:
     return 0.0
 
 
-def text_signals(normalized: Normalized, depth: int = 0) -> dict[str, float]:
-    """Signals of a normalised text: its rules, the obfuscation tricks it used, and the
-    signals of any encoded payload in it ("base64_payload:override_instructions")."""
-    found = signals(normalized.folded)
+# Payload splitting: 'ign' and 'ore all previous...' put in variables and joined. The
+# fragments are joined (and the expressions that join them replaced by what they make) and the
+# result is screened like a decoded payload.
+# A quote mark between two letters is an apostrophe ("I'll"), not a quotation.
+_QUOTED_RE = re.compile(
+    r"(?<![a-z])'([^'\n]{1,120})'(?![a-z])|\"([^\"\n]{1,120})\"|[‘’]([^‘’\n]{1,120})[‘’]"
+)
+_ASSIGNED_RE = re.compile(
+    r"\b([a-z][a-z0-9_]{0,11})\s{0,3}(?:=|:|is|\bequals?)\s{0,3}(?:'([^'\n]{1,120})'"
+    r"|\"([^\"\n]{1,120})\")"
+)
+_JOIN_EXPRESSION_RE = re.compile(
+    r"\b([a-z][a-z0-9_]{0,11})((?:\s{0,3}(?:\+|\bfollowed\s+by\b|\bthen\b|\band\b)"
+    r"\s{0,3}[a-z][a-z0-9_]{0,11}\b){1,8})"
+)
+_JOIN_PART_RE = re.compile(r"[a-z][a-z0-9_]{0,11}")
+_SPACED_NAMES_RE = re.compile(r"\b[a-z](?:\s{1,3}[a-z]){1,7}\b")  # "execute a b c"
+_JOIN_CUE_RE = re.compile(
+    r"[a-z0-9_]\s{0,3}\+\s{0,3}[a-z0-9_'\"]|\bconcatenat|\bcombine|\bjoin|\bmerge|\bassembl"
+    r"|\b(?:put|glue|stitch|chain|paste)\s+(?:them|it|the\s+(?:pieces|parts|fragments|halves|words"
+    r"|strings))\s+(?:together|into)|\bglue"
+    r"|\bfollowed\s+by\b|\b(?:first|second|third|three|the)\s+(?:words?|parts?|pieces?)\b"
+)
+_JOIN_WORDS = (
+    "concatenat",
+    "combin",
+    "join",
+    "merge",
+    "assembl",
+    "together",
+    "followed",
+    "glue",
+    " word",
+)
+MAX_FRAGMENTS = 32
+SPLIT_BONUS = 1.5
+
+
+def _split_payload(folded: str) -> str | None:
+    """The text a split payload makes, or None if the text does not join quoted pieces."""
+    if len(folded) > SHORT_TEXT:
+        return None
+    if "'" not in folded and '"' not in folded and "‘" not in folded:
+        return None
+    cue = ("+" in folded or any(map(folded.__contains__, _JOIN_WORDS))) and _JOIN_CUE_RE.search(
+        folded
+    )
+    if not cue and (
+        folded.count("=", 0, 2_000) < 3 or len(_ASSIGNED_RE.findall(folded, 0, 2_000)) < 3
+    ):
+        return None
+    fragments = [
+        next(group for group in match.groups() if group is not None)
+        for match in _QUOTED_RE.finditer(folded, 0, 20_000)
+    ][:MAX_FRAGMENTS]
+    if len(fragments) < 2:
+        return None
+    values = {
+        match.group(1): match.group(2) if match.group(2) is not None else match.group(3)
+        for match in _ASSIGNED_RE.finditer(folded, 0, 20_000)
+    }
+
+    def substitute(match: re.Match[str]) -> str:
+        names = [match.group(1), *_JOIN_PART_RE.findall(match.group(2))]
+        names = [name for name in names if name not in ("followed", "by", "then", "and")]
+        if len(names) < 2 or not all(name in values for name in names):
+            return match.group()
+        return "".join(values[name] for name in names)
+
+    def substitute_spaced(match: re.Match[str]) -> str:
+        names = match.group().split()
+        return (
+            "".join(values[n] for n in names) if all(n in values for n in names) else match.group()
+        )
+
+    substituted = ""
+    if values:
+        substituted = _JOIN_EXPRESSION_RE.sub(substitute, folded[:20_000])
+        substituted = _SPACED_NAMES_RE.sub(substitute_spaced, substituted)
+    if substituted == folded[:20_000]:
+        substituted = ""  # no expression joined named pieces
+    spaced = " ".join(fragment.strip() for fragment in fragments)
+    return f"{''.join(fragments)}\n{spaced}\n{substituted}"
+
+
+# Quoting an attack to talk about it: "the tester typed 'ignore all previous instructions'",
+# "what does 'disregard the above' mean?". Evidence found only inside quotation marks, in a
+# text that talks about what was said, counts for a fraction of its weight.
+_QUOTATION_RE = re.compile(
+    r"(?<![a-z])'[^'\n]{3,300}'(?![a-z])|\"[^\"\n]{3,300}\"|“[^”\n]{3,300}”|‘[^’\n]{3,300}’"
+    r"|«[^»\n]{3,300}»"
+)
+_MENTION_RE = re.compile(
+    r"\?|\b(?:typed|posted|wrote|written|said|phrase|sentence|string|such\W+as|example"
+    r"|examples|attacks?|attackers?|payloads?|classify|mean|means|meaning|quoted?|told|telling"
+    r"|sent|called|pasted|entered|tried|warning|advisory|report|explain|history|stopped"
+    r"|worked|why)\b"
+)
+QUOTED_FACTOR = 0.3
+QUOTED_TEXT = 800  # a question that quotes an attack is short
+# Quoting an attack to discuss it, and assembling one from pieces, happen in prompts, not in
+# long documents; reading a long text twice would double its cost.
+SHORT_TEXT = 3_000
+
+
+def _discount_quotations(folded: str, found: dict[str, float]) -> dict[str, float]:
+    if len(folded) > QUOTED_TEXT or not any(weight > 0 for weight in found.values()):
+        return found
+    if "'" not in folded and '"' not in folded and "“" not in folded and "‘" not in folded:
+        return found
+    outside = _QUOTATION_RE.sub(" ", folded)
+    if outside == folded or not _MENTION_RE.search(outside):
+        return found
+    kept = signals(outside)
+    return {  # what only the quotation adds counts for a fraction
+        code: weight
+        if weight <= 0
+        else min(weight, kept.get(code, 0.0))
+        + QUOTED_FACTOR * max(0.0, weight - kept.get(code, 0.0))
+        for code, weight in found.items()
+    }
+
+
+def text_signals(normalized: Normalized, depth: int = 0, role: str = "user") -> dict[str, float]:
+    """Signals of a normalised text: its rules (and, in a tool result, the rules for tool
+    results), the obfuscation tricks it used, and the signals of any encoded or split payload
+    in it ("base64_payload:override_instructions", "split_payload:reveal_system_prompt")."""
+    found = _discount_quotations(normalized.folded, signals(normalized.folded))
+    if role in TOOL_ROLES:
+        found.update(signals(normalized.folded, _TOOL_INDEX))
     if weight := _unsafe_vocabulary(normalized.folded):
         found["unsafe_vocabulary"] = weight
     if weight := _directives_to_model(normalized.folded):
@@ -427,4 +622,17 @@ def text_signals(normalized: Normalized, depth: int = 0) -> dict[str, float]:
         top = max(attack, key=attack.__getitem__).rpartition(":")[2]
         code = f"{kind}_payload:{top}"
         found[code] = max(found.get(code, 0.0), sum(inner.values()) + PAYLOAD_BONUS)
+    joined = _split_payload(normalized.folded)
+    if joined is not None:
+        inner = text_signals(normalize(joined), depth + 1)
+        new = {  # what the joined pieces say that the text, unjoined, did not
+            code: weight
+            for code, weight in inner.items()
+            if not code.startswith("obfuscation:") and code not in found
+        }
+        if new:
+            top = max(new, key=new.__getitem__).rpartition(":")[2]
+            found[f"split_payload:{top}"] = sum(new.values()) + SPLIT_BONUS
+        elif not joined.endswith("\n"):  # named pieces joined by an expression, saying little
+            found["split_payload"] = SPLIT_BONUS
     return found

@@ -1,17 +1,23 @@
 """Prompt-injection screen: one calibrated score, with reasons, for the texts a user controls.
 
 Layers, per text: ``normalize`` (invisible characters, NFKC, homoglyphs, leetspeak, spaced
-letters; base64/hex/rot13/reversed payloads decoded), then weighted heuristic signals
-(``heuristics``) and a small linear classifier (``classifier``). They meet in one logistic
-calibration fitted on out-of-fold scores of the training data:
+letters; base64/hex/rot13/reversed payloads decoded, split payloads joined), then weighted
+heuristic signals (``heuristics``: the English rules of ``rules``, the rules for agents and
+documents of ``rules_agents`` and the nine other languages of ``rules_multilingual``). The
+signals' weights are log-odds and meet in one logistic score:
 
-    score = sigmoid(intercept + classifier_weight * max(classifier_logit, floor)
-                    + heuristics_weight * sum(signal weights))
+    score = sigmoid(INTERCEPT + sum(signal weights))
 
-where ``classifier_weight`` is one weight for short texts (prompts) and another for long ones
-(documents, role-play set-ups), and only the classifier's evidence *for* an injection counts
-(``floor`` 0): its certainty that a text is benign never vetoes what the heuristics see, so an
-injection hidden in an ordinary-looking document is still caught.
+where ``INTERCEPT`` is the log odds of a 5% base rate (traffic through a gateway is mostly
+benign), so a text needs about three log-odds of evidence to reach 0.5.
+
+Per role: a ``tool`` text (a tool result, a retrieved document, an email an agent reads) is
+data, not a request, so the rules for tool results apply to it as well (``TOOL_RULES``: an
+action on money, accounts or messages there is not the user's wish).
+
+There used to be a linear word classifier in the sum, trained on public sets; it is gone: it
+was tuned on what it was measured on, and on hand-written prompts it added false positives
+and little recall (see ``scripts/data/detection/README.md``).
 
 Every user-controlled text is screened (user and tool messages, pasted documents), not only
 the last turn; the request's score is the highest, and the reasons of all texts are merged.
@@ -24,16 +30,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.screening import classifier, heuristics
+from gateway.screening import heuristics
 from gateway.screening.normalize import normalize
 
-# The shipped weights load at import, so the first request does not pay for it.
-_MODEL, _CALIBRATION = classifier.load()
-_INTERCEPT = _CALIBRATION["intercept"]
-_CLASSIFIER_SHORT = _CALIBRATION["classifier_short"]
-_CLASSIFIER_LONG = _CALIBRATION["classifier_long"]
-_HEURISTICS_WEIGHT = _CALIBRATION["heuristics"]
-_CLASSIFIER_FLOOR = _CALIBRATION["classifier_floor"]
+INTERCEPT = math.log(0.05 / 0.95)
+USER, TOOL = "user", heuristics.TOOL
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,28 +51,26 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def screen_text(text: str) -> ScreenResult:
-    """Score one text."""
-    normalized = normalize(text)
-    found = heuristics.text_signals(normalized)
-    tokens = classifier.tokenize(normalized.folded)
-    classifier_logit = classifier.evidence(_MODEL, tokens)
-    weight = _CLASSIFIER_SHORT if len(tokens) <= classifier.SHORT_TOKENS else _CLASSIFIER_LONG
-    z = (
-        _INTERCEPT
-        + weight * max(classifier_logit, _CLASSIFIER_FLOOR)
-        + _HEURISTICS_WEIGHT * sum(found.values())
-    )
+def screen_text(text: str, role: str = USER) -> ScreenResult:
+    """Score one text; ``role`` is where it came from (``tool`` for a tool result or a
+    retrieved document, anything else for what a person typed)."""
+    found = heuristics.text_signals(normalize(text), role=role)
     reasons = sorted(found, key=found.__getitem__, reverse=True)
-    if classifier_logit > 0:
-        reasons.append("classifier")
-    return ScreenResult(score=_sigmoid(z), reasons=tuple(reasons), message_index=0)
+    return ScreenResult(
+        score=_sigmoid(INTERCEPT + sum(found.values())), reasons=tuple(reasons), message_index=0
+    )
 
 
-def screen_texts(texts: Sequence[str]) -> ScreenResult:
-    """Score every user-controlled text (all user/tool messages, pasted documents); the result
-    is the max over texts, reasons merged (the highest-scoring text's first)."""
-    results = [(index, screen_text(text)) for index, text in enumerate(texts) if text]
+def screen_texts(texts: Sequence[str], roles: Sequence[str] | None = None) -> ScreenResult:
+    """Score every user-controlled text (all user/tool messages, pasted documents), each in its
+    role (``roles``, user by default); the result is the max over texts, reasons merged (the
+    highest-scoring text's first)."""
+    roles = roles if roles is not None else [USER] * len(texts)
+    results = [
+        (index, screen_text(text, role))
+        for index, (text, role) in enumerate(zip(texts, roles, strict=True))
+        if text
+    ]
     if not results:
         return ScreenResult(score=0.0, reasons=(), message_index=None)
     best_index, best = max(results, key=lambda item: item[1].score)

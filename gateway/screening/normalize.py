@@ -172,6 +172,68 @@ def _fold_leet_word(match: re.Match[str]) -> str:
     return folded if substitutes >= 2 and letters >= 3 and folded.isalpha() else word
 
 
+# A text written in leetspeak throughout ("y0u 4r3 n0w fr33") also swaps single letters
+# ("y0ur", "4nd"), which the careful fold above leaves alone; once several words of a text
+# are clearly leet, every word that mixes letters and substitutes is folded.
+LEET_WORDS = 3
+_LEET_MIXED_RE = re.compile(
+    r"(?<![a-z0-9@$])(?=[a-z0-9@$]*[a-z])(?=[a-z0-9@$]*[013457@$])"
+    r"[a-z0-9@$]{2,30}(?![a-z0-9@$])"
+)
+
+
+_LEET_TABLE_L = str.maketrans("013457@$", "oleastas")
+# "1" stands for "i" or for "l"; for these words it is "l" ("ru1es", "fi1ters", "a11").
+_L_WORDS = frozenset(
+    [
+        "rules",
+        "rule",
+        "all",
+        "filter",
+        "filters",
+        "please",
+        "tell",
+        "tool",
+        "tools",
+        "unlock",
+        "roleplay",
+        "role",
+        "help",
+        "policy",
+        "policies",
+        "only",
+        "below",
+        "follow",
+        "fully",
+        "list",
+        "leak",
+        "real",
+        "legal",
+        "illegal",
+        "model",
+        "let",
+        "limits",
+        "limit",
+        "lol",
+        "hello",
+        "self",
+        "will",
+        "kill",
+        "still",
+        "full",
+        "guidelines",
+    ]
+)
+
+
+def _fold_leet_any(match: re.Match[str]) -> str:
+    word = match.group()
+    folded = word.translate(_LEET_TABLE)
+    if "1" in word and (as_l := word.translate(_LEET_TABLE_L)) in _L_WORDS:
+        return as_l
+    return folded if folded.isalpha() else word
+
+
 def _join_spaced(match: re.Match[str]) -> str:
     return _SPACED_SEPARATORS_RE.sub("", match.group())
 
@@ -201,10 +263,16 @@ def normalize(text: str) -> Normalized:
     if not folded.isascii():
         folded = folded.translate(_LATIN_TABLE)
     if _LEET_HINT_RE.search(folded):
-        leet = _LEET_TOKEN_RE.sub(_fold_leet_word, folded)
-        if leet != folded:
-            tricks.append("leetspeak")
-            folded = leet
+        head = folded[:2_000]  # density over the same stretch of text
+        mixed = len(_LEET_MIXED_RE.findall(head))
+        if mixed >= LEET_WORDS and mixed * 4 >= len(head.split()):
+            folded = _LEET_MIXED_RE.sub(_fold_leet_any, folded)
+            tricks += ["leetspeak", "leetspeak_dense"]
+        else:
+            leet = _LEET_TOKEN_RE.sub(_fold_leet_word, folded)
+            if leet != folded:
+                tricks.append("leetspeak")
+                folded = leet
     if _SPACED_RE.search(folded):
         joined = _SPACED_RE.sub(_join_spaced, folded)
         if len(folded) - len(joined) >= 6:
@@ -220,7 +288,8 @@ MAX_CANDIDATES = 32  # decode attempts per kind and text; a failed attempt costs
 MAX_PAYLOAD_CHARS = 64_000
 
 _BASE64_RE = re.compile(r"(?:[A-Za-z0-9+/_\-]{16,}+={0,2}+(?:\r?\n)?+)++")
-_HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2}:?+){12,}+")
+_HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2}[: ]?+){12,}+")
+_SPACED_HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2} ){11}[0-9A-Fa-f]{2}")
 _WHITESPACE_RE = re.compile(r"\s+")
 # rot13 of common English words (the, and, you, your, ignore, instructions, previous, system,
 # prompt, all, with, this, that, for, what, are, not). Three of them mark a rot13 text.
@@ -243,6 +312,13 @@ _ROT13_MARKERS = frozenset(
         "jung",
         "ner",
         "abg",
+        "erirny",
+        "uvqqra",
+        "cnffjbeq",
+        "ehyrf",
+        "sbetrg",
+        "frperg",
+        "cevag",
     }
 )
 _REVERSED_MARKERS = ("snoitcurtsni", "erongi", "tpmorp", "suoiverp", "dragersid")
@@ -291,7 +367,7 @@ def _decode_base64(candidate: str) -> str | None:
 
 
 def _decode_hex(candidate: str) -> str | None:
-    compact = candidate.replace(":", "")[: MAX_PAYLOAD_CHARS * 2]
+    compact = candidate.replace(":", "").replace(" ", "")[: MAX_PAYLOAD_CHARS * 2]
     compact = compact[: len(compact) // 2 * 2]
     try:
         raw = bytes.fromhex(compact)
@@ -313,7 +389,7 @@ def encoded_payloads(normalized: Normalized) -> list[tuple[str, str]]:
     # Base64 and hex payloads are long unbroken runs; most texts have none, and a split is
     # much cheaper than the regexes.
     decoders: tuple[_Decoder, ...]
-    if max(map(len, source.split()), default=0) < 16:
+    if max(map(len, source.split()), default=0) < 16 and not _SPACED_HEX_RE.search(source):
         decoders = ()
     else:
         decoders = ((_BASE64_RE, "base64", _decode_base64), (_HEX_RE, "hex", _decode_hex))

@@ -50,6 +50,9 @@ class Rule:
     anchors: tuple[str, ...]  # a rule that is scanned runs only if one of these is present
     word_start: bool  # a match must start at a word boundary (checked in Python, see _rule)
     guarded: bool  # a match must not follow a negation or a third-person subject
+    # Tried only in a text that contains one of these (a cheap test that skips an expensive
+    # rule wherever its rarer words are absent); empty: always tried.
+    requires: tuple[str, ...] = ()
 
 
 def _top_level_branches(pattern: str) -> list[str]:
@@ -83,6 +86,7 @@ def _rule(
     flags: int = 0,
     *,
     guarded: bool = False,
+    requires: Iterable[str] = (),
 ) -> Rule:
     # A leading \b stops the regex engine from skipping ahead to a possible first character,
     # which makes a search about three times slower. So a pattern whose every branch starts
@@ -91,7 +95,15 @@ def _rule(
     word_start = all(branch.startswith("\\b") for branch in branches)
     if word_start:
         pattern = "|".join(branch[2:] for branch in branches)
-    return Rule(code, weight, re.compile(pattern, flags), tuple(anchors), word_start, guarded)
+    return Rule(
+        code,
+        weight,
+        re.compile(pattern, flags),
+        tuple(anchors),
+        word_start,
+        guarded,
+        tuple(requires),
+    )
 
 
 # --- vocabulary --------------------------------------------------------------------------------
@@ -394,7 +406,11 @@ RULES: tuple[Rule, ...] = (
         rf"\b(?:ignore|ignoring|disregard(?:ing)?|forget|(?:do\W+not|don\W?t)\W+follow)\b"
         rf"(?:{_S}(?:all|everything|anything|the|that|this|what|was|is|you|were|been|told"
         rf"|said|written|text|of|stuff|things|content|mentioned|stated)){{0,3}}"
-        rf"{_S}{_alt('above', 'before', 'previously', 'earlier', 'beforehand')}\b",
+        rf"{_S}{_alt('above', 'before', 'previously', 'earlier', 'beforehand')}\b"
+        # "forget the earlier list": the user's own earlier message, not the instructions
+        rf"(?!{_S}(?:list|message|email|mail|version|one|file|draft|numbers?|question|point"
+        r"|typo|part|example|link|attachment|request|answer|reply|comment|text|paragraph"
+        r"|sentence|line|code|query|figures?|dates?|order|address|plan)\b)",
         ("ignor", "disregard", "forget", "follow"),
         guarded=True,
     ),
@@ -453,8 +469,9 @@ RULES: tuple[Rule, ...] = (
         "override_instructions",
         2.0,
         rf"\b{_alt('ignore', 'disregard', 'bypass', 'break', 'forget')}{_S}"
-        rf"(?:all|any|every|your){_S}(?:the{_S})?rules\b",
+        rf"(?:all|any|every|your|the){_S}(?:the{_S})?rules\b",
         ("ignore", "disregard", "bypass", "break", "forget"),
+        guarded=True,
     ),
     _rule(
         "override_instructions",
@@ -604,6 +621,7 @@ RULES: tuple[Rule, ...] = (
         rf"\b(?:reveal|leak|dump|expose|disclose|extract|exfiltrate|verrate){_gap(4)}"
         rf"{_SECRET_QUALIFIERS}{_S}(?:{_W}{_S})?{_PROMPT_WORDS}\b",
         ("reveal", "leak", "dump", "expose", "disclose", "extract", "exfiltrate", "verrat"),
+        guarded=True,
     ),
     _rule(
         "reveal_system_prompt",
@@ -1607,5 +1625,6 @@ TRICK_WEIGHTS: dict[str, float] = {
     "homoglyph": 1.5,
     "spaced_letters": 1.0,
     "leetspeak": 0.5,
+    "leetspeak_dense": 1.0,
     "compat_letters": 0.5,
 }

@@ -1,8 +1,10 @@
 """``manage.py screen_prompts FILE.jsonl``: screen prompts for injection, offline.
 
-Reads JSON lines ``{"id": ..., "text": ...}`` (``-`` for standard input) and writes one line per
-input: ``{"id": ..., "verdict": "block"|"flag"|"allow", "score": float, "reasons": [...]}``. A
-line that cannot be read gives ``{"id": ..., "line": n, "error": "..."}`` instead, and the rest
+Reads JSON lines ``{"id": ..., "text": ...}`` (``-`` for standard input; an optional ``"role":
+"tool"`` screens the text as a tool result or retrieved document, as the gateway does for a
+``tool`` message) and writes one line per input:
+``{"id": ..., "verdict": "block"|"flag"|"allow", "score": float, "reasons": [...]}``. A line
+that cannot be read gives ``{"id": ..., "line": n, "error": "..."}`` instead, and the rest
 still runs. Blank lines are skipped. Neither the output nor an error repeats the text.
 """
 
@@ -16,6 +18,8 @@ from typing import Any, TextIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gateway.screening.injection import screen_texts
+
+ROLES = ("user", "tool")
 
 DEFAULT_BLOCK_THRESHOLD = 0.5
 DEFAULT_FLAG_THRESHOLD = 0.35
@@ -43,7 +47,10 @@ def screen_line(
     text = record.get("text")
     if not isinstance(text, str):
         return {"id": record_id, "line": number, "error": 'expected a string "text"'}
-    result = screen_texts([text])
+    role = record.get("role", "user")
+    if role not in ROLES:
+        return {"id": record_id, "line": number, "error": '"role" must be "user" or "tool"'}
+    result = screen_texts([text], roles=[role])
     return {
         "id": record_id,
         "verdict": verdict_for(
@@ -56,8 +63,9 @@ def screen_line(
 
 class Command(BaseCommand):
     help = (
-        'Screen prompts for injection: read JSON lines {"id", "text"} and write one line per '
-        'input with "verdict" (block, flag or allow), "score" and "reasons".'
+        'Screen prompts for injection: read JSON lines {"id", "text"} (optional "role": "tool") '
+        'and write one line per input with "verdict" (block, flag or allow), "score" and '
+        '"reasons".'
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
