@@ -102,7 +102,10 @@ def run_manage(args: list[str], env: dict[str, str], tmp_path: Path) -> subproce
         ({"DATABASE_URL": "mysql://root@localhost/db"}, "DATABASE_URL must be a URL"),
         ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
         ({"LLMP_AUTH_CACHE_SECONDS": "soon"}, "LLMP_AUTH_CACHE_SECONDS='soon' is not a number"),
-        ({"LLMP_ENV": "production"}, "SECRET_KEY (or SECRET_KEY_FILE) must be set"),
+        (
+            {"LLMP_ENV": "production"},
+            "SECRET_KEY (or SECRET_KEY_FILE or SECRET_KEY_REF) must be set",
+        ),
         ({"LLMP_ENV": "staging"}, "LLMP_ENV must be 'embedded' or 'production'"),
         ({"SECRET_KEY_FILE": "/nonexistent/secret"}, "SECRET_KEY_FILE='/nonexistent/secret'"),
         (

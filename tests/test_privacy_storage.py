@@ -795,7 +795,8 @@ _PRODUCTION = {
         ({"LLMP_KEY_PROVIDER": "kms"}, "LLMP_KMS_KEY_ID must be set"),
         (
             {**_PRODUCTION, "LLMP_MASTER_KEY": new_master_key(), "LLMP_SUBJECT_HMAC_KEY": ""},
-            "LLMP_SUBJECT_HMAC_KEY (or LLMP_SUBJECT_HMAC_KEY_FILE) must be set",
+            "LLMP_SUBJECT_HMAC_KEY (or LLMP_SUBJECT_HMAC_KEY_FILE or LLMP_SUBJECT_HMAC_KEY_REF) "
+            "must be set",
         ),
     ],
 )
