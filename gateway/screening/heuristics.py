@@ -134,6 +134,13 @@ class _Index:
             }
 
         self.gated = tuple(rule for rule in rules if rule.requires)
+        # Each distinct anchor is looked for once per text (``anchors_in``), and a scanned rule
+        # is considered only when one of its anchors is there: most texts hold none of them.
+        self.anchors = tuple(sorted({anchor for _, found in self.scanned for anchor in found}))
+        self.scanned_by_anchor: dict[str, tuple[int, ...]] = {
+            anchor: tuple(i for i, (_, found) in enumerate(self.scanned) if anchor in found)
+            for anchor in self.anchors
+        }
         self.long = entries(long)
         self.short_words = entries(short_words)
         self.short_stems = entries(short_stems)
@@ -274,13 +281,11 @@ def signals(folded: str, index: _Index = _INDEX) -> dict[str, float]:
             ):
                 matched.add(id(rule))
                 _record(best, rule)
-    for rule, anchors in index.scanned:
-        if (
-            id(rule) not in matched
-            and _needed(best, rule)
-            and any(map(folded.__contains__, anchors))
-            and _scan(rule, folded)
-        ):
+    scanned, by_anchor = index.scanned, index.scanned_by_anchor
+    present = filter(folded.__contains__, index.anchors)  # C-level: no bytecode per anchor
+    for position in sorted({i for anchor in present for i in by_anchor[anchor]}):
+        rule = scanned[position][0]
+        if id(rule) not in matched and _needed(best, rule) and _scan(rule, folded):
             _record(best, rule)
     return {code: top[0] + SECOND_RULE_FACTOR * sum(top[1:]) for code, top in best.items()}
 
