@@ -50,6 +50,7 @@ from gateway.providers.translation import (
     image_url,
     named_tool_choice,
     openai_tool_call,
+    refuse_single_text_answer_extras,
     tool_call_input,
 )
 
@@ -351,31 +352,7 @@ class AnthropicAdapter(OpenAICompatibleAdapter):
 def _refuse_unsupported_params(extra: dict[str, Any]) -> None:
     """What the Messages API has no way to honour is refused rather than dropped; harmless
     hints with no equivalent (seed, penalties, store, service_tier...) are not sent."""
-    if extra.get("n") not in (None, 1):
-        raise UnsupportedByProvider(
-            "Anthropic returns one choice per request: n must be 1", param="n"
-        )
-    for name in ("logprobs", "top_logprobs"):
-        if extra.get(name):
-            raise UnsupportedByProvider("Anthropic does not return log probabilities", param=name)
-    response_format = extra.get("response_format")
-    if response_format is not None and not (
-        isinstance(response_format, dict) and response_format.get("type") == "text"
-    ):
-        raise UnsupportedByProvider(
-            "Anthropic does not support JSON mode or structured outputs (response_format of "
-            "type json_object or json_schema); describe the format in the prompt, or use a tool "
-            "whose parameters are the schema",
-            param="response_format",
-        )
-    if extra.get("logit_bias"):
-        raise UnsupportedByProvider("Anthropic does not support logit_bias", param="logit_bias")
-    modalities = extra.get("modalities")
-    if extra.get("audio") is not None or (modalities and modalities != ["text"]):
-        raise UnsupportedByProvider(
-            "Anthropic answers with text only",
-            param="audio" if extra.get("audio") is not None else "modalities",
-        )
+    refuse_single_text_answer_extras(extra, "Anthropic", "Anthropic answers with text only")
 
 
 def _usage(data: Any) -> Usage | None:

@@ -55,6 +55,7 @@ from gateway.providers.base import (
     UpstreamUnavailable,
     Usage,
 )
+from gateway.providers.translation import refuse_single_text_answer_extras
 from gateway.secrets import SecretNotFound, aresolve_secret, invalidate_secret
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -602,37 +603,9 @@ def _refuse_unsupported_params(extra: dict[str, Any]) -> None:
     with no Converse equivalent (seed, frequency and presence penalties, reasoning_effort,
     prediction) and bookkeeping (metadata, store, service_tier, user, parallel_tool_calls) are
     ignored, as they change nothing a client relies on."""
-    if extra.get("n") not in (None, 1):
-        raise UnsupportedByProvider(
-            "Bedrock returns one choice per request: n must be 1", param="n"
-        )
-    if extra.get("logprobs"):
-        raise UnsupportedByProvider("Bedrock does not return log probabilities", param="logprobs")
-    if extra.get("top_logprobs"):  # 0 asks for nothing
-        raise UnsupportedByProvider(
-            "Bedrock does not return log probabilities", param="top_logprobs"
-        )
-    response_format = extra.get("response_format")
-    if response_format is not None and not (
-        isinstance(response_format, dict) and response_format.get("type") == "text"
-    ):
-        # Converse's own structured output (outputConfig) exists for a few models only and
-        # not in every botocore the gateway supports: a JSON mode that may not hold is refused.
-        raise UnsupportedByProvider(
-            "Bedrock does not support JSON mode or structured outputs (response_format of type "
-            "json_object or json_schema); describe the format in the prompt, or use a tool "
-            "whose parameters are the schema",
-            param="response_format",
-        )
-    if extra.get("logit_bias"):
-        # Token ids are the tokenizer's own: OpenAI's mean nothing to a Bedrock model.
-        raise UnsupportedByProvider("Bedrock does not support logit_bias", param="logit_bias")
-    modalities = extra.get("modalities")
-    if extra.get("audio") is not None or (modalities and modalities != ["text"]):
-        raise UnsupportedByProvider(
-            "Bedrock's Converse API answers with text only",
-            param="audio" if extra.get("audio") is not None else "modalities",
-        )
+    refuse_single_text_answer_extras(
+        extra, "Bedrock", "Bedrock's Converse API answers with text only"
+    )
 
 
 def _tool_config(extra: dict[str, Any]) -> dict[str, Any] | None:

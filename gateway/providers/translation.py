@@ -141,3 +141,34 @@ def compact_json(value: Any) -> str:
 
 def openai_tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def refuse_single_text_answer_extras(extra: dict[str, Any], provider: str, text_only: str) -> None:
+    """Refuse what a provider that answers with one text choice cannot honour, rather than drop
+    it: n above 1, log probabilities, JSON mode or structured outputs, logit_bias (token ids are
+    OpenAI's tokenizer's), audio output. ``provider`` names it in the messages; ``text_only``
+    is the message for audio or modalities."""
+    if extra.get("n") not in (None, 1):
+        raise UnsupportedByProvider(
+            f"{provider} returns one choice per request: n must be 1", param="n"
+        )
+    for name in ("logprobs", "top_logprobs"):  # top_logprobs 0 asks for nothing
+        if extra.get(name):
+            raise UnsupportedByProvider(f"{provider} does not return log probabilities", param=name)
+    response_format = extra.get("response_format")
+    if response_format is not None and not (
+        isinstance(response_format, dict) and response_format.get("type") == "text"
+    ):
+        raise UnsupportedByProvider(
+            f"{provider} does not support JSON mode or structured outputs (response_format of "
+            "type json_object or json_schema); describe the format in the prompt, or use a tool "
+            "whose parameters are the schema",
+            param="response_format",
+        )
+    if extra.get("logit_bias"):
+        raise UnsupportedByProvider(f"{provider} does not support logit_bias", param="logit_bias")
+    modalities = extra.get("modalities")
+    if extra.get("audio") is not None or (modalities and modalities != ["text"]):
+        raise UnsupportedByProvider(
+            text_only, param="audio" if extra.get("audio") is not None else "modalities"
+        )
