@@ -15,7 +15,6 @@ request fields are refused like any field the door does not take).
 
 from __future__ import annotations
 
-import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -23,26 +22,20 @@ from typing import Any
 
 import orjson
 import structlog
-from django.core.exceptions import RequestDataTooBig
-from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
-from django.views.decorators.csrf import csrf_exempt
 
 from gateway.api.messages_request import parse_messages_request
+from gateway.api.views import _read_json, _request_info, api_view
 from gateway.errors import (
     ApiError,
     AuthenticationFailed,
-    InternalError,
-    MethodNotAllowed,
     ModelNotFound,
     PayloadTooLarge,
-    ServiceUnavailable,
 )
 from gateway.pipeline.authenticate import Principal, authenticate
-from gateway.pipeline.chat import ChatCall, Reply, RequestInfo
+from gateway.pipeline.chat import ChatCall, Reply
 from gateway.pipeline.route import routing_table
 from gateway.pipeline.settle import chars_to_tokens
-from gateway.pipeline.validate import parse_json_body
 from gateway.providers.base import ChatDelta, ChatResult, Usage
 from llmplatform.request_context import client_ip
 
@@ -78,12 +71,6 @@ ERROR_TYPES = {
 
 # --- errors -----------------------------------------------------------------------------------
 
-# The 413 of a body over LLMP_MAX_BODY_BYTES, sent before the view runs (llmplatform.fastpath).
-TOO_LARGE = (
-    b'{"type": "error", "error": {"type": "request_too_large", '
-    b'"message": "The request body is too large."}}'
-)
-
 
 def error_body(exc: ApiError) -> dict[str, Any]:
     kind = ERROR_TYPES.get(
@@ -92,11 +79,11 @@ def error_body(exc: ApiError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": exc.message}}
 
 
-def error_response(exc: ApiError, headers: dict[str, str] | None = None) -> HttpResponse:
+def error_response(exc: ApiError) -> HttpResponse:
     response = HttpResponse(
         orjson.dumps(error_body(exc)), status=exc.status, content_type="application/json"
     )
-    for name, value in {**(headers or {}), **exc.headers}.items():
+    for name, value in exc.headers.items():
         response[name] = value
     if exc.code:
         # Anthropic's shape has no code; programs that need the platform's reason read it here.
@@ -104,34 +91,11 @@ def error_response(exc: ApiError, headers: dict[str, str] | None = None) -> Http
     return response
 
 
-def messages_view(view: View) -> View:
-    """POST only, Anthropic's error JSON for every failure, and never a bare 500 page."""
+# The 413 of a body over LLMP_MAX_BODY_BYTES, sent before the view runs (llmplatform.fastpath).
+TOO_LARGE = orjson.dumps(error_body(PayloadTooLarge("The request body is too large.")))
 
-    @csrf_exempt
-    @functools.wraps(view)
-    async def wrapper(request: HttpRequest) -> HttpResponseBase:
-        try:
-            if request.method != "POST":
-                raise MethodNotAllowed("Use POST for this route.", headers={"Allow": "POST"})
-            return await view(request)
-        except ApiError as exc:
-            return error_response(exc)
-        except (OperationalError, InterfaceError):
-            log.exception("database_unavailable", path=request.path)
-            return error_response(
-                ServiceUnavailable(
-                    "The service is temporarily unavailable; retry shortly.",
-                    code="database_unavailable",
-                    headers={"Retry-After": "1"},
-                )
-            )
-        except Exception:
-            log.exception("unhandled_error", path=request.path)
-            return error_response(
-                InternalError("The server had an error while processing your request.")
-            )
-
-    return wrapper
+# POST only, Anthropic's error JSON for every failure, and never a bare 500 page.
+messages_view = api_view("POST", error_response=error_response)
 
 
 # --- reading the request ------------------------------------------------------------------------
@@ -146,24 +110,6 @@ async def _principal(request: HttpRequest) -> Principal:
         raise AuthenticationFailed(AUTH_MESSAGE) from None
     principal.require_scope("chat")
     return principal
-
-
-def _body(request: HttpRequest) -> dict[str, Any]:
-    try:
-        body = request.body
-    except RequestDataTooBig as exc:
-        raise PayloadTooLarge("The request body is too large.") from exc
-    return parse_json_body(body)
-
-
-def _request_info(request: HttpRequest, started: float) -> RequestInfo:
-    return RequestInfo(
-        request_id=getattr(request, "request_id", "") or f"req_{uuid.uuid4().hex}",
-        route="messages",
-        started=started,
-        cache_control=request.headers.get("Cache-Control", ""),
-        gpc=request.headers.get("Sec-GPC") == "1",
-    )
 
 
 # --- rendering the reply --------------------------------------------------------------------------
@@ -374,13 +320,13 @@ async def messages(request: HttpRequest) -> HttpResponseBase:
     """``POST /v1/messages``: Anthropic's Messages API, plain or streamed."""
     started = time.perf_counter()
     principal = await _principal(request)
-    parsed = parse_messages_request(_body(request))
-    call = ChatCall(_request_info(request, started), principal, parsed)
+    parsed = parse_messages_request(_read_json(request))
+    call = ChatCall(_request_info(request, "messages", started), principal, parsed)
     try:
         reply = await call.answer()
     except ApiError as exc:
         headers = await call.fail(exc)  # metered, with the request's headers
-        return _with_headers(error_response(exc, headers), headers)
+        return _with_headers(error_response(exc), headers)
     message_id = f"msg_{uuid.uuid4().hex}"
     if reply.events is not None:
         response = StreamingHttpResponse(
@@ -400,7 +346,7 @@ async def count_tokens(request: HttpRequest) -> HttpResponseBase:
     Messages request (what its limits reserve: about four characters a token over everything
     the request sends the model), without calling a model."""
     principal = await _principal(request)
-    parsed = parse_messages_request(_body(request), count_only=True)
+    parsed = parse_messages_request(_read_json(request), count_only=True)
     if not principal.may_use(parsed.alias):
         raise ModelNotFound(
             "The model does not exist or you do not have access to it.", param="model"

@@ -58,8 +58,11 @@ log = structlog.get_logger("gateway.api")
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
-def api_view(*methods: str) -> Callable[[View], View]:
-    """Method check, OpenAI-style errors for everything, and never a bare 500 page."""
+def api_view(
+    *methods: str, error_response: Callable[[ApiError], HttpResponseBase] = ApiError.response
+) -> Callable[[View], View]:
+    """Method check, errors for everything in the door's shape (OpenAI's by default), and
+    never a bare 500 page."""
 
     def decorate(view: View) -> View:
         @csrf_exempt
@@ -74,19 +77,21 @@ def api_view(*methods: str) -> Callable[[View], View]:
                     )
                 return await view(request, *args, **kwargs)
             except ApiError as exc:
-                return exc.response()
+                return error_response(exc)
             except (OperationalError, InterfaceError):
                 log.exception("database_unavailable", path=request.path)
-                return ServiceUnavailable(
-                    "The service is temporarily unavailable; retry shortly.",
-                    code="database_unavailable",
-                    headers={"Retry-After": "1"},
-                ).response()
+                return error_response(
+                    ServiceUnavailable(
+                        "The service is temporarily unavailable; retry shortly.",
+                        code="database_unavailable",
+                        headers={"Retry-After": "1"},
+                    )
+                )
             except Exception:
                 log.exception("unhandled_error", path=request.path)
-                return InternalError(
-                    "The server had an error while processing your request."
-                ).response()
+                return error_response(
+                    InternalError("The server had an error while processing your request.")
+                )
 
         wrapper.__name__ = view.__name__
         return wrapper
