@@ -75,7 +75,7 @@ from gateway.providers.translation import (
     openai_tool_call,
     tool_call_input,
 )
-from gateway.secrets import SecretNotFound, aresolve_secret, invalidate_secret
+from gateway.secrets import SecretNotFound, aresolve_secret
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
 GEMINI_API_VERSION = "v1beta"
@@ -374,21 +374,6 @@ class GeminiAdapter(OpenAICompatibleAdapter):
         finally:
             response.release()
 
-    def _parse_chunk(self, data: str, status: int) -> dict[str, Any]:
-        try:
-            chunk = _decode(data)
-        except ValueError:
-            chunk = None
-        if not isinstance(chunk, dict):
-            raise UpstreamBadResponse(
-                f"{self._label} sent an invalid stream chunk", upstream_status=status
-            )
-        if "error" in chunk:
-            raise UpstreamBadResponse(
-                f"{self._label} reported an error mid-stream", upstream_status=status
-            )
-        return chunk
-
     # Embeddings ----------------------------------------------------------------------------
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
@@ -542,7 +527,7 @@ class VertexAdapter(GeminiAdapter):
             ) from None
 
     def _forget_credentials(self) -> None:
-        invalidate_secret(self.config.api_key_ref)
+        super()._forget_credentials()
         self._credentials = None
 
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
