@@ -137,7 +137,7 @@ from gateway.models import (
 from gateway.providers.capabilities import check_declaration
 from gateway.providers.kind_settings import ProviderFieldError, ProviderFields, check_kind_fields
 from gateway.resilience.policy import DEFAULT_DEGRADED_MESSAGE, DEFAULTS, number_error
-from gateway.scanners.policy import check_scanner
+from gateway.scanners.policy import TIMEOUT_MS_MAX, TIMEOUT_MS_MIN, check_scanner
 from gateway.secrets import validate_provider_secret_ref
 
 PROVIDER_KINDS = tuple(Provider.Kind.values)
@@ -649,7 +649,11 @@ class _Parser:
                     data, "on_detect", path, tuple(GuardrailScanner.OnDetect.values), "block"
                 ),
                 "timeout_ms": lambda: self.integer(
-                    data, "timeout_ms", path, defaults.timeout_ms, bounds=(50, 30_000)
+                    data,
+                    "timeout_ms",
+                    path,
+                    defaults.timeout_ms,
+                    bounds=(TIMEOUT_MS_MIN, TIMEOUT_MS_MAX),
                 ),
                 "score_threshold": lambda: self.fraction(
                     data, "score_threshold", path, defaults.score_threshold

@@ -178,8 +178,7 @@ class ChatCall(PipelineCall[ChatRequest]):
             first, rest, request = await self.dispatch(target, request)
         events = self.relay(first, rest, request)
         if self.parsed.stream and self.post_scanners:
-            # The reply is held until the scanners passed it (``relay``): a refusal is then
-            # an error answer, not an error event after a 200.
+            # Held whole until the post-call scanners have passed it (at the end of ``relay``).
             held = [delta async for delta in events]
             return Reply(self, events=_replay(held))
         if self.parsed.stream:
@@ -281,16 +280,11 @@ class ChatCall(PipelineCall[ChatRequest]):
         error event)."""
         out = self.out
         status, error_code = 200, ""
-        # With post-call scanners, nothing is passed on before they have read the whole reply.
-        held: list[ChatDelta] | None = [] if self.post_scanners else None
         try:
             delta = first
             while True:
                 for event in out.feed(delta):
-                    if held is None:
-                        yield event
-                    else:
-                        held.append(event)
+                    yield event
                 if out.stopped:
                     await _close(deltas)
                     break
@@ -299,9 +293,10 @@ class ChatCall(PipelineCall[ChatRequest]):
                 except StopAsyncIteration:
                     break
             finished = out.finish()
-            if held is not None:
+            if self.post_scanners:
+                # ``answer`` holds the whole reply until this has passed it (nothing has been
+                # sent yet), so a refusal is an error answer, not an error event after a 200.
                 await self.scan_output()
-                finished = held + finished
             for event in finished:
                 yield event
         except UpstreamError as exc:

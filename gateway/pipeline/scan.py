@@ -84,8 +84,6 @@ def scanners_for(
     configured: tuple[ScannerConfig, ...], tenant_id: int, phase: str
 ) -> tuple[ScannerConfig, ...]:
     """The scanners of a route that run for this tenant in this phase."""
-    if not configured:
-        return ()
     return tuple(
         s
         for s in configured
