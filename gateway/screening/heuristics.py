@@ -133,8 +133,14 @@ class _Index:
                 for key, by_rule in table.items()
             }
 
-        self.gated = tuple(rule for rule in rules if rule.requires)
-        # Each distinct anchor is looked for once per text (``anchors_in``), and a scanned rule
+        # The rules that need one of some words, by those words: rules sharing a word list
+        # (several share one) cost one search per text, not one each.
+        gated: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for rule in rules:
+            if rule.requires:
+                gated[rule.requires].append(id(rule))
+        self.gated = {words: tuple(ids) for words, ids in gated.items()}
+        # Each distinct anchor is looked for once per text (in ``signals``), and a scanned rule
         # is considered only when one of its anchors is there: most texts hold none of them.
         self.anchors = tuple(sorted({anchor for _, found in self.scanned for anchor in found}))
         self.scanned_by_anchor: dict[str, tuple[int, ...]] = {
@@ -263,7 +269,10 @@ def signals(folded: str, index: _Index = _INDEX) -> dict[str, float]:
     best: dict[str, list[float]] = {}
     # each rule counts once; a rule whose required words are absent never runs
     matched: set[int] = {
-        id(rule) for rule in index.gated if not any(map(folded.__contains__, rule.requires))
+        rule_id
+        for words, rule_ids in index.gated.items()
+        if not any(map(folded.__contains__, words))
+        for rule_id in rule_ids
     }
     candidates = index.candidates
     for word in _WORD_RE.finditer(folded):

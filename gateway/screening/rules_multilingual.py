@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from gateway.screening.rules import Rule, _gap, _rule
-
-
-def _any(*words: str) -> str:
-    return "(?:" + "|".join(words) + ")"
+from gateway.screening.rules import Rule, _alt, _gap, _rule
 
 
 def _r(code: str, weight: float, pattern: str, anchors: tuple[str, ...] = ()) -> Rule:
@@ -48,7 +44,7 @@ def _spaced(lang: dict[str, str]) -> tuple[Rule, ...]:
 
 
 _ES = {
-    "override": _any(
+    "override": _alt(
         "ignora",
         "ignorar",
         "ignoren",
@@ -67,7 +63,7 @@ _ES = {
         r"deja\s+de\s+(?:seguir|obedecer|cumplir)",
         r"salta(?:te)?",
     ),
-    "rules": _any(
+    "rules": _alt(
         "instrucciones",
         "instruccion",
         "indicaciones",
@@ -83,7 +79,7 @@ _ES = {
         "limitaciones",
         "programacion",
     ),
-    "reveal": _any(
+    "reveal": _alt(
         r"muestra\w*",
         "muestre",
         r"revela\w*",
@@ -104,7 +100,7 @@ _ES = {
         "expon",
         "indicame",
     ),
-    "own_prompt": _any(
+    "own_prompt": _alt(
         r"(?:tu|tus|su|sus)\s+(?:\w+\s+)?(?:prompt|instrucciones|indicaciones|configuracion"
         r"|mensaje\s+de(?:l)?\s+sistema|directrices)\b",
         r"(?:instrucciones|indicaciones|reglas|directrices)\s+(?:ocultas|secretas|internas"
@@ -113,7 +109,7 @@ _ES = {
         r"(?:el|tu)\s+(?:prompt|mensaje)\s+de(?:l)?\s+sistema",
         r"(?:el\s+)?texto\s+(?:que\s+)?(?:esta|hay|aparece|se\s+encuentra)\s+(?:encima|arriba)",
     ),
-    "persona": _any(
+    "persona": _alt(
         "eres",
         "seras",
         r"actua\s+como",
@@ -127,7 +123,7 @@ _ES = {
     "unrestricted": r"(?:no\s+(?:hay|existen)\s+(?:reglas|restricciones|limites|filtros)|(?:sin"
     r"|no\s+tienes)\s+(?:ningun\w*\s+|tus\s+|las\s+|sus\s+)?"
     r"(?:restricciones|restriccion|filtros?|censura|limites|reglas|limitaciones|advertencias))\b",
-    "rule_nouns": _any(
+    "rule_nouns": _alt(
         "normas",
         "reglas",
         "directrices",
@@ -138,7 +134,7 @@ _ES = {
         r"considera\w*",
         "trata",
     ),
-    "optional": _any(
+    "optional": _alt(
         "opcionales",
         "opcional",
         r"(?:ya\s+)?no\s+(?:se\s+)?(?:aplican|rigen|valen|cuentan)",
@@ -156,7 +152,7 @@ _ES = {
 }
 
 _FR = {
-    "override": _any(
+    "override": _alt(
         r"ignores?\s+(?:toutes?\s+|tous\s+)?(?:les|tes|vos|ces|la|le|ce)",
         "ignorez",
         "ignorer",
@@ -175,7 +171,7 @@ _FR = {
         r"mets\s+de\s+cote",
         r"ne\s+respecte\w*\s+plus",
     ),
-    "rules": _any(
+    "rules": _alt(
         r"instructions?",
         "consignes",
         "regles",
@@ -188,7 +184,7 @@ _FR = {
         "programmation",
         "contraintes",
     ),
-    "reveal": _any(
+    "reveal": _alt(
         "affiche",
         "affichez",
         "montre",
@@ -212,7 +208,7 @@ _FR = {
         "cite",
         r"recopie\w*",
     ),
-    "own_prompt": _any(
+    "own_prompt": _alt(
         r"(?:ton|ta|tes|votre|vos)\s+(?:\w+\s+)?(?:prompt|instructions|consignes|configuration"
         r"|message\s+systeme|directives)\b",
         r"(?:instructions|consignes|regles|directives)\s+(?:cachees|secretes|internes"
@@ -220,7 +216,7 @@ _FR = {
         r"prompt\s+systeme",
         r"(?:le\s+)?texte\s+(?:qui\s+se\s+trouve\s+)?(?:au\W?dessus|ci\W?dessus|plus\s+haut)",
     ),
-    "persona": _any(
+    "persona": _alt(
         r"tu\s+es",
         r"fais\s+comme\s+si",
         r"tu\s+seras",
@@ -236,8 +232,8 @@ _FR = {
     r"(?:aucune?\s+|tes\s+|les\s+|ses\s+)?(?:restrictions?|filtres?"
     r"|censure|limites?|regles?|contraintes|garde\W?fous)|liber\w*\s+de\s+(?:toutes?\s+)?"
     r"(?:ses|tes|les|vos)\s+(?:regles|restrictions|contraintes|limites))\b",
-    "rule_nouns": _any("regles", "consignes", "directives", "restrictions", "politiques"),
-    "optional": _any(
+    "rule_nouns": _alt("regles", "consignes", "directives", "restrictions", "politiques"),
+    "optional": _alt(
         "facultatives",
         "optionnelles",
         r"ne\s+s\W?appliquent\s+plus",
@@ -255,7 +251,7 @@ _FR = {
 }
 
 _DE = {
-    "override": _any(
+    "override": _alt(
         r"ignorier\w*",
         "vergiss",
         "vergesst",
@@ -271,7 +267,7 @@ _DE = {
         r"kummere\s+dich\s+nicht\s+um",
         r"halte?\s+dich\s+nicht\s+(?:mehr\s+)?an",
     ),
-    "rules": _any(
+    "rules": _alt(
         r"(?:sicherheits|system|inhalts)?(?:regeln|richtlinien|vorgaben|anweisungen|filter)",
         r"anweisung\w*",
         "instruktionen",
@@ -286,7 +282,7 @@ _DE = {
         "programmierung",
         "vorschriften",
     ),
-    "reveal": _any(
+    "reveal": _alt(
         "zeig",
         "zeige",
         "gib",
@@ -307,7 +303,7 @@ _DE = {
         "enthulle",
         "liste",
     ),
-    "own_prompt": _any(
+    "own_prompt": _alt(
         r"(?:dein|deine|deinen|deinem|deiner|ihr|ihre|ihren|ihrem)\s+(?:\w+\s+)?(?:systemprompt"
         r"|prompt|anweisungen|instruktionen|konfiguration|systemnachricht|vorgaben)\b",
         r"(?:anweisungen|vorgaben|instruktionen|regeln)\W+die\s+du\s+(?:\w+\s+){0,3}"
@@ -315,7 +311,7 @@ _DE = {
         r"(?:versteckten|geheimen|internen|ursprunglichen|anfanglichen)\s+(?:anweisungen"
         r"|vorgaben|instruktionen|regeln)",
     ),
-    "persona": _any(
+    "persona": _alt(
         r"du\s+bist",
         "sei",
         "spiel",
@@ -328,7 +324,7 @@ _DE = {
     "unrestricted": r"(?:ohne\s+(?:jegliche\w*\s+|irgendwelche\s+|deine\s+|alle\s+)?"
     r"(?:einschrankungen|filter|zensur|regeln|grenzen|beschrankungen|richtlinien)|keine\s+"
     r"(?:filter|einschrankungen|regeln|zensur|grenzen))\b",
-    "rule_nouns": _any(
+    "rule_nouns": _alt(
         "richtlinien",
         "sicherheitsrichtlinien",
         "regeln",
@@ -336,7 +332,7 @@ _DE = {
         "einschrankungen",
         r"betrachte\w*",
     ),
-    "optional": _any(
+    "optional": _alt(
         "unverbindlich",
         "optional",
         "freiwillig",
@@ -356,7 +352,7 @@ _DE = {
 }
 
 _PT = {
-    "override": _any(
+    "override": _alt(
         "ignore",
         "ignora",
         "ignorar",
@@ -371,7 +367,7 @@ _PT = {
         r"nao\s+(?:respeite|obedeca)\s+mais",
         "descarte",
     ),
-    "rules": _any(
+    "rules": _alt(
         "instrucoes",
         "instrucao",
         "regras",
@@ -385,7 +381,7 @@ _PT = {
         "programacao",
         "comandos",
     ),
-    "reveal": _any(
+    "reveal": _alt(
         "mostre",
         "mostra",
         "revele",
@@ -403,7 +399,7 @@ _PT = {
         "divulgue",
         "informe",
     ),
-    "own_prompt": _any(
+    "own_prompt": _alt(
         r"(?:seu|sua|seus|suas|teu|tua|teus|tuas)\s+(?:\w+\s+)?(?:prompt|instrucoes"
         r"|configuracao|mensagem\s+de\s+sistema|diretrizes)\b",
         r"(?:instrucoes|regras|diretrizes|orientacoes)\s+(?:ocultas|secretas|internas|iniciais"
@@ -411,7 +407,7 @@ _PT = {
         r"(?:o\s+)?(?:prompt|mensagem)\s+do\s+sistema",
         r"(?:o\s+)?texto\s+(?:que\s+)?(?:esta|aparece)\s+acima",
     ),
-    "persona": _any(
+    "persona": _alt(
         r"voce\s+e",
         r"voce\s+sera",
         "seja",
@@ -425,8 +421,8 @@ _PT = {
     r"|voce\s+nao\s+tem)\s+(?:nenhuma?\s+|qualquer\s+|suas\s+|as\s+)?"
     r"(?:restricoes|restricao"
     r"|filtros?|censura|limites|regras|limitacoes))\b",
-    "rule_nouns": _any("diretrizes", "regras", "normas", "politicas", "restricoes", "trate"),
-    "optional": _any(
+    "rule_nouns": _alt("diretrizes", "regras", "normas", "politicas", "restricoes", "trate"),
+    "optional": _alt(
         "opcionais", "opcional", r"nao\s+se\s+aplicam", r"nao\s+valem", "suspensas", "sugestoes"
     ),
     "obey_me": r"(?:obedeca|siga|escute)\s+(?:somente|apenas|so)\s+(?:a\s+)?(?:mim|minhas)\b",
@@ -437,7 +433,7 @@ _PT = {
 }
 
 _RU = {
-    "override": _any(
+    "override": _alt(
         r"игнорир\w*",
         r"проигнорир\w*",
         r"забуд\w*",
@@ -453,7 +449,7 @@ _RU = {
     ),
     "rules": r"(?:инструкц\w*|правил\w*|указани\w*|ограничени\w*|промпт\w*|директив\w*"
     r"|запрет\w*|установк\w*)",
-    "reveal": _any(
+    "reveal": _alt(
         r"покажи\w*",
         r"выведи\w*",
         r"раскрой\w*",
@@ -469,14 +465,14 @@ _RU = {
         "сообщи",
         "озвучь",
     ),
-    "own_prompt": _any(
+    "own_prompt": _alt(
         r"(?:свой|свои|своих|своего|твой|твои|твоих|ваш|ваши|вашего|системн\w*|скрыт\w*"
         r"|исходн\w*|первоначальн\w*|секретн\w*|внутренн\w*)\s+(?:\w+\s+)?(?:промпт\w*"
         r"|инструкци\w*|указани\w*|настройк\w*|сообщени\w*|правил\w*)",
         r"инструкци\w*\W+(?:которые|что)\s+(?:тебе|вам)\s+(?:дали|был\w*|задал\w*|выдал\w*)",
         r"текст\s+(?:выше|над\s+этим)",
     ),
-    "persona": _any(
+    "persona": _alt(
         "ты",
         r"притворись",
         r"представь\w*",
@@ -501,7 +497,7 @@ _RU = {
 
 def _windowed() -> tuple[Rule, ...]:
     """Chinese, Japanese, Arabic and Hindi: no word boundaries, bounded windows."""
-    zh_override = _any(
+    zh_override = _alt(
         "忽略",
         "无视",
         "忘记",
@@ -520,8 +516,8 @@ def _windowed() -> tuple[Rule, ...]:
         "绕过",
         "不用管",
     )
-    zh_rules = _any("指令", "指示", "规则", "提示", "设定", "限制", "命令", "约束", "准则", "规定")
-    zh_reveal = _any(
+    zh_rules = _alt("指令", "指示", "规则", "提示", "设定", "限制", "命令", "约束", "准则", "规定")
+    zh_reveal = _alt(
         "输出",
         "显示",
         "告诉我",
@@ -536,7 +532,7 @@ def _windowed() -> tuple[Rule, ...]:
         "复述",
         "翻译",
     )
-    zh_prompt = _any(
+    zh_prompt = _alt(
         "系统提示",
         "系统指令",
         "系统消息",
@@ -551,7 +547,7 @@ def _windowed() -> tuple[Rule, ...]:
         "收到的指示",
         "内部指令",
     )
-    ja_override = _any(
+    ja_override = _alt(
         "無視",
         "忘れ",
         "従わ",
@@ -564,11 +560,11 @@ def _windowed() -> tuple[Rule, ...]:
         "破る",
         "破り",
     )
-    ja_rules = _any("指示", "ルール", "命令", "プロンプト", "制限", "規則", "ガイドライン", "制約")
-    ja_reveal = _any(
+    ja_rules = _alt("指示", "ルール", "命令", "プロンプト", "制限", "規則", "ガイドライン", "制約")
+    ja_reveal = _alt(
         "表示", "教えて", "繰り返", "出力", "見せて", "書き出", "明かして", "開示", "翻訳"
     )
-    ja_prompt = _any(
+    ja_prompt = _alt(
         "最初のプロンプト",
         "初期プロンプト",
         "元のプロンプト",
@@ -583,7 +579,7 @@ def _windowed() -> tuple[Rule, ...]:
         "隠された設定",
         "秘密の指示",
     )
-    ar_override = _any(
+    ar_override = _alt(
         "تجاهل",
         "انس(?!ان)",
         "إنس(?!ان)",
@@ -596,7 +592,7 @@ def _windowed() -> tuple[Rule, ...]:
         "اهمل",
         "لا تطع",
     )
-    ar_rules = _any(
+    ar_rules = _alt(
         "التعليمات",
         "تعليمات",
         "القواعد",
@@ -610,7 +606,7 @@ def _windowed() -> tuple[Rule, ...]:
         "توجيهات",
         "موجه",
     )
-    ar_reveal = _any(
+    ar_reveal = _alt(
         "اعرض",
         "أظهر",
         "اظهر",
@@ -627,7 +623,7 @@ def _windowed() -> tuple[Rule, ...]:
         "أرني",
         "ارني",
     )
-    ar_prompt = _any(
+    ar_prompt = _alt(
         "موجه النظام",
         "تعليمات النظام",
         "التعليمات المخفية",
@@ -642,7 +638,7 @@ def _windowed() -> tuple[Rule, ...]:
         "التعليمات التي أعطاك",
         "التي أعطيت لك",
     )
-    hi_override = _any(
+    hi_override = _alt(
         "अनदेखा",
         "नज़रअंदाज़",
         "नजरअंदाज",
@@ -658,10 +654,10 @@ def _windowed() -> tuple[Rule, ...]:
         "छोड़ो",
         "त्याग",
     )
-    hi_rules = _any(
+    hi_rules = _alt(
         "निर्देश", "नियम", "आदेश", "प्रतिबंध", "पाबंदी", "दिशानिर्देश", "सिस्टम प्रॉम्प्ट", "हिदायत"
     )
-    hi_reveal = _any(
+    hi_reveal = _alt(
         "दिखाओ",
         "दिखाइए",
         "दिखा दो",
@@ -675,7 +671,7 @@ def _windowed() -> tuple[Rule, ...]:
         "साझा करो",
         "उजागर",
     )
-    hi_prompt = _any(
+    hi_prompt = _alt(
         "(?:अपना|अपने|तुम्हारा|तुम्हारे|आपका|आपके)\\s*सिस्टम",
         "छिपे हुए निर्देश",
         "गुप्त निर्देश",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from functools import cache
+from functools import cache, lru_cache
 
 from .entities import PERSON, Entity
 from .gazetteer import (
@@ -399,6 +399,7 @@ _PLACE_PREPOSITIONS = (" in", " en", " à", " em", " aus", " nach", " near", " d
 _SPEAKER_LINE_RE = re.compile(rf"^[{UPPER}][{LOWER}]{{1,20}}:", re.MULTILINE)
 
 
+@lru_cache(maxsize=1)  # asked once per candidate name: scan each text once
 def _speaker_lines(text: str) -> int:
     """How many different speakers start lines ("Ubul: ...") in a transcript."""
     return len({m.group() for m in _SPEAKER_LINE_RE.finditer(text)})

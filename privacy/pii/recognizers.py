@@ -20,6 +20,7 @@ Speed and safety on hostile input (up to 1 MB):
 from __future__ import annotations
 
 import base64
+import datetime
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
@@ -870,8 +871,6 @@ def _plausible_birth_year(date: str) -> bool:
 
 
 def _this_year() -> int:
-    import datetime
-
     return datetime.datetime.now(tz=datetime.UTC).year
 
 
