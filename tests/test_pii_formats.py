@@ -84,6 +84,7 @@ def test_it_finds_dates_of_birth_in_words_other_orders_and_languages(sentence, v
         "The invoice is dated 12 March 1985.",
         "I was born in 1990 and moved here on 12/05/2001.",
         "Happy birthday! The party is on 14 June 2031.",
+        "Her birthday party is on 14 June 2091.",  # a birth word, but a year still to come
         "The birth rate in 2019 was 1.6 per woman.",
     ],
 )
