@@ -343,8 +343,9 @@ async def messages(request: HttpRequest) -> HttpResponseBase:
 @messages_view
 async def count_tokens(request: HttpRequest) -> HttpResponseBase:
     """``POST /v1/messages/count_tokens``: the platform's estimate of the input tokens of a
-    Messages request (what its limits reserve: about four characters a token over everything
-    the request sends the model), without calling a model."""
+    Messages request, about four characters a token over the text it sends the model, without
+    calling a model. Images are not counted (the limits reserve a fixed amount for each:
+    ``admit.estimate``)."""
     principal = await _principal(request)
     parsed = parse_messages_request(_read_json(request), count_only=True)
     if not principal.may_use(parsed.alias):
