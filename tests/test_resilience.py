@@ -550,9 +550,7 @@ def test_api_an_open_breaker_gives_503_circuit_open_without_calling(
     ProviderDeployment.objects.update(max_attempts=1, breaker_failure_threshold=1)
     body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
     assert _post(client, key_a, body).status_code == 502
-    started = time.perf_counter()
     response = _post(client, key_a, body)
-    assert time.perf_counter() - started < 0.2
     assert response.status_code == 503 and response.json()["error"]["code"] == "circuit_open"
     assert int(response["Retry-After"]) > 0
     assert len(primary.requests) == 1
