@@ -8,6 +8,7 @@ the token itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import time
@@ -133,9 +134,18 @@ class Principal:
 
 
 _cache: dict[str, tuple[float, Principal]] = {}
+# Loads under way, by token digest: requests that miss the cache while the same key is being
+# loaded wait for that load instead of each making its own query and HMAC (when an entry
+# expires, every request in flight for that key would otherwise miss at once). Futures belong
+# to the loop that made them; another loop loads on its own.
+_loading: dict[str, asyncio.Future[Principal | None]] = {}
+# Bumped by clear_cache: a load that began before a change (a revocation) is not cached.
+_generation = 0
 
 
 def clear_cache() -> None:
+    global _generation
+    _generation += 1
     _cache.clear()
 
 
@@ -232,6 +242,47 @@ async def authenticate(authorization: str, client_ip: str = "") -> Principal:
     return principal
 
 
+async def _load_once(token: str, digest: str) -> Principal | None:
+    """The principal of ``token`` from the database (None: not a valid key), cached; one load
+    at a time per token and loop, which every concurrent miss for that token awaits."""
+    loop = asyncio.get_running_loop()
+    while (pending := _loading.get(digest)) is not None and pending.get_loop() is loop:
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not pending.cancelled() or (task is not None and task.cancelling()):
+                raise
+            # The load it waited for was cancelled (that request's client went away): the first
+            # waiter to get here loads, the others wait for it.
+    future: asyncio.Future[Principal | None] = loop.create_future()
+    _loading[digest] = future
+    generation = _generation
+    try:
+        parts = keys.split(token)
+        # A malformed token still costs one HMAC, like a wrong one.
+        principal = await sync_to_async(_load)(*parts) if parts else None
+        if not parts:
+            keys.verify(token, None, None)
+        if principal is not None and generation == _generation:
+            _cache[digest] = (time.monotonic() + settings.LLMP_AUTH_CACHE_SECONDS, principal)
+            if len(_cache) > 100_000:
+                _cache.clear()
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except BaseException as error:
+        future.set_exception(error)
+        future.exception()  # retrieved here, so a load nobody else awaited logs no warning
+        raise
+    else:
+        future.set_result(principal)
+        return principal
+    finally:
+        if _loading.get(digest) is future:
+            del _loading[digest]
+
+
 async def _authenticate(authorization: str) -> Principal:
     token = bearer_token(authorization or "")
     if token is None:
@@ -247,16 +298,9 @@ async def _authenticate(authorization: str) -> Principal:
             _cache.pop(digest, None)
             raise AuthenticationFailed()
     else:
-        parts = keys.split(token)
-        # A malformed token still costs one HMAC, like a wrong one.
-        principal = await sync_to_async(_load)(*parts) if parts else None
+        principal = await _load_once(token, digest)
         if principal is None:
-            if not parts:
-                keys.verify(token, None, None)
             raise AuthenticationFailed()
-        _cache[digest] = (now_mono + settings.LLMP_AUTH_CACHE_SECONDS, principal)
-        if len(_cache) > 100_000:
-            _cache.clear()
     if principal.last_used_at is None or now - principal.last_used_at >= LAST_USED_INTERVAL:
         principal.last_used_at = now
         background.spawn(sync_to_async(_touch)(principal.key_id, now))
