@@ -210,13 +210,17 @@ async def send(url: str, key: str, bodies: list[dict], concurrency: int) -> Coun
     async def worker(client: httpx.AsyncClient) -> None:
         while queue:
             data = queue.pop()
-            if data.get("stream"):
-                async with client.stream("POST", url, json=data, headers=headers) as r:
-                    text = (await r.aread()).decode()
-                    ok = r.status_code == 200 and "[DONE]" in text
-            else:
-                r = await client.post(url, json=data, headers=headers)
-                ok = r.status_code == 200
+            try:
+                if data.get("stream"):
+                    async with client.stream("POST", url, json=data, headers=headers) as r:
+                        text = (await r.aread()).decode()
+                        ok = r.status_code == 200 and "[DONE]" in text
+                else:
+                    r = await client.post(url, json=data, headers=headers)
+                    ok = r.status_code == 200
+            except httpx.HTTPError as exc:  # counted, and shown in the outcomes
+                outcomes[type(exc).__name__] += 1
+                continue
             outcomes["ok" if ok else f"status {r.status_code}"] += 1
             outcomes[f"x-cache {r.headers.get('x-cache', '-')}"] += 1
 
@@ -432,6 +436,9 @@ def main() -> int:
                 "--no-access-log",
                 "--log-level",
                 "warning",
+                # As bench/run.py: a busy worker must not be replaced in the middle of a run.
+                "--timeout-worker-healthcheck",
+                str(bench.HEALTHCHECK_SECONDS),
             ],
             env=env,
             cwd=ROOT,
