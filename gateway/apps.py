@@ -94,6 +94,12 @@ class GatewayConfig(AppConfig):
             register_fast_route(path, view, too_large=messages.TOO_LARGE)
         register_shutdown(usage_writer.flush)
         register_startup(route.routing_table.start_listening)
+        from gateway.resilience.breaker import breaker_store
+
+        async def follow_breakers() -> None:
+            await breaker_store().start_listening()
+
+        register_startup(follow_breakers)
         from gateway.limits import corrections
 
         register_shutdown(corrections.flush)

@@ -227,6 +227,35 @@ def test_independent_clients_in_other_event_loops_see_the_same_state():
 
 
 @pytest.mark.redis
+async def test_a_breaker_opened_elsewhere_refuses_here_before_the_kept_closed_state_expires():
+    """Another replica keeps a closed state for ``state_ttl`` without asking Redis; the
+    opening is published, so it refuses its next call instead of calling the failing
+    deployment once more."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    policy = ResiliencePolicy(failure_threshold=3, recovery_seconds=60)
+    opener = RedisBreaker(prefix=prefix, on_transition=None)
+    here = RedisBreaker(prefix=prefix, state_ttl=60, on_transition=None)
+    await here.start_listening()
+    channel = here._opened_channel()
+    with here._sync() as client:
+        for _ in range(250):  # the subscription is made in the background
+            if client.pubsub_numsub(channel)[0][1]:
+                break
+            await asyncio.sleep(0.02)
+    assert (await here.admit("dep", policy)).allowed  # closed, kept for a minute
+    await fail(opener, 3, policy)
+    for _ in range(100):
+        admission = await here.admit("dep", policy)
+        if not admission.allowed:
+            break
+        await asyncio.sleep(0.01)
+    assert not admission.allowed and admission.state == "open"
+    assert admission.retry_after is not None and admission.retry_after > 50
+    here._listener.cancel()
+    opener.clear()
+
+
+@pytest.mark.redis
 async def test_the_closed_hot_path_reads_redis_at_most_once_per_state_ttl():
     store = RedisBreaker(prefix=f"test:{uuid.uuid4().hex}:", state_ttl=1.0, on_transition=None)
     calls = []

@@ -14,10 +14,13 @@ With ``REDIS_URL`` set the state is shared by every worker and replica
 
 The closed-state hot path costs no Redis round trip: each process keeps the state it last read
 for ``state_ttl`` (1 s) and counts its successes locally, adding them to the shared window on
-its next read. Failures are written at once. So another process learns of an opened breaker
-within a second, and a success resets the shared count of consecutive failures at once only
-when there are some. If Redis cannot be reached the in-process breaker takes over (logged
-loudly) and Redis is tried again a few seconds later: the breaker never fails a request.
+its next read. Failures are written at once. The process that opens a breaker publishes it
+(Redis pub/sub, once per opening), and every process drops what it kept of that breaker, so
+its next request reads the open state instead of calling the failing deployment; without the
+subscription (lost, reconnecting) another process learns of it within a second. A success
+resets the shared count of consecutive failures at once only when there are some. If Redis
+cannot be reached the in-process breaker takes over (logged loudly) and Redis is tried again a
+few seconds later: the breaker never fails a request.
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class CircuitBreaker(ABC):
 
     def __init__(self, *, on_transition: OnTransition | None = record_transition_event) -> None:
         self.on_transition = on_transition
+
+    async def start_listening(self) -> None:  # noqa: B027 - optional: only shared stores listen
+        """Follow the other processes' breakers (a store shared between processes only)."""
 
     async def admit(self, deployment: str, policy: ResiliencePolicy) -> BreakerAdmission:
         if policy.override == FORCED_OPEN:

@@ -1,11 +1,13 @@
 """The Redis-backed circuit breaker: one state per deployment shared by every worker and
 replica, changed only by atomic Lua scripts, read at most once per ``state_ttl`` per process
-on the closed-state hot path (see ``gateway.resilience.breaker`` for the state machine)."""
+on the closed-state hot path, and an opening published to every process at once (see
+``gateway.resilience.breaker`` for the state machine)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 import weakref
 from collections.abc import Iterable
@@ -23,6 +25,7 @@ from gateway.resilience.breaker import (
     CLOSED,
     HALF_OPEN,
     OPEN,
+    OPENED,
     PROBE_RETRY_HINT,
     RECENT_FAILURES,
     BreakerAdmission,
@@ -233,6 +236,7 @@ class RedisBreaker(CircuitBreaker):
         self._seen: dict[str, _Seen] = {}
         self._successes: dict[str, int] = {}
         self._down_until = 0.0
+        self._listener: asyncio.Task[None] | None = None
         # One client per event loop: a redis.asyncio connection belongs to the loop that
         # opened it, and Django's test client runs each request in a fresh loop.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
@@ -244,6 +248,13 @@ class RedisBreaker(CircuitBreaker):
     def _keys(self, deployment: str) -> list[str]:
         base = f"{self.prefix}{{{deployment}}}"  # one hash slot per breaker (Redis Cluster)
         return [base, f"{base}:probe", f"{base}:recent"]
+
+    def _opened_channel(self) -> str:
+        # Pub/sub channels are not per Redis database: the URL and prefix keep platforms that
+        # share one server apart.
+        assert self.url is not None
+        digest = hashlib.sha256(f"{self.url} {self.prefix}".encode()).hexdigest()[:12]
+        return f"llmp:breaker:opened:{digest}"
 
     def _client(self) -> _LoopClient:
         loop = asyncio.get_running_loop()
@@ -308,9 +319,52 @@ class RedisBreaker(CircuitBreaker):
         )
         if previous is None or previous.state != state:
             metrics.set_breaker_state(deployment, state)
+        if transition == OPENED:
+            await self._publish_opened(deployment)
         if transition:
             await self._transitioned(deployment, transition, code)
         return [state, int(fails), int(wait_ms) / 1000, int(verdict)]
+
+    async def _publish_opened(self, deployment: str) -> None:
+        """Tell every process (this one too) to forget the closed state it keeps for
+        ``state_ttl``: before this request answers, so a client that saw it fail and tries
+        another replica finds the breaker open there. Once per opening, not per request."""
+        try:
+            async with asyncio.timeout(self.redis_timeout):
+                await self._client().client.publish(self._opened_channel(), deployment)
+        except (RedisError, OSError, TimeoutError) as exc:  # they learn within state_ttl
+            log.warning("breaker_publish_failed", error=type(exc).__name__)
+
+    async def start_listening(self) -> None:
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _listen(self) -> None:
+        assert self.url is not None
+        while True:
+            # Its own connection: a subscription waits for messages, and the command clients'
+            # socket timeout is a quarter of a second.
+            client = aioredis.Redis.from_url(
+                self.url, socket_connect_timeout=1.0, health_check_interval=10
+            )
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._opened_channel())
+                    # Openings missed while not subscribed: read every breaker again.
+                    self._seen.clear()
+                    while True:
+                        message = await pubsub.get_message(timeout=5.0)
+                        if message is not None and message.get("type") == "message":
+                            data = message["data"]
+                            name = data.decode() if isinstance(data, bytes) else str(data)
+                            self._seen.pop(name, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # state_ttl stays the safety net
+                log.warning("breaker_subscription_lost", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                await client.aclose()
 
     def _went_down(self, exc: BaseException) -> None:
         if not self._down_until:
