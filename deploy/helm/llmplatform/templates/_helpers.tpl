@@ -213,6 +213,9 @@ app.kubernetes.io/component: {{ .component }}
   secret:
     secretName: {{ include "llmplatform.secretName" . }}
     defaultMode: 0440
+    # Said outright: a missing Secret keeps the pod from starting (and podman 4.3's kube play
+    # crashes on a secret volume without the field, podman issue 16636).
+    optional: false
 {{- end }}
 {{- end -}}
 
