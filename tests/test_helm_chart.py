@@ -14,12 +14,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
+import kubernetes_validate.utils as kubernetes_validate
 import pytest
 import yaml
 from django.conf import settings
-
-helm = pytest.importorskip("helm_python")
-kubernetes_validate = pytest.importorskip("kubernetes_validate.utils")
 
 CHART = Path(settings.BASE_DIR) / "deploy" / "helm" / "llmplatform"
 KUBERNETES_VERSION = "1.31"

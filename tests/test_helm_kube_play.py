@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import httpx
 import pytest
 import yaml
@@ -31,7 +32,6 @@ from .upstreams import OpenAIUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
-helm = pytest.importorskip("helm_python")
 
 ROOT = Path(settings.BASE_DIR)
 CHART = ROOT / "deploy" / "helm" / "llmplatform"
