@@ -29,10 +29,14 @@ case "$role" in
     fi
     # --no-proxy-headers: the client address is the platform's business
     # (LLMP_TRUSTED_PROXY_HOPS), not uvicorn's. --lifespan on: the last batch of usage
-    # records is written on shutdown.
+    # records is written on shutdown. On SIGTERM uvicorn stops accepting and lets open
+    # requests and streams finish for up to LLMP_GRACEFUL_SHUTDOWN_SECONDS (keep it below the
+    # orchestrator's grace period: compose's stop_grace_period, Kubernetes'
+    # terminationGracePeriodSeconds less the preStop sleep).
     exec uvicorn llmplatform.asgi:application \
       --host "${LLMP_HOST:-0.0.0.0}" --port "${LLMP_PORT:-8000}" --workers "$workers" \
-      --lifespan on --no-proxy-headers --timeout-graceful-shutdown 25 "$@"
+      --lifespan on --no-proxy-headers \
+      --timeout-graceful-shutdown "${LLMP_GRACEFUL_SHUTDOWN_SECONDS:-25}" "$@"
     ;;
   worker)
     exec celery -A llmplatform worker --loglevel "${LOG_LEVEL:-INFO}" \

@@ -56,12 +56,24 @@ def check_web() -> str | None:
     return None if response.status == 200 else f"/healthz answered {response.status}"
 
 
+def setting(name: str) -> str | None:
+    """``NAME``, or the content of the file ``NAME_FILE`` names, as llmplatform/env.py reads
+    them (the Helm chart gives the broker's URL, which may hold a password, as a file)."""
+    value = os.environ.get(name)
+    if value is None and os.environ.get(f"{name}_FILE"):
+        try:
+            value = Path(os.environ[f"{name}_FILE"]).read_text().strip()
+        except OSError:
+            return None
+    return value
+
+
 def check_worker() -> str | None:
     from celery import Celery
 
-    broker = os.environ.get("CELERY_BROKER_URL")
+    broker = setting("CELERY_BROKER_URL")
     if not broker:
-        return "CELERY_BROKER_URL is not set"
+        return "CELERY_BROKER_URL (or CELERY_BROKER_URL_FILE) is not set"
     name = f"celery@{socket.gethostname()}"
     replies = Celery(broker=broker).control.ping(destination=[name], timeout=TIMEOUT)
     return None if any(name in reply for reply in replies) else f"{name} did not answer a ping"

@@ -305,6 +305,22 @@ def test_the_web_check_sends_a_host_that_allowed_hosts_accepts(monkeypatch):
         assert healthcheck.health_host() == host
 
 
+def test_the_worker_check_reads_the_broker_url_from_a_file_as_the_platform_does(
+    tmp_path, monkeypatch
+):
+    """The Helm chart mounts CELERY_BROKER_URL as a secret file (CELERY_BROKER_URL_FILE)."""
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    monkeypatch.delenv("CELERY_BROKER_URL_FILE", raising=False)
+    assert healthcheck.setting("CELERY_BROKER_URL") is None
+    assert "is not set" in healthcheck.check_worker()
+    secret = tmp_path / "CELERY_BROKER_URL"
+    secret.write_text("rediss://:pw@redis.internal:6379/0\n")
+    monkeypatch.setenv("CELERY_BROKER_URL_FILE", str(secret))
+    assert healthcheck.setting("CELERY_BROKER_URL") == "rediss://:pw@redis.internal:6379/0"
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://plain:6379/0")  # the variable wins
+    assert healthcheck.setting("CELERY_BROKER_URL") == "redis://plain:6379/0"
+
+
 def test_the_beat_check_fails_when_the_schedule_is_stale(tmp_path, monkeypatch):
     schedule = tmp_path / "celerybeat-schedule"
     monkeypatch.setattr(healthcheck, "BEAT_SCHEDULE", str(schedule))
