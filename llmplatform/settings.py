@@ -492,7 +492,7 @@ LLMP_CACHE_TTL_SECONDS = env_int("LLMP_CACHE_TTL_SECONDS", 3600, minimum=1)
 # the event loop (LLMP_GUARD_OFFLOAD: "process", a worker process per web process; "thread";
 # or "off") so a long prompt does not stall the small requests beside it.
 LLMP_VERDICT_TTL_SECONDS = env_int("LLMP_VERDICT_TTL_SECONDS", 86400, minimum=1)
-LLMP_VERDICT_MIN_CHARS = env_int("LLMP_VERDICT_MIN_CHARS", 1000, minimum=1)
+LLMP_VERDICT_MIN_CHARS = env_int("LLMP_VERDICT_MIN_CHARS", 500, minimum=1)
 LLMP_GUARD_OFFLOAD_CHARS = env_int("LLMP_GUARD_OFFLOAD_CHARS", 20_000, minimum=1)
 LLMP_GUARD_OFFLOAD = env_str("LLMP_GUARD_OFFLOAD", "process")
 if LLMP_GUARD_OFFLOAD not in ("process", "thread", "off"):

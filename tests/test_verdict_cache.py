@@ -23,7 +23,7 @@ from .upstreams import OpenAIUpstream
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
-# Long enough to be kept (LLMP_VERDICT_MIN_CHARS is 1,000), ordinary, with one e-mail address.
+# Long enough to be kept (LLMP_VERDICT_MIN_CHARS is 500), ordinary, with one e-mail address.
 DOCUMENT = (
     "The quarterly report covers sales in the northern region, where revenue grew by four "
     "percent while costs stayed flat. Shipping times improved after the new warehouse opened. "
