@@ -313,6 +313,69 @@ def stall_test(measure: Measure, texts: Texts, key: str, seconds: float) -> dict
     }
 
 
+async def _ticker(lags: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(0.001)
+        lags.append((time.perf_counter() - started - 0.001) * 1000)
+
+
+async def _lag_trial(mode: str, text: str, pool: object) -> dict:
+    """How late a 1 ms timer of the event loop fires while the guard works on ``text``: what
+    a small request beside it would wait, before any other cost."""
+    from gateway.pipeline import text_checks
+
+    lags: list[float] = []
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(_ticker(lags, stop))
+    await asyncio.sleep(0.2)
+    idle = list(lags)
+    lags.clear()
+    jobs = ([(text, "user")], [(text, None)])
+    started = time.perf_counter()
+    if mode == "off":
+        text_checks.check_texts(*jobs)
+    elif mode == "thread":
+        await asyncio.to_thread(text_checks.check_texts, *jobs)
+    else:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(pool, text_checks.check_texts, *jobs)  # type: ignore[arg-type]
+    work = (time.perf_counter() - started) * 1000
+    stop.set()
+    await ticker
+    return {
+        "mode": mode,
+        "work_ms": work,
+        "lag_p50_ms": p50(lags),
+        "lag_p99_ms": p99(lags),
+        "lag_max_ms": max(lags),
+        "idle_lag_p99_ms": p99(idle),
+    }
+
+
+def loop_lag(texts: Texts, rounds: int = 2) -> list[dict]:
+    """The screen and the PII detector on one 400k-character text, in the event loop, in a
+    thread and in a worker process (``LLMP_GUARD_OFFLOAD``), with a timer ticking beside."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    sys.path.insert(0, str(run.ROOT))
+    from gateway.pipeline import text_checks
+
+    text = texts.take(400_000)
+    text_checks.warm_up()
+    context = multiprocessing.get_context("forkserver")
+    results = []
+    with ProcessPoolExecutor(1, mp_context=context, initializer=text_checks.warm_up) as pool:
+        pool.submit(text_checks.warm_up).result()
+        for _ in range(rounds):
+            for mode in ("off", "thread", "process"):
+                result = asyncio.run(_lag_trial(mode, text, pool))
+                run.log(f"loop lag: {json.dumps({k: v for k, v in result.items()})}")
+                results.append(result)
+    return results
+
+
 _PRIVACY_SNIPPET = """
 from privacy.models import PrivacyPolicy
 from llmplatform.models import Tenant
@@ -334,6 +397,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 repetitions, shorter stall test")
     parser.add_argument("--offload", choices=("process", "thread", "off"), default="process")
     parser.add_argument("--source", default="worktree", help="worktree, head or a directory")
+    parser.add_argument(
+        "--loop-lag-only",
+        action="store_true",
+        help="only the event-loop lag beside a 400k-character guard pass, per offload mode",
+    )
     args = parser.parse_args()
     reps = 3 if args.quick else 5
     stall_seconds = 8.0 if args.quick else 15.0
@@ -341,6 +409,14 @@ def main() -> int:
     corpus = documentation()
     run.log(f"corpus: {len(corpus):,} characters of standard-library docstrings")
     texts = Texts(corpus)
+    if args.loop_lag_only:
+        for result in loop_lag(texts):
+            print(
+                f"| {result['mode']} | {result['work_ms']:.0f} ms | {result['lag_p50_ms']:.2f} ms "
+                f"| {result['lag_p99_ms']:.2f} ms | {result['lag_max_ms']:.1f} ms "
+                f"| {result['idle_lag_p99_ms']:.2f} ms |"
+            )
+        return 0
     results: dict = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "offload": args.offload,
