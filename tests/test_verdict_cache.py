@@ -163,6 +163,24 @@ def test_a_policy_change_screens_again_and_applies_the_new_threshold(
     assert SecurityEvent.objects.filter(action="flagged").count() == 1
 
 
+def test_a_pii_policy_change_looks_for_pii_again(
+    client, principals, key_a, upstream, long_prompts, searched
+):
+    PrivacyPolicy.objects.update_or_create(
+        tenant=principals.tenant_a, defaults={"upstream_pii": "mask"}
+    )
+    route_alias("default", upstream.base_url)
+    assert chat(client, key_a, first_turn()).status_code == 200
+    searched.clear()
+
+    PrivacyPolicy.objects.filter(tenant=principals.tenant_a).update(block_pii_types=["EMAIL"])
+    refused = chat(client, key_a, first_turn())
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "pii_detected"
+    assert first_turn()[0]["content"] in searched
+    assert len(upstream.requests) == 1
+
+
 def test_a_blocked_message_stays_blocked_on_a_later_turn_without_being_screened_again(
     client, principals, key_a, upstream, long_prompts, screened
 ):
