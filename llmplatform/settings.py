@@ -485,6 +485,18 @@ LLMP_USAGE_FLUSH_MS = env_int("LLMP_USAGE_FLUSH_MS", 1000, minimum=0)
 LLMP_AFTER_ANSWER_INLINE = env_bool("LLMP_AFTER_ANSWER_INLINE", False)
 # Response cache: how long an answer is kept (seconds).
 LLMP_CACHE_TTL_SECONDS = env_int("LLMP_CACHE_TTL_SECONDS", 3600, minimum=1)
+# Per-text memo of screen verdicts and PII findings (gateway.pipeline.verdicts): texts of at
+# least LLMP_VERDICT_MIN_CHARS characters are looked up (in Redis, else in this process) so an
+# agent resending its history pays the screen once per message, not once per turn; kept for
+# LLMP_VERDICT_TTL_SECONDS. Work on at least LLMP_GUARD_OFFLOAD_CHARS characters runs outside
+# the event loop (LLMP_GUARD_OFFLOAD: "process", a worker process per web process; "thread";
+# or "off") so a long prompt does not stall the small requests beside it.
+LLMP_VERDICT_TTL_SECONDS = env_int("LLMP_VERDICT_TTL_SECONDS", 86400, minimum=1)
+LLMP_VERDICT_MIN_CHARS = env_int("LLMP_VERDICT_MIN_CHARS", 500, minimum=1)
+LLMP_GUARD_OFFLOAD_CHARS = env_int("LLMP_GUARD_OFFLOAD_CHARS", 20_000, minimum=1)
+LLMP_GUARD_OFFLOAD = env_str("LLMP_GUARD_OFFLOAD", "process")
+if LLMP_GUARD_OFFLOAD not in ("process", "thread", "off"):
+    raise ImproperlyConfigured("LLMP_GUARD_OFFLOAD must be process, thread or off.")
 # External scanners (gateway.scanners): the most a request waits for its pre-call (or its
 # post-call) scanners together, which run concurrently, each within its own timeout too. A
 # scanner still running then has timed out, and its fail mode decides.

@@ -152,3 +152,18 @@ def test_what_sdks_send_takes_the_plain_path():
         serializer = ChatCompletionSerializer(data=copy.deepcopy(data))
         assert serializer.is_valid()
         assert _typed(plain_chat_request(copy.deepcopy(data))) == _typed(serializer.validated_data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.characters(max_codepoint=0x2FF))
+    | st.text(st.characters(max_codepoint=0x7F))
+)
+def test_control_characters_are_removed_the_same_way_from_ascii_and_other_text(text):
+    """``clean_text`` takes a faster path for ASCII text; it removes what the regular
+    expression removes (tab and newline stay), whatever the text."""
+    import re
+
+    from gateway.pipeline.validate import clean_text
+
+    assert clean_text(text) == re.sub(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", "", text)

@@ -33,7 +33,7 @@ from asgiref.sync import sync_to_async
 from gateway import cache as response_cache
 from gateway.errors import ApiError, ModelNotFound
 from gateway.models import SecurityEvent
-from gateway.pipeline import admit, background, dispatch, guard, inputs, output, pii, scan
+from gateway.pipeline import admit, background, dispatch, guard, inputs, output, pii, scan, verdicts
 from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.call import CacheRead, PipelineCall
 from gateway.pipeline.dispatch import DispatchPlan, Outcome, Served, StreamServed
@@ -163,6 +163,7 @@ class ChatCall(PipelineCall[ChatRequest]):
         self.upstream_extra: dict[str, Any] = {}
         self._upstream_started = 0.0
         self.post_scanners: tuple[ScannerConfig, ...] = ()
+        self.verdicts = verdicts.NO_VERDICTS
 
     # The stages ------------------------------------------------------------------------------
 
@@ -208,10 +209,13 @@ class ChatCall(PipelineCall[ChatRequest]):
         ):
             self.leak_guard = self._new_leak_guard(target)
         request = upstream_request(target, parsed, principal)
+        # The screen scores and PII findings of long texts: earlier turns' from the verdict
+        # store in one round trip, new ones computed (off the event loop when long).
+        self.verdicts = await verdicts.look_up(principal, parsed.parts(), parsed.messages)
         # PII policy first (over everything the client sent, not the route's own system
         # prompt), then the canary, so masking can never touch it.
         protected, self.restorer = pii.protect(
-            principal, request, keep=1 if target.system_prompt else 0
+            principal, request, keep=1 if target.system_prompt else 0, verdicts=self.verdicts
         )
         if protected is not request:
             self.meter.pii_redactions = count_redactions(request.messages, protected.messages)
@@ -348,7 +352,7 @@ class ChatCall(PipelineCall[ChatRequest]):
     # Guard input -----------------------------------------------------------------------------
 
     async def screen(self) -> None:
-        verdict = guard.screen_input(self.principal, self.parsed.parts())
+        verdict = guard.screen_input(self.principal, self.parsed.parts(), self.verdicts)
         if verdict.action == "allow":
             return
         result = verdict.result

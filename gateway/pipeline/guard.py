@@ -32,9 +32,10 @@ from gateway.errors import ApiError
 from gateway.models import ScreeningMode, SecurityEvent
 from gateway.pipeline import background, inputs
 from gateway.pipeline.authenticate import Principal
+from gateway.pipeline.verdicts import NO_VERDICTS, TextVerdicts
 from gateway.providers.base import ChatMessage
 from gateway.screening.canary import WordRun, leak_matcher, with_canary
-from gateway.screening.injection import ScreenResult, screen_text
+from gateway.screening.injection import ScreenResult
 from llmplatform.db import fresh_db
 
 log = structlog.get_logger("gateway.guard")
@@ -68,7 +69,9 @@ class InputVerdict:
     param: str = "messages"  # where it was in the request
 
 
-def screen_input(principal: Principal, found: list[inputs.Part]) -> InputVerdict:
+def screen_input(
+    principal: Principal, found: list[inputs.Part], verdicts: TextVerdicts = NO_VERDICTS
+) -> InputVerdict:
     """Score everything the client sent that reaches the model: messages of every role (a forged
     assistant turn, or an app's system message built from user input, can carry an injection
     as well as a user message), tool-call arguments, ``tools`` descriptions and the
@@ -79,7 +82,10 @@ def screen_input(principal: Principal, found: list[inputs.Part]) -> InputVerdict
     screen's persona and prompt-extraction signals fire on most real ones. So a system part
     counts only when a rule that no app needs in its own instructions fires
     (``SYSTEM_ATTACK_RULES``: drop your rules, no restrictions, a jailbreak persona, hidden or
-    encoded text, exfiltration)."""
+    encoded text, exfiltration).
+
+    ``verdicts`` holds the scores of long texts already looked up or computed for this request
+    (``gateway.pipeline.verdicts``); others are screened here."""
     mode = principal.tier.screening_mode
     if mode == ScreeningMode.OFF:
         return InputVerdict("allow", None)
@@ -88,7 +94,7 @@ def screen_input(principal: Principal, found: list[inputs.Part]) -> InputVerdict
         text = "\n".join(part.screened)
         if not text:
             continue
-        result = screen_text(text, role=part.role)
+        result = verdicts.screen(text, part.role)
         if part.role in SYSTEM_ROLES and not SYSTEM_ATTACK_RULES.intersection(result.reasons):
             continue
         if best is None or result.score > best[0].score:

@@ -27,6 +27,7 @@ import structlog
 from gateway.errors import ApiError
 from gateway.pipeline import inputs
 from gateway.pipeline.authenticate import Principal
+from gateway.pipeline.verdicts import NO_VERDICTS, TextVerdicts
 from gateway.providers.base import ChatMessage, ChatRequest
 from privacy.pii import DetectorError, Pseudonymizer, StreamRestorer, detect, redact
 
@@ -72,7 +73,9 @@ def _detector_unavailable(exc: DetectorError) -> PIIDetectorUnavailable:
     )
 
 
-def _check_blocked(principal: Principal, request: ChatRequest, keep: int) -> None:
+def _check_blocked(
+    principal: Principal, request: ChatRequest, keep: int, verdicts: TextVerdicts
+) -> None:
     blocked = principal.privacy.block_pii_types
     if not blocked:
         return
@@ -80,7 +83,7 @@ def _check_blocked(principal: Principal, request: ChatRequest, keep: int) -> Non
     params: list[str] = []
     for part in inputs.parts(request.messages[keep:], request.extra):
         for text in part.screened:
-            types = {e.type for e in detect(text, types=blocked)}
+            types = {e.type for e in verdicts.detect(text, blocked)}
             if types:
                 found |= types
                 params.append(part.param)
@@ -143,24 +146,32 @@ def protect(
     request: ChatRequest,
     *,
     keep: int = 0,
+    verdicts: TextVerdicts = NO_VERDICTS,
 ) -> tuple[ChatRequest, Restorer | None]:
     """The request as the provider may see it, and what restores the reply (or None).
 
     Every part the client sent is checked and transformed (messages of every role including
     system and developer, tool-call arguments, ``tools``, ``response_format`` and the other
     pass-through fields); the first ``keep`` messages are the route's own system prompt and
-    are left as the operator wrote them.
+    are left as the operator wrote them. ``verdicts`` holds the findings of long texts already
+    looked up or computed for this request (``gateway.pipeline.verdicts``).
     """
     policy = principal.privacy
     if not policy.block_pii_types and policy.upstream_pii == "off":
         return request, None
     try:
-        _check_blocked(principal, request, keep)
+        _check_blocked(principal, request, keep, verdicts)
         if policy.upstream_pii == "mask":
-            return _transform_request(request, redact, keep), None
+            return _transform_request(
+                request, lambda text: redact(text, verdicts.detect(text)), keep
+            ), None
         if policy.upstream_pii == "pseudonymize":
             pseudonymizer = Pseudonymizer()
-            protected = _transform_request(request, pseudonymizer.pseudonymize, keep)
+            protected = _transform_request(
+                request,
+                lambda text: pseudonymizer.pseudonymize(text, verdicts.detect(text)),
+                keep,
+            )
             if not pseudonymizer.mapping:
                 return request, None
             return protected, Restorer(pseudonymizer)

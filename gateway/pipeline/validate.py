@@ -21,6 +21,8 @@ from gateway.pipeline.inputs import Part, check_shape, parts
 from gateway.providers.base import MEDIA_KINDS, ChatMessage
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# The same characters as bytes, for ASCII text (C0 controls but tab and newline, and DEL).
+_ASCII_CONTROL = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
 
 # OpenAI parameters the gateway accepts and passes through to OpenAI-compatible upstreams.
 PASSTHROUGH_PARAMS = frozenset(
@@ -48,6 +50,13 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 def clean_text(text: str) -> str:
+    """``text`` without control characters (but tab and newline). Every message of a long
+    conversation passes here on every turn: ASCII text (``isascii`` is a flag, no scan) takes
+    ``bytes.translate``, about twice as fast as the regular expression's scan."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        kept = raw.translate(None, _ASCII_CONTROL)
+        return text if len(kept) == len(raw) else kept.decode("ascii")
     return _CONTROL.sub("", text)
 
 

@@ -50,13 +50,14 @@ class Pseudonymizer:
         # restoring cannot turn it into someone's data.
         self._reserved: set[str] = set()
 
-    def pseudonymize(self, text: str) -> str:
+    def pseudonymize(self, text: str, found: list[Entity] | None = None) -> str:
         """``text`` with each detected entity replaced by its placeholder. Numbering is shared
-        by all calls on this object. Raises ``DetectorError`` if detection fails."""
+        by all calls on this object. ``found``: what ``detect(text, self.types)`` returned, if
+        the caller has it already. Raises ``DetectorError`` if detection fails."""
         self._reserved.update(
             m.group() for m in _PLACEHOLDER_RE.finditer(text) if m.group() not in self.mapping
         )
-        entities = detect(text, self.types)
+        entities = detect(text, self.types) if found is None else found
         clashes = [
             Entity(m.group(1), m.start(), m.end(), 1.0)
             for m in _PLACEHOLDER_RE.finditer(text)

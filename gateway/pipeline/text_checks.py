@@ -1,0 +1,47 @@
+"""The CPU work of the input guard on a batch of texts: injection scores and PII findings.
+
+Pure Python, without Django, so that ``gateway.pipeline.verdicts`` can run it in a worker
+process for long inputs (the regular-expression work holds the GIL: in a thread it would still
+stall the event loop's other requests). Values cross the process boundary as plain tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from gateway.screening import injection
+from privacy import pii
+
+# (text, role) to screen; (text, types or None for all) to look for PII in.
+ScreenJob = tuple[str, str]
+PiiJob = tuple[str, frozenset[str] | None]
+# A screen result as (score, reasons); PII findings as (type, start, end, score) tuples.
+ScreenOutcome = tuple[float, tuple[str, ...]]
+Finding = tuple[str, int, int, float]
+
+
+def screen(text: str, role: str) -> ScreenOutcome:
+    # Through the module attribute, so a test's spy on ``injection.screen_text`` sees it.
+    result = injection.screen_text(text, role=role)
+    return result.score, result.reasons
+
+
+def find_pii(text: str, types: Collection[str] | None) -> tuple[Finding, ...]:
+    """Raises ``privacy.pii.DetectorError`` as ``detect`` does (the caller fails closed)."""
+    return tuple((e.type, e.start, e.end, e.score) for e in pii.detect(text, types))
+
+
+def check_texts(
+    screen_jobs: list[ScreenJob], pii_jobs: list[PiiJob]
+) -> tuple[list[ScreenOutcome], list[tuple[Finding, ...]]]:
+    """Every job of the batch, in order."""
+    return (
+        [screen(text, role) for text, role in screen_jobs],
+        [find_pii(text, types) for text, types in pii_jobs],
+    )
+
+
+def warm_up() -> None:
+    """A worker process's first job should not pay for loading word lists and rules."""
+    pii.warm_up()
+    injection.screen_text("Hello there, how are you?")
