@@ -44,6 +44,12 @@ from run import PLATFORM_ENV_PREFIXES, production_settings
 DB = "llmp_bench_pitr"
 
 
+def report_wal(connection) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT archived_count FROM pg_stat_archiver")
+        return f"{cursor.fetchone()[0]} WAL segments of 16 MiB archived in all"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--usage-rows", type=int, default=1_300_000)
@@ -129,7 +135,8 @@ def main() -> int:
             filled = fill(args.usage_rows, args.conversations)
             fill_seconds = time.monotonic() - clock
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
+                # Close the segment being written, so "caught up" means every write archived.
+                cursor.execute("SELECT pg_walfile_name(pg_switch_wal())")
                 current = cursor.fetchone()[0]
             clock = time.monotonic()
             while True:
@@ -143,7 +150,7 @@ def main() -> int:
             print(
                 f"database {human(filled['size'])}, filled in {fill_seconds:.0f} s; the WAL "
                 f"archive caught up {catch_up:.1f} s after the load stopped "
-                f"({failed} failed pushes retried)"
+                f"({failed} failed pushes retried); {report_wal(connection)}"
             )
 
             datamap.erase_all(filled["tenant"].pk, "user-3")  # an erasure in the ledger
@@ -185,7 +192,8 @@ def main() -> int:
                 f"RTO (restore drill to the end of the archive, backup set "
                 f"{report.backup_label}): {report.duration_seconds:.1f} s against "
                 f"{report.rto_seconds} s; {report.tables} tables, {report.rows:,} rows; "
-                f"erasures replayed: {report.replay.erased}"
+                f"erasure ledger: {report.replay.entries} entries, {report.replay.erased} "
+                f"erased again, {report.replay.absent} already erased in the archive"
             )
         finally:
             from django.db import connections

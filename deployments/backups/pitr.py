@@ -149,10 +149,10 @@ def render_config(conf: PitrSettings) -> str:
         f"pg1-port={conf.pg_port}",
         f"pg1-user={conf.pg_user}",
     ]
+    # pgBackRest runs on the database's host (it reads the data directory): it reaches the
+    # server through its socket.
     if conf.pg_host.startswith("/"):
         lines.append(f"pg1-socket-path={conf.pg_host}")
-    elif conf.pg_host not in ("localhost", "127.0.0.1"):
-        lines.append(f"pg1-host={conf.pg_host}")
     return "\n".join(lines) + "\n"
 
 
