@@ -119,6 +119,13 @@ def test_a_point_in_time_restore_brings_back_exactly_the_rows_before_it_and_keep
         pitr.stanza_create(conf)
         full = pitr.pitr_backup_run(actor=Actor.system("test"), kind="full")
         assert full.backup is not None and full.backup.kind == "full"
+        audited = AuditEvent.objects.get(action="backups.pitr_backup.succeed")
+        assert audited.after["label"] == full.backup.label
+        # The scheduled task finds this recent full backup and takes no other.
+        from deployments.backups import tasks
+
+        assert tasks.run_pitr_backup("full") == full.backup.label
+        assert [b.label for b in pitr.info(conf).backups] == [full.backup.label]
 
         platform = source.settings_dict(name)
         with engines.as_default_database(platform):
