@@ -8,7 +8,7 @@ CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
 NODE_CLIENT := tests/clients/node
 NODE_CLIENT_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: install run test check lint audit constraints chromium qemu compose local-model-rebuild clients
+.PHONY: install run test check lint audit constraints chromium qemu compose pgbackrest local-model-rebuild clients
 
 install: $(STAMP)
 
@@ -29,7 +29,7 @@ local-model-rebuild: install
 run: install
 	$(VENV)/bin/python manage.py runplatform
 
-test: install clients chromium qemu compose
+test: install clients chromium qemu compose pgbackrest
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The clients tests/test_real_clients.py drives that are kept out of .venv: the LiteLLM SDK (many
@@ -70,6 +70,16 @@ qemu:
 	    apt-get install -y -qq qemu-user >/dev/null || \
 	      { apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null; }; \
 	  else echo "make test: no qemu-user; the emulated-CPU tests will be skipped"; fi; }
+
+# The point-in-time recovery tests (tests/test_backups_pitr.py) run Debian's pgBackRest against a
+# scratch cluster of PostgreSQL's server binaries; without it they say they were skipped (and
+# fail in CI).
+pgbackrest:
+	@command -v pgbackrest >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq pgbackrest >/dev/null || \
+	      { apt-get update -qq && apt-get install -y -qq pgbackrest >/dev/null; }; \
+	  else echo "make test: no pgbackrest; the point-in-time recovery tests will be skipped (apt-get install pgbackrest)"; fi; }
 
 # tests/test_packaging.py checks compose.yaml with a Compose CLI (Debian's docker-compose when
 # there is neither that nor `docker compose`).

@@ -168,6 +168,8 @@ class AuditAction(models.TextChoices):
     BACKUP_DRILL_REQUEST = "backups.drill.request"
     BACKUP_DRILL_RUN = "backups.drill.run"
     BACKUP_RESTORE_RUN = "backups.restore.run"
+    BACKUP_PITR_SUCCEED = "backups.pitr_backup.succeed"
+    BACKUP_PITR_FAIL = "backups.pitr_backup.fail"
     ERASURE_LEDGER_REPLAY = "backups.erasure_ledger.replay"
     ERASURE_LEDGER_PRUNE = "backups.erasure_ledger.prune"
 

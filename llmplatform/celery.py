@@ -81,6 +81,21 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute="11,41"),
         "options": {"expires": 25 * 60},
     },
+    # Point-in-time recovery (deployments.backups.pitr, when LLMP_PITR_STANZA is set): the WAL
+    # archive is continuous (PostgreSQL's archive_command); a full pgBackRest backup on Sundays
+    # and a differential one the other days bound how much WAL a restore replays.
+    "backups-pitr-full": {
+        "task": "backups.run_pitr_backup",
+        "schedule": crontab(minute=23, hour=2, day_of_week="sun"),
+        "args": ("full",),
+        "options": {"expires": 6 * 60 * 60},
+    },
+    "backups-pitr-diff": {
+        "task": "backups.run_pitr_backup",
+        "schedule": crontab(minute=23, hour=2, day_of_week="mon-sat"),
+        "args": ("diff",),
+        "options": {"expires": 6 * 60 * 60},
+    },
     "backups-prune": {
         "task": "backups.prune_backups",
         "schedule": crontab(minute=53, hour=3),

@@ -207,6 +207,8 @@ class RestoreDrillAdmin(ReadOnlyAdmin):
         "kind",
         "backup",
         "backup_uuid",
+        "backup_label",
+        "recovery_target",
         "actor",
         "started_at",
         "finished_at",
@@ -225,7 +227,7 @@ class RestoreDrillAdmin(ReadOnlyAdmin):
 
     @admin.display(description="backup")
     def backup_short(self, obj: RestoreDrill) -> str:
-        return str(obj.backup_uuid)[:8]
+        return str(obj.backup_uuid)[:8] if obj.backup_uuid else obj.backup_label
 
     @admin.display(description="duration / RTO", ordering="duration_seconds")
     def duration_vs_rto(self, obj: RestoreDrill) -> str:

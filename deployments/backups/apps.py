@@ -14,4 +14,5 @@ class BackupsConfig(AppConfig):
         from privacy.signals import subject_erased
 
         conf.get()  # a misconfigured backup setting stops the start, with its name
+        conf.pitr_get()
         subject_erased.connect(ledger.on_subject_erased, dispatch_uid="backups.erasure_ledger")

@@ -19,8 +19,53 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def _wal_rpo() -> Evidence:
+    """With point-in-time recovery on, the measured RPO is the age of the newest WAL segment
+    in pgBackRest's repository, against ``LLMP_PITR_RPO_MINUTES`` (and a full backup must
+    exist to replay it onto); the dumps, the portable fallback, are reported beside it."""
+    from deployments.backups import pitr
+
+    pitr_conf = backup_conf.pitr_get()
+    target = pitr_conf.rpo.total_seconds()
+    dump = _dump_rpo()
+    details: dict[str, object] = {
+        "mode": "pgbackrest",
+        "stanza": pitr_conf.stanza,
+        "rpo_seconds": target,
+        "dumps": {"ok": dump.ok, "summary": dump.summary},
+    }
+    try:
+        repository = pitr.info(pitr_conf)
+        wal = pitr.archived_wal(pitr_conf)
+    except pitr.PitrError as exc:
+        return Evidence(False, f"The WAL archive cannot be read: {exc}", details)
+    full, diff = repository.newest("full"), repository.newest("diff")
+    details["newest_full"] = full.stopped_at.isoformat() if full else None
+    details["newest_diff"] = diff.stopped_at.isoformat() if diff else None
+    if wal is None:
+        return Evidence(False, "No WAL segment has been archived yet.", details)
+    age = wal.age().total_seconds()
+    details["wal_segment"] = wal.segment
+    details["archived_at"] = wal.archived_at.isoformat()
+    details["age_seconds"] = round(age)
+    ok = age <= target and full is not None
+    summary = (
+        f"The newest archived WAL segment is {_minutes(age)} old (RPO {_minutes(target)}): "
+        f"{'within' if age <= target else 'OUTSIDE'} the RPO; "
+        + (f"newest full backup {full.label}." if full else "NO full backup yet.")
+        + f" Dumps: {dump.summary}"
+    )
+    return Evidence(ok, summary, details)
+
+
 @register("backups.within_rpo", "Backups succeeded within the RPO")
 def within_rpo() -> Evidence:
+    if backup_conf.pitr_get().configured:
+        return _wal_rpo()
+    return _dump_rpo()
+
+
+def _dump_rpo() -> Evidence:
     conf = backup_conf.get()
     rpo = conf.rpo.total_seconds()
     backup = selectors.last_good_backup()
@@ -90,7 +135,10 @@ def restore_drill_recent() -> Evidence:
         summary,
         {
             "drill": drill.pk,
-            "backup": str(drill.backup_uuid),
+            "backup": str(drill.backup_uuid) if drill.backup_uuid else drill.backup_label,
+            "recovery_target": (
+                drill.recovery_target.isoformat() if drill.recovery_target else None
+            ),
             "finished_at": drill.finished_at.isoformat(),
             "age_days": round(age / 86400, 1),
             "duration_seconds": drill.duration_seconds,

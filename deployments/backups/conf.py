@@ -29,6 +29,41 @@ start so a misconfigured deployment stops there).
                                    compared after a restore (comma-separated)
 ``LLMP_BACKUP_STALL_MINUTES``      a backup running this long is taken as crashed (240)
 =================================  ==========================================================
+
+Continuous archiving and point-in-time recovery with pgBackRest (``deployments.backups.pitr``),
+on beside the dumps when ``LLMP_PITR_STANZA`` is set:
+
+=================================  ==========================================================
+``LLMP_PITR_STANZA``               pgBackRest's name for the cluster (unset: no PITR)
+``LLMP_PITR_BUCKET``               the repository's S3 bucket (default ``LLMP_BACKUP_BUCKET``)
+``LLMP_PITR_REPO_PATH``            its path in the bucket (default ``/pgbackrest``)
+``LLMP_PITR_S3_ENDPOINT``          ``https://host[:port]`` (default
+                                   ``https://s3.<region>.amazonaws.com``; pgBackRest speaks
+                                   only TLS to S3)
+``LLMP_PITR_REGION``               default ``LLMP_BACKUP_REGION``
+``LLMP_PITR_CA_FILE``              CA bundle for the endpoint's certificate (optional)
+``LLMP_PITR_S3_KEY``,              S3 credentials (``_FILE`` or ``_REF`` too); unset: the
+``LLMP_PITR_S3_KEY_SECRET``        instance's or pod's IAM role (``repo1-s3-key-type=auto``)
+``LLMP_PITR_CIPHER_PASS``          the repository's AES-256 pass (``_FILE`` or ``_REF`` too;
+                                   required: the repository is always encrypted)
+``LLMP_PITR_RETENTION_FULL``       full backups kept (default 2; WAL older than the oldest
+                                   kept full backup expires with it)
+``LLMP_PITR_RETENTION_DIFF``       differential backups kept (default 6)
+``LLMP_PITR_RPO_MINUTES``          5: the newest archived WAL segment may be this old
+``LLMP_PITR_PG_DATA``              the cluster's data directory (``pg1-path``)
+``LLMP_PITR_PG_HOST``              where pgBackRest connects to it: a socket directory or a
+                                   host (default ``/var/run/postgresql``)
+``LLMP_PITR_PG_PORT``              5432
+``LLMP_PITR_PG_USER``              postgres
+``LLMP_PITR_RUN_AS``               the system user pgBackRest runs as when the platform runs
+                                   as root (the cluster's owner, e.g. ``postgres``)
+``LLMP_PITR_CONFIG``               where the generated pgbackrest.conf goes (default
+                                   ``<LLMP_DATA_DIR>/pgbackrest/pgbackrest.conf``)
+``LLMP_PITR_PGBACKREST``           path of pgbackrest (default: on PATH)
+``LLMP_PITR_PG_BIN``               directory of pg_ctl (default: the newest
+                                   ``/usr/lib/postgresql/*/bin``)
+``LLMP_PITR_PROCESS_MAX``          pgBackRest's parallel processes (default 2)
+=================================  ==========================================================
 """
 
 from __future__ import annotations
@@ -38,6 +73,8 @@ import re
 import shutil
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -137,4 +174,95 @@ def get() -> BackupSettings:
         part_bytes=part_mb * 1024 * 1024,
         checksum_tables=tuple(env_list("LLMP_BACKUP_CHECKSUM_TABLES", DEFAULT_CHECKSUM_TABLES)),
         stall=timedelta(minutes=env_int("LLMP_BACKUP_STALL_MINUTES", 240, minimum=5)),
+    )
+
+
+# --------------------------------------------------------------------------- pgBackRest
+
+
+@dataclass(frozen=True)
+class PitrSettings:
+    """Where pgBackRest keeps the WAL archive and the full and differential backups, and the
+    cluster it backs up. Secrets are not here: ``pitr.secret_env`` reads them when a command
+    runs, into that command's environment only."""
+
+    stanza: str | None
+    bucket: str | None
+    repo_path: str
+    s3_host: str
+    s3_port: int
+    region: str
+    ca_file: str | None
+    retention_full: int
+    retention_diff: int
+    rpo: timedelta
+    pg_data: str | None
+    pg_host: str
+    pg_port: int
+    pg_user: str
+    run_as: str | None
+    config_path: Path
+    pgbackrest: str | None
+    pg_bin: str | None
+    process_max: int
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.stanza)
+
+
+def _pg_bin() -> str | None:
+    configured = env_str("LLMP_PITR_PG_BIN")
+    if configured:
+        return configured
+    found = shutil.which("pg_ctl")
+    if found:
+        return str(Path(found).parent)
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=_major_version)
+    return str(Path(candidates[-1]).parent) if candidates else None
+
+
+def pitr_get() -> PitrSettings:
+    dumps = get()
+    stanza = env_str("LLMP_PITR_STANZA")
+    if stanza is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", stanza):
+        raise ImproperlyConfigured(
+            "LLMP_PITR_STANZA must be letters, digits, '.', '_' or '-' (at most 64)"
+        )
+    region = env_str("LLMP_PITR_REGION") or dumps.region
+    endpoint = env_url(
+        "LLMP_PITR_S3_ENDPOINT", f"https://s3.{region}.amazonaws.com", schemes=("https",)
+    )
+    parts = urlsplit(endpoint)
+    if not parts.hostname or parts.path not in ("", "/"):
+        raise ImproperlyConfigured("LLMP_PITR_S3_ENDPOINT must be https://host[:port]")
+    bucket = env_str("LLMP_PITR_BUCKET") or dumps.bucket
+    if stanza and not bucket:
+        raise ImproperlyConfigured("LLMP_PITR_STANZA is set: set LLMP_PITR_BUCKET too")
+    repo_path = "/" + (env_str("LLMP_PITR_REPO_PATH", "/pgbackrest") or "").strip("/")
+    from django.conf import settings as django_settings
+
+    config_path = env_str("LLMP_PITR_CONFIG") or str(
+        Path(django_settings.DATA_DIR) / "pgbackrest" / "pgbackrest.conf"
+    )
+    return PitrSettings(
+        stanza=stanza,
+        bucket=bucket,
+        repo_path=repo_path,
+        s3_host=parts.hostname,
+        s3_port=parts.port or 443,
+        region=region,
+        ca_file=env_str("LLMP_PITR_CA_FILE"),
+        retention_full=env_int("LLMP_PITR_RETENTION_FULL", 2, minimum=1),
+        retention_diff=env_int("LLMP_PITR_RETENTION_DIFF", 6, minimum=1),
+        rpo=timedelta(minutes=env_int("LLMP_PITR_RPO_MINUTES", 5, minimum=1)),
+        pg_data=env_str("LLMP_PITR_PG_DATA"),
+        pg_host=env_str("LLMP_PITR_PG_HOST", "/var/run/postgresql"),
+        pg_port=env_int("LLMP_PITR_PG_PORT", 5432, minimum=1),
+        pg_user=env_str("LLMP_PITR_PG_USER", "postgres"),
+        run_as=env_str("LLMP_PITR_RUN_AS"),
+        config_path=Path(config_path),
+        pgbackrest=env_str("LLMP_PITR_PGBACKREST") or shutil.which("pgbackrest"),
+        pg_bin=_pg_bin(),
+        process_max=env_int("LLMP_PITR_PROCESS_MAX", 2, minimum=1),
     )

@@ -90,6 +90,8 @@ class RestoreDrill(models.Model):
     class Kind(models.TextChoices):
         DRILL = "drill", "drill (scratch database)"
         RESTORE = "restore", "restore"
+        PITR = "pitr", "point-in-time restore"
+        PITR_DRILL = "pitr-drill", "point-in-time drill (scratch cluster)"
 
     class Result(models.TextChoices):
         SUCCEEDED = "succeeded", "succeeded"
@@ -99,8 +101,13 @@ class RestoreDrill(models.Model):
         Backup, null=True, blank=True, on_delete=models.SET_NULL, related_name="drills"
     )
     # Frozen: the backup row goes when the retention deletes it; the drill stays as evidence.
-    backup_uuid = models.UUIDField()
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # A point-in-time restore names pgBackRest's backup set instead, and the moment restored to.
+    backup_uuid = models.UUIDField(null=True, blank=True)
+    backup_label = models.CharField(max_length=64, blank=True)
+    recovery_target = models.DateTimeField(
+        null=True, blank=True, help_text="Point-in-time restores: the moment restored to"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
     actor = models.CharField(max_length=200)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(db_index=True)
@@ -122,10 +129,8 @@ class RestoreDrill(models.Model):
         ordering = ["-finished_at", "-id"]
 
     def __str__(self) -> str:
-        return (
-            f"{self.kind} of backup {str(self.backup_uuid)[:8]} "
-            f"at {self.finished_at:%Y-%m-%d %H:%M}"
-        )
+        source = str(self.backup_uuid)[:8] if self.backup_uuid else self.backup_label or "?"
+        return f"{self.kind} of backup {source} at {self.finished_at:%Y-%m-%d %H:%M}"
 
     @property
     def met_rto(self) -> bool:

@@ -42,3 +42,17 @@ def run_restore_drill(backup_id: int, actor: str, user_id: int | None = None) ->
     except restore.RestoreError:
         return False  # recorded (and audited) as a failed drill, unless refused outright
     return report.verified
+
+
+@shared_task(name="backups.run_pitr_backup", ignore_result=True)
+def run_pitr_backup(kind: str) -> str | None:
+    """A pgBackRest backup (``full`` weekly, ``diff`` daily) when point-in-time recovery is
+    configured; a second delivery of the same tick finds the recent backup and does nothing."""
+    from deployments.backups import conf, pitr
+
+    if not conf.pitr_get().configured:
+        return None
+    result = pitr.pitr_backup_run(
+        actor=Actor.system("system:backups.pitr"), kind=kind, scheduled=True
+    )
+    return result.backup.label if result.backup is not None else None

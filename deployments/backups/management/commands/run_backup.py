@@ -1,4 +1,5 @@
-"""Take a backup now (the same run as the hourly task) and print its result."""
+"""Take a backup now (the same run as the scheduled task) and print its result: a dump, or with
+``--pitr full|diff`` a pgBackRest backup (point-in-time recovery)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from llmplatform.actors import Actor
 class Command(BaseCommand):
     help = __doc__
 
+    def add_arguments(self, parser):
+        parser.add_argument("--pitr", choices=["full", "diff"], help="a pgBackRest backup")
+
     def handle(self, *args, **options):
+        if options["pitr"]:
+            return self._pitr(options["pitr"])
         if not conf.get().configured:
             raise CommandError(
                 "backups are not configured: set LLMP_BACKUP_BUCKET (or "
@@ -29,4 +35,18 @@ class Command(BaseCommand):
             f"{backup.engine}, {backup.size_bytes or 0:,} bytes in the store "
             f"({backup.dump_bytes or 0:,} dumped), key {backup.encryption_key_id}, "
             f"{backup.storage_key}"
+        )
+
+    def _pitr(self, kind: str) -> None:
+        from deployments.backups import pitr
+
+        try:
+            result = pitr.pitr_backup_run(actor=Actor.system("command:run_backup"), kind=kind)
+        except pitr.PitrError as exc:
+            raise CommandError(str(exc)) from None
+        backup = result.backup
+        self.stdout.write(
+            f"{kind} backup {backup.label if backup else '?'} in {result.duration_seconds:.1f} s: "
+            f"{(backup.size_bytes if backup else 0):,} bytes of data, "
+            f"{(backup.repo_bytes if backup else 0):,} in the repository"
         )
