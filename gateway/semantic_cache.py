@@ -154,6 +154,9 @@ class StoreDelta:
     cursor: int
     erased: list[int]
     erased_cursor: int
+    # The bucket started again (its list expired with every entry in it, then got a new one):
+    # the index is rebuilt from ``added``.
+    restarted: bool = False
 
 
 class RedisSemanticStore:
@@ -168,10 +171,16 @@ class RedisSemanticStore:
         self, tenant_id: int, bucket: str, cursor: int, erased_cursor: int
     ) -> StoreDelta:
         client = async_redis()
+        bucket_list = f"{PREFIX}:l:{bucket}"
         async with client.pipeline(transaction=False) as pipe:
-            pipe.lrange(f"{PREFIX}:l:{bucket}", cursor, -1)
+            pipe.llen(bucket_list)
+            pipe.lrange(bucket_list, cursor, -1)
             pipe.lrange(f"{PREFIX}:x:{tenant_id}", erased_cursor, -1)
-            ids, erased = await pipe.execute()
+            length, ids, erased = await pipe.execute()
+        restarted = int(length) < cursor
+        if restarted:
+            cursor = 0
+            ids = await client.lrange(bucket_list, 0, -1)
         added: list[tuple[int, bytes]] = []
         if ids:
             async with client.pipeline(transaction=False) as pipe:
@@ -184,6 +193,7 @@ class RedisSemanticStore:
             cursor + len(ids),
             [int(e) for e in erased],
             erased_cursor + len(erased),
+            restarted,
         )
 
     async def answer(self, tenant_id: int, entry_id: int) -> tuple[bytes, str] | None:
@@ -403,6 +413,8 @@ class SemanticIndex:
             delta = await store().changes(
                 tenant_id, name, bucket.cursor, self._erased_cursor.get(tenant_id, 0)
             )
+            if delta.restarted:
+                bucket.index = None
             if delta.added:
                 if len(delta.added) > _THREAD_BATCH:
                     await asyncio.to_thread(bucket.add, delta.added)
