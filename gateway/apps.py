@@ -58,6 +58,24 @@ class GatewayConfig(AppConfig):
             )
         )
 
+        def semantic_erase(tenant_id: int, subject: str) -> int:
+            from gateway import semantic_cache
+
+            return semantic_cache.purge_subject(tenant_id, subject)
+
+        datamap.register(
+            datamap.DataHolder(
+                name="gateway.semantic_cache",
+                description="Answers to the subject's questions and the questions' embeddings, "
+                "kept for aliases with the semantic cache on (Redis or the shared cache file)",
+                find=lambda tenant_id, subject: {
+                    "note": "similar-question answers are not exported; they are copies of "
+                    "stored conversations"
+                },
+                erase=semantic_erase,
+            )
+        )
+
         from gateway import services
 
         datamap.register(

@@ -66,6 +66,10 @@ Shape (every section optional, but the file must not be empty)::
         resilience:                 # this alias's overrides of its deployments' numbers
           timeouts: {total: 30, first_token: 10, idle: 10}
           retries: {max_attempts: 2}
+        semantic_cache:             # off unless given (docs/semantic-cache.md)
+          embeddings: embed         # an alias declared in this file, served by providers
+                                    # that make embeddings
+          threshold: 0.995          # cosine similarity in (0, 1]; default 0.995
         versions:                   # an enabled alias needs a version with weight > 0
           - version: v1             # unique within the alias
             deployment: gemma-3-270m   # a deployment declared in this file
@@ -134,11 +138,12 @@ from gateway.models import (
     ScreeningMode,
     Tier,
 )
-from gateway.providers.capabilities import check_declaration
+from gateway.providers.capabilities import KIND_UNSUPPORTED, check_declaration
 from gateway.providers.kind_settings import ProviderFieldError, ProviderFields, check_kind_fields
 from gateway.resilience.policy import DEFAULT_DEGRADED_MESSAGE, DEFAULTS, number_error
 from gateway.scanners.policy import TIMEOUT_MS_MAX, TIMEOUT_MS_MIN, check_scanner
 from gateway.secrets import validate_provider_secret_ref
+from gateway.semantic_match import DEFAULT_THRESHOLD
 
 PROVIDER_KINDS = tuple(Provider.Kind.values)
 DEGRADED_MODES = tuple(ModelAlias.DegradedMode.values)
@@ -305,6 +310,9 @@ class AliasSpec:
     degraded_message: str = DEFAULT_DEGRADED_MESSAGE
     # ResiliencePolicy key -> value, only the overridden ones.
     resilience: dict[str, float | int] = field(default_factory=dict)
+    # The semantic cache: the embeddings alias ("" = off) and the similarity threshold.
+    semantic_embeddings: str = ""
+    semantic_threshold: float = DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -1046,6 +1054,24 @@ class _Parser:
         )
         return {**values["timeouts"], **values["retries"]}
 
+    def semantic(self, data: dict, path: str) -> tuple[str, float]:
+        """``semantic_cache: {embeddings, threshold}``: the embeddings alias (checked with the
+        other references) and a threshold in (0, 1]."""
+        value = data.get("semantic_cache")
+        if value is None:
+            return "", DEFAULT_THRESHOLD
+        section_path = f"{path}.semantic_cache"
+        section = self.mapping(value, section_path, {"embeddings", "threshold"}, {"embeddings"})
+        embeddings = self.text(section, "embeddings", section_path, max_length=64, required=True)
+        threshold = section.get("threshold", DEFAULT_THRESHOLD)
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not 0 < threshold <= 1
+        ):
+            raise self.fail(f"{section_path}.threshold", "must be a number above 0 and at most 1")
+        return embeddings, float(threshold)
+
     def fallbacks(self, data: dict, path: str) -> tuple[str, ...]:
         value = data.get("fallbacks")
         if value is None:
@@ -1086,6 +1112,7 @@ class _Parser:
             "fallbacks",
             "degraded",
             "resilience",
+            "semantic_cache",
         }
         data = self.mapping(raw, path, allowed, {"name"})
         versions_path = f"{path}.versions"
@@ -1102,8 +1129,12 @@ class _Parser:
                 "fallbacks": lambda: self.fallbacks(data, path),
                 "degraded": lambda: self.degraded(data, path),
                 "resilience": lambda: self.overrides(data, path),
+                "semantic": lambda: self.semantic(data, path),
             }
         )
+        semantic_embeddings, semantic_threshold = values.pop("semantic")
+        values["semantic_embeddings"] = semantic_embeddings
+        values["semantic_threshold"] = semantic_threshold
         if values["enabled"] and not any(v.weight > 0 for v in values["versions"]):
             raise self.fail(versions_path, "an enabled alias needs a version with weight > 0")
         degraded_mode, degraded_message = values.pop("degraded")
@@ -1176,6 +1207,17 @@ class _Parser:
                         self.fail(
                             f"model_aliases[{index}].fallbacks", f"unknown deployment {ref!r}"
                         )
+        embeddings_capable = _embeddings_aliases(data)
+        for index, entry in _dicts(data.get("model_aliases")):
+            section = entry.get("semantic_cache")
+            ref = section.get("embeddings") if isinstance(section, dict) else None
+            if not isinstance(ref, str) or not ref:
+                continue
+            where = f"model_aliases[{index}].semantic_cache.embeddings"
+            if ref not in aliases:
+                self.fail(where, f"unknown alias {ref!r}")
+            elif ref == entry.get("name") or ref not in embeddings_capable:
+                self.fail(where, f"alias {ref!r} is not served by providers that make embeddings")
         for index, entry in _dicts(data.get("scanners")):
             ref = entry.get("alias")
             if isinstance(ref, str) and ref and ref not in aliases:
@@ -1192,6 +1234,32 @@ def _dicts(value: Any) -> list[tuple[int, dict]]:
     if not isinstance(value, list):
         return []
     return [(index, item) for index, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _embeddings_aliases(data: dict) -> set[str]:
+    """The aliases of the file whose every version's provider makes embeddings."""
+    kinds = {
+        p["name"]: (p.get("kind"), (p.get("extra") or {}).get("unsupported") or [])
+        for _, p in _dicts(data.get("providers"))
+        if isinstance(p.get("name"), str) and isinstance(p.get("extra") or {}, dict)
+    }
+    providers = {
+        d["name"]: d.get("provider")
+        for _, d in _dicts(data.get("deployments"))
+        if isinstance(d.get("name"), str)
+    }
+
+    def makes_embeddings(deployment: Any) -> bool:
+        kind, declared = kinds.get(providers.get(deployment), (None, ["embeddings"]))
+        inherent = KIND_UNSUPPORTED.get(kind, frozenset()) if isinstance(kind, str) else ()
+        return "embeddings" not in inherent and "embeddings" not in declared
+
+    capable = set()
+    for _, alias in _dicts(data.get("model_aliases")):
+        versions = _dicts(alias.get("versions"))
+        if versions and all(makes_embeddings(v.get("deployment")) for _, v in versions):
+            capable.add(alias.get("name"))
+    return {name for name in capable if isinstance(name, str)}
 
 
 def _names(value: Any) -> set[str]:

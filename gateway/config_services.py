@@ -323,6 +323,9 @@ class _Applier:
             "degraded_mode": spec.degraded_mode,
             "degraded_message": spec.degraded_message,
             "resilience": spec.resilience,
+            "semantic_cache": bool(spec.semantic_embeddings),
+            "semantic_cache_embeddings": spec.semantic_embeddings,
+            "semantic_cache_threshold": spec.semantic_threshold,
         }
         fallbacks = _FallbackChain(spec.fallbacks, deployments)
         alias = self.upsert(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
@@ -11,8 +12,17 @@ from gateway.resilience.policy import (
     LIMITS,
     validate_overrides,
 )
+from gateway.semantic_match import DEFAULT_THRESHOLD
 from llmplatform.models import Tenant
 from llmplatform.tenancy import TenantOwned
+
+SEMANTIC_CACHE_DEFAULT_THRESHOLD = DEFAULT_THRESHOLD
+
+
+def validate_similarity_threshold(value: float) -> None:
+    """A cosine similarity threshold in (0, 1] (NaN and infinities refused)."""
+    if not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValidationError("Enter a similarity above 0 and at most 1.")
 
 
 def _bounded(key: str) -> list:
@@ -389,6 +399,26 @@ class ModelAlias(models.Model):
         help_text="Overrides of the deployments' settings for this alias: total_timeout, "
         "first_token_timeout, idle_timeout, max_attempts, backoff_base, backoff_max, "
         "retry_after_max.",
+    )
+
+    # The semantic cache (``gateway.semantic_cache``): off unless an officer turns it on, for
+    # aliases where a stored answer to a similar question is a safe answer (FAQ bots).
+    semantic_cache = models.BooleanField(
+        default=False,
+        help_text="Answer a temperature-0 request without tools or personal data from a stored "
+        "answer to a similar one (same system prompt and parameters).",
+    )
+    semantic_cache_embeddings = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The alias whose embeddings compare questions (an alias served by a provider "
+        "that makes embeddings; metered to the tenant).",
+    )
+    semantic_cache_threshold = models.FloatField(
+        default=SEMANTIC_CACHE_DEFAULT_THRESHOLD,
+        validators=[validate_similarity_threshold],
+        help_text="Cosine similarity (0-1] a stored question needs to answer a new one; higher "
+        "is stricter.",
     )
 
     class Meta:

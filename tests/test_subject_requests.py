@@ -432,6 +432,7 @@ def test_erasure_removes_records_key_and_cache_entries_and_leaves_a_receipt(
     assert receipt.counts == {
         "gateway.response_cache": 1,
         "gateway.security_events": 0,
+        "gateway.semantic_cache": 0,
         "privacy.conversations": 2,
         "privacy.subject": 1,
     }
@@ -764,6 +765,7 @@ def test_an_erasure_from_the_public_page_leaves_nothing_readable(
     assert receipt.counts == {
         "gateway.response_cache": 1,
         "gateway.security_events": 0,
+        "gateway.semantic_cache": 0,
         "privacy.conversations": 2,
         "privacy.subject": 1,
     }

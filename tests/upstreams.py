@@ -523,6 +523,9 @@ class OpenAIUpstream(_Upstream):
         # endings arrive split across reads).
         self.sse_newline = "\n"
         self.sse_piece: int | None = None
+        # Embeddings: the vector answered for a given input text (else one from its hash), so
+        # a test can make two questions as similar as it needs.
+        self.embedding_for: dict[str, list[float]] = {}
 
     def route(self, request: ReceivedRequest) -> str | None:
         """``"chat"``, ``"embeddings"``, ``"models"`` or ``None`` (404) for a request."""
@@ -922,7 +925,7 @@ class OpenAIUpstream(_Upstream):
             return
         data = []
         for index, (key, _) in enumerate(inputs):
-            vector = _unit_vector(key, dimensions)
+            vector = self.embedding_for.get(key) or _unit_vector(key, dimensions)
             encoded: Any = vector
             if encoding == "base64":
                 packed = struct.pack(f"<{dimensions}f", *vector)

@@ -10,7 +10,7 @@ from django.contrib import admin
 from gateway import services
 from gateway.egress import validate_upstream_url
 from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment
-from gateway.providers.capabilities import check_declaration
+from gateway.providers.capabilities import KIND_UNSUPPORTED, check_declaration
 from gateway.providers.kind_settings import ProviderFieldError, ProviderFields, check_kind_fields
 from gateway.secrets import REFERENCE_HELP, validate_provider_secret_ref
 from llmplatform.actors import Actor
@@ -113,9 +113,61 @@ class ModelVersionInline(admin.TabularInline):
     fields = ["version", "deployment", "weight", "system_prompt", "params"]
 
 
+def semantic_embeddings_problem(alias_name: str, embeddings_alias: str) -> str | None:
+    """Why ``embeddings_alias`` cannot compare questions for ``alias_name``'s semantic cache
+    (None: it can): it must be another alias, exist, and be served only by providers that make
+    embeddings."""
+    if not embeddings_alias:
+        return "Choose the alias whose embeddings compare questions."
+    if embeddings_alias == alias_name:
+        return "Choose another alias: one that makes embeddings."
+    alias = ModelAlias.objects.filter(name=embeddings_alias).first()
+    if alias is None:
+        return "No alias has this name."
+    providers = [
+        v.deployment.provider for v in alias.versions.select_related("deployment__provider")
+    ]
+    if not providers:
+        return "This alias has no version to route to."
+    for provider in providers:
+        kinds = KIND_UNSUPPORTED.get(provider.kind, frozenset())
+        declared = (provider.extra or {}).get("unsupported") or []
+        if "embeddings" in kinds or "embeddings" in declared:
+            return f"Provider {provider.name!r} of this alias does not make embeddings."
+    return None
+
+
+class ModelAliasForm(forms.ModelForm):
+    class Meta:
+        model = ModelAlias
+        fields = [
+            "name",
+            "description",
+            "enabled",
+            "degraded_mode",
+            "degraded_message",
+            "resilience",
+            "semantic_cache",
+            "semantic_cache_embeddings",
+            "semantic_cache_threshold",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors or not cleaned.get("semantic_cache"):
+            return cleaned
+        problem = semantic_embeddings_problem(
+            cleaned.get("name") or "", cleaned.get("semantic_cache_embeddings") or ""
+        )
+        if problem:
+            self.add_error("semantic_cache_embeddings", problem)
+        return cleaned
+
+
 @admin.register(ModelAlias)
 class ModelAliasAdmin(AuditedModelAdmin):
-    list_display = ["name", "description", "enabled", "updated_at"]
+    form = ModelAliasForm
+    list_display = ["name", "description", "enabled", "semantic_cache", "updated_at"]
     inlines = [ModelVersionInline]
     actions = ["invalidate_cache"]
 

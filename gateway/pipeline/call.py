@@ -77,7 +77,8 @@ class PipelineCall(Generic[RequestT]):
             streamed=streamed,
             content_kinds=content_kinds,
         )
-        self.cache_status: str | None = None  # HIT | MISS | BYPASS
+        self.cache_status: str | None = None  # HIT | SEMANTIC-HIT | MISS | BYPASS
+        self.cache_similarity: float | None = None  # a semantic hit's
         self.cache_key: response_cache.CacheKey | None = None
         self.cache_namespace = ""
         self.served_by = ""  # x-llmp-deployment when no deployment answered: cache | degraded
@@ -137,6 +138,8 @@ class PipelineCall(Generic[RequestT]):
             headers["x-llmp-deployment"] = self.served_by
         if self.cache_status:
             headers["X-Cache"] = self.cache_status
+        if self.cache_similarity is not None:
+            headers["X-Cache-Similarity"] = f"{self.cache_similarity:.4f}"
         headers.update(admit.rate_limit_headers(self.admission))
         overhead = self.meter.overhead_now(now if now is not None else time.perf_counter())
         headers["x-llmp-overhead-ms"] = f"{overhead:.2f}"

@@ -31,15 +31,16 @@ import structlog
 from asgiref.sync import sync_to_async
 
 from gateway import cache as response_cache
+from gateway import metrics, semantic_cache
 from gateway.errors import ApiError, ModelNotFound
 from gateway.models import SecurityEvent
 from gateway.pipeline import admit, background, dispatch, guard, inputs, output, pii, scan, verdicts
 from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.call import CacheRead, PipelineCall
 from gateway.pipeline.dispatch import DispatchPlan, Outcome, Served, StreamServed
-from gateway.pipeline.route import Target, routing_table, upstream_request
+from gateway.pipeline.route import SemanticPolicy, Target, routing_table, upstream_request
 from gateway.pipeline.settle import chars_to_tokens, count_redactions, estimate_tokens
-from gateway.pipeline.validate import ParsedChat
+from gateway.pipeline.validate import ParsedChat, ParsedEmbeddings
 from gateway.providers import capabilities
 from gateway.providers.base import (
     ChatDelta,
@@ -164,6 +165,8 @@ class ChatCall(PipelineCall[ChatRequest]):
         self._upstream_started = 0.0
         self.post_scanners: tuple[ScannerConfig, ...] = ()
         self.verdicts = verdicts.NO_VERDICTS
+        # The question and its embedding when the semantic cache was asked and missed.
+        self.similar: tuple[semantic_cache.SemanticQuestion, Any] | None = None
 
     # The stages ------------------------------------------------------------------------------
 
@@ -230,6 +233,8 @@ class ChatCall(PipelineCall[ChatRequest]):
         cached = await self.admit_and_look_up(parsed.user, target, request)
         await self.screen()
         await self.scan_input()
+        if cached is None and self.route_plan.semantic is not None:
+            cached = await self.look_up_similar(target, request, self.route_plan.semantic)
         if cached is not None:
             self.meter.cache_hit = True
         new_guard = (lambda: self._new_leak_guard(target)) if self.leak_guard else None
@@ -336,6 +341,8 @@ class ChatCall(PipelineCall[ChatRequest]):
             await self.remember(
                 out.result(raw=True, usage=usage), eligible=self.cache_status == "MISS"
             )
+            if self.similar is not None:
+                await self.remember_similar(out.result(raw=True, usage=usage))
         self.meter.settled = True
         record = self.meter.record(
             status=status, now=time.perf_counter(), usage=usage, error_code=error_code
@@ -551,6 +558,84 @@ class ChatCall(PipelineCall[ChatRequest]):
                 )
         except Exception:
             log.warning("cache_store_failed", exc_info=True)
+
+    # Semantic cache ---------------------------------------------------------------------------
+
+    async def look_up_similar(
+        self, target: Target, request: ChatRequest, policy: SemanticPolicy
+    ) -> response_cache.CachedAnswer | None:
+        """An exact-cache miss of an alias that opted in: the stored answer to a similar
+        question, when the request is one a similar question's answer may answer (no personal
+        data was masked or pseudonymised in it: placeholders differ per request). Any failure
+        (the embeddings call, the store) is a normal call, never an error."""
+        if (
+            self.cache_status != "MISS"
+            or self.meter.pii_redactions
+            or self.restorer is not None
+            or self.cache_key is None
+        ):
+            return None
+        question = semantic_cache.question_for(
+            tenant_id=self.principal.tenant_id,
+            alias=target.alias,
+            version=target.version,
+            deployment=target.deployment,
+            embeddings_alias=policy.embeddings_alias,
+            request=request,
+        )
+        if question is None:
+            return None
+        vector = await self._embed(policy.embeddings_alias, question.text)
+        if vector is None:
+            return None
+        self.similar = (question, vector)
+        try:
+            hit = await semantic_cache.lookup(
+                question, self.cache_namespace, vector, policy.threshold
+            )
+        except Exception:
+            log.warning("semantic_cache_lookup_failed", exc_info=True)
+            return None
+        if hit is None:
+            return None
+        self.cache_status = "SEMANTIC-HIT"
+        self.cache_similarity = hit.similarity
+        metrics.record_cache("semantic_hit")
+        return hit.answer
+
+    async def _embed(self, alias: str, text: str) -> Any:
+        """The question's unit vector through the governed embeddings path (routed, limited,
+        metered to the tenant as an embeddings request), or None if that failed."""
+        from gateway.pipeline.embeddings import EmbeddingsCall
+
+        call = EmbeddingsCall(
+            RequestInfo(
+                request_id=self.request_id, route="embeddings", started=time.perf_counter()
+            ),
+            self.principal,
+            ParsedEmbeddings(alias=alias, inputs=[text], user=self.parsed.user),
+            for_semantic_cache=True,
+        )
+        try:
+            result = await call.answer()
+        except Exception as exc:  # ApiError (limits, upstream) or anything else
+            log.warning("semantic_cache_embedding_failed", error=type(exc).__name__)
+            return None
+        return semantic_cache.as_unit_vector(result.vectors[0]) if result.vectors else None
+
+    async def remember_similar(self, result: ChatResult) -> None:
+        assert self.similar is not None
+        target = self.meter.target
+        if target is None or any(c.finish_reason != "stop" for c in result.choices):
+            return
+        question, vector = self.similar
+        answer = response_cache.CachedAnswer.of(result, target.deployment, target.version, True)
+        try:
+            await semantic_cache.remember(
+                question, self.cache_namespace, vector, answer, response_cache.ttl_seconds()
+            )
+        except Exception:
+            log.warning("semantic_cache_store_failed", exc_info=True)
 
 
 def _answered_eligibly(answer: response_cache.CachedAnswer) -> bool:

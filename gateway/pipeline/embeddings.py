@@ -38,14 +38,24 @@ log = structlog.get_logger("gateway.api")
 
 
 class EmbeddingsCall(PipelineCall[EmbeddingRequest]):
-    def __init__(self, info: RequestInfo, principal: Principal, parsed: ParsedEmbeddings) -> None:
+    def __init__(
+        self,
+        info: RequestInfo,
+        principal: Principal,
+        parsed: ParsedEmbeddings,
+        *,
+        for_semantic_cache: bool = False,
+    ) -> None:
         super().__init__(info, principal, content_kinds=("embeddings",))
         self.parsed = parsed
+        # The semantic cache's own call for a chat request: the officer chose the alias for the
+        # chat alias, so the tenant's tier need not list it (it is still metered to the tenant).
+        self.for_semantic_cache = for_semantic_cache
 
     async def answer(self) -> EmbeddingResult:
         """Every stage; raises ``ApiError``."""
         principal, parsed = self.principal, self.parsed
-        if not principal.may_use(parsed.alias):
+        if not self.for_semantic_cache and not principal.may_use(parsed.alias):
             raise ModelNotFound(
                 "The model does not exist or you do not have access to it.", param="model"
             )

@@ -88,6 +88,15 @@ class Degraded:
 
 
 @dataclass(frozen=True, slots=True)
+class SemanticPolicy:
+    """An alias's semantic cache: the alias whose embeddings compare questions, and the
+    similarity a stored question needs (``gateway.semantic_cache``)."""
+
+    embeddings_alias: str
+    threshold: float
+
+
+@dataclass(frozen=True, slots=True)
 class Fallback:
     """A fallback deployment of an alias: everything a Target takes from the deployment."""
 
@@ -108,6 +117,8 @@ class RoutePlan:
     degraded: Degraded
     # The alias's external scanners, every tenant's: ``scan.scanners_for`` picks the caller's.
     scanners: tuple[ScannerConfig, ...] = ()
+    # None unless the alias opted in: the one check a request of any other alias pays.
+    semantic: SemanticPolicy | None = None
 
     @property
     def primary(self) -> Target:
@@ -123,6 +134,7 @@ class AliasRoute:
     fallbacks: tuple[Fallback, ...] = ()
     degraded: Degraded = Degraded()
     scanners: tuple[ScannerConfig, ...] = ()
+    semantic: SemanticPolicy | None = None
 
     def plan(self, user: str | None = None) -> RoutePlan:
         """The picked version, then each fallback deployment (skipping the picked one) with
@@ -142,7 +154,7 @@ class AliasRoute:
                         policy=fallback.policy,
                     )
                 )
-        return RoutePlan(self.name, tuple(targets), self.degraded, self.scanners)
+        return RoutePlan(self.name, tuple(targets), self.degraded, self.scanners, self.semantic)
 
     def pick(self, user: str | None = None) -> Target:
         if len(self.targets) == 1 or self.total_weight == 0:
@@ -295,6 +307,9 @@ def build_routes() -> dict[str, AliasRoute]:
             fallbacks=tuple(chains.get(name, ())),
             degraded=Degraded(alias.degraded_mode, alias.degraded_message),
             scanners=(*every_alias, *scanners.get(name, ())),
+            semantic=SemanticPolicy(alias.semantic_cache_embeddings, alias.semantic_cache_threshold)
+            if alias.semantic_cache and alias.semantic_cache_embeddings
+            else None,
         )
     return table
 
