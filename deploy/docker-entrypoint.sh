@@ -29,10 +29,13 @@ case "$role" in
     fi
     # --no-proxy-headers: the client address is the platform's business
     # (LLMP_TRUSTED_PROXY_HOPS), not uvicorn's. --lifespan on: the last batch of usage
-    # records is written on shutdown.
+    # records is written on shutdown. --timeout-worker-healthcheck: a process gets this long to
+    # start (import Django and the apps) and to answer the supervisor's pings; uvicorn's 5 s
+    # default killed every process in turn on a busy 2-core machine (the image test saw it).
     exec uvicorn llmplatform.asgi:application \
       --host "${LLMP_HOST:-0.0.0.0}" --port "${LLMP_PORT:-8000}" --workers "$workers" \
-      --lifespan on --no-proxy-headers --timeout-graceful-shutdown 25 "$@"
+      --lifespan on --no-proxy-headers --timeout-graceful-shutdown 25 \
+      --timeout-worker-healthcheck "${LLMP_WORKER_START_TIMEOUT:-30}" "$@"
     ;;
   worker)
     exec celery -A llmplatform worker --loglevel "${LOG_LEVEL:-INFO}" \
