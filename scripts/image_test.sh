@@ -17,9 +17,11 @@
 #     (PostgreSQL and Redis images built from Debian packages, the upstream as a service), and
 #     the same smoke test through the published loopback port.
 #
-# Everything it starts is removed at the end, failed or not. Exit status 0 only if all passed.
+# Every container, the database and the Redis db it used are removed at the end, failed or not;
+# the images stay (the layer cache of the next run; localhost/llmplatform:ci is what the
+# Kubernetes test plays). Exit status 0 only if all passed.
 # Environment: LLMP_IMAGE_TEST_DB (default llmp_img_ci), LLMP_IMAGE_TEST_REDIS_DB (14),
-# LLMP_IMAGE_TEST_COMPOSE=0 skips step 4, LLMP_IMAGE_TEST_KEEP=1 keeps the images.
+# LLMP_IMAGE_TEST_COMPOSE=0 skips step 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
