@@ -7,13 +7,23 @@
 #
 # LOCAL_MODEL=1 compiles llama-cpp-python (about 10 minutes on 2 cores) for the one-container
 # demo (`docker run ... llmplatform:local embedded`); production points the gateway at providers.
+#
+# Multi-stage: the compilers (LOCAL_MODEL=1 only) stay in the dependency stage; the image gets
+# the virtualenv. It runs as an unprivileged user and writes nothing outside /tmp, so it runs
+# with a read-only root file system (`--read-only`; compose.yaml: read_only with a tmpfs /tmp).
 
 # Debian 13: its postgresql-client (17) dumps every PostgreSQL server up to 17 (backups).
+# Any Debian with Python 3.11 as `python` will do: CI, with no registry in reach, passes
+# --build-arg PYTHON_IMAGE=localhost/python:3.11-slim-bookworm, built from Debian packages
+# (scripts/podman_env.sh; its postgresql-client is 15).
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
 
 # --- Dependencies, in a virtualenv of their own -----------------------------------------------
 FROM ${PYTHON_IMAGE} AS dependencies
 ARG LOCAL_MODEL=0
+# Another package index than PyPI (a mirror): a build argument of this stage only, so it is not
+# kept in the image (put no credentials in it: build arguments show in this stage's history).
+ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN if [ "$LOCAL_MODEL" = 1 ]; then \
       apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
@@ -28,7 +38,12 @@ COPY pyproject.toml constraints.txt ./
 COPY scripts/install_local_model.py scripts/
 # LOCAL_MODEL=1: llama-cpp-python as the portable build (run-time CPU dispatch), never one
 # compiled for the CPU of the machine that builds the image.
-RUN mkdir llmplatform gateway privacy deployments \
+# Behind a proxy that re-signs TLS, pip needs that proxy's CA bundle: a build secret
+# (`--secret id=ca_certificates,src=/etc/ssl/certs/ca-certificates.crt`), mounted for this step
+# only and stored in no layer. Without it, pip uses its own CA bundle.
+RUN --mount=type=secret,id=ca_certificates,target=/run/secrets/ca_certificates \
+    if [ -f /run/secrets/ca_certificates ]; then export PIP_CERT=/run/secrets/ca_certificates; fi \
+    && mkdir llmplatform gateway privacy deployments \
     && touch llmplatform/__init__.py gateway/__init__.py privacy/__init__.py \
        deployments/__init__.py \
     && if [ "$LOCAL_MODEL" = 1 ]; then python scripts/install_local_model.py; fi \
@@ -44,6 +59,7 @@ ARG LOCAL_MODEL=0
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=llmplatform.settings \
     LLMP_DATA_DIR=/app/var \
     LLMP_HOST=0.0.0.0 \

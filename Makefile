@@ -8,7 +8,8 @@ CLIENTS_STAMP := $(CLIENTS_VENV)/.installed
 NODE_CLIENT := tests/clients/node
 NODE_CLIENT_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: install run test check lint audit constraints chromium qemu compose pgbackrest local-model-rebuild clients
+.PHONY: install run test check lint audit constraints chromium qemu compose pgbackrest \
+  local-model-rebuild clients image-test
 
 install: $(STAMP)
 
@@ -89,6 +90,13 @@ compose:
 	    apt-get install -y -qq docker-compose >/dev/null || \
 	      { apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null; }; \
 	  else echo "make test: no Compose CLI; the compose.yaml check will be skipped"; fi; }
+
+# The image built from the Dockerfile and run: web, worker and beat against this machine's
+# PostgreSQL and Redis, then compose.yaml, each smoke-tested (scripts/image_test.sh; CI runs it
+# before the tests). podman, runc, mmdebstrap and podman-compose come from Debian when missing
+# (as root on a Debian-like machine); the base image is built from Debian packages once.
+image-test: install
+	PYTHON=$(VENV)/bin/python scripts/image_test.sh
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,7 @@
 """A fast mock OpenAI-compatible upstream for the benchmark, run as its own process.
 
     python bench/mock_upstream.py --port 9101 [--chunks 8] [--chunk-delay 0] [--workers 1]
+                                  [--host 127.0.0.1]
 
 - ``POST /v1/chat/completions``: a fixed answer as JSON, or as SSE (``"stream": true``) in
   ``--chunks`` content chunks, then a finish chunk, a usage chunk when
@@ -12,7 +13,8 @@
 
 A raw ASGI app (no framework) under uvicorn with uvloop and httptools, so that it is never the
 bottleneck: on this machine one worker serves well over 10,000 JSON answers per second. It binds
-to loopback only.
+to loopback unless ``--host`` says otherwise (the image test runs it as a compose service, where
+the gateway's container reaches it over the compose network).
 """
 
 from __future__ import annotations
@@ -290,6 +292,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=9101)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--chunks", type=int, default=8, help="content chunks per stream")
     parser.add_argument(
         "--chunk-delay", type=float, default=0.0, help="seconds between stream chunks (0 = none)"
@@ -302,7 +305,7 @@ def main() -> None:
     uvicorn.run(
         "mock_upstream:_factory",
         factory=True,
-        host="127.0.0.1",
+        host=args.host,
         port=args.port,
         workers=args.workers,
         loop="uvloop",

@@ -32,11 +32,15 @@ case "$role" in
     # records is written on shutdown. On SIGTERM uvicorn stops accepting and lets open
     # requests and streams finish for up to LLMP_GRACEFUL_SHUTDOWN_SECONDS (keep it below the
     # orchestrator's grace period: compose's stop_grace_period, Kubernetes'
-    # terminationGracePeriodSeconds less the preStop sleep).
+    # terminationGracePeriodSeconds less the preStop sleep). --timeout-worker-healthcheck: a
+    # process gets this long to start (import Django and the apps) and to answer the
+    # supervisor's pings; uvicorn's 5 s default killed every process in turn on a busy 2-core
+    # machine (the image test saw it).
     exec uvicorn llmplatform.asgi:application \
       --host "${LLMP_HOST:-0.0.0.0}" --port "${LLMP_PORT:-8000}" --workers "$workers" \
       --lifespan on --no-proxy-headers \
-      --timeout-graceful-shutdown "${LLMP_GRACEFUL_SHUTDOWN_SECONDS:-25}" "$@"
+      --timeout-graceful-shutdown "${LLMP_GRACEFUL_SHUTDOWN_SECONDS:-25}" \
+      --timeout-worker-healthcheck "${LLMP_WORKER_START_TIMEOUT:-30}" "$@"
     ;;
   worker)
     exec celery -A llmplatform worker --loglevel "${LOG_LEVEL:-INFO}" \
