@@ -5,7 +5,8 @@
 #   podman-compose) from Debian when missing,
 #   as root on a Debian-like machine;
 # - a containers.conf and a storage.conf of our own under $LLMP_PODMAN_DIR (default
-#   var/podman, git-ignored), exported as CONTAINERS_CONF and CONTAINERS_STORAGE_CONF, so
+#   ~/.cache/llmplatform/podman: outside the checkout, so a fresh clone (CI's) reuses the base
+#   image and the layer cache, and the build context never holds the storage), exported as CONTAINERS_CONF and CONTAINERS_STORAGE_CONF, so
 #   nothing of the machine's own container configuration is touched: runc (crun refuses the
 #   hybrid cgroups here), cgroupfs, and ulimits the sandbox allows (root lacks
 #   CAP_SYS_RESOURCE and the open-files hard limit is 20000, so podman's default
@@ -16,7 +17,7 @@
 # Every image built with this configuration (localhost/llmplatform:ci among them) is in that
 # storage: other steps that want it source this file too.
 
-LLMP_PODMAN_DIR="${LLMP_PODMAN_DIR:-$PWD/var/podman}"
+LLMP_PODMAN_DIR="${LLMP_PODMAN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/llmplatform/podman}"
 LLMP_BASE_IMAGE="${LLMP_BASE_IMAGE:-localhost/python:3.11-slim-bookworm}"
 LLMP_DEBIAN_MIRROR="${LLMP_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 

@@ -5,8 +5,8 @@ chat completion from a local upstream.
 
 Needs podman and the image. Without them the test is skipped, except under CI (`CI=true`), where
 a missing prerequisite fails it. Podman's configuration comes from CONTAINERS_CONF and
-CONTAINERS_STORAGE_CONF when set, else from var/podman/ as `make image-test` leaves it (where the
-image is)."""
+CONTAINERS_STORAGE_CONF when set, else from ~/.cache/llmplatform/podman/ (LLMP_PODMAN_DIR) as
+`make image-test` leaves it, where the image is."""
 
 from __future__ import annotations
 
@@ -38,13 +38,21 @@ CHART = ROOT / "deploy" / "helm" / "llmplatform"
 IMAGE = "localhost/llmplatform:ci"
 
 
+def podman_dir() -> Path:
+    """Where scripts/podman_env.sh keeps podman's configuration and storage."""
+    if os.environ.get("LLMP_PODMAN_DIR"):
+        return Path(os.environ["LLMP_PODMAN_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "llmplatform" / "podman"
+
+
 def podman_env() -> dict[str, str]:
     env = dict(os.environ)
     for name, filename in [
         ("CONTAINERS_CONF", "containers.conf"),
         ("CONTAINERS_STORAGE_CONF", "storage.conf"),
     ]:
-        candidate = ROOT / "var" / "podman" / filename
+        candidate = podman_dir() / filename
         if name not in env and candidate.exists():
             env[name] = str(candidate)
     return env
