@@ -173,7 +173,8 @@ def finish_server_span(span: Span, status: int, request_id: str) -> None:
 def set_request_attributes(attributes: Mapping[str, str | int]) -> None:
     """Add to the request's server span (no-op when tracing is off or outside a request)."""
     span = _request_span.get()
-    if span is not INVALID_SPAN:
+    # Not once it has ended (a stream's last stage may finish after its request's span).
+    if span is not INVALID_SPAN and span.is_recording():
         span.set_attributes(attributes)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -375,3 +376,76 @@ def test_a_task_enqueued_under_a_request_runs_in_a_span_linked_to_it(traced):
     assert ran.proto.kind == SpanProto.SPAN_KIND_CONSUMER
     (link,) = ran.proto.links
     assert (link.trace_id.hex(), link.span_id.hex()) == (enqueued.trace_id, enqueued.span_id)
+
+
+# Configuration: OTel's own variables, checked as hostile input -------------------------------
+
+OTEL_VARIABLES = (
+    "LLMP_TRACING",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+)
+
+
+def _endpoint(monkeypatch, **env: str) -> str:
+    from llmplatform.settings import _traces_endpoint
+
+    for name in OTEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return _traces_endpoint()
+
+
+def test_tracing_is_off_unless_an_endpoint_or_the_switch_turns_it_on(monkeypatch):
+    assert _endpoint(monkeypatch) == ""
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4318/"}
+    assert _endpoint(monkeypatch, **base) == "https://collector.example:4318/v1/traces"
+    assert (
+        _endpoint(
+            monkeypatch,
+            **base,
+            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="http://otel.internal/custom/traces",
+        )
+        == "http://otel.internal/custom/traces"
+    )
+    assert _endpoint(monkeypatch, LLMP_TRACING="true") == "http://localhost:4318/v1/traces"
+    assert _endpoint(monkeypatch, **base, LLMP_TRACING="false") == ""
+    assert _endpoint(monkeypatch, **base, OTEL_SDK_DISABLED="true") == ""
+    assert _endpoint(monkeypatch, **base, OTEL_TRACES_EXPORTER="none") == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "file:///etc/passwd"}, "an http(s) URL with a host"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://:4318"}, "an http(s) URL with a host"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:99999"}, "an http(s) URL"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c/v1/traces\n#x"}, "a plain URL"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "'otlp' or 'none'"),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "must be 'http/protobuf'",
+        ),
+        ({"LLMP_TRACING": "maybe"}, "is not a boolean"),
+    ],
+)
+def test_a_bad_tracing_setting_is_refused(monkeypatch, env, message):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match=re.escape(message)):
+        _endpoint(monkeypatch, **env)
+
+
+def test_credentials_in_the_endpoint_stop_the_start_without_being_echoed(tmp_path):
+    from tests.test_audit_and_settings import run_manage
+
+    url = "https://tracer:s3cr3t-token@collector.example/v1/traces"
+    result = run_manage(["check"], {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url}, tmp_path)
+    assert result.returncode != 0
+    assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT must not carry credentials" in result.stderr
+    assert "s3cr3t-token" not in result.stderr + result.stdout

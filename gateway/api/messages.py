@@ -110,7 +110,8 @@ async def _principal(request: HttpRequest) -> Principal:
             principal = await authenticate(authorization, client_ip(request.META))
         except AuthenticationFailed:
             raise AuthenticationFailed(AUTH_MESSAGE) from None
-        tracing.set_request_attributes(tenant_attributes(principal))
+        if tracing.enabled:
+            tracing.set_request_attributes(tenant_attributes(principal))
         principal.require_scope("chat")
     return principal
 

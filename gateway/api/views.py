@@ -334,7 +334,8 @@ async def _authenticated(request: HttpRequest, scope: str) -> Principal:
         principal = await authenticate(
             request.headers.get("Authorization", ""), client_ip(request.META)
         )
-        tracing.set_request_attributes(tenant_attributes(principal))
+        if tracing.enabled:
+            tracing.set_request_attributes(tenant_attributes(principal))
         principal.require_scope(scope)
     return principal
 

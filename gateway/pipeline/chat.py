@@ -198,7 +198,8 @@ class ChatCall(PipelineCall[ChatRequest]):
                 )
             self.route_plan = await routing_table.plan(parsed.alias, parsed.user)
             # Only a routed alias is named (an unknown "model" is whatever the client sent).
-            tracing.set_request_attributes({"llmp.alias": parsed.alias})
+            if tracing.enabled:
+                tracing.set_request_attributes({"llmp.alias": parsed.alias})
         target = self.meter.target = self.route_plan.primary
         self.meter.alias = parsed.alias
         self.meter.version = target.version

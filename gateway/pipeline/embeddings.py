@@ -52,7 +52,8 @@ class EmbeddingsCall(PipelineCall[EmbeddingRequest]):
                     "The model does not exist or you do not have access to it.", param="model"
                 )
             route_plan = await routing_table.plan(parsed.alias, parsed.user)
-            tracing.set_request_attributes({"llmp.alias": parsed.alias})
+            if tracing.enabled:
+                tracing.set_request_attributes({"llmp.alias": parsed.alias})
         target = self.meter.target = route_plan.primary
         self.meter.alias = parsed.alias
         self.meter.version = target.version
