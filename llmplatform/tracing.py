@@ -184,14 +184,14 @@ def stage(
     """``with stage("route"):`` -- a child span for one pipeline stage, current inside the
     block. Never hold it across a ``yield`` (use ``start_stage``): the context it attaches
     must be detached where it was attached."""
-    if not enabled:
-        return _NO_SPAN
+    if not enabled or not _request_span.get().is_recording():
+        return _NO_SPAN  # off, or a request the sampler left out: no span below it either
     return _stage(name, parent)
 
 
 @contextlib.contextmanager
 def _stage(name: str, parent: otel_context.Context | None) -> Iterator[Span]:
-    span = _tracer.start_span(f"llmp.{name}", context=parent, attributes={"llmp.stage": name})
+    span = _tracer.start_span(f"llmp.{name}", context=parent)
     try:
         with trace.use_span(span, record_exception=False, set_status_on_exception=False):
             yield span
@@ -206,9 +206,9 @@ def _stage(name: str, parent: otel_context.Context | None) -> Iterator[Span]:
 def start_stage(name: str, parent: otel_context.Context | None = None) -> Span:
     """A stage's span that is not made current (for a stage that spans an async generator's
     yields, like the output guard over a stream); end it with ``end_stage``."""
-    if not enabled:
+    if not enabled or not _request_span.get().is_recording():
         return INVALID_SPAN
-    return _tracer.start_span(f"llmp.{name}", context=parent, attributes={"llmp.stage": name})
+    return _tracer.start_span(f"llmp.{name}", context=parent)
 
 
 def end_stage(span: Span, error_code: str = "") -> None:
@@ -218,6 +218,11 @@ def end_stage(span: Span, error_code: str = "") -> None:
         span.set_status(Status(StatusCode.ERROR, error_code))
         set_request_attributes({"error.type": error_code})
     span.end()
+
+
+def recording() -> bool:
+    """Whether this request is traced (on, and kept by the sampler)."""
+    return enabled and _request_span.get().is_recording()
 
 
 def current_context() -> otel_context.Context | None:

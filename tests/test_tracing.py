@@ -336,10 +336,16 @@ def test_tracing_off_exports_nothing_and_makes_no_span(
 ):
     settings.LLMP_TRACES_ENDPOINT = ""
     assert not tracing.configure()
+    from opentelemetry.sdk import trace as sdk_trace
+
     made: list[str] = []
-    monkeypatch.setattr(
-        tracing._tracer, "start_span", lambda name, *a, **k: made.append(name), raising=False
-    )
+    original = sdk_trace.Span.__init__
+
+    def counted(self, name, *args, **kwargs):
+        made.append(name)
+        original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(sdk_trace.Span, "__init__", counted)
     traceparent = f"00-{CLIENT_TRACE_ID}-{CLIENT_PARENT_ID}-01"
     assert _chat(gateway, key_a, headers={"traceparent": traceparent}).status_code == 200
     assert _chat(gateway, key_a, stream=True).status_code == 200
@@ -449,3 +455,37 @@ def test_credentials_in_the_endpoint_stop_the_start_without_being_echoed(tmp_pat
     assert result.returncode != 0
     assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT must not carry credentials" in result.stderr
     assert "s3cr3t-token" not in result.stderr + result.stdout
+
+
+def test_a_request_the_sampler_leaves_out_makes_only_its_own_span(
+    receiver, gateway, key_a, upstream, monkeypatch
+):
+    """OTEL_TRACES_SAMPLER=parentbased_traceidratio, say, keeps some requests: the others cost
+    one non-recording span, and the upstream is told they are not sampled."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    exporter = OTLPSpanExporter(endpoint=f"{receiver.url}/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    tracing.start(provider)
+    try:
+        started: list[str] = []
+        start_span = tracing._tracer.start_span
+
+        def counted(name, *args, **kwargs):
+            started.append(name)
+            return start_span(name, *args, **kwargs)
+
+        monkeypatch.setattr(tracing._tracer, "start_span", counted)
+        assert _chat(gateway, key_a, stream=True).status_code == 200
+        assert _chat(gateway, key_a).status_code == 200
+        assert tracing.flush()
+    finally:
+        tracing.shutdown()
+    assert started == ["POST /v1/chat/completions"] * 2
+    assert receiver.bodies == []
+    flags = upstream.requests[-1].headers["traceparent"].split("-")[3]
+    assert int(flags, 16) & 0x01 == 0  # W3C: not sampled

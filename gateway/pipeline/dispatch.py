@@ -321,7 +321,7 @@ async def _call_with_retries(
                     raise _Refused(admission)  # not retryable: ends the loop
             walk.attempts += 1
             try:
-                if tracing.enabled:
+                if tracing.enabled and tracing.recording():
                     answer = await _traced(call, target, request, deadline - loop.time())
                 else:
                     answer = await call(target, request, deadline - loop.time())
