@@ -44,9 +44,11 @@ TOOLS_VENV = BENCH / ".tools-venv"
 # Pinned: some other releases on the index were compromised.
 LITELLM_SPEC = "litellm[proxy]==1.108.7"
 RESULTS = BENCH / "results"
-BENCH_DB = "llmp_bench"
+# Another database and Redis db may be named for a run beside someone else's (BENCH_DB,
+# BENCH_REDIS_URL); the cores are still shared, so its figures are then rough.
+BENCH_DB = os.environ.get("BENCH_DB", "llmp_bench")
 PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 CORES = os.cpu_count() or 2
 # The project's targets: throughput against LiteLLM's proxy, and the latency one caller sees
 # added (JSON, concurrency 1).
@@ -415,7 +417,7 @@ def flush_redis() -> None:
 
 
 # The platform's own settings: a bench drops what the calling shell has of them and sets its own.
-PLATFORM_ENV_PREFIXES = ("LLMP_", "DATABASE_", "REDIS_", "CELERY_")
+PLATFORM_ENV_PREFIXES = ("LLMP_", "DATABASE_", "REDIS_", "CELERY_", "OTEL_")
 
 
 def environ_without_platform() -> dict[str, str]:
@@ -641,12 +643,21 @@ def gateway_source(source: str, tmp: Path) -> Path:
 
 
 def start_gateway(
-    source: str, tmp: Path, procs: Processes, fast_url: str, slow_url: str, db_pool: bool
+    source: str,
+    tmp: Path,
+    procs: Processes,
+    fast_url: str,
+    slow_url: str,
+    db_pool: bool,
+    traces_url: str = "",
 ) -> Target:
     src = gateway_source(source, tmp)
     data_dir = tmp / f"data-{Path(source).name}"
     data_dir.mkdir(exist_ok=True)
     env = gateway_env(data_dir, db_pool=db_pool)
+    if traces_url:  # --tracing: every request traced, exported to the local sink
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = traces_url
+        env["OTEL_SERVICE_NAME"] = "llmplatform-bench"
     # The project is installed editable into .venv; this makes sure ``src`` is what is imported.
     env["PYTHONPATH"] = str(src)
     reset_database()
@@ -1045,6 +1056,12 @@ def main() -> int:
         "change to try) instead of --source",
     )
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="run the gateway with OpenTelemetry tracing on, exporting every request's spans "
+        "over OTLP/HTTP to a local sink (bench/otlp_sink.py)",
+    )
     parser.add_argument("--keep-db", action="store_true", help="do not drop llmp_bench at the end")
     parser.add_argument(
         "--wait-for-other-run",
@@ -1254,6 +1271,15 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict, started: 
                 "gateway ran without DATABASE_POOL: psycopg_pool is not installed in "
                 ".venv (DATABASE_POOL=1 fails with 'Error loading psycopg_pool module')"
             )
+    traces_url = ""
+    if args.tracing:
+        sink_port = free_port()
+        sink = procs.start(
+            "otlp-sink", [PYTHON, str(BENCH / "otlp_sink.py"), "--port", str(sink_port)]
+        )
+        traces_url = f"http://127.0.0.1:{sink_port}"
+        wait_ready("otlp-sink", f"{traces_url}/stats", sink, procs, 20)
+        notes.append(f"tracing on: every request's spans exported over OTLP/HTTP to {traces_url}")
     sources = {"worktree": ["worktree"], "head": ["head"], "auto": ["worktree", "head"]}
     if args.gateway_src:
         sources[args.source] = [str(args.gateway_src.resolve())]
@@ -1261,9 +1287,12 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict, started: 
     ours_error = ""
     for source in sources[args.source]:
         try:
-            ours = start_gateway(source, tmp, procs, fast_url, slow_url, db_pool)
+            ours = start_gateway(
+                source, tmp, procs, fast_url, slow_url, db_pool, traces_url=traces_url
+            )
             results["gateway"] = {
                 "source": source,
+                "tracing": bool(traces_url),
                 "db_pool": db_pool,
                 "workers": CORES,
                 "env": "production",
@@ -1520,6 +1549,16 @@ def _run(args, plan: Plan, tmp: Path, procs: Processes, results: dict, started: 
         results["profile"] = profile
 
     # 10. Report.
+    if traces_url:
+        try:
+            with urllib.request.urlopen(f"{traces_url}/stats", timeout=5) as answer:
+                results["tracing"] = json.loads(answer.read())
+            notes.append(
+                f"the OTLP sink received {results['tracing']['spans']:,} spans in "
+                f"{results['tracing']['exports']:,} exports"
+            )
+        except (OSError, ValueError) as exc:
+            notes.append(f"the OTLP sink's counts could not be read: {exc}")
     results["rows"] = rows
     results["cache"] = {k: v for k, v in cache.items() if k != "result"}
     results["open_streams"] = open_streams

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmplatform.settings")
@@ -10,6 +11,19 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmplatform.settings")
 app = Celery("llmplatform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def _start_tracing(**_: Any) -> None:
+    """OpenTelemetry traces in the worker and beat, when configured: a task's span is linked
+    to the span that enqueued it (its context travels in the message's headers). Set up before
+    the pool forks; the SDK restarts its export thread in each child."""
+    from llmplatform import tracing
+
+    tracing.configure()
+
+
+signals.worker_init.connect(_start_tracing, weak=False)
+signals.beat_init.connect(_start_tracing, weak=False)
 
 
 def _purge_schedule() -> tuple[crontab | float, int]:

@@ -26,7 +26,9 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler, ASGIRequest
 from django.http import HttpRequest, HttpResponseBase
 
+from llmplatform import tracing
 from llmplatform.middleware import begin_request, tag_response
+from llmplatform.request_context import request_id_var
 
 log = structlog.get_logger("llmplatform.fastpath")
 
@@ -83,7 +85,10 @@ class PlatformApplication:
         if scope["type"] == "http":
             view = _routes.get(scope["path"])
             if view is not None:
-                await self._serve(view, scope, receive, send)
+                if tracing.enabled:
+                    await self._serve_traced(view, scope, receive, send)
+                else:
+                    await self._serve(view, scope, receive, send)
                 return
             await self._serve_capped(scope, receive, send)
             return
@@ -185,6 +190,23 @@ class PlatformApplication:
                     await task
         if sender in done and sender.exception() is not None:
             log.warning("stream_send_failed", error=type(sender.exception()).__name__)
+
+    async def _serve_traced(self, view: View, scope: Scope, receive: Receive, send: Send) -> None:
+        """``_serve`` inside the request's server span, which ends when the answer (a stream:
+        its last byte) has been sent."""
+        status = 0
+
+        async def status_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with tracing.server_span(scope["method"], scope["path"], scope.get("headers", ())) as span:
+            try:
+                await self._serve(view, scope, receive, status_send)
+            finally:
+                tracing.finish_server_span(span, status, request_id_var.get())
 
     @staticmethod
     async def _wait_for_disconnect(receive: Receive) -> None:

@@ -15,6 +15,7 @@ import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -464,6 +465,61 @@ def _networks(name: str, default: list[str]) -> list[ipaddress.IPv4Network | ipa
 
 
 LLMP_OBSERVABILITY_NETWORKS = _networks("LLMP_OBSERVABILITY_NETWORKS", ["127.0.0.0/8", "::1/128"])
+
+
+def _traces_endpoint() -> str:
+    """Where OpenTelemetry traces go (OTLP/HTTP), or "" for off, from OTel's own variables:
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (the full URL) or ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    (a base URL, ``/v1/traces`` appended); ``LLMP_TRACING`` forces it on (OTel's default
+    ``http://localhost:4318`` without an endpoint) or off; ``OTEL_SDK_DISABLED=true`` and
+    ``OTEL_TRACES_EXPORTER=none`` turn it off. The URL is checked as hostile input: http(s), a
+    host, no credentials in it (they go in ``OTEL_EXPORTER_OTLP_HEADERS``), and it is never
+    echoed in an error (it might hold a token)."""
+    switch = env_str("LLMP_TRACING", "")
+    forced = None if not switch else env_bool("LLMP_TRACING")
+    if forced is False or env_bool("OTEL_SDK_DISABLED", False):
+        return ""
+    exporter = (env_str("OTEL_TRACES_EXPORTER", "otlp") or "otlp").strip().lower()
+    if exporter == "none":
+        return ""
+    if exporter != "otlp":
+        raise ImproperlyConfigured("OTEL_TRACES_EXPORTER must be 'otlp' or 'none'")
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = env_str(name, "")
+        if protocol and protocol.strip() != "http/protobuf":
+            raise ImproperlyConfigured(f"{name} must be 'http/protobuf' (OTLP over HTTP)")
+    name, endpoint = (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        env_str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""),
+    )
+    if not endpoint:
+        base = env_str("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+        if base:
+            name, endpoint = "OTEL_EXPORTER_OTLP_ENDPOINT", base.strip().rstrip("/") + "/v1/traces"
+        elif forced:
+            return "http://localhost:4318/v1/traces"
+        else:
+            return ""
+    endpoint = endpoint.strip()
+    try:
+        parts = urlsplit(endpoint)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or not port_ok or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ImproperlyConfigured(f"{name} must be an http(s) URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ImproperlyConfigured(
+            f"{name} must not carry credentials; set OTEL_EXPORTER_OTLP_HEADERS instead"
+        )
+    if parts.fragment or any(ord(ch) < 33 or ord(ch) == 127 for ch in endpoint):
+        raise ImproperlyConfigured(f"{name} must be a plain URL (no fragment, spaces or controls)")
+    return endpoint
+
+
+# OpenTelemetry traces (llmplatform.tracing): off unless an endpoint is configured.
+LLMP_TRACES_ENDPOINT = _traces_endpoint()
+OTEL_SERVICE_NAME = env_str("OTEL_SERVICE_NAME", "llmplatform")
 # Upstream timeouts (seconds) used when a provider does not set its own.
 LLMP_UPSTREAM_CONNECT_TIMEOUT = env_float("LLMP_UPSTREAM_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 LLMP_UPSTREAM_READ_TIMEOUT = env_float("LLMP_UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1)

@@ -41,6 +41,7 @@ from gateway.errors import ApiError, InvalidRequest
 from gateway.pipeline.chat import ChatCall, Reply
 from gateway.pipeline.validate import ParsedChat, parse_chat_request
 from gateway.providers.base import ChatDelta, Choice, Usage
+from llmplatform import tracing
 
 ROUTE = "completions"
 
@@ -199,7 +200,8 @@ async def create_completion(request: HttpRequest) -> HttpResponseBase:
     """``POST /v1/completions``: a legacy text completion through the chat pipeline."""
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
-    parsed = parse_completions_request(_read_json(request))
+    with tracing.stage("validate"):
+        parsed = parse_completions_request(_read_json(request))
     info = _request_info(request, ROUTE, started)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     if len(parsed) > 1:  # one request per prompt, each with an id of its own

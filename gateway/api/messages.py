@@ -25,7 +25,7 @@ import structlog
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from gateway.api.messages_request import parse_messages_request
-from gateway.api.views import _read_json, _request_info, api_view
+from gateway.api.views import _read_json, _request_info, api_view, tenant_attributes
 from gateway.errors import (
     ApiError,
     AuthenticationFailed,
@@ -37,6 +37,7 @@ from gateway.pipeline.chat import ChatCall, Reply
 from gateway.pipeline.route import routing_table
 from gateway.pipeline.settle import chars_to_tokens
 from gateway.providers.base import ChatDelta, ChatResult, Usage
+from llmplatform import tracing
 from llmplatform.request_context import client_ip
 
 log = structlog.get_logger("gateway.api")
@@ -104,11 +105,14 @@ messages_view = api_view("POST", error_response=error_response)
 async def _principal(request: HttpRequest) -> Principal:
     key = request.headers.get("x-api-key", "").strip()
     authorization = f"Bearer {key}" if key else request.headers.get("Authorization", "")
-    try:
-        principal = await authenticate(authorization, client_ip(request.META))
-    except AuthenticationFailed:
-        raise AuthenticationFailed(AUTH_MESSAGE) from None
-    principal.require_scope("chat")
+    with tracing.stage("authenticate"):
+        try:
+            principal = await authenticate(authorization, client_ip(request.META))
+        except AuthenticationFailed:
+            raise AuthenticationFailed(AUTH_MESSAGE) from None
+        if tracing.enabled:
+            tracing.set_request_attributes(tenant_attributes(principal))
+        principal.require_scope("chat")
     return principal
 
 
@@ -320,7 +324,8 @@ async def messages(request: HttpRequest) -> HttpResponseBase:
     """``POST /v1/messages``: Anthropic's Messages API, plain or streamed."""
     started = time.perf_counter()
     principal = await _principal(request)
-    parsed = parse_messages_request(_read_json(request))
+    with tracing.stage("validate"):
+        parsed = parse_messages_request(_read_json(request))
     call = ChatCall(_request_info(request, "messages", started), principal, parsed)
     try:
         reply = await call.answer()

@@ -49,6 +49,7 @@ from gateway.pipeline.validate import (
 )
 from gateway.providers import capabilities
 from gateway.providers.base import ChatDelta, ChatResult, Choice, Usage
+from llmplatform import tracing
 from llmplatform.db import fresh_db
 from llmplatform.errors import DomainError
 from llmplatform.request_context import client_ip
@@ -329,11 +330,23 @@ def _sse_response(reply: Reply, events: AsyncIterator[bytes]) -> StreamingHttpRe
 
 
 async def _authenticated(request: HttpRequest, scope: str) -> Principal:
-    principal = await authenticate(
-        request.headers.get("Authorization", ""), client_ip(request.META)
-    )
-    principal.require_scope(scope)
+    with tracing.stage("authenticate"):
+        principal = await authenticate(
+            request.headers.get("Authorization", ""), client_ip(request.META)
+        )
+        if tracing.enabled:
+            tracing.set_request_attributes(tenant_attributes(principal))
+        principal.require_scope(scope)
     return principal
+
+
+def tenant_attributes(principal: Principal) -> dict[str, str | int]:
+    """What a trace says of the caller: the tenant and the key's id, never the key."""
+    return {
+        "llmp.tenant": principal.tenant_slug,
+        "llmp.tenant_id": principal.tenant_id,
+        "llmp.api_key_id": principal.key_id,
+    }
 
 
 async def _refused(call, exc: ApiError) -> HttpResponse:
@@ -369,7 +382,8 @@ async def _run_chat(
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
-    parsed = parse_chat_request(_read_json(request))
+    with tracing.stage("validate"):
+        parsed = parse_chat_request(_read_json(request))
     return await _run_chat(
         request, principal, parsed, "chat.completions", started, _openai_completion, OpenAIChunks
     )
@@ -395,7 +409,8 @@ def _parse_simple(data: dict, *, stream: bool) -> ParsedChat:
 async def simple_chat(request: HttpRequest) -> HttpResponseBase:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
-    parsed = _parse_simple(_read_json(request), stream=False)
+    with tracing.stage("validate"):
+        parsed = _parse_simple(_read_json(request), stream=False)
     return await _run_chat(
         request, principal, parsed, "chat", started, _simple_completion, lambda call: SimpleChunks()
     )
@@ -405,7 +420,8 @@ async def simple_chat(request: HttpRequest) -> HttpResponseBase:
 async def simple_chat_stream(request: HttpRequest) -> HttpResponseBase:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
-    parsed = _parse_simple(_read_json(request), stream=True)
+    with tracing.stage("validate"):
+        parsed = _parse_simple(_read_json(request), stream=True)
     return await _run_chat(
         request,
         principal,
@@ -429,7 +445,8 @@ async def embeddings(request: HttpRequest) -> HttpResponse:
     """``POST /v1/embeddings``: string or array input, ``dimensions``, ``encoding_format``."""
     started = time.perf_counter()
     principal = await _authenticated(request, "embeddings")
-    parsed = parse_embeddings_request(_read_json(request))
+    with tracing.stage("validate"):
+        parsed = parse_embeddings_request(_read_json(request))
     call = EmbeddingsCall(_request_info(request, "embeddings", started), principal, parsed)
     try:
         result = await call.answer()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import structlog
+from opentelemetry import context as otel_context
 
 from gateway import cache as response_cache
 from gateway import metrics
@@ -83,6 +84,8 @@ class PipelineCall(Generic[RequestT]):
         self.cache_namespace = ""
         self.served_by = ""  # x-llmp-deployment when no deployment answered: cache | degraded
         self.admission: Admission | None = None
+        # The context later stages' spans hang from when they run outside it (None: not traced).
+        self.trace_parent: otel_context.Context | None = None
 
     async def admit_and_look_up(
         self, user: str | None, target: Target, request: RequestT

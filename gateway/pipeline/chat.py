@@ -51,6 +51,7 @@ from gateway.providers.base import (
     Usage,
 )
 from gateway.scanners.base import ScannerConfig, ScanText
+from llmplatform import tracing
 from llmplatform.db import fresh_db
 
 log = structlog.get_logger("gateway.api")
@@ -193,15 +194,41 @@ class ChatCall(PipelineCall[ChatRequest]):
 
     async def prepare(self) -> tuple[Target, ChatRequest, response_cache.CachedAnswer | None]:
         principal, parsed = self.principal, self.parsed
-        if not principal.may_use(parsed.alias):
-            raise ModelNotFound(
-                "The model does not exist or you do not have access to it.",
-                param="model",
-            )
-        self.route_plan = await routing_table.plan(parsed.alias, parsed.user)
+        with tracing.stage("route"):
+            if not principal.may_use(parsed.alias):
+                raise ModelNotFound(
+                    "The model does not exist or you do not have access to it.",
+                    param="model",
+                )
+            self.route_plan = await routing_table.plan(parsed.alias, parsed.user)
+            # Only a routed alias is named (an unknown "model" is whatever the client sent).
+            if tracing.enabled:
+                tracing.set_request_attributes({"llmp.alias": parsed.alias})
         target = self.meter.target = self.route_plan.primary
         self.meter.alias = parsed.alias
         self.meter.version = target.version
+        with tracing.stage("guard_input"):
+            request = await self.guard_input(target)
+        # Admission comes before the screen, so screened-out prompts still count against the
+        # request limits.
+        with tracing.stage("admit"):
+            cached = await self.admit_and_look_up(parsed.user, target, request)
+        with tracing.stage("guard"):
+            await self.screen()
+        await self.scan_input()
+        if cached is None and self.route_plan.semantic is not None:
+            with tracing.stage("semantic_cache"):
+                cached = await self.look_up_similar(target, request, self.route_plan.semantic)
+        if cached is not None:
+            self.meter.cache_hit = True
+        new_guard = (lambda: self._new_leak_guard(target)) if self.leak_guard else None
+        self.out = output.Output(new_guard, self.restorer, whole=not parsed.stream)
+        return target, request, cached
+
+    async def guard_input(self, target: Target) -> ChatRequest:
+        """Stage 3: the tier's bounds, what the provider takes, the PII policy and the canary;
+        the request as the provider may see it."""
+        principal, parsed = self.principal, self.parsed
         admit.check_limits(principal, parsed)
         try:  # what the routed provider does not take is a 400 naming the part
             capabilities.refuse_unsupported(target.provider, parsed.messages, parsed.extra)
@@ -217,29 +244,18 @@ class ChatCall(PipelineCall[ChatRequest]):
         self.verdicts = await verdicts.look_up(principal, parsed.parts(), parsed.messages)
         # PII policy first (over everything the client sent, not the route's own system
         # prompt), then the canary, so masking can never touch it.
-        protected, self.restorer = pii.protect(
-            principal, request, keep=1 if target.system_prompt else 0, verdicts=self.verdicts
-        )
+        with tracing.stage("pii"):
+            protected, self.restorer = pii.protect(
+                principal, request, keep=1 if target.system_prompt else 0, verdicts=self.verdicts
+            )
         if protected is not request:
             self.meter.pii_redactions = count_redactions(request.messages, protected.messages)
         if self.leak_guard is not None:
             protected = dataclasses.replace(
                 protected, messages=guard.add_canary(protected.messages, self.leak_guard.canary)
             )
-        request = protected
-        self.upstream_messages, self.upstream_extra = request.messages, protected.extra
-        # Admission comes before the screen, so screened-out prompts still count against the
-        # request limits.
-        cached = await self.admit_and_look_up(parsed.user, target, request)
-        await self.screen()
-        await self.scan_input()
-        if cached is None and self.route_plan.semantic is not None:
-            cached = await self.look_up_similar(target, request, self.route_plan.semantic)
-        if cached is not None:
-            self.meter.cache_hit = True
-        new_guard = (lambda: self._new_leak_guard(target)) if self.leak_guard else None
-        self.out = output.Output(new_guard, self.restorer, whole=not parsed.stream)
-        return target, request, cached
+        self.upstream_messages, self.upstream_extra = protected.messages, protected.extra
+        return protected
 
     def _new_leak_guard(self, target: Target) -> guard.LeakGuard:
         """A leak guard for one text of the reply (each choice's content, each tool call's
@@ -266,13 +282,14 @@ class ChatCall(PipelineCall[ChatRequest]):
         plan = self.dispatch_plan(target, request)
         served: StreamServed | Served[ChatRequest, ChatResult]
         try:
-            if self.parsed.stream:
-                served = await dispatch.open_stream(plan)
-                first, rest = served.first, served.deltas
-            else:
-                served = await dispatch.complete(plan)
-                deltas = output.as_deltas(served.result)
-                first, rest = deltas[0], _replay(deltas[1:])
+            with tracing.stage("dispatch"):
+                if self.parsed.stream:
+                    served = await dispatch.open_stream(plan)
+                    first, rest = served.first, served.deltas
+                else:
+                    served = await dispatch.complete(plan)
+                    deltas = output.as_deltas(served.result)
+                    first, rest = deltas[0], _replay(deltas[1:])
         finally:
             now = time.perf_counter()
             self.meter.upstream_ms = (now - self._upstream_started) * 1000
@@ -289,6 +306,9 @@ class ChatCall(PipelineCall[ChatRequest]):
         error event)."""
         out = self.out
         status, error_code = 200, ""
+        # Not made current: it spans this generator's yields (see tracing.stage).
+        output_span = tracing.start_stage("output")
+        self.trace_parent = tracing.current_context()
         try:
             delta = first
             while True:
@@ -319,7 +339,9 @@ class ChatCall(PipelineCall[ChatRequest]):
             status, error_code = 499, "client_closed_request"
             raise
         finally:
-            await self.settle(status, error_code, request)
+            tracing.end_stage(output_span, error_code)
+            with tracing.stage("settle", self.trace_parent):
+                await self.settle(status, error_code, request)
 
     async def settle(self, status: int, error_code: str, request: ChatRequest) -> None:
         """Stage 8: cache the provider's answer, meter it, keep the conversation. ``request``
@@ -394,7 +416,9 @@ class ChatCall(PipelineCall[ChatRequest]):
         tenant_id = self.principal.tenant_id
         self.post_scanners = scan.scanners_for(configured, tenant_id, scan.POST_CALL)
         scanners = scan.scanners_for(configured, tenant_id, scan.PRE_CALL)
-        if scanners:
+        if not scanners:
+            return
+        with tracing.stage("scan"):
             await scan.enforce(
                 principal=self.principal,
                 request_id=self.request_id,
@@ -410,15 +434,16 @@ class ChatCall(PipelineCall[ChatRequest]):
         texts = tuple(
             ScanText(param, "assistant", "reply", text) for param, text in self.out.shown_texts()
         )
-        await scan.enforce(
-            principal=self.principal,
-            request_id=self.request_id,
-            alias=self.parsed.alias,
-            user=self.parsed.user,
-            phase=scan.POST_CALL,
-            scanners=self.post_scanners,
-            texts=texts,
-        )
+        with tracing.stage("scan", self.trace_parent):
+            await scan.enforce(
+                principal=self.principal,
+                request_id=self.request_id,
+                alias=self.parsed.alias,
+                user=self.parsed.user,
+                phase=scan.POST_CALL,
+                scanners=self.post_scanners,
+                texts=texts,
+            )
 
     async def honour_gpc(self) -> None:
         """``Sec-GPC: 1`` on a request that names its end user is that user's opt-out of sale

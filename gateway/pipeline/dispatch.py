@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypedDict, TypeVar, cast
 
 import structlog
+from opentelemetry import trace
 from tenacity import AsyncRetrying, RetryCallState
 
 from gateway import metrics
@@ -51,6 +52,7 @@ from gateway.providers.base import (
 from gateway.providers.registry import get_adapter
 from gateway.resilience.breaker import BreakerAdmission, CircuitBreaker, breaker_store
 from gateway.resilience.retry import retry_policy
+from llmplatform import tracing
 
 log = structlog.get_logger("gateway.dispatch")
 
@@ -319,7 +321,10 @@ async def _call_with_retries(
                     raise _Refused(admission)  # not retryable: ends the loop
             walk.attempts += 1
             try:
-                answer = await call(target, request, deadline - loop.time())
+                if tracing.enabled and tracing.recording():
+                    answer = await _traced(call, target, request, deadline - loop.time())
+                else:
+                    answer = await call(target, request, deadline - loop.time())
             except UpstreamError as exc:
                 if is_deployment_fault(exc):
                     await breaker.record_failure(name, policy, admission, exc.code)
@@ -333,6 +338,77 @@ async def _call_with_retries(
             await breaker.record_success(name, policy, admission)
             return answer
     raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+
+async def _traced(
+    call: Call[RequestT, AnswerT], target: Target, request: RequestT, budget: float
+) -> AnswerT:
+    """One upstream call inside its client span (current while the request is sent, so the
+    provider gets its ``traceparent``). A stream's span ends with the stream."""
+    span = tracing.upstream_span(
+        operation="embeddings" if isinstance(request, EmbeddingRequest) else "chat",
+        model=getattr(request, "model", ""),
+        provider_kind=target.provider.kind,
+        base_url=target.provider.base_url,
+        deployment=target.deployment,
+    )
+    try:
+        with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+            answer = await call(target, request, budget)
+    except BaseException as exc:
+        tracing.end_upstream_span(span, error=exc)
+        raise
+    if isinstance(answer, ChatResult):
+        usage = answer.usage
+        reported = usage.prompt_tokens or usage.completion_tokens
+        tracing.end_upstream_span(
+            span,
+            response_model=answer.upstream_model,
+            input_tokens=usage.prompt_tokens if reported else None,
+            output_tokens=usage.completion_tokens if reported else None,
+            finish_reasons=[choice.finish_reason for choice in answer.choices],
+        )
+    elif isinstance(answer, EmbeddingResult):
+        tracing.end_upstream_span(
+            span,
+            response_model=answer.upstream_model,
+            input_tokens=answer.usage.prompt_tokens or None,
+        )
+    elif isinstance(answer, tuple):  # a stream's first delta and the rest
+        first, deltas = answer
+        return cast(AnswerT, (first, _traced_deltas(first, deltas, span)))
+    else:  # pragma: no cover - every call answers with one of the above
+        tracing.end_upstream_span(span)
+    return answer
+
+
+async def _traced_deltas(
+    first: ChatDelta, deltas: AsyncIterator[ChatDelta], span: trace.Span
+) -> AsyncIterator[ChatDelta]:
+    """The rest of a stream, its usage and finish reasons noted on the upstream call's span,
+    which ends with it (the span is not made current: it spans yields)."""
+    usage = first.usage
+    reasons = {first.index: first.finish_reason} if first.finish_reason else {}
+    error: BaseException | None = None
+    try:
+        async for delta in deltas:
+            if delta.usage is not None:
+                usage = delta.usage
+            if delta.finish_reason:
+                reasons[delta.index] = delta.finish_reason
+            yield delta
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        await _close(deltas)
+        tracing.end_upstream_span(
+            span,
+            input_tokens=usage.prompt_tokens if usage is not None else None,
+            output_tokens=usage.completion_tokens if usage is not None else None,
+            finish_reasons=[reasons[index] for index in sorted(reasons)],
+            error=error,
+        )
 
 
 def _before_retry(state: RetryCallState, deployment: str) -> None:

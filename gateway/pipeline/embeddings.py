@@ -33,6 +33,7 @@ from gateway.pipeline.settle import chars_to_tokens, count_new_placeholders
 from gateway.pipeline.validate import ParsedEmbeddings
 from gateway.providers import capabilities
 from gateway.providers.base import EmbeddingRequest, EmbeddingResult, UpstreamError, Usage
+from llmplatform import tracing
 
 log = structlog.get_logger("gateway.api")
 
@@ -55,30 +56,37 @@ class EmbeddingsCall(PipelineCall[EmbeddingRequest]):
     async def answer(self) -> EmbeddingResult:
         """Every stage; raises ``ApiError``."""
         principal, parsed = self.principal, self.parsed
-        if not self.for_semantic_cache and not principal.may_use(parsed.alias):
-            raise ModelNotFound(
-                "The model does not exist or you do not have access to it.", param="model"
-            )
-        route_plan = await routing_table.plan(parsed.alias, parsed.user)
+        with tracing.stage("route"):
+            if not self.for_semantic_cache and not principal.may_use(parsed.alias):
+                raise ModelNotFound(
+                    "The model does not exist or you do not have access to it.", param="model"
+                )
+            route_plan = await routing_table.plan(parsed.alias, parsed.user)
+            if tracing.enabled:
+                tracing.set_request_attributes({"llmp.alias": parsed.alias})
         target = self.meter.target = route_plan.primary
         self.meter.alias = parsed.alias
         self.meter.version = target.version
-        self.check_limits()
-        try:
-            capabilities.refuse_embeddings(target.provider)
-        except UpstreamError as exc:
-            raise dispatch.as_api_error(exc) from exc
-        inputs = pii.protect_texts(principal, parsed.inputs)
+        with tracing.stage("guard_input"):
+            self.check_limits()
+            try:
+                capabilities.refuse_embeddings(target.provider)
+            except UpstreamError as exc:
+                raise dispatch.as_api_error(exc) from exc
+            with tracing.stage("pii"):
+                inputs = pii.protect_texts(principal, parsed.inputs)
         if inputs is not parsed.inputs:
             self.meter.pii_redactions = count_new_placeholders(parsed.inputs, inputs)
         request = EmbeddingRequest(target.model, inputs, parsed.dimensions, parsed.user)
-        cached = await self.admit_and_look_up(parsed.user, target, request)
+        with tracing.stage("admit"):
+            cached = await self.admit_and_look_up(parsed.user, target, request)
         if cached is not None and cached.vectors is not None:
             self.meter.cache_hit = True
             result = EmbeddingResult(cached.vectors, cached.usage)
             await self.settle(result.usage)
             return result
-        result = await self.dispatch(target, request, route_plan)
+        with tracing.stage("dispatch"):
+            result = await self.dispatch(target, request, route_plan)
         usage = result.usage
         if usage.prompt_tokens == 0:
             usage = Usage(chars_to_tokens(sum(len(text) for text in inputs)), 0)
@@ -179,10 +187,11 @@ class EmbeddingsCall(PipelineCall[EmbeddingRequest]):
             log.warning("cache_store_failed", exc_info=True)
 
     async def settle(self, usage: Usage) -> None:
-        await background.after_answer(
-            self.meter.record(status=200, now=time.perf_counter(), usage=usage),
-            event="usage_record_failed",
-        )
+        with tracing.stage("settle"):
+            await background.after_answer(
+                self.meter.record(status=200, now=time.perf_counter(), usage=usage),
+                event="usage_record_failed",
+            )
 
 
 def _has_vectors(answer: response_cache.CachedAnswer) -> bool:

@@ -46,6 +46,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.capabilities import refuse_embeddings, refuse_unsupported
 from gateway.secrets import SecretNotFound, aresolve_secret, invalidate_secret
+from llmplatform import tracing
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -343,6 +344,8 @@ class OpenAICompatibleAdapter:
             "Content-Type": "application/json",
             **self.auth_headers(key),
         }
+        if tracing.enabled:
+            tracing.inject(headers)  # the upstream call's span, as W3C traceparent
         try:
             return await self._http().post(
                 target, data=body, headers=headers, allow_redirects=False

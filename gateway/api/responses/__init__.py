@@ -39,6 +39,7 @@ from gateway.api.views import (
 )
 from gateway.errors import ApiError
 from gateway.pipeline.chat import ChatCall, Reply
+from llmplatform import tracing
 
 ROUTE = "responses"
 
@@ -65,7 +66,8 @@ async def create_response(request: HttpRequest) -> HttpResponseBase:
     pipeline."""
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
-    responses_request = parse_responses_request(_read_json(request))
+    with tracing.stage("validate"):
+        responses_request = parse_responses_request(_read_json(request))
     call = ChatCall(_request_info(request, ROUTE, started), principal, responses_request.parsed)
     try:
         reply = await call.answer()
