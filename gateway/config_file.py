@@ -138,7 +138,7 @@ from gateway.models import (
     ScreeningMode,
     Tier,
 )
-from gateway.providers.capabilities import KIND_UNSUPPORTED, check_declaration
+from gateway.providers.capabilities import check_declaration, unsupported_for
 from gateway.providers.kind_settings import ProviderFieldError, ProviderFields, check_kind_fields
 from gateway.resilience.policy import DEFAULT_DEGRADED_MESSAGE, DEFAULTS, number_error
 from gateway.scanners.policy import TIMEOUT_MS_MAX, TIMEOUT_MS_MIN, check_scanner
@@ -1238,8 +1238,8 @@ def _dicts(value: Any) -> list[tuple[int, dict]]:
 
 def _embeddings_aliases(data: dict) -> set[str]:
     """The aliases of the file whose every version's provider makes embeddings."""
-    kinds = {
-        p["name"]: (p.get("kind"), (p.get("extra") or {}).get("unsupported") or [])
+    refused = {
+        p["name"]: unsupported_for(p.get("kind"), p.get("extra") or {})
         for _, p in _dicts(data.get("providers"))
         if isinstance(p.get("name"), str) and isinstance(p.get("extra") or {}, dict)
     }
@@ -1250,9 +1250,7 @@ def _embeddings_aliases(data: dict) -> set[str]:
     }
 
     def makes_embeddings(deployment: Any) -> bool:
-        kind, declared = kinds.get(providers.get(deployment), (None, ["embeddings"]))
-        inherent = KIND_UNSUPPORTED.get(kind, frozenset()) if isinstance(kind, str) else ()
-        return "embeddings" not in inherent and "embeddings" not in declared
+        return "embeddings" not in refused.get(providers.get(deployment), {"embeddings"})
 
     capable = set()
     for _, alias in _dicts(data.get("model_aliases")):

@@ -10,7 +10,7 @@ from django.contrib import admin
 from gateway import services
 from gateway.egress import validate_upstream_url
 from gateway.models import ModelAlias, ModelVersion, Provider, ProviderDeployment
-from gateway.providers.capabilities import KIND_UNSUPPORTED, check_declaration
+from gateway.providers.capabilities import check_declaration, unsupported_for
 from gateway.providers.kind_settings import ProviderFieldError, ProviderFields, check_kind_fields
 from gateway.secrets import REFERENCE_HELP, validate_provider_secret_ref
 from llmplatform.actors import Actor
@@ -130,9 +130,7 @@ def semantic_embeddings_problem(alias_name: str, embeddings_alias: str) -> str |
     if not providers:
         return "This alias has no version to route to."
     for provider in providers:
-        kinds = KIND_UNSUPPORTED.get(provider.kind, frozenset())
-        declared = (provider.extra or {}).get("unsupported") or []
-        if "embeddings" in kinds or "embeddings" in declared:
+        if "embeddings" in unsupported_for(provider.kind, provider.extra):
             return f"Provider {provider.name!r} of this alias does not make embeddings."
     return None
 

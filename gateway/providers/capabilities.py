@@ -53,11 +53,17 @@ KIND_UNSUPPORTED: dict[str, frozenset[str]] = {
 }
 
 
-def unsupported(config: ProviderConfig) -> frozenset[str]:
-    value = config.extra.get("unsupported") if isinstance(config.extra, dict) else None
+def unsupported_for(kind: Any, extra: Any) -> frozenset[str]:
+    """What a provider of ``kind`` with ``extra`` (as saved or as a config file has it) does
+    not take: its kind's inherent refusals and what the operator declared."""
+    value = extra.get("unsupported") if isinstance(extra, dict) else None
     declared = frozenset(value) if isinstance(value, list) else frozenset()
-    inherent = KIND_UNSUPPORTED.get(config.kind)
+    inherent = KIND_UNSUPPORTED.get(kind) if isinstance(kind, str) else None
     return declared | inherent if inherent else declared
+
+
+def unsupported(config: ProviderConfig) -> frozenset[str]:
+    return unsupported_for(config.kind, config.extra)
 
 
 def refuse_unsupported(
