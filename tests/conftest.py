@@ -72,6 +72,16 @@ def _tasks_run_in_the_calling_process():
     app.conf.task_always_eager = False
 
 
+@pytest.fixture(autouse=True)
+def _platform_app_is_current():
+    """Shared tasks resolve against Celery's current app, which any ``Celery()`` made without
+    ``set_as_current=False`` takes over for the rest of the process: every test starts with the
+    platform's (eager) app current again."""
+    from llmplatform.celery import app
+
+    app.set_current()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _clean_shared_caches():
     """The embedded default's caches are files in LLMP_DATA_DIR that outlive a test run: start

@@ -111,7 +111,10 @@ def test_more_concurrent_streams_than_httpx_default_pool_all_succeed(gateway_ser
     with OpenAIUpstream() as upstream:
         upstream.reply = "slow and steady"
         gate = __import__("threading").Event()
-        upstream.on_request = lambda _request: gate.wait(3)  # hold every upstream call open
+        # Hold every upstream call open until all 150 have arrived (or the test gives up): with
+        # a pool of 100 the rest could never arrive. Generous bounds: a loaded machine may take
+        # many seconds to open 150 streams, and only the count at once is under test.
+        upstream.on_request = lambda _request: gate.wait(60)
         route_alias("default", upstream.base_url)
 
         async def one(client: httpx.AsyncClient) -> int:
@@ -128,9 +131,9 @@ def test_more_concurrent_streams_than_httpx_default_pool_all_succeed(gateway_ser
 
         async def many() -> tuple[int, list[int]]:
             limits = httpx.Limits(max_connections=200)
-            async with httpx.AsyncClient(timeout=20, limits=limits) as client:
+            async with httpx.AsyncClient(timeout=120, limits=limits) as client:
                 tasks = [asyncio.create_task(one(client)) for _ in range(150)]
-                deadline = asyncio.get_running_loop().time() + 6
+                deadline = asyncio.get_running_loop().time() + 45
                 while len(upstream.requests) < 150 and asyncio.get_running_loop().time() < deadline:
                     await asyncio.sleep(0.05)
                 open_at_once = len(upstream.requests)
