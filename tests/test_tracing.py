@@ -28,6 +28,8 @@ from llmplatform import tracing
 from llmplatform.actors import SYSTEM
 from tests.conftest import route_alias
 from tests.upstreams import OpenAIUpstream
+from tests.upstreams_anthropic import AnthropicUpstream
+from tests.upstreams_google import GeminiUpstream
 
 PROMPT = "Quelle est la capitale de la Mongolie, Bayarmaa?"
 CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -304,6 +306,36 @@ def test_a_refusal_fails_its_stage_with_the_typed_code(traced, gateway, key_a):
     # What the client sent as the model is not a name the trace gives.
     assert "llmp.alias" not in missing.attributes
     assert b"someone@example.com" not in b"".join(traced.bodies)
+
+
+@pytest.mark.parametrize(
+    ("kind", "server_class", "provider_name"),
+    [("anthropic", AnthropicUpstream, "anthropic"), ("gemini", GeminiUpstream, "gcp.gemini")],
+)
+def test_anthropic_and_gemini_upstreams_are_told_the_calls_context(
+    traced, db, key_a, monkeypatch, kind, server_class, provider_name
+):
+    """Not only OpenAI-compatible upstreams: a proxy or a self-hosted server in front of
+    Anthropic's or Gemini's API that traces continues the same trace."""
+    monkeypatch.setenv("PROVIDER_TRACE_TEST_KEY", "sk-provider-secret")
+    with server_class() as server:
+        server.required_key = "sk-provider-secret"
+        route_alias(
+            "default",
+            server.base_url,
+            model="upstream-model",
+            kind=kind,
+            api_key_ref="env:PROVIDER_TRACE_TEST_KEY",
+        )
+        response = _chat(
+            GATEWAY, key_a, headers={"traceparent": f"00-{CLIENT_TRACE_ID}-{CLIENT_PARENT_ID}-01"}
+        )
+        assert response.status_code == 200, response.text
+        (call,) = _by_name(_exported(traced))["chat upstream-model"]
+        assert call.attributes["gen_ai.provider.name"] == provider_name
+        assert server.requests[-1].headers["traceparent"] == (
+            f"00-{CLIENT_TRACE_ID}-{call.span_id}-01"
+        )
 
 
 def test_an_upstream_failure_fails_the_call_span_with_its_code(traced, gateway, key_a, upstream):
