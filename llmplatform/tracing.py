@@ -10,7 +10,9 @@ GenAI semantic conventions (``gen_ai.*``), its context sent to OpenAI-compatible
 
 Spans carry ids, names, counts and codes: never a message, a prompt, a reply, a key or a
 header's value. Exceptions are not recorded (their messages may quote input): a failed span
-has status ERROR with the typed error code as its description and as ``error.type``.
+has status ERROR with the typed error code as its description and as ``error.type``; a failed
+Celery task's span (recorded by Celery's instrumentation) is exported with the exception's class
+name in place of its message and traceback.
 
 The request path pays for tracing only when it is on: each stage checks the module's
 ``enabled`` flag once and, when off, gets one shared do-nothing context manager; no span object
@@ -79,7 +81,10 @@ def configure() -> bool:
     provider = TracerProvider(
         resource=Resource.create({"service.name": settings.OTEL_SERVICE_NAME}),
     )
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    from llmplatform.trace_export import WithoutExceptionMessages
+
+    exporter = WithoutExceptionMessages(OTLPSpanExporter(endpoint=endpoint))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     start(provider)
     return True
 

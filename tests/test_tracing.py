@@ -416,6 +416,44 @@ def test_a_task_enqueued_under_a_request_runs_in_a_span_linked_to_it(traced):
     assert (link.trace_id.hex(), link.span_id.hex()) == (enqueued.trace_id, enqueued.span_id)
 
 
+SUBJECT_EMAIL = "batbayar.dorj@example.mn"
+
+
+def _fail_quoting_personal_data() -> None:
+    raise LookupError(f"no records for {SUBJECT_EMAIL}")
+
+
+def test_a_failed_tasks_span_names_the_exception_not_its_message(traced):
+    """Celery's instrumentation records a failed task's exception (message and traceback); a
+    task's error may quote personal data, so the exported span has only the exception's class."""
+    from celery.contrib.testing.worker import start_worker
+
+    from llmplatform.celery import app
+
+    task = app.task(name="tests.fail_quoting_personal_data")(_fail_quoting_personal_data)
+    app.conf.task_always_eager = False
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            task.delay()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                spans = _by_name(_exported(traced))
+                if "run/tests.fail_quoting_personal_data" in spans:
+                    break
+                time.sleep(0.1)
+    finally:
+        app.conf.task_always_eager = True
+        app.tasks.pop("tests.fail_quoting_personal_data", None)
+    (ran,) = spans["run/tests.fail_quoting_personal_data"]
+    assert ran.failed
+    assert ran.proto.status.message == "LookupError"
+    (event,) = [event for event in ran.proto.events if event.name == "exception"]
+    assert _attributes(event.attributes) == {"exception.type": "LookupError"}
+    exported = b"".join(traced.bodies)
+    assert SUBJECT_EMAIL.encode() not in exported
+    assert b"no records for" not in exported
+
+
 # Configuration: OTel's own variables, checked as hostile input -------------------------------
 
 OTEL_VARIABLES = (
