@@ -21,7 +21,7 @@ import binascii
 import codecs
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 # Characters that render as nothing, or reorder text, and have no place inside a word.
@@ -161,7 +161,10 @@ def _fold_homoglyph_word(match: re.Match[str]) -> str:
 
 
 def _fold_leet_word(match: re.Match[str]) -> str:
-    word = match.group()
+    return _fold_leet_token(match.group())
+
+
+def _fold_leet_token(word: str) -> str:
     # Leetspeak has a substitute between two letters and at least two substitutes in all
     # ("1gn0re", "p4ssw0rd"); "mp3", "covid19", "gpt4o" or "v1beta" stay as they are.
     if word.isalpha() or not _LEET_INSIDE_RE.search(word):
@@ -234,6 +237,53 @@ def _fold_leet_any(match: re.Match[str]) -> str:
     return folded if folded.isalpha() else word
 
 
+# Where ``_fold_leet_word`` can change a word: a run of substitutes between two letters. Found
+# by the substitutes (rare in prose, so the engine skips to them), not word by word.
+_LEET_SUBSTITUTES_RE = re.compile(r"[013457@$](?<=[a-z].)[013457@$]*+(?=[a-z])")
+_LEET_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$")
+
+
+def _fold_leet_words(folded: str) -> str:
+    """``_LEET_TOKEN_RE.sub(_fold_leet_word, folded)``, calling it only on the words it can
+    change."""
+    pieces: list[str] = []
+    last = 0
+    while (match := _LEET_SUBSTITUTES_RE.search(folded, last)) is not None:
+        start = match.start()
+        while start > last and folded[start - 1] in _LEET_TOKEN_CHARS:
+            start -= 1
+        end = _LEET_TOKEN_RE.match(folded, match.start()).end()  # type: ignore[union-attr]
+        pieces += (folded[last:start], _fold_leet_token(folded[start:end]))
+        last = end
+    if not pieces:
+        return folded
+    pieces.append(folded[last:])
+    return "".join(pieces)
+
+
+# Letters spaced out end in a separator, a letter, a separator and a letter that is not
+# followed by a word character: a cheap test (it starts with a separator), true of few texts.
+_SPACED_HINT_RE = re.compile(r"[ .\-_*|][a-z][ .\-_*|][a-z](?!\w)")
+# ... and start, after a character that is not a word character, with three letters spaced out.
+_SPACED_START_RE = re.compile(r"\W[a-z][ .\-_*|][a-z][ .\-_*|][a-z]")
+
+
+def _has_spaced_letters(folded: str) -> bool:
+    """Whether ``_SPACED_RE`` matches somewhere in ``folded``: tried only where a match can
+    start (at the start, or after a character that is not a word character, with three spaced
+    letters), rather than at every character."""
+    if not _SPACED_HINT_RE.search(folded):
+        return False
+    if _SPACED_RE.match(folded):
+        return True
+    # A start inside an earlier candidate (``finditer`` does not overlap) begins a longer run
+    # of spaced letters that the earlier one already tried.
+    return any(
+        _SPACED_RE.match(folded, candidate.start() + 1)
+        for candidate in _SPACED_START_RE.finditer(folded)
+    )
+
+
 def _join_spaced(match: re.Match[str]) -> str:
     return _SPACED_SEPARATORS_RE.sub("", match.group())
 
@@ -269,11 +319,11 @@ def normalize(text: str) -> Normalized:
             folded = _LEET_MIXED_RE.sub(_fold_leet_any, folded)
             tricks += ["leetspeak", "leetspeak_dense"]
         else:
-            leet = _LEET_TOKEN_RE.sub(_fold_leet_word, folded)
+            leet = _fold_leet_words(folded)
             if leet != folded:
                 tricks.append("leetspeak")
                 folded = leet
-    if _SPACED_RE.search(folded):
+    if _has_spaced_letters(folded):
         joined = _SPACED_RE.sub(_join_spaced, folded)
         if len(folded) - len(joined) >= 6:
             tricks.append("spaced_letters")
@@ -377,31 +427,84 @@ def _decode_hex(candidate: str) -> str | None:
     return decoded if decoded and _plausible_text(decoded) else None
 
 
-# (candidate pattern, kind, decoder returning the decoded text or None)
-_Decoder = tuple[re.Pattern[str], str, Callable[[str], str | None]]
+# (candidates, kind, decoder returning the decoded text or None)
+_Decoder = tuple[Callable[[str], Iterator[re.Match[str]]], str, Callable[[str], str | None]]
 
 
-def encoded_payloads(normalized: Normalized) -> list[tuple[str, str]]:
+# For an ASCII text, the runs the payload patterns need are found by a translate and a
+# ``str.find`` (C speed), rather than by trying the patterns at every character.
+_RUN_16 = "x" * 16
+_NOT_SPACE_TABLE = str.maketrans({c: " " if chr(c).isspace() else "x" for c in range(128)})
+_BASE64_TABLE = str.maketrans(
+    {c: "x" if re.fullmatch(r"[A-Za-z0-9+/_\-]", chr(c)) else " " for c in range(128)}
+)
+_HEX_TABLE = str.maketrans(
+    {c: "x" if re.fullmatch(r"[0-9A-Fa-f: ]", chr(c)) else " " for c in range(128)}
+)
+
+
+def _has_long_token(source: str) -> bool:
+    """``max(map(len, source.split()), default=0) >= 16``."""
+    if source.isascii():
+        return _RUN_16 in source.translate(_NOT_SPACE_TABLE)
+    return max(map(len, source.split()), default=0) >= 16
+
+
+def _base64_candidates(source: str) -> Iterator[re.Match[str]]:
+    """``_BASE64_RE.finditer(source)``: a match starts where a run of 16 or more of its
+    characters does (and takes the whole run), so for an ASCII text only those are tried."""
+    if not source.isascii():
+        yield from _BASE64_RE.finditer(source)
+        return
+    runs = source.translate(_BASE64_TABLE)
+    position = 0
+    while (start := runs.find(_RUN_16, position)) >= 0:
+        match = _BASE64_RE.match(source, start)
+        if match is None:  # pragma: no cover (a run of 16 always matches)
+            position = start + 1
+            continue
+        yield match
+        position = match.end()
+
+
+def _hex_candidates(source: str) -> Iterator[re.Match[str]]:
+    """``_HEX_RE.finditer(source)``; a match is 24 or more characters of hex digits, colons and
+    spaces, and an ASCII text without such a run has none."""
+    if source.isascii() and "x" * 24 not in source.translate(_HEX_TABLE):
+        return
+    yield from _HEX_RE.finditer(source)
+
+
+def encoded_payloads(
+    normalized: Normalized, words: frozenset[str] | set[str] | None = None
+) -> list[tuple[str, str]]:
     """The decoded payloads in a text, as (kind, decoded text): kind is base64, hex, rot13 or
-    reversed. At most ``MAX_PAYLOADS``, each at most ``MAX_PAYLOAD_CHARS`` long."""
+    reversed. At most ``MAX_PAYLOADS``, each at most ``MAX_PAYLOAD_CHARS`` long. ``words``: the
+    words of the folded text (``prefilter.Words.words``), if they were listed already."""
     payloads: list[tuple[str, str]] = []
     source = normalized.decoding_source
     # Base64 and hex payloads are long unbroken runs; most texts have none, and a split is
     # much cheaper than the regexes.
     decoders: tuple[_Decoder, ...]
-    if max(map(len, source.split()), default=0) < 16 and not _SPACED_HEX_RE.search(source):
+    if not _has_long_token(source) and not _SPACED_HEX_RE.search(source):
         decoders = ()
     else:
-        decoders = ((_BASE64_RE, "base64", _decode_base64), (_HEX_RE, "hex", _decode_hex))
-    for pattern, kind, decode in decoders:
-        for tried, match in enumerate(pattern.finditer(source)):
+        decoders = (
+            (_base64_candidates, "base64", _decode_base64),
+            (_hex_candidates, "hex", _decode_hex),
+        )
+    for candidates, kind, decode in decoders:
+        for tried, match in enumerate(candidates(source)):
             if tried >= MAX_CANDIDATES or len(payloads) >= MAX_PAYLOADS:
                 break
             if decoded := decode(match.group()):
                 payloads.append((kind, decoded))
     folded = normalized.folded
     head = folded[:MAX_PAYLOAD_CHARS]
-    if len(_ROT13_MARKERS.intersection(head.split())) >= 3:
+    # A marker found by the split is a word of the text: with fewer than three there, none.
+    if (words is None or len(_ROT13_MARKERS.intersection(words)) >= 3) and len(
+        _ROT13_MARKERS.intersection(head.split())
+    ) >= 3:
         payloads.append(("rot13", codecs.encode(head, "rot13")))
     if any(marker in head for marker in _REVERSED_MARKERS):
         payloads.append(("reversed", head[::-1]))
