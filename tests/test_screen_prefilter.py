@@ -226,7 +226,7 @@ def _held(folded: str, start: int, end: int, gate: heuristics._Gate) -> bool:
     chunks = prefilter.letter_chunk_starts(folded)
     for string, before, after in gate.needles:
         at = folded.find(string, start)
-        while 0 <= at and at + len(string) <= end:
+        while at >= 0 and at + len(string) <= end:
             if (not before or not at or not folded[at - 1].isalnum()) and (
                 not after
                 or at + len(string) == len(folded)
@@ -277,7 +277,7 @@ def test_encoded_payload_candidates_are_those_of_the_plain_patterns():
 
 
 def test_email_candidates_are_those_of_the_plain_pattern():
-    texts = _random_texts(20_000, 3) + ["@" * 5_000, "a@b.co " * 2_000, ("x" * 70) + "@ex.com"]
+    texts = [*_random_texts(20_000, 3), "@" * 5_000, "a@b.co " * 2_000, ("x" * 70) + "@ex.com"]
     for text in texts:
         assert [m.span() for m in recognizers._email_matches(text)] == [
             m.span() for m in recognizers._EMAIL_RE.finditer(text)
