@@ -171,7 +171,7 @@ def _lead_pattern(lead: Iterable[tuple[str, bool]]) -> re.Pattern[str]:
     is checked after the first letter (``i(?<![^\\W_].)gnore``), so the engine can skip ahead
     to a possible first letter."""
     ordered = sorted(set(lead), key=lambda item: (-len(item[0]), item))
-    return re.compile(
+    return prefilter.compile_uncached(
         "|".join(
             re.escape(word[0])
             + r"(?<![^\W_].)"
@@ -190,20 +190,26 @@ def _lead_needles(lead: Iterable[tuple[str, bool]]) -> frozenset[prefilter.Needl
 
 def _gate(needles: Iterable[prefilter.Needle], chunks: int | None) -> _Gate:
     ordered = tuple(sorted(needles))
-    keys, anywhere = _requirement(ordered)
+    keys, anywhere, _ = _requirement(ordered)
     per_hit = (
         None if chunks is None else _TRY_COST if chunks == 0 else _HIT_COST + _CHUNK_COST * chunks
     )
     return _Gate(ordered, keys, anywhere, chunks, per_hit)
 
 
-# A requirement as the keys of its whole-word and word-start needles, and of those anywhere.
-_Requirement = tuple[frozenset[str], tuple[str, ...]]
+# A requirement as the keys of its whole-word and word-start needles, of those anywhere, and of
+# those anywhere that an ASCII text can hold.
+_Requirement = tuple[frozenset[str], tuple[str, ...], tuple[str, ...]]
 
 
 def _requirement(needles: Iterable[prefilter.Needle]) -> _Requirement:
     keys = sorted(map(prefilter.key, needles))
-    return frozenset(k for k in keys if k[0] != "~"), tuple(k for k in keys if k[0] == "~")
+    anywhere = tuple(k for k in keys if k[0] == "~")
+    return (
+        frozenset(k for k in keys if k[0] != "~"),
+        anywhere,
+        tuple(k for k in anywhere if k.isascii()),
+    )
 
 
 def _requirement_of(keys: Iterable[str]) -> _Requirement:
@@ -214,7 +220,7 @@ def _way(
     lead: tuple[tuple[str, bool], ...], found: Iterable[tuple[Requirement, int | None]]
 ) -> _Way:
     gates = [_gate(_lead_needles(lead), 0)] + [_gate(r, chunks) for r, chunks in found]
-    requirements = tuple(dict.fromkeys((gate.keys, gate.anywhere) for gate in gates))
+    requirements = tuple(dict.fromkeys(_requirement(gate.needles) for gate in gates))
     return _Way(lead, requirements, tuple(gates))
 
 
@@ -299,24 +305,37 @@ class _Index:
         # Each rule is considered only if a needle of one of its requirements is in the text
         # (one requirement per way to match: the one least likely to be there, of whole words
         # and word starts); a rule with a way that has no such requirement, always.
+        # In an ASCII text, a way with a requirement only other scripts can meet cannot match.
+        self.triggers, self.always = self._triggers(ascii_text=False)
+        self.ascii_triggers, self.ascii_always = self._triggers(ascii_text=True)
+
+    def _triggers(self, ascii_text: bool) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
         triggers: dict[str, set[int]] = {}
         always: set[int] = set()
         for position, entry in enumerate(self.entries):
             for requirements in [way.requirements for way in entry.ways] or [entry.requirements]:
-                known = [keys for keys, anywhere in requirements if keys and not anywhere]
+                if ascii_text and any(
+                    not any(map(str.isascii, keys)) and not ascii_anywhere
+                    for keys, _, ascii_anywhere in requirements
+                ):
+                    continue
+                known = [
+                    keys
+                    for keys, anywhere, ascii_anywhere in requirements
+                    if keys and not (ascii_anywhere if ascii_text else anywhere)
+                ]
                 if not known:
                     always.add(position)
                     continue
                 for needle_key in min(known, key=_keys_cost):
                     triggers.setdefault(needle_key, set()).add(position)
-        self.triggers = {k: tuple(sorted(v)) for k, v in triggers.items()}
-        self.always = tuple(sorted(always))
+        return {k: tuple(sorted(v)) for k, v in triggers.items()}, tuple(sorted(always))
 
-    def considered(self, present: frozenset[str]) -> list[_Entry]:
+    def considered(self, present: frozenset[str], ascii_text: bool) -> list[_Entry]:
         """The rules a text with these needles may match, in order."""
-        triggers = self.triggers
+        triggers = self.ascii_triggers if ascii_text else self.triggers
         found = {p for k in present if k in triggers for p in triggers[k]}
-        found.update(self.always)
+        found.update(self.ascii_always if ascii_text else self.always)
         return [self.entries[p] for p in sorted(found)]
 
 
@@ -442,10 +461,11 @@ class _Look:
     """One text, as the rules look at it: its words and the needles it holds (``Words`` finds
     where they occur)."""
 
-    __slots__ = ("_anywhere", "folded", "present", "words")
+    __slots__ = ("_anywhere", "ascii", "folded", "present", "words")
 
     def __init__(self, folded: str, index: _Index, words: prefilter.Words) -> None:
         self.folded = folded
+        self.ascii = folded.isascii()
         self.words = words
         self.present = index.needles.present(words)  # whole words and word starts
         self._anywhere: dict[str, bool] = {}
@@ -460,8 +480,10 @@ class _Look:
 
     def meets(self, requirement: _Requirement) -> bool:
         """Whether the text holds a needle of the requirement."""
-        keys, anywhere = requirement
-        return not self.present.isdisjoint(keys) or any(map(self.has, anywhere))
+        keys, anywhere, ascii_anywhere = requirement
+        return not self.present.isdisjoint(keys) or any(
+            map(self.has, ascii_anywhere if self.ascii else anywhere)
+        )
 
     def held(self, gate: _Gate) -> list[str]:
         """The keys of the gate's needles the text holds."""
@@ -587,7 +609,7 @@ def signals(
     # The rules that can match (each requirement of a way has a needle in the text), and where
     # their gates' needles occur: found for all of them at once.
     live: list[tuple[_Entry, list[_Way]]] = []
-    for entry in index.considered(present):
+    for entry in index.considered(present, look.ascii):
         if entry.ways:
             ways = [way for way in entry.ways if all(map(look.meets, way.requirements))]
             if ways:

@@ -740,6 +740,16 @@ def _trie(needles: Iterable[tuple[str, str]]) -> dict:
     return root
 
 
+def compile_uncached(pattern: str) -> re.Pattern[str]:
+    """``re.compile``, past ``re``'s cache (512 patterns): the thousands of patterns the rules'
+    needles and first words make, compiled as texts first need them, would push out those of
+    ``phonenumbers`` (the PII detector), which compiles them again each time they are gone.
+    The caller keeps what it compiles."""
+    if _sre_compiler is None:  # pragma: no cover
+        return re.compile(pattern)
+    return _sre_compiler.compile(pattern, 0)
+
+
 _NEEDLE_RES: dict[Needle, re.Pattern[str]] = {}
 
 
@@ -751,10 +761,7 @@ def _needle_re(needle: Needle) -> re.Pattern[str]:
         # character before), so the engine finds the string as fast as ``str.find`` does.
         literal = re.escape(string)
         pattern = rf"{literal}(?<![^\W_]{literal})" + (r"(?![^\W_])" if after else "")
-        # Compiled past ``re``'s cache: thousands of needles would push out the patterns of
-        # ``phonenumbers`` (the PII detector), which compiles them again when they are gone.
-        compile_ = _sre_compiler.compile if _sre_compiler is not None else re.compile
-        found = _NEEDLE_RES[needle] = compile_(pattern, 0)
+        found = _NEEDLE_RES[needle] = compile_uncached(pattern)
     return found
 
 
