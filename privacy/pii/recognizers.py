@@ -613,8 +613,13 @@ _IPV6_RE = re.compile(
 _HEX_DIGIT_RE = re.compile(r"[0-9A-Fa-f]")
 
 
+# Every IPv6 address has two colons with at most four hex digits between them ("::" or "a:b:"):
+# a text without is not searched.
+_IPV6_HINT_RE = re.compile(r":[0-9A-Fa-f]{0,4}:")
+
+
 def find_ipv6_addresses(text: str) -> Iterator[Entity]:
-    if "::" not in text and text.count(":") < 7:
+    if ("::" not in text and text.count(":") < 7) or not _IPV6_HINT_RE.search(text):
         return
     for m in _IPV6_RE.finditer(text):
         value = m.group()
