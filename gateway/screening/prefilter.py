@@ -799,8 +799,16 @@ def _character_classes() -> object:
     return _classes
 
 
+# A chunk holding a letter or digit, matched from its start (a run of punctuation before the
+# letter is read once).
+_LETTER_CHUNK_RE = re.compile(r"(?<!\S)(?:[^\s\w]|_)*+[^\W_]")
+_SHORT_TEXT = 20_000  # below this, the chunks are found by a regex; above, with numpy
+
+
 def letter_chunk_starts(text: str) -> list[int]:
     """Where each whitespace-separated chunk holding a letter or digit starts, in order."""
+    if len(text) < _SHORT_TEXT:
+        return [match.start() for match in _LETTER_CHUNK_RE.finditer(text)]
     import numpy as np
 
     table = _character_classes()
