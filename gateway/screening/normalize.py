@@ -24,6 +24,8 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from gateway.screening.prefilter import ascii_runs
+
 # Characters that render as nothing, or reorder text, and have no place inside a word.
 _INVISIBLE = (
     "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180e\u200b\u200c\u200d"
@@ -147,6 +149,23 @@ class Normalized:
     folded: str  # the text the detectors read
     decoding_source: str  # NFKC text with invisibles removed, case kept (for base64)
     tricks: tuple[str, ...]  # which obfuscations were seen: "zero_width", "homoglyph", ...
+
+
+def _non_ascii(text: str) -> str:
+    """The non-ASCII characters of ``text``, in order: a character class of non-ASCII
+    characters is searched for there (a few characters in an English text, not all of it)."""
+    return "".join(ascii_runs(text)[1::2])
+
+
+def _by_runs(text: str, ascii_run: Callable[[str], str], other_run: Callable[[str], str]) -> str:
+    """``text`` with its ASCII runs and its other runs each changed as the functions say: a
+    translate table on the few non-ASCII runs of a mostly English text rather than on all of
+    it (``str.translate`` is fast only on ASCII text)."""
+    pieces = ascii_runs(text)  # ASCII, non-ASCII, ASCII, ...
+    return "".join(
+        ascii_run(piece) if index % 2 == 0 else other_run(piece)
+        for index, piece in enumerate(pieces)
+    )
 
 
 def _fold_homoglyph_word(match: re.Match[str]) -> str:
@@ -291,27 +310,32 @@ def _join_spaced(match: re.Match[str]) -> str:
 def normalize(text: str) -> Normalized:
     """The folded view of a text, and the obfuscation tricks seen on the way."""
     tricks: list[str] = []
+    others = ""  # the text's non-ASCII characters: what the classes below are made of
     if not text.isascii():
-        if _TAG_RE.search(text):
+        others = _non_ascii(text)
+        if _TAG_RE.search(others):
             tricks.append("tag_characters")
             text = text.translate(_TAG_TABLE)
-        if _INVISIBLE_RE.search(text):
+            others = _non_ascii(text)
+        if _INVISIBLE_RE.search(others):
             if _INVISIBLE_IN_WORD_RE.search(text):
                 tricks.append("zero_width")
             text = _INVISIBLE_RE.sub("", text)
-        if _COMPAT_LETTERS_RE.search(text):
+        if _COMPAT_LETTERS_RE.search(others):
             tricks.append("compat_letters")
         if not unicodedata.is_normalized("NFKC", text):
             text = unicodedata.normalize("NFKC", text)
+            others = _non_ascii(text)
     decoding_source = text
-    if not text.isascii() and _HOMOGLYPH_RE.search(text):
+    if not text.isascii() and _HOMOGLYPH_RE.search(others):
         folded_words = _WORD_RE.sub(_fold_homoglyph_word, text)
         if folded_words != text:
             tricks.append("homoglyph")
             text = folded_words
     folded = text.lower()
     if not folded.isascii():
-        folded = folded.translate(_LATIN_TABLE)
+        # Only non-ASCII characters are in the table: ASCII runs are kept as they are.
+        folded = _by_runs(folded, str, lambda run: run.translate(_LATIN_TABLE))
     if _LEET_HINT_RE.search(folded):
         head = folded[:2_000]  # density over the same stretch of text
         mixed = len(_LEET_MIXED_RE.findall(head))
@@ -428,7 +452,9 @@ def _decode_hex(candidate: str) -> str | None:
 
 
 # (candidates, kind, decoder returning the decoded text or None)
-_Decoder = tuple[Callable[[str], Iterator[re.Match[str]]], str, Callable[[str], str | None]]
+_Decoder = tuple[
+    Callable[[str, list[str] | None], Iterator[re.Match[str]]], str, Callable[[str], str | None]
+]
 
 
 # For an ASCII text, the runs the payload patterns need are found by a translate and a
@@ -439,24 +465,45 @@ _BASE64_TABLE = str.maketrans(
     {c: "x" if re.fullmatch(r"[A-Za-z0-9+/_\-]", chr(c)) else " " for c in range(128)}
 )
 _HEX_TABLE = str.maketrans(
-    {c: "x" if re.fullmatch(r"[0-9A-Fa-f: ]", chr(c)) else " " for c in range(128)}
-)
+    {c: "x" if re.fullmatch(r"[0-9A-Fa-f]", chr(c)) else "s" if chr(c) in ": " else " "
+     for c in range(128)}
+)  # fmt: skip
+# Twelve pairs of hex digits, each followed by at most one separator, in the marked text.
+_MARKED_HEX_RE = re.compile(r"(?:xxs?){12}")
 
 
-def _has_long_token(source: str) -> bool:
+_NOT_SPACE_RE = re.compile(r"\S")
+
+
+def _marked(source: str, table: dict[int, str], pieces: list[str] | None) -> str:
+    """``source`` with each ASCII character as its ``table`` marks it, and each other one a
+    space (no non-ASCII character is marked), or with ``_NOT_SPACE_TABLE``: "x" but for
+    whitespace. ``pieces``: ``ascii_runs(source)``, for a non-ASCII source."""
+    if pieces is None:
+        return source.translate(table)
+    if table is _NOT_SPACE_TABLE:
+        other: Callable[[str], str] = lambda run: _NOT_SPACE_RE.sub("x", run)  # noqa: E731
+    else:
+        other = lambda run: " " * len(run)  # noqa: E731
+    return "".join(
+        piece.translate(table) if index % 2 == 0 else other(piece)
+        for index, piece in enumerate(pieces)
+    )
+
+
+def _has_long_token(source: str, pieces: list[str] | None = None) -> bool:
     """``max(map(len, source.split()), default=0) >= 16``."""
-    if source.isascii():
-        return _RUN_16 in source.translate(_NOT_SPACE_TABLE)
-    return max(map(len, source.split()), default=0) >= 16
+    if pieces is None and not source.isascii():
+        pieces = ascii_runs(source)
+    return _RUN_16 in _marked(source, _NOT_SPACE_TABLE, pieces)
 
 
-def _base64_candidates(source: str) -> Iterator[re.Match[str]]:
+def _base64_candidates(source: str, pieces: list[str] | None = None) -> Iterator[re.Match[str]]:
     """``_BASE64_RE.finditer(source)``: a match starts where a run of 16 or more of its
-    characters does (and takes the whole run), so for an ASCII text only those are tried."""
-    if not source.isascii():
-        yield from _BASE64_RE.finditer(source)
-        return
-    runs = source.translate(_BASE64_TABLE)
+    characters does (and takes the whole run), and only those places are tried."""
+    if pieces is None and not source.isascii():
+        pieces = ascii_runs(source)
+    runs = _marked(source, _BASE64_TABLE, pieces)
     position = 0
     while (start := runs.find(_RUN_16, position)) >= 0:
         match = _BASE64_RE.match(source, start)
@@ -467,10 +514,12 @@ def _base64_candidates(source: str) -> Iterator[re.Match[str]]:
         position = match.end()
 
 
-def _hex_candidates(source: str) -> Iterator[re.Match[str]]:
-    """``_HEX_RE.finditer(source)``; a match is 24 or more characters of hex digits, colons and
-    spaces, and an ASCII text without such a run has none."""
-    if source.isascii() and "x" * 24 not in source.translate(_HEX_TABLE):
+def _hex_candidates(source: str, pieces: list[str] | None = None) -> Iterator[re.Match[str]]:
+    """``_HEX_RE.finditer(source)``; a match starts with twelve pairs of hex digits, each
+    followed by at most one colon or space, and a text without them has none."""
+    if pieces is None and not source.isascii():
+        pieces = ascii_runs(source)
+    if not _MARKED_HEX_RE.search(_marked(source, _HEX_TABLE, pieces)):
         return
     yield from _HEX_RE.finditer(source)
 
@@ -485,8 +534,9 @@ def encoded_payloads(
     source = normalized.decoding_source
     # Base64 and hex payloads are long unbroken runs; most texts have none, and a split is
     # much cheaper than the regexes.
+    pieces = None if source.isascii() else ascii_runs(source)  # read once for the three
     decoders: tuple[_Decoder, ...]
-    if not _has_long_token(source) and not _SPACED_HEX_RE.search(source):
+    if not _has_long_token(source, pieces) and not _SPACED_HEX_RE.search(source):
         decoders = ()
     else:
         decoders = (
@@ -494,7 +544,7 @@ def encoded_payloads(
             (_hex_candidates, "hex", _decode_hex),
         )
     for candidates, kind, decode in decoders:
-        for tried, match in enumerate(candidates(source)):
+        for tried, match in enumerate(candidates(source, pieces)):
             if tried >= MAX_CANDIDATES or len(payloads) >= MAX_PAYLOADS:
                 break
             if decoded := decode(match.group()):

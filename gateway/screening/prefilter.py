@@ -538,11 +538,31 @@ _WORD_RE = re.compile(r"[^\W_]+")
 COMMON_WORDS = _COMMON
 
 
+def ascii_runs(text: str) -> list[str]:
+    """``text`` cut into its runs of ASCII and of other characters, ASCII first (it may be
+    empty): what ``re.split(r"([^\x00-\x7f]+)", text)`` gives. A long text is read with numpy
+    (the regex tests every character's class, several milliseconds on 400,000 characters)."""
+    if len(text) < _SHORT_TEXT:
+        return _NON_ASCII_RE.split(text)
+    import numpy as np
+
+    codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    other = np.concatenate(([False], codes >= 0x80, [False]))
+    edges = np.flatnonzero(other[1:] != other[:-1]).tolist()  # where runs of others begin, end
+    pieces: list[str] = []
+    position = 0
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        pieces += (text[position:start], text[start:end])
+        position = end
+    pieces.append(text[position:])
+    return pieces
+
+
 def _separated(text: str) -> str:
     """``text`` with each character that is not a letter or digit replaced by a space."""
     if text.isascii():
         return text.translate(_SEPARATORS)
-    pieces = _NON_ASCII_RE.split(text)  # ASCII, non-ASCII, ASCII, ...
+    pieces = ascii_runs(text)  # ASCII, non-ASCII, ASCII, ...
     return "".join(
         piece.translate(_SEPARATORS) if index % 2 == 0 else _NOT_A_LETTER_RE.sub(" ", piece)
         for index, piece in enumerate(pieces)
