@@ -5,10 +5,15 @@ A code counts its strongest rule and half of its next strongest; different codes
 jailbreak that switches persona, lifts the rules and locks the character scores higher than any
 one of those phrases alone.
 
-Speed: most rules start with a known word ("ignore", "reveal", "you"). Those are indexed by
-that word, read from the parsed regex; a text's words are looked up one by one and a rule is
-tried, with ``pattern.match``, only where one of its first words begins. The few others
-(special tokens, line starts, CJK) run only if one of their anchor substrings occurs.
+Where a rule is tried: most rules start with a known word ("ignore", "reveal", "you"), read
+from the parsed regex; such a rule is tried, with ``pattern.match``, at a word start where one of
+its first words begins. The few others (special tokens, line starts, CJK) are scanned with
+``pattern.search`` if one of their anchor substrings occurs. That is what decides a match; to
+find the places fast, ``prefilter`` reads from each rule's regex the words every match holds
+and how far into the match each can be: a rule one of whose requirements has no word in the
+text is not tried, and the others only within reach before the occurrences of one requirement
+(``_Index``, ``signals``). The signals are those of trying every rule at every word
+(``tests/test_screen_prefilter.py``).
 """
 
 from __future__ import annotations
