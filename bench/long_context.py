@@ -19,8 +19,8 @@ on), the same way ``run.py`` does, and measures, one request at a time:
    beside them.
 
 Prints a markdown table and the targets (issue 21), and writes the JSON to ``bench/results/``.
-Uses the database ``llmp_bench_long`` (created and dropped) and Redis db 13 (flushed); stops
-every process it started, also on Ctrl-C.
+Uses the database ``llmp_bench_long`` (created and dropped) and Redis db 13 (flushed), or those
+named by ``BENCH_DB`` and ``BENCH_REDIS_URL``; stops every process it started, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import datetime
 import importlib
 import inspect
 import json
+import os
 import re
 import statistics
 import sys
@@ -46,8 +47,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # bench/run.py: processes, database, gateway start-up
 
-run.BENCH_DB = "llmp_bench_long"
-run.REDIS_URL = "redis://127.0.0.1:6379/13"
+# Its own database and Redis db, unless named (BENCH_DB, BENCH_REDIS_URL, as for run.py).
+run.BENCH_DB = os.environ.get("BENCH_DB", "llmp_bench_long")
+run.REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 SIZES = (1_000, 10_000, 100_000, 400_000)
 SYSTEM = "You are a careful assistant for the documentation team. Answer briefly."

@@ -5,20 +5,34 @@ A code counts its strongest rule and half of its next strongest; different codes
 jailbreak that switches persona, lifts the rules and locks the character scores higher than any
 one of those phrases alone.
 
-Speed: most rules start with a known word ("ignore", "reveal", "you"). Those are indexed by
-that word, read from the parsed regex; a text's words are looked up one by one and a rule is
-tried, with ``pattern.match``, only where one of its first words begins. The few others
-(special tokens, line starts, CJK) run only if one of their anchor substrings occurs.
+Where a rule is tried: most rules start with a known word ("ignore", "reveal", "you"), read
+from the parsed regex; such a rule is tried, with ``pattern.match``, at a word start where one of
+its first words begins. The few others (special tokens, line starts, CJK) are scanned with
+``pattern.search`` if one of their anchor substrings occurs. That is what decides a match; to
+find the places fast, ``prefilter`` reads from each rule's regex the words every match holds
+and how far into the match each can be: a rule one of whose requirements has no word in the
+text is not tried, and the others only within reach before the occurrences of one requirement
+(``_Index``, ``signals``). The signals are those of trying every rule at every word
+(``tests/test_screen_prefilter.py``).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
-from gateway.screening import rules_agents, rules_multilingual
+from gateway.screening import prefilter, rules_agents, rules_multilingual
 from gateway.screening.normalize import Normalized, encoded_payloads, normalize
-from gateway.screening.rules import GUARD_ENDINGS, GUARD_WORDS, RULES, TRICK_WEIGHTS, Rule
+from gateway.screening.prefilter import Requirement
+from gateway.screening.rules import (
+    GUARD_ENDINGS,
+    GUARD_WORDS,
+    RULES,
+    TRICK_WEIGHTS,
+    Rule,
+)
 
 try:  # the regex parser, to read each rule's first words (private, so guarded; 3.11 and 3.12)
     # typeshed stubs these private modules only under their deprecated names (sre_*).
@@ -34,16 +48,21 @@ def _is_word_char(char: str) -> bool:
 
 
 def _leading_words(pattern: str) -> set[tuple[str, bool]] | None:
-    """The literal words a match of ``pattern`` can start with, each with whether it is a
-    whole word there (what follows can't be a letter or digit): {("ignor", False),
-    ("do", True), ...}; None if some branch starts with something else. Read from the parsed
-    regex, so the rules need not list them twice; a pattern this cannot read is scanned."""
+    """``_leading_words_of`` the parsed ``pattern``."""
     if _sre_parser is None:  # pragma: no cover (a Python without re._parser)
         return None
     try:
         parsed = list(_sre_parser.parse(pattern))
     except (AttributeError, re.error):  # pragma: no cover
         return None
+    return _leading_words_of(parsed)
+
+
+def _leading_words_of(parsed: list) -> set[tuple[str, bool]] | None:
+    """The literal words a match of ``pattern`` can start with, each with whether it is a
+    whole word there (what follows can't be a letter or digit): {("ignor", False),
+    ("do", True), ...}; None if some branch starts with something else. Read from the parsed
+    regex, so the rules need not list them twice; a pattern this cannot read is scanned."""
     repeats = (_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT", None))
 
     def separates(items: list) -> bool:
@@ -90,25 +109,171 @@ def _leading_words(pattern: str) -> set[tuple[str, bool]] | None:
     return None if any(not word for word, _ in words) or len(words) > 2000 else words
 
 
-_Entry = tuple[tuple[str, ...], Rule]  # (first words, rule)
+# Rough costs, in microseconds, to choose where to look for a rule (``_Look.cost``).
+_TRY_COST = 1.5  # trying a rule at a place
+_HIT_COST = 3.0  # finding where a match holding an occurrence could start
+_CHUNK_COST = 0.3  # ... per chunk of reach, and the tries there
+_SCAN_COST = 0.1  # scanning a text with a rule's regex, per character
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Gate:
+    """A requirement of a way to match, as a place to look for the match: its needles, and at
+    most how many chunks holding a letter lie from the match's start to the end of one of
+    them (None: no bound; 0: the needles are where the match starts)."""
+
+    needles: tuple[prefilter.Needle, ...]
+    keys: frozenset[str]  # whole words and word starts (``prefilter.key``)
+    anywhere: tuple[str, ...]  # those that may be anywhere
+    chunks: int | None
+    per_hit: float | None  # what an occurrence costs (``_Look.cost``); None: not a gate
+
+
+class _Way:
+    """One top-level alternative of a rule with a literal first word."""
+
+    __slots__ = ("_lead_re", "gates", "lead", "lead_length", "requirements")
+
+    def __init__(
+        self,
+        lead: tuple[tuple[str, bool], ...],
+        requirements: tuple[_Requirement, ...],
+        gates: tuple[_Gate, ...],
+    ) -> None:
+        self.lead = lead  # its first words (see ``_Entry``)
+        self.lead_length = max(len(word) for word, _ in lead)  # the longest
+        self.requirements = requirements
+        self.gates = gates
+        self._lead_re: re.Pattern[str] | None = None
+
+    def lead_re(self) -> re.Pattern[str]:
+        """Where one of its first words starts at a word start (compiled when first asked)."""
+        if self._lead_re is None:
+            self._lead_re = _lead_pattern(self.lead)
+        return self._lead_re
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Entry:
+    """A rule, with where it can be tried (see ``prefilter``)."""
+
+    rule: Rule
+    order: int  # the rule's place in its set
+    # The words a match can start with, each with whether it is a whole word there; empty for
+    # a rule that is scanned (no literal first word: special tokens, line starts, CJK).
+    lead: tuple[tuple[str, bool], ...]
+    ways: tuple[_Way, ...]  # a rule with a lead: its alternatives
+    # A scanned rule: its requirements, where to look for a match (requirements of letters
+    # with a reach), and the characters a match starts with (None: not known).
+    requirements: tuple[_Requirement, ...]
+    gates: tuple[_Gate, ...]
+    first_re: re.Pattern[str] | None
+
+
+def _lead_pattern(lead: Iterable[tuple[str, bool]]) -> re.Pattern[str]:
+    """Where the rule is tried (as ``_leads`` says): one of its first words where a word
+    starts; one of one or two letters that is whole there, as the word itself. The word start
+    is checked after the first letter (``i(?<![^\\W_].)gnore``), so the engine can skip ahead
+    to a possible first letter."""
+    ordered = sorted(set(lead), key=lambda item: (-len(item[0]), item))
+    return prefilter.compile_uncached(
+        "|".join(
+            re.escape(word[0])
+            + r"(?<![^\W_].)"
+            + re.escape(word[1:])
+            + (r"(?![^\W_])" if whole and len(word) <= 2 else "")
+            for word, whole in ordered
+        )
+    )
+
+
+def _lead_needles(lead: Iterable[tuple[str, bool]]) -> frozenset[prefilter.Needle]:
+    # Where the rule is tried: one of its first words at a word start (a short one that is a
+    # whole word there, as the word itself).
+    return frozenset((word, True, whole and len(word) <= 2) for word, whole in lead)
+
+
+def _gate(needles: Iterable[prefilter.Needle], chunks: int | None) -> _Gate:
+    ordered = tuple(sorted(needles))
+    keys, anywhere, _ = _requirement(ordered)
+    per_hit = (
+        None if chunks is None else _TRY_COST if chunks == 0 else _HIT_COST + _CHUNK_COST * chunks
+    )
+    return _Gate(ordered, keys, anywhere, chunks, per_hit)
+
+
+# A requirement as the keys of its whole-word and word-start needles, of those anywhere, and of
+# those anywhere that an ASCII text can hold.
+_Requirement = tuple[frozenset[str], tuple[str, ...], tuple[str, ...]]
+
+
+def _requirement(needles: Iterable[prefilter.Needle]) -> _Requirement:
+    keys = sorted(map(prefilter.key, needles))
+    anywhere = tuple(k for k in keys if k[0] == "~")
+    return (
+        frozenset(k for k in keys if k[0] != "~"),
+        anywhere,
+        tuple(k for k in anywhere if k.isascii()),
+    )
+
+
+def _requirement_of(keys: Iterable[str]) -> _Requirement:
+    return _requirement(map(prefilter.from_key, keys))
+
+
+def _way(
+    lead: tuple[tuple[str, bool], ...], found: Iterable[tuple[Requirement, int | None]]
+) -> _Way:
+    gates = [_gate(_lead_needles(lead), 0)] + [_gate(r, chunks) for r, chunks in found]
+    requirements = tuple(dict.fromkeys(_requirement(gate.needles) for gate in gates))
+    return _Way(lead, requirements, tuple(gates))
+
+
+def _ways(regex: prefilter.Regex, lead: tuple[tuple[str, bool], ...]) -> tuple[_Way, ...]:
+    """The rule's top-level alternatives (a match of the rule at a place is a match of one of
+    them there), each with its own first words and requirements; the rule whole if they could
+    not be read."""
+    ways = []
+    for way in regex.ways:
+        words = _leading_words_of(way.items)
+        if not words:
+            return (_way(lead, ()),)
+        ways.append(_way(tuple(sorted(words)), way.requirements))
+    return tuple(ways) or (_way(lead, ()),)
 
 
 class _Index:
-    """Where to try the rules that start at a word: by the first three letters of the words
-    they can start with; a one- or two-letter start by the whole word ("i want", "do not"), or
-    where it may go on into a longer word ("an?"), by itself. A text's words are looked up one
-    by one and only the rules found are tried there, with ``pattern.match``. Rules with no
-    literal first word (special tokens, line starts, CJK) are scanned."""
+    """The rules of one set, read for where each can match (``prefilter``).
+
+    A rule with a literal first word is tried (``pattern.match``) where a word starts with one
+    of its first words, as it always was, but only where one of its top-level alternatives
+    could match: once each of that alternative's requirements has a needle in the text, and
+    then only within reach before the occurrences of the requirement that occurs least often.
+    A rule with no literal first word is scanned (``pattern.search``) only if one of its
+    anchors and a needle of each of its requirements are in the text."""
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
-        # key -> rule -> the first words of that rule under that key
-        long: dict[str, dict[Rule, list[str]]] = defaultdict(dict)
-        short_words: dict[str, dict[Rule, list[str]]] = defaultdict(dict)
-        short_stems: dict[str, dict[Rule, list[str]]] = defaultdict(dict)
-        self.scanned: list[tuple[Rule, tuple[str, ...]]] = []
-        for rule in rules:
-            words = _leading_words(rule.pattern.pattern) if rule.word_start else None
-            if not words:
+        self.entries: list[_Entry] = []
+        needles: set[prefilter.Needle] = set()
+        for order, rule in enumerate(rules):
+            regex = prefilter.Regex(rule.pattern, rule.word_start)
+            words = None
+            if rule.word_start:
+                if regex.parsed is None:  # pragma: no cover (not read)
+                    words = _leading_words(rule.pattern.pattern)
+                else:
+                    words = _leading_words_of(regex.parsed)
+            if words:
+                lead = tuple(sorted(words))
+                ways = _ways(regex, lead)
+                if rule.requires:  # a rule with required words is gated whole
+                    ways = tuple(
+                        _Way(way.lead, (*way.requirements, _requires(rule)), way.gates)
+                        for way in ways
+                    )
+                entry = _Entry(rule, order, lead, ways, (), (), None)
+                needles.update(n for way in ways for gate in way.gates for n in gate.needles)
+            else:
                 # A scanned rule runs only where one of its anchors occurs: the ones it names,
                 # else the literal words it must start with (Chinese, Arabic...).
                 anchors = rule.anchors or tuple(
@@ -116,49 +281,84 @@ class _Index:
                 )
                 if not anchors:
                     raise ValueError(f"rule {rule.code} has neither a first word nor anchors")
-                self.scanned.append((rule, anchors))
-                continue
-            for word, whole in sorted(words):
-                if len(word) >= 3:
-                    table, key = long, word[:3]
-                else:
-                    table, key = (short_words if whole else short_stems), word
-                table[key].setdefault(rule, []).append(word)
+                read = regex.requirements
+                found = [frozenset((anchor, False, False) for anchor in anchors)]
+                found += [frozenset(r) for r, _ in read]
+                keys = [_requirement(r) for r in found]
+                if rule.requires:
+                    keys.append(_requires(rule))
+                needles.update(n for r in found for n in r)
+                gates = tuple(
+                    _gate(r, chunks)
+                    for r, chunks in read
+                    if chunks and all(needle[0].isalnum() for needle in r)
+                )
+                entry = _Entry(
+                    rule,
+                    order,
+                    (),
+                    (),
+                    tuple(dict.fromkeys(keys)),
+                    gates,
+                    regex.first_characters,
+                )
+            self.entries.append(entry)
+        needles.update((word, False, False) for rule in rules for word in rule.requires)
+        # Strongest first: once a code has its two strongest rules, weaker ones need no look.
+        self.entries.sort(key=lambda entry: -entry.rule.weight)
+        self.needles = prefilter.NeedleSet(needles)
+        # Each rule is considered only if a needle of one of its requirements is in the text
+        # (one requirement per way to match: the one least likely to be there, of whole words
+        # and word starts); a rule with a way that has no such requirement, always.
+        # In an ASCII text, a way with a requirement only other scripts can meet cannot match.
+        self.triggers, self.always = self._triggers(ascii_text=False)
+        self.ascii_triggers, self.ascii_always = self._triggers(ascii_text=True)
 
-        # One entry per rule and key, with all its first words (str.startswith takes a
-        # tuple), so a rule is tried once where "ignore" begins, not once per "ignor*" form.
-        def entries(table: dict[str, dict[Rule, list[str]]]) -> dict[str, list[_Entry]]:
-            return {
-                key: [(tuple(words), rule) for rule, words in by_rule.items()]
-                for key, by_rule in table.items()
-            }
+    def _triggers(self, ascii_text: bool) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+        triggers: dict[str, set[int]] = {}
+        always: set[int] = set()
+        for position, entry in enumerate(self.entries):
+            for requirements in [way.requirements for way in entry.ways] or [entry.requirements]:
+                if ascii_text and any(
+                    not any(map(str.isascii, keys)) and not ascii_anywhere
+                    for keys, _, ascii_anywhere in requirements
+                ):
+                    continue
+                known = [
+                    keys
+                    for keys, anywhere, ascii_anywhere in requirements
+                    if keys and not (ascii_anywhere if ascii_text else anywhere)
+                ]
+                if not known:
+                    always.add(position)
+                    continue
+                for needle_key in min(known, key=_keys_cost):
+                    triggers.setdefault(needle_key, set()).add(position)
+        return {k: tuple(sorted(v)) for k, v in triggers.items()}, tuple(sorted(always))
 
-        # The rules that need one of some words, by those words: rules sharing a word list
-        # (several share one) cost one search per text, not one each.
-        gated: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        for rule in rules:
-            if rule.requires:
-                gated[rule.requires].append(id(rule))
-        self.gated = {words: tuple(ids) for words, ids in gated.items()}
-        # Each distinct anchor is looked for once per text (in ``signals``), and a scanned rule
-        # is considered only when one of its anchors is there: most texts hold none of them.
-        self.anchors = tuple(sorted({anchor for _, found in self.scanned for anchor in found}))
-        self.scanned_by_anchor: dict[str, tuple[int, ...]] = {
-            anchor: tuple(i for i, (_, found) in enumerate(self.scanned) if anchor in found)
-            for anchor in self.anchors
-        }
-        self.long = entries(long)
-        self.short_words = entries(short_words)
-        self.short_stems = entries(short_stems)
-        self.stem_letters = frozenset(stem[:1] for stem in short_stems)
+    def considered(self, present: frozenset[str], ascii_text: bool) -> list[_Entry]:
+        """The rules a text with these needles may match, in order."""
+        triggers = self.ascii_triggers if ascii_text else self.triggers
+        found = {p for k in present if k in triggers for p in triggers[k]}
+        found.update(self.ascii_always if ascii_text else self.always)
+        return [self.entries[p] for p in sorted(found)]
 
-    def candidates(self, word: str) -> list[_Entry]:
-        found = self.long.get(word[:3], [])
-        if len(word) <= 2 and word in self.short_words:
-            found = found + self.short_words[word]
-        if word[:1] in self.stem_letters:
-            found = found + self.short_stems.get(word[:1], []) + self.short_stems.get(word[:2], [])
-        return found
+
+def _keys_cost(keys: Iterable[str]) -> float:
+    return prefilter.requirement_cost(map(prefilter.from_key, keys))
+
+
+def _requires(rule: Rule) -> _Requirement:
+    return _requirement((word, False, False) for word in rule.requires)
+
+
+def _leads(entry: _Entry, word: str) -> bool:
+    """Whether ``entry``'s rule is tried where ``word`` begins: one of its first words starts
+    it, and a first word of one or two letters that is whole there is the word itself."""
+    return any(
+        word.startswith(prefix) and (len(prefix) > 2 or not whole or len(word) == len(prefix))
+        for prefix, whole in entry.lead
+    )
 
 
 _INDEX = _Index(RULES + rules_agents.RULES + rules_multilingual.RULES)
@@ -262,39 +462,193 @@ def _record(best: dict[str, list[float]], rule: Rule) -> None:
     best[rule.code] = sorted([*best.get(rule.code, ()), rule.weight], reverse=True)[:2]
 
 
-def signals(folded: str, index: _Index = _INDEX) -> dict[str, float]:
+class _Look:
+    """One text, as the rules look at it: its words and the needles it holds (``Words`` finds
+    where they occur)."""
+
+    __slots__ = ("_anywhere", "ascii", "folded", "present", "words")
+
+    def __init__(self, folded: str, index: _Index, words: prefilter.Words) -> None:
+        self.folded = folded
+        self.ascii = folded.isascii()
+        self.words = words
+        self.present = index.needles.present(words)  # whole words and word starts
+        self._anywhere: dict[str, bool] = {}
+
+    def has(self, needle_key: str) -> bool:
+        if needle_key[0] != "~":
+            return needle_key in self.present
+        found = self._anywhere.get(needle_key)
+        if found is None:
+            found = self._anywhere[needle_key] = self.words.holds(needle_key[1:])
+        return found
+
+    def meets(self, requirement: _Requirement) -> bool:
+        """Whether the text holds a needle of the requirement."""
+        keys, anywhere, ascii_anywhere = requirement
+        return not self.present.isdisjoint(keys) or any(
+            map(self.has, ascii_anywhere if self.ascii else anywhere)
+        )
+
+    def held(self, gate: _Gate) -> list[str]:
+        """The keys of the gate's needles the text holds."""
+        found = list(gate.keys & self.present)
+        if gate.anywhere:
+            found += filter(self.has, gate.anywhere)
+        return found
+
+    def cost(self, gate: _Gate) -> float:
+        """What looking for a match near the gate's needles costs, roughly, in microseconds:
+        per occurrence, the search back for where a match could start and the tries there."""
+        if gate.per_hit is None:
+            return math.inf
+        return sum(map(self.words.count, self.held(gate))) * gate.per_hit
+
+
+def _hits(look: _Look, gate: _Gate) -> list[int]:
+    """Where the gate's needles occur, in order."""
+    occurrences = look.words.occurrences
+    found = [occurrences(k) for k in look.held(gate)]
+    if len(found) == 1:
+        return found[0]
+    return sorted({at for hits in found for at in hits})
+
+
+def _spans(look: _Look, gate: _Gate) -> list[list[int]]:
+    """Where a match holding one of the gate's needles can start: [low, high] spans, merged."""
+    assert gate.chunks is not None
+    spans: list[list[int]] = []
+    for at in _hits(look, gate):
+        low = look.words.reach_start(at, gate.chunks)
+        if spans and low <= spans[-1][1]:
+            spans[-1][1] = at
+        else:
+            spans.append([low, at])
+    return spans
+
+
+def _way_first(entry: _Entry, way: _Way, gate: _Gate, look: _Look) -> int | None:
+    """The first word start where the rule matches (where it is tried: ``_leads``), looking
+    only where this way of matching could: within reach before the occurrences of the
+    requirement that is cheapest to look at (``gate``). None if there is none."""
+    folded = look.folded
+    if gate.chunks == 0:
+        starts = _hits(look, gate)  # the first words' own occurrences
+    else:
+        starts = []
+        for low, high in _spans(look, gate):
+            # (one character past the longest first word: its lookahead reads it)
+            for match in way.lead_re().finditer(folded, low, high + way.lead_length + 1):
+                if match.start() <= high:
+                    starts.append(match.start())
+    # Each start is a word start where the rule is tried (``_leads``), in order: found by
+    # ``lead_re``, or an occurrence of its first words as needles.
+    rule = entry.rule
+    for start in starts:
+        if _guard_allows(rule, folded, start) and rule.pattern.match(folded, start):
+            return start
+    return None
+
+
+def _tried_first(entry: _Entry, folded: str, start: int) -> int:
+    """Where, among the rules tried at a word start, this one came: the index used to try them
+    in turn (first words of three letters or more, then whole words of one or two, then stems
+    of one, then of two letters). The order of the reason codes keeps it."""
+    word = _WORD_RE.match(folded, start)
+    text = word.group() if word is not None else ""
+    lead = entry.lead
+    if any(len(p) >= 3 and p[:3] == text[:3] and folded.startswith(p, start) for p, _ in lead):
+        return 0
+    if len(text) <= 2 and any(whole and len(p) <= 2 and p == text for p, whole in lead):
+        return 1
+    if any(not whole and len(p) <= 2 and p == text[:1] for p, whole in lead):
+        return 2
+    return 3
+
+
+def _scan_gate(entry: _Entry, look: _Look) -> _Gate | None:
+    """Where to look for a scanned rule's match: its cheapest gate, or None to scan the whole
+    text (when that is cheaper, or the characters a match starts with are not known)."""
+    gate = min(entry.gates, key=look.cost, default=None)
+    if entry.first_re is None or gate is None or look.cost(gate) > _SCAN_COST * len(look.folded):
+        return None
+    return gate
+
+
+def _scanned_matches(entry: _Entry, gate: _Gate | None, look: _Look) -> bool:
+    """``_scan``, looking only where a match could start: within reach before the occurrences
+    of the gate's needles, where a match's first character is; or the whole text if ``gate``
+    is None."""
+    rule, folded = entry.rule, look.folded
+    if gate is None or entry.first_re is None:
+        return _scan(rule, folded)
+    spans = _spans(look, gate)
+    for low, high in spans:
+        for match in entry.first_re.finditer(folded, low, high + 1):
+            start = match.start()
+            if (
+                rule.word_start
+                and start
+                and _is_word_char(folded[start - 1])
+                and _is_word_char(folded[start])
+            ):
+                continue
+            if _guard_allows(rule, folded, start) and rule.pattern.match(folded, start):
+                return True
+    return False
+
+
+def signals(
+    folded: str, index: _Index = _INDEX, words: prefilter.Words | None = None
+) -> dict[str, float]:
     """The heuristic signals in a folded text: reason code -> weight. A code's weight is its
     strongest rule's, plus half the next strongest: two different phrasings of one kind of
-    attack say more than one, but not twice as much."""
+    attack say more than one, but not twice as much. ``words``: the text's words, if they were
+    listed already.
+
+    The codes come in the order their first rule matches in the text (by where it starts, then
+    in the order rules are tried at a word; the scanned rules after): the order in which the
+    rules were once tried, word by word, and in which the reasons of equal weight are listed."""
+    look = _Look(folded, index, words if words is not None else prefilter.Words(folded))
+    present = look.present
+    # The rules that can match (each requirement of a way has a needle in the text), and where
+    # their gates' needles occur: found for all of them at once.
+    live: list[tuple[_Entry, list[_Way]]] = []
+    for entry in index.considered(present, look.ascii):
+        if entry.ways:
+            ways = [way for way in entry.ways if all(map(look.meets, way.requirements))]
+            if ways:
+                live.append((entry, ways))
+        elif all(map(look.meets, entry.requirements)):
+            live.append((entry, []))
+    # Where to look for each (the gate that costs least), and where its needles occur: found
+    # for all of them at once.
+    gates: dict[int, _Gate | None] = {}
+    for entry, ways in live:
+        for way in ways:
+            gates[id(way)] = min(way.gates, key=look.cost)
+        if not entry.ways:
+            gates[id(entry)] = _scan_gate(entry, look)
+    look.words.find({k for gate in gates.values() if gate for k in gate.keys & present})
+    found: list[tuple[tuple[int, int, int, int], Rule]] = []
+    for entry, ways in live:
+        if entry.ways:
+            starts = [
+                start
+                for way in ways
+                if (start := _way_first(entry, way, gates[id(way)], look))  # type: ignore[arg-type]
+                is not None
+            ]
+            if starts:
+                start = min(starts)
+                where = (0, start, _tried_first(entry, folded, start), entry.order)
+                found.append((where, entry.rule))
+        elif _scanned_matches(entry, gates[id(entry)], look):
+            found.append(((1, 0, 0, entry.order), entry.rule))
+    found.sort(key=lambda item: item[0])
     best: dict[str, list[float]] = {}
-    # each rule counts once; a rule whose required words are absent never runs
-    matched: set[int] = {
-        rule_id
-        for words, rule_ids in index.gated.items()
-        if not any(map(folded.__contains__, words))
-        for rule_id in rule_ids
-    }
-    candidates = index.candidates
-    for word in _WORD_RE.finditer(folded):
-        rules = candidates(word.group())
-        if not rules:
-            continue
-        start = word.start()
-        for prefixes, rule in rules:
-            if not folded.startswith(prefixes, start) or id(rule) in matched:
-                continue
-            if (
-                _needed(best, rule)
-                and _guard_allows(rule, folded, start)
-                and rule.pattern.match(folded, start)
-            ):
-                matched.add(id(rule))
-                _record(best, rule)
-    scanned, by_anchor = index.scanned, index.scanned_by_anchor
-    present = filter(folded.__contains__, index.anchors)  # C-level: no bytecode per anchor
-    for position in sorted({i for anchor in present for i in by_anchor[anchor]}):
-        rule = scanned[position][0]
-        if id(rule) not in matched and _needed(best, rule) and _scan(rule, folded):
+    for _, rule in found:
+        if _needed(best, rule):
             _record(best, rule)
     return {code: top[0] + SECOND_RULE_FACTOR * sum(top[1:]) for code, top in best.items()}
 
@@ -329,7 +683,32 @@ _UNSAFE_WORDS_RE = re.compile(
 UNSAFE_WORDS = 3
 
 
-def _unsafe_vocabulary(folded: str) -> float:
+_UNSAFE_WORDS = frozenset(
+    {
+        "illegal",
+        "unethical",
+        "immoral",
+        "amoral",
+        "harmful",
+        "dangerous",
+        "offensive",
+        "explicit",
+        "nsfw",
+        "uncensored",
+        "unfiltered",
+        "unrestricted",
+        "inappropriate",
+        "malicious",
+        "violent",
+        "derogatory",
+    }
+)
+
+
+def _unsafe_vocabulary(folded: str, words: prefilter.Words | None = None) -> float:
+    # Each word found is a word of the text: with fewer than three of them there, none count.
+    if words is not None and len(_UNSAFE_WORDS & words.words) < UNSAFE_WORDS:
+        return 0.0
     found = [  # whole words only (not "nonviolent")
         (match.start(), match.group())
         for match in _UNSAFE_WORDS_RE.finditer(folded)
@@ -466,11 +845,37 @@ def _written_as_a_name(name: str, source: str) -> bool:
     return re.search(word.format(capitalised), source) is not None
 
 
+# Every persona statement has a verb after whitespace: where it does (few places), the name
+# before it is read, and the statement tried from there.
+_PERSONA_VERB_RE = re.compile(r"\s(?:will|can|must|never|always|should|won|does|has|is)")
+_PERSONA_NAME_RE = re.compile(r"(?<![^\W\d_])[^\W\d_]{2,20}(?=\s)")
+
+
+def _persona_matches(folded: str) -> Iterator[re.Match[str]]:
+    """``_PERSONA_STATEMENT_RE.finditer(folded)``, trying the pattern only where a name ends
+    before whitespace and one of its verbs (not at every word)."""
+    taken_until = 0
+    for verb in _PERSONA_VERB_RE.finditer(folded):
+        space = verb.start()
+        while space and folded[space - 1].isspace():
+            space -= 1
+        name = None
+        for found in _PERSONA_NAME_RE.finditer(folded, max(0, space - 21), space + 1):
+            if found.end() == space:
+                name = found
+        if name is None or name.start() < taken_until:
+            continue
+        match = _PERSONA_STATEMENT_RE.match(folded, name.start())
+        if match is not None:
+            taken_until = match.end()
+            yield match
+
+
 def _persona_statements(normalized: Normalized) -> float:
     folded = normalized.folded
     positions: dict[str, list[int]] = {}
     rejected: set[str] = set()
-    for match in _PERSONA_STATEMENT_RE.finditer(folded):
+    for match in _persona_matches(folded):
         name = match.group(1)
         if name in _NOT_A_PERSONA or name in rejected:
             continue
@@ -613,10 +1018,11 @@ def text_signals(normalized: Normalized, depth: int = 0, role: str = "user") -> 
     """Signals of a normalised text: its rules (and, in a tool result, the rules for tool
     results), the obfuscation tricks it used, and the signals of any encoded or split payload
     in it ("base64_payload:override_instructions", "split_payload:reveal_system_prompt")."""
-    found = _discount_quotations(normalized.folded, signals(normalized.folded))
+    words = prefilter.Words(normalized.folded)  # listed once for both sets of rules
+    found = _discount_quotations(normalized.folded, signals(normalized.folded, _INDEX, words))
     if role in TOOL_ROLES:
-        found.update(signals(normalized.folded, _TOOL_INDEX))
-    if weight := _unsafe_vocabulary(normalized.folded):
+        found.update(signals(normalized.folded, _TOOL_INDEX, words))
+    if weight := _unsafe_vocabulary(normalized.folded, words):
         found["unsafe_vocabulary"] = weight
     if weight := _directives_to_model(normalized.folded):
         found["directives_to_model"] = weight
@@ -626,7 +1032,7 @@ def text_signals(normalized: Normalized, depth: int = 0, role: str = "user") -> 
         found[f"obfuscation:{trick}"] = TRICK_WEIGHTS[trick]
     if depth >= MAX_PAYLOAD_DEPTH:
         return found
-    for kind, decoded in encoded_payloads(normalized):
+    for kind, decoded in encoded_payloads(normalized, words.words):
         inner = text_signals(normalize(decoded), depth + 1)
         attack = {
             code: weight for code, weight in inner.items() if not code.startswith("obfuscation:")

@@ -21,8 +21,10 @@ import binascii
 import codecs
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from gateway.screening.prefilter import ascii_runs
 
 # Characters that render as nothing, or reorder text, and have no place inside a word.
 _INVISIBLE = (
@@ -149,6 +151,23 @@ class Normalized:
     tricks: tuple[str, ...]  # which obfuscations were seen: "zero_width", "homoglyph", ...
 
 
+def _non_ascii(text: str) -> str:
+    """The non-ASCII characters of ``text``, in order: a character class of non-ASCII
+    characters is searched for there (a few characters in an English text, not all of it)."""
+    return "".join(ascii_runs(text)[1::2])
+
+
+def _by_runs(text: str, ascii_run: Callable[[str], str], other_run: Callable[[str], str]) -> str:
+    """``text`` with its ASCII runs and its other runs each changed as the functions say: a
+    translate table on the few non-ASCII runs of a mostly English text rather than on all of
+    it (``str.translate`` is fast only on ASCII text)."""
+    pieces = ascii_runs(text)  # ASCII, non-ASCII, ASCII, ...
+    return "".join(
+        ascii_run(piece) if index % 2 == 0 else other_run(piece)
+        for index, piece in enumerate(pieces)
+    )
+
+
 def _fold_homoglyph_word(match: re.Match[str]) -> str:
     word = match.group()
     if word.isascii() or not _HOMOGLYPH_RE.search(word):
@@ -161,7 +180,10 @@ def _fold_homoglyph_word(match: re.Match[str]) -> str:
 
 
 def _fold_leet_word(match: re.Match[str]) -> str:
-    word = match.group()
+    return _fold_leet_token(match.group())
+
+
+def _fold_leet_token(word: str) -> str:
     # Leetspeak has a substitute between two letters and at least two substitutes in all
     # ("1gn0re", "p4ssw0rd"); "mp3", "covid19", "gpt4o" or "v1beta" stay as they are.
     if word.isalpha() or not _LEET_INSIDE_RE.search(word):
@@ -234,6 +256,53 @@ def _fold_leet_any(match: re.Match[str]) -> str:
     return folded if folded.isalpha() else word
 
 
+# Where ``_fold_leet_word`` can change a word: a run of substitutes between two letters. Found
+# by the substitutes (rare in prose, so the engine skips to them), not word by word.
+_LEET_SUBSTITUTES_RE = re.compile(r"[013457@$](?<=[a-z].)[013457@$]*+(?=[a-z])")
+_LEET_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789@$")
+
+
+def _fold_leet_words(folded: str) -> str:
+    """``_LEET_TOKEN_RE.sub(_fold_leet_word, folded)``, calling it only on the words it can
+    change."""
+    pieces: list[str] = []
+    last = 0
+    while (match := _LEET_SUBSTITUTES_RE.search(folded, last)) is not None:
+        start = match.start()
+        while start > last and folded[start - 1] in _LEET_TOKEN_CHARS:
+            start -= 1
+        end = _LEET_TOKEN_RE.match(folded, match.start()).end()  # type: ignore[union-attr]
+        pieces += (folded[last:start], _fold_leet_token(folded[start:end]))
+        last = end
+    if not pieces:
+        return folded
+    pieces.append(folded[last:])
+    return "".join(pieces)
+
+
+# Letters spaced out end in a separator, a letter, a separator and a letter that is not
+# followed by a word character: a cheap test (it starts with a separator), true of few texts.
+_SPACED_HINT_RE = re.compile(r"[ .\-_*|][a-z][ .\-_*|][a-z](?!\w)")
+# ... and start, after a character that is not a word character, with three letters spaced out.
+_SPACED_START_RE = re.compile(r"\W[a-z][ .\-_*|][a-z][ .\-_*|][a-z]")
+
+
+def _has_spaced_letters(folded: str) -> bool:
+    """Whether ``_SPACED_RE`` matches somewhere in ``folded``: tried only where a match can
+    start (at the start, or after a character that is not a word character, with three spaced
+    letters), rather than at every character."""
+    if not _SPACED_HINT_RE.search(folded):
+        return False
+    if _SPACED_RE.match(folded):
+        return True
+    # A start inside an earlier candidate (``finditer`` does not overlap) begins a longer run
+    # of spaced letters that the earlier one already tried.
+    return any(
+        _SPACED_RE.match(folded, candidate.start() + 1)
+        for candidate in _SPACED_START_RE.finditer(folded)
+    )
+
+
 def _join_spaced(match: re.Match[str]) -> str:
     return _SPACED_SEPARATORS_RE.sub("", match.group())
 
@@ -241,27 +310,32 @@ def _join_spaced(match: re.Match[str]) -> str:
 def normalize(text: str) -> Normalized:
     """The folded view of a text, and the obfuscation tricks seen on the way."""
     tricks: list[str] = []
+    others = ""  # the text's non-ASCII characters: what the classes below are made of
     if not text.isascii():
-        if _TAG_RE.search(text):
+        others = _non_ascii(text)
+        if _TAG_RE.search(others):
             tricks.append("tag_characters")
             text = text.translate(_TAG_TABLE)
-        if _INVISIBLE_RE.search(text):
+            others = _non_ascii(text)
+        if _INVISIBLE_RE.search(others):
             if _INVISIBLE_IN_WORD_RE.search(text):
                 tricks.append("zero_width")
             text = _INVISIBLE_RE.sub("", text)
-        if _COMPAT_LETTERS_RE.search(text):
+        if _COMPAT_LETTERS_RE.search(others):
             tricks.append("compat_letters")
         if not unicodedata.is_normalized("NFKC", text):
             text = unicodedata.normalize("NFKC", text)
+            others = _non_ascii(text)
     decoding_source = text
-    if not text.isascii() and _HOMOGLYPH_RE.search(text):
+    if not text.isascii() and _HOMOGLYPH_RE.search(others):
         folded_words = _WORD_RE.sub(_fold_homoglyph_word, text)
         if folded_words != text:
             tricks.append("homoglyph")
             text = folded_words
     folded = text.lower()
     if not folded.isascii():
-        folded = folded.translate(_LATIN_TABLE)
+        # Only non-ASCII characters are in the table: ASCII runs are kept as they are.
+        folded = _by_runs(folded, str, lambda run: run.translate(_LATIN_TABLE))
     if _LEET_HINT_RE.search(folded):
         head = folded[:2_000]  # density over the same stretch of text
         mixed = len(_LEET_MIXED_RE.findall(head))
@@ -269,11 +343,11 @@ def normalize(text: str) -> Normalized:
             folded = _LEET_MIXED_RE.sub(_fold_leet_any, folded)
             tricks += ["leetspeak", "leetspeak_dense"]
         else:
-            leet = _LEET_TOKEN_RE.sub(_fold_leet_word, folded)
+            leet = _fold_leet_words(folded)
             if leet != folded:
                 tricks.append("leetspeak")
                 folded = leet
-    if _SPACED_RE.search(folded):
+    if _has_spaced_letters(folded):
         joined = _SPACED_RE.sub(_join_spaced, folded)
         if len(folded) - len(joined) >= 6:
             tricks.append("spaced_letters")
@@ -377,31 +451,110 @@ def _decode_hex(candidate: str) -> str | None:
     return decoded if decoded and _plausible_text(decoded) else None
 
 
-# (candidate pattern, kind, decoder returning the decoded text or None)
-_Decoder = tuple[re.Pattern[str], str, Callable[[str], str | None]]
+# (candidates, kind, decoder returning the decoded text or None)
+_Decoder = tuple[
+    Callable[[str, list[str] | None], Iterator[re.Match[str]]], str, Callable[[str], str | None]
+]
 
 
-def encoded_payloads(normalized: Normalized) -> list[tuple[str, str]]:
+# For an ASCII text, the runs the payload patterns need are found by a translate and a
+# ``str.find`` (C speed), rather than by trying the patterns at every character.
+_RUN_16 = "x" * 16
+_NOT_SPACE_TABLE = str.maketrans({c: " " if chr(c).isspace() else "x" for c in range(128)})
+_BASE64_TABLE = str.maketrans(
+    {c: "x" if re.fullmatch(r"[A-Za-z0-9+/_\-]", chr(c)) else " " for c in range(128)}
+)
+_HEX_TABLE = str.maketrans(
+    {c: "x" if re.fullmatch(r"[0-9A-Fa-f]", chr(c)) else "s" if chr(c) in ": " else " "
+     for c in range(128)}
+)  # fmt: skip
+# Twelve pairs of hex digits, each followed by at most one separator, in the marked text.
+_MARKED_HEX_RE = re.compile(r"(?:xxs?){12}")
+
+
+_NOT_SPACE_RE = re.compile(r"\S")
+
+
+def _marked(source: str, table: dict[int, str], pieces: list[str] | None) -> str:
+    """``source`` with each ASCII character as its ``table`` marks it, and each other one a
+    space (no non-ASCII character is marked), or with ``_NOT_SPACE_TABLE``: "x" but for
+    whitespace. ``pieces``: ``ascii_runs(source)``, for a non-ASCII source."""
+    if pieces is None:
+        return source.translate(table)
+    if table is _NOT_SPACE_TABLE:
+        other: Callable[[str], str] = lambda run: _NOT_SPACE_RE.sub("x", run)  # noqa: E731
+    else:
+        other = lambda run: " " * len(run)  # noqa: E731
+    return "".join(
+        piece.translate(table) if index % 2 == 0 else other(piece)
+        for index, piece in enumerate(pieces)
+    )
+
+
+def _has_long_token(source: str, pieces: list[str] | None = None) -> bool:
+    """``max(map(len, source.split()), default=0) >= 16``."""
+    if pieces is None and not source.isascii():
+        pieces = ascii_runs(source)
+    return _RUN_16 in _marked(source, _NOT_SPACE_TABLE, pieces)
+
+
+def _base64_candidates(source: str, pieces: list[str] | None = None) -> Iterator[re.Match[str]]:
+    """``_BASE64_RE.finditer(source)``: a match starts where a run of 16 or more of its
+    characters does (and takes the whole run), and only those places are tried."""
+    if pieces is None and not source.isascii():
+        pieces = ascii_runs(source)
+    runs = _marked(source, _BASE64_TABLE, pieces)
+    position = 0
+    while (start := runs.find(_RUN_16, position)) >= 0:
+        match = _BASE64_RE.match(source, start)
+        if match is None:  # pragma: no cover (a run of 16 always matches)
+            position = start + 1
+            continue
+        yield match
+        position = match.end()
+
+
+def _hex_candidates(source: str, pieces: list[str] | None = None) -> Iterator[re.Match[str]]:
+    """``_HEX_RE.finditer(source)``; a match starts with twelve pairs of hex digits, each
+    followed by at most one colon or space, and a text without them has none."""
+    if pieces is None and not source.isascii():
+        pieces = ascii_runs(source)
+    if not _MARKED_HEX_RE.search(_marked(source, _HEX_TABLE, pieces)):
+        return
+    yield from _HEX_RE.finditer(source)
+
+
+def encoded_payloads(
+    normalized: Normalized, words: frozenset[str] | set[str] | None = None
+) -> list[tuple[str, str]]:
     """The decoded payloads in a text, as (kind, decoded text): kind is base64, hex, rot13 or
-    reversed. At most ``MAX_PAYLOADS``, each at most ``MAX_PAYLOAD_CHARS`` long."""
+    reversed. At most ``MAX_PAYLOADS``, each at most ``MAX_PAYLOAD_CHARS`` long. ``words``: the
+    words of the folded text (``prefilter.Words.words``), if they were listed already."""
     payloads: list[tuple[str, str]] = []
     source = normalized.decoding_source
     # Base64 and hex payloads are long unbroken runs; most texts have none, and a split is
     # much cheaper than the regexes.
+    pieces = None if source.isascii() else ascii_runs(source)  # read once for the three
     decoders: tuple[_Decoder, ...]
-    if max(map(len, source.split()), default=0) < 16 and not _SPACED_HEX_RE.search(source):
+    if not _has_long_token(source, pieces) and not _SPACED_HEX_RE.search(source):
         decoders = ()
     else:
-        decoders = ((_BASE64_RE, "base64", _decode_base64), (_HEX_RE, "hex", _decode_hex))
-    for pattern, kind, decode in decoders:
-        for tried, match in enumerate(pattern.finditer(source)):
+        decoders = (
+            (_base64_candidates, "base64", _decode_base64),
+            (_hex_candidates, "hex", _decode_hex),
+        )
+    for candidates, kind, decode in decoders:
+        for tried, match in enumerate(candidates(source, pieces)):
             if tried >= MAX_CANDIDATES or len(payloads) >= MAX_PAYLOADS:
                 break
             if decoded := decode(match.group()):
                 payloads.append((kind, decoded))
     folded = normalized.folded
     head = folded[:MAX_PAYLOAD_CHARS]
-    if len(_ROT13_MARKERS.intersection(head.split())) >= 3:
+    # A marker found by the split is a word of the text: with fewer than three there, none.
+    if (words is None or len(_ROT13_MARKERS.intersection(words)) >= 3) and len(
+        _ROT13_MARKERS.intersection(head.split())
+    ) >= 3:
         payloads.append(("rot13", codecs.encode(head, "rot13")))
     if any(marker in head for marker in _REVERSED_MARKERS):
         payloads.append(("reversed", head[::-1]))

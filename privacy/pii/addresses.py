@@ -148,6 +148,9 @@ _NAMED_STREET_RE = re.compile(
     rf"[{UPPER}](?<![\w'’\-].)[{LOWER}'’\-]{{1,30}}(?: [{UPPER}][{LOWER}'’\-]{{1,30}}){{0,3}}"
     r" (?:Street|Avenue|Boulevard|Straße|Strasse|St\.(?! [A-Z]))"
 )
+# What ``_NAMED_STREET_RE`` ends with (a space and the street type): a text without one of these
+# has no named street, and the pattern (tried at every capital) is not run.
+_NAMED_STREET_TYPES = (" Street", " Avenue", " Boulevard", " Straße", " Strasse", " St.")
 _LEADING_NUMBER_RE = re.compile(r"(?<![\w.,\-/])[0-9]{1,6}[A-Za-z]? $")
 _WORD_BEFORE_RE = re.compile(r"(\S+)(,?) $")
 
@@ -162,7 +165,7 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
         # "20789 Allika 46", "16 salontie 6", but not "10 steps to 2025"
         if any(c.isupper() for c in m.group()) or not _ENDS_WITH_YEAR_RE.search(m.group()):
             spans.append((m.start(), m.end(), 0.7))
-    if "St" in text or "Ave" in text or "Boulevard" in text:
+    if any(map(text.__contains__, _NAMED_STREET_TYPES)):
         for m in _NAMED_STREET_RE.finditer(text):
             spans.append((m.start(), m.end(), 0.6))
     for m in _NUMBER_AFTER_RE.finditer(text):

@@ -115,10 +115,39 @@ _EMAIL_RE = re.compile(
 )
 
 
+_LOCAL_CHARS = frozenset("_.+%'-")
+_LOCAL_MOST = 64  # a local part's longest (``_EMAIL_RE``)
+
+
+def _email_matches(text: str) -> Iterator[re.Match[str]]:
+    """``_EMAIL_RE.finditer(text)``, tried only where a match can start: at the start of the
+    run of local-part characters before each "@" (where the lookbehind allows one), when it is
+    at most 64 long. A text full of "@" is scanned by the pattern instead."""
+    count = text.count("@")
+    if count > 64 + len(text) // 64:
+        yield from _EMAIL_RE.finditer(text)
+        return
+    taken_until = 0
+    at = text.find("@")
+    while at >= 0:
+        start = at
+        while start and at - start <= _LOCAL_MOST:
+            char = text[start - 1]
+            if not (char.isalnum() or char in _LOCAL_CHARS):
+                break
+            start -= 1
+        if start < at and at - start <= _LOCAL_MOST and start >= taken_until:
+            match = _EMAIL_RE.match(text, start)
+            if match is not None:
+                taken_until = match.end()
+                yield match
+        at = text.find("@", at + 1)
+
+
 def find_emails(text: str) -> Iterator[Entity]:
     if "@" not in text:
         return
-    for m in _EMAIL_RE.finditer(text):
+    for m in _email_matches(text):
         start = m.start()
         # A local part neither starts nor ends with a dot; a leading quote is prose.
         while text[start] in ".'":
@@ -584,8 +613,13 @@ _IPV6_RE = re.compile(
 _HEX_DIGIT_RE = re.compile(r"[0-9A-Fa-f]")
 
 
+# Every IPv6 address has two colons with at most four hex digits between them ("::" or "a:b:"):
+# a text without is not searched.
+_IPV6_HINT_RE = re.compile(r":[0-9A-Fa-f]{0,4}:")
+
+
 def find_ipv6_addresses(text: str) -> Iterator[Entity]:
-    if "::" not in text and text.count(":") < 7:
+    if ("::" not in text and text.count(":") < 7) or not _IPV6_HINT_RE.search(text):
         return
     for m in _IPV6_RE.finditer(text):
         value = m.group()
