@@ -171,6 +171,12 @@ def store_reads(monkeypatch) -> list[list[str]]:
     return reads
 
 
+def verdict_store_keys(tenant_id: int) -> list[bytes]:
+    from llmplatform.redis_client import sync_redis
+
+    return list(sync_redis().scan_iter(match=f"{verdicts.KEY_PREFIX}:{tenant_id}:*"))
+
+
 def turns(document: str = DOCUMENT) -> tuple[list[dict], list[dict]]:
     first = [{"role": "user", "content": "Summarise this report:\n" + document}]
     later = [
@@ -221,13 +227,19 @@ def test_a_later_turn_reads_the_store_once_then_only_its_new_texts(
     assert chat(client, key_a, first).status_code == 200  # computed, kept
     assert chat(client, key_a, later).status_code == 200  # read from the store
     assert len(store_reads) == 2
+    assert QUESTION in screened and QUESTION in searched
     screened.clear()
     searched.clear()
 
-    assert chat(client, key_a, later).status_code == 200
-    assert len(store_reads) == 2  # nothing left to ask the store
+    next_question = "And the south? One sentence again, please."
+    third = [*later, {"role": "assistant", "content": "Six percent."}]
+    third.append({"role": "user", "content": next_question})
+    assert chat(client, key_a, third).status_code == 200
+    assert len(store_reads) == 2  # nothing left to ask the store, short texts never are
     assert old not in screened and old not in searched
-    assert QUESTION in screened and QUESTION in searched
+    # Short messages already seen are kept by the process; only the new ones are checked.
+    assert QUESTION not in screened and QUESTION not in searched
+    assert next_question in screened and next_question in searched
     sent = upstream.requests[-1].json["messages"][0]["content"]
     assert "maria.lopez@example.org" not in sent and "<EMAIL>" in sent
     assert sent == redact(old)
@@ -334,3 +346,52 @@ def test_the_response_cache_names_a_long_history_without_mixing_requests_or_tena
     assert ask(key_a, other_question) == "MISS"
     assert ask(key_a, later) == "HIT"
     assert len(upstream.requests) == 4
+
+
+@pytest.mark.django_db
+@pytest.mark.redis
+def test_short_messages_of_an_agent_loop_are_checked_once_per_tenant_and_policy(
+    client, principals, key_a, key_b, upstream, long_prompts, screened, searched
+):
+    mask_pii(principals)
+    route_alias("default", upstream.base_url)
+    history = [
+        {"role": "system", "content": "You are a careful assistant. Use the tools."},
+        {"role": "user", "content": "Find the deprecated functions, one search at a time."},
+    ]
+    arguments = []
+    for turn in range(4):
+        assert chat(client, key_a, history).status_code == 200
+        arguments.append(json.dumps({"query": f"deprecated function {turn}"}))
+        history += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_{turn}",
+                        "type": "function",
+                        "function": {"name": "search_docs", "arguments": arguments[-1]},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": f"call_{turn}", "content": f"No result {turn}."},
+        ]
+    assert chat(client, key_a, history).status_code == 200
+    for text in (history[0]["content"], history[1]["content"], *arguments):
+        assert screened.count(text) == 1, text
+        assert searched.count(text) == 1, text
+    assert verdict_store_keys(principals.tenant_a.id) == []  # short texts: never in Redis
+
+    # Kept per tenant, screen policy and PII policy, like a long text's verdicts.
+    screened.clear()
+    searched.clear()
+    assert chat(client, key_b, history[:2]).status_code == 200
+    assert history[1]["content"] in screened
+    screened.clear()
+    set_tier(principals, screening_threshold=0.9)
+    assert chat(client, key_a, history[:2]).status_code == 200
+    assert history[1]["content"] in screened and history[1]["content"] not in searched
+    mask_pii(principals, "pseudonymize")
+    assert chat(client, key_a, history[:2]).status_code == 200
+    assert history[1]["content"] in searched

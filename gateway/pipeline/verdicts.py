@@ -21,9 +21,12 @@ skipped screen. What a process has read from the store it keeps, decoded, in a b
 under the same key (``_known``), with what masking a text with its findings takes: a later
 turn then reads nothing from the store and builds nothing again for its history.
 
-Texts shorter than ``LLMP_VERDICT_MIN_CHARS`` are neither looked up nor kept: screening them
-costs less than a round trip to Redis (see ``docs/benchmarks.md``). Work on long texts leaves
-the event loop (``LLMP_GUARD_OFFLOAD``), for a worker process by default.
+Texts shorter than ``LLMP_VERDICT_MIN_CHARS`` are kept in the process only, never in Redis:
+screening one costs less than a round trip (see ``docs/benchmarks.md``), and far more than
+finding it in the process's memory; a conversation's short messages (assistant turns, tool
+calls, a system prompt every request repeats) are then not screened again on every turn.
+Work on long texts leaves the event loop (``LLMP_GUARD_OFFLOAD``), for a worker process by
+default.
 """
 
 from __future__ import annotations
@@ -128,14 +131,15 @@ def _mask_plan(
 # What the store answered, decoded, per process: a verdict is a function of its key alone (the
 # tenant, the text's HMAC and every version and policy it depends on), so an answer read once
 # holds for as long as the process lives. A later turn then costs no round trip, no decoding
-# and no rebuilding of its findings. Filled only from the store's answers (what was computed
-# here is read back on the next turn): with the store down, everything is computed again.
+# and no rebuilding of its findings. For a long text, filled only from the store's answers
+# (what was computed here is read back on the next turn: with the store down, everything long
+# is computed again); a short text's verdicts are kept here when computed, and only here.
 # Bounded by entries and by the findings they hold (a long text may have thousands).
 Known = ScreenResult | Findings
 _known: OrderedDict[str, Known] = OrderedDict()
 _known_findings = 0
 _known_lock = threading.Lock()
-KNOWN_MAX_ENTRIES = 4096
+KNOWN_MAX_ENTRIES = 16_384
 KNOWN_MAX_FINDINGS = 50_000
 
 
@@ -164,19 +168,15 @@ class TextVerdicts:
     origins: dict[int, tuple[str, str, Findings]] = field(default_factory=dict)
     lengths: set[int] = field(default_factory=set)  # of the texts above
     computed_chars: int = 0  # characters worked on for this request (hits excluded)
-    _screens_by_value: dict[tuple[str, str], ScreenResult] | None = None
-    _findings_by_value: dict[tuple[str, frozenset[str] | None], Findings] | None = None
 
     def screen(self, text: str, role: str) -> ScreenResult:
         entry = self.screens.get((id(text), role))
         if entry is not None and entry[0] is text:
             return entry[1]
-        if len(text) in self.lengths:
-            if self._screens_by_value is None:
-                self._screens_by_value = {(t, r): v for (_, r), (t, v) in self.screens.items()}
-            found = self._screens_by_value.get((text, role))
-            if found is not None:
-                return found
+        if len(text) in self.lengths:  # another object: compared (equal lengths only)
+            for (_, known_role), (known, result) in self.screens.items():
+                if known_role == role and len(known) == len(text) and known == text:
+                    return result
         score, reasons = text_checks.screen(text, role)
         return ScreenResult(score=score, reasons=reasons, message_index=0)
 
@@ -184,11 +184,11 @@ class TextVerdicts:
         entry = self.findings.get((id(text), wanted))
         if entry is not None and entry[0] is text:
             return entry[1]
-        if len(text) not in self.lengths:
-            return None
-        if self._findings_by_value is None:
-            self._findings_by_value = {(t, w): f for (_, w), (t, f) in self.findings.items()}
-        return self._findings_by_value.get((text, wanted))
+        if len(text) in self.lengths:
+            for (_, types), (known, findings) in self.findings.items():
+                if types == wanted and len(known) == len(text) and known == text:
+                    return findings
+        return None
 
     def detect(self, text: str, types: Collection[str] | None = None) -> list[Entity]:
         known = self._findings(text, None if types is None else frozenset(types))
@@ -236,7 +236,11 @@ def _hmac_key() -> bytes:
 
 
 def text_digest(tenant_id: int, text: str) -> str:
-    mac = hmac.new(_hmac_key(), f"{tenant_id}\x00".encode(), hashlib.sha256)
+    prefix = f"{tenant_id}\x00".encode()
+    if len(text) < 4096:  # one call (short texts are the many)
+        message = prefix + text.encode("utf-8", "surrogatepass")
+        return hmac.digest(_hmac_key(), message, "sha256").hex()[:32]
+    mac = hmac.new(_hmac_key(), prefix, hashlib.sha256)
     mac.update(text.encode("utf-8", "surrogatepass"))
     return mac.hexdigest()[:32]
 
@@ -270,17 +274,17 @@ def pii_texts(parts: Iterable[Part], messages: Iterable[ChatMessage]) -> list[st
 async def look_up(
     principal: Principal, parts: list[Part], messages: list[ChatMessage]
 ) -> TextVerdicts:
-    """Screen results and PII findings for every long text of the request: known ones in one
-    round trip (none when this process has read them before), the rest computed (off the event
-    loop when long) and queued to be kept."""
+    """Screen results and PII findings for every text of the request: known ones from this
+    process's memory, or for long ones from the store in one round trip; the rest computed (off
+    the event loop when long), long ones queued to be kept in the store, short ones kept in the
+    process."""
     minimum = settings.LLMP_VERDICT_MIN_CHARS
     # Texts are told apart by identity, not hashed (an equal text that is another object is
     # looked up under the same key and computed at most once).
     screen_jobs: dict[tuple[int, str], tuple[str, str]] = {}
     if principal.tier.screening_mode != "off":
         for text, role in screen_texts(parts):
-            if len(text) >= minimum:
-                screen_jobs[id(text), role] = (text, role)
+            screen_jobs[id(text), role] = (text, role)
     pii_jobs: dict[tuple[int, frozenset[str] | None], tuple[str, frozenset[str] | None]] = {}
     policy = principal.privacy
     if policy.block_pii_types or policy.upstream_pii != "off":
@@ -290,7 +294,7 @@ async def look_up(
         if policy.upstream_pii != "off":
             wanted.append(None)
         for text in pii_texts(parts, messages):
-            if len(text) >= minimum:
+            if text:
                 for types in wanted:
                     pii_jobs[id(text), types] = (text, types)
     if not screen_jobs and not pii_jobs:
@@ -305,7 +309,10 @@ async def look_up(
             verdicts.lengths.add(len(text))
     screen_keys = {job: screen_key(principal, job[1], digests[job[0]]) for job in screen_jobs}
     pii_keys = {job: pii_key(principal, job[1], digests[job[0]]) for job in pii_jobs}
-    stored = await _read(list(screen_keys.values()), list(pii_keys.values()))
+    # Only long texts' verdicts go to the store (and are asked of it).
+    shared = {key for job, key in screen_keys.items() if len(screen_jobs[job][0]) >= minimum}
+    shared.update(key for job, key in pii_keys.items() if len(pii_jobs[job][0]) >= minimum)
+    stored = await _read(list(screen_keys.values()), list(pii_keys.values()), shared)
 
     missing_screens: dict[str, text_checks.ScreenJob] = {}
     for job, (text, role) in screen_jobs.items():
@@ -339,10 +346,13 @@ async def look_up(
     computed: dict[str, Known] = {}
     for key, (score, reasons) in zip(missing_screens, scores, strict=True):
         computed[key] = ScreenResult(score, reasons, 0)
-        new.append((key, orjson.dumps([score, reasons])))
+        if key in shared:
+            new.append((key, orjson.dumps([score, reasons])))
     for key, entities in zip(missing_pii, findings, strict=True):
         computed[key] = Findings(tuple(Entity(*f) for f in entities), key)
-        new.append((key, orjson.dumps(entities)))
+        if key in shared:
+            new.append((key, orjson.dumps(entities)))
+    _remember([(key, value) for key, value in computed.items() if key not in shared])
     for job, (text, _) in screen_jobs.items():
         result = computed.get(screen_keys[job])
         if isinstance(result, ScreenResult):
@@ -351,23 +361,24 @@ async def look_up(
         computed_findings = computed.get(pii_keys[pii_job])
         if isinstance(computed_findings, Findings):
             verdicts.findings[pii_job] = (text, computed_findings)
-    await _keep(new)
+    if new:
+        await _keep(new)
     return verdicts
 
 
-async def _read(screen_keys: list[str], pii_keys: list[str]) -> dict[str, Known]:
-    """What is known of these keys: from this process's memory, else from the store (one round
-    trip for all that are not in memory), decoded."""
+async def _read(screen_keys: list[str], pii_keys: list[str], shared: set[str]) -> dict[str, Known]:
+    """What is known of these keys: from this process's memory, else, for those in ``shared``,
+    from the store (one round trip for all that are not in memory), decoded."""
     found: dict[str, Known] = {}
     wanted: list[str] = []
     with _known_lock:
         for key in dict.fromkeys((*screen_keys, *pii_keys)):
             known = _known.get(key)
-            if known is None:
-                wanted.append(key)
-            else:
+            if known is not None:
                 _known.move_to_end(key)
                 found[key] = known
+            elif key in shared:
+                wanted.append(key)
     if not wanted:
         return found
     stored = await _get_many(wanted)
