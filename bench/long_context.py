@@ -185,7 +185,13 @@ def sizes_table(measure: Measure, texts: Texts, reps: int) -> list[dict]:
             added, own = measure.added(chat_body(turn))
             later.append(added)
             later_self.append(own)
-            only = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+            # Another question of the same length: the worker that took the later turn keeps
+            # the verdicts of its short texts, and would find this one's already.
+            alone_question = texts.take(len(question))
+            only = [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": alone_question},
+            ]
             alone.append(measure.added(chat_body(only))[0])
         row = {
             "chars": size,

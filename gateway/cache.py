@@ -24,6 +24,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -107,8 +108,23 @@ class CachedAnswer:
 
 
 def make_key(
-    *, tenant_id: int, alias: str, version: str, deployment: str, request: ChatRequest
+    *,
+    tenant_id: int,
+    alias: str,
+    version: str,
+    deployment: str,
+    request: ChatRequest,
+    token: Callable[[str], str | None] | None = None,
 ) -> CacheKey:
+    """``token``: a stand-in for a message's content that names it exactly (within the
+    tenant), such as the HMAC the input guard already took of a long text
+    (``TextVerdicts.token``), so a long history is not serialised and hashed again on every
+    turn. A stand-in goes in as ``{"t": token}``, which no content (a string) can be."""
+
+    def content(text: str) -> str | dict[str, str]:
+        stand_in = token(text) if token is not None and text else None
+        return text if stand_in is None else {"t": stand_in}
+
     material = [
         tenant_id,
         alias,
@@ -116,7 +132,7 @@ def make_key(
         deployment,
         request.model,
         [
-            [m.role, m.content, m.name, m.tool_call_id, m.tool_calls, m.parts]
+            [m.role, content(m.content), m.name, m.tool_call_id, m.tool_calls, m.parts]
             for m in request.messages
         ],
         request.temperature,

@@ -544,9 +544,10 @@ LLMP_CACHE_TTL_SECONDS = env_int("LLMP_CACHE_TTL_SECONDS", 3600, minimum=1)
 # Per-text memo of screen verdicts and PII findings (gateway.pipeline.verdicts): texts of at
 # least LLMP_VERDICT_MIN_CHARS characters are looked up (in Redis, else in this process) so an
 # agent resending its history pays the screen once per message, not once per turn; kept for
-# LLMP_VERDICT_TTL_SECONDS. Work on at least LLMP_GUARD_OFFLOAD_CHARS characters runs outside
-# the event loop (LLMP_GUARD_OFFLOAD: "process", a worker process per web process; "thread";
-# or "off") so a long prompt does not stall the small requests beside it.
+# LLMP_VERDICT_TTL_SECONDS. Shorter texts are kept by each web process only (in memory). Work
+# on at least LLMP_GUARD_OFFLOAD_CHARS characters runs outside the event loop
+# (LLMP_GUARD_OFFLOAD: "process", a worker process per web process; "thread"; or "off") so a
+# long prompt does not stall the small requests beside it.
 LLMP_VERDICT_TTL_SECONDS = env_int("LLMP_VERDICT_TTL_SECONDS", 86400, minimum=1)
 LLMP_VERDICT_MIN_CHARS = env_int("LLMP_VERDICT_MIN_CHARS", 500, minimum=1)
 LLMP_GUARD_OFFLOAD_CHARS = env_int("LLMP_GUARD_OFFLOAD_CHARS", 20_000, minimum=1)

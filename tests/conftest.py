@@ -115,6 +115,16 @@ def _fresh_account_lockouts(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_verdicts():
+    """What a process read from the verdict store stays in its memory: each test starts
+    without it (the store's keys hold tenant ids, which a test database may reuse)."""
+    from gateway.pipeline import verdicts
+
+    verdicts.forget_known()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _fresh_breakers():
     """Breaker state lives per process (or in Redis): each test starts with closed breakers."""
     from gateway.resilience.breaker import breaker_store

@@ -153,10 +153,10 @@ def test_a_failing_detector_fails_the_request_closed(
     route_alias("default", upstream.base_url)
     policy(principals, upstream_pii="mask")
 
-    def broken(text, entities=None):
+    def broken(text, types=None):
         raise DetectorError("recogniser crashed")
 
-    monkeypatch.setattr("gateway.pipeline.pii.redact", broken)
+    monkeypatch.setattr("privacy.pii.detect", broken)
     response = chat(client, key_a, PROMPT)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "pii_detector_unavailable"

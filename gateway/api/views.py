@@ -42,6 +42,7 @@ from gateway.pipeline.embeddings import EmbeddingsCall
 from gateway.pipeline.route import AliasRoute, routing_table
 from gateway.pipeline.validate import (
     ParsedChat,
+    control_free_json,
     parse_chat_request,
     parse_embeddings_request,
     parse_json_body,
@@ -107,12 +108,15 @@ def _json(data: dict, status: int = 200, headers: dict[str, str] | None = None) 
     return response
 
 
-def _read_json(request: HttpRequest) -> dict:
+def _read_body(request: HttpRequest) -> bytes:
     try:
-        body = request.body
+        return request.body
     except RequestDataTooBig as exc:
         raise PayloadTooLarge("The request body is too large.") from exc
-    return parse_json_body(body)
+
+
+def _read_json(request: HttpRequest) -> dict:
+    return parse_json_body(_read_body(request))
 
 
 def _refuse_nul(value, param: str):
@@ -383,7 +387,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     started = time.perf_counter()
     principal = await _authenticated(request, "chat")
     with tracing.stage("validate"):
-        parsed = parse_chat_request(_read_json(request))
+        body = _read_body(request)
+        parsed = parse_chat_request(parse_json_body(body), control_free=control_free_json(body))
     return await _run_chat(
         request, principal, parsed, "chat.completions", started, _openai_completion, OpenAIChunks
     )

@@ -39,7 +39,12 @@ from gateway.pipeline.authenticate import Principal
 from gateway.pipeline.call import CacheRead, PipelineCall
 from gateway.pipeline.dispatch import DispatchPlan, Outcome, Served, StreamServed
 from gateway.pipeline.route import SemanticPolicy, Target, routing_table, upstream_request
-from gateway.pipeline.settle import chars_to_tokens, count_redactions, estimate_tokens
+from gateway.pipeline.settle import (
+    chars_to_tokens,
+    count_redactions,
+    estimate_tokens,
+    placeholders,
+)
 from gateway.pipeline.validate import ParsedChat, ParsedEmbeddings
 from gateway.providers import capabilities
 from gateway.providers.base import (
@@ -249,7 +254,12 @@ class ChatCall(PipelineCall[ChatRequest]):
                 principal, request, keep=1 if target.system_prompt else 0, verdicts=self.verdicts
             )
         if protected is not request:
-            self.meter.pii_redactions = count_redactions(request.messages, protected.messages)
+            found = self.verdicts
+            self.meter.pii_redactions = count_redactions(
+                request.messages,
+                protected.messages,
+                lambda sent, masked: found.added_placeholders(sent, masked, placeholders),
+            )
         if self.leak_guard is not None:
             protected = dataclasses.replace(
                 protected, messages=guard.add_canary(protected.messages, self.leak_guard.canary)
@@ -550,6 +560,7 @@ class ChatCall(PipelineCall[ChatRequest]):
             version=target.version,
             deployment=target.deployment,
             request=request,
+            token=self.verdicts.token,
         )
         eligible = response_cache.is_eligible(
             request,

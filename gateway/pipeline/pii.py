@@ -162,9 +162,12 @@ def protect(
     try:
         _check_blocked(principal, request, keep, verdicts)
         if policy.upstream_pii == "mask":
-            return _transform_request(
-                request, lambda text: redact(text, verdicts.detect(text)), keep
-            ), None
+
+            def mask(text: str) -> str:
+                masked = verdicts.mask(text)  # a long text's known findings
+                return masked if masked is not None else redact(text, verdicts.detect(text))
+
+            return _transform_request(request, mask, keep), None
         if policy.upstream_pii == "pseudonymize":
             pseudonymizer = Pseudonymizer()
             protected = _transform_request(

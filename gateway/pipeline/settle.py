@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypedDict
@@ -143,10 +144,32 @@ _PII_TYPES = "|".join(sorted(ENTITY_TYPES, key=len, reverse=True))
 _PII_PLACEHOLDER = re.compile(rf"<(?:{_PII_TYPES})(?:_\d+)?>")
 
 
-def count_redactions(before: list[ChatMessage], after: list[ChatMessage]) -> int:
+def count_redactions(
+    before: list[ChatMessage],
+    after: list[ChatMessage],
+    added: Callable[[str, str], int] | None = None,
+) -> int:
     """PII values the guard replaced: placeholders (``<EMAIL>``, ``<EMAIL_1>``) in the messages
-    the provider sees that were not in the messages as sent (tool-call arguments not counted)."""
-    return count_new_placeholders([m.content for m in before], [m.content for m in after])
+    the provider sees that were not in the messages as sent (tool-call arguments not counted).
+    Message by message, so that a text the guard left as it was is not read again; ``added``
+    says what one text gained (``TextVerdicts.added_placeholders``, which remembers it for
+    long texts)."""
+    if len(before) != len(after):
+        return count_new_placeholders([m.content for m in before], [m.content for m in after])
+    total = 0
+    for sent, protected in zip(before, after, strict=True):
+        if protected.content is sent.content:
+            continue
+        if added is not None:
+            total += added(sent.content, protected.content)
+        else:
+            total += placeholders(protected.content) - placeholders(sent.content)
+    return max(total, 0)
+
+
+def placeholders(text: str) -> int:
+    """How many PII placeholders ``text`` holds."""
+    return len(_PII_PLACEHOLDER.findall(text)) if text else 0
 
 
 def count_new_placeholders(before: list[str], after: list[str]) -> int:

@@ -23,6 +23,14 @@ from gateway.providers.base import MEDIA_KINDS, ChatMessage
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # The same characters as bytes, for ASCII text (C0 controls but tab and newline, and DEL).
 _ASCII_CONTROL = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
+# C1 controls as UTF-8: C2 80 to C2 9F (C2 is never a continuation byte).
+_C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
+# Where a character ``clean_text`` removes can come from in a JSON body: an escape (``\b``,
+# ``\f``, ``\r``, ``\u0000``-``\u001f``, ``\u007f``-``\u009f``), DEL as it is, or a C1
+# control as UTF-8. A C0 control as it is (a raw byte under 0x20) is not valid JSON: ``orjson``
+# refuses it, and it refuses invalid UTF-8 (an overlong form, say) too.
+_LOW_ESCAPE = re.compile(rb"\\(?:[bfr]|u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F]))")
+_MOST_ESCAPED_BACKSLASHES = 64  # escaped backslashes before b, f, r or u worth telling apart
 
 # OpenAI parameters the gateway accepts and passes through to OpenAI-compatible upstreams.
 PASSTHROUGH_PARAMS = frozenset(
@@ -50,14 +58,47 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 def clean_text(text: str) -> str:
-    """``text`` without control characters (but tab and newline). Every message of a long
-    conversation passes here on every turn: ASCII text (``isascii`` is a flag, no scan) takes
-    ``bytes.translate``, about twice as fast as the regular expression's scan."""
+    """``text`` without control characters (but tab and newline). The regular expression's scan
+    costs about 5 ns a character, so it runs only on a text that holds one: ASCII text
+    (``isascii`` is a flag, no scan) takes ``bytes.translate``; other text is looked at as
+    UTF-8, where C0 controls and DEL are single bytes and C1 controls are C2 80 to C2 9F (three
+    to four times faster than the scan). A request body that ``control_free_json`` clears skips
+    this altogether."""
     if text.isascii():
         raw = text.encode("ascii")
         kept = raw.translate(None, _ASCII_CONTROL)
         return text if len(kept) == len(raw) else kept.decode("ascii")
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw.translate(None, _ASCII_CONTROL)) == len(raw) and (
+        b"\xc2" not in raw or _C1_UTF8.search(raw) is None
+    ):
+        return text
     return _CONTROL.sub("", text)
+
+
+def control_free_json(body: bytes) -> bool:
+    """True when no string of the JSON ``body`` (which ``orjson`` parsed) holds a character
+    ``clean_text`` removes, so its texts need no cleaning. Every message of a long conversation
+    is cleaned again on every turn: this looks at the body once, at the speed of ``memchr``
+    (about 0.2 ms for 400 kB, against 2 ms for cleaning its text), and answers False at the
+    first doubt: a false "no" costs the cleaning, never a control character let through."""
+    if b"\x7f" in body or (b"\xc2" in body and _C1_UTF8.search(body) is not None):
+        return False
+    position = 0
+    for _ in range(_MOST_ESCAPED_BACKSLASHES):
+        escape = _LOW_ESCAPE.search(body, position)
+        if escape is None:
+            return True
+        start = escape.start()
+        # The backslash starts an escape unless it is the second of an escaped backslash:
+        # an even number of backslashes before it (none, or pairs) means it starts one.
+        before = start
+        while before and body[before - 1] == 0x5C:
+            before -= 1
+        if (start - before) % 2 == 0:
+            return False
+        position = start + 1
+    return False  # many escaped backslashes before b, f, r or u: cleaning costs less
 
 
 _MEDIA_FIELDS = {"image_url": "image_url", "input_audio": "input_audio", "file": "file"}
@@ -246,13 +287,17 @@ class ParsedChat:
 
 
 def parse_json_body(body: bytes) -> dict[str, Any]:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest("The request body is not valid UTF-8.", code="invalid_utf8") from exc
+    # orjson checks that the whole body is UTF-8 before parsing it, so a body it parses is
+    # valid UTF-8; only a refused one is decoded again, to say which of the two it is not.
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as not_utf8:
+            raise InvalidRequest(
+                "The request body is not valid UTF-8.", code="invalid_utf8"
+            ) from not_utf8
         raise InvalidRequest(
             f"The request body is not valid JSON: {exc}", code="invalid_json"
         ) from exc
@@ -398,7 +443,9 @@ def plain_chat_request(data: dict[str, Any]) -> dict[str, Any] | None:
     return v
 
 
-def parse_chat_request(data: dict[str, Any]) -> ParsedChat:
+def parse_chat_request(data: dict[str, Any], *, control_free: bool = False) -> ParsedChat:
+    """``control_free``: the caller made sure no string of ``data`` holds a character
+    ``clean_text`` removes (``control_free_json`` on the body it was parsed from)."""
     extra = {k: data.pop(k) for k in list(data) if k in PASSTHROUGH_PARAMS}
     check_shape(extra)
     refuse_unknown_fields(data, _KNOWN_FIELDS)
@@ -411,7 +458,7 @@ def parse_chat_request(data: dict[str, Any]) -> ParsedChat:
                 f"Invalid value for '{param}': {message}", param=param, code="invalid_value"
             )
         v = serializer.validated_data
-    messages = [_message(m) for m in v["messages"]]
+    messages = [_message(m, clean=not control_free) for m in v["messages"]]
     n = v.get("n") or 1
     if n > 1:
         extra["n"] = n
@@ -432,20 +479,21 @@ def parse_chat_request(data: dict[str, Any]) -> ParsedChat:
     )
 
 
-def _message(m: dict[str, Any]) -> ChatMessage:
+def _message(m: dict[str, Any], *, clean: bool = True) -> ChatMessage:
     content = m.get("content")
     parts = None
     if isinstance(content, list):
         # Text parts are cleaned like any text; media parts pass as given.
         parts = tuple(
-            {**p, "text": clean_text(p["text"])} if p["type"] == "text" else p for p in content
+            {**p, "text": clean_text(p["text"])} if clean and p["type"] == "text" else p
+            for p in content
         )
         content = "".join(p["text"] for p in parts if p["type"] == "text")
     return ChatMessage(
         # Developer messages go upstream as developer messages (OpenAI's newer name for system
         # instructions); every stage treats the two alike.
         role=m["role"],
-        content=clean_text(content or ""),
+        content=clean_text(content or "") if clean else content or "",
         name=m.get("name"),
         tool_call_id=m.get("tool_call_id"),
         tool_calls=m.get("tool_calls"),

@@ -17,11 +17,16 @@ Where: Redis when configured (all of a request's keys in one MGET; the new entri
 behind the answer, ``gateway.write_behind``); otherwise Django's in-process LRU (``locmem``):
 the embedded default runs one web process, and a lookup there costs microseconds where the
 shared SQLite file would cost a query per request. Redis failing costs recomputation, never a
-skipped screen.
+skipped screen. What a process has read from the store it keeps, decoded, in a bounded LRU
+under the same key (``_known``), with what masking a text with its findings takes: a later
+turn then reads nothing from the store and builds nothing again for its history.
 
-Texts shorter than ``LLMP_VERDICT_MIN_CHARS`` are neither looked up nor kept: screening them
-costs less than a round trip to Redis (see ``docs/benchmarks.md``). Work on long texts leaves
-the event loop (``LLMP_GUARD_OFFLOAD``), for a worker process by default.
+Texts shorter than ``LLMP_VERDICT_MIN_CHARS`` are kept in the process only, never in Redis:
+screening one costs less than a round trip (see ``docs/benchmarks.md``), and far more than
+finding it in the process's memory; a conversation's short messages (assistant turns, tool
+calls, a system prompt every request repeats) are then not screened again on every turn.
+Work on long texts leaves the event loop (``LLMP_GUARD_OFFLOAD``), for a worker process by
+default.
 """
 
 from __future__ import annotations
@@ -30,11 +35,15 @@ import asyncio
 import hashlib
 import hmac
 import multiprocessing
-from collections.abc import Collection, Iterable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
 import orjson
@@ -75,29 +84,147 @@ PII_VERSION = _source_version("privacy/pii")
 _local = LocMemCache("llmp-verdicts", {"OPTIONS": {"MAX_ENTRIES": 20_000, "CULL_FREQUENCY": 4}})
 
 
+@dataclass(eq=False, slots=True)
+class Findings:
+    """The PII findings of one text (under ``key``, its PII key), and what masking the text
+    with them takes: worked out once per process, then reused by every turn that resends it."""
+
+    entities: tuple[Entity, ...]
+    key: str
+    # The text's slices between the findings (one ``itemgetter``) and the placeholders that go
+    # between them: ``redact``'s own walk over the findings, done once.
+    _plan: tuple[Callable[[str], tuple[str, ...]], tuple[str, ...]] | None = None
+    added: int | None = None  # placeholders that masking adds to the text (for the meter)
+
+    def mask(self, text: str) -> str:
+        """``redact(text, entities)``, the same string, from the planned slices."""
+        if self._plan is None:
+            self._plan = _mask_plan(self.entities)
+        pieces, tags = self._plan
+        if not tags:
+            return text
+        return "".join(chain.from_iterable(zip(pieces(text), tags, strict=True)))
+
+
+def _mask_plan(
+    entities: Iterable[Entity],
+) -> tuple[Callable[[str], tuple[str, ...]], tuple[str, ...]]:
+    """``privacy.pii.redact``'s walk (by start, the longest first; one inside another already
+    replaced is skipped), as slices of the text and the placeholders after each (the last is
+    empty). Held equal to ``redact`` by tests/test_verdict_cache.py."""
+    slices: list[slice] = []
+    tags: list[str] = []
+    position = 0
+    for entity in sorted(entities, key=lambda e: (e.start, -e.end)):
+        if entity.end <= position:
+            continue  # inside one already replaced
+        slices.append(slice(position, max(position, entity.start)))
+        tags.append(f"<{entity.type}>")
+        position = entity.end
+    if not tags:
+        return itemgetter(slice(0, None)), ()  # nothing replaced: the text itself
+    slices.append(slice(position, None))
+    tags.append("")
+    return itemgetter(*slices), tuple(tags)
+
+
+# What the store answered, decoded, per process: a verdict is a function of its key alone (the
+# tenant, the text's HMAC and every version and policy it depends on), so an answer read once
+# holds for as long as the process lives. A later turn then costs no round trip, no decoding
+# and no rebuilding of its findings. For a long text, filled only from the store's answers
+# (what was computed here is read back on the next turn: with the store down, everything long
+# is computed again); a short text's verdicts are kept here when computed, and only here.
+# Bounded by entries and by the findings they hold (a long text may have thousands).
+Known = ScreenResult | Findings
+_known: OrderedDict[str, Known] = OrderedDict()
+_known_findings = 0
+_known_lock = threading.Lock()
+KNOWN_MAX_ENTRIES = 16_384
+KNOWN_MAX_FINDINGS = 50_000
+
+
 @dataclass
 class TextVerdicts:
     """One request's screen results and PII findings, for the texts it holds. ``screen`` and
     ``detect`` answer from what was looked up or computed in ``look_up``; a text it did not
-    foresee (a short one, or a changed one) is worked out on the spot."""
+    foresee (a short one, or a changed one) is worked out on the spot.
 
-    screens: dict[tuple[str, str], ScreenResult] = field(default_factory=dict)
-    findings: dict[tuple[str, frozenset[str] | None], list[Entity]] = field(default_factory=dict)
+    Texts are found by identity (the stages pass on the very strings the request was parsed
+    into), so a long text is not hashed again to be found; an equal string that is another
+    object (a structured field joined again) is found by value.
+
+    For the response cache's key (``token``) it also knows a stand-in for each long text: its
+    HMAC, and for a text ``mask`` made from it, the PII key of the findings it was masked with,
+    which with the text make the masked text; so the key does not hash the history again."""
+
+    # (id(text), role) -> (text, result); (id(text), types) -> (text, findings).
+    screens: dict[tuple[int, str], tuple[str, ScreenResult]] = field(default_factory=dict)
+    findings: dict[tuple[int, frozenset[str] | None], tuple[str, Findings]] = field(
+        default_factory=dict
+    )
+    # id(text) -> (text, stand-in): the long texts looked up, and what ``mask`` made of them.
+    tokens: dict[int, tuple[str, str]] = field(default_factory=dict)
+    # id(masked) -> (masked, original, findings) for ``added_placeholders``.
+    origins: dict[int, tuple[str, str, Findings]] = field(default_factory=dict)
+    lengths: set[int] = field(default_factory=set)  # of the texts above
     computed_chars: int = 0  # characters worked on for this request (hits excluded)
 
     def screen(self, text: str, role: str) -> ScreenResult:
-        found = self.screens.get((text, role))
-        if found is None:
-            score, reasons = text_checks.screen(text, role)
-            found = ScreenResult(score=score, reasons=reasons, message_index=0)
-        return found
+        entry = self.screens.get((id(text), role))
+        if entry is not None and entry[0] is text:
+            return entry[1]
+        if len(text) in self.lengths:  # another object: compared (equal lengths only)
+            for (_, known_role), (known, result) in self.screens.items():
+                if known_role == role and len(known) == len(text) and known == text:
+                    return result
+        score, reasons = text_checks.screen(text, role)
+        return ScreenResult(score=score, reasons=reasons, message_index=0)
+
+    def _findings(self, text: str, wanted: frozenset[str] | None) -> Findings | None:
+        entry = self.findings.get((id(text), wanted))
+        if entry is not None and entry[0] is text:
+            return entry[1]
+        if len(text) in self.lengths:
+            for (_, types), (known, findings) in self.findings.items():
+                if types == wanted and len(known) == len(text) and known == text:
+                    return findings
+        return None
 
     def detect(self, text: str, types: Collection[str] | None = None) -> list[Entity]:
-        key = (text, None if types is None else frozenset(types))
-        found = self.findings.get(key)
-        if found is None:
-            found = [Entity(*f) for f in text_checks.find_pii(text, types)]
-        return found
+        known = self._findings(text, None if types is None else frozenset(types))
+        if known is not None:
+            return list(known.entities)
+        return [Entity(*f) for f in text_checks.find_pii(text, types)]
+
+    def mask(self, text: str) -> str | None:
+        """``text`` with its findings (all types) replaced by ``<TYPE>``, exactly as
+        ``redact`` does it; None when they are not known here (``redact`` and ``detect``)."""
+        known = self._findings(text, None)
+        if known is None:
+            return None
+        masked = known.mask(text)
+        if masked is not text:
+            self.tokens[id(masked)] = (masked, "masked:" + known.key)
+            self.origins[id(masked)] = (masked, text, known)
+        return masked
+
+    def token(self, text: str) -> str | None:
+        """A stand-in for ``text`` in the response cache's key, or None (hash the text): the
+        tenant's HMAC of a long text, or the PII key of the findings a text was masked with
+        (which, with the text they were found in, make the masked text)."""
+        entry = self.tokens.get(id(text))
+        return entry[1] if entry is not None and entry[0] is text else None
+
+    def added_placeholders(self, before: str, after: str, count: Callable[[str], int]) -> int:
+        """``count(after) - count(before)`` for ``after`` made from ``before`` by the PII
+        policy; for a text ``mask`` made, worked out once per process with its findings."""
+        entry = self.origins.get(id(after))
+        if entry is None or entry[0] is not after or entry[1] is not before:
+            return count(after) - count(before)
+        findings = entry[2]
+        if findings.added is None:
+            findings.added = count(after) - count(before)
+        return findings.added
 
 
 NO_VERDICTS = TextVerdicts()
@@ -109,7 +236,11 @@ def _hmac_key() -> bytes:
 
 
 def text_digest(tenant_id: int, text: str) -> str:
-    mac = hmac.new(_hmac_key(), f"{tenant_id}\x00".encode(), hashlib.sha256)
+    prefix = f"{tenant_id}\x00".encode()
+    if len(text) < 4096:  # one call (short texts are the many)
+        message = prefix + text.encode("utf-8", "surrogatepass")
+        return hmac.digest(_hmac_key(), message, "sha256").hex()[:32]
+    mac = hmac.new(_hmac_key(), prefix, hashlib.sha256)
     mac.update(text.encode("utf-8", "surrogatepass"))
     return mac.hexdigest()[:32]
 
@@ -143,67 +274,156 @@ def pii_texts(parts: Iterable[Part], messages: Iterable[ChatMessage]) -> list[st
 async def look_up(
     principal: Principal, parts: list[Part], messages: list[ChatMessage]
 ) -> TextVerdicts:
-    """Screen results and PII findings for every long text of the request: known ones in one
-    round trip, the rest computed (off the event loop when long) and queued to be kept."""
+    """Screen results and PII findings for every text of the request: known ones from this
+    process's memory, or for long ones from the store in one round trip; the rest computed (off
+    the event loop when long), long ones queued to be kept in the store, short ones kept in the
+    process."""
     minimum = settings.LLMP_VERDICT_MIN_CHARS
-    screen_jobs: list[tuple[str, str]] = []
+    # Texts are told apart by identity, not hashed (an equal text that is another object is
+    # looked up under the same key and computed at most once).
+    screen_jobs: dict[tuple[int, str], tuple[str, str]] = {}
     if principal.tier.screening_mode != "off":
-        screen_jobs = [(t, r) for t, r in dict.fromkeys(screen_texts(parts)) if len(t) >= minimum]
-    pii_jobs: list[tuple[str, frozenset[str] | None]] = []
+        for text, role in screen_texts(parts):
+            screen_jobs[id(text), role] = (text, role)
+    pii_jobs: dict[tuple[int, frozenset[str] | None], tuple[str, frozenset[str] | None]] = {}
     policy = principal.privacy
     if policy.block_pii_types or policy.upstream_pii != "off":
-        long_texts = [t for t in dict.fromkeys(pii_texts(parts, messages)) if len(t) >= minimum]
+        wanted: list[frozenset[str] | None] = []
         if policy.block_pii_types:
-            pii_jobs += [(t, frozenset(policy.block_pii_types)) for t in long_texts]
+            wanted.append(frozenset(policy.block_pii_types))
         if policy.upstream_pii != "off":
-            pii_jobs += [(t, None) for t in long_texts]
+            wanted.append(None)
+        for text in pii_texts(parts, messages):
+            if text:
+                for types in wanted:
+                    pii_jobs[id(text), types] = (text, types)
     if not screen_jobs and not pii_jobs:
         return NO_VERDICTS
 
-    digests: dict[str, str] = {}
-    for text in [t for t, _ in screen_jobs] + [t for t, _ in pii_jobs]:
-        if text not in digests:
-            digests[text] = text_digest(principal.tenant_id, text)
-    screen_keys = [screen_key(principal, role, digests[t]) for t, role in screen_jobs]
-    pii_keys = [pii_key(principal, types, digests[t]) for t, types in pii_jobs]
-    stored = await _get_many(screen_keys + pii_keys)
-
     verdicts = TextVerdicts()
-    screen_misses: list[int] = []
-    for index, (job, key) in enumerate(zip(screen_jobs, screen_keys, strict=True)):
-        value = stored.get(key)
-        if value is None:
-            screen_misses.append(index)
-            continue
-        score, reasons = orjson.loads(value)
-        verdicts.screens[job] = ScreenResult(score, tuple(reasons), 0)
-    pii_misses: list[int] = []
-    for index, (pii_job, key) in enumerate(zip(pii_jobs, pii_keys, strict=True)):
-        value = stored.get(key)
-        if value is None:
-            pii_misses.append(index)
-            continue
-        verdicts.findings[pii_job] = [Entity(*f) for f in orjson.loads(value)]
-    if not screen_misses and not pii_misses:
+    digests: dict[int, str] = {}
+    for text in [t for t, _ in screen_jobs.values()] + [t for t, _ in pii_jobs.values()]:
+        if id(text) not in digests:
+            digests[id(text)] = digest = text_digest(principal.tenant_id, text)
+            verdicts.tokens[id(text)] = (text, "text:" + digest)
+            verdicts.lengths.add(len(text))
+    screen_keys = {job: screen_key(principal, job[1], digests[job[0]]) for job in screen_jobs}
+    pii_keys = {job: pii_key(principal, job[1], digests[job[0]]) for job in pii_jobs}
+    # Only long texts' verdicts go to the store (and are asked of it).
+    shared = {key for job, key in screen_keys.items() if len(screen_jobs[job][0]) >= minimum}
+    shared.update(key for job, key in pii_keys.items() if len(pii_jobs[job][0]) >= minimum)
+    stored = await _read(list(screen_keys.values()), list(pii_keys.values()), shared)
+
+    missing_screens: dict[str, text_checks.ScreenJob] = {}
+    for job, (text, role) in screen_jobs.items():
+        key = screen_keys[job]
+        result = stored.get(key)
+        if isinstance(result, ScreenResult):
+            verdicts.screens[job] = (text, result)
+        else:
+            missing_screens[key] = (text, role)
+    missing_pii: dict[str, text_checks.PiiJob] = {}
+    for pii_job, (text, types) in pii_jobs.items():
+        key = pii_keys[pii_job]
+        found = stored.get(key)
+        if isinstance(found, Findings):
+            verdicts.findings[pii_job] = (text, found)
+        else:
+            missing_pii[key] = (text, types)
+    if not missing_screens and not missing_pii:
         return verdicts
 
-    missing_screens = [screen_jobs[i] for i in screen_misses]
-    missing_pii = [pii_jobs[i] for i in pii_misses]
-    chars = sum(len(t) for t, _ in missing_screens) + sum(len(t) for t, _ in missing_pii)
+    chars = sum(len(t) for t, _ in missing_screens.values())
+    chars += sum(len(t) for t, _ in missing_pii.values())
     verdicts.computed_chars = chars
     try:
-        scores, findings = await _check(missing_screens, missing_pii, chars)
+        scores, findings = await _check(
+            list(missing_screens.values()), list(missing_pii.values()), chars
+        )
     except DetectorError:
         return verdicts  # ``pii.protect`` meets it again, inline, and answers 503
     new: list[tuple[str, bytes]] = []
-    for job, index, (score, reasons) in zip(missing_screens, screen_misses, scores, strict=True):
-        verdicts.screens[job] = ScreenResult(score, reasons, 0)
-        new.append((screen_keys[index], orjson.dumps([score, reasons])))
-    for pjob, index, found in zip(missing_pii, pii_misses, findings, strict=True):
-        verdicts.findings[pjob] = [Entity(*f) for f in found]
-        new.append((pii_keys[index], orjson.dumps(found)))
-    await _keep(new)
+    computed: dict[str, Known] = {}
+    for key, (score, reasons) in zip(missing_screens, scores, strict=True):
+        computed[key] = ScreenResult(score, reasons, 0)
+        if key in shared:
+            new.append((key, orjson.dumps([score, reasons])))
+    for key, entities in zip(missing_pii, findings, strict=True):
+        computed[key] = Findings(tuple(Entity(*f) for f in entities), key)
+        if key in shared:
+            new.append((key, orjson.dumps(entities)))
+    _remember([(key, value) for key, value in computed.items() if key not in shared])
+    for job, (text, _) in screen_jobs.items():
+        result = computed.get(screen_keys[job])
+        if isinstance(result, ScreenResult):
+            verdicts.screens[job] = (text, result)
+    for pii_job, (text, _) in pii_jobs.items():
+        computed_findings = computed.get(pii_keys[pii_job])
+        if isinstance(computed_findings, Findings):
+            verdicts.findings[pii_job] = (text, computed_findings)
+    if new:
+        await _keep(new)
     return verdicts
+
+
+async def _read(screen_keys: list[str], pii_keys: list[str], shared: set[str]) -> dict[str, Known]:
+    """What is known of these keys: from this process's memory, else, for those in ``shared``,
+    from the store (one round trip for all that are not in memory), decoded."""
+    found: dict[str, Known] = {}
+    wanted: list[str] = []
+    with _known_lock:
+        for key in dict.fromkeys((*screen_keys, *pii_keys)):
+            known = _known.get(key)
+            if known is not None:
+                _known.move_to_end(key)
+                found[key] = known
+            elif key in shared:
+                wanted.append(key)
+    if not wanted:
+        return found
+    stored = await _get_many(wanted)
+    if not stored:
+        return found
+    screens = set(screen_keys)
+    decoded: list[tuple[str, Known]] = []
+    for key, raw in stored.items():
+        try:
+            if key in screens:
+                score, reasons = orjson.loads(raw)
+                value: Known = ScreenResult(score, tuple(reasons), 0)
+            else:
+                value = Findings(tuple(Entity(*f) for f in orjson.loads(raw)), key)
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            continue  # not what this version writes: computed again, and overwritten
+        found[key] = value
+        decoded.append((key, value))
+    _remember(decoded)
+    return found
+
+
+def _remember(entries: list[tuple[str, Known]]) -> None:
+    global _known_findings
+    with _known_lock:
+        for key, value in entries:
+            if key in _known:
+                continue
+            _known[key] = value
+            _known_findings += _weight(value)
+        while len(_known) > KNOWN_MAX_ENTRIES or _known_findings > KNOWN_MAX_FINDINGS:
+            _, dropped = _known.popitem(last=False)
+            _known_findings -= _weight(dropped)
+
+
+def _weight(value: Known) -> int:
+    return 1 + (len(value.entities) if isinstance(value, Findings) else 0)
+
+
+def forget_known() -> None:
+    """Empty this process's memory of the store's answers (tests)."""
+    global _known_findings
+    with _known_lock:
+        _known.clear()
+        _known_findings = 0
 
 
 async def _get_many(keys: list[str]) -> dict[str, bytes]:
