@@ -42,6 +42,8 @@ def check_texts(
 
 
 def warm_up() -> None:
-    """A worker process's first job should not pay for loading word lists and rules."""
+    """A worker process's first job should not pay for loading word lists and rules (nor, for
+    the screen's long texts, numpy and its table of character classes)."""
     pii.warm_up()
     injection.screen_text("Hello there, how are you?")
+    injection.screen_text("Hello there, how are you? " * 1_000)
