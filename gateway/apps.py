@@ -118,6 +118,15 @@ class GatewayConfig(AppConfig):
             await breaker_store().start_listening()
 
         register_startup(follow_breakers)
+
+        async def index_screen_rules() -> None:
+            # Before the first request, not during it (see heuristics.rule_index).
+            from gateway.screening import heuristics
+
+            heuristics.rule_index()
+            heuristics.tool_rule_index()
+
+        register_startup(index_screen_rules)
         from gateway.limits import corrections
 
         register_shutdown(corrections.flush)

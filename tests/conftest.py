@@ -386,3 +386,46 @@ def aws_region(moto_endpoint, monkeypatch, settings) -> str:
     settings.AWS_REGION = "eu-west-1"
     settings.LLMP_AWS_ENDPOINT_URL = moto_endpoint
     return settings.AWS_REGION
+
+
+# --- What the guard reads (tests/test_verdict_cache.py, tests/test_later_turn.py) -------------
+
+
+@pytest.fixture
+def screened(monkeypatch) -> list[str]:
+    """Every text the real screen scores during the test, in order."""
+    from gateway.screening import injection
+
+    texts: list[str] = []
+    real = injection.screen_text
+
+    def counting(text: str, role: str = injection.USER) -> injection.ScreenResult:
+        texts.append(text)
+        return real(text, role=role)
+
+    monkeypatch.setattr(injection, "screen_text", counting)
+    return texts
+
+
+@pytest.fixture
+def searched(monkeypatch) -> list[str]:
+    """Every text the real PII detector reads during the test."""
+    from privacy import pii
+
+    texts: list[str] = []
+    real = pii.detect
+
+    def counting(text, types=None):
+        texts.append(text)
+        return real(text, types)
+
+    monkeypatch.setattr(pii, "detect", counting)
+    return texts
+
+
+@pytest.fixture
+def long_prompts(principals, settings):
+    """Tenant A's tier admits prompts of up to 50,000 characters; a policy change in a test
+    applies at once."""
+    set_tier(principals, max_prompt_chars=50_000)
+    settings.LLMP_AUTH_CACHE_SECONDS = 0

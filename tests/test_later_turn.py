@@ -24,8 +24,6 @@ from hypothesis import strategies as st
 from gateway.models import UsageRecord
 from gateway.pipeline import verdicts
 from gateway.pipeline.validate import clean_text, control_free_json
-from gateway.screening import injection
-from privacy import pii
 from privacy.models import PrivacyPolicy
 from privacy.pii import Entity, redact
 
@@ -123,38 +121,6 @@ def test_masking_with_known_findings_gives_redacts_text(text, entities):
 def upstream():
     with OpenAIUpstream(reply="Happy to help.") as server:
         yield server
-
-
-@pytest.fixture
-def long_prompts(principals, settings):
-    set_tier(principals, max_prompt_chars=50_000)
-    settings.LLMP_AUTH_CACHE_SECONDS = 0  # a policy change in a test applies at once
-
-
-@pytest.fixture
-def screened(monkeypatch) -> list[str]:
-    texts: list[str] = []
-    real = injection.screen_text
-
-    def counting(text: str, role: str = injection.USER) -> injection.ScreenResult:
-        texts.append(text)
-        return real(text, role=role)
-
-    monkeypatch.setattr(injection, "screen_text", counting)
-    return texts
-
-
-@pytest.fixture
-def searched(monkeypatch) -> list[str]:
-    texts: list[str] = []
-    real = pii.detect
-
-    def counting(text, types=None):
-        texts.append(text)
-        return real(text, types)
-
-    monkeypatch.setattr(pii, "detect", counting)
-    return texts
 
 
 @pytest.fixture

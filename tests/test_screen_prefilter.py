@@ -189,7 +189,10 @@ def test_the_screen_finds_what_trying_every_rule_at_every_word_finds(texts):
     for text in texts:
         folded = fold(text).folded
         words = prefilter.Words(folded)
-        for role, index in (("user", heuristics._INDEX), ("tool", heuristics._TOOL_INDEX)):
+        for role, index in (
+            ("user", heuristics.rule_index()),
+            ("tool", heuristics.tool_rule_index()),
+        ):
             expected = signals_everywhere(folded, _EVERY_WORD[role])
             found = heuristics.signals(folded, index, words)
             assert list(found.items()) == list(expected.items()), (role, text[:200])
@@ -199,7 +202,7 @@ def test_every_requirement_read_from_a_rule_is_in_each_of_its_matches():
     """What the prefilter reads from a rule's regex (the needles a match holds, and how far
     into the match they can be) holds of every match of the rule in the attacks."""
     texts = [fold(t).folded for t in _dev_texts() + _public_texts()[:600]]
-    for entry in heuristics._INDEX.entries:
+    for entry in heuristics.rule_index().entries:
         rule = entry.rule
         if not entry.ways:
             continue
@@ -288,10 +291,10 @@ def test_a_rule_that_needs_its_words_is_not_tried_without_them():
     """A requirement is a necessary condition: no rule of the English set matches a text that
     holds none of its needles, and the prefilter leaves every such rule out."""
     text = fold("The quick brown fox jumps over the lazy dog. " * 200).folded
-    look = heuristics._Look(text, heuristics._INDEX, prefilter.Words(text))
+    look = heuristics._Look(text, heuristics.rule_index(), prefilter.Words(text))
     left_out = [
         entry.rule
-        for entry in heuristics._INDEX.entries
+        for entry in heuristics.rule_index().entries
         if entry.rule in RULES
         and entry.ways
         and not any(all(map(look.meets, way.requirements)) for way in entry.ways)

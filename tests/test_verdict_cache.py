@@ -13,9 +13,7 @@ import redis.asyncio as aioredis
 
 from gateway.models import SecurityEvent
 from gateway.pipeline import verdicts
-from gateway.screening import injection
 from llmplatform.redis_client import sync_redis
-from privacy import pii
 from privacy.models import PrivacyPolicy
 
 from .conftest import chat, free_port, route_alias, set_tier
@@ -42,40 +40,6 @@ ATTACK = (
 def upstream():
     with OpenAIUpstream(reply="Happy to help.") as server:
         yield server
-
-
-@pytest.fixture
-def screened(monkeypatch) -> list[str]:
-    """Every text the real screen scores during the test, in order."""
-    texts: list[str] = []
-    real = injection.screen_text
-
-    def counting(text: str, role: str = injection.USER) -> injection.ScreenResult:
-        texts.append(text)
-        return real(text, role=role)
-
-    monkeypatch.setattr(injection, "screen_text", counting)
-    return texts
-
-
-@pytest.fixture
-def searched(monkeypatch) -> list[str]:
-    """Every text the real PII detector reads during the test."""
-    texts: list[str] = []
-    real = pii.detect
-
-    def counting(text, types=None):
-        texts.append(text)
-        return real(text, types)
-
-    monkeypatch.setattr(pii, "detect", counting)
-    return texts
-
-
-@pytest.fixture
-def long_prompts(principals, settings):
-    set_tier(principals, max_prompt_chars=50_000)
-    settings.LLMP_AUTH_CACHE_SECONDS = 0  # a policy change in a test applies at once
 
 
 def verdict_keys(tenant_id: int | None = None) -> list[bytes]:

@@ -18,6 +18,7 @@ text is not tried, and the others only within reach before the occurrences of on
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Iterator
@@ -361,9 +362,22 @@ def _leads(entry: _Entry, word: str) -> bool:
     )
 
 
-_INDEX = _Index(RULES + rules_agents.RULES + rules_multilingual.RULES)
-# Read only in text that came back from a tool or a retrieved document (see rules_agents).
-_TOOL_INDEX = _Index(rules_agents.TOOL_RULES)
+@functools.cache
+def rule_index() -> _Index:
+    """The rules read in every text, indexed on first use, not at import: reading each rule's
+    regex takes about half a second, and every Django process imports this module (manage.py
+    commands, Celery), where only web processes and the guard's worker screen. A web process
+    builds it at start-up (``gateway.apps``), before it serves."""
+    return _Index(RULES + rules_agents.RULES + rules_multilingual.RULES)
+
+
+@functools.cache
+def tool_rule_index() -> _Index:
+    """Rules read only in text that came back from a tool or a retrieved document (see
+    rules_agents)."""
+    return _Index(rules_agents.TOOL_RULES)
+
+
 TOOL = "tool"
 TOOL_ROLES = frozenset({TOOL, "function"})  # OpenAI's tool results, and the legacy role
 _WORD_RE = re.compile(r"[^\W_]+")
@@ -599,7 +613,7 @@ def _scanned_matches(entry: _Entry, gate: _Gate | None, look: _Look) -> bool:
 
 
 def signals(
-    folded: str, index: _Index = _INDEX, words: prefilter.Words | None = None
+    folded: str, index: _Index | None = None, words: prefilter.Words | None = None
 ) -> dict[str, float]:
     """The heuristic signals in a folded text: reason code -> weight. A code's weight is its
     strongest rule's, plus half the next strongest: two different phrasings of one kind of
@@ -609,6 +623,8 @@ def signals(
     The codes come in the order their first rule matches in the text (by where it starts, then
     in the order rules are tried at a word; the scanned rules after): the order in which the
     rules were once tried, word by word, and in which the reasons of equal weight are listed."""
+    if index is None:
+        index = rule_index()
     look = _Look(folded, index, words if words is not None else prefilter.Words(folded))
     present = look.present
     # The rules that can match (each requirement of a way has a needle in the text), and where
@@ -1019,9 +1035,9 @@ def text_signals(normalized: Normalized, depth: int = 0, role: str = "user") -> 
     results), the obfuscation tricks it used, and the signals of any encoded or split payload
     in it ("base64_payload:override_instructions", "split_payload:reveal_system_prompt")."""
     words = prefilter.Words(normalized.folded)  # listed once for both sets of rules
-    found = _discount_quotations(normalized.folded, signals(normalized.folded, _INDEX, words))
+    found = _discount_quotations(normalized.folded, signals(normalized.folded, rule_index(), words))
     if role in TOOL_ROLES:
-        found.update(signals(normalized.folded, _TOOL_INDEX, words))
+        found.update(signals(normalized.folded, tool_rule_index(), words))
     if weight := _unsafe_vocabulary(normalized.folded, words):
         found["unsafe_vocabulary"] = weight
     if weight := _directives_to_model(normalized.folded):
