@@ -46,7 +46,8 @@ class WriteBehind:
 
     def __init__(self) -> None:
         self._deltas: dict[str, int] = {}
-        self._sets: list[tuple[str, bytes, int, str | None]] = []
+        # By key: a key written again before the flush is written once, with its last value.
+        self._sets: dict[str, tuple[bytes, int, str | None]] = {}
         self._flusher: asyncio.Task | None = None
 
     def add_deltas(self, deltas: list[tuple[str, int]]) -> None:
@@ -56,7 +57,7 @@ class WriteBehind:
 
     def add_set(self, key: str, value: bytes, ttl: int, index_key: str | None = None) -> None:
         """SET ``key`` with a TTL; with ``index_key``, also add it to that set (same TTL)."""
-        self._sets.append((key, value, ttl, index_key))
+        self._sets[key] = (value, ttl, index_key)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -69,7 +70,7 @@ class WriteBehind:
 
     async def flush(self) -> None:
         deltas = [(k, d) for k, d in self._deltas.items() if d]
-        sets, self._deltas, self._sets = self._sets, {}, []
+        sets, self._deltas, self._sets = self._sets, {}, {}
         if not deltas and not sets:
             return
         try:
@@ -81,7 +82,7 @@ class WriteBehind:
                         *[k for k, _ in deltas],
                         *[d for _, d in deltas],
                     )
-                for key, value, ttl, index_key in sets:
+                for key, (value, ttl, index_key) in sets.items():
                     queue_set(pipe, key, value, ttl, index_key)
                 await pipe.execute()
         except Exception as exc:

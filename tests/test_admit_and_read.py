@@ -5,9 +5,11 @@ may not answer it, only the namespace its fresh answer will be kept under)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
+from redis import exceptions as redis_exceptions
 
 from gateway import cache as response_cache
 from gateway import limits
@@ -100,3 +102,90 @@ async def test_an_unreachable_redis_follows_the_limits_settings_and_bypasses_the
     budget = _counter(limits.SPEND, limit=10**9, amount=1)
     with pytest.raises(admit.LimitsUnavailable):  # budgets fail closed by default
         await admit.admit_and_read([rate, budget], time.time(), key, entry=True)
+
+
+# Requests that reach their admission in the same turn of the event loop share one pipeline.
+
+
+def _connections_opened() -> int:
+    from llmplatform.redis_client import async_redis
+
+    pool = async_redis().connection_pool
+    return len(pool._available_connections) + len(pool._in_use_connections)
+
+
+async def _admit(counters, key, *, entry=True):
+    return await admit.admit_and_read(counters, time.time(), key, entry=entry)
+
+
+async def test_requests_admitted_together_share_one_connection_and_the_limit_stays_exact():
+    key = _key()
+    requests = _counter(limits.REQUESTS, limit=5, amount=1, owner="together")
+    outcomes = await asyncio.gather(
+        *(_admit([requests], key) for _ in range(8)), return_exceptions=True
+    )
+    allowed = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, admit.RateLimitExceeded)]
+    assert (len(allowed), len(refused)) == (5, 3)
+    assert sorted(a.values[0] for a, _ in allowed) == [1, 2, 3, 4, 5]
+    assert all(found[0] for _, found in allowed)  # each got its own cache read back
+    assert _value(requests) == 5
+    # One connection carried all eight (eight calls one by one in parallel would open eight).
+    assert _connections_opened() == 1
+
+
+async def test_a_failing_call_in_a_batch_fails_alone():
+    from llmplatform.redis_client import async_script, script_batcher
+
+    good = async_script("return ARGV[1]")
+    bad = async_script("return redis.error_reply('refused by the script')")
+    outcomes = await asyncio.gather(
+        script_batcher().call(good, [], ["one"]),
+        script_batcher().call(bad, [], []),
+        script_batcher().call(good, [], ["three"]),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == b"one" and outcomes[2] == b"three"
+    assert isinstance(outcomes[1], redis_exceptions.ResponseError)
+    assert "refused by the script" in str(outcomes[1])
+
+
+async def test_scripts_lost_by_a_redis_restart_are_loaded_again_for_a_batch():
+    from llmplatform.redis_client import sync_redis
+
+    key = _key()
+    requests = _counter(limits.REQUESTS, limit=100, amount=1, owner="flushed")
+    await _admit([requests], key)  # the script is known to Redis
+    sync_redis().script_flush()  # as after a restart
+    outcomes = await asyncio.gather(*(_admit([requests], key) for _ in range(3)))
+    assert sorted(a.values[0] for a, _ in outcomes) == [2, 3, 4]
+
+
+async def test_a_cancelled_request_does_not_strand_the_others_admitted_with_it():
+    key = _key()
+    requests = _counter(limits.REQUESTS, limit=100, amount=1, owner="cancelled")
+    first = asyncio.ensure_future(_admit([requests], key))
+    second = asyncio.ensure_future(_admit([requests], key))
+    await asyncio.sleep(0)  # both are waiting: the first for the turn to end, the second on it
+    first.cancel()
+    admission, _ = await asyncio.wait_for(second, 5)
+    assert admission.allowed and admission.values == [1]
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_an_unreachable_redis_answers_every_request_of_a_batch_as_it_would_one(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    key = _key()
+    rate = _counter(limits.REQUESTS, limit=1, amount=1)
+    budget = _counter(limits.SPEND, limit=10**9, amount=1)
+    outcomes = await asyncio.gather(
+        _admit([rate], key),
+        _admit([rate, budget], key),
+        _admit([rate], key),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], admit.LimitsUnavailable)  # budgets fail closed
+    for admission, found in (outcomes[0], outcomes[2]):  # request limits fail open
+        assert admission.allowed and admission.degraded
+        assert isinstance(found, Exception)

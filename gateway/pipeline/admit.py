@@ -23,7 +23,7 @@ from gateway.pipeline.route import Target
 from gateway.pipeline.settle import chars_to_tokens
 from gateway.pipeline.validate import ParsedChat, media_size
 from gateway.providers.base import ChatRequest, EmbeddingRequest
-from llmplatform.redis_client import async_script
+from llmplatform.redis_client import async_script, script_batcher
 
 # When neither the request nor the tier bounds the reply, reserve this many tokens for it.
 DEFAULT_COMPLETION_RESERVE = 1024
@@ -229,10 +229,10 @@ async def admit_and_read(
     one round trip. Raises the refusal; a failed read is returned (a cache outage is a bypass,
     never a failure)."""
     try:
-        script = async_script(_ADMIT_AND_READ)
-        reply = await script(
-            keys=[c.key for c in counters] + key.ns_keys,
-            args=[
+        reply = await script_batcher().call(
+            async_script(_ADMIT_AND_READ),
+            [c.key for c in counters] + key.ns_keys,
+            [
                 len(counters),
                 limits.pack(counters, now),
                 *response_cache.read_args(key, entry=entry),
