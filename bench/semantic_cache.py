@@ -17,7 +17,14 @@ Measured, one query at a time on one thread:
   nearest one;
 - with ``REDIS_URL``: the store's share of a lookup, as ``gateway.semantic_cache`` does it (one
   pipelined round trip for the bucket's and the tenant's new ids, then the winner's answer),
-  over a bucket of that many entries.
+  over a bucket of that many entries;
+- with ``--others``, the choices that were not taken, each where it imports (none is a
+  dependency of the project; install them beside it, e.g. ``pip install --target DIR faiss-cpu
+  hnswlib sqlite-vec pysqlite3-binary`` and ``PYTHONPATH=DIR``): faiss-cpu's HNSW
+  (``IndexHNSWFlat``, M 32, efSearch 64, inner product on unit vectors), hnswlib (cosine, M 16,
+  ef_construction 200, ef 50), and sqlite-vec for the embedded mode (a ``vec0`` table in an
+  in-memory database, its exact k-nearest query; through ``pysqlite3`` when this Python's
+  ``sqlite3`` cannot load extensions).
 
 Prints p50/p99 in milliseconds and the memory of each, and writes JSON under
 ``bench/results/``.
@@ -60,6 +67,9 @@ def main() -> None:
     parser.add_argument("--topics", type=int, default=2_000)
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--skip-numpy", action="store_true")
+    parser.add_argument(
+        "--others", action="store_true", help="also faiss-cpu, hnswlib and sqlite-vec"
+    )
     args = parser.parse_args()
 
     rng = np.random.default_rng(7)
@@ -120,6 +130,15 @@ def main() -> None:
     }
     print("usearch HNSW", result["usearch"], flush=True)
 
+    if args.others:
+        extra = unit(rng.standard_normal((200, args.dims)))
+        for name, run in (("faiss", _faiss), ("hnswlib", _hnswlib), ("sqlite_vec", _sqlite_vec)):
+            try:
+                result[name] = run(matrix, picked, queries, extra)
+            except ImportError as exc:
+                result[name] = {"skipped": f"not installed: {exc}"}
+            print(name, result[name], flush=True)
+
     if os.environ.get("REDIS_URL"):
         import redis
 
@@ -154,6 +173,100 @@ def main() -> None:
     path = out / f"semantic_cache-{args.entries}x{args.dims}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"written {path}")
+
+
+def _searched(search, picked: np.ndarray, queries: np.ndarray) -> tuple[dict[str, float], float]:
+    samples, right = [], 0
+    for expected, query in zip(picked, queries, strict=True):
+        started = time.perf_counter()
+        found = search(query)
+        samples.append(time.perf_counter() - started)
+        right += found == expected
+    return figures(samples), float(right) / len(picked)
+
+
+def _inserted(add, extra: np.ndarray, first_id: int) -> dict[str, float]:
+    samples = []
+    for offset, vector in enumerate(extra):
+        started = time.perf_counter()
+        add(first_id + offset, vector)
+        samples.append(time.perf_counter() - started)
+    return figures(samples)
+
+
+def _faiss(matrix: np.ndarray, picked, queries, extra) -> dict[str, object]:
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    hnsw = faiss.IndexHNSWFlat(matrix.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efSearch = 64  # as usearch's default expansion (faiss's own default, 16, misses)
+    index = faiss.IndexIDMap(hnsw)
+    started = time.perf_counter()
+    index.add_with_ids(matrix, np.arange(len(matrix), dtype=np.int64))
+    build = time.perf_counter() - started
+    lookup, recall = _searched(lambda q: int(index.search(q[None, :], 1)[1][0][0]), picked, queries)
+    insert = _inserted(
+        lambda i, v: index.add_with_ids(v[None, :], np.array([i], dtype=np.int64)),
+        extra,
+        len(matrix),
+    )
+    return {**lookup, "recall_at_1": recall, "build_s": round(build, 2), "insert": insert}
+
+
+def _hnswlib(matrix: np.ndarray, picked, queries, extra) -> dict[str, object]:
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=matrix.shape[1])
+    index.init_index(max_elements=len(matrix) + len(extra), M=16, ef_construction=200)
+    index.set_num_threads(1)
+    started = time.perf_counter()
+    index.add_items(matrix, np.arange(len(matrix)))
+    build = time.perf_counter() - started
+    index.set_ef(50)
+    lookup, recall = _searched(lambda q: int(index.knn_query(q, k=1)[0][0][0]), picked, queries)
+    insert = _inserted(lambda i, v: index.add_items(v[None, :], [i]), extra, len(matrix))
+    return {**lookup, "recall_at_1": recall, "build_s": round(build, 2), "insert": insert}
+
+
+def _sqlite_vec(matrix: np.ndarray, picked, queries, extra) -> dict[str, object]:
+    import sqlite3
+
+    import sqlite_vec
+
+    connect = sqlite3.connect
+    if not hasattr(sqlite3.connect(":memory:"), "enable_load_extension"):
+        from pysqlite3 import dbapi2  # this Python's sqlite3 cannot load extensions
+
+        connect = dbapi2.connect
+    db = connect(":memory:")
+    db.enable_load_extension(True)
+    sqlite_vec.load(db)
+    db.execute(f"CREATE VIRTUAL TABLE entries USING vec0(embedding float[{matrix.shape[1]}])")
+    started = time.perf_counter()
+    db.executemany(
+        "INSERT INTO entries (rowid, embedding) VALUES (?, ?)",
+        ((i, matrix[i].tobytes()) for i in range(len(matrix))),
+    )
+    db.commit()
+    build = time.perf_counter() - started
+    query = "SELECT rowid FROM entries WHERE embedding MATCH ? AND k = 1"
+    lookup, recall = _searched(
+        lambda q: int(db.execute(query, (q.tobytes(),)).fetchone()[0]), picked[:200], queries[:200]
+    )
+    insert = _inserted(
+        lambda i, v: db.execute(
+            "INSERT INTO entries (rowid, embedding) VALUES (?, ?)", (i, v.tobytes())
+        ),
+        extra,
+        len(matrix),
+    )
+    return {
+        **lookup,
+        "recall_at_1": recall,
+        "build_s": round(build, 2),
+        "insert": insert,
+        "queries": 200,
+    }
 
 
 if __name__ == "__main__":
