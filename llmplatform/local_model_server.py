@@ -19,6 +19,13 @@ Three things are added to llama-cpp-python's own server:
   conversation as a plain-text dialogue (``User: ...`` / ``Assistant:``), which it answers.
 - **Defaults for what a request leaves out** (sampling and length), chosen for a 270M model:
   see ``ANSWER_DEFAULTS``.
+- **Embeddings** (``POST /v1/embeddings``) from a second instance of the same GGUF opened for
+  embeddings (``EmbeddingsRoute``). llama.cpp can make both from one instance, but then every
+  prompt token of a completion computes the whole vocabulary's logits: the process took 1,473
+  MB instead of 456 MB (PSS) and a long prompt's prefill was slower; the second instance adds
+  335 MB (``bench/local_embeddings.py``; docs/embedded.md has the figures). llama_cpp.server's
+  own multi-model setting keeps one model loaded at a time, swapping on every request for the
+  other.
 
 Nothing here imports Django: the server starts in well under a second before the model loads.
 """
@@ -26,6 +33,7 @@ Nothing here imports Django: the server starts in well under a second before the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import importlib.util
 import json
@@ -273,6 +281,151 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
     return receive
 
 
+# --- Embeddings -----------------------------------------------------------------------------
+
+EMBEDDINGS_PATH = "/v1/embeddings"
+# The embedding instance's context: an input longer than this is refused, not cut short (a
+# vector of the first part would be taken for the whole). Enough for a question or a passage;
+# a larger one reserves more memory for the longest input.
+EMBEDDING_CONTEXT = 512
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per request
+
+
+def embedding_model(model_path: Path, threads: int) -> Any:
+    """The GGUF opened for embeddings: the hidden state of the last token, the only one that
+    has read the whole text in a causal model (the mean over tokens weighs the first words,
+    which saw only the beginning, as much as the last). Vectors are L2-normalised on output."""
+    import llama_cpp
+
+    return llama_cpp.Llama(
+        model_path=str(model_path),
+        embedding=True,
+        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_LAST,
+        n_ctx=EMBEDDING_CONTEXT,
+        n_batch=EMBEDDING_CONTEXT,
+        n_ubatch=EMBEDDING_CONTEXT,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
+
+
+class EmbeddingsRefused(ValueError):
+    """A request the embedding model does not take; the message says why, ``param`` where."""
+
+    def __init__(self, message: str, param: str | None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+def embeddings_inputs(body: bytes) -> list[str]:
+    """The texts an embeddings request asks for, or ``EmbeddingsRefused``: OpenAI's request
+    shape, with text inputs only (token arrays are another model's tokens) and the model's own
+    dimensions."""
+    try:
+        request = json.loads(body)
+    except ValueError:
+        raise EmbeddingsRefused("The request body is not valid JSON.", None) from None
+    if not isinstance(request, dict):
+        raise EmbeddingsRefused("The request body must be a JSON object.", None)
+    value = request.get("input")
+    inputs = [value] if isinstance(value, str) else value
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+        raise EmbeddingsRefused(
+            "'input' must be a string or a non-empty array of strings.", "input"
+        )
+    if len(inputs) > MAX_EMBEDDING_INPUTS:
+        raise EmbeddingsRefused(
+            f"'input' has {len(inputs)} items; at most {MAX_EMBEDDING_INPUTS} are taken.", "input"
+        )
+    for index, text in enumerate(inputs):
+        if not text:
+            raise EmbeddingsRefused("An input is empty.", f"input[{index}]")
+    if request.get("encoding_format") not in (None, "float"):
+        raise EmbeddingsRefused("Only 'encoding_format': 'float' is served.", "encoding_format")
+    if request.get("dimensions") is not None:
+        raise EmbeddingsRefused(
+            "This model's embeddings have a fixed size; send the request without 'dimensions'.",
+            "dimensions",
+        )
+    return inputs
+
+
+def embed_texts(model: Any, inputs: list[str]) -> tuple[list[list[float]], int]:
+    """Unit vectors for ``inputs`` and the tokens read; ``EmbeddingsRefused`` for an input
+    longer than the context."""
+    for index, text in enumerate(inputs):
+        tokens = len(model.tokenize(text.encode("utf-8")))
+        if tokens > EMBEDDING_CONTEXT:
+            raise EmbeddingsRefused(
+                f"The input has {tokens} tokens; this model embeds at most {EMBEDDING_CONTEXT}.",
+                f"input[{index}]" if len(inputs) > 1 else "input",
+                # OpenAI's code for it: the gateway passes a provider's code on to the client.
+                "context_length_exceeded",
+            )
+    vectors, tokens = model.embed(inputs, normalize=True, truncate=False, return_count=True)
+    return [[float(x) for x in vector] for vector in vectors], int(tokens)
+
+
+class EmbeddingsRoute:
+    """ASGI middleware: serves ``POST /v1/embeddings`` from ``model`` (see the module
+    docstring), one request at a time in a worker thread, so completions keep streaming."""
+
+    def __init__(self, app: ASGIApp, model: Any, alias: str) -> None:
+        self.app = app
+        self.model = model
+        self.alias = alias
+        self.lock = asyncio.Lock()  # a llama.cpp context serves one call at a time
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") != EMBEDDINGS_PATH
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        try:
+            inputs = embeddings_inputs(b"".join(chunks))
+            async with self.lock:
+                vectors, tokens = await asyncio.to_thread(embed_texts, self.model, inputs)
+        except EmbeddingsRefused as exc:
+            error = {
+                "message": str(exc),
+                "type": "invalid_request_error",
+                "param": exc.param,
+                "code": exc.code,
+            }
+            await _send_json(send, 400, {"error": error})
+            return
+        reply = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": index, "embedding": vector}
+                for index, vector in enumerate(vectors)
+            ],
+            "model": self.alias,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        await _send_json(send, 200, reply)
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 # --- Entry point ------------------------------------------------------------------------------
 
 
@@ -332,8 +485,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         ],
     )
+    embeddings = embedding_model(args.model, threads)
     uvicorn.run(
-        AnswerDefaults(app, ANSWER_DEFAULTS),
+        EmbeddingsRoute(AnswerDefaults(app, ANSWER_DEFAULTS), embeddings, args.alias),
         host=args.host,
         port=args.port,
         log_level="warning",

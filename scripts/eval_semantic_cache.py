@@ -19,7 +19,10 @@ disabled), and reports, at the threshold (default: the gateway's default,
 A pair with the same words in another order is never a hit, whatever its similarity (the
 cache's own rule, ``gateway.semantic_match.reordered``); the script applies it too.
 
-``--sweep`` prints both for a range of thresholds. ``--base-url URL --model ALIAS`` measures
+``--sweep`` prints both for a range of thresholds. ``--local-model`` measures the embedded
+model instead (Gemma 3 270M, opened in process exactly as its server opens it for
+``/v1/embeddings``: ``llmplatform.local_model_server.embedding_model``; the GGUF assembled from
+the installed package, nothing downloaded). ``--base-url URL --model ALIAS`` measures
 another model instead, through any OpenAI-compatible embeddings API (the gateway's, with a key
 in ``$LLMP_API_KEY``): the figure for the embeddings alias an officer means to choose.
 WordLlama in its own environment: ``pip install -c constraints.txt wordllama`` (the
@@ -89,6 +92,32 @@ def gateway_embedder(base_url: str, api_key: str, model: str):
     return embed
 
 
+def local_embedder():
+    """The embedded model's embeddings, as ``/v1/embeddings`` of the model server makes them."""
+    import tempfile
+
+    from llmplatform.launcher import ensure_model_file
+    from llmplatform.local_model_server import (
+        embed_texts,
+        embedding_model,
+        llama_lib_dir,
+        load_cpu_backend,
+        thread_count,
+    )
+
+    lib_dir = llama_lib_dir()
+    if lib_dir is None:
+        sys.exit("llama-cpp-python is not installed (make install)")
+    load_cpu_backend(lib_dir, "auto")
+    path, _ = ensure_model_file(Path(tempfile.gettempdir()) / "llmp-bench-models")
+    model = embedding_model(path, thread_count())
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return unit(embed_texts(model, texts)[0])
+
+    return embed
+
+
 def load_model():
     import wordllama
     from wordllama import WordLlama
@@ -106,6 +135,9 @@ def main() -> None:
     parser.add_argument("--base-url", help="an OpenAI-compatible API, e.g. the gateway's /v1")
     parser.add_argument("--model", help="the embeddings model (alias) at --base-url")
     parser.add_argument("--api-key-env", default="LLMP_API_KEY")
+    parser.add_argument(
+        "--local-model", action="store_true", help="the embedded model (Gemma 3 270M)"
+    )
     args = parser.parse_args()
 
     if args.base_url:
@@ -113,6 +145,9 @@ def main() -> None:
             parser.error("--base-url needs --model")
         embed = gateway_embedder(args.base_url, os.environ[args.api_key_env], args.model)
         print(f"model: {args.model} at {args.base_url}")
+    elif args.local_model:
+        embed = local_embedder()
+        print("model: the embedded Gemma 3 270M (pre-trained), last-token pooling, 640 dimensions")
     else:
         model = load_model()
         embed = lambda texts: model.embed(texts, norm=True)  # noqa: E731

@@ -293,6 +293,18 @@ def gateway_server(transactional_db) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+    close_server_connections()
+
+
+def close_server_connections() -> None:
+    """Close the database connection of asgiref's one shared thread, where the server's
+    thread-sensitive database work runs when no request context gives it a thread of its own.
+    Left open, it outlives the test, and PostgreSQL refuses to drop the test database at the end
+    of the run ("1 other session")."""
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
 
 
 def gateway_process_env(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -212,6 +212,7 @@ def _call(*args: str) -> str:
 
 @pytest.mark.django_db
 def test_a_bad_target_time_is_a_clear_error(monkeypatch, tmp_path):
+    _require_tools()  # past its first argument checks, restore_backup needs pgbackrest
     monkeypatch.setenv("LLMP_PITR_STANZA", "platform")
     monkeypatch.setenv("LLMP_PITR_BUCKET", "bucket")
     for bad in ("yesterday", "2025-13-01 00:00:00", "2025-01-01T10:00:00Z", "2025-01-01"):
@@ -234,6 +235,7 @@ def test_a_bad_target_time_is_a_clear_error(monkeypatch, tmp_path):
 
 @pytest.mark.django_db
 def test_a_restore_refuses_a_data_directory_that_is_not_empty(monkeypatch, tmp_path):
+    _require_tools()  # past its first argument checks, restore_backup needs pgbackrest
     monkeypatch.setenv("LLMP_PITR_STANZA", "platform")
     monkeypatch.setenv("LLMP_PITR_BUCKET", "bucket")
     (tmp_path / "PG_VERSION").write_text("15")

@@ -23,7 +23,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from gateway import keys
+from gateway.admin.providers import semantic_embeddings_problem
 from gateway.models import ApiKey, ModelAlias, Provider, Tier
+from gateway.providers.capabilities import LOCAL_MODEL_UNSUPPORTED
 from llmplatform.launcher import answers
 from llmplatform.models import AuditEvent, Tenant
 from tests.conftest import free_port
@@ -112,6 +114,35 @@ def test_bootstrap_demo_points_the_local_provider_at_the_configured_url(
 
     assert Provider.objects.get(name="local").base_url == "http://127.0.0.1:9999/v1"
     assert result["updated"] == ["provider local: base_url http://127.0.0.1:9999/v1"]
+
+
+def test_bootstrap_demo_serves_embeddings_from_the_local_model_under_its_own_alias(
+    db, no_admin_password_env
+):
+    _bootstrap("--json")
+
+    embed = ModelAlias.objects.get(name="embed").versions.get()
+    chat = ModelAlias.objects.get(name="default").versions.get()
+    assert embed.deployment == chat.deployment
+    local = Provider.objects.get(name="local")
+    assert "embeddings" not in local.extra["unsupported"]
+    # So an officer may choose it as the default alias's semantic-cache embeddings.
+    assert semantic_embeddings_problem("default", "embed") is None
+
+
+def test_bootstrap_demo_lets_an_older_demo_database_serve_embeddings(db, no_admin_password_env):
+    _bootstrap("--json")
+    older = [*LOCAL_MODEL_UNSUPPORTED, "embeddings"]
+    Provider.objects.filter(name="local").update(extra={"unsupported": older})
+
+    result = json.loads(_bootstrap("--json"))
+
+    assert Provider.objects.get(name="local").extra["unsupported"] == LOCAL_MODEL_UNSUPPORTED
+    assert result["updated"] == ["provider local: unsupported features declared"]
+    # An operator's own declaration is left as it is.
+    Provider.objects.filter(name="local").update(extra={"unsupported": ["embeddings"]})
+    _bootstrap("--json")
+    assert Provider.objects.get(name="local").extra["unsupported"] == ["embeddings"]
 
 
 def test_create_api_key_prints_a_working_key_once(db, no_admin_password_env):
@@ -282,6 +313,113 @@ def test_the_self_test_passed_with_kernels_this_cpu_runs(platform: RunningPlatfo
     assert "the local model passed its self-test (CPU kernels " in banner
     chosen = re.search(r"self-test \(CPU kernels ([\w.]+)\)", banner)
     assert chosen and chosen.group(1) not in ("sapphirerapids", "builtin")
+
+
+@pytest.mark.slow
+def test_it_makes_embeddings_with_the_local_model(platform: RunningPlatform):
+    texts = ["How do I reset my password?", "How can I reset my password?", "Paris in spring"]
+
+    reply = _client(platform).embeddings.create(model="embed", input=texts)
+
+    vectors = [item.embedding for item in reply.data]
+    assert [len(v) for v in vectors] == [640, 640, 640]
+    assert all(abs(sum(x * x for x in v) - 1) < 1e-3 for v in vectors)
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
+    assert reply.usage.prompt_tokens > 0
+    # The same text, alone, gets the same vector: a batch does not change an input's embedding.
+    alone = _client(platform).embeddings.create(model="embed", input=texts[2]).data[0].embedding
+    assert cosine(alone, vectors[2]) > 0.9999
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"input": [[1, 2, 3]]}, "input"),
+        ({"input": ""}, "input[0]"),
+        ({"input": "hello", "dimensions": 64}, "dimensions"),
+        ({"input": "word " * 600}, "input"),
+    ],
+    ids=["token arrays", "empty", "dimensions", "too long"],
+)
+def test_the_model_server_refuses_what_it_cannot_embed_with_an_openai_error(
+    platform: RunningPlatform, body: dict[str, Any], param: str
+):
+    reply = httpx.post(
+        f"{platform.model_url}/embeddings", json={"model": "gemma-3-270m", **body}, timeout=60
+    )
+
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert error["message"]
+
+
+@pytest.mark.slow
+def test_a_too_long_input_through_the_gateway_is_the_providers_refusal_with_its_code(
+    platform: RunningPlatform,
+):
+    """As for any provider's 400: a 502 that names the provider's error code, not its text."""
+    reply = httpx.post(
+        f"{platform.base_url}/v1/embeddings",
+        headers={"Authorization": f"Bearer {platform.key}"},
+        json={"model": "embed", "input": "word " * 600},
+        timeout=60,
+    )
+
+    assert reply.status_code == 502
+    error = reply.json()["error"]
+    assert error["code"] == "upstream_bad_response"
+    assert "context_length_exceeded" in error["message"]
+
+
+_SEMANTIC_CACHE = (
+    "from gateway.models import ModelAlias; "
+    "from gateway.pipeline.route import invalidate_routing; "
+    "ModelAlias.objects.filter(name='default').update(semantic_cache={on}, "
+    "semantic_cache_embeddings='embed', semantic_cache_threshold=0.98); "
+    "invalidate_routing()"
+)
+
+
+@pytest.mark.slow
+def test_the_semantic_cache_compares_questions_with_the_local_model(platform: RunningPlatform):
+    """The default alias with the embedded model's embeddings (alias ``embed``) for its semantic
+    cache: a question in other words (cosine 0.996 with this model) is answered from the stored
+    answer; an unrelated one (0.65) is not."""
+    platform.manage("shell", "-c", _SEMANTIC_CACHE.format(on=True))
+    time.sleep(1.5)  # the web process follows the routing change within 0.5 s
+
+    def ask(text: str) -> httpx.Response:
+        return httpx.post(
+            f"{platform.base_url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {platform.key}"},
+            json={
+                "model": "default",
+                "temperature": 0,
+                "messages": [{"role": "user", "content": text}],
+            },
+            timeout=120,
+        )
+
+    try:
+        first = ask("Say hello in one short sentence.")
+        assert first.status_code == 200 and first.headers["X-Cache"] == "MISS"
+        assert first.json()["choices"][0]["finish_reason"] == "stop"  # so it is stored
+
+        similar = ask("Say hello in one brief sentence.")
+        assert similar.headers["X-Cache"] == "SEMANTIC-HIT"
+        assert float(similar.headers["X-Cache-Similarity"]) >= 0.98
+        answer = similar.json()["choices"][0]["message"]["content"]
+        assert answer == first.json()["choices"][0]["message"]["content"]
+
+        assert ask("What is the capital of France?").headers["X-Cache"] == "MISS"
+    finally:
+        platform.manage("shell", "-c", _SEMANTIC_CACHE.format(on=False))
 
 
 def _pid_gone(pid: int) -> bool:

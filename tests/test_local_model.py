@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from llmplatform import local_model
@@ -476,10 +477,13 @@ def test_the_model_answers_on_a_cpu_without_avx512(tmp_path: Path):
             time.sleep(0.5)
 
         text = self_test(url, timeout=300)
+        embedded = httpx.post(f"{url}/embeddings", json={"input": "Say hello."}, timeout=300)
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
         log.close()
 
     assert text.strip()
+    assert embedded.status_code == 200, embedded.text
+    assert len(embedded.json()["data"][0]["embedding"]) == 640
     assert "CPU kernels: haswell" in (tmp_path / "server.log").read_text()

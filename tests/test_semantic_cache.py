@@ -13,11 +13,12 @@ from django.contrib.auth.models import Permission
 
 from gateway import cache as response_cache
 from gateway import semantic_cache
-from gateway.models import ModelAlias, ModelVersion, UsageRecord
+from gateway.models import ModelAlias, ModelVersion, ProviderDeployment, UsageRecord
 from gateway.pipeline import authenticate
 from gateway.pipeline.route import invalidate_routing
 from llmplatform import datamap
 from llmplatform.models import AuditEvent
+from privacy.models import PrivacyPolicy
 
 from .conftest import route_alias
 from .upstreams import OpenAIUpstream
@@ -220,6 +221,52 @@ def test_a_version_change_makes_old_entries_unreachable(gateway_server, key_a, u
     invalidate_routing()
     assert ask(gateway_server, key_a, PARAPHRASE).headers["X-Cache"] == "MISS"
     assert chat_calls(upstream) == 2
+
+
+@pytest.mark.parametrize("change", ["deployment's model", "version's deployment"])
+def test_a_model_change_makes_old_entries_unreachable(gateway_server, key_a, upstream, change):
+    opt_in(upstream)
+    ask(gateway_server, key_a, QUESTION)
+    assert ask(gateway_server, key_a, PARAPHRASE).headers["X-Cache"] == "SEMANTIC-HIT"
+    version = ModelVersion.objects.get(alias__name="faq")
+    if change == "deployment's model":
+        ProviderDeployment.objects.filter(pk=version.deployment_id).update(model="newer-model")
+    else:
+        version.deployment = ProviderDeployment.objects.create(
+            name="faq-newer",
+            provider=version.deployment.provider,
+            model="newer-model",
+            input_price_per_1k="0.001",
+            output_price_per_1k="0.002",
+        )
+        version.save()
+    invalidate_routing()
+    answered = ask(gateway_server, key_a, PARAPHRASE)
+    assert answered.headers["X-Cache"] == "MISS"
+    assert chat_calls(upstream) == 2
+    assert upstream.requests[-1].json["model"] == "newer-model"
+
+
+@pytest.mark.parametrize("mode", ["mask", "pseudonymize"])
+def test_a_request_whose_personal_data_was_protected_is_not_looked_up(
+    gateway_server, principals, key_a, upstream, mode
+):
+    opt_in(upstream)
+    PrivacyPolicy.objects.update_or_create(
+        tenant=principals.tenant_a, defaults={"upstream_pii": mode}
+    )
+    # Under the policy, a question without personal data is looked up as before ...
+    ask(gateway_server, key_a, QUESTION)
+    assert ask(gateway_server, key_a, PARAPHRASE).headers["X-Cache"] == "SEMANTIC-HIT"
+    embedded = embedding_calls(upstream)
+    # ... one with personal data, masked or pseudonymised on its way, is never embedded.
+    with_email = f"{QUESTION} Write to jane.doe@example.com."
+    ask(gateway_server, key_a, with_email)
+    answered = ask(gateway_server, key_a, f"{PARAPHRASE} Write to jane.doe@example.com.")
+    assert answered.status_code == 200
+    assert answered.headers["X-Cache"] == "MISS"
+    assert embedding_calls(upstream) == embedded
+    assert chat_calls(upstream) == 3
 
 
 def test_an_embeddings_failure_gives_a_normal_answer(gateway_server, key_a, upstream):

@@ -5,11 +5,12 @@
 A request that uses one of them is refused before any call with a 400 naming the part
 (``UnsupportedByProvider``), never sent for the upstream to drop silently. The embedded model
 (Gemma 3 270M through llama.cpp, written as a plain dialogue) is declared this way by
-``bootstrap_demo``: it has no tool calling, reads no images, audio or files, makes one choice
-and serves no embeddings. What a kind can never carry (``KIND_UNSUPPORTED``: Anthropic's single
-choice, no logprobs, audio, files or embeddings; Gemini's and Vertex's no logprobs or files) is
-added to what its operator declares. Adapters refuse on their own what their wire cannot carry,
-value by value (Bedrock: see ``bedrock.py``).
+``bootstrap_demo``: it has no tool calling, reads no images, audio or files and makes one
+choice (it does make embeddings: ``llmplatform.local_model_server``). What a kind can never
+carry (``KIND_UNSUPPORTED``: Anthropic's single choice, no logprobs, audio, files or
+embeddings; Gemini's and Vertex's no logprobs or files) is added to what its operator declares.
+Adapters refuse on their own what their wire cannot carry, value by value (Bedrock: see
+``bedrock.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ FEATURES = (
     "embeddings",
 )
 # What the embedded model does not do (bootstrap_demo declares it on the "local" provider).
-LOCAL_MODEL_UNSUPPORTED = ["tools", "image_url", "input_audio", "file", "n", "embeddings"]
+LOCAL_MODEL_UNSUPPORTED = ["tools", "image_url", "input_audio", "file", "n"]
+# What it declared before its server made embeddings: a demo database bootstrapped then is
+# brought up to date (an operator's own change to the list is left alone).
+LOCAL_MODEL_UNSUPPORTED_BEFORE_EMBEDDINGS = [*LOCAL_MODEL_UNSUPPORTED, "embeddings"]
 
 
 def check_declaration(value: Any) -> list[str]:

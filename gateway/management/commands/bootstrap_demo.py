@@ -1,5 +1,6 @@
-"""Set up the demo: tiers, the ``demo`` tenant, the local model behind the ``default`` alias, an
-``admin`` superuser and a demo API key. Safe to run on every start.
+"""Set up the demo: tiers, the ``demo`` tenant, the local model behind the ``default`` alias (chat)
+and the ``embed`` alias (embeddings), an ``admin`` superuser and a demo API key. Safe to run on
+every start.
 
 Rows that already exist are left as they are (an operator may have tuned a tier in the admin),
 with one exception: the ``local`` provider's URL follows ``LLMP_LOCAL_MODEL_URL``, because the
@@ -23,7 +24,10 @@ from django.utils import timezone
 
 from gateway import services
 from gateway.models import ApiKey, ModelAlias, ModelVersion, Provider, ProviderDeployment, Tier
-from gateway.providers.capabilities import LOCAL_MODEL_UNSUPPORTED
+from gateway.providers.capabilities import (
+    LOCAL_MODEL_UNSUPPORTED,
+    LOCAL_MODEL_UNSUPPORTED_BEFORE_EMBEDDINGS,
+)
 from llmplatform.actors import Actor
 from llmplatform.audit import AuditAction, audit_record
 from llmplatform.launcher import LOCAL_MODEL_ID, local_model_url
@@ -33,6 +37,7 @@ LOCAL_BREAKER_RECOVERY_SECONDS = 5.0
 ACTOR = Actor.system("system:bootstrap_demo")
 DEMO_TENANT = "demo"
 DEMO_KEY_NAME = "demo"
+EMBEDDINGS_ALIAS = "embed"
 ADMIN_USERNAME = "admin"
 
 # 0 means unlimited (see gateway.models.Tier).
@@ -90,6 +95,7 @@ class BootstrapResult:
     api_key: str | None = None
     api_key_display: str = ""
     model_alias: str = "default"
+    embeddings_alias: str = EMBEDDINGS_ALIAS
     local_model_url: str = ""
 
 
@@ -137,7 +143,11 @@ def _ensure_catalogue(result: BootstrapResult) -> Tier:
         name: value
         for name, value in (("base_url", url), ("extra", extra))
         if (name == "base_url" and provider.base_url != value)
-        or (name == "extra" and "unsupported" not in provider.extra)
+        or (
+            name == "extra"
+            and provider.extra.get("unsupported", LOCAL_MODEL_UNSUPPORTED_BEFORE_EMBEDDINGS)
+            == LOCAL_MODEL_UNSUPPORTED_BEFORE_EMBEDDINGS
+        )
     }
     if changes:
         with transaction.atomic():
@@ -181,6 +191,22 @@ def _ensure_catalogue(result: BootstrapResult) -> Tier:
     _create_audited(
         ModelVersion,
         {"alias": alias, "version": "v1"},
+        {"deployment": deployment, "weight": 100},
+        result,
+        AuditAction.MODELVERSION_CREATE,
+    )
+    # The same deployment answers /v1/embeddings (the model server's embedding instance): an
+    # alias of its own, so an officer can choose it as a semantic cache's embeddings.
+    embed = _create_audited(
+        ModelAlias,
+        {"name": EMBEDDINGS_ALIAS},
+        {"description": "Embeddings from the embedded local model (Gemma 3 270M)."},
+        result,
+        AuditAction.MODELALIAS_CREATE,
+    )
+    _create_audited(
+        ModelVersion,
+        {"alias": embed, "version": "v1"},
         {"deployment": deployment, "weight": 100},
         result,
         AuditAction.MODELVERSION_CREATE,

@@ -309,7 +309,7 @@ def _banner(
         rule,
         f"  llmplatform is running (ready in {seconds:.1f}s)",
         "",
-        f'  API          {base}/v1   (OpenAI-compatible; model "default")',
+        f'  API          {base}/v1   (OpenAI-compatible; models "default" and "embed")',
         f"  Admin        {base}/admin/",
     ]
     if demo and demo["admin_created"]:
@@ -340,6 +340,10 @@ def _banner(
         f'      -H "Authorization: Bearer {curl_key}" \\',
         '      -H "Content-Type: application/json" \\',
         '      -d \'{"model": "default", "messages": [{"role": "user", "content": "Say hello"}]}\'',
+        f"    curl {base}/v1/embeddings \\",
+        f'      -H "Authorization: Bearer {curl_key}" \\',
+        '      -H "Content-Type: application/json" \\',
+        '      -d \'{"model": "embed", "input": "How do I reset my password?"}\'',
         "",
         "  or with the openai SDK (pip install openai):",
         *([] if key else ["    import os"]),
