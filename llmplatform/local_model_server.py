@@ -19,13 +19,13 @@ Three things are added to llama-cpp-python's own server:
   conversation as a plain-text dialogue (``User: ...`` / ``Assistant:``), which it answers.
 - **Defaults for what a request leaves out** (sampling and length), chosen for a 270M model:
   see ``ANSWER_DEFAULTS``.
-- **Embeddings** (``POST /v1/embeddings``) from a second instance of the same GGUF opened for
-  embeddings (``EmbeddingsRoute``). llama.cpp can make both from one instance, but then every
-  prompt token of a completion computes the whole vocabulary's logits: the process took 1,473
-  MB instead of 456 MB (PSS) and a long prompt's prefill was slower; the second instance adds
-  335 MB (``bench/local_embeddings.py``; docs/embedded.md has the figures). llama_cpp.server's
-  own multi-model setting keeps one model loaded at a time, swapping on every request for the
-  other.
+- **Embeddings** (``POST /v1/embeddings``) from a second instance of the same GGUF, opened for
+  embeddings on the first such request (``EmbeddingsRoute``). llama.cpp can make both from one
+  instance, but then every prompt token of a completion computes the whole vocabulary's
+  logits: the process took 1,473 MB instead of 456 MB (PSS) and a long prompt's prefill was
+  slower; the second instance adds 335 MB (``bench/local_embeddings.py``; docs/embedded.md has
+  the figures). llama_cpp.server's own multi-model setting keeps one model loaded at a time,
+  swapping on every request for the other.
 
 Nothing here imports Django: the server starts in well under a second before the model loads.
 """
@@ -369,12 +369,17 @@ def embed_texts(model: Any, inputs: list[str]) -> tuple[list[list[float]], int]:
 
 
 class EmbeddingsRoute:
-    """ASGI middleware: serves ``POST /v1/embeddings`` from ``model`` (see the module
-    docstring), one request at a time in a worker thread, so completions keep streaming."""
+    """ASGI middleware: serves ``POST /v1/embeddings`` from the model ``load`` opens (see the
+    module docstring), one request at a time in a worker thread, so completions keep streaming.
 
-    def __init__(self, app: ASGIApp, model: Any, alias: str) -> None:
+    The model is opened on the first embeddings request, not at start: a platform that never
+    asks for embeddings does not hold the second instance's memory (335 MB of PSS measured), and
+    the first request waits for the load."""
+
+    def __init__(self, app: ASGIApp, load: Callable[[], Any], alias: str) -> None:
         self.app = app
-        self.model = model
+        self.load = load
+        self.model: Any = None
         self.alias = alias
         self.lock = asyncio.Lock()  # a llama.cpp context serves one call at a time
 
@@ -397,6 +402,8 @@ class EmbeddingsRoute:
         try:
             inputs = embeddings_inputs(b"".join(chunks))
             async with self.lock:
+                if self.model is None:
+                    self.model = await asyncio.to_thread(self.load)
                 vectors, tokens = await asyncio.to_thread(embed_texts, self.model, inputs)
         except EmbeddingsRefused as exc:
             error = {
@@ -485,9 +492,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         ],
     )
-    embeddings = embedding_model(args.model, threads)
     uvicorn.run(
-        EmbeddingsRoute(AnswerDefaults(app, ANSWER_DEFAULTS), embeddings, args.alias),
+        EmbeddingsRoute(
+            AnswerDefaults(app, ANSWER_DEFAULTS),
+            lambda: embedding_model(args.model, threads),
+            args.alias,
+        ),
         host=args.host,
         port=args.port,
         log_level="warning",
