@@ -319,7 +319,7 @@ LLMP_SHARED_CACHE_PATH = Path(
 # Without CELERY_BROKER_URL (the embedded default) the broker is kombu's filesystem transport:
 # one file per message under LLMP_DATA_DIR/broker, which needs no server. `runplatform` starts a
 # real worker and beat on it; a task queued by any process (the web process, a management
-# command) waits there until the worker takes it. See the README's "What runs on one machine".
+# command) waits there until the worker takes it. See docs/embedded.md, "What runs on one machine".
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", None)
 EMBEDDED_BROKER = CELERY_BROKER_URL is None
 if EMBEDDED_BROKER:
@@ -656,7 +656,8 @@ def _portal_rate(name: str, default: str) -> str:
     return value
 
 
-# Per client IP, in the default cache (Redis when REDIS_URL is set; without it, per process):
+# Per client IP, in the default cache (Redis when REDIS_URL is set; without it, the file-based
+# cache every process of the embedded default shares):
 # password sign-in attempts, and provider sign-in starts and callbacks.
 LLMP_PORTAL_LOGIN_RATE = _portal_rate("LLMP_PORTAL_LOGIN_RATE", "10/m")
 LLMP_PORTAL_OIDC_RATE = _portal_rate("LLMP_PORTAL_OIDC_RATE", "30/m")
