@@ -119,14 +119,14 @@ class GatewayConfig(AppConfig):
 
         register_startup(follow_breakers)
 
-        async def index_screen_rules() -> None:
-            # Before the first request, not during it (see heuristics.rule_index).
-            from gateway.screening import heuristics
+        async def warm_up_guard() -> None:
+            # Before the first request, not during it (see heuristics.rule_index and
+            # text_checks.warm_up_short).
+            from gateway.pipeline import text_checks
 
-            heuristics.rule_index()
-            heuristics.tool_rule_index()
+            text_checks.warm_up_short()
 
-        register_startup(index_screen_rules)
+        register_startup(warm_up_guard)
         from gateway.limits import corrections
 
         register_shutdown(corrections.flush)

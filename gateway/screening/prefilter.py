@@ -773,7 +773,8 @@ def compile_uncached(pattern: str) -> re.Pattern[str]:
 _NEEDLE_RES: dict[Needle, re.Pattern[str]] = {}
 
 
-def _needle_re(needle: Needle) -> re.Pattern[str]:
+def needle_pattern(needle: Needle) -> re.Pattern[str]:
+    """Where ``needle`` (at a word start) occurs, compiled once (``occurrences``)."""
     found = _NEEDLE_RES.get(needle)
     if found is None:
         string, _, after = needle
@@ -789,7 +790,7 @@ def occurrences(text: str, needle: Needle) -> list[int]:
     """Where ``needle`` starts in ``text``, its edges as it says."""
     string, before, after = needle
     if before:  # letters at a word start: occurrences cannot overlap
-        return [match.start() for match in _needle_re(needle).finditer(text)]
+        return [match.start() for match in needle_pattern(needle).finditer(text)]
     found = []
     size = len(string)
     at = text.find(string)
