@@ -7,6 +7,8 @@ stall the event loop's other requests). Values cross the process boundary as pla
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Collection
 
 from gateway.screening import heuristics, injection
@@ -56,3 +58,13 @@ def warm_up_short() -> None:
     indexes and the patterns they compile when first needed."""
     pii.warm_up()
     heuristics.compile_patterns()
+
+
+def start_worker(niceness: int) -> None:
+    """A guard worker process's start: a lower priority than the web process's (``niceness``
+    added), so that while it works on a long text the event loop, serving the small requests
+    beside it, gets the CPU first; then ``warm_up``."""
+    if niceness:
+        with contextlib.suppress(OSError):
+            os.nice(niceness)
+    warm_up()

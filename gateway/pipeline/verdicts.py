@@ -466,8 +466,17 @@ async def _check(
     if mode == "thread":
         return await asyncio.to_thread(text_checks.check_texts, screen_jobs, pii_jobs)
     loop = asyncio.get_running_loop()
+    pool = _pool()
     try:
-        return await loop.run_in_executor(_pool(), text_checks.check_texts, screen_jobs, pii_jobs)
+        if settings.LLMP_GUARD_WORKERS > 1 and screen_jobs and pii_jobs:
+            # The screen and the PII pass at once, each in a worker of its own: the request
+            # waits for the longer of the two, not for both (the text is sent to each).
+            screened, searched = await asyncio.gather(
+                loop.run_in_executor(pool, text_checks.check_texts, screen_jobs, []),
+                loop.run_in_executor(pool, text_checks.check_texts, [], pii_jobs),
+            )
+            return screened[0], searched[1]
+        return await loop.run_in_executor(pool, text_checks.check_texts, screen_jobs, pii_jobs)
     except BrokenProcessPool:  # the worker died (killed, out of memory): a new one next time
         log.error("guard_worker_failed")
         _pool.cache_clear()
@@ -476,10 +485,12 @@ async def _check(
 
 @cache
 def _pool() -> Executor:
-    """One worker process per web process: a long prompt's regular expressions run there, and
+    """``LLMP_GUARD_WORKERS`` worker processes per web process (started when first needed), at
+    a lower priority (``LLMP_GUARD_NICE``): a long prompt's regular expressions run there, and
     the event loop keeps serving. (A forkserver, not fork: this process has threads.)"""
     return ProcessPoolExecutor(
-        max_workers=1,
+        max_workers=settings.LLMP_GUARD_WORKERS,
         mp_context=multiprocessing.get_context("forkserver"),
-        initializer=text_checks.warm_up,
+        initializer=text_checks.start_worker,
+        initargs=(settings.LLMP_GUARD_NICE,),
     )
