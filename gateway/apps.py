@@ -122,9 +122,10 @@ class GatewayConfig(AppConfig):
         async def warm_up_guard() -> None:
             # Before the first request, not during it (see heuristics.rule_index and
             # text_checks.warm_up_short).
-            from gateway.pipeline import text_checks
+            from gateway.pipeline import text_checks, verdicts
 
             text_checks.warm_up_short()
+            verdicts.start_workers()
 
         register_startup(warm_up_guard)
         from gateway.limits import corrections

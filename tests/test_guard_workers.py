@@ -63,3 +63,16 @@ async def test_the_workers_run_below_the_web_process(workers, settings):
     settings.LLMP_GUARD_NICE = 10
     await verdicts._check(*JOBS, chars=len(TEXT))
     assert verdicts._pool().submit(os.nice, 0).result() == min(19, os.nice(0) + 10)
+
+
+def test_a_web_process_starts_its_workers_before_the_first_long_request(workers, settings):
+    workers(2)
+    verdicts.start_workers()
+    assert len(verdicts._pool()._processes) == 2  # type: ignore[attr-defined]
+
+
+def test_no_workers_are_started_unless_the_guard_offloads_to_them(workers, settings):
+    workers(2)
+    settings.LLMP_GUARD_OFFLOAD = "thread"
+    verdicts.start_workers()
+    assert verdicts._pool.cache_info().currsize == 0

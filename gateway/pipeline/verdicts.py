@@ -483,6 +483,17 @@ async def _check(
         return text_checks.check_texts(screen_jobs, pii_jobs)
 
 
+def start_workers() -> None:
+    """Start the guard's worker processes now, in the background (a web process's start-up):
+    left to the first long request, it waited for them to start and warm up (1 to 4 s here).
+    Only with ``LLMP_GUARD_OFFLOAD=process``."""
+    if settings.LLMP_GUARD_OFFLOAD != "process":
+        return
+    pool = _pool()
+    for _ in range(settings.LLMP_GUARD_WORKERS):
+        pool.submit(int)  # a job no idle worker can take starts one (up to the maximum)
+
+
 @cache
 def _pool() -> Executor:
     """``LLMP_GUARD_WORKERS`` worker processes per web process (started when first needed), at
