@@ -58,11 +58,18 @@ async def test_a_detector_error_in_a_worker_reaches_the_caller(workers, count):
         await verdicts._check([(TEXT, "user")], [(TEXT, frozenset({"NO_SUCH_TYPE"}))], chars=1)
 
 
-async def test_the_workers_run_below_the_web_process(workers, settings):
+async def test_the_workers_can_run_below_the_web_process(workers, settings):
     workers(2)
     settings.LLMP_GUARD_NICE = 10
     await verdicts._check(*JOBS, chars=len(TEXT))
     assert verdicts._pool().submit(os.nice, 0).result() == min(19, os.nice(0) + 10)
+
+
+async def test_by_default_the_workers_run_at_the_web_process_priority(workers, settings):
+    workers(2)
+    settings.LLMP_GUARD_NICE = 0
+    await verdicts._check(*JOBS, chars=len(TEXT))
+    assert verdicts._pool().submit(os.nice, 0).result() == os.nice(0)
 
 
 def test_a_web_process_starts_its_workers_before_the_first_long_request(workers, settings):

@@ -496,9 +496,10 @@ def start_workers() -> None:
 
 @cache
 def _pool() -> Executor:
-    """``LLMP_GUARD_WORKERS`` worker processes per web process (started when first needed), at
-    a lower priority (``LLMP_GUARD_NICE``): a long prompt's regular expressions run there, and
-    the event loop keeps serving. (A forkserver, not fork: this process has threads.)"""
+    """``LLMP_GUARD_WORKERS`` worker processes per web process (``start_workers``), at
+    ``LLMP_GUARD_NICE`` steps below its priority: a long prompt's regular expressions run
+    there, and the event loop keeps serving. (A forkserver, not fork: this process has
+    threads.)"""
     return ProcessPoolExecutor(
         max_workers=settings.LLMP_GUARD_WORKERS,
         mp_context=multiprocessing.get_context("forkserver"),
