@@ -122,10 +122,16 @@ class GatewayConfig(AppConfig):
         async def warm_up_guard() -> None:
             # Before the first request, not during it (see heuristics.rule_index and
             # text_checks.warm_up_short).
+            from django.conf import settings
+
             from gateway.pipeline import text_checks, verdicts
 
-            text_checks.warm_up_short()
-            verdicts.start_workers()
+            if settings.LLMP_GUARD_OFFLOAD == "process":  # long texts go to the workers
+                text_checks.warm_up_short()
+                verdicts.start_workers()
+            else:
+                text_checks.warm_up()
+            text_checks.freeze_heap()
 
         register_startup(warm_up_guard)
         from gateway.limits import corrections

@@ -83,3 +83,11 @@ def test_no_workers_are_started_unless_the_guard_offloads_to_them(workers, setti
     settings.LLMP_GUARD_OFFLOAD = "thread"
     verdicts.start_workers()
     assert verdicts._pool.cache_info().currsize == 0
+
+
+async def test_a_worker_leaves_what_it_built_at_start_out_of_garbage_collections(workers):
+    import gc
+
+    workers(2)
+    await verdicts._check(*JOBS, chars=len(TEXT))
+    assert verdicts._pool().submit(gc.get_freeze_count).result() > 10_000

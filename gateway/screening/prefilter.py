@@ -820,6 +820,12 @@ def _character_classes() -> object:
     return _classes
 
 
+def warm_up() -> None:
+    """Build the table of character classes now (numpy's import and a pass over the BMP, about
+    0.25 s of CPU), not in the screen of the first long text a rule looks back in."""
+    _character_classes()
+
+
 # A chunk holding a letter or digit, matched from its start (a run of punctuation before the
 # letter is read once).
 _LETTER_CHUNK_RE = re.compile(r"(?<!\S)(?:[^\s\w]|_)*+[^\W_]")
