@@ -5,6 +5,7 @@ they run at a lower priority than the web process."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor, Future
 
 import pytest
 
@@ -91,3 +92,33 @@ async def test_a_worker_leaves_what_it_built_at_start_out_of_garbage_collections
     workers(2)
     await verdicts._check(*JOBS, chars=len(TEXT))
     assert verdicts._pool().submit(gc.get_freeze_count).result() > 10_000
+
+
+class _Inline(Executor):
+    """Runs each job at once, and counts them."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[int, int]] = []
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.jobs.append((len(args[0]), len(args[1])))
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+@pytest.mark.parametrize(
+    ("length", "jobs"),
+    [(1_000, [(1, 0), (0, 1)]), (150_000, [(1, 0), (0, 1)]), (150_001, [(1, 1)])],
+)
+async def test_the_passes_are_split_up_to_a_length(settings, monkeypatch, length, jobs):
+    settings.LLMP_GUARD_OFFLOAD = "process"
+    settings.LLMP_GUARD_OFFLOAD_CHARS = 1
+    settings.LLMP_GUARD_WORKERS = 2
+    settings.LLMP_GUARD_SPLIT_MAX_CHARS = 150_000
+    pool = _Inline()
+    monkeypatch.setattr(verdicts, "_pool", lambda: pool)
+    text = ("word " * length)[:length]
+    found = await verdicts._check([(text, "user")], [(text, None)], chars=2 * length)
+    assert found == text_checks.check_texts([(text, "user")], [(text, None)])
+    assert pool.jobs == jobs
