@@ -119,14 +119,21 @@ class GatewayConfig(AppConfig):
 
         register_startup(follow_breakers)
 
-        async def index_screen_rules() -> None:
-            # Before the first request, not during it (see heuristics.rule_index).
-            from gateway.screening import heuristics
+        async def warm_up_guard() -> None:
+            # Before the first request, not during it (see heuristics.rule_index and
+            # text_checks.warm_up_short).
+            from django.conf import settings
 
-            heuristics.rule_index()
-            heuristics.tool_rule_index()
+            from gateway.pipeline import text_checks, verdicts
 
-        register_startup(index_screen_rules)
+            if settings.LLMP_GUARD_OFFLOAD == "process":  # long texts go to the workers
+                text_checks.warm_up_short()
+                verdicts.start_workers()
+            else:
+                text_checks.warm_up()
+            text_checks.freeze_heap()
+
+        register_startup(warm_up_guard)
         from gateway.limits import corrections
 
         register_shutdown(corrections.flush)

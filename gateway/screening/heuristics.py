@@ -378,6 +378,24 @@ def tool_rule_index() -> _Index:
     return _Index(rules_agents.TOOL_RULES)
 
 
+def compile_patterns() -> None:
+    """Build both indexes, and compile now what they otherwise compile when a text first needs
+    it: each way's pattern of first words (``_Way.lead_re``) and the patterns of the common
+    words among the gates' needles (``prefilter.occurrences``). A web process and the guard's
+    worker do this before they serve (about 0.1 s), so no request pays for it: left lazy, the
+    first texts of each new kind paid up to tens of milliseconds each, in the request."""
+    for index in (rule_index(), tool_rule_index()):
+        for entry in index.entries:
+            gates = [*entry.gates]
+            for way in entry.ways:
+                way.lead_re()
+                gates += way.gates
+            for gate in gates:
+                for needle in gate.needles:
+                    if needle[1] and needle[0] in prefilter.COMMON_WORDS:
+                        prefilter.needle_pattern(needle)
+
+
 TOOL = "tool"
 TOOL_ROLES = frozenset({TOOL, "function"})  # OpenAI's tool results, and the legacy role
 _WORD_RE = re.compile(r"[^\W_]+")

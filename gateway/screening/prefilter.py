@@ -773,7 +773,8 @@ def compile_uncached(pattern: str) -> re.Pattern[str]:
 _NEEDLE_RES: dict[Needle, re.Pattern[str]] = {}
 
 
-def _needle_re(needle: Needle) -> re.Pattern[str]:
+def needle_pattern(needle: Needle) -> re.Pattern[str]:
+    """Where ``needle`` (at a word start) occurs, compiled once (``occurrences``)."""
     found = _NEEDLE_RES.get(needle)
     if found is None:
         string, _, after = needle
@@ -789,7 +790,7 @@ def occurrences(text: str, needle: Needle) -> list[int]:
     """Where ``needle`` starts in ``text``, its edges as it says."""
     string, before, after = needle
     if before:  # letters at a word start: occurrences cannot overlap
-        return [match.start() for match in _needle_re(needle).finditer(text)]
+        return [match.start() for match in needle_pattern(needle).finditer(text)]
     found = []
     size = len(string)
     at = text.find(string)
@@ -817,6 +818,12 @@ def _character_classes() -> object:
             table[code] = (_LETTER if char.isalnum() else 0) | (_SPACE if char.isspace() else 0)
         _classes = table
     return _classes
+
+
+def warm_up() -> None:
+    """Build the table of character classes now (numpy's import and a pass over the BMP, about
+    0.25 s of CPU), not in the screen of the first long text a rule looks back in."""
+    _character_classes()
 
 
 # A chunk holding a letter or digit, matched from its start (a run of punctuation before the
