@@ -548,9 +548,10 @@ LLMP_CACHE_TTL_SECONDS = env_int("LLMP_CACHE_TTL_SECONDS", 3600, minimum=1)
 # on at least LLMP_GUARD_OFFLOAD_CHARS characters runs outside the event loop
 # (LLMP_GUARD_OFFLOAD: "process", worker processes per web process; "thread"; or "off") so a
 # long prompt does not stall the small requests beside it. With LLMP_GUARD_WORKERS of 2 or
-# more the screen and the PII pass of a request run at once, each in a worker of its own, when
-# the longer of the two has at most LLMP_GUARD_SPLIT_MAX_CHARS characters (longer, one worker
-# does both, so a very long request does not hold every core).
+# more (default 1: each worker holds about 300 MiB) the screen and the PII pass of a request
+# run at once, each in a worker of its own, when the longer of the two has at most
+# LLMP_GUARD_SPLIT_MAX_CHARS characters (longer, one worker does both, so a very long request
+# does not hold every core).
 # LLMP_GUARD_NICE (default 0) runs the workers that many steps of niceness below the web
 # process, so the small requests beside a long one get the CPU first; it also leaves the workers
 # last in line behind anything else on the machine (measured: docs/benchmarks.md).
@@ -558,7 +559,7 @@ LLMP_VERDICT_TTL_SECONDS = env_int("LLMP_VERDICT_TTL_SECONDS", 86400, minimum=1)
 LLMP_VERDICT_MIN_CHARS = env_int("LLMP_VERDICT_MIN_CHARS", 500, minimum=1)
 LLMP_GUARD_OFFLOAD_CHARS = env_int("LLMP_GUARD_OFFLOAD_CHARS", 20_000, minimum=1)
 LLMP_GUARD_OFFLOAD = env_str("LLMP_GUARD_OFFLOAD", "process")
-LLMP_GUARD_WORKERS = env_int("LLMP_GUARD_WORKERS", 2, minimum=1)
+LLMP_GUARD_WORKERS = env_int("LLMP_GUARD_WORKERS", 1, minimum=1)
 LLMP_GUARD_NICE = env_int("LLMP_GUARD_NICE", 0, minimum=0)
 LLMP_GUARD_SPLIT_MAX_CHARS = env_int("LLMP_GUARD_SPLIT_MAX_CHARS", 150_000, minimum=0)
 if LLMP_GUARD_OFFLOAD not in ("process", "thread", "off"):
