@@ -346,6 +346,17 @@ async def _child(args: argparse.Namespace) -> dict:
 # --- the parent: set up once, then alternate trees -------------------------------------------
 
 
+def start_mock(procs: run.Processes) -> str:
+    """The mock upstream, started and answering; its base URL."""
+    port = run.free_port()
+    mock = procs.start(
+        "mock", [run.PYTHON, str(run.BENCH / "mock_upstream.py"), "--port", str(port)]
+    )
+    upstream = f"http://127.0.0.1:{port}/v1"
+    run.wait_ready("mock", f"{upstream}/models", mock, procs, 20)
+    return upstream
+
+
 def _setup(tmp: Path, upstream_url: str, locmem: bool) -> tuple[dict[str, str], str]:
     env = run.gateway_env(tmp / "data", db_pool=True)
     if locmem:
@@ -466,12 +477,7 @@ def main() -> int:
         trees.append(("base", _base_tree(args.base, tmp)))
     trees.append(("this", run.ROOT))
     try:
-        port = run.free_port()
-        mock = procs.start(
-            "mock", [run.PYTHON, str(run.BENCH / "mock_upstream.py"), "--port", str(port)]
-        )
-        upstream = f"http://127.0.0.1:{port}/v1"
-        run.wait_ready("mock", f"{upstream}/models", mock, procs, 20)
+        upstream = start_mock(procs)
         env, key = _setup(tmp, upstream, args.locmem)
         results: dict[str, list[dict]] = {name: [] for name, _ in trees}
         if args.py_spy:

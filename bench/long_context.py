@@ -216,23 +216,9 @@ def agent_loop(measure: Measure, texts: Texts, turns: int = 20) -> dict:
             "one with the search tool.\n\n" + texts.take(100_000),
         },
     ]
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "search_docs",
-                "description": "Search the library's documentation.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {"query": {"type": "string"}},
-                    "required": ["query"],
-                },
-            },
-        }
-    ]
     added_per_turn, self_per_turn = [], []
     for turn in range(turns):
-        body = {**chat_body(history), "tools": tools}
+        body = {**chat_body(history), "tools": TOOLS}
         added, own = measure.added(body)
         added_per_turn.append(added)
         self_per_turn.append(own)
@@ -382,6 +368,23 @@ def loop_lag(texts: Texts, rounds: int = 2) -> list[dict]:
                 run.log(f"loop lag: {json.dumps({k: v for k, v in result.items()})}")
                 results.append(result)
     return results
+
+
+# The agent loop's one tool (also bench/turn_stages.py's).
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search_docs",
+            "description": "Search the library's documentation.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string"}},
+                "required": ["query"],
+            },
+        },
+    }
+]
 
 
 _PRIVACY_SNIPPET = """

@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import later_turn  # the in-process driver and its stages
 import run  # bench/run.py: processes, database, configuration
+from long_context import TOOLS  # the agent loop's tool
 
 run.BENCH_DB = os.environ.get("BENCH_DB", "llmp_bench_stages")
 run.REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -45,20 +46,6 @@ STAGES = (
     ("gateway.pipeline.verdicts", "_keep"),
     ("gateway.pipeline.text_checks", "check_texts"),
 )
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "search_docs",
-            "description": "Search the library's documentation.",
-            "parameters": {
-                "type": "object",
-                "properties": {"query": {"type": "string"}},
-                "required": ["query"],
-            },
-        },
-    }
-]
 
 
 def _loop_body(history: list[dict]) -> bytes:
@@ -197,12 +184,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="llmp-stages-"))
     procs = run.Processes(tmp)
     try:
-        port = run.free_port()
-        mock = procs.start(
-            "mock", [run.PYTHON, str(run.BENCH / "mock_upstream.py"), "--port", str(port)]
-        )
-        upstream = f"http://127.0.0.1:{port}/v1"
-        run.wait_ready("mock", f"{upstream}/models", mock, procs, 20)
+        upstream = later_turn.start_mock(procs)
         env, key = later_turn._setup(tmp, upstream, False)
         child = [run.PYTHON, __file__, "--child", *sys.argv[1:]]
         done = subprocess.run(

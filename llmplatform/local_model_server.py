@@ -252,20 +252,27 @@ class AnswerDefaults:
         ):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = with_defaults(b"".join(chunks), self.defaults)
+        raw, ended = await _read_body(receive)
+        if ended is not None:
+            await self.app(scope, _replay([ended]), send)
+            return
+        body = with_defaults(raw, self.defaults)
         headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(body)).encode()))
         scope = {**scope, "headers": headers}
         await self.app(scope, _replay([{"type": "http.request", "body": body}], receive), send)
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
+    """The request's whole body, or the message that ended it first (a disconnect)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"", message
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks), None
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
@@ -391,16 +398,11 @@ class EmbeddingsRoute:
         ):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body, ended = await _read_body(receive)
+        if ended is not None:
+            return  # the client went away
         try:
-            inputs = embeddings_inputs(b"".join(chunks))
+            inputs = embeddings_inputs(body)
             async with self.lock:
                 if self.model is None:
                     self.model = await asyncio.to_thread(self.load)

@@ -94,9 +94,6 @@ class ScriptBatcher:
     def __init__(self) -> None:
         self._gathering: list[_Call] | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        # Largest batch sent and calls sent, for the benchmark's and the tests' reading.
-        self.calls = 0
-        self.batches = 0
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -114,8 +111,6 @@ class ScriptBatcher:
                 self._start(loop, batch[1:])
             raise
         self._gathering = None
-        self.batches += 1
-        self.calls += len(batch)
         if len(batch) == 1:
             return await script(keys=keys, args=args)
         own = loop.create_future()

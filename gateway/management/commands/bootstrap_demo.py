@@ -106,6 +106,27 @@ def _plain(value: Any) -> Any:
 _M = TypeVar("_M", bound=models.Model)
 
 
+def _alias_on(
+    deployment: ProviderDeployment, name: str, description: str, result: BootstrapResult
+) -> None:
+    """The alias ``name`` with one version, v1, all of it on ``deployment`` (each row audited
+    when created)."""
+    alias = _create_audited(
+        ModelAlias,
+        {"name": name},
+        {"description": description},
+        result,
+        AuditAction.MODELALIAS_CREATE,
+    )
+    _create_audited(
+        ModelVersion,
+        {"alias": alias, "version": "v1"},
+        {"deployment": deployment, "weight": 100},
+        result,
+        AuditAction.MODELVERSION_CREATE,
+    )
+
+
 def _create_audited(
     model: type[_M],
     lookup: dict[str, Any],
@@ -181,35 +202,16 @@ def _ensure_catalogue(result: BootstrapResult) -> Tier:
         result,
         AuditAction.PROVIDERDEPLOYMENT_CREATE,
     )
-    alias = _create_audited(
-        ModelAlias,
-        {"name": "default"},
-        {"description": "The embedded local model (Gemma 3 270M on llama.cpp)."},
-        result,
-        AuditAction.MODELALIAS_CREATE,
-    )
-    _create_audited(
-        ModelVersion,
-        {"alias": alias, "version": "v1"},
-        {"deployment": deployment, "weight": 100},
-        result,
-        AuditAction.MODELVERSION_CREATE,
+    _alias_on(
+        deployment, "default", "The embedded local model (Gemma 3 270M on llama.cpp).", result
     )
     # The same deployment answers /v1/embeddings (the model server's embedding instance): an
     # alias of its own, so an officer can choose it as a semantic cache's embeddings.
-    embed = _create_audited(
-        ModelAlias,
-        {"name": EMBEDDINGS_ALIAS},
-        {"description": "Embeddings from the embedded local model (Gemma 3 270M)."},
+    _alias_on(
+        deployment,
+        EMBEDDINGS_ALIAS,
+        "Embeddings from the embedded local model (Gemma 3 270M).",
         result,
-        AuditAction.MODELALIAS_CREATE,
-    )
-    _create_audited(
-        ModelVersion,
-        {"alias": embed, "version": "v1"},
-        {"deployment": deployment, "weight": 100},
-        result,
-        AuditAction.MODELVERSION_CREATE,
     )
     return Tier.objects.get(name="pro")
 
