@@ -88,13 +88,13 @@ def texts() -> Iterator[Item]:
     """Every text, with a stable key: set name and row number."""
     attacks: list[str] = []
     pii_texts: list[str] = []
-    for name in ("injection_dev", "injection_heldout"):
+    for name in ("injection_dev", "injection_dev2"):
         rows = _labelled_jsonl(DATA / f"{name}.jsonl")
         for index, (text, label) in enumerate(rows):
             yield f"{name}:{index}", text
             if label:
                 attacks.append(text)
-    for name in ("pii_dev", "pii_heldout"):
+    for name in ("pii_dev", "pii_dev2"):
         for index, text in enumerate(_jsonl(DATA / f"{name}.jsonl")):
             yield f"{name}:{index}", text
             pii_texts.append(text)
