@@ -12,7 +12,7 @@ import gc
 import os
 from collections.abc import Collection
 
-from gateway.screening import heuristics, injection, prefilter
+from gateway.screening import heuristics, injection, meaning, prefilter
 from privacy import pii
 
 # (text, role) to screen; (text, types or None for all) to look for PII in.
@@ -62,9 +62,10 @@ def warm_up_short() -> None:
     """What a web process checks itself (texts below ``LLMP_GUARD_OFFLOAD_CHARS``) would
     otherwise load or compile in its first requests: the PII detector's word lists and phone
     metadata (the country names alone import about 0.6 s of ``phonenumbers``), the screen's
-    indexes and the patterns they compile when first needed."""
+    indexes and the patterns they compile when first needed, and its meaning model (about 1 s)."""
     pii.warm_up()
     heuristics.compile_patterns()
+    meaning.warm_up()
 
 
 def start_worker(niceness: int) -> None:

@@ -1048,10 +1048,16 @@ def _discount_quotations(folded: str, found: dict[str, float]) -> dict[str, floa
     }
 
 
-def text_signals(normalized: Normalized, depth: int = 0, role: str = "user") -> dict[str, float]:
+def text_signals(
+    normalized: Normalized,
+    depth: int = 0,
+    role: str = "user",
+    payloads: list[str] | None = None,
+) -> dict[str, float]:
     """Signals of a normalised text: its rules (and, in a tool result, the rules for tool
     results), the obfuscation tricks it used, and the signals of any encoded or split payload
-    in it ("base64_payload:override_instructions", "split_payload:reveal_system_prompt")."""
+    in it ("base64_payload:override_instructions", "split_payload:reveal_system_prompt").
+    ``payloads``, if given, receives the normalised text of every payload decoded or joined."""
     words = prefilter.Words(normalized.folded)  # listed once for both sets of rules
     found = _discount_quotations(normalized.folded, signals(normalized.folded, rule_index(), words))
     if role in TOOL_ROLES:
@@ -1067,7 +1073,10 @@ def text_signals(normalized: Normalized, depth: int = 0, role: str = "user") -> 
     if depth >= MAX_PAYLOAD_DEPTH:
         return found
     for kind, decoded in encoded_payloads(normalized, words.words):
-        inner = text_signals(normalize(decoded), depth + 1)
+        inner_text = normalize(decoded)
+        if payloads is not None:
+            payloads.append(inner_text.folded)
+        inner = text_signals(inner_text, depth + 1)
         attack = {
             code: weight for code, weight in inner.items() if not code.startswith("obfuscation:")
         }
@@ -1078,7 +1087,10 @@ def text_signals(normalized: Normalized, depth: int = 0, role: str = "user") -> 
         found[code] = max(found.get(code, 0.0), sum(inner.values()) + PAYLOAD_BONUS)
     joined = _split_payload(normalized.folded)
     if joined is not None:
-        inner = text_signals(normalize(joined), depth + 1)
+        joined_text = normalize(joined)
+        if payloads is not None:
+            payloads.append(joined_text.folded)
+        inner = text_signals(joined_text, depth + 1)
         new = {  # what the joined pieces say that the text, unjoined, did not
             code: weight
             for code, weight in inner.items()

@@ -3,13 +3,17 @@
 Layers, per text: ``normalize`` (invisible characters, NFKC, homoglyphs, leetspeak, spaced
 letters; base64/hex/rot13/reversed payloads decoded, split payloads joined), then weighted
 heuristic signals (``heuristics``: the English rules of ``rules``, the rules for agents and
-documents of ``rules_agents`` and the nine other languages of ``rules_multilingual``). The
-signals' weights are log-odds and meet in one logistic score:
+documents of ``rules_agents`` and the nine other languages of ``rules_multilingual``), then the
+meaning model (``meaning``: what the normalised text and its payloads say, read through the
+embedded model's multilingual token embeddings, so that paraphrases and languages the rules do
+not list are caught). All of it meets in one logistic score:
 
-    score = sigmoid(INTERCEPT + sum(signal weights))
+    score = sigmoid(INTERCEPT + sum(signal weights) + meaning evidence)
 
 where ``INTERCEPT`` is the log odds of a 5% base rate (traffic through a gateway is mostly
-benign), so a text needs about three log-odds of evidence to reach 0.5.
+benign), so a text needs about three log-odds of evidence to reach 0.5. The meaning evidence is
+half the model's log-odds, at most 6 for a block and at most 0.5 against the rules (a weak rule
+hit on a text that reads as benign passes; a strong one still blocks).
 
 Per role: a ``tool`` text (a tool result, a retrieved document, an email an agent reads) is
 data, not a request, so the rules for tool results apply to it as well (``TOOL_RULES``: an
@@ -17,7 +21,8 @@ action on money, accounts or messages there is not the user's wish).
 
 There used to be a linear word classifier in the sum, trained on public sets; it is gone: it
 was tuned on what it was measured on, and on hand-written prompts it added false positives
-and little recall (see ``scripts/data/detection/README.md``).
+and little recall. The meaning model is trained on the hand-written development sets only
+(``scripts/train_injection_model.py``), and judged on a held-out set written by others.
 
 Every user-controlled text is screened (user and tool messages, pasted documents), not only
 the last turn; the request's score is the highest, and the reasons of all texts are merged.
@@ -30,10 +35,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.screening import heuristics
+from gateway.screening import heuristics, meaning
 from gateway.screening.normalize import normalize
 
 INTERCEPT = math.log(0.05 / 0.95)
+MEANING_REASON = "meaning_model"  # the reason code when the meaning model speaks for a block
 USER, TOOL = "user", heuristics.TOOL
 
 
@@ -54,11 +60,23 @@ def _sigmoid(z: float) -> float:
 def screen_text(text: str, role: str = USER) -> ScreenResult:
     """Score one text; ``role`` is where it came from (``tool`` for a tool result or a
     retrieved document, anything else for what a person typed)."""
-    found = heuristics.text_signals(normalize(text), role=role)
+    normalized = normalize(text)
+    payloads: list[str] = []
+    found = heuristics.text_signals(normalized, role=role, payloads=payloads)
+    evidence = INTERCEPT + sum(found.values())
+    model = meaning.logit([normalized.folded, *payloads], role)
+    if model is not None:
+        added = meaning.evidence(model)
+        evidence += added
+        if added > 0:
+            found[MEANING_REASON] = added
     reasons = sorted(found, key=found.__getitem__, reverse=True)
-    return ScreenResult(
-        score=_sigmoid(INTERCEPT + sum(found.values())), reasons=tuple(reasons), message_index=0
-    )
+    return ScreenResult(score=_sigmoid(evidence), reasons=tuple(reasons), message_index=0)
+
+
+def rule_logit(text: str, role: str = USER) -> float:
+    """The rules' log-odds alone (without the meaning model), for training and measuring it."""
+    return INTERCEPT + sum(heuristics.text_signals(normalize(text), role=role).values())
 
 
 def screen_texts(texts: Sequence[str], roles: Sequence[str] | None = None) -> ScreenResult:
