@@ -44,6 +44,8 @@ PHONES = [
      "triple five, eight six seven, five three oh nine"),
     ("llámame: nueve uno cinco cuatro tres dos uno cero nueve",
      "nueve uno cinco cuatro tres dos uno cero nueve"),
+    ("Bel me even (+31 6 12345678), na vijven", "+31 6 12345678"),
+    ("Mój numer: 601 234 567", "601 234 567"),
     ("Phone 3 1 2 5 5 5 0 1 4 8 (typed with spaces)", "3 1 2 5 5 5 0 1 4 8"),
 ]  # fmt: skip
 
@@ -69,6 +71,11 @@ DATES_OF_BIRTH = [
     ("nata il 22 dicembre 1990 a Bari", "22 dicembre 1990"),
     ("生年月日 1979年10月8日", "1979年10月8日"),
     ("Date of birth (YYYY/MM/DD): 2001/06/17", "2001/06/17"),
+    ("Дата рождения: 17 марта 1975 года", "17 марта 1975 года"),
+    ("जन्म तिथि: 5 जुलाई 1988", "5 जुलाई 1988"),
+    ("تاريخ الميلاد: 3 شوال 1402", "3 شوال 1402"),
+    ("出生日期：1987年5月9日", "1987年5月9日"),
+    ("Data urodzenia: 9 listopada 1969", "9 listopada 1969"),
     ("I was born December 1st, 1955.", "December 1st, 1955"),
 ]
 
@@ -100,6 +107,8 @@ PASSPORTS = [
     ("pasaporte español AAB123456", "AAB123456"),
     ("Indian passport number M4829103", "M4829103"),
     ("パスポート番号: TZ0512837", "TZ0512837"),
+    ("رقم جواز السفر: K3390174", "K3390174"),
+    ("पासपोर्ट संख्या P7730215", "P7730215"),
     ("Canadian passport: HK482019", "HK482019"),
 ]
 
@@ -139,6 +148,16 @@ SECRETS = [
     ("Passwort: Herbstlaub#77", "Herbstlaub#77"),
     ("mot de passe du wifi : Soleil2024!", "Soleil2024!"),
     ("a senha é Cachorro99", "Cachorro99"),
+    ("alerts go to https://hooks.slack.com/services/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",
+     "https://hooks.slack.com/services/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"),
+    ("store token 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",
+     "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"),
+    ("DB=postgresql://svc:Lq8#vR2m@10.1.2.3:5432/app", "svc:Lq8#vR2m"),
+    ("das Passwort lautet Sommerwind42", "Sommerwind42"),
+    ("Login: admin, Passwort Kranich-5521", "Kranich-5521"),
+    ("AccountName=acme;AccountKey=Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4OTA=;EndpointSuffix=core",
+     "Zm9vYmFyYmF6cXV4cXV1eDEyMzQ1Njc4OTA="),
+    ("twilio auth token 9f8e7d6c5b4a39281706f5e4d3c2b1a0", "9f8e7d6c5b4a39281706f5e4d3c2b1a0"),
     ("curl -H 'Authorization: Basic am9objpTM2NyZXQh' https://api.internal/",
      "am9objpTM2NyZXQh"),
 ]  # fmt: skip
@@ -228,6 +247,15 @@ HARD_NEGATIVES = [
     "Block 3 of the loop runs twice, then Sector 7 is scanned.",
     "El Banco Santander cerró la oficina de Buenos Aires.",
     "Serial: 4929-1820-7734-5565 is printed under the battery.",
+    "Pay with 4242 4242 4242 4242 in test mode, any CVC.",
+    "aws configure set aws_access_key_id AKIAIOSFODNN7EXAMPLE",
+    "In the example, clients connect to 198.51.100.23 and mail ops@example.net.",
+    "Route 172.16.0.0/12 through the tunnel.",
+    "See clause 3.1.4.2 for the retry rules.",
+    "Die Firmware 2.8.1.4 ist installiert, bitte auf 2.8.1.9 aktualisieren.",
+    "Our VAT ID is GB 987 6543 21.",
+    "Numbers drawn tonight: 03 17 22 28 35 44",
+    "Model 481-22-7719 fits the HX line.",
     "Chapter 3: 10 steps to 2030",
 ]
 
