@@ -75,7 +75,7 @@ DATES_OF_BIRTH = [
     ("जन्म तिथि: 5 जुलाई 1988", "5 जुलाई 1988"),
     ("تاريخ الميلاد: 3 شوال 1402", "3 شوال 1402"),
     ("出生日期：1987年5月9日", "1987年5月9日"),
-    ("Data urodzenia: 9 listopada 1969", "9 listopada 1969"),
+    ("Född 9 maj 1969 i Uppsala", "9 maj 1969"),
     ("I was born December 1st, 1955.", "December 1st, 1955"),
 ]
 
@@ -180,6 +180,8 @@ NAMES = [
     ("Cheers for the quick fix. Mateus", "Mateus"),
     ("Please call Moira before five.", "Moira"),
     ("hey its jenna, can you resend the invoice", "jenna"),
+    ("Morning all, Themba here. Laptop is fixed.", "Themba"),
+    ("merci de rappeler M. Gaspard Lemoine demain", "Gaspard Lemoine"),
     ("Меня зовут Анна Кузнецова.", "Анна Кузнецова"),
 ]
 

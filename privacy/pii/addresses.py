@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from .entities import STREET_ADDRESS, Entity
 from .gazetteer import LOWER, UPPER, english_words
-from .recognizers import _DATE_RE, has_digit, keyword_starts
+from .recognizers import _DATE_RE, has_digit, has_non_latin, keyword_starts
 
 
 # Street types written as a separate word after the name ("Clarke Avenue", "Grote Baan").
@@ -202,13 +202,12 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
                 previous_end = end
     for m in _NUMBER_THEN_TYPE_RE.finditer(text):
         spans.append((m.start(), m.end(), 0.75))
-    if any(map(text.__contains__, _JAPANESE_WARD_WORDS)):
-        for m in _JAPANESE_LATIN_RE.finditer(text):
-            spans.append((m.start(), m.end(), 0.8))
-    if not text.isascii() and any(c in text for c in "〒都道府県"):
+    for m in _JAPANESE_LATIN_RE.finditer(text):
+        spans.append((m.start(), m.end(), 0.8))
+    if has_non_latin(text) and any(c in text for c in "〒都道府県"):
         for m in _JAPANESE_ADDRESS_RE.finditer(text):
             spans.append((m.start(), m.end(), 0.8))
-    if not text.isascii():
+    if has_non_latin(text):
         yield from _other_script_addresses(text)
     if not spans:
         return
@@ -227,7 +226,6 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
 
 
 # Japanese addresses in Latin letters: "2-14-7 Nishi-Shinjuku, Shinjuku-ku, Tokyo 160-0023".
-_JAPANESE_WARD_WORDS = ("-ku", "-shi", "-cho", "-machi", "-gun", "-mura", "-ken")
 _JAPANESE_LATIN_RE = re.compile(
     r"[0-9](?<![\w.,\-/:#].)[0-9]{0,3}(?:-[0-9]{1,4}){1,3},? [A-Z][a-z]+(?:-[A-Z]?[a-z]+){0,2}"
     r",? [A-Z][a-z]+-(?:ku|shi|cho|machi|gun|mura|ken)\b"

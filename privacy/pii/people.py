@@ -32,7 +32,7 @@ from .gazetteer import (
     public_figures,
     surnames,
 )
-from .recognizers import lowered
+from .recognizers import has_non_latin, lowered
 
 _PARTICLES = (
     "van|von|der|den|de|da|di|del|della|du|dos|das|des|la|le|ten|ter|bin|ibn|al|el|zu|af|av"
@@ -60,7 +60,7 @@ def _words(spaced: str) -> frozenset[str]:
 
 TITLES = _words(
     "mr mrs ms miss mx dr prof sir dame lord lady madam madame mme mlle monsieur herr frau "
-    "sr sra srta señor señora rev fr capt col gen sgt lt"
+    "sr sra srta señor señora rev fr capt col gen sgt lt m sig dott"
 )
 # Capitalised words that are never names in practice, though a few are in the census lists:
 # greetings, pronouns, weekdays, months, words of forms and chat transcripts, company words.
@@ -235,14 +235,14 @@ def find_people(text: str) -> Iterator[Entity]:
             rejected.append((run.start(), run.end()))
     if rejected and found:
         found.extend(_listed_with_names(text, found, rejected))
-    if not text.isascii():
+    if has_non_latin(text):
         if any(c in text for c in _CJK_NAME_MARKS):
             found.extend(_cjk_names(text))
         if _ARABIC_OR_DEVANAGARI_RE.search(text):
             found.extend(_cued_script_names(text))
     lower = lowered(text)
     strong = "name" in lower or "call me" in lower
-    if strong or _WEAK_CUE_GATE_RE.search(lower):
+    if strong or _WEAK_CUE_GATE_RE.search(lower, 0, _WEAK_CUE_REACH):
         found.extend(_lower_case_names(text, strong))
     yield from found
 
@@ -282,7 +282,9 @@ def _listed_with_names(
 _LOWER_CASE_CUES = ("my name is ", "name is ", "call me ", "name: ", "name? ")
 # Weaker ones ("hey its jess again"): only a census first name that is no English word.
 _WEAK_LOWER_CASE_CUES = ("its ", "it's ", "it’s ", "this is ", "i'm ", "i’m ", "im ")
-# One pass for all of them, and only their lower-case forms followed by a lower-case word.
+# One pass for all of them, and only their lower-case forms followed by a lower-case word; as
+# a message's opening ("hey its jess again"), in its first characters.
+_WEAK_CUE_REACH = 160
 _WEAK_CUE_GATE_RE = re.compile(r"(?:it['’]?s|this is|i['’]?m) [a-z]")
 _LOWER_WORDS_RE = re.compile(rf"[{LOWER}][{LOWER}'’\-]{{1,30}}(?: [{LOWER}][{LOWER}'’\-]{{1,30}})?")
 
@@ -293,8 +295,9 @@ def _lower_case_names(text: str, strong: bool = True) -> Iterator[Entity]:
         return
     first = first_names()
     words = english_words()
-    for cue in _WEAK_LOWER_CASE_CUES if _WEAK_CUE_GATE_RE.search(lower) else ():
-        position = lower.find(cue)
+    weak = _WEAK_CUE_GATE_RE.search(lower, 0, _WEAK_CUE_REACH) is not None
+    for cue in _WEAK_LOWER_CASE_CUES if weak else ():
+        position = lower.find(cue, 0, _WEAK_CUE_REACH)
         while position >= 0:
             m = _LOWER_WORDS_RE.match(text, position + len(cue))
             if m and (position == 0 or not lower[position - 1].isalpha()):
@@ -303,7 +306,7 @@ def _lower_case_names(text: str, strong: bool = True) -> Iterator[Entity]:
                     yield Entity(PERSON, m.start(), m.end(), 0.55)
                 elif head.capitalize() in first and head not in words:
                     yield Entity(PERSON, m.start(), m.start() + len(head), 0.55)
-            position = lower.find(cue, position + 1)
+            position = lower.find(cue, position + 1, _WEAK_CUE_REACH)
     for cue in _LOWER_CASE_CUES if strong else ():
         position = lower.find(cue)
         while position >= 0:
@@ -359,6 +362,7 @@ def _public_first_words() -> frozenset[str]:
     return frozenset(name.split(" ")[0] for name in public_figures()[0])
 
 
+_SELF_INTRO_AFTER_RE = re.compile(r" (?:here|speaking|from (?:the )?[A-Z][a-z]+ (?:team|office))\b")
 _SIGNATURE_BEFORE = frozenset(".!?\n-–—,/")
 
 
@@ -386,7 +390,9 @@ def _cue_before(text: str, start: int) -> str:
     with a leading space, so cue phrases can be checked with ``endswith``."""
     window = max(0, start - 40)
     line_start = max(window, text.rfind("\n", window, start) + 1)
-    return " " + _NON_WORD_RE.sub(" ", text[line_start:start].lower()).strip()
+    lower = lowered(text)
+    piece = lower[line_start:start] if len(lower) == len(text) else text[line_start:start].lower()
+    return " " + _NON_WORD_RE.sub(" ", piece).strip()
 
 
 def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | None:
@@ -455,6 +461,8 @@ def _judge_name(text: str, run_start: int, value: str, titled: bool) -> Entity |
         and (names[0] in first or not any(n in words for n in lowered))
     ):
         return Entity(PERSON, start, end, 0.75)  # "Debtor: Lotte Peeters", "gift card: ..."
+    if _SELF_INTRO_AFTER_RE.match(text, end) and not any(n in words for n in lowered):
+        return Entity(PERSON, start, end, 0.7)  # "Sipho here.", "Ana speaking"
     if _is_signature(text, start, end) and (
         names[0] in first or not any(n in words for n in lowered)
     ):
@@ -518,6 +526,7 @@ _CJK_NAME_MARKS = "名担姓收联申客我様さ氏先女小殿契受送差患�
 # ("أنا", "اسمي", "الاسم:", "باسم", "المريض"; "नाम:", "मेरा नाम", "धारक", "श्री") or signing a
 # message ("- अंकित वर्मा" at the end): the next one to three words of the script.
 _ARABIC_OR_DEVANAGARI_RE = re.compile(r"[\u0600-\u06ff\u0900-\u097f]")
+
 _ARABIC_WORD = r"[\u0621-\u063a\u0641-\u064a\u064b-\u0652]{2,20}"
 _DEVANAGARI_WORD = r"[\u0900-\u0963\u0971-\u097f]{2,20}"
 _SCRIPT_NAME_RES = (

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -74,9 +75,10 @@ def has_digit(text: str) -> bool:
 
 def forget_text() -> None:
     """Drop the one-text caches above, so no text outlives the ``detect`` call that scanned it."""
-    global _last_lowered, _last_has_digit
+    global _last_lowered, _last_has_digit, _last_non_latin
     _last_lowered = ("", "")
     _last_has_digit = ("", False)
+    _last_non_latin = ("", False)
 
 
 @cache
@@ -85,11 +87,40 @@ def _ascii_only(keywords: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(k for k in keywords if k.isascii())
 
 
+@cache
+def _latin_only(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    """The keywords written in Latin letters (accented ones included)."""
+    return tuple(k for k in keywords if all(ord(c) < 0x250 for c in k))
+
+
+# Letters of scripts other than Latin: Greek, Cyrillic, Hebrew, Arabic, Devanagari, Thai,
+# Hangul, kana and CJK ideographs. A text without any (most non-ASCII text is Latin with
+# accents, curly quotes or emoji) is not searched for keywords written in them.
+_NON_LATIN_RE = re.compile(
+    r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0900-\u097f\u0e00-\u0e7f\u1100-\u11ff"
+    r"\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]"
+)
+_last_non_latin: tuple[str, bool] = ("", False)
+
+
+def has_non_latin(text: str) -> bool:
+    """Whether ``text`` has a letter of a script other than Latin (computed once per text)."""
+    global _last_non_latin
+    cached = _last_non_latin
+    if cached[0] is text:
+        return cached[1]
+    found = not text.isascii() and _NON_LATIN_RE.search(text) is not None
+    _last_non_latin = (text, found)
+    return found
+
+
 def keyword_starts(text: str, keywords: tuple[str, ...]) -> list[int]:
     """Sorted start offsets in ``text`` of the lower-case ``keywords``, found in a lower-cased
     copy with ``str.find`` (far faster than a case-insensitive regex)."""
     if text.isascii():  # O(1) in CPython: a flag of the string
         keywords = _ascii_only(keywords)
+    elif not has_non_latin(text):
+        keywords = _latin_only(keywords)
     lower = lowered(text)
     if len(lower) != len(text):
         # Lower-casing changed the length (a few Unicode letters do), so offsets would not line
@@ -777,11 +808,6 @@ _SECRET_TOKENS: tuple[tuple[tuple[str, ...], re.Pattern[str], float], ...] = tup
         (("SG.",), r"S(?<![A-Za-z0-9_.-].)G\.[A-Za-z0-9_\-]{16,32}\.[A-Za-z0-9_\-]{30,50}"
                    r"(?![A-Za-z0-9_-])", 1.0),
         (("npm_",), r"n(?<![A-Za-z0-9_].)pm_[A-Za-z0-9]{36}(?![A-Za-z0-9_])", 1.0),
-        # Telegram bot tokens, Mailchimp keys
-        ((":AA",), r"[0-9](?<![A-Za-z0-9_:].)[0-9]{7,10}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9_\-])",
-         1.0),
-        (("-us",),
-         r"[0-9a-f](?<![A-Za-z0-9_\-].)[0-9a-f]{31}-us[0-9]{1,2}(?![A-Za-z0-9_\-])", 0.95),
     )
 )  # fmt: skip
 
@@ -824,14 +850,23 @@ _PREFIXED_KEYS: dict[str, re.Pattern[str]] = {
         ("tskey-", r"tskey-", r"(?:auth|api|client)-[A-Za-z0-9\-]{20,80}"),
     )
 }  # fmt: skip
-_JOINED_RUN_RE = re.compile(r"[_\-.][A-Za-z0-9_\-.+/=]{18,}")
+_JOINED_RUN_RES = (
+    re.compile(r"[_\-][A-Za-z0-9_\-.+/=]{18,}"),
+    re.compile(r"\.(?:[a-z]{2}\.)?[A-Za-z0-9_\-]{20,}"),  # "ya29.…", "hvs.…", "dp.pt.…"
+)
 _PREFIX_LONGEST = max(map(len, _PREFIXED_KEYS))
 # Keys with no joining character, each behind a literal start (fast on its own): Twilio API
 # keys, Databricks, Atlassian API tokens.
+# Keys found by a literal inside them: Telegram bot tokens ("123456789:AA…"), Mailchimp keys
+# ("<32 hex>-us21").
+_BACKWARD_KEYS = (
+    (":AA", re.compile(r"[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9_\-])"), 10),
+    ("-us", re.compile(r"[0-9a-f]{32}-us[0-9]{1,2}(?![A-Za-z0-9_\-])"), 32),
+)
 _LITERAL_KEYS = (
-    re.compile(r"S(?<![A-Za-z0-9_].)K[a-f0-9]{32}(?![A-Za-z0-9_])"),
-    re.compile(r"d(?<![A-Za-z0-9_].)api[a-f0-9]{32}(?:-\d)?(?![A-Za-z0-9_])"),
-    re.compile(r"A(?<![A-Za-z0-9_].)TATT3[A-Za-z0-9_\-=]{50,250}(?![A-Za-z0-9_])"),
+    ("SK", re.compile(r"S(?<![A-Za-z0-9_].)K[a-f0-9]{32}(?![A-Za-z0-9_])")),
+    ("dapi", re.compile(r"d(?<![A-Za-z0-9_].)api[a-f0-9]{32}(?:-\d)?(?![A-Za-z0-9_])")),
+    ("ATATT3", re.compile(r"A(?<![A-Za-z0-9_].)TATT3[A-Za-z0-9_\-=]{50,250}(?![A-Za-z0-9_])")),
 )
 
 _SECRET_KEYWORDS = ("pass", "pw", "secret", "api", "access", "token", "bearer", "basic", "kennwort",
@@ -950,7 +985,7 @@ def _looks_like_bare_secret(value: str) -> bool:
 
 
 def _prefixed_keys(text: str) -> Iterator[Entity]:
-    for run in _JOINED_RUN_RE.finditer(text):
+    for run in itertools.chain.from_iterable(p.finditer(text) for p in _JOINED_RUN_RES):
         joint = run.start()
         start = joint
         while start > 0 and joint - start < _PREFIX_LONGEST and text[start - 1].isalnum():
@@ -963,7 +998,17 @@ def _prefixed_keys(text: str) -> Iterator[Entity]:
         m = pattern.match(text, start)
         if m is not None and not _is_placeholder_secret(m.group()):
             yield Entity(SECRET, start, m.end(), 1.0)
-    for pattern in _LITERAL_KEYS:
+    for literal, pattern, back in _BACKWARD_KEYS:
+        at = text.find(literal)
+        while at >= 0:
+            # The key starts up to ``back`` characters before the literal it holds.
+            m = pattern.search(text, max(0, at - back), at + len(literal) + 60)
+            if m is not None and not (m.start() and text[m.start() - 1].isalnum()):
+                yield Entity(SECRET, m.start(), m.end(), 1.0)
+            at = text.find(literal, at + 1)
+    for literal, pattern in _LITERAL_KEYS:
+        if literal not in text:
+            continue
         for m in pattern.finditer(text):
             if not _is_placeholder_secret(m.group()):
                 yield Entity(SECRET, m.start(), m.end(), 1.0)
@@ -1003,7 +1048,7 @@ def find_secrets(text: str) -> Iterator[Entity]:
         if match and _is_basic_credentials(match.group(1)):
             yield Entity(SECRET, match.start(1), match.end(1), 0.9)
             previous_end = match.end()
-    if "Key=" in text or "key=" in text or "ssword=" in text or "wd=" in text:
+    if "=" in text and ("Key=" in text or "key=" in text or "ssword=" in text or "wd=" in text):
         for m in _CONNECTION_KEY_RE.finditer(text):
             if _looks_like_secret_value(m.group(1)):
                 yield Entity(SECRET, m.start(1), m.end(1), 0.9)
@@ -1118,8 +1163,7 @@ _DOB_KEYWORDS = (
     "born", "birth", "dob", "d.o.b", "geb", "né ", "née", "naissance", "naci", "nací", "nac.",
     "nasci", "nato ", "nata ", "рожд", "родил", "生年月日", "誕生", "b. ",
     "ميلاد", "مواليد", "जन्म", "出生", "生日", "生于", "생년월일", "출생", "생일", "doğum", "syntym",
-    "födelse", "född", "født", "fødsel", "urodz", "narozen", "születés", "γέννηση", "ngày sinh",
-    "lahir", "bday", "b-day",
+    "födelse", "född", "født", "fødsel", "születés", "γέννηση", "ngày sinh", "bday",
 )  # fmt: skip
 # ... and after it: "1995年12月3日生まれ".
 _DOB_AFTER_KEYWORDS = ("生まれ", "生")
@@ -1194,7 +1238,7 @@ def _this_year() -> int:
 # Japanese and Chinese (lower case).
 _PASSPORT_KEYWORDS = ("pas", "паспорт", "旅券", "パスポート", "护照", "護照", "여권", "جواز",
                       "पासपोर्ट", "διαβατήριο", "útlevél", "hộ chiếu", "דרכון", "گذرنامه",
-                      "หนังสือเดินทาง", "paszport", "pasaport")  # fmt: skip
+                      "หนังสือเดินทาง")  # fmt: skip
 # "pas" is found fast and then checked: passport, passeport, pasaporte, passaporte, passaporto,
 # (reise)pass, pass-nr, passnummer, paspoort, paszport.
 _PASSPORT_WORD_RE = re.compile(
