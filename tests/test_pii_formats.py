@@ -182,6 +182,7 @@ NAMES = [
     ("hey its jenna, can you resend the invoice", "jenna"),
     ("Morning all, Themba here. Laptop is fixed.", "Themba"),
     ("merci de rappeler M. Gaspard Lemoine demain", "Gaspard Lemoine"),
+    ("شكرا جزيلا، مع تحياتي، سلمى القحطاني", "سلمى القحطاني"),
     ("Меня зовут Анна Кузнецова.", "Анна Кузнецова"),
 ]
 
@@ -267,6 +268,8 @@ HARD_NEGATIVES = [
     "El Banco Santander cerró la oficina de Buenos Aires.",
     "Serial: 4929-1820-7734-5565 is printed under the battery.",
     "Nikola Tesla patented the induction motor in 1888.",
+    "Albert Camus received the Nobel Prize in Literature in 1957.",
+    "The physicist Annelise Brandauer discovered the effect in the last century.",
     "As Einstein put it, imagination matters more than knowledge.",
     "Nationality: Portuguese",
     "Su factura ya está disponible en la web.",

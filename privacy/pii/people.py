@@ -204,6 +204,7 @@ def find_people(text: str) -> Iterator[Entity]:
     capitalised = _capitalised_words()
     plain = _plain_words()
     first = first_names()
+    last = surnames()
     title_ends: set[int] | None = None
     found: list[Entity] = []
     rejected: list[tuple[int, int]] = []  # unknown single words, kept for the list rule below
@@ -224,8 +225,26 @@ def find_people(text: str) -> Iterator[Entity]:
                     title_ends = _title_ends(text)
                 if run.start() not in title_ends:
                     continue
-        elif all(word in plain or word.lower() in _NOT_NAMES for word in value.split(" ")):
-            continue
+        else:
+            parts = value.split(" ")
+            if all(word in plain or word.lower() in _NOT_NAMES for word in parts):
+                continue
+            head, tail = parts[0], parts[-1]
+            if (
+                # English words from end to end, neither a first name first nor a surname last
+                # ("Developer Mode", "World Cup"): only a title could make this a name
+                head in capitalised
+                and tail in capitalised
+                and head not in first
+                and tail not in last
+                and head.lower() not in _NOT_NAMES
+                and head.rstrip(".").lower() not in TITLES
+                and head.lower() not in _ADDRESSING_VERBS
+            ):
+                if title_ends is None:
+                    title_ends = _title_ends(text)
+                if run.start() not in title_ends:
+                    continue
         if title_ends is None:
             title_ends = _title_ends(text)
         entity = _judge_run(text, run.start(), value, run.start() in title_ends)
@@ -363,13 +382,14 @@ def _public_first_words() -> frozenset[str]:
 
 
 _SELF_INTRO_AFTER_RE = re.compile(r" (?:here|speaking|from (?:the )?[A-Z][a-z]+ (?:team|office))\b")
+_SIGNATURE_TAIL = 6  # characters after a signing name: punctuation, quotes, line breaks
 _SIGNATURE_BEFORE = frozenset(".!?\n-–—,/")
 
 
 def _is_signature(text: str, start: int, end: int) -> bool:
     """Whether a run ends the text (bar punctuation) after a sentence end, a dash or a line
     break: a name signing a message ("... thanks. Jack", "- Carla Nguyen")."""
-    if len(text) - end > 6 or text[end:].strip(" \t\n.!)\"'") != "":
+    if len(text) - end > _SIGNATURE_TAIL or text[end:].strip(" \t\n.!)\"'") != "":
         return False
     i = start - 1
     while i >= 0 and text[i] in " \t":
@@ -385,13 +405,32 @@ def _title_ends(text: str) -> set[int]:
     }
 
 
+def _cue_index(cues: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The cue phrases by their last word, so that a text is compared only with the phrases
+    ending in its own last word (``str.endswith`` with the whole tuple tries every phrase)."""
+    index: dict[str, list[str]] = {}
+    for cue in cues:
+        index.setdefault(cue.rsplit(" ", 1)[-1], []).append(cue)
+    return {word: tuple(phrases) for word, phrases in index.items()}
+
+
+def _ends_with_cue(before: str, index: dict[str, tuple[str, ...]]) -> bool:
+    phrases = index.get(before.rsplit(" ", 1)[-1])
+    return phrases is not None and before.endswith(phrases)
+
+
+_STRONG_CUE_INDEX = _cue_index(_STRONG_CUES)
+_WEAK_CUE_INDEX = _cue_index(_WEAK_CUES)
+
+
 def _cue_before(text: str, start: int) -> str:
     """The text before ``start`` on its line, lower-cased, punctuation collapsed to spaces,
     with a leading space, so cue phrases can be checked with ``endswith``."""
     window = max(0, start - 40)
     line_start = max(window, text.rfind("\n", window, start) + 1)
-    lower = lowered(text)
-    piece = lower[line_start:start] if len(lower) == len(text) else text[line_start:start].lower()
+    piece = text[line_start:start].lower()
+    if piece.replace(" ", "").isalnum():  # words and spaces only: no regex needed
+        return " " + " ".join(piece.split())
     return " " + _NON_WORD_RE.sub(" ", piece).strip()
 
 
@@ -400,9 +439,32 @@ def _judge_run(text: str, run_start: int, value: str, titled: bool) -> Entity | 
     if entity is None:
         return None
     names = [w for w in text[entity.start : entity.end].split(" ") if len(w.rstrip(".")) > 1]
-    if _is_public_figure(names) and not _cue_before(text, entity.start).endswith(_SELF_CUES):
+    if (
+        _is_public_figure(names) or (len(names) > 1 and _fame_words_near(text, entity))
+    ) and not _cue_before(text, entity.start).endswith(_SELF_CUES):
         return None  # "Alan Turing's 1950 paper": public figures in prose are not labelled
     return entity
+
+
+# Words of a sentence about someone famous ("received the Nobel Prize", "the physicist").
+_FAME_WORDS = _words(
+    "nobel pulitzer century centuries invented inventor invention discovered discovery "
+    "physicist chemist novelist painter composer philosopher mathematician poet playwright "
+    "emperor pharaoh dynasty biography biographer famous famously legendary historian "
+    "astronaut renowned nobelpreis siècle siglo jahrhundert século secolo"
+)
+_WORD_RE = re.compile(r"\w+")
+_FAME_WINDOW = 120
+
+
+def _fame_words_near(text: str, entity: Entity) -> bool:
+    """Whether the words around a name (on its line, within a clause's reach) say it is someone
+    famous."""
+    lower = lowered(text)
+    left = max(0, entity.start - _FAME_WINDOW, lower.rfind("\n", 0, entity.start) + 1)
+    newline = lower.find("\n", entity.end, entity.end + _FAME_WINDOW)
+    right = newline if newline >= 0 else min(len(text), entity.end + _FAME_WINDOW)
+    return not _FAME_WORDS.isdisjoint(_WORD_RE.findall(lower, left, right))
 
 
 def _judge_name(text: str, run_start: int, value: str, titled: bool) -> Entity | None:
@@ -443,7 +505,7 @@ def _judge_name(text: str, run_start: int, value: str, titled: bool) -> Entity |
         return None
     if any(word.rstrip(".").lower() in _ORG_WORDS for _, word in tokens):
         return None  # "Banco Santander", "Deutsche Bank AG", "Gare du Nord"
-    if all(n in _DEMONYMS for n in lowered):
+    if lowered[0] in _DEMONYMS and all(n in _DEMONYMS for n in lowered):
         return None  # "Irish", "British"
     if len(names) > 1 and lowered[0] in _CITIES:
         return None  # "Paris Gare ...", "London Bridge"
@@ -461,13 +523,19 @@ def _judge_name(text: str, run_start: int, value: str, titled: bool) -> Entity |
         and (names[0] in first or not any(n in words for n in lowered))
     ):
         return Entity(PERSON, start, end, 0.75)  # "Debtor: Lotte Peeters", "gift card: ..."
-    if _SELF_INTRO_AFTER_RE.match(text, end) and not any(n in words for n in lowered):
+    if (
+        text.startswith(" ", end)
+        and _SELF_INTRO_AFTER_RE.match(text, end)
+        and not any(n in words for n in lowered)
+    ):
         return Entity(PERSON, start, end, 0.7)  # "Sipho here.", "Ana speaking"
-    if _is_signature(text, start, end) and (
-        names[0] in first or not any(n in words for n in lowered)
+    if (
+        len(text) - end <= _SIGNATURE_TAIL
+        and _is_signature(text, start, end)
+        and (names[0] in first or not any(n in words for n in lowered))
     ):
         return Entity(PERSON, start, end, 0.7)  # "... thanks. Jack", "- Carla Nguyen"
-    if before.endswith(_STRONG_CUES) and (
+    if _ends_with_cue(before, _STRONG_CUE_INDEX) and (
         not all(n in words for n in lowered) or names[0] in first
     ):
         return Entity(PERSON, start, end, 0.8)
@@ -490,14 +558,14 @@ def _judge_name(text: str, run_start: int, value: str, titled: bool) -> Entity |
         if (names[0] in first or names[-1] in last) and not last_is_word:
             return Entity(PERSON, start, end, 0.7)
         if not any(n in words for n in lowered) and (
-            not sentence_start or before.endswith(_WEAK_CUES)
+            not sentence_start or _ends_with_cue(before, _WEAK_CUE_INDEX)
         ):
             return Entity(PERSON, start, end, 0.55)
         return None
     # A single capitalised word that is not an English word.
     if first_is_word or sentence_start or before.endswith(_PLACE_PREPOSITIONS):
         return None
-    if names[0] in last or before.endswith(_WEAK_CUES):
+    if names[0] in last or _ends_with_cue(before, _WEAK_CUE_INDEX):
         return Entity(PERSON, start, end, 0.5)
     return None
 
@@ -536,6 +604,14 @@ _SCRIPT_NAME_RES = (
         r"[:：]?[ \t]{1,2})"
         rf"({_ARABIC_WORD}(?: {_ARABIC_WORD}){{0,2}}?)"
         r"(?=[،,.:؛\n]| (?:هو|هي|و|في|من|على|ورقم|رقم|تاريخ|بريدي)\b|$)"
+    ),
+    re.compile(
+        r"(?:مع تحياتي|تحياتي|مع خالص التحية|مع أطيب التحيات|وشكرا|شكرا|المخلص|المخلصة)"
+        rf"[،,:]?[ \t\n]{{1,3}}({_ARABIC_WORD}(?: {_ARABIC_WORD}){{0,2}})[ \t.]*$"
+    ),
+    re.compile(
+        r"(?:धन्यवाद|सादर|आपका|आपकी|भवदीय)[,،।:]?[ \t\n]{1,3}"
+        rf"({_DEVANAGARI_WORD}(?: {_DEVANAGARI_WORD}){{0,2}})[ \t.।]*$"
     ),
     re.compile(
         r"(?:नाम[:：]?|मेरा नाम|मेरी नाम|धारक|श्री|श्रीमती|सुश्री|डॉ\.?|ग्राहक[:：]?|प्राप्तकर्ता[:：]?)"

@@ -855,19 +855,10 @@ _JOINED_RUN_RES = (
     re.compile(r"\.(?:[a-z]{2}\.)?[A-Za-z0-9_\-]{20,}"),  # "ya29.…", "hvs.…", "dp.pt.…"
 )
 _PREFIX_LONGEST = max(map(len, _PREFIXED_KEYS))
-# Keys with no joining character, each behind a literal start (fast on its own): Twilio API
-# keys, Databricks, Atlassian API tokens.
-# Keys found by a literal inside them: Telegram bot tokens ("123456789:AA…"), Mailchimp keys
-# ("<32 hex>-us21").
-_BACKWARD_KEYS = (
-    (":AA", re.compile(r"[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9_\-])"), 10),
-    ("-us", re.compile(r"[0-9a-f]{32}-us[0-9]{1,2}(?![A-Za-z0-9_\-])"), 32),
-)
-_LITERAL_KEYS = (
-    ("SK", re.compile(r"S(?<![A-Za-z0-9_].)K[a-f0-9]{32}(?![A-Za-z0-9_])")),
-    ("dapi", re.compile(r"d(?<![A-Za-z0-9_].)api[a-f0-9]{32}(?:-\d)?(?![A-Za-z0-9_])")),
-    ("ATATT3", re.compile(r"A(?<![A-Za-z0-9_].)TATT3[A-Za-z0-9_\-=]{50,250}(?![A-Za-z0-9_])")),
-)
+# Telegram bot tokens ("123456789:AA…"), found from the literal inside them, and Twilio API
+# keys ("SK" and 32 hex digits), behind a literal start.
+_TELEGRAM_TOKEN_RE = re.compile(r"[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9_\-])")
+_TWILIO_KEY_RE = re.compile(r"S(?<![A-Za-z0-9_].)K[a-f0-9]{32}(?![A-Za-z0-9_])")
 
 _SECRET_KEYWORDS = ("pass", "pw", "secret", "api", "access", "token", "bearer", "basic", "kennwort",
                     "contraseña", "senha", "wachtwoord", "lösenord", "clave", "пароль",
@@ -998,18 +989,14 @@ def _prefixed_keys(text: str) -> Iterator[Entity]:
         m = pattern.match(text, start)
         if m is not None and not _is_placeholder_secret(m.group()):
             yield Entity(SECRET, start, m.end(), 1.0)
-    for literal, pattern, back in _BACKWARD_KEYS:
-        at = text.find(literal)
-        while at >= 0:
-            # The key starts up to ``back`` characters before the literal it holds.
-            m = pattern.search(text, max(0, at - back), at + len(literal) + 60)
-            if m is not None and not (m.start() and text[m.start() - 1].isalnum()):
-                yield Entity(SECRET, m.start(), m.end(), 1.0)
-            at = text.find(literal, at + 1)
-    for literal, pattern in _LITERAL_KEYS:
-        if literal not in text:
-            continue
-        for m in pattern.finditer(text):
+    at = text.find(":AA")
+    while at >= 0:
+        m = _TELEGRAM_TOKEN_RE.search(text, max(0, at - 10), at + 40)
+        if m is not None and not (m.start() and text[m.start() - 1].isalnum()):
+            yield Entity(SECRET, m.start(), m.end(), 1.0)
+        at = text.find(":AA", at + 1)
+    if "SK" in text:
+        for m in _TWILIO_KEY_RE.finditer(text):
             if not _is_placeholder_secret(m.group()):
                 yield Entity(SECRET, m.start(), m.end(), 1.0)
 
