@@ -45,6 +45,12 @@ PHONES = [
     ("llámame: nueve uno cinco cuatro tres dos uno cero nueve",
      "nueve uno cinco cuatro tres dos uno cero nueve"),
     ("Bel me even (+31 6 12345678), na vijven", "+31 6 12345678"),
+    ("Laissez un message, je rappelle au zéro sept, quarante et un, vingt-deux, quatre-vingt-"
+     "dix-neuf, seize.", "zéro sept, quarante et un, vingt-deux, quatre-vingt-dix-neuf, seize"),
+    ("Anruf bitte unter null eins fünf zwei, drei drei acht, neun null eins",
+     "null eins fünf zwei, drei drei acht, neun null eins"),
+    ("ring me on four four seven, nine one one, two zero eight three tonight",
+     "four four seven, nine one one, two zero eight three"),
     ("Mój numer: 601 234 567", "601 234 567"),
     ("Phone 3 1 2 5 5 5 0 1 4 8 (typed with spaces)", "3 1 2 5 5 5 0 1 4 8"),
 ]  # fmt: skip

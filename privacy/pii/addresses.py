@@ -202,8 +202,9 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
                 previous_end = end
     for m in _NUMBER_THEN_TYPE_RE.finditer(text):
         spans.append((m.start(), m.end(), 0.75))
-    for m in _JAPANESE_LATIN_RE.finditer(text):
-        spans.append((m.start(), m.end(), 0.8))
+    if _JAPANESE_WARD_RE.search(text):
+        for m in _JAPANESE_LATIN_RE.finditer(text):
+            spans.append((m.start(), m.end(), 0.8))
     if has_non_latin(text) and any(c in text for c in "〒都道府県"):
         for m in _JAPANESE_ADDRESS_RE.finditer(text):
             spans.append((m.start(), m.end(), 0.8))
@@ -226,6 +227,7 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
 
 
 # Japanese addresses in Latin letters: "2-14-7 Nishi-Shinjuku, Shinjuku-ku, Tokyo 160-0023".
+_JAPANESE_WARD_RE = re.compile(r"-(?:ku|shi|cho|machi|gun|mura|ken)\b")  # a cheap test first
 _JAPANESE_LATIN_RE = re.compile(
     r"[0-9](?<![\w.,\-/:#].)[0-9]{0,3}(?:-[0-9]{1,4}){1,3},? [A-Z][a-z]+(?:-[A-Z]?[a-z]+){0,2}"
     r",? [A-Z][a-z]+-(?:ku|shi|cho|machi|gun|mura|ken)\b"

@@ -60,7 +60,7 @@ def _words(spaced: str) -> frozenset[str]:
 
 TITLES = _words(
     "mr mrs ms miss mx dr prof sir dame lord lady madam madame mme mlle monsieur herr frau "
-    "sr sra srta señor señora rev fr capt col gen sgt lt m sig dott"
+    "sr sra srta señor señora rev fr capt col gen sgt lt m sig dott herrn"
 )
 # Capitalised words that are never names in practice, though a few are in the census lists:
 # greetings, pronouns, weekdays, months, words of forms and chat transcripts, company words.
@@ -162,6 +162,7 @@ _STRONG_CUES = tuple(
         "nom de famille", "c'est", "c’est", "voici", "hier ist", "aquí", "aqui",
         "it is", "ask for", "on behalf of", "attention", "zu händen", "z. hd.", "z.hd.",
         "destinataire:", "empfänger:", "destinatario:", "titular:", "titulaire:",
+        "merci", "gracias", "danke", "obrigado", "obrigada", "grazie", "cheers", "thx",
     )
 )  # fmt: skip
 # Weaker ones: enough for a capitalised word that is not an English word, mid-sentence.

@@ -581,8 +581,23 @@ _SPOKEN_START_RE = re.compile(r"(?<![\w.,])" + _SPOKEN_TOKEN)
 # A read-out number is only taken after a word that says phone; those words are found first
 # with ``str.find`` (fast), and the number is looked for just after each.
 _SPOKEN_CUES = ("phon", "call", "number", "número", "numéro", "tel", "tél", "mobil", "móvil",
-                "cell", "text me", "reach me", "llam", "llám")  # fmt: skip
+                "cell", "text me", "can text", "reach me", "llam", "llám", "ring", "rückruf",
+                "anruf", "appel")  # fmt: skip
 _SPOKEN_WINDOW = 40
+# French numbers from 0 to 99 in words, read in pairs ("zéro six, douze, trente-quatre,
+# cinquante-six, soixante-dix-huit"): a sequence of at least four after a phone word.
+_FR_UNIT = r"(?:un|une|deux|trois|quatre|cinq|six|sept|huit|neuf)"
+_FR_TEEN = r"(?:dix|onze|douze|treize|quatorze|quinze|seize|dix-sept|dix-huit|dix-neuf)"
+_FR_NUMBER = (
+    rf"(?:z[ée]ro|(?:vingt|trente|quarante|cinquante|soixante)(?:[- ]et[- ](?:un|onze)"
+    rf"|-{_FR_TEEN}|-{_FR_UNIT})?|quatre-vingts?(?:-{_FR_TEEN}|-{_FR_UNIT})?|{_FR_TEEN}|{_FR_UNIT})"
+)
+_FRENCH_SPOKEN_RE = re.compile(
+    rf"(?<![\w-]){_FR_NUMBER}(?:(?:[ \t]{{0,2}},[ \t]{{0,2}}|[ \t]{{1,2}}){_FR_NUMBER}){{3,11}}"
+    r"(?![\w-])"
+)
+# A French number read out starts with its trunk "zéro" ("zéro six, ...").
+_FRENCH_HINTS = ("zéro", "zero")
 
 
 def find_spoken_phones(text: str) -> Iterator[Entity]:
@@ -592,15 +607,25 @@ def find_spoken_phones(text: str) -> Iterator[Entity]:
         return
     searched_until = -1
     for position in keyword_starts(text, _SPOKEN_CUES):
-        if lower[position] in "tc" and (
-            (position and lower[position - 1].isalpha()) or lower.startswith("tell", position)
-        ):
-            continue  # "hotel", "recall", "tell": not a phone word (and the common case)
+        if (
+            position
+            and lower[position - 1].isalpha()
+            and not (lower[position - 1] == "r" and lower.startswith("appel", position))
+        ) or lower.startswith("tell", position):
+            # "hotel", "recall", "string", "tell": not a phone word (the common case); but
+            # "rappelez-moi" is
+            continue
         start = max(position, searched_until)
         stop = min(len(text), position + _SPOKEN_WINDOW)
         if start >= stop:
             continue
         searched_until = stop
+        if any(hint in lower[start:stop] for hint in _FRENCH_HINTS):
+            french = _FRENCH_SPOKEN_RE.search(lower, start, min(len(text), stop + 160))
+            if french is not None and french.start() < stop:
+                yield Entity(PHONE, french.start(), french.end(), 0.8)
+                searched_until = french.end()
+                continue
         # Candidate starts are looked for in the window only; the number may run past it.
         for first in _SPOKEN_START_RE.finditer(lower, start, stop):
             m = _SPOKEN_PHONE_RE.match(lower, first.start())
@@ -850,8 +875,9 @@ _PREFIXED_KEYS: dict[str, re.Pattern[str]] = {
         ("tskey-", r"tskey-", r"(?:auth|api|client)-[A-Za-z0-9\-]{20,80}"),
     )
 }  # fmt: skip
-_JOINED_RUN_RES = (
-    re.compile(r"[_\-][A-Za-z0-9_\-.+/=]{18,}"),
+_JOINED_RUN_RES = (  # one literal first character each: the engine skips to it fast
+    re.compile(r"_[A-Za-z0-9_\-.+/=]{18,}"),
+    re.compile(r"-[A-Za-z0-9_\-.+/=]{18,}"),
     re.compile(r"\.(?:[a-z]{2}\.)?[A-Za-z0-9_\-]{20,}"),  # "ya29.…", "hvs.…", "dp.pt.…"
 )
 _PREFIX_LONGEST = max(map(len, _PREFIXED_KEYS))
