@@ -47,7 +47,7 @@ PHONES = [
     ("Bel me even (+31 6 12345678), na vijven", "+31 6 12345678"),
     ("Laissez un message, je rappelle au zéro sept, quarante et un, vingt-deux, quatre-vingt-"
      "dix-neuf, seize.", "zéro sept, quarante et un, vingt-deux, quatre-vingt-dix-neuf, seize"),
-    ("Anruf bitte unter null eins fünf zwei, drei drei acht, neun null eins",
+    ("Rückruf bitte unter null eins fünf zwei, drei drei acht, neun null eins",
      "null eins fünf zwei, drei drei acht, neun null eins"),
     ("ring me on four four seven, nine one one, two zero eight three tonight",
      "four four seven, nine one one, two zero eight three"),

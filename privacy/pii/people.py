@@ -205,7 +205,6 @@ def find_people(text: str) -> Iterator[Entity]:
     capitalised = _capitalised_words()
     plain = _plain_words()
     first = first_names()
-    last = surnames()
     title_ends: set[int] | None = None
     found: list[Entity] = []
     rejected: list[tuple[int, int]] = []  # unknown single words, kept for the list rule below
@@ -226,26 +225,8 @@ def find_people(text: str) -> Iterator[Entity]:
                     title_ends = _title_ends(text)
                 if run.start() not in title_ends:
                     continue
-        else:
-            parts = value.split(" ")
-            if all(word in plain or word.lower() in _NOT_NAMES for word in parts):
-                continue
-            head, tail = parts[0], parts[-1]
-            if (
-                # English words from end to end, neither a first name first nor a surname last
-                # ("Developer Mode", "World Cup"): only a title could make this a name
-                head in capitalised
-                and tail in capitalised
-                and head not in first
-                and tail not in last
-                and head.lower() not in _NOT_NAMES
-                and head.rstrip(".").lower() not in TITLES
-                and head.lower() not in _ADDRESSING_VERBS
-            ):
-                if title_ends is None:
-                    title_ends = _title_ends(text)
-                if run.start() not in title_ends:
-                    continue
+        elif all(word in plain or word.lower() in _NOT_NAMES for word in value.split(" ")):
+            continue
         if title_ends is None:
             title_ends = _title_ends(text)
         entity = _judge_run(text, run.start(), value, run.start() in title_ends)
@@ -262,7 +243,7 @@ def find_people(text: str) -> Iterator[Entity]:
             found.extend(_cued_script_names(text))
     lower = lowered(text)
     strong = "name" in lower or "call me" in lower
-    if strong or _WEAK_CUE_GATE_RE.search(lower, 0, _WEAK_CUE_REACH):
+    if strong or _WEAK_CUE_GATE_RE.search(text, 0, _WEAK_CUE_REACH):
         found.extend(_lower_case_names(text, strong))
     yield from found
 
@@ -301,11 +282,10 @@ def _listed_with_names(
 # Phrases after which a name may be written in lower case ("my name is lena andersson").
 _LOWER_CASE_CUES = ("my name is ", "name is ", "call me ", "name: ", "name? ")
 # Weaker ones ("hey its jess again"): only a census first name that is no English word.
-_WEAK_LOWER_CASE_CUES = ("its ", "it's ", "it’s ", "this is ", "i'm ", "i’m ", "im ")
-# One pass for all of them, and only their lower-case forms followed by a lower-case word; as
-# a message's opening ("hey its jess again"), in its first characters.
+# ("its", "it's", "this is", "i'm", "im"), in lower case and followed by a lower-case word, as
+# a message's opening ("hey its jess again"): in its first characters.
 _WEAK_CUE_REACH = 160
-_WEAK_CUE_GATE_RE = re.compile(r"(?:it['’]?s|this is|i['’]?m) [a-z]")
+_WEAK_CUE_GATE_RE = re.compile(r"(?<![A-Za-z])(?:it['’]?s|this is|i['’]?m) ([a-z]{2,20})\b")
 _LOWER_WORDS_RE = re.compile(rf"[{LOWER}][{LOWER}'’\-]{{1,30}}(?: [{LOWER}][{LOWER}'’\-]{{1,30}})?")
 
 
@@ -315,18 +295,10 @@ def _lower_case_names(text: str, strong: bool = True) -> Iterator[Entity]:
         return
     first = first_names()
     words = english_words()
-    weak = _WEAK_CUE_GATE_RE.search(lower, 0, _WEAK_CUE_REACH) is not None
-    for cue in _WEAK_LOWER_CASE_CUES if weak else ():
-        position = lower.find(cue, 0, _WEAK_CUE_REACH)
-        while position >= 0:
-            m = _LOWER_WORDS_RE.match(text, position + len(cue))
-            if m and (position == 0 or not lower[position - 1].isalpha()):
-                head = m.group().split(" ")[0]
-                if head.capitalize() in first and head not in words and head == m.group():
-                    yield Entity(PERSON, m.start(), m.end(), 0.55)
-                elif head.capitalize() in first and head not in words:
-                    yield Entity(PERSON, m.start(), m.start() + len(head), 0.55)
-            position = lower.find(cue, position + 1, _WEAK_CUE_REACH)
+    for weak in _WEAK_CUE_GATE_RE.finditer(text, 0, _WEAK_CUE_REACH):
+        name = weak.group(1)
+        if name.capitalize() in first and name not in words:
+            yield Entity(PERSON, weak.start(1), weak.end(1), 0.55)
     for cue in _LOWER_CASE_CUES if strong else ():
         position = lower.find(cue)
         while position >= 0:
@@ -454,8 +426,8 @@ _FAME_WORDS = _words(
     "emperor pharaoh dynasty biography biographer famous famously legendary historian "
     "astronaut renowned nobelpreis siècle siglo jahrhundert século secolo"
 )
-_WORD_RE = re.compile(r"\w+")
-_FAME_WINDOW = 120
+_PUNCTUATION_TO_SPACE = str.maketrans(dict.fromkeys(".,;:!?()[]{}\"'“”‘’«»", " "))
+_FAME_WINDOW = 100
 
 
 def _fame_words_near(text: str, entity: Entity) -> bool:
@@ -465,7 +437,7 @@ def _fame_words_near(text: str, entity: Entity) -> bool:
     left = max(0, entity.start - _FAME_WINDOW, lower.rfind("\n", 0, entity.start) + 1)
     newline = lower.find("\n", entity.end, entity.end + _FAME_WINDOW)
     right = newline if newline >= 0 else min(len(text), entity.end + _FAME_WINDOW)
-    return not _FAME_WORDS.isdisjoint(_WORD_RE.findall(lower, left, right))
+    return not _FAME_WORDS.isdisjoint(lower[left:right].translate(_PUNCTUATION_TO_SPACE).split())
 
 
 def _judge_name(text: str, run_start: int, value: str, titled: bool) -> Entity | None:

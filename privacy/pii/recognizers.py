@@ -581,8 +581,8 @@ _SPOKEN_START_RE = re.compile(r"(?<![\w.,])" + _SPOKEN_TOKEN)
 # A read-out number is only taken after a word that says phone; those words are found first
 # with ``str.find`` (fast), and the number is looked for just after each.
 _SPOKEN_CUES = ("phon", "call", "number", "número", "numéro", "tel", "tél", "mobil", "móvil",
-                "cell", "text me", "can text", "reach me", "llam", "llám", "ring", "rückruf",
-                "anruf", "appel")  # fmt: skip
+                "cell", "text me", "can text", "reach me", "llam", "llám", "ring",
+                "rückruf")  # fmt: skip
 _SPOKEN_WINDOW = 40
 # French numbers from 0 to 99 in words, read in pairs ("zéro six, douze, trente-quatre,
 # cinquante-six, soixante-dix-huit"): a sequence of at least four after a phone word.
@@ -596,8 +596,6 @@ _FRENCH_SPOKEN_RE = re.compile(
     rf"(?<![\w-]){_FR_NUMBER}(?:(?:[ \t]{{0,2}},[ \t]{{0,2}}|[ \t]{{1,2}}){_FR_NUMBER}){{3,11}}"
     r"(?![\w-])"
 )
-# A French number read out starts with its trunk "zéro" ("zéro six, ...").
-_FRENCH_HINTS = ("zéro", "zero")
 
 
 def find_spoken_phones(text: str) -> Iterator[Entity]:
@@ -607,25 +605,13 @@ def find_spoken_phones(text: str) -> Iterator[Entity]:
         return
     searched_until = -1
     for position in keyword_starts(text, _SPOKEN_CUES):
-        if (
-            position
-            and lower[position - 1].isalpha()
-            and not (lower[position - 1] == "r" and lower.startswith("appel", position))
-        ) or lower.startswith("tell", position):
-            # "hotel", "recall", "string", "tell": not a phone word (the common case); but
-            # "rappelez-moi" is
-            continue
+        if (position and lower[position - 1].isalpha()) or lower.startswith("tell", position):
+            continue  # "hotel", "recall", "string", "tell": not a phone word (the common case)
         start = max(position, searched_until)
         stop = min(len(text), position + _SPOKEN_WINDOW)
         if start >= stop:
             continue
         searched_until = stop
-        if any(hint in lower[start:stop] for hint in _FRENCH_HINTS):
-            french = _FRENCH_SPOKEN_RE.search(lower, start, min(len(text), stop + 160))
-            if french is not None and french.start() < stop:
-                yield Entity(PHONE, french.start(), french.end(), 0.8)
-                searched_until = french.end()
-                continue
         # Candidate starts are looked for in the window only; the number may run past it.
         for first in _SPOKEN_START_RE.finditer(lower, start, stop):
             m = _SPOKEN_PHONE_RE.match(lower, first.start())
@@ -636,6 +622,41 @@ def find_spoken_phones(text: str) -> Iterator[Entity]:
                 yield Entity(PHONE, m.start(), m.end(), 0.8)
                 searched_until = m.end()
                 break
+    if not text.isascii():
+        yield from _french_spoken_phones(lower)
+
+
+def _french_spoken_phones(lower: str) -> Iterator[Entity]:
+    """French numbers read out in pairs from the trunk "zéro": ten digits, no phone word needed
+    (French prose does not count in pairs from zero)."""
+    at = lower.find("zéro")
+    while at >= 0:
+        m = _FRENCH_SPOKEN_RE.match(lower, at)
+        if m is not None and _french_digit_count(m.group()) == 10:
+            yield Entity(PHONE, m.start(), m.end(), 0.8)
+            at = lower.find("zéro", m.end())
+        else:
+            at = lower.find("zéro", at + 1)
+
+
+_FRENCH_GROUP_SPLIT_RE = re.compile(r"[ \t]*,[ \t]*|[ \t]+(?!et\b)(?<!\bet )")
+
+
+def _french_digit_count(spoken: str) -> int:
+    """How many digits a French number read out in groups stands for: "zéro" and the units
+    one each, every other group two."""
+    count = 0
+    for group in _FRENCH_GROUP_SPLIT_RE.split(spoken):
+        word = group.strip()
+        if not word:
+            continue
+        count += 1 if word in _FRENCH_ONE_DIGIT else 2
+    return count
+
+
+_FRENCH_ONE_DIGIT = frozenset(
+    ("zéro", "zero", "un", "une", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf")
+)
 
 
 _SPOKEN_SPLIT_RE = re.compile(r"[\s,\-–.]+")
