@@ -45,6 +45,8 @@ PHONES = [
     ("llámame: nueve uno cinco cuatro tres dos uno cero nueve",
      "nueve uno cinco cuatro tres dos uno cero nueve"),
     ("Bel me even (+31 6 12345678), na vijven", "+31 6 12345678"),
+    ("me chama no zap: (31) 99712-3344", "(31) 99712-3344"),
+    ("कृपया मेरे नंबर 98765 43210 पर कॉल करें", "98765 43210"),
     ("Laissez un message, je rappelle au zéro sept, quarante et un, vingt-deux, quatre-vingt-"
      "dix-neuf, seize.", "zéro sept, quarante et un, vingt-deux, quatre-vingt-dix-neuf, seize"),
     ("Rückruf bitte unter null eins fünf zwei, drei drei acht, neun null eins",
@@ -189,6 +191,8 @@ NAMES = [
     ("Morning all, Themba here. Laptop is fixed.", "Themba"),
     ("merci de rappeler M. Gaspard Lemoine demain", "Gaspard Lemoine"),
     ("شكرا جزيلا، مع تحياتي، سلمى القحطاني", "سلمى القحطاني"),
+    ("اسمي كريم الحسيني ورقمي غير متاح", "كريم الحسيني"),
+    ("你好，我是周婷，请回电。", "周婷"),
     ("Меня зовут Анна Кузнецова.", "Анна Кузнецова"),
 ]
 
@@ -290,6 +294,9 @@ HARD_NEGATIVES = [
     "Die Firmware 2.8.1.4 ist installiert, bitte auf 2.8.1.9 aktualisieren.",
     "Our VAT ID is GB 987 6543 21.",
     "Numbers drawn tonight: 03 17 22 28 35 44",
+    "Le numéro de dossier 2023-11847 est clos.",
+    "Número de protocolo: 2024112900318",
+    "ऑर्डर नंबर 311-4478120-5561 कल आएगा।",
     "Model 481-22-7719 fits the HX line.",
     "Chapter 3: 10 steps to 2030",
 ]

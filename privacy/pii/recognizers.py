@@ -367,12 +367,14 @@ _PHONE_CONTEXT_BEFORE = re.compile(
     r"|contato|number|n[uú]mero|numéro|nummer|answering|dial|messag|landline|hotline|\bph\b"
     r"|\b[mtf]:|(?:office|home|work|desk):|fixe|bel me|bellen|携帯|電話|연락|电话|手机"
     r"|телефон|тел\.|моб|फ़ोन|फोन|मोबाइल|هاتف|جوال|رقم|numer|komórk|puhelin|τηλ|nomor|điện thoại"
-    r"|\bcep\b|\bgsm\b|\bpage\b|\bpaging\b|call ?back|rückruf|anruf|erreich"
+    r"|\bcep\b|\bgsm\b|\bpage\b|\bpaging\b|call ?back|rückruf|anruf|erreich|\bzap\b|\bwpp\b"
+    r"|\bwhats\b|नंबर|नम्बर|номер"
 )
 _ODD_GROUPS_RE = re.compile(r"[ \-./][0-9][ \-./]")
+_DATED_ID_RE = re.compile(r"(?:19|20)[0-9]{2}[-./]?(?:0[1-9]|1[0-2])")
 _TWO_DIGIT_GROUPS_RE = re.compile(r"[0-9]{2}(?: [0-9]{2}){5,}")
 _SINGLE_DIGIT_GROUP_RE = re.compile(r"(?<![0-9])[0-9](?![0-9])")
-_GENERIC_NUMBER_WORD = re.compile(r"number|n[uú]mero|numéro|nummer")
+_GENERIC_NUMBER_WORD = re.compile(r"number|n[uú]mero|numéro|nummer|नंबर|नम्बर|номер|numer")
 _PHONE_CONTEXT_AFTER = re.compile(
     r"^[ \t:,;()\-–]{0,3}(?:office|fax|mobile|cell|home|work|desk|phone|tel)"
 )
@@ -394,6 +396,9 @@ _NOT_PHONE_CONTEXT = re.compile(
     r"|\bkvk\b|\babn\b|\bcnpj\b|\bcui\b"
     # orders and invoices in other scripts, draws
     r"|طلب|فاتورة|شحنة|заказ|счёт|счет|накладн|订单|单号|發票|发票|ऑर्डर|चालान|lotter|lotto|draw"
+    # case files and protocols
+    r"|dossier|protocol|expediente|aktenzeichen|\baz\b|registro|matricule|\bclaim\b|\bfile\b"
+    r"|паспорт|पासपोर्ट|جواز|护照|旅券|パスポート|मॉडल|модель|артикул|型番|型号"
 )
 # Labels of other identifiers right before a card-shaped number: "Serial: 4532-0151-...".
 _NOT_CARD_CONTEXT = re.compile(
@@ -499,6 +504,8 @@ def _phone(text: str, start: int, candidate: str) -> Entity | None:
         return None
     if not context and not body.startswith(("+", "(")) and _ODD_GROUPS_RE.search(body):
         return None  # "1.2.840.113549": a one-digit group inside is an OID or a version
+    if digits >= 12 and _DATED_ID_RE.match(body):
+        return None  # "2025031800457": a dated reference, longer than a national number
     if not context and not body.startswith("+") and _TWO_DIGIT_GROUPS_RE.fullmatch(body):
         return None  # "04 11 23 37 41 49": six or more pairs are drawn numbers, not a phone
     if _phone_is_valid(body, PHONE_REGIONS):
