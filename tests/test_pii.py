@@ -36,7 +36,7 @@ FOUND = [
     ("IBAN", "my iban is gb82west12345698765432 thanks", "gb82west12345698765432"),
     ("IP_ADDRESS", "The server at 203.0.113.42 keeps timing out.", "203.0.113.42"),
     ("IP_ADDRESS", "Ping 2001:db8::8a2e:370:7334 from the bastion.", "2001:db8::8a2e:370:7334"),
-    ("SECRET", "export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+    ("SECRET", "export AWS_ACCESS_KEY_ID=AKIA4J2Q7Z5XW3N8B6RT", "AKIA4J2Q7Z5XW3N8B6RT"),
     ("SECRET", "the token ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 leaked",
      "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
     ("SECRET", "DATABASE_URL=postgres://admin:s3cr3t-pw@db.internal:5432/app",

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from .entities import STREET_ADDRESS, Entity
 from .gazetteer import LOWER, UPPER, english_words
-from .recognizers import _DATE_RE, has_digit, keyword_starts
+from .recognizers import _DATE_RE, has_digit, has_non_latin, keyword_starts
 
 
 # Street types written as a separate word after the name ("Clarke Avenue", "Grote Baan").
@@ -90,7 +90,7 @@ _NUMBER_FIRST_RE = re.compile(
 # A house number right after a word: "Koskikatu 25", "Rue de Piétrain 371", "Baan, 477".
 _NUMBER_AFTER_RE = re.compile(
     r"[0-9](?:(?<=[^\W\d_] [0-9])|(?<=[^\W\d_], [0-9])|(?<=[^\W\d_]\. [0-9]))"
-    r"[0-9]{0,4}(?:[A-Za-z](?![\w]))?(?![\w\-/]|[.,:][0-9])"
+    r"[0-9]{0,4}(?:[A-Za-z](?![\w]))?(?:/[0-9]{1,4}[A-Za-z]?)?(?![\w\-/]|[.,:][0-9])"
 )
 # Literal-first patterns (the engine skips fast to their first letters); the character before
 # a match is checked in Python.
@@ -130,7 +130,10 @@ _TAIL_PART_RE = re.compile(
     # a state, a UK postcode ("OX2 6DP"), a postcode, a Canadian postcode ("H2X 3K8")
     r"(?: [A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}| [A-Z]{1,3})?"
     r"(?: [0-9]{3,6}(?:-[0-9]{3,4})?| [A-Z][0-9][A-Z] ?[0-9][A-Z][0-9])?"
-    rf"|[0-9]{{3,6}}(?:-[0-9]{{3,4}})?"
+    # "14th Cross", "5th Main Road" (Indian blocks and cross streets)
+    rf"|[0-9]{{1,3}}(?:st|nd|rd|th) [{UPPER}][{LOWER}]{{1,20}}"
+    rf"(?: [{UPPER}][{LOWER}]{{1,20}}){{0,2}}"
+    rf"|(?:[0-9]{{3,6}}(?:-[0-9]{{3,4}})?|[0-9]{{2}}-[0-9]{{3}})"
     rf"(?: [A-Z]{{1,3}}| [{UPPER}][{LOWER}]{{1,30}}"
     rf"(?:[ \-](?:(?:am|an|im|sur|de|del|la|le|en) )?[{UPPER}][{LOWER}]{{1,30}}){{0,2}})?"
     r"|nan)(?![\w])(?![ \-.]?[0-9])"
@@ -167,7 +170,7 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
             spans.append((m.start(), m.end(), 0.7))
     if any(map(text.__contains__, _NAMED_STREET_TYPES)):
         for m in _NAMED_STREET_RE.finditer(text):
-            spans.append((m.start(), m.end(), 0.6))
+            spans.append((m.start(), m.end(), _NAMED_STREET_SCORE))
     for m in _NUMBER_AFTER_RE.finditer(text):
         start = _street_start(text, m.start())
         if start is not None:
@@ -187,16 +190,26 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
         cue = _CUE_RE.match(text, position)
         if cue:
             end = _cue_end(text, cue.end())
-            found = text[cue.end() : end]
-            # An address has a number and a name: "moved to 10:30" is a time.
-            if any(c.isdigit() for c in found) and any(c.isalpha() for c in found):
-                spans.append((cue.end(), end, 0.6))
+            begin = _skip_addressee(text, cue.end(), end)
+            found = text[begin:end]
+            # An address has a number and a name: "moved to 10:30", "moved to 3pm" are times.
+            if (
+                any(c.isdigit() for c in found)
+                and any(c.isalpha() for c in found)
+                and not _TIME_RE.match(found)
+            ):
+                spans.append((begin, end, 0.6))
                 previous_end = end
     for m in _NUMBER_THEN_TYPE_RE.finditer(text):
         spans.append((m.start(), m.end(), 0.75))
-    if not text.isascii() and any(c in text for c in "〒都道府県"):
+    if _JAPANESE_WARD_RE.search(text):
+        for m in _JAPANESE_LATIN_RE.finditer(text):
+            spans.append((m.start(), m.end(), 0.8))
+    if has_non_latin(text) and any(c in text for c in "〒都道府県"):
         for m in _JAPANESE_ADDRESS_RE.finditer(text):
             spans.append((m.start(), m.end(), 0.8))
+    if has_non_latin(text):
+        yield from _other_script_addresses(text)
     if not spans:
         return
     for start, end, score in _merge(spans, text):
@@ -204,12 +217,74 @@ def find_street_addresses(text: str) -> Iterator[Entity]:
         if _DATE_RE.fullmatch(value) or _DAY_MONTH_RE.match(value):
             continue  # "2 Jan 2020" is a date
         tail_end = _extend_tail(text, end)
-        if score == _UNIT_SCORE and tail_end == end:
-            continue  # a unit alone ("Apartment 4B has a leak", "Room 1203") is no address
+        if score in (_UNIT_SCORE, _NAMED_STREET_SCORE) and tail_end == end:
+            # A unit alone ("Apartment 4B has a leak", "Room 1203") or a street name alone
+            # ("near Hill Street") is no address.
+            continue
+        if text.count(",", start, tail_end) + text.count("\n", start, tail_end) >= 2:
+            score = max(score, _BLOCK_SCORE)  # a whole postal block: surer than a name in it
         yield Entity(STREET_ADDRESS, start, tail_end, score)
 
 
+# Japanese addresses in Latin letters: "2-14-7 Nishi-Shinjuku, Shinjuku-ku, Tokyo 160-0023".
+_JAPANESE_WARD_RE = re.compile(r"-(?:ku|shi|cho|machi|gun|mura|ken)\b")  # a cheap test first
+_JAPANESE_LATIN_RE = re.compile(
+    r"[0-9](?<![\w.,\-/:#].)[0-9]{0,3}(?:-[0-9]{1,4}){1,3},? [A-Z][a-z]+(?:-[A-Z]?[a-z]+){0,2}"
+    r",? [A-Z][a-z]+-(?:ku|shi|cho|machi|gun|mura|ken)\b"
+)
 _UNIT_SCORE = 0.5  # the score of a span found only as a unit ("Apt. 595")
+_NAMED_STREET_SCORE = 0.55  # ... only as a named street without a number ("Marina Fort Street")
+_BLOCK_SCORE = 0.88
+_UNIT_START_RE = re.compile(
+    r"(?:Apt|Apartment|Suite|Unit|Flat|Floor|Plot|House|Door|P\.? ?O\.? Box)\b"
+)
+
+# Addresses in other scripts, each behind a cheap test for its street or house word:
+# Russian ("ул. Ленина, д. 12, кв. 45, Екатеринбург, 620014"), Arabic ("شارع الملك فهد، مبنى
+# 24، الرياض 12271"), Chinese ("上海市浦东新区世纪大道88号金茂大厦12楼1203室"), Hindi ("फ्लैट 12,
+# साईं रेजीडेंसी, सेक्टर 21, नोएडा 201301").
+_CYR = r"[А-ЯЁа-яё][А-ЯЁа-яё\-]{1,30}"
+_RUSSIAN_ADDRESS_RE = re.compile(
+    r"(?:(?:\d{6},? )?(?:г\. ?" + _CYR + r",? ))?"
+    r"(?:ул\.|улица|пр\.|пр-т|проспект|пер\.|переулок|ш\.|шоссе|наб\.|набережная|б-р|бульвар"
+    r"|пл\.|площадь|мкр\.?|микрорайон)"
+    r" ?" + _CYR + r"(?: " + _CYR + r"){0,2},? (?:д\.|дом) ?\d{1,4}[а-я]?"
+    r"(?:,? (?:корп\.|к\.|стр\.|строение|корпус) ?\d{1,3})?"
+    r"(?:,? (?:кв\.|квартира|оф\.|офис) ?\d{1,4})?"
+    r"(?:,? (?:г\. ?)?" + _CYR + r"(?: " + _CYR + r")?)?(?:,? \d{6})?"
+)
+_ARABIC_WORD = r"[\u0621-\u064a]{2,20}"
+_ARABIC_ADDRESS_RE = re.compile(
+    r"(?:شارع|طريق|حي|ش\.)" + rf"(?: {_ARABIC_WORD}){{1,4}}"
+    r"(?:[،,] ?(?:مبنى|عمارة|بناية|رقم|منزل|فيلا|شقة) ?\d{1,5})*"
+    rf"(?:[،,] ?{_ARABIC_WORD}(?: {_ARABIC_WORD})?)?(?: \d{{5}})?"
+)
+_CHINESE_ADDRESS_RE = re.compile(
+    r"[\u4e00-\u9fff]{2,20}?(?:路|街|大道|道|巷|弄|胡同)[0-9０-９]{1,5}号"
+    r"(?:[\u4e00-\u9fff]{0,10}?[0-9０-９]{1,5}(?:楼|层|室|号楼|栋|座|单元|号))*"
+    r"(?:[，,]?邮编[:：]?[0-9]{6})?"
+)
+_HINDI_ADDRESS_RE = re.compile(
+    r"(?:फ्लैट|मकान|मकान नं\.?|म\. ?नं\.?|प्लॉट|हाउस|सेक्टर|गली)(?: नं\.?)? ?\d{1,5}"
+    r"(?:[,،] ?[\u0900-\u097f0-9 ]{2,40}?){0,5}[,،]? ?[\u0900-\u097f]{2,20} \d{6}"
+)
+_OTHER_SCRIPT_ADDRESSES = (
+    (
+        ("ул", "пр", "пер", "ш.", "наб", "б-р", "пл.", "мкр", "улица", "проспект"),
+        _RUSSIAN_ADDRESS_RE,
+    ),
+    (("شارع", "طريق", "حي", "ش."), _ARABIC_ADDRESS_RE),
+    (("号",), _CHINESE_ADDRESS_RE),
+    (("फ्लैट", "मकान", "म.", "प्लॉट", "हाउस", "सेक्टर", "गली"), _HINDI_ADDRESS_RE),
+)
+
+
+def _other_script_addresses(text: str) -> Iterator[Entity]:
+    for words, pattern in _OTHER_SCRIPT_ADDRESSES:
+        if any(w in text for w in words):
+            for m in pattern.finditer(text):
+                if any(c.isdigit() for c in m.group()):
+                    yield Entity(STREET_ADDRESS, m.start(), m.end(), 0.8)
 
 
 # "2250 Rue Sherbrooke Ouest", "12, rue des Lilas", "1508 Avenida Paulista": a number, then a
@@ -250,7 +325,12 @@ def _street_start(text: str, number_start: int) -> int | None:
     position, word = words[-1]
     lower = word.lower().rstrip(".,")
     before = words[:-1]
-    if lower in _TYPE_AFTER and before and before[-1][1][:1].isupper():
+    if (
+        lower in _TYPE_AFTER
+        and before
+        and before[-1][1][:1].isupper()
+        and (word[:1].isupper() or lower not in english_words())  # not "Terminal gate 55"
+    ):
         # "Grote Baan 477", "Eötvös út 10": the capitalised words before the type word.
         start = before[-1][0]
         for p, w in reversed(before[:-1]):
@@ -277,6 +357,24 @@ def _street_start(text: str, number_start: int) -> int | None:
         if not (w[:1].isupper() or wl in _PARTICLES) or names >= 5:
             return None
     return None
+
+
+_TIME_RE = re.compile(r"[0-9]{1,2}(?:[:.][0-9]{2})? ?(?:am|pm|a\.m\.|p\.m\.|h|uhr|hrs?)\b", re.I)
+_ADDRESSEE_RE = re.compile(
+    rf"[{UPPER}][{LOWER}'’\-]+(?: [{UPPER}][{LOWER}'’\-]+){{0,3}}(?:,[ \t]*|[ \t]*\n[ \t]*)"
+)
+
+
+def _skip_addressee(text: str, start: int, end: int) -> int:
+    """Where the address after a cue starts: after a name written before it on its own line or
+    before a comma ("Ship to:\nAnanya Iyer\nFlat 402, ...", "gift card: Margaret Doyle, 17
+    Wattle Street"), which is a person, not part of the address."""
+    m = _ADDRESSEE_RE.match(text, start, end)
+    if m is None or (
+        not text[m.end() : m.end() + 1].isdigit() and not _UNIT_START_RE.match(text, m.end())
+    ):
+        return start
+    return m.end()
 
 
 def _cue_end(text: str, start: int) -> int:

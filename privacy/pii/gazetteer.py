@@ -43,6 +43,22 @@ def proper_nouns() -> frozenset[str]:
 
 
 @cache
+def public_figures() -> tuple[frozenset[str], frozenset[str]]:
+    """Full names of public and historical figures, and surnames that alone name one."""
+    full: set[str] = set()
+    alone: set[str] = set()
+    target = full
+    with (DATA_DIR / "public_figures.txt").open(encoding="utf-8") as f:
+        for line in f:
+            name = line.strip()
+            if name == "# surnames":
+                target = alone
+            elif name and not name.startswith("#"):
+                target.add(name)
+    return frozenset(full), frozenset(alone)
+
+
+@cache
 def country_names() -> frozenset[str]:
     """English country and territory names, lower-cased."""
     from phonenumbers.geodata.locale import LOCALE_DATA

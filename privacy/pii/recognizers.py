@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -74,9 +75,10 @@ def has_digit(text: str) -> bool:
 
 def forget_text() -> None:
     """Drop the one-text caches above, so no text outlives the ``detect`` call that scanned it."""
-    global _last_lowered, _last_has_digit
+    global _last_lowered, _last_has_digit, _last_non_latin
     _last_lowered = ("", "")
     _last_has_digit = ("", False)
+    _last_non_latin = ("", False)
 
 
 @cache
@@ -85,11 +87,40 @@ def _ascii_only(keywords: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(k for k in keywords if k.isascii())
 
 
+@cache
+def _latin_only(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    """The keywords written in Latin letters (accented ones included)."""
+    return tuple(k for k in keywords if all(ord(c) < 0x250 for c in k))
+
+
+# Letters of scripts other than Latin: Greek, Cyrillic, Hebrew, Arabic, Devanagari, Thai,
+# Hangul, kana and CJK ideographs. A text without any (most non-ASCII text is Latin with
+# accents, curly quotes or emoji) is not searched for keywords written in them.
+_NON_LATIN_RE = re.compile(
+    r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0900-\u097f\u0e00-\u0e7f\u1100-\u11ff"
+    r"\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]"
+)
+_last_non_latin: tuple[str, bool] = ("", False)
+
+
+def has_non_latin(text: str) -> bool:
+    """Whether ``text`` has a letter of a script other than Latin (computed once per text)."""
+    global _last_non_latin
+    cached = _last_non_latin
+    if cached[0] is text:
+        return cached[1]
+    found = not text.isascii() and _NON_LATIN_RE.search(text) is not None
+    _last_non_latin = (text, found)
+    return found
+
+
 def keyword_starts(text: str, keywords: tuple[str, ...]) -> list[int]:
     """Sorted start offsets in ``text`` of the lower-case ``keywords``, found in a lower-cased
     copy with ``str.find`` (far faster than a case-insensitive regex)."""
     if text.isascii():  # O(1) in CPython: a flag of the string
         keywords = _ascii_only(keywords)
+    elif not has_non_latin(text):
+        keywords = _latin_only(keywords)
     lower = lowered(text)
     if len(lower) != len(text):
         # Lower-casing changed the length (a few Unicode letters do), so offsets would not line
@@ -160,7 +191,7 @@ def find_emails(text: str) -> Iterator[Entity]:
         before = text[max(0, start - 300) : start]
         if "://" in before[max(before.rfind(" "), before.rfind("\n")) + 1 :]:
             continue
-        if _is_placeholder_email(text[start : m.end()]):
+        if _is_placeholder_email(text, start, m.end()):
             continue
         if text.startswith(":", m.end()) and text[m.end() + 1 : m.end() + 2].isalnum():
             continue  # an SSH remote, "git@github.com:acme/widgets.git"
@@ -177,9 +208,46 @@ _PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net", "domain.com
                         "yourcompany.com", "company.com", "yourdomain.com", "test.com")  # fmt: skip
 
 
-def _is_placeholder_email(address: str) -> bool:
-    local, _, domain = address.lower().partition("@")
+# Domains reserved for documentation (RFC 2606, RFC 6761): no one's mailbox is there.
+_RESERVED_DOMAINS = ("example.com", "example.org", "example.net")
+_RESERVED_SUFFIXES = (".example", ".test", ".invalid", ".localhost", ".local")
+
+
+def _is_placeholder_email(text: str, start: int, end: int) -> bool:
+    local, _, domain = text[start:end].lower().partition("@")
+    if domain in _RESERVED_DOMAINS or domain.endswith(_RESERVED_SUFFIXES):
+        # At a reserved domain, an address in a text that says it is an example or template is
+        # a placeholder ("the sample config uses jane.doe@example.com").
+        return local in _PLACEHOLDER_LOCALS or documentation_context(text, start, end)
     return local in _PLACEHOLDER_LOCALS and domain in _PLACEHOLDER_DOMAINS
+
+
+# Words that say a text is documentation, a template or an example, so that values reserved
+# for documentation in it (example.com addresses, RFC 5737 IP addresses) are placeholders.
+_DOCUMENTATION_RE = re.compile(
+    r"\b(?:sample|placeholder|dummy|fake|docs?|documentation|template|tutorial|readme|e\.g\."
+    r"|such as|for instance|lorem|illustrat\w*|(?<![@.])example(?!\.[a-z])s?)\b"
+)
+
+
+_CLAUSE_BREAK_RE = re.compile(r"[.!?;](?:\s|$)|\n")
+_CLAUSE_WINDOW = 100
+
+
+def documentation_context(text: str, start: int, end: int) -> bool:
+    """Whether the clause around ``text[start:end]`` says it is an example or a template."""
+    lower = lowered(text)
+    left = max(0, start - _CLAUSE_WINDOW)
+    for m in _CLAUSE_BREAK_RE.finditer(lower, left, start):
+        left = m.end()
+    right = min(len(text), end + _CLAUSE_WINDOW)
+    stop = _CLAUSE_BREAK_RE.search(lower, end, right)
+    if stop is not None:
+        right = stop.start()
+    return (
+        _DOCUMENTATION_RE.search(lower, left, start) is not None
+        or _DOCUMENTATION_RE.search(lower, end, right) is not None
+    )
 
 
 # --- numbers: phone, SSN, card, IPv4 ---------------------------------------------------------
@@ -193,7 +261,7 @@ _GROUP = r"(?:\(\d{1,5}\)|\d{1,19})"
 # accented Latin letters), not ``\w``: in Japanese or Chinese a number sits right beside
 # letters of the script ("携帯は090-1234-5678です").
 _NUMBER_RE = re.compile(
-    r"[0-9(+](?<![A-Za-z0-9_À-ɏ+\-.(#$€£].)(?<![0-9],.)(?<![^/]/.)"
+    r"[0-9(+](?<![A-Za-z0-9_À-ɏ+\-.#$€£].)(?<!\(\(.)(?<![0-9],.)(?<![^/]/.)"
     # the rest of the first group, by what its first character was
     r"(?:(?<=\d)\d{0,18}|(?<=\()\d{1,5}\)|(?<=\+) ?(?:\d{1,19}|\(\d{1,5}\)))"
     r"(?:(?:[ \-./]|(?<=\)))" + _GROUP + r"){0,7}"
@@ -220,11 +288,74 @@ _CARD_SHAPE_RE = re.compile(
 # Words near an IPv4-shaped number that say it is a version ("the driver to 4.12.0.7").
 _VERSION_CONTEXT_RE = re.compile(
     r"version|release|\bbuild|firmware|driver|\bv\d|\bsdk\b|\bpatch|kernel|\bbios|\bver\b|versión"
-    r"|versão|バージョン"
+    r"|versão|バージョン|إصدار|الإصدار|版本|верси|संस्करण|sürüm"
 )
 _VERSION_AFTER_RE = re.compile(
-    r"[ \t]?(?:release|build|version|update|patch)|-(?:alpha|beta|rc|dev|pre|snapshot)"
+    r"[ \t]?(?:release|build|version|update|patch|aktualis|updat|upgrad|installier)"
+    r"|-(?:alpha|beta|rc|dev|pre|snapshot)"
 )
+# Words that say a dotted number is a host's address; one after a version word wins over it
+# ("kernel: DROP IN=eth0 SRC=31.13.72.36").
+_IP_CONTEXT_RE = re.compile(
+    r"\bip\b|ipv4|\bsrc\b|\bdst\b|host|address|\baddr|server|client|gateway|router|\bping"
+    r"|\bssh\b|connect|device|signed in|logged in|login|peer|remote|\bnat\b|\bdns\b|proxy"
+    r"|firewall|subnet|endpoint|\bnode\b|\bvpn\b|adresse|dirección|endereço|indirizzo|адрес"
+)
+# Words before a dotted number that make it a section or rule number ("see section 4.2.1.3").
+_SECTION_CONTEXT_RE = re.compile(
+    r"section|§|chapter|clause|paragraph|abschnitt|kapitel|article|artikel|\bstep\b|table"
+    r"|figure|\bfig\.|\brule\b|\bitem\b|\bpoint\b|\bnorm|\biso\b|\brfc\b|\boid\b"
+)
+# Networks reserved for documentation (RFC 5737): in a text that says it is an example or a
+# template, an address in them is a placeholder.
+_DOCUMENTATION_NETWORKS = tuple(
+    ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+)
+_VERSION_WINDOW = 60
+
+
+def _is_host_ipv4(text: str, start: int, end: int, candidate: str) -> bool:
+    """Whether an IPv4-shaped number is a host's address: not loopback or bind-all, not a
+    network block (``10.0.0.0/16``), not a documentation placeholder, not a version or a
+    section number by the words around it."""
+    address, slash, _prefix = candidate.partition("/")
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    if ip.is_loopback or ip.is_unspecified:
+        return False  # 127.0.0.1, 0.0.0.0: the same on every machine, no one's address
+    if slash:
+        try:
+            ipaddress.IPv4Network(candidate)  # strict: the host bits are zero
+        except ValueError:
+            pass  # a host with its prefix length, as an interface is configured
+        else:
+            return False  # a network block ("10.0.0.0/16"), no one host
+    if any(ip in network for network in _DOCUMENTATION_NETWORKS) and documentation_context(
+        text, start, end
+    ):
+        return False
+    lower = lowered(text)
+    if _VERSION_BEFORE_RE.search(text, max(0, start - 9), start) or _VERSION_AFTER_RE.match(
+        lower, end
+    ):
+        return False
+    window = max(0, start - _VERSION_WINDOW)
+    version_at = -1
+    for m in _VERSION_CONTEXT_RE.finditer(lower, window, start):
+        version_at = m.end()
+    ip_at = -1
+    for m in _IP_CONTEXT_RE.finditer(lower, window, start):
+        ip_at = m.end()
+    if version_at >= 0 and ip_at < version_at and "\n" not in lower[version_at:start]:
+        return False  # "the driver to 4.12.0.7", "Firmware 5.4.12.3 ..., bitte auf 5.4.13.0"
+    if _SECTION_CONTEXT_RE.search(lower, max(0, start - 25), start) and ip_at < 0:
+        return False
+    # "4.2.1.3" with no word of networking near: a section or a version
+    return ip_at >= 0 or any(len(part) > 1 for part in address.split("."))
+
+
 _VERSION_BEFORE_RE = re.compile(r"(?:\bv|version|release|\bver\.?)\s?$", re.IGNORECASE)
 
 # Words just before (or just after) a number that say it is a phone number, in several
@@ -235,12 +366,18 @@ _PHONE_CONTEXT_BEFORE = re.compile(
     r"|kontakt"
     r"|contato|number|n[uú]mero|numéro|nummer|answering|dial|messag|landline|hotline|\bph\b"
     r"|\b[mtf]:|(?:office|home|work|desk):|fixe|bel me|bellen|携帯|電話|연락|电话|手机"
-    r"|телефон|тел\.|моб|फ़ोन|फोन|मोबाइल|هاتف|جوال|رقم"
+    r"|телефон|тел\.|моб|फ़ोन|फोन|मोबाइल|هاتف|جوال|رقم|numer|komórk|puhelin|τηλ|nomor|điện thoại"
+    r"|\bcep\b|\bgsm\b|\bpage\b|\bpaging\b|call ?back|rückruf|anruf|erreich|\bzap\b|\bwpp\b"
+    r"|\bwhats\b|नंबर|नम्बर|номер"
 )
 _ODD_GROUPS_RE = re.compile(r"[ \-./][0-9][ \-./]")
+_DATED_ID_RE = re.compile(r"(?:19|20)[0-9]{2}[-./]?(?:0[1-9]|1[0-2])")
+_TWO_DIGIT_GROUPS_RE = re.compile(r"[0-9]{2}(?: [0-9]{2}){5,}")
 _SINGLE_DIGIT_GROUP_RE = re.compile(r"(?<![0-9])[0-9](?![0-9])")
-_GENERIC_NUMBER_WORD = re.compile(r"number|n[uú]mero|numéro|nummer")
-_PHONE_CONTEXT_AFTER = re.compile(r"^\W{0,3}(?:office|fax|mobile|cell|home|work|desk|phone|tel)")
+_GENERIC_NUMBER_WORD = re.compile(r"number|n[uú]mero|numéro|nummer|नंबर|नम्बर|номер|numer")
+_PHONE_CONTEXT_AFTER = re.compile(
+    r"^[ \t:,;()\-–]{0,3}(?:office|fax|mobile|cell|home|work|desk|phone|tel)"
+)
 # Labels of identifiers that are not phone numbers, when they come after any phone word:
 # "Part number 8471-3020-15", "Tracking: 7749 8123 5567", "Vorgangsnummer: 2024-000184".
 _NOT_PHONE_CONTEXT = re.compile(
@@ -254,6 +391,14 @@ _NOT_PHONE_CONTEXT = re.compile(
     # other personal identifiers, reported by their own recognisers
     r"|passport|passeport|pasaporte|passaporte|passaporto|reisepass|paspoort|旅券|licen[cs]e"
     r"|führerschein|\bssn\b|social security|\bdni\b|\bnie\b|\bnif\b|\bcpf\b|aadhaar|\bpan\b"
+    # tax and company registration numbers
+    r"|\bvat\b|\btax\b|\btva\b|ust-?id|steuer|mwst|\biva\b|\bgst\b|\bein\b|\btin\b|siret|siren"
+    r"|\bkvk\b|\babn\b|\bcnpj\b|\bcui\b"
+    # orders and invoices in other scripts, draws
+    r"|طلب|فاتورة|شحنة|заказ|счёт|счет|накладн|订单|单号|發票|发票|ऑर्डर|चालान|lotter|lotto|draw"
+    # case files and protocols
+    r"|dossier|protocol|expediente|aktenzeichen|\baz\b|registro|matricule|\bclaim\b|\bfile\b"
+    r"|паспорт|पासपोर्ट|جواز|护照|旅券|パスポート|मॉडल|модель|артикул|型番|型号"
 )
 # Labels of other identifiers right before a card-shaped number: "Serial: 4532-0151-...".
 _NOT_CARD_CONTEXT = re.compile(
@@ -295,17 +440,7 @@ def _context_before(text: str, start: int, pattern: re.Pattern[str], width: int 
 def _classify_number(text: str, start: int, candidate: str) -> Iterator[Entity]:
     end = start + len(candidate)
     if _IPV4_RE.fullmatch(candidate):
-        address = candidate.split("/", 1)[0]
-        try:
-            ip = ipaddress.IPv4Address(address)
-        except ValueError:
-            return
-        if ip.is_loopback or ip.is_unspecified:
-            return  # 127.0.0.1, 0.0.0.0: the same on every machine, no one's address
-        if not _VERSION_BEFORE_RE.search(text, max(0, start - 9), start) and not (
-            _VERSION_CONTEXT_RE.search(lowered(text), max(0, start - 30), start)
-            or _VERSION_AFTER_RE.match(lowered(text), end)
-        ):
+        if _is_host_ipv4(text, start, end, candidate):
             yield Entity(IP_ADDRESS, start, end, 0.9)
         return
     if (start and text[start - 1] in "@/") or text.startswith(":", end):
@@ -316,6 +451,8 @@ def _classify_number(text: str, start: int, candidate: str) -> Iterator[Entity]:
         # Never issued: area 000, 666 or 900-999, group 00, serial 0000.
         if area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000":
             context = _context_before(text, start, _SSN_CONTEXT)
+            if not context and _context_before(text, start, _NOT_PHONE_CONTEXT, 30):
+                return  # "part number 219-44-0912", "Order 512-44-7306": another identifier
             if separator == "-":
                 yield Entity(US_SSN, start, end, 0.95 if context else 0.85)
                 return
@@ -324,7 +461,11 @@ def _classify_number(text: str, start: int, candidate: str) -> Iterator[Entity]:
                 return
     if _CARD_SHAPE_RE.fullmatch(candidate):
         digits = _NON_DIGIT_RE.sub("", candidate)
-        if luhn_valid(digits) and not _context_before(text, start, _NOT_CARD_CONTEXT, 25):
+        if (
+            luhn_valid(digits)
+            and not _is_placeholder_card(digits)
+            and not _context_before(text, start, _NOT_CARD_CONTEXT, 25)
+        ):
             if _card_issuer_known(digits):
                 yield Entity(CREDIT_CARD, start, end, 0.95)
                 return
@@ -363,6 +504,10 @@ def _phone(text: str, start: int, candidate: str) -> Entity | None:
         return None
     if not context and not body.startswith(("+", "(")) and _ODD_GROUPS_RE.search(body):
         return None  # "1.2.840.113549": a one-digit group inside is an OID or a version
+    if digits >= 12 and _DATED_ID_RE.match(body):
+        return None  # "2025031800457": a dated reference, longer than a national number
+    if not context and not body.startswith("+") and _TWO_DIGIT_GROUPS_RE.fullmatch(body):
+        return None  # "04 11 23 37 41 49": six or more pairs are drawn numbers, not a phone
     if _phone_is_valid(body, PHONE_REGIONS):
         if formatted or context:
             return Entity(PHONE, start, end, 0.9 if context else 0.75)
@@ -443,8 +588,21 @@ _SPOKEN_START_RE = re.compile(r"(?<![\w.,])" + _SPOKEN_TOKEN)
 # A read-out number is only taken after a word that says phone; those words are found first
 # with ``str.find`` (fast), and the number is looked for just after each.
 _SPOKEN_CUES = ("phon", "call", "number", "número", "numéro", "tel", "tél", "mobil", "móvil",
-                "cell", "text me", "reach me", "llam", "llám")  # fmt: skip
+                "cell", "text me", "can text", "reach me", "llam", "llám", "ring",
+                "rückruf")  # fmt: skip
 _SPOKEN_WINDOW = 40
+# French numbers from 0 to 99 in words, read in pairs ("zéro six, douze, trente-quatre,
+# cinquante-six, soixante-dix-huit"): a sequence of at least four after a phone word.
+_FR_UNIT = r"(?:un|une|deux|trois|quatre|cinq|six|sept|huit|neuf)"
+_FR_TEEN = r"(?:dix|onze|douze|treize|quatorze|quinze|seize|dix-sept|dix-huit|dix-neuf)"
+_FR_NUMBER = (
+    rf"(?:z[ée]ro|(?:vingt|trente|quarante|cinquante|soixante)(?:[- ]et[- ](?:un|onze)"
+    rf"|-{_FR_TEEN}|-{_FR_UNIT})?|quatre-vingts?(?:-{_FR_TEEN}|-{_FR_UNIT})?|{_FR_TEEN}|{_FR_UNIT})"
+)
+_FRENCH_SPOKEN_RE = re.compile(
+    rf"(?<![\w-]){_FR_NUMBER}(?:(?:[ \t]{{0,2}},[ \t]{{0,2}}|[ \t]{{1,2}}){_FR_NUMBER}){{3,11}}"
+    r"(?![\w-])"
+)
 
 
 def find_spoken_phones(text: str) -> Iterator[Entity]:
@@ -454,10 +612,8 @@ def find_spoken_phones(text: str) -> Iterator[Entity]:
         return
     searched_until = -1
     for position in keyword_starts(text, _SPOKEN_CUES):
-        if lower[position] in "tc" and (
-            (position and lower[position - 1].isalpha()) or lower.startswith("tell", position)
-        ):
-            continue  # "hotel", "recall", "tell": not a phone word (and the common case)
+        if (position and lower[position - 1].isalpha()) or lower.startswith("tell", position):
+            continue  # "hotel", "recall", "string", "tell": not a phone word (the common case)
         start = max(position, searched_until)
         stop = min(len(text), position + _SPOKEN_WINDOW)
         if start >= stop:
@@ -473,6 +629,41 @@ def find_spoken_phones(text: str) -> Iterator[Entity]:
                 yield Entity(PHONE, m.start(), m.end(), 0.8)
                 searched_until = m.end()
                 break
+    if not text.isascii():
+        yield from _french_spoken_phones(lower)
+
+
+def _french_spoken_phones(lower: str) -> Iterator[Entity]:
+    """French numbers read out in pairs from the trunk "zéro": ten digits, no phone word needed
+    (French prose does not count in pairs from zero)."""
+    at = lower.find("zéro")
+    while at >= 0:
+        m = _FRENCH_SPOKEN_RE.match(lower, at)
+        if m is not None and _french_digit_count(m.group()) == 10:
+            yield Entity(PHONE, m.start(), m.end(), 0.8)
+            at = lower.find("zéro", m.end())
+        else:
+            at = lower.find("zéro", at + 1)
+
+
+_FRENCH_GROUP_SPLIT_RE = re.compile(r"[ \t]*,[ \t]*|[ \t]+(?!et\b)(?<!\bet )")
+
+
+def _french_digit_count(spoken: str) -> int:
+    """How many digits a French number read out in groups stands for: "zéro" and the units
+    one each, every other group two."""
+    count = 0
+    for group in _FRENCH_GROUP_SPLIT_RE.split(spoken):
+        word = group.strip()
+        if not word:
+            continue
+        count += 1 if word in _FRENCH_ONE_DIGIT else 2
+    return count
+
+
+_FRENCH_ONE_DIGIT = frozenset(
+    ("zéro", "zero", "un", "une", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf")
+)
 
 
 _SPOKEN_SPLIT_RE = re.compile(r"[\s,\-–.]+")
@@ -521,6 +712,12 @@ _CARD_PREFIXES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("56", "58", frozenset(range(12, 20))),
     ("60", "69", frozenset(range(12, 20))),
 )
+
+
+def _is_placeholder_card(digits: str) -> bool:
+    """A block of two or four digits repeated ("4242 4242 4242 4242", the test number payment
+    providers document): a placeholder, no one's card."""
+    return any(digits == (digits[:period] * 10)[: len(digits)] for period in (1, 2, 4))
 
 
 def luhn_valid(digits: str) -> bool:
@@ -667,6 +864,56 @@ _SECRET_TOKENS: tuple[tuple[tuple[str, ...], re.Pattern[str], float], ...] = tup
     )
 )  # fmt: skip
 
+# Other providers whose keys start with a prefix of their own: Shopify, DigitalOcean, Groq,
+# Replicate, PyPI, Linear, Postman, xAI, Perplexity, Notion, Square, Mailgun, Google OAuth access
+# tokens, Vault, Doppler, Stripe webhook secrets, Slack app tokens, GitLab deploy and runner
+# tokens, Grafana, Sentry, Tailscale. Each prefix ends with "_", "-" or ".": one pattern finds
+# such a joining character followed by a long run of key characters (rare in prose, and fast:
+# it starts at a character class), and the word before it picks the provider's pattern.
+_PREFIXED_KEYS: dict[str, re.Pattern[str]] = {
+    word: re.compile(prefix + rest + r"(?![A-Za-z0-9_\-])")
+    for word, prefix, rest in (
+        ("shpat_", r"shpat_", r"[a-fA-F0-9]{32}"), ("shpss_", r"shpss_", r"[a-fA-F0-9]{32}"),
+        ("shpca_", r"shpca_", r"[a-fA-F0-9]{32}"), ("shppa_", r"shppa_", r"[a-fA-F0-9]{32}"),
+        ("dop_", r"dop_v1_", r"[a-f0-9]{64}"), ("doo_", r"doo_v1_", r"[a-f0-9]{64}"),
+        ("dor_", r"dor_v1_", r"[a-f0-9]{64}"), ("gsk_", r"gsk_", r"[A-Za-z0-9]{40,60}"),
+        ("r8_", r"r8_", r"[A-Za-z0-9]{30,45}"), ("pypi-", r"pypi-AgE", r"[A-Za-z0-9_\-]{50,250}"),
+        ("lin_", r"lin_(?:api|oauth)_", r"[A-Za-z0-9]{32,64}"),
+        ("PMAK-", r"PMAK-", r"[a-f0-9]{24}-[a-f0-9]{34}"),
+        ("xai-", r"xai-", r"[A-Za-z0-9]{40,100}"),
+        ("pplx-", r"pplx-", r"[A-Za-z0-9]{40,64}"), ("ntn_", r"ntn_", r"[A-Za-z0-9]{40,60}"),
+        ("secret_", r"secret_", r"[A-Za-z0-9]{43}"),
+        ("sq0atp-", r"sq0atp-", r"[A-Za-z0-9_\-]{22,60}"),
+        ("sq0csp-", r"sq0csp-", r"[A-Za-z0-9_\-]{22,60}"), ("key-", r"key-", r"[a-f0-9]{32}"),
+        ("ya29.", r"ya29\.", r"[A-Za-z0-9_\-]{20,500}"),
+        ("hvs.", r"hvs\.", r"[A-Za-z0-9_\-]{24,200}"),
+        ("hvb.", r"hvb\.", r"[A-Za-z0-9_\-]{24,200}"),
+        ("dp.", r"dp\.(?:pt|st|sa|ct)\.", r"[A-Za-z0-9]{40,60}"),
+        ("whsec_", r"whsec_", r"[A-Za-z0-9+/=]{24,100}"),
+        ("xapp-", r"xapp-", r"\d-[A-Za-z0-9\-]{20,200}"),
+        ("gldt-", r"gldt-", r"[A-Za-z0-9_\-]{20,80}"),
+        ("glrt-", r"glrt-", r"[A-Za-z0-9_\-]{20,80}"),
+        ("glptt-", r"glptt-", r"[A-Za-z0-9_\-]{20,80}"),
+        ("glsoat-", r"glsoat-", r"[A-Za-z0-9_\-]{20,80}"),
+        ("glcbt-", r"glcbt-", r"[A-Za-z0-9_\-]{20,80}"),
+        ("glc_", r"glc_", r"[A-Za-z0-9+/=]{32,400}"),
+        ("glsa_", r"glsa_", r"[A-Za-z0-9_]{32,60}"),
+        ("sntrys_", r"sntrys_", r"[A-Za-z0-9+/=_]{40,300}"),
+        ("sntryu_", r"sntryu_", r"[A-Za-z0-9+/=_]{40,300}"),
+        ("tskey-", r"tskey-", r"(?:auth|api|client)-[A-Za-z0-9\-]{20,80}"),
+    )
+}  # fmt: skip
+_JOINED_RUN_RES = (  # one literal first character each: the engine skips to it fast
+    re.compile(r"_[A-Za-z0-9_\-.+/=]{18,}"),
+    re.compile(r"-[A-Za-z0-9_\-.+/=]{18,}"),
+    re.compile(r"\.(?:[a-z]{2}\.)?[A-Za-z0-9_\-]{20,}"),  # "ya29.…", "hvs.…", "dp.pt.…"
+)
+_PREFIX_LONGEST = max(map(len, _PREFIXED_KEYS))
+# Telegram bot tokens ("123456789:AA…"), found from the literal inside them, and Twilio API
+# keys ("SK" and 32 hex digits), behind a literal start.
+_TELEGRAM_TOKEN_RE = re.compile(r"[0-9]{8,10}:AA[A-Za-z0-9_\-]{33}(?![A-Za-z0-9_\-])")
+_TWILIO_KEY_RE = re.compile(r"S(?<![A-Za-z0-9_].)K[a-f0-9]{32}(?![A-Za-z0-9_])")
+
 _SECRET_KEYWORDS = ("pass", "pw", "secret", "api", "access", "token", "bearer", "basic", "kennwort",
                     "contraseña", "senha", "wachtwoord", "lösenord", "clave", "пароль",
                     "パスワード", "密码")  # fmt: skip
@@ -679,8 +926,17 @@ _ASSIGNED_SECRET_RE = re.compile(
     r"|clave|пароль|パスワード|密码|credentials?)"
     # a few short words between: "senha do roteador:", "password for the wifi is"
     r"(?:[ \t][\w\-]{1,12}){0,3}?"
-    r"[\"']?[ \t]{0,3}(?:[:=：]|(?:is|was|es|est|ist|é|è)\b)[ \t]{0,3}[\"'`]?"
+    r"[\"']?[ \t]{0,3}(?:[:=：]|(?:is|was|es|est|ist|é|è|lautet|wordt|är|er|jest|era)\b)"
+    r"[ \t]{0,3}[\"'`]?"
     r"([^\s\"'`,;]{6,256})",
+    re.IGNORECASE,
+)
+# A value right after the key name with only a space between ("Passwort Rheinufer#2291",
+# "auth token 04c6b3365a..."): taken only when it mixes letters and digits (see below).
+_BARE_SECRET_RE = re.compile(
+    r"(?:pass(?:word|wort|wd|e)?|pwd|kennwort|contrase[ñn]a|senha|wachtwoord|lösenord|clave"
+    r"|пароль|パスワード|密码|token|secret|api[_\- ]?key|access[_\- ]?key)"
+    r"[ \t]{1,3}([^\s\"'`,;]{6,256})",
     re.IGNORECASE,
 )
 _BEARER_RE = re.compile(r"bearer[ \t]{1,3}([A-Za-z0-9._~+/\-]{16,4096}=*)", re.IGNORECASE)
@@ -699,7 +955,29 @@ def _is_basic_credentials(value: str) -> bool:
 
 # Credentials in a URL: scheme://user:password@host (the user and password are reported,
 # or ":password" with no user), or scheme://token@host (a token-looking user alone).
-_URL_CREDENTIALS_RE = re.compile(r"://([^\s:/?#@\[\]]{0,128}):([^\s/?#@]{1,256})@")
+_URL_CREDENTIALS_RE = re.compile(r"://([^\s:/?#@\[\]]{0,128}):([^\s/@]{1,256})@")
+# Webhook URLs whose path is the credential (Slack, Discord, Microsoft Teams and Office 365,
+# Zapier, Telegram bots, Google Chat with its key and token), reported whole.
+_WEBHOOK_URL_RE = re.compile(
+    r"https?://(?:hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_\-]{20,200}"
+    r"|(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]{5,25}/[A-Za-z0-9_\-]{20,120}"
+    r"|[A-Za-z0-9\-]{1,60}\.webhook\.office\.com/webhookb2/[^\s\"'<>]{20,400}"
+    r"|outlook\.office(?:365)?\.com/webhook/[^\s\"'<>]{20,400}"
+    r"|hooks\.zapier\.com/hooks/catch/[0-9]{3,12}/[A-Za-z0-9]{4,40}/?"
+    r"|api\.telegram\.org/bot[0-9]{6,12}:[A-Za-z0-9_\-]{30,40}[^\s\"'<>]{0,200}"
+    r"|chat\.googleapis\.com/v1/spaces/[^\s\"'<>?]{1,100}/messages\?[^\s\"'<>]{10,400})"
+)
+# A token, key, signature or password in a URL's query string: the value is reported.
+_URL_QUERY_SECRET_RE = re.compile(
+    r"[?&](?:access_token|api_?key|apikey|auth|auth_token|client_secret|key|password|pwd|secret"
+    r"|sig|signature|token|x-amz-signature|x-goog-signature)=([^\s&\"'<>#]{12,512})",
+    re.IGNORECASE,
+)
+# A value after "AccountKey=", "SharedAccessKey=" and the like in a connection string.
+_CONNECTION_KEY_RE = re.compile(
+    r"(?:AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd)=([^;\s\"']{8,512})",
+    re.IGNORECASE,
+)
 _URL_TOKEN_RE = re.compile(r"://([A-Za-z0-9_\-.~]{20,256})@")
 _PRIVATE_KEY_BEGIN_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]{0,40})PRIVATE KEY( BLOCK)?-----")
 # Values that documentation and templates put where a secret goes.
@@ -709,6 +987,8 @@ _PLACEHOLDER_RE = re.compile(
     re.IGNORECASE,
 )
 _REPEATED_RUN_RE = re.compile(r"(.)\1{5,}")
+# In a key of a provider's format: the documentation's own examples ("AKIAIOSFODNN7EXAMPLE").
+_TOKEN_PLACEHOLDER_RE = re.compile(r"your|example|xxxx|placeholder|redacted|dummy", re.I)
 
 
 def _is_placeholder_secret(value: str) -> bool:
@@ -734,13 +1014,57 @@ def _looks_like_secret_value(value: str) -> bool:
     return has_alpha and (has_digit or has_other)
 
 
+def _looks_like_bare_secret(value: str) -> bool:
+    """A value written after a key name with no ":" or "is": letters and digits together, not
+    a word with a number ("v2", "2FA", "resets"), a URL or a path."""
+    core = value.rstrip(".)")
+    if len(core) < 6 or "://" in core or core.startswith(("/", "~", "#", "@")):
+        return False
+    return (
+        any(c.isdigit() for c in core)
+        and any(c.isalpha() for c in core)
+        and _looks_like_secret_value(core)
+        and core[-1] not in ":?"
+        and not core.isdigit()
+    )
+
+
+def _prefixed_keys(text: str) -> Iterator[Entity]:
+    for run in itertools.chain.from_iterable(p.finditer(text) for p in _JOINED_RUN_RES):
+        joint = run.start()
+        start = joint
+        while start > 0 and joint - start < _PREFIX_LONGEST and text[start - 1].isalnum():
+            start -= 1
+        if start and text[start - 1] in "_-.":
+            continue
+        pattern = _PREFIXED_KEYS.get(text[start : joint + 1])
+        if pattern is None:
+            continue
+        m = pattern.match(text, start)
+        if m is not None and not _is_placeholder_secret(m.group()):
+            yield Entity(SECRET, start, m.end(), 1.0)
+    at = text.find(":AA")
+    while at >= 0:
+        m = _TELEGRAM_TOKEN_RE.search(text, max(0, at - 10), at + 40)
+        if m is not None and not (m.start() and text[m.start() - 1].isalnum()):
+            yield Entity(SECRET, m.start(), m.end(), 1.0)
+        at = text.find(":AA", at + 1)
+    if "SK" in text:
+        for m in _TWILIO_KEY_RE.finditer(text):
+            if not _is_placeholder_secret(m.group()):
+                yield Entity(SECRET, m.start(), m.end(), 1.0)
+
+
 def find_secrets(text: str) -> Iterator[Entity]:
     for literals, pattern, score in _SECRET_TOKENS:
         if literals and not any(literal in text for literal in literals):
             continue
         for m in pattern.finditer(text):
-            if not _REPEATED_RUN_RE.search(m.group()) and "your" not in m.group().lower():
+            if not _REPEATED_RUN_RE.search(m.group()) and not _TOKEN_PLACEHOLDER_RE.search(
+                m.group()
+            ):
                 yield Entity(SECRET, m.start(), m.end(), score)
+    yield from _prefixed_keys(text)
     previous_end = -1
     for position in keyword_starts(text, _SECRET_KEYWORDS):
         if position < previous_end:
@@ -748,6 +1072,12 @@ def find_secrets(text: str) -> Iterator[Entity]:
         match = _ASSIGNED_SECRET_RE.match(text, position)
         if match and _looks_like_secret_value(match.group(1)):
             yield Entity(SECRET, match.start(1), match.end(1), 0.8)
+            previous_end = match.end()
+            continue
+        match = _BARE_SECRET_RE.match(text, position)
+        if match and _looks_like_bare_secret(match.group(1)):
+            value_end = match.end(1) - (1 if match.group(1)[-1] in ".)" else 0)
+            yield Entity(SECRET, match.start(1), value_end, 0.75)
             previous_end = match.end()
             continue
         match = _BEARER_RE.match(text, position)
@@ -759,7 +1089,20 @@ def find_secrets(text: str) -> Iterator[Entity]:
         if match and _is_basic_credentials(match.group(1)):
             yield Entity(SECRET, match.start(1), match.end(1), 0.9)
             previous_end = match.end()
+    if "=" in text and ("Key=" in text or "key=" in text or "ssword=" in text or "wd=" in text):
+        for m in _CONNECTION_KEY_RE.finditer(text):
+            if _looks_like_secret_value(m.group(1)):
+                yield Entity(SECRET, m.start(1), m.end(1), 0.9)
     if "://" in text:
+        for m in _WEBHOOK_URL_RE.finditer(text):
+            if not _TOKEN_PLACEHOLDER_RE.search(m.group()) and not _REPEATED_RUN_RE.search(
+                m.group()
+            ):
+                yield Entity(SECRET, m.start(), m.end(), 0.95)
+        if "=" in text:
+            for m in _URL_QUERY_SECRET_RE.finditer(text):
+                if _looks_like_secret_value(m.group(1)) and any(c.isdigit() for c in m.group(1)):
+                    yield Entity(SECRET, m.start(1), m.end(1), 0.85)
         for m in _URL_CREDENTIALS_RE.finditer(text):
             if not _is_placeholder_secret(m.group(2)):
                 yield Entity(SECRET, m.start(1), m.end(2), 0.95)
@@ -809,7 +1152,23 @@ _MONTH = (
     r"|sep(?:t(?:ember|iembre|embre)?)?|set(?:embro|tembre)?"
     r"|oct(?:ober|obre|ubre)?|okt(?:ober)?|out(?:ubro)?|ott(?:obre)?"
     r"|nov(?:ember|embre|iembre|embro)?"
-    r"|dec(?:ember)?|dez(?:ember|embro)?|déc(?:embre)?|dic(?:iembre|embre)?)\.?"
+    r"|dec(?:ember)?|dez(?:ember|embro)?|déc(?:embre)?|dic(?:iembre|embre)?"
+    # Swedish, Polish (genitive), Turkish
+    r"|januari|februari|augusti|maj|juni|juli"
+    r"|stycznia|lutego|marca|kwietnia|maja|czerwca|lipca|sierpnia|września|października"
+    r"|listopada|grudnia|ocak|şubat|mart|nisan|mayıs|haziran|temmuz|ağustos|eylül|ekim|kasım"
+    r"|aralık"
+    # Russian (genitive and nominative)
+    r"|января|февраля|марта|апреля|мая|июня|июля|августа|сентября|октября|ноября|декабря"
+    r"|январь|февраль|март|апрель|май|июнь|июль|август|сентябрь|октябрь|ноябрь|декабрь"
+    # Hindi
+    r"|जनवरी|फ़रवरी|फरवरी|मार्च|अप्रैल|मई|जून|जुलाई|अगस्त|सितंबर|सितम्बर|अक्टूबर|अक्तूबर|नवंबर"
+    r"|नवम्बर|दिसंबर|दिसम्बर"
+    # Arabic: Gregorian, Levantine and Hijri months
+    r"|يناير|فبراير|مارس|أبريل|ابريل|مايو|يونيو|يوليو|أغسطس|اغسطس|سبتمبر|أكتوبر|اكتوبر|نوفمبر"
+    r"|ديسمبر|كانون الثاني|شباط|آذار|نيسان|أيار|حزيران|تموز|آب|أيلول|تشرين الأول|تشرين الثاني"
+    r"|كانون الأول|محرم|صفر|ربيع الأول|ربيع الآخر|ربيع الثاني|جمادى الأولى|جمادى الآخرة"
+    r"|جمادى الثانية|رجب|شعبان|رمضان|شوال|ذو القعدة|ذو الحجة)\.?"
 )
 _DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th|er|º|°)?"
 _ORDINAL_WORDS = (
@@ -826,15 +1185,17 @@ _YEAR_WORDS = (
     rf"(?:nineteen|twenty)[ \-](?:{_TENS}(?:[ \-]{_UNITS})?|{_TEENS}|(?:oh|o)[ \-]{_UNITS}|hundred)"
     rf"|two thousand(?:(?: and)? (?:{_TENS}(?:[ \-]{_UNITS})?|{_TEENS}|{_UNITS}))?"
 )
-_YEAR = rf"(?:1[89]\d\d|20\d\d|{_YEAR_WORDS})"
+# Hijri years (13xx, 14xx) too: "14 رمضان 1410".
+_YEAR = rf"(?:1[3-9]\d\d|20\d\d|{_YEAR_WORDS})(?:(?: ?г\.| года| год|년))?"
 _DATE_RE = re.compile(
     r"(?<![A-Za-z0-9.])(?:"
     r"\d{1,2}[./\-]\d{1,2}[./\-](?:\d{4}|\d{2})"
     r"|\d{4}[./\-]\d{1,2}[./\-]\d{1,2}"
-    r"|\d{4}年\d{1,2}月\d{1,2}日"
-    rf"|(?:{_DAY}|{_ORDINAL_WORDS})\.?(?: of| de)?[ \-]{_MONTH}"
-    rf"(?:[ \-,]{{1,2}}|,? de |,? del ){_YEAR}"
-    rf"|{_MONTH} (?:the )?(?:{_DAY}|{_ORDINAL_WORDS}),? {_YEAR}"
+    r"|\d{4} ?年 ?\d{1,2} ?月 ?\d{1,2} ?日|\d{4}년 ?\d{1,2}월 ?\d{1,2}일"
+    r"|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+    rf"|(?:{_DAY}|{_ORDINAL_WORDS})\.?(?: of| de| di)?[ \-/]{_MONTH}"
+    rf"(?:[ \-,/]{{1,2}}|,? de |,? del ){_YEAR}"
+    rf"|{_MONTH}[ \-/](?:the )?(?:{_DAY}|{_ORDINAL_WORDS}),?[ \-/]{_YEAR}"
     r")(?![A-Za-z0-9])",
     re.IGNORECASE,
 )
@@ -842,6 +1203,8 @@ _DATE_RE = re.compile(
 _DOB_KEYWORDS = (
     "born", "birth", "dob", "d.o.b", "geb", "né ", "née", "naissance", "naci", "nací", "nac.",
     "nasci", "nato ", "nata ", "рожд", "родил", "生年月日", "誕生", "b. ",
+    "ميلاد", "مواليد", "जन्म", "出生", "生日", "生于", "생년월일", "출생", "생일", "doğum", "syntym",
+    "födelse", "född", "født", "fødsel", "születés", "γέννηση", "ngày sinh", "bday",
 )  # fmt: skip
 # ... and after it: "1995年12月3日生まれ".
 _DOB_AFTER_KEYWORDS = ("生まれ", "生")
@@ -866,8 +1229,10 @@ def find_dates_of_birth(text: str) -> Iterator[Entity]:
     lower = lowered(text)
     taken_until = -1
     for position in keyword_starts(text, _DOB_KEYWORDS):
-        if position < taken_until or (position and lower[position - 1].isalpha()):
-            continue  # inside a word: "stubborn"
+        if position < taken_until or (
+            position and lower[position - 1].isalpha() and lower[position].isascii()
+        ):
+            continue  # inside a word: "stubborn" (Arabic joins the article: "الميلاد")
         right_after = lower.startswith("b. ", position)  # "b. 19 Aug 1944", nothing between
         limit = min(len(text), position + (3 if right_after else _DOB_WINDOW))
         m = _DATE_RE.search(text, position, limit + 40)
@@ -912,11 +1277,14 @@ def _this_year() -> int:
 
 # "passport" in English, French, Spanish, Portuguese, Italian, German, Dutch, Polish, Russian,
 # Japanese and Chinese (lower case).
-_PASSPORT_KEYWORDS = ("pas", "паспорт", "旅券", "パスポート", "护照", "護照", "여권")
+_PASSPORT_KEYWORDS = ("pas", "паспорт", "旅券", "パスポート", "护照", "護照", "여권", "جواز",
+                      "पासपोर्ट", "διαβατήριο", "útlevél", "hộ chiếu", "דרכון", "گذرنامه",
+                      "หนังสือเดินทาง")  # fmt: skip
 # "pas" is found fast and then checked: passport, passeport, pasaporte, passaporte, passaporto,
 # (reise)pass, pass-nr, passnummer, paspoort, paszport.
 _PASSPORT_WORD_RE = re.compile(
-    r"pas(?:s(?:port|eport|aporte|aporto|-?n(?:r|o|umm)|nummer|\b)|aporte|zport|poort)",
+    r"pas(?:s(?:port|eport|aporte|aporto|-?n(?:r|o|umm)|nummer|i\b|\b)|aporte|aport|zport|poort"
+    r"|por\b)",
     re.IGNORECASE,
 )
 # Passport numbers by their shapes: US (9 digits, or a letter and 8), UK (9 digits), Germany
