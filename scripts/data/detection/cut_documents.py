@@ -6,7 +6,8 @@ meaning model: ``injection_documents.jsonl``.
 Ordinary technical prose full of imperatives addressed to its reader ("run", "set", "install",
 "send"), commands, configuration and tables: what users paste and agents read, and what a model
 trained on short prompts took for instructions to it. The files are this repository's own
-(written here, not a public set); ``docs/security.md``, which quotes attacks, is left out.
+(written here, not a public set): the docs (``docs/security.md``, which quotes attacks, left
+out) and the module docstrings of the Python packages.
 Pieces of about 2,500 characters, cut at blank lines; every other piece arrives as a tool result.
 The output is kept in the repository, so training does not change when the docs do.
 """
@@ -15,6 +16,7 @@ The output is kept in the repository, so training does not change when the docs 
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -34,6 +36,8 @@ SOURCES = (
     "docs/tenants.md",
 )
 PIECE = 2_500
+# And the module docstrings of the project's Python packages, one document per package.
+PACKAGES = ("gateway", "privacy", "llmplatform", "deployments")
 
 
 def pieces(text: str) -> list[str]:
@@ -48,11 +52,23 @@ def pieces(text: str) -> list[str]:
     return out
 
 
+def docstrings(package: str) -> str:
+    texts = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        if docstring and len(docstring) > 200:
+            texts.append(docstring)
+    return "\n\n".join(texts)
+
+
 def main() -> None:
     rows = []
     for source in SOURCES:
-        for text in pieces((REPO / source).read_text(encoding="utf-8")):
-            rows.append(text)
+        rows.extend(pieces((REPO / source).read_text(encoding="utf-8")))
+    for package in PACKAGES:
+        rows.extend(pieces(docstrings(package)))
     path = Path(__file__).with_name("injection_documents.jsonl")
     with open(path, "w", encoding="utf-8") as out:
         for index, text in enumerate(rows, 1):
