@@ -16,9 +16,9 @@ What it reads:
 What it writes, into ``gateway/screening/data/`` (``gateway.screening.meaning`` reads them):
 
 - ``meaning_tokenizer.json.gz``: a ``tokenizers`` tokenizer over Gemma's vocabulary (whitespace
-  marked as SentencePiece does, each word split into the fewest vocabulary pieces, bytes for
-  what no piece covers). It is not Gemma's own BPE, only the same pieces: the model is trained
-  and run with this one, so they agree.
+  marked as SentencePiece does, each word split greedily into its longest vocabulary pieces).
+  It is not Gemma's own BPE, only the same pieces: the model is trained and run with this one,
+  so they agree.
 - ``meaning_model.npz``: the model folded for serving. A window of up to ``window`` tokens is the
   mean of its tokens' embeddings, standardised, through one hidden layer (ReLU) to one logit; a
   text's logit is its highest window's (an instruction planted in a long document is one window).
@@ -78,7 +78,7 @@ def gguf_path() -> Path:
     return path
 
 
-def read_gguf(path: Path) -> tuple[list[str], list[float], list[int], np.ndarray]:
+def read_gguf(path: Path) -> tuple[list[str], list[int], np.ndarray]:
     from gguf import GGUFReader
     from gguf.quants import dequantize
 
@@ -90,26 +90,39 @@ def read_gguf(path: Path) -> tuple[list[str], list[float], list[int], np.ndarray
         return [field.parts[index] for index in field.data]
 
     tokens = [bytes(part).decode("utf-8", "replace") for part in values("tokenizer.ggml.tokens")]
-    scores = [float(part[0]) for part in values("tokenizer.ggml.scores")]
     types = [int(part[0]) for part in values("tokenizer.ggml.token_type")]
     tensor = next(t for t in reader.tensors if t.name == "token_embd.weight")
     embeddings = dequantize(tensor.data, tensor.tensor_type).reshape(len(tokens), -1)
-    return tokens, scores, types, embeddings.astype(np.float32)
+    return tokens, types, embeddings.astype(np.float32)
 
 
-def build_tokenizer(tokens: list[str], scores: list[float], types: list[int]):
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def build_tokenizer(tokens: list[str], types: list[int]):
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
-    # Gemma's scores rank BPE merges; as unigram log-probabilities they would favour short
-    # pieces. Every piece costs the same instead (the fewest pieces win), the rank breaking ties.
+    # Greedy longest match over Gemma's pieces (WordPiece with no continuation prefix: a word
+    # starts with SentencePiece's "▁", the pieces after it have none). A unigram lattice over the
+    # same 262,144 pieces took about 215 MiB per process; this takes about 50. Words are cut
+    # into runs of at most 16 characters first (text without spaces: Chinese, Japanese), so the
+    # longest-match search stays short.
     control = 3
-    vocab = [
-        (piece, -1000.0 if kind == control else -1.0 + 1e-7 * score)
-        for piece, score, kind in zip(tokens, scores, types, strict=True)
-    ]
-    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=True))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement="▁", prepend_scheme="always", split=True
+    vocab = {
+        piece: index
+        for index, (piece, kind) in enumerate(zip(tokens, types, strict=True))
+        if kind != control or piece == "<unk>"
+    }
+    tokenizer = Tokenizer(
+        models.WordPiece(
+            vocab,
+            unk_token="<unk>",  # noqa: S106 (a vocabulary piece, not a password)
+            continuing_subword_prefix="",
+            max_input_chars_per_word=16,
+        )
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+            pre_tokenizers.Split(Regex("▁[^▁]{0,15}|[^▁]{1,16}"), behavior="isolated"),
+        ]
     )
     return tokenizer
 
@@ -246,6 +259,7 @@ def check(tokenizer, embeddings: np.ndarray) -> None:
                 for r in test_rows
             ]
         )
+        logits -= meaning.WINDOWS_PENALTY * np.log(np.bincount(owners_t, minlength=len(test_rows)))
         logits *= np.minimum(1.0, tokens / meaning.SHORT)
         rules = np.array([rule_logit(r["text"], r["role"]) for r in test_rows])
         labels = np.array([r["label"] for r in test_rows])
@@ -267,6 +281,7 @@ def check(tokenizer, embeddings: np.ndarray) -> None:
         )
         document_logits = np.full(len(documents) - half, -np.inf)
         np.maximum.at(document_logits, owners_d, hidden @ params["w2"] + params["b2"][0])
+        document_logits -= meaning.WINDOWS_PENALTY * np.log(np.bincount(owners_d))
         rules = np.array([rule_logit(r["text"], r["role"]) for r in documents[half:]])
         blocked = rules + np.vectorize(meaning.evidence)(document_logits) >= 0
         print(f"  documents not trained on, blocked: {blocked.sum()} of {len(blocked)}")
@@ -281,8 +296,8 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help="cross-set figures only")
     parser.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT})")
     args = parser.parse_args()
-    tokens, scores, types, embeddings = read_gguf(gguf_path())
-    tokenizer = build_tokenizer(tokens, scores, types)
+    tokens, types, embeddings = read_gguf(gguf_path())
+    tokenizer = build_tokenizer(tokens, types)
     if args.check:
         check(tokenizer, embeddings)
         return
