@@ -16,8 +16,8 @@ rate and balanced accuracy, for the baseline regex list and for our screen, coun
 either a block (score >= threshold) or a block or flag (score >= flag threshold); then the
 latency of ``screen_texts`` per prompt, on one core.
 
-None of the public sets is trained or tuned on any more (the screen has no trained part; its
-rules were set on the hand-written development set, ``--set`` below), so all of them are test
+None of the public sets is trained or tuned on any more (the rules were set, and the meaning
+model trained, on the hand-written development sets, ``--set`` below), so all of them are test
 data: deepset (both splits), the in-the-wild jailbreak prompts, and NotInject (benign prompts
 full of trigger words, for over-defence). A last set, the README texts of the Python packages
 installed beside this script (their package metadata), checks that long ordinary documents are
@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     out = [
         "## Data",
         "",
-        "Nothing here is trained or tuned on; the rules were set on the hand-written dev set.",
+        "Nothing here is trained or tuned on; the rules were set and the meaning model trained on "
+        "the hand-written dev sets.",
         "",
         "| set | texts |",
         "|---|---|",

@@ -59,6 +59,7 @@ SHORT = 8  # a text of fewer tokens says less: its log-odds shrink in proportion
 @dataclass(frozen=True, slots=True)
 class _Model:
     tokenizer: object  # tokenizers.Tokenizer
+    space: list[int]  # the pieces of an empty word (two spaces in a row)
     table: np.ndarray  # (vocabulary, hidden) int8
     scale: np.ndarray  # (hidden,) per-column scale of the table
     bias: np.ndarray  # the hidden layer's bias for a text a person typed
@@ -78,9 +79,11 @@ def load(directory: Path) -> _Model:
 
     raw = gzip.decompress((directory / TOKENIZER_FILE).read_bytes()).decode()
     tokenizer = Tokenizer.from_str(raw)
+    space = tokenizer.encode_batch_fast(["a  b"], add_special_tokens=False)[0].ids[1:-1]
     with np.load(directory / MODEL_FILE) as files:
         return _Model(
             tokenizer=tokenizer,
+            space=space,
             table=files["table"],
             scale=files["scale"],
             bias=files["bias"],
@@ -126,6 +129,33 @@ def is_tool(role: str) -> bool:
     return role in heuristics.TOOL_ROLES
 
 
+# Each word's pieces, per process: the tokenizer splits at spaces and reads each word alone, so a
+# word's pieces never depend on its neighbours, and most words of a request were seen before.
+# About 3 times faster than encoding the whole text (measured on the held-out texts); cleared
+# when full.
+_WORDS: dict[str, list[int]] = {}
+_WORDS_MAX = 200_000
+
+
+def token_ids(text: str, model: _Model | None = None) -> list[int]:
+    """The model's token ids of ``text``: what ``model.tokenizer`` gives for the whole text, read
+    word by word through a cache."""
+    model = model or _model()
+    words = text.split(" ")
+    cache = _WORDS if model is _model() else {}
+    missing = [word for word in dict.fromkeys(words) if word and word not in cache]
+    if missing:
+        if len(cache) + len(missing) > _WORDS_MAX:
+            cache.clear()
+        encoded = model.tokenizer.encode_batch_fast(missing, add_special_tokens=False)  # type: ignore[attr-defined]
+        for word, encoding in zip(missing, encoded, strict=True):
+            cache[word] = encoding.ids
+    ids: list[int] = []
+    for word in words:
+        ids.extend(cache[word] if word else model.space)
+    return ids
+
+
 def logit(parts: list[str], role: str = "user", model: _Model | None = None) -> float | None:
     """The model's log-odds that the text is an attack (its highest window), read in its
     ``role`` (a tool result is data the agent read, not the user's wish), or None for no tokens
@@ -135,21 +165,26 @@ def logit(parts: list[str], role: str = "user", model: _Model | None = None) -> 
         return None
     model = model or _model()
     bias = model.bias + model.tool if is_tool(role) else model.bias
+    half = WINDOW // 2
     best: float | None = None
-    # The batch call without offsets: half the time of ``encode`` for the same ids.
-    for encoding in model.tokenizer.encode_batch_fast(parts, add_special_tokens=False):  # type: ignore[attr-defined]
-        tokens = np.asarray(encoding.ids, dtype=np.int64)
-        if not tokens.size:
+    for part in parts:
+        ids = token_ids(part, model)
+        count = len(ids)
+        if not count:
             continue
-        spans = np.asarray(windows(tokens.size), dtype=np.int64)
-        sums = np.zeros((tokens.size + 1, model.table.shape[1]), dtype=np.int32)
-        np.cumsum(model.table[tokens], axis=0, dtype=np.int32, out=sums[1:])
-        lengths = (spans[:, 1] - spans[:, 0])[:, None]
-        means = (sums[spans[:, 1]] - sums[spans[:, 0]]) * (model.scale / lengths)
-        hidden = np.maximum(means + bias, 0.0)
+        rows = model.table[ids]
+        if count <= WINDOW:  # one window
+            sums = rows.sum(axis=0, dtype=np.int32)[None, :]
+            lengths = np.array([[count]], dtype=np.float32)
+        else:  # windows(count): each is two half-windows of WINDOW // 2 tokens, summed
+            halves = np.add.reduceat(rows, np.arange(0, count, half), axis=0, dtype=np.int32)
+            starts = np.arange(0, count - half, half)
+            sums = halves[: len(starts)] + halves[1 : len(starts) + 1]
+            lengths = (np.minimum(starts + WINDOW, count) - starts).astype(np.float32)[:, None]
+        hidden = np.maximum(sums * (model.scale / lengths) + bias, 0.0)
         value = float((hidden @ model.w2).max()) + model.b2
-        value -= WINDOWS_PENALTY * math.log(len(spans))
-        if tokens.size < SHORT:
-            value *= tokens.size / SHORT
+        value -= WINDOWS_PENALTY * math.log(len(sums))
+        if count < SHORT:
+            value *= count / SHORT
         best = value if best is None else max(best, value)
     return best
