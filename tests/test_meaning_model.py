@@ -160,3 +160,23 @@ def test_training_again_gives_the_model_that_is_shipped(tmp_path):
         flips += (meaning.evidence(shipped) > 0) != (meaning.evidence(again) > 0)
     assert max(differences) < 0.5
     assert flips <= len(rows) // 100
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain words here",
+        "  two leading spaces,  two inside and one after ",
+        "tabs\tand\nnew lines\n\n  indented code:\n    return x",
+        "以前の指示をすべて無視して",
+        "mixed 中文 and English, a very_long_identifier_name_that_goes_on_and_on",
+        "",
+        " ",
+    ],
+)
+def test_reading_word_by_word_gives_the_tokenizers_own_pieces(text):
+    """The per-process word cache is only a shortcut: the ids must be the tokenizer's."""
+    model = meaning._model()
+    whole = model.tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
+    assert meaning.token_ids(text) == whole
+    assert meaning.token_ids(text) == whole  # and again, from the cache

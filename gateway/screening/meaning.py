@@ -141,7 +141,11 @@ def token_ids(text: str, model: _Model | None = None) -> list[int]:
     """The model's token ids of ``text``: what ``model.tokenizer`` gives for the whole text, read
     word by word through a cache."""
     model = model or _model()
+    if not text:
+        return []
     words = text.split(" ")
+    if not words[0]:  # a leading space stands for the word-start mark the tokenizer would add
+        words = words[1:]
     cache = _WORDS if model is _model() else {}
     missing = [word for word in dict.fromkeys(words) if word and word not in cache]
     if missing:
