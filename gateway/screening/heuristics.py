@@ -1048,6 +1048,15 @@ def _discount_quotations(folded: str, found: dict[str, float]) -> dict[str, floa
     }
 
 
+def read(text: str, role: str = "user") -> tuple[dict[str, float], list[str]]:
+    """One pass over a text: its signals (``text_signals`` of its normalised form), and what the
+    meaning model reads of it: the normalised text, then every payload decoded or joined."""
+    normalized = normalize(text)
+    payloads: list[str] = []
+    found = text_signals(normalized, role=role, payloads=payloads)
+    return found, [normalized.folded, *payloads]
+
+
 def text_signals(
     normalized: Normalized,
     depth: int = 0,

@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.screening import heuristics, meaning
-from gateway.screening.normalize import normalize
 
 INTERCEPT = math.log(0.05 / 0.95)
 MEANING_REASON = "meaning_model"  # the reason code when the meaning model speaks for a block
@@ -60,11 +59,9 @@ def _sigmoid(z: float) -> float:
 def screen_text(text: str, role: str = USER) -> ScreenResult:
     """Score one text; ``role`` is where it came from (``tool`` for a tool result or a
     retrieved document, anything else for what a person typed)."""
-    normalized = normalize(text)
-    payloads: list[str] = []
-    found = heuristics.text_signals(normalized, role=role, payloads=payloads)
+    found, texts = heuristics.read(text, role)
     evidence = INTERCEPT + sum(found.values())
-    model = meaning.logit([normalized.folded, *payloads], role)
+    model = meaning.logit(texts, role)
     if model is not None:
         added = meaning.evidence(model)
         evidence += added
@@ -76,7 +73,7 @@ def screen_text(text: str, role: str = USER) -> ScreenResult:
 
 def rule_logit(text: str, role: str = USER) -> float:
     """The rules' log-odds alone (without the meaning model), for training and measuring it."""
-    return INTERCEPT + sum(heuristics.text_signals(normalize(text), role=role).values())
+    return INTERCEPT + sum(heuristics.read(text, role)[0].values())
 
 
 def screen_texts(texts: Sequence[str], roles: Sequence[str] | None = None) -> ScreenResult:
